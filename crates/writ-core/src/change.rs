@@ -1,0 +1,344 @@
+//! The change record: the one place that answers who asked, who approved, who executed, what
+//! changed, and whether the observed result was the approved one.
+
+use std::fmt;
+
+use crate::error::Refusal;
+use crate::name::{EntitlementRef, IdentityName, OrgName};
+use crate::time::{Duration, Timestamp};
+
+/// `CHG-` followed by a 26-character Crockford base32 ULID: sortable by creation time, unique,
+/// and never changed once issued.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChangeId(String);
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+impl ChangeId {
+    /// Builds an ID from a creation time and 80 random bits supplied by the caller.
+    pub fn generate(at: Timestamp, random: u128) -> ChangeId {
+        let millis = u128::from(at.as_millis().max(0).unsigned_abs()) & ((1 << 48) - 1);
+        let value = (millis << 80) | (random & ((1 << 80) - 1));
+        let mut text = String::with_capacity(30);
+        text.push_str("CHG-");
+        for i in (0..26).rev() {
+            let digit = usize::try_from((value >> (i * 5)) & 0x1f).unwrap_or(0);
+            text.push(char::from(CROCKFORD.get(digit).copied().unwrap_or(b'0')));
+        }
+        ChangeId(text)
+    }
+
+    pub fn parse(input: &str) -> Result<ChangeId, Refusal> {
+        let invalid = || Refusal::InvalidValue {
+            field: "change id",
+            input: input.chars().take(40).collect(),
+            expected: "CHG- followed by 26 characters of Crockford base32",
+        };
+        let body = input.strip_prefix("CHG-").ok_or_else(invalid)?;
+        let first_ok = body.bytes().next().is_some_and(|b| b <= b'7');
+        if body.len() != 26 || !first_ok || !body.bytes().all(|b| CROCKFORD.contains(&b)) {
+            return Err(invalid());
+        }
+        Ok(ChangeId(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChangeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $ty:ident, $field:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $ty { $($variant),+ }
+
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+
+            pub fn parse(input: &str) -> Result<$ty, Refusal> {
+                match input {
+                    $($text => Ok($ty::$variant),)+
+                    _ => Err(Refusal::InvalidValue {
+                        field: $field,
+                        input: input.chars().take(40).collect(),
+                        expected: concat!("one of", $(" ", $text),+),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The lifecycle state of a change. `rejected`, `expired`, `cancelled` and `reviewed` are
+    /// terminal.
+    ChangeState, "state" {
+        Requested => "requested",
+        PendingApproval => "pending_approval",
+        Approved => "approved",
+        Rejected => "rejected",
+        Expired => "expired",
+        Implementing => "implementing",
+        Implemented => "implemented",
+        Failed => "failed",
+        Verified => "verified",
+        VerificationFailed => "verification_failed",
+        Reviewed => "reviewed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl ChangeState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ChangeState::Rejected
+                | ChangeState::Expired
+                | ChangeState::Cancelled
+                | ChangeState::Reviewed
+        )
+    }
+}
+
+string_enum!(
+    /// What a change does, derived from its planned operations.
+    ChangeKind, "change kind" {
+        Grant => "grant",
+        Revoke => "revoke",
+        Modify => "modify",
+        TimeBoundElevation => "time_bound_elevation",
+        RotateSecret => "rotate_secret",
+        RotateCertificate => "rotate_certificate",
+        CreateIdentity => "create_identity",
+        DecommissionIdentity => "decommission_identity",
+        TransferOwnership => "transfer_ownership",
+    }
+);
+
+string_enum!(
+    /// The business event that caused a change.
+    BusinessEvent, "business event" {
+        Joiner => "joiner",
+        Mover => "mover",
+        Leaver => "leaver",
+        Deploy => "deploy",
+        Decommission => "decommission",
+        Incident => "incident",
+        Vendor => "vendor",
+        Adhoc => "adhoc",
+    }
+);
+
+string_enum!(
+    /// The kind of an external reference carried by a change.
+    RefKind, "reference kind" {
+        Ticket => "ticket",
+        Commit => "commit",
+        PullRequest => "pull_request",
+    }
+);
+
+string_enum!(
+    /// Whether an operation adds or removes access.
+    OpAction, "operation" {
+        Grant => "grant",
+        Revoke => "revoke",
+    }
+);
+
+/// A link to the change in another system: an ITSM ticket, an SCM commit or pull request.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExternalRef {
+    pub kind: RefKind,
+    value: String,
+}
+
+impl ExternalRef {
+    pub const MAX_LEN: usize = 200;
+
+    pub fn new(kind: RefKind, value: &str) -> Result<ExternalRef, Refusal> {
+        let trimmed = value.trim();
+        if trimmed.is_empty()
+            || trimmed.len() > Self::MAX_LEN
+            || trimmed.chars().any(char::is_control)
+        {
+            return Err(Refusal::InvalidValue {
+                field: "external reference",
+                input: value.chars().take(40).collect(),
+                expected: "1 to 200 printable characters",
+            });
+        }
+        Ok(ExternalRef {
+            kind,
+            value: trimmed.to_owned(),
+        })
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+/// Why a change is asked for. Never empty, at most [`Justification::MAX_LEN`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Justification(String);
+
+impl Justification {
+    pub const MAX_LEN: usize = 2000;
+
+    pub fn parse(input: &str) -> Result<Justification, Refusal> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(Refusal::EmptyJustification);
+        }
+        if trimmed.len() > Self::MAX_LEN {
+            return Err(Refusal::InvalidValue {
+                field: "justification",
+                input: trimmed.chars().take(40).collect(),
+                expected: "at most 2000 bytes",
+            });
+        }
+        Ok(Justification(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One step of the desired state: give or take `entitlement` for `identity`. A grant may be
+/// time-bound: it expires `duration` after it is implemented.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedOp {
+    pub action: OpAction,
+    pub identity: IdentityName,
+    pub entitlement: EntitlementRef,
+    pub duration: Option<Duration>,
+}
+
+/// How many distinct approvals a change needs and how long each stays valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalRequirement {
+    pub approvals: u8,
+    pub validity: Duration,
+}
+
+impl ApprovalRequirement {
+    /// The baseline until policy as code decides per change: one approval, valid for 24 hours.
+    pub const BASELINE: ApprovalRequirement = ApprovalRequirement {
+        approvals: 1,
+        validity: Duration::hours(24),
+    };
+}
+
+/// One approver's decision, valid until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    pub approver: IdentityName,
+    pub on_behalf_of: Option<IdentityName>,
+    pub at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What one operation did on its target: membership before and after, and the target's own
+/// reference for the write (for git, the commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpOutcome {
+    pub op: usize,
+    pub before: bool,
+    pub after: bool,
+    pub reference: Option<String>,
+}
+
+/// What verification saw on a target for one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub op: usize,
+    pub present: bool,
+}
+
+/// One try at implementing the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    pub executor: crate::identity::Actor,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub outcomes: Vec<OpOutcome>,
+    pub error: Option<String>,
+}
+
+/// The result of comparing observed with approved state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub at: Timestamp,
+    pub observations: Vec<Observation>,
+    pub mismatches: Vec<usize>,
+}
+
+/// A terminal or closing decision by a person with a reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub actor: crate::identity::Actor,
+    pub at: Timestamp,
+    pub reason: String,
+}
+
+/// The change record, rebuilt by folding its events (see [`crate::machine::evolve`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub id: ChangeId,
+    pub kind: ChangeKind,
+    pub event: BusinessEvent,
+    pub refs: Vec<ExternalRef>,
+    pub requester: IdentityName,
+    pub on_behalf_of: Option<IdentityName>,
+    pub vendor: Option<OrgName>,
+    pub justification: Justification,
+    pub ops: Vec<PlannedOp>,
+    pub created_at: Timestamp,
+    pub state: ChangeState,
+    pub requirement: ApprovalRequirement,
+    pub approvals: Vec<Approval>,
+    pub executions: Vec<Execution>,
+    pub verification: Option<Verification>,
+    pub closing: Option<Decision>,
+    /// How many events have been folded into this record; the next event has this sequence.
+    pub seq: u64,
+}
+
+impl Change {
+    /// Every identity that asked for or benefits from this change: none of them may approve,
+    /// execute or review it.
+    pub fn interested_parties(&self) -> Vec<&IdentityName> {
+        let mut parties: Vec<&IdentityName> = vec![&self.requester];
+        parties.extend(self.on_behalf_of.iter());
+        parties.extend(self.ops.iter().map(|op| &op.identity));
+        parties
+    }
+
+    /// The earliest expiry among the approvals, if any.
+    pub fn approvals_valid_until(&self) -> Option<Timestamp> {
+        self.approvals.iter().map(|a| a.expires_at).min()
+    }
+
+    pub fn last_execution(&self) -> Option<&Execution> {
+        self.executions.last()
+    }
+}

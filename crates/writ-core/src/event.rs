@@ -1,0 +1,178 @@
+//! Events: the facts a change is made of. Each is appended to the ledger in the same
+//! transaction as the state it produces.
+
+use std::fmt;
+
+use crate::change::{
+    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification,
+    Observation, OpOutcome, PlannedOp,
+};
+use crate::identity::{Actor, Identity, Target};
+use crate::name::{IdentityName, OrgName};
+use crate::time::Timestamp;
+
+/// The step of the control chain an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    Registry,
+    Request,
+    Validation,
+    Approval,
+    Implementation,
+    Verification,
+    Review,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Registry => "registry",
+            Phase::Request => "request",
+            Phase::Validation => "validation",
+            Phase::Approval => "approval",
+            Phase::Implementation => "implementation",
+            Phase::Verification => "verification",
+            Phase::Review => "review",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One fact about one change. `seq` is its position in that change's history (0, 1, …).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeEvent {
+    pub change: ChangeId,
+    pub seq: u64,
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub on_behalf_of: Option<IdentityName>,
+    pub body: ChangeEventBody,
+}
+
+/// What happened. The actor of `Requested` is the requester; of `Approved`, the approver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeEventBody {
+    Requested {
+        kind: ChangeKind,
+        event: BusinessEvent,
+        refs: Vec<ExternalRef>,
+        vendor: Option<OrgName>,
+        justification: Justification,
+        ops: Vec<PlannedOp>,
+    },
+    Validated {
+        requirement: ApprovalRequirement,
+    },
+    Approved {
+        expires_at: Timestamp,
+    },
+    Rejected {
+        reason: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+    Expired {
+        reason: String,
+    },
+    ExecutionStarted {
+        attempt: u32,
+    },
+    Implemented {
+        outcomes: Vec<OpOutcome>,
+    },
+    ExecutionFailed {
+        error: String,
+        outcomes: Vec<OpOutcome>,
+    },
+    Verified {
+        observations: Vec<Observation>,
+    },
+    VerificationFailed {
+        observations: Vec<Observation>,
+        mismatches: Vec<usize>,
+    },
+    Reviewed {
+        notes: String,
+    },
+}
+
+impl ChangeEventBody {
+    /// Stable type name, used in the ledger record and the trail.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ChangeEventBody::Requested { .. } => "change.requested",
+            ChangeEventBody::Validated { .. } => "change.validated",
+            ChangeEventBody::Approved { .. } => "change.approved",
+            ChangeEventBody::Rejected { .. } => "change.rejected",
+            ChangeEventBody::Cancelled { .. } => "change.cancelled",
+            ChangeEventBody::Expired { .. } => "change.expired",
+            ChangeEventBody::ExecutionStarted { .. } => "change.execution_started",
+            ChangeEventBody::Implemented { .. } => "change.implemented",
+            ChangeEventBody::ExecutionFailed { .. } => "change.execution_failed",
+            ChangeEventBody::Verified { .. } => "change.verified",
+            ChangeEventBody::VerificationFailed { .. } => "change.verification_failed",
+            ChangeEventBody::Reviewed { .. } => "change.reviewed",
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self {
+            ChangeEventBody::Requested { .. } => Phase::Request,
+            ChangeEventBody::Validated { .. } => Phase::Validation,
+            ChangeEventBody::Approved { .. }
+            | ChangeEventBody::Rejected { .. }
+            | ChangeEventBody::Cancelled { .. }
+            | ChangeEventBody::Expired { .. } => Phase::Approval,
+            ChangeEventBody::ExecutionStarted { .. }
+            | ChangeEventBody::Implemented { .. }
+            | ChangeEventBody::ExecutionFailed { .. } => Phase::Implementation,
+            ChangeEventBody::Verified { .. } | ChangeEventBody::VerificationFailed { .. } => {
+                Phase::Verification
+            }
+            ChangeEventBody::Reviewed { .. } => Phase::Review,
+        }
+    }
+}
+
+/// Registration of identities and targets: administrative facts outside any change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryEvent {
+    IdentityAdded { actor: Actor, identity: Identity },
+    TargetAdded { actor: Actor, target: Target },
+}
+
+impl RegistryEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RegistryEvent::IdentityAdded { .. } => "registry.identity_added",
+            RegistryEvent::TargetAdded { .. } => "registry.target_added",
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        match self {
+            RegistryEvent::IdentityAdded { actor, .. }
+            | RegistryEvent::TargetAdded { actor, .. } => actor,
+        }
+    }
+
+    pub fn at(&self) -> Timestamp {
+        match self {
+            RegistryEvent::IdentityAdded { identity, .. } => identity.created_at,
+            RegistryEvent::TargetAdded { target, .. } => target.created_at,
+        }
+    }
+}
+
+/// Any event Writ records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Change(ChangeEvent),
+    Registry(RegistryEvent),
+}

@@ -1,0 +1,221 @@
+//! Identities (humans and non-human identities), actors, targets and grants.
+
+use std::fmt;
+
+use crate::change::ChangeId;
+use crate::error::Refusal;
+use crate::name::{EntitlementRef, IdentityName, OrgName, TargetName};
+use crate::time::Timestamp;
+
+/// What kind of principal an identity is. Everything but `Human` is a non-human identity (NHI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdentityKind {
+    Human,
+    ServiceAccount,
+    ApiKey,
+    Secret,
+    Certificate,
+    Workload,
+    AiAgent,
+}
+
+impl IdentityKind {
+    pub const ALL: [IdentityKind; 7] = [
+        IdentityKind::Human,
+        IdentityKind::ServiceAccount,
+        IdentityKind::ApiKey,
+        IdentityKind::Secret,
+        IdentityKind::Certificate,
+        IdentityKind::Workload,
+        IdentityKind::AiAgent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Human => "human",
+            IdentityKind::ServiceAccount => "service_account",
+            IdentityKind::ApiKey => "api_key",
+            IdentityKind::Secret => "secret",
+            IdentityKind::Certificate => "certificate",
+            IdentityKind::Workload => "workload",
+            IdentityKind::AiAgent => "ai_agent",
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<IdentityKind, Refusal> {
+        IdentityKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == input)
+            .ok_or_else(|| Refusal::InvalidValue {
+                field: "identity kind",
+                input: input.chars().take(40).collect(),
+                expected: "one of human, service_account, api_key, secret, certificate, workload, ai_agent",
+            })
+    }
+
+    /// True for every non-human kind; those need an accountable human owner.
+    pub fn is_nhi(self) -> bool {
+        self != IdentityKind::Human
+    }
+}
+
+impl fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A human or an NHI known to Writ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub name: IdentityName,
+    pub kind: IdentityKind,
+    /// The accountable human for an NHI. `None` for humans; `None` for an NHI means orphan.
+    pub owner: Option<IdentityName>,
+    /// Set for vendor (delegated) identities: the organisation they act for.
+    pub vendor: Option<OrgName>,
+    pub created_at: Timestamp,
+}
+
+impl Identity {
+    /// Builds a new identity, enforcing the ownership rules: an NHI needs an owner, the owner
+    /// must be an existing human, and humans have no owner.
+    pub fn new(
+        name: IdentityName,
+        kind: IdentityKind,
+        owner: Option<&Identity>,
+        vendor: Option<OrgName>,
+        created_at: Timestamp,
+    ) -> Result<Identity, Refusal> {
+        match (kind.is_nhi(), owner) {
+            (true, None) => {
+                return Err(Refusal::OwnerRequired {
+                    identity: name,
+                    kind,
+                });
+            }
+            (false, Some(_)) => return Err(Refusal::OwnerOnHuman { identity: name }),
+            (true, Some(owner)) if owner.kind != IdentityKind::Human => {
+                return Err(Refusal::OwnerNotHuman {
+                    identity: name,
+                    owner: owner.name.clone(),
+                    owner_kind: owner.kind,
+                });
+            }
+            _ => {}
+        }
+        Ok(Identity {
+            name,
+            kind,
+            owner: owner.map(|o| o.name.clone()),
+            vendor,
+            created_at,
+        })
+    }
+}
+
+/// Who performs a step: a named identity, or Writ itself (for example the engine executing).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Actor {
+    Identity(IdentityName),
+    System(SystemActor),
+}
+
+/// Writ's own actors. Their names contain `:`, which no identity name can, so a person can never
+/// register under a system actor's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SystemActor {
+    /// The engine applying and verifying changes on targets.
+    Engine,
+    /// An administrator using the local CLI without naming themselves.
+    Admin,
+}
+
+impl Actor {
+    pub fn as_string(&self) -> String {
+        match self {
+            Actor::Identity(name) => name.to_string(),
+            Actor::System(SystemActor::Engine) => "system:writ-engine".to_owned(),
+            Actor::System(SystemActor::Admin) => "system:admin".to_owned(),
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<Actor, Refusal> {
+        match input {
+            "system:writ-engine" => Ok(Actor::System(SystemActor::Engine)),
+            "system:admin" => Ok(Actor::System(SystemActor::Admin)),
+            _ => IdentityName::parse(input).map(Actor::Identity),
+        }
+    }
+
+    pub fn identity(&self) -> Option<&IdentityName> {
+        match self {
+            Actor::Identity(name) => Some(name),
+            Actor::System(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+/// Which connector speaks to a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnectorKind {
+    Git,
+    /// An in-process target with no external system, for benchmarks and engine tests.
+    Memory,
+}
+
+impl ConnectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Git => "git",
+            ConnectorKind::Memory => "memory",
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<ConnectorKind, Refusal> {
+        match input {
+            "git" => Ok(ConnectorKind::Git),
+            "memory" => Ok(ConnectorKind::Memory),
+            _ => Err(Refusal::InvalidValue {
+                field: "connector",
+                input: input.chars().take(40).collect(),
+                expected: "git (more connectors arrive with later releases)",
+            }),
+        }
+    }
+}
+
+/// A connected system and how to reach it. `settings` are connector-specific and never secret
+/// (secrets are referenced, not stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: TargetName,
+    pub connector: ConnectorKind,
+    pub settings: Vec<(String, String)>,
+    pub created_at: Timestamp,
+}
+
+impl Target {
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Identity × entitlement, as implemented by a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub identity: IdentityName,
+    pub entitlement: EntitlementRef,
+    pub change: ChangeId,
+    pub granted_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}

@@ -1,0 +1,728 @@
+//! The change state machine as two pure functions: [`decide`] turns (change, command, now)
+//! into events or a [`Refusal`]; [`evolve`] folds one event into the change. A refusal emits
+//! nothing, so it changes nothing.
+//!
+//! ```text
+//! requested → pending_approval → approved → implementing → implemented → verified → reviewed
+//!                  │    │            │  ▲        │               │  ▲
+//!                  │    └→ rejected  │  └─ failed ┘        verification_failed → reviewed
+//!                  └→ cancelled      └→ expired | cancelled
+//! ```
+
+use crate::change::{
+    Approval, ApprovalRequirement, BusinessEvent, Change, ChangeId, ChangeKind, ChangeState,
+    Decision, Execution, ExternalRef, Justification, Observation, OpAction, OpOutcome, PlannedOp,
+    Verification,
+};
+use crate::error::Refusal;
+use crate::event::{ChangeEvent, ChangeEventBody};
+use crate::identity::{Actor, Identity, IdentityKind};
+use crate::name::{IdentityName, OrgName};
+use crate::time::Timestamp;
+use crate::verify::mismatches;
+
+/// Most operations one change may carry.
+pub const MAX_OPS: usize = 100;
+/// Longest reason, note or error text kept in a change.
+pub const MAX_TEXT: usize = 2000;
+
+/// A new change as asked for, with the identities it names already resolved by the caller.
+#[derive(Clone, Debug)]
+pub struct NewChange {
+    pub id: ChangeId,
+    pub requester: Identity,
+    pub on_behalf_of: Option<Identity>,
+    pub event: BusinessEvent,
+    pub refs: Vec<ExternalRef>,
+    pub justification: Justification,
+    pub ops: Vec<PlannedOp>,
+    /// The identity named by each op, in the same order as `ops`.
+    pub subjects: Vec<Identity>,
+    pub requirement: ApprovalRequirement,
+}
+
+/// Something a person or Writ asks of a change.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Request(Box<NewChange>),
+    Approve {
+        approver: Identity,
+        on_behalf_of: Option<Identity>,
+    },
+    Reject {
+        actor: Identity,
+        reason: String,
+    },
+    Cancel {
+        actor: Actor,
+        reason: String,
+    },
+    StartExecution {
+        executor: Actor,
+    },
+    RecordImplementation {
+        outcomes: Vec<OpOutcome>,
+        error: Option<String>,
+    },
+    RecordVerification {
+        verifier: Actor,
+        observations: Vec<Observation>,
+    },
+    Review {
+        reviewer: Identity,
+        notes: String,
+    },
+    Expire,
+}
+
+impl Command {
+    fn action(&self) -> &'static str {
+        match self {
+            Command::Request(_) => "request",
+            Command::Approve { .. } => "approve",
+            Command::Reject { .. } => "reject",
+            Command::Cancel { .. } => "cancel",
+            Command::StartExecution { .. } => "execute",
+            Command::RecordImplementation { .. } => "record implementation",
+            Command::RecordVerification { .. } => "verify",
+            Command::Review { .. } => "review",
+            Command::Expire => "expire",
+        }
+    }
+}
+
+/// Decides what a command means for a change. `change` is `None` only for `Request`.
+pub fn decide(
+    change: Option<&Change>,
+    command: Command,
+    now: Timestamp,
+) -> Result<Vec<ChangeEvent>, Refusal> {
+    let change = match (change, command) {
+        (None, Command::Request(new)) => return decide_request(*new, now),
+        (Some(change), Command::Request(_)) => {
+            return Err(invalid(change, "request"));
+        }
+        (None, _) => {
+            return Err(Refusal::CorruptHistory {
+                change: String::new(),
+                seq: 0,
+                detail: "command for a change that does not exist",
+            });
+        }
+        (Some(change), command) => (change, command),
+    };
+    let (change, command) = change;
+    let action = command.action();
+    let event = |actor: Actor, on_behalf_of: Option<IdentityName>, body| ChangeEvent {
+        change: change.id.clone(),
+        seq: change.seq,
+        at: now,
+        actor,
+        on_behalf_of,
+        body,
+    };
+    match command {
+        Command::Request(_) => Err(invalid(change, action)),
+        Command::Approve {
+            approver,
+            on_behalf_of,
+        } => {
+            require_state(change, &[ChangeState::PendingApproval], action)?;
+            check_approver(change, &approver, on_behalf_of.as_ref())?;
+            let expires_at = now.plus(change.requirement.validity);
+            Ok(vec![event(
+                Actor::Identity(approver.name),
+                on_behalf_of.map(|o| o.name),
+                ChangeEventBody::Approved { expires_at },
+            )])
+        }
+        Command::Reject { actor, reason } => {
+            require_state(
+                change,
+                &[ChangeState::PendingApproval, ChangeState::Approved],
+                action,
+            )?;
+            require_human(&actor, "reject")?;
+            if change.interested_parties().contains(&&actor.name) {
+                return Err(Refusal::SelfRejection {
+                    change: change.id.clone(),
+                    actor: actor.name,
+                });
+            }
+            let reason = text(reason, "reason")?;
+            Ok(vec![event(
+                Actor::Identity(actor.name),
+                None,
+                ChangeEventBody::Rejected { reason },
+            )])
+        }
+        Command::Cancel { actor, reason } => {
+            require_state(
+                change,
+                &[
+                    ChangeState::Requested,
+                    ChangeState::PendingApproval,
+                    ChangeState::Approved,
+                    ChangeState::Failed,
+                ],
+                action,
+            )?;
+            let reason = text(reason, "reason")?;
+            Ok(vec![event(
+                actor,
+                None,
+                ChangeEventBody::Cancelled { reason },
+            )])
+        }
+        Command::StartExecution { executor } => {
+            require_state(
+                change,
+                &[
+                    ChangeState::Approved,
+                    ChangeState::Failed,
+                    ChangeState::Implementing,
+                    ChangeState::VerificationFailed,
+                ],
+                action,
+            )?;
+            check_approvals_current(change, now)?;
+            if let Actor::Identity(name) = &executor {
+                if let Some(role) = role_of(change, name) {
+                    return Err(Refusal::ExecutorNotIndependent {
+                        change: change.id.clone(),
+                        executor: name.clone(),
+                        role,
+                    });
+                }
+            }
+            let attempt = u32::try_from(change.executions.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1);
+            Ok(vec![event(
+                executor,
+                None,
+                ChangeEventBody::ExecutionStarted { attempt },
+            )])
+        }
+        Command::RecordImplementation { outcomes, error } => {
+            require_state(change, &[ChangeState::Implementing], action)?;
+            let executor = change
+                .last_execution()
+                .map(|e| e.executor.clone())
+                .ok_or_else(|| invalid(change, action))?;
+            check_outcomes(change, &outcomes, error.is_none())?;
+            let body = match error {
+                None => ChangeEventBody::Implemented { outcomes },
+                Some(error) => ChangeEventBody::ExecutionFailed {
+                    error: truncate(&error),
+                    outcomes,
+                },
+            };
+            Ok(vec![event(executor, None, body)])
+        }
+        Command::RecordVerification {
+            verifier,
+            observations,
+        } => {
+            require_state(
+                change,
+                &[ChangeState::Implemented, ChangeState::VerificationFailed],
+                action,
+            )?;
+            let bad = mismatches(change, &observations)?;
+            let body = if bad.is_empty() {
+                ChangeEventBody::Verified { observations }
+            } else {
+                ChangeEventBody::VerificationFailed {
+                    observations,
+                    mismatches: bad,
+                }
+            };
+            Ok(vec![event(verifier, None, body)])
+        }
+        Command::Review { reviewer, notes } => {
+            require_state(
+                change,
+                &[ChangeState::Verified, ChangeState::VerificationFailed],
+                action,
+            )?;
+            require_human(&reviewer, "review")?;
+            if let Some(role) = role_of(change, &reviewer.name) {
+                return Err(Refusal::ReviewerNotIndependent {
+                    change: change.id.clone(),
+                    reviewer: reviewer.name,
+                    role,
+                });
+            }
+            let notes = text(notes, "review notes")?;
+            Ok(vec![event(
+                Actor::Identity(reviewer.name),
+                None,
+                ChangeEventBody::Reviewed { notes },
+            )])
+        }
+        Command::Expire => {
+            require_state(change, &[ChangeState::Approved], action)?;
+            match change.approvals_valid_until() {
+                Some(until) if until <= now => Ok(vec![event(
+                    Actor::System(crate::identity::SystemActor::Engine),
+                    None,
+                    ChangeEventBody::Expired {
+                        reason: format!("approval validity ended at {until}"),
+                    },
+                )]),
+                _ => Err(Refusal::NotDue {
+                    change: change.id.clone(),
+                    action,
+                }),
+            }
+        }
+    }
+}
+
+/// Folds one event into the change it belongs to. Fails only on a history that no sequence of
+/// [`decide`] calls could have produced.
+pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Refusal> {
+    let corrupt = |detail| Refusal::CorruptHistory {
+        change: event.change.to_string(),
+        seq: event.seq,
+        detail,
+    };
+    let mut change = match (change, &event.body) {
+        (
+            None,
+            ChangeEventBody::Requested {
+                kind,
+                event: business,
+                refs,
+                vendor,
+                justification,
+                ops,
+            },
+        ) => {
+            if event.seq != 0 {
+                return Err(corrupt("first event must have sequence 0"));
+            }
+            let requester = event
+                .actor
+                .identity()
+                .cloned()
+                .ok_or_else(|| corrupt("requester must be an identity"))?;
+            return Ok(Change {
+                id: event.change.clone(),
+                kind: *kind,
+                event: *business,
+                refs: refs.clone(),
+                requester,
+                on_behalf_of: event.on_behalf_of.clone(),
+                vendor: vendor.clone(),
+                justification: justification.clone(),
+                ops: ops.clone(),
+                created_at: event.at,
+                state: ChangeState::Requested,
+                requirement: ApprovalRequirement::BASELINE,
+                approvals: Vec::new(),
+                executions: Vec::new(),
+                verification: None,
+                closing: None,
+                seq: 1,
+            });
+        }
+        (None, _) => return Err(corrupt("history must start with change.requested")),
+        (Some(_), ChangeEventBody::Requested { .. }) => {
+            return Err(corrupt("change.requested after the start"));
+        }
+        (Some(change), _) => change,
+    };
+    if event.seq != change.seq || event.change != change.id {
+        return Err(corrupt("event out of sequence"));
+    }
+    let state = change.state;
+    let expect = |allowed: &[ChangeState]| {
+        if allowed.contains(&state) {
+            Ok(())
+        } else {
+            Err(corrupt("event not allowed in this state"))
+        }
+    };
+    let decision = |reason: &String| Decision {
+        actor: event.actor.clone(),
+        at: event.at,
+        reason: reason.clone(),
+    };
+    match &event.body {
+        ChangeEventBody::Requested { .. } => {
+            return Err(corrupt("change.requested after the start"));
+        }
+        ChangeEventBody::Validated { requirement } => {
+            expect(&[ChangeState::Requested])?;
+            change.requirement = *requirement;
+            change.state = ChangeState::PendingApproval;
+        }
+        ChangeEventBody::Approved { expires_at } => {
+            expect(&[ChangeState::PendingApproval])?;
+            let approver = event
+                .actor
+                .identity()
+                .cloned()
+                .ok_or_else(|| corrupt("approver must be an identity"))?;
+            change.approvals.push(Approval {
+                approver,
+                on_behalf_of: event.on_behalf_of.clone(),
+                at: event.at,
+                expires_at: *expires_at,
+            });
+            if change.approvals.len() >= usize::from(change.requirement.approvals) {
+                change.state = ChangeState::Approved;
+            }
+        }
+        ChangeEventBody::Rejected { reason } => {
+            expect(&[ChangeState::PendingApproval, ChangeState::Approved])?;
+            change.closing = Some(decision(reason));
+            change.state = ChangeState::Rejected;
+        }
+        ChangeEventBody::Cancelled { reason } => {
+            expect(&[
+                ChangeState::Requested,
+                ChangeState::PendingApproval,
+                ChangeState::Approved,
+                ChangeState::Failed,
+            ])?;
+            change.closing = Some(decision(reason));
+            change.state = ChangeState::Cancelled;
+        }
+        ChangeEventBody::Expired { reason } => {
+            expect(&[ChangeState::Approved])?;
+            change.closing = Some(decision(reason));
+            change.state = ChangeState::Expired;
+        }
+        ChangeEventBody::ExecutionStarted { .. } => {
+            expect(&[
+                ChangeState::Approved,
+                ChangeState::Failed,
+                ChangeState::Implementing,
+                ChangeState::VerificationFailed,
+            ])?;
+            change.executions.push(Execution {
+                executor: event.actor.clone(),
+                started_at: event.at,
+                finished_at: None,
+                outcomes: Vec::new(),
+                error: None,
+            });
+            change.state = ChangeState::Implementing;
+        }
+        ChangeEventBody::Implemented { outcomes }
+        | ChangeEventBody::ExecutionFailed { outcomes, .. } => {
+            expect(&[ChangeState::Implementing])?;
+            let error = match &event.body {
+                ChangeEventBody::ExecutionFailed { error, .. } => Some(error.clone()),
+                _ => None,
+            };
+            change.state = if error.is_some() {
+                ChangeState::Failed
+            } else {
+                ChangeState::Implemented
+            };
+            let execution = change
+                .executions
+                .last_mut()
+                .ok_or_else(|| corrupt("no execution started"))?;
+            execution.finished_at = Some(event.at);
+            execution.outcomes = outcomes.clone();
+            execution.error = error;
+        }
+        ChangeEventBody::Verified { observations }
+        | ChangeEventBody::VerificationFailed { observations, .. } => {
+            expect(&[ChangeState::Implemented, ChangeState::VerificationFailed])?;
+            let bad = match &event.body {
+                ChangeEventBody::VerificationFailed { mismatches, .. } => mismatches.clone(),
+                _ => Vec::new(),
+            };
+            change.state = if bad.is_empty() {
+                ChangeState::Verified
+            } else {
+                ChangeState::VerificationFailed
+            };
+            change.verification = Some(Verification {
+                at: event.at,
+                observations: observations.clone(),
+                mismatches: bad,
+            });
+        }
+        ChangeEventBody::Reviewed { notes } => {
+            expect(&[ChangeState::Verified, ChangeState::VerificationFailed])?;
+            change.closing = Some(decision(notes));
+            change.state = ChangeState::Reviewed;
+        }
+    }
+    change.seq += 1;
+    Ok(change)
+}
+
+/// Rebuilds a change from its full history.
+pub fn replay<'a>(
+    events: impl IntoIterator<Item = &'a ChangeEvent>,
+) -> Result<Option<Change>, Refusal> {
+    let mut change = None;
+    for event in events {
+        change = Some(evolve(change, event)?);
+    }
+    Ok(change)
+}
+
+fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Refusal> {
+    if new.ops.is_empty() {
+        return Err(Refusal::NoOperations);
+    }
+    if new.ops.len() > MAX_OPS {
+        return Err(Refusal::TooManyOperations {
+            count: new.ops.len(),
+            max: MAX_OPS,
+        });
+    }
+    if new.subjects.len() != new.ops.len() {
+        return Err(Refusal::InconsistentReport {
+            change: new.id.clone(),
+            detail: "every operation needs its resolved identity".to_owned(),
+        });
+    }
+    for (i, op) in new.ops.iter().enumerate() {
+        if op.action == OpAction::Revoke && op.duration.is_some() {
+            return Err(Refusal::DurationOnRevoke);
+        }
+        let repeated = new
+            .ops
+            .iter()
+            .take(i)
+            .any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
+        if repeated {
+            return Err(Refusal::DuplicateOperation {
+                identity: op.identity.clone(),
+                entitlement: op.entitlement.to_string(),
+            });
+        }
+    }
+    for (op, subject) in new.ops.iter().zip(&new.subjects) {
+        if subject.name != op.identity {
+            return Err(Refusal::InconsistentReport {
+                change: new.id.clone(),
+                detail: format!(
+                    "operation names {} but {} was resolved",
+                    op.identity, subject.name
+                ),
+            });
+        }
+        if op.action == OpAction::Grant && subject.kind.is_nhi() && subject.owner.is_none() {
+            return Err(Refusal::OrphanIdentity {
+                identity: subject.name.clone(),
+                kind: subject.kind,
+            });
+        }
+    }
+    if let Some(principal) = &new.on_behalf_of {
+        if principal.name == new.requester.name {
+            return Err(Refusal::OnBehalfOfSelf {
+                requester: new.requester.name,
+            });
+        }
+    }
+    let all_grants = new.ops.iter().all(|op| op.action == OpAction::Grant);
+    let all_revokes = new.ops.iter().all(|op| op.action == OpAction::Revoke);
+    let kind = match (all_grants, all_revokes) {
+        (true, _) if new.ops.iter().any(|op| op.duration.is_some()) => {
+            ChangeKind::TimeBoundElevation
+        }
+        (true, _) => ChangeKind::Grant,
+        (_, true) if new.event == BusinessEvent::Leaver => ChangeKind::DecommissionIdentity,
+        (_, true) => ChangeKind::Revoke,
+        _ => ChangeKind::Modify,
+    };
+    let on_behalf_of = new.on_behalf_of.map(|p| p.name);
+    let requester = Actor::Identity(new.requester.name);
+    let requested = ChangeEvent {
+        change: new.id.clone(),
+        seq: 0,
+        at: now,
+        actor: requester.clone(),
+        on_behalf_of: on_behalf_of.clone(),
+        body: ChangeEventBody::Requested {
+            kind,
+            event: new.event,
+            refs: new.refs,
+            vendor: new.requester.vendor,
+            justification: new.justification,
+            ops: new.ops,
+        },
+    };
+    let validated = ChangeEvent {
+        change: new.id,
+        seq: 1,
+        at: now,
+        actor: Actor::System(crate::identity::SystemActor::Engine),
+        on_behalf_of: None,
+        body: ChangeEventBody::Validated {
+            requirement: new.requirement,
+        },
+    };
+    Ok(vec![requested, validated])
+}
+
+/// The role that disqualifies `name` from acting independently on `change`, if any.
+fn role_of(change: &Change, name: &IdentityName) -> Option<&'static str> {
+    if &change.requester == name {
+        return Some("requester");
+    }
+    if change.on_behalf_of.as_ref() == Some(name) {
+        return Some("requesting principal (on-behalf-of)");
+    }
+    if change.ops.iter().any(|op| &op.identity == name) {
+        return Some("beneficiary");
+    }
+    if change
+        .approvals
+        .iter()
+        .any(|a| &a.approver == name || a.on_behalf_of.as_ref() == Some(name))
+    {
+        return Some("approver");
+    }
+    let executed = change
+        .executions
+        .iter()
+        .any(|e| e.executor.identity() == Some(name));
+    executed.then_some("executor")
+}
+
+fn check_approver(
+    change: &Change,
+    approver: &Identity,
+    on_behalf_of: Option<&Identity>,
+) -> Result<(), Refusal> {
+    require_human(approver, "approve")?;
+    if on_behalf_of.is_some_and(|principal| principal.name == approver.name) {
+        return Err(Refusal::OnBehalfOfSelf {
+            requester: approver.name.clone(),
+        });
+    }
+    for person in std::iter::once(approver).chain(on_behalf_of) {
+        let role = match role_of(change, &person.name) {
+            Some("approver") => {
+                return Err(Refusal::DuplicateApproval {
+                    change: change.id.clone(),
+                    approver: person.name.clone(),
+                });
+            }
+            role => role,
+        };
+        if let Some(role) = role {
+            return Err(Refusal::SelfApproval {
+                change: change.id.clone(),
+                approver: person.name.clone(),
+                role,
+            });
+        }
+        if let (Some(org), Some(vendor)) = (&person.vendor, &change.vendor) {
+            if org == vendor {
+                return Err(vendor_refusal(change, &person.name, org));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn vendor_refusal(change: &Change, approver: &IdentityName, org: &OrgName) -> Refusal {
+    Refusal::VendorSelfApproval {
+        change: change.id.clone(),
+        approver: approver.clone(),
+        org: org.to_string(),
+    }
+}
+
+fn check_approvals_current(change: &Change, now: Timestamp) -> Result<(), Refusal> {
+    let need = usize::from(change.requirement.approvals);
+    if change.approvals.len() < need {
+        return Err(Refusal::NotEnoughApprovals {
+            change: change.id.clone(),
+            have: change.approvals.len(),
+            need,
+        });
+    }
+    if let Some(expired) = change.approvals.iter().find(|a| a.expires_at <= now) {
+        return Err(Refusal::ApprovalExpired {
+            change: change.id.clone(),
+            approver: expired.approver.clone(),
+            expired_at: expired.expires_at,
+        });
+    }
+    Ok(())
+}
+
+fn check_outcomes(change: &Change, outcomes: &[OpOutcome], complete: bool) -> Result<(), Refusal> {
+    let report = |detail: String| Refusal::InconsistentReport {
+        change: change.id.clone(),
+        detail,
+    };
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if outcome.op >= change.ops.len() {
+            return Err(report(format!("operation {} does not exist", outcome.op)));
+        }
+        if outcomes.iter().take(i).any(|o| o.op == outcome.op) {
+            return Err(report(format!("operation {} reported twice", outcome.op)));
+        }
+    }
+    if complete && outcomes.len() != change.ops.len() {
+        return Err(report(format!(
+            "{} of {} operations reported",
+            outcomes.len(),
+            change.ops.len()
+        )));
+    }
+    Ok(())
+}
+
+fn require_state(
+    change: &Change,
+    allowed: &[ChangeState],
+    action: &'static str,
+) -> Result<(), Refusal> {
+    if allowed.contains(&change.state) {
+        Ok(())
+    } else {
+        Err(invalid(change, action))
+    }
+}
+
+fn require_human(identity: &Identity, action: &'static str) -> Result<(), Refusal> {
+    if identity.kind == IdentityKind::Human {
+        Ok(())
+    } else {
+        Err(Refusal::NotHuman {
+            actor: identity.name.clone(),
+            kind: identity.kind,
+            action,
+        })
+    }
+}
+
+fn invalid(change: &Change, action: &'static str) -> Refusal {
+    Refusal::InvalidTransition {
+        change: change.id.clone(),
+        state: change.state,
+        action,
+    }
+}
+
+fn text(input: String, field: &'static str) -> Result<String, Refusal> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() || trimmed.len() > MAX_TEXT {
+        return Err(Refusal::InvalidText {
+            field,
+            max: MAX_TEXT,
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn truncate(input: &str) -> String {
+    input.chars().take(MAX_TEXT).collect()
+}

@@ -1,0 +1,898 @@
+//! Unit and property tests of the pure core: every rule of the state machine without a database.
+
+use proptest::prelude::*;
+
+use crate::change::*;
+use crate::error::Refusal;
+use crate::event::{ChangeEvent, ChangeEventBody};
+use crate::identity::{Actor, Identity, IdentityKind, SystemActor};
+use crate::machine::{Command, NewChange, decide, evolve, replay};
+use crate::name::{EntitlementRef, IdentityName, OrgName};
+use crate::time::{Duration, Timestamp};
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+fn name(n: &str) -> IdentityName {
+    IdentityName::parse(n).unwrap()
+}
+
+fn human(n: &str) -> Identity {
+    Identity::new(name(n), IdentityKind::Human, None, None, T0).unwrap()
+}
+
+fn vendor(n: &str, org: &str) -> Identity {
+    Identity::new(
+        name(n),
+        IdentityKind::Human,
+        None,
+        Some(OrgName::parse(org).unwrap()),
+        T0,
+    )
+    .unwrap()
+}
+
+fn service(n: &str, owner: &Identity) -> Identity {
+    Identity::new(name(n), IdentityKind::ServiceAccount, Some(owner), None, T0).unwrap()
+}
+
+fn op(action: OpAction, who: &Identity, ent: &str) -> PlannedOp {
+    PlannedOp {
+        action,
+        identity: who.name.clone(),
+        entitlement: EntitlementRef::parse(ent).unwrap(),
+        duration: None,
+    }
+}
+
+fn request(
+    requester: &Identity,
+    on_behalf_of: Option<&Identity>,
+    ops: Vec<(PlannedOp, Identity)>,
+    approvals: u8,
+) -> Command {
+    let (ops, subjects): (Vec<_>, Vec<_>) = ops.into_iter().unzip();
+    Command::Request(Box::new(NewChange {
+        id: ChangeId::generate(T0, 42),
+        requester: requester.clone(),
+        on_behalf_of: on_behalf_of.cloned(),
+        event: BusinessEvent::Joiner,
+        refs: vec![ExternalRef::new(RefKind::Ticket, "JIRA-1").unwrap()],
+        justification: Justification::parse("needs read access for onboarding").unwrap(),
+        ops,
+        subjects,
+        requirement: ApprovalRequirement {
+            approvals,
+            validity: Duration::hours(24),
+        },
+    }))
+}
+
+/// Applies a command, folding its events; returns the refusal untouched.
+fn step(change: Option<Change>, command: Command, now: Timestamp) -> Result<Change, Refusal> {
+    let events = decide(change.as_ref(), command, now)?;
+    let mut current = change;
+    for event in &events {
+        current = Some(evolve(current, event).unwrap());
+    }
+    Ok(current.unwrap())
+}
+
+fn pending(requester: &Identity, grantee: &Identity) -> Change {
+    let ops = vec![(op(OpAction::Grant, grantee, "repo:read"), grantee.clone())];
+    step(None, request(requester, None, ops, 1), T0).unwrap()
+}
+
+fn at(hours: i64) -> Timestamp {
+    T0.plus(Duration::from_millis(hours * 3_600_000 + 1).unwrap())
+}
+
+fn engine() -> Actor {
+    Actor::System(SystemActor::Engine)
+}
+
+#[test]
+fn full_chain_reaches_reviewed_and_records_every_actor() {
+    let (alice, bob, carol, dave) = (human("alice"), human("bob"), human("carol"), human("dave"));
+    let change = pending(&alice, &dave);
+    assert_eq!(change.state, ChangeState::PendingApproval);
+    let change = step(
+        Some(change),
+        Command::Approve {
+            approver: bob.clone(),
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Approved);
+    let change = step(
+        Some(change),
+        Command::StartExecution { executor: engine() },
+        at(2),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Implementing);
+    let outcomes = vec![OpOutcome {
+        op: 0,
+        before: false,
+        after: true,
+        reference: Some("abc".into()),
+    }];
+    let change = step(
+        Some(change),
+        Command::RecordImplementation {
+            outcomes,
+            error: None,
+        },
+        at(2),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Implemented);
+    let observations = vec![Observation {
+        op: 0,
+        present: true,
+    }];
+    let change = step(
+        Some(change),
+        Command::RecordVerification {
+            verifier: engine(),
+            observations,
+        },
+        at(3),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Verified);
+    let change = step(
+        Some(change),
+        Command::Review {
+            reviewer: carol.clone(),
+            notes: "ok".into(),
+        },
+        at(4),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Reviewed);
+    assert_eq!(change.requester, alice.name);
+    assert_eq!(change.approvals[0].approver, bob.name);
+    assert_eq!(change.executions[0].executor, engine());
+    assert_eq!(change.closing.unwrap().actor, Actor::Identity(carol.name));
+    assert_eq!(change.seq, 7);
+}
+
+#[test]
+fn requester_cannot_approve_their_own_change() {
+    let (alice, dave) = (human("alice"), human("dave"));
+    let change = pending(&alice, &dave);
+    let refusal = step(
+        Some(change.clone()),
+        Command::Approve {
+            approver: alice.clone(),
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "sod.self_approval");
+    assert!(refusal.to_string().contains("requester"), "{refusal}");
+}
+
+#[test]
+fn approving_on_behalf_of_the_requester_is_self_approval() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = pending(&alice, &dave);
+    let refusal = step(
+        Some(change),
+        Command::Approve {
+            approver: bob,
+            on_behalf_of: Some(alice),
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "sod.self_approval");
+}
+
+#[test]
+fn the_principal_of_an_on_behalf_of_request_cannot_approve_it() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let ops = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
+    let change = step(None, request(&alice, Some(&bob), ops, 1), T0).unwrap();
+    assert_eq!(change.on_behalf_of.as_ref(), Some(&bob.name));
+    let refusal = step(
+        Some(change),
+        Command::Approve {
+            approver: bob,
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "sod.self_approval");
+    assert!(refusal.to_string().contains("on-behalf-of"), "{refusal}");
+}
+
+#[test]
+fn a_beneficiary_cannot_approve_their_own_access() {
+    let (alice, dave) = (human("alice"), human("dave"));
+    let change = pending(&alice, &dave);
+    let refusal = step(
+        Some(change),
+        Command::Approve {
+            approver: dave,
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "sod.self_approval");
+    assert!(refusal.to_string().contains("beneficiary"), "{refusal}");
+}
+
+#[test]
+fn quorum_needs_distinct_people() {
+    let (alice, bob, erin, dave) = (human("alice"), human("bob"), human("erin"), human("dave"));
+    let ops = vec![(op(OpAction::Grant, &dave, "repo:admin"), dave.clone())];
+    let change = step(None, request(&alice, None, ops, 2), T0).unwrap();
+    let change = step(
+        Some(change),
+        Command::Approve {
+            approver: bob.clone(),
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::PendingApproval);
+    let twice = step(
+        Some(change.clone()),
+        Command::Approve {
+            approver: bob.clone(),
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(twice.code(), "sod.duplicate_approval");
+    let via_proxy = step(
+        Some(change.clone()),
+        Command::Approve {
+            approver: erin.clone(),
+            on_behalf_of: Some(bob),
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(via_proxy.code(), "sod.duplicate_approval");
+    let self_proxy = step(
+        Some(change.clone()),
+        Command::Approve {
+            approver: erin.clone(),
+            on_behalf_of: Some(erin.clone()),
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(self_proxy.code(), "input.on_behalf_of_self");
+    let change = step(
+        Some(change),
+        Command::Approve {
+            approver: erin,
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Approved);
+}
+
+#[test]
+fn a_vendor_cannot_approve_its_own_organisations_request() {
+    let (acme1, acme2, dave) = (
+        vendor("acme-jo", "acme"),
+        vendor("acme-li", "acme"),
+        human("dave"),
+    );
+    let ops = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
+    let change = step(None, request(&acme1, None, ops, 1), T0).unwrap();
+    let refusal = step(
+        Some(change),
+        Command::Approve {
+            approver: acme2,
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "sod.vendor_self_approval");
+}
+
+#[test]
+fn non_humans_cannot_approve_or_review() {
+    let (alice, dave) = (human("alice"), human("dave"));
+    let bot = Identity::new(name("bot"), IdentityKind::AiAgent, Some(&alice), None, T0).unwrap();
+    let change = pending(&alice, &dave);
+    let refusal = step(
+        Some(change),
+        Command::Approve {
+            approver: bot,
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "identity.not_human");
+}
+
+fn approved(alice: &Identity, bob: &Identity, dave: &Identity) -> Change {
+    let change = pending(alice, dave);
+    step(
+        Some(change),
+        Command::Approve {
+            approver: bob.clone(),
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap()
+}
+
+#[test]
+fn executor_must_be_independent_of_requester_and_approvers() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = approved(&alice, &bob, &dave);
+    for who in [&alice, &bob, &dave] {
+        let refusal = step(
+            Some(change.clone()),
+            Command::StartExecution {
+                executor: Actor::Identity(who.name.clone()),
+            },
+            at(2),
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code(), "sod.executor_not_independent", "{who:?}");
+    }
+    let carol = human("carol");
+    let ok = step(
+        Some(change),
+        Command::StartExecution {
+            executor: Actor::Identity(carol.name),
+        },
+        at(2),
+    )
+    .unwrap();
+    assert_eq!(ok.state, ChangeState::Implementing);
+}
+
+#[test]
+fn an_expired_approval_cannot_be_executed_and_the_change_can_then_expire() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = approved(&alice, &bob, &dave);
+    let early = step(Some(change.clone()), Command::Expire, at(2)).unwrap_err();
+    assert_eq!(early.code(), "state.not_due");
+    let refusal = step(
+        Some(change.clone()),
+        Command::StartExecution { executor: engine() },
+        at(26),
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "approval.expired");
+    let expired = step(Some(change), Command::Expire, at(26)).unwrap();
+    assert_eq!(expired.state, ChangeState::Expired);
+    let after = step(
+        Some(expired),
+        Command::StartExecution { executor: engine() },
+        at(26),
+    )
+    .unwrap_err();
+    assert_eq!(after.code(), "state.invalid_transition");
+}
+
+#[test]
+fn a_rejected_change_cannot_be_approved_or_executed() {
+    let (alice, bob, carol, dave) = (human("alice"), human("bob"), human("carol"), human("dave"));
+    let change = pending(&alice, &dave);
+    let own = step(
+        Some(change.clone()),
+        Command::Reject {
+            actor: alice.clone(),
+            reason: "x".into(),
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(own.code(), "sod.self_rejection");
+    let empty = step(
+        Some(change.clone()),
+        Command::Reject {
+            actor: bob.clone(),
+            reason: "  ".into(),
+        },
+        at(1),
+    )
+    .unwrap_err();
+    assert_eq!(empty.code(), "input.invalid_text");
+    let rejected = step(
+        Some(change),
+        Command::Reject {
+            actor: bob,
+            reason: "not needed".into(),
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(rejected.state, ChangeState::Rejected);
+    for command in [
+        Command::Approve {
+            approver: carol,
+            on_behalf_of: None,
+        },
+        Command::StartExecution { executor: engine() },
+    ] {
+        let refusal = step(Some(rejected.clone()), command, at(2)).unwrap_err();
+        assert_eq!(refusal.code(), "state.invalid_transition");
+    }
+}
+
+#[test]
+fn reviewer_must_differ_from_everyone_in_the_chain() {
+    let (alice, bob, carol, dave, erin) = (
+        human("alice"),
+        human("bob"),
+        human("carol"),
+        human("dave"),
+        human("erin"),
+    );
+    let change = approved(&alice, &bob, &dave);
+    let change = step(
+        Some(change),
+        Command::StartExecution {
+            executor: Actor::Identity(carol.name.clone()),
+        },
+        at(2),
+    )
+    .unwrap();
+    let outcomes = vec![OpOutcome {
+        op: 0,
+        before: false,
+        after: true,
+        reference: None,
+    }];
+    let change = step(
+        Some(change),
+        Command::RecordImplementation {
+            outcomes,
+            error: None,
+        },
+        at(2),
+    )
+    .unwrap();
+    let observations = vec![Observation {
+        op: 0,
+        present: true,
+    }];
+    let change = step(
+        Some(change),
+        Command::RecordVerification {
+            verifier: engine(),
+            observations,
+        },
+        at(2),
+    )
+    .unwrap();
+    for who in [&alice, &bob, &carol, &dave] {
+        let refusal = step(
+            Some(change.clone()),
+            Command::Review {
+                reviewer: who.clone(),
+                notes: "ok".into(),
+            },
+            at(3),
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code(), "sod.reviewer_not_independent", "{who:?}");
+    }
+    assert!(
+        step(
+            Some(change),
+            Command::Review {
+                reviewer: erin,
+                notes: "ok".into()
+            },
+            at(3)
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn only_observed_equality_verifies() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = approved(&alice, &bob, &dave);
+    let change = step(
+        Some(change),
+        Command::StartExecution { executor: engine() },
+        at(2),
+    )
+    .unwrap();
+    let outcomes = vec![OpOutcome {
+        op: 0,
+        before: false,
+        after: true,
+        reference: None,
+    }];
+    let change = step(
+        Some(change),
+        Command::RecordImplementation {
+            outcomes,
+            error: None,
+        },
+        at(2),
+    )
+    .unwrap();
+    let absent = vec![Observation {
+        op: 0,
+        present: false,
+    }];
+    let failed = step(
+        Some(change.clone()),
+        Command::RecordVerification {
+            verifier: engine(),
+            observations: absent,
+        },
+        at(2),
+    )
+    .unwrap();
+    assert_eq!(failed.state, ChangeState::VerificationFailed);
+    assert_eq!(failed.verification.unwrap().mismatches, vec![0]);
+    let partial = step(
+        Some(change),
+        Command::RecordVerification {
+            verifier: engine(),
+            observations: vec![],
+        },
+        at(2),
+    )
+    .unwrap_err();
+    assert_eq!(partial.code(), "engine.inconsistent_report");
+}
+
+#[test]
+fn a_failed_execution_can_be_retried_while_approval_holds() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = approved(&alice, &bob, &dave);
+    let change = step(
+        Some(change),
+        Command::StartExecution { executor: engine() },
+        at(2),
+    )
+    .unwrap();
+    let change = step(
+        Some(change),
+        Command::RecordImplementation {
+            outcomes: vec![],
+            error: Some("target down".into()),
+        },
+        at(2),
+    )
+    .unwrap();
+    assert_eq!(change.state, ChangeState::Failed);
+    let retried = step(
+        Some(change.clone()),
+        Command::StartExecution { executor: engine() },
+        at(3),
+    )
+    .unwrap();
+    assert_eq!(retried.executions.len(), 2);
+    let too_late = step(
+        Some(change),
+        Command::StartExecution { executor: engine() },
+        at(30),
+    )
+    .unwrap_err();
+    assert_eq!(too_late.code(), "approval.expired");
+}
+
+#[test]
+fn request_validation_refuses_bad_plans() {
+    let (alice, dave) = (human("alice"), human("dave"));
+    let orphan = Identity {
+        name: name("svc-old"),
+        kind: IdentityKind::ServiceAccount,
+        owner: None,
+        vendor: None,
+        created_at: T0,
+    };
+    let refusal = step(
+        None,
+        request(
+            &alice,
+            None,
+            vec![(op(OpAction::Grant, &orphan, "repo:read"), orphan.clone())],
+            1,
+        ),
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(refusal.code(), "identity.orphan");
+    let twice = vec![
+        (op(OpAction::Grant, &dave, "repo:read"), dave.clone()),
+        (op(OpAction::Revoke, &dave, "repo:read"), dave.clone()),
+    ];
+    assert_eq!(
+        step(None, request(&alice, None, twice, 1), T0)
+            .unwrap_err()
+            .code(),
+        "input.duplicate_operation"
+    );
+    assert_eq!(
+        step(None, request(&alice, None, vec![], 1), T0)
+            .unwrap_err()
+            .code(),
+        "input.no_operations"
+    );
+    let mut timed_revoke = op(OpAction::Revoke, &dave, "repo:read");
+    timed_revoke.duration = Some(Duration::hours(1));
+    assert_eq!(
+        step(
+            None,
+            request(&alice, None, vec![(timed_revoke, dave.clone())], 1),
+            T0
+        )
+        .unwrap_err()
+        .code(),
+        "input.duration_on_revoke"
+    );
+    let self_proxy = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
+    assert_eq!(
+        step(None, request(&alice, Some(&alice), self_proxy, 1), T0)
+            .unwrap_err()
+            .code(),
+        "input.on_behalf_of_self"
+    );
+    assert_eq!(
+        Justification::parse("   ").unwrap_err().code(),
+        "input.empty_justification"
+    );
+}
+
+#[test]
+fn identities_follow_ownership_rules() {
+    let alice = human("alice");
+    let svc = service("svc-ci", &alice);
+    assert_eq!(svc.owner.as_ref(), Some(&alice.name));
+    let no_owner = Identity::new(name("svc-x"), IdentityKind::ApiKey, None, None, T0).unwrap_err();
+    assert_eq!(no_owner.code(), "identity.owner_required");
+    let nhi_owner =
+        Identity::new(name("svc-y"), IdentityKind::Secret, Some(&svc), None, T0).unwrap_err();
+    assert_eq!(nhi_owner.code(), "identity.owner_not_human");
+    let owned_human =
+        Identity::new(name("zed"), IdentityKind::Human, Some(&alice), None, T0).unwrap_err();
+    assert_eq!(owned_human.code(), "identity.owner_on_human");
+}
+
+#[test]
+fn durations_parse_strictly() {
+    assert_eq!(Duration::parse("8h").unwrap().as_millis(), 8 * 3_600_000);
+    assert_eq!(Duration::parse("1h30m").unwrap().as_millis(), 90 * 60_000);
+    assert_eq!(Duration::parse("2w").unwrap().to_string(), "14d");
+    for bad in [
+        "",
+        "8",
+        "h",
+        "8x",
+        "0h",
+        "400d",
+        "99999999999999999999d",
+        "-1h",
+        "1.5h",
+    ] {
+        assert_eq!(
+            Duration::parse(bad).unwrap_err().code(),
+            "input.invalid_duration",
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn change_ids_sort_by_time_and_parse_back() {
+    let early = ChangeId::generate(T0, u128::MAX);
+    let late = ChangeId::generate(at(1), 0);
+    assert!(early < late);
+    assert_eq!(ChangeId::parse(early.as_str()).unwrap(), early);
+    for bad in [
+        "CHG-",
+        "chg-01",
+        "CHG-0000000000000000000000000I",
+        "CHG-80000000000000000000000000",
+    ] {
+        assert!(ChangeId::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn history_that_skips_a_sequence_number_is_rejected() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = pending(&alice, &dave);
+    let mut events = decide(
+        Some(&change),
+        Command::Approve {
+            approver: bob,
+            on_behalf_of: None,
+        },
+        at(1),
+    )
+    .unwrap();
+    events[0].seq += 1;
+    assert_eq!(
+        evolve(Some(change), &events[0]).unwrap_err().code(),
+        "ledger.corrupt_history"
+    );
+}
+
+// ---- property test: no path reaches approved or implementing without a valid approval ----
+
+const PEOPLE: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
+
+fn person(index: usize) -> Identity {
+    let n = PEOPLE[index % PEOPLE.len()];
+    if n == "erin" {
+        vendor(n, "acme")
+    } else {
+        human(n)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Gen {
+    Approve(usize, Option<usize>),
+    Reject(usize),
+    Cancel,
+    Execute(Option<usize>),
+    Implement(bool),
+    Verify(bool),
+    Review(usize),
+    Expire,
+    Wait(u8),
+}
+
+fn gen_command() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        (0..5usize, proptest::option::of(0..5usize)).prop_map(|(a, b)| Gen::Approve(a, b)),
+        (0..5usize).prop_map(Gen::Reject),
+        Just(Gen::Cancel),
+        proptest::option::of(0..5usize).prop_map(Gen::Execute),
+        any::<bool>().prop_map(Gen::Implement),
+        any::<bool>().prop_map(Gen::Verify),
+        (0..5usize).prop_map(Gen::Review),
+        Just(Gen::Expire),
+        (1..30u8).prop_map(Gen::Wait),
+    ]
+}
+
+fn to_command(g: &Gen, change: &Change) -> Option<Command> {
+    Some(match g {
+        Gen::Approve(a, b) => Command::Approve {
+            approver: person(*a),
+            on_behalf_of: b.map(person),
+        },
+        Gen::Reject(a) => Command::Reject {
+            actor: person(*a),
+            reason: "no".into(),
+        },
+        Gen::Cancel => Command::Cancel {
+            actor: Actor::Identity(change.requester.clone()),
+            reason: "withdrawn".into(),
+        },
+        Gen::Execute(who) => Command::StartExecution {
+            executor: who.map_or(engine(), |w| Actor::Identity(person(w).name)),
+        },
+        Gen::Implement(ok) => Command::RecordImplementation {
+            outcomes: (0..change.ops.len())
+                .map(|op| OpOutcome {
+                    op,
+                    before: false,
+                    after: true,
+                    reference: None,
+                })
+                .collect(),
+            error: (!ok).then(|| "boom".to_owned()),
+        },
+        Gen::Verify(present) => Command::RecordVerification {
+            verifier: engine(),
+            observations: (0..change.ops.len())
+                .map(|op| Observation {
+                    op,
+                    present: *present,
+                })
+                .collect(),
+        },
+        Gen::Review(a) => Command::Review {
+            reviewer: person(*a),
+            notes: "seen".into(),
+        },
+        Gen::Expire => Command::Expire,
+        Gen::Wait(_) => return None,
+    })
+}
+
+/// The invariant, checked independently of `decide`'s own code.
+fn approvals_are_sound(change: &Change, now: Option<Timestamp>) -> Result<(), String> {
+    let parties: Vec<&IdentityName> = change.interested_parties();
+    let mut seen: Vec<&IdentityName> = Vec::new();
+    for approval in &change.approvals {
+        for who in std::iter::once(&approval.approver).chain(approval.on_behalf_of.as_ref()) {
+            if parties.contains(&who) {
+                return Err(format!("{who} approved their own change"));
+            }
+            if seen.contains(&who) {
+                return Err(format!("{who} counted twice"));
+            }
+            seen.push(who);
+        }
+        if approval.approver.as_str() == "erin" && change.vendor.is_some() {
+            return Err("vendor approved its own organisation's change".into());
+        }
+    }
+    if change.approvals.len() < usize::from(change.requirement.approvals) {
+        return Err("quorum not met".into());
+    }
+    if let Some(now) = now {
+        if change.approvals.iter().any(|a| a.expires_at <= now) {
+            return Err("executed on an expired approval".into());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_path_reaches_approved_or_implementing_without_a_valid_sod_clean_approval(
+        requester in 0..5usize,
+        grantee in 0..5usize,
+        quorum in 1..3u8,
+        commands in proptest::collection::vec(gen_command(), 0..40),
+    ) {
+        let requester = person(requester);
+        let grantee_identity = person(grantee);
+        let ops = vec![(op(OpAction::Grant, &grantee_identity, "repo:read"), grantee_identity.clone())];
+        let mut now = T0;
+        let Ok(mut change) = step(None, request(&requester, None, ops, quorum), now) else {
+            return Ok(());
+        };
+        let mut history: Vec<ChangeEvent> = decide(None, request(&requester, None, vec![(op(OpAction::Grant, &grantee_identity, "repo:read"), grantee_identity.clone())], quorum), now).unwrap();
+        for g in &commands {
+            if let Gen::Wait(hours) = g {
+                now = now.plus(Duration::hours(i64::from(*hours)));
+                continue;
+            }
+            let Some(command) = to_command(g, &change) else { continue };
+            let before = change.clone();
+            match decide(Some(&change), command, now) {
+                Err(_) => prop_assert_eq!(&change, &before),
+                Ok(events) => {
+                    for event in &events {
+                        if let ChangeEventBody::ExecutionStarted { .. } = event.body {
+                            prop_assert!(approvals_are_sound(&change, Some(now)).is_ok(), "{:?}", approvals_are_sound(&change, Some(now)));
+                            if let Actor::Identity(executor) = &event.actor {
+                                prop_assert!(!change.interested_parties().contains(&executor));
+                                prop_assert!(!change.approvals.iter().any(|a| &a.approver == executor));
+                            }
+                        }
+                        change = evolve(Some(change), event).unwrap();
+                        history.push(event.clone());
+                    }
+                }
+            }
+            if matches!(change.state, ChangeState::Approved | ChangeState::Implementing | ChangeState::Implemented) {
+                prop_assert!(approvals_are_sound(&change, None).is_ok(), "{:?}", approvals_are_sound(&change, None));
+            }
+            if change.state.is_terminal() {
+                prop_assert!(change.closing.is_some());
+            }
+        }
+        prop_assert_eq!(replay(&history).unwrap(), Some(change));
+    }
+}
