@@ -1,0 +1,13 @@
+//! The ledger format. An event is stored as the exact RFC 8785 canonical JSON bytes of a
+//! versioned record (`schema: "writ.event/v1"`); verifiers hash the stored bytes, never a
+//! re-serialisation. See `docs/design/2026-11-ledger-record.md` for the format.
+//!
+//! Architecture invariant: pure (no I/O). This crate is the only place that knows the record
+//! layout; changing an existing field is a format break and needs a new schema version.
+
+pub mod record;
+
+pub use record::{RecordError, SCHEMA, decode, encode, leaf_hash};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,471 @@
+//! `writ.event/v1`: encoding core events to canonical bytes and decoding them back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use writ_core::Refusal;
+use writ_core::change::{
+    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification,
+    Observation, OpAction, OpOutcome, PlannedOp, RefKind,
+};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
+use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, Target};
+use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::time::{Duration, Timestamp};
+
+/// The schema tag every record of this version carries.
+pub const SCHEMA: &str = "writ.event/v1";
+
+/// Why bytes could not be decoded into an event.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Not JSON, or not the shape of a `writ.event/v1` record.
+    #[error("malformed event record: {0}")]
+    Malformed(String),
+    /// A record of a schema this build does not know.
+    #[error("unknown event schema {0:?}")]
+    UnknownSchema(String),
+    /// A field holds a value the domain refuses (for example an invalid name).
+    #[error("invalid value in event record: {0}")]
+    Invalid(#[from] Refusal),
+    /// The bytes are valid JSON but not in RFC 8785 canonical form.
+    #[error("event record is not in canonical form")]
+    NotCanonical,
+}
+
+/// The SHA-256 leaf hash of RFC 9162: `SHA-256(0x00 ‖ bytes)`.
+pub fn leaf_hash(bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update([0u8]);
+    hasher.update(bytes);
+    hasher.finalize().into()
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    schema: String,
+    #[serde(rename = "type")]
+    kind: String,
+    phase: String,
+    change: Option<String>,
+    seq: Option<u64>,
+    at: String,
+    actor: String,
+    on_behalf_of: Option<String>,
+    data: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefRecord {
+    kind: String,
+    value: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpRecord {
+    action: String,
+    identity: String,
+    target: String,
+    entitlement: String,
+    duration_ms: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeRecord {
+    op: usize,
+    before: bool,
+    after: bool,
+    reference: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObservationRecord {
+    op: usize,
+    present: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+enum Data {
+    Requested {
+        kind: String,
+        event: String,
+        refs: Vec<RefRecord>,
+        vendor: Option<String>,
+        justification: String,
+        ops: Vec<OpRecord>,
+    },
+    Validated {
+        required_approvals: u8,
+        approval_validity_ms: i64,
+    },
+    Approved {
+        expires_at: String,
+    },
+    Reason {
+        reason: String,
+    },
+    Started {
+        attempt: u32,
+    },
+    Implemented {
+        outcomes: Vec<OutcomeRecord>,
+    },
+    Failed {
+        error: String,
+        outcomes: Vec<OutcomeRecord>,
+    },
+    Verified {
+        observations: Vec<ObservationRecord>,
+    },
+    VerificationFailed {
+        observations: Vec<ObservationRecord>,
+        mismatches: Vec<usize>,
+    },
+    Reviewed {
+        notes: String,
+    },
+    IdentityAdded {
+        name: String,
+        kind: String,
+        owner: Option<String>,
+        vendor: Option<String>,
+    },
+    TargetAdded {
+        name: String,
+        connector: String,
+        settings: BTreeMap<String, String>,
+    },
+}
+
+/// Encodes an event to its canonical bytes.
+pub fn encode(event: &Event) -> Vec<u8> {
+    let envelope = match event {
+        Event::Change(e) => Envelope {
+            schema: SCHEMA.to_owned(),
+            kind: e.body.type_name().to_owned(),
+            phase: e.body.phase().as_str().to_owned(),
+            change: Some(e.change.to_string()),
+            seq: Some(e.seq),
+            at: e.at.to_rfc3339(),
+            actor: e.actor.as_string(),
+            on_behalf_of: e.on_behalf_of.as_ref().map(ToString::to_string),
+            data: data_value(change_data(&e.body)),
+        },
+        Event::Registry(r) => Envelope {
+            schema: SCHEMA.to_owned(),
+            kind: r.type_name().to_owned(),
+            phase: writ_core::event::Phase::Registry.as_str().to_owned(),
+            change: None,
+            seq: None,
+            at: r.at().to_rfc3339(),
+            actor: r.actor().as_string(),
+            on_behalf_of: None,
+            data: data_value(registry_data(r)),
+        },
+    };
+    // Serialising plain structs of strings, integers and booleans cannot fail.
+    serde_json_canonicalizer::to_vec(&envelope).unwrap_or_default()
+}
+
+/// Decodes canonical bytes back into an event, refusing non-canonical or unknown records.
+pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+    if envelope.schema != SCHEMA {
+        return Err(RecordError::UnknownSchema(envelope.schema));
+    }
+    let canonical = serde_json_canonicalizer::to_vec(&envelope)
+        .map_err(|e| RecordError::Malformed(e.to_string()))?;
+    if canonical != bytes {
+        return Err(RecordError::NotCanonical);
+    }
+    let at = parse_time(&envelope.at)?;
+    let actor = Actor::parse(&envelope.actor)?;
+    let data: Data =
+        serde_json::from_value(envelope.data).map_err(|e| RecordError::Malformed(e.to_string()))?;
+    if let Some(change) = envelope.change {
+        let body = change_body(&envelope.kind, data)?;
+        let seq = envelope
+            .seq
+            .ok_or_else(|| RecordError::Malformed("change event without seq".into()))?;
+        let on_behalf_of = envelope
+            .on_behalf_of
+            .as_deref()
+            .map(IdentityName::parse)
+            .transpose()?;
+        return Ok(Event::Change(ChangeEvent {
+            change: ChangeId::parse(&change)?,
+            seq,
+            at,
+            actor,
+            on_behalf_of,
+            body,
+        }));
+    }
+    let registry = match (envelope.kind.as_str(), data) {
+        (
+            "registry.identity_added",
+            Data::IdentityAdded {
+                name,
+                kind,
+                owner,
+                vendor,
+            },
+        ) => RegistryEvent::IdentityAdded {
+            actor,
+            identity: Identity {
+                name: IdentityName::parse(&name)?,
+                kind: IdentityKind::parse(&kind)?,
+                owner: owner.as_deref().map(IdentityName::parse).transpose()?,
+                vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
+                created_at: at,
+            },
+        },
+        (
+            "registry.target_added",
+            Data::TargetAdded {
+                name,
+                connector,
+                settings,
+            },
+        ) => RegistryEvent::TargetAdded {
+            actor,
+            target: Target {
+                name: TargetName::parse(&name)?,
+                connector: ConnectorKind::parse(&connector)?,
+                settings: settings.into_iter().collect(),
+                created_at: at,
+            },
+        },
+        (other, _) => {
+            return Err(RecordError::Malformed(format!(
+                "unexpected data for {other}"
+            )));
+        }
+    };
+    Ok(Event::Registry(registry))
+}
+
+fn data_value(data: Data) -> serde_json::Value {
+    serde_json::to_value(data).unwrap_or(serde_json::Value::Null)
+}
+
+fn change_data(body: &ChangeEventBody) -> Data {
+    let outcomes = |o: &[OpOutcome]| {
+        o.iter()
+            .map(|o| OutcomeRecord {
+                op: o.op,
+                before: o.before,
+                after: o.after,
+                reference: o.reference.clone(),
+            })
+            .collect()
+    };
+    let observations = |o: &[Observation]| {
+        o.iter()
+            .map(|o| ObservationRecord {
+                op: o.op,
+                present: o.present,
+            })
+            .collect()
+    };
+    match body {
+        ChangeEventBody::Requested {
+            kind,
+            event,
+            refs,
+            vendor,
+            justification,
+            ops,
+        } => Data::Requested {
+            kind: kind.as_str().to_owned(),
+            event: event.as_str().to_owned(),
+            refs: refs
+                .iter()
+                .map(|r| RefRecord {
+                    kind: r.kind.as_str().to_owned(),
+                    value: r.value().to_owned(),
+                })
+                .collect(),
+            vendor: vendor.as_ref().map(ToString::to_string),
+            justification: justification.as_str().to_owned(),
+            ops: ops
+                .iter()
+                .map(|op| OpRecord {
+                    action: op.action.as_str().to_owned(),
+                    identity: op.identity.to_string(),
+                    target: op.entitlement.target.to_string(),
+                    entitlement: op.entitlement.entitlement.to_string(),
+                    duration_ms: op.duration.map(Duration::as_millis),
+                })
+                .collect(),
+        },
+        ChangeEventBody::Validated { requirement } => Data::Validated {
+            required_approvals: requirement.approvals,
+            approval_validity_ms: requirement.validity.as_millis(),
+        },
+        ChangeEventBody::Approved { expires_at } => Data::Approved {
+            expires_at: expires_at.to_rfc3339(),
+        },
+        ChangeEventBody::Rejected { reason }
+        | ChangeEventBody::Cancelled { reason }
+        | ChangeEventBody::Expired { reason } => Data::Reason {
+            reason: reason.clone(),
+        },
+        ChangeEventBody::ExecutionStarted { attempt } => Data::Started { attempt: *attempt },
+        ChangeEventBody::Implemented { outcomes: o } => Data::Implemented {
+            outcomes: outcomes(o),
+        },
+        ChangeEventBody::ExecutionFailed { error, outcomes: o } => Data::Failed {
+            error: error.clone(),
+            outcomes: outcomes(o),
+        },
+        ChangeEventBody::Verified { observations: o } => Data::Verified {
+            observations: observations(o),
+        },
+        ChangeEventBody::VerificationFailed {
+            observations: o,
+            mismatches,
+        } => Data::VerificationFailed {
+            observations: observations(o),
+            mismatches: mismatches.clone(),
+        },
+        ChangeEventBody::Reviewed { notes } => Data::Reviewed {
+            notes: notes.clone(),
+        },
+    }
+}
+
+fn registry_data(event: &RegistryEvent) -> Data {
+    match event {
+        RegistryEvent::IdentityAdded { identity, .. } => Data::IdentityAdded {
+            name: identity.name.to_string(),
+            kind: identity.kind.as_str().to_owned(),
+            owner: identity.owner.as_ref().map(ToString::to_string),
+            vendor: identity.vendor.as_ref().map(ToString::to_string),
+        },
+        RegistryEvent::TargetAdded { target, .. } => Data::TargetAdded {
+            name: target.name.to_string(),
+            connector: target.connector.as_str().to_owned(),
+            settings: target.settings.iter().cloned().collect(),
+        },
+    }
+}
+
+fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
+    let outcomes = |o: Vec<OutcomeRecord>| {
+        o.into_iter()
+            .map(|o| OpOutcome {
+                op: o.op,
+                before: o.before,
+                after: o.after,
+                reference: o.reference,
+            })
+            .collect()
+    };
+    let observations = |o: Vec<ObservationRecord>| {
+        o.into_iter()
+            .map(|o| Observation {
+                op: o.op,
+                present: o.present,
+            })
+            .collect()
+    };
+    Ok(match (kind, data) {
+        (
+            "change.requested",
+            Data::Requested {
+                kind,
+                event,
+                refs,
+                vendor,
+                justification,
+                ops,
+            },
+        ) => ChangeEventBody::Requested {
+            kind: ChangeKind::parse(&kind)?,
+            event: BusinessEvent::parse(&event)?,
+            refs: refs
+                .into_iter()
+                .map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value))
+                .collect::<Result<_, _>>()?,
+            vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
+            justification: Justification::parse(&justification)?,
+            ops: ops
+                .into_iter()
+                .map(|op| {
+                    Ok(PlannedOp {
+                        action: OpAction::parse(&op.action)?,
+                        identity: IdentityName::parse(&op.identity)?,
+                        entitlement: EntitlementRef {
+                            target: TargetName::parse(&op.target)?,
+                            entitlement: EntitlementName::parse(&op.entitlement)?,
+                        },
+                        duration: op.duration_ms.map(Duration::from_millis).transpose()?,
+                    })
+                })
+                .collect::<Result<_, Refusal>>()?,
+        },
+        (
+            "change.validated",
+            Data::Validated {
+                required_approvals,
+                approval_validity_ms,
+            },
+        ) => ChangeEventBody::Validated {
+            requirement: ApprovalRequirement {
+                approvals: required_approvals,
+                validity: Duration::from_millis(approval_validity_ms)?,
+            },
+        },
+        ("change.approved", Data::Approved { expires_at }) => ChangeEventBody::Approved {
+            expires_at: parse_time(&expires_at)?,
+        },
+        ("change.rejected", Data::Reason { reason }) => ChangeEventBody::Rejected { reason },
+        ("change.cancelled", Data::Reason { reason }) => ChangeEventBody::Cancelled { reason },
+        ("change.expired", Data::Reason { reason }) => ChangeEventBody::Expired { reason },
+        ("change.execution_started", Data::Started { attempt }) => {
+            ChangeEventBody::ExecutionStarted { attempt }
+        }
+        ("change.implemented", Data::Implemented { outcomes: o }) => ChangeEventBody::Implemented {
+            outcomes: outcomes(o),
+        },
+        ("change.execution_failed", Data::Failed { error, outcomes: o }) => {
+            ChangeEventBody::ExecutionFailed {
+                error,
+                outcomes: outcomes(o),
+            }
+        }
+        ("change.verified", Data::Verified { observations: o }) => ChangeEventBody::Verified {
+            observations: observations(o),
+        },
+        (
+            "change.verification_failed",
+            Data::VerificationFailed {
+                observations: o,
+                mismatches,
+            },
+        ) => ChangeEventBody::VerificationFailed {
+            observations: observations(o),
+            mismatches,
+        },
+        ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes },
+        (other, _) => {
+            return Err(RecordError::Malformed(format!(
+                "unexpected data for {other}"
+            )));
+        }
+    })
+}
+
+fn parse_time(text: &str) -> Result<Timestamp, RecordError> {
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| RecordError::Malformed(format!("bad timestamp {text:?}")))
+}

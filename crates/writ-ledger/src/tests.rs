@@ -1,0 +1,186 @@
+//! Round trips of every event type through the canonical record, and refusal of altered bytes.
+
+use writ_core::change::*;
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
+use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, SystemActor, Target};
+use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::time::{Duration, Timestamp};
+
+use crate::{RecordError, decode, encode, leaf_hash};
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_123);
+
+fn change_event(seq: u64, body: ChangeEventBody) -> Event {
+    Event::Change(ChangeEvent {
+        change: ChangeId::generate(T0, 7),
+        seq,
+        at: T0,
+        actor: Actor::Identity(IdentityName::parse("alice").unwrap()),
+        on_behalf_of: Some(IdentityName::parse("bob").unwrap()),
+        body,
+    })
+}
+
+fn every_event() -> Vec<Event> {
+    let outcomes = vec![OpOutcome {
+        op: 0,
+        before: false,
+        after: true,
+        reference: Some("c0ffee".into()),
+    }];
+    let observations = vec![Observation {
+        op: 0,
+        present: true,
+    }];
+    let bodies = vec![
+        ChangeEventBody::Requested {
+            kind: ChangeKind::TimeBoundElevation,
+            event: BusinessEvent::Incident,
+            refs: vec![ExternalRef::new(RefKind::Ticket, "INC-9").unwrap()],
+            vendor: Some(OrgName::parse("acme").unwrap()),
+            justification: Justification::parse("on call \"quoted\" é").unwrap(),
+            ops: vec![PlannedOp {
+                action: OpAction::Grant,
+                identity: IdentityName::parse("dave").unwrap(),
+                entitlement: EntitlementRef::parse("repo:db/admin").unwrap(),
+                duration: Some(Duration::hours(8)),
+            }],
+        },
+        ChangeEventBody::Validated {
+            requirement: ApprovalRequirement::BASELINE,
+        },
+        ChangeEventBody::Approved {
+            expires_at: T0.plus(Duration::hours(24)),
+        },
+        ChangeEventBody::Rejected {
+            reason: "no".into(),
+        },
+        ChangeEventBody::Cancelled {
+            reason: "withdrawn".into(),
+        },
+        ChangeEventBody::Expired {
+            reason: "late".into(),
+        },
+        ChangeEventBody::ExecutionStarted { attempt: 2 },
+        ChangeEventBody::Implemented {
+            outcomes: outcomes.clone(),
+        },
+        ChangeEventBody::ExecutionFailed {
+            error: "down".into(),
+            outcomes: vec![],
+        },
+        ChangeEventBody::Verified {
+            observations: observations.clone(),
+        },
+        ChangeEventBody::VerificationFailed {
+            observations,
+            mismatches: vec![0],
+        },
+        ChangeEventBody::Reviewed {
+            notes: "fine".into(),
+        },
+    ];
+    let mut events: Vec<Event> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| change_event(i as u64, b))
+        .collect();
+    let alice = Identity::new(
+        IdentityName::parse("alice").unwrap(),
+        IdentityKind::Human,
+        None,
+        None,
+        T0,
+    )
+    .unwrap();
+    let svc = Identity::new(
+        IdentityName::parse("svc-ci").unwrap(),
+        IdentityKind::ServiceAccount,
+        Some(&alice),
+        None,
+        T0,
+    )
+    .unwrap();
+    events.push(Event::Registry(RegistryEvent::IdentityAdded {
+        actor: Actor::System(SystemActor::Admin),
+        identity: svc,
+    }));
+    events.push(Event::Registry(RegistryEvent::TargetAdded {
+        actor: Actor::System(SystemActor::Admin),
+        target: Target {
+            name: TargetName::parse("repo").unwrap(),
+            connector: ConnectorKind::Git,
+            settings: vec![("repo".into(), "/srv/access.git".into())],
+            created_at: T0,
+        },
+    }));
+    events
+}
+
+#[test]
+fn every_event_type_round_trips_through_canonical_bytes() {
+    for event in every_event() {
+        let bytes = encode(&event);
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            event,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(encode(&decode(&bytes).unwrap()), bytes);
+    }
+}
+
+#[test]
+fn records_are_canonical_json_with_the_schema_tag() {
+    let bytes = encode(&every_event()[2]);
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(
+        text.starts_with(r#"{"actor":"alice","at":"2027-01-15T08:00:00.123Z","change":"CHG-"#),
+        "{text}"
+    );
+    assert!(text.contains(r#""schema":"writ.event/v1""#));
+    assert!(text.contains(r#""type":"change.approved""#));
+    assert!(
+        !text.contains(' '),
+        "canonical form has no insignificant whitespace: {text}"
+    );
+}
+
+#[test]
+fn altered_or_reformatted_bytes_are_refused() {
+    let bytes = encode(&every_event()[0]);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let pretty =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+            .unwrap();
+    assert!(matches!(decode(&pretty), Err(RecordError::NotCanonical)));
+    let extra = text.replacen(r#""actor""#, r#""admin":true,"actor""#, 1);
+    assert!(matches!(
+        decode(extra.as_bytes()),
+        Err(RecordError::Malformed(_))
+    ));
+    let wrong_schema = text.replace("writ.event/v1", "writ.event/v0");
+    assert!(matches!(
+        decode(wrong_schema.as_bytes()),
+        Err(RecordError::UnknownSchema(_))
+    ));
+    let bad_name = text.replace(r#""identity":"dave""#, r#""identity":"da ve""#);
+    assert!(matches!(
+        decode(bad_name.as_bytes()),
+        Err(RecordError::Invalid(_))
+    ));
+    let wrong_type = text.replace("change.requested", "change.reviewed");
+    assert!(decode(wrong_type.as_bytes()).is_err());
+}
+
+#[test]
+fn leaf_hash_uses_the_rfc9162_zero_prefix() {
+    // SHA-256 of the single byte 0x00: the RFC 6962 hash of an empty leaf.
+    let empty = leaf_hash(b"");
+    let hex: String = empty.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+    );
+}

@@ -1,0 +1,510 @@
+//! SQLite implementation of the `writ-store` traits: one database file in WAL mode with
+//! `synchronous=FULL`, so a commit that returned is on disk.
+//!
+//! Architecture invariant: all SQL for SQLite lives in this crate; migrations are in
+//! `migrations/` and applied in order by [`SqliteStore::open`].
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
+use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::time::Timestamp;
+use writ_store::{
+    ChangeCommit, ChangeStore, ChangeSummary, EventLog, EventRow, GrantStore, GrantUpdate,
+    NewEvent, RegistryStore, Result, StoreError,
+};
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// How to open the database file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file and schema if missing (`writ init`).
+    Create,
+    /// The file must exist and carry a Writ schema.
+    Existing,
+}
+
+/// A Writ store in one SQLite file. Writes are serialised by SQLite's own lock
+/// (`BEGIN IMMEDIATE`), so several processes may share the file.
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore> {
+        if mode == OpenMode::Existing && !path.exists() {
+            return Err(StoreError::Unavailable(format!(
+                "no Writ database at {}; run `writ init` first",
+                path.display()
+            )));
+        }
+        let connection = Connection::open(path).map_err(map_err)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+            )
+            .map_err(map_err)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(map_err)?;
+        migrate(&connection, mode)?;
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.connection
+            .lock()
+            .map_err(|_| StoreError::Other("connection lock poisoned".into()))
+    }
+}
+
+fn migrate(connection: &Connection, mode: OpenMode) -> Result<()> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(map_err)?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version > known {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version} is newer than this build ({known}); upgrade writ"
+        )));
+    }
+    if version == 0 && mode == OpenMode::Existing {
+        return Err(StoreError::Corrupt(
+            "file is not a Writ database (no schema); run `writ init` on a new path".into(),
+        ));
+    }
+    for (number, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let next = i64::try_from(number).unwrap_or(i64::MAX) + 1;
+        let script = format!("BEGIN IMMEDIATE; {sql}\nPRAGMA user_version = {next}; COMMIT;");
+        connection.execute_batch(&script).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Maps SQLite errors onto the store's small error set. Write failures caused by the
+/// environment (read-only file, full disk, lock timeout, I/O error) become `Unavailable`.
+fn map_err(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    if let rusqlite::Error::SqliteFailure(failure, message) = &error {
+        let detail = message.clone().unwrap_or_else(|| failure.to_string());
+        return match failure.code {
+            ErrorCode::ConstraintViolation => StoreError::Conflict(detail),
+            ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied => StoreError::Unavailable(detail),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(detail),
+            _ => StoreError::Other(detail),
+        };
+    }
+    StoreError::Other(error.to_string())
+}
+
+fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
+    move |refusal| StoreError::Corrupt(format!("{what}: {refusal}"))
+}
+
+fn to_i64(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt("integer out of range".into()))
+}
+
+fn append(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
+    let next: i64 = tx
+        .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .map_err(map_err)?;
+    let mut statement = tx
+        .prepare_cached(
+            "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(map_err)?;
+    let mut indices = Vec::with_capacity(events.len());
+    for (offset, event) in events.iter().enumerate() {
+        let index = next + i64::try_from(offset).unwrap_or(i64::MAX);
+        let seq = event.seq.map(to_i64).transpose()?;
+        statement
+            .execute(params![
+                index,
+                event.change.as_ref().map(ChangeId::as_str),
+                seq,
+                event.type_name,
+                event.phase,
+                event.actor,
+                event.on_behalf_of,
+                event.at.as_millis(),
+                event.bytes,
+            ])
+            .map_err(map_err)?;
+        indices.push(u64::try_from(index).unwrap_or(0));
+    }
+    Ok(indices)
+}
+
+impl RegistryStore for SqliteStore {
+    fn add_identity(&self, identity: &Identity, event: &NewEvent) -> Result<u64> {
+        let mut connection = self.lock()?;
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                identity.name.as_str(),
+                identity.kind.as_str(),
+                identity.owner.as_ref().map(IdentityName::as_str),
+                identity.vendor.as_ref().map(OrgName::as_str),
+                identity.created_at.as_millis(),
+            ],
+        )
+        .map_err(|e| match map_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("identity {} already exists", identity.name)),
+            other => other,
+        })?;
+        let indices = append(&tx, std::slice::from_ref(event))?;
+        tx.commit().map_err(map_err)?;
+        indices
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Other("no index assigned".into()))
+    }
+
+    fn identity(&self, name: &IdentityName) -> Result<Option<Identity>> {
+        let connection = self.lock()?;
+        connection
+            .query_row(
+                "SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = ?1",
+                [name.as_str()],
+                identity_columns,
+            )
+            .optional()
+            .map_err(map_err)?
+            .map(parse_identity)
+            .transpose()
+    }
+
+    fn identities(&self) -> Result<Vec<Identity>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare("SELECT name, kind, owner, vendor, created_ms FROM identities ORDER BY name")
+            .map_err(map_err)?;
+        let rows = statement.query_map([], identity_columns).map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err).and_then(parse_identity))
+            .collect()
+    }
+
+    fn add_target(&self, target: &Target, event: &NewEvent) -> Result<u64> {
+        let mut connection = self.lock()?;
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO targets (name, connector, created_ms) VALUES (?1, ?2, ?3)",
+            params![
+                target.name.as_str(),
+                target.connector.as_str(),
+                target.created_at.as_millis()
+            ],
+        )
+        .map_err(|e| match map_err(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("target {} already exists", target.name))
+            }
+            other => other,
+        })?;
+        for (key, value) in &target.settings {
+            tx.execute(
+                "INSERT INTO target_settings (target, key, value) VALUES (?1, ?2, ?3)",
+                params![target.name.as_str(), key, value],
+            )
+            .map_err(map_err)?;
+        }
+        let indices = append(&tx, std::slice::from_ref(event))?;
+        tx.commit().map_err(map_err)?;
+        indices
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Other("no index assigned".into()))
+    }
+
+    fn target(&self, name: &TargetName) -> Result<Option<Target>> {
+        Ok(self.targets()?.into_iter().find(|t| &t.name == name))
+    }
+
+    fn targets(&self) -> Result<Vec<Target>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare("SELECT name, connector, created_ms FROM targets ORDER BY name")
+            .map_err(map_err)?;
+        let rows: Vec<(String, String, i64)> = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(map_err)?;
+        let mut settings = connection
+            .prepare("SELECT key, value FROM target_settings WHERE target = ?1 ORDER BY key")
+            .map_err(map_err)?;
+        let mut targets = Vec::with_capacity(rows.len());
+        for (name, connector, created_ms) in rows {
+            let pairs = settings
+                .query_map([&name], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<(String, String)>>>()
+                .map_err(map_err)?;
+            targets.push(Target {
+                name: TargetName::parse(&name).map_err(corrupt("target name"))?,
+                connector: ConnectorKind::parse(&connector).map_err(corrupt("connector"))?,
+                settings: pairs,
+                created_at: Timestamp::from_millis(created_ms),
+            });
+        }
+        Ok(targets)
+    }
+}
+
+type IdentityColumns = (String, String, Option<String>, Option<String>, i64);
+
+fn identity_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityColumns> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> Result<Identity> {
+    Ok(Identity {
+        name: IdentityName::parse(&name).map_err(corrupt("identity name"))?,
+        kind: IdentityKind::parse(&kind).map_err(corrupt("identity kind"))?,
+        owner: owner
+            .as_deref()
+            .map(IdentityName::parse)
+            .transpose()
+            .map_err(corrupt("owner"))?,
+        vendor: vendor
+            .as_deref()
+            .map(OrgName::parse)
+            .transpose()
+            .map_err(corrupt("vendor"))?,
+        created_at: Timestamp::from_millis(created_ms),
+    })
+}
+
+impl ChangeStore for SqliteStore {
+    fn commit(&self, commit: &ChangeCommit) -> Result<Vec<u64>> {
+        let mut connection = self.lock()?;
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let summary = &commit.summary;
+        let stored_seq: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM changes WHERE id = ?1",
+                [summary.id.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(map_err)?;
+        let expected = to_i64(commit.expected_seq)?;
+        if stored_seq.unwrap_or(0) != expected || (stored_seq.is_some() && expected == 0) {
+            return Err(StoreError::Conflict(format!(
+                "{} was changed by someone else meanwhile; read it again and retry",
+                summary.id
+            )));
+        }
+        let new_seq = expected + i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
+                 updated_ms = excluded.updated_ms, seq = excluded.seq",
+            params![
+                summary.id.as_str(),
+                summary.kind.as_str(),
+                summary.state.as_str(),
+                summary.requester.as_str(),
+                summary.created_at.as_millis(),
+                summary.updated_at.as_millis(),
+                new_seq,
+            ],
+        )
+        .map_err(map_err)?;
+        let indices = append(&tx, &commit.events)?;
+        for update in &commit.grants {
+            match update {
+                GrantUpdate::Upsert(grant) => tx.execute(
+                    "INSERT OR REPLACE INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        grant.identity.as_str(),
+                        grant.entitlement.target.as_str(),
+                        grant.entitlement.entitlement.as_str(),
+                        grant.change.as_str(),
+                        grant.granted_at.as_millis(),
+                        grant.expires_at.map(Timestamp::as_millis),
+                    ],
+                ),
+                GrantUpdate::Remove { identity, entitlement } => tx.execute(
+                    "DELETE FROM grants WHERE identity = ?1 AND target = ?2 AND entitlement = ?3",
+                    params![identity.as_str(), entitlement.target.as_str(), entitlement.entitlement.as_str()],
+                ),
+            }
+            .map_err(map_err)?;
+        }
+        tx.commit().map_err(map_err)?;
+        Ok(indices)
+    }
+
+    fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT idx, change_id, seq, bytes FROM events WHERE change_id = ?1 ORDER BY seq",
+            )
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([id.as_str()], event_columns)
+            .map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err).and_then(parse_event))
+            .collect()
+    }
+
+    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare(
+                "SELECT id, kind, state, requester, created_ms, updated_ms FROM changes
+                 WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC",
+            )
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([state.map(ChangeState::as_str)], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (id, kind, state, requester, created_ms, updated_ms) = row.map_err(map_err)?;
+            Ok(ChangeSummary {
+                id: ChangeId::parse(&id).map_err(corrupt("change id"))?,
+                kind: ChangeKind::parse(&kind).map_err(corrupt("change kind"))?,
+                state: ChangeState::parse(&state).map_err(corrupt("change state"))?,
+                requester: IdentityName::parse(&requester).map_err(corrupt("requester"))?,
+                created_at: Timestamp::from_millis(created_ms),
+                updated_at: Timestamp::from_millis(updated_ms),
+            })
+        })
+        .collect()
+    }
+}
+
+type EventColumns = (i64, Option<String>, Option<i64>, Vec<u8>);
+
+fn event_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventColumns> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn parse_event((index, change, seq, bytes): EventColumns) -> Result<EventRow> {
+    let unsigned =
+        |v: i64| u64::try_from(v).map_err(|_| StoreError::Corrupt("negative index".into()));
+    Ok(EventRow {
+        index: unsigned(index)?,
+        change: change
+            .as_deref()
+            .map(ChangeId::parse)
+            .transpose()
+            .map_err(corrupt("change id"))?,
+        seq: seq.map(unsigned).transpose()?,
+        bytes,
+    })
+}
+
+impl GrantStore for SqliteStore {
+    fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare(
+                "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+                 WHERE identity = ?1 ORDER BY target, entitlement",
+            )
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([identity.as_str()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<i64>>(5)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (identity, target, entitlement, change, granted_ms, expires_ms) =
+                row.map_err(map_err)?;
+            Ok(Grant {
+                identity: IdentityName::parse(&identity).map_err(corrupt("grant identity"))?,
+                entitlement: EntitlementRef {
+                    target: TargetName::parse(&target).map_err(corrupt("grant target"))?,
+                    entitlement: EntitlementName::parse(&entitlement)
+                        .map_err(corrupt("grant entitlement"))?,
+                },
+                change: ChangeId::parse(&change).map_err(corrupt("grant change"))?,
+                granted_at: Timestamp::from_millis(granted_ms),
+                expires_at: expires_ms.map(Timestamp::from_millis),
+            })
+        })
+        .collect()
+    }
+}
+
+impl EventLog for SqliteStore {
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached("SELECT idx, change_id, seq, bytes FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
+            .map_err(map_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![to_i64(from)?, limit], event_columns)
+            .map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err).and_then(parse_event))
+            .collect()
+    }
+
+    fn event_count(&self) -> Result<u64> {
+        let connection = self.lock()?;
+        let count: i64 = connection
+            .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(map_err)?;
+        u64::try_from(count).map_err(|_| StoreError::Corrupt("negative event count".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! Storage traits for Writ, split by role, with their contracts. No SQL lives here: each
+//! backend crate (`writ-store-sqlite`, later `writ-store-postgres`) owns its SQL and migrations.
+//!
+//! The one rule every backend keeps: **an event is appended in the same transaction as the
+//! state change it records**. If the event cannot be committed, nothing of the commit is
+//! visible (fail closed). Events are append-only; no method updates or deletes one.
+
+use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::identity::{Grant, Identity, Target};
+use writ_core::name::{EntitlementRef, IdentityName, TargetName};
+use writ_core::time::Timestamp;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What can go wrong in a store. Kept small on purpose.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or optimistic-concurrency precondition failed; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot write now (read-only, disk full, locked past the timeout). Nothing was
+    /// written; the caller must fail closed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what this build expects (schema mismatch, corrupt rows).
+    #[error("store data is inconsistent: {0}")]
+    Corrupt(String),
+    /// Anything else the backend reported.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// An event ready to append: the canonical record bytes plus the columns it is indexed by.
+/// The store assigns the ledger index; it never looks inside `bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub change: Option<ChangeId>,
+    pub seq: Option<u64>,
+    pub type_name: &'static str,
+    pub phase: &'static str,
+    pub actor: String,
+    pub on_behalf_of: Option<String>,
+    pub at: Timestamp,
+    pub bytes: Vec<u8>,
+}
+
+/// An appended event as read back: its ledger index and exact stored bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRow {
+    pub index: u64,
+    pub change: Option<ChangeId>,
+    pub seq: Option<u64>,
+    pub bytes: Vec<u8>,
+}
+
+/// A change's queryable summary (the events are the record; this is the index over them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeSummary {
+    pub id: ChangeId,
+    pub kind: ChangeKind,
+    pub state: ChangeState,
+    pub requester: IdentityName,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// How a commit changes the grants table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantUpdate {
+    /// Insert or replace the grant of this identity × entitlement.
+    Upsert(Grant),
+    /// Remove the grant if present (removing an absent grant is not an error).
+    Remove {
+        identity: IdentityName,
+        entitlement: EntitlementRef,
+    },
+}
+
+/// One atomic step of one change: the new summary, the events that produced it, and the grant
+/// updates it implies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeCommit {
+    pub summary: ChangeSummary,
+    /// How many events of this change the caller read before deciding. The commit fails with
+    /// [`StoreError::Conflict`] if another writer appended in between.
+    pub expected_seq: u64,
+    pub events: Vec<NewEvent>,
+    pub grants: Vec<GrantUpdate>,
+}
+
+/// Identities and targets, each registration recorded by an event in the same transaction.
+pub trait RegistryStore {
+    /// Adds an identity and appends `event`. Conflict if the name exists. Returns the index.
+    fn add_identity(&self, identity: &Identity, event: &NewEvent) -> Result<u64>;
+    /// The identity of that name, or `None`.
+    fn identity(&self, name: &IdentityName) -> Result<Option<Identity>>;
+    /// Every identity, ordered by name.
+    fn identities(&self) -> Result<Vec<Identity>>;
+    /// Adds a target and appends `event`. Conflict if the name exists. Returns the index.
+    fn add_target(&self, target: &Target, event: &NewEvent) -> Result<u64>;
+    /// The target of that name, or `None`.
+    fn target(&self, name: &TargetName) -> Result<Option<Target>>;
+    /// Every target, ordered by name.
+    fn targets(&self) -> Result<Vec<Target>>;
+}
+
+/// Changes: their events and summaries.
+pub trait ChangeStore {
+    /// Applies `commit` atomically: upserts the summary, appends the events with contiguous
+    /// ledger indices (in order) and applies the grant updates, or does nothing at all.
+    /// Conflict if the change already has a different number of events than `expected_seq`
+    /// (including "already exists" for a new change). Returns the assigned indices.
+    fn commit(&self, commit: &ChangeCommit) -> Result<Vec<u64>>;
+    /// All events of one change in sequence order; empty if the change is unknown.
+    fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>>;
+    /// Summaries, newest first, optionally only those in `state`.
+    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>>;
+}
+
+/// The grants Writ implemented.
+pub trait GrantStore {
+    /// Grants held by one identity, ordered by entitlement.
+    fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>>;
+}
+
+/// The whole log, in index order.
+pub trait EventLog {
+    /// Up to `limit` events starting at index `from`.
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>>;
+    /// Number of events, which is also the next index.
+    fn event_count(&self) -> Result<u64>;
+}
+
+/// Everything the engine needs, as one object.
+pub trait Store: RegistryStore + ChangeStore + GrantStore + EventLog + Send + Sync {}
+
+impl<T: RegistryStore + ChangeStore + GrantStore + EventLog + Send + Sync> Store for T {}
