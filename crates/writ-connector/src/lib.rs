@@ -1,0 +1,238 @@
+//! The contract between Writ and a target system.
+//!
+//! Architecture invariant: connectors never read Writ's store. They receive operations and the
+//! change context, talk to their target, and report what they saw and did. Every write carries
+//! the change ID into the target (commit trailer, role comment, secret metadata, …).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use writ_core::change::{ChangeId, OpAction};
+use writ_core::name::{EntitlementName, IdentityName};
+use writ_core::time::Timestamp;
+
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+/// What a connector can report as failure. Nothing is assumed applied after an error unless the
+/// connector says so in a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The entitlement does not exist on the target.
+    #[error("entitlement {entitlement} does not exist on target {target}")]
+    UnknownEntitlement {
+        target: String,
+        entitlement: EntitlementName,
+    },
+    /// The target cannot be reached or refused to work (down, permission, timeout).
+    #[error("target {target} unavailable: {detail}")]
+    Unavailable { target: String, detail: String },
+    /// The target changed underneath the operation (for example a concurrent push).
+    #[error("target {target} changed concurrently: {detail}")]
+    Conflict { target: String, detail: String },
+    /// The target's configuration or content is not usable.
+    #[error("target {target} misconfigured: {detail}")]
+    Invalid { target: String, detail: String },
+}
+
+/// One membership change on one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetOp {
+    pub action: OpAction,
+    pub entitlement: EntitlementName,
+    pub member: IdentityName,
+}
+
+/// Who and what a write is for; connectors record it in the target's own trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyContext {
+    pub change: ChangeId,
+    pub summary: String,
+    pub requester: String,
+    pub approvers: Vec<String>,
+    pub executor: String,
+    pub at: Timestamp,
+}
+
+/// One planned step: what is there now and whether applying changes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanStep {
+    pub op: TargetOp,
+    pub present_now: bool,
+    pub will_change: bool,
+}
+
+/// One applied step: membership before and after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedOp {
+    pub op: TargetOp,
+    pub before: bool,
+    pub after: bool,
+}
+
+/// The result of an apply. `reference` identifies the target-side write (a commit), if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub applied: Vec<AppliedOp>,
+    pub reference: Option<String>,
+}
+
+/// Observed members per entitlement, read from the target itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub members: BTreeMap<EntitlementName, BTreeSet<IdentityName>>,
+    /// The target's version of what was read (for git, the HEAD commit).
+    pub reference: Option<String>,
+}
+
+impl Observed {
+    pub fn is_member(&self, entitlement: &EntitlementName, member: &IdentityName) -> bool {
+        self.members
+            .get(entitlement)
+            .is_some_and(|m| m.contains(member))
+    }
+}
+
+/// A connected system Writ can plan, apply, observe and revoke on.
+pub trait Connector: Send + Sync {
+    /// The entitlements that exist on the target, sorted.
+    fn entitlements(&self) -> Result<Vec<EntitlementName>>;
+
+    /// What `apply` would do now. Fails with `UnknownEntitlement` for an entitlement the target
+    /// does not have. Writes nothing.
+    fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>>;
+
+    /// Applies `ops` atomically where the target allows. Idempotent: an op already in effect is
+    /// reported with `before == after` and changes nothing, so a retry applies only what is
+    /// missing.
+    fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport>;
+
+    /// Reads the current members of `entitlements` from the target (not from Writ).
+    fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed>;
+
+    /// Removes `member` from `entitlement`: the same as applying one revoke operation.
+    fn revoke(
+        &self,
+        context: &ApplyContext,
+        member: &IdentityName,
+        entitlement: &EntitlementName,
+    ) -> Result<ApplyReport> {
+        let op = TargetOp {
+            action: OpAction::Revoke,
+            entitlement: entitlement.clone(),
+            member: member.clone(),
+        };
+        self.apply(context, std::slice::from_ref(&op))
+    }
+}
+
+/// Computes plan steps against a membership map; shared by connectors that read a whole
+/// snapshot first.
+pub fn plan_against(
+    target: &str,
+    members: &BTreeMap<EntitlementName, BTreeSet<IdentityName>>,
+    ops: &[TargetOp],
+) -> Result<Vec<PlanStep>> {
+    ops.iter()
+        .map(|op| {
+            let current =
+                members
+                    .get(&op.entitlement)
+                    .ok_or_else(|| ConnectorError::UnknownEntitlement {
+                        target: target.to_owned(),
+                        entitlement: op.entitlement.clone(),
+                    })?;
+            let present_now = current.contains(&op.member);
+            let will_change = present_now != (op.action == OpAction::Grant);
+            Ok(PlanStep {
+                op: op.clone(),
+                present_now,
+                will_change,
+            })
+        })
+        .collect()
+}
+
+/// Applies ops to a membership map in memory, returning what changed.
+pub fn apply_to(
+    target: &str,
+    members: &mut BTreeMap<EntitlementName, BTreeSet<IdentityName>>,
+    ops: &[TargetOp],
+) -> Result<Vec<AppliedOp>> {
+    plan_against(target, members, ops)?;
+    let mut applied = Vec::with_capacity(ops.len());
+    for op in ops {
+        let set = members.entry(op.entitlement.clone()).or_default();
+        let before = set.contains(&op.member);
+        match op.action {
+            OpAction::Grant => set.insert(op.member.clone()),
+            OpAction::Revoke => set.remove(&op.member),
+        };
+        applied.push(AppliedOp {
+            op: op.clone(),
+            before,
+            after: set.contains(&op.member),
+        });
+    }
+    Ok(applied)
+}
+
+/// A target that lives in process memory: no external system. For engine tests and for the
+/// benchmark that measures Writ itself; never a stand-in for a real target in integration tests.
+pub struct MemoryConnector {
+    name: String,
+    members: Mutex<BTreeMap<EntitlementName, BTreeSet<IdentityName>>>,
+}
+
+impl MemoryConnector {
+    pub fn new(name: &str, entitlements: &[EntitlementName]) -> MemoryConnector {
+        let members = entitlements
+            .iter()
+            .map(|e| (e.clone(), BTreeSet::new()))
+            .collect();
+        MemoryConnector {
+            name: name.to_owned(),
+            members: Mutex::new(members),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<EntitlementName, BTreeSet<IdentityName>>>> {
+        self.members
+            .lock()
+            .map_err(|_| ConnectorError::Unavailable {
+                target: self.name.clone(),
+                detail: "state lock poisoned".into(),
+            })
+    }
+}
+
+impl Connector for MemoryConnector {
+    fn entitlements(&self) -> Result<Vec<EntitlementName>> {
+        Ok(self.lock()?.keys().cloned().collect())
+    }
+
+    fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
+        plan_against(&self.name, &*self.lock()?, ops)
+    }
+
+    fn apply(&self, _context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
+        let applied = apply_to(&self.name, &mut *self.lock()?, ops)?;
+        Ok(ApplyReport {
+            applied,
+            reference: None,
+        })
+    }
+
+    fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
+        let members = self.lock()?;
+        let members = entitlements
+            .iter()
+            .filter_map(|e| members.get(e).map(|m| (e.clone(), m.clone())))
+            .collect();
+        Ok(Observed {
+            members,
+            reference: None,
+        })
+    }
+}
