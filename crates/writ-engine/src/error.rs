@@ -1,0 +1,56 @@
+//! Engine errors: a refusal by the rules, something missing, or a store/target/ledger failure.
+
+use writ_core::Refusal;
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Why an engine operation did not happen. In every case nothing was committed by the failing
+/// step (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The rules refused the command (separation of duties, state, validation).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A named identity, target or change does not exist.
+    #[error("{what} {name:?} not found")]
+    NotFound { what: &'static str, name: String },
+    /// The store could not read or write; the operation did not happen.
+    #[error(transparent)]
+    Store(#[from] writ_store::StoreError),
+    /// A target refused or could not be reached while planning or observing.
+    #[error(transparent)]
+    Connector(#[from] writ_connector::ConnectorError),
+    /// Stored events could not be decoded.
+    #[error(transparent)]
+    Ledger(#[from] writ_ledger::RecordError),
+    /// The operating system's random source failed.
+    #[error("random source unavailable: {0}")]
+    Random(String),
+}
+
+impl EngineError {
+    /// A stable machine-readable code for every error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Refused(refusal) => refusal.code(),
+            EngineError::NotFound { .. } => "not_found",
+            EngineError::Store(writ_store::StoreError::Conflict(_)) => "store.conflict",
+            EngineError::Store(writ_store::StoreError::Unavailable(_)) => "store.unavailable",
+            EngineError::Store(_) => "store.error",
+            EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement {
+                ..
+            }) => "target.unknown_entitlement",
+            EngineError::Connector(writ_connector::ConnectorError::Unavailable { .. }) => {
+                "target.unavailable"
+            }
+            EngineError::Connector(writ_connector::ConnectorError::Conflict { .. }) => {
+                "target.conflict"
+            }
+            EngineError::Connector(writ_connector::ConnectorError::Invalid { .. }) => {
+                "target.invalid"
+            }
+            EngineError::Ledger(_) => "ledger.corrupt_record",
+            EngineError::Random(_) => "internal.random",
+        }
+    }
+}

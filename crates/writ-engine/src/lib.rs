@@ -1,0 +1,590 @@
+//! The change engine: the imperative shell around `writ-core`. It resolves names through the
+//! store, asks the core to decide, commits the resulting events together with the new state,
+//! and drives connectors.
+//!
+//! Architecture invariants:
+//! - every state change is one `ChangeStore::commit` (events + summary + grants, atomically);
+//! - the `implementing` event is committed **before** any connector writes to a target, and the
+//!   outcome is committed after, so a crash in between leaves a visible `implementing` change
+//!   that `execute` resumes (connectors apply idempotently);
+//! - the engine knows traits (`Store`, `Connector`, `ConnectorFactory`, `Clock`), never
+//!   implementations.
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use writ_connector::{ApplyContext, Connector, ConnectorError, TargetOp};
+use writ_core::change::{
+    BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Justification, Observation,
+    OpAction, OpOutcome, PlannedOp,
+};
+use writ_core::event::{ChangeEvent, Event, RegistryEvent};
+use writ_core::identity::{
+    Actor, ConnectorKind, Grant, Identity, IdentityKind, SystemActor, Target,
+};
+use writ_core::machine::{Command, NewChange, decide, evolve};
+use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::time::{Duration, Timestamp};
+use writ_store::{ChangeCommit, ChangeSummary, EventRow, GrantUpdate, NewEvent, Store};
+
+pub use error::{EngineError, Result};
+
+/// Where the engine reads time from; tests pass a fixed clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp::from_millis(millis)
+    }
+}
+
+/// Builds a connector for a registered target.
+pub trait ConnectorFactory: Send + Sync {
+    fn connect(&self, target: &Target) -> Result<Arc<dyn Connector>, ConnectorError>;
+}
+
+/// A change and its history as stored: each event with its ledger index.
+#[derive(Clone, Debug)]
+pub struct ChangeRecord {
+    pub change: Change,
+    pub events: Vec<(u64, ChangeEvent)>,
+}
+
+/// One requested operation before resolution: names as the user gave them.
+#[derive(Clone, Debug)]
+pub struct RequestedOp {
+    pub action: OpAction,
+    pub identity: IdentityName,
+    pub entitlement: EntitlementRef,
+    pub duration: Option<Duration>,
+}
+
+/// A request as it arrives from the CLI or API.
+#[derive(Clone, Debug)]
+pub struct RequestInput {
+    pub requester: IdentityName,
+    pub on_behalf_of: Option<IdentityName>,
+    pub ops: Vec<RequestedOp>,
+    pub justification: Justification,
+    pub refs: Vec<ExternalRef>,
+    pub event: BusinessEvent,
+}
+
+/// The engine. Cheap to clone; all state lives in the store and the targets.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    connectors: Arc<dyn ConnectorFactory>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connectors: Arc<dyn ConnectorFactory>,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
+        Engine {
+            store,
+            connectors,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    // ---- registry ----
+
+    /// Registers an identity; NHIs need an existing human owner.
+    pub fn add_identity(
+        &self,
+        actor: Actor,
+        name: IdentityName,
+        kind: IdentityKind,
+        owner: Option<&IdentityName>,
+        vendor: Option<OrgName>,
+    ) -> Result<Identity> {
+        let owner = owner.map(|o| self.identity(o)).transpose()?;
+        let identity = Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())?;
+        let event = RegistryEvent::IdentityAdded {
+            actor,
+            identity: identity.clone(),
+        };
+        self.store
+            .add_identity(&identity, &registry_event(&event))?;
+        tracing::info!(target: "writ::admin", identity = %identity.name, kind = %identity.kind, "identity added");
+        Ok(identity)
+    }
+
+    pub fn identity(&self, name: &IdentityName) -> Result<Identity> {
+        self.store
+            .identity(name)?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "identity",
+                name: name.to_string(),
+            })
+    }
+
+    /// Registers a target after checking that its connector can reach it and finds entitlements.
+    pub fn add_target(
+        &self,
+        actor: Actor,
+        name: TargetName,
+        connector: ConnectorKind,
+        settings: Vec<(String, String)>,
+    ) -> Result<Target> {
+        let target = Target {
+            name,
+            connector,
+            settings,
+            created_at: self.clock.now(),
+        };
+        let entitlements = self.connectors.connect(&target)?.entitlements()?;
+        if entitlements.is_empty() {
+            return Err(ConnectorError::Invalid {
+                target: target.name.to_string(),
+                detail: "no entitlements found".into(),
+            }
+            .into());
+        }
+        let event = RegistryEvent::TargetAdded {
+            actor,
+            target: target.clone(),
+        };
+        self.store.add_target(&target, &registry_event(&event))?;
+        tracing::info!(target: "writ::admin", target_name = %target.name, "target added");
+        Ok(target)
+    }
+
+    pub fn target(&self, name: &TargetName) -> Result<Target> {
+        self.store
+            .target(name)?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "target",
+                name: name.to_string(),
+            })
+    }
+
+    /// The entitlements a target offers, read from the target.
+    pub fn entitlements(&self, target: &TargetName) -> Result<Vec<EntitlementName>> {
+        let target = self.target(target)?;
+        Ok(self.connectors.connect(&target)?.entitlements()?)
+    }
+
+    // ---- the control chain ----
+
+    /// Opens a change: resolves every name, checks every entitlement exists on its target (a
+    /// read-only plan), and records `requested` and `pending_approval` in one commit.
+    pub fn request(&self, input: RequestInput, random: u128) -> Result<ChangeRecord> {
+        let now = self.clock.now();
+        let requester = self.identity(&input.requester)?;
+        let on_behalf_of = input
+            .on_behalf_of
+            .as_ref()
+            .map(|n| self.identity(n))
+            .transpose()?;
+        let mut subjects = Vec::with_capacity(input.ops.len());
+        let mut ops = Vec::with_capacity(input.ops.len());
+        for op in input.ops {
+            subjects.push(self.identity(&op.identity)?);
+            ops.push(PlannedOp {
+                action: op.action,
+                identity: op.identity,
+                entitlement: op.entitlement,
+                duration: op.duration,
+            });
+        }
+        for (target, group) in group_by_target(&ops) {
+            let target = self.target(&target)?;
+            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            self.connectors.connect(&target)?.plan(&target_ops)?;
+        }
+        let new = NewChange {
+            id: ChangeId::generate(now, random),
+            requester,
+            on_behalf_of,
+            event: input.event,
+            refs: input.refs,
+            justification: input.justification,
+            ops,
+            subjects,
+            requirement: writ_core::change::ApprovalRequirement::BASELINE,
+        };
+        let events = decide(None, Command::Request(Box::new(new)), now)?;
+        self.commit(None, events, Vec::new())
+    }
+
+    pub fn approve(
+        &self,
+        id: &ChangeId,
+        approver: &IdentityName,
+        on_behalf_of: Option<&IdentityName>,
+    ) -> Result<ChangeRecord> {
+        let approver = self.identity(approver)?;
+        let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
+        self.transition(
+            id,
+            Command::Approve {
+                approver,
+                on_behalf_of,
+            },
+        )
+    }
+
+    pub fn reject(
+        &self,
+        id: &ChangeId,
+        actor: &IdentityName,
+        reason: String,
+    ) -> Result<ChangeRecord> {
+        let actor = self.identity(actor)?;
+        self.transition(id, Command::Reject { actor, reason })
+    }
+
+    pub fn cancel(
+        &self,
+        id: &ChangeId,
+        actor: &IdentityName,
+        reason: String,
+    ) -> Result<ChangeRecord> {
+        let actor = Actor::Identity(self.identity(actor)?.name);
+        self.transition(id, Command::Cancel { actor, reason })
+    }
+
+    pub fn review(
+        &self,
+        id: &ChangeId,
+        reviewer: &IdentityName,
+        notes: String,
+    ) -> Result<ChangeRecord> {
+        let reviewer = self.identity(reviewer)?;
+        self.transition(id, Command::Review { reviewer, notes })
+    }
+
+    /// Implements an approved change on its targets. Returns the record in `implemented` or, if
+    /// a target failed, in `failed` with what was and was not applied; `execute` again retries
+    /// and applies only what is missing.
+    pub fn execute(&self, id: &ChangeId, executor: Option<&IdentityName>) -> Result<ChangeRecord> {
+        let executor = match executor {
+            Some(name) => Actor::Identity(self.identity(name)?.name),
+            None => Actor::System(SystemActor::Engine),
+        };
+        let started = self.transition(
+            id,
+            Command::StartExecution {
+                executor: executor.clone(),
+            },
+        )?;
+        let change = &started.change;
+        let context = |target_ops: &[(usize, &PlannedOp)]| ApplyContext {
+            change: change.id.clone(),
+            summary: summary_line(change, target_ops),
+            requester: change.requester.to_string(),
+            approvers: change
+                .approvals
+                .iter()
+                .map(|a| a.approver.to_string())
+                .collect(),
+            executor: executor.to_string(),
+            at: self.clock.now(),
+        };
+        let mut outcomes = Vec::new();
+        let mut error = None;
+        for (target, group) in group_by_target(&change.ops) {
+            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            let applied = self
+                .target(&target)
+                .and_then(|t| Ok(self.connectors.connect(&t)?))
+                .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
+            match applied {
+                Ok(report) => {
+                    for ((index, _), applied) in group.iter().zip(report.applied) {
+                        outcomes.push(OpOutcome {
+                            op: *index,
+                            before: applied.before,
+                            after: applied.after,
+                            reference: report.reference.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "writ::engine", change = %change.id, target_name = %target, error = %e, "apply failed");
+                    error = Some(format!("{target}: {e}"));
+                    break;
+                }
+            }
+        }
+        outcomes.sort_by_key(|o| o.op);
+        let now = self.clock.now();
+        let grants = grant_updates(change, &outcomes, now);
+        let events = decide(
+            Some(change),
+            Command::RecordImplementation { outcomes, error },
+            now,
+        )?;
+        self.commit(Some(change), events, grants)
+    }
+
+    /// Observes every target the change touched and records `verified` only if what is there
+    /// equals what was approved.
+    pub fn verify(&self, id: &ChangeId) -> Result<ChangeRecord> {
+        let record = self.load(id)?;
+        let change = &record.change;
+        if !matches!(
+            change.state,
+            ChangeState::Implemented | ChangeState::VerificationFailed
+        ) {
+            // Let the core produce the precise refusal without touching targets.
+            decide(
+                Some(change),
+                Command::RecordVerification {
+                    verifier: Actor::System(SystemActor::Engine),
+                    observations: Vec::new(),
+                },
+                self.clock.now(),
+            )?;
+        }
+        let mut observations = Vec::with_capacity(change.ops.len());
+        for (target, group) in group_by_target(&change.ops) {
+            let target = self.target(&target)?;
+            let entitlements: Vec<EntitlementName> = group
+                .iter()
+                .map(|(_, op)| op.entitlement.entitlement.clone())
+                .collect();
+            let observed = self.connectors.connect(&target)?.observe(&entitlements)?;
+            for (index, op) in group {
+                observations.push(Observation {
+                    op: index,
+                    present: observed.is_member(&op.entitlement.entitlement, &op.identity),
+                });
+            }
+        }
+        observations.sort_by_key(|o| o.op);
+        let command = Command::RecordVerification {
+            verifier: Actor::System(SystemActor::Engine),
+            observations,
+        };
+        let events = decide(Some(change), command, self.clock.now())?;
+        self.commit(Some(change), events, Vec::new())
+    }
+
+    /// Expires every approved change whose approval validity has ended. Returns their IDs.
+    pub fn expire_due(&self) -> Result<Vec<ChangeId>> {
+        let mut expired = Vec::new();
+        for summary in self.store.changes(Some(ChangeState::Approved))? {
+            match self.transition(&summary.id, Command::Expire) {
+                Ok(_) => expired.push(summary.id),
+                Err(EngineError::Refused(writ_core::Refusal::NotDue { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+
+    // ---- reading ----
+
+    /// Rebuilds a change from its stored events.
+    pub fn load(&self, id: &ChangeId) -> Result<ChangeRecord> {
+        let rows = self.store.change_events(id)?;
+        if rows.is_empty() {
+            return Err(EngineError::NotFound {
+                what: "change",
+                name: id.to_string(),
+            });
+        }
+        let mut change = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event = decode_change_event(&row)?;
+            change = Some(evolve(change, &event)?);
+            events.push((row.index, event));
+        }
+        let change = change.ok_or_else(|| EngineError::NotFound {
+            what: "change",
+            name: id.to_string(),
+        })?;
+        Ok(ChangeRecord { change, events })
+    }
+
+    pub fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+        Ok(self.store.changes(state)?)
+    }
+
+    pub fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
+        self.identity(identity)?;
+        Ok(self.store.grants_of(identity)?)
+    }
+
+    // ---- internals ----
+
+    fn transition(&self, id: &ChangeId, command: Command) -> Result<ChangeRecord> {
+        let record = self.load(id)?;
+        let events = decide(Some(&record.change), command, self.clock.now())?;
+        let mut committed = self.commit(Some(&record.change), events, Vec::new())?;
+        let mut history = record.events;
+        history.append(&mut committed.events);
+        Ok(ChangeRecord {
+            change: committed.change,
+            events: history,
+        })
+    }
+
+    /// Folds `events` into `before` and commits them with the new summary and grant updates.
+    /// Returns the new state and only the newly appended events.
+    fn commit(
+        &self,
+        before: Option<&Change>,
+        events: Vec<ChangeEvent>,
+        grants: Vec<GrantUpdate>,
+    ) -> Result<ChangeRecord> {
+        let mut change = before.cloned();
+        for event in &events {
+            change = Some(evolve(change, event)?);
+        }
+        let Some(change) = change else {
+            return Err(writ_core::Refusal::CorruptHistory {
+                change: String::new(),
+                seq: 0,
+                detail: "nothing to commit",
+            }
+            .into());
+        };
+        let new_events: Vec<NewEvent> = events.iter().map(change_event).collect();
+        let commit = ChangeCommit {
+            summary: ChangeSummary {
+                id: change.id.clone(),
+                kind: change.kind,
+                state: change.state,
+                requester: change.requester.clone(),
+                created_at: change.created_at,
+                updated_at: events.last().map_or(change.created_at, |e| e.at),
+            },
+            expected_seq: before.map_or(0, |c| c.seq),
+            events: new_events,
+            grants,
+        };
+        let indices = self.store.commit(&commit)?;
+        tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
+        Ok(ChangeRecord {
+            change,
+            events: indices.into_iter().zip(events).collect(),
+        })
+    }
+}
+
+/// Generates the 80 random bits of a change ID from the operating system.
+pub fn random_bits() -> Result<u128> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| EngineError::Random(e.to_string()))?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// Decodes one stored row into the change event it must be.
+pub fn decode_change_event(row: &EventRow) -> Result<ChangeEvent> {
+    match writ_ledger::decode(&row.bytes)? {
+        Event::Change(event) => Ok(event),
+        Event::Registry(_) => Err(writ_ledger::RecordError::Malformed(format!(
+            "event {} is not a change event",
+            row.index
+        ))
+        .into()),
+    }
+}
+
+fn change_event(event: &ChangeEvent) -> NewEvent {
+    NewEvent {
+        change: Some(event.change.clone()),
+        seq: Some(event.seq),
+        type_name: event.body.type_name(),
+        phase: event.body.phase().as_str(),
+        actor: event.actor.to_string(),
+        on_behalf_of: event.on_behalf_of.as_ref().map(ToString::to_string),
+        at: event.at,
+        bytes: writ_ledger::encode(&Event::Change(event.clone())),
+    }
+}
+
+fn registry_event(event: &RegistryEvent) -> NewEvent {
+    NewEvent {
+        change: None,
+        seq: None,
+        type_name: event.type_name(),
+        phase: writ_core::event::Phase::Registry.as_str(),
+        actor: event.actor().to_string(),
+        on_behalf_of: None,
+        at: event.at(),
+        bytes: writ_ledger::encode(&Event::Registry(event.clone())),
+    }
+}
+
+fn group_by_target(ops: &[PlannedOp]) -> BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> {
+    let mut groups: BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> = BTreeMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        groups
+            .entry(op.entitlement.target.clone())
+            .or_default()
+            .push((index, op));
+    }
+    groups
+}
+
+fn target_op(op: &PlannedOp) -> TargetOp {
+    TargetOp {
+        action: op.action,
+        entitlement: op.entitlement.entitlement.clone(),
+        member: op.identity.clone(),
+    }
+}
+
+fn summary_line(change: &Change, ops: &[(usize, &PlannedOp)]) -> String {
+    let parts: Vec<String> = ops
+        .iter()
+        .map(|(_, op)| match op.action {
+            OpAction::Grant => format!("grant {} to {}", op.entitlement.entitlement, op.identity),
+            OpAction::Revoke => {
+                format!("revoke {} from {}", op.entitlement.entitlement, op.identity)
+            }
+        })
+        .collect();
+    format!("writ {}: {}", change.id, parts.join(", "))
+}
+
+/// Grants table updates for what an execution actually did on the targets.
+fn grant_updates(change: &Change, outcomes: &[OpOutcome], now: Timestamp) -> Vec<GrantUpdate> {
+    outcomes
+        .iter()
+        .filter_map(|outcome| {
+            let op = change.ops.get(outcome.op)?;
+            match (op.action, outcome.after) {
+                (OpAction::Grant, true) => Some(GrantUpdate::Upsert(Grant {
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                    change: change.id.clone(),
+                    granted_at: now,
+                    expires_at: op.duration.map(|d| now.plus(d)),
+                })),
+                (OpAction::Revoke, false) => Some(GrantUpdate::Remove {
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
