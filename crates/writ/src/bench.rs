@@ -1,0 +1,242 @@
+//! `writ bench`: complete request → approve → execute → verify → review lifecycles per second,
+//! in process, on a durable SQLite file (WAL, synchronous=FULL), beside a baseline measured in
+//! the same run: raw single-row durable commits on the same file system. A lifecycle makes six
+//! commits, so `6 / raw commits per second` is the floor Writ's own work sits on.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use writ_core::change::{BusinessEvent, Justification, OpAction};
+use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
+use writ_core::name::{EntitlementRef, IdentityName, TargetName};
+use writ_engine::{Engine, RequestInput, RequestedOp};
+use writ_store_sqlite::{OpenMode, SqliteStore};
+
+/// Commits one lifecycle makes: request, approve, execute (start and outcome), verify, review.
+const COMMITS_PER_LIFECYCLE: f64 = 6.0;
+
+struct Row {
+    name: &'static str,
+    count: usize,
+    seconds: f64,
+    note: String,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub fn run(lifecycles: usize, json: bool) -> anyhow::Result<()> {
+    if lifecycles == 0 {
+        bail!("--lifecycles must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    let raw = raw_commits(&dir.path().join("raw.db"), lifecycles)?;
+    let raw_rate = raw.rate();
+    let memory = lifecycles_on(dir.path(), "memory", lifecycles)?;
+    let git_count = (lifecycles / 10).max(20);
+    let git = lifecycles_on(dir.path(), "git", git_count)?;
+    let mut rows = vec![raw];
+    for (row, target) in [(memory, 1000.0), (git, 0.0)] {
+        let floor = raw_rate / COMMITS_PER_LIFECYCLE;
+        let mut note = format!("{:.2}x the time of its 6 raw commits", floor / row.rate());
+        if target > 0.0 {
+            note.push_str(&format!("; target >= {target:.0}/s"));
+        }
+        rows.push(Row { note, ..row });
+    }
+    if json {
+        let value: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({ "benchmark": r.name, "count": r.count, "seconds": r.seconds, "per_second": r.rate(), "note": r.note }))
+            .collect();
+        println!("{}", serde_json::Value::Array(value));
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>7} {:>9} {:>12}  note",
+        "benchmark", "n", "seconds", "per second"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>7} {:>9.3} {:>12.0}  {}",
+            r.name,
+            r.count,
+            r.seconds,
+            r.rate(),
+            r.note
+        );
+    }
+    Ok(())
+}
+
+fn progress(count: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(count as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg:<32} {bar:30} {pos}/{len} {per_sec}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Baseline: single-row INSERT transactions with the same durability settings as the store.
+fn raw_commits(path: &Path, count: usize) -> anyhow::Result<Row> {
+    let connection = rusqlite::Connection::open(path)?;
+    connection.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t (x BLOB NOT NULL)",
+    )?;
+    let payload = vec![7u8; 400];
+    let bar = progress(count, "raw durable commits");
+    let start = Instant::now();
+    for _ in 0..count {
+        connection.execute("INSERT INTO t (x) VALUES (?1)", [&payload])?;
+        bar.inc(1);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(Row {
+        name: "raw durable commit (baseline)",
+        count,
+        seconds,
+        note: "SQLite WAL synchronous=FULL, 1 row per commit".into(),
+    })
+}
+
+fn lifecycles_on(dir: &Path, kind: &str, count: usize) -> anyhow::Result<Row> {
+    let engine = crate::commands::engine_over(SqliteStore::open(
+        &dir.join(format!("{kind}.db")),
+        OpenMode::Create,
+    )?);
+    let admin = Actor::System(SystemActor::Admin);
+    for person in ["alice", "bob", "carol", "dave"] {
+        engine.add_identity(
+            admin.clone(),
+            IdentityName::parse(person)?,
+            IdentityKind::Human,
+            None,
+            None,
+        )?;
+    }
+    let target = TargetName::parse("bench")?;
+    let (connector, settings) = match kind {
+        "git" => {
+            let repo = dir.join("bench-repo");
+            make_repo(&repo)?;
+            (
+                ConnectorKind::Git,
+                vec![("repo".to_owned(), repo.display().to_string())],
+            )
+        }
+        _ => (
+            ConnectorKind::Memory,
+            vec![("entitlements".to_owned(), "read".to_owned())],
+        ),
+    };
+    engine.add_target(admin, target, connector, settings)?;
+    let (alice, bob, carol) = (
+        IdentityName::parse("alice")?,
+        IdentityName::parse("bob")?,
+        IdentityName::parse("carol")?,
+    );
+    let bar = progress(count, &format!("lifecycles on {kind} target"));
+    let start = Instant::now();
+    for i in 0..count {
+        lifecycle(
+            &engine,
+            &alice,
+            &bob,
+            &carol,
+            if i % 2 == 0 {
+                OpAction::Grant
+            } else {
+                OpAction::Revoke
+            },
+        )?;
+        bar.inc(1);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let name = if kind == "git" {
+        "lifecycle request→review, git target"
+    } else {
+        "lifecycle request→review, in-memory target"
+    };
+    Ok(Row {
+        name,
+        count,
+        seconds,
+        note: String::new(),
+    })
+}
+
+fn lifecycle(
+    engine: &Engine,
+    alice: &IdentityName,
+    bob: &IdentityName,
+    carol: &IdentityName,
+    action: OpAction,
+) -> anyhow::Result<()> {
+    let input = RequestInput {
+        requester: alice.clone(),
+        on_behalf_of: None,
+        ops: vec![RequestedOp {
+            action,
+            identity: IdentityName::parse("dave")?,
+            entitlement: EntitlementRef::parse("bench:read")?,
+            duration: None,
+        }],
+        justification: Justification::parse("benchmark")?,
+        refs: vec![],
+        event: BusinessEvent::Adhoc,
+    };
+    let id = engine
+        .request(input, writ_engine::random_bits()?)?
+        .change
+        .id;
+    engine.approve(&id, bob, None)?;
+    engine.execute(&id, None)?;
+    engine.verify(&id)?;
+    let done = engine.review(&id, carol, "ok".into())?;
+    if done.change.state != writ_core::change::ChangeState::Reviewed {
+        bail!("{id} ended {}", done.change.state);
+    }
+    Ok(())
+}
+
+fn make_repo(repo: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(repo)?;
+    std::fs::write(
+        repo.join("access.toml"),
+        "[entitlements.read]\nmembers = []\n",
+    )?;
+    for args in [
+        vec!["init", "-q", "-b", "main"],
+        vec!["add", "access.toml"],
+        vec![
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    ] {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(&args)
+            .status()
+            .context("running git")?;
+        if !status.success() {
+            bail!("git {} failed", args.join(" "));
+        }
+    }
+    Ok(())
+}

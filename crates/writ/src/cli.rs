@@ -1,0 +1,212 @@
+//! The command line, declared with clap. Every command has `--help`; read commands have `--json`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Writ: every access change needs a writ.
+///
+/// Every access change (for people and for non-human identities) goes through one change record
+/// with one immutable change ID: request → approval → implementation → verification → review,
+/// each step recorded as an event in an append-only ledger.
+///
+/// Exit codes: 0 ok; 2 invalid input; 3 refused by a control (separation of duties, state,
+/// expiry); 4 not found; 5 store unavailable or concurrent update (nothing was written);
+/// 6 target error; 7 the change ran but ended failed or verification_failed; 1 anything else.
+#[derive(Parser, Debug)]
+#[command(name = "writ", version, propagate_version = true)]
+pub struct Cli {
+    /// The embedded SQLite database file.
+    #[arg(long, global = true, env = "WRIT_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text (errors too, on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log more (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Top {
+    /// Create a new Writ database at --db.
+    Init,
+    /// Register and list identities (humans and non-human identities).
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Register targets (connected systems) and list their entitlements.
+    #[command(subcommand)]
+    Target(TargetCmd),
+    /// Request, approve, execute, verify, review and inspect changes.
+    #[command(subcommand)]
+    Change(ChangeCmd),
+    /// Expire approved changes whose approval validity has ended.
+    RunDue,
+    /// Walk real changes through the whole chain on a temporary database and git repository.
+    Demo(DemoArgs),
+    /// Measure complete change lifecycles per second.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IdentityCmd {
+    /// Register an identity. Non-human identities need an accountable human --owner.
+    Add {
+        /// Unique name (letters, digits, . _ @ + -).
+        name: String,
+        /// human, service_account, api_key, secret, certificate, workload or ai_agent.
+        #[arg(long)]
+        kind: String,
+        /// The accountable human owner (required for non-human identities).
+        #[arg(long)]
+        owner: Option<String>,
+        /// The vendor organisation a delegated identity acts for.
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Who registers it (defaults to the local administrator).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// List identities.
+    List,
+    /// Show one identity and the grants Writ implemented for it.
+    Show { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TargetCmd {
+    /// Register a target. For git: a repository whose access file (access.toml) lists entitlements.
+    Add {
+        name: String,
+        /// The connector: git.
+        #[arg(long)]
+        connector: String,
+        /// Path to the git repository (bare or with a working tree).
+        #[arg(long)]
+        repo: PathBuf,
+        /// Branch to manage (default: the branch HEAD points at).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Access file at the repository root (default: access.toml).
+        #[arg(long)]
+        file: Option<String>,
+        /// Who registers it (defaults to the local administrator).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// List targets.
+    List,
+    /// List the entitlements a target offers, read from the target.
+    Entitlements { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChangeCmd {
+    /// Request a change; prints its change ID.
+    Request(RequestArgs),
+    /// Approve a pending change (never your own).
+    Approve {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// Approve on behalf of another approver (both are recorded).
+        #[arg(long)]
+        on_behalf_of: Option<String>,
+    },
+    /// Reject a pending change, with a reason. Final for this change.
+    Reject {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw a change that has not been implemented.
+    Cancel {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Implement an approved change on its targets (by the Writ engine unless --as names a person).
+    Execute {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// Observe the targets and compare with the approved state; only equality verifies.
+    Verify { id: String },
+    /// Close a verified (or verification_failed) change as an independent reviewer.
+    Review {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long, default_value = "reviewed")]
+        notes: String,
+    },
+    /// Show the whole trail: who asked, approved, executed, what changed, verification, review.
+    Show { id: String },
+    /// List changes, newest first.
+    List {
+        /// Only changes in this state (for example pending_approval).
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RequestArgs {
+    /// The requester.
+    #[arg(long = "as", value_name = "ACTOR")]
+    pub actor: String,
+    /// The identity whose access changes.
+    #[arg(long)]
+    pub identity: String,
+    /// Entitlement to grant, as TARGET:ENTITLEMENT (repeatable).
+    #[arg(long, value_name = "TARGET:ENTITLEMENT")]
+    pub grant: Vec<String>,
+    /// Entitlement to revoke, as TARGET:ENTITLEMENT (repeatable).
+    #[arg(long, value_name = "TARGET:ENTITLEMENT")]
+    pub revoke: Vec<String>,
+    /// Make the grants time-bound (for example 8h, 7d, 1h30m).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Why the access is needed.
+    #[arg(long)]
+    pub justification: String,
+    /// ITSM ticket reference (repeatable).
+    #[arg(long)]
+    pub ticket: Vec<String>,
+    /// SCM commit reference (repeatable).
+    #[arg(long)]
+    pub commit: Vec<String>,
+    /// Pull or merge request reference (repeatable).
+    #[arg(long)]
+    pub pr: Vec<String>,
+    /// The business event: joiner, mover, leaver, deploy, decommission, incident, vendor, adhoc.
+    #[arg(long, default_value = "adhoc")]
+    pub event: String,
+    /// The person the requester acts for (both are recorded).
+    #[arg(long)]
+    pub on_behalf_of: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the database and repository in this directory instead of a temporary one.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Lifecycles to run with the in-memory target (the git figure uses a tenth).
+    #[arg(long, default_value_t = 2000)]
+    pub lifecycles: usize,
+}

@@ -1,0 +1,373 @@
+//! One function per command: parse the arguments into domain types, call the engine, print.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use writ_core::change::{
+    BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification, OpAction, RefKind,
+};
+use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
+use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::time::Duration;
+use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
+use writ_store_sqlite::{OpenMode, SqliteStore};
+
+use crate::cli::{ChangeCmd, Cli, IdentityCmd, RequestArgs, TargetCmd, Top};
+use crate::render;
+use crate::targets::Connectors;
+use crate::{CliError, exit};
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let json = cli.json;
+    let db = cli.db;
+    match cli.command {
+        Top::Init => init(db, json),
+        Top::Identity(command) => identity(&open(db)?, command, json),
+        Top::Target(command) => target(&open(db)?, command, json),
+        Top::Change(command) => change(&open(db)?, command, json),
+        Top::RunDue => {
+            let expired = open(db)?.expire_due()?;
+            if json {
+                let ids: Vec<String> = expired.iter().map(ToString::to_string).collect();
+                println!("{}", serde_json::json!({ "expired": ids }));
+            } else if expired.is_empty() {
+                println!("nothing due");
+            } else {
+                expired.iter().for_each(|id| println!("expired {id}"));
+            }
+            Ok(())
+        }
+        Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
+        Top::Bench(args) => crate::bench::run(args.lifecycles, json).map_err(CliError::from),
+    }
+}
+
+fn db_path(db: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    db.ok_or_else(|| {
+        CliError::new(
+            "input.no_database",
+            "no database: pass --db FILE or set WRIT_DB",
+            exit::INPUT,
+        )
+    })
+}
+
+/// Opens an existing embedded database and wires the engine over it.
+pub fn open(db: Option<PathBuf>) -> Result<Engine, CliError> {
+    let path = db_path(db)?;
+    let store = SqliteStore::open(&path, OpenMode::Existing)?;
+    Ok(engine_over(store))
+}
+
+pub fn engine_over(store: SqliteStore) -> Engine {
+    Engine::new(
+        Arc::new(store),
+        Arc::new(Connectors::default()),
+        Arc::new(SystemClock),
+    )
+}
+
+fn init(db: Option<PathBuf>, json: bool) -> Result<(), CliError> {
+    let path = db_path(db)?;
+    if path.exists() {
+        return Err(CliError::new(
+            "input.database_exists",
+            format!(
+                "{} already exists; Writ never initialises over existing data",
+                path.display()
+            ),
+            exit::INPUT,
+        ));
+    }
+    SqliteStore::open(&path, OpenMode::Create)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "database": path.display().to_string() })
+        );
+    } else {
+        println!("initialised {}", path.display());
+    }
+    Ok(())
+}
+
+fn actor(name: Option<&str>) -> Result<Actor, CliError> {
+    match name {
+        None => Ok(Actor::System(SystemActor::Admin)),
+        Some(name) => Ok(Actor::Identity(IdentityName::parse(name)?)),
+    }
+}
+
+/// Resolves `--as` for registry commands: a named actor must exist.
+fn registry_actor(engine: &Engine, name: Option<&str>) -> Result<Actor, CliError> {
+    let actor = actor(name)?;
+    if let Actor::Identity(name) = &actor {
+        engine.identity(name)?;
+    }
+    Ok(actor)
+}
+
+fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        IdentityCmd::Add {
+            name,
+            kind,
+            owner,
+            vendor,
+            actor,
+        } => {
+            let name = IdentityName::parse(&name)?;
+            let kind = IdentityKind::parse(&kind)?;
+            let owner = owner.as_deref().map(IdentityName::parse).transpose()?;
+            let vendor = vendor.as_deref().map(OrgName::parse).transpose()?;
+            let actor = registry_actor(engine, actor.as_deref())?;
+            let identity = engine.add_identity(actor, name, kind, owner.as_ref(), vendor)?;
+            render::print(json, render::identity_json(&identity), || {
+                format!("added {} ({})", identity.name, identity.kind)
+            });
+        }
+        IdentityCmd::List => {
+            let identities = engine.store().identities()?;
+            let value =
+                serde_json::Value::Array(identities.iter().map(render::identity_json).collect());
+            render::print(json, value, || render::identity_table(&identities));
+        }
+        IdentityCmd::Show { name } => {
+            let name = IdentityName::parse(&name)?;
+            let identity = engine.identity(&name)?;
+            let grants = engine.grants_of(&name)?;
+            let mut value = render::identity_json(&identity);
+            value["grants"] =
+                serde_json::Value::Array(grants.iter().map(render::grant_json).collect());
+            render::print(json, value, || render::identity_detail(&identity, &grants));
+        }
+    }
+    Ok(())
+}
+
+fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        TargetCmd::Add {
+            name,
+            connector,
+            repo,
+            branch,
+            file,
+            actor,
+        } => {
+            let name = TargetName::parse(&name)?;
+            let kind = ConnectorKind::parse(&connector)?;
+            if kind != ConnectorKind::Git {
+                return Err(CliError::new(
+                    "input.invalid_value",
+                    "only --connector git can be registered from the CLI",
+                    exit::INPUT,
+                ));
+            }
+            let repo = absolute(&repo)?;
+            let mut settings = vec![("repo".to_owned(), repo.display().to_string())];
+            settings.extend(branch.map(|b| ("branch".to_owned(), b)));
+            settings.extend(file.map(|f| ("file".to_owned(), f)));
+            let actor = registry_actor(engine, actor.as_deref())?;
+            let target = engine.add_target(actor, name, kind, settings)?;
+            let entitlements = engine.entitlements(&target.name)?;
+            let mut value = render::target_json(&target);
+            value["entitlements"] = serde_json::json!(
+                entitlements
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            );
+            render::print(json, value, || {
+                format!(
+                    "added {} ({} entitlements)",
+                    target.name,
+                    entitlements.len()
+                )
+            });
+        }
+        TargetCmd::List => {
+            let targets = engine.store().targets()?;
+            let value = serde_json::Value::Array(targets.iter().map(render::target_json).collect());
+            render::print(json, value, || {
+                targets
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}\t{}\t{}",
+                            t.name,
+                            t.connector.as_str(),
+                            t.setting("repo").unwrap_or("-")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TargetCmd::Entitlements { name } => {
+            let entitlements = engine.entitlements(&TargetName::parse(&name)?)?;
+            let names: Vec<String> = entitlements.iter().map(ToString::to_string).collect();
+            render::print(json, serde_json::json!(names), || names.join("\n"));
+        }
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|e| {
+        CliError::new(
+            "input.invalid_path",
+            format!("{}: {e}", path.display()),
+            exit::INPUT,
+        )
+    })
+}
+
+fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliError> {
+    let record = match command {
+        ChangeCmd::Request(args) => {
+            let record = engine.request(request_input(args)?, writ_engine::random_bits()?)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": record.change.id.to_string(), "state": record.change.state.as_str() })
+                );
+            } else {
+                println!("{}", record.change.id);
+            }
+            return Ok(());
+        }
+        ChangeCmd::Approve {
+            id,
+            actor,
+            on_behalf_of,
+        } => {
+            let on_behalf_of = on_behalf_of
+                .as_deref()
+                .map(IdentityName::parse)
+                .transpose()?;
+            engine.approve(
+                &ChangeId::parse(&id)?,
+                &IdentityName::parse(&actor)?,
+                on_behalf_of.as_ref(),
+            )?
+        }
+        ChangeCmd::Reject { id, actor, reason } => engine.reject(
+            &ChangeId::parse(&id)?,
+            &IdentityName::parse(&actor)?,
+            reason,
+        )?,
+        ChangeCmd::Cancel { id, actor, reason } => engine.cancel(
+            &ChangeId::parse(&id)?,
+            &IdentityName::parse(&actor)?,
+            reason,
+        )?,
+        ChangeCmd::Execute { id, actor } => {
+            let actor = actor.as_deref().map(IdentityName::parse).transpose()?;
+            engine.execute(&ChangeId::parse(&id)?, actor.as_ref())?
+        }
+        ChangeCmd::Verify { id } => engine.verify(&ChangeId::parse(&id)?)?,
+        ChangeCmd::Review { id, actor, notes } => {
+            engine.review(&ChangeId::parse(&id)?, &IdentityName::parse(&actor)?, notes)?
+        }
+        ChangeCmd::Show { id } => {
+            let record = engine.load(&ChangeId::parse(&id)?)?;
+            render::print(json, render::change_json(&record), || {
+                render::trail(&record)
+            });
+            return Ok(());
+        }
+        ChangeCmd::List { state } => {
+            let state = state.as_deref().map(ChangeState::parse).transpose()?;
+            let changes = engine.changes(state)?;
+            let value =
+                serde_json::Value::Array(changes.iter().map(render::summary_json).collect());
+            render::print(json, value, || render::summary_table(&changes));
+            return Ok(());
+        }
+    };
+    report_transition(&record, json)
+}
+
+/// Prints the state a transition reached; a change that ended failed exits non-zero.
+fn report_transition(record: &ChangeRecord, json: bool) -> Result<(), CliError> {
+    let change = &record.change;
+    render::print(
+        json,
+        serde_json::json!({ "id": change.id.to_string(), "state": change.state.as_str() }),
+        || format!("{} {}", change.id, change.state),
+    );
+    match change.state {
+        ChangeState::Failed => {
+            let error = change
+                .last_execution()
+                .and_then(|e| e.error.clone())
+                .unwrap_or_default();
+            Err(CliError::new(
+                "change.failed",
+                format!(
+                    "{} failed on a target: {error}; run execute again to retry what is missing",
+                    change.id
+                ),
+                exit::CHANGE_FAILED,
+            ))
+        }
+        ChangeState::VerificationFailed => Err(CliError::new(
+            "change.verification_failed",
+            format!(
+                "{}: observed state differs from the approved state (see `writ change show {}`)",
+                change.id, change.id
+            ),
+            exit::CHANGE_FAILED,
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
+    let identity = IdentityName::parse(&args.identity)?;
+    let duration = args.duration.as_deref().map(Duration::parse).transpose()?;
+    if duration.is_some() && args.grant.is_empty() {
+        return Err(writ_core::Refusal::DurationOnRevoke.into());
+    }
+    let mut ops = Vec::new();
+    for (action, entitlements) in [
+        (OpAction::Revoke, &args.revoke),
+        (OpAction::Grant, &args.grant),
+    ] {
+        for entitlement in entitlements {
+            ops.push(RequestedOp {
+                action,
+                identity: identity.clone(),
+                entitlement: EntitlementRef::parse(entitlement)?,
+                duration: if action == OpAction::Grant {
+                    duration
+                } else {
+                    None
+                },
+            });
+        }
+    }
+    let mut refs = Vec::new();
+    for (kind, values) in [
+        (RefKind::Ticket, &args.ticket),
+        (RefKind::Commit, &args.commit),
+        (RefKind::PullRequest, &args.pr),
+    ] {
+        for value in values {
+            refs.push(ExternalRef::new(kind, value)?);
+        }
+    }
+    Ok(RequestInput {
+        requester: IdentityName::parse(&args.actor)?,
+        on_behalf_of: args
+            .on_behalf_of
+            .as_deref()
+            .map(IdentityName::parse)
+            .transpose()?,
+        ops,
+        justification: Justification::parse(&args.justification)?,
+        refs,
+        event: BusinessEvent::parse(&args.event)?,
+    })
+}

@@ -1,0 +1,317 @@
+//! `writ demo`: real changes through the whole chain on a fresh embedded database and a real git
+//! repository, printing the reconstructed trail of each. Nothing is simulated.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use writ_core::change::{BusinessEvent, ChangeId, ExternalRef, Justification, OpAction, RefKind};
+use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
+use writ_core::name::{EntitlementRef, IdentityName, TargetName};
+use writ_engine::{Engine, RequestInput, RequestedOp};
+use writ_store_sqlite::{OpenMode, SqliteStore};
+
+const ACCESS_FILE: &str = r#"# Access as code: each entitlement lists its members.
+# Writ changes this file only through approved changes; every commit carries Writ-Change.
+
+[entitlements.eng-read]
+description = "Read engineering repositories"
+members = []
+
+[entitlements.deploy-prod]
+description = "Deploy to production"
+members = []
+
+[entitlements.finance-read]
+description = "Read the finance ledger"
+members = []
+"#;
+
+pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
+    let temporary;
+    let dir: PathBuf = match keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if std::fs::read_dir(dir)?.next().is_some() {
+                bail!(
+                    "{} is not empty; give --keep a new or empty directory",
+                    dir.display()
+                );
+            }
+            dir.to_owned()
+        }
+        None => {
+            temporary = tempfile::tempdir()?;
+            temporary.path().to_owned()
+        }
+    };
+    let repo = dir.join("access-repo");
+    make_repository(&repo)?;
+    let engine =
+        crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?);
+
+    heading("Setup: people, a service account, and an access-as-code repository");
+    let admin = Actor::System(SystemActor::Admin);
+    for (name, role) in [
+        ("alice", "engineering manager"),
+        ("bob", "security approver"),
+        ("carol", "reviewer"),
+        ("dave", "new engineer"),
+    ] {
+        engine.add_identity(
+            admin.clone(),
+            name_of(name)?,
+            IdentityKind::Human,
+            None,
+            None,
+        )?;
+        println!("  identity  {name:<8} human ({role})");
+    }
+    engine.add_identity(
+        admin.clone(),
+        name_of("svc-ci")?,
+        IdentityKind::ServiceAccount,
+        Some(&name_of("alice")?),
+        None,
+    )?;
+    println!("  identity  svc-ci   service_account, owned by alice");
+    let target = TargetName::parse("access")?;
+    engine.add_target(
+        admin,
+        target.clone(),
+        ConnectorKind::Git,
+        vec![("repo".into(), repo.display().to_string())],
+    )?;
+    let entitlements: Vec<String> = engine
+        .entitlements(&target)?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "  target    access   git repository with {}",
+        entitlements.join(", ")
+    );
+
+    heading("1. Joiner: dave joins engineering and gets read access");
+    let joiner = request(
+        &engine,
+        "dave",
+        &[(OpAction::Grant, "access:eng-read")],
+        BusinessEvent::Joiner,
+        "HR-1001",
+        "new engineer on the payments team",
+    )?;
+    complete(&engine, &joiner)?;
+
+    heading("2. Mover: dave moves to finance; the old entitlement goes in the same change");
+    let mover = request(
+        &engine,
+        "dave",
+        &[
+            (OpAction::Revoke, "access:eng-read"),
+            (OpAction::Grant, "access:finance-read"),
+        ],
+        BusinessEvent::Mover,
+        "HR-1002",
+        "transfer to finance operations",
+    )?;
+    complete(&engine, &mover)?;
+
+    heading(
+        "3. Separation of duties: alice asks for deploy rights for the CI service account she owns, then tries to approve it herself",
+    );
+    let deploy = request(
+        &engine,
+        "svc-ci",
+        &[(OpAction::Grant, "access:deploy-prod")],
+        BusinessEvent::Deploy,
+        "CHG-PLAT-77",
+        "CI needs to deploy the payments service",
+    )?;
+    let mut unchanged = Vec::new();
+    let before = engine.store().event_count()?;
+    match engine.approve(&deploy, &name_of("alice")?, None) {
+        Ok(_) => bail!("self-approval was accepted; this is a bug"),
+        Err(refusal) => println!("  refused   [{}] {refusal}", refusal.code()),
+    }
+    unchanged.push((before, engine.store().event_count()?));
+    engine.approve(&deploy, &name_of("bob")?, None)?;
+    println!("  approved  by bob");
+    let before = engine.store().event_count()?;
+    match engine.execute(&deploy, Some(&name_of("bob")?)) {
+        Ok(_) => bail!("execution by the approver was accepted; this is a bug"),
+        Err(refusal) => println!("  refused   [{}] {refusal}", refusal.code()),
+    }
+    unchanged.push((before, engine.store().event_count()?));
+    if unchanged.iter().any(|(before, after)| before != after) {
+        bail!("a refusal wrote to the ledger: {unchanged:?}");
+    }
+    println!("  each refusal left the ledger as it was (event counts {unchanged:?})");
+    run_to_review(&engine, &deploy)?;
+    print_trail(&engine, &deploy)?;
+
+    heading("4. Leaver: dave leaves; everything Writ granted him is revoked and verified gone");
+    let held: Vec<String> = engine
+        .grants_of(&name_of("dave")?)?
+        .iter()
+        .map(|g| g.entitlement.to_string())
+        .collect();
+    let ops: Vec<(OpAction, &str)> = held
+        .iter()
+        .map(|e| (OpAction::Revoke, e.as_str()))
+        .collect();
+    let leaver = request(
+        &engine,
+        "dave",
+        &ops,
+        BusinessEvent::Leaver,
+        "HR-1003",
+        "last working day",
+    )?;
+    complete(&engine, &leaver)?;
+    println!(
+        "  dave now holds {} grant(s)",
+        engine.grants_of(&name_of("dave")?)?.len()
+    );
+
+    heading("The access repository's history: every commit carries its change ID");
+    let log = git(
+        &repo,
+        &[
+            "log",
+            "--format=%h %an: %s%n        %(trailers:key=Writ-Change,key=Writ-Approved-By,separator=%x2C )",
+        ],
+    )?;
+    println!("{log}");
+    if keep.is_some() {
+        println!(
+            "\nkept: database {} and repository {}",
+            dir.join("writ.db").display(),
+            repo.display()
+        );
+        println!(
+            "try:  writ --db {} change list",
+            dir.join("writ.db").display()
+        );
+    }
+    Ok(())
+}
+
+fn heading(text: &str) {
+    println!("\n== {text}");
+}
+
+fn name_of(name: &str) -> anyhow::Result<IdentityName> {
+    Ok(IdentityName::parse(name)?)
+}
+
+fn request(
+    engine: &Engine,
+    who: &str,
+    ops: &[(OpAction, &str)],
+    event: BusinessEvent,
+    ticket: &str,
+    why: &str,
+) -> anyhow::Result<ChangeId> {
+    let ops = ops
+        .iter()
+        .map(|(action, entitlement)| {
+            Ok(RequestedOp {
+                action: *action,
+                identity: name_of(who)?,
+                entitlement: EntitlementRef::parse(entitlement)?,
+                duration: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let input = RequestInput {
+        requester: name_of("alice")?,
+        on_behalf_of: None,
+        ops,
+        justification: Justification::parse(why)?,
+        refs: vec![ExternalRef::new(RefKind::Ticket, ticket)?],
+        event,
+    };
+    let record = engine.request(input, writ_engine::random_bits()?)?;
+    println!(
+        "  requested {} by alice ({event}, ticket {ticket})",
+        record.change.id
+    );
+    Ok(record.change.id)
+}
+
+fn complete(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
+    engine.approve(id, &name_of("bob")?, None)?;
+    run_to_review(engine, id)?;
+    print_trail(engine, id)
+}
+
+fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
+    let executed = engine.execute(id, None)?;
+    if let Some(error) = executed
+        .change
+        .last_execution()
+        .and_then(|e| e.error.clone())
+    {
+        bail!("{id} failed: {error}");
+    }
+    engine.verify(id)?;
+    engine.review(
+        id,
+        &name_of("carol")?,
+        "matches the ticket; observed state equals approved state".into(),
+    )?;
+    Ok(())
+}
+
+fn print_trail(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        crate::render::trail(&engine.load(id)?)
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
+fn make_repository(repo: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(repo)?;
+    git(repo, &["init", "-q", "-b", "main"])?;
+    std::fs::write(repo.join("access.toml"), ACCESS_FILE)?;
+    git(repo, &["add", "access.toml"])?;
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=Platform Team",
+            "-c",
+            "user.email=platform@example.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "Define entitlements",
+        ],
+    )?;
+    Ok(())
+}
+
+fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .context("running git (is git installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned())
+}

@@ -1,0 +1,398 @@
+//! Output: the JSON shapes scripts read (stable field names) and the text people read. The
+//! trail answers, for one change: who asked, who approved, who executed, what changed, and
+//! whether the observed state was the approved state.
+
+use serde_json::{Value, json};
+use writ_core::change::{Change, ChangeState, OpAction};
+use writ_core::event::{ChangeEvent, ChangeEventBody};
+use writ_core::identity::{Grant, Identity, Target};
+use writ_engine::ChangeRecord;
+use writ_store::ChangeSummary;
+
+/// Prints `value` as JSON, or the text `text()` builds.
+pub fn print(json: bool, value: Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        let text = text();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
+
+pub fn identity_json(identity: &Identity) -> Value {
+    json!({
+        "name": identity.name.to_string(),
+        "kind": identity.kind.as_str(),
+        "owner": identity.owner.as_ref().map(ToString::to_string),
+        "vendor": identity.vendor.as_ref().map(ToString::to_string),
+        "created_at": identity.created_at.to_rfc3339(),
+    })
+}
+
+pub fn identity_table(identities: &[Identity]) -> String {
+    identities
+        .iter()
+        .map(|i| {
+            let owner = i.owner.as_ref().map_or_else(
+                || {
+                    if i.kind.is_nhi() {
+                        "ORPHAN".to_owned()
+                    } else {
+                        "-".to_owned()
+                    }
+                },
+                ToString::to_string,
+            );
+            let vendor = i
+                .vendor
+                .as_ref()
+                .map_or("-".to_owned(), |v| format!("vendor:{v}"));
+            format!(
+                "{:<24} {:<16} owner:{:<16} {}",
+                i.name,
+                i.kind.as_str(),
+                owner,
+                vendor
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn identity_detail(identity: &Identity, grants: &[Grant]) -> String {
+    let mut out = identity_table(std::slice::from_ref(identity));
+    if grants.is_empty() {
+        out.push_str("\n  no grants");
+    }
+    for grant in grants {
+        let expiry = grant
+            .expires_at
+            .map_or("no expiry".to_owned(), |t| format!("expires {t}"));
+        out.push_str(&format!(
+            "\n  {}  granted {} by {}  {}",
+            grant.entitlement, grant.granted_at, grant.change, expiry
+        ));
+    }
+    out
+}
+
+pub fn grant_json(grant: &Grant) -> Value {
+    json!({
+        "target": grant.entitlement.target.to_string(),
+        "entitlement": grant.entitlement.entitlement.to_string(),
+        "change": grant.change.to_string(),
+        "granted_at": grant.granted_at.to_rfc3339(),
+        "expires_at": grant.expires_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+pub fn target_json(target: &Target) -> Value {
+    let settings: serde_json::Map<String, Value> = target
+        .settings
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json!({
+        "name": target.name.to_string(),
+        "connector": target.connector.as_str(),
+        "settings": settings,
+        "created_at": target.created_at.to_rfc3339(),
+    })
+}
+
+pub fn summary_json(summary: &ChangeSummary) -> Value {
+    json!({
+        "id": summary.id.to_string(),
+        "kind": summary.kind.as_str(),
+        "state": summary.state.as_str(),
+        "requester": summary.requester.to_string(),
+        "created_at": summary.created_at.to_rfc3339(),
+        "updated_at": summary.updated_at.to_rfc3339(),
+    })
+}
+
+pub fn summary_table(changes: &[ChangeSummary]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}  {:<20} {:<22} {}",
+                c.id,
+                c.state.as_str(),
+                c.kind.as_str(),
+                c.requester
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Membership of each operation before the first and after the last execution.
+fn before_after(change: &Change, op: usize) -> Option<(bool, bool, Option<String>)> {
+    let outcomes: Vec<_> = change
+        .executions
+        .iter()
+        .flat_map(|e| e.outcomes.iter())
+        .filter(|o| o.op == op)
+        .collect();
+    let first = outcomes.first()?;
+    let last = outcomes.last()?;
+    let reference = outcomes.iter().rev().find_map(|o| o.reference.clone());
+    Some((first.before, last.after, reference))
+}
+
+pub fn change_json(record: &ChangeRecord) -> Value {
+    let change = &record.change;
+    let operations: Vec<Value> = change
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(index, op)| {
+            let applied = before_after(change, index);
+            let observed = change
+                .verification
+                .as_ref()
+                .and_then(|v| v.observations.iter().find(|o| o.op == index))
+                .map(|o| o.present);
+            json!({
+                "action": op.action.as_str(),
+                "identity": op.identity.to_string(),
+                "target": op.entitlement.target.to_string(),
+                "entitlement": op.entitlement.entitlement.to_string(),
+                "duration": op.duration.map(|d| d.to_string()),
+                "approved_state": if op.action == OpAction::Grant { "present" } else { "absent" },
+                "before": applied.as_ref().map(|a| presence(a.0)),
+                "after": applied.as_ref().map(|a| presence(a.1)),
+                "target_reference": applied.and_then(|a| a.2),
+                "observed": observed.map(presence),
+            })
+        })
+        .collect();
+    let approvals: Vec<Value> = change
+        .approvals
+        .iter()
+        .map(|a| {
+            json!({
+                "approver": a.approver.to_string(),
+                "on_behalf_of": a.on_behalf_of.as_ref().map(ToString::to_string),
+                "at": a.at.to_rfc3339(),
+                "expires_at": a.expires_at.to_rfc3339(),
+            })
+        })
+        .collect();
+    let executions: Vec<Value> = change
+        .executions
+        .iter()
+        .map(|e| {
+            json!({
+                "executor": e.executor.to_string(),
+                "started_at": e.started_at.to_rfc3339(),
+                "finished_at": e.finished_at.map(|t| t.to_rfc3339()),
+                "error": e.error,
+            })
+        })
+        .collect();
+    let trail: Vec<Value> = record
+        .events
+        .iter()
+        .map(|(index, e)| event_json(*index, e))
+        .collect();
+    let reviewed = change.state == ChangeState::Reviewed;
+    json!({
+        "id": change.id.to_string(),
+        "kind": change.kind.as_str(),
+        "state": change.state.as_str(),
+        "event": change.event.as_str(),
+        "requester": change.requester.to_string(),
+        "on_behalf_of": change.on_behalf_of.as_ref().map(ToString::to_string),
+        "vendor": change.vendor.as_ref().map(ToString::to_string),
+        "justification": change.justification.as_str(),
+        "references": change.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
+        "required_approvals": change.requirement.approvals,
+        "operations": operations,
+        "approvals": approvals,
+        "executions": executions,
+        "verification": change.verification.as_ref().map(|v| json!({
+            "at": v.at.to_rfc3339(),
+            "matches_approved_state": v.mismatches.is_empty(),
+            "mismatched_operations": v.mismatches,
+        })),
+        "closing": change.closing.as_ref().map(|c| json!({ "actor": c.actor.to_string(), "at": c.at.to_rfc3339(), "reason": c.reason })),
+        "answers": {
+            "who_asked": change.requester.to_string(),
+            "who_approved": change.approvals.iter().map(|a| a.approver.to_string()).collect::<Vec<_>>(),
+            "who_executed": change.executions.iter().map(|e| e.executor.to_string()).collect::<Vec<_>>(),
+            "observed_equals_approved": change.verification.as_ref().map(|v| v.mismatches.is_empty()),
+            "reviewed_by": if reviewed { change.closing.as_ref().map(|c| c.actor.to_string()) } else { None },
+        },
+        "events": trail,
+    })
+}
+
+fn presence(present: bool) -> &'static str {
+    if present { "present" } else { "absent" }
+}
+
+fn event_json(index: u64, event: &ChangeEvent) -> Value {
+    json!({
+        "index": index,
+        "seq": event.seq,
+        "at": event.at.to_rfc3339(),
+        "phase": event.body.phase().as_str(),
+        "type": event.body.type_name(),
+        "actor": event.actor.to_string(),
+        "on_behalf_of": event.on_behalf_of.as_ref().map(ToString::to_string),
+        "detail": event_detail(event),
+    })
+}
+
+fn event_detail(event: &ChangeEvent) -> String {
+    match &event.body {
+        ChangeEventBody::Requested { ops, .. } => format!("{} operation(s)", ops.len()),
+        ChangeEventBody::Validated { requirement } => {
+            format!(
+                "needs {} approval(s), each valid {}",
+                requirement.approvals, requirement.validity
+            )
+        }
+        ChangeEventBody::Approved { expires_at } => format!("valid until {expires_at}"),
+        ChangeEventBody::Rejected { reason }
+        | ChangeEventBody::Cancelled { reason }
+        | ChangeEventBody::Expired { reason } => reason.clone(),
+        ChangeEventBody::ExecutionStarted { attempt } => format!("attempt {attempt}"),
+        ChangeEventBody::Implemented { outcomes } => {
+            let changed = outcomes.iter().filter(|o| o.before != o.after).count();
+            format!(
+                "{changed} of {} operation(s) changed the target",
+                outcomes.len()
+            )
+        }
+        ChangeEventBody::ExecutionFailed { error, .. } => error.clone(),
+        ChangeEventBody::Verified { .. } => "observed state equals approved state".to_owned(),
+        ChangeEventBody::VerificationFailed { mismatches, .. } => format!(
+            "{} operation(s) differ from the approved state",
+            mismatches.len()
+        ),
+        ChangeEventBody::Reviewed { notes } => notes.clone(),
+    }
+}
+
+/// The human-readable trail of one change.
+pub fn trail(record: &ChangeRecord) -> String {
+    let change = &record.change;
+    let mut out = format!(
+        "{}  {} · {} · state {}\n",
+        change.id, change.kind, change.event, change.state
+    );
+    let proxy = change
+        .on_behalf_of
+        .as_ref()
+        .map_or(String::new(), |p| format!(" on behalf of {p}"));
+    let vendor = change
+        .vendor
+        .as_ref()
+        .map_or(String::new(), |v| format!(" (vendor {v})"));
+    out.push_str(&format!(
+        "  asked      {}{proxy}{vendor} at {}: {:?}\n",
+        change.requester,
+        change.created_at,
+        change.justification.as_str()
+    ));
+    for reference in &change.refs {
+        out.push_str(&format!(
+            "  {:<10} {}\n",
+            reference.kind.as_str(),
+            reference.value()
+        ));
+    }
+    if change.approvals.is_empty() {
+        out.push_str("  approved   -\n");
+    }
+    for a in &change.approvals {
+        let proxy = a
+            .on_behalf_of
+            .as_ref()
+            .map_or(String::new(), |p| format!(" on behalf of {p}"));
+        out.push_str(&format!(
+            "  approved   {}{proxy} at {} (valid until {})\n",
+            a.approver, a.at, a.expires_at
+        ));
+    }
+    for (attempt, e) in change.executions.iter().enumerate() {
+        let result = match (&e.error, e.finished_at) {
+            (Some(error), _) => format!("FAILED: {error}"),
+            (None, Some(t)) => format!("done at {t}"),
+            (None, None) => "in progress".to_owned(),
+        };
+        out.push_str(&format!(
+            "  executed   {} at {} (attempt {}) {result}\n",
+            e.executor,
+            e.started_at,
+            attempt + 1
+        ));
+    }
+    for (index, op) in change.ops.iter().enumerate() {
+        let sign = if op.action == OpAction::Grant {
+            "+"
+        } else {
+            "-"
+        };
+        let duration = op.duration.map_or(String::new(), |d| format!(" for {d}"));
+        let applied = match before_after(change, index) {
+            Some((before, after, reference)) => {
+                let reference = reference.map_or(String::new(), |r| {
+                    format!("  [{}]", r.chars().take(12).collect::<String>())
+                });
+                format!("{} → {}{reference}", presence(before), presence(after))
+            }
+            None => "not applied".to_owned(),
+        };
+        out.push_str(&format!(
+            "  changed    {sign} {} {} {}{duration}: {applied}\n",
+            op.identity, op.action, op.entitlement
+        ));
+    }
+    match &change.verification {
+        Some(v) if v.mismatches.is_empty() => out.push_str(&format!(
+            "  verified   at {}: observed state equals approved state\n",
+            v.at
+        )),
+        Some(v) => out.push_str(&format!(
+            "  verified   at {}: MISMATCH on operation(s) {:?}\n",
+            v.at, v.mismatches
+        )),
+        None => out.push_str("  verified   -\n"),
+    }
+    match (&change.closing, change.state) {
+        (Some(c), ChangeState::Reviewed) => out.push_str(&format!(
+            "  reviewed   {} at {}: {:?}\n",
+            c.actor, c.at, c.reason
+        )),
+        (Some(c), state) => out.push_str(&format!(
+            "  {:<10} {} at {}: {:?}\n",
+            state.as_str(),
+            c.actor,
+            c.at,
+            c.reason
+        )),
+        (None, _) => out.push_str("  reviewed   -\n"),
+    }
+    out.push_str("  events\n");
+    for (index, event) in &record.events {
+        let proxy = event
+            .on_behalf_of
+            .as_ref()
+            .map_or(String::new(), |p| format!(" (for {p})"));
+        out.push_str(&format!(
+            "    #{index:<5} {}  {:<14} {:<28} {}{proxy}  {}\n",
+            event.at,
+            event.body.phase().as_str(),
+            event.body.type_name(),
+            event.actor,
+            event_detail(event)
+        ));
+    }
+    out.trim_end().to_owned()
+}
