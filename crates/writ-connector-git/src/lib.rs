@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 use writ_connector::{
-    ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
-    apply_to, plan_against,
+    ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp, apply_to,
+    plan_against,
 };
 use writ_core::change::OpAction;
 use writ_core::name::{EntitlementName, IdentityName};
@@ -59,16 +59,8 @@ type Members = BTreeMap<EntitlementName, BTreeSet<IdentityName>>;
 impl GitConnector {
     /// Opens the repository at `repo`. `branch` defaults to the branch HEAD points at and
     /// `file` to [`DEFAULT_FILE`]. Checks that the branch has a commit with a readable access file.
-    pub fn open(
-        target: &str,
-        repo: &Path,
-        branch: Option<&str>,
-        file: Option<&str>,
-    ) -> Result<GitConnector> {
-        let invalid = |detail: String| ConnectorError::Invalid {
-            target: target.to_owned(),
-            detail,
-        };
+    pub fn open(target: &str, repo: &Path, branch: Option<&str>, file: Option<&str>) -> Result<GitConnector> {
+        let invalid = |detail: String| ConnectorError::Invalid { target: target.to_owned(), detail };
         let file = file.unwrap_or(DEFAULT_FILE).to_owned();
         if file.is_empty() || file.contains('/') || file.starts_with('.') {
             return Err(invalid(format!(
@@ -78,22 +70,13 @@ impl GitConnector {
         if !repo.is_dir() {
             return Err(invalid(format!("{} is not a directory", repo.display())));
         }
-        let mut connector = GitConnector {
-            target: target.to_owned(),
-            repo: repo.to_owned(),
-            branch: String::new(),
-            file,
-        };
+        let mut connector =
+            GitConnector { target: target.to_owned(), repo: repo.to_owned(), branch: String::new(), file };
         let branch = match branch {
             Some(branch) => branch.to_owned(),
-            None => connector
-                .git(&["symbolic-ref", "--short", "HEAD"], None)
-                .map_err(|_| {
-                    invalid(format!(
-                        "{} is not a git repository with a branch checked out",
-                        repo.display()
-                    ))
-                })?,
+            None => connector.git(&["symbolic-ref", "--short", "HEAD"], None).map_err(|_| {
+                invalid(format!("{} is not a git repository with a branch checked out", repo.display()))
+            })?,
         };
         connector.branch = branch;
         let (head, members) = connector.read()?;
@@ -110,49 +93,27 @@ impl GitConnector {
         self.git_env(args, input, &[])
     }
 
-    fn git_env(
-        &self,
-        args: &[&str],
-        input: Option<&[u8]>,
-        env: &[(&str, String)],
-    ) -> Result<String> {
-        let unavailable = |detail: String| ConnectorError::Unavailable {
-            target: self.target.clone(),
-            detail,
-        };
+    fn git_env(&self, args: &[&str], input: Option<&[u8]>, env: &[(&str, String)]) -> Result<String> {
+        let unavailable =
+            |detail: String| ConnectorError::Unavailable { target: self.target.clone(), detail };
         let mut command = Command::new("git");
         command
             .arg("-C")
             .arg(&self.repo)
-            .args([
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "core.hooksPath=/dev/null",
-            ])
+            .args(["-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null"])
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| unavailable(format!("cannot run git: {e}")))?;
+        let mut child = command.spawn().map_err(|e| unavailable(format!("cannot run git: {e}")))?;
         if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin
-                .write_all(bytes)
-                .map_err(|e| unavailable(format!("writing to git: {e}")))?;
+            stdin.write_all(bytes).map_err(|e| unavailable(format!("writing to git: {e}")))?;
         }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| unavailable(format!("waiting for git: {e}")))?;
+        let output = child.wait_with_output().map_err(|e| unavailable(format!("waiting for git: {e}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(unavailable(format!(
@@ -161,9 +122,7 @@ impl GitConnector {
                 stderr.trim()
             )));
         }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_owned())
+        Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_owned())
     }
 
     fn branch_ref(&self) -> String {
@@ -172,26 +131,17 @@ impl GitConnector {
 
     /// The branch head and the parsed access file at that commit.
     fn read(&self) -> Result<(String, Members)> {
-        let head = self.git(
-            &[
-                "rev-parse",
-                "--verify",
-                &format!("{}^{{commit}}", self.branch_ref()),
-            ],
-            None,
-        )?;
+        let head =
+            self.git(&["rev-parse", "--verify", &format!("{}^{{commit}}", self.branch_ref())], None)?;
         let text = self.git(&["show", &format!("{head}:{}", self.file)], None)?;
         let members = self.parse(&text)?.1;
         Ok((head, members))
     }
 
     fn parse(&self, text: &str) -> Result<(AccessFile, Members)> {
-        let invalid = |detail: String| ConnectorError::Invalid {
-            target: self.target.clone(),
-            detail,
-        };
-        let file: AccessFile = toml::from_str(text)
-            .map_err(|e| invalid(format!("{} does not parse: {e}", self.file)))?;
+        let invalid = |detail: String| ConnectorError::Invalid { target: self.target.clone(), detail };
+        let file: AccessFile =
+            toml::from_str(text).map_err(|e| invalid(format!("{} does not parse: {e}", self.file)))?;
         let mut members = Members::new();
         for (name, entry) in &file.entitlements {
             let entitlement = EntitlementName::parse(name).map_err(|e| invalid(e.to_string()))?;
@@ -214,10 +164,7 @@ impl GitConnector {
             .map(str::to_owned)
             .collect();
         entries.push(format!("100644 blob {blob}\t{}", self.file));
-        let tree = self.git(
-            &["mktree"],
-            Some(format!("{}\n", entries.join("\n")).as_bytes()),
-        )?;
+        let tree = self.git(&["mktree"], Some(format!("{}\n", entries.join("\n")).as_bytes()))?;
         let mut message = format!("{}\n\n", context.summary);
         message.push_str(&format!("Writ-Change: {}\n", context.change));
         message.push_str(&format!("Writ-Requested-By: {}\n", context.requester));
@@ -235,11 +182,7 @@ impl GitConnector {
             ("GIT_COMMITTER_EMAIL", "writ@writ.invalid".to_owned()),
             ("GIT_COMMITTER_DATE", date),
         ];
-        self.git_env(
-            &["commit-tree", &tree, "-p", parent, "-F", "-"],
-            Some(message.as_bytes()),
-            &env,
-        )
+        self.git_env(&["commit-tree", &tree, "-p", parent, "-F", "-"], Some(message.as_bytes()), &env)
     }
 }
 
@@ -258,10 +201,7 @@ impl Connector for GitConnector {
         let (mut file, mut members) = self.parse(&text)?;
         let applied = apply_to(&self.target, &mut members, ops)?;
         if applied.iter().all(|a| a.before == a.after) {
-            return Ok(ApplyReport {
-                applied,
-                reference: None,
-            });
+            return Ok(ApplyReport { applied, reference: None });
         }
         for op in ops {
             if let Some(entry) = file.entitlements.get_mut(op.entitlement.as_str()) {
@@ -276,36 +216,27 @@ impl Connector for GitConnector {
             detail: format!("cannot write {}: {e}", self.file),
         })?;
         let commit = self.commit(context, &head, &content)?;
-        self.git(&["update-ref", &self.branch_ref(), &commit, &head], None)
-            .map_err(|e| ConnectorError::Conflict {
+        self.git(&["update-ref", &self.branch_ref(), &commit, &head], None).map_err(|e| {
+            ConnectorError::Conflict {
                 target: self.target.clone(),
                 detail: format!("branch {} moved during apply: {e}", self.branch),
-            })?;
+            }
+        })?;
         let bare = self.git(&["rev-parse", "--is-bare-repository"], None)?;
-        let checked_out = self
-            .git(&["symbolic-ref", "-q", "HEAD"], None)
-            .unwrap_or_default();
+        let checked_out = self.git(&["symbolic-ref", "-q", "HEAD"], None).unwrap_or_default();
         if bare == "false" && checked_out == self.branch_ref() {
             // Bring the index and working tree of a checked-out branch forward; this fails
             // (leaving the commit in place) only if the file has conflicting local edits.
             let _ = self.git(&["read-tree", "-m", "-u", &head, &commit], None);
         }
-        Ok(ApplyReport {
-            applied,
-            reference: Some(commit),
-        })
+        Ok(ApplyReport { applied, reference: Some(commit) })
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         let (head, all) = self.read()?;
-        let members = entitlements
-            .iter()
-            .filter_map(|e| all.get(e).map(|m| (e.clone(), m.clone())))
-            .collect();
-        Ok(Observed {
-            members,
-            reference: Some(head),
-        })
+        let members =
+            entitlements.iter().filter_map(|e| all.get(e).map(|m| (e.clone(), m.clone()))).collect();
+        Ok(Observed { members, reference: Some(head) })
     }
 }
 

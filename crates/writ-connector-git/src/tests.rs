@@ -21,17 +21,8 @@ members = []
 "#;
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -44,31 +35,13 @@ fn repo(bare: bool) -> (tempfile::TempDir, std::path::PathBuf) {
     git(&work, &["add", "access.toml"]);
     git(
         &work,
-        &[
-            "-c",
-            "user.name=Setup",
-            "-c",
-            "user.email=setup@example.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "initial",
-        ],
+        &["-c", "user.name=Setup", "-c", "user.email=setup@example.invalid", "commit", "-q", "-m", "initial"],
     );
     if !bare {
         return (dir, work);
     }
     let bare_path = dir.path().join("access.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare_path.to_str().unwrap(),
-        ],
-    );
+    git(dir.path(), &["clone", "-q", "--bare", work.to_str().unwrap(), bare_path.to_str().unwrap()]);
     (dir, bare_path)
 }
 
@@ -99,51 +72,28 @@ fn apply_commits_with_trailers_and_observe_reads_head() {
         let grant = [op(OpAction::Grant, "read-logs", "dave")];
         let plan = connector.plan(&grant).unwrap();
         assert!(plan[0].will_change && !plan[0].present_now);
-        let report = connector
-            .apply(&context("grant read-logs to dave"), &grant)
-            .unwrap();
+        let report = connector.apply(&context("grant read-logs to dave"), &grant).unwrap();
         let commit = report.reference.clone().unwrap();
         assert!(!report.applied[0].before && report.applied[0].after);
         let message = git(&path, &["log", "-1", "--format=%an%n%B", &commit]);
-        assert!(
-            message.starts_with("system:writ-engine\ngrant read-logs to dave"),
-            "{message}"
-        );
+        assert!(message.starts_with("system:writ-engine\ngrant read-logs to dave"), "{message}");
         assert!(message.contains("Writ-Change: CHG-"), "{message}");
         assert!(message.contains("Writ-Approved-By: bob"), "{message}");
-        let trailer = git(
-            &path,
-            &[
-                "log",
-                "-1",
-                "--format=%(trailers:key=Writ-Change,valueonly)",
-            ],
-        );
+        let trailer = git(&path, &["log", "-1", "--format=%(trailers:key=Writ-Change,valueonly)"]);
         assert_eq!(trailer.trim(), context("").change.as_str());
-        let observed = connector
-            .observe(&[EntitlementName::parse("read-logs").unwrap()])
-            .unwrap();
-        assert!(observed.is_member(
-            &EntitlementName::parse("read-logs").unwrap(),
-            &IdentityName::parse("dave").unwrap()
-        ));
+        let observed = connector.observe(&[EntitlementName::parse("read-logs").unwrap()]).unwrap();
+        assert!(
+            observed.is_member(
+                &EntitlementName::parse("read-logs").unwrap(),
+                &IdentityName::parse("dave").unwrap()
+            )
+        );
         assert_eq!(observed.reference.as_deref(), Some(commit.as_str()));
         let file = git(&path, &["show", "HEAD:access.toml"]);
-        assert!(
-            file.contains("owner = \"platform\""),
-            "unknown keys are kept: {file}"
-        );
+        assert!(file.contains("owner = \"platform\""), "unknown keys are kept: {file}");
         if !bare {
-            assert_eq!(
-                git(&path, &["status", "--porcelain"]),
-                "",
-                "working tree follows the branch"
-            );
-            assert!(
-                std::fs::read_to_string(path.join("access.toml"))
-                    .unwrap()
-                    .contains("dave")
-            );
+            assert_eq!(git(&path, &["status", "--porcelain"]), "", "working tree follows the branch");
+            assert!(std::fs::read_to_string(path.join("access.toml")).unwrap().contains("dave"));
         }
     }
 }
@@ -152,10 +102,7 @@ fn apply_commits_with_trailers_and_observe_reads_head() {
 fn apply_is_idempotent_and_a_retry_commits_nothing() {
     let (_dir, path) = repo(true);
     let connector = GitConnector::open("access", &path, None, None).unwrap();
-    let ops = [
-        op(OpAction::Grant, "read-logs", "dave"),
-        op(OpAction::Revoke, "deploy-prod", "alice"),
-    ];
+    let ops = [op(OpAction::Grant, "read-logs", "dave"), op(OpAction::Revoke, "deploy-prod", "alice")];
     connector.apply(&context("first"), &ops).unwrap();
     let head = git(&path, &["rev-parse", "HEAD"]);
     let again = connector.apply(&context("retry"), &ops).unwrap();
@@ -169,39 +116,20 @@ fn unknown_entitlements_are_refused_and_nothing_is_written() {
     let (_dir, path) = repo(true);
     let connector = GitConnector::open("access", &path, None, None).unwrap();
     let head = git(&path, &["rev-parse", "HEAD"]);
-    let ops = [
-        op(OpAction::Grant, "read-logs", "dave"),
-        op(OpAction::Grant, "root", "dave"),
-    ];
-    assert!(matches!(
-        connector.plan(&ops),
-        Err(ConnectorError::UnknownEntitlement { .. })
-    ));
-    assert!(matches!(
-        connector.apply(&context("x"), &ops),
-        Err(ConnectorError::UnknownEntitlement { .. })
-    ));
+    let ops = [op(OpAction::Grant, "read-logs", "dave"), op(OpAction::Grant, "root", "dave")];
+    assert!(matches!(connector.plan(&ops), Err(ConnectorError::UnknownEntitlement { .. })));
+    assert!(matches!(connector.apply(&context("x"), &ops), Err(ConnectorError::UnknownEntitlement { .. })));
     assert_eq!(git(&path, &["rev-parse", "HEAD"]), head);
 }
 
 #[test]
 fn open_refuses_what_is_not_an_access_repository() {
     let dir = tempfile::tempdir().unwrap();
-    let error = GitConnector::open("access", dir.path(), None, None)
-        .err()
-        .unwrap();
-    assert!(
-        error.to_string().contains("not a git repository"),
-        "{error}"
-    );
+    let error = GitConnector::open("access", dir.path(), None, None).err().unwrap();
+    assert!(error.to_string().contains("not a git repository"), "{error}");
     git(dir.path(), &["init", "-q", "-b", "main"]);
-    let empty = GitConnector::open("access", dir.path(), None, None)
-        .err()
-        .unwrap();
-    assert!(
-        matches!(empty, ConnectorError::Unavailable { .. }),
-        "{empty}"
-    );
+    let empty = GitConnector::open("access", dir.path(), None, None).err().unwrap();
+    assert!(matches!(empty, ConnectorError::Unavailable { .. }), "{empty}");
     let (_d, path) = repo(true);
     assert!(GitConnector::open("access", &path, None, Some("../x")).is_err());
     assert!(GitConnector::open("access", &path, Some("nope"), None).is_err());

@@ -19,10 +19,7 @@ pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 pub enum ConnectorError {
     /// The entitlement does not exist on the target.
     #[error("entitlement {entitlement} does not exist on target {target}")]
-    UnknownEntitlement {
-        target: String,
-        entitlement: EntitlementName,
-    },
+    UnknownEntitlement { target: String, entitlement: EntitlementName },
     /// The target cannot be reached or refused to work (down, permission, timeout).
     #[error("target {target} unavailable: {detail}")]
     Unavailable { target: String, detail: String },
@@ -86,9 +83,7 @@ pub struct Observed {
 
 impl Observed {
     pub fn is_member(&self, entitlement: &EntitlementName, member: &IdentityName) -> bool {
-        self.members
-            .get(entitlement)
-            .is_some_and(|m| m.contains(member))
+        self.members.get(entitlement).is_some_and(|m| m.contains(member))
     }
 }
 
@@ -116,11 +111,8 @@ pub trait Connector: Send + Sync {
         member: &IdentityName,
         entitlement: &EntitlementName,
     ) -> Result<ApplyReport> {
-        let op = TargetOp {
-            action: OpAction::Revoke,
-            entitlement: entitlement.clone(),
-            member: member.clone(),
-        };
+        let op =
+            TargetOp { action: OpAction::Revoke, entitlement: entitlement.clone(), member: member.clone() };
         self.apply(context, std::slice::from_ref(&op))
     }
 }
@@ -134,20 +126,13 @@ pub fn plan_against(
 ) -> Result<Vec<PlanStep>> {
     ops.iter()
         .map(|op| {
-            let current =
-                members
-                    .get(&op.entitlement)
-                    .ok_or_else(|| ConnectorError::UnknownEntitlement {
-                        target: target.to_owned(),
-                        entitlement: op.entitlement.clone(),
-                    })?;
+            let current = members.get(&op.entitlement).ok_or_else(|| ConnectorError::UnknownEntitlement {
+                target: target.to_owned(),
+                entitlement: op.entitlement.clone(),
+            })?;
             let present_now = current.contains(&op.member);
             let will_change = present_now != (op.action == OpAction::Grant);
-            Ok(PlanStep {
-                op: op.clone(),
-                present_now,
-                will_change,
-            })
+            Ok(PlanStep { op: op.clone(), present_now, will_change })
         })
         .collect()
 }
@@ -167,11 +152,7 @@ pub fn apply_to(
             OpAction::Grant => set.insert(op.member.clone()),
             OpAction::Revoke => set.remove(&op.member),
         };
-        applied.push(AppliedOp {
-            op: op.clone(),
-            before,
-            after: set.contains(&op.member),
-        });
+        applied.push(AppliedOp { op: op.clone(), before, after: set.contains(&op.member) });
     }
     Ok(applied)
 }
@@ -185,25 +166,15 @@ pub struct MemoryConnector {
 
 impl MemoryConnector {
     pub fn new(name: &str, entitlements: &[EntitlementName]) -> MemoryConnector {
-        let members = entitlements
-            .iter()
-            .map(|e| (e.clone(), BTreeSet::new()))
-            .collect();
-        MemoryConnector {
-            name: name.to_owned(),
-            members: Mutex::new(members),
-        }
+        let members = entitlements.iter().map(|e| (e.clone(), BTreeSet::new())).collect();
+        MemoryConnector { name: name.to_owned(), members: Mutex::new(members) }
     }
 
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<EntitlementName, BTreeSet<IdentityName>>>> {
-        self.members
-            .lock()
-            .map_err(|_| ConnectorError::Unavailable {
-                target: self.name.clone(),
-                detail: "state lock poisoned".into(),
-            })
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<EntitlementName, BTreeSet<IdentityName>>>> {
+        self.members.lock().map_err(|_| ConnectorError::Unavailable {
+            target: self.name.clone(),
+            detail: "state lock poisoned".into(),
+        })
     }
 }
 
@@ -218,21 +189,13 @@ impl Connector for MemoryConnector {
 
     fn apply(&self, _context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         let applied = apply_to(&self.name, &mut *self.lock()?, ops)?;
-        Ok(ApplyReport {
-            applied,
-            reference: None,
-        })
+        Ok(ApplyReport { applied, reference: None })
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         let members = self.lock()?;
-        let members = entitlements
-            .iter()
-            .filter_map(|e| members.get(e).map(|m| (e.clone(), m.clone())))
-            .collect();
-        Ok(Observed {
-            members,
-            reference: None,
-        })
+        let members =
+            entitlements.iter().filter_map(|e| members.get(e).map(|m| (e.clone(), m.clone()))).collect();
+        Ok(Observed { members, reference: None })
     }
 }

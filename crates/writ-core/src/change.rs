@@ -109,10 +109,7 @@ impl ChangeState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ChangeState::Rejected
-                | ChangeState::Expired
-                | ChangeState::Cancelled
-                | ChangeState::Reviewed
+            ChangeState::Rejected | ChangeState::Expired | ChangeState::Cancelled | ChangeState::Reviewed
         )
     }
 }
@@ -175,20 +172,14 @@ impl ExternalRef {
 
     pub fn new(kind: RefKind, value: &str) -> Result<ExternalRef, Refusal> {
         let trimmed = value.trim();
-        if trimmed.is_empty()
-            || trimmed.len() > Self::MAX_LEN
-            || trimmed.chars().any(char::is_control)
-        {
+        if trimmed.is_empty() || trimmed.len() > Self::MAX_LEN || trimmed.chars().any(char::is_control) {
             return Err(Refusal::InvalidValue {
                 field: "external reference",
                 input: value.chars().take(40).collect(),
                 expected: "1 to 200 printable characters",
             });
         }
-        Ok(ExternalRef {
-            kind,
-            value: trimmed.to_owned(),
-        })
+        Ok(ExternalRef { kind, value: trimmed.to_owned() })
     }
 
     pub fn value(&self) -> &str {
@@ -242,10 +233,8 @@ pub struct ApprovalRequirement {
 
 impl ApprovalRequirement {
     /// The baseline until policy as code decides per change: one approval, valid for 24 hours.
-    pub const BASELINE: ApprovalRequirement = ApprovalRequirement {
-        approvals: 1,
-        validity: Duration::hours(24),
-    };
+    pub const BASELINE: ApprovalRequirement =
+        ApprovalRequirement { approvals: 1, validity: Duration::hours(24) };
 }
 
 /// One approver's decision, valid until `expires_at`.

@@ -11,18 +11,10 @@ use crate::time::Timestamp;
 pub enum Refusal {
     /// A name is empty, too long or uses characters Writ does not accept.
     #[error("invalid {what} {input:?}: {reason}")]
-    InvalidName {
-        what: &'static str,
-        input: String,
-        reason: &'static str,
-    },
+    InvalidName { what: &'static str, input: String, reason: &'static str },
     /// A value is not one of the accepted forms.
     #[error("invalid {field} {input:?}: expected {expected}")]
-    InvalidValue {
-        field: &'static str,
-        input: String,
-        expected: &'static str,
-    },
+    InvalidValue { field: &'static str, input: String, expected: &'static str },
     /// A duration could not be parsed or is out of range.
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: &'static str },
@@ -37,10 +29,7 @@ pub enum Refusal {
     TooManyOperations { count: usize, max: usize },
     /// The same identity × entitlement appears twice.
     #[error("{identity} on {entitlement} appears more than once in this change")]
-    DuplicateOperation {
-        identity: IdentityName,
-        entitlement: String,
-    },
+    DuplicateOperation { identity: IdentityName, entitlement: String },
     /// Only grants can be time-bound.
     #[error("--for applies to grants only; revocations take effect permanently")]
     DurationOnRevoke,
@@ -49,105 +38,52 @@ pub enum Refusal {
     OnBehalfOfSelf { requester: IdentityName },
     /// Non-human identities need an accountable human owner.
     #[error("{identity} is a {kind} and needs an accountable human owner (--owner NAME)")]
-    OwnerRequired {
-        identity: IdentityName,
-        kind: IdentityKind,
-    },
+    OwnerRequired { identity: IdentityName, kind: IdentityKind },
     /// Only non-human identities have owners.
     #[error("{identity} is a human; only non-human identities have an owner")]
     OwnerOnHuman { identity: IdentityName },
     /// An owner must be a person.
     #[error("owner {owner} of {identity} is a {owner_kind}; owners must be humans")]
-    OwnerNotHuman {
-        identity: IdentityName,
-        owner: IdentityName,
-        owner_kind: IdentityKind,
-    },
+    OwnerNotHuman { identity: IdentityName, owner: IdentityName, owner_kind: IdentityKind },
     /// Access cannot be granted to a non-human identity nobody is accountable for.
     #[error("{identity} is an orphaned {kind} (no owner); assign an owner before granting access")]
-    OrphanIdentity {
-        identity: IdentityName,
-        kind: IdentityKind,
-    },
+    OrphanIdentity { identity: IdentityName, kind: IdentityKind },
     /// Approvals, rejections and reviews need an accountable person.
     #[error("{actor} is a {kind}; only humans can {action}")]
-    NotHuman {
-        actor: IdentityName,
-        kind: IdentityKind,
-        action: &'static str,
-    },
+    NotHuman { actor: IdentityName, kind: IdentityKind, action: &'static str },
     /// Separation of duties: the requester (or the person they act for, or a beneficiary)
     /// approving the change.
     #[error("separation of duties: {approver} cannot approve {change} because they are its {role}")]
-    SelfApproval {
-        change: ChangeId,
-        approver: IdentityName,
-        role: &'static str,
-    },
+    SelfApproval { change: ChangeId, approver: IdentityName, role: &'static str },
     /// Separation of duties: one approver counted twice.
     #[error(
         "separation of duties: {approver} has already approved {change}; a second approval must come from someone else"
     )]
-    DuplicateApproval {
-        change: ChangeId,
-        approver: IdentityName,
-    },
+    DuplicateApproval { change: ChangeId, approver: IdentityName },
     /// Separation of duties: a vendor approving a change requested by its own organisation.
     #[error("separation of duties: {approver} belongs to vendor {org}, which requested {change}")]
-    VendorSelfApproval {
-        change: ChangeId,
-        approver: IdentityName,
-        org: String,
-    },
+    VendorSelfApproval { change: ChangeId, approver: IdentityName, org: String },
     /// Separation of duties: the executor also asked for, benefits from or approved the change.
     #[error("separation of duties: {executor} cannot execute {change} because they are its {role}")]
-    ExecutorNotIndependent {
-        change: ChangeId,
-        executor: IdentityName,
-        role: &'static str,
-    },
+    ExecutorNotIndependent { change: ChangeId, executor: IdentityName, role: &'static str },
     /// Separation of duties: the reviewer also asked for, approved or executed the change.
     #[error("separation of duties: {reviewer} cannot review {change} because they are its {role}")]
-    ReviewerNotIndependent {
-        change: ChangeId,
-        reviewer: IdentityName,
-        role: &'static str,
-    },
+    ReviewerNotIndependent { change: ChangeId, reviewer: IdentityName, role: &'static str },
     /// A rejection must come from someone other than the requester (who can cancel instead).
     #[error("{actor} requested {change}; use cancel to withdraw your own change")]
-    SelfRejection {
-        change: ChangeId,
-        actor: IdentityName,
-    },
+    SelfRejection { change: ChangeId, actor: IdentityName },
     /// An approval's validity ended before execution.
-    #[error(
-        "approval of {change} by {approver} expired at {expired_at}; the change needs a fresh approval"
-    )]
-    ApprovalExpired {
-        change: ChangeId,
-        approver: IdentityName,
-        expired_at: Timestamp,
-    },
+    #[error("approval of {change} by {approver} expired at {expired_at}; the change needs a fresh approval")]
+    ApprovalExpired { change: ChangeId, approver: IdentityName, expired_at: Timestamp },
     /// Execution without the approvals policy requires.
     #[error("{change} has {have} of {need} required approvals")]
-    NotEnoughApprovals {
-        change: ChangeId,
-        have: usize,
-        need: usize,
-    },
+    NotEnoughApprovals { change: ChangeId, have: usize, need: usize },
     /// The command does not apply in the change's current state.
     #[error("{change} is {state}; cannot {action}")]
-    InvalidTransition {
-        change: ChangeId,
-        state: ChangeState,
-        action: &'static str,
-    },
+    InvalidTransition { change: ChangeId, state: ChangeState, action: &'static str },
     /// Nothing is due yet (for example expiring a change whose approval is still valid).
     #[error("{change} is not due to {action} yet")]
-    NotDue {
-        change: ChangeId,
-        action: &'static str,
-    },
+    NotDue { change: ChangeId, action: &'static str },
     /// A reason, note or similar text is empty or too long.
     #[error("{field} must be between 1 and {max} bytes")]
     InvalidText { field: &'static str, max: usize },
@@ -156,11 +92,7 @@ pub enum Refusal {
     InconsistentReport { change: ChangeId, detail: String },
     /// Stored events do not fold into a valid change (corrupted or foreign history).
     #[error("history of {change} is inconsistent at event {seq}: {detail}")]
-    CorruptHistory {
-        change: String,
-        seq: u64,
-        detail: &'static str,
-    },
+    CorruptHistory { change: String, seq: u64, detail: &'static str },
 }
 
 impl Refusal {

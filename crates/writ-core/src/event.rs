@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::change::{
-    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification,
-    Observation, OpOutcome, PlannedOp,
+    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
+    OpOutcome, PlannedOp,
 };
 use crate::identity::{Actor, Identity, Target};
 use crate::name::{IdentityName, OrgName};
@@ -157,8 +157,7 @@ impl RegistryEvent {
 
     pub fn actor(&self) -> &Actor {
         match self {
-            RegistryEvent::IdentityAdded { actor, .. }
-            | RegistryEvent::TargetAdded { actor, .. } => actor,
+            RegistryEvent::IdentityAdded { actor, .. } | RegistryEvent::TargetAdded { actor, .. } => actor,
         }
     }
 

@@ -43,14 +43,13 @@ impl IdentityKind {
     }
 
     pub fn parse(input: &str) -> Result<IdentityKind, Refusal> {
-        IdentityKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == input)
-            .ok_or_else(|| Refusal::InvalidValue {
+        IdentityKind::ALL.into_iter().find(|kind| kind.as_str() == input).ok_or_else(|| {
+            Refusal::InvalidValue {
                 field: "identity kind",
                 input: input.chars().take(40).collect(),
                 expected: "one of human, service_account, api_key, secret, certificate, workload, ai_agent",
-            })
+            }
+        })
     }
 
     /// True for every non-human kind; those need an accountable human owner.
@@ -89,10 +88,7 @@ impl Identity {
     ) -> Result<Identity, Refusal> {
         match (kind.is_nhi(), owner) {
             (true, None) => {
-                return Err(Refusal::OwnerRequired {
-                    identity: name,
-                    kind,
-                });
+                return Err(Refusal::OwnerRequired { identity: name, kind });
             }
             (false, Some(_)) => return Err(Refusal::OwnerOnHuman { identity: name }),
             (true, Some(owner)) if owner.kind != IdentityKind::Human => {
@@ -104,13 +100,7 @@ impl Identity {
             }
             _ => {}
         }
-        Ok(Identity {
-            name,
-            kind,
-            owner: owner.map(|o| o.name.clone()),
-            vendor,
-            created_at,
-        })
+        Ok(Identity { name, kind, owner: owner.map(|o| o.name.clone()), vendor, created_at })
     }
 }
 
@@ -203,10 +193,7 @@ pub struct Target {
 
 impl Target {
     pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 

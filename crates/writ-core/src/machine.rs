@@ -10,15 +10,14 @@
 //! ```
 
 use crate::change::{
-    Approval, ApprovalRequirement, BusinessEvent, Change, ChangeId, ChangeKind, ChangeState,
-    Decision, Execution, ExternalRef, Justification, Observation, OpAction, OpOutcome, PlannedOp,
-    Verification,
+    Approval, ApprovalRequirement, BusinessEvent, Change, ChangeId, ChangeKind, ChangeState, Decision,
+    Execution, ExternalRef, Justification, Observation, OpAction, OpOutcome, PlannedOp, Verification,
 };
 use crate::error::Refusal;
 use crate::event::{ChangeEvent, ChangeEventBody};
 use crate::identity::{Actor, Identity, IdentityKind};
 use crate::name::{IdentityName, OrgName};
-use crate::time::Timestamp;
+use crate::time::{Duration, Timestamp};
 use crate::verify::mismatches;
 
 /// Most operations one change may carry.
@@ -45,9 +44,11 @@ pub struct NewChange {
 #[derive(Clone, Debug)]
 pub enum Command {
     Request(Box<NewChange>),
+    /// `validity` may shorten, never lengthen, how long the approval stays valid.
     Approve {
         approver: Identity,
         on_behalf_of: Option<Identity>,
+        validity: Option<Duration>,
     },
     Reject {
         actor: Identity,
@@ -123,13 +124,12 @@ pub fn decide(
     };
     match command {
         Command::Request(_) => Err(invalid(change, action)),
-        Command::Approve {
-            approver,
-            on_behalf_of,
-        } => {
+        Command::Approve { approver, on_behalf_of, validity } => {
             require_state(change, &[ChangeState::PendingApproval], action)?;
             check_approver(change, &approver, on_behalf_of.as_ref())?;
-            let expires_at = now.plus(change.requirement.validity);
+            let validity =
+                validity.map_or(change.requirement.validity, |v| v.min(change.requirement.validity));
+            let expires_at = now.plus(validity);
             Ok(vec![event(
                 Actor::Identity(approver.name),
                 on_behalf_of.map(|o| o.name),
@@ -137,24 +137,13 @@ pub fn decide(
             )])
         }
         Command::Reject { actor, reason } => {
-            require_state(
-                change,
-                &[ChangeState::PendingApproval, ChangeState::Approved],
-                action,
-            )?;
+            require_state(change, &[ChangeState::PendingApproval, ChangeState::Approved], action)?;
             require_human(&actor, "reject")?;
             if change.interested_parties().contains(&&actor.name) {
-                return Err(Refusal::SelfRejection {
-                    change: change.id.clone(),
-                    actor: actor.name,
-                });
+                return Err(Refusal::SelfRejection { change: change.id.clone(), actor: actor.name });
             }
             let reason = text(reason, "reason")?;
-            Ok(vec![event(
-                Actor::Identity(actor.name),
-                None,
-                ChangeEventBody::Rejected { reason },
-            )])
+            Ok(vec![event(Actor::Identity(actor.name), None, ChangeEventBody::Rejected { reason })])
         }
         Command::Cancel { actor, reason } => {
             require_state(
@@ -168,11 +157,7 @@ pub fn decide(
                 action,
             )?;
             let reason = text(reason, "reason")?;
-            Ok(vec![event(
-                actor,
-                None,
-                ChangeEventBody::Cancelled { reason },
-            )])
+            Ok(vec![event(actor, None, ChangeEventBody::Cancelled { reason })])
         }
         Command::StartExecution { executor } => {
             require_state(
@@ -186,66 +171,41 @@ pub fn decide(
                 action,
             )?;
             check_approvals_current(change, now)?;
-            if let Actor::Identity(name) = &executor {
-                if let Some(role) = role_of(change, name) {
-                    return Err(Refusal::ExecutorNotIndependent {
-                        change: change.id.clone(),
-                        executor: name.clone(),
-                        role,
-                    });
-                }
+            if let Actor::Identity(name) = &executor
+                && let Some(role) = role_of(change, name)
+            {
+                return Err(Refusal::ExecutorNotIndependent {
+                    change: change.id.clone(),
+                    executor: name.clone(),
+                    role,
+                });
             }
-            let attempt = u32::try_from(change.executions.len())
-                .unwrap_or(u32::MAX)
-                .saturating_add(1);
-            Ok(vec![event(
-                executor,
-                None,
-                ChangeEventBody::ExecutionStarted { attempt },
-            )])
+            let attempt = u32::try_from(change.executions.len()).unwrap_or(u32::MAX).saturating_add(1);
+            Ok(vec![event(executor, None, ChangeEventBody::ExecutionStarted { attempt })])
         }
         Command::RecordImplementation { outcomes, error } => {
             require_state(change, &[ChangeState::Implementing], action)?;
-            let executor = change
-                .last_execution()
-                .map(|e| e.executor.clone())
-                .ok_or_else(|| invalid(change, action))?;
+            let executor =
+                change.last_execution().map(|e| e.executor.clone()).ok_or_else(|| invalid(change, action))?;
             check_outcomes(change, &outcomes, error.is_none())?;
             let body = match error {
                 None => ChangeEventBody::Implemented { outcomes },
-                Some(error) => ChangeEventBody::ExecutionFailed {
-                    error: truncate(&error),
-                    outcomes,
-                },
+                Some(error) => ChangeEventBody::ExecutionFailed { error: truncate(&error), outcomes },
             };
             Ok(vec![event(executor, None, body)])
         }
-        Command::RecordVerification {
-            verifier,
-            observations,
-        } => {
-            require_state(
-                change,
-                &[ChangeState::Implemented, ChangeState::VerificationFailed],
-                action,
-            )?;
+        Command::RecordVerification { verifier, observations } => {
+            require_state(change, &[ChangeState::Implemented, ChangeState::VerificationFailed], action)?;
             let bad = mismatches(change, &observations)?;
             let body = if bad.is_empty() {
                 ChangeEventBody::Verified { observations }
             } else {
-                ChangeEventBody::VerificationFailed {
-                    observations,
-                    mismatches: bad,
-                }
+                ChangeEventBody::VerificationFailed { observations, mismatches: bad }
             };
             Ok(vec![event(verifier, None, body)])
         }
         Command::Review { reviewer, notes } => {
-            require_state(
-                change,
-                &[ChangeState::Verified, ChangeState::VerificationFailed],
-                action,
-            )?;
+            require_state(change, &[ChangeState::Verified, ChangeState::VerificationFailed], action)?;
             require_human(&reviewer, "review")?;
             if let Some(role) = role_of(change, &reviewer.name) {
                 return Err(Refusal::ReviewerNotIndependent {
@@ -255,11 +215,7 @@ pub fn decide(
                 });
             }
             let notes = text(notes, "review notes")?;
-            Ok(vec![event(
-                Actor::Identity(reviewer.name),
-                None,
-                ChangeEventBody::Reviewed { notes },
-            )])
+            Ok(vec![event(Actor::Identity(reviewer.name), None, ChangeEventBody::Reviewed { notes })])
         }
         Command::Expire => {
             require_state(change, &[ChangeState::Approved], action)?;
@@ -267,14 +223,9 @@ pub fn decide(
                 Some(until) if until <= now => Ok(vec![event(
                     Actor::System(crate::identity::SystemActor::Engine),
                     None,
-                    ChangeEventBody::Expired {
-                        reason: format!("approval validity ended at {until}"),
-                    },
+                    ChangeEventBody::Expired { reason: format!("approval validity ended at {until}") },
                 )]),
-                _ => Err(Refusal::NotDue {
-                    change: change.id.clone(),
-                    action,
-                }),
+                _ => Err(Refusal::NotDue { change: change.id.clone(), action }),
             }
         }
     }
@@ -283,31 +234,15 @@ pub fn decide(
 /// Folds one event into the change it belongs to. Fails only on a history that no sequence of
 /// [`decide`] calls could have produced.
 pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Refusal> {
-    let corrupt = |detail| Refusal::CorruptHistory {
-        change: event.change.to_string(),
-        seq: event.seq,
-        detail,
-    };
+    let corrupt =
+        |detail| Refusal::CorruptHistory { change: event.change.to_string(), seq: event.seq, detail };
     let mut change = match (change, &event.body) {
-        (
-            None,
-            ChangeEventBody::Requested {
-                kind,
-                event: business,
-                refs,
-                vendor,
-                justification,
-                ops,
-            },
-        ) => {
+        (None, ChangeEventBody::Requested { kind, event: business, refs, vendor, justification, ops }) => {
             if event.seq != 0 {
                 return Err(corrupt("first event must have sequence 0"));
             }
-            let requester = event
-                .actor
-                .identity()
-                .cloned()
-                .ok_or_else(|| corrupt("requester must be an identity"))?;
+            let requester =
+                event.actor.identity().cloned().ok_or_else(|| corrupt("requester must be an identity"))?;
             return Ok(Change {
                 id: event.change.clone(),
                 kind: *kind,
@@ -339,17 +274,10 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
     }
     let state = change.state;
     let expect = |allowed: &[ChangeState]| {
-        if allowed.contains(&state) {
-            Ok(())
-        } else {
-            Err(corrupt("event not allowed in this state"))
-        }
+        if allowed.contains(&state) { Ok(()) } else { Err(corrupt("event not allowed in this state")) }
     };
-    let decision = |reason: &String| Decision {
-        actor: event.actor.clone(),
-        at: event.at,
-        reason: reason.clone(),
-    };
+    let decision =
+        |reason: &String| Decision { actor: event.actor.clone(), at: event.at, reason: reason.clone() };
     match &event.body {
         ChangeEventBody::Requested { .. } => {
             return Err(corrupt("change.requested after the start"));
@@ -361,11 +289,8 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
         }
         ChangeEventBody::Approved { expires_at } => {
             expect(&[ChangeState::PendingApproval])?;
-            let approver = event
-                .actor
-                .identity()
-                .cloned()
-                .ok_or_else(|| corrupt("approver must be an identity"))?;
+            let approver =
+                event.actor.identity().cloned().ok_or_else(|| corrupt("approver must be an identity"))?;
             change.approvals.push(Approval {
                 approver,
                 on_behalf_of: event.on_behalf_of.clone(),
@@ -412,22 +337,14 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
             change.state = ChangeState::Implementing;
         }
-        ChangeEventBody::Implemented { outcomes }
-        | ChangeEventBody::ExecutionFailed { outcomes, .. } => {
+        ChangeEventBody::Implemented { outcomes } | ChangeEventBody::ExecutionFailed { outcomes, .. } => {
             expect(&[ChangeState::Implementing])?;
             let error = match &event.body {
                 ChangeEventBody::ExecutionFailed { error, .. } => Some(error.clone()),
                 _ => None,
             };
-            change.state = if error.is_some() {
-                ChangeState::Failed
-            } else {
-                ChangeState::Implemented
-            };
-            let execution = change
-                .executions
-                .last_mut()
-                .ok_or_else(|| corrupt("no execution started"))?;
+            change.state = if error.is_some() { ChangeState::Failed } else { ChangeState::Implemented };
+            let execution = change.executions.last_mut().ok_or_else(|| corrupt("no execution started"))?;
             execution.finished_at = Some(event.at);
             execution.outcomes = outcomes.clone();
             execution.error = error;
@@ -439,16 +356,10 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 ChangeEventBody::VerificationFailed { mismatches, .. } => mismatches.clone(),
                 _ => Vec::new(),
             };
-            change.state = if bad.is_empty() {
-                ChangeState::Verified
-            } else {
-                ChangeState::VerificationFailed
-            };
-            change.verification = Some(Verification {
-                at: event.at,
-                observations: observations.clone(),
-                mismatches: bad,
-            });
+            change.state =
+                if bad.is_empty() { ChangeState::Verified } else { ChangeState::VerificationFailed };
+            change.verification =
+                Some(Verification { at: event.at, observations: observations.clone(), mismatches: bad });
         }
         ChangeEventBody::Reviewed { notes } => {
             expect(&[ChangeState::Verified, ChangeState::VerificationFailed])?;
@@ -461,9 +372,7 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
 }
 
 /// Rebuilds a change from its full history.
-pub fn replay<'a>(
-    events: impl IntoIterator<Item = &'a ChangeEvent>,
-) -> Result<Option<Change>, Refusal> {
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a ChangeEvent>) -> Result<Option<Change>, Refusal> {
     let mut change = None;
     for event in events {
         change = Some(evolve(change, event)?);
@@ -476,10 +385,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         return Err(Refusal::NoOperations);
     }
     if new.ops.len() > MAX_OPS {
-        return Err(Refusal::TooManyOperations {
-            count: new.ops.len(),
-            max: MAX_OPS,
-        });
+        return Err(Refusal::TooManyOperations { count: new.ops.len(), max: MAX_OPS });
     }
     if new.subjects.len() != new.ops.len() {
         return Err(Refusal::InconsistentReport {
@@ -491,11 +397,8 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         if op.action == OpAction::Revoke && op.duration.is_some() {
             return Err(Refusal::DurationOnRevoke);
         }
-        let repeated = new
-            .ops
-            .iter()
-            .take(i)
-            .any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
+        let repeated =
+            new.ops.iter().take(i).any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
         if repeated {
             return Err(Refusal::DuplicateOperation {
                 identity: op.identity.clone(),
@@ -507,32 +410,22 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         if subject.name != op.identity {
             return Err(Refusal::InconsistentReport {
                 change: new.id.clone(),
-                detail: format!(
-                    "operation names {} but {} was resolved",
-                    op.identity, subject.name
-                ),
+                detail: format!("operation names {} but {} was resolved", op.identity, subject.name),
             });
         }
         if op.action == OpAction::Grant && subject.kind.is_nhi() && subject.owner.is_none() {
-            return Err(Refusal::OrphanIdentity {
-                identity: subject.name.clone(),
-                kind: subject.kind,
-            });
+            return Err(Refusal::OrphanIdentity { identity: subject.name.clone(), kind: subject.kind });
         }
     }
-    if let Some(principal) = &new.on_behalf_of {
-        if principal.name == new.requester.name {
-            return Err(Refusal::OnBehalfOfSelf {
-                requester: new.requester.name,
-            });
-        }
+    if let Some(principal) = &new.on_behalf_of
+        && principal.name == new.requester.name
+    {
+        return Err(Refusal::OnBehalfOfSelf { requester: new.requester.name });
     }
     let all_grants = new.ops.iter().all(|op| op.action == OpAction::Grant);
     let all_revokes = new.ops.iter().all(|op| op.action == OpAction::Revoke);
     let kind = match (all_grants, all_revokes) {
-        (true, _) if new.ops.iter().any(|op| op.duration.is_some()) => {
-            ChangeKind::TimeBoundElevation
-        }
+        (true, _) if new.ops.iter().any(|op| op.duration.is_some()) => ChangeKind::TimeBoundElevation,
         (true, _) => ChangeKind::Grant,
         (_, true) if new.event == BusinessEvent::Leaver => ChangeKind::DecommissionIdentity,
         (_, true) => ChangeKind::Revoke,
@@ -561,9 +454,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         at: now,
         actor: Actor::System(crate::identity::SystemActor::Engine),
         on_behalf_of: None,
-        body: ChangeEventBody::Validated {
-            requirement: new.requirement,
-        },
+        body: ChangeEventBody::Validated { requirement: new.requirement },
     };
     Ok(vec![requested, validated])
 }
@@ -579,17 +470,10 @@ fn role_of(change: &Change, name: &IdentityName) -> Option<&'static str> {
     if change.ops.iter().any(|op| &op.identity == name) {
         return Some("beneficiary");
     }
-    if change
-        .approvals
-        .iter()
-        .any(|a| &a.approver == name || a.on_behalf_of.as_ref() == Some(name))
-    {
+    if change.approvals.iter().any(|a| &a.approver == name || a.on_behalf_of.as_ref() == Some(name)) {
         return Some("approver");
     }
-    let executed = change
-        .executions
-        .iter()
-        .any(|e| e.executor.identity() == Some(name));
+    let executed = change.executions.iter().any(|e| e.executor.identity() == Some(name));
     executed.then_some("executor")
 }
 
@@ -600,9 +484,7 @@ fn check_approver(
 ) -> Result<(), Refusal> {
     require_human(approver, "approve")?;
     if on_behalf_of.is_some_and(|principal| principal.name == approver.name) {
-        return Err(Refusal::OnBehalfOfSelf {
-            requester: approver.name.clone(),
-        });
+        return Err(Refusal::OnBehalfOfSelf { requester: approver.name.clone() });
     }
     for person in std::iter::once(approver).chain(on_behalf_of) {
         let role = match role_of(change, &person.name) {
@@ -621,10 +503,10 @@ fn check_approver(
                 role,
             });
         }
-        if let (Some(org), Some(vendor)) = (&person.vendor, &change.vendor) {
-            if org == vendor {
-                return Err(vendor_refusal(change, &person.name, org));
-            }
+        if let (Some(org), Some(vendor)) = (&person.vendor, &change.vendor)
+            && org == vendor
+        {
+            return Err(vendor_refusal(change, &person.name, org));
         }
     }
     Ok(())
@@ -658,10 +540,7 @@ fn check_approvals_current(change: &Change, now: Timestamp) -> Result<(), Refusa
 }
 
 fn check_outcomes(change: &Change, outcomes: &[OpOutcome], complete: bool) -> Result<(), Refusal> {
-    let report = |detail: String| Refusal::InconsistentReport {
-        change: change.id.clone(),
-        detail,
-    };
+    let report = |detail: String| Refusal::InconsistentReport { change: change.id.clone(), detail };
     for (i, outcome) in outcomes.iter().enumerate() {
         if outcome.op >= change.ops.len() {
             return Err(report(format!("operation {} does not exist", outcome.op)));
@@ -671,54 +550,31 @@ fn check_outcomes(change: &Change, outcomes: &[OpOutcome], complete: bool) -> Re
         }
     }
     if complete && outcomes.len() != change.ops.len() {
-        return Err(report(format!(
-            "{} of {} operations reported",
-            outcomes.len(),
-            change.ops.len()
-        )));
+        return Err(report(format!("{} of {} operations reported", outcomes.len(), change.ops.len())));
     }
     Ok(())
 }
 
-fn require_state(
-    change: &Change,
-    allowed: &[ChangeState],
-    action: &'static str,
-) -> Result<(), Refusal> {
-    if allowed.contains(&change.state) {
-        Ok(())
-    } else {
-        Err(invalid(change, action))
-    }
+fn require_state(change: &Change, allowed: &[ChangeState], action: &'static str) -> Result<(), Refusal> {
+    if allowed.contains(&change.state) { Ok(()) } else { Err(invalid(change, action)) }
 }
 
 fn require_human(identity: &Identity, action: &'static str) -> Result<(), Refusal> {
     if identity.kind == IdentityKind::Human {
         Ok(())
     } else {
-        Err(Refusal::NotHuman {
-            actor: identity.name.clone(),
-            kind: identity.kind,
-            action,
-        })
+        Err(Refusal::NotHuman { actor: identity.name.clone(), kind: identity.kind, action })
     }
 }
 
 fn invalid(change: &Change, action: &'static str) -> Refusal {
-    Refusal::InvalidTransition {
-        change: change.id.clone(),
-        state: change.state,
-        action,
-    }
+    Refusal::InvalidTransition { change: change.id.clone(), state: change.state, action }
 }
 
 fn text(input: String, field: &'static str) -> Result<String, Refusal> {
     let trimmed = input.trim();
     if trimmed.is_empty() || trimmed.len() > MAX_TEXT {
-        return Err(Refusal::InvalidText {
-            field,
-            max: MAX_TEXT,
-        });
+        return Err(Refusal::InvalidText { field, max: MAX_TEXT });
     }
     Ok(trimmed.to_owned())
 }

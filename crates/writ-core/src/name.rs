@@ -57,29 +57,20 @@ validated_name!(
 );
 
 fn check_name(input: &str, what: &'static str, extra: &str) -> Result<(), Refusal> {
-    let invalid = |reason: &'static str| Refusal::InvalidName {
-        what,
-        input: input.chars().take(40).collect(),
-        reason,
-    };
+    let invalid =
+        |reason: &'static str| Refusal::InvalidName { what, input: input.chars().take(40).collect(), reason };
     if input.is_empty() {
         return Err(invalid("must not be empty"));
     }
     if input.len() > MAX_NAME_LEN {
         return Err(invalid("is longer than 128 bytes"));
     }
-    if !input
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-    {
+    if !input.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
         return Err(invalid("must start with a letter or digit"));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._@+-".contains(c) || extra.contains(c);
     if !input.chars().all(allowed) {
-        return Err(invalid(
-            "may only contain letters, digits and . _ @ + - (and / in entitlement names)",
-        ));
+        return Err(invalid("may only contain letters, digits and . _ @ + - (and / in entitlement names)"));
     }
     Ok(())
 }

@@ -21,14 +21,7 @@ fn human(n: &str) -> Identity {
 }
 
 fn vendor(n: &str, org: &str) -> Identity {
-    Identity::new(
-        name(n),
-        IdentityKind::Human,
-        None,
-        Some(OrgName::parse(org).unwrap()),
-        T0,
-    )
-    .unwrap()
+    Identity::new(name(n), IdentityKind::Human, None, Some(OrgName::parse(org).unwrap()), T0).unwrap()
 }
 
 fn service(n: &str, owner: &Identity) -> Identity {
@@ -60,10 +53,7 @@ fn request(
         justification: Justification::parse("needs read access for onboarding").unwrap(),
         ops,
         subjects,
-        requirement: ApprovalRequirement {
-            approvals,
-            validity: Duration::hours(24),
-        },
+        requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
     }))
 }
 
@@ -97,60 +87,22 @@ fn full_chain_reaches_reviewed_and_records_every_actor() {
     assert_eq!(change.state, ChangeState::PendingApproval);
     let change = step(
         Some(change),
-        Command::Approve {
-            approver: bob.clone(),
-            on_behalf_of: None,
-        },
+        Command::Approve { approver: bob.clone(), on_behalf_of: None, validity: None },
         at(1),
     )
     .unwrap();
     assert_eq!(change.state, ChangeState::Approved);
-    let change = step(
-        Some(change),
-        Command::StartExecution { executor: engine() },
-        at(2),
-    )
-    .unwrap();
+    let change = step(Some(change), Command::StartExecution { executor: engine() }, at(2)).unwrap();
     assert_eq!(change.state, ChangeState::Implementing);
-    let outcomes = vec![OpOutcome {
-        op: 0,
-        before: false,
-        after: true,
-        reference: Some("abc".into()),
-    }];
-    let change = step(
-        Some(change),
-        Command::RecordImplementation {
-            outcomes,
-            error: None,
-        },
-        at(2),
-    )
-    .unwrap();
+    let outcomes = vec![OpOutcome { op: 0, before: false, after: true, reference: Some("abc".into()) }];
+    let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(2)).unwrap();
     assert_eq!(change.state, ChangeState::Implemented);
-    let observations = vec![Observation {
-        op: 0,
-        present: true,
-    }];
-    let change = step(
-        Some(change),
-        Command::RecordVerification {
-            verifier: engine(),
-            observations,
-        },
-        at(3),
-    )
-    .unwrap();
+    let observations = vec![Observation { op: 0, present: true }];
+    let change =
+        step(Some(change), Command::RecordVerification { verifier: engine(), observations }, at(3)).unwrap();
     assert_eq!(change.state, ChangeState::Verified);
-    let change = step(
-        Some(change),
-        Command::Review {
-            reviewer: carol.clone(),
-            notes: "ok".into(),
-        },
-        at(4),
-    )
-    .unwrap();
+    let change =
+        step(Some(change), Command::Review { reviewer: carol.clone(), notes: "ok".into() }, at(4)).unwrap();
     assert_eq!(change.state, ChangeState::Reviewed);
     assert_eq!(change.requester, alice.name);
     assert_eq!(change.approvals[0].approver, bob.name);
@@ -165,10 +117,7 @@ fn requester_cannot_approve_their_own_change() {
     let change = pending(&alice, &dave);
     let refusal = step(
         Some(change.clone()),
-        Command::Approve {
-            approver: alice.clone(),
-            on_behalf_of: None,
-        },
+        Command::Approve { approver: alice.clone(), on_behalf_of: None, validity: None },
         at(1),
     )
     .unwrap_err();
@@ -182,10 +131,7 @@ fn approving_on_behalf_of_the_requester_is_self_approval() {
     let change = pending(&alice, &dave);
     let refusal = step(
         Some(change),
-        Command::Approve {
-            approver: bob,
-            on_behalf_of: Some(alice),
-        },
+        Command::Approve { approver: bob, on_behalf_of: Some(alice), validity: None },
         at(1),
     )
     .unwrap_err();
@@ -198,15 +144,9 @@ fn the_principal_of_an_on_behalf_of_request_cannot_approve_it() {
     let ops = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
     let change = step(None, request(&alice, Some(&bob), ops, 1), T0).unwrap();
     assert_eq!(change.on_behalf_of.as_ref(), Some(&bob.name));
-    let refusal = step(
-        Some(change),
-        Command::Approve {
-            approver: bob,
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap_err();
+    let refusal =
+        step(Some(change), Command::Approve { approver: bob, on_behalf_of: None, validity: None }, at(1))
+            .unwrap_err();
     assert_eq!(refusal.code(), "sod.self_approval");
     assert!(refusal.to_string().contains("on-behalf-of"), "{refusal}");
 }
@@ -215,15 +155,9 @@ fn the_principal_of_an_on_behalf_of_request_cannot_approve_it() {
 fn a_beneficiary_cannot_approve_their_own_access() {
     let (alice, dave) = (human("alice"), human("dave"));
     let change = pending(&alice, &dave);
-    let refusal = step(
-        Some(change),
-        Command::Approve {
-            approver: dave,
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap_err();
+    let refusal =
+        step(Some(change), Command::Approve { approver: dave, on_behalf_of: None, validity: None }, at(1))
+            .unwrap_err();
     assert_eq!(refusal.code(), "sod.self_approval");
     assert!(refusal.to_string().contains("beneficiary"), "{refusal}");
 }
@@ -235,74 +169,46 @@ fn quorum_needs_distinct_people() {
     let change = step(None, request(&alice, None, ops, 2), T0).unwrap();
     let change = step(
         Some(change),
-        Command::Approve {
-            approver: bob.clone(),
-            on_behalf_of: None,
-        },
+        Command::Approve { approver: bob.clone(), on_behalf_of: None, validity: None },
         at(1),
     )
     .unwrap();
     assert_eq!(change.state, ChangeState::PendingApproval);
     let twice = step(
         Some(change.clone()),
-        Command::Approve {
-            approver: bob.clone(),
-            on_behalf_of: None,
-        },
+        Command::Approve { approver: bob.clone(), on_behalf_of: None, validity: None },
         at(1),
     )
     .unwrap_err();
     assert_eq!(twice.code(), "sod.duplicate_approval");
     let via_proxy = step(
         Some(change.clone()),
-        Command::Approve {
-            approver: erin.clone(),
-            on_behalf_of: Some(bob),
-        },
+        Command::Approve { approver: erin.clone(), on_behalf_of: Some(bob), validity: None },
         at(1),
     )
     .unwrap_err();
     assert_eq!(via_proxy.code(), "sod.duplicate_approval");
     let self_proxy = step(
         Some(change.clone()),
-        Command::Approve {
-            approver: erin.clone(),
-            on_behalf_of: Some(erin.clone()),
-        },
+        Command::Approve { approver: erin.clone(), on_behalf_of: Some(erin.clone()), validity: None },
         at(1),
     )
     .unwrap_err();
     assert_eq!(self_proxy.code(), "input.on_behalf_of_self");
-    let change = step(
-        Some(change),
-        Command::Approve {
-            approver: erin,
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap();
+    let change =
+        step(Some(change), Command::Approve { approver: erin, on_behalf_of: None, validity: None }, at(1))
+            .unwrap();
     assert_eq!(change.state, ChangeState::Approved);
 }
 
 #[test]
 fn a_vendor_cannot_approve_its_own_organisations_request() {
-    let (acme1, acme2, dave) = (
-        vendor("acme-jo", "acme"),
-        vendor("acme-li", "acme"),
-        human("dave"),
-    );
+    let (acme1, acme2, dave) = (vendor("acme-jo", "acme"), vendor("acme-li", "acme"), human("dave"));
     let ops = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
     let change = step(None, request(&acme1, None, ops, 1), T0).unwrap();
-    let refusal = step(
-        Some(change),
-        Command::Approve {
-            approver: acme2,
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap_err();
+    let refusal =
+        step(Some(change), Command::Approve { approver: acme2, on_behalf_of: None, validity: None }, at(1))
+            .unwrap_err();
     assert_eq!(refusal.code(), "sod.vendor_self_approval");
 }
 
@@ -311,29 +217,16 @@ fn non_humans_cannot_approve_or_review() {
     let (alice, dave) = (human("alice"), human("dave"));
     let bot = Identity::new(name("bot"), IdentityKind::AiAgent, Some(&alice), None, T0).unwrap();
     let change = pending(&alice, &dave);
-    let refusal = step(
-        Some(change),
-        Command::Approve {
-            approver: bot,
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap_err();
+    let refusal =
+        step(Some(change), Command::Approve { approver: bot, on_behalf_of: None, validity: None }, at(1))
+            .unwrap_err();
     assert_eq!(refusal.code(), "identity.not_human");
 }
 
 fn approved(alice: &Identity, bob: &Identity, dave: &Identity) -> Change {
     let change = pending(alice, dave);
-    step(
-        Some(change),
-        Command::Approve {
-            approver: bob.clone(),
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap()
+    step(Some(change), Command::Approve { approver: bob.clone(), on_behalf_of: None, validity: None }, at(1))
+        .unwrap()
 }
 
 #[test]
@@ -343,23 +236,15 @@ fn executor_must_be_independent_of_requester_and_approvers() {
     for who in [&alice, &bob, &dave] {
         let refusal = step(
             Some(change.clone()),
-            Command::StartExecution {
-                executor: Actor::Identity(who.name.clone()),
-            },
+            Command::StartExecution { executor: Actor::Identity(who.name.clone()) },
             at(2),
         )
         .unwrap_err();
         assert_eq!(refusal.code(), "sod.executor_not_independent", "{who:?}");
     }
     let carol = human("carol");
-    let ok = step(
-        Some(change),
-        Command::StartExecution {
-            executor: Actor::Identity(carol.name),
-        },
-        at(2),
-    )
-    .unwrap();
+    let ok =
+        step(Some(change), Command::StartExecution { executor: Actor::Identity(carol.name) }, at(2)).unwrap();
     assert_eq!(ok.state, ChangeState::Implementing);
 }
 
@@ -369,21 +254,12 @@ fn an_expired_approval_cannot_be_executed_and_the_change_can_then_expire() {
     let change = approved(&alice, &bob, &dave);
     let early = step(Some(change.clone()), Command::Expire, at(2)).unwrap_err();
     assert_eq!(early.code(), "state.not_due");
-    let refusal = step(
-        Some(change.clone()),
-        Command::StartExecution { executor: engine() },
-        at(26),
-    )
-    .unwrap_err();
+    let refusal =
+        step(Some(change.clone()), Command::StartExecution { executor: engine() }, at(26)).unwrap_err();
     assert_eq!(refusal.code(), "approval.expired");
     let expired = step(Some(change), Command::Expire, at(26)).unwrap();
     assert_eq!(expired.state, ChangeState::Expired);
-    let after = step(
-        Some(expired),
-        Command::StartExecution { executor: engine() },
-        at(26),
-    )
-    .unwrap_err();
+    let after = step(Some(expired), Command::StartExecution { executor: engine() }, at(26)).unwrap_err();
     assert_eq!(after.code(), "state.invalid_transition");
 }
 
@@ -391,41 +267,18 @@ fn an_expired_approval_cannot_be_executed_and_the_change_can_then_expire() {
 fn a_rejected_change_cannot_be_approved_or_executed() {
     let (alice, bob, carol, dave) = (human("alice"), human("bob"), human("carol"), human("dave"));
     let change = pending(&alice, &dave);
-    let own = step(
-        Some(change.clone()),
-        Command::Reject {
-            actor: alice.clone(),
-            reason: "x".into(),
-        },
-        at(1),
-    )
-    .unwrap_err();
+    let own = step(Some(change.clone()), Command::Reject { actor: alice.clone(), reason: "x".into() }, at(1))
+        .unwrap_err();
     assert_eq!(own.code(), "sod.self_rejection");
-    let empty = step(
-        Some(change.clone()),
-        Command::Reject {
-            actor: bob.clone(),
-            reason: "  ".into(),
-        },
-        at(1),
-    )
-    .unwrap_err();
+    let empty =
+        step(Some(change.clone()), Command::Reject { actor: bob.clone(), reason: "  ".into() }, at(1))
+            .unwrap_err();
     assert_eq!(empty.code(), "input.invalid_text");
-    let rejected = step(
-        Some(change),
-        Command::Reject {
-            actor: bob,
-            reason: "not needed".into(),
-        },
-        at(1),
-    )
-    .unwrap();
+    let rejected =
+        step(Some(change), Command::Reject { actor: bob, reason: "not needed".into() }, at(1)).unwrap();
     assert_eq!(rejected.state, ChangeState::Rejected);
     for command in [
-        Command::Approve {
-            approver: carol,
-            on_behalf_of: None,
-        },
+        Command::Approve { approver: carol, on_behalf_of: None, validity: None },
         Command::StartExecution { executor: engine() },
     ] {
         let refusal = step(Some(rejected.clone()), command, at(2)).unwrap_err();
@@ -435,124 +288,45 @@ fn a_rejected_change_cannot_be_approved_or_executed() {
 
 #[test]
 fn reviewer_must_differ_from_everyone_in_the_chain() {
-    let (alice, bob, carol, dave, erin) = (
-        human("alice"),
-        human("bob"),
-        human("carol"),
-        human("dave"),
-        human("erin"),
-    );
+    let (alice, bob, carol, dave, erin) =
+        (human("alice"), human("bob"), human("carol"), human("dave"), human("erin"));
     let change = approved(&alice, &bob, &dave);
-    let change = step(
-        Some(change),
-        Command::StartExecution {
-            executor: Actor::Identity(carol.name.clone()),
-        },
-        at(2),
-    )
-    .unwrap();
-    let outcomes = vec![OpOutcome {
-        op: 0,
-        before: false,
-        after: true,
-        reference: None,
-    }];
-    let change = step(
-        Some(change),
-        Command::RecordImplementation {
-            outcomes,
-            error: None,
-        },
-        at(2),
-    )
-    .unwrap();
-    let observations = vec![Observation {
-        op: 0,
-        present: true,
-    }];
-    let change = step(
-        Some(change),
-        Command::RecordVerification {
-            verifier: engine(),
-            observations,
-        },
-        at(2),
-    )
-    .unwrap();
+    let change =
+        step(Some(change), Command::StartExecution { executor: Actor::Identity(carol.name.clone()) }, at(2))
+            .unwrap();
+    let outcomes = vec![OpOutcome { op: 0, before: false, after: true, reference: None }];
+    let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(2)).unwrap();
+    let observations = vec![Observation { op: 0, present: true }];
+    let change =
+        step(Some(change), Command::RecordVerification { verifier: engine(), observations }, at(2)).unwrap();
     for who in [&alice, &bob, &carol, &dave] {
-        let refusal = step(
-            Some(change.clone()),
-            Command::Review {
-                reviewer: who.clone(),
-                notes: "ok".into(),
-            },
-            at(3),
-        )
-        .unwrap_err();
+        let refusal =
+            step(Some(change.clone()), Command::Review { reviewer: who.clone(), notes: "ok".into() }, at(3))
+                .unwrap_err();
         assert_eq!(refusal.code(), "sod.reviewer_not_independent", "{who:?}");
     }
-    assert!(
-        step(
-            Some(change),
-            Command::Review {
-                reviewer: erin,
-                notes: "ok".into()
-            },
-            at(3)
-        )
-        .is_ok()
-    );
+    assert!(step(Some(change), Command::Review { reviewer: erin, notes: "ok".into() }, at(3)).is_ok());
 }
 
 #[test]
 fn only_observed_equality_verifies() {
     let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
     let change = approved(&alice, &bob, &dave);
-    let change = step(
-        Some(change),
-        Command::StartExecution { executor: engine() },
-        at(2),
-    )
-    .unwrap();
-    let outcomes = vec![OpOutcome {
-        op: 0,
-        before: false,
-        after: true,
-        reference: None,
-    }];
-    let change = step(
-        Some(change),
-        Command::RecordImplementation {
-            outcomes,
-            error: None,
-        },
-        at(2),
-    )
-    .unwrap();
-    let absent = vec![Observation {
-        op: 0,
-        present: false,
-    }];
+    let change = step(Some(change), Command::StartExecution { executor: engine() }, at(2)).unwrap();
+    let outcomes = vec![OpOutcome { op: 0, before: false, after: true, reference: None }];
+    let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(2)).unwrap();
+    let absent = vec![Observation { op: 0, present: false }];
     let failed = step(
         Some(change.clone()),
-        Command::RecordVerification {
-            verifier: engine(),
-            observations: absent,
-        },
+        Command::RecordVerification { verifier: engine(), observations: absent },
         at(2),
     )
     .unwrap();
     assert_eq!(failed.state, ChangeState::VerificationFailed);
     assert_eq!(failed.verification.unwrap().mismatches, vec![0]);
-    let partial = step(
-        Some(change),
-        Command::RecordVerification {
-            verifier: engine(),
-            observations: vec![],
-        },
-        at(2),
-    )
-    .unwrap_err();
+    let partial =
+        step(Some(change), Command::RecordVerification { verifier: engine(), observations: vec![] }, at(2))
+            .unwrap_err();
     assert_eq!(partial.code(), "engine.inconsistent_report");
 }
 
@@ -560,35 +334,17 @@ fn only_observed_equality_verifies() {
 fn a_failed_execution_can_be_retried_while_approval_holds() {
     let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
     let change = approved(&alice, &bob, &dave);
+    let change = step(Some(change), Command::StartExecution { executor: engine() }, at(2)).unwrap();
     let change = step(
         Some(change),
-        Command::StartExecution { executor: engine() },
-        at(2),
-    )
-    .unwrap();
-    let change = step(
-        Some(change),
-        Command::RecordImplementation {
-            outcomes: vec![],
-            error: Some("target down".into()),
-        },
+        Command::RecordImplementation { outcomes: vec![], error: Some("target down".into()) },
         at(2),
     )
     .unwrap();
     assert_eq!(change.state, ChangeState::Failed);
-    let retried = step(
-        Some(change.clone()),
-        Command::StartExecution { executor: engine() },
-        at(3),
-    )
-    .unwrap();
+    let retried = step(Some(change.clone()), Command::StartExecution { executor: engine() }, at(3)).unwrap();
     assert_eq!(retried.executions.len(), 2);
-    let too_late = step(
-        Some(change),
-        Command::StartExecution { executor: engine() },
-        at(30),
-    )
-    .unwrap_err();
+    let too_late = step(Some(change), Command::StartExecution { executor: engine() }, at(30)).unwrap_err();
     assert_eq!(too_late.code(), "approval.expired");
 }
 
@@ -604,12 +360,7 @@ fn request_validation_refuses_bad_plans() {
     };
     let refusal = step(
         None,
-        request(
-            &alice,
-            None,
-            vec![(op(OpAction::Grant, &orphan, "repo:read"), orphan.clone())],
-            1,
-        ),
+        request(&alice, None, vec![(op(OpAction::Grant, &orphan, "repo:read"), orphan.clone())], 1),
         T0,
     )
     .unwrap_err();
@@ -619,40 +370,22 @@ fn request_validation_refuses_bad_plans() {
         (op(OpAction::Revoke, &dave, "repo:read"), dave.clone()),
     ];
     assert_eq!(
-        step(None, request(&alice, None, twice, 1), T0)
-            .unwrap_err()
-            .code(),
+        step(None, request(&alice, None, twice, 1), T0).unwrap_err().code(),
         "input.duplicate_operation"
     );
-    assert_eq!(
-        step(None, request(&alice, None, vec![], 1), T0)
-            .unwrap_err()
-            .code(),
-        "input.no_operations"
-    );
+    assert_eq!(step(None, request(&alice, None, vec![], 1), T0).unwrap_err().code(), "input.no_operations");
     let mut timed_revoke = op(OpAction::Revoke, &dave, "repo:read");
     timed_revoke.duration = Some(Duration::hours(1));
     assert_eq!(
-        step(
-            None,
-            request(&alice, None, vec![(timed_revoke, dave.clone())], 1),
-            T0
-        )
-        .unwrap_err()
-        .code(),
+        step(None, request(&alice, None, vec![(timed_revoke, dave.clone())], 1), T0).unwrap_err().code(),
         "input.duration_on_revoke"
     );
     let self_proxy = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
     assert_eq!(
-        step(None, request(&alice, Some(&alice), self_proxy, 1), T0)
-            .unwrap_err()
-            .code(),
+        step(None, request(&alice, Some(&alice), self_proxy, 1), T0).unwrap_err().code(),
         "input.on_behalf_of_self"
     );
-    assert_eq!(
-        Justification::parse("   ").unwrap_err().code(),
-        "input.empty_justification"
-    );
+    assert_eq!(Justification::parse("   ").unwrap_err().code(), "input.empty_justification");
 }
 
 #[test]
@@ -662,11 +395,9 @@ fn identities_follow_ownership_rules() {
     assert_eq!(svc.owner.as_ref(), Some(&alice.name));
     let no_owner = Identity::new(name("svc-x"), IdentityKind::ApiKey, None, None, T0).unwrap_err();
     assert_eq!(no_owner.code(), "identity.owner_required");
-    let nhi_owner =
-        Identity::new(name("svc-y"), IdentityKind::Secret, Some(&svc), None, T0).unwrap_err();
+    let nhi_owner = Identity::new(name("svc-y"), IdentityKind::Secret, Some(&svc), None, T0).unwrap_err();
     assert_eq!(nhi_owner.code(), "identity.owner_not_human");
-    let owned_human =
-        Identity::new(name("zed"), IdentityKind::Human, Some(&alice), None, T0).unwrap_err();
+    let owned_human = Identity::new(name("zed"), IdentityKind::Human, Some(&alice), None, T0).unwrap_err();
     assert_eq!(owned_human.code(), "identity.owner_on_human");
 }
 
@@ -675,22 +406,8 @@ fn durations_parse_strictly() {
     assert_eq!(Duration::parse("8h").unwrap().as_millis(), 8 * 3_600_000);
     assert_eq!(Duration::parse("1h30m").unwrap().as_millis(), 90 * 60_000);
     assert_eq!(Duration::parse("2w").unwrap().to_string(), "14d");
-    for bad in [
-        "",
-        "8",
-        "h",
-        "8x",
-        "0h",
-        "400d",
-        "99999999999999999999d",
-        "-1h",
-        "1.5h",
-    ] {
-        assert_eq!(
-            Duration::parse(bad).unwrap_err().code(),
-            "input.invalid_duration",
-            "{bad:?}"
-        );
+    for bad in ["", "8", "h", "8x", "0h", "400d", "99999999999999999999d", "-1h", "1.5h"] {
+        assert_eq!(Duration::parse(bad).unwrap_err().code(), "input.invalid_duration", "{bad:?}");
     }
 }
 
@@ -700,12 +417,7 @@ fn change_ids_sort_by_time_and_parse_back() {
     let late = ChangeId::generate(at(1), 0);
     assert!(early < late);
     assert_eq!(ChangeId::parse(early.as_str()).unwrap(), early);
-    for bad in [
-        "CHG-",
-        "chg-01",
-        "CHG-0000000000000000000000000I",
-        "CHG-80000000000000000000000000",
-    ] {
+    for bad in ["CHG-", "chg-01", "CHG-0000000000000000000000000I", "CHG-80000000000000000000000000"] {
         assert!(ChangeId::parse(bad).is_err(), "{bad}");
     }
 }
@@ -714,20 +426,11 @@ fn change_ids_sort_by_time_and_parse_back() {
 fn history_that_skips_a_sequence_number_is_rejected() {
     let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
     let change = pending(&alice, &dave);
-    let mut events = decide(
-        Some(&change),
-        Command::Approve {
-            approver: bob,
-            on_behalf_of: None,
-        },
-        at(1),
-    )
-    .unwrap();
+    let mut events =
+        decide(Some(&change), Command::Approve { approver: bob, on_behalf_of: None, validity: None }, at(1))
+            .unwrap();
     events[0].seq += 1;
-    assert_eq!(
-        evolve(Some(change), &events[0]).unwrap_err().code(),
-        "ledger.corrupt_history"
-    );
+    assert_eq!(evolve(Some(change), &events[0]).unwrap_err().code(), "ledger.corrupt_history");
 }
 
 // ---- property test: no path reaches approved or implementing without a valid approval ----
@@ -736,11 +439,7 @@ const PEOPLE: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
 
 fn person(index: usize) -> Identity {
     let n = PEOPLE[index % PEOPLE.len()];
-    if n == "erin" {
-        vendor(n, "acme")
-    } else {
-        human(n)
-    }
+    if n == "erin" { vendor(n, "acme") } else { human(n) }
 }
 
 #[derive(Clone, Debug)]
@@ -772,45 +471,27 @@ fn gen_command() -> impl Strategy<Value = Gen> {
 
 fn to_command(g: &Gen, change: &Change) -> Option<Command> {
     Some(match g {
-        Gen::Approve(a, b) => Command::Approve {
-            approver: person(*a),
-            on_behalf_of: b.map(person),
-        },
-        Gen::Reject(a) => Command::Reject {
-            actor: person(*a),
-            reason: "no".into(),
-        },
-        Gen::Cancel => Command::Cancel {
-            actor: Actor::Identity(change.requester.clone()),
-            reason: "withdrawn".into(),
-        },
-        Gen::Execute(who) => Command::StartExecution {
-            executor: who.map_or(engine(), |w| Actor::Identity(person(w).name)),
-        },
+        Gen::Approve(a, b) => {
+            Command::Approve { approver: person(*a), on_behalf_of: b.map(person), validity: None }
+        }
+        Gen::Reject(a) => Command::Reject { actor: person(*a), reason: "no".into() },
+        Gen::Cancel => {
+            Command::Cancel { actor: Actor::Identity(change.requester.clone()), reason: "withdrawn".into() }
+        }
+        Gen::Execute(who) => {
+            Command::StartExecution { executor: who.map_or(engine(), |w| Actor::Identity(person(w).name)) }
+        }
         Gen::Implement(ok) => Command::RecordImplementation {
             outcomes: (0..change.ops.len())
-                .map(|op| OpOutcome {
-                    op,
-                    before: false,
-                    after: true,
-                    reference: None,
-                })
+                .map(|op| OpOutcome { op, before: false, after: true, reference: None })
                 .collect(),
             error: (!ok).then(|| "boom".to_owned()),
         },
         Gen::Verify(present) => Command::RecordVerification {
             verifier: engine(),
-            observations: (0..change.ops.len())
-                .map(|op| Observation {
-                    op,
-                    present: *present,
-                })
-                .collect(),
+            observations: (0..change.ops.len()).map(|op| Observation { op, present: *present }).collect(),
         },
-        Gen::Review(a) => Command::Review {
-            reviewer: person(*a),
-            notes: "seen".into(),
-        },
+        Gen::Review(a) => Command::Review { reviewer: person(*a), notes: "seen".into() },
         Gen::Expire => Command::Expire,
         Gen::Wait(_) => return None,
     })
@@ -837,10 +518,10 @@ fn approvals_are_sound(change: &Change, now: Option<Timestamp>) -> Result<(), St
     if change.approvals.len() < usize::from(change.requirement.approvals) {
         return Err("quorum not met".into());
     }
-    if let Some(now) = now {
-        if change.approvals.iter().any(|a| a.expires_at <= now) {
-            return Err("executed on an expired approval".into());
-        }
+    if let Some(now) = now
+        && change.approvals.iter().any(|a| a.expires_at <= now)
+    {
+        return Err("executed on an expired approval".into());
     }
     Ok(())
 }
@@ -895,4 +576,16 @@ proptest! {
         }
         prop_assert_eq!(replay(&history).unwrap(), Some(change));
     }
+}
+
+#[test]
+fn an_approver_can_shorten_but_never_extend_validity() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let short =
+        Command::Approve { approver: bob.clone(), on_behalf_of: None, validity: Some(Duration::hours(1)) };
+    let change = step(Some(pending(&alice, &dave)), short, T0).unwrap();
+    assert_eq!(change.approvals[0].expires_at, T0.plus(Duration::hours(1)));
+    let long = Command::Approve { approver: bob, on_behalf_of: None, validity: Some(Duration::hours(100)) };
+    let change = step(Some(pending(&alice, &dave)), long, T0).unwrap();
+    assert_eq!(change.approvals[0].expires_at, T0.plus(Duration::hours(24)));
 }

@@ -37,11 +37,8 @@ impl Timestamp {
     /// Parses RFC 3339 (any offset) into a UTC instant.
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
         let parsed =
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .ok()?;
-        i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000)
-            .ok()
-            .map(Timestamp)
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok().map(Timestamp)
     }
 }
 
@@ -80,15 +77,10 @@ impl Duration {
 
     /// Parses `90s`, `30m`, `8h`, `7d`, `2w` and combinations such as `1h30m`.
     pub fn parse(input: &str) -> Result<Duration, Refusal> {
-        let invalid = |reason| Refusal::InvalidDuration {
-            input: input.chars().take(40).collect(),
-            reason,
-        };
+        let invalid = |reason| Refusal::InvalidDuration { input: input.chars().take(40).collect(), reason };
         let text = input.trim();
         if text.is_empty() {
-            return Err(invalid(
-                "empty; use a number and a unit, for example 8h or 7d",
-            ));
+            return Err(invalid("empty; use a number and a unit, for example 8h or 7d"));
         }
         let mut total: i64 = 0;
         let mut number: Option<i64> = None;
@@ -110,18 +102,14 @@ impl Duration {
                 'w' => 7 * 86_400_000,
                 _ => return Err(invalid("unknown unit; use s, m, h, d or w")),
             };
-            let count = number
-                .take()
-                .ok_or_else(|| invalid("a unit must follow a number"))?;
+            let count = number.take().ok_or_else(|| invalid("a unit must follow a number"))?;
             total = count
                 .checked_mul(unit_millis)
                 .and_then(|part| total.checked_add(part))
                 .ok_or_else(|| invalid("too long"))?;
         }
         if number.is_some() {
-            return Err(invalid(
-                "missing unit after the last number; use s, m, h, d or w",
-            ));
+            return Err(invalid("missing unit after the last number; use s, m, h, d or w"));
         }
         Duration::from_millis(total).map_err(|_| invalid("must be positive and at most 366 days"))
     }
@@ -131,12 +119,7 @@ impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0;
         let mut wrote = false;
-        for (unit, millis) in [
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-        ] {
+        for (unit, millis) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
             if rest >= millis {
                 write!(f, "{}{unit}", rest / millis)?;
                 rest %= millis;

@@ -37,18 +37,14 @@ impl EngineError {
             EngineError::Store(writ_store::StoreError::Conflict(_)) => "store.conflict",
             EngineError::Store(writ_store::StoreError::Unavailable(_)) => "store.unavailable",
             EngineError::Store(_) => "store.error",
-            EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement {
-                ..
-            }) => "target.unknown_entitlement",
+            EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }) => {
+                "target.unknown_entitlement"
+            }
             EngineError::Connector(writ_connector::ConnectorError::Unavailable { .. }) => {
                 "target.unavailable"
             }
-            EngineError::Connector(writ_connector::ConnectorError::Conflict { .. }) => {
-                "target.conflict"
-            }
-            EngineError::Connector(writ_connector::ConnectorError::Invalid { .. }) => {
-                "target.invalid"
-            }
+            EngineError::Connector(writ_connector::ConnectorError::Conflict { .. }) => "target.conflict",
+            EngineError::Connector(writ_connector::ConnectorError::Invalid { .. }) => "target.invalid",
             EngineError::Ledger(_) => "ledger.corrupt_record",
             EngineError::Random(_) => "internal.random",
         }

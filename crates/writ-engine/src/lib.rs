@@ -17,13 +17,11 @@ use std::sync::Arc;
 
 use writ_connector::{ApplyContext, Connector, ConnectorError, TargetOp};
 use writ_core::change::{
-    BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Justification, Observation,
-    OpAction, OpOutcome, PlannedOp,
+    BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Justification, Observation, OpAction,
+    OpOutcome, PlannedOp,
 };
 use writ_core::event::{ChangeEvent, Event, RegistryEvent};
-use writ_core::identity::{
-    Actor, ConnectorKind, Grant, Identity, IdentityKind, SystemActor, Target,
-};
+use writ_core::identity::{Actor, ConnectorKind, Grant, Identity, IdentityKind, SystemActor, Target};
 use writ_core::machine::{Command, NewChange, decide, evolve};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
@@ -95,11 +93,7 @@ impl Engine {
         connectors: Arc<dyn ConnectorFactory>,
         clock: Arc<dyn Clock>,
     ) -> Engine {
-        Engine {
-            store,
-            connectors,
-            clock,
-        }
+        Engine { store, connectors, clock }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -119,12 +113,8 @@ impl Engine {
     ) -> Result<Identity> {
         let owner = owner.map(|o| self.identity(o)).transpose()?;
         let identity = Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())?;
-        let event = RegistryEvent::IdentityAdded {
-            actor,
-            identity: identity.clone(),
-        };
-        self.store
-            .add_identity(&identity, &registry_event(&event))?;
+        let event = RegistryEvent::IdentityAdded { actor, identity: identity.clone() };
+        self.store.add_identity(&identity, &registry_event(&event))?;
         tracing::info!(target: "writ::admin", identity = %identity.name, kind = %identity.kind, "identity added");
         Ok(identity)
     }
@@ -132,10 +122,7 @@ impl Engine {
     pub fn identity(&self, name: &IdentityName) -> Result<Identity> {
         self.store
             .identity(name)?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "identity",
-                name: name.to_string(),
-            })
+            .ok_or_else(|| EngineError::NotFound { what: "identity", name: name.to_string() })
     }
 
     /// Registers a target after checking that its connector can reach it and finds entitlements.
@@ -146,12 +133,7 @@ impl Engine {
         connector: ConnectorKind,
         settings: Vec<(String, String)>,
     ) -> Result<Target> {
-        let target = Target {
-            name,
-            connector,
-            settings,
-            created_at: self.clock.now(),
-        };
+        let target = Target { name, connector, settings, created_at: self.clock.now() };
         let entitlements = self.connectors.connect(&target)?.entitlements()?;
         if entitlements.is_empty() {
             return Err(ConnectorError::Invalid {
@@ -160,10 +142,7 @@ impl Engine {
             }
             .into());
         }
-        let event = RegistryEvent::TargetAdded {
-            actor,
-            target: target.clone(),
-        };
+        let event = RegistryEvent::TargetAdded { actor, target: target.clone() };
         self.store.add_target(&target, &registry_event(&event))?;
         tracing::info!(target: "writ::admin", target_name = %target.name, "target added");
         Ok(target)
@@ -172,10 +151,7 @@ impl Engine {
     pub fn target(&self, name: &TargetName) -> Result<Target> {
         self.store
             .target(name)?
-            .ok_or_else(|| EngineError::NotFound {
-                what: "target",
-                name: name.to_string(),
-            })
+            .ok_or_else(|| EngineError::NotFound { what: "target", name: name.to_string() })
     }
 
     /// The entitlements a target offers, read from the target.
@@ -191,11 +167,7 @@ impl Engine {
     pub fn request(&self, input: RequestInput, random: u128) -> Result<ChangeRecord> {
         let now = self.clock.now();
         let requester = self.identity(&input.requester)?;
-        let on_behalf_of = input
-            .on_behalf_of
-            .as_ref()
-            .map(|n| self.identity(n))
-            .transpose()?;
+        let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
         let mut subjects = Vec::with_capacity(input.ops.len());
         let mut ops = Vec::with_capacity(input.ops.len());
         for op in input.ops {
@@ -227,49 +199,30 @@ impl Engine {
         self.commit(None, events, Vec::new())
     }
 
+    /// Records one approval. `validity` can shorten (never extend) how long it stays valid.
     pub fn approve(
         &self,
         id: &ChangeId,
         approver: &IdentityName,
         on_behalf_of: Option<&IdentityName>,
+        validity: Option<Duration>,
     ) -> Result<ChangeRecord> {
         let approver = self.identity(approver)?;
         let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
-        self.transition(
-            id,
-            Command::Approve {
-                approver,
-                on_behalf_of,
-            },
-        )
+        self.transition(id, Command::Approve { approver, on_behalf_of, validity })
     }
 
-    pub fn reject(
-        &self,
-        id: &ChangeId,
-        actor: &IdentityName,
-        reason: String,
-    ) -> Result<ChangeRecord> {
+    pub fn reject(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
         let actor = self.identity(actor)?;
         self.transition(id, Command::Reject { actor, reason })
     }
 
-    pub fn cancel(
-        &self,
-        id: &ChangeId,
-        actor: &IdentityName,
-        reason: String,
-    ) -> Result<ChangeRecord> {
+    pub fn cancel(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
         let actor = Actor::Identity(self.identity(actor)?.name);
         self.transition(id, Command::Cancel { actor, reason })
     }
 
-    pub fn review(
-        &self,
-        id: &ChangeId,
-        reviewer: &IdentityName,
-        notes: String,
-    ) -> Result<ChangeRecord> {
+    pub fn review(&self, id: &ChangeId, reviewer: &IdentityName, notes: String) -> Result<ChangeRecord> {
         let reviewer = self.identity(reviewer)?;
         self.transition(id, Command::Review { reviewer, notes })
     }
@@ -282,22 +235,13 @@ impl Engine {
             Some(name) => Actor::Identity(self.identity(name)?.name),
             None => Actor::System(SystemActor::Engine),
         };
-        let started = self.transition(
-            id,
-            Command::StartExecution {
-                executor: executor.clone(),
-            },
-        )?;
+        let started = self.transition(id, Command::StartExecution { executor: executor.clone() })?;
         let change = &started.change;
         let context = |target_ops: &[(usize, &PlannedOp)]| ApplyContext {
             change: change.id.clone(),
             summary: summary_line(change, target_ops),
             requester: change.requester.to_string(),
-            approvers: change
-                .approvals
-                .iter()
-                .map(|a| a.approver.to_string())
-                .collect(),
+            approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
             executor: executor.to_string(),
             at: self.clock.now(),
         };
@@ -330,11 +274,7 @@ impl Engine {
         outcomes.sort_by_key(|o| o.op);
         let now = self.clock.now();
         let grants = grant_updates(change, &outcomes, now);
-        let events = decide(
-            Some(change),
-            Command::RecordImplementation { outcomes, error },
-            now,
-        )?;
+        let events = decide(Some(change), Command::RecordImplementation { outcomes, error }, now)?;
         self.commit(Some(change), events, grants)
     }
 
@@ -343,10 +283,7 @@ impl Engine {
     pub fn verify(&self, id: &ChangeId) -> Result<ChangeRecord> {
         let record = self.load(id)?;
         let change = &record.change;
-        if !matches!(
-            change.state,
-            ChangeState::Implemented | ChangeState::VerificationFailed
-        ) {
+        if !matches!(change.state, ChangeState::Implemented | ChangeState::VerificationFailed) {
             // Let the core produce the precise refusal without touching targets.
             decide(
                 Some(change),
@@ -360,10 +297,8 @@ impl Engine {
         let mut observations = Vec::with_capacity(change.ops.len());
         for (target, group) in group_by_target(&change.ops) {
             let target = self.target(&target)?;
-            let entitlements: Vec<EntitlementName> = group
-                .iter()
-                .map(|(_, op)| op.entitlement.entitlement.clone())
-                .collect();
+            let entitlements: Vec<EntitlementName> =
+                group.iter().map(|(_, op)| op.entitlement.entitlement.clone()).collect();
             let observed = self.connectors.connect(&target)?.observe(&entitlements)?;
             for (index, op) in group {
                 observations.push(Observation {
@@ -373,10 +308,8 @@ impl Engine {
             }
         }
         observations.sort_by_key(|o| o.op);
-        let command = Command::RecordVerification {
-            verifier: Actor::System(SystemActor::Engine),
-            observations,
-        };
+        let command =
+            Command::RecordVerification { verifier: Actor::System(SystemActor::Engine), observations };
         let events = decide(Some(change), command, self.clock.now())?;
         self.commit(Some(change), events, Vec::new())
     }
@@ -400,10 +333,7 @@ impl Engine {
     pub fn load(&self, id: &ChangeId) -> Result<ChangeRecord> {
         let rows = self.store.change_events(id)?;
         if rows.is_empty() {
-            return Err(EngineError::NotFound {
-                what: "change",
-                name: id.to_string(),
-            });
+            return Err(EngineError::NotFound { what: "change", name: id.to_string() });
         }
         let mut change = None;
         let mut events = Vec::with_capacity(rows.len());
@@ -412,10 +342,7 @@ impl Engine {
             change = Some(evolve(change, &event)?);
             events.push((row.index, event));
         }
-        let change = change.ok_or_else(|| EngineError::NotFound {
-            what: "change",
-            name: id.to_string(),
-        })?;
+        let change = change.ok_or_else(|| EngineError::NotFound { what: "change", name: id.to_string() })?;
         Ok(ChangeRecord { change, events })
     }
 
@@ -436,10 +363,7 @@ impl Engine {
         let mut committed = self.commit(Some(&record.change), events, Vec::new())?;
         let mut history = record.events;
         history.append(&mut committed.events);
-        Ok(ChangeRecord {
-            change: committed.change,
-            events: history,
-        })
+        Ok(ChangeRecord { change: committed.change, events: history })
     }
 
     /// Folds `events` into `before` and commits them with the new summary and grant updates.
@@ -478,10 +402,7 @@ impl Engine {
         };
         let indices = self.store.commit(&commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
-        Ok(ChangeRecord {
-            change,
-            events: indices.into_iter().zip(events).collect(),
-        })
+        Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
     }
 }
 
@@ -496,11 +417,10 @@ pub fn random_bits() -> Result<u128> {
 pub fn decode_change_event(row: &EventRow) -> Result<ChangeEvent> {
     match writ_ledger::decode(&row.bytes)? {
         Event::Change(event) => Ok(event),
-        Event::Registry(_) => Err(writ_ledger::RecordError::Malformed(format!(
-            "event {} is not a change event",
-            row.index
-        ))
-        .into()),
+        Event::Registry(_) => {
+            Err(writ_ledger::RecordError::Malformed(format!("event {} is not a change event", row.index))
+                .into())
+        }
     }
 }
 
@@ -533,10 +453,7 @@ fn registry_event(event: &RegistryEvent) -> NewEvent {
 fn group_by_target(ops: &[PlannedOp]) -> BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> {
     let mut groups: BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> = BTreeMap::new();
     for (index, op) in ops.iter().enumerate() {
-        groups
-            .entry(op.entitlement.target.clone())
-            .or_default()
-            .push((index, op));
+        groups.entry(op.entitlement.target.clone()).or_default().push((index, op));
     }
     groups
 }

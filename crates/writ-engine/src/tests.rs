@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use writ_connector::{
-    ApplyContext, ApplyReport, Connector, ConnectorError, MemoryConnector, Observed, PlanStep,
-    TargetOp,
+    ApplyContext, ApplyReport, Connector, ConnectorError, MemoryConnector, Observed, PlanStep, TargetOp,
 };
 use writ_core::change::{BusinessEvent, ChangeState, Justification, OpAction};
 use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor, Target};
@@ -38,11 +37,7 @@ impl Connector for Flaky {
     fn plan(&self, ops: &[TargetOp]) -> writ_connector::Result<Vec<PlanStep>> {
         self.inner.plan(ops)
     }
-    fn apply(
-        &self,
-        context: &ApplyContext,
-        ops: &[TargetOp],
-    ) -> writ_connector::Result<ApplyReport> {
+    fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> writ_connector::Result<ApplyReport> {
         if self.failures.load(Ordering::SeqCst) > 0 {
             self.failures.fetch_sub(1, Ordering::SeqCst);
             return Err(ConnectorError::Unavailable {
@@ -61,13 +56,10 @@ struct Targets(BTreeMap<String, Arc<dyn Connector>>);
 
 impl ConnectorFactory for Targets {
     fn connect(&self, target: &Target) -> Result<Arc<dyn Connector>, ConnectorError> {
-        self.0
-            .get(target.name.as_str())
-            .cloned()
-            .ok_or_else(|| ConnectorError::Unavailable {
-                target: target.name.to_string(),
-                detail: "no such test target".into(),
-            })
+        self.0.get(target.name.as_str()).cloned().ok_or_else(|| ConnectorError::Unavailable {
+            target: target.name.to_string(),
+            detail: "no such test target".into(),
+        })
     }
 }
 
@@ -90,10 +82,8 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("writ.db"), OpenMode::Create).unwrap());
     let apps = Arc::new(MemoryConnector::new("apps", &[ent("read"), ent("admin")]));
-    let flaky = Arc::new(Flaky {
-        inner: MemoryConnector::new("flaky", &[ent("db")]),
-        failures: AtomicUsize::new(1),
-    });
+    let flaky =
+        Arc::new(Flaky { inner: MemoryConnector::new("flaky", &[ent("db")]), failures: AtomicUsize::new(1) });
     let mut targets: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
     targets.insert("apps".into(), apps.clone());
     targets.insert("flaky".into(), flaky);
@@ -101,35 +91,17 @@ fn world() -> World {
     let engine = Engine::new(store, Arc::new(Targets(targets)), clock.clone());
     let admin = Actor::System(SystemActor::Admin);
     for person in ["alice", "bob", "carol", "dave"] {
-        engine
-            .add_identity(admin.clone(), n(person), IdentityKind::Human, None, None)
-            .unwrap();
+        engine.add_identity(admin.clone(), n(person), IdentityKind::Human, None, None).unwrap();
     }
     engine
-        .add_identity(
-            admin.clone(),
-            n("svc-ci"),
-            IdentityKind::ServiceAccount,
-            Some(&n("alice")),
-            None,
-        )
+        .add_identity(admin.clone(), n("svc-ci"), IdentityKind::ServiceAccount, Some(&n("alice")), None)
         .unwrap();
     for target in ["apps", "flaky"] {
         engine
-            .add_target(
-                admin.clone(),
-                TargetName::parse(target).unwrap(),
-                ConnectorKind::Memory,
-                vec![],
-            )
+            .add_target(admin.clone(), TargetName::parse(target).unwrap(), ConnectorKind::Memory, vec![])
             .unwrap();
     }
-    World {
-        _dir: dir,
-        engine,
-        clock,
-        apps,
-    }
+    World { _dir: dir, engine, clock, apps }
 }
 
 fn input(requester: &str, ops: &[(OpAction, &str, &str)]) -> RequestInput {
@@ -152,47 +124,22 @@ fn input(requester: &str, ops: &[(OpAction, &str, &str)]) -> RequestInput {
 }
 
 /// Everything the store holds, to compare before and after a refused command.
-fn snapshot(
-    engine: &Engine,
-) -> (
-    u64,
-    Vec<writ_store::ChangeSummary>,
-    Vec<writ_store::EventRow>,
-) {
+fn snapshot(engine: &Engine) -> (u64, Vec<writ_store::ChangeSummary>, Vec<writ_store::EventRow>) {
     let store = engine.store();
-    (
-        store.event_count().unwrap(),
-        store.changes(None).unwrap(),
-        store.events(0, 10_000).unwrap(),
-    )
+    (store.event_count().unwrap(), store.changes(None).unwrap(), store.events(0, 10_000).unwrap())
 }
 
 #[test]
 fn a_change_runs_the_whole_chain_and_the_record_rebuilds_from_events() {
     let w = world();
-    let id = w
-        .engine
-        .request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1)
-        .unwrap()
-        .change
-        .id;
-    w.engine.approve(&id, &n("bob"), None).unwrap();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
     let executed = w.engine.execute(&id, None).unwrap();
     assert_eq!(executed.change.state, ChangeState::Implemented);
-    assert!(
-        w.apps
-            .observe(&[ent("read")])
-            .unwrap()
-            .is_member(&ent("read"), &n("dave"))
-    );
-    assert_eq!(
-        w.engine.verify(&id).unwrap().change.state,
-        ChangeState::Verified
-    );
-    let reviewed = w
-        .engine
-        .review(&id, &n("carol"), "matches ticket".into())
-        .unwrap();
+    assert!(w.apps.observe(&[ent("read")]).unwrap().is_member(&ent("read"), &n("dave")));
+    assert_eq!(w.engine.verify(&id).unwrap().change.state, ChangeState::Verified);
+    let reviewed = w.engine.review(&id, &n("carol"), "matches ticket".into()).unwrap();
     assert_eq!(reviewed.change.state, ChangeState::Reviewed);
     let loaded = w.engine.load(&id).unwrap();
     assert_eq!(loaded.change, reviewed.change);
@@ -207,142 +154,79 @@ fn a_change_runs_the_whole_chain_and_the_record_rebuilds_from_events() {
 #[test]
 fn refused_commands_change_nothing() {
     let w = world();
-    let id = w
-        .engine
-        .request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1)
-        .unwrap()
-        .change
-        .id;
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1).unwrap().change.id;
     let before = snapshot(&w.engine);
     let attempts: Vec<(&str, Result<ChangeRecord>)> = vec![
-        ("self approval", w.engine.approve(&id, &n("alice"), None)),
-        (
-            "beneficiary approval",
-            w.engine.approve(&id, &n("dave"), None),
-        ),
-        (
-            "unknown approver",
-            w.engine.approve(&id, &n("mallory"), None),
-        ),
+        ("self approval", w.engine.approve(&id, &n("alice"), None, None)),
+        ("beneficiary approval", w.engine.approve(&id, &n("dave"), None, None)),
+        ("unknown approver", w.engine.approve(&id, &n("mallory"), None, None)),
         ("execute before approval", w.engine.execute(&id, None)),
         (
             "unknown identity",
-            w.engine.request(
-                input("alice", &[(OpAction::Grant, "nobody", "apps:read")]),
-                2,
-            ),
+            w.engine.request(input("alice", &[(OpAction::Grant, "nobody", "apps:read")]), 2),
         ),
-        (
-            "unknown target",
-            w.engine.request(
-                input("alice", &[(OpAction::Grant, "dave", "nowhere:read")]),
-                3,
-            ),
-        ),
+        ("unknown target", w.engine.request(input("alice", &[(OpAction::Grant, "dave", "nowhere:read")]), 3)),
         (
             "unknown entitlement",
-            w.engine
-                .request(input("alice", &[(OpAction::Grant, "dave", "apps:root")]), 4),
+            w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:root")]), 4),
         ),
     ];
     for (name, result) in attempts {
         assert!(result.is_err(), "{name} was accepted");
         assert_eq!(snapshot(&w.engine), before, "{name} changed the store");
     }
-    w.engine.approve(&id, &n("bob"), None).unwrap();
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
     let after_approval = snapshot(&w.engine);
     let by_approver = w.engine.execute(&id, Some(&n("bob"))).unwrap_err();
     assert_eq!(by_approver.code(), "sod.executor_not_independent");
     assert_eq!(snapshot(&w.engine), after_approval);
-    assert!(
-        w.apps.observe(&[ent("read")]).unwrap().members[&ent("read")].is_empty(),
-        "target untouched"
-    );
+    assert!(w.apps.observe(&[ent("read")]).unwrap().members[&ent("read")].is_empty(), "target untouched");
 }
 
 #[test]
 fn an_expired_approval_is_not_executed_and_expires_the_change() {
     let w = world();
-    let id = w
-        .engine
-        .request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1)
-        .unwrap()
-        .change
-        .id;
-    w.engine.approve(&id, &n("bob"), None).unwrap();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
     assert!(w.engine.expire_due().unwrap().is_empty());
     w.clock.0.fetch_add(25 * 3_600_000, Ordering::SeqCst);
     let before = snapshot(&w.engine);
-    assert_eq!(
-        w.engine.execute(&id, None).unwrap_err().code(),
-        "approval.expired"
-    );
+    assert_eq!(w.engine.execute(&id, None).unwrap_err().code(), "approval.expired");
     assert_eq!(snapshot(&w.engine), before);
     assert_eq!(w.engine.expire_due().unwrap(), vec![id.clone()]);
-    assert_eq!(
-        w.engine.load(&id).unwrap().change.state,
-        ChangeState::Expired
-    );
-    assert!(
-        !w.apps
-            .observe(&[ent("read")])
-            .unwrap()
-            .is_member(&ent("read"), &n("dave"))
-    );
+    assert_eq!(w.engine.load(&id).unwrap().change.state, ChangeState::Expired);
+    assert!(!w.apps.observe(&[ent("read")]).unwrap().is_member(&ent("read"), &n("dave")));
 }
 
 #[test]
 fn a_partial_failure_records_what_applied_and_a_retry_applies_only_the_rest() {
     let w = world();
-    let ops = [
-        (OpAction::Grant, "dave", "apps:read"),
-        (OpAction::Grant, "svc-ci", "flaky:db"),
-    ];
+    let ops = [(OpAction::Grant, "dave", "apps:read"), (OpAction::Grant, "svc-ci", "flaky:db")];
     let id = w.engine.request(input("alice", &ops), 1).unwrap().change.id;
-    w.engine.approve(&id, &n("bob"), None).unwrap();
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
     let failed = w.engine.execute(&id, None).unwrap();
     assert_eq!(failed.change.state, ChangeState::Failed);
     let execution = failed.change.last_execution().unwrap();
-    assert!(
-        execution
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("connection refused")
-    );
+    assert!(execution.error.as_deref().unwrap().contains("connection refused"));
     assert_eq!(execution.outcomes.len(), 1, "only apps applied");
     assert_eq!(w.engine.grants_of(&n("dave")).unwrap().len(), 1);
     assert!(w.engine.grants_of(&n("svc-ci")).unwrap().is_empty());
     let retried = w.engine.execute(&id, None).unwrap();
     assert_eq!(retried.change.state, ChangeState::Implemented);
     let outcomes = &retried.change.last_execution().unwrap().outcomes;
-    assert!(
-        outcomes[0].before && outcomes[0].after,
-        "apps op was already in place"
-    );
-    assert!(
-        !outcomes[1].before && outcomes[1].after,
-        "flaky op applied on retry"
-    );
-    assert_eq!(
-        w.engine.verify(&id).unwrap().change.state,
-        ChangeState::Verified
-    );
+    assert!(outcomes[0].before && outcomes[0].after, "apps op was already in place");
+    assert!(!outcomes[1].before && outcomes[1].after, "flaky op applied on retry");
+    assert_eq!(w.engine.verify(&id).unwrap().change.state, ChangeState::Verified);
 }
 
 #[test]
 fn drift_after_implementation_fails_verification() {
     let w = world();
-    let id = w
-        .engine
-        .request(
-            input("alice", &[(OpAction::Grant, "dave", "apps:admin")]),
-            1,
-        )
-        .unwrap()
-        .change
-        .id;
-    w.engine.approve(&id, &n("bob"), None).unwrap();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:admin")]), 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
     w.engine.execute(&id, None).unwrap();
     let context = ApplyContext {
         change: id.clone(),
@@ -361,12 +245,8 @@ fn drift_after_implementation_fails_verification() {
 #[test]
 fn concurrent_writers_on_one_change_cannot_both_win() {
     let w = world();
-    let id = w
-        .engine
-        .request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1)
-        .unwrap()
-        .change
-        .id;
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1).unwrap().change.id;
     let stale = w.engine.load(&id).unwrap();
     w.engine.reject(&id, &n("bob"), "no".into()).unwrap();
     let events = writ_core::machine::decide(
@@ -374,45 +254,24 @@ fn concurrent_writers_on_one_change_cannot_both_win() {
         writ_core::machine::Command::Approve {
             approver: w.engine.identity(&n("carol")).unwrap(),
             on_behalf_of: None,
+            validity: None,
         },
         w.clock.now(),
     )
     .unwrap();
-    let error = w
-        .engine
-        .commit(Some(&stale.change), events, vec![])
-        .unwrap_err();
+    let error = w.engine.commit(Some(&stale.change), events, vec![]).unwrap_err();
     assert_eq!(error.code(), "store.conflict");
-    assert_eq!(
-        w.engine.load(&id).unwrap().change.state,
-        ChangeState::Rejected
-    );
+    assert_eq!(w.engine.load(&id).unwrap().change.state, ChangeState::Rejected);
 }
 
 #[test]
 fn nhis_need_a_human_owner() {
     let w = world();
     let admin = Actor::System(SystemActor::Admin);
-    let error = w
-        .engine
-        .add_identity(
-            admin.clone(),
-            n("svc-x"),
-            IdentityKind::Workload,
-            None,
-            None,
-        )
-        .unwrap_err();
+    let error =
+        w.engine.add_identity(admin.clone(), n("svc-x"), IdentityKind::Workload, None, None).unwrap_err();
     assert_eq!(error.code(), "identity.owner_required");
-    let error = w
-        .engine
-        .add_identity(
-            admin,
-            n("svc-y"),
-            IdentityKind::ApiKey,
-            Some(&n("svc-ci")),
-            None,
-        )
-        .unwrap_err();
+    let error =
+        w.engine.add_identity(admin, n("svc-y"), IdentityKind::ApiKey, Some(&n("svc-ci")), None).unwrap_err();
     assert_eq!(error.code(), "identity.owner_not_human");
 }

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use writ_core::Refusal;
 use writ_core::change::{
-    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification,
-    Observation, OpAction, OpOutcome, PlannedOp, RefKind,
+    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
+    OpAction, OpOutcome, PlannedOp, RefKind,
 };
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, Target};
@@ -181,8 +181,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
     if envelope.schema != SCHEMA {
         return Err(RecordError::UnknownSchema(envelope.schema));
     }
-    let canonical = serde_json_canonicalizer::to_vec(&envelope)
-        .map_err(|e| RecordError::Malformed(e.to_string()))?;
+    let canonical =
+        serde_json_canonicalizer::to_vec(&envelope).map_err(|e| RecordError::Malformed(e.to_string()))?;
     if canonical != bytes {
         return Err(RecordError::NotCanonical);
     }
@@ -192,14 +192,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
         serde_json::from_value(envelope.data).map_err(|e| RecordError::Malformed(e.to_string()))?;
     if let Some(change) = envelope.change {
         let body = change_body(&envelope.kind, data)?;
-        let seq = envelope
-            .seq
-            .ok_or_else(|| RecordError::Malformed("change event without seq".into()))?;
-        let on_behalf_of = envelope
-            .on_behalf_of
-            .as_deref()
-            .map(IdentityName::parse)
-            .transpose()?;
+        let seq = envelope.seq.ok_or_else(|| RecordError::Malformed("change event without seq".into()))?;
+        let on_behalf_of = envelope.on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
         return Ok(Event::Change(ChangeEvent {
             change: ChangeId::parse(&change)?,
             seq,
@@ -210,44 +204,31 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
         }));
     }
     let registry = match (envelope.kind.as_str(), data) {
-        (
-            "registry.identity_added",
-            Data::IdentityAdded {
-                name,
-                kind,
-                owner,
-                vendor,
-            },
-        ) => RegistryEvent::IdentityAdded {
-            actor,
-            identity: Identity {
-                name: IdentityName::parse(&name)?,
-                kind: IdentityKind::parse(&kind)?,
-                owner: owner.as_deref().map(IdentityName::parse).transpose()?,
-                vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
-                created_at: at,
-            },
-        },
-        (
-            "registry.target_added",
-            Data::TargetAdded {
-                name,
-                connector,
-                settings,
-            },
-        ) => RegistryEvent::TargetAdded {
-            actor,
-            target: Target {
-                name: TargetName::parse(&name)?,
-                connector: ConnectorKind::parse(&connector)?,
-                settings: settings.into_iter().collect(),
-                created_at: at,
-            },
-        },
+        ("registry.identity_added", Data::IdentityAdded { name, kind, owner, vendor }) => {
+            RegistryEvent::IdentityAdded {
+                actor,
+                identity: Identity {
+                    name: IdentityName::parse(&name)?,
+                    kind: IdentityKind::parse(&kind)?,
+                    owner: owner.as_deref().map(IdentityName::parse).transpose()?,
+                    vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
+                    created_at: at,
+                },
+            }
+        }
+        ("registry.target_added", Data::TargetAdded { name, connector, settings }) => {
+            RegistryEvent::TargetAdded {
+                actor,
+                target: Target {
+                    name: TargetName::parse(&name)?,
+                    connector: ConnectorKind::parse(&connector)?,
+                    settings: settings.into_iter().collect(),
+                    created_at: at,
+                },
+            }
+        }
         (other, _) => {
-            return Err(RecordError::Malformed(format!(
-                "unexpected data for {other}"
-            )));
+            return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
     };
     Ok(Event::Registry(registry))
@@ -268,31 +249,15 @@ fn change_data(body: &ChangeEventBody) -> Data {
             })
             .collect()
     };
-    let observations = |o: &[Observation]| {
-        o.iter()
-            .map(|o| ObservationRecord {
-                op: o.op,
-                present: o.present,
-            })
-            .collect()
-    };
+    let observations =
+        |o: &[Observation]| o.iter().map(|o| ObservationRecord { op: o.op, present: o.present }).collect();
     match body {
-        ChangeEventBody::Requested {
-            kind,
-            event,
-            refs,
-            vendor,
-            justification,
-            ops,
-        } => Data::Requested {
+        ChangeEventBody::Requested { kind, event, refs, vendor, justification, ops } => Data::Requested {
             kind: kind.as_str().to_owned(),
             event: event.as_str().to_owned(),
             refs: refs
                 .iter()
-                .map(|r| RefRecord {
-                    kind: r.kind.as_str().to_owned(),
-                    value: r.value().to_owned(),
-                })
+                .map(|r| RefRecord { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() })
                 .collect(),
             vendor: vendor.as_ref().map(ToString::to_string),
             justification: justification.as_str().to_owned(),
@@ -311,35 +276,20 @@ fn change_data(body: &ChangeEventBody) -> Data {
             required_approvals: requirement.approvals,
             approval_validity_ms: requirement.validity.as_millis(),
         },
-        ChangeEventBody::Approved { expires_at } => Data::Approved {
-            expires_at: expires_at.to_rfc3339(),
-        },
+        ChangeEventBody::Approved { expires_at } => Data::Approved { expires_at: expires_at.to_rfc3339() },
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
-        | ChangeEventBody::Expired { reason } => Data::Reason {
-            reason: reason.clone(),
-        },
+        | ChangeEventBody::Expired { reason } => Data::Reason { reason: reason.clone() },
         ChangeEventBody::ExecutionStarted { attempt } => Data::Started { attempt: *attempt },
-        ChangeEventBody::Implemented { outcomes: o } => Data::Implemented {
-            outcomes: outcomes(o),
-        },
-        ChangeEventBody::ExecutionFailed { error, outcomes: o } => Data::Failed {
-            error: error.clone(),
-            outcomes: outcomes(o),
-        },
-        ChangeEventBody::Verified { observations: o } => Data::Verified {
-            observations: observations(o),
-        },
-        ChangeEventBody::VerificationFailed {
-            observations: o,
-            mismatches,
-        } => Data::VerificationFailed {
-            observations: observations(o),
-            mismatches: mismatches.clone(),
-        },
-        ChangeEventBody::Reviewed { notes } => Data::Reviewed {
-            notes: notes.clone(),
-        },
+        ChangeEventBody::Implemented { outcomes: o } => Data::Implemented { outcomes: outcomes(o) },
+        ChangeEventBody::ExecutionFailed { error, outcomes: o } => {
+            Data::Failed { error: error.clone(), outcomes: outcomes(o) }
+        }
+        ChangeEventBody::Verified { observations: o } => Data::Verified { observations: observations(o) },
+        ChangeEventBody::VerificationFailed { observations: o, mismatches } => {
+            Data::VerificationFailed { observations: observations(o), mismatches: mismatches.clone() }
+        }
+        ChangeEventBody::Reviewed { notes } => Data::Reviewed { notes: notes.clone() },
     }
 }
 
@@ -362,110 +312,75 @@ fn registry_data(event: &RegistryEvent) -> Data {
 fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
     let outcomes = |o: Vec<OutcomeRecord>| {
         o.into_iter()
-            .map(|o| OpOutcome {
-                op: o.op,
-                before: o.before,
-                after: o.after,
-                reference: o.reference,
-            })
+            .map(|o| OpOutcome { op: o.op, before: o.before, after: o.after, reference: o.reference })
             .collect()
     };
     let observations = |o: Vec<ObservationRecord>| {
-        o.into_iter()
-            .map(|o| Observation {
-                op: o.op,
-                present: o.present,
-            })
-            .collect()
+        o.into_iter().map(|o| Observation { op: o.op, present: o.present }).collect()
     };
     Ok(match (kind, data) {
-        (
-            "change.requested",
-            Data::Requested {
-                kind,
-                event,
-                refs,
-                vendor,
-                justification,
-                ops,
-            },
-        ) => ChangeEventBody::Requested {
-            kind: ChangeKind::parse(&kind)?,
-            event: BusinessEvent::parse(&event)?,
-            refs: refs
-                .into_iter()
-                .map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value))
-                .collect::<Result<_, _>>()?,
-            vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
-            justification: Justification::parse(&justification)?,
-            ops: ops
-                .into_iter()
-                .map(|op| {
-                    Ok(PlannedOp {
-                        action: OpAction::parse(&op.action)?,
-                        identity: IdentityName::parse(&op.identity)?,
-                        entitlement: EntitlementRef {
-                            target: TargetName::parse(&op.target)?,
-                            entitlement: EntitlementName::parse(&op.entitlement)?,
-                        },
-                        duration: op.duration_ms.map(Duration::from_millis).transpose()?,
+        ("change.requested", Data::Requested { kind, event, refs, vendor, justification, ops }) => {
+            ChangeEventBody::Requested {
+                kind: ChangeKind::parse(&kind)?,
+                event: BusinessEvent::parse(&event)?,
+                refs: refs
+                    .into_iter()
+                    .map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value))
+                    .collect::<Result<_, _>>()?,
+                vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
+                justification: Justification::parse(&justification)?,
+                ops: ops
+                    .into_iter()
+                    .map(|op| {
+                        Ok(PlannedOp {
+                            action: OpAction::parse(&op.action)?,
+                            identity: IdentityName::parse(&op.identity)?,
+                            entitlement: EntitlementRef {
+                                target: TargetName::parse(&op.target)?,
+                                entitlement: EntitlementName::parse(&op.entitlement)?,
+                            },
+                            duration: op.duration_ms.map(Duration::from_millis).transpose()?,
+                        })
                     })
-                })
-                .collect::<Result<_, Refusal>>()?,
-        },
-        (
-            "change.validated",
-            Data::Validated {
-                required_approvals,
-                approval_validity_ms,
-            },
-        ) => ChangeEventBody::Validated {
-            requirement: ApprovalRequirement {
-                approvals: required_approvals,
-                validity: Duration::from_millis(approval_validity_ms)?,
-            },
-        },
-        ("change.approved", Data::Approved { expires_at }) => ChangeEventBody::Approved {
-            expires_at: parse_time(&expires_at)?,
-        },
+                    .collect::<Result<_, Refusal>>()?,
+            }
+        }
+        ("change.validated", Data::Validated { required_approvals, approval_validity_ms }) => {
+            ChangeEventBody::Validated {
+                requirement: ApprovalRequirement {
+                    approvals: required_approvals,
+                    validity: Duration::from_millis(approval_validity_ms)?,
+                },
+            }
+        }
+        ("change.approved", Data::Approved { expires_at }) => {
+            ChangeEventBody::Approved { expires_at: parse_time(&expires_at)? }
+        }
         ("change.rejected", Data::Reason { reason }) => ChangeEventBody::Rejected { reason },
         ("change.cancelled", Data::Reason { reason }) => ChangeEventBody::Cancelled { reason },
         ("change.expired", Data::Reason { reason }) => ChangeEventBody::Expired { reason },
         ("change.execution_started", Data::Started { attempt }) => {
             ChangeEventBody::ExecutionStarted { attempt }
         }
-        ("change.implemented", Data::Implemented { outcomes: o }) => ChangeEventBody::Implemented {
-            outcomes: outcomes(o),
-        },
-        ("change.execution_failed", Data::Failed { error, outcomes: o }) => {
-            ChangeEventBody::ExecutionFailed {
-                error,
-                outcomes: outcomes(o),
-            }
+        ("change.implemented", Data::Implemented { outcomes: o }) => {
+            ChangeEventBody::Implemented { outcomes: outcomes(o) }
         }
-        ("change.verified", Data::Verified { observations: o }) => ChangeEventBody::Verified {
-            observations: observations(o),
-        },
-        (
-            "change.verification_failed",
-            Data::VerificationFailed {
-                observations: o,
-                mismatches,
-            },
-        ) => ChangeEventBody::VerificationFailed {
-            observations: observations(o),
-            mismatches,
-        },
+        ("change.execution_failed", Data::Failed { error, outcomes: o }) => {
+            ChangeEventBody::ExecutionFailed { error, outcomes: outcomes(o) }
+        }
+        ("change.verified", Data::Verified { observations: o }) => {
+            ChangeEventBody::Verified { observations: observations(o) }
+        }
+        ("change.verification_failed", Data::VerificationFailed { observations: o, mismatches }) => {
+            ChangeEventBody::VerificationFailed { observations: observations(o), mismatches }
+        }
         ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes },
         (other, _) => {
-            return Err(RecordError::Malformed(format!(
-                "unexpected data for {other}"
-            )));
+            return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
     })
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, RecordError> {
-    Timestamp::parse_rfc3339(text)
-        .ok_or_else(|| RecordError::Malformed(format!("bad timestamp {text:?}")))
+    Timestamp::parse_rfc3339(text).ok_or_else(|| RecordError::Malformed(format!("bad timestamp {text:?}")))
 }

@@ -22,16 +22,8 @@ fn change_event(seq: u64, body: ChangeEventBody) -> Event {
 }
 
 fn every_event() -> Vec<Event> {
-    let outcomes = vec![OpOutcome {
-        op: 0,
-        before: false,
-        after: true,
-        reference: Some("c0ffee".into()),
-    }];
-    let observations = vec![Observation {
-        op: 0,
-        present: true,
-    }];
+    let outcomes = vec![OpOutcome { op: 0, before: false, after: true, reference: Some("c0ffee".into()) }];
+    let observations = vec![Observation { op: 0, present: true }];
     let bodies = vec![
         ChangeEventBody::Requested {
             kind: ChangeKind::TimeBoundElevation,
@@ -46,53 +38,22 @@ fn every_event() -> Vec<Event> {
                 duration: Some(Duration::hours(8)),
             }],
         },
-        ChangeEventBody::Validated {
-            requirement: ApprovalRequirement::BASELINE,
-        },
-        ChangeEventBody::Approved {
-            expires_at: T0.plus(Duration::hours(24)),
-        },
-        ChangeEventBody::Rejected {
-            reason: "no".into(),
-        },
-        ChangeEventBody::Cancelled {
-            reason: "withdrawn".into(),
-        },
-        ChangeEventBody::Expired {
-            reason: "late".into(),
-        },
+        ChangeEventBody::Validated { requirement: ApprovalRequirement::BASELINE },
+        ChangeEventBody::Approved { expires_at: T0.plus(Duration::hours(24)) },
+        ChangeEventBody::Rejected { reason: "no".into() },
+        ChangeEventBody::Cancelled { reason: "withdrawn".into() },
+        ChangeEventBody::Expired { reason: "late".into() },
         ChangeEventBody::ExecutionStarted { attempt: 2 },
-        ChangeEventBody::Implemented {
-            outcomes: outcomes.clone(),
-        },
-        ChangeEventBody::ExecutionFailed {
-            error: "down".into(),
-            outcomes: vec![],
-        },
-        ChangeEventBody::Verified {
-            observations: observations.clone(),
-        },
-        ChangeEventBody::VerificationFailed {
-            observations,
-            mismatches: vec![0],
-        },
-        ChangeEventBody::Reviewed {
-            notes: "fine".into(),
-        },
+        ChangeEventBody::Implemented { outcomes: outcomes.clone() },
+        ChangeEventBody::ExecutionFailed { error: "down".into(), outcomes: vec![] },
+        ChangeEventBody::Verified { observations: observations.clone() },
+        ChangeEventBody::VerificationFailed { observations, mismatches: vec![0] },
+        ChangeEventBody::Reviewed { notes: "fine".into() },
     ];
-    let mut events: Vec<Event> = bodies
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| change_event(i as u64, b))
-        .collect();
-    let alice = Identity::new(
-        IdentityName::parse("alice").unwrap(),
-        IdentityKind::Human,
-        None,
-        None,
-        T0,
-    )
-    .unwrap();
+    let mut events: Vec<Event> =
+        bodies.into_iter().enumerate().map(|(i, b)| change_event(i as u64, b)).collect();
+    let alice =
+        Identity::new(IdentityName::parse("alice").unwrap(), IdentityKind::Human, None, None, T0).unwrap();
     let svc = Identity::new(
         IdentityName::parse("svc-ci").unwrap(),
         IdentityKind::ServiceAccount,
@@ -121,12 +82,7 @@ fn every_event() -> Vec<Event> {
 fn every_event_type_round_trips_through_canonical_bytes() {
     for event in every_event() {
         let bytes = encode(&event);
-        assert_eq!(
-            decode(&bytes).unwrap(),
-            event,
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert_eq!(decode(&bytes).unwrap(), event, "{}", String::from_utf8_lossy(&bytes));
         assert_eq!(encode(&decode(&bytes).unwrap()), bytes);
     }
 }
@@ -135,16 +91,10 @@ fn every_event_type_round_trips_through_canonical_bytes() {
 fn records_are_canonical_json_with_the_schema_tag() {
     let bytes = encode(&every_event()[2]);
     let text = String::from_utf8(bytes).unwrap();
-    assert!(
-        text.starts_with(r#"{"actor":"alice","at":"2027-01-15T08:00:00.123Z","change":"CHG-"#),
-        "{text}"
-    );
+    assert!(text.starts_with(r#"{"actor":"alice","at":"2027-01-15T08:00:00.123Z","change":"CHG-"#), "{text}");
     assert!(text.contains(r#""schema":"writ.event/v1""#));
     assert!(text.contains(r#""type":"change.approved""#));
-    assert!(
-        !text.contains(' '),
-        "canonical form has no insignificant whitespace: {text}"
-    );
+    assert!(!text.contains(' '), "canonical form has no insignificant whitespace: {text}");
 }
 
 #[test]
@@ -152,24 +102,14 @@ fn altered_or_reformatted_bytes_are_refused() {
     let bytes = encode(&every_event()[0]);
     let text = String::from_utf8(bytes.clone()).unwrap();
     let pretty =
-        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
-            .unwrap();
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
     assert!(matches!(decode(&pretty), Err(RecordError::NotCanonical)));
     let extra = text.replacen(r#""actor""#, r#""admin":true,"actor""#, 1);
-    assert!(matches!(
-        decode(extra.as_bytes()),
-        Err(RecordError::Malformed(_))
-    ));
+    assert!(matches!(decode(extra.as_bytes()), Err(RecordError::Malformed(_))));
     let wrong_schema = text.replace("writ.event/v1", "writ.event/v0");
-    assert!(matches!(
-        decode(wrong_schema.as_bytes()),
-        Err(RecordError::UnknownSchema(_))
-    ));
+    assert!(matches!(decode(wrong_schema.as_bytes()), Err(RecordError::UnknownSchema(_))));
     let bad_name = text.replace(r#""identity":"dave""#, r#""identity":"da ve""#);
-    assert!(matches!(
-        decode(bad_name.as_bytes()),
-        Err(RecordError::Invalid(_))
-    ));
+    assert!(matches!(decode(bad_name.as_bytes()), Err(RecordError::Invalid(_))));
     let wrong_type = text.replace("change.requested", "change.reviewed");
     assert!(decode(wrong_type.as_bytes()).is_err());
 }
@@ -179,8 +119,5 @@ fn leaf_hash_uses_the_rfc9162_zero_prefix() {
     // SHA-256 of the single byte 0x00: the RFC 6962 hash of an empty leaf.
     let empty = leaf_hash(b"");
     let hex: String = empty.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        hex,
-        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
-    );
+    assert_eq!(hex, "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
 }

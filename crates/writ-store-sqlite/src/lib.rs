@@ -13,8 +13,8 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeStore, ChangeSummary, EventLog, EventRow, GrantStore, GrantUpdate,
-    NewEvent, RegistryStore, Result, StoreError,
+    ChangeCommit, ChangeStore, ChangeSummary, EventLog, EventRow, GrantStore, GrantUpdate, NewEvent,
+    RegistryStore, Result, StoreError,
 };
 
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
@@ -44,30 +44,20 @@ impl SqliteStore {
         }
         let connection = Connection::open(path).map_err(map_err)?;
         connection
-            .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-            )
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
             .map_err(map_err)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(map_err)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(map_err)?;
         migrate(&connection, mode)?;
-        Ok(SqliteStore {
-            connection: Mutex::new(connection),
-        })
+        Ok(SqliteStore { connection: Mutex::new(connection) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.connection
-            .lock()
-            .map_err(|_| StoreError::Other("connection lock poisoned".into()))
+        self.connection.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
     }
 }
 
 fn migrate(connection: &Connection, mode: OpenMode) -> Result<()> {
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(map_err)?;
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(map_err)?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if version > known {
         return Err(StoreError::Corrupt(format!(
@@ -79,11 +69,7 @@ fn migrate(connection: &Connection, mode: OpenMode) -> Result<()> {
             "file is not a Writ database (no schema); run `writ init` on a new path".into(),
         ));
     }
-    for (number, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
+    for (number, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
         let next = i64::try_from(number).unwrap_or(i64::MAX) + 1;
         let script = format!("BEGIN IMMEDIATE; {sql}\nPRAGMA user_version = {next}; COMMIT;");
         connection.execute_batch(&script).map_err(map_err)?;
@@ -123,9 +109,7 @@ fn to_i64(value: u64) -> Result<i64> {
 
 fn append(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
     let next: i64 = tx
-        .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| {
-            row.get(0)
-        })
+        .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| row.get(0))
         .map_err(map_err)?;
     let mut statement = tx
         .prepare_cached(
@@ -158,9 +142,7 @@ fn append(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64
 impl RegistryStore for SqliteStore {
     fn add_identity(&self, identity: &Identity, event: &NewEvent) -> Result<u64> {
         let mut connection = self.lock()?;
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
         tx.execute(
             "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -172,15 +154,14 @@ impl RegistryStore for SqliteStore {
             ],
         )
         .map_err(|e| match map_err(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("identity {} already exists", identity.name)),
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("identity {} already exists", identity.name))
+            }
             other => other,
         })?;
         let indices = append(&tx, std::slice::from_ref(event))?;
         tx.commit().map_err(map_err)?;
-        indices
-            .first()
-            .copied()
-            .ok_or_else(|| StoreError::Other("no index assigned".into()))
+        indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
     }
 
     fn identity(&self, name: &IdentityName) -> Result<Option<Identity>> {
@@ -203,27 +184,18 @@ impl RegistryStore for SqliteStore {
             .prepare("SELECT name, kind, owner, vendor, created_ms FROM identities ORDER BY name")
             .map_err(map_err)?;
         let rows = statement.query_map([], identity_columns).map_err(map_err)?;
-        rows.map(|row| row.map_err(map_err).and_then(parse_identity))
-            .collect()
+        rows.map(|row| row.map_err(map_err).and_then(parse_identity)).collect()
     }
 
     fn add_target(&self, target: &Target, event: &NewEvent) -> Result<u64> {
         let mut connection = self.lock()?;
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
         tx.execute(
             "INSERT INTO targets (name, connector, created_ms) VALUES (?1, ?2, ?3)",
-            params![
-                target.name.as_str(),
-                target.connector.as_str(),
-                target.created_at.as_millis()
-            ],
+            params![target.name.as_str(), target.connector.as_str(), target.created_at.as_millis()],
         )
         .map_err(|e| match map_err(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("target {} already exists", target.name))
-            }
+            StoreError::Conflict(_) => StoreError::Conflict(format!("target {} already exists", target.name)),
             other => other,
         })?;
         for (key, value) in &target.settings {
@@ -235,10 +207,7 @@ impl RegistryStore for SqliteStore {
         }
         let indices = append(&tx, std::slice::from_ref(event))?;
         tx.commit().map_err(map_err)?;
-        indices
-            .first()
-            .copied()
-            .ok_or_else(|| StoreError::Other("no index assigned".into()))
+        indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
     }
 
     fn target(&self, name: &TargetName) -> Result<Option<Target>> {
@@ -279,29 +248,15 @@ impl RegistryStore for SqliteStore {
 type IdentityColumns = (String, String, Option<String>, Option<String>, i64);
 
 fn identity_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityColumns> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
 fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> Result<Identity> {
     Ok(Identity {
         name: IdentityName::parse(&name).map_err(corrupt("identity name"))?,
         kind: IdentityKind::parse(&kind).map_err(corrupt("identity kind"))?,
-        owner: owner
-            .as_deref()
-            .map(IdentityName::parse)
-            .transpose()
-            .map_err(corrupt("owner"))?,
-        vendor: vendor
-            .as_deref()
-            .map(OrgName::parse)
-            .transpose()
-            .map_err(corrupt("vendor"))?,
+        owner: owner.as_deref().map(IdentityName::parse).transpose().map_err(corrupt("owner"))?,
+        vendor: vendor.as_deref().map(OrgName::parse).transpose().map_err(corrupt("vendor"))?,
         created_at: Timestamp::from_millis(created_ms),
     })
 }
@@ -309,16 +264,10 @@ fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> R
 impl ChangeStore for SqliteStore {
     fn commit(&self, commit: &ChangeCommit) -> Result<Vec<u64>> {
         let mut connection = self.lock()?;
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
         let summary = &commit.summary;
         let stored_seq: Option<i64> = tx
-            .query_row(
-                "SELECT seq FROM changes WHERE id = ?1",
-                [summary.id.as_str()],
-                |row| row.get(0),
-            )
+            .query_row("SELECT seq FROM changes WHERE id = ?1", [summary.id.as_str()], |row| row.get(0))
             .optional()
             .map_err(map_err)?;
         let expected = to_i64(commit.expected_seq)?;
@@ -374,15 +323,10 @@ impl ChangeStore for SqliteStore {
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare_cached(
-                "SELECT idx, change_id, seq, bytes FROM events WHERE change_id = ?1 ORDER BY seq",
-            )
+            .prepare_cached("SELECT idx, change_id, seq, bytes FROM events WHERE change_id = ?1 ORDER BY seq")
             .map_err(map_err)?;
-        let rows = statement
-            .query_map([id.as_str()], event_columns)
-            .map_err(map_err)?;
-        rows.map(|row| row.map_err(map_err).and_then(parse_event))
-            .collect()
+        let rows = statement.query_map([id.as_str()], event_columns).map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err).and_then(parse_event)).collect()
     }
 
     fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
@@ -427,15 +371,10 @@ fn event_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventColumns> {
 }
 
 fn parse_event((index, change, seq, bytes): EventColumns) -> Result<EventRow> {
-    let unsigned =
-        |v: i64| u64::try_from(v).map_err(|_| StoreError::Corrupt("negative index".into()));
+    let unsigned = |v: i64| u64::try_from(v).map_err(|_| StoreError::Corrupt("negative index".into()));
     Ok(EventRow {
         index: unsigned(index)?,
-        change: change
-            .as_deref()
-            .map(ChangeId::parse)
-            .transpose()
-            .map_err(corrupt("change id"))?,
+        change: change.as_deref().map(ChangeId::parse).transpose().map_err(corrupt("change id"))?,
         seq: seq.map(unsigned).transpose()?,
         bytes,
     })
@@ -463,8 +402,7 @@ impl GrantStore for SqliteStore {
             })
             .map_err(map_err)?;
         rows.map(|row| {
-            let (identity, target, entitlement, change, granted_ms, expires_ms) =
-                row.map_err(map_err)?;
+            let (identity, target, entitlement, change, granted_ms, expires_ms) = row.map_err(map_err)?;
             Ok(Grant {
                 identity: IdentityName::parse(&identity).map_err(corrupt("grant identity"))?,
                 entitlement: EntitlementRef {
@@ -485,22 +423,19 @@ impl EventLog for SqliteStore {
     fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare_cached("SELECT idx, change_id, seq, bytes FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
+            .prepare_cached(
+                "SELECT idx, change_id, seq, bytes FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+            )
             .map_err(map_err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(params![to_i64(from)?, limit], event_columns)
-            .map_err(map_err)?;
-        rows.map(|row| row.map_err(map_err).and_then(parse_event))
-            .collect()
+        let rows = statement.query_map(params![to_i64(from)?, limit], event_columns).map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err).and_then(parse_event)).collect()
     }
 
     fn event_count(&self) -> Result<u64> {
         let connection = self.lock()?;
         let count: i64 = connection
-            .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| {
-                row.get(0)
-            })
+            .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| row.get(0))
             .map_err(map_err)?;
         u64::try_from(count).map_err(|_| StoreError::Corrupt("negative event count".into()))
     }

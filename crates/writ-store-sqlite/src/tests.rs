@@ -32,9 +32,7 @@ fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeState) -
             updated_at: Timestamp::from_millis(2),
         },
         expected_seq,
-        events: (0..events)
-            .map(|i| event(Some(id), Some(expected_seq + i as u64), "{}"))
-            .collect(),
+        events: (0..events).map(|i| event(Some(id), Some(expected_seq + i as u64), "{}")).collect(),
         grants: vec![],
     }
 }
@@ -56,45 +54,17 @@ fn indices_are_contiguous_across_changes_and_registry() {
         Timestamp::from_millis(1),
     )
     .unwrap();
-    assert_eq!(
-        store.add_identity(&alice, &event(None, None, "a")).unwrap(),
-        0
-    );
+    assert_eq!(store.add_identity(&alice, &event(None, None, "a")).unwrap(), 0);
     let one = ChangeId::generate(Timestamp::from_millis(5), 1);
     let two = ChangeId::generate(Timestamp::from_millis(6), 2);
-    assert_eq!(
-        store
-            .commit(&commit(&one, 0, 2, ChangeState::PendingApproval))
-            .unwrap(),
-        vec![1, 2]
-    );
-    assert_eq!(
-        store
-            .commit(&commit(&two, 0, 1, ChangeState::PendingApproval))
-            .unwrap(),
-        vec![3]
-    );
-    assert_eq!(
-        store
-            .commit(&commit(&one, 2, 1, ChangeState::Approved))
-            .unwrap(),
-        vec![4]
-    );
+    assert_eq!(store.commit(&commit(&one, 0, 2, ChangeState::PendingApproval)).unwrap(), vec![1, 2]);
+    assert_eq!(store.commit(&commit(&two, 0, 1, ChangeState::PendingApproval)).unwrap(), vec![3]);
+    assert_eq!(store.commit(&commit(&one, 2, 1, ChangeState::Approved)).unwrap(), vec![4]);
     assert_eq!(store.event_count().unwrap(), 5);
-    let indices: Vec<u64> = store
-        .events(0, 100)
-        .unwrap()
-        .iter()
-        .map(|e| e.index)
-        .collect();
+    let indices: Vec<u64> = store.events(0, 100).unwrap().iter().map(|e| e.index).collect();
     assert_eq!(indices, vec![0, 1, 2, 3, 4]);
     assert_eq!(
-        store
-            .change_events(&one)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect::<Vec<_>>(),
+        store.change_events(&one).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![Some(0), Some(1), Some(2)]
     );
     assert_eq!(store.changes(Some(ChangeState::Approved)).unwrap().len(), 1);
@@ -104,19 +74,11 @@ fn indices_are_contiguous_across_changes_and_registry() {
 fn a_stale_writer_conflicts_and_writes_nothing() {
     let (_dir, store) = store();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    store
-        .commit(&commit(&id, 0, 2, ChangeState::PendingApproval))
-        .unwrap();
-    let recreate = store
-        .commit(&commit(&id, 0, 2, ChangeState::PendingApproval))
-        .unwrap_err();
+    store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap();
+    let recreate = store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
     assert!(matches!(recreate, StoreError::Conflict(_)), "{recreate}");
-    store
-        .commit(&commit(&id, 2, 1, ChangeState::Approved))
-        .unwrap();
-    let stale = store
-        .commit(&commit(&id, 2, 1, ChangeState::Rejected))
-        .unwrap_err();
+    store.commit(&commit(&id, 2, 1, ChangeState::Approved)).unwrap();
+    let stale = store.commit(&commit(&id, 2, 1, ChangeState::Rejected)).unwrap_err();
     assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
     assert_eq!(store.event_count().unwrap(), 3);
     assert_eq!(store.changes(None).unwrap()[0].state, ChangeState::Approved);
@@ -134,9 +96,7 @@ fn duplicate_identity_is_a_conflict_and_appends_no_event() {
     )
     .unwrap();
     store.add_identity(&alice, &event(None, None, "a")).unwrap();
-    let again = store
-        .add_identity(&alice, &event(None, None, "a"))
-        .unwrap_err();
+    let again = store.add_identity(&alice, &event(None, None, "a")).unwrap_err();
     assert!(again.to_string().contains("already exists"), "{again}");
     assert_eq!(store.event_count().unwrap(), 1);
 }
@@ -145,14 +105,10 @@ fn duplicate_identity_is_a_conflict_and_appends_no_event() {
 fn events_cannot_be_updated_or_deleted_through_sql() {
     let (dir, store) = store();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    store
-        .commit(&commit(&id, 0, 1, ChangeState::PendingApproval))
-        .unwrap();
+    store.commit(&commit(&id, 0, 1, ChangeState::PendingApproval)).unwrap();
     drop(store);
     let raw = rusqlite::Connection::open(dir.path().join("writ.db")).unwrap();
-    let update = raw
-        .execute("UPDATE events SET bytes = x'00' WHERE idx = 0", [])
-        .unwrap_err();
+    let update = raw.execute("UPDATE events SET bytes = x'00' WHERE idx = 0", []).unwrap_err();
     assert!(update.to_string().contains("append-only"), "{update}");
     let delete = raw.execute("DELETE FROM events", []).unwrap_err();
     assert!(delete.to_string().contains("append-only"), "{delete}");
@@ -164,8 +120,7 @@ fn a_read_only_database_fails_closed_with_unavailable() {
     drop(store);
     let path = dir.path().join("writ.db");
     let read_only =
-        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     drop(read_only);
     let store = SqliteStore::open(&path, OpenMode::Existing).unwrap();
     {
@@ -173,9 +128,7 @@ fn a_read_only_database_fails_closed_with_unavailable() {
         connection.execute_batch("PRAGMA query_only = ON").unwrap();
     }
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    let error = store
-        .commit(&commit(&id, 0, 2, ChangeState::PendingApproval))
-        .unwrap_err();
+    let error = store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert_eq!(store.event_count().unwrap(), 0);
     assert!(store.changes(None).unwrap().is_empty());
@@ -184,17 +137,10 @@ fn a_read_only_database_fails_closed_with_unavailable() {
 #[test]
 fn opening_requires_an_initialised_writ_database() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = SqliteStore::open(&dir.path().join("none.db"), OpenMode::Existing)
-        .err()
-        .unwrap();
+    let missing = SqliteStore::open(&dir.path().join("none.db"), OpenMode::Existing).err().unwrap();
     assert!(missing.to_string().contains("writ init"), "{missing}");
     let foreign = dir.path().join("foreign.db");
-    rusqlite::Connection::open(&foreign)
-        .unwrap()
-        .execute_batch("CREATE TABLE x (y)")
-        .unwrap();
-    let error = SqliteStore::open(&foreign, OpenMode::Existing)
-        .err()
-        .unwrap();
+    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE x (y)").unwrap();
+    let error = SqliteStore::open(&foreign, OpenMode::Existing).err().unwrap();
     assert!(error.to_string().contains("not a Writ database"), "{error}");
 }

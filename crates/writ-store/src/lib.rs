@@ -70,10 +70,7 @@ pub enum GrantUpdate {
     /// Insert or replace the grant of this identity × entitlement.
     Upsert(Grant),
     /// Remove the grant if present (removing an absent grant is not an error).
-    Remove {
-        identity: IdentityName,
-        entitlement: EntitlementRef,
-    },
+    Remove { identity: IdentityName, entitlement: EntitlementRef },
 }
 
 /// One atomic step of one change: the new summary, the events that produced it, and the grant

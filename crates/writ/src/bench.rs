@@ -58,19 +58,9 @@ pub fn run(lifecycles: usize, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::Value::Array(value));
         return Ok(());
     }
-    println!(
-        "{:<40} {:>7} {:>9} {:>12}  note",
-        "benchmark", "n", "seconds", "per second"
-    );
+    println!("{:<40} {:>7} {:>9} {:>12}  note", "benchmark", "n", "seconds", "per second");
     for r in &rows {
-        println!(
-            "{:<40} {:>7} {:>9.3} {:>12.0}  {}",
-            r.name,
-            r.count,
-            r.seconds,
-            r.rate(),
-            r.note
-        );
+        println!("{:<40} {:>7} {:>9.3} {:>12.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
     }
     Ok(())
 }
@@ -108,41 +98,24 @@ fn raw_commits(path: &Path, count: usize) -> anyhow::Result<Row> {
 }
 
 fn lifecycles_on(dir: &Path, kind: &str, count: usize) -> anyhow::Result<Row> {
-    let engine = crate::commands::engine_over(SqliteStore::open(
-        &dir.join(format!("{kind}.db")),
-        OpenMode::Create,
-    )?);
+    let engine =
+        crate::commands::engine_over(SqliteStore::open(&dir.join(format!("{kind}.db")), OpenMode::Create)?);
     let admin = Actor::System(SystemActor::Admin);
     for person in ["alice", "bob", "carol", "dave"] {
-        engine.add_identity(
-            admin.clone(),
-            IdentityName::parse(person)?,
-            IdentityKind::Human,
-            None,
-            None,
-        )?;
+        engine.add_identity(admin.clone(), IdentityName::parse(person)?, IdentityKind::Human, None, None)?;
     }
     let target = TargetName::parse("bench")?;
     let (connector, settings) = match kind {
         "git" => {
             let repo = dir.join("bench-repo");
             make_repo(&repo)?;
-            (
-                ConnectorKind::Git,
-                vec![("repo".to_owned(), repo.display().to_string())],
-            )
+            (ConnectorKind::Git, vec![("repo".to_owned(), repo.display().to_string())])
         }
-        _ => (
-            ConnectorKind::Memory,
-            vec![("entitlements".to_owned(), "read".to_owned())],
-        ),
+        _ => (ConnectorKind::Memory, vec![("entitlements".to_owned(), "read".to_owned())]),
     };
     engine.add_target(admin, target, connector, settings)?;
-    let (alice, bob, carol) = (
-        IdentityName::parse("alice")?,
-        IdentityName::parse("bob")?,
-        IdentityName::parse("carol")?,
-    );
+    let (alice, bob, carol) =
+        (IdentityName::parse("alice")?, IdentityName::parse("bob")?, IdentityName::parse("carol")?);
     let bar = progress(count, &format!("lifecycles on {kind} target"));
     let start = Instant::now();
     for i in 0..count {
@@ -151,11 +124,7 @@ fn lifecycles_on(dir: &Path, kind: &str, count: usize) -> anyhow::Result<Row> {
             &alice,
             &bob,
             &carol,
-            if i % 2 == 0 {
-                OpAction::Grant
-            } else {
-                OpAction::Revoke
-            },
+            if i % 2 == 0 { OpAction::Grant } else { OpAction::Revoke },
         )?;
         bar.inc(1);
     }
@@ -166,12 +135,7 @@ fn lifecycles_on(dir: &Path, kind: &str, count: usize) -> anyhow::Result<Row> {
     } else {
         "lifecycle request→review, in-memory target"
     };
-    Ok(Row {
-        name,
-        count,
-        seconds,
-        note: String::new(),
-    })
+    Ok(Row { name, count, seconds, note: String::new() })
 }
 
 fn lifecycle(
@@ -194,11 +158,8 @@ fn lifecycle(
         refs: vec![],
         event: BusinessEvent::Adhoc,
     };
-    let id = engine
-        .request(input, writ_engine::random_bits()?)?
-        .change
-        .id;
-    engine.approve(&id, bob, None)?;
+    let id = engine.request(input, writ_engine::random_bits()?)?.change.id;
+    engine.approve(&id, bob, None, None)?;
     engine.execute(&id, None)?;
     engine.verify(&id)?;
     let done = engine.review(&id, carol, "ok".into())?;
@@ -210,30 +171,13 @@ fn lifecycle(
 
 fn make_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
-    std::fs::write(
-        repo.join("access.toml"),
-        "[entitlements.read]\nmembers = []\n",
-    )?;
+    std::fs::write(repo.join("access.toml"), "[entitlements.read]\nmembers = []\n")?;
     for args in [
         vec!["init", "-q", "-b", "main"],
         vec!["add", "access.toml"],
-        vec![
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
+        vec!["-c", "user.name=Bench", "-c", "user.email=bench@example.invalid", "commit", "-q", "-m", "init"],
     ] {
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(&args)
-            .status()
-            .context("running git")?;
+        let status = Command::new("git").arg("-C").arg(repo).args(&args).status().context("running git")?;
         if !status.success() {
             bail!("git {} failed", args.join(" "));
         }

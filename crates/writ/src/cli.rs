@@ -117,6 +117,9 @@ pub enum ChangeCmd {
         /// Approve on behalf of another approver (both are recorded).
         #[arg(long)]
         on_behalf_of: Option<String>,
+        /// Keep the approval valid for less than policy allows (for example 1h).
+        #[arg(long, value_name = "DURATION")]
+        valid_for: Option<String>,
     },
     /// Reject a pending change, with a reason. Final for this change.
     Reject {

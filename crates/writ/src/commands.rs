@@ -44,11 +44,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 fn db_path(db: Option<PathBuf>) -> Result<PathBuf, CliError> {
     db.ok_or_else(|| {
-        CliError::new(
-            "input.no_database",
-            "no database: pass --db FILE or set WRIT_DB",
-            exit::INPUT,
-        )
+        CliError::new("input.no_database", "no database: pass --db FILE or set WRIT_DB", exit::INPUT)
     })
 }
 
@@ -60,11 +56,7 @@ pub fn open(db: Option<PathBuf>) -> Result<Engine, CliError> {
 }
 
 pub fn engine_over(store: SqliteStore) -> Engine {
-    Engine::new(
-        Arc::new(store),
-        Arc::new(Connectors::default()),
-        Arc::new(SystemClock),
-    )
+    Engine::new(Arc::new(store), Arc::new(Connectors::default()), Arc::new(SystemClock))
 }
 
 fn init(db: Option<PathBuf>, json: bool) -> Result<(), CliError> {
@@ -72,19 +64,13 @@ fn init(db: Option<PathBuf>, json: bool) -> Result<(), CliError> {
     if path.exists() {
         return Err(CliError::new(
             "input.database_exists",
-            format!(
-                "{} already exists; Writ never initialises over existing data",
-                path.display()
-            ),
+            format!("{} already exists; Writ never initialises over existing data", path.display()),
             exit::INPUT,
         ));
     }
     SqliteStore::open(&path, OpenMode::Create)?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "database": path.display().to_string() })
-        );
+        println!("{}", serde_json::json!({ "database": path.display().to_string() }));
     } else {
         println!("initialised {}", path.display());
     }
@@ -109,13 +95,7 @@ fn registry_actor(engine: &Engine, name: Option<&str>) -> Result<Actor, CliError
 
 fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), CliError> {
     match command {
-        IdentityCmd::Add {
-            name,
-            kind,
-            owner,
-            vendor,
-            actor,
-        } => {
+        IdentityCmd::Add { name, kind, owner, vendor, actor } => {
             let name = IdentityName::parse(&name)?;
             let kind = IdentityKind::parse(&kind)?;
             let owner = owner.as_deref().map(IdentityName::parse).transpose()?;
@@ -128,8 +108,7 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
         }
         IdentityCmd::List => {
             let identities = engine.store().identities()?;
-            let value =
-                serde_json::Value::Array(identities.iter().map(render::identity_json).collect());
+            let value = serde_json::Value::Array(identities.iter().map(render::identity_json).collect());
             render::print(json, value, || render::identity_table(&identities));
         }
         IdentityCmd::Show { name } => {
@@ -137,8 +116,11 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             let identity = engine.identity(&name)?;
             let grants = engine.grants_of(&name)?;
             let mut value = render::identity_json(&identity);
-            value["grants"] =
-                serde_json::Value::Array(grants.iter().map(render::grant_json).collect());
+            render::insert(
+                &mut value,
+                "grants",
+                serde_json::Value::Array(grants.iter().map(render::grant_json).collect()),
+            );
             render::print(json, value, || render::identity_detail(&identity, &grants));
         }
     }
@@ -147,14 +129,7 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
 
 fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliError> {
     match command {
-        TargetCmd::Add {
-            name,
-            connector,
-            repo,
-            branch,
-            file,
-            actor,
-        } => {
+        TargetCmd::Add { name, connector, repo, branch, file, actor } => {
             let name = TargetName::parse(&name)?;
             let kind = ConnectorKind::parse(&connector)?;
             if kind != ConnectorKind::Git {
@@ -172,18 +147,13 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
             let target = engine.add_target(actor, name, kind, settings)?;
             let entitlements = engine.entitlements(&target.name)?;
             let mut value = render::target_json(&target);
-            value["entitlements"] = serde_json::json!(
-                entitlements
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
+            render::insert(
+                &mut value,
+                "entitlements",
+                serde_json::json!(entitlements.iter().map(ToString::to_string).collect::<Vec<_>>()),
             );
             render::print(json, value, || {
-                format!(
-                    "added {} ({} entitlements)",
-                    target.name,
-                    entitlements.len()
-                )
+                format!("added {} ({} entitlements)", target.name, entitlements.len())
             });
         }
         TargetCmd::List => {
@@ -193,12 +163,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 targets
                     .iter()
                     .map(|t| {
-                        format!(
-                            "{}\t{}\t{}",
-                            t.name,
-                            t.connector.as_str(),
-                            t.setting("repo").unwrap_or("-")
-                        )
+                        format!("{}\t{}\t{}", t.name, t.connector.as_str(), t.setting("repo").unwrap_or("-"))
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -214,13 +179,8 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
-    std::path::absolute(path).map_err(|e| {
-        CliError::new(
-            "input.invalid_path",
-            format!("{}: {e}", path.display()),
-            exit::INPUT,
-        )
-    })
+    std::path::absolute(path)
+        .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", path.display()), exit::INPUT))
 }
 
 fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliError> {
@@ -237,31 +197,22 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
             }
             return Ok(());
         }
-        ChangeCmd::Approve {
-            id,
-            actor,
-            on_behalf_of,
-        } => {
-            let on_behalf_of = on_behalf_of
-                .as_deref()
-                .map(IdentityName::parse)
-                .transpose()?;
+        ChangeCmd::Approve { id, actor, on_behalf_of, valid_for } => {
+            let on_behalf_of = on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
+            let validity = valid_for.as_deref().map(Duration::parse).transpose()?;
             engine.approve(
                 &ChangeId::parse(&id)?,
                 &IdentityName::parse(&actor)?,
                 on_behalf_of.as_ref(),
+                validity,
             )?
         }
-        ChangeCmd::Reject { id, actor, reason } => engine.reject(
-            &ChangeId::parse(&id)?,
-            &IdentityName::parse(&actor)?,
-            reason,
-        )?,
-        ChangeCmd::Cancel { id, actor, reason } => engine.cancel(
-            &ChangeId::parse(&id)?,
-            &IdentityName::parse(&actor)?,
-            reason,
-        )?,
+        ChangeCmd::Reject { id, actor, reason } => {
+            engine.reject(&ChangeId::parse(&id)?, &IdentityName::parse(&actor)?, reason)?
+        }
+        ChangeCmd::Cancel { id, actor, reason } => {
+            engine.cancel(&ChangeId::parse(&id)?, &IdentityName::parse(&actor)?, reason)?
+        }
         ChangeCmd::Execute { id, actor } => {
             let actor = actor.as_deref().map(IdentityName::parse).transpose()?;
             engine.execute(&ChangeId::parse(&id)?, actor.as_ref())?
@@ -272,16 +223,13 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         }
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
-            render::print(json, render::change_json(&record), || {
-                render::trail(&record)
-            });
+            render::print(json, render::change_json(&record), || render::trail(&record));
             return Ok(());
         }
         ChangeCmd::List { state } => {
             let state = state.as_deref().map(ChangeState::parse).transpose()?;
             let changes = engine.changes(state)?;
-            let value =
-                serde_json::Value::Array(changes.iter().map(render::summary_json).collect());
+            let value = serde_json::Value::Array(changes.iter().map(render::summary_json).collect());
             render::print(json, value, || render::summary_table(&changes));
             return Ok(());
         }
@@ -299,10 +247,7 @@ fn report_transition(record: &ChangeRecord, json: bool) -> Result<(), CliError> 
     );
     match change.state {
         ChangeState::Failed => {
-            let error = change
-                .last_execution()
-                .and_then(|e| e.error.clone())
-                .unwrap_or_default();
+            let error = change.last_execution().and_then(|e| e.error.clone()).unwrap_or_default();
             Err(CliError::new(
                 "change.failed",
                 format!(
@@ -331,40 +276,27 @@ fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         return Err(writ_core::Refusal::DurationOnRevoke.into());
     }
     let mut ops = Vec::new();
-    for (action, entitlements) in [
-        (OpAction::Revoke, &args.revoke),
-        (OpAction::Grant, &args.grant),
-    ] {
+    for (action, entitlements) in [(OpAction::Revoke, &args.revoke), (OpAction::Grant, &args.grant)] {
         for entitlement in entitlements {
             ops.push(RequestedOp {
                 action,
                 identity: identity.clone(),
                 entitlement: EntitlementRef::parse(entitlement)?,
-                duration: if action == OpAction::Grant {
-                    duration
-                } else {
-                    None
-                },
+                duration: if action == OpAction::Grant { duration } else { None },
             });
         }
     }
     let mut refs = Vec::new();
-    for (kind, values) in [
-        (RefKind::Ticket, &args.ticket),
-        (RefKind::Commit, &args.commit),
-        (RefKind::PullRequest, &args.pr),
-    ] {
+    for (kind, values) in
+        [(RefKind::Ticket, &args.ticket), (RefKind::Commit, &args.commit), (RefKind::PullRequest, &args.pr)]
+    {
         for value in values {
             refs.push(ExternalRef::new(kind, value)?);
         }
     }
     Ok(RequestInput {
         requester: IdentityName::parse(&args.actor)?,
-        on_behalf_of: args
-            .on_behalf_of
-            .as_deref()
-            .map(IdentityName::parse)
-            .transpose()?,
+        on_behalf_of: args.on_behalf_of.as_deref().map(IdentityName::parse).transpose()?,
         ops,
         justification: Justification::parse(&args.justification)?,
         refs,

@@ -33,10 +33,7 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             if std::fs::read_dir(dir)?.next().is_some() {
-                bail!(
-                    "{} is not empty; give --keep a new or empty directory",
-                    dir.display()
-                );
+                bail!("{} is not empty; give --keep a new or empty directory", dir.display());
             }
             dir.to_owned()
         }
@@ -47,8 +44,7 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     };
     let repo = dir.join("access-repo");
     make_repository(&repo)?;
-    let engine =
-        crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?);
+    let engine = crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?);
 
     heading("Setup: people, a service account, and an access-as-code repository");
     let admin = Actor::System(SystemActor::Admin);
@@ -58,13 +54,7 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         ("carol", "reviewer"),
         ("dave", "new engineer"),
     ] {
-        engine.add_identity(
-            admin.clone(),
-            name_of(name)?,
-            IdentityKind::Human,
-            None,
-            None,
-        )?;
+        engine.add_identity(admin.clone(), name_of(name)?, IdentityKind::Human, None, None)?;
         println!("  identity  {name:<8} human ({role})");
     }
     engine.add_identity(
@@ -82,15 +72,8 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         ConnectorKind::Git,
         vec![("repo".into(), repo.display().to_string())],
     )?;
-    let entitlements: Vec<String> = engine
-        .entitlements(&target)?
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    println!(
-        "  target    access   git repository with {}",
-        entitlements.join(", ")
-    );
+    let entitlements: Vec<String> = engine.entitlements(&target)?.iter().map(ToString::to_string).collect();
+    println!("  target    access   git repository with {}", entitlements.join(", "));
 
     heading("1. Joiner: dave joins engineering and gets read access");
     let joiner = request(
@@ -107,10 +90,7 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let mover = request(
         &engine,
         "dave",
-        &[
-            (OpAction::Revoke, "access:eng-read"),
-            (OpAction::Grant, "access:finance-read"),
-        ],
+        &[(OpAction::Revoke, "access:eng-read"), (OpAction::Grant, "access:finance-read")],
         BusinessEvent::Mover,
         "HR-1002",
         "transfer to finance operations",
@@ -130,12 +110,12 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     )?;
     let mut unchanged = Vec::new();
     let before = engine.store().event_count()?;
-    match engine.approve(&deploy, &name_of("alice")?, None) {
+    match engine.approve(&deploy, &name_of("alice")?, None, None) {
         Ok(_) => bail!("self-approval was accepted; this is a bug"),
         Err(refusal) => println!("  refused   [{}] {refusal}", refusal.code()),
     }
     unchanged.push((before, engine.store().event_count()?));
-    engine.approve(&deploy, &name_of("bob")?, None)?;
+    engine.approve(&deploy, &name_of("bob")?, None, None)?;
     println!("  approved  by bob");
     let before = engine.store().event_count()?;
     match engine.execute(&deploy, Some(&name_of("bob")?)) {
@@ -151,28 +131,12 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     print_trail(&engine, &deploy)?;
 
     heading("4. Leaver: dave leaves; everything Writ granted him is revoked and verified gone");
-    let held: Vec<String> = engine
-        .grants_of(&name_of("dave")?)?
-        .iter()
-        .map(|g| g.entitlement.to_string())
-        .collect();
-    let ops: Vec<(OpAction, &str)> = held
-        .iter()
-        .map(|e| (OpAction::Revoke, e.as_str()))
-        .collect();
-    let leaver = request(
-        &engine,
-        "dave",
-        &ops,
-        BusinessEvent::Leaver,
-        "HR-1003",
-        "last working day",
-    )?;
+    let held: Vec<String> =
+        engine.grants_of(&name_of("dave")?)?.iter().map(|g| g.entitlement.to_string()).collect();
+    let ops: Vec<(OpAction, &str)> = held.iter().map(|e| (OpAction::Revoke, e.as_str())).collect();
+    let leaver = request(&engine, "dave", &ops, BusinessEvent::Leaver, "HR-1003", "last working day")?;
     complete(&engine, &leaver)?;
-    println!(
-        "  dave now holds {} grant(s)",
-        engine.grants_of(&name_of("dave")?)?.len()
-    );
+    println!("  dave now holds {} grant(s)", engine.grants_of(&name_of("dave")?)?.len());
 
     heading("The access repository's history: every commit carries its change ID");
     let log = git(
@@ -184,15 +148,8 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     )?;
     println!("{log}");
     if keep.is_some() {
-        println!(
-            "\nkept: database {} and repository {}",
-            dir.join("writ.db").display(),
-            repo.display()
-        );
-        println!(
-            "try:  writ --db {} change list",
-            dir.join("writ.db").display()
-        );
+        println!("\nkept: database {} and repository {}", dir.join("writ.db").display(), repo.display());
+        println!("try:  writ --db {} change list", dir.join("writ.db").display());
     }
     Ok(())
 }
@@ -233,26 +190,19 @@ fn request(
         event,
     };
     let record = engine.request(input, writ_engine::random_bits()?)?;
-    println!(
-        "  requested {} by alice ({event}, ticket {ticket})",
-        record.change.id
-    );
+    println!("  requested {} by alice ({event}, ticket {ticket})", record.change.id);
     Ok(record.change.id)
 }
 
 fn complete(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
-    engine.approve(id, &name_of("bob")?, None)?;
+    engine.approve(id, &name_of("bob")?, None, None)?;
     run_to_review(engine, id)?;
     print_trail(engine, id)
 }
 
 fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
     let executed = engine.execute(id, None)?;
-    if let Some(error) = executed
-        .change
-        .last_execution()
-        .and_then(|e| e.error.clone())
-    {
+    if let Some(error) = executed.change.last_execution().and_then(|e| e.error.clone()) {
         bail!("{id} failed: {error}");
     }
     engine.verify(id)?;
@@ -305,13 +255,7 @@ fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .context("running git (is git installed?)")?;
     if !output.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_owned())
+    Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_owned())
 }

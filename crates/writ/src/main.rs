@@ -23,11 +23,7 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: &'static str, message: impl Into<String>, exit: u8) -> CliError {
-        CliError {
-            code,
-            message: message.into(),
-            exit,
-        }
+        CliError { code, message: message.into(), exit }
     }
 }
 
@@ -44,11 +40,7 @@ pub mod exit {
 
 impl From<writ_core::Refusal> for CliError {
     fn from(refusal: writ_core::Refusal) -> CliError {
-        let exit = if refusal.code().starts_with("input.") {
-            exit::INPUT
-        } else {
-            exit::REFUSED
-        };
+        let exit = if refusal.code().starts_with("input.") { exit::INPUT } else { exit::REFUSED };
         CliError::new(refusal.code(), refusal.to_string(), exit)
     }
 }
@@ -58,6 +50,9 @@ impl From<EngineError> for CliError {
         let exit = match &error {
             EngineError::Refused(refusal) => return CliError::from(refusal.clone()),
             EngineError::NotFound { .. } => exit::NOT_FOUND,
+            EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }) => {
+                exit::NOT_FOUND
+            }
             EngineError::Store(_) => exit::STORE,
             EngineError::Connector(_) => exit::TARGET,
             EngineError::Ledger(_) | EngineError::Random(_) => exit::OTHER,
@@ -104,8 +99,5 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

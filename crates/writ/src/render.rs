@@ -21,6 +21,13 @@ pub fn print(json: bool, value: Value, text: impl FnOnce() -> String) {
     }
 }
 
+/// Adds `key` to a JSON object (no-op for non-objects, which this module never builds).
+pub fn insert(value: &mut Value, key: &str, extra: Value) {
+    if let Some(object) = value.as_object_mut() {
+        object.insert(key.to_owned(), extra);
+    }
+}
+
 pub fn identity_json(identity: &Identity) -> Value {
     json!({
         "name": identity.name.to_string(),
@@ -37,25 +44,12 @@ pub fn identity_table(identities: &[Identity]) -> String {
         .map(|i| {
             let owner = i.owner.as_ref().map_or_else(
                 || {
-                    if i.kind.is_nhi() {
-                        "ORPHAN".to_owned()
-                    } else {
-                        "-".to_owned()
-                    }
+                    if i.kind.is_nhi() { "ORPHAN".to_owned() } else { "-".to_owned() }
                 },
                 ToString::to_string,
             );
-            let vendor = i
-                .vendor
-                .as_ref()
-                .map_or("-".to_owned(), |v| format!("vendor:{v}"));
-            format!(
-                "{:<24} {:<16} owner:{:<16} {}",
-                i.name,
-                i.kind.as_str(),
-                owner,
-                vendor
-            )
+            let vendor = i.vendor.as_ref().map_or("-".to_owned(), |v| format!("vendor:{v}"));
+            format!("{:<24} {:<16} owner:{:<16} {}", i.name, i.kind.as_str(), owner, vendor)
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -67,9 +61,7 @@ pub fn identity_detail(identity: &Identity, grants: &[Grant]) -> String {
         out.push_str("\n  no grants");
     }
     for grant in grants {
-        let expiry = grant
-            .expires_at
-            .map_or("no expiry".to_owned(), |t| format!("expires {t}"));
+        let expiry = grant.expires_at.map_or("no expiry".to_owned(), |t| format!("expires {t}"));
         out.push_str(&format!(
             "\n  {}  granted {} by {}  {}",
             grant.entitlement, grant.granted_at, grant.change, expiry
@@ -89,11 +81,8 @@ pub fn grant_json(grant: &Grant) -> Value {
 }
 
 pub fn target_json(target: &Target) -> Value {
-    let settings: serde_json::Map<String, Value> = target
-        .settings
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    let settings: serde_json::Map<String, Value> =
+        target.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     json!({
         "name": target.name.to_string(),
         "connector": target.connector.as_str(),
@@ -116,27 +105,15 @@ pub fn summary_json(summary: &ChangeSummary) -> Value {
 pub fn summary_table(changes: &[ChangeSummary]) -> String {
     changes
         .iter()
-        .map(|c| {
-            format!(
-                "{}  {:<20} {:<22} {}",
-                c.id,
-                c.state.as_str(),
-                c.kind.as_str(),
-                c.requester
-            )
-        })
+        .map(|c| format!("{}  {:<20} {:<22} {}", c.id, c.state.as_str(), c.kind.as_str(), c.requester))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 /// Membership of each operation before the first and after the last execution.
 fn before_after(change: &Change, op: usize) -> Option<(bool, bool, Option<String>)> {
-    let outcomes: Vec<_> = change
-        .executions
-        .iter()
-        .flat_map(|e| e.outcomes.iter())
-        .filter(|o| o.op == op)
-        .collect();
+    let outcomes: Vec<_> =
+        change.executions.iter().flat_map(|e| e.outcomes.iter()).filter(|o| o.op == op).collect();
     let first = outcomes.first()?;
     let last = outcomes.last()?;
     let reference = outcomes.iter().rev().find_map(|o| o.reference.clone());
@@ -194,11 +171,7 @@ pub fn change_json(record: &ChangeRecord) -> Value {
             })
         })
         .collect();
-    let trail: Vec<Value> = record
-        .events
-        .iter()
-        .map(|(index, e)| event_json(*index, e))
-        .collect();
+    let trail: Vec<Value> = record.events.iter().map(|(index, e)| event_json(*index, e)).collect();
     let reviewed = change.state == ChangeState::Reviewed;
     json!({
         "id": change.id.to_string(),
@@ -252,10 +225,7 @@ fn event_detail(event: &ChangeEvent) -> String {
     match &event.body {
         ChangeEventBody::Requested { ops, .. } => format!("{} operation(s)", ops.len()),
         ChangeEventBody::Validated { requirement } => {
-            format!(
-                "needs {} approval(s), each valid {}",
-                requirement.approvals, requirement.validity
-            )
+            format!("needs {} approval(s), each valid {}", requirement.approvals, requirement.validity)
         }
         ChangeEventBody::Approved { expires_at } => format!("valid until {expires_at}"),
         ChangeEventBody::Rejected { reason }
@@ -264,17 +234,13 @@ fn event_detail(event: &ChangeEvent) -> String {
         ChangeEventBody::ExecutionStarted { attempt } => format!("attempt {attempt}"),
         ChangeEventBody::Implemented { outcomes } => {
             let changed = outcomes.iter().filter(|o| o.before != o.after).count();
-            format!(
-                "{changed} of {} operation(s) changed the target",
-                outcomes.len()
-            )
+            format!("{changed} of {} operation(s) changed the target", outcomes.len())
         }
         ChangeEventBody::ExecutionFailed { error, .. } => error.clone(),
         ChangeEventBody::Verified { .. } => "observed state equals approved state".to_owned(),
-        ChangeEventBody::VerificationFailed { mismatches, .. } => format!(
-            "{} operation(s) differ from the approved state",
-            mismatches.len()
-        ),
+        ChangeEventBody::VerificationFailed { mismatches, .. } => {
+            format!("{} operation(s) differ from the approved state", mismatches.len())
+        }
         ChangeEventBody::Reviewed { notes } => notes.clone(),
     }
 }
@@ -282,18 +248,9 @@ fn event_detail(event: &ChangeEvent) -> String {
 /// The human-readable trail of one change.
 pub fn trail(record: &ChangeRecord) -> String {
     let change = &record.change;
-    let mut out = format!(
-        "{}  {} · {} · state {}\n",
-        change.id, change.kind, change.event, change.state
-    );
-    let proxy = change
-        .on_behalf_of
-        .as_ref()
-        .map_or(String::new(), |p| format!(" on behalf of {p}"));
-    let vendor = change
-        .vendor
-        .as_ref()
-        .map_or(String::new(), |v| format!(" (vendor {v})"));
+    let mut out = format!("{}  {} · {} · state {}\n", change.id, change.kind, change.event, change.state);
+    let proxy = change.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
+    let vendor = change.vendor.as_ref().map_or(String::new(), |v| format!(" (vendor {v})"));
     out.push_str(&format!(
         "  asked      {}{proxy}{vendor} at {}: {:?}\n",
         change.requester,
@@ -301,20 +258,13 @@ pub fn trail(record: &ChangeRecord) -> String {
         change.justification.as_str()
     ));
     for reference in &change.refs {
-        out.push_str(&format!(
-            "  {:<10} {}\n",
-            reference.kind.as_str(),
-            reference.value()
-        ));
+        out.push_str(&format!("  {:<10} {}\n", reference.kind.as_str(), reference.value()));
     }
     if change.approvals.is_empty() {
         out.push_str("  approved   -\n");
     }
     for a in &change.approvals {
-        let proxy = a
-            .on_behalf_of
-            .as_ref()
-            .map_or(String::new(), |p| format!(" on behalf of {p}"));
+        let proxy = a.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
         out.push_str(&format!(
             "  approved   {}{proxy} at {} (valid until {})\n",
             a.approver, a.at, a.expires_at
@@ -334,17 +284,12 @@ pub fn trail(record: &ChangeRecord) -> String {
         ));
     }
     for (index, op) in change.ops.iter().enumerate() {
-        let sign = if op.action == OpAction::Grant {
-            "+"
-        } else {
-            "-"
-        };
+        let sign = if op.action == OpAction::Grant { "+" } else { "-" };
         let duration = op.duration.map_or(String::new(), |d| format!(" for {d}"));
         let applied = match before_after(change, index) {
             Some((before, after, reference)) => {
-                let reference = reference.map_or(String::new(), |r| {
-                    format!("  [{}]", r.chars().take(12).collect::<String>())
-                });
+                let reference = reference
+                    .map_or(String::new(), |r| format!("  [{}]", r.chars().take(12).collect::<String>()));
                 format!("{} → {}{reference}", presence(before), presence(after))
             }
             None => "not applied".to_owned(),
@@ -355,36 +300,26 @@ pub fn trail(record: &ChangeRecord) -> String {
         ));
     }
     match &change.verification {
-        Some(v) if v.mismatches.is_empty() => out.push_str(&format!(
-            "  verified   at {}: observed state equals approved state\n",
-            v.at
-        )),
-        Some(v) => out.push_str(&format!(
-            "  verified   at {}: MISMATCH on operation(s) {:?}\n",
-            v.at, v.mismatches
-        )),
+        Some(v) if v.mismatches.is_empty() => {
+            out.push_str(&format!("  verified   at {}: observed state equals approved state\n", v.at))
+        }
+        Some(v) => {
+            out.push_str(&format!("  verified   at {}: MISMATCH on operation(s) {:?}\n", v.at, v.mismatches))
+        }
         None => out.push_str("  verified   -\n"),
     }
     match (&change.closing, change.state) {
-        (Some(c), ChangeState::Reviewed) => out.push_str(&format!(
-            "  reviewed   {} at {}: {:?}\n",
-            c.actor, c.at, c.reason
-        )),
-        (Some(c), state) => out.push_str(&format!(
-            "  {:<10} {} at {}: {:?}\n",
-            state.as_str(),
-            c.actor,
-            c.at,
-            c.reason
-        )),
+        (Some(c), ChangeState::Reviewed) => {
+            out.push_str(&format!("  reviewed   {} at {}: {:?}\n", c.actor, c.at, c.reason))
+        }
+        (Some(c), state) => {
+            out.push_str(&format!("  {:<10} {} at {}: {:?}\n", state.as_str(), c.actor, c.at, c.reason))
+        }
         (None, _) => out.push_str("  reviewed   -\n"),
     }
     out.push_str("  events\n");
     for (index, event) in &record.events {
-        let proxy = event
-            .on_behalf_of
-            .as_ref()
-            .map_or(String::new(), |p| format!(" (for {p})"));
+        let proxy = event.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" (for {p})"));
         out.push_str(&format!(
             "    #{index:<5} {}  {:<14} {:<28} {}{proxy}  {}\n",
             event.at,

@@ -21,12 +21,10 @@ impl ConnectorFactory for Connectors {
         let name = target.name.as_str();
         match target.connector {
             ConnectorKind::Git => {
-                let repo = target
-                    .setting("repo")
-                    .ok_or_else(|| ConnectorError::Invalid {
-                        target: name.to_owned(),
-                        detail: "git target without a repo setting".into(),
-                    })?;
+                let repo = target.setting("repo").ok_or_else(|| ConnectorError::Invalid {
+                    target: name.to_owned(),
+                    detail: "git target without a repo setting".into(),
+                })?;
                 let connector = GitConnector::open(
                     name,
                     Path::new(repo),
@@ -36,13 +34,10 @@ impl ConnectorFactory for Connectors {
                 Ok(Arc::new(connector))
             }
             ConnectorKind::Memory => {
-                let mut memory = self
-                    .memory
-                    .lock()
-                    .map_err(|_| ConnectorError::Unavailable {
-                        target: name.to_owned(),
-                        detail: "memory target lock poisoned".into(),
-                    })?;
+                let mut memory = self.memory.lock().map_err(|_| ConnectorError::Unavailable {
+                    target: name.to_owned(),
+                    detail: "memory target lock poisoned".into(),
+                })?;
                 let entitlements: Vec<EntitlementName> = target
                     .setting("entitlements")
                     .unwrap_or_default()

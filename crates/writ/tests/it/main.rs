@@ -1,1 +1,11 @@
-//! Integration tests of the `writ` binary.
+//! Integration tests of the `writ` binary: real SQLite files, real git repositories, the real
+//! command line. One test binary for the crate; one module per feature.
+
+// Tests may unwrap and index: a panic is a test failure with a clear location.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod harness;
+
+mod lifecycle;
+mod refusals;
+mod tidy;

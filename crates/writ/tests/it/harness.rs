@@ -1,0 +1,143 @@
+//! Test harness: a temporary world with a database, an access repository, and a way to run the
+//! binary and fingerprint everything it could have changed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const ACCESS: &str = r#"[entitlements.eng-read]
+members = []
+
+[entitlements.deploy-prod]
+members = []
+
+[entitlements.finance-read]
+members = []
+"#;
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub repo: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout trimmed.
+    pub fn ok(&self) -> String {
+        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self.stdout.trim().to_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok()).unwrap()
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+impl World {
+    /// A database with alice, bob, carol, dave (humans), svc-ci (owned by alice) and a git
+    /// target `access`.
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("writ.db");
+        let repo = dir.path().join("access-repo");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("access.toml"), ACCESS).unwrap();
+        git(&repo, &["add", "access.toml"]);
+        git(
+            &repo,
+            &["-c", "user.name=T", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "init"],
+        );
+        let world = World { dir, db, repo };
+        world.writ(&["init"]).ok();
+        for person in ["alice", "bob", "carol", "dave"] {
+            world.writ(&["identity", "add", person, "--kind", "human"]).ok();
+        }
+        world.writ(&["identity", "add", "svc-ci", "--kind", "service_account", "--owner", "alice"]).ok();
+        let repo_arg = world.repo.to_str().unwrap().to_owned();
+        world.writ(&["target", "add", "access", "--connector", "git", "--repo", &repo_arg]).ok();
+        world
+    }
+
+    pub fn writ(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_writ"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .env_remove("WRIT_DB")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
+    /// Requests a grant of `entitlement` to `who` by alice and returns the change ID.
+    pub fn request(&self, who: &str, entitlement: &str) -> String {
+        let run = self.writ(&[
+            "change",
+            "request",
+            "--as",
+            "alice",
+            "--identity",
+            who,
+            "--grant",
+            entitlement,
+            "--justification",
+            "needed for the job",
+            "--ticket",
+            "JIRA-7",
+            "--json",
+        ]);
+        run.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every row of every table, plus every ref and the work tree of the repository.
+    pub fn fingerprint(&self) -> String {
+        let connection = rusqlite::Connection::open(&self.db).unwrap();
+        let mut out = String::new();
+        let tables: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for table in tables {
+            let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+            let columns = statement.column_count();
+            let rows = statement
+                .query_map([], |row| {
+                    (0..columns)
+                        .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap();
+            for row in rows {
+                out.push_str(&format!("{table}: {}\n", row.unwrap().join("|")));
+            }
+        }
+        out.push_str(&git(&self.repo, &["for-each-ref", "--format=%(refname) %(objectname)"]));
+        out.push_str(&git(&self.repo, &["status", "--porcelain"]));
+        out.push_str(&std::fs::read_to_string(self.repo.join("access.toml")).unwrap());
+        out
+    }
+}
