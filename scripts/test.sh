@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Writ's full test suite: formatting, lints, and every test, against the real components the
+# suites use. It installs what is missing (idempotently) and fails loudly if something cannot be
+# had; it never skips a suite silently.
+#
+# Real components used today: SQLite (bundled into the binary) and the git binary (the git
+# connector's tests and the CLI tests drive real repositories). Suites for PostgreSQL, slapd,
+# OpenBao, an SMTP sink and Chromium start those services here as they land.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+need() { # need COMMAND DEBIAN-PACKAGE
+    if ! command -v "$1" >/dev/null 2>&1; then
+        log "installing $2 (for $1)"
+        apt_install "$2" || { echo "error: $1 is required and $2 could not be installed" >&2; exit 1; }
+    fi
+    command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is still missing after installing $2" >&2; exit 1; }
+}
+
+need git git
+need cargo cargo
+
+log "format"
+cargo fmt --all --check
+
+log "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+cargo test --workspace --locked
+
+log "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+log "demo"
+cargo run --quiet --locked -p writ -- demo > /dev/null
+
+log "all passed"
