@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+mod writer;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
@@ -16,6 +18,7 @@ use writ_store::{
     ChangeCommit, ChangeStore, ChangeSummary, EventLog, EventRow, GrantStore, GrantUpdate, NewEvent,
     RegistryStore, Result, StoreError,
 };
+use writer::Writer;
 
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
 
@@ -28,10 +31,12 @@ pub enum OpenMode {
     Existing,
 }
 
-/// A Writ store in one SQLite file. Writes are serialised by SQLite's own lock
-/// (`BEGIN IMMEDIATE`), so several processes may share the file.
+/// A Writ store in one SQLite file. All writes of a process go through one writer thread that
+/// group-commits them (see `writer.rs`); reads use their own connection. Between processes,
+/// writes are serialised by SQLite's lock (`BEGIN IMMEDIATE`), so several may share the file.
 pub struct SqliteStore {
-    connection: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -42,18 +47,32 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        let connection = Connection::open(path).map_err(map_err)?;
-        connection
-            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-            .map_err(map_err)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(map_err)?;
-        migrate(&connection, mode)?;
-        Ok(SqliteStore { connection: Mutex::new(connection) })
+        let writer = connect(path)?;
+        migrate(&writer, mode)?;
+        let reader = connect(path)?;
+        Ok(SqliteStore { reader: Mutex::new(reader), writer: Writer::start(writer)? })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.connection.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
+        self.reader.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
     }
+
+    /// Runs a statement on the writer connection, for tests that break the store on purpose.
+    #[cfg(test)]
+    pub(crate) fn writer_pragma(&self, sql: &'static str) -> Result<()> {
+        self.writer
+            .submit(Box::new(move |tx| tx.execute_batch(sql).map(|()| Vec::new()).map_err(map_err)))?;
+        Ok(())
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path).map_err(map_err)?;
+    connection
+        .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(map_err)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(map_err)?;
+    Ok(connection)
 }
 
 fn migrate(connection: &Connection, mode: OpenMode) -> Result<()> {
@@ -80,8 +99,12 @@ fn migrate(connection: &Connection, mode: OpenMode) -> Result<()> {
 /// Maps SQLite errors onto the store's small error set. Write failures caused by the
 /// environment (read-only file, full disk, lock timeout, I/O error) become `Unavailable`.
 fn map_err(error: rusqlite::Error) -> StoreError {
+    map_err_ref(&error)
+}
+
+fn map_err_ref(error: &rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
-    if let rusqlite::Error::SqliteFailure(failure, message) = &error {
+    if let rusqlite::Error::SqliteFailure(failure, message) = error {
         let detail = message.clone().unwrap_or_else(|| failure.to_string());
         return match failure.code {
             ErrorCode::ConstraintViolation => StoreError::Conflict(detail),
@@ -107,7 +130,7 @@ fn to_i64(value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt("integer out of range".into()))
 }
 
-fn append(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
+fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
     let next: i64 = tx
         .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| row.get(0))
         .map_err(map_err)?;
@@ -139,28 +162,102 @@ fn append(tx: &rusqlite::Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64
     Ok(indices)
 }
 
+fn write_identity(tx: &Transaction<'_>, identity: &Identity, event: &NewEvent) -> Result<Vec<u64>> {
+    tx.execute(
+        "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            identity.name.as_str(),
+            identity.kind.as_str(),
+            identity.owner.as_ref().map(IdentityName::as_str),
+            identity.vendor.as_ref().map(OrgName::as_str),
+            identity.created_at.as_millis(),
+        ],
+    )
+    .map_err(|e| match map_err(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("identity {} already exists", identity.name)),
+        other => other,
+    })?;
+    append(tx, std::slice::from_ref(event))
+}
+
+fn write_target(tx: &Transaction<'_>, target: &Target, event: &NewEvent) -> Result<Vec<u64>> {
+    tx.execute(
+        "INSERT INTO targets (name, connector, created_ms) VALUES (?1, ?2, ?3)",
+        params![target.name.as_str(), target.connector.as_str(), target.created_at.as_millis()],
+    )
+    .map_err(|e| match map_err(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("target {} already exists", target.name)),
+        other => other,
+    })?;
+    for (key, value) in &target.settings {
+        tx.execute(
+            "INSERT INTO target_settings (target, key, value) VALUES (?1, ?2, ?3)",
+            params![target.name.as_str(), key, value],
+        )
+        .map_err(map_err)?;
+    }
+    append(tx, std::slice::from_ref(event))
+}
+
+fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>> {
+    let summary = &commit.summary;
+    let stored_seq: Option<i64> = tx
+        .query_row("SELECT seq FROM changes WHERE id = ?1", [summary.id.as_str()], |row| row.get(0))
+        .optional()
+        .map_err(map_err)?;
+    let expected = to_i64(commit.expected_seq)?;
+    if stored_seq.unwrap_or(0) != expected || (stored_seq.is_some() && expected == 0) {
+        return Err(StoreError::Conflict(format!(
+            "{} was changed by someone else meanwhile; read it again and retry",
+            summary.id
+        )));
+    }
+    let new_seq = expected + i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
+             updated_ms = excluded.updated_ms, seq = excluded.seq",
+        params![
+            summary.id.as_str(),
+            summary.kind.as_str(),
+            summary.state.as_str(),
+            summary.requester.as_str(),
+            summary.created_at.as_millis(),
+            summary.updated_at.as_millis(),
+            new_seq,
+        ],
+    )
+    .map_err(map_err)?;
+    let indices = append(tx, &commit.events)?;
+    for update in &commit.grants {
+        match update {
+            GrantUpdate::Upsert(grant) => tx.execute(
+                "INSERT OR REPLACE INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    grant.identity.as_str(),
+                    grant.entitlement.target.as_str(),
+                    grant.entitlement.entitlement.as_str(),
+                    grant.change.as_str(),
+                    grant.granted_at.as_millis(),
+                    grant.expires_at.map(Timestamp::as_millis),
+                ],
+            ),
+            GrantUpdate::Remove { identity, entitlement } => tx.execute(
+                "DELETE FROM grants WHERE identity = ?1 AND target = ?2 AND entitlement = ?3",
+                params![identity.as_str(), entitlement.target.as_str(), entitlement.entitlement.as_str()],
+            ),
+        }
+        .map_err(map_err)?;
+    }
+    Ok(indices)
+}
+
 impl RegistryStore for SqliteStore {
     fn add_identity(&self, identity: &Identity, event: &NewEvent) -> Result<u64> {
-        let mut connection = self.lock()?;
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-        tx.execute(
-            "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                identity.name.as_str(),
-                identity.kind.as_str(),
-                identity.owner.as_ref().map(IdentityName::as_str),
-                identity.vendor.as_ref().map(OrgName::as_str),
-                identity.created_at.as_millis(),
-            ],
-        )
-        .map_err(|e| match map_err(e) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("identity {} already exists", identity.name))
-            }
-            other => other,
-        })?;
-        let indices = append(&tx, std::slice::from_ref(event))?;
-        tx.commit().map_err(map_err)?;
+        let (identity, event) = (identity.clone(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| write_identity(tx, &identity, &event)))?;
         indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
     }
 
@@ -188,25 +285,8 @@ impl RegistryStore for SqliteStore {
     }
 
     fn add_target(&self, target: &Target, event: &NewEvent) -> Result<u64> {
-        let mut connection = self.lock()?;
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-        tx.execute(
-            "INSERT INTO targets (name, connector, created_ms) VALUES (?1, ?2, ?3)",
-            params![target.name.as_str(), target.connector.as_str(), target.created_at.as_millis()],
-        )
-        .map_err(|e| match map_err(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("target {} already exists", target.name)),
-            other => other,
-        })?;
-        for (key, value) in &target.settings {
-            tx.execute(
-                "INSERT INTO target_settings (target, key, value) VALUES (?1, ?2, ?3)",
-                params![target.name.as_str(), key, value],
-            )
-            .map_err(map_err)?;
-        }
-        let indices = append(&tx, std::slice::from_ref(event))?;
-        tx.commit().map_err(map_err)?;
+        let (target, event) = (target.clone(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| write_target(tx, &target, &event)))?;
         indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
     }
 
@@ -263,61 +343,8 @@ fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> R
 
 impl ChangeStore for SqliteStore {
     fn commit(&self, commit: &ChangeCommit) -> Result<Vec<u64>> {
-        let mut connection = self.lock()?;
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-        let summary = &commit.summary;
-        let stored_seq: Option<i64> = tx
-            .query_row("SELECT seq FROM changes WHERE id = ?1", [summary.id.as_str()], |row| row.get(0))
-            .optional()
-            .map_err(map_err)?;
-        let expected = to_i64(commit.expected_seq)?;
-        if stored_seq.unwrap_or(0) != expected || (stored_seq.is_some() && expected == 0) {
-            return Err(StoreError::Conflict(format!(
-                "{} was changed by someone else meanwhile; read it again and retry",
-                summary.id
-            )));
-        }
-        let new_seq = expected + i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
-        tx.execute(
-            "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
-                 updated_ms = excluded.updated_ms, seq = excluded.seq",
-            params![
-                summary.id.as_str(),
-                summary.kind.as_str(),
-                summary.state.as_str(),
-                summary.requester.as_str(),
-                summary.created_at.as_millis(),
-                summary.updated_at.as_millis(),
-                new_seq,
-            ],
-        )
-        .map_err(map_err)?;
-        let indices = append(&tx, &commit.events)?;
-        for update in &commit.grants {
-            match update {
-                GrantUpdate::Upsert(grant) => tx.execute(
-                    "INSERT OR REPLACE INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        grant.identity.as_str(),
-                        grant.entitlement.target.as_str(),
-                        grant.entitlement.entitlement.as_str(),
-                        grant.change.as_str(),
-                        grant.granted_at.as_millis(),
-                        grant.expires_at.map(Timestamp::as_millis),
-                    ],
-                ),
-                GrantUpdate::Remove { identity, entitlement } => tx.execute(
-                    "DELETE FROM grants WHERE identity = ?1 AND target = ?2 AND entitlement = ?3",
-                    params![identity.as_str(), entitlement.target.as_str(), entitlement.entitlement.as_str()],
-                ),
-            }
-            .map_err(map_err)?;
-        }
-        tx.commit().map_err(map_err)?;
-        Ok(indices)
+        let commit = commit.clone();
+        self.writer.submit(Box::new(move |tx| write_commit(tx, &commit)))
     }
 
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {

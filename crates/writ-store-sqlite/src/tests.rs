@@ -123,10 +123,7 @@ fn a_read_only_database_fails_closed_with_unavailable() {
         rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     drop(read_only);
     let store = SqliteStore::open(&path, OpenMode::Existing).unwrap();
-    {
-        let connection = store.lock().unwrap();
-        connection.execute_batch("PRAGMA query_only = ON").unwrap();
-    }
+    store.writer_pragma("PRAGMA query_only = ON").unwrap();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
     let error = store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
@@ -143,4 +140,31 @@ fn opening_requires_an_initialised_writ_database() {
     rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE x (y)").unwrap();
     let error = SqliteStore::open(&foreign, OpenMode::Existing).err().unwrap();
     assert!(error.to_string().contains("not a Writ database"), "{error}");
+}
+
+#[test]
+fn concurrent_commits_are_group_committed_with_contiguous_indices() {
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let threads: Vec<_> = (0..8u128)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..40u128 {
+                    let id = ChangeId::generate(Timestamp::from_millis(5), t * 1000 + i);
+                    mine.extend(store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap());
+                    // A stale commit in the same stream: refused, and must not disturb the batch.
+                    let stale = store.commit(&commit(&id, 0, 1, ChangeState::Approved)).unwrap_err();
+                    assert!(matches!(stale, StoreError::Conflict(_)));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..640).collect::<Vec<u64>>(), "every acknowledged event has its own index, no gaps");
+    assert_eq!(store.event_count().unwrap(), 640);
+    assert_eq!(store.changes(Some(ChangeState::PendingApproval)).unwrap().len(), 320);
 }

@@ -19,7 +19,7 @@ use writ_store_sqlite::{OpenMode, SqliteStore};
 const COMMITS_PER_LIFECYCLE: f64 = 6.0;
 
 struct Row {
-    name: &'static str,
+    name: String,
     count: usize,
     seconds: f64,
     note: String,
@@ -31,20 +31,22 @@ impl Row {
     }
 }
 
-pub fn run(lifecycles: usize, json: bool) -> anyhow::Result<()> {
-    if lifecycles == 0 {
-        bail!("--lifecycles must be at least 1");
+pub fn run(lifecycles: usize, threads: usize, json: bool) -> anyhow::Result<()> {
+    if lifecycles == 0 || threads == 0 {
+        bail!("--lifecycles and --threads must be at least 1");
     }
     let dir = tempfile::tempdir()?;
     let raw = raw_commits(&dir.path().join("raw.db"), lifecycles)?;
-    let raw_rate = raw.rate();
-    let memory = lifecycles_on(dir.path(), "memory", lifecycles)?;
+    let floor = raw.rate() / COMMITS_PER_LIFECYCLE;
     let git_count = (lifecycles / 10).max(20);
-    let git = lifecycles_on(dir.path(), "git", git_count)?;
+    let measured = [
+        (lifecycles_on(dir.path(), Kind::Memory, lifecycles, 1)?, 1000.0),
+        (lifecycles_on(dir.path(), Kind::Memory, lifecycles, threads)?, 1000.0),
+        (lifecycles_on(dir.path(), Kind::Git, git_count, 1)?, 0.0),
+    ];
     let mut rows = vec![raw];
-    for (row, target) in [(memory, 1000.0), (git, 0.0)] {
-        let floor = raw_rate / COMMITS_PER_LIFECYCLE;
-        let mut note = format!("{:.2}x the time of its 6 raw commits", floor / row.rate());
+    for (row, target) in measured {
+        let mut note = format!("{:.2}x the rate of 6 sequential raw commits", row.rate() / floor);
         if target > 0.0 {
             note.push_str(&format!("; target >= {target:.0}/s"));
         }
@@ -58,9 +60,9 @@ pub fn run(lifecycles: usize, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::Value::Array(value));
         return Ok(());
     }
-    println!("{:<40} {:>7} {:>9} {:>12}  note", "benchmark", "n", "seconds", "per second");
+    println!("{:<52} {:>7} {:>9} {:>11}  note", "benchmark", "n", "seconds", "per second");
     for r in &rows {
-        println!("{:<40} {:>7} {:>9.3} {:>12.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
+        println!("{:<52} {:>7} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
     }
     Ok(())
 }
@@ -90,67 +92,85 @@ fn raw_commits(path: &Path, count: usize) -> anyhow::Result<Row> {
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     Ok(Row {
-        name: "raw durable commit (baseline)",
+        name: "raw durable commit (baseline)".into(),
         count,
         seconds,
         note: "SQLite WAL synchronous=FULL, 1 row per commit".into(),
     })
 }
 
-fn lifecycles_on(dir: &Path, kind: &str, count: usize) -> anyhow::Result<Row> {
-    let engine =
-        crate::commands::engine_over(SqliteStore::open(&dir.join(format!("{kind}.db")), OpenMode::Create)?);
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Memory,
+    Git,
+}
+
+fn lifecycles_on(dir: &Path, kind: Kind, count: usize, threads: usize) -> anyhow::Result<Row> {
+    let label = if kind == Kind::Git { "git" } else { "memory" };
+    let db = dir.join(format!("{label}-{threads}.db"));
+    let engine = crate::commands::engine_over(SqliteStore::open(&db, OpenMode::Create)?);
     let admin = Actor::System(SystemActor::Admin);
-    for person in ["alice", "bob", "carol", "dave"] {
+    let subjects: Vec<String> = (0..threads).map(|t| format!("dave-{t}")).collect();
+    for person in ["alice", "bob", "carol"].into_iter().chain(subjects.iter().map(String::as_str)) {
         engine.add_identity(admin.clone(), IdentityName::parse(person)?, IdentityKind::Human, None, None)?;
     }
     let target = TargetName::parse("bench")?;
     let (connector, settings) = match kind {
-        "git" => {
-            let repo = dir.join("bench-repo");
+        Kind::Git => {
+            let repo = dir.join(format!("bench-repo-{threads}"));
             make_repo(&repo)?;
             (ConnectorKind::Git, vec![("repo".to_owned(), repo.display().to_string())])
         }
-        _ => (ConnectorKind::Memory, vec![("entitlements".to_owned(), "read".to_owned())]),
+        Kind::Memory => (ConnectorKind::Memory, vec![("entitlements".to_owned(), "read".to_owned())]),
     };
     engine.add_target(admin, target, connector, settings)?;
-    let (alice, bob, carol) =
-        (IdentityName::parse("alice")?, IdentityName::parse("bob")?, IdentityName::parse("carol")?);
-    let bar = progress(count, &format!("lifecycles on {kind} target"));
+    let bar = progress(count, &format!("lifecycles on {label} target, {threads} thread(s)"));
     let start = Instant::now();
-    for i in 0..count {
-        lifecycle(
-            &engine,
-            &alice,
-            &bob,
-            &carol,
-            if i % 2 == 0 { OpAction::Grant } else { OpAction::Revoke },
-        )?;
-        bar.inc(1);
-    }
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = subjects
+            .iter()
+            .enumerate()
+            .map(|(t, subject)| {
+                let (engine, bar) = (engine.clone(), bar.clone());
+                let share = count / threads + usize::from(t < count % threads);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let subject = IdentityName::parse(subject)?;
+                    for i in 0..share {
+                        lifecycle(
+                            &engine,
+                            &subject,
+                            if i % 2 == 0 { OpAction::Grant } else { OpAction::Revoke },
+                        )?;
+                        bar.inc(1);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+        }
+        Ok(())
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let name = if kind == "git" {
-        "lifecycle request→review, git target"
-    } else {
-        "lifecycle request→review, in-memory target"
+    let name = match (kind, threads) {
+        (Kind::Git, _) => "lifecycle request→review, git target".to_owned(),
+        (Kind::Memory, 1) => "lifecycle request→review, in-memory target".to_owned(),
+        (Kind::Memory, n) => format!("lifecycle request→review, in-memory, {n} concurrent"),
     };
     Ok(Row { name, count, seconds, note: String::new() })
 }
 
-fn lifecycle(
-    engine: &Engine,
-    alice: &IdentityName,
-    bob: &IdentityName,
-    carol: &IdentityName,
-    action: OpAction,
-) -> anyhow::Result<()> {
+fn lifecycle(engine: &Engine, subject: &IdentityName, action: OpAction) -> anyhow::Result<()> {
+    let (alice, bob, carol) =
+        (IdentityName::parse("alice")?, IdentityName::parse("bob")?, IdentityName::parse("carol")?);
     let input = RequestInput {
-        requester: alice.clone(),
+        requester: alice,
         on_behalf_of: None,
         ops: vec![RequestedOp {
             action,
-            identity: IdentityName::parse("dave")?,
+            identity: subject.clone(),
             entitlement: EntitlementRef::parse("bench:read")?,
             duration: None,
         }],
@@ -159,10 +179,10 @@ fn lifecycle(
         event: BusinessEvent::Adhoc,
     };
     let id = engine.request(input, writ_engine::random_bits()?)?.change.id;
-    engine.approve(&id, bob, None, None)?;
+    engine.approve(&id, &bob, None, None)?;
     engine.execute(&id, None)?;
     engine.verify(&id)?;
-    let done = engine.review(&id, carol, "ok".into())?;
+    let done = engine.review(&id, &carol, "ok".into())?;
     if done.change.state != writ_core::change::ChangeState::Reviewed {
         bail!("{id} ended {}", done.change.state);
     }

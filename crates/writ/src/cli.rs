@@ -210,6 +210,9 @@ pub struct DemoArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Lifecycles to run with the in-memory target (the git figure uses a tenth).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 4000)]
     pub lifecycles: usize,
+    /// Concurrent changes for the group-commit figure.
+    #[arg(long, default_value_t = 16)]
+    pub threads: usize,
 }

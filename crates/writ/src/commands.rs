@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
-        Top::Bench(args) => crate::bench::run(args.lifecycles, json).map_err(CliError::from),
+        Top::Bench(args) => crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from),
     }
 }
 
