@@ -5,9 +5,13 @@
 //! Architecture invariant: pure (no I/O). This crate is the only place that knows the record
 //! layout; changing an existing field is a format break and needs a new schema version.
 
+pub mod merkle;
 pub mod record;
 
-pub use record::{RecordError, SCHEMA, decode, encode, leaf_hash};
+pub use merkle::leaf_hash;
+pub use record::{RecordError, SCHEMA, decode, encode};
 
+#[cfg(test)]
+mod merkle_tests;
 #[cfg(test)]
 mod tests;

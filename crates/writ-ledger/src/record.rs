@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use writ_core::Refusal;
 use writ_core::change::{
     ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
@@ -32,14 +31,6 @@ pub enum RecordError {
     /// The bytes are valid JSON but not in RFC 8785 canonical form.
     #[error("event record is not in canonical form")]
     NotCanonical,
-}
-
-/// The SHA-256 leaf hash of RFC 9162: `SHA-256(0x00 ‖ bytes)`.
-pub fn leaf_hash(bytes: &[u8]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update([0u8]);
-    hasher.update(bytes);
-    hasher.finalize().into()
 }
 
 #[derive(Serialize, Deserialize)]

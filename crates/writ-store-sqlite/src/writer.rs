@@ -68,7 +68,9 @@ impl Writer {
                 Ok(Reply::Done(result)) => return result,
                 Ok(Reply::Lead) => self.lead()?,
                 Err(_) => {
-                    return Err(StoreError::Unavailable("the store's writer stopped before answering".into()));
+                    return Err(StoreError::Unavailable(
+                        "the store's writer stopped before answering".into(),
+                    ));
                 }
             }
         }
