@@ -5,12 +5,15 @@
 //! Architecture invariant: pure (no I/O). This crate is the only place that knows the record
 //! layout; changing an existing field is a format break and needs a new schema version.
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod record;
 
 pub use merkle::leaf_hash;
 pub use record::{RecordError, SCHEMA, decode, encode};
 
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod merkle_tests;
 #[cfg(test)]

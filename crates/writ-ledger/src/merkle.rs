@@ -104,7 +104,7 @@ impl Tree {
         if n == 0 {
             return None;
         }
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             return self.levels.get(level)?.get(usize::try_from(start >> level).ok()?).copied();
         }
