@@ -57,7 +57,9 @@ impl Checkpoint {
         let origin = lines.next().filter(|o| !o.is_empty()).ok_or_else(|| malformed("missing origin"))?;
         let size = lines
             .next()
-            .and_then(|s| (!s.starts_with('+') && !(s.len() > 1 && s.starts_with('0'))).then_some(s))
+            .filter(|s| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (*s == "0" || !s.starts_with('0'))
+            })
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| malformed("bad tree size"))?;
         let root = lines
