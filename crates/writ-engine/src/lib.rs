@@ -11,6 +11,7 @@
 //!   implementations.
 
 mod error;
+pub mod ledger;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -425,6 +426,7 @@ pub fn decode_change_event(row: &EventRow) -> Result<ChangeEvent> {
 }
 
 fn change_event(event: &ChangeEvent) -> NewEvent {
+    let bytes = writ_ledger::encode(&Event::Change(event.clone()));
     NewEvent {
         change: Some(event.change.clone()),
         seq: Some(event.seq),
@@ -433,11 +435,13 @@ fn change_event(event: &ChangeEvent) -> NewEvent {
         actor: event.actor.to_string(),
         on_behalf_of: event.on_behalf_of.as_ref().map(ToString::to_string),
         at: event.at,
-        bytes: writ_ledger::encode(&Event::Change(event.clone())),
+        leaf: writ_ledger::leaf_hash(&bytes),
+        bytes,
     }
 }
 
 fn registry_event(event: &RegistryEvent) -> NewEvent {
+    let bytes = writ_ledger::encode(&Event::Registry(event.clone()));
     NewEvent {
         change: None,
         seq: None,
@@ -446,7 +450,8 @@ fn registry_event(event: &RegistryEvent) -> NewEvent {
         actor: event.actor().to_string(),
         on_behalf_of: None,
         at: event.at(),
-        bytes: writ_ledger::encode(&Event::Registry(event.clone())),
+        leaf: writ_ledger::leaf_hash(&bytes),
+        bytes,
     }
 }
 

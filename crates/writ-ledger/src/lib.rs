@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod merkle;
 pub mod record;
+pub mod verify;
 
 pub use merkle::leaf_hash;
 pub use record::{RecordError, SCHEMA, decode, encode};

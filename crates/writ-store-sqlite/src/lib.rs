@@ -15,12 +15,13 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeStore, ChangeSummary, EventLog, EventRow, GrantStore, GrantUpdate, NewEvent,
-    RegistryStore, Result, StoreError,
+    ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, GrantStore, GrantUpdate,
+    NewEvent, RegistryStore, Result, StoreError, StoredCheckpoint,
 };
 use writer::Writer;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_ledger.sql")];
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,8 +137,8 @@ fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
         .map_err(map_err)?;
     let mut statement = tx
         .prepare_cached(
-            "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(map_err)?;
     let mut indices = Vec::with_capacity(events.len());
@@ -155,6 +156,7 @@ fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
                 event.on_behalf_of,
                 event.at.as_millis(),
                 event.bytes,
+                event.leaf.as_slice(),
             ])
             .map_err(map_err)?;
         indices.push(u64::try_from(index).unwrap_or(0));
@@ -350,7 +352,9 @@ impl ChangeStore for SqliteStore {
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare_cached("SELECT idx, change_id, seq, bytes FROM events WHERE change_id = ?1 ORDER BY seq")
+            .prepare_cached(
+                "SELECT idx, change_id, seq, bytes, leaf FROM events WHERE change_id = ?1 ORDER BY seq",
+            )
             .map_err(map_err)?;
         let rows = statement.query_map([id.as_str()], event_columns).map_err(map_err)?;
         rows.map(|row| row.map_err(map_err).and_then(parse_event)).collect()
@@ -391,19 +395,20 @@ impl ChangeStore for SqliteStore {
     }
 }
 
-type EventColumns = (i64, Option<String>, Option<i64>, Vec<u8>);
+type EventColumns = (i64, Option<String>, Option<i64>, Vec<u8>, Option<Vec<u8>>);
 
 fn event_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventColumns> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
-fn parse_event((index, change, seq, bytes): EventColumns) -> Result<EventRow> {
+fn parse_event((index, change, seq, bytes, leaf): EventColumns) -> Result<EventRow> {
     let unsigned = |v: i64| u64::try_from(v).map_err(|_| StoreError::Corrupt("negative index".into()));
     Ok(EventRow {
         index: unsigned(index)?,
         change: change.as_deref().map(ChangeId::parse).transpose().map_err(corrupt("change id"))?,
         seq: seq.map(unsigned).transpose()?,
         bytes,
+        leaf: leaf.and_then(|l| <[u8; 32]>::try_from(l.as_slice()).ok()),
     })
 }
 
@@ -451,7 +456,7 @@ impl EventLog for SqliteStore {
         let connection = self.lock()?;
         let mut statement = connection
             .prepare_cached(
-                "SELECT idx, change_id, seq, bytes FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+                "SELECT idx, change_id, seq, bytes, leaf FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
             )
             .map_err(map_err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -470,3 +475,88 @@ impl EventLog for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+impl CheckpointStore for SqliteStore {
+    fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
+        let checkpoint = checkpoint.clone();
+        self.writer.submit(Box::new(move |tx| {
+            let existing: Option<(Vec<u8>, String)> = tx
+                .query_row(
+                    "SELECT root, note FROM checkpoints WHERE size = ?1",
+                    [to_i64(checkpoint.size)?],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(map_err)?;
+            match existing {
+                Some((root, _)) if root == checkpoint.root => Ok(Vec::new()),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "a different checkpoint of size {} is already stored",
+                    checkpoint.size
+                ))),
+                None => {
+                    tx.execute(
+                        "INSERT INTO checkpoints (size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            to_i64(checkpoint.size)?,
+                            checkpoint.root.as_slice(),
+                            checkpoint.note,
+                            checkpoint.created_at.as_millis()
+                        ],
+                    )
+                    .map_err(map_err)?;
+                    Ok(Vec::new())
+                }
+            }
+        }))?;
+        Ok(())
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare("SELECT size, root, note, created_ms FROM checkpoints ORDER BY size")
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (size, root, note, created_ms) = row.map_err(map_err)?;
+            Ok(StoredCheckpoint {
+                size: u64::try_from(size)
+                    .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
+                root: <[u8; 32]>::try_from(root.as_slice())
+                    .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?,
+                note,
+                created_at: Timestamp::from_millis(created_ms),
+            })
+        })
+        .collect()
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        let connection = self.lock()?;
+        connection
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .optional()
+            .map_err(map_err)
+    }
+
+    fn init_meta(&self, key: &str, value: &str) -> Result<String> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        let k = key.clone();
+        self.writer.submit(Box::new(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
+                .map_err(map_err)?;
+            Ok(Vec::new())
+        }))?;
+        self.meta(&k)?.ok_or_else(|| StoreError::Other(format!("setting {k} was not stored")))
+    }
+}

@@ -18,6 +18,7 @@ fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEvent {
         on_behalf_of: None,
         at: Timestamp::from_millis(1),
         bytes: body.as_bytes().to_vec(),
+        leaf: [0; 32],
     }
 }
 

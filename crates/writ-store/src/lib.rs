@@ -42,15 +42,27 @@ pub struct NewEvent {
     pub on_behalf_of: Option<String>,
     pub at: Timestamp,
     pub bytes: Vec<u8>,
+    /// The RFC 9162 leaf hash of `bytes`, recorded beside them.
+    pub leaf: [u8; 32],
 }
 
-/// An appended event as read back: its ledger index and exact stored bytes.
+/// An appended event as read back: its ledger index, exact stored bytes and recorded leaf hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRow {
     pub index: u64,
     pub change: Option<ChangeId>,
     pub seq: Option<u64>,
     pub bytes: Vec<u8>,
+    pub leaf: Option<[u8; 32]>,
+}
+
+/// A signed checkpoint as stored: the tree size, its root, and the signed note.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub note: String,
+    pub created_at: Timestamp,
 }
 
 /// A change's queryable summary (the events are the record; this is the index over them).
@@ -128,7 +140,20 @@ pub trait EventLog {
     fn event_count(&self) -> Result<u64>;
 }
 
-/// Everything the engine needs, as one object.
-pub trait Store: RegistryStore + ChangeStore + GrantStore + EventLog + Send + Sync {}
+/// Signed checkpoints over the event log, and the log's settings.
+pub trait CheckpointStore {
+    /// Appends a checkpoint. Idempotent for an identical one; `Conflict` if a different
+    /// checkpoint of the same size exists (two signed roots for one size is a fork).
+    fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;
+    /// Every checkpoint, ordered by size.
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
+    /// The value of a setting, or `None`.
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a setting once; returns the value now stored (the existing one if already set).
+    fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+}
 
-impl<T: RegistryStore + ChangeStore + GrantStore + EventLog + Send + Sync> Store for T {}
+/// Everything the engine needs, as one object.
+pub trait Store: RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + Send + Sync {}
+
+impl<T: RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + Send + Sync> Store for T {}

@@ -12,13 +12,18 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Exit codes: 0 ok; 2 invalid input; 3 refused by a control (separation of duties, state,
 /// expiry); 4 not found; 5 store unavailable or concurrent update (nothing was written);
-/// 6 target error; 7 the change ran but ended failed or verification_failed; 1 anything else.
+/// 6 target error; 7 the change ran but ended failed or verification_failed; 8 the ledger failed
+/// verification; 1 anything else.
 #[derive(Parser, Debug)]
 #[command(name = "writ", version, propagate_version = true)]
 pub struct Cli {
     /// The embedded SQLite database file.
     #[arg(long, global = true, env = "WRIT_DB", value_name = "FILE")]
     pub db: Option<PathBuf>,
+
+    /// The ledger signing key file (default: the database path with `.key` appended).
+    #[arg(long, global = true, env = "WRIT_LEDGER_KEY", value_name = "FILE")]
+    pub ledger_key: Option<PathBuf>,
 
     /// Print machine-readable JSON instead of text (errors too, on stderr).
     #[arg(long, global = true)]
@@ -45,12 +50,41 @@ pub enum Top {
     /// Request, approve, execute, verify, review and inspect changes.
     #[command(subcommand)]
     Change(ChangeCmd),
+    /// The tamper-evident ledger: checkpoints, verification, proofs.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
     /// Expire approved changes whose approval validity has ended.
     RunDue,
     /// Walk real changes through the whole chain on a temporary database and git repository.
     Demo(DemoArgs),
     /// Measure complete change lifecycles per second.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCmd {
+    /// Sign a checkpoint (C2SP signed note) over every event recorded so far and print it.
+    Checkpoint,
+    /// Recompute every leaf hash and root, check every checkpoint's signature and consistency;
+    /// exit 8 naming the first bad index if anything is wrong.
+    Verify {
+        /// A public key to trust (name+id+key); repeatable. The signing key's own public half is
+        /// trusted when the key file is readable.
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted: Vec<String>,
+        /// Skip decoding every record (hashes and signatures only).
+        #[arg(long)]
+        shallow: bool,
+    },
+    /// Print an inclusion proof (--index N) or a consistency proof (--from A --to B).
+    Prove {
+        #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+        index: Option<u64>,
+        #[arg(long, requires = "to")]
+        from: Option<u64>,
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

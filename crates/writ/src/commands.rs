@@ -20,13 +20,56 @@ use crate::{CliError, exit};
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     let db = cli.db;
-    match cli.command {
-        Top::Init => init(db, json),
-        Top::Identity(command) => identity(&open(db)?, command, json),
-        Top::Target(command) => target(&open(db)?, command, json),
-        Top::Change(command) => change(&open(db)?, command, json),
+    let key = cli.ledger_key;
+    let result = match cli.command {
+        Top::Init => return init(db, key, json),
+        Top::Demo(args) => return crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
+        Top::Bench(args) => {
+            return crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from);
+        }
+        Top::Ledger(command) => {
+            let engine = open(db.clone())?;
+            return crate::ledger::run(
+                &engine,
+                command,
+                &crate::keys::key_path(&db_path(db)?, key.as_deref()),
+                json,
+            );
+        }
+        Top::Identity(IdentityCmd::List) | Top::Identity(IdentityCmd::Show { .. }) => {
+            return identity(&open(db)?, command_identity(cli.command), json);
+        }
+        Top::Target(TargetCmd::List) | Top::Target(TargetCmd::Entitlements { .. }) => {
+            return target(&open(db)?, command_target(cli.command), json);
+        }
+        Top::Change(ChangeCmd::Show { .. }) | Top::Change(ChangeCmd::List { .. }) => {
+            return change(&open(db)?, command_change(cli.command), json);
+        }
+        command => {
+            let engine = open(db.clone())?;
+            let result = write(&engine, command, json);
+            // Only a command that recorded events may sign: a refusal writes nothing at all.
+            let recorded = match &result {
+                Ok(()) => true,
+                Err(error) => error.exit == exit::CHANGE_FAILED,
+            };
+            if recorded {
+                auto_checkpoint(&engine, &db_path(db)?, key.as_deref());
+            }
+            result
+        }
+    };
+    result
+}
+
+/// Runs a command that records events.
+fn write(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
+    match command {
+        Top::Identity(command) => identity(engine, command, json),
+        Top::Target(command) => target(engine, command, json),
+        Top::Change(command) => change(engine, command, json),
         Top::RunDue => {
-            let expired = open(db)?.expire_due()?;
+            let expired = engine.expire_due()?;
             if json {
                 let ids: Vec<String> = expired.iter().map(ToString::to_string).collect();
                 println!("{}", serde_json::json!({ "expired": ids }));
@@ -37,8 +80,40 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
-        Top::Bench(args) => crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from),
+        _ => Err(CliError::new("internal", "not a write command", exit::OTHER)),
+    }
+}
+
+fn command_identity(command: Top) -> IdentityCmd {
+    match command {
+        Top::Identity(c) => c,
+        _ => IdentityCmd::List,
+    }
+}
+
+fn command_target(command: Top) -> TargetCmd {
+    match command {
+        Top::Target(c) => c,
+        _ => TargetCmd::List,
+    }
+}
+
+fn command_change(command: Top) -> ChangeCmd {
+    match command {
+        Top::Change(c) => c,
+        _ => ChangeCmd::List { state: None },
+    }
+}
+
+/// Signs a checkpoint after a write if one is due (at most about one per second while events
+/// arrive). The events are already durable; a missing key or a refusal to sign is reported, not
+/// fatal, and `writ ledger verify` will show what is not yet covered.
+fn auto_checkpoint(engine: &Engine, db: &Path, key: Option<&Path>) {
+    let path = crate::keys::key_path(db, key);
+    let outcome = crate::keys::load(&path)
+        .and_then(|signer| engine.checkpoint_if_due(&signer, 1000).map_err(CliError::from));
+    if let Err(error) = outcome {
+        tracing::warn!(target: "writ::ledger", code = error.code, "no checkpoint signed: {}", error.message);
     }
 }
 
@@ -59,20 +134,31 @@ pub fn engine_over(store: SqliteStore) -> Engine {
     Engine::new(Arc::new(store), Arc::new(Connectors::default()), Arc::new(SystemClock))
 }
 
-fn init(db: Option<PathBuf>, json: bool) -> Result<(), CliError> {
+fn init(db: Option<PathBuf>, key: Option<PathBuf>, json: bool) -> Result<(), CliError> {
     let path = db_path(db)?;
-    if path.exists() {
-        return Err(CliError::new(
-            "input.database_exists",
-            format!("{} already exists; Writ never initialises over existing data", path.display()),
-            exit::INPUT,
-        ));
+    let key = crate::keys::key_path(&path, key.as_deref());
+    for existing in [&path, &key] {
+        if existing.exists() {
+            return Err(CliError::new(
+                "input.database_exists",
+                format!("{} already exists; Writ never initialises over existing data", existing.display()),
+                exit::INPUT,
+            ));
+        }
     }
-    SqliteStore::open(&path, OpenMode::Create)?;
+    let engine = engine_over(SqliteStore::open(&path, OpenMode::Create)?);
+    let signer = crate::keys::create(&key, &crate::keys::new_origin()?)?;
+    engine.init_ledger(&signer)?;
+    let verifier = signer.verifier();
     if json {
-        println!("{}", serde_json::json!({ "database": path.display().to_string() }));
+        println!(
+            "{}",
+            serde_json::json!({ "database": path.display().to_string(), "ledger_key": key.display().to_string(), "origin": verifier.name(), "public_key": verifier.to_text() })
+        );
     } else {
         println!("initialised {}", path.display());
+        println!("ledger {} signing key {} (keep it secret; back it up)", verifier.name(), key.display());
+        println!("public key {}", verifier.to_text());
     }
     Ok(())
 }
@@ -223,7 +309,8 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         }
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
-            render::print(json, render::change_json(&record), || render::trail(&record));
+            let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
+            render::print(json, render::change_json(&record, &sizes), || render::trail(&record, &sizes));
             return Ok(());
         }
         ChangeCmd::List { state } => {

@@ -9,6 +9,7 @@ use writ_core::change::{BusinessEvent, ChangeId, ExternalRef, Justification, OpA
 use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
 use writ_core::name::{EntitlementRef, IdentityName, TargetName};
 use writ_engine::{Engine, RequestInput, RequestedOp};
+use writ_ledger::checkpoint::NoteSigner;
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
 const ACCESS_FILE: &str = r#"# Access as code: each entitlement lists its members.
@@ -45,6 +46,8 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let repo = dir.join("access-repo");
     make_repository(&repo)?;
     let engine = crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?);
+    let signer = crate::keys::create(&dir.join("writ.db.key"), &crate::keys::new_origin()?)?;
+    engine.init_ledger(&signer)?;
 
     heading("Setup: people, a service account, and an access-as-code repository");
     let admin = Actor::System(SystemActor::Admin);
@@ -84,7 +87,7 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         "HR-1001",
         "new engineer on the payments team",
     )?;
-    complete(&engine, &joiner)?;
+    complete(&engine, &signer, &joiner)?;
 
     heading("2. Mover: dave moves to finance; the old entitlement goes in the same change");
     let mover = request(
@@ -95,7 +98,7 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
         "HR-1002",
         "transfer to finance operations",
     )?;
-    complete(&engine, &mover)?;
+    complete(&engine, &signer, &mover)?;
 
     heading(
         "3. Separation of duties: alice asks for deploy rights for the CI service account she owns, then tries to approve it herself",
@@ -128,15 +131,34 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     }
     println!("  each refusal left the ledger as it was (event counts {unchanged:?})");
     run_to_review(&engine, &deploy)?;
-    print_trail(&engine, &deploy)?;
+    print_trail(&engine, &signer, &deploy)?;
 
     heading("4. Leaver: dave leaves; everything Writ granted him is revoked and verified gone");
     let held: Vec<String> =
         engine.grants_of(&name_of("dave")?)?.iter().map(|g| g.entitlement.to_string()).collect();
     let ops: Vec<(OpAction, &str)> = held.iter().map(|e| (OpAction::Revoke, e.as_str())).collect();
     let leaver = request(&engine, "dave", &ops, BusinessEvent::Leaver, "HR-1003", "last working day")?;
-    complete(&engine, &leaver)?;
+    complete(&engine, &signer, &leaver)?;
     println!("  dave now holds {} grant(s)", engine.grants_of(&name_of("dave")?)?.len());
+
+    heading("The ledger: every event above is a leaf of a Merkle tree under a signed checkpoint");
+    let trusted = [signer.verifier()];
+    let report = engine.verify_ledger(&trusted, true)?;
+    if !report.ok() {
+        bail!("the demo's own ledger does not verify: {:?}", report.problems);
+    }
+    let newest = engine.store().checkpoints()?.pop();
+    println!(
+        "  verified {} events against {} signed checkpoints",
+        report.events,
+        report.verified_checkpoints.len()
+    );
+    if let Some(newest) = newest {
+        println!(
+            "{}",
+            newest.note.trim_end().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+        );
+    }
 
     heading("The access repository's history: every commit carries its change ID");
     let log = git(
@@ -194,10 +216,10 @@ fn request(
     Ok(record.change.id)
 }
 
-fn complete(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
+fn complete(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::Result<()> {
     engine.approve(id, &name_of("bob")?, None, None)?;
     run_to_review(engine, id)?;
-    print_trail(engine, id)
+    print_trail(engine, signer, id)
 }
 
 fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
@@ -214,10 +236,12 @@ fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_trail(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
+fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::Result<()> {
+    engine.checkpoint(signer)?;
+    let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     println!(
         "{}",
-        crate::render::trail(&engine.load(id)?)
+        crate::render::trail(&engine.load(id)?, &sizes)
             .lines()
             .map(|l| format!("  {l}"))
             .collect::<Vec<_>>()

@@ -5,6 +5,8 @@ mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod keys;
+mod ledger;
 mod render;
 mod targets;
 
@@ -27,6 +29,14 @@ impl CliError {
     }
 }
 
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
 /// Exit status for each kind of error (documented in `writ --help`).
 pub mod exit {
     pub const OTHER: u8 = 1;
@@ -36,6 +46,7 @@ pub mod exit {
     pub const STORE: u8 = 5;
     pub const TARGET: u8 = 6;
     pub const CHANGE_FAILED: u8 = 7;
+    pub const LEDGER: u8 = 8;
 }
 
 impl From<writ_core::Refusal> for CliError {

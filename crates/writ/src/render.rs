@@ -120,7 +120,12 @@ fn before_after(change: &Change, op: usize) -> Option<(bool, bool, Option<String
     Some((first.before, last.after, reference))
 }
 
-pub fn change_json(record: &ChangeRecord) -> Value {
+/// The smallest checkpoint size that covers event `index`, if any.
+fn covering(checkpoints: &[u64], index: u64) -> Option<u64> {
+    checkpoints.iter().copied().filter(|size| *size > index).min()
+}
+
+pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
     let change = &record.change;
     let operations: Vec<Value> = change
         .ops
@@ -171,7 +176,8 @@ pub fn change_json(record: &ChangeRecord) -> Value {
             })
         })
         .collect();
-    let trail: Vec<Value> = record.events.iter().map(|(index, e)| event_json(*index, e)).collect();
+    let trail: Vec<Value> =
+        record.events.iter().map(|(index, e)| event_json(*index, e, covering(checkpoints, *index))).collect();
     let reviewed = change.state == ChangeState::Reviewed;
     json!({
         "id": change.id.to_string(),
@@ -208,9 +214,10 @@ fn presence(present: bool) -> &'static str {
     if present { "present" } else { "absent" }
 }
 
-fn event_json(index: u64, event: &ChangeEvent) -> Value {
+fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>) -> Value {
     json!({
         "index": index,
+        "checkpoint": checkpoint,
         "seq": event.seq,
         "at": event.at.to_rfc3339(),
         "phase": event.body.phase().as_str(),
@@ -246,7 +253,7 @@ fn event_detail(event: &ChangeEvent) -> String {
 }
 
 /// The human-readable trail of one change.
-pub fn trail(record: &ChangeRecord) -> String {
+pub fn trail(record: &ChangeRecord, checkpoints: &[u64]) -> String {
     let change = &record.change;
     let mut out = format!("{}  {} · {} · state {}\n", change.id, change.kind, change.event, change.state);
     let proxy = change.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
@@ -317,11 +324,13 @@ pub fn trail(record: &ChangeRecord) -> String {
         }
         (None, _) => out.push_str("  reviewed   -\n"),
     }
-    out.push_str("  events\n");
+    out.push_str("  events (ledger index, and the signed checkpoint that covers it)\n");
     for (index, event) in &record.events {
         let proxy = event.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" (for {p})"));
+        let checkpoint = covering(checkpoints, *index)
+            .map_or("not yet checkpointed".to_owned(), |s| format!("checkpoint {s}"));
         out.push_str(&format!(
-            "    #{index:<5} {}  {:<14} {:<28} {}{proxy}  {}\n",
+            "    #{index:<5} {}  {:<14} {:<28} {}{proxy}  {}  [{checkpoint}]\n",
             event.at,
             event.body.phase().as_str(),
             event.body.type_name(),

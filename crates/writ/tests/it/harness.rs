@@ -127,7 +127,13 @@ impl World {
             let rows = statement
                 .query_map([], |row| {
                     (0..columns)
-                        .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
+                        .map(|i| {
+                            row.get_ref(i).map(|v| match v {
+                                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                                rusqlite::types::ValueRef::Blob(b) => hex::encode(b),
+                                other => format!("{other:?}"),
+                            })
+                        })
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .unwrap();

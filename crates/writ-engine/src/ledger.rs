@@ -1,0 +1,171 @@
+//! The ledger service: builds the Merkle tree over the event log, signs checkpoints (refusing to
+//! sign a history inconsistent with the last signed head), verifies the whole log, and makes
+//! inclusion and consistency proofs. Keys are passed in; the engine never reads key files.
+
+use writ_core::time::Timestamp;
+use writ_ledger::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
+use writ_ledger::merkle::{Hash, Tree};
+use writ_ledger::verify::{Entry, Report, verify};
+use writ_store::{EventRow, StoredCheckpoint};
+
+use crate::{Engine, EngineError, Result};
+
+/// The meta key holding the log's origin line.
+pub const ORIGIN: &str = "ledger.origin";
+/// Events read per page while scanning the log.
+const PAGE: usize = 10_000;
+
+/// An inclusion proof for one event against a signed checkpoint.
+#[derive(Clone, Debug)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub leaf: Hash,
+    pub proof: Vec<Hash>,
+    pub checkpoint: StoredCheckpoint,
+}
+
+/// A consistency proof between two tree sizes.
+#[derive(Clone, Debug)]
+pub struct ConsistencyProof {
+    pub old_size: u64,
+    pub new_size: u64,
+    pub old_root: Hash,
+    pub new_root: Hash,
+    pub proof: Vec<Hash>,
+}
+
+/// Why the ledger refused to sign.
+fn refused(detail: String) -> EngineError {
+    EngineError::Store(writ_store::StoreError::Corrupt(detail))
+}
+
+impl Engine {
+    /// The log's origin (`writ/<id>`), set once by `writ init`.
+    pub fn ledger_origin(&self) -> Result<String> {
+        self.store
+            .meta(ORIGIN)?
+            .ok_or_else(|| EngineError::NotFound { what: "ledger origin", name: ORIGIN.into() })
+    }
+
+    /// Records the origin and the public key of a new ledger (once).
+    pub fn init_ledger(&self, signer: &NoteSigner) -> Result<()> {
+        let verifier = signer.verifier();
+        self.store.init_meta(ORIGIN, verifier.name())?;
+        self.store.init_meta(&format!("ledger.key.{}", verifier.id_hex()), &verifier.to_text())?;
+        Ok(())
+    }
+
+    /// Every event row in index order.
+    pub fn all_events(&self) -> Result<Vec<EventRow>> {
+        let mut rows = Vec::new();
+        loop {
+            let page = self.store.events(rows.len() as u64, PAGE)?;
+            let done = page.len() < PAGE;
+            rows.extend(page);
+            if done {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// The tree over the stored events, hashing the stored bytes.
+    pub fn ledger_tree(&self) -> Result<Tree> {
+        let mut tree = Tree::new();
+        for row in self.all_events()? {
+            tree.push(writ_ledger::leaf_hash(&row.bytes));
+        }
+        Ok(tree)
+    }
+
+    /// Signs a checkpoint over the whole log unless the newest one already covers it. Refuses if
+    /// the stored events no longer reproduce the newest signed root (tampering since then).
+    pub fn checkpoint(&self, signer: &NoteSigner) -> Result<StoredCheckpoint> {
+        let origin = self.ledger_origin()?;
+        if signer.verifier().name() != origin {
+            return Err(refused(format!(
+                "the signing key is for {}, this ledger is {origin}",
+                signer.verifier().name()
+            )));
+        }
+        let tree = self.ledger_tree()?;
+        let latest = self.store.checkpoints()?.pop();
+        if let Some(latest) = &latest {
+            if tree.root_at(latest.size) != Some(latest.root) {
+                return Err(refused(format!(
+                    "the stored events do not match the checkpoint at size {}; run `writ ledger verify`",
+                    latest.size
+                )));
+            }
+            if latest.size == tree.size() {
+                return Ok(latest.clone());
+            }
+        }
+        let checkpoint = Checkpoint { origin, size: tree.size(), root: tree.root() };
+        let stored = StoredCheckpoint {
+            size: checkpoint.size,
+            root: checkpoint.root,
+            note: signer.sign(&checkpoint),
+            created_at: self.clock.now(),
+        };
+        self.store.add_checkpoint(&stored)?;
+        tracing::info!(target: "writ::ledger", size = stored.size, "checkpoint signed");
+        Ok(stored)
+    }
+
+    /// Signs a checkpoint if there are unsigned events and the newest checkpoint is at least
+    /// `interval_ms` old: at most about one per interval while events arrive.
+    pub fn checkpoint_if_due(
+        &self,
+        signer: &NoteSigner,
+        interval_ms: i64,
+    ) -> Result<Option<StoredCheckpoint>> {
+        let latest = self.store.checkpoints()?.pop();
+        let count = self.store.event_count()?;
+        let now: Timestamp = self.clock.now();
+        let due = match &latest {
+            None => count > 0,
+            Some(latest) => {
+                latest.size < count && now.as_millis() - latest.created_at.as_millis() >= interval_ms
+            }
+        };
+        if due { self.checkpoint(signer).map(Some) } else { Ok(None) }
+    }
+
+    /// Verifies the whole log against its checkpoints with `trusted` keys only.
+    pub fn verify_ledger(&self, trusted: &[NoteVerifier], deep: bool) -> Result<Report> {
+        let rows = self.all_events()?;
+        let notes: Vec<String> = self.store.checkpoints()?.into_iter().map(|c| c.note).collect();
+        let origin = self.store.meta(ORIGIN)?;
+        let entries =
+            rows.iter().map(|row| Entry { index: row.index, bytes: &row.bytes, recorded_leaf: row.leaf });
+        Ok(verify(entries, &notes, trusted, origin.as_deref(), deep))
+    }
+
+    /// An inclusion proof for event `index` against the newest checkpoint that covers it.
+    pub fn prove_inclusion(&self, index: u64) -> Result<InclusionProof> {
+        let checkpoint = self.store.checkpoints()?.pop().filter(|c| c.size > index).ok_or_else(|| {
+            EngineError::NotFound { what: "checkpoint covering event", name: index.to_string() }
+        })?;
+        let tree = self.ledger_tree()?;
+        let not_found = || EngineError::NotFound { what: "event", name: index.to_string() };
+        let leaf = tree.leaf(index).ok_or_else(not_found)?;
+        let proof = tree.inclusion_proof(index, checkpoint.size).ok_or_else(not_found)?;
+        if !writ_ledger::merkle::verify_inclusion(&leaf, index, checkpoint.size, &proof, &checkpoint.root) {
+            return Err(refused(format!(
+                "event {index} does not prove against the checkpoint at size {}",
+                checkpoint.size
+            )));
+        }
+        Ok(InclusionProof { index, leaf, proof, checkpoint })
+    }
+
+    /// A consistency proof between tree sizes `old_size` and `new_size`.
+    pub fn prove_consistency(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof> {
+        let tree = self.ledger_tree()?;
+        let bad = || EngineError::NotFound { what: "tree size", name: format!("{old_size}..{new_size}") };
+        let proof = tree.consistency_proof(old_size, new_size).ok_or_else(bad)?;
+        let old_root = tree.root_at(old_size).ok_or_else(bad)?;
+        let new_root = tree.root_at(new_size).ok_or_else(bad)?;
+        Ok(ConsistencyProof { old_size, new_size, old_root, new_root, proof })
+    }
+}

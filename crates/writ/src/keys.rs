@@ -1,0 +1,95 @@
+//! The ledger signing key: a file outside the database (mode 0600), created by `writ init`.
+//! Its path is `--ledger-key` / `WRIT_LEDGER_KEY`, or the database path with `.key` appended.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use writ_ledger::checkpoint::{NoteSigner, NoteVerifier};
+
+use crate::{CliError, exit};
+
+pub fn key_path(db: &Path, explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(path) => path.to_owned(),
+        None => {
+            let mut name = db.as_os_str().to_owned();
+            name.push(".key");
+            PathBuf::from(name)
+        }
+    }
+}
+
+/// A new random log origin, `writ/<16 hex digits>`.
+pub fn new_origin() -> Result<String, CliError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    Ok(format!("writ/{}", hex::encode(bytes)))
+}
+
+/// Creates a new signing key file (refusing to overwrite one) readable only by its owner.
+pub fn create(path: &Path, origin: &str) -> Result<NoteSigner, CliError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    let signer = NoteSigner::from_seed(origin, seed)
+        .map_err(|e| CliError::new("ledger.bad_key", e.to_string(), exit::OTHER))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+            CliError::new(
+                "ledger.key_file",
+                format!("cannot create the ledger key {}: {e}", path.display()),
+                exit::INPUT,
+            )
+        })?;
+    file.write_all(format!("{}\n", signer.to_private_text()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| {
+            CliError::new("ledger.key_file", format!("writing {}: {e}", path.display()), exit::OTHER)
+        })?;
+    Ok(signer)
+}
+
+/// Loads the signing key, refusing a file other users can read.
+pub fn load(path: &Path) -> Result<NoteSigner, CliError> {
+    let unusable = |why: String| CliError::new("ledger.key_file", why, exit::STORE);
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        unusable(format!(
+            "cannot read the ledger key {}: {e} (set --ledger-key or WRIT_LEDGER_KEY)",
+            path.display()
+        ))
+    })?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(unusable(format!(
+            "the ledger key {} is accessible to other users; run chmod 600 on it",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| unusable(format!("cannot read {}: {e}", path.display())))?;
+    NoteSigner::parse(&text).map_err(|e| unusable(format!("{}: {e}", path.display())))
+}
+
+/// Keys to trust when verifying: those given explicitly, plus the public half of the signing key
+/// if it can be loaded. Never the keys stored in the database an attacker could have replaced.
+pub fn trusted(explicit: &[String], key: &Path) -> Result<Vec<NoteVerifier>, CliError> {
+    let mut trusted = explicit
+        .iter()
+        .map(|k| {
+            NoteVerifier::parse(k).map_err(|e| CliError::new("input.bad_key", e.to_string(), exit::INPUT))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Ok(signer) = load(key) {
+        trusted.push(signer.verifier());
+    }
+    if trusted.is_empty() {
+        return Err(CliError::new(
+            "ledger.no_trusted_key",
+            format!(
+                "no trusted key: pass --trusted-key NAME+ID+KEY or make the ledger key {} readable",
+                key.display()
+            ),
+            exit::INPUT,
+        ));
+    }
+    Ok(trusted)
+}

@@ -1,0 +1,124 @@
+//! `writ ledger …`: checkpoints, verification and proofs, printed for people or as JSON.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use writ_engine::Engine;
+
+use crate::cli::LedgerCmd;
+use crate::{CliError, exit, keys, render};
+
+pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Result<(), CliError> {
+    match command {
+        LedgerCmd::Checkpoint => {
+            let signer = keys::load(key)?;
+            let checkpoint = engine.checkpoint(&signer)?;
+            let value = serde_json::json!({
+                "size": checkpoint.size,
+                "root": hex::encode(checkpoint.root),
+                "note": checkpoint.note,
+                "key": signer.verifier().to_text(),
+            });
+            render::print(json, value, || checkpoint.note.trim_end().to_owned());
+            Ok(())
+        }
+        LedgerCmd::Verify { trusted, shallow } => {
+            let trusted = keys::trusted(&trusted, key)?;
+            let report = engine.verify_ledger(&trusted, !shallow)?;
+            let covered = report.verified_checkpoints.last().map_or(0, |c| c.size);
+            let problems: Vec<serde_json::Value> = report
+                .problems
+                .iter()
+                .map(
+                    |p| serde_json::json!({ "code": p.code(), "index": p.index(), "message": p.to_string() }),
+                )
+                .collect();
+            let value = serde_json::json!({
+                "ok": report.ok(),
+                "events": report.events,
+                "checkpoints_verified": report.verified_checkpoints.len(),
+                "covered": covered,
+                "uncovered": report.uncovered,
+                "problems": problems,
+            });
+            render::print(json, value, || {
+                if !report.ok() {
+                    return report
+                        .problems
+                        .iter()
+                        .skip(1)
+                        .map(|p| format!("also: [{}] {p}", p.code()))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                }
+                format!(
+                    "ledger ok: {} events, {} checkpoints verified (newest covers {covered}); {} events not yet checkpointed",
+                    report.events,
+                    report.verified_checkpoints.len(),
+                    report.uncovered
+                )
+            });
+            match report.problems.first() {
+                None => Ok(()),
+                Some(first) => Err(CliError::new(
+                    first.code(),
+                    format!("ledger verification failed: {first}"),
+                    exit::LEDGER,
+                )),
+            }
+        }
+        LedgerCmd::Prove { index: Some(index), .. } => {
+            let proof = engine.prove_inclusion(index)?;
+            let value = serde_json::json!({
+                "index": proof.index,
+                "leaf_hash": hex::encode(proof.leaf),
+                "tree_size": proof.checkpoint.size,
+                "root": hex::encode(proof.checkpoint.root),
+                "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+                "checkpoint": proof.checkpoint.note,
+            });
+            render::print(json, value, || {
+                let mut out = format!(
+                    "event {} is included in the tree of size {} (verified)\nleaf  {}\n",
+                    proof.index,
+                    proof.checkpoint.size,
+                    hex::encode(proof.leaf)
+                );
+                for hash in &proof.proof {
+                    out.push_str(&format!("path  {}\n", hex::encode(hash)));
+                }
+                out.push_str(&format!("signed checkpoint:\n{}", proof.checkpoint.note.trim_end()));
+                out
+            });
+            Ok(())
+        }
+        LedgerCmd::Prove { from: Some(from), to: Some(to), .. } => {
+            let proof = engine.prove_consistency(from, to)?;
+            let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
+            let value = serde_json::json!({
+                "from": proof.old_size,
+                "to": proof.new_size,
+                "old_root": hex::encode(proof.old_root),
+                "new_root": hex::encode(proof.new_root),
+                "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+            });
+            render::print(json, value, || {
+                let mut out = format!(
+                    "tree {} (root {}) is a prefix of tree {} (root {})\n",
+                    proof.old_size,
+                    b64(&proof.old_root),
+                    proof.new_size,
+                    b64(&proof.new_root)
+                );
+                for hash in &proof.proof {
+                    out.push_str(&format!("path  {}\n", hex::encode(hash)));
+                }
+                out.trim_end().to_owned()
+            });
+            Ok(())
+        }
+        LedgerCmd::Prove { .. } => {
+            Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B", exit::INPUT))
+        }
+    }
+}
