@@ -140,7 +140,7 @@ pub struct Report {
     pub verified_checkpoints: Vec<Checkpoint>,
     /// Events after the newest verified checkpoint (valid so far, not yet signed).
     pub uncovered: u64,
-    /// Problems, ordered by the index where they start.
+    /// Problems: those naming one event first, ordered by index, then range findings.
     pub problems: Vec<Problem>,
     /// The tree over the stored events, for proofs.
     pub tree: Tree,
@@ -184,7 +184,8 @@ pub fn verify<'a>(
     }
     let verified_checkpoints = check_checkpoints(&tree, notes, trusted, origin, &mut problems);
     let uncovered = tree.size() - verified_checkpoints.last().map_or(0, |c| c.size.min(tree.size()));
-    problems.sort_by_key(Problem::index);
+    // Exact findings first (they name one event), then those that bound a range.
+    problems.sort_by_key(|p| (matches!(p, Problem::RootMismatch { .. }), p.index()));
     Report { events: tree.size(), verified_checkpoints, uncovered, problems, tree }
 }
 

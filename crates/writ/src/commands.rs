@@ -18,52 +18,44 @@ use crate::targets::Connectors;
 use crate::{CliError, exit};
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let json = cli.json;
-    let db = cli.db;
-    let key = cli.ledger_key;
-    let result = match cli.command {
-        Top::Init => return init(db, key, json),
-        Top::Demo(args) => return crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
-        Top::Bench(args) => {
-            return crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from);
-        }
+    let Cli { db, ledger_key: key, json, command, .. } = cli;
+    match command {
+        Top::Init => init(db, key, json),
+        Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
+        Top::Bench(args) => crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from),
         Top::Ledger(command) => {
-            let engine = open(db.clone())?;
-            return crate::ledger::run(
-                &engine,
-                command,
-                &crate::keys::key_path(&db_path(db)?, key.as_deref()),
-                json,
-            );
+            let path = db_path(db)?;
+            let engine = open(Some(path.clone()))?;
+            crate::ledger::run(&engine, command, &crate::keys::key_path(&path, key.as_deref()), json)
         }
-        Top::Identity(IdentityCmd::List) | Top::Identity(IdentityCmd::Show { .. }) => {
-            return identity(&open(db)?, command_identity(cli.command), json);
-        }
-        Top::Target(TargetCmd::List) | Top::Target(TargetCmd::Entitlements { .. }) => {
-            return target(&open(db)?, command_target(cli.command), json);
-        }
-        Top::Change(ChangeCmd::Show { .. }) | Top::Change(ChangeCmd::List { .. }) => {
-            return change(&open(db)?, command_change(cli.command), json);
-        }
+        command if is_read(&command) => dispatch(&open(db)?, command, json),
         command => {
-            let engine = open(db.clone())?;
-            let result = write(&engine, command, json);
+            let path = db_path(db)?;
+            let engine = open(Some(path.clone()))?;
+            let result = dispatch(&engine, command, json);
             // Only a command that recorded events may sign: a refusal writes nothing at all.
             let recorded = match &result {
                 Ok(()) => true,
                 Err(error) => error.exit == exit::CHANGE_FAILED,
             };
             if recorded {
-                auto_checkpoint(&engine, &db_path(db)?, key.as_deref());
+                auto_checkpoint(&engine, &path, key.as_deref());
             }
             result
         }
-    };
-    result
+    }
 }
 
-/// Runs a command that records events.
-fn write(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
+fn is_read(command: &Top) -> bool {
+    matches!(
+        command,
+        Top::Identity(IdentityCmd::List | IdentityCmd::Show { .. })
+            | Top::Target(TargetCmd::List | TargetCmd::Entitlements { .. })
+            | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
+    )
+}
+
+fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
     match command {
         Top::Identity(command) => identity(engine, command, json),
         Top::Target(command) => target(engine, command, json),
@@ -80,28 +72,7 @@ fn write(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             }
             Ok(())
         }
-        _ => Err(CliError::new("internal", "not a write command", exit::OTHER)),
-    }
-}
-
-fn command_identity(command: Top) -> IdentityCmd {
-    match command {
-        Top::Identity(c) => c,
-        _ => IdentityCmd::List,
-    }
-}
-
-fn command_target(command: Top) -> TargetCmd {
-    match command {
-        Top::Target(c) => c,
-        _ => TargetCmd::List,
-    }
-}
-
-fn command_change(command: Top) -> ChangeCmd {
-    match command {
-        Top::Change(c) => c,
-        _ => ChangeCmd::List { state: None },
+        _ => Err(CliError::new("internal", "command not dispatched here", exit::OTHER)),
     }
 }
 

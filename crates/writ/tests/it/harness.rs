@@ -27,7 +27,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Run {
+    pub fn from_output(output: Output) -> Run {
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -87,7 +87,7 @@ impl World {
             .env_remove("RUST_LOG")
             .output()
             .unwrap();
-        Run::from(output)
+        Run::from_output(output)
     }
 
     /// Requests a grant of `entitlement` to `who` by alice and returns the change ID.

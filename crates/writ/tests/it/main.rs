@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod ledger;
 mod lifecycle;
 mod refusals;
 mod tidy;

@@ -1,0 +1,208 @@
+//! The tamper-evident ledger against an attacker with write access to the database file: each
+//! attack is plain SQL on a copy of a real database, and `writ ledger verify` must name it.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Run, World};
+
+/// A world with one complete change (events 0..=12) under a signed checkpoint.
+fn ledger_world() -> (World, String) {
+    let w = World::new();
+    let id = w.request("dave", "access:eng-read");
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &id]).ok();
+    w.writ(&["change", "verify", &id]).ok();
+    w.writ(&["change", "review", &id, "--as", "carol"]).ok();
+    let checkpoint = w.writ(&["ledger", "checkpoint", "--json"]).json();
+    assert_eq!(checkpoint["size"], 13);
+    (w, id)
+}
+
+fn key(w: &World) -> PathBuf {
+    let mut name = w.db.as_os_str().to_owned();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+/// Copies the database, lets `attack` change the copy with raw SQL, and verifies the copy.
+fn attack(w: &World, name: &str, attack: impl FnOnce(&rusqlite::Connection)) -> Run {
+    let original = rusqlite::Connection::open(&w.db).unwrap();
+    original.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(original);
+    let copy = w.dir.path().join(format!("{name}.db"));
+    std::fs::copy(&w.db, &copy).unwrap();
+    let connection = rusqlite::Connection::open(&copy).unwrap();
+    connection
+        .execute_batch(
+            "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
+             DROP TRIGGER checkpoints_no_update; DROP TRIGGER checkpoints_no_delete;",
+        )
+        .unwrap();
+    attack(&connection);
+    drop(connection);
+    verify(&copy, &key(w))
+}
+
+fn verify(db: &Path, key: &Path) -> Run {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["--db", db.to_str().unwrap(), "--ledger-key", key.to_str().unwrap(), "ledger", "verify"])
+        .output()
+        .unwrap();
+    crate::harness::Run::from_output(output)
+}
+
+fn assert_detected(run: &Run, code: &str, index_text: &str) {
+    assert_eq!(run.code, 8, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!("error[{code}]: ledger verification failed: ")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(index_text), "expected {index_text:?} in {}", run.stderr);
+}
+
+fn bytes_of(connection: &rusqlite::Connection, index: i64) -> Vec<u8> {
+    connection.query_row("SELECT bytes FROM events WHERE idx = ?1", [index], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn an_untouched_ledger_verifies_and_proves() {
+    let (w, _) = ledger_world();
+    let run = w.writ(&["ledger", "verify", "--json"]).json();
+    assert_eq!(run["ok"], true);
+    assert_eq!(run["events"], 13);
+    assert_eq!(run["covered"], 13);
+    let proof = w.writ(&["ledger", "prove", "--index", "8", "--json"]).json();
+    let hash =
+        |v: &serde_json::Value| <[u8; 32]>::try_from(hex::decode(v.as_str().unwrap()).unwrap()).unwrap();
+    let path: Vec<[u8; 32]> = proof["proof"].as_array().unwrap().iter().map(hash).collect();
+    assert!(writ_ledger::merkle::verify_inclusion(
+        &hash(&proof["leaf_hash"]),
+        8,
+        13,
+        &path,
+        &hash(&proof["root"])
+    ));
+    let consistency = w.writ(&["ledger", "prove", "--from", "6", "--to", "13", "--json"]).json();
+    let path: Vec<[u8; 32]> = consistency["proof"].as_array().unwrap().iter().map(hash).collect();
+    assert!(writ_ledger::merkle::verify_consistency(
+        6,
+        13,
+        &hash(&consistency["old_root"]),
+        &hash(&consistency["new_root"]),
+        &path
+    ));
+    let uncovered = w.writ(&["ledger", "prove", "--index", "13"]);
+    assert_eq!(uncovered.code, 4, "{}", uncovered.stderr);
+}
+
+#[test]
+fn editing_one_byte_of_an_event_is_named() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "edit", |c| {
+        let edited =
+            String::from_utf8(bytes_of(c, 8)).unwrap().replacen("\"bob\"", "\"bab\"", 1).into_bytes();
+        c.execute("UPDATE events SET bytes = ?1 WHERE idx = 8", [edited]).unwrap();
+    });
+    assert_detected(&run, "ledger.edited_event", "event 8 was edited");
+}
+
+#[test]
+fn editing_an_event_and_its_recorded_hash_still_breaks_the_signed_root() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "edit-hash", |c| {
+        let edited =
+            String::from_utf8(bytes_of(c, 8)).unwrap().replacen("\"bob\"", "\"bab\"", 1).into_bytes();
+        let leaf = writ_ledger::leaf_hash(&edited).to_vec();
+        c.execute("UPDATE events SET bytes = ?1, leaf = ?2 WHERE idx = 8", rusqlite::params![edited, leaf])
+            .unwrap();
+    });
+    assert_detected(&run, "ledger.root_mismatch", "..13 was edited, reordered, replaced or removed");
+    // The range starts at the newest checkpoint that still matches, which is before event 8.
+    let from: u64 =
+        run.stderr.split("at index ").nth(1).unwrap().split("..").next().unwrap().parse().unwrap();
+    assert!(from <= 8, "{}", run.stderr);
+}
+
+#[test]
+fn deleting_an_event_is_named() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "delete", |c| {
+        c.execute("DELETE FROM events WHERE idx = 9", []).unwrap();
+    });
+    assert_detected(&run, "ledger.missing_event", "event 9 is missing");
+}
+
+#[test]
+fn swapping_two_events_is_named() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "swap", |c| {
+        c.execute_batch(
+            "UPDATE events SET idx = -1 WHERE idx = 9;
+             UPDATE events SET idx = 9, seq = 4 WHERE idx = 10;
+             UPDATE events SET idx = 10, seq = 3 WHERE idx = -1;",
+        )
+        .unwrap();
+    });
+    assert_detected(&run, "ledger.reordered_events", "event 9 is out of sequence");
+}
+
+#[test]
+fn truncating_below_a_checkpoint_is_named() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "truncate", |c| {
+        c.execute("DELETE FROM events WHERE idx >= 10", []).unwrap();
+    });
+    assert_detected(&run, "ledger.truncated", "covers 13 events, the log holds 10");
+}
+
+#[test]
+fn a_replaced_checkpoint_signature_is_named() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "signature", |c| {
+        let note: String =
+            c.query_row("SELECT note FROM checkpoints WHERE size = 13", [], |r| r.get(0)).unwrap();
+        let (head, signature) = note.trim_end().rsplit_once(' ').unwrap();
+        let mut chars: Vec<char> = signature.chars().collect();
+        chars[20] = if chars[20] == 'Q' { 'R' } else { 'Q' };
+        let forged = format!("{head} {}\n", chars.into_iter().collect::<String>());
+        c.execute("UPDATE checkpoints SET note = ?1 WHERE size = 13", [forged]).unwrap();
+    });
+    assert_detected(&run, "ledger.bad_signature", "checkpoint at size 13");
+}
+
+#[test]
+fn a_checkpoint_signed_with_another_key_is_an_unknown_key() {
+    let (w, _) = ledger_world();
+    let run = attack(&w, "rekey", |c| {
+        let note: String =
+            c.query_row("SELECT note FROM checkpoints WHERE size = 13", [], |r| r.get(0)).unwrap();
+        let origin = note.lines().next().unwrap().to_owned();
+        let attacker = writ_ledger::checkpoint::NoteSigner::from_seed(&origin, [9; 32]).unwrap();
+        let body = note.split("\n\n").next().unwrap();
+        let mut lines = body.lines();
+        let checkpoint = writ_ledger::checkpoint::Checkpoint {
+            origin: lines.next().unwrap().to_owned(),
+            size: lines.next().unwrap().parse().unwrap(),
+            root: [0; 32],
+        };
+        c.execute("UPDATE checkpoints SET note = ?1 WHERE size = 13", [attacker.sign(&checkpoint)]).unwrap();
+    });
+    assert_detected(&run, "ledger.unknown_key", "unknown key");
+}
+
+#[test]
+fn checkpointing_refuses_to_sign_over_a_tampered_history() {
+    let (w, id) = ledger_world();
+    let connection = rusqlite::Connection::open(&w.db).unwrap();
+    connection.execute_batch("DROP TRIGGER events_no_update").unwrap();
+    let edited =
+        String::from_utf8(bytes_of(&connection, 8)).unwrap().replacen("\"bob\"", "\"bab\"", 1).into_bytes();
+    connection.execute("UPDATE events SET bytes = ?1 WHERE idx = 8", [edited]).unwrap();
+    drop(connection);
+    let _ = id;
+    w.writ(&["identity", "add", "erin", "--kind", "human"]).ok();
+    let run = w.writ(&["ledger", "checkpoint"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("do not match the checkpoint at size 13"), "{}", run.stderr);
+}
