@@ -308,6 +308,8 @@ pub struct Change {
     pub executions: Vec<Execution>,
     pub verification: Option<Verification>,
     pub closing: Option<Decision>,
+    /// Every evidence blob attached so far: the event sequence, the step, and the reference.
+    pub evidence: Vec<(u64, crate::event::Phase, crate::event::EvidenceRef)>,
     /// How many events have been folded into this record; the next event has this sequence.
     pub seq: u64,
 }

@@ -24,6 +24,24 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const STEPS: [Phase; 6] = [
+        Phase::Request,
+        Phase::Validation,
+        Phase::Approval,
+        Phase::Implementation,
+        Phase::Verification,
+        Phase::Review,
+    ];
+
+    /// Parses a step of the control chain (not `registry`).
+    pub fn parse_step(input: &str) -> Result<Phase, crate::Refusal> {
+        Phase::STEPS.into_iter().find(|p| p.as_str() == input).ok_or_else(|| crate::Refusal::InvalidValue {
+            field: "step",
+            input: input.chars().take(40).collect(),
+            expected: "one of request, validation, approval, implementation, verification, review",
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Registry => "registry",
@@ -52,6 +70,17 @@ pub struct ChangeEvent {
     pub actor: Actor,
     pub on_behalf_of: Option<IdentityName>,
     pub body: ChangeEventBody,
+    /// Evidence captured at the moment of this step; the blobs are stored beside the event.
+    pub evidence: Vec<EvidenceRef>,
+}
+
+/// A content-addressed evidence blob: SHA-256 of its bytes, what it is, and its size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceRef {
+    pub digest: [u8; 32],
+    pub label: String,
+    pub media_type: String,
+    pub size: u64,
 }
 
 /// What happened. The actor of `Requested` is the requester; of `Approved`, the approver.
@@ -100,6 +129,11 @@ pub enum ChangeEventBody {
     Reviewed {
         notes: String,
     },
+    /// A person attached evidence to a step (the blob is in the event's evidence list).
+    EvidenceAttached {
+        step: Phase,
+        name: String,
+    },
 }
 
 impl ChangeEventBody {
@@ -118,6 +152,7 @@ impl ChangeEventBody {
             ChangeEventBody::Verified { .. } => "change.verified",
             ChangeEventBody::VerificationFailed { .. } => "change.verification_failed",
             ChangeEventBody::Reviewed { .. } => "change.reviewed",
+            ChangeEventBody::EvidenceAttached { .. } => "change.evidence_attached",
         }
     }
 
@@ -136,6 +171,7 @@ impl ChangeEventBody {
                 Phase::Verification
             }
             ChangeEventBody::Reviewed { .. } => Phase::Review,
+            ChangeEventBody::EvidenceAttached { step, .. } => *step,
         }
     }
 }

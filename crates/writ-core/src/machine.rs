@@ -73,6 +73,12 @@ pub enum Command {
         reviewer: Identity,
         notes: String,
     },
+    /// Attach evidence to a step; allowed in every state, it changes no state.
+    AttachEvidence {
+        actor: Actor,
+        step: crate::event::Phase,
+        name: String,
+    },
     Expire,
 }
 
@@ -87,6 +93,7 @@ impl Command {
             Command::RecordImplementation { .. } => "record implementation",
             Command::RecordVerification { .. } => "verify",
             Command::Review { .. } => "review",
+            Command::AttachEvidence { .. } => "attach evidence",
             Command::Expire => "expire",
         }
     }
@@ -121,6 +128,7 @@ pub fn decide(
         actor,
         on_behalf_of,
         body,
+        evidence: Vec::new(),
     };
     match command {
         Command::Request(_) => Err(invalid(change, action)),
@@ -217,6 +225,10 @@ pub fn decide(
             let notes = text(notes, "review notes")?;
             Ok(vec![event(Actor::Identity(reviewer.name), None, ChangeEventBody::Reviewed { notes })])
         }
+        Command::AttachEvidence { actor, step, name } => {
+            let name = text(name, "evidence name")?;
+            Ok(vec![event(actor, None, ChangeEventBody::EvidenceAttached { step, name })])
+        }
         Command::Expire => {
             require_state(change, &[ChangeState::Approved], action)?;
             match change.approvals_valid_until() {
@@ -260,6 +272,11 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 executions: Vec::new(),
                 verification: None,
                 closing: None,
+                evidence: event
+                    .evidence
+                    .iter()
+                    .map(|e| (0, crate::event::Phase::Request, e.clone()))
+                    .collect(),
                 seq: 1,
             });
         }
@@ -361,12 +378,15 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             change.verification =
                 Some(Verification { at: event.at, observations: observations.clone(), mismatches: bad });
         }
+        ChangeEventBody::EvidenceAttached { .. } => {}
         ChangeEventBody::Reviewed { notes } => {
             expect(&[ChangeState::Verified, ChangeState::VerificationFailed])?;
             change.closing = Some(decision(notes));
             change.state = ChangeState::Reviewed;
         }
     }
+    let step = event.body.phase();
+    change.evidence.extend(event.evidence.iter().map(|e| (event.seq, step, e.clone())));
     change.seq += 1;
     Ok(change)
 }
@@ -434,6 +454,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
     let on_behalf_of = new.on_behalf_of.map(|p| p.name);
     let requester = Actor::Identity(new.requester.name);
     let requested = ChangeEvent {
+        evidence: Vec::new(),
         change: new.id.clone(),
         seq: 0,
         at: now,
@@ -449,6 +470,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         },
     };
     let validated = ChangeEvent {
+        evidence: Vec::new(),
         change: new.id,
         seq: 1,
         at: now,

@@ -11,6 +11,7 @@
 //!   implementations.
 
 mod error;
+mod evidence;
 pub mod ledger;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use writ_core::change::{
     BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Justification, Observation, OpAction,
     OpOutcome, PlannedOp,
 };
-use writ_core::event::{ChangeEvent, Event, RegistryEvent};
+use writ_core::event::{ChangeEvent, Event, Phase, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Grant, Identity, IdentityKind, SystemActor, Target};
 use writ_core::machine::{Command, NewChange, decide, evolve};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
@@ -164,7 +165,8 @@ impl Engine {
     // ---- the control chain ----
 
     /// Opens a change: resolves every name, checks every entitlement exists on its target (a
-    /// read-only plan), and records `requested` and `pending_approval` in one commit.
+    /// read-only plan, kept as evidence), and records `requested` and `pending_approval` in one
+    /// commit.
     pub fn request(&self, input: RequestInput, random: u128) -> Result<ChangeRecord> {
         let now = self.clock.now();
         let requester = self.identity(&input.requester)?;
@@ -180,10 +182,12 @@ impl Engine {
                 duration: op.duration,
             });
         }
+        let mut plans = serde_json::Map::new();
         for (target, group) in group_by_target(&ops) {
             let target = self.target(&target)?;
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
-            self.connectors.connect(&target)?.plan(&target_ops)?;
+            let plan = self.connectors.connect(&target)?.plan(&target_ops)?;
+            plans.insert(target.name.to_string(), evidence::plan_json(&plan));
         }
         let new = NewChange {
             id: ChangeId::generate(now, random),
@@ -196,11 +200,15 @@ impl Engine {
             subjects,
             requirement: writ_core::change::ApprovalRequirement::BASELINE,
         };
-        let events = decide(None, Command::Request(Box::new(new)), now)?;
-        self.commit(None, events, Vec::new())
+        let mut events = decide(None, Command::Request(Box::new(new)), now)?;
+        let mut captured = evidence::Captured::default();
+        captured.json("connector-plan", &serde_json::json!({ "targets": plans }));
+        captured.attach(events.first_mut());
+        self.commit(None, events, Vec::new(), captured)
     }
 
-    /// Records one approval. `validity` can shorten (never extend) how long it stays valid.
+    /// Records one approval, with the approval context as evidence. `validity` can shorten
+    /// (never extend) how long it stays valid.
     pub fn approve(
         &self,
         id: &ChangeId,
@@ -210,7 +218,13 @@ impl Engine {
     ) -> Result<ChangeRecord> {
         let approver = self.identity(approver)?;
         let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
-        self.transition(id, Command::Approve { approver, on_behalf_of, validity })
+        let record = self.load(id)?;
+        let context =
+            evidence::approval_context(&record.change, &approver, on_behalf_of.as_ref(), self.clock.now());
+        let command = Command::Approve { approver, on_behalf_of, validity };
+        let mut captured = evidence::Captured::default();
+        captured.json("approval-context", &context);
+        self.transition_from(record, command, captured)
     }
 
     pub fn reject(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
@@ -228,15 +242,64 @@ impl Engine {
         self.transition(id, Command::Review { reviewer, notes })
     }
 
-    /// Implements an approved change on its targets. Returns the record in `implemented` or, if
-    /// a target failed, in `failed` with what was and was not applied; `execute` again retries
-    /// and applies only what is missing.
+    /// Attaches a file to a step of a change, as evidence covered by the ledger.
+    pub fn attach_evidence(
+        &self,
+        id: &ChangeId,
+        actor: &IdentityName,
+        step: Phase,
+        name: String,
+        media_type: String,
+        bytes: Vec<u8>,
+    ) -> Result<ChangeRecord> {
+        if bytes.len() > evidence::MAX_BYTES {
+            return Err(writ_core::Refusal::InvalidText {
+                field: "evidence file (bytes)",
+                max: evidence::MAX_BYTES,
+            }
+            .into());
+        }
+        let actor = Actor::Identity(self.identity(actor)?.name);
+        let mut captured = evidence::Captured::default();
+        captured.bytes(&name, &media_type, bytes);
+        let record = self.load(id)?;
+        self.transition_from(record, Command::AttachEvidence { actor, step, name }, captured)
+    }
+
+    /// Implements an approved change on its targets. The state of each target before the write
+    /// is captured and `implementing` committed first; then the connectors apply; then the
+    /// outcome is committed with the apply results as evidence. Returns the record in
+    /// `implemented` or, if a target failed, in `failed` with what was and was not applied;
+    /// `execute` again retries and applies only what is missing.
     pub fn execute(&self, id: &ChangeId, executor: Option<&IdentityName>) -> Result<ChangeRecord> {
         let executor = match executor {
             Some(name) => Actor::Identity(self.identity(name)?.name),
             None => Actor::System(SystemActor::Engine),
         };
-        let started = self.transition(id, Command::StartExecution { executor: executor.clone() })?;
+        let record = self.load(id)?;
+        // Refuse before touching anything if the rules say no.
+        decide(
+            Some(&record.change),
+            Command::StartExecution { executor: executor.clone() },
+            self.clock.now(),
+        )?;
+        let mut before = serde_json::Map::new();
+        for (target, group) in group_by_target(&record.change.ops) {
+            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            let plan = self
+                .target(&target)
+                .and_then(|t| Ok(self.connectors.connect(&t)?))
+                .and_then(|connector| Ok(connector.plan(&target_ops)?));
+            let value = match plan {
+                Ok(plan) => evidence::plan_json(&plan),
+                Err(error) => serde_json::json!({ "error": error.to_string() }),
+            };
+            before.insert(target.to_string(), value);
+        }
+        let mut captured = evidence::Captured::default();
+        captured.json("observed-before", &serde_json::json!({ "targets": before }));
+        let started =
+            self.transition_from(record, Command::StartExecution { executor: executor.clone() }, captured)?;
         let change = &started.change;
         let context = |target_ops: &[(usize, &PlannedOp)]| ApplyContext {
             change: change.id.clone(),
@@ -248,6 +311,7 @@ impl Engine {
         };
         let mut outcomes = Vec::new();
         let mut error = None;
+        let mut results = serde_json::Map::new();
         for (target, group) in group_by_target(&change.ops) {
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
             let applied = self
@@ -256,6 +320,7 @@ impl Engine {
                 .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
             match applied {
                 Ok(report) => {
+                    results.insert(target.to_string(), evidence::apply_json(&report));
                     for ((index, _), applied) in group.iter().zip(report.applied) {
                         outcomes.push(OpOutcome {
                             op: *index,
@@ -267,6 +332,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::warn!(target: "writ::engine", change = %change.id, target_name = %target, error = %e, "apply failed");
+                    results.insert(target.to_string(), serde_json::json!({ "error": e.to_string() }));
                     error = Some(format!("{target}: {e}"));
                     break;
                 }
@@ -275,12 +341,18 @@ impl Engine {
         outcomes.sort_by_key(|o| o.op);
         let now = self.clock.now();
         let grants = grant_updates(change, &outcomes, now);
-        let events = decide(Some(change), Command::RecordImplementation { outcomes, error }, now)?;
-        self.commit(Some(change), events, grants)
+        let mut events = decide(Some(change), Command::RecordImplementation { outcomes, error }, now)?;
+        let mut captured = evidence::Captured::default();
+        captured.json("apply-result", &serde_json::json!({ "targets": results }));
+        captured.attach(events.first_mut());
+        let mut done = self.commit(Some(change), events, grants, captured)?;
+        let mut history = started.events;
+        history.append(&mut done.events);
+        Ok(ChangeRecord { change: done.change, events: history })
     }
 
     /// Observes every target the change touched and records `verified` only if what is there
-    /// equals what was approved.
+    /// equals what was approved; the observed state is kept as evidence.
     pub fn verify(&self, id: &ChangeId) -> Result<ChangeRecord> {
         let record = self.load(id)?;
         let change = &record.change;
@@ -296,11 +368,13 @@ impl Engine {
             )?;
         }
         let mut observations = Vec::with_capacity(change.ops.len());
+        let mut observed_json = serde_json::Map::new();
         for (target, group) in group_by_target(&change.ops) {
             let target = self.target(&target)?;
             let entitlements: Vec<EntitlementName> =
                 group.iter().map(|(_, op)| op.entitlement.entitlement.clone()).collect();
             let observed = self.connectors.connect(&target)?.observe(&entitlements)?;
+            observed_json.insert(target.name.to_string(), evidence::observed_json(&observed));
             for (index, op) in group {
                 observations.push(Observation {
                     op: index,
@@ -311,8 +385,9 @@ impl Engine {
         observations.sort_by_key(|o| o.op);
         let command =
             Command::RecordVerification { verifier: Actor::System(SystemActor::Engine), observations };
-        let events = decide(Some(change), command, self.clock.now())?;
-        self.commit(Some(change), events, Vec::new())
+        let mut captured = evidence::Captured::default();
+        captured.json("observed-after", &serde_json::json!({ "targets": observed_json }));
+        self.transition_from(record, command, captured)
     }
 
     /// Expires every approved change whose approval validity has ended. Returns their IDs.
@@ -326,6 +401,14 @@ impl Engine {
             }
         }
         Ok(expired)
+    }
+
+    /// The evidence blob with this digest.
+    pub fn evidence(&self, sha256: &[u8; 32]) -> Result<writ_store::EvidenceBlob> {
+        self.store.evidence(sha256)?.ok_or_else(|| EngineError::NotFound {
+            what: "evidence",
+            name: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        })
     }
 
     // ---- reading ----
@@ -360,20 +443,33 @@ impl Engine {
 
     fn transition(&self, id: &ChangeId, command: Command) -> Result<ChangeRecord> {
         let record = self.load(id)?;
-        let events = decide(Some(&record.change), command, self.clock.now())?;
-        let mut committed = self.commit(Some(&record.change), events, Vec::new())?;
+        self.transition_from(record, command, evidence::Captured::default())
+    }
+
+    /// Decides `command` on an already loaded record and commits the result, attaching
+    /// `captured` evidence to the first new event.
+    fn transition_from(
+        &self,
+        record: ChangeRecord,
+        command: Command,
+        captured: evidence::Captured,
+    ) -> Result<ChangeRecord> {
+        let mut events = decide(Some(&record.change), command, self.clock.now())?;
+        captured.attach_ref(events.first_mut());
+        let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
         let mut history = record.events;
         history.append(&mut committed.events);
         Ok(ChangeRecord { change: committed.change, events: history })
     }
 
-    /// Folds `events` into `before` and commits them with the new summary and grant updates.
-    /// Returns the new state and only the newly appended events.
+    /// Folds `events` into `before` and commits them with the new summary, grant updates and
+    /// evidence blobs. Returns the new state and only the newly appended events.
     fn commit(
         &self,
         before: Option<&Change>,
         events: Vec<ChangeEvent>,
         grants: Vec<GrantUpdate>,
+        captured: evidence::Captured,
     ) -> Result<ChangeRecord> {
         let mut change = before.cloned();
         for event in &events {
@@ -400,6 +496,7 @@ impl Engine {
             expected_seq: before.map_or(0, |c| c.seq),
             events: new_events,
             grants,
+            evidence: captured.into_blobs(),
         };
         let indices = self.store.commit(&commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");

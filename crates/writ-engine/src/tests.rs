@@ -259,7 +259,8 @@ fn concurrent_writers_on_one_change_cannot_both_win() {
         w.clock.now(),
     )
     .unwrap();
-    let error = w.engine.commit(Some(&stale.change), events, vec![]).unwrap_err();
+    let error =
+        w.engine.commit(Some(&stale.change), events, vec![], evidence::Captured::default()).unwrap_err();
     assert_eq!(error.code(), "store.conflict");
     assert_eq!(w.engine.load(&id).unwrap().change.state, ChangeState::Rejected);
 }

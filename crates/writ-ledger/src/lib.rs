@@ -11,6 +11,12 @@ pub mod record;
 pub mod verify;
 
 pub use merkle::leaf_hash;
+
+/// SHA-256 of `bytes`: the address of an evidence blob.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
 pub use record::{RecordError, SCHEMA, decode, encode};
 
 #[cfg(test)]

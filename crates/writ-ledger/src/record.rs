@@ -8,7 +8,7 @@ use writ_core::change::{
     ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
     OpAction, OpOutcome, PlannedOp, RefKind,
 };
-use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, EvidenceRef, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
@@ -45,7 +45,17 @@ struct Envelope {
     at: String,
     actor: String,
     on_behalf_of: Option<String>,
+    evidence: Vec<EvidenceRecord>,
     data: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceRecord {
+    sha256: String,
+    label: String,
+    media_type: String,
+    size: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,6 +132,10 @@ enum Data {
     Reviewed {
         notes: String,
     },
+    EvidenceAttached {
+        step: String,
+        name: String,
+    },
     IdentityAdded {
         name: String,
         kind: String,
@@ -147,6 +161,16 @@ pub fn encode(event: &Event) -> Vec<u8> {
             at: e.at.to_rfc3339(),
             actor: e.actor.as_string(),
             on_behalf_of: e.on_behalf_of.as_ref().map(ToString::to_string),
+            evidence: e
+                .evidence
+                .iter()
+                .map(|r| EvidenceRecord {
+                    sha256: hex(&r.digest),
+                    label: r.label.clone(),
+                    media_type: r.media_type.clone(),
+                    size: r.size,
+                })
+                .collect(),
             data: data_value(change_data(&e.body)),
         },
         Event::Registry(r) => Envelope {
@@ -158,6 +182,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
             at: r.at().to_rfc3339(),
             actor: r.actor().as_string(),
             on_behalf_of: None,
+            evidence: Vec::new(),
             data: data_value(registry_data(r)),
         },
     };
@@ -185,6 +210,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
         let body = change_body(&envelope.kind, data)?;
         let seq = envelope.seq.ok_or_else(|| RecordError::Malformed("change event without seq".into()))?;
         let on_behalf_of = envelope.on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
+        let evidence = envelope
+            .evidence
+            .into_iter()
+            .map(|r| {
+                let digest = unhex(&r.sha256)
+                    .ok_or_else(|| RecordError::Malformed(format!("bad evidence digest {:?}", r.sha256)))?;
+                Ok(EvidenceRef { digest, label: r.label, media_type: r.media_type, size: r.size })
+            })
+            .collect::<Result<Vec<_>, RecordError>>()?;
         return Ok(Event::Change(ChangeEvent {
             change: ChangeId::parse(&change)?,
             seq,
@@ -192,6 +226,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
             actor,
             on_behalf_of,
             body,
+            evidence,
         }));
     }
     let registry = match (envelope.kind.as_str(), data) {
@@ -281,6 +316,9 @@ fn change_data(body: &ChangeEventBody) -> Data {
             Data::VerificationFailed { observations: observations(o), mismatches: mismatches.clone() }
         }
         ChangeEventBody::Reviewed { notes } => Data::Reviewed { notes: notes.clone() },
+        ChangeEventBody::EvidenceAttached { step, name } => {
+            Data::EvidenceAttached { step: step.as_str().to_owned(), name: name.clone() }
+        }
     }
 }
 
@@ -366,6 +404,9 @@ fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
             ChangeEventBody::VerificationFailed { observations: observations(o), mismatches }
         }
         ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes },
+        ("change.evidence_attached", Data::EvidenceAttached { step, name }) => {
+            ChangeEventBody::EvidenceAttached { step: writ_core::event::Phase::parse_step(&step)?, name }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -374,4 +415,19 @@ fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
 
 fn parse_time(text: &str) -> Result<Timestamp, RecordError> {
     Timestamp::parse_rfc3339(text).ok_or_else(|| RecordError::Malformed(format!("bad timestamp {text:?}")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

@@ -1,7 +1,7 @@
 //! Round trips of every event type through the canonical record, and refusal of altered bytes.
 
 use writ_core::change::*;
-use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, EvidenceRef, Phase, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, SystemActor, Target};
 use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
@@ -17,6 +17,16 @@ fn change_event(seq: u64, body: ChangeEventBody) -> Event {
         at: T0,
         actor: Actor::Identity(IdentityName::parse("alice").unwrap()),
         on_behalf_of: Some(IdentityName::parse("bob").unwrap()),
+        evidence: if seq.is_multiple_of(2) {
+            vec![EvidenceRef {
+                digest: [seq as u8; 32],
+                label: "plan".into(),
+                media_type: "application/json".into(),
+                size: 12,
+            }]
+        } else {
+            vec![]
+        },
         body,
     })
 }
@@ -49,6 +59,7 @@ fn every_event() -> Vec<Event> {
         ChangeEventBody::Verified { observations: observations.clone() },
         ChangeEventBody::VerificationFailed { observations, mismatches: vec![0] },
         ChangeEventBody::Reviewed { notes: "fine".into() },
+        ChangeEventBody::EvidenceAttached { step: Phase::Approval, name: "cab-minutes.pdf".into() },
     ];
     let mut events: Vec<Event> =
         bodies.into_iter().enumerate().map(|(i, b)| change_event(i as u64, b)).collect();

@@ -15,13 +15,16 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, GrantStore, GrantUpdate,
-    NewEvent, RegistryStore, Result, StoreError, StoredCheckpoint,
+    ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
+    EvidenceStore, GrantStore, GrantUpdate, NewEvent, RegistryStore, Result, StoreError, StoredCheckpoint,
 };
 use writer::Writer;
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_ledger.sql"),
+    include_str!("../migrations/0003_evidence.sql"),
+];
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +235,13 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
     )
     .map_err(map_err)?;
     let indices = append(tx, &commit.events)?;
+    for blob in &commit.evidence {
+        tx.execute(
+            "INSERT OR IGNORE INTO evidence (sha256, media_type, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![blob.sha256.as_slice(), blob.media_type, blob.bytes, summary.updated_at.as_millis()],
+        )
+        .map_err(map_err)?;
+    }
     for update in &commit.grants {
         match update {
             GrantUpdate::Upsert(grant) => tx.execute(
@@ -558,5 +568,19 @@ impl CheckpointStore for SqliteStore {
             Ok(Vec::new())
         }))?;
         self.meta(&k)?.ok_or_else(|| StoreError::Other(format!("setting {k} was not stored")))
+    }
+}
+
+impl EvidenceStore for SqliteStore {
+    fn evidence(&self, sha256: &[u8; 32]) -> Result<Option<EvidenceBlob>> {
+        let connection = self.lock()?;
+        connection
+            .query_row(
+                "SELECT media_type, bytes FROM evidence WHERE sha256 = ?1",
+                [sha256.as_slice()],
+                |row| Ok(EvidenceBlob { sha256: *sha256, media_type: row.get(0)?, bytes: row.get(1)? }),
+            )
+            .optional()
+            .map_err(map_err)
     }
 }

@@ -95,6 +95,16 @@ pub struct ChangeCommit {
     pub expected_seq: u64,
     pub events: Vec<NewEvent>,
     pub grants: Vec<GrantUpdate>,
+    /// Evidence blobs the events reference, stored in the same transaction (deduplicated).
+    pub evidence: Vec<EvidenceBlob>,
+}
+
+/// A content-addressed evidence blob. The caller computes `sha256` over `bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceBlob {
+    pub sha256: [u8; 32],
+    pub media_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// Identities and targets, each registration recorded by an event in the same transaction.
@@ -153,7 +163,19 @@ pub trait CheckpointStore {
     fn init_meta(&self, key: &str, value: &str) -> Result<String>;
 }
 
-/// Everything the engine needs, as one object.
-pub trait Store: RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + Send + Sync {}
+/// Evidence blobs by digest.
+pub trait EvidenceStore {
+    /// The blob with this SHA-256, or `None`.
+    fn evidence(&self, sha256: &[u8; 32]) -> Result<Option<EvidenceBlob>>;
+}
 
-impl<T: RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + Send + Sync> Store for T {}
+/// Everything the engine needs, as one object.
+pub trait Store:
+    RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + EvidenceStore + Send + Sync
+{
+}
+
+impl<T> Store for T where
+    T: RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + EvidenceStore + Send + Sync
+{
+}

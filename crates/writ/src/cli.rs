@@ -50,6 +50,9 @@ pub enum Top {
     /// Request, approve, execute, verify, review and inspect changes.
     #[command(subcommand)]
     Change(ChangeCmd),
+    /// Evidence: attach files to a step of a change, list and fetch blobs by digest.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
     /// The tamper-evident ledger: checkpoints, verification, proofs.
     #[command(subcommand)]
     Ledger(LedgerCmd),
@@ -59,6 +62,31 @@ pub enum Top {
     Demo(DemoArgs),
     /// Measure complete change lifecycles per second.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvidenceCmd {
+    /// Attach a file to a step of a change (at most 16 MiB); its SHA-256 goes into the ledger.
+    Add {
+        id: String,
+        file: PathBuf,
+        /// request, validation, approval, implementation, verification or review.
+        #[arg(long)]
+        step: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// Media type (default: application/octet-stream).
+        #[arg(long, default_value = "application/octet-stream")]
+        media_type: String,
+    },
+    /// List the evidence of a change.
+    List { id: String },
+    /// Write a blob to --out (or stdout), after checking its SHA-256.
+    Get {
+        sha256: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,7 +12,7 @@ use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
-use crate::cli::{ChangeCmd, Cli, IdentityCmd, RequestArgs, TargetCmd, Top};
+use crate::cli::{ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, TargetCmd, Top};
 use crate::render;
 use crate::targets::Connectors;
 use crate::{CliError, exit};
@@ -52,6 +52,7 @@ fn is_read(command: &Top) -> bool {
         Top::Identity(IdentityCmd::List | IdentityCmd::Show { .. })
             | Top::Target(TargetCmd::List | TargetCmd::Entitlements { .. })
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
+            | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
     )
 }
 
@@ -60,6 +61,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Identity(command) => identity(engine, command, json),
         Top::Target(command) => target(engine, command, json),
         Top::Change(command) => change(engine, command, json),
+        Top::Evidence(command) => evidence(engine, command, json),
         Top::RunDue => {
             let expired = engine.expire_due()?;
             if json {
@@ -360,4 +362,101 @@ fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         refs,
         event: BusinessEvent::parse(&args.event)?,
     })
+}
+
+fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        EvidenceCmd::Add { id, file, step, actor, media_type } => {
+            let id = ChangeId::parse(&id)?;
+            let step = writ_core::event::Phase::parse_step(&step)?;
+            let actor = IdentityName::parse(&actor)?;
+            let metadata = std::fs::metadata(&file).map_err(|e| {
+                CliError::new("input.invalid_path", format!("{}: {e}", file.display()), exit::INPUT)
+            })?;
+            if metadata.len() > 16 * 1024 * 1024 {
+                return Err(CliError::new(
+                    "input.too_large",
+                    format!("{} is larger than 16 MiB", file.display()),
+                    exit::INPUT,
+                ));
+            }
+            let bytes = std::fs::read(&file).map_err(|e| {
+                CliError::new("input.invalid_path", format!("{}: {e}", file.display()), exit::INPUT)
+            })?;
+            let name =
+                file.file_name().map_or_else(|| "evidence".to_owned(), |n| n.to_string_lossy().into_owned());
+            let record = engine.attach_evidence(&id, &actor, step, name, media_type, bytes)?;
+            let Some((_, _, attached)) = record.change.evidence.last() else {
+                return Err(CliError::new("internal", "the evidence was not recorded", exit::OTHER));
+            };
+            render::print(json, render::evidence_json(attached), || {
+                format!("attached sha256:{} to {} ({})", hex::encode(attached.digest), id, step.as_str())
+            });
+            Ok(())
+        }
+        EvidenceCmd::List { id } => {
+            let record = engine.load(&ChangeId::parse(&id)?)?;
+            let items: Vec<serde_json::Value> = record
+                .change
+                .evidence
+                .iter()
+                .map(|(seq, step, e)| {
+                    let mut value = render::evidence_json(e);
+                    render::insert(&mut value, "step", serde_json::json!(step.as_str()));
+                    render::insert(&mut value, "seq", serde_json::json!(seq));
+                    value
+                })
+                .collect();
+            render::print(json, serde_json::Value::Array(items), || {
+                record
+                    .change
+                    .evidence
+                    .iter()
+                    .map(|(_, step, e)| {
+                        format!(
+                            "{}  {:<14} {:<18} {} bytes",
+                            hex::encode(e.digest),
+                            step.as_str(),
+                            e.label,
+                            e.size
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        EvidenceCmd::Get { sha256, out } => {
+            let digest = hex::decode(sha256.trim_start_matches("sha256:"))
+                .ok()
+                .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
+                .ok_or_else(|| {
+                    CliError::new(
+                        "input.invalid_value",
+                        "expected a SHA-256 digest as 64 hex digits",
+                        exit::INPUT,
+                    )
+                })?;
+            let blob = engine.evidence(&digest)?;
+            if writ_ledger::sha256(&blob.bytes) != digest {
+                return Err(CliError::new(
+                    "ledger.evidence_altered",
+                    "the stored blob does not match its digest",
+                    exit::LEDGER,
+                ));
+            }
+            match out {
+                Some(path) => std::fs::write(&path, &blob.bytes).map_err(|e| {
+                    CliError::new("input.invalid_path", format!("{}: {e}", path.display()), exit::INPUT)
+                })?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&blob.bytes)
+                        .map_err(|e| CliError::new("internal", e.to_string(), exit::OTHER))?;
+                }
+            }
+            Ok(())
+        }
+    }
 }

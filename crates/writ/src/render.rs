@@ -210,6 +210,15 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
     })
 }
 
+pub fn evidence_json(evidence: &writ_core::event::EvidenceRef) -> Value {
+    json!({
+        "sha256": hex::encode(evidence.digest),
+        "label": evidence.label,
+        "media_type": evidence.media_type,
+        "size": evidence.size,
+    })
+}
+
 fn presence(present: bool) -> &'static str {
     if present { "present" } else { "absent" }
 }
@@ -225,6 +234,7 @@ fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>) -> Value
         "actor": event.actor.to_string(),
         "on_behalf_of": event.on_behalf_of.as_ref().map(ToString::to_string),
         "detail": event_detail(event),
+        "evidence": event.evidence.iter().map(evidence_json).collect::<Vec<_>>(),
     })
 }
 
@@ -249,6 +259,7 @@ fn event_detail(event: &ChangeEvent) -> String {
             format!("{} operation(s) differ from the approved state", mismatches.len())
         }
         ChangeEventBody::Reviewed { notes } => notes.clone(),
+        ChangeEventBody::EvidenceAttached { name, .. } => format!("attached {name}"),
     }
 }
 
@@ -323,6 +334,18 @@ pub fn trail(record: &ChangeRecord, checkpoints: &[u64]) -> String {
             out.push_str(&format!("  {:<10} {} at {}: {:?}\n", state.as_str(), c.actor, c.at, c.reason))
         }
         (None, _) => out.push_str("  reviewed   -\n"),
+    }
+    if !change.evidence.is_empty() {
+        out.push_str("  evidence\n");
+    }
+    for (seq, step, evidence) in &change.evidence {
+        out.push_str(&format!(
+            "    {:<14} {:<18} sha256:{}  {} bytes  (event seq {seq})\n",
+            step.as_str(),
+            evidence.label,
+            hex::encode(evidence.digest),
+            evidence.size
+        ));
     }
     out.push_str("  events (ledger index, and the signed checkpoint that covers it)\n");
     for (index, event) in &record.events {

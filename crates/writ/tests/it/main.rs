@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod evidence;
 mod ledger;
 mod lifecycle;
 mod refusals;
