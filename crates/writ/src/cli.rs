@@ -53,6 +53,9 @@ pub enum Top {
     /// Evidence: attach files to a step of a change, list and fetch blobs by digest.
     #[command(subcommand)]
     Evidence(EvidenceCmd),
+    /// Auditor bundles: write one from the database, or verify one offline with no database.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// The tamper-evident ledger: checkpoints, verification, proofs.
     #[command(subcommand)]
     Ledger(LedgerCmd),
@@ -86,6 +89,28 @@ pub enum EvidenceCmd {
         sha256: String,
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Write a self-contained bundle (events, inclusion proofs, checkpoints, public key,
+    /// evidence, manifest) for one change or for the whole log.
+    Bundle {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        change: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// A new directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline (no database) and print the reconstructed trail.
+    Verify {
+        path: PathBuf,
+        /// Pin the ledger's public key (name+id+key) instead of trusting the one in the bundle.
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted: Vec<String>,
     },
 }
 

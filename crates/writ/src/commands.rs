@@ -12,7 +12,7 @@ use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
-use crate::cli::{ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, TargetCmd, Top};
+use crate::cli::{AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, TargetCmd, Top};
 use crate::render;
 use crate::targets::Connectors;
 use crate::{CliError, exit};
@@ -23,6 +23,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Top::Init => init(db, key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
         Top::Bench(args) => crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from),
+        Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
+        Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
+            let engine = open(db)?;
+            let change = change.as_deref().map(ChangeId::parse).transpose()?;
+            crate::audit::bundle(&engine, change.as_ref(), &out, json)
+        }
         Top::Ledger(command) => {
             let path = db_path(db)?;
             let engine = open(Some(path.clone()))?;

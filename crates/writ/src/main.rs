@@ -1,6 +1,7 @@
 //! `writ`: the command-line entry point. Parses arguments, opens the embedded store, runs one
 //! command, and turns every error into a stable code, a message on stderr and an exit code.
 
+mod audit;
 mod bench;
 mod cli;
 mod commands;

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod audit;
 mod evidence;
 mod ledger;
 mod lifecycle;

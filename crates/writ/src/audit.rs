@@ -1,0 +1,282 @@
+//! The auditor bundle: a self-contained directory an auditor can verify offline, with no
+//! database and no trust in the system that produced it.
+//!
+//! ```text
+//! manifest.json        schema writ.bundle/v1, origin, scope, and the SHA-256 of every other file
+//! events.jsonl         {"index", "leaf", "record"} per event: the exact stored bytes (base64)
+//! proofs.jsonl         {"index", "tree_size", "path"}: inclusion proof against the checkpoint
+//! checkpoint.note      the newest signed checkpoint (C2SP signed note)
+//! checkpoints.txt      every signed checkpoint, separated by blank-line-delimited notes
+//! public.key           the ledger's verifier key
+//! evidence/<sha256>    every evidence blob the events reference
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use writ_core::event::{ChangeEvent, Event};
+use writ_engine::{ChangeRecord, Engine};
+use writ_ledger::checkpoint::{NoteVerifier, open};
+use writ_ledger::merkle::{Hash, verify_inclusion};
+
+use crate::{CliError, exit, render};
+
+const SCHEMA: &str = "writ.bundle/v1";
+const NOTE_SEPARATOR: &str = "\n-----\n";
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |e| CliError::new("audit.io", format!("{}: {e}", path.display()), exit::OTHER)
+}
+
+fn invalid(message: String) -> CliError {
+    CliError::new("audit.invalid_bundle", message, exit::LEDGER)
+}
+
+/// Writes a bundle for one change (`change = Some`) or the whole log.
+pub fn bundle(
+    engine: &Engine,
+    change: Option<&writ_core::change::ChangeId>,
+    out: &Path,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let checkpoints = engine.store().checkpoints()?;
+    let latest = checkpoints.last().cloned().ok_or_else(|| {
+        CliError::new(
+            "ledger.no_checkpoint",
+            "no signed checkpoint yet; run `writ ledger checkpoint` first",
+            exit::INPUT,
+        )
+    })?;
+    if out.exists() {
+        return Err(CliError::new(
+            "input.path_exists",
+            format!("{} already exists; choose a new path", out.display()),
+            exit::INPUT,
+        ));
+    }
+    let tree = engine.ledger_tree()?;
+    let rows = engine.all_events()?;
+    let wanted: Vec<&writ_store::EventRow> = match change {
+        Some(id) => {
+            engine.load(id)?;
+            rows.iter().filter(|r| r.change.as_ref() == Some(id) && r.index < latest.size).collect()
+        }
+        None => rows.iter().filter(|r| r.index < latest.size).collect(),
+    };
+    let uncovered = match change {
+        Some(id) => rows.iter().filter(|r| r.change.as_ref() == Some(id) && r.index >= latest.size).count(),
+        None => rows.len().saturating_sub(usize::try_from(latest.size).unwrap_or(usize::MAX)),
+    };
+    std::fs::create_dir_all(out.join("evidence")).map_err(io(out))?;
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut events = String::new();
+    let mut proofs = String::new();
+    let mut digests: BTreeSet<[u8; 32]> = BTreeSet::new();
+    for row in &wanted {
+        let leaf = writ_ledger::leaf_hash(&row.bytes);
+        events.push_str(&format!(
+            "{}\n",
+            json!({ "index": row.index, "leaf": hex::encode(leaf), "record": B64.encode(&row.bytes) })
+        ));
+        let path = tree.inclusion_proof(row.index, latest.size).unwrap_or_default();
+        proofs.push_str(&format!(
+            "{}\n",
+            json!({ "index": row.index, "tree_size": latest.size, "path": path.iter().map(hex::encode).collect::<Vec<_>>() })
+        ));
+        if let Ok(Event::Change(event)) = writ_ledger::decode(&row.bytes) {
+            digests.extend(event.evidence.iter().map(|e| e.digest));
+        }
+    }
+    for digest in &digests {
+        let blob = engine.evidence(digest)?;
+        files.insert(format!("evidence/{}", hex::encode(digest)), blob.bytes);
+    }
+    let key = engine.store().meta(&format!("ledger.key.{}", key_id_of(&latest.note)))?.ok_or_else(|| {
+        CliError::new("ledger.unknown_key", "the checkpoint's public key is not recorded", exit::LEDGER)
+    })?;
+    files.insert("events.jsonl".into(), events.into_bytes());
+    files.insert("proofs.jsonl".into(), proofs.into_bytes());
+    files.insert("checkpoint.note".into(), latest.note.clone().into_bytes());
+    let all_notes: Vec<String> = checkpoints.iter().map(|c| c.note.clone()).collect();
+    files.insert("checkpoints.txt".into(), all_notes.join(NOTE_SEPARATOR).into_bytes());
+    files.insert("public.key".into(), format!("{key}\n").into_bytes());
+    let manifest = json!({
+        "schema": SCHEMA,
+        "origin": engine.ledger_origin()?,
+        "scope": change.map_or("all".to_owned(), ToString::to_string),
+        "tree_size": latest.size,
+        "events": wanted.len(),
+        "events_not_yet_checkpointed": uncovered,
+        "files": files.iter().map(|(name, bytes)| (name.clone(), Value::String(hex::encode(writ_ledger::sha256(bytes))))).collect::<serde_json::Map<_, _>>(),
+    });
+    for (name, bytes) in &files {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+    }
+    let manifest_path = out.join("manifest.json");
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap_or_default())
+        .map_err(io(&manifest_path))?;
+    let summary = json!({ "bundle": out.display().to_string(), "events": wanted.len(), "evidence": digests.len(), "tree_size": latest.size, "events_not_yet_checkpointed": uncovered });
+    render::print(json_out, summary, || {
+        let mut text = format!(
+            "wrote {}: {} events, {} evidence blobs, checkpoint at size {}",
+            out.display(),
+            wanted.len(),
+            digests.len(),
+            latest.size
+        );
+        if uncovered > 0 {
+            text.push_str(&format!("\nnote: {uncovered} newer events are not yet checkpointed and were left out; run `writ ledger checkpoint` and bundle again"));
+        }
+        text
+    });
+    Ok(())
+}
+
+fn key_id_of(note: &str) -> String {
+    note.rsplit_once(' ')
+        .and_then(|(_, sig)| B64.decode(sig.trim()).ok())
+        .and_then(|blob| blob.get(..4).map(hex::encode))
+        .unwrap_or_default()
+}
+
+/// Verifies a bundle offline and prints the reconstructed trail of every change in it.
+pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(), CliError> {
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| invalid(format!("{name}: {e}")));
+    let manifest: Value = serde_json::from_slice(&read("manifest.json")?)
+        .map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    if manifest.get("schema").and_then(Value::as_str) != Some(SCHEMA) {
+        return Err(invalid("manifest.json is not a writ.bundle/v1 manifest".into()));
+    }
+    let listed = manifest
+        .get("files")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("manifest lists no files".into()))?;
+    for (name, digest) in listed {
+        if name.contains("..") || name.starts_with('/') {
+            return Err(invalid(format!("manifest names an unsafe path {name:?}")));
+        }
+        let bytes = read(name)?;
+        if Some(hex::encode(writ_ledger::sha256(&bytes)).as_str()) != digest.as_str() {
+            return Err(invalid(format!("{name} was altered: its SHA-256 differs from the manifest")));
+        }
+    }
+    for entry in std::fs::read_dir(dir.join("evidence")).map_err(|e| invalid(format!("evidence/: {e}")))? {
+        let name =
+            format!("evidence/{}", entry.map_err(|e| invalid(e.to_string()))?.file_name().to_string_lossy());
+        if !listed.contains_key(&name) {
+            return Err(invalid(format!("{name} is not listed in the manifest")));
+        }
+    }
+    let shipped = String::from_utf8_lossy(&read("public.key")?).trim().to_owned();
+    let pinned = !trusted_keys.is_empty();
+    let trusted: Vec<NoteVerifier> = if pinned {
+        trusted_keys
+            .iter()
+            .map(|k| {
+                NoteVerifier::parse(k).map_err(|e| CliError::new("input.bad_key", e.to_string(), exit::INPUT))
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![NoteVerifier::parse(&shipped).map_err(|e| invalid(format!("public.key: {e}")))?]
+    };
+    let note = String::from_utf8_lossy(&read("checkpoint.note")?).into_owned();
+    let checkpoint = open(&note, &trusted)
+        .map_err(|e| CliError::new("ledger.bad_checkpoint", format!("checkpoint.note: {e}"), exit::LEDGER))?;
+    if manifest.get("origin").and_then(Value::as_str) != Some(checkpoint.origin.as_str()) {
+        return Err(invalid("the checkpoint belongs to another log than the manifest names".into()));
+    }
+    let proofs: BTreeMap<u64, Vec<Hash>> = String::from_utf8_lossy(&read("proofs.jsonl")?)
+        .lines()
+        .map(|line| {
+            let value: Value =
+                serde_json::from_str(line).map_err(|e| invalid(format!("proofs.jsonl: {e}")))?;
+            let index = value
+                .get("index")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| invalid("proof without index".into()))?;
+            let path = value
+                .get("path")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("proof without path".into()))?;
+            let path =
+                path.iter().map(|h| parse_hash(h.as_str().unwrap_or(""))).collect::<Result<Vec<_>, _>>()?;
+            Ok((index, path))
+        })
+        .collect::<Result<_, CliError>>()?;
+    let mut by_change: BTreeMap<String, Vec<(u64, ChangeEvent)>> = BTreeMap::new();
+    let mut count = 0u64;
+    for line in String::from_utf8_lossy(&read("events.jsonl")?).lines() {
+        let value: Value = serde_json::from_str(line).map_err(|e| invalid(format!("events.jsonl: {e}")))?;
+        let index = value
+            .get("index")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| invalid("event without index".into()))?;
+        let bytes = B64
+            .decode(value.get("record").and_then(Value::as_str).unwrap_or(""))
+            .map_err(|_| invalid(format!("event {index}: record is not base64")))?;
+        let leaf = writ_ledger::leaf_hash(&bytes);
+        let path =
+            proofs.get(&index).ok_or_else(|| invalid(format!("event {index} has no inclusion proof")))?;
+        if !verify_inclusion(&leaf, index, checkpoint.size, path, &checkpoint.root) {
+            return Err(CliError::new(
+                "ledger.not_included",
+                format!("event {index} is not included in the signed checkpoint (edited, or not this log's)"),
+                exit::LEDGER,
+            ));
+        }
+        let event = writ_ledger::decode(&bytes).map_err(|e| invalid(format!("event {index}: {e}")))?;
+        if let Event::Change(event) = event {
+            for evidence in &event.evidence {
+                let name = format!("evidence/{}", hex::encode(evidence.digest));
+                let blob = read(&name)
+                    .map_err(|_| invalid(format!("event {index} references missing evidence {name}")))?;
+                if writ_ledger::sha256(&blob) != evidence.digest {
+                    return Err(invalid(format!(
+                        "{name} does not match the digest recorded in event {index}"
+                    )));
+                }
+            }
+            by_change.entry(event.change.to_string()).or_default().push((index, event));
+        }
+        count += 1;
+    }
+    let mut trails = Vec::new();
+    let mut text = Vec::new();
+    for (id, events) in by_change {
+        let mut change = None;
+        for (_, event) in &events {
+            change =
+                Some(writ_core::machine::evolve(change, event).map_err(|e| invalid(format!("{id}: {e}")))?);
+        }
+        let Some(change) = change else { continue };
+        let record = ChangeRecord { change, events };
+        trails.push(render::change_json(&record, &[checkpoint.size]));
+        text.push(render::trail(&record, &[checkpoint.size]));
+    }
+    let trust = if pinned {
+        "pinned key".to_owned()
+    } else {
+        format!("the key shipped in the bundle ({shipped}); pass --trusted-key to pin it")
+    };
+    let value = json!({ "ok": true, "events": count, "tree_size": checkpoint.size, "origin": checkpoint.origin, "trusted": trust, "changes": trails });
+    render::print(json_out, value, || {
+        format!(
+            "bundle ok: {count} events included in the signed checkpoint of {} at size {}, every evidence blob matches its digest\ntrusted: {trust}\n\n{}",
+            checkpoint.origin,
+            checkpoint.size,
+            text.join("\n\n")
+        )
+    });
+    Ok(())
+}
+
+fn parse_hash(text: &str) -> Result<Hash, CliError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| invalid(format!("bad hash {text:?}")))
+}
