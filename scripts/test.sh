@@ -3,8 +3,9 @@
 # suites use. It installs what is missing (idempotently) and fails loudly if something cannot be
 # had; it never skips a suite silently.
 #
-# Real components used today: SQLite (bundled into the binary) and the git binary (the git
-# connector's tests and the CLI tests drive real repositories). Suites for PostgreSQL, slapd,
+# Real components used today: SQLite (bundled into the binary), the git binary (the git
+# connector's tests and the CLI tests drive real repositories), and the kernel's file-system
+# controls (chattr, file-size limits) for the fail-closed tests. Suites for PostgreSQL, slapd,
 # OpenBao, an SMTP sink and Chromium start those services here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ need() { # need COMMAND DEBIAN-PACKAGE
 }
 
 need git git
+need chattr e2fsprogs   # the fail-closed test makes the database immutable mid-run
 need cargo cargo
 
 log "format"

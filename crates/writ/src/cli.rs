@@ -65,6 +65,15 @@ pub enum Top {
     Demo(DemoArgs),
     /// Measure complete change lifecycles per second.
     Bench(BenchArgs),
+    /// Load generator for crash tests: registers identities from several threads and prints
+    /// `ack NAME` after each durable commit.
+    #[command(hide = true)]
+    LoadAppend {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]

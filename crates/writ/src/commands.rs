@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Top::Init => init(db, key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
         Top::Bench(args) => crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from),
+        Top::LoadAppend { count, threads } => load_append(&open(db)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
             let engine = open(db)?;
@@ -465,4 +466,39 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
             Ok(())
         }
     }
+}
+
+/// Registers `count` identities from `threads` threads, printing `ack NAME` after each commit
+/// returns (durable). Used by the crash test, which kills this process mid-stream.
+fn load_append(engine: &Engine, count: usize, threads: usize) -> Result<(), CliError> {
+    use std::io::Write;
+    let stdout = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                let stdout = &stdout;
+                scope.spawn(move || -> Result<(), CliError> {
+                    for i in (t..count).step_by(threads.max(1)) {
+                        let name = IdentityName::parse(&format!("load-{i}"))?;
+                        engine.add_identity(
+                            Actor::System(SystemActor::Admin),
+                            name.clone(),
+                            IdentityKind::Human,
+                            None,
+                            None,
+                        )?;
+                        if let Ok(mut out) = stdout.lock() {
+                            let _ = writeln!(out, "ack {name}");
+                            let _ = out.flush();
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().map_err(|_| CliError::new("internal", "a load thread panicked", exit::OTHER))??;
+        }
+        Ok(())
+    })
 }

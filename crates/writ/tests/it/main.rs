@@ -7,7 +7,9 @@
 mod harness;
 
 mod audit;
+mod crash;
 mod evidence;
+mod failclosed;
 mod ledger;
 mod lifecycle;
 mod refusals;
