@@ -57,9 +57,11 @@ impl Engine {
 
     /// Every event row in index order.
     pub fn all_events(&self) -> Result<Vec<EventRow>> {
-        let mut rows = Vec::new();
+        let mut rows: Vec<EventRow> = Vec::new();
         loop {
-            let page = self.store.events(rows.len() as u64, PAGE)?;
+            // Resume after the last index seen, not after the count: a deleted event leaves a gap.
+            let from = rows.last().map_or(0, |r| r.index + 1);
+            let page = self.store.events(from, PAGE)?;
             let done = page.len() < PAGE;
             rows.extend(page);
             if done {
@@ -133,11 +135,20 @@ impl Engine {
 
     /// Verifies the whole log against its checkpoints with `trusted` keys only.
     pub fn verify_ledger(&self, trusted: &[NoteVerifier], deep: bool) -> Result<Report> {
-        let rows = self.all_events()?;
+        let mut rows: Vec<(u64, Vec<u8>, Option<[u8; 32]>)> = Vec::new();
+        loop {
+            let from = rows.last().map_or(0, |r| r.0 + 1);
+            let page = self.store.leaves(from, PAGE)?;
+            let done = page.len() < PAGE;
+            rows.extend(page);
+            if done {
+                break;
+            }
+        }
         let notes: Vec<String> = self.store.checkpoints()?.into_iter().map(|c| c.note).collect();
         let origin = self.store.meta(ORIGIN)?;
         let entries =
-            rows.iter().map(|row| Entry { index: row.index, bytes: &row.bytes, recorded_leaf: row.leaf });
+            rows.iter().map(|(index, bytes, leaf)| Entry { index: *index, bytes, recorded_leaf: *leaf });
         Ok(verify(entries, &notes, trusted, origin.as_deref(), deep))
     }
 

@@ -498,7 +498,7 @@ impl Engine {
             grants,
             evidence: captured.into_blobs(),
         };
-        let indices = self.store.commit(&commit)?;
+        let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
         Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
     }

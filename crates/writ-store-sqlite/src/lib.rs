@@ -354,8 +354,7 @@ fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> R
 }
 
 impl ChangeStore for SqliteStore {
-    fn commit(&self, commit: &ChangeCommit) -> Result<Vec<u64>> {
-        let commit = commit.clone();
+    fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>> {
         self.writer.submit(Box::new(move |tx| write_commit(tx, &commit)))
     }
 
@@ -472,6 +471,25 @@ impl EventLog for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement.query_map(params![to_i64(from)?, limit], event_columns).map_err(map_err)?;
         rows.map(|row| row.map_err(map_err).and_then(parse_event)).collect()
+    }
+
+    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>, Option<[u8; 32]>)>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached("SELECT idx, bytes, leaf FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
+            .map_err(map_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![to_i64(from)?, limit], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Option<Vec<u8>>>(2)?))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (index, bytes, leaf) = row.map_err(map_err)?;
+            let index = u64::try_from(index).map_err(|_| StoreError::Corrupt("negative index".into()))?;
+            Ok((index, bytes, leaf.and_then(|l| <[u8; 32]>::try_from(l.as_slice()).ok())))
+        })
+        .collect()
     }
 
     fn event_count(&self) -> Result<u64> {

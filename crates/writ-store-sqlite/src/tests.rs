@@ -59,9 +59,9 @@ fn indices_are_contiguous_across_changes_and_registry() {
     assert_eq!(store.add_identity(&alice, &event(None, None, "a")).unwrap(), 0);
     let one = ChangeId::generate(Timestamp::from_millis(5), 1);
     let two = ChangeId::generate(Timestamp::from_millis(6), 2);
-    assert_eq!(store.commit(&commit(&one, 0, 2, ChangeState::PendingApproval)).unwrap(), vec![1, 2]);
-    assert_eq!(store.commit(&commit(&two, 0, 1, ChangeState::PendingApproval)).unwrap(), vec![3]);
-    assert_eq!(store.commit(&commit(&one, 2, 1, ChangeState::Approved)).unwrap(), vec![4]);
+    assert_eq!(store.commit(commit(&one, 0, 2, ChangeState::PendingApproval)).unwrap(), vec![1, 2]);
+    assert_eq!(store.commit(commit(&two, 0, 1, ChangeState::PendingApproval)).unwrap(), vec![3]);
+    assert_eq!(store.commit(commit(&one, 2, 1, ChangeState::Approved)).unwrap(), vec![4]);
     assert_eq!(store.event_count().unwrap(), 5);
     let indices: Vec<u64> = store.events(0, 100).unwrap().iter().map(|e| e.index).collect();
     assert_eq!(indices, vec![0, 1, 2, 3, 4]);
@@ -76,11 +76,11 @@ fn indices_are_contiguous_across_changes_and_registry() {
 fn a_stale_writer_conflicts_and_writes_nothing() {
     let (_dir, store) = store();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap();
-    let recreate = store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
+    store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap();
+    let recreate = store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
     assert!(matches!(recreate, StoreError::Conflict(_)), "{recreate}");
-    store.commit(&commit(&id, 2, 1, ChangeState::Approved)).unwrap();
-    let stale = store.commit(&commit(&id, 2, 1, ChangeState::Rejected)).unwrap_err();
+    store.commit(commit(&id, 2, 1, ChangeState::Approved)).unwrap();
+    let stale = store.commit(commit(&id, 2, 1, ChangeState::Rejected)).unwrap_err();
     assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
     assert_eq!(store.event_count().unwrap(), 3);
     assert_eq!(store.changes(None).unwrap()[0].state, ChangeState::Approved);
@@ -107,7 +107,7 @@ fn duplicate_identity_is_a_conflict_and_appends_no_event() {
 fn events_cannot_be_updated_or_deleted_through_sql() {
     let (dir, store) = store();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    store.commit(&commit(&id, 0, 1, ChangeState::PendingApproval)).unwrap();
+    store.commit(commit(&id, 0, 1, ChangeState::PendingApproval)).unwrap();
     drop(store);
     let raw = rusqlite::Connection::open(dir.path().join("writ.db")).unwrap();
     let update = raw.execute("UPDATE events SET bytes = x'00' WHERE idx = 0", []).unwrap_err();
@@ -127,7 +127,7 @@ fn a_read_only_database_fails_closed_with_unavailable() {
     let store = SqliteStore::open(&path, OpenMode::Existing).unwrap();
     store.writer_pragma("PRAGMA query_only = ON").unwrap();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    let error = store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
+    let error = store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert_eq!(store.event_count().unwrap(), 0);
     assert!(store.changes(None).unwrap().is_empty());
@@ -155,9 +155,9 @@ fn concurrent_commits_are_group_committed_with_contiguous_indices() {
                 let mut mine = Vec::new();
                 for i in 0..40u128 {
                     let id = ChangeId::generate(Timestamp::from_millis(5), t * 1000 + i);
-                    mine.extend(store.commit(&commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap());
+                    mine.extend(store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap());
                     // A stale commit in the same stream: refused, and must not disturb the batch.
-                    let stale = store.commit(&commit(&id, 0, 1, ChangeState::Approved)).unwrap_err();
+                    let stale = store.commit(commit(&id, 0, 1, ChangeState::Approved)).unwrap_err();
                     assert!(matches!(stale, StoreError::Conflict(_)));
                 }
                 mine

@@ -129,7 +129,7 @@ pub trait ChangeStore {
     /// ledger indices (in order) and applies the grant updates, or does nothing at all.
     /// Conflict if the change already has a different number of events than `expected_seq`
     /// (including "already exists" for a new change). Returns the assigned indices.
-    fn commit(&self, commit: &ChangeCommit) -> Result<Vec<u64>>;
+    fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>>;
     /// All events of one change in sequence order; empty if the change is unknown.
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>>;
     /// Summaries, newest first, optionally only those in `state`.
@@ -146,6 +146,9 @@ pub trait GrantStore {
 pub trait EventLog {
     /// Up to `limit` events starting at index `from`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>>;
+    /// Up to `limit` events starting at `from` as (index, bytes, recorded leaf hash) only: the
+    /// lean read that verification uses.
+    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>, Option<[u8; 32]>)>>;
     /// Number of events, which is also the next index.
     fn event_count(&self) -> Result<u64>;
 }

@@ -18,7 +18,7 @@ use writ_store_sqlite::{OpenMode, SqliteStore};
 /// Commits one lifecycle makes: request, approve, execute (start and outcome), verify, review.
 const COMMITS_PER_LIFECYCLE: f64 = 6.0;
 
-struct Row {
+pub struct Row {
     name: String,
     count: usize,
     seconds: f64,
@@ -26,14 +26,18 @@ struct Row {
 }
 
 impl Row {
+    pub fn new(name: &str, count: usize, seconds: f64, note: String) -> Row {
+        Row { name: name.to_owned(), count, seconds, note }
+    }
+
     fn rate(&self) -> f64 {
         self.count as f64 / self.seconds.max(1e-9)
     }
 }
 
-pub fn run(lifecycles: usize, threads: usize, json: bool) -> anyhow::Result<()> {
-    if lifecycles == 0 || threads == 0 {
-        bail!("--lifecycles and --threads must be at least 1");
+pub fn run(lifecycles: usize, threads: usize, ledger_events: usize, json: bool) -> anyhow::Result<()> {
+    if lifecycles == 0 || threads == 0 || ledger_events == 0 {
+        bail!("--lifecycles, --threads and --ledger-events must be at least 1");
     }
     let dir = tempfile::tempdir()?;
     let raw = raw_commits(&dir.path().join("raw.db"), lifecycles)?;
@@ -52,6 +56,7 @@ pub fn run(lifecycles: usize, threads: usize, json: bool) -> anyhow::Result<()> 
         }
         rows.push(Row { note, ..row });
     }
+    rows.extend(crate::bench_ledger::run(dir.path(), ledger_events)?);
     if json {
         let value: Vec<serde_json::Value> = rows
             .iter()
@@ -60,9 +65,9 @@ pub fn run(lifecycles: usize, threads: usize, json: bool) -> anyhow::Result<()> 
         println!("{}", serde_json::Value::Array(value));
         return Ok(());
     }
-    println!("{:<52} {:>7} {:>9} {:>11}  note", "benchmark", "n", "seconds", "per second");
+    println!("{:<52} {:>8} {:>9} {:>11}  note", "benchmark", "n", "seconds", "per second");
     for r in &rows {
-        println!("{:<52} {:>7} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
+        println!("{:<52} {:>8} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
     }
     Ok(())
 }

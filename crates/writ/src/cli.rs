@@ -311,4 +311,7 @@ pub struct BenchArgs {
     /// Concurrent changes for the group-commit figure.
     #[arg(long, default_value_t = 16)]
     pub threads: usize,
+    /// Events for the ledger append and verification figures.
+    #[arg(long, default_value_t = 200_000)]
+    pub ledger_events: usize,
 }

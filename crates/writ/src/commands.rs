@@ -22,7 +22,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match command {
         Top::Init => init(db, key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
-        Top::Bench(args) => crate::bench::run(args.lifecycles, args.threads, json).map_err(CliError::from),
+        Top::Bench(args) => {
+            crate::bench::run(args.lifecycles, args.threads, args.ledger_events, json).map_err(CliError::from)
+        }
         Top::LoadAppend { count, threads } => load_append(&open(db)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {

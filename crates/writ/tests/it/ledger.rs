@@ -206,3 +206,24 @@ fn checkpointing_refuses_to_sign_over_a_tampered_history() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("do not match the checkpoint at size 13"), "{}", run.stderr);
 }
+
+#[test]
+fn a_deleted_event_beyond_the_first_page_is_named_once() {
+    let w = World::new();
+    // More events than one read page (10,000), then a deletion past the page boundary.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["--db", w.db.to_str().unwrap(), "load-append", "--count", "10100", "--threads", "4"])
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    w.writ(&["ledger", "checkpoint"]).ok();
+    let verify = attack(&w, "deep-delete", |c| {
+        c.execute("DELETE FROM events WHERE idx = 50", []).unwrap();
+    });
+    assert_detected(&verify, "ledger.missing_event", "event 50 is missing");
+    assert!(
+        !verify.stdout.contains("out of order") && !verify.stderr.contains("out of order"),
+        "{}",
+        verify.stderr
+    );
+}

@@ -1,0 +1,254 @@
+//! Ledger benchmarks for `writ bench`: durable batched appends through the store beside a raw
+//! batched insert of the same rows (same run, same file system), group-committed one-event
+//! transitions, full verification, and inclusion proofs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::params;
+use writ_core::change::{
+    BusinessEvent, ChangeId, ChangeKind, ChangeState, Justification, OpAction, PlannedOp,
+};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event};
+use writ_core::identity::Actor;
+use writ_core::name::{EntitlementRef, IdentityName};
+use writ_core::time::Timestamp;
+use writ_ledger::checkpoint::{Checkpoint, NoteSigner};
+use writ_store::{ChangeCommit, ChangeStore, ChangeSummary, NewEvent, StoredCheckpoint};
+use writ_store_sqlite::{OpenMode, SqliteStore};
+
+use crate::bench::Row;
+
+/// Events per transaction in the batched figures.
+const BATCH: usize = 256;
+
+/// A realistic event: a `change.requested` record of about 500 bytes.
+fn sample_event(change: &ChangeId, seq: u64) -> anyhow::Result<NewEvent> {
+    let event = ChangeEvent {
+        change: change.clone(),
+        seq,
+        at: Timestamp::from_millis(1_800_000_000_000 + seq as i64),
+        actor: Actor::Identity(IdentityName::parse("alice")?),
+        on_behalf_of: None,
+        evidence: Vec::new(),
+        body: ChangeEventBody::Requested {
+            kind: ChangeKind::Grant,
+            event: BusinessEvent::Joiner,
+            refs: Vec::new(),
+            vendor: None,
+            justification: Justification::parse("benchmark event with a justification of ordinary length")?,
+            ops: vec![PlannedOp {
+                action: OpAction::Grant,
+                identity: IdentityName::parse("dave")?,
+                entitlement: EntitlementRef::parse("access:eng-read")?,
+                duration: None,
+            }],
+        },
+    };
+    let bytes = writ_ledger::encode(&Event::Change(event));
+    Ok(NewEvent {
+        change: Some(change.clone()),
+        seq: Some(seq),
+        type_name: "change.requested",
+        phase: "request",
+        actor: "alice".into(),
+        on_behalf_of: None,
+        at: Timestamp::from_millis(1_800_000_000_000),
+        leaf: writ_ledger::leaf_hash(&bytes),
+        bytes,
+    })
+}
+
+fn summary(id: &ChangeId) -> anyhow::Result<ChangeSummary> {
+    Ok(ChangeSummary {
+        id: id.clone(),
+        kind: ChangeKind::Grant,
+        state: ChangeState::PendingApproval,
+        requester: IdentityName::parse("alice")?,
+        created_at: Timestamp::from_millis(1_800_000_000_000),
+        updated_at: Timestamp::from_millis(1_800_000_000_000),
+    })
+}
+
+fn batches(count: usize) -> anyhow::Result<Vec<(ChangeId, Vec<NewEvent>)>> {
+    (0..count.div_ceil(BATCH))
+        .map(|b| {
+            let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), b as u128);
+            let events = (0..BATCH.min(count - b * BATCH))
+                .map(|s| sample_event(&id, s as u64))
+                .collect::<anyhow::Result<_>>()?;
+            Ok((id, events))
+        })
+        .collect()
+}
+
+pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let prepared = batches(count)?;
+
+    // Baseline: the same rows, inserted with plain statements, one transaction per batch.
+    let raw_store = SqliteStore::open(&dir.join("raw-ledger.db"), OpenMode::Create)?;
+    drop(raw_store);
+    let mut raw = rusqlite::Connection::open(dir.join("raw-ledger.db"))?;
+    raw.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+    let start = Instant::now();
+    let mut index = 0i64;
+    for (id, events) in &prepared {
+        let tx = raw.transaction()?;
+        let s = summary(id)?;
+        tx.execute(
+            "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![s.id.as_str(), s.kind.as_str(), s.state.as_str(), s.requester.as_str(), 0, 0, events.len() as i64],
+        )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for e in events {
+                insert.execute(params![
+                    index,
+                    id.as_str(),
+                    e.seq.unwrap_or(0) as i64,
+                    e.type_name,
+                    e.phase,
+                    e.actor,
+                    e.on_behalf_of,
+                    e.at.as_millis(),
+                    e.bytes,
+                    e.leaf.as_slice()
+                ])?;
+                index += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    let raw_seconds = start.elapsed().as_secs_f64();
+    rows.push(Row::new(
+        "ledger append, raw batched insert (baseline)",
+        count,
+        raw_seconds,
+        format!("{BATCH} events/commit, WAL FULL"),
+    ));
+
+    // Writ's append path: encoded, hashed events through the store's commit, same batches.
+    let store = SqliteStore::open(&dir.join("ledger.db"), OpenMode::Create)?;
+    let start = Instant::now();
+    for (id, events) in prepared {
+        store.commit(ChangeCommit {
+            summary: summary(&id)?,
+            expected_seq: 0,
+            events,
+            grants: Vec::new(),
+            evidence: Vec::new(),
+        })?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let overhead = (seconds / raw_seconds - 1.0) * 100.0;
+    rows.push(Row::new(
+        "ledger append, batched through the store",
+        count,
+        seconds,
+        format!("{overhead:+.1}% vs raw; target >= 100000/s, <= +10%"),
+    ));
+
+    // Group commit of one-event transitions from 32 threads (how real transitions arrive).
+    let transitions = (count / 4).max(1000);
+    let group = Arc::new(SqliteStore::open(&dir.join("group.db"), OpenMode::Create)?);
+    let start = Instant::now();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..32usize)
+            .map(|t| {
+                let group = group.clone();
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for i in (t..transitions).step_by(32) {
+                        let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), i as u128);
+                        group.commit(ChangeCommit {
+                            summary: summary(&id)?,
+                            expected_seq: 0,
+                            events: vec![sample_event(&id, 0)?],
+                            grants: Vec::new(),
+                            evidence: Vec::new(),
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    rows.push(Row::new(
+        "ledger append, 1-event commits, 32 threads",
+        transitions,
+        seconds,
+        "group commit".into(),
+    ));
+
+    // Verification of the batched ledger: sign a checkpoint, then verify everything.
+    let engine = crate::commands::engine_over(store);
+    let signer = NoteSigner::from_seed("writ/bench", [5; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.store().init_meta(writ_engine::ledger::ORIGIN, "writ/bench")?;
+    let tree = engine.ledger_tree()?;
+    let checkpoint = Checkpoint { origin: "writ/bench".into(), size: tree.size(), root: tree.root() };
+    engine.store().add_checkpoint(&StoredCheckpoint {
+        size: checkpoint.size,
+        root: checkpoint.root,
+        note: signer.sign(&checkpoint),
+        created_at: Timestamp::from_millis(0),
+    })?;
+    let trusted = [signer.verifier()];
+    for (deep, name, note) in [
+        (false, "full verification, read + hash + tree + signatures", "target >= 1000000/s"),
+        (true, "full verification, also decoding every record", "schema, canonical form, sequences"),
+    ] {
+        let start = Instant::now();
+        let report = engine.verify_ledger(&trusted, deep)?;
+        let seconds = start.elapsed().as_secs_f64();
+        if !report.ok() {
+            anyhow::bail!("benchmark ledger does not verify: {:?}", report.problems.first());
+        }
+        rows.push(Row::new(name, count, seconds, note.into()));
+    }
+    let events = engine.all_events()?;
+    let start = Instant::now();
+    let mut tree = writ_ledger::merkle::Tree::new();
+    for row in &events {
+        tree.push(writ_ledger::leaf_hash(&row.bytes));
+    }
+    let hashed = tree.root() == checkpoint.root;
+    rows.push(Row::new(
+        "verification CPU only (events already read)",
+        count,
+        start.elapsed().as_secs_f64(),
+        format!("SHA-256 bound; root matches: {hashed}"),
+    ));
+
+    // Inclusion proofs on the in-memory tree: generate and verify.
+    let size = tree.size();
+    let samples = 20_000usize;
+    let start = Instant::now();
+    let mut ok = 0usize;
+    for i in 0..samples {
+        let index = (i as u64).wrapping_mul(2_654_435_761) % size;
+        let proof = tree.inclusion_proof(index, size).unwrap_or_default();
+        let leaf = tree.leaf(index).unwrap_or_default();
+        ok +=
+            usize::from(writ_ledger::merkle::verify_inclusion(&leaf, index, size, &proof, &checkpoint.root));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    rows.push(Row::new(
+        "inclusion proof, generate + verify",
+        samples,
+        seconds,
+        format!(
+            "{:.1} µs each over {size} leaves ({ok} verified); target < 100 µs",
+            seconds * 1e6 / samples as f64
+        ),
+    ));
+    Ok(rows)
+}
