@@ -135,9 +135,9 @@ impl Engine {
 
     /// Verifies the whole log against its checkpoints with `trusted` keys only.
     pub fn verify_ledger(&self, trusted: &[NoteVerifier], deep: bool) -> Result<Report> {
-        let mut rows: Vec<(u64, Vec<u8>, Option<[u8; 32]>)> = Vec::new();
+        let mut rows: Vec<writ_store::LeafRow> = Vec::new();
         loop {
-            let from = rows.last().map_or(0, |r| r.0 + 1);
+            let from = rows.last().map_or(0, |r| r.index + 1);
             let page = self.store.leaves(from, PAGE)?;
             let done = page.len() < PAGE;
             rows.extend(page);
@@ -148,7 +148,7 @@ impl Engine {
         let notes: Vec<String> = self.store.checkpoints()?.into_iter().map(|c| c.note).collect();
         let origin = self.store.meta(ORIGIN)?;
         let entries =
-            rows.iter().map(|(index, bytes, leaf)| Entry { index: *index, bytes, recorded_leaf: *leaf });
+            rows.iter().map(|row| Entry { index: row.index, bytes: &row.bytes, recorded_leaf: row.leaf });
         Ok(verify(entries, &notes, trusted, origin.as_deref(), deep))
     }
 

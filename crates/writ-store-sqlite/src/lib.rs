@@ -16,7 +16,8 @@ use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, Ta
 use writ_core::time::Timestamp;
 use writ_store::{
     ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
-    EvidenceStore, GrantStore, GrantUpdate, NewEvent, RegistryStore, Result, StoreError, StoredCheckpoint,
+    EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
+    StoredCheckpoint,
 };
 use writer::Writer;
 
@@ -473,7 +474,7 @@ impl EventLog for SqliteStore {
         rows.map(|row| row.map_err(map_err).and_then(parse_event)).collect()
     }
 
-    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>, Option<[u8; 32]>)>> {
+    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafRow>> {
         let connection = self.lock()?;
         let mut statement = connection
             .prepare_cached("SELECT idx, bytes, leaf FROM events WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
@@ -487,7 +488,7 @@ impl EventLog for SqliteStore {
         rows.map(|row| {
             let (index, bytes, leaf) = row.map_err(map_err)?;
             let index = u64::try_from(index).map_err(|_| StoreError::Corrupt("negative index".into()))?;
-            Ok((index, bytes, leaf.and_then(|l| <[u8; 32]>::try_from(l.as_slice()).ok())))
+            Ok(LeafRow { index, bytes, leaf: leaf.and_then(|l| <[u8; 32]>::try_from(l.as_slice()).ok()) })
         })
         .collect()
     }

@@ -56,6 +56,14 @@ pub struct EventRow {
     pub leaf: Option<[u8; 32]>,
 }
 
+/// The part of an event verification needs: index, exact bytes, recorded leaf hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafRow {
+    pub index: u64,
+    pub bytes: Vec<u8>,
+    pub leaf: Option<[u8; 32]>,
+}
+
 /// A signed checkpoint as stored: the tree size, its root, and the signed note.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -148,7 +156,7 @@ pub trait EventLog {
     fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>>;
     /// Up to `limit` events starting at `from` as (index, bytes, recorded leaf hash) only: the
     /// lean read that verification uses.
-    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>, Option<[u8; 32]>)>>;
+    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafRow>>;
     /// Number of events, which is also the next index.
     fn event_count(&self) -> Result<u64>;
 }
