@@ -23,6 +23,11 @@ pub enum EngineError {
     /// Stored events could not be decoded.
     #[error(transparent)]
     Ledger(#[from] writ_ledger::RecordError),
+    /// No HMAC key is configured, so sensitive values cannot be sealed: nothing is recorded.
+    #[error(
+        "no HMAC key for sensitive values: Writ records nothing without it (set --hmac-key or WRIT_HMAC_KEY)"
+    )]
+    NoHmacKey,
     /// The operating system's random source failed.
     #[error("random source unavailable: {0}")]
     Random(String),
@@ -47,6 +52,7 @@ impl EngineError {
             EngineError::Connector(writ_connector::ConnectorError::Invalid { .. }) => "target.invalid",
             EngineError::Ledger(_) => "ledger.corrupt_record",
             EngineError::Random(_) => "internal.random",
+            EngineError::NoHmacKey => "ledger.no_hmac_key",
         }
     }
 }

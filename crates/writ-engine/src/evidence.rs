@@ -108,6 +108,7 @@ pub fn approval_context(
     approver: &Identity,
     on_behalf_of: Option<&Identity>,
     now: Timestamp,
+    justification_hmac: String,
 ) -> Value {
     json!({
         "change": change.id.to_string(),
@@ -126,7 +127,7 @@ pub fn approval_context(
             "entitlement": op.entitlement.to_string(),
             "duration": op.duration.map(|d| d.to_string()),
         })).collect::<Vec<_>>(),
-        "justification": change.justification.as_str(),
+        "justification_hmac": justification_hmac,
         "references": change.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
     })
 }

@@ -27,6 +27,7 @@ use writ_core::identity::{Actor, ConnectorKind, Grant, Identity, IdentityKind, S
 use writ_core::machine::{Command, NewChange, decide, evolve};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
+use writ_ledger::sensitive::HmacKey;
 use writ_store::{ChangeCommit, ChangeSummary, EventRow, GrantUpdate, NewEvent, Store};
 
 pub use error::{EngineError, Result};
@@ -87,15 +88,32 @@ pub struct Engine {
     store: Arc<dyn Store>,
     connectors: Arc<dyn ConnectorFactory>,
     clock: Arc<dyn Clock>,
+    hmac: Option<Arc<HmacKey>>,
 }
 
 impl Engine {
+    /// An engine that can read but not record (no HMAC key for sensitive values yet).
     pub fn new(
         store: Arc<dyn Store>,
         connectors: Arc<dyn ConnectorFactory>,
         clock: Arc<dyn Clock>,
     ) -> Engine {
-        Engine { store, connectors, clock }
+        Engine { store, connectors, clock, hmac: None }
+    }
+
+    /// Gives the engine the key that seals sensitive values; needed to record anything.
+    pub fn with_hmac_key(mut self, key: Arc<HmacKey>) -> Engine {
+        self.hmac = Some(key);
+        self
+    }
+
+    fn hmac(&self) -> Result<&HmacKey> {
+        self.hmac.as_deref().ok_or(EngineError::NoHmacKey)
+    }
+
+    /// The keyed HMAC of a value, as the ledger records it (`writ ledger hash`).
+    pub fn seal(&self, value: &str) -> Result<String> {
+        Ok(self.hmac()?.mac(value))
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -116,7 +134,7 @@ impl Engine {
         let owner = owner.map(|o| self.identity(o)).transpose()?;
         let identity = Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())?;
         let event = RegistryEvent::IdentityAdded { actor, identity: identity.clone() };
-        self.store.add_identity(&identity, &registry_event(&event))?;
+        self.store.add_identity(&identity, &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::admin", identity = %identity.name, kind = %identity.kind, "identity added");
         Ok(identity)
     }
@@ -145,7 +163,7 @@ impl Engine {
             .into());
         }
         let event = RegistryEvent::TargetAdded { actor, target: target.clone() };
-        self.store.add_target(&target, &registry_event(&event))?;
+        self.store.add_target(&target, &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::admin", target_name = %target.name, "target added");
         Ok(target)
     }
@@ -219,8 +237,14 @@ impl Engine {
         let approver = self.identity(approver)?;
         let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
         let record = self.load(id)?;
-        let context =
-            evidence::approval_context(&record.change, &approver, on_behalf_of.as_ref(), self.clock.now());
+        let justification = self.seal(record.change.justification.as_str())?;
+        let context = evidence::approval_context(
+            &record.change,
+            &approver,
+            on_behalf_of.as_ref(),
+            self.clock.now(),
+            justification,
+        );
         let command = Command::Approve { approver, on_behalf_of, validity };
         let mut captured = evidence::Captured::default();
         captured.json("approval-context", &context);
@@ -422,7 +446,7 @@ impl Engine {
         let mut change = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            let event = decode_change_event(&row)?;
+            let event = self.decode_change_event(&row)?;
             change = Some(evolve(change, &event)?);
             events.push((row.index, event));
         }
@@ -483,7 +507,16 @@ impl Engine {
             }
             .into());
         };
-        let new_events: Vec<NewEvent> = events.iter().map(change_event).collect();
+        let key = self.hmac()?;
+        let mut sensitive = Vec::new();
+        let new_events: Vec<NewEvent> = events
+            .iter()
+            .map(|event| {
+                let (new_event, mut sealed) = change_event(event, key);
+                sensitive.append(&mut sealed);
+                new_event
+            })
+            .collect();
         let commit = ChangeCommit {
             summary: ChangeSummary {
                 id: change.id.clone(),
@@ -497,6 +530,7 @@ impl Engine {
             events: new_events,
             grants,
             evidence: captured.into_blobs(),
+            sensitive,
         };
         let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
@@ -511,20 +545,24 @@ pub fn random_bits() -> Result<u128> {
     Ok(u128::from_le_bytes(bytes))
 }
 
-/// Decodes one stored row into the change event it must be.
-pub fn decode_change_event(row: &EventRow) -> Result<ChangeEvent> {
-    match writ_ledger::decode(&row.bytes)? {
-        Event::Change(event) => Ok(event),
-        Event::Registry(_) => {
-            Err(writ_ledger::RecordError::Malformed(format!("event {} is not a change event", row.index))
-                .into())
+impl Engine {
+    /// Decodes one stored row into the change event it must be, with the clear text of its
+    /// sealed values where it is still kept.
+    pub fn decode_change_event(&self, row: &EventRow) -> Result<ChangeEvent> {
+        let open = |hmac: &str| self.store.sensitive(hmac).ok().flatten();
+        match writ_ledger::decode(&row.bytes, &open)? {
+            Event::Change(event) => Ok(event),
+            Event::Registry(_) => {
+                Err(writ_ledger::RecordError::Malformed(format!("event {} is not a change event", row.index))
+                    .into())
+            }
         }
     }
 }
 
-fn change_event(event: &ChangeEvent) -> NewEvent {
-    let bytes = writ_ledger::encode(&Event::Change(event.clone()));
-    NewEvent {
+fn change_event(event: &ChangeEvent, key: &HmacKey) -> (NewEvent, Vec<(String, String)>) {
+    let (bytes, sealed) = writ_ledger::encode(&Event::Change(event.clone()), key);
+    let new_event = NewEvent {
         change: Some(event.change.clone()),
         seq: Some(event.seq),
         type_name: event.body.type_name(),
@@ -534,11 +572,12 @@ fn change_event(event: &ChangeEvent) -> NewEvent {
         at: event.at,
         leaf: writ_ledger::leaf_hash(&bytes),
         bytes,
-    }
+    };
+    (new_event, sealed)
 }
 
-fn registry_event(event: &RegistryEvent) -> NewEvent {
-    let bytes = writ_ledger::encode(&Event::Registry(event.clone()));
+fn registry_event(event: &RegistryEvent, key: &HmacKey) -> NewEvent {
+    let (bytes, _) = writ_ledger::encode(&Event::Registry(event.clone()), key);
     NewEvent {
         change: None,
         seq: None,

@@ -88,7 +88,8 @@ fn world() -> World {
     targets.insert("apps".into(), apps.clone());
     targets.insert("flaky".into(), flaky);
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
-    let engine = Engine::new(store, Arc::new(Targets(targets)), clock.clone());
+    let engine = Engine::new(store, Arc::new(Targets(targets)), clock.clone())
+        .with_hmac_key(Arc::new(writ_ledger::sensitive::HmacKey::from_bytes([1; 32])));
     let admin = Actor::System(SystemActor::Admin);
     for person in ["alice", "bob", "carol", "dave"] {
         engine.add_identity(admin.clone(), n(person), IdentityKind::Human, None, None).unwrap();

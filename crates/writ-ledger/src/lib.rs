@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod merkle;
 pub mod record;
+pub mod sensitive;
 pub mod verify;
 
 pub use merkle::leaf_hash;

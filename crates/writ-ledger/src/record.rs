@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use writ_core::Refusal;
+
+use crate::sensitive::{ERASED, HmacKey, Sealer};
 use writ_core::change::{
     ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
     OpAction, OpOutcome, PlannedOp, RefKind,
@@ -58,6 +60,13 @@ struct EvidenceRecord {
     size: u64,
 }
 
+/// A sensitive value as it appears in a record: only its keyed HMAC.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sealed {
+    hmac: String,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefRecord {
@@ -99,7 +108,7 @@ enum Data {
         event: String,
         refs: Vec<RefRecord>,
         vendor: Option<String>,
-        justification: String,
+        justification: Sealed,
         ops: Vec<OpRecord>,
     },
     Validated {
@@ -110,7 +119,7 @@ enum Data {
         expires_at: String,
     },
     Reason {
-        reason: String,
+        reason: Sealed,
     },
     Started {
         attempt: u32,
@@ -130,11 +139,11 @@ enum Data {
         mismatches: Vec<usize>,
     },
     Reviewed {
-        notes: String,
+        notes: Sealed,
     },
     EvidenceAttached {
         step: String,
-        name: String,
+        name: Sealed,
     },
     IdentityAdded {
         name: String,
@@ -149,8 +158,10 @@ enum Data {
     },
 }
 
-/// Encodes an event to its canonical bytes.
-pub fn encode(event: &Event) -> Vec<u8> {
+/// Encodes an event to its canonical bytes. Sensitive values are replaced by their HMAC under
+/// `key`; the returned pairs (hmac, clear text) are for the caller to keep outside the ledger.
+pub fn encode(event: &Event, key: &HmacKey) -> (Vec<u8>, Vec<(String, String)>) {
+    let mut sealer = Sealer::new(key);
     let envelope = match event {
         Event::Change(e) => Envelope {
             schema: SCHEMA.to_owned(),
@@ -171,7 +182,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
                     size: r.size,
                 })
                 .collect(),
-            data: data_value(change_data(&e.body)),
+            data: data_value(change_data(&e.body, &mut sealer)),
         },
         Event::Registry(r) => Envelope {
             schema: SCHEMA.to_owned(),
@@ -187,11 +198,13 @@ pub fn encode(event: &Event) -> Vec<u8> {
         },
     };
     // Serialising plain structs of strings, integers and booleans cannot fail.
-    serde_json_canonicalizer::to_vec(&envelope).unwrap_or_default()
+    (serde_json_canonicalizer::to_vec(&envelope).unwrap_or_default(), sealer.into_sealed())
 }
 
 /// Decodes canonical bytes back into an event, refusing non-canonical or unknown records.
-pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
+/// `open` returns the clear text of a sealed value if it is still kept; otherwise the value
+/// decodes as [`ERASED`].
+pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Event, RecordError> {
     let envelope: Envelope =
         serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
     if envelope.schema != SCHEMA {
@@ -207,7 +220,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, RecordError> {
     let data: Data =
         serde_json::from_value(envelope.data).map_err(|e| RecordError::Malformed(e.to_string()))?;
     if let Some(change) = envelope.change {
-        let body = change_body(&envelope.kind, data)?;
+        let body = change_body(&envelope.kind, data, open)?;
         let seq = envelope.seq.ok_or_else(|| RecordError::Malformed("change event without seq".into()))?;
         let on_behalf_of = envelope.on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
         let evidence = envelope
@@ -264,7 +277,8 @@ fn data_value(data: Data) -> serde_json::Value {
     serde_json::to_value(data).unwrap_or(serde_json::Value::Null)
 }
 
-fn change_data(body: &ChangeEventBody) -> Data {
+fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
+    let mut seal = |value: &str| Sealed { hmac: sealer.seal(value) };
     let outcomes = |o: &[OpOutcome]| {
         o.iter()
             .map(|o| OutcomeRecord {
@@ -286,7 +300,7 @@ fn change_data(body: &ChangeEventBody) -> Data {
                 .map(|r| RefRecord { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() })
                 .collect(),
             vendor: vendor.as_ref().map(ToString::to_string),
-            justification: justification.as_str().to_owned(),
+            justification: seal(justification.as_str()),
             ops: ops
                 .iter()
                 .map(|op| OpRecord {
@@ -305,7 +319,7 @@ fn change_data(body: &ChangeEventBody) -> Data {
         ChangeEventBody::Approved { expires_at } => Data::Approved { expires_at: expires_at.to_rfc3339() },
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
-        | ChangeEventBody::Expired { reason } => Data::Reason { reason: reason.clone() },
+        | ChangeEventBody::Expired { reason } => Data::Reason { reason: seal(reason) },
         ChangeEventBody::ExecutionStarted { attempt } => Data::Started { attempt: *attempt },
         ChangeEventBody::Implemented { outcomes: o } => Data::Implemented { outcomes: outcomes(o) },
         ChangeEventBody::ExecutionFailed { error, outcomes: o } => {
@@ -315,9 +329,9 @@ fn change_data(body: &ChangeEventBody) -> Data {
         ChangeEventBody::VerificationFailed { observations: o, mismatches } => {
             Data::VerificationFailed { observations: observations(o), mismatches: mismatches.clone() }
         }
-        ChangeEventBody::Reviewed { notes } => Data::Reviewed { notes: notes.clone() },
+        ChangeEventBody::Reviewed { notes } => Data::Reviewed { notes: seal(notes) },
         ChangeEventBody::EvidenceAttached { step, name } => {
-            Data::EvidenceAttached { step: step.as_str().to_owned(), name: name.clone() }
+            Data::EvidenceAttached { step: step.as_str().to_owned(), name: seal(name) }
         }
     }
 }
@@ -338,7 +352,12 @@ fn registry_data(event: &RegistryEvent) -> Data {
     }
 }
 
-fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
+fn change_body(
+    kind: &str,
+    data: Data,
+    open: &dyn Fn(&str) -> Option<String>,
+) -> Result<ChangeEventBody, RecordError> {
+    let unseal = |sealed: Sealed| open(&sealed.hmac).unwrap_or_else(|| ERASED.to_owned());
     let outcomes = |o: Vec<OutcomeRecord>| {
         o.into_iter()
             .map(|o| OpOutcome { op: o.op, before: o.before, after: o.after, reference: o.reference })
@@ -357,7 +376,7 @@ fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
                     .map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value))
                     .collect::<Result<_, _>>()?,
                 vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
-                justification: Justification::parse(&justification)?,
+                justification: Justification::parse(&unseal(justification))?,
                 ops: ops
                     .into_iter()
                     .map(|op| {
@@ -385,9 +404,11 @@ fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
         ("change.approved", Data::Approved { expires_at }) => {
             ChangeEventBody::Approved { expires_at: parse_time(&expires_at)? }
         }
-        ("change.rejected", Data::Reason { reason }) => ChangeEventBody::Rejected { reason },
-        ("change.cancelled", Data::Reason { reason }) => ChangeEventBody::Cancelled { reason },
-        ("change.expired", Data::Reason { reason }) => ChangeEventBody::Expired { reason },
+        ("change.rejected", Data::Reason { reason }) => ChangeEventBody::Rejected { reason: unseal(reason) },
+        ("change.cancelled", Data::Reason { reason }) => {
+            ChangeEventBody::Cancelled { reason: unseal(reason) }
+        }
+        ("change.expired", Data::Reason { reason }) => ChangeEventBody::Expired { reason: unseal(reason) },
         ("change.execution_started", Data::Started { attempt }) => {
             ChangeEventBody::ExecutionStarted { attempt }
         }
@@ -403,9 +424,12 @@ fn change_body(kind: &str, data: Data) -> Result<ChangeEventBody, RecordError> {
         ("change.verification_failed", Data::VerificationFailed { observations: o, mismatches }) => {
             ChangeEventBody::VerificationFailed { observations: observations(o), mismatches }
         }
-        ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes },
+        ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes: unseal(notes) },
         ("change.evidence_attached", Data::EvidenceAttached { step, name }) => {
-            ChangeEventBody::EvidenceAttached { step: writ_core::event::Phase::parse_step(&step)?, name }
+            ChangeEventBody::EvidenceAttached {
+                step: writ_core::event::Phase::parse_step(&step)?,
+                name: unseal(name),
+            }
         }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));

@@ -6,7 +6,21 @@ use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, SystemAc
 use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
 
+use crate::sensitive::{ERASED, HmacKey};
 use crate::{RecordError, decode, encode, leaf_hash};
+
+fn key() -> HmacKey {
+    HmacKey::from_bytes([3; 32])
+}
+
+fn encode_plain(event: &Event) -> Vec<u8> {
+    encode(event, &key()).0
+}
+
+/// Decodes with every sealed value available.
+fn decode_all(bytes: &[u8], sealed: &[(String, String)]) -> Result<Event, RecordError> {
+    decode(bytes, &|mac| sealed.iter().find(|(m, _)| m == mac).map(|(_, v)| v.clone()))
+}
 
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_123);
 
@@ -92,15 +106,15 @@ fn every_event() -> Vec<Event> {
 #[test]
 fn every_event_type_round_trips_through_canonical_bytes() {
     for event in every_event() {
-        let bytes = encode(&event);
-        assert_eq!(decode(&bytes).unwrap(), event, "{}", String::from_utf8_lossy(&bytes));
-        assert_eq!(encode(&decode(&bytes).unwrap()), bytes);
+        let (bytes, sealed) = encode(&event, &key());
+        assert_eq!(decode_all(&bytes, &sealed).unwrap(), event, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(encode(&decode_all(&bytes, &sealed).unwrap(), &key()).0, bytes);
     }
 }
 
 #[test]
 fn records_are_canonical_json_with_the_schema_tag() {
-    let bytes = encode(&every_event()[2]);
+    let bytes = encode_plain(&every_event()[2]);
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.starts_with(r#"{"actor":"alice","at":"2027-01-15T08:00:00.123Z","change":"CHG-"#), "{text}");
     assert!(text.contains(r#""schema":"writ.event/v1""#));
@@ -110,10 +124,11 @@ fn records_are_canonical_json_with_the_schema_tag() {
 
 #[test]
 fn altered_or_reformatted_bytes_are_refused() {
-    let bytes = encode(&every_event()[0]);
+    let bytes = encode_plain(&every_event()[0]);
     let text = String::from_utf8(bytes.clone()).unwrap();
     let pretty =
         serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
+    let decode = |b: &[u8]| decode(b, &|_| None);
     assert!(matches!(decode(&pretty), Err(RecordError::NotCanonical)));
     let extra = text.replacen(r#""actor""#, r#""admin":true,"actor""#, 1);
     assert!(matches!(decode(extra.as_bytes()), Err(RecordError::Malformed(_))));
@@ -131,4 +146,26 @@ fn leaf_hash_uses_the_rfc9162_zero_prefix() {
     let empty = leaf_hash(b"");
     let hex: String = empty.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
+}
+
+#[test]
+fn sensitive_text_is_sealed_and_can_be_erased() {
+    let requested = every_event().remove(0);
+    let (bytes, sealed) = encode(&requested, &key());
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(!text.contains("on call"), "justification in clear: {text}");
+    let mac = key().mac("on call \"quoted\" é");
+    assert_eq!(sealed, vec![(mac.clone(), "on call \"quoted\" é".to_owned())]);
+    assert!(text.contains(&format!("{{\"hmac\":\"{mac}\"}}")), "{text}");
+    assert!(mac.starts_with(key().id()));
+    let Event::Change(erased) = decode(&bytes, &|_| None).unwrap() else { panic!("not a change event") };
+    let writ_core::event::ChangeEventBody::Requested { justification, .. } = erased.body else {
+        panic!("wrong body")
+    };
+    assert_eq!(justification.as_str(), ERASED);
+    assert_ne!(HmacKey::from_bytes([4; 32]).mac("x"), key().mac("x"), "the HMAC is keyed");
+    let parsed = HmacKey::parse(&key().to_text()).unwrap();
+    assert_eq!(parsed.mac("x"), key().mac("x"));
+    assert!(HmacKey::parse(&key().to_text().replace("HMAC+hk-", "HMAC+hk-0")).is_err());
+    assert!(!format!("{:?}", key()).contains(&key().to_text()[15..]));
 }

@@ -190,7 +190,7 @@ pub fn verify<'a>(
 }
 
 fn check_record(entry: &Entry<'_>, next_seq: &mut HashMap<String, u64>, problems: &mut Vec<Problem>) {
-    match crate::record::decode(entry.bytes) {
+    match crate::record::decode(entry.bytes, &|_| None) {
         Err(error) => problems.push(Problem::Undecodable { index: entry.index, detail: error.to_string() }),
         Ok(writ_core::event::Event::Change(event)) => {
             let expected = next_seq.entry(event.change.to_string()).or_insert(0);

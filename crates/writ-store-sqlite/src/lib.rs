@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_ledger.sql"),
     include_str!("../migrations/0003_evidence.sql"),
+    include_str!("../migrations/0004_sensitive.sql"),
 ];
 
 /// How to open the database file.
@@ -236,6 +237,10 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
     )
     .map_err(map_err)?;
     let indices = append(tx, &commit.events)?;
+    for (hmac, value) in &commit.sensitive {
+        tx.execute("INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)", params![hmac, value])
+            .map_err(map_err)?;
+    }
     for blob in &commit.evidence {
         tx.execute(
             "INSERT OR IGNORE INTO evidence (sha256, media_type, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -591,6 +596,14 @@ impl CheckpointStore for SqliteStore {
 }
 
 impl EvidenceStore for SqliteStore {
+    fn sensitive(&self, hmac: &str) -> Result<Option<String>> {
+        let connection = self.lock()?;
+        connection
+            .query_row("SELECT value FROM sensitive WHERE hmac = ?1", [hmac], |row| row.get(0))
+            .optional()
+            .map_err(map_err)
+    }
+
     fn evidence(&self, sha256: &[u8; 32]) -> Result<Option<EvidenceBlob>> {
         let connection = self.lock()?;
         connection

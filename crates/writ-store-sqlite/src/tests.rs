@@ -36,6 +36,7 @@ fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeState) -
         events: (0..events).map(|i| event(Some(id), Some(expected_seq + i as u64), "{}")).collect(),
         grants: vec![],
         evidence: vec![],
+        sensitive: vec![],
     }
 }
 

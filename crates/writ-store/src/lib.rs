@@ -105,6 +105,8 @@ pub struct ChangeCommit {
     pub grants: Vec<GrantUpdate>,
     /// Evidence blobs the events reference, stored in the same transaction (deduplicated).
     pub evidence: Vec<EvidenceBlob>,
+    /// Clear text of the sensitive values the events hold as HMACs: (hmac, value).
+    pub sensitive: Vec<(String, String)>,
 }
 
 /// A content-addressed evidence blob. The caller computes `sha256` over `bytes`.
@@ -174,10 +176,12 @@ pub trait CheckpointStore {
     fn init_meta(&self, key: &str, value: &str) -> Result<String>;
 }
 
-/// Evidence blobs by digest.
+/// Evidence blobs by digest, and the clear text of sealed values.
 pub trait EvidenceStore {
     /// The blob with this SHA-256, or `None`.
     fn evidence(&self, sha256: &[u8; 32]) -> Result<Option<EvidenceBlob>>;
+    /// The clear text kept for a sealed value, or `None` if it was erased or never stored.
+    fn sensitive(&self, hmac: &str) -> Result<Option<String>>;
 }
 
 /// Everything the engine needs, as one object.

@@ -8,6 +8,7 @@
 //! checkpoint.note      the newest signed checkpoint (C2SP signed note)
 //! checkpoints.txt      every signed checkpoint, separated by blank-line-delimited notes
 //! public.key           the ledger's verifier key
+//! sensitive.jsonl      {"hmac", "value"}: clear text of the sealed values the events reference
 //! evidence/<sha256>    every evidence blob the events reference
 //! ```
 
@@ -75,6 +76,11 @@ pub fn bundle(
     let mut events = String::new();
     let mut proofs = String::new();
     let mut digests: BTreeSet<[u8; 32]> = BTreeSet::new();
+    let macs: std::cell::RefCell<BTreeSet<String>> = std::cell::RefCell::new(BTreeSet::new());
+    let record_mac = |mac: &str| {
+        macs.borrow_mut().insert(mac.to_owned());
+        None
+    };
     for row in &wanted {
         let leaf = writ_ledger::leaf_hash(&row.bytes);
         events.push_str(&format!(
@@ -86,7 +92,7 @@ pub fn bundle(
             "{}\n",
             json!({ "index": row.index, "tree_size": latest.size, "path": path.iter().map(hex::encode).collect::<Vec<_>>() })
         ));
-        if let Ok(Event::Change(event)) = writ_ledger::decode(&row.bytes) {
+        if let Ok(Event::Change(event)) = writ_ledger::decode(&row.bytes, &record_mac) {
             digests.extend(event.evidence.iter().map(|e| e.digest));
         }
     }
@@ -97,6 +103,13 @@ pub fn bundle(
     let key = engine.store().meta(&format!("ledger.key.{}", key_id_of(&latest.note)))?.ok_or_else(|| {
         CliError::new("ledger.unknown_key", "the checkpoint's public key is not recorded", exit::LEDGER)
     })?;
+    let mut sensitive = String::new();
+    for mac in macs.into_inner() {
+        if let Some(value) = engine.store().sensitive(&mac)? {
+            sensitive.push_str(&format!("{}\n", json!({ "hmac": mac, "value": value })));
+        }
+    }
+    files.insert("sensitive.jsonl".into(), sensitive.into_bytes());
     files.insert("events.jsonl".into(), events.into_bytes());
     files.insert("proofs.jsonl".into(), proofs.into_bytes());
     files.insert("checkpoint.note".into(), latest.note.clone().into_bytes());
@@ -207,6 +220,12 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
             Ok((index, path))
         })
         .collect::<Result<_, CliError>>()?;
+    let sensitive: BTreeMap<String, String> = String::from_utf8_lossy(&read("sensitive.jsonl")?)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|v| Some((v.get("hmac")?.as_str()?.to_owned(), v.get("value")?.as_str()?.to_owned())))
+        .collect();
+    let open_value = |mac: &str| sensitive.get(mac).cloned();
     let mut by_change: BTreeMap<String, Vec<(u64, ChangeEvent)>> = BTreeMap::new();
     let mut count = 0u64;
     for line in String::from_utf8_lossy(&read("events.jsonl")?).lines() {
@@ -228,7 +247,8 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
                 exit::LEDGER,
             ));
         }
-        let event = writ_ledger::decode(&bytes).map_err(|e| invalid(format!("event {index}: {e}")))?;
+        let event =
+            writ_ledger::decode(&bytes, &open_value).map_err(|e| invalid(format!("event {index}: {e}")))?;
         if let Event::Change(event) = event {
             for evidence in &event.evidence {
                 let name = format!("evidence/{}", hex::encode(evidence.digest));

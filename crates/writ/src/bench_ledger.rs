@@ -15,6 +15,7 @@ use writ_core::identity::Actor;
 use writ_core::name::{EntitlementRef, IdentityName};
 use writ_core::time::Timestamp;
 use writ_ledger::checkpoint::{Checkpoint, NoteSigner};
+use writ_ledger::sensitive::HmacKey;
 use writ_store::{ChangeCommit, ChangeStore, ChangeSummary, NewEvent, StoredCheckpoint};
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
@@ -24,7 +25,11 @@ use crate::bench::Row;
 const BATCH: usize = 256;
 
 /// A realistic event: a `change.requested` record of about 500 bytes.
-fn sample_event(change: &ChangeId, seq: u64) -> anyhow::Result<NewEvent> {
+fn sample_event(
+    change: &ChangeId,
+    seq: u64,
+    key: &HmacKey,
+) -> anyhow::Result<(NewEvent, Vec<(String, String)>)> {
     let event = ChangeEvent {
         change: change.clone(),
         seq,
@@ -46,8 +51,8 @@ fn sample_event(change: &ChangeId, seq: u64) -> anyhow::Result<NewEvent> {
             }],
         },
     };
-    let bytes = writ_ledger::encode(&Event::Change(event));
-    Ok(NewEvent {
+    let (bytes, sealed) = writ_ledger::encode(&Event::Change(event), key);
+    let event = NewEvent {
         change: Some(change.clone()),
         seq: Some(seq),
         type_name: "change.requested",
@@ -57,7 +62,8 @@ fn sample_event(change: &ChangeId, seq: u64) -> anyhow::Result<NewEvent> {
         at: Timestamp::from_millis(1_800_000_000_000),
         leaf: writ_ledger::leaf_hash(&bytes),
         bytes,
-    })
+    };
+    Ok((event, sealed))
 }
 
 fn summary(id: &ChangeId) -> anyhow::Result<ChangeSummary> {
@@ -71,21 +77,28 @@ fn summary(id: &ChangeId) -> anyhow::Result<ChangeSummary> {
     })
 }
 
-fn batches(count: usize) -> anyhow::Result<Vec<(ChangeId, Vec<NewEvent>)>> {
+type Batch = (ChangeId, Vec<NewEvent>, Vec<(String, String)>);
+
+fn batches(count: usize, key: &HmacKey) -> anyhow::Result<Vec<Batch>> {
     (0..count.div_ceil(BATCH))
         .map(|b| {
             let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), b as u128);
-            let events = (0..BATCH.min(count - b * BATCH))
-                .map(|s| sample_event(&id, s as u64))
-                .collect::<anyhow::Result<_>>()?;
-            Ok((id, events))
+            let mut events = Vec::new();
+            let mut sensitive = Vec::new();
+            for s in 0..BATCH.min(count - b * BATCH) {
+                let (event, mut sealed) = sample_event(&id, s as u64, key)?;
+                events.push(event);
+                sensitive.append(&mut sealed);
+            }
+            Ok((id, events, sensitive))
         })
         .collect()
 }
 
 pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let prepared = batches(count)?;
+    let key = HmacKey::from_bytes([9; 32]);
+    let prepared = batches(count, &key)?;
 
     // Baseline: the same rows, inserted with plain statements, one transaction per batch.
     let raw_store = SqliteStore::open(&dir.join("raw-ledger.db"), OpenMode::Create)?;
@@ -94,8 +107,14 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     raw.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
     let start = Instant::now();
     let mut index = 0i64;
-    for (id, events) in &prepared {
+    for (id, events, sensitive) in &prepared {
         let tx = raw.transaction()?;
+        for (hmac, value) in sensitive {
+            tx.execute(
+                "INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)",
+                params![hmac, value],
+            )?;
+        }
         let s = summary(id)?;
         tx.execute(
             "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -135,13 +154,14 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     // Writ's append path: encoded, hashed events through the store's commit, same batches.
     let store = SqliteStore::open(&dir.join("ledger.db"), OpenMode::Create)?;
     let start = Instant::now();
-    for (id, events) in prepared {
+    for (id, events, sensitive) in prepared {
         store.commit(ChangeCommit {
             summary: summary(&id)?,
             expected_seq: 0,
             events,
             grants: Vec::new(),
             evidence: Vec::new(),
+            sensitive,
         })?;
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -160,16 +180,18 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let workers: Vec<_> = (0..32usize)
             .map(|t| {
-                let group = group.clone();
+                let (group, key) = (group.clone(), &key);
                 scope.spawn(move || -> anyhow::Result<()> {
                     for i in (t..transitions).step_by(32) {
                         let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), i as u128);
+                        let (event, sensitive) = sample_event(&id, 0, key)?;
                         group.commit(ChangeCommit {
                             summary: summary(&id)?,
                             expected_seq: 0,
-                            events: vec![sample_event(&id, 0)?],
+                            events: vec![event],
                             grants: Vec::new(),
                             evidence: Vec::new(),
+                            sensitive,
                         })?;
                     }
                     Ok(())
@@ -190,7 +212,7 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     ));
 
     // Verification of the batched ledger: sign a checkpoint, then verify everything.
-    let engine = crate::commands::engine_over(store);
+    let engine = crate::commands::engine_over(store, Some(key));
     let signer = NoteSigner::from_seed("writ/bench", [5; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.store().init_meta(writ_engine::ledger::ORIGIN, "writ/bench")?;
     let tree = engine.ledger_tree()?;

@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "WRIT_LEDGER_KEY", value_name = "FILE")]
     pub ledger_key: Option<PathBuf>,
 
+    /// The key that seals sensitive values in the ledger (default: the database path with
+    /// `.hmac` appended).
+    #[arg(long, global = true, env = "WRIT_HMAC_KEY", value_name = "FILE")]
+    pub hmac_key: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of text (errors too, on stderr).
     #[arg(long, global = true)]
     pub json: bool,
@@ -138,6 +143,9 @@ pub enum LedgerCmd {
         #[arg(long)]
         shallow: bool,
     },
+    /// Print the keyed HMAC the ledger records for VALUE, so an auditor can check a sealed
+    /// justification, reason or note against the text they were given.
+    Hash { value: String },
     /// Print an inclusion proof (--index N) or a consistency proof (--from A --to B).
     Prove {
         #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]

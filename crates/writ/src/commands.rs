@@ -10,6 +10,7 @@ use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
 use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
+use writ_ledger::sensitive::HmacKey;
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
 use crate::cli::{AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, TargetCmd, Top};
@@ -18,29 +19,30 @@ use crate::targets::Connectors;
 use crate::{CliError, exit};
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let Cli { db, ledger_key: key, json, command, .. } = cli;
+    let Cli { db, ledger_key: key, hmac_key, json, command, .. } = cli;
+    let hmac = hmac_key.as_deref();
     match command {
-        Top::Init => init(db, key, json),
+        Top::Init => init(db, key, hmac_key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
         Top::Bench(args) => {
             crate::bench::run(args.lifecycles, args.threads, args.ledger_events, json).map_err(CliError::from)
         }
-        Top::LoadAppend { count, threads } => load_append(&open(db)?, count, threads),
+        Top::LoadAppend { count, threads } => load_append(&open(db, hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
-            let engine = open(db)?;
+            let engine = open(db, hmac)?;
             let change = change.as_deref().map(ChangeId::parse).transpose()?;
             crate::audit::bundle(&engine, change.as_ref(), &out, json)
         }
         Top::Ledger(command) => {
             let path = db_path(db)?;
-            let engine = open(Some(path.clone()))?;
+            let engine = open(Some(path.clone()), hmac)?;
             crate::ledger::run(&engine, command, &crate::keys::key_path(&path, key.as_deref()), json)
         }
-        command if is_read(&command) => dispatch(&open(db)?, command, json),
+        command if is_read(&command) => dispatch(&open(db, hmac)?, command, json),
         command => {
             let path = db_path(db)?;
-            let engine = open(Some(path.clone()))?;
+            let engine = open(Some(path.clone()), hmac)?;
             let result = dispatch(&engine, command, json);
             // Only a command that recorded events may sign: a refusal writes nothing at all.
             let recorded = match &result {
@@ -105,21 +107,33 @@ fn db_path(db: Option<PathBuf>) -> Result<PathBuf, CliError> {
     })
 }
 
-/// Opens an existing embedded database and wires the engine over it.
-pub fn open(db: Option<PathBuf>) -> Result<Engine, CliError> {
+/// Opens an existing embedded database and wires the engine over it, with the HMAC key if its
+/// file exists (without it the engine can read but records nothing).
+pub fn open(db: Option<PathBuf>, hmac: Option<&Path>) -> Result<Engine, CliError> {
     let path = db_path(db)?;
     let store = SqliteStore::open(&path, OpenMode::Existing)?;
-    Ok(engine_over(store))
+    let key = crate::keys::load_hmac(&crate::keys::hmac_path(&path, hmac))?;
+    Ok(engine_over(store, key))
 }
 
-pub fn engine_over(store: SqliteStore) -> Engine {
-    Engine::new(Arc::new(store), Arc::new(Connectors::default()), Arc::new(SystemClock))
+pub fn engine_over(store: SqliteStore, hmac: Option<HmacKey>) -> Engine {
+    let engine = Engine::new(Arc::new(store), Arc::new(Connectors::default()), Arc::new(SystemClock));
+    match hmac {
+        Some(key) => engine.with_hmac_key(Arc::new(key)),
+        None => engine,
+    }
 }
 
-fn init(db: Option<PathBuf>, key: Option<PathBuf>, json: bool) -> Result<(), CliError> {
+fn init(
+    db: Option<PathBuf>,
+    key: Option<PathBuf>,
+    hmac: Option<PathBuf>,
+    json: bool,
+) -> Result<(), CliError> {
     let path = db_path(db)?;
     let key = crate::keys::key_path(&path, key.as_deref());
-    for existing in [&path, &key] {
+    let hmac = crate::keys::hmac_path(&path, hmac.as_deref());
+    for existing in [&path, &key, &hmac] {
         if existing.exists() {
             return Err(CliError::new(
                 "input.database_exists",
@@ -128,19 +142,25 @@ fn init(db: Option<PathBuf>, key: Option<PathBuf>, json: bool) -> Result<(), Cli
             ));
         }
     }
-    let engine = engine_over(SqliteStore::open(&path, OpenMode::Create)?);
     let signer = crate::keys::create(&key, &crate::keys::new_origin()?)?;
+    let hmac_key = crate::keys::create_hmac(&hmac)?;
+    let hmac_id = hmac_key.id().to_owned();
+    let engine = engine_over(SqliteStore::open(&path, OpenMode::Create)?, Some(hmac_key));
     engine.init_ledger(&signer)?;
     let verifier = signer.verifier();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "database": path.display().to_string(), "ledger_key": key.display().to_string(), "origin": verifier.name(), "public_key": verifier.to_text() })
+            serde_json::json!({ "database": path.display().to_string(), "ledger_key": key.display().to_string(), "origin": verifier.name(), "public_key": verifier.to_text(), "hmac_key": hmac.display().to_string(), "hmac_key_id": hmac_id })
         );
     } else {
         println!("initialised {}", path.display());
         println!("ledger {} signing key {} (keep it secret; back it up)", verifier.name(), key.display());
         println!("public key {}", verifier.to_text());
+        println!(
+            "sensitive values sealed with HMAC key {hmac_id} in {} (keep it secret; back it up)",
+            hmac.display()
+        );
     }
     Ok(())
 }

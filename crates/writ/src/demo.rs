@@ -45,7 +45,9 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     };
     let repo = dir.join("access-repo");
     make_repository(&repo)?;
-    let engine = crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?);
+    let hmac = crate::keys::create_hmac(&dir.join("writ.db.hmac"))?;
+    let engine =
+        crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?, Some(hmac));
     let signer = crate::keys::create(&dir.join("writ.db.key"), &crate::keys::new_origin()?)?;
     engine.init_ledger(&signer)?;
 

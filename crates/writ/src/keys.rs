@@ -6,6 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use writ_ledger::checkpoint::{NoteSigner, NoteVerifier};
+use writ_ledger::sensitive::HmacKey;
 
 use crate::{CliError, exit};
 
@@ -18,6 +19,66 @@ pub fn key_path(db: &Path, explicit: Option<&Path>) -> PathBuf {
             PathBuf::from(name)
         }
     }
+}
+
+/// The HMAC key file: `--hmac-key` / `WRIT_HMAC_KEY`, or the database path with `.hmac`.
+pub fn hmac_path(db: &Path, explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(path) => path.to_owned(),
+        None => {
+            let mut name = db.as_os_str().to_owned();
+            name.push(".hmac");
+            PathBuf::from(name)
+        }
+    }
+}
+
+/// Creates a new random HMAC key file readable only by its owner.
+pub fn create_hmac(path: &Path) -> Result<HmacKey, CliError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    let key = HmacKey::from_bytes(key);
+    write_secret(path, &key.to_text())?;
+    Ok(key)
+}
+
+/// Loads the HMAC key if its file exists (`Ok(None)` if it does not), refusing a file other
+/// users can read.
+pub fn load_hmac(path: &Path) -> Result<Option<HmacKey>, CliError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_secret(path)?;
+    HmacKey::parse(&text)
+        .map(Some)
+        .map_err(|e| CliError::new("ledger.key_file", format!("{}: {e}", path.display()), exit::STORE))
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+            CliError::new(
+                "ledger.key_file",
+                format!("cannot create the key file {}: {e}", path.display()),
+                exit::INPUT,
+            )
+        })?;
+    file.write_all(format!("{text}\n").as_bytes()).and_then(|()| file.sync_all()).map_err(|e| {
+        CliError::new("ledger.key_file", format!("writing {}: {e}", path.display()), exit::OTHER)
+    })
+}
+
+fn read_secret(path: &Path) -> Result<String, CliError> {
+    let unusable = |why: String| CliError::new("ledger.key_file", why, exit::STORE);
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| unusable(format!("cannot read the key file {}: {e}", path.display())))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(unusable(format!(
+            "the key file {} is accessible to other users; run chmod 600 on it",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| unusable(format!("cannot read {}: {e}", path.display())))
 }
 
 /// A new random log origin, `writ/<16 hex digits>`.
@@ -33,40 +94,15 @@ pub fn create(path: &Path, origin: &str) -> Result<NoteSigner, CliError> {
     getrandom::fill(&mut seed).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
     let signer = NoteSigner::from_seed(origin, seed)
         .map_err(|e| CliError::new("ledger.bad_key", e.to_string(), exit::OTHER))?;
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
-            CliError::new(
-                "ledger.key_file",
-                format!("cannot create the ledger key {}: {e}", path.display()),
-                exit::INPUT,
-            )
-        })?;
-    file.write_all(format!("{}\n", signer.to_private_text()).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| {
-            CliError::new("ledger.key_file", format!("writing {}: {e}", path.display()), exit::OTHER)
-        })?;
+    write_secret(path, &signer.to_private_text())?;
     Ok(signer)
 }
 
 /// Loads the signing key, refusing a file other users can read.
 pub fn load(path: &Path) -> Result<NoteSigner, CliError> {
-    let unusable = |why: String| CliError::new("ledger.key_file", why, exit::STORE);
-    let metadata = std::fs::metadata(path).map_err(|e| {
-        unusable(format!(
-            "cannot read the ledger key {}: {e} (set --ledger-key or WRIT_LEDGER_KEY)",
-            path.display()
-        ))
-    })?;
-    if metadata.permissions().mode() & 0o077 != 0 {
-        return Err(unusable(format!(
-            "the ledger key {} is accessible to other users; run chmod 600 on it",
-            path.display()
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| unusable(format!("cannot read {}: {e}", path.display())))?;
-    NoteSigner::parse(&text).map_err(|e| unusable(format!("{}: {e}", path.display())))
+    let text = read_secret(path)?;
+    NoteSigner::parse(&text)
+        .map_err(|e| CliError::new("ledger.key_file", format!("{}: {e}", path.display()), exit::STORE))
 }
 
 /// Keys to trust when verifying: those given explicitly, plus the public half of the signing key

@@ -117,6 +117,11 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             });
             Ok(())
         }
+        LedgerCmd::Hash { value } => {
+            let mac = engine.seal(&value)?;
+            render::print(json, serde_json::json!({ "hmac": mac }), || mac.clone());
+            Ok(())
+        }
         LedgerCmd::Prove { .. } => {
             Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B", exit::INPUT))
         }

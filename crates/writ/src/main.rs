@@ -66,7 +66,7 @@ impl From<EngineError> for CliError {
             EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }) => {
                 exit::NOT_FOUND
             }
-            EngineError::Store(_) => exit::STORE,
+            EngineError::Store(_) | EngineError::NoHmacKey => exit::STORE,
             EngineError::Connector(_) => exit::TARGET,
             EngineError::Ledger(_) | EngineError::Random(_) => exit::OTHER,
         };

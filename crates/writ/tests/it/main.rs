@@ -13,4 +13,5 @@ mod failclosed;
 mod ledger;
 mod lifecycle;
 mod refusals;
+mod sensitive;
 mod tidy;
