@@ -138,7 +138,8 @@ fn to_i64(value: u64) -> Result<i64> {
 
 fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
     let next: i64 = tx
-        .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |row| row.get(0))
+        .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM events")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(map_err)?;
     let mut statement = tx
         .prepare_cached(
@@ -170,16 +171,18 @@ fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
 }
 
 fn write_identity(tx: &Transaction<'_>, identity: &Identity, event: &NewEvent) -> Result<Vec<u64>> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
             identity.name.as_str(),
             identity.kind.as_str(),
             identity.owner.as_ref().map(IdentityName::as_str),
             identity.vendor.as_ref().map(OrgName::as_str),
             identity.created_at.as_millis(),
-        ],
-    )
+        ])
+    })
     .map_err(|e| match map_err(e) {
         StoreError::Conflict(_) => StoreError::Conflict(format!("identity {} already exists", identity.name)),
         other => other,
@@ -188,20 +191,22 @@ fn write_identity(tx: &Transaction<'_>, identity: &Identity, event: &NewEvent) -
 }
 
 fn write_target(tx: &Transaction<'_>, target: &Target, event: &NewEvent) -> Result<Vec<u64>> {
-    tx.execute(
-        "INSERT INTO targets (name, connector, created_ms) VALUES (?1, ?2, ?3)",
-        params![target.name.as_str(), target.connector.as_str(), target.created_at.as_millis()],
-    )
-    .map_err(|e| match map_err(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(format!("target {} already exists", target.name)),
-        other => other,
-    })?;
+    tx.prepare_cached("INSERT INTO targets (name, connector, created_ms) VALUES (?1, ?2, ?3)")
+        .and_then(|mut statement| {
+            statement.execute(params![
+                target.name.as_str(),
+                target.connector.as_str(),
+                target.created_at.as_millis()
+            ])
+        })
+        .map_err(|e| match map_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("target {} already exists", target.name)),
+            other => other,
+        })?;
     for (key, value) in &target.settings {
-        tx.execute(
-            "INSERT INTO target_settings (target, key, value) VALUES (?1, ?2, ?3)",
-            params![target.name.as_str(), key, value],
-        )
-        .map_err(map_err)?;
+        tx.prepare_cached("INSERT INTO target_settings (target, key, value) VALUES (?1, ?2, ?3)")
+            .and_then(|mut statement| statement.execute(params![target.name.as_str(), key, value]))
+            .map_err(map_err)?;
     }
     append(tx, std::slice::from_ref(event))
 }
@@ -209,7 +214,8 @@ fn write_target(tx: &Transaction<'_>, target: &Target, event: &NewEvent) -> Resu
 fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>> {
     let summary = &commit.summary;
     let stored_seq: Option<i64> = tx
-        .query_row("SELECT seq FROM changes WHERE id = ?1", [summary.id.as_str()], |row| row.get(0))
+        .prepare_cached("SELECT seq FROM changes WHERE id = ?1")
+        .and_then(|mut statement| statement.query_row([summary.id.as_str()], |row| row.get(0)))
         .optional()
         .map_err(map_err)?;
     let expected = to_i64(commit.expected_seq)?;
@@ -220,12 +226,14 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
         )));
     }
     let new_seq = expected + i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
              updated_ms = excluded.updated_ms, seq = excluded.seq",
-        params![
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
             summary.id.as_str(),
             summary.kind.as_str(),
             summary.state.as_str(),
@@ -233,39 +241,41 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
             summary.created_at.as_millis(),
             summary.updated_at.as_millis(),
             new_seq,
-        ],
-    )
+        ])
+    })
     .map_err(map_err)?;
     let indices = append(tx, &commit.events)?;
     for (hmac, value) in &commit.sensitive {
-        tx.execute("INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)", params![hmac, value])
+        tx.prepare_cached("INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)")
+            .and_then(|mut statement| statement.execute(params![hmac, value]))
             .map_err(map_err)?;
     }
     for blob in &commit.evidence {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO evidence (sha256, media_type, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![blob.sha256.as_slice(), blob.media_type, blob.bytes, summary.updated_at.as_millis()],
         )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                blob.sha256.as_slice(),
+                blob.media_type,
+                blob.bytes,
+                summary.updated_at.as_millis()
+            ])
+        })
         .map_err(map_err)?;
     }
     for update in &commit.grants {
         match update {
-            GrantUpdate::Upsert(grant) => tx.execute(
-                "INSERT OR REPLACE INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+            GrantUpdate::Upsert(grant) => tx.prepare_cached("INSERT OR REPLACE INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)").and_then(|mut statement| statement.execute(params![
                     grant.identity.as_str(),
                     grant.entitlement.target.as_str(),
                     grant.entitlement.entitlement.as_str(),
                     grant.change.as_str(),
                     grant.granted_at.as_millis(),
                     grant.expires_at.map(Timestamp::as_millis),
-                ],
-            ),
-            GrantUpdate::Remove { identity, entitlement } => tx.execute(
-                "DELETE FROM grants WHERE identity = ?1 AND target = ?2 AND entitlement = ?3",
-                params![identity.as_str(), entitlement.target.as_str(), entitlement.entitlement.as_str()],
-            ),
+                ],)),
+            GrantUpdate::Remove { identity, entitlement } => tx.prepare_cached("DELETE FROM grants WHERE identity = ?1 AND target = ?2 AND entitlement = ?3").and_then(|mut statement| statement.execute(params![identity.as_str(), entitlement.target.as_str(), entitlement.entitlement.as_str()],)),
         }
         .map_err(map_err)?;
     }
@@ -282,11 +292,8 @@ impl RegistryStore for SqliteStore {
     fn identity(&self, name: &IdentityName) -> Result<Option<Identity>> {
         let connection = self.lock()?;
         connection
-            .query_row(
-                "SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = ?1",
-                [name.as_str()],
-                identity_columns,
-            )
+            .prepare_cached("SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = ?1")
+            .and_then(|mut statement| statement.query_row([name.as_str()], identity_columns))
             .optional()
             .map_err(map_err)?
             .map(parse_identity)
@@ -309,7 +316,27 @@ impl RegistryStore for SqliteStore {
     }
 
     fn target(&self, name: &TargetName) -> Result<Option<Target>> {
-        Ok(self.targets()?.into_iter().find(|t| &t.name == name))
+        let connection = self.lock()?;
+        let row: Option<(String, i64)> = connection
+            .prepare_cached("SELECT connector, created_ms FROM targets WHERE name = ?1")
+            .and_then(|mut statement| {
+                statement.query_row([name.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+            })
+            .optional()
+            .map_err(map_err)?;
+        let Some((connector, created_ms)) = row else { return Ok(None) };
+        let settings = connection
+            .prepare_cached("SELECT key, value FROM target_settings WHERE target = ?1 ORDER BY key")
+            .and_then(|mut statement| {
+                statement.query_map([name.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
+            })
+            .map_err(map_err)?;
+        Ok(Some(Target {
+            name: name.clone(),
+            connector: ConnectorKind::parse(&connector).map_err(corrupt("connector"))?,
+            settings,
+            created_at: Timestamp::from_millis(created_ms),
+        }))
     }
 
     fn targets(&self) -> Result<Vec<Target>> {
@@ -514,12 +541,11 @@ impl CheckpointStore for SqliteStore {
     fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
         let checkpoint = checkpoint.clone();
         self.writer.submit(Box::new(move |tx| {
+            let size = to_i64(checkpoint.size)?;
             let existing: Option<(Vec<u8>, String)> = tx
-                .query_row(
-                    "SELECT root, note FROM checkpoints WHERE size = ?1",
-                    [to_i64(checkpoint.size)?],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
+                .query_row("SELECT root, note FROM checkpoints WHERE size = ?1", [size], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()
                 .map_err(map_err)?;
             match existing {
@@ -529,15 +555,17 @@ impl CheckpointStore for SqliteStore {
                     checkpoint.size
                 ))),
                 None => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO checkpoints (size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![
-                            to_i64(checkpoint.size)?,
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            size,
                             checkpoint.root.as_slice(),
                             checkpoint.note,
                             checkpoint.created_at.as_millis()
-                        ],
-                    )
+                        ])
+                    })
                     .map_err(map_err)?;
                     Ok(Vec::new())
                 }
@@ -587,7 +615,8 @@ impl CheckpointStore for SqliteStore {
         let (key, value) = (key.to_owned(), value.to_owned());
         let k = key.clone();
         self.writer.submit(Box::new(move |tx| {
-            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
+            tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)")
+                .and_then(|mut statement| statement.execute(params![key, value]))
                 .map_err(map_err)?;
             Ok(Vec::new())
         }))?;
@@ -599,7 +628,8 @@ impl EvidenceStore for SqliteStore {
     fn sensitive(&self, hmac: &str) -> Result<Option<String>> {
         let connection = self.lock()?;
         connection
-            .query_row("SELECT value FROM sensitive WHERE hmac = ?1", [hmac], |row| row.get(0))
+            .prepare_cached("SELECT value FROM sensitive WHERE hmac = ?1")
+            .and_then(|mut statement| statement.query_row([hmac], |row| row.get(0)))
             .optional()
             .map_err(map_err)
     }

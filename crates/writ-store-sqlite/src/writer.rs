@@ -149,10 +149,15 @@ fn commit_batch(connection: &mut Connection, batch: Vec<Job>) {
 /// Runs one job in a savepoint. The outer `Err` means the transaction itself is broken (the
 /// savepoint could not be opened or ended), which fails the whole batch.
 fn run_in_savepoint(tx: &Transaction<'_>, work: Work) -> Result<Result<Vec<u64>>> {
-    tx.execute_batch("SAVEPOINT job").map_err(|e| map_err_ref(&e))?;
+    let run = |sql: &str| {
+        tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map_err(|e| map_err_ref(&e))
+    };
+    run("SAVEPOINT job")?;
     let outcome = work(tx);
-    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    tx.execute_batch(end).map_err(|e| map_err_ref(&e))?;
+    if outcome.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     Ok(outcome)
 }
 
