@@ -72,6 +72,18 @@ pub fn run(lifecycles: usize, threads: usize, ledger_events: usize, json: bool) 
     Ok(())
 }
 
+/// Runs `work(t)` for t in 0..threads on scoped threads and returns the first error.
+pub fn fan_out(threads: usize, work: impl Fn(usize) -> anyhow::Result<()> + Sync) -> anyhow::Result<()> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let workers: Vec<_> = (0..threads).map(|t| scope.spawn(move || work(t))).collect();
+        for worker in workers {
+            worker.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
 fn progress(count: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(count as u64);
     if let Ok(style) = ProgressStyle::with_template("{msg:<32} {bar:30} {pos}/{len} {per_sec}") {
@@ -132,29 +144,12 @@ fn lifecycles_on(dir: &Path, kind: Kind, count: usize, threads: usize) -> anyhow
     engine.add_target(admin, target, connector, settings)?;
     let bar = progress(count, &format!("lifecycles on {label} target, {threads} thread(s)"));
     let start = Instant::now();
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = subjects
-            .iter()
-            .enumerate()
-            .map(|(t, subject)| {
-                let (engine, bar) = (engine.clone(), bar.clone());
-                let share = count / threads + usize::from(t < count % threads);
-                scope.spawn(move || -> anyhow::Result<()> {
-                    let subject = IdentityName::parse(subject)?;
-                    for i in 0..share {
-                        lifecycle(
-                            &engine,
-                            &subject,
-                            if i % 2 == 0 { OpAction::Grant } else { OpAction::Revoke },
-                        )?;
-                        bar.inc(1);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+    fan_out(threads, |t| {
+        let subject = IdentityName::parse(subjects.get(t).map_or("", String::as_str))?;
+        let share = count / threads + usize::from(t < count % threads);
+        for i in 0..share {
+            lifecycle(&engine, &subject, if i % 2 == 0 { OpAction::Grant } else { OpAction::Revoke })?;
+            bar.inc(1);
         }
         Ok(())
     })?;

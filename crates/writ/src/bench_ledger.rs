@@ -177,29 +177,18 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     let transitions = (count / 4).max(1000);
     let group = Arc::new(SqliteStore::open(&dir.join("group.db"), OpenMode::Create)?);
     let start = Instant::now();
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..32usize)
-            .map(|t| {
-                let (group, key) = (group.clone(), &key);
-                scope.spawn(move || -> anyhow::Result<()> {
-                    for i in (t..transitions).step_by(32) {
-                        let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), i as u128);
-                        let (event, sensitive) = sample_event(&id, 0, key)?;
-                        group.commit(ChangeCommit {
-                            summary: summary(&id)?,
-                            expected_seq: 0,
-                            events: vec![event],
-                            grants: Vec::new(),
-                            evidence: Vec::new(),
-                            sensitive,
-                        })?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+    crate::bench::fan_out(32, |t| {
+        for i in (t..transitions).step_by(32) {
+            let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), i as u128);
+            let (event, sensitive) = sample_event(&id, 0, &key)?;
+            group.commit(ChangeCommit {
+                summary: summary(&id)?,
+                expected_seq: 0,
+                events: vec![event],
+                grants: Vec::new(),
+                evidence: Vec::new(),
+                sensitive,
+            })?;
         }
         Ok(())
     })?;

@@ -92,9 +92,7 @@ impl World {
 
     /// Requests a grant of `entitlement` to `who` by alice and returns the change ID.
     pub fn request(&self, who: &str, entitlement: &str) -> String {
-        let run = self.writ(&[
-            "change",
-            "request",
+        self.request_with(&[
             "--as",
             "alice",
             "--identity",
@@ -105,9 +103,15 @@ impl World {
             "needed for the job",
             "--ticket",
             "JIRA-7",
-            "--json",
-        ]);
-        run.json()["id"].as_str().unwrap().to_owned()
+        ])
+    }
+
+    /// Runs `change request ARGS --json` and returns the new change ID.
+    pub fn request_with(&self, args: &[&str]) -> String {
+        let mut all = vec!["change", "request"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        self.writ(&all).json()["id"].as_str().unwrap().to_owned()
     }
 
     /// Every row of every table, plus every ref and the work tree of the repository.

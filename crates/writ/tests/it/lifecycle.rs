@@ -71,9 +71,7 @@ fn a_mover_loses_the_old_entitlement_in_the_same_change() {
     let first = w.request("dave", "access:eng-read");
     w.writ(&["change", "approve", &first, "--as", "bob"]).ok();
     w.writ(&["change", "execute", &first]).ok();
-    let run = w.writ(&[
-        "change",
-        "request",
+    let mover = w.request_with(&[
         "--as",
         "alice",
         "--identity",
@@ -86,9 +84,7 @@ fn a_mover_loses_the_old_entitlement_in_the_same_change() {
         "mover",
         "--justification",
         "moved to finance",
-        "--json",
     ]);
-    let mover = run.json()["id"].as_str().unwrap().to_owned();
     w.writ(&["change", "approve", &mover, "--as", "bob"]).ok();
     w.writ(&["change", "execute", &mover]).ok();
     w.writ(&["change", "verify", &mover]).ok();

@@ -44,9 +44,7 @@ fn a_vendor_cannot_approve_for_its_own_organisation() {
     let w = World::new();
     w.writ(&["identity", "add", "acme-jo", "--kind", "human", "--vendor", "acme"]).ok();
     w.writ(&["identity", "add", "acme-li", "--kind", "human", "--vendor", "acme"]).ok();
-    let run = w.writ(&[
-        "change",
-        "request",
+    let id = w.request_with(&[
         "--as",
         "acme-jo",
         "--identity",
@@ -57,9 +55,7 @@ fn a_vendor_cannot_approve_for_its_own_organisation() {
         "vendor",
         "--justification",
         "support case",
-        "--json",
     ]);
-    let id = run.json()["id"].as_str().unwrap().to_owned();
     refused(&w, &["change", "approve", &id, "--as", "acme-li"], "sod.vendor_self_approval", 3);
 }
 

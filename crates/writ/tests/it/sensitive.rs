@@ -9,12 +9,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-#[test]
-fn free_text_is_sealed_in_events_and_evidence_and_checkable_by_hash() {
-    let w = World::new();
-    let run = w.writ(&[
-        "change",
-        "request",
+fn request_with_secret(w: &World) -> String {
+    w.request_with(&[
         "--as",
         "alice",
         "--identity",
@@ -23,9 +19,13 @@ fn free_text_is_sealed_in_events_and_evidence_and_checkable_by_hash() {
         "access:eng-read",
         "--justification",
         SECRET_REASON,
-        "--json",
-    ]);
-    let id = run.json()["id"].as_str().unwrap().to_owned();
+    ])
+}
+
+#[test]
+fn free_text_is_sealed_in_events_and_evidence_and_checkable_by_hash() {
+    let w = World::new();
+    let id = request_with_secret(&w);
     w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
     let connection = rusqlite::Connection::open(&w.db).unwrap();
     let mut statement =
@@ -45,20 +45,7 @@ fn free_text_is_sealed_in_events_and_evidence_and_checkable_by_hash() {
 #[test]
 fn erasing_the_clear_text_keeps_the_ledger_verifiable() {
     let w = World::new();
-    let run = w.writ(&[
-        "change",
-        "request",
-        "--as",
-        "alice",
-        "--identity",
-        "dave",
-        "--grant",
-        "access:eng-read",
-        "--justification",
-        SECRET_REASON,
-        "--json",
-    ]);
-    let id = run.json()["id"].as_str().unwrap().to_owned();
+    let id = request_with_secret(&w);
     w.writ(&["ledger", "checkpoint"]).ok();
     let connection = rusqlite::Connection::open(&w.db).unwrap();
     let erased = connection.execute("DELETE FROM sensitive WHERE value = ?1", [SECRET_REASON]).unwrap();
