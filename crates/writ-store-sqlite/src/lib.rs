@@ -75,7 +75,9 @@ impl SqliteStore {
 fn connect(path: &Path) -> Result<Connection> {
     let connection = Connection::open(path).map_err(map_err)?;
     connection
-        .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+        )
         .map_err(map_err)?;
     connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(map_err)?;
     Ok(connection)

@@ -3,8 +3,8 @@
 //! uncontended). While a leader commits, others queue up; when it finishes, it answers its batch
 //! and passes leadership to the first waiting caller, whose batch is everything queued meanwhile.
 //!
-//! A batch runs each job in its own savepoint inside one `BEGIN IMMEDIATE` transaction and
-//! commits once (one fsync with `synchronous=FULL`); callers are answered only after the commit.
+//! A batch runs each job in its own savepoint (a lone job needs none) inside one
+//! `BEGIN IMMEDIATE` transaction and commits once (one fsync with `synchronous=FULL`); callers are answered only after the commit.
 //! A job that fails is rolled back to its savepoint and answered with its error; the others still
 //! commit. If the commit itself fails, every job of the batch gets the error and none of them is
 //! visible (fail closed).
@@ -118,6 +118,17 @@ fn commit_batch(connection: &mut Connection, batch: Vec<Job>) {
             return;
         }
     };
+    // A lone job needs no savepoint: the transaction itself isolates it.
+    if batch.len() == 1 {
+        if let Some(job) = batch.into_iter().next() {
+            let answer = match (job.work)(&tx) {
+                Ok(indices) => tx.commit().map(|()| indices).map_err(|e| map_err_ref(&e)),
+                Err(error) => Err(error), // dropping `tx` rolls it back
+            };
+            let _ = job.reply.send(Reply::Done(answer));
+        }
+        return;
+    }
     let mut answered = Vec::with_capacity(batch.len());
     let mut broken = None;
     for job in batch {

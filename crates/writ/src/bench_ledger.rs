@@ -95,32 +95,38 @@ fn batches(count: usize, key: &HmacKey) -> anyhow::Result<Vec<Batch>> {
         .collect()
 }
 
-pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    let key = HmacKey::from_bytes([9; 32]);
-    let prepared = batches(count, &key)?;
+/// Alternating rounds of the two append figures.
+const ROUNDS: usize = 3;
 
-    // Baseline: the same rows, inserted with plain statements, one transaction per batch.
-    let raw_store = SqliteStore::open(&dir.join("raw-ledger.db"), OpenMode::Create)?;
-    drop(raw_store);
-    let mut raw = rusqlite::Connection::open(dir.join("raw-ledger.db"))?;
+/// Inserts the prepared rows with plain cached statements; returns the seconds taken.
+fn raw_append(path: &Path, prepared: &[Batch]) -> anyhow::Result<f64> {
+    drop(SqliteStore::open(path, OpenMode::Create)?);
+    let mut raw = rusqlite::Connection::open(path)?;
     raw.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
     let start = Instant::now();
     let mut index = 0i64;
-    for (id, events, sensitive) in &prepared {
+    for (id, events, sensitive) in prepared {
         let tx = raw.transaction()?;
-        for (hmac, value) in sensitive {
-            tx.execute(
-                "INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)",
-                params![hmac, value],
-            )?;
-        }
-        let s = summary(id)?;
-        tx.execute(
-            "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![s.id.as_str(), s.kind.as_str(), s.state.as_str(), s.requester.as_str(), 0, 0, events.len() as i64],
-        )?;
         {
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)")?;
+            for (hmac, value) in sensitive {
+                insert.execute(params![hmac, value])?;
+            }
+            let s = summary(id)?;
+            tx.prepare_cached(
+                "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                s.id.as_str(),
+                s.kind.as_str(),
+                s.state.as_str(),
+                s.requester.as_str(),
+                0,
+                0,
+                events.len() as i64
+            ])?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -143,16 +149,12 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
         }
         tx.commit()?;
     }
-    let raw_seconds = start.elapsed().as_secs_f64();
-    rows.push(Row::new(
-        "ledger append, raw batched insert (baseline)",
-        count,
-        raw_seconds,
-        format!("{BATCH} events/commit, WAL FULL"),
-    ));
+    Ok(start.elapsed().as_secs_f64())
+}
 
-    // Writ's append path: encoded, hashed events through the store's commit, same batches.
-    let store = SqliteStore::open(&dir.join("ledger.db"), OpenMode::Create)?;
+/// Commits the prepared batches through the store; returns the seconds taken and the store.
+fn store_append(path: &Path, prepared: Vec<Batch>) -> anyhow::Result<(f64, SqliteStore)> {
+    let store = SqliteStore::open(path, OpenMode::Create)?;
     let start = Instant::now();
     for (id, events, sensitive) in prepared {
         store.commit(ChangeCommit {
@@ -164,13 +166,39 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
             sensitive,
         })?;
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let overhead = (seconds / raw_seconds - 1.0) * 100.0;
+    Ok((start.elapsed().as_secs_f64(), store))
+}
+
+pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let key = HmacKey::from_bytes([9; 32]);
+    let prepared = batches(count, &key)?;
+
+    // Raw batched insert of the same rows beside the store's commit path, alternating over
+    // ROUNDS rounds on fresh files; each side keeps its best time, so neither is favoured by
+    // running first or by a noisy moment of the disk.
+    let mut raw_best = f64::MAX;
+    let mut store_best = f64::MAX;
+    let mut store = None;
+    for round in 0..ROUNDS {
+        raw_best = raw_best.min(raw_append(&dir.join(format!("raw-ledger-{round}.db")), &prepared)?);
+        let (seconds, filled) = store_append(&dir.join(format!("ledger-{round}.db")), prepared.clone())?;
+        store_best = store_best.min(seconds);
+        store = Some(filled);
+    }
+    let store = store.ok_or_else(|| anyhow::anyhow!("no benchmark round ran"))?;
+    rows.push(Row::new(
+        "ledger append, raw batched insert (baseline)",
+        count,
+        raw_best,
+        format!("{BATCH} events/commit, WAL FULL, best of {ROUNDS}"),
+    ));
+    let overhead = (store_best / raw_best - 1.0) * 100.0;
     rows.push(Row::new(
         "ledger append, batched through the store",
         count,
-        seconds,
-        format!("{overhead:+.1}% vs raw; target >= 100000/s, <= +10%"),
+        store_best,
+        format!("{overhead:+.1}% vs raw, best of {ROUNDS}; target >= 100000/s, <= +10%"),
     ));
 
     // Group commit of one-event transitions from 32 threads (how real transitions arrive).
