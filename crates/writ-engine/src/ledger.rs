@@ -135,21 +135,45 @@ impl Engine {
 
     /// Verifies the whole log against its checkpoints with `trusted` keys only.
     pub fn verify_ledger(&self, trusted: &[NoteVerifier], deep: bool) -> Result<Report> {
-        let mut rows: Vec<writ_store::LeafRow> = Vec::new();
-        loop {
-            let from = rows.last().map_or(0, |r| r.index + 1);
-            let page = self.store.leaves(from, PAGE)?;
-            let done = page.len() < PAGE;
-            rows.extend(page);
-            if done {
-                break;
-            }
-        }
         let notes: Vec<String> = self.store.checkpoints()?.into_iter().map(|c| c.note).collect();
         let origin = self.store.meta(ORIGIN)?;
-        let entries =
-            rows.iter().map(|row| Entry { index: row.index, bytes: &row.bytes, recorded_leaf: row.leaf });
-        Ok(verify(entries, &notes, trusted, origin.as_deref(), deep))
+        // One thread reads pages while this one hashes: the two halves of the work overlap.
+        let (pages, received) = std::sync::mpsc::sync_channel::<Result<Vec<writ_store::LeafRow>>>(4);
+        let store = self.store.clone();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut from = 0;
+                loop {
+                    let page = store.leaves(from, PAGE).map_err(EngineError::from);
+                    let done = page.as_ref().map_or(true, |p| p.len() < PAGE);
+                    // Resume after the last index seen, not after the count: a deleted event
+                    // leaves a gap.
+                    if let Some(last) = page.as_ref().ok().and_then(|p| p.last()) {
+                        from = last.index + 1;
+                    }
+                    if pages.send(page).is_err() || done {
+                        return;
+                    }
+                }
+            });
+            let failure = std::cell::RefCell::new(None);
+            let entries = received
+                .iter()
+                .map_while(|page| match page {
+                    Ok(page) => Some(page),
+                    Err(error) => {
+                        failure.replace(Some(error));
+                        None
+                    }
+                })
+                .flatten()
+                .map(|row| Entry { index: row.index, bytes: row.bytes, recorded_leaf: row.leaf });
+            let report = verify(entries, &notes, trusted, origin.as_deref(), deep);
+            match failure.into_inner() {
+                Some(error) => Err(error),
+                None => Ok(report),
+            }
+        })
     }
 
     /// An inclusion proof for event `index` against the newest checkpoint that covers it.

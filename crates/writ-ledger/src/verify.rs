@@ -10,9 +10,9 @@ use crate::checkpoint::{Checkpoint, NoteError, NoteVerifier, open};
 use crate::merkle::{Hash, Tree, leaf_hash, verify_consistency};
 
 /// One stored event: its index, exact bytes, and the leaf hash recorded beside it (if any).
-pub struct Entry<'a> {
+pub struct Entry {
     pub index: u64,
-    pub bytes: &'a [u8],
+    pub bytes: Vec<u8>,
     pub recorded_leaf: Option<Hash>,
 }
 
@@ -155,8 +155,8 @@ impl Report {
 /// Verifies `entries` (in stored order) against signed `notes`. `deep` also decodes every record
 /// and checks each change's events appear in sequence. `origin`, if given, must match every
 /// checkpoint.
-pub fn verify<'a>(
-    entries: impl IntoIterator<Item = Entry<'a>>,
+pub fn verify(
+    entries: impl IntoIterator<Item = Entry>,
     notes: &[String],
     trusted: &[NoteVerifier],
     origin: Option<&str>,
@@ -173,7 +173,7 @@ pub fn verify<'a>(
             problems.push(Problem::MissingEvent { index: expected });
         }
         expected = entry.index.max(expected) + 1;
-        let leaf = leaf_hash(entry.bytes);
+        let leaf = leaf_hash(&entry.bytes);
         if entry.recorded_leaf.is_some_and(|recorded| recorded != leaf) {
             problems.push(Problem::EditedEvent { index: entry.index });
         }
@@ -189,8 +189,8 @@ pub fn verify<'a>(
     Report { events: tree.size(), verified_checkpoints, uncovered, problems, tree }
 }
 
-fn check_record(entry: &Entry<'_>, next_seq: &mut HashMap<String, u64>, problems: &mut Vec<Problem>) {
-    match crate::record::decode(entry.bytes, &|_| None) {
+fn check_record(entry: &Entry, next_seq: &mut HashMap<String, u64>, problems: &mut Vec<Problem>) {
+    match crate::record::decode(&entry.bytes, &|_| None) {
         Err(error) => problems.push(Problem::Undecodable { index: entry.index, detail: error.to_string() }),
         Ok(writ_core::event::Event::Change(event)) => {
             let expected = next_seq.entry(event.change.to_string()).or_insert(0);

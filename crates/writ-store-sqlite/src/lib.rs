@@ -516,13 +516,15 @@ impl EventLog for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement
             .query_map(params![to_i64(from)?, limit], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Option<Vec<u8>>>(2)?))
+                // The leaf is read as a borrowed blob: no allocation per row.
+                let leaf = row.get_ref(2)?.as_blob_or_null()?.and_then(|l| <[u8; 32]>::try_from(l).ok());
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, leaf))
             })
             .map_err(map_err)?;
         rows.map(|row| {
             let (index, bytes, leaf) = row.map_err(map_err)?;
             let index = u64::try_from(index).map_err(|_| StoreError::Corrupt("negative index".into()))?;
-            Ok(LeafRow { index, bytes, leaf: leaf.and_then(|l| <[u8; 32]>::try_from(l.as_slice()).ok()) })
+            Ok(LeafRow { index, bytes, leaf })
         })
         .collect()
     }
