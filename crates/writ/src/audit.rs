@@ -228,6 +228,7 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
     let open_value = |mac: &str| sensitive.get(mac).cloned();
     let mut by_change: BTreeMap<String, Vec<(u64, ChangeEvent)>> = BTreeMap::new();
     let mut count = 0u64;
+    let mut seen: BTreeSet<u64> = BTreeSet::new();
     for line in String::from_utf8_lossy(&read("events.jsonl")?).lines() {
         let value: Value = serde_json::from_str(line).map_err(|e| invalid(format!("events.jsonl: {e}")))?;
         let index = value
@@ -237,6 +238,9 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         let bytes = B64
             .decode(value.get("record").and_then(Value::as_str).unwrap_or(""))
             .map_err(|_| invalid(format!("event {index}: record is not base64")))?;
+        if !seen.insert(index) {
+            return Err(invalid(format!("event {index} appears twice")));
+        }
         let leaf = writ_ledger::leaf_hash(&bytes);
         let path =
             proofs.get(&index).ok_or_else(|| invalid(format!("event {index} has no inclusion proof")))?;
@@ -263,6 +267,17 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
             by_change.entry(event.change.to_string()).or_default().push((index, event));
         }
         count += 1;
+    }
+    // A whole-log bundle must hold every event the checkpoint covers; a change bundle proves
+    // that what it holds was logged, not that nothing of the change was left out.
+    if manifest.get("scope").and_then(Value::as_str) == Some("all") {
+        if let Some(missing) = (0..checkpoint.size).find(|i| !seen.contains(i)) {
+            return Err(CliError::new(
+                "ledger.missing_event",
+                format!("event {missing} is missing from a bundle of the whole log"),
+                exit::LEDGER,
+            ));
+        }
     }
     let mut trails = Vec::new();
     let mut text = Vec::new();

@@ -170,3 +170,44 @@ fn a_bundle_re_signed_with_another_key_fails_against_the_pinned_key() {
     assert_eq!(run.code, 8, "{}", run.stderr);
     assert!(run.stderr.contains("not signed by any trusted key"), "{}", run.stderr);
 }
+
+/// Rewrites one bundle file and its manifest entry, as an attacker who knows the format would.
+fn rewrite(bundle: &Path, name: &str, content: &str) {
+    std::fs::write(bundle.join(name), content).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    manifest["files"][name] = serde_json::Value::String(hex::encode(writ_ledger::sha256(content.as_bytes())));
+    std::fs::write(bundle.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn a_whole_log_bundle_with_a_deleted_event_fails() {
+    let (w, _, bundle) = bundled(&["--all"]);
+    let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
+    let kept: String =
+        events.lines().enumerate().filter(|(i, _)| *i != 9).map(|(_, l)| format!("{l}\n")).collect();
+    rewrite(&bundle, "events.jsonl", &kept);
+    let run = writ_offline(&["audit", "verify", bundle.to_str().unwrap(), "--trusted-key", &public_key(&w)]);
+    assert_eq!(run.code, 8, "{}", run.stderr);
+    assert!(run.stderr.contains("event 9 is missing"), "{}", run.stderr);
+}
+
+#[test]
+fn swapped_or_duplicated_events_in_a_bundle_fail() {
+    let (w, _, bundle) = bundled(&["--all"]);
+    let events = std::fs::read_to_string(bundle.join("events.jsonl")).unwrap();
+    let mut lines: Vec<serde_json::Value> =
+        events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (a, b) = (lines[7]["record"].clone(), lines[8]["record"].clone());
+    lines[7]["record"] = b;
+    lines[8]["record"] = a;
+    rewrite(&bundle, "events.jsonl", &lines.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let run = writ_offline(&["audit", "verify", bundle.to_str().unwrap(), "--trusted-key", &public_key(&w)]);
+    assert_eq!(run.code, 8, "{}", run.stderr);
+    assert!(run.stderr.contains("event 7 is not included"), "{}", run.stderr);
+    let mut doubled: Vec<String> = events.lines().map(String::from).collect();
+    doubled.push(doubled[3].clone());
+    rewrite(&bundle, "events.jsonl", &doubled.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let run = writ_offline(&["audit", "verify", bundle.to_str().unwrap(), "--trusted-key", &public_key(&w)]);
+    assert!(run.stderr.contains("appears twice"), "{}", run.stderr);
+}
