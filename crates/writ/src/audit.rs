@@ -270,14 +270,14 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
     }
     // A whole-log bundle must hold every event the checkpoint covers; a change bundle proves
     // that what it holds was logged, not that nothing of the change was left out.
-    if manifest.get("scope").and_then(Value::as_str) == Some("all") {
-        if let Some(missing) = (0..checkpoint.size).find(|i| !seen.contains(i)) {
-            return Err(CliError::new(
-                "ledger.missing_event",
-                format!("event {missing} is missing from a bundle of the whole log"),
-                exit::LEDGER,
-            ));
-        }
+    if manifest.get("scope").and_then(Value::as_str) == Some("all")
+        && let Some(missing) = (0..checkpoint.size).find(|i| !seen.contains(i))
+    {
+        return Err(CliError::new(
+            "ledger.missing_event",
+            format!("event {missing} is missing from a bundle of the whole log"),
+            exit::LEDGER,
+        ));
     }
     let mut trails = Vec::new();
     let mut text = Vec::new();
