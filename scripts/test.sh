@@ -3,10 +3,11 @@
 # suites use. It installs what is missing (idempotently) and fails loudly if something cannot be
 # had; it never skips a suite silently.
 #
-# Real components used today: SQLite (bundled into the binary), the git binary (the git
-# connector's tests and the CLI tests drive real repositories), and the kernel's file-system
-# controls (chattr, file-size limits) for the fail-closed tests. Suites for PostgreSQL, slapd,
-# OpenBao, an SMTP sink and Chromium start those services here as they land.
+# Real components used today: SQLite (bundled into the binary), a throwaway PostgreSQL cluster
+# (the store conformance suite), the git binary (the git connector's tests and the CLI tests
+# drive real repositories), and the kernel's file-system controls (chattr, file-size limits) for
+# the fail-closed tests. Suites for slapd, OpenBao, an SMTP sink and Chromium start those
+# services here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,31 @@ need() { # need COMMAND DEBIAN-PACKAGE
 need git git
 need chattr e2fsprogs   # the fail-closed test makes the database immutable mid-run
 need cargo cargo
+
+# ---- a throwaway PostgreSQL cluster on a temporary directory and a free loopback port ----
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
+    log "installing postgresql"
+    apt_install postgresql || { echo "error: PostgreSQL is required and could not be installed" >&2; exit 1; }
+fi
+PGBIN=$(pg_bin)
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PGDIR=$(mktemp -d)
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$PGDIR"
+PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+stop_postgres() {
+    as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$PGDIR"
+}
+trap stop_postgres EXIT
+log "starting PostgreSQL on 127.0.0.1:$PGPORT"
+as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U writ >/dev/null
+as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w \
+    -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null \
+    || { echo "error: PostgreSQL did not start:" >&2; cat "$PGDIR/postgres.log" >&2; exit 1; }
+export WRIT_TEST_POSTGRES="host=127.0.0.1 port=$PGPORT user=writ"
+# Suites that need a service fail instead of skipping when it is missing.
+export WRIT_REQUIRE_SERVICES=1
 
 log "format"
 cargo fmt --all --check

@@ -1,7 +1,7 @@
-//! Contract tests of the SQLite store on real database files.
+//! The SQLite store on real database files: the shared conformance suite, then what only SQLite
+//! has (append-only triggers, read-only files, schema checks on open).
 
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
-use writ_core::identity::{Identity, IdentityKind};
 use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
 use writ_store::*;
@@ -47,64 +47,6 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
 }
 
 #[test]
-fn indices_are_contiguous_across_changes_and_registry() {
-    let (_dir, store) = store();
-    let alice = Identity::new(
-        IdentityName::parse("alice").unwrap(),
-        IdentityKind::Human,
-        None,
-        None,
-        Timestamp::from_millis(1),
-    )
-    .unwrap();
-    assert_eq!(store.add_identity(&alice, &event(None, None, "a")).unwrap(), 0);
-    let one = ChangeId::generate(Timestamp::from_millis(5), 1);
-    let two = ChangeId::generate(Timestamp::from_millis(6), 2);
-    assert_eq!(store.commit(commit(&one, 0, 2, ChangeState::PendingApproval)).unwrap(), vec![1, 2]);
-    assert_eq!(store.commit(commit(&two, 0, 1, ChangeState::PendingApproval)).unwrap(), vec![3]);
-    assert_eq!(store.commit(commit(&one, 2, 1, ChangeState::Approved)).unwrap(), vec![4]);
-    assert_eq!(store.event_count().unwrap(), 5);
-    let indices: Vec<u64> = store.events(0, 100).unwrap().iter().map(|e| e.index).collect();
-    assert_eq!(indices, vec![0, 1, 2, 3, 4]);
-    assert_eq!(
-        store.change_events(&one).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![Some(0), Some(1), Some(2)]
-    );
-    assert_eq!(store.changes(Some(ChangeState::Approved)).unwrap().len(), 1);
-}
-
-#[test]
-fn a_stale_writer_conflicts_and_writes_nothing() {
-    let (_dir, store) = store();
-    let id = ChangeId::generate(Timestamp::from_millis(5), 1);
-    store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap();
-    let recreate = store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap_err();
-    assert!(matches!(recreate, StoreError::Conflict(_)), "{recreate}");
-    store.commit(commit(&id, 2, 1, ChangeState::Approved)).unwrap();
-    let stale = store.commit(commit(&id, 2, 1, ChangeState::Rejected)).unwrap_err();
-    assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
-    assert_eq!(store.event_count().unwrap(), 3);
-    assert_eq!(store.changes(None).unwrap()[0].state, ChangeState::Approved);
-}
-
-#[test]
-fn duplicate_identity_is_a_conflict_and_appends_no_event() {
-    let (_dir, store) = store();
-    let alice = Identity::new(
-        IdentityName::parse("alice").unwrap(),
-        IdentityKind::Human,
-        None,
-        None,
-        Timestamp::from_millis(1),
-    )
-    .unwrap();
-    store.add_identity(&alice, &event(None, None, "a")).unwrap();
-    let again = store.add_identity(&alice, &event(None, None, "a")).unwrap_err();
-    assert!(again.to_string().contains("already exists"), "{again}");
-    assert_eq!(store.event_count().unwrap(), 1);
-}
-
-#[test]
 fn events_cannot_be_updated_or_deleted_through_sql() {
     let (dir, store) = store();
     let id = ChangeId::generate(Timestamp::from_millis(5), 1);
@@ -145,29 +87,25 @@ fn opening_requires_an_initialised_writ_database() {
     assert!(error.to_string().contains("not a Writ database"), "{error}");
 }
 
+struct Sqlite(tempfile::TempDir);
+
+impl writ_store_conformance::Backend for Sqlite {
+    fn fresh(&self) -> std::sync::Arc<dyn Store> {
+        let path = self.0.path().join(format!(
+            "{}.db",
+            writ_core::change::ChangeId::generate(Timestamp::from_millis(0), rand_bits())
+        ));
+        std::sync::Arc::new(SqliteStore::open(&path, OpenMode::Create).unwrap())
+    }
+}
+
+fn rand_bits() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    u128::from(NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
 #[test]
-fn concurrent_commits_are_group_committed_with_contiguous_indices() {
-    let (_dir, store) = store();
-    let store = std::sync::Arc::new(store);
-    let threads: Vec<_> = (0..8u128)
-        .map(|t| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let mut mine = Vec::new();
-                for i in 0..40u128 {
-                    let id = ChangeId::generate(Timestamp::from_millis(5), t * 1000 + i);
-                    mine.extend(store.commit(commit(&id, 0, 2, ChangeState::PendingApproval)).unwrap());
-                    // A stale commit in the same stream: refused, and must not disturb the batch.
-                    let stale = store.commit(commit(&id, 0, 1, ChangeState::Approved)).unwrap_err();
-                    assert!(matches!(stale, StoreError::Conflict(_)));
-                }
-                mine
-            })
-        })
-        .collect();
-    let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..640).collect::<Vec<u64>>(), "every acknowledged event has its own index, no gaps");
-    assert_eq!(store.event_count().unwrap(), 640);
-    assert_eq!(store.changes(Some(ChangeState::PendingApproval)).unwrap().len(), 320);
+fn the_sqlite_store_meets_the_storage_contract() {
+    writ_store_conformance::run_all(&Sqlite(tempfile::tempdir().unwrap()));
 }

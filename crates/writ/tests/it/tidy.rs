@@ -89,3 +89,17 @@ fn p_is_test(path: &Path) -> bool {
     let p = path.to_string_lossy();
     p.contains("/tests/") || p.ends_with("tests.rs")
 }
+
+#[test]
+fn store_backends_keep_their_migration_numbers_aligned() {
+    let names = |crate_name: &str| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(workspace().join("crates").join(crate_name).join("migrations"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("writ-store-sqlite"), names("writ-store-postgres"));
+}

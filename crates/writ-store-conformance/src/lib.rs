@@ -1,0 +1,194 @@
+//! The storage contract as executable tests. Each backend's test file implements [`Backend`]
+//! (a factory of fresh, empty stores) and calls [`run_all`]; a failing contract panics with the
+//! test's name. Kept in its own crate so backends can depend on it without a cycle.
+
+// PANIC SAFETY: this crate is test code; a failed assertion is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::identity::{Identity, IdentityKind};
+use writ_core::name::IdentityName;
+use writ_core::time::Timestamp;
+use writ_store::{ChangeCommit, ChangeSummary, EvidenceBlob, NewEvent, Store, StoreError, StoredCheckpoint};
+
+/// Makes fresh, empty stores of one backend.
+pub trait Backend {
+    fn fresh(&self) -> Arc<dyn Store>;
+}
+
+type Test = fn(Arc<dyn Store>);
+
+const TESTS: &[(&str, Test)] = &[
+    ("indices are contiguous across changes and registry", indices_are_contiguous),
+    ("a stale writer conflicts and writes nothing", stale_writer_conflicts),
+    ("a duplicate identity is a conflict and appends no event", duplicate_identity),
+    ("concurrent commits get contiguous indices, none lost", concurrent_commits),
+    ("checkpoints are idempotent and a second root for a size conflicts", checkpoints),
+    ("evidence and sealed values round-trip, meta is set once", evidence_and_meta),
+    ("leaf pages resume after the last index", leaf_pages),
+];
+
+/// Runs every contract test against fresh stores of `backend`.
+pub fn run_all(backend: &dyn Backend) {
+    for (name, test) in TESTS {
+        eprintln!("conformance: {name}");
+        test(backend.fresh());
+    }
+}
+
+fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEvent {
+    NewEvent {
+        change: change.cloned(),
+        seq,
+        type_name: "test",
+        phase: "request",
+        actor: "alice".into(),
+        on_behalf_of: None,
+        at: Timestamp::from_millis(1),
+        bytes: body.as_bytes().to_vec(),
+        leaf: [body.len() as u8; 32],
+    }
+}
+
+fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeState) -> ChangeCommit {
+    ChangeCommit {
+        summary: ChangeSummary {
+            id: id.clone(),
+            kind: ChangeKind::Grant,
+            state,
+            requester: IdentityName::parse("alice").unwrap(),
+            created_at: Timestamp::from_millis(1),
+            updated_at: Timestamp::from_millis(2),
+        },
+        expected_seq,
+        events: (0..events).map(|i| event(Some(id), Some(expected_seq + i as u64), "{}")).collect(),
+        grants: vec![],
+        evidence: vec![],
+        sensitive: vec![],
+    }
+}
+
+fn alice() -> Identity {
+    Identity::new(
+        IdentityName::parse("alice").unwrap(),
+        IdentityKind::Human,
+        None,
+        None,
+        Timestamp::from_millis(1),
+    )
+    .unwrap()
+}
+
+fn id(n: u128) -> ChangeId {
+    ChangeId::generate(Timestamp::from_millis(5), n)
+}
+
+fn indices_are_contiguous(store: Arc<dyn Store>) {
+    assert_eq!(store.add_identity(&alice(), &event(None, None, "a")).unwrap(), 0);
+    assert_eq!(store.identity(&IdentityName::parse("alice").unwrap()).unwrap(), Some(alice()));
+    let (one, two) = (id(1), id(2));
+    assert_eq!(store.commit(commit(&one, 0, 2, ChangeState::PendingApproval)).unwrap(), vec![1, 2]);
+    assert_eq!(store.commit(commit(&two, 0, 1, ChangeState::PendingApproval)).unwrap(), vec![3]);
+    assert_eq!(store.commit(commit(&one, 2, 1, ChangeState::Approved)).unwrap(), vec![4]);
+    assert_eq!(store.event_count().unwrap(), 5);
+    let indices: Vec<u64> = store.events(0, 100).unwrap().iter().map(|e| e.index).collect();
+    assert_eq!(indices, vec![0, 1, 2, 3, 4]);
+    let seqs: Vec<Option<u64>> = store.change_events(&one).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![Some(0), Some(1), Some(2)]);
+    assert_eq!(store.changes(Some(ChangeState::Approved)).unwrap().len(), 1);
+    assert_eq!(store.changes(None).unwrap().len(), 2);
+}
+
+fn stale_writer_conflicts(store: Arc<dyn Store>) {
+    let change = id(3);
+    store.commit(commit(&change, 0, 2, ChangeState::PendingApproval)).unwrap();
+    let recreate = store.commit(commit(&change, 0, 2, ChangeState::PendingApproval)).unwrap_err();
+    assert!(matches!(recreate, StoreError::Conflict(_)), "{recreate}");
+    store.commit(commit(&change, 2, 1, ChangeState::Approved)).unwrap();
+    let stale = store.commit(commit(&change, 2, 1, ChangeState::Rejected)).unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
+    assert_eq!(store.event_count().unwrap(), 3);
+    assert_eq!(store.changes(None).unwrap()[0].state, ChangeState::Approved);
+}
+
+fn duplicate_identity(store: Arc<dyn Store>) {
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    let again = store.add_identity(&alice(), &event(None, None, "a")).unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    assert!(again.to_string().contains("already exists"), "{again}");
+    assert_eq!(store.event_count().unwrap(), 1);
+}
+
+fn concurrent_commits(store: Arc<dyn Store>) {
+    let threads: Vec<_> = (0..8u128)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..25u128 {
+                    let change = id(t * 1000 + i);
+                    mine.extend(store.commit(commit(&change, 0, 2, ChangeState::PendingApproval)).unwrap());
+                    let stale = store.commit(commit(&change, 0, 1, ChangeState::Approved)).unwrap_err();
+                    assert!(matches!(stale, StoreError::Conflict(_)));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..400).collect::<Vec<u64>>(), "every acknowledged event has its own index, no gaps");
+    assert_eq!(store.event_count().unwrap(), 400);
+}
+
+fn checkpoints(store: Arc<dyn Store>) {
+    let checkpoint = StoredCheckpoint {
+        size: 3,
+        root: [1; 32],
+        note: "note\n".into(),
+        created_at: Timestamp::from_millis(9),
+    };
+    store.add_checkpoint(&checkpoint).unwrap();
+    store.add_checkpoint(&checkpoint).unwrap();
+    let fork = StoredCheckpoint { root: [2; 32], ..checkpoint.clone() };
+    assert!(matches!(store.add_checkpoint(&fork), Err(StoreError::Conflict(_))));
+    let later = StoredCheckpoint { size: 7, ..checkpoint.clone() };
+    store.add_checkpoint(&later).unwrap();
+    let sizes: Vec<u64> = store.checkpoints().unwrap().iter().map(|c| c.size).collect();
+    assert_eq!(sizes, vec![3, 7]);
+    assert_eq!(store.checkpoints().unwrap()[0], checkpoint);
+}
+
+fn evidence_and_meta(store: Arc<dyn Store>) {
+    let change = id(4);
+    let mut with_evidence = commit(&change, 0, 1, ChangeState::PendingApproval);
+    let blob = EvidenceBlob { sha256: [7; 32], media_type: "application/json".into(), bytes: b"{}".to_vec() };
+    with_evidence.evidence = vec![blob.clone(), blob.clone()];
+    with_evidence.sensitive = vec![("hk-1:abc".into(), "clear text".into())];
+    store.commit(with_evidence).unwrap();
+    assert_eq!(store.evidence(&[7; 32]).unwrap(), Some(blob));
+    assert_eq!(store.evidence(&[8; 32]).unwrap(), None);
+    assert_eq!(store.sensitive("hk-1:abc").unwrap().as_deref(), Some("clear text"));
+    assert_eq!(store.sensitive("hk-1:zzz").unwrap(), None);
+    assert_eq!(store.meta("ledger.origin").unwrap(), None);
+    assert_eq!(store.init_meta("ledger.origin", "writ/a").unwrap(), "writ/a");
+    assert_eq!(store.init_meta("ledger.origin", "writ/b").unwrap(), "writ/a", "set once");
+}
+
+fn leaf_pages(store: Arc<dyn Store>) {
+    for n in 0..7u128 {
+        store.commit(commit(&id(100 + n), 0, 3, ChangeState::PendingApproval)).unwrap();
+    }
+    let mut from = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.leaves(from, 4).unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.index + 1;
+        seen.extend(page.iter().map(|row| (row.index, row.leaf)));
+    }
+    assert_eq!(seen.len(), 21);
+    assert!(seen.iter().enumerate().all(|(i, (index, leaf))| *index == i as u64 && *leaf == Some([2; 32])));
+}

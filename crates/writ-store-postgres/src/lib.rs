@@ -1,0 +1,534 @@
+//! PostgreSQL implementation of the `writ-store` traits, for Writ at scale and for several
+//! `writ serve` instances on one database.
+//!
+//! Architecture invariants: all PostgreSQL SQL lives in this crate, with migrations in
+//! `migrations/` numbered like SQLite's. Every write transaction first locks the single
+//! `log_head` row, so ledger indices are assigned in commit order, contiguously, by exactly one
+//! writer at a time across all instances: the log cannot fork.
+
+use std::sync::{Mutex, MutexGuard};
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Transaction};
+use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
+use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::time::Timestamp;
+use writ_store::{
+    ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
+    EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
+    StoredCheckpoint,
+};
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_ledger.sql"),
+    include_str!("../migrations/0003_evidence.sql"),
+    include_str!("../migrations/0004_sensitive.sql"),
+];
+
+/// A Writ store in one PostgreSQL database (one connection; concurrent callers in a process
+/// take turns, processes coordinate through the database's locks).
+pub struct PostgresStore {
+    client: Mutex<Client>,
+}
+
+impl PostgresStore {
+    /// Connects with a libpq-style connection string and applies pending migrations under an
+    /// advisory lock (so instances starting together migrate once).
+    pub fn connect(config: &str) -> Result<PostgresStore> {
+        let mut client = Client::connect(config, NoTls).map_err(map_err)?;
+        migrate(&mut client)?;
+        Ok(PostgresStore { client: Mutex::new(client) })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Client>> {
+        self.client.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
+    }
+
+    /// Runs `work` in a transaction that holds the log-head lock, and commits.
+    fn write<T>(&self, work: impl FnOnce(&mut Transaction<'_>, i64) -> Result<(T, i64)>) -> Result<T> {
+        let mut client = self.lock()?;
+        let mut tx = client.transaction().map_err(map_err)?;
+        let next: i64 =
+            tx.query_one("SELECT next FROM log_head WHERE id = 1 FOR UPDATE", &[]).map_err(map_err)?.get(0);
+        let (value, appended) = work(&mut tx, next)?;
+        if appended > 0 {
+            tx.execute("UPDATE log_head SET next = next + $1 WHERE id = 1", &[&appended]).map_err(map_err)?;
+        }
+        tx.commit().map_err(map_err)?;
+        Ok(value)
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction().map_err(map_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('writ-migrate'))", &[]).map_err(map_err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS writ_schema (version INTEGER NOT NULL)").map_err(map_err)?;
+    let version: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM writ_schema", &[])
+        .map_err(map_err)?
+        .get(0);
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version} is newer than this build ({known}); upgrade writ"
+        )));
+    }
+    for (number, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        tx.batch_execute(sql).map_err(map_err)?;
+        tx.execute("INSERT INTO writ_schema (version) VALUES ($1)", &[&(number as i32 + 1)])
+            .map_err(map_err)?;
+    }
+    tx.commit().map_err(map_err)
+}
+
+/// Maps PostgreSQL errors onto the store's small error set. Environment failures (connection
+/// lost, read-only, disk full, shutting down) become `Unavailable`.
+fn map_err(error: postgres::Error) -> StoreError {
+    let Some(code) = error.code() else {
+        return StoreError::Unavailable(error.to_string());
+    };
+    let detail = error.as_db_error().map_or_else(|| error.to_string(), |e| e.message().to_owned());
+    if *code == SqlState::UNIQUE_VIOLATION
+        || *code == SqlState::FOREIGN_KEY_VIOLATION
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+    {
+        StoreError::Conflict(detail)
+    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *code == SqlState::DISK_FULL
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::QUERY_CANCELED
+    {
+        StoreError::Unavailable(detail)
+    } else {
+        StoreError::Other(detail)
+    }
+}
+
+fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
+    move |refusal| StoreError::Corrupt(format!("{what}: {refusal}"))
+}
+
+fn to_i64(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt("integer out of range".into()))
+}
+
+fn to_u64(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt("negative integer".into()))
+}
+
+/// Appends events at indices `next..`; returns them.
+fn append(tx: &mut Transaction<'_>, next: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
+    let statement = tx
+        .prepare(
+            "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .map_err(map_err)?;
+    let mut indices = Vec::with_capacity(events.len());
+    for (offset, event) in events.iter().enumerate() {
+        let index = next + offset as i64;
+        let seq = event.seq.map(to_i64).transpose()?;
+        tx.execute(
+            &statement,
+            &[
+                &index,
+                &event.change.as_ref().map(ChangeId::as_str),
+                &seq,
+                &event.type_name,
+                &event.phase,
+                &event.actor,
+                &event.on_behalf_of,
+                &event.at.as_millis(),
+                &event.bytes,
+                &event.leaf.as_slice(),
+            ],
+        )
+        .map_err(map_err)?;
+        indices.push(to_u64(index)?);
+    }
+    Ok(indices)
+}
+
+fn conflict_as(what: String) -> impl Fn(StoreError) -> StoreError {
+    move |error| match error {
+        StoreError::Conflict(_) => StoreError::Conflict(what.clone()),
+        other => other,
+    }
+}
+
+impl RegistryStore for PostgresStore {
+    fn add_identity(&self, identity: &Identity, event: &NewEvent) -> Result<u64> {
+        self.write(|tx, next| {
+            tx.execute(
+                "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &identity.name.as_str(),
+                    &identity.kind.as_str(),
+                    &identity.owner.as_ref().map(IdentityName::as_str),
+                    &identity.vendor.as_ref().map(OrgName::as_str),
+                    &identity.created_at.as_millis(),
+                ],
+            )
+            .map_err(map_err)
+            .map_err(conflict_as(format!("identity {} already exists", identity.name)))?;
+            let indices = append(tx, next, std::slice::from_ref(event))?;
+            Ok((indices.first().copied().unwrap_or(0), 1))
+        })
+    }
+
+    fn identity(&self, name: &IdentityName) -> Result<Option<Identity>> {
+        let rows = self
+            .lock()?
+            .query(
+                "SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = $1",
+                &[&name.as_str()],
+            )
+            .map_err(map_err)?;
+        rows.first().map(parse_identity).transpose()
+    }
+
+    fn identities(&self) -> Result<Vec<Identity>> {
+        let rows = self
+            .lock()?
+            .query("SELECT name, kind, owner, vendor, created_ms FROM identities ORDER BY name", &[])
+            .map_err(map_err)?;
+        rows.iter().map(parse_identity).collect()
+    }
+
+    fn add_target(&self, target: &Target, event: &NewEvent) -> Result<u64> {
+        self.write(|tx, next| {
+            tx.execute(
+                "INSERT INTO targets (name, connector, created_ms) VALUES ($1, $2, $3)",
+                &[&target.name.as_str(), &target.connector.as_str(), &target.created_at.as_millis()],
+            )
+            .map_err(map_err)
+            .map_err(conflict_as(format!("target {} already exists", target.name)))?;
+            for (key, value) in &target.settings {
+                tx.execute(
+                    "INSERT INTO target_settings (target, key, value) VALUES ($1, $2, $3)",
+                    &[&target.name.as_str(), key, value],
+                )
+                .map_err(map_err)?;
+            }
+            let indices = append(tx, next, std::slice::from_ref(event))?;
+            Ok((indices.first().copied().unwrap_or(0), 1))
+        })
+    }
+
+    fn target(&self, name: &TargetName) -> Result<Option<Target>> {
+        Ok(self.targets()?.into_iter().find(|t| &t.name == name))
+    }
+
+    fn targets(&self) -> Result<Vec<Target>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .query("SELECT name, connector, created_ms FROM targets ORDER BY name", &[])
+            .map_err(map_err)?;
+        let mut targets = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.get(0);
+            let settings = client
+                .query("SELECT key, value FROM target_settings WHERE target = $1 ORDER BY key", &[&name])
+                .map_err(map_err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            targets.push(Target {
+                name: TargetName::parse(&name).map_err(corrupt("target name"))?,
+                connector: ConnectorKind::parse(row.get(1)).map_err(corrupt("connector"))?,
+                settings,
+                created_at: Timestamp::from_millis(row.get(2)),
+            });
+        }
+        Ok(targets)
+    }
+}
+
+fn parse_identity(row: &postgres::Row) -> Result<Identity> {
+    let owner: Option<String> = row.get(2);
+    let vendor: Option<String> = row.get(3);
+    Ok(Identity {
+        name: IdentityName::parse(row.get(0)).map_err(corrupt("identity name"))?,
+        kind: IdentityKind::parse(row.get(1)).map_err(corrupt("identity kind"))?,
+        owner: owner.as_deref().map(IdentityName::parse).transpose().map_err(corrupt("owner"))?,
+        vendor: vendor.as_deref().map(OrgName::parse).transpose().map_err(corrupt("vendor"))?,
+        created_at: Timestamp::from_millis(row.get(4)),
+    })
+}
+
+impl ChangeStore for PostgresStore {
+    fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>> {
+        self.write(|tx, next| {
+            let summary = &commit.summary;
+            let stored: Option<i64> = tx
+                .query_opt("SELECT seq FROM changes WHERE id = $1", &[&summary.id.as_str()])
+                .map_err(map_err)?
+                .map(|row| row.get(0));
+            let expected = to_i64(commit.expected_seq)?;
+            if stored.unwrap_or(0) != expected || (stored.is_some() && expected == 0) {
+                return Err(StoreError::Conflict(format!(
+                    "{} was changed by someone else meanwhile; read it again and retry",
+                    summary.id
+                )));
+            }
+            let appended = commit.events.len() as i64;
+            tx.execute(
+                "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
+                     updated_ms = excluded.updated_ms, seq = excluded.seq",
+                &[
+                    &summary.id.as_str(),
+                    &summary.kind.as_str(),
+                    &summary.state.as_str(),
+                    &summary.requester.as_str(),
+                    &summary.created_at.as_millis(),
+                    &summary.updated_at.as_millis(),
+                    &(expected + appended),
+                ],
+            )
+            .map_err(map_err)?;
+            let indices = append(tx, next, &commit.events)?;
+            for (hmac, value) in &commit.sensitive {
+                tx.execute(
+                    "INSERT INTO sensitive (hmac, value) VALUES ($1, $2) ON CONFLICT (hmac) DO NOTHING",
+                    &[hmac, value],
+                )
+                .map_err(map_err)?;
+            }
+            for blob in &commit.evidence {
+                tx.execute(
+                    "INSERT INTO evidence (sha256, media_type, bytes, created_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (sha256) DO NOTHING",
+                    &[&blob.sha256.as_slice(), &blob.media_type, &blob.bytes, &summary.updated_at.as_millis()],
+                )
+                .map_err(map_err)?;
+            }
+            for update in &commit.grants {
+                match update {
+                    GrantUpdate::Upsert(grant) => tx.execute(
+                        "INSERT INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (identity, target, entitlement) DO UPDATE SET change_id = excluded.change_id,
+                             granted_ms = excluded.granted_ms, expires_ms = excluded.expires_ms",
+                        &[
+                            &grant.identity.as_str(),
+                            &grant.entitlement.target.as_str(),
+                            &grant.entitlement.entitlement.as_str(),
+                            &grant.change.as_str(),
+                            &grant.granted_at.as_millis(),
+                            &grant.expires_at.map(Timestamp::as_millis),
+                        ],
+                    ),
+                    GrantUpdate::Remove { identity, entitlement } => tx.execute(
+                        "DELETE FROM grants WHERE identity = $1 AND target = $2 AND entitlement = $3",
+                        &[&identity.as_str(), &entitlement.target.as_str(), &entitlement.entitlement.as_str()],
+                    ),
+                }
+                .map_err(map_err)?;
+            }
+            Ok((indices, appended))
+        })
+    }
+
+    fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {
+        let rows = self
+            .lock()?
+            .query(
+                "SELECT idx, change_id, seq, bytes, leaf FROM events WHERE change_id = $1 ORDER BY seq",
+                &[&id.as_str()],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(parse_event).collect()
+    }
+
+    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+        let rows = self
+            .lock()?
+            .query(
+                "SELECT id, kind, state, requester, created_ms, updated_ms FROM changes
+                 WHERE $1::TEXT IS NULL OR state = $1 ORDER BY id DESC",
+                &[&state.map(ChangeState::as_str)],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChangeSummary {
+                    id: ChangeId::parse(row.get(0)).map_err(corrupt("change id"))?,
+                    kind: ChangeKind::parse(row.get(1)).map_err(corrupt("change kind"))?,
+                    state: ChangeState::parse(row.get(2)).map_err(corrupt("change state"))?,
+                    requester: IdentityName::parse(row.get(3)).map_err(corrupt("requester"))?,
+                    created_at: Timestamp::from_millis(row.get(4)),
+                    updated_at: Timestamp::from_millis(row.get(5)),
+                })
+            })
+            .collect()
+    }
+}
+
+fn leaf_of(row: &postgres::Row, column: usize) -> Option<[u8; 32]> {
+    let leaf: Option<&[u8]> = row.get(column);
+    leaf.and_then(|l| <[u8; 32]>::try_from(l).ok())
+}
+
+fn parse_event(row: &postgres::Row) -> Result<EventRow> {
+    let change: Option<String> = row.get(1);
+    let seq: Option<i64> = row.get(2);
+    Ok(EventRow {
+        index: to_u64(row.get(0))?,
+        change: change.as_deref().map(ChangeId::parse).transpose().map_err(corrupt("change id"))?,
+        seq: seq.map(to_u64).transpose()?,
+        bytes: row.get(3),
+        leaf: leaf_of(row, 4),
+    })
+}
+
+impl GrantStore for PostgresStore {
+    fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
+        let rows = self
+            .lock()?
+            .query(
+                "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+                 WHERE identity = $1 ORDER BY target, entitlement",
+                &[&identity.as_str()],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Grant {
+                    identity: IdentityName::parse(row.get(0)).map_err(corrupt("grant identity"))?,
+                    entitlement: EntitlementRef {
+                        target: TargetName::parse(row.get(1)).map_err(corrupt("grant target"))?,
+                        entitlement: EntitlementName::parse(row.get(2))
+                            .map_err(corrupt("grant entitlement"))?,
+                    },
+                    change: ChangeId::parse(row.get(3)).map_err(corrupt("grant change"))?,
+                    granted_at: Timestamp::from_millis(row.get(4)),
+                    expires_at: row.get::<_, Option<i64>>(5).map(Timestamp::from_millis),
+                })
+            })
+            .collect()
+    }
+}
+
+impl EventLog for PostgresStore {
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>> {
+        let rows = self
+            .lock()?
+            .query(
+                "SELECT idx, change_id, seq, bytes, leaf FROM events WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                &[&to_i64(from)?, &(limit as i64)],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(parse_event).collect()
+    }
+
+    fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafRow>> {
+        let rows = self
+            .lock()?
+            .query(
+                "SELECT idx, bytes, leaf FROM events WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                &[&to_i64(from)?, &(limit as i64)],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| Ok(LeafRow { index: to_u64(row.get(0))?, bytes: row.get(1), leaf: leaf_of(row, 2) }))
+            .collect()
+    }
+
+    fn event_count(&self) -> Result<u64> {
+        let row =
+            self.lock()?.query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", &[]).map_err(map_err)?;
+        to_u64(row.get(0))
+    }
+}
+
+impl CheckpointStore for PostgresStore {
+    fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
+        self.write(|tx, _| {
+            let size = to_i64(checkpoint.size)?;
+            let existing =
+                tx.query_opt("SELECT root FROM checkpoints WHERE size = $1", &[&size]).map_err(map_err)?;
+            match existing {
+                Some(row) if row.get::<_, &[u8]>(0) == checkpoint.root.as_slice() => Ok(((), 0)),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "a different checkpoint of size {} is already stored",
+                    checkpoint.size
+                ))),
+                None => {
+                    tx.execute(
+                        "INSERT INTO checkpoints (size, root, note, created_ms) VALUES ($1, $2, $3, $4)",
+                        &[
+                            &size,
+                            &checkpoint.root.as_slice(),
+                            &checkpoint.note,
+                            &checkpoint.created_at.as_millis(),
+                        ],
+                    )
+                    .map_err(map_err)?;
+                    Ok(((), 0))
+                }
+            }
+        })
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let rows = self
+            .lock()?
+            .query("SELECT size, root, note, created_ms FROM checkpoints ORDER BY size", &[])
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCheckpoint {
+                    size: to_u64(row.get(0))?,
+                    root: <[u8; 32]>::try_from(row.get::<_, &[u8]>(1))
+                        .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?,
+                    note: row.get(2),
+                    created_at: Timestamp::from_millis(row.get(3)),
+                })
+            })
+            .collect()
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row =
+            self.lock()?.query_opt("SELECT value FROM meta WHERE key = $1", &[&key]).map_err(map_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn init_meta(&self, key: &str, value: &str) -> Result<String> {
+        self.write(|tx, _| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .map_err(map_err)?;
+            Ok(((), 0))
+        })?;
+        self.meta(key)?.ok_or_else(|| StoreError::Other(format!("setting {key} was not stored")))
+    }
+}
+
+impl EvidenceStore for PostgresStore {
+    fn evidence(&self, sha256: &[u8; 32]) -> Result<Option<EvidenceBlob>> {
+        let row = self
+            .lock()?
+            .query_opt("SELECT media_type, bytes FROM evidence WHERE sha256 = $1", &[&sha256.as_slice()])
+            .map_err(map_err)?;
+        Ok(row.map(|r| EvidenceBlob { sha256: *sha256, media_type: r.get(0), bytes: r.get(1) }))
+    }
+
+    fn sensitive(&self, hmac: &str) -> Result<Option<String>> {
+        let row = self
+            .lock()?
+            .query_opt("SELECT value FROM sensitive WHERE hmac = $1", &[&hmac])
+            .map_err(map_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
