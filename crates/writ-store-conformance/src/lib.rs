@@ -38,7 +38,8 @@ pub fn run_all(backend: &dyn Backend) {
     }
 }
 
-fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEvent {
+/// A test event whose leaf hash is `[body length; 32]` (so tests can tell rows apart).
+pub fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEvent {
     NewEvent {
         change: change.cloned(),
         seq,
@@ -52,7 +53,8 @@ fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEvent {
     }
 }
 
-fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeState) -> ChangeCommit {
+/// A commit of `events` test events for `id`, after `expected_seq` existing ones.
+pub fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeState) -> ChangeCommit {
     ChangeCommit {
         summary: ChangeSummary {
             id: id.clone(),

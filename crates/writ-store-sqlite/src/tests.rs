@@ -1,44 +1,12 @@
 //! The SQLite store on real database files: the shared conformance suite, then what only SQLite
 //! has (append-only triggers, read-only files, schema checks on open).
 
-use writ_core::change::{ChangeId, ChangeKind, ChangeState};
-use writ_core::name::IdentityName;
+use writ_core::change::{ChangeId, ChangeState};
 use writ_core::time::Timestamp;
 use writ_store::*;
+use writ_store_conformance::commit;
 
 use crate::{OpenMode, SqliteStore};
-
-fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEvent {
-    NewEvent {
-        change: change.cloned(),
-        seq,
-        type_name: "test",
-        phase: "request",
-        actor: "alice".into(),
-        on_behalf_of: None,
-        at: Timestamp::from_millis(1),
-        bytes: body.as_bytes().to_vec(),
-        leaf: [0; 32],
-    }
-}
-
-fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeState) -> ChangeCommit {
-    ChangeCommit {
-        summary: ChangeSummary {
-            id: id.clone(),
-            kind: ChangeKind::Grant,
-            state,
-            requester: IdentityName::parse("alice").unwrap(),
-            created_at: Timestamp::from_millis(1),
-            updated_at: Timestamp::from_millis(2),
-        },
-        expected_seq,
-        events: (0..events).map(|i| event(Some(id), Some(expected_seq + i as u64), "{}")).collect(),
-        grants: vec![],
-        evidence: vec![],
-        sensitive: vec![],
-    }
-}
 
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
