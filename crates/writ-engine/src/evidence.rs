@@ -41,14 +41,7 @@ impl Captured {
     }
 
     /// Puts the references on `event` (the blobs go to the commit).
-    pub fn attach(&mut self, event: Option<&mut ChangeEvent>) {
-        if let Some(event) = event {
-            event.evidence.append(&mut self.refs);
-        }
-    }
-
-    /// Like [`Captured::attach`] on a value that is not kept mutable afterwards.
-    pub fn attach_ref(&self, event: Option<&mut ChangeEvent>) {
+    pub fn attach(&self, event: Option<&mut ChangeEvent>) {
         if let Some(event) = event {
             event.evidence.extend(self.refs.iter().cloned());
         }

@@ -174,10 +174,15 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound { what: "target", name: name.to_string() })
     }
 
+    /// A live connector for a registered target.
+    fn connector_for(&self, name: &TargetName) -> Result<Arc<dyn Connector>> {
+        let target = self.target(name)?;
+        Ok(self.connectors.connect(&target)?)
+    }
+
     /// The entitlements a target offers, read from the target.
     pub fn entitlements(&self, target: &TargetName) -> Result<Vec<EntitlementName>> {
-        let target = self.target(target)?;
-        Ok(self.connectors.connect(&target)?.entitlements()?)
+        Ok(self.connector_for(target)?.entitlements()?)
     }
 
     // ---- the control chain ----
@@ -202,10 +207,9 @@ impl Engine {
         }
         let mut plans = serde_json::Map::new();
         for (target, group) in group_by_target(&ops) {
-            let target = self.target(&target)?;
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
-            let plan = self.connectors.connect(&target)?.plan(&target_ops)?;
-            plans.insert(target.name.to_string(), evidence::plan_json(&plan));
+            let plan = self.connector_for(&target)?.plan(&target_ops)?;
+            plans.insert(target.to_string(), evidence::plan_json(&plan));
         }
         let new = NewChange {
             id: ChangeId::generate(now, random),
@@ -310,10 +314,7 @@ impl Engine {
         let mut before = serde_json::Map::new();
         for (target, group) in group_by_target(&record.change.ops) {
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
-            let plan = self
-                .target(&target)
-                .and_then(|t| Ok(self.connectors.connect(&t)?))
-                .and_then(|connector| Ok(connector.plan(&target_ops)?));
+            let plan = self.connector_for(&target).and_then(|connector| Ok(connector.plan(&target_ops)?));
             let value = match plan {
                 Ok(plan) => evidence::plan_json(&plan),
                 Err(error) => serde_json::json!({ "error": error.to_string() }),
@@ -339,8 +340,7 @@ impl Engine {
         for (target, group) in group_by_target(&change.ops) {
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
             let applied = self
-                .target(&target)
-                .and_then(|t| Ok(self.connectors.connect(&t)?))
+                .connector_for(&target)
                 .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
             match applied {
                 Ok(report) => {
@@ -394,11 +394,10 @@ impl Engine {
         let mut observations = Vec::with_capacity(change.ops.len());
         let mut observed_json = serde_json::Map::new();
         for (target, group) in group_by_target(&change.ops) {
-            let target = self.target(&target)?;
             let entitlements: Vec<EntitlementName> =
                 group.iter().map(|(_, op)| op.entitlement.entitlement.clone()).collect();
-            let observed = self.connectors.connect(&target)?.observe(&entitlements)?;
-            observed_json.insert(target.name.to_string(), evidence::observed_json(&observed));
+            let observed = self.connector_for(&target)?.observe(&entitlements)?;
+            observed_json.insert(target.to_string(), evidence::observed_json(&observed));
             for (index, op) in group {
                 observations.push(Observation {
                     op: index,
@@ -479,7 +478,7 @@ impl Engine {
         captured: evidence::Captured,
     ) -> Result<ChangeRecord> {
         let mut events = decide(Some(&record.change), command, self.clock.now())?;
-        captured.attach_ref(events.first_mut());
+        captured.attach(events.first_mut());
         let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
         let mut history = record.events;
         history.append(&mut committed.events);

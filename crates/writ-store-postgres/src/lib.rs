@@ -222,7 +222,11 @@ impl RegistryStore for PostgresStore {
     }
 
     fn target(&self, name: &TargetName) -> Result<Option<Target>> {
-        Ok(self.targets()?.into_iter().find(|t| &t.name == name))
+        let mut client = self.lock()?;
+        let row = client
+            .query_opt("SELECT name, connector, created_ms FROM targets WHERE name = $1", &[&name.as_str()])
+            .map_err(map_err)?;
+        row.map(|row| parse_target(&mut client, &row)).transpose()
     }
 
     fn targets(&self) -> Result<Vec<Target>> {
@@ -230,24 +234,25 @@ impl RegistryStore for PostgresStore {
         let rows = client
             .query("SELECT name, connector, created_ms FROM targets ORDER BY name", &[])
             .map_err(map_err)?;
-        let mut targets = Vec::with_capacity(rows.len());
-        for row in rows {
-            let name: String = row.get(0);
-            let settings = client
-                .query("SELECT key, value FROM target_settings WHERE target = $1 ORDER BY key", &[&name])
-                .map_err(map_err)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            targets.push(Target {
-                name: TargetName::parse(&name).map_err(corrupt("target name"))?,
-                connector: ConnectorKind::parse(row.get(1)).map_err(corrupt("connector"))?,
-                settings,
-                created_at: Timestamp::from_millis(row.get(2)),
-            });
-        }
-        Ok(targets)
+        rows.iter().map(|row| parse_target(&mut client, row)).collect()
     }
+}
+
+/// A target from its row, with its settings.
+fn parse_target(client: &mut Client, row: &postgres::Row) -> Result<Target> {
+    let name: String = row.get(0);
+    let settings = client
+        .query("SELECT key, value FROM target_settings WHERE target = $1 ORDER BY key", &[&name])
+        .map_err(map_err)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Target {
+        name: TargetName::parse(&name).map_err(corrupt("target name"))?,
+        connector: ConnectorKind::parse(row.get(1)).map_err(corrupt("connector"))?,
+        settings,
+        created_at: Timestamp::from_millis(row.get(2)),
+    })
 }
 
 fn parse_identity(row: &postgres::Row) -> Result<Identity> {

@@ -56,7 +56,7 @@ impl SqliteStore {
         let writer = connect(path)?;
         migrate(&writer, mode)?;
         let reader = connect(path)?;
-        Ok(SqliteStore { reader: Mutex::new(reader), writer: Writer::start(writer)? })
+        Ok(SqliteStore { reader: Mutex::new(reader), writer: Writer::new(writer) })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {

@@ -48,8 +48,8 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(connection: Connection) -> Result<Writer> {
-        Ok(Writer { queue: Mutex::new(Queue::default()), connection: Mutex::new(connection) })
+    pub(crate) fn new(connection: Connection) -> Writer {
+        Writer { queue: Mutex::new(Queue::default()), connection: Mutex::new(connection) }
     }
 
     /// Runs `work` in a batch and waits until that batch is durably committed (or not).

@@ -1,5 +1,6 @@
-//! The ledger signing key: a file outside the database (mode 0600), created by `writ init`.
-//! Its path is `--ledger-key` / `WRIT_LEDGER_KEY`, or the database path with `.key` appended.
+//! The key files beside the database, created by `writ init` with mode 0600 and never stored
+//! inside it: the ledger signing key (`.key`) and the HMAC key that seals sensitive values
+//! (`.hmac`). Files other users can read are refused.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -10,24 +11,22 @@ use writ_ledger::sensitive::HmacKey;
 
 use crate::{CliError, exit};
 
+/// The signing key file: `--ledger-key` / `WRIT_LEDGER_KEY`, or the database path + `.key`.
 pub fn key_path(db: &Path, explicit: Option<&Path>) -> PathBuf {
-    match explicit {
-        Some(path) => path.to_owned(),
-        None => {
-            let mut name = db.as_os_str().to_owned();
-            name.push(".key");
-            PathBuf::from(name)
-        }
-    }
+    beside(db, explicit, ".key")
 }
 
-/// The HMAC key file: `--hmac-key` / `WRIT_HMAC_KEY`, or the database path with `.hmac`.
+/// The HMAC key file: `--hmac-key` / `WRIT_HMAC_KEY`, or the database path + `.hmac`.
 pub fn hmac_path(db: &Path, explicit: Option<&Path>) -> PathBuf {
+    beside(db, explicit, ".hmac")
+}
+
+fn beside(db: &Path, explicit: Option<&Path>, suffix: &str) -> PathBuf {
     match explicit {
         Some(path) => path.to_owned(),
         None => {
             let mut name = db.as_os_str().to_owned();
-            name.push(".hmac");
+            name.push(suffix);
             PathBuf::from(name)
         }
     }
