@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::access::{Role, TokenInfo};
 use crate::change::{
     ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
     OpOutcome, PlannedOp,
@@ -179,8 +180,40 @@ impl ChangeEventBody {
 /// Registration of identities and targets: administrative facts outside any change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryEvent {
-    IdentityAdded { actor: Actor, identity: Identity },
-    TargetAdded { actor: Actor, target: Target },
+    IdentityAdded {
+        actor: Actor,
+        identity: Identity,
+    },
+    TargetAdded {
+        actor: Actor,
+        target: Target,
+    },
+    /// An API token was issued for an identity (its secret is never recorded).
+    TokenIssued {
+        actor: Actor,
+        token: TokenInfo,
+    },
+    /// An API token was revoked before its expiry.
+    TokenRevoked {
+        actor: Actor,
+        id: String,
+        identity: IdentityName,
+        at: Timestamp,
+    },
+    /// A role was assigned to an identity.
+    RoleGranted {
+        actor: Actor,
+        identity: IdentityName,
+        role: Role,
+        at: Timestamp,
+    },
+    /// A role was taken away from an identity.
+    RoleRevoked {
+        actor: Actor,
+        identity: IdentityName,
+        role: Role,
+        at: Timestamp,
+    },
 }
 
 impl RegistryEvent {
@@ -188,12 +221,21 @@ impl RegistryEvent {
         match self {
             RegistryEvent::IdentityAdded { .. } => "registry.identity_added",
             RegistryEvent::TargetAdded { .. } => "registry.target_added",
+            RegistryEvent::TokenIssued { .. } => "access.token_issued",
+            RegistryEvent::TokenRevoked { .. } => "access.token_revoked",
+            RegistryEvent::RoleGranted { .. } => "access.role_granted",
+            RegistryEvent::RoleRevoked { .. } => "access.role_revoked",
         }
     }
 
     pub fn actor(&self) -> &Actor {
         match self {
-            RegistryEvent::IdentityAdded { actor, .. } | RegistryEvent::TargetAdded { actor, .. } => actor,
+            RegistryEvent::IdentityAdded { actor, .. }
+            | RegistryEvent::TargetAdded { actor, .. }
+            | RegistryEvent::TokenIssued { actor, .. }
+            | RegistryEvent::TokenRevoked { actor, .. }
+            | RegistryEvent::RoleGranted { actor, .. }
+            | RegistryEvent::RoleRevoked { actor, .. } => actor,
         }
     }
 
@@ -201,6 +243,10 @@ impl RegistryEvent {
         match self {
             RegistryEvent::IdentityAdded { identity, .. } => identity.created_at,
             RegistryEvent::TargetAdded { target, .. } => target.created_at,
+            RegistryEvent::TokenIssued { token, .. } => token.created_at,
+            RegistryEvent::TokenRevoked { at, .. }
+            | RegistryEvent::RoleGranted { at, .. }
+            | RegistryEvent::RoleRevoked { at, .. } => *at,
         }
     }
 }

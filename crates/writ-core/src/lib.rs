@@ -6,6 +6,7 @@
 //! [`machine::decide`] (state, command, now) → events, and [`machine::evolve`] folds events
 //! back into state, so the whole lifecycle is testable without a database.
 
+pub mod access;
 pub mod change;
 pub mod error;
 pub mod event;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use writ_core::Refusal;
 
 use crate::sensitive::{ERASED, HmacKey, Sealer};
+use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{
     ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
     OpAction, OpOutcome, PlannedOp, RefKind,
@@ -156,6 +157,20 @@ enum Data {
         connector: String,
         settings: BTreeMap<String, String>,
     },
+    TokenIssued {
+        id: String,
+        identity: String,
+        label: String,
+        expires_at: String,
+    },
+    TokenRevoked {
+        id: String,
+        identity: String,
+    },
+    Role {
+        identity: String,
+        role: String,
+    },
 }
 
 /// Encodes an event to its canonical bytes. Sensitive values are replaced by their HMAC under
@@ -266,6 +281,33 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 },
             }
         }
+        ("access.token_issued", Data::TokenIssued { id, identity, label, expires_at }) => {
+            RegistryEvent::TokenIssued {
+                actor,
+                token: TokenInfo {
+                    id,
+                    identity: IdentityName::parse(&identity)?,
+                    label,
+                    created_at: at,
+                    expires_at: parse_time(&expires_at)?,
+                },
+            }
+        }
+        ("access.token_revoked", Data::TokenRevoked { id, identity }) => {
+            RegistryEvent::TokenRevoked { actor, id, identity: IdentityName::parse(&identity)?, at }
+        }
+        ("access.role_granted", Data::Role { identity, role }) => RegistryEvent::RoleGranted {
+            actor,
+            identity: IdentityName::parse(&identity)?,
+            role: Role::parse(&role)?,
+            at,
+        },
+        ("access.role_revoked", Data::Role { identity, role }) => RegistryEvent::RoleRevoked {
+            actor,
+            identity: IdentityName::parse(&identity)?,
+            role: Role::parse(&role)?,
+            at,
+        },
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -349,6 +391,19 @@ fn registry_data(event: &RegistryEvent) -> Data {
             connector: target.connector.as_str().to_owned(),
             settings: target.settings.iter().cloned().collect(),
         },
+        RegistryEvent::TokenIssued { token, .. } => Data::TokenIssued {
+            id: token.id.clone(),
+            identity: token.identity.to_string(),
+            label: token.label.clone(),
+            expires_at: token.expires_at.to_rfc3339(),
+        },
+        RegistryEvent::TokenRevoked { id, identity, .. } => {
+            Data::TokenRevoked { id: id.clone(), identity: identity.to_string() }
+        }
+        RegistryEvent::RoleGranted { identity, role, .. }
+        | RegistryEvent::RoleRevoked { identity, role, .. } => {
+            Data::Role { identity: identity.to_string(), role: role.as_str().to_owned() }
+        }
     }
 }
 

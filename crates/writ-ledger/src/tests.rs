@@ -1,5 +1,6 @@
 //! Round trips of every event type through the canonical record, and refusal of altered bytes.
 
+use writ_core::access::{Role, TokenInfo};
 use writ_core::change::*;
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, EvidenceRef, Phase, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, SystemActor, Target};
@@ -100,6 +101,38 @@ fn every_event() -> Vec<Event> {
             created_at: T0,
         },
     }));
+    let admin = Actor::Identity(IdentityName::parse("root").unwrap());
+    let alice = IdentityName::parse("alice").unwrap();
+    events.push(Event::Registry(RegistryEvent::TokenIssued {
+        actor: admin.clone(),
+        token: TokenInfo {
+            id: "wt1a2b3c4d5e6f7g8".into(),
+            identity: alice.clone(),
+            label: "laptop cli".into(),
+            created_at: T0,
+            expires_at: T0.plus(Duration::parse("30d").unwrap()),
+        },
+    }));
+    events.push(Event::Registry(RegistryEvent::TokenRevoked {
+        actor: admin.clone(),
+        id: "wt1a2b3c4d5e6f7g8".into(),
+        identity: alice.clone(),
+        at: T0,
+    }));
+    for role in Role::ALL {
+        events.push(Event::Registry(RegistryEvent::RoleGranted {
+            actor: admin.clone(),
+            identity: alice.clone(),
+            role,
+            at: T0,
+        }));
+        events.push(Event::Registry(RegistryEvent::RoleRevoked {
+            actor: admin.clone(),
+            identity: alice.clone(),
+            role,
+            at: T0,
+        }));
+    }
     events
 }
 

@@ -7,11 +7,15 @@
 
 use std::sync::Arc;
 
+use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{Identity, IdentityKind};
 use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
-use writ_store::{ChangeCommit, ChangeSummary, EvidenceBlob, NewEvent, Store, StoreError, StoredCheckpoint};
+use writ_store::{
+    ChangeCommit, ChangeSummary, Claim, EvidenceBlob, NewEvent, Store, StoreError, StoredCheckpoint,
+    StoredToken,
+};
 
 /// Makes fresh, empty stores of one backend.
 pub trait Backend {
@@ -28,6 +32,12 @@ const TESTS: &[(&str, Test)] = &[
     ("checkpoints are idempotent and a second root for a size conflicts", checkpoints),
     ("evidence and sealed values round-trip, meta is set once", evidence_and_meta),
     ("leaf pages resume after the last index", leaf_pages),
+    ("change pages are newest first and resume before the last id", change_pages),
+    ("tokens: issue, revoke once, unknown identity refused", tokens),
+    ("roles: grant and revoke once each, with events", roles),
+    ("idempotency keys: fresh, in progress, replay, mismatch, release", idempotency),
+    ("concurrent claims of one key: exactly one is fresh", concurrent_claims),
+    ("leases: one holder at a time until expiry", leases),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -193,4 +203,127 @@ fn leaf_pages(store: Arc<dyn Store>) {
     }
     assert_eq!(seen.len(), 21);
     assert!(seen.iter().enumerate().all(|(i, (index, leaf))| *index == i as u64 && *leaf == Some([2; 32])));
+}
+
+fn change_pages(store: Arc<dyn Store>) {
+    for n in 1..=5 {
+        store.commit(commit(&id(n), 0, 1, ChangeState::PendingApproval)).unwrap();
+    }
+    let all: Vec<ChangeId> = store.changes(None).unwrap().into_iter().map(|c| c.id).collect();
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| b.as_str().cmp(a.as_str()));
+    assert_eq!(all, sorted, "newest (largest id) first");
+    let first = store.changes_page(None, None, 2).unwrap();
+    assert_eq!(first.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), all[..2]);
+    let second = store.changes_page(None, Some(&first[1].id), 2).unwrap();
+    assert_eq!(second.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), all[2..4]);
+    let last = store.changes_page(None, Some(&second[1].id), 2).unwrap();
+    assert_eq!(last.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), all[4..]);
+    assert!(store.changes_page(Some(ChangeState::Approved), None, 10).unwrap().is_empty());
+}
+
+fn token(id: &str) -> StoredToken {
+    StoredToken {
+        info: TokenInfo {
+            id: id.into(),
+            identity: IdentityName::parse("alice").unwrap(),
+            label: "cli".into(),
+            created_at: Timestamp::from_millis(10),
+            expires_at: Timestamp::from_millis(1_000),
+        },
+        hash: "hk-test:abc".into(),
+        revoked_at: None,
+    }
+}
+
+fn tokens(store: Arc<dyn Store>) {
+    let orphan = store.add_token(&token("t1"), &event(None, None, "t")).unwrap_err();
+    assert!(matches!(orphan, StoreError::Conflict(_)), "no identity yet: {orphan}");
+    assert_eq!(store.event_count().unwrap(), 0);
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    assert_eq!(store.add_token(&token("t1"), &event(None, None, "t")).unwrap(), 1);
+    let again = store.add_token(&token("t1"), &event(None, None, "t")).unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    assert_eq!(store.token("t1").unwrap(), Some(token("t1")));
+    assert_eq!(store.token("t2").unwrap(), None);
+    assert_eq!(store.revoke_token("t1", Timestamp::from_millis(50), &event(None, None, "r")).unwrap(), 2);
+    assert_eq!(store.token("t1").unwrap().unwrap().revoked_at, Some(Timestamp::from_millis(50)));
+    let twice = store.revoke_token("t1", Timestamp::from_millis(60), &event(None, None, "r")).unwrap_err();
+    assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
+    let unknown = store.revoke_token("t9", Timestamp::from_millis(60), &event(None, None, "r")).unwrap_err();
+    assert!(matches!(unknown, StoreError::Conflict(_)), "{unknown}");
+    assert_eq!(store.token("t1").unwrap().unwrap().revoked_at, Some(Timestamp::from_millis(50)));
+    assert_eq!(store.tokens().unwrap().len(), 1);
+    assert_eq!(store.event_count().unwrap(), 3, "refused writes append nothing");
+}
+
+fn roles(store: Arc<dyn Store>) {
+    let alice_name = IdentityName::parse("alice").unwrap();
+    let unknown = store.set_role(&alice_name, Role::Approver, true, &event(None, None, "g")).unwrap_err();
+    assert!(matches!(unknown, StoreError::Conflict(_)), "{unknown}");
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    store.set_role(&alice_name, Role::Approver, true, &event(None, None, "g")).unwrap();
+    store.set_role(&alice_name, Role::Auditor, true, &event(None, None, "g")).unwrap();
+    let twice = store.set_role(&alice_name, Role::Approver, true, &event(None, None, "g")).unwrap_err();
+    assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
+    let mut held = store.roles_of(&alice_name).unwrap();
+    held.sort();
+    assert_eq!(held, vec![Role::Approver, Role::Auditor]);
+    store.set_role(&alice_name, Role::Approver, false, &event(None, None, "r")).unwrap();
+    let absent = store.set_role(&alice_name, Role::Approver, false, &event(None, None, "r")).unwrap_err();
+    assert!(matches!(absent, StoreError::Conflict(_)), "{absent}");
+    assert_eq!(store.role_assignments().unwrap(), vec![(alice_name, Role::Auditor)]);
+    assert_eq!(store.event_count().unwrap(), 4, "identity + 2 grants + 1 revoke");
+}
+
+fn idempotency(store: Arc<dyn Store>) {
+    let now = Timestamp::from_millis(100);
+    assert_eq!(store.claim_request("alice", "k1", "f1", now).unwrap(), Claim::Fresh);
+    assert_eq!(store.claim_request("alice", "k1", "f1", now).unwrap(), Claim::InProgress);
+    assert_eq!(store.claim_request("alice", "k1", "f2", now).unwrap(), Claim::Mismatch);
+    assert_eq!(store.claim_request("bob", "k1", "f2", now).unwrap(), Claim::Fresh, "keys are per caller");
+    store.finish_request("alice", "k1", 201, "change:CHG-1").unwrap();
+    assert_eq!(
+        store.claim_request("alice", "k1", "f1", now).unwrap(),
+        Claim::Replay { status: 201, resource: "change:CHG-1".into() }
+    );
+    store.release_request("alice", "k1").unwrap();
+    assert!(
+        matches!(store.claim_request("alice", "k1", "f1", now).unwrap(), Claim::Replay { .. }),
+        "finished keys stay"
+    );
+    store.release_request("bob", "k1").unwrap();
+    assert_eq!(store.claim_request("bob", "k1", "f3", now).unwrap(), Claim::Fresh, "released keys are free");
+    assert_eq!(
+        store.purge_requests(Timestamp::from_millis(101)).unwrap(),
+        1,
+        "only finished keys are purged"
+    );
+    assert_eq!(store.claim_request("alice", "k1", "f9", now).unwrap(), Claim::Fresh);
+    assert_eq!(store.event_count().unwrap(), 0, "idempotency keys are not ledger events");
+}
+
+fn concurrent_claims(store: Arc<dyn Store>) {
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.claim_request("alice", "race", "f", Timestamp::from_millis(1)).unwrap()
+            })
+        })
+        .collect();
+    let claims: Vec<Claim> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(claims.iter().filter(|c| **c == Claim::Fresh).count(), 1, "{claims:?}");
+    assert!(claims.iter().all(|c| matches!(c, Claim::Fresh | Claim::InProgress)), "{claims:?}");
+}
+
+fn leases(store: Arc<dyn Store>) {
+    let t = Timestamp::from_millis;
+    assert!(store.acquire_lease("signer", "a", t(0), t(100)).unwrap());
+    assert!(!store.acquire_lease("signer", "b", t(50), t(150)).unwrap(), "held by a until 100");
+    assert!(store.acquire_lease("signer", "a", t(60), t(160)).unwrap(), "the holder renews");
+    assert!(!store.acquire_lease("signer", "b", t(150), t(250)).unwrap(), "renewed until 160");
+    assert!(store.acquire_lease("other", "b", t(150), t(250)).unwrap(), "leases are independent");
+    assert!(store.acquire_lease("signer", "b", t(161), t(261)).unwrap(), "expired: b takes over");
+    assert!(!store.acquire_lease("signer", "a", t(200), t(300)).unwrap(), "a lost it");
 }

@@ -6,7 +6,10 @@
 //! `log_head` row, so ledger indices are assigned in commit order, contiguously, by exactly one
 //! writer at a time across all instances: the log cannot fork.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+mod access;
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Transaction};
@@ -25,29 +28,64 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_ledger.sql"),
     include_str!("../migrations/0003_evidence.sql"),
     include_str!("../migrations/0004_sensitive.sql"),
+    include_str!("../migrations/0005_access.sql"),
 ];
 
-/// A Writ store in one PostgreSQL database (one connection; concurrent callers in a process
-/// take turns, processes coordinate through the database's locks).
+/// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
+/// process take the first free one), processes coordinate through the database's locks.
 pub struct PostgresStore {
-    client: Mutex<Client>,
+    clients: Vec<Mutex<Client>>,
+    turn: AtomicUsize,
 }
 
+/// Connections a store opens unless told otherwise.
+pub const DEFAULT_POOL: usize = 4;
+
 impl PostgresStore {
-    /// Connects with a libpq-style connection string and applies pending migrations under an
-    /// advisory lock (so instances starting together migrate once).
+    /// Connects with a libpq-style connection string or `postgres://` URL and applies pending
+    /// migrations under an advisory lock (so instances starting together migrate once).
     pub fn connect(config: &str) -> Result<PostgresStore> {
-        let mut client = Client::connect(config, NoTls).map_err(map_err)?;
-        migrate(&mut client)?;
-        Ok(PostgresStore { client: Mutex::new(client) })
+        PostgresStore::connect_pool(config, DEFAULT_POOL)
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Client>> {
-        self.client.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
+    /// Like [`PostgresStore::connect`] with `size` connections (at least one).
+    pub fn connect_pool(config: &str, size: usize) -> Result<PostgresStore> {
+        let mut first = Client::connect(config, NoTls).map_err(map_err)?;
+        migrate(&mut first)?;
+        let mut clients = vec![Mutex::new(first)];
+        for _ in 1..size.max(1) {
+            clients.push(Mutex::new(Client::connect(config, NoTls).map_err(map_err)?));
+        }
+        Ok(PostgresStore { clients, turn: AtomicUsize::new(0) })
+    }
+
+    /// A free connection if there is one, otherwise waits for one in turn.
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Client>> {
+        for client in &self.clients {
+            if let Ok(guard) = client.try_lock() {
+                return Ok(guard);
+            }
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % self.clients.len().max(1);
+        let client =
+            self.clients.get(turn).ok_or_else(|| StoreError::Other("empty connection pool".into()))?;
+        client.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
+    }
+
+    /// Runs `work` in a transaction that does not touch the log (coordination tables).
+    pub(crate) fn side<T>(&self, work: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut client = self.lock()?;
+        let mut tx = client.transaction().map_err(map_err)?;
+        let value = work(&mut tx)?;
+        tx.commit().map_err(map_err)?;
+        Ok(value)
     }
 
     /// Runs `work` in a transaction that holds the log-head lock, and commits.
-    fn write<T>(&self, work: impl FnOnce(&mut Transaction<'_>, i64) -> Result<(T, i64)>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>, i64) -> Result<(T, i64)>,
+    ) -> Result<T> {
         let mut client = self.lock()?;
         let mut tx = client.transaction().map_err(map_err)?;
         let next: i64 =
@@ -85,7 +123,7 @@ fn migrate(client: &mut Client) -> Result<()> {
 
 /// Maps PostgreSQL errors onto the store's small error set. Environment failures (connection
 /// lost, read-only, disk full, shutting down) become `Unavailable`.
-fn map_err(error: postgres::Error) -> StoreError {
+pub(crate) fn map_err(error: postgres::Error) -> StoreError {
     let Some(code) = error.code() else {
         return StoreError::Unavailable(error.to_string());
     };
@@ -110,7 +148,7 @@ fn map_err(error: postgres::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
+pub(crate) fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
     move |refusal| StoreError::Corrupt(format!("{what}: {refusal}"))
 }
 
@@ -123,7 +161,7 @@ fn to_u64(value: i64) -> Result<u64> {
 }
 
 /// Appends events at indices `next..`; returns them.
-fn append(tx: &mut Transaction<'_>, next: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
+pub(crate) fn append(tx: &mut Transaction<'_>, next: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
     let statement = tx
         .prepare(
             "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
@@ -155,7 +193,7 @@ fn append(tx: &mut Transaction<'_>, next: i64, events: &[NewEvent]) -> Result<Ve
     Ok(indices)
 }
 
-fn conflict_as(what: String) -> impl Fn(StoreError) -> StoreError {
+pub(crate) fn conflict_as(what: String) -> impl Fn(StoreError) -> StoreError {
     move |error| match error {
         StoreError::Conflict(_) => StoreError::Conflict(what.clone()),
         other => other,
@@ -353,13 +391,20 @@ impl ChangeStore for PostgresStore {
         rows.iter().map(parse_event).collect()
     }
 
-    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+    fn changes_page(
+        &self,
+        state: Option<ChangeState>,
+        before: Option<&ChangeId>,
+        limit: usize,
+    ) -> Result<Vec<ChangeSummary>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .lock()?
             .query(
                 "SELECT id, kind, state, requester, created_ms, updated_ms FROM changes
-                 WHERE $1::TEXT IS NULL OR state = $1 ORDER BY id DESC",
-                &[&state.map(ChangeState::as_str)],
+                 WHERE ($1::TEXT IS NULL OR state = $1) AND ($2::TEXT IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT $3",
+                &[&state.map(ChangeState::as_str), &before.map(ChangeId::as_str), &limit],
             )
             .map_err(map_err)?;
         rows.iter()

@@ -26,7 +26,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_ledger.sql"),
     include_str!("../migrations/0003_evidence.sql"),
     include_str!("../migrations/0004_sensitive.sql"),
+    include_str!("../migrations/0005_access.sql"),
 ];
+
+mod access;
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +109,7 @@ fn migrate(connection: &Connection, mode: OpenMode) -> Result<()> {
 
 /// Maps SQLite errors onto the store's small error set. Write failures caused by the
 /// environment (read-only file, full disk, lock timeout, I/O error) become `Unavailable`.
-fn map_err(error: rusqlite::Error) -> StoreError {
+pub(crate) fn map_err(error: rusqlite::Error) -> StoreError {
     map_err_ref(&error)
 }
 
@@ -130,7 +133,7 @@ fn map_err_ref(error: &rusqlite::Error) -> StoreError {
     StoreError::Other(error.to_string())
 }
 
-fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
+pub(crate) fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
     move |refusal| StoreError::Corrupt(format!("{what}: {refusal}"))
 }
 
@@ -138,7 +141,7 @@ fn to_i64(value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt("integer out of range".into()))
 }
 
-fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
+pub(crate) fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u64>> {
     let next: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM events")
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
@@ -404,16 +407,22 @@ impl ChangeStore for SqliteStore {
         rows.map(|row| row.map_err(map_err).and_then(parse_event)).collect()
     }
 
-    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+    fn changes_page(
+        &self,
+        state: Option<ChangeState>,
+        before: Option<&ChangeId>,
+        limit: usize,
+    ) -> Result<Vec<ChangeSummary>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare(
+            .prepare_cached(
                 "SELECT id, kind, state, requester, created_ms, updated_ms FROM changes
-                 WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC",
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
             )
             .map_err(map_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement
-            .query_map([state.map(ChangeState::as_str)], |row| {
+            .query_map(params![state.map(ChangeState::as_str), before.map(ChangeId::as_str), limit], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,

@@ -5,6 +5,7 @@
 //! state change it records**. If the event cannot be committed, nothing of the commit is
 //! visible (fail closed). Events are append-only; no method updates or deletes one.
 
+use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{Grant, Identity, Target};
 use writ_core::name::{EntitlementRef, IdentityName, TargetName};
@@ -142,8 +143,18 @@ pub trait ChangeStore {
     fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>>;
     /// All events of one change in sequence order; empty if the change is unknown.
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>>;
-    /// Summaries, newest first, optionally only those in `state`.
-    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>>;
+    /// Up to `limit` summaries, newest first, optionally only those in `state`, starting after
+    /// (older than) `before` when given: keyset pagination.
+    fn changes_page(
+        &self,
+        state: Option<ChangeState>,
+        before: Option<&ChangeId>,
+        limit: usize,
+    ) -> Result<Vec<ChangeSummary>>;
+    /// Every summary, newest first, optionally only those in `state`.
+    fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+        self.changes_page(state, None, usize::MAX)
+    }
 }
 
 /// The grants Writ implemented.
@@ -184,13 +195,90 @@ pub trait EvidenceStore {
     fn sensitive(&self, hmac: &str) -> Result<Option<String>>;
 }
 
+/// An API token as stored: what the ledger records about it, its keyed hash, and whether it was
+/// revoked. The token's secret is never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    pub info: TokenInfo,
+    /// Keyed hash of the secret (`hk-…:base64`), compared in constant time on use.
+    pub hash: String,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Who may use the API: tokens bound to identities, and roles assigned to identities. Every
+/// write appends its event in the same transaction.
+pub trait AccessStore {
+    /// Stores a new token and appends `event`. Conflict if the id exists or the identity does not.
+    fn add_token(&self, token: &StoredToken, event: &NewEvent) -> Result<u64>;
+    /// The token with this public id, or `None`.
+    fn token(&self, id: &str) -> Result<Option<StoredToken>>;
+    /// Every token, oldest first.
+    fn tokens(&self) -> Result<Vec<StoredToken>>;
+    /// Marks the token revoked and appends `event`. Conflict if it is unknown or already revoked.
+    fn revoke_token(&self, id: &str, at: Timestamp, event: &NewEvent) -> Result<u64>;
+    /// Assigns (`present`) or removes a role and appends `event`. Conflict if the identity already
+    /// is in that state, or does not exist.
+    fn set_role(&self, identity: &IdentityName, role: Role, present: bool, event: &NewEvent) -> Result<u64>;
+    /// Every role assignment, ordered by identity then role.
+    fn role_assignments(&self) -> Result<Vec<(IdentityName, Role)>>;
+    /// The roles of one identity.
+    fn roles_of(&self, identity: &IdentityName) -> Result<Vec<Role>>;
+}
+
+/// The state of an idempotency key when a request claims it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: the caller owns the key and must `finish` or `release` it.
+    Fresh,
+    /// Used before and finished: replay this result.
+    Replay { status: u16, resource: String },
+    /// Used before by a request that has not finished (or died mid-way): refuse, never redo.
+    InProgress,
+    /// Used before for a different request.
+    Mismatch,
+}
+
+/// Coordination between instances through the database: idempotency keys and leases. Neither
+/// is part of the ledger.
+pub trait CoordinationStore {
+    /// Claims `key` within `scope` (the caller's identity) for a request with `fingerprint`.
+    fn claim_request(&self, scope: &str, key: &str, fingerprint: &str, now: Timestamp) -> Result<Claim>;
+    /// Records the result of a claimed request.
+    fn finish_request(&self, scope: &str, key: &str, status: u16, resource: &str) -> Result<()>;
+    /// Gives up a claim whose request changed nothing, so the key can be used again.
+    fn release_request(&self, scope: &str, key: &str) -> Result<()>;
+    /// Forgets finished keys claimed before `before`; returns how many.
+    fn purge_requests(&self, before: Timestamp) -> Result<u64>;
+    /// Takes or renews the lease `name` for `holder` until `until` if it is free, expired at
+    /// `now`, or already held by `holder`. True if `holder` now holds it.
+    fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+}
+
 /// Everything the engine needs, as one object.
 pub trait Store:
-    RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + EvidenceStore + Send + Sync
+    RegistryStore
+    + ChangeStore
+    + GrantStore
+    + EventLog
+    + CheckpointStore
+    + EvidenceStore
+    + AccessStore
+    + CoordinationStore
+    + Send
+    + Sync
 {
 }
 
 impl<T> Store for T where
-    T: RegistryStore + ChangeStore + GrantStore + EventLog + CheckpointStore + EvidenceStore + Send + Sync
+    T: RegistryStore
+        + ChangeStore
+        + GrantStore
+        + EventLog
+        + CheckpointStore
+        + EvidenceStore
+        + AccessStore
+        + CoordinationStore
+        + Send
+        + Sync
 {
 }

@@ -1,0 +1,202 @@
+//! Tokens, roles, idempotency keys and leases in PostgreSQL.
+
+use writ_core::access::{Role, TokenInfo};
+use writ_core::name::IdentityName;
+use writ_core::time::Timestamp;
+use writ_store::{AccessStore, Claim, CoordinationStore, NewEvent, Result, StoreError, StoredToken};
+
+use crate::{PostgresStore, append, conflict_as, corrupt, map_err};
+
+const TOKEN_COLUMNS: &str = "id, identity, label, hash, created_ms, expires_ms, revoked_ms";
+
+fn parse_token(row: &postgres::Row) -> Result<StoredToken> {
+    Ok(StoredToken {
+        info: TokenInfo {
+            id: row.get(0),
+            identity: IdentityName::parse(row.get(1)).map_err(corrupt("token identity"))?,
+            label: row.get(2),
+            created_at: Timestamp::from_millis(row.get(4)),
+            expires_at: Timestamp::from_millis(row.get(5)),
+        },
+        hash: row.get(3),
+        revoked_at: row.get::<_, Option<i64>>(6).map(Timestamp::from_millis),
+    })
+}
+
+fn first(indices: &[u64]) -> u64 {
+    indices.first().copied().unwrap_or(0)
+}
+
+impl AccessStore for PostgresStore {
+    fn add_token(&self, token: &StoredToken, event: &NewEvent) -> Result<u64> {
+        let info = &token.info;
+        self.write(|tx, next| {
+            tx.execute(
+                "INSERT INTO tokens (id, identity, label, hash, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &info.id,
+                    &info.identity.as_str(),
+                    &info.label,
+                    &token.hash,
+                    &info.created_at.as_millis(),
+                    &info.expires_at.as_millis(),
+                ],
+            )
+            .map_err(map_err)
+            .map_err(conflict_as(format!("token {} exists or identity {} is unknown", info.id, info.identity)))?;
+            Ok((first(&append(tx, next, std::slice::from_ref(event))?), 1))
+        })
+    }
+
+    fn token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let rows = self
+            .lock()?
+            .query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"), &[&id])
+            .map_err(map_err)?;
+        rows.first().map(parse_token).transpose()
+    }
+
+    fn tokens(&self) -> Result<Vec<StoredToken>> {
+        let rows = self
+            .lock()?
+            .query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_ms, id"), &[])
+            .map_err(map_err)?;
+        rows.iter().map(parse_token).collect()
+    }
+
+    fn revoke_token(&self, id: &str, at: Timestamp, event: &NewEvent) -> Result<u64> {
+        self.write(|tx, next| {
+            let updated = tx
+                .execute(
+                    "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
+                    &[&id, &at.as_millis()],
+                )
+                .map_err(map_err)?;
+            if updated != 1 {
+                return Err(StoreError::Conflict(format!("token {id} is unknown or already revoked")));
+            }
+            Ok((first(&append(tx, next, std::slice::from_ref(event))?), 1))
+        })
+    }
+
+    fn set_role(&self, identity: &IdentityName, role: Role, present: bool, event: &NewEvent) -> Result<u64> {
+        self.write(|tx, next| {
+            let sql = if present {
+                "INSERT INTO roles (identity, role) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM roles WHERE identity = $1 AND role = $2"
+            };
+            let changed = tx
+                .execute(sql, &[&identity.as_str(), &role.as_str()])
+                .map_err(map_err)
+                .map_err(conflict_as(format!("identity {identity} is unknown")))?;
+            if changed != 1 {
+                let state = if present { "already has" } else { "does not have" };
+                return Err(StoreError::Conflict(format!("{identity} {state} the role {role}")));
+            }
+            Ok((first(&append(tx, next, std::slice::from_ref(event))?), 1))
+        })
+    }
+
+    fn role_assignments(&self) -> Result<Vec<(IdentityName, Role)>> {
+        let rows = self
+            .lock()?
+            .query("SELECT identity, role FROM roles ORDER BY identity, role", &[])
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    IdentityName::parse(row.get(0)).map_err(corrupt("role identity"))?,
+                    Role::parse(row.get(1)).map_err(corrupt("role"))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn roles_of(&self, identity: &IdentityName) -> Result<Vec<Role>> {
+        let rows = self
+            .lock()?
+            .query("SELECT role FROM roles WHERE identity = $1 ORDER BY role", &[&identity.as_str()])
+            .map_err(map_err)?;
+        rows.iter().map(|row| Role::parse(row.get(0)).map_err(corrupt("role"))).collect()
+    }
+}
+
+impl CoordinationStore for PostgresStore {
+    fn claim_request(&self, scope: &str, key: &str, fingerprint: &str, now: Timestamp) -> Result<Claim> {
+        self.side(|tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO requests (scope, key, fingerprint, created_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&scope, &key, &fingerprint, &now.as_millis()],
+                )
+                .map_err(map_err)?;
+            if inserted == 1 {
+                return Ok(Claim::Fresh);
+            }
+            let row = tx
+                .query_one(
+                    "SELECT fingerprint, status, resource FROM requests WHERE scope = $1 AND key = $2",
+                    &[&scope, &key],
+                )
+                .map_err(map_err)?;
+            let (stored, status, resource): (String, Option<i64>, Option<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            Ok(match (status, resource) {
+                _ if stored != fingerprint => Claim::Mismatch,
+                (Some(status), Some(resource)) => {
+                    Claim::Replay { status: u16::try_from(status).unwrap_or(500), resource }
+                }
+                _ => Claim::InProgress,
+            })
+        })
+    }
+
+    fn finish_request(&self, scope: &str, key: &str, status: u16, resource: &str) -> Result<()> {
+        self.side(|tx| {
+            tx.execute(
+                "UPDATE requests SET status = $3, resource = $4 WHERE scope = $1 AND key = $2",
+                &[&scope, &key, &i64::from(status), &resource],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn release_request(&self, scope: &str, key: &str) -> Result<()> {
+        self.side(|tx| {
+            tx.execute(
+                "DELETE FROM requests WHERE scope = $1 AND key = $2 AND status IS NULL",
+                &[&scope, &key],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn purge_requests(&self, before: Timestamp) -> Result<u64> {
+        self.side(|tx| {
+            tx.execute(
+                "DELETE FROM requests WHERE created_ms < $1 AND status IS NOT NULL",
+                &[&before.as_millis()],
+            )
+            .map_err(map_err)
+        })
+    }
+
+    fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool> {
+        self.side(|tx| {
+            let rows = tx
+                .query(
+                    "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms
+                     WHERE leases.holder = EXCLUDED.holder OR leases.until_ms < $4
+                     RETURNING holder",
+                    &[&name, &holder, &until.as_millis(), &now.as_millis()],
+                )
+                .map_err(map_err)?;
+            Ok(rows.len() == 1)
+        })
+    }
+}
