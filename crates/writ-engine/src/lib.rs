@@ -10,6 +10,7 @@
 //! - the engine knows traits (`Store`, `Connector`, `ConnectorFactory`, `Clock`), never
 //!   implementations.
 
+pub mod access;
 mod error;
 mod evidence;
 pub mod ledger;
@@ -575,7 +576,7 @@ fn change_event(event: &ChangeEvent, key: &HmacKey) -> (NewEvent, Vec<(String, S
     (new_event, sealed)
 }
 
-fn registry_event(event: &RegistryEvent, key: &HmacKey) -> NewEvent {
+pub(crate) fn registry_event(event: &RegistryEvent, key: &HmacKey) -> NewEvent {
     let (bytes, _) = writ_ledger::encode(&Event::Registry(event.clone()), key);
     NewEvent {
         change: None,

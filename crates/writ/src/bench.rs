@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -126,7 +127,8 @@ fn lifecycles_on(dir: &Path, kind: Kind, count: usize, threads: usize) -> anyhow
     let label = if kind == Kind::Git { "git" } else { "memory" };
     let db = dir.join(format!("{label}-{threads}.db"));
     let hmac = writ_ledger::sensitive::HmacKey::from_bytes([8; 32]);
-    let engine = crate::commands::engine_over(SqliteStore::open(&db, OpenMode::Create)?, Some(hmac));
+    let engine =
+        crate::commands::engine_over(Arc::new(SqliteStore::open(&db, OpenMode::Create)?), Some(hmac));
     let admin = Actor::System(SystemActor::Admin);
     let subjects: Vec<String> = (0..threads).map(|t| format!("dave-{t}")).collect();
     for person in ["alice", "bob", "carol"].into_iter().chain(subjects.iter().map(String::as_str)) {

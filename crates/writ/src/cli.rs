@@ -66,6 +66,14 @@ pub enum Top {
     Ledger(LedgerCmd),
     /// Expire approved changes whose approval validity has ended.
     RunDue,
+    /// Run the HTTP API (see /api/v1/openapi.json) over --db, SQLite or PostgreSQL.
+    Serve(crate::server::ServeArgs),
+    /// API tokens: issue one for an identity (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Roles (requester, approver, executor, reviewer, admin, auditor) of identities.
+    #[command(subcommand)]
+    Role(RoleCmd),
     /// Walk real changes through the whole chain on a temporary database and git repository.
     Demo(DemoArgs),
     /// Measure complete change lifecycles per second.
@@ -322,4 +330,35 @@ pub struct BenchArgs {
     /// Events for the ledger append and verification figures.
     #[arg(long, default_value_t = 200_000)]
     pub ledger_events: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Issue a token bound to an identity. The token is printed once and stored only as a keyed
+    /// hash; keep it in a secret store.
+    Create {
+        /// The identity the token acts as.
+        #[arg(long)]
+        identity: String,
+        /// What the token is for (shown in listings).
+        #[arg(long)]
+        label: String,
+        /// Lifetime, for example 30d or 12h (at most 366d).
+        #[arg(long, default_value = "30d")]
+        expires_in: String,
+    },
+    /// Every token: id, identity, label, expiry, revocation (never the secret).
+    List,
+    /// Revoke a token by its id; it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCmd {
+    /// Assign a role to an identity.
+    Grant { identity: String, role: String },
+    /// Remove a role from an identity.
+    Revoke { identity: String, role: String },
+    /// Every role assignment.
+    List,
 }

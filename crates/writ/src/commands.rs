@@ -11,9 +11,12 @@ use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
 use writ_ledger::sensitive::HmacKey;
-use writ_store_sqlite::{OpenMode, SqliteStore};
+use writ_store::Store;
 
-use crate::cli::{AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, TargetCmd, Top};
+use crate::cli::{
+    AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, RoleCmd, TargetCmd, TokenCmd, Top,
+};
+use crate::db::Database;
 use crate::render;
 use crate::targets::Connectors;
 use crate::{CliError, exit};
@@ -22,27 +25,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { db, ledger_key: key, hmac_key, json, command, .. } = cli;
     let hmac = hmac_key.as_deref();
     match command {
-        Top::Init => init(db, key, hmac_key, json),
+        Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
         Top::Bench(args) => {
             crate::bench::run(args.lifecycles, args.threads, args.ledger_events, json).map_err(CliError::from)
         }
-        Top::LoadAppend { count, threads } => load_append(&open(db, hmac)?, count, threads),
+        Top::Serve(args) => crate::server::run(db.as_deref(), key.as_deref(), hmac, args),
+        Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
-            let engine = open(db, hmac)?;
+            let engine = open(db.as_deref(), hmac)?;
             let change = change.as_deref().map(ChangeId::parse).transpose()?;
             crate::audit::bundle(&engine, change.as_ref(), &out, json)
         }
         Top::Ledger(command) => {
-            let path = db_path(db)?;
-            let engine = open(Some(path.clone()), hmac)?;
-            crate::ledger::run(&engine, command, &crate::keys::key_path(&path, key.as_deref()), json)
+            let database = Database::parse(db.as_deref())?;
+            let engine = open(db.as_deref(), hmac)?;
+            crate::ledger::run(&engine, command, &database.key_path(key.as_deref())?, json)
         }
-        command if is_read(&command) => dispatch(&open(db, hmac)?, command, json),
+        command if is_read(&command) => dispatch(&open(db.as_deref(), hmac)?, command, json),
         command => {
-            let path = db_path(db)?;
-            let engine = open(Some(path.clone()), hmac)?;
+            let database = Database::parse(db.as_deref())?;
+            let engine = open(db.as_deref(), hmac)?;
             let result = dispatch(&engine, command, json);
             // Only a command that recorded events may sign: a refusal writes nothing at all.
             let recorded = match &result {
@@ -50,7 +54,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Err(error) => error.exit == exit::CHANGE_FAILED,
             };
             if recorded {
-                auto_checkpoint(&engine, &path, key.as_deref());
+                auto_checkpoint(&engine, &database.key_path(key.as_deref())?);
             }
             result
         }
@@ -64,6 +68,8 @@ fn is_read(command: &Top) -> bool {
             | Top::Target(TargetCmd::List | TargetCmd::Entitlements { .. })
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
             | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
+            | Top::Token(TokenCmd::List)
+            | Top::Role(RoleCmd::List)
     )
 }
 
@@ -73,6 +79,8 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Target(command) => target(engine, command, json),
         Top::Change(command) => change(engine, command, json),
         Top::Evidence(command) => evidence(engine, command, json),
+        Top::Token(command) => token(engine, command, json),
+        Top::Role(command) => role(engine, command, json),
         Top::RunDue => {
             let expired = engine.expire_due()?;
             if json {
@@ -92,32 +100,25 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
 /// Signs a checkpoint after a write if one is due (at most about one per second while events
 /// arrive). The events are already durable; a missing key or a refusal to sign is reported, not
 /// fatal, and `writ ledger verify` will show what is not yet covered.
-fn auto_checkpoint(engine: &Engine, db: &Path, key: Option<&Path>) {
-    let path = crate::keys::key_path(db, key);
-    let outcome = crate::keys::load(&path)
+fn auto_checkpoint(engine: &Engine, key: &Path) {
+    let outcome = crate::keys::load(key)
         .and_then(|signer| engine.checkpoint_if_due(&signer, 1000).map_err(CliError::from));
     if let Err(error) = outcome {
         tracing::warn!(target: "writ::ledger", code = error.code, "no checkpoint signed: {}", error.message);
     }
 }
 
-fn db_path(db: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    db.ok_or_else(|| {
-        CliError::new("input.no_database", "no database: pass --db FILE or set WRIT_DB", exit::INPUT)
-    })
-}
-
-/// Opens an existing embedded database and wires the engine over it, with the HMAC key if its
-/// file exists (without it the engine can read but records nothing).
-pub fn open(db: Option<PathBuf>, hmac: Option<&Path>) -> Result<Engine, CliError> {
-    let path = db_path(db)?;
-    let store = SqliteStore::open(&path, OpenMode::Existing)?;
-    let key = crate::keys::load_hmac(&crate::keys::hmac_path(&path, hmac))?;
+/// Opens an existing database and wires the engine over it, with the HMAC key if its file
+/// exists (without it the engine can read but records nothing).
+pub fn open(db: Option<&Path>, hmac: Option<&Path>) -> Result<Engine, CliError> {
+    let database = Database::parse(db)?;
+    let store = database.open(false)?;
+    let key = crate::keys::load_hmac(&database.hmac_path(hmac)?)?;
     Ok(engine_over(store, key))
 }
 
-pub fn engine_over(store: SqliteStore, hmac: Option<HmacKey>) -> Engine {
-    let engine = Engine::new(Arc::new(store), Arc::new(Connectors::default()), Arc::new(SystemClock));
+pub fn engine_over(store: Arc<dyn Store>, hmac: Option<HmacKey>) -> Engine {
+    let engine = Engine::new(store, Arc::new(Connectors::default()), Arc::new(SystemClock));
     match hmac {
         Some(key) => engine.with_hmac_key(Arc::new(key)),
         None => engine,
@@ -125,36 +126,41 @@ pub fn engine_over(store: SqliteStore, hmac: Option<HmacKey>) -> Engine {
 }
 
 fn init(
-    db: Option<PathBuf>,
+    database: &Database,
     key: Option<PathBuf>,
     hmac: Option<PathBuf>,
     json: bool,
 ) -> Result<(), CliError> {
-    let path = db_path(db)?;
-    let key = crate::keys::key_path(&path, key.as_deref());
-    let hmac = crate::keys::hmac_path(&path, hmac.as_deref());
-    for existing in [&path, &key, &hmac] {
+    let key = database.key_path(key.as_deref())?;
+    let hmac = database.hmac_path(hmac.as_deref())?;
+    let refuse = |what: String| {
+        CliError::new(
+            "input.database_exists",
+            format!("{what} already exists; Writ never initialises over existing data"),
+            exit::INPUT,
+        )
+    };
+    if database.exists()? {
+        return Err(refuse(database.describe()));
+    }
+    for existing in [&key, &hmac] {
         if existing.exists() {
-            return Err(CliError::new(
-                "input.database_exists",
-                format!("{} already exists; Writ never initialises over existing data", existing.display()),
-                exit::INPUT,
-            ));
+            return Err(refuse(existing.display().to_string()));
         }
     }
     let signer = crate::keys::create(&key, &crate::keys::new_origin()?)?;
     let hmac_key = crate::keys::create_hmac(&hmac)?;
     let hmac_id = hmac_key.id().to_owned();
-    let engine = engine_over(SqliteStore::open(&path, OpenMode::Create)?, Some(hmac_key));
+    let engine = engine_over(database.open(true)?, Some(hmac_key));
     engine.init_ledger(&signer)?;
     let verifier = signer.verifier();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "database": path.display().to_string(), "ledger_key": key.display().to_string(), "origin": verifier.name(), "public_key": verifier.to_text(), "hmac_key": hmac.display().to_string(), "hmac_key_id": hmac_id })
+            serde_json::json!({ "database": database.describe(), "ledger_key": key.display().to_string(), "origin": verifier.name(), "public_key": verifier.to_text(), "hmac_key": hmac.display().to_string(), "hmac_key_id": hmac_id })
         );
     } else {
-        println!("initialised {}", path.display());
+        println!("initialised {}", database.describe());
         println!("ledger {} signing key {} (keep it secret; back it up)", verifier.name(), key.display());
         println!("public key {}", verifier.to_text());
         println!(
@@ -358,7 +364,7 @@ fn report_transition(record: &ChangeRecord, json: bool) -> Result<(), CliError> 
     }
 }
 
-fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
+pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
     let identity = IdentityName::parse(&args.identity)?;
     let duration = args.duration.as_deref().map(Duration::parse).transpose()?;
     if duration.is_some() && args.grant.is_empty() {
@@ -523,4 +529,102 @@ fn load_append(engine: &Engine, count: usize, threads: usize) -> Result<(), CliE
         }
         Ok(())
     })
+}
+
+/// Token commands act as `system:admin`: whoever holds the database and its keys is root.
+fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError> {
+    let admin = Actor::System(SystemActor::Admin);
+    match command {
+        TokenCmd::Create { identity, label, expires_in } => {
+            let ttl = Duration::parse(&expires_in)?;
+            let issued = engine.issue_token(admin, &IdentityName::parse(&identity)?, &label, ttl)?;
+            let mut value = token_json(&issued.info, None);
+            render::insert(&mut value, "token", serde_json::json!(issued.token));
+            render::print(json, value, || {
+                format!(
+                    "token {} for {} expires {}\n{}\n(shown once: store it in a secret manager)",
+                    issued.info.id,
+                    issued.info.identity,
+                    issued.info.expires_at.to_rfc3339(),
+                    issued.token
+                )
+            });
+        }
+        TokenCmd::List => {
+            let tokens = engine.store().tokens()?;
+            let value =
+                serde_json::Value::Array(tokens.iter().map(|t| token_json(&t.info, t.revoked_at)).collect());
+            render::print(json, value, || {
+                tokens
+                    .iter()
+                    .map(|t| {
+                        let state = t.revoked_at.map_or_else(
+                            || format!("expires {}", t.info.expires_at.to_rfc3339()),
+                            |at| format!("revoked {}", at.to_rfc3339()),
+                        );
+                        format!("{}  {:<20} {:<24} {state}", t.info.id, t.info.identity, t.info.label)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TokenCmd::Revoke { id } => {
+            let info = engine.revoke_token(admin, &id)?;
+            render::print(json, serde_json::json!({ "id": info.id, "revoked": true }), || {
+                format!("revoked token {} of {}", info.id, info.identity)
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn token_json(
+    info: &writ_core::access::TokenInfo,
+    revoked: Option<writ_core::time::Timestamp>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": info.id,
+        "identity": info.identity.to_string(),
+        "label": info.label,
+        "created_at": info.created_at.to_rfc3339(),
+        "expires_at": info.expires_at.to_rfc3339(),
+        "revoked_at": revoked.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn role(engine: &Engine, command: RoleCmd, json: bool) -> Result<(), CliError> {
+    let admin = Actor::System(SystemActor::Admin);
+    match command {
+        RoleCmd::Grant { identity, role } => {
+            let (identity, role) = (IdentityName::parse(&identity)?, writ_core::access::Role::parse(&role)?);
+            engine.set_role(admin, &identity, role, true)?;
+            render::print(
+                json,
+                serde_json::json!({ "identity": identity.to_string(), "role": role.as_str(), "assigned": true }),
+                || format!("{identity} is now {role}"),
+            );
+        }
+        RoleCmd::Revoke { identity, role } => {
+            let (identity, role) = (IdentityName::parse(&identity)?, writ_core::access::Role::parse(&role)?);
+            engine.set_role(admin, &identity, role, false)?;
+            render::print(
+                json,
+                serde_json::json!({ "identity": identity.to_string(), "role": role.as_str(), "assigned": false }),
+                || format!("{identity} is no longer {role}"),
+            );
+        }
+        RoleCmd::List => {
+            let roles = engine.store().role_assignments()?;
+            let value = serde_json::Value::Array(
+                roles
+                    .iter()
+                    .map(|(i, r)| serde_json::json!({ "identity": i.to_string(), "role": r.as_str() }))
+                    .collect(),
+            );
+            render::print(json, value, || {
+                roles.iter().map(|(i, r)| format!("{i:<24} {r}")).collect::<Vec<_>>().join("\n")
+            });
+        }
+    }
+    Ok(())
 }

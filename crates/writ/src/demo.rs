@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use writ_core::change::{BusinessEvent, ChangeId, ExternalRef, Justification, OpAction, RefKind};
@@ -46,8 +47,10 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     let repo = dir.join("access-repo");
     make_repository(&repo)?;
     let hmac = crate::keys::create_hmac(&dir.join("writ.db.hmac"))?;
-    let engine =
-        crate::commands::engine_over(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?, Some(hmac));
+    let engine = crate::commands::engine_over(
+        Arc::new(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?),
+        Some(hmac),
+    );
     let signer = crate::keys::create(&dir.join("writ.db.key"), &crate::keys::new_origin()?)?;
     engine.init_ledger(&signer)?;
 

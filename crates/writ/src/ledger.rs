@@ -26,21 +26,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             let trusted = keys::trusted(&trusted, key)?;
             let report = engine.verify_ledger(&trusted, !shallow)?;
             let covered = report.verified_checkpoints.last().map_or(0, |c| c.size);
-            let problems: Vec<serde_json::Value> = report
-                .problems
-                .iter()
-                .map(
-                    |p| serde_json::json!({ "code": p.code(), "index": p.index(), "message": p.to_string() }),
-                )
-                .collect();
-            let value = serde_json::json!({
-                "ok": report.ok(),
-                "events": report.events,
-                "checkpoints_verified": report.verified_checkpoints.len(),
-                "covered": covered,
-                "uncovered": report.uncovered,
-                "problems": problems,
-            });
+            let value = report_json(&report);
             render::print(json, value, || {
                 if !report.ok() {
                     return report
@@ -69,14 +55,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
         }
         LedgerCmd::Prove { index: Some(index), .. } => {
             let proof = engine.prove_inclusion(index)?;
-            let value = serde_json::json!({
-                "index": proof.index,
-                "leaf_hash": hex::encode(proof.leaf),
-                "tree_size": proof.checkpoint.size,
-                "root": hex::encode(proof.checkpoint.root),
-                "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-                "checkpoint": proof.checkpoint.note,
-            });
+            let value = inclusion_json(&proof);
             render::print(json, value, || {
                 let mut out = format!(
                     "event {} is included in the tree of size {} (verified)\nleaf  {}\n",
@@ -95,13 +74,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
         LedgerCmd::Prove { from: Some(from), to: Some(to), .. } => {
             let proof = engine.prove_consistency(from, to)?;
             let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
-            let value = serde_json::json!({
-                "from": proof.old_size,
-                "to": proof.new_size,
-                "old_root": hex::encode(proof.old_root),
-                "new_root": hex::encode(proof.new_root),
-                "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-            });
+            let value = consistency_json(&proof);
             render::print(json, value, || {
                 let mut out = format!(
                     "tree {} (root {}) is a prefix of tree {} (root {})\n",
@@ -126,4 +99,41 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B", exit::INPUT))
         }
     }
+}
+
+pub fn inclusion_json(proof: &writ_engine::ledger::InclusionProof) -> serde_json::Value {
+    serde_json::json!({
+        "index": proof.index,
+        "leaf_hash": hex::encode(proof.leaf),
+        "tree_size": proof.checkpoint.size,
+        "root": hex::encode(proof.checkpoint.root),
+        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "checkpoint": proof.checkpoint.note,
+    })
+}
+
+pub fn consistency_json(proof: &writ_engine::ledger::ConsistencyProof) -> serde_json::Value {
+    serde_json::json!({
+        "from": proof.old_size,
+        "to": proof.new_size,
+        "old_root": hex::encode(proof.old_root),
+        "new_root": hex::encode(proof.new_root),
+        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    })
+}
+
+pub fn report_json(report: &writ_ledger::verify::Report) -> serde_json::Value {
+    let problems: Vec<serde_json::Value> = report
+        .problems
+        .iter()
+        .map(|p| serde_json::json!({ "code": p.code(), "index": p.index(), "message": p.to_string() }))
+        .collect();
+    serde_json::json!({
+        "ok": report.ok(),
+        "events": report.events,
+        "checkpoints_verified": report.verified_checkpoints.len(),
+        "covered": report.verified_checkpoints.last().map_or(0, |c| c.size),
+        "uncovered": report.uncovered,
+        "problems": problems,
+    })
 }

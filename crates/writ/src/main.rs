@@ -6,10 +6,12 @@ mod bench;
 mod bench_ledger;
 mod cli;
 mod commands;
+mod db;
 mod demo;
 mod keys;
 mod ledger;
 mod render;
+mod server;
 mod targets;
 
 use std::process::ExitCode;

@@ -1,0 +1,105 @@
+//! `writ serve` settings: command-line flags and environment variables (clap) override a TOML
+//! configuration file, which overrides the defaults.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8750"
+//! db = "postgres://writ@db.internal/writ"
+//! ledger_key = "/etc/writ/ledger.key"
+//! hmac_key = "/etc/writ/hmac.key"
+//! workers = 64
+//! max_body_bytes = 65536
+//! max_evidence_bytes = 16777216
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::{CliError, exit};
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "WRIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "WRIT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Most requests served at once (each runs its database work on a pool thread).
+    #[arg(long, env = "WRIT_WORKERS")]
+    pub workers: Option<usize>,
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "WRIT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    db: Option<PathBuf>,
+    ledger_key: Option<PathBuf>,
+    hmac_key: Option<PathBuf>,
+    workers: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_evidence_bytes: Option<usize>,
+}
+
+/// Request size limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub evidence_bytes: usize,
+}
+
+pub struct Settings {
+    pub listen: String,
+    pub db: PathBuf,
+    pub ledger_key: Option<PathBuf>,
+    pub hmac_key: Option<PathBuf>,
+    pub workers: usize,
+    pub limits: Limits,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+
+impl Settings {
+    pub fn resolve(
+        db: Option<&Path>,
+        ledger_key: Option<&Path>,
+        hmac_key: Option<&Path>,
+        args: ServeArgs,
+    ) -> Result<Settings, CliError> {
+        let file = match &args.config {
+            Some(path) => read(path)?,
+            None => File::default(),
+        };
+        let db = db.map(Path::to_owned).or(file.db).ok_or_else(|| {
+            CliError::new(
+                "input.no_database",
+                "no database: pass --db, set WRIT_DB, or put `db` in the configuration file",
+                exit::INPUT,
+            )
+        })?;
+        Ok(Settings {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            db,
+            ledger_key: ledger_key.map(Path::to_owned).or(file.ledger_key),
+            hmac_key: hmac_key.map(Path::to_owned).or(file.hmac_key),
+            workers: args.workers.or(file.workers).unwrap_or(64).clamp(1, 1024),
+            limits: Limits {
+                body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(64 * 1024),
+                evidence_bytes: file.max_evidence_bytes.unwrap_or(16 * 1024 * 1024),
+            },
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<File, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::new("input.config", format!("cannot read {}: {e}", path.display()), exit::INPUT)
+    })?;
+    toml::from_str(&text)
+        .map_err(|e| CliError::new("input.config", format!("{}: {e}", path.display()), exit::INPUT))
+}

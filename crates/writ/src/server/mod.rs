@@ -1,0 +1,161 @@
+//! `writ serve`: the HTTP API over the same engine the CLI uses.
+//!
+//! The engine is synchronous; each request runs its engine calls on tokio's blocking pool. Every
+//! request is authenticated (API token or OIDC bearer), authorised by role and vendor scope, and
+//! the separation-of-duties rules see the authenticated identity only: no request body names the
+//! actor. Several instances may share one PostgreSQL database: ledger indices are assigned under
+//! the database's lock, and singleton work (checkpoint signing, expiry, key clean-up) runs under
+//! leases taken through the database, so each runs on one instance at a time.
+
+mod api;
+mod auth;
+mod config;
+pub mod error;
+mod idempotency;
+mod openapi;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use axum::Router;
+use writ_core::time::Timestamp;
+use writ_engine::{Clock, Engine, SystemClock};
+use writ_ledger::checkpoint::NoteSigner;
+
+pub use config::ServeArgs;
+
+use crate::db::Database;
+use crate::{CliError, exit};
+
+/// What every handler shares.
+pub struct AppState {
+    pub engine: Engine,
+    pub signer: Option<NoteSigner>,
+    /// This process's name in leases (host-independent random id).
+    pub instance: String,
+    pub limits: config::Limits,
+}
+
+pub type State = Arc<AppState>;
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(
+    database: Option<&Path>,
+    key: Option<&Path>,
+    hmac: Option<&Path>,
+    args: ServeArgs,
+) -> Result<(), CliError> {
+    let settings = config::Settings::resolve(database, key, hmac, args)?;
+    let database = Database::parse(Some(&settings.db))?;
+    let store = database.open(false)?;
+    let hmac =
+        crate::keys::load_hmac(&database.hmac_path(settings.hmac_key.as_deref())?)?.ok_or_else(|| {
+            CliError::new(
+                "ledger.no_hmac_key",
+                "no HMAC key file: the server records nothing without it (--hmac-key / WRIT_HMAC_KEY)",
+                exit::STORE,
+            )
+        })?;
+    let key_path = database.key_path(settings.ledger_key.as_deref())?;
+    let signer = if key_path.exists() { Some(crate::keys::load(&key_path)?) } else { None };
+    let engine = crate::commands::engine_over(store, Some(hmac));
+    engine.ledger_origin()?;
+    let state = Arc::new(AppState { engine, signer, instance: instance_id()?, limits: settings.limits });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(settings.workers)
+        .build()
+        .map_err(|e| CliError::new("internal", format!("cannot start the runtime: {e}"), exit::OTHER))?;
+    runtime.block_on(serve(state, settings.listen, database.describe()))
+}
+
+fn instance_id() -> Result<String, CliError> {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    Ok(format!("writ-{}", hex::encode(bytes)))
+}
+
+async fn serve(state: State, listen: String, described: String) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| CliError::new("input.listen", format!("cannot listen on {listen}: {e}"), exit::INPUT))?;
+    let address: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| CliError::new("internal", format!("no local address: {e}"), exit::OTHER))?;
+    // The one line on stdout: scripts and tests read the bound address from it.
+    println!("listening on http://{address}");
+    tracing::info!(target: "writ::serve", %address, database = %described, instance = %state.instance, "serving");
+    let background = tokio::spawn(background(Arc::clone(&state)));
+    let app: Router = api::router(Arc::clone(&state));
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    background.abort();
+    // A last checkpoint so that what this instance wrote is signed before it goes.
+    let last = Arc::clone(&state);
+    let _ =
+        tokio::task::spawn_blocking(move || last.signer.as_ref().map(|s| last.engine.checkpoint(s))).await;
+    tracing::info!(target: "writ::serve", "stopped");
+    result.map_err(|e| CliError::new("internal", format!("server error: {e}"), exit::OTHER))
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!(target: "writ::serve", "shutting down: finishing requests in flight");
+}
+
+/// Singleton work, each job under its own lease so one instance runs it at a time: signing
+/// checkpoints (about once a second while events arrive), expiring due approvals, and
+/// forgetting idempotency keys older than a day.
+async fn background(state: State) {
+    let mut tick = tokio::time::interval(StdDuration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        let state = Arc::clone(&state);
+        let work = tokio::task::spawn_blocking(move || run_due_work(&state, ticks));
+        if let Ok(Err(error)) = work.await {
+            tracing::warn!(target: "writ::serve", code = error.code(), "background work failed: {error}");
+        }
+    }
+}
+
+fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
+    let engine = &state.engine;
+    let store = engine.store();
+    let now = SystemClock.now();
+    let lease = |name: &str| {
+        store.acquire_lease(name, &state.instance, now, Timestamp::from_millis(now.as_millis() + 5_000))
+    };
+    if let Some(signer) = &state.signer
+        && lease("checkpoint-signer")?
+    {
+        engine.checkpoint_if_due(signer, 1000)?;
+    }
+    if lease("run-due")? {
+        for id in engine.expire_due()? {
+            tracing::info!(target: "writ::serve", change = %id, "approval expired");
+        }
+    }
+    if ticks.is_multiple_of(600) && lease("purge-idempotency")? {
+        store.purge_requests(Timestamp::from_millis(now.as_millis() - 86_400_000))?;
+    }
+    Ok(())
+}
