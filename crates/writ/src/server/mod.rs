@@ -68,7 +68,12 @@ pub fn run(
         .max_blocking_threads(settings.workers)
         .build()
         .map_err(|e| CliError::new("internal", format!("cannot start the runtime: {e}"), exit::OTHER))?;
-    runtime.block_on(serve(state, settings.listen, database.describe()))
+    let result = runtime.block_on(serve(Arc::clone(&state), settings.listen, database.describe()));
+    // The PostgreSQL client owns a runtime of its own, which must not be dropped inside ours:
+    // shut ours down first, then release the store.
+    drop(runtime);
+    drop(state);
+    result
 }
 
 fn instance_id() -> Result<String, CliError> {

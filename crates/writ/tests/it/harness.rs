@@ -56,8 +56,18 @@ impl World {
     /// A database with alice, bob, carol, dave (humans), svc-ci (owned by alice) and a git
     /// target `access`.
     pub fn new() -> World {
+        World::on(None)
+    }
+
+    /// The same world on a PostgreSQL database (`postgres://…`), with its key files in the
+    /// temporary directory.
+    pub fn on_postgres(url: &str) -> World {
+        World::on(Some(url))
+    }
+
+    fn on(url: Option<&str>) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("writ.db");
+        let db = url.map_or_else(|| dir.path().join("writ.db"), PathBuf::from);
         let repo = dir.path().join("access-repo");
         std::fs::create_dir(&repo).unwrap();
         git(&repo, &["init", "-q", "-b", "main"]);
@@ -78,10 +88,21 @@ impl World {
         world
     }
 
+    /// The global options that name this world's database (and, on PostgreSQL, its keys).
+    pub fn db_args(&self) -> Vec<String> {
+        let mut args = vec!["--db".to_owned(), self.db.to_str().unwrap().to_owned()];
+        if self.db.to_str().unwrap().starts_with("postgres://") {
+            for (option, file) in [("--ledger-key", "pg.key"), ("--hmac-key", "pg.hmac")] {
+                args.push(option.to_owned());
+                args.push(self.dir.path().join(file).to_str().unwrap().to_owned());
+            }
+        }
+        args
+    }
+
     pub fn writ(&self, args: &[&str]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_writ"))
-            .arg("--db")
-            .arg(&self.db)
+            .args(self.db_args())
             .args(args)
             .env_remove("WRIT_DB")
             .env_remove("RUST_LOG")
@@ -116,6 +137,12 @@ impl World {
 
     /// Every row of every table, plus every ref and the work tree of the repository.
     pub fn fingerprint(&self) -> String {
+        self.fingerprint_except(&[])
+    }
+
+    /// [`World::fingerprint`] without the tables named (for example `leases`, which a running
+    /// server renews every second).
+    pub fn fingerprint_except(&self, skip: &[&str]) -> String {
         let connection = rusqlite::Connection::open(&self.db).unwrap();
         let mut out = String::new();
         let tables: Vec<String> = connection
@@ -125,7 +152,7 @@ impl World {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        for table in tables {
+        for table in tables.into_iter().filter(|t| !skip.contains(&t.as_str())) {
             let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
             let columns = statement.column_count();
             let rows = statement

@@ -5,13 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod harness;
+mod server;
 
+mod api;
 mod audit;
 mod crash;
 mod evidence;
 mod failclosed;
 mod ledger;
 mod lifecycle;
+mod multi;
 mod refusals;
 mod sensitive;
 mod tidy;
