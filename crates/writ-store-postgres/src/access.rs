@@ -29,8 +29,9 @@ fn first(indices: &[u64]) -> u64 {
 
 impl AccessStore for PostgresStore {
     fn add_token(&self, token: &StoredToken, event: &NewEvent) -> Result<u64> {
-        let info = &token.info;
-        self.write(|tx, next| {
+        let (token, event) = (token.clone(), event.clone());
+        self.write(move |tx, next| {
+            let info = &token.info;
             tx.execute(
                 "INSERT INTO tokens (id, identity, label, hash, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
@@ -44,7 +45,7 @@ impl AccessStore for PostgresStore {
             )
             .map_err(map_err)
             .map_err(conflict_as(format!("token {} exists or identity {} is unknown", info.id, info.identity)))?;
-            Ok((first(&append(tx, next, std::slice::from_ref(event))?), 1))
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
         })
     }
 
@@ -65,7 +66,8 @@ impl AccessStore for PostgresStore {
     }
 
     fn revoke_token(&self, id: &str, at: Timestamp, event: &NewEvent) -> Result<u64> {
-        self.write(|tx, next| {
+        let (id, event) = (id.to_owned(), event.clone());
+        self.write(move |tx, next| {
             let updated = tx
                 .execute(
                     "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
@@ -75,12 +77,13 @@ impl AccessStore for PostgresStore {
             if updated != 1 {
                 return Err(StoreError::Conflict(format!("token {id} is unknown or already revoked")));
             }
-            Ok((first(&append(tx, next, std::slice::from_ref(event))?), 1))
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
         })
     }
 
     fn set_role(&self, identity: &IdentityName, role: Role, present: bool, event: &NewEvent) -> Result<u64> {
-        self.write(|tx, next| {
+        let (identity, event) = (identity.clone(), event.clone());
+        self.write(move |tx, next| {
             let sql = if present {
                 "INSERT INTO roles (identity, role) VALUES ($1, $2) ON CONFLICT DO NOTHING"
             } else {
@@ -94,7 +97,7 @@ impl AccessStore for PostgresStore {
                 let state = if present { "already has" } else { "does not have" };
                 return Err(StoreError::Conflict(format!("{identity} {state} the role {role}")));
             }
-            Ok((first(&append(tx, next, std::slice::from_ref(event))?), 1))
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
         })
     }
 

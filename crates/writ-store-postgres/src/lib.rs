@@ -6,13 +6,16 @@
 //! `log_head` row, so ledger indices are assigned in commit order, contiguously, by exactly one
 //! writer at a time across all instances: the log cannot fork.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 mod access;
+mod writer;
 
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement, Transaction};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
@@ -34,12 +37,13 @@ const MIGRATIONS: &[&str] = &[
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
 /// process take the first free one), processes coordinate through the database's locks.
 pub struct PostgresStore {
-    clients: Vec<Mutex<Client>>,
+    clients: Vec<Mutex<Conn>>,
     turn: AtomicUsize,
+    writer: writer::Writer,
 }
 
 /// Connections a store opens unless told otherwise.
-pub const DEFAULT_POOL: usize = 4;
+pub const DEFAULT_POOL: usize = 16;
 
 impl PostgresStore {
     /// Connects with a libpq-style connection string or `postgres://` URL and applies pending
@@ -48,19 +52,21 @@ impl PostgresStore {
         PostgresStore::connect_pool(config, DEFAULT_POOL)
     }
 
-    /// Like [`PostgresStore::connect`] with `size` connections (at least one).
+    /// Like [`PostgresStore::connect`] with `size` read connections (at least one) beside the
+    /// writer's own.
     pub fn connect_pool(config: &str, size: usize) -> Result<PostgresStore> {
         let mut first = Client::connect(config, NoTls).map_err(map_err)?;
         migrate(&mut first)?;
-        let mut clients = vec![Mutex::new(first)];
-        for _ in 1..size.max(1) {
-            clients.push(Mutex::new(Client::connect(config, NoTls).map_err(map_err)?));
+        let writer = writer::Writer::new(first);
+        let mut clients = Vec::new();
+        for _ in 0..size.max(1) {
+            clients.push(Mutex::new(Conn::new(Client::connect(config, NoTls).map_err(map_err)?)));
         }
-        Ok(PostgresStore { clients, turn: AtomicUsize::new(0) })
+        Ok(PostgresStore { clients, turn: AtomicUsize::new(0), writer })
     }
 
     /// A free connection if there is one, otherwise waits for one in turn.
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Client>> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Conn>> {
         for client in &self.clients {
             if let Ok(guard) = client.try_lock() {
                 return Ok(guard);
@@ -81,21 +87,76 @@ impl PostgresStore {
         Ok(value)
     }
 
-    /// Runs `work` in a transaction that holds the log-head lock, and commits.
-    pub(crate) fn write<T>(
+    /// Runs `work` in the next group-commit batch, at the next free ledger index, and waits
+    /// for the batch to commit. `work` returns its value and how many events it appended.
+    pub(crate) fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Transaction<'_>, i64) -> Result<(T, i64)>,
+        work: impl FnOnce(&mut Transaction<'_>, i64) -> Result<(T, i64)> + Send + 'static,
     ) -> Result<T> {
-        let mut client = self.lock()?;
-        let mut tx = client.transaction().map_err(map_err)?;
-        let next: i64 =
-            tx.query_one("SELECT next FROM log_head WHERE id = 1 FOR UPDATE", &[]).map_err(map_err)?.get(0);
-        let (value, appended) = work(&mut tx, next)?;
-        if appended > 0 {
-            tx.execute("UPDATE log_head SET next = next + $1 WHERE id = 1", &[&appended]).map_err(map_err)?;
+        let slot = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        self.writer.submit(Box::new(move |tx, next| {
+            let (value, appended) = work(tx, next)?;
+            if let Ok(mut guard) = out.lock() {
+                *guard = Some(value);
+            }
+            Ok(appended)
+        }))?;
+        let value = slot.lock().map_err(|_| StoreError::Other("result lock poisoned".into()))?.take();
+        value.ok_or_else(|| StoreError::Other("write produced no result".into()))
+    }
+}
+
+/// A read connection with its prepared statements: each query is parsed and planned once per
+/// connection, then runs in one round trip.
+pub(crate) struct Conn {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn new(client: Client) -> Conn {
+        Conn { client, prepared: HashMap::new() }
+    }
+
+    fn statement(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
         }
-        tx.commit().map_err(map_err)?;
-        Ok(value)
+        let statement = self.client.prepare(sql)?;
+        self.prepared.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    pub(crate) fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    pub(crate) fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Row, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+
+    pub(crate) fn transaction(&mut self) -> std::result::Result<Transaction<'_>, postgres::Error> {
+        self.client.transaction()
     }
 }
 
@@ -202,7 +263,8 @@ pub(crate) fn conflict_as(what: String) -> impl Fn(StoreError) -> StoreError {
 
 impl RegistryStore for PostgresStore {
     fn add_identity(&self, identity: &Identity, event: &NewEvent) -> Result<u64> {
-        self.write(|tx, next| {
+        let (identity, event) = (identity.clone(), event.clone());
+        self.write(move |tx, next| {
             tx.execute(
                 "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES ($1, $2, $3, $4, $5)",
                 &[
@@ -215,7 +277,7 @@ impl RegistryStore for PostgresStore {
             )
             .map_err(map_err)
             .map_err(conflict_as(format!("identity {} already exists", identity.name)))?;
-            let indices = append(tx, next, std::slice::from_ref(event))?;
+            let indices = append(tx, next, std::slice::from_ref(&event))?;
             Ok((indices.first().copied().unwrap_or(0), 1))
         })
     }
@@ -240,7 +302,8 @@ impl RegistryStore for PostgresStore {
     }
 
     fn add_target(&self, target: &Target, event: &NewEvent) -> Result<u64> {
-        self.write(|tx, next| {
+        let (target, event) = (target.clone(), event.clone());
+        self.write(move |tx, next| {
             tx.execute(
                 "INSERT INTO targets (name, connector, created_ms) VALUES ($1, $2, $3)",
                 &[&target.name.as_str(), &target.connector.as_str(), &target.created_at.as_millis()],
@@ -254,7 +317,7 @@ impl RegistryStore for PostgresStore {
                 )
                 .map_err(map_err)?;
             }
-            let indices = append(tx, next, std::slice::from_ref(event))?;
+            let indices = append(tx, next, std::slice::from_ref(&event))?;
             Ok((indices.first().copied().unwrap_or(0), 1))
         })
     }
@@ -277,7 +340,7 @@ impl RegistryStore for PostgresStore {
 }
 
 /// A target from its row, with its settings.
-fn parse_target(client: &mut Client, row: &postgres::Row) -> Result<Target> {
+fn parse_target(client: &mut Conn, row: &postgres::Row) -> Result<Target> {
     let name: String = row.get(0);
     let settings = client
         .query("SELECT key, value FROM target_settings WHERE target = $1 ORDER BY key", &[&name])
@@ -307,7 +370,7 @@ fn parse_identity(row: &postgres::Row) -> Result<Identity> {
 
 impl ChangeStore for PostgresStore {
     fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>> {
-        self.write(|tx, next| {
+        self.write(move |tx, next| {
             let summary = &commit.summary;
             let stored: Option<i64> = tx
                 .query_opt("SELECT seq FROM changes WHERE id = $1", &[&summary.id.as_str()])
@@ -501,7 +564,8 @@ impl EventLog for PostgresStore {
 
 impl CheckpointStore for PostgresStore {
     fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
-        self.write(|tx, _| {
+        let checkpoint = checkpoint.clone();
+        self.write(move |tx, _| {
             let size = to_i64(checkpoint.size)?;
             let existing =
                 tx.query_opt("SELECT root FROM checkpoints WHERE size = $1", &[&size]).map_err(map_err)?;
@@ -553,10 +617,11 @@ impl CheckpointStore for PostgresStore {
     }
 
     fn init_meta(&self, key: &str, value: &str) -> Result<String> {
-        self.write(|tx, _| {
+        let (owned_key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |tx, _| {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                &[&key, &value],
+                &[&owned_key, &value],
             )
             .map_err(map_err)?;
             Ok(((), 0))

@@ -78,6 +78,9 @@ pub enum Top {
     Demo(DemoArgs),
     /// Measure complete change lifecycles per second.
     Bench(BenchArgs),
+    /// Measure the HTTP API: requests per second and p50/p99 latency of request, approve and
+    /// show at a fixed rate, on SQLite and (with --postgres) PostgreSQL, one and three instances.
+    BenchApi(BenchApiArgs),
     /// Load generator for crash tests: registers identities from several threads and prints
     /// `ack NAME` after each durable commit.
     #[command(hide = true)]
@@ -330,6 +333,23 @@ pub struct BenchArgs {
     /// Events for the ledger append and verification figures.
     #[arg(long, default_value_t = 200_000)]
     pub ledger_events: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchApiArgs {
+    /// Seconds of load per scenario (and as much again for the baseline).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Requests per second offered (open loop).
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Client threads sharing the rate.
+    #[arg(long, default_value_t = 64)]
+    pub threads: usize,
+    /// A PostgreSQL server (libpq key=value string without dbname) on which to create throwaway
+    /// benchmark databases.
+    #[arg(long, env = "WRIT_BENCH_POSTGRES")]
+    pub postgres: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

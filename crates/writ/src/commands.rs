@@ -30,6 +30,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Top::Bench(args) => {
             crate::bench::run(args.lifecycles, args.threads, args.ledger_events, json).map_err(CliError::from)
         }
+        Top::BenchApi(args) => crate::bench_api::run(crate::bench_api::Options {
+            seconds: args.seconds,
+            rate: args.rate,
+            threads: args.threads,
+            postgres: args.postgres,
+            json,
+        })
+        .map_err(CliError::from),
         Top::Serve(args) => crate::server::run(db.as_deref(), key.as_deref(), hmac, args),
         Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),

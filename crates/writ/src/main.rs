@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod bench_api;
 mod bench_ledger;
 mod cli;
 mod commands;

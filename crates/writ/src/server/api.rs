@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request};
+use axum::extract::{FromRequest, Path, Query, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
@@ -297,15 +297,9 @@ pub fn operations() -> Vec<Operation> {
 }
 
 pub fn router(state: State) -> Router {
-    let limits = state.limits;
     let mut router = Router::new();
     for operation in operations() {
-        let handler = if operation.body == Some("binary") {
-            operation.handler.layer(DefaultBodyLimit::max(limits.evidence_bytes))
-        } else {
-            operation.handler.layer(DefaultBodyLimit::max(limits.body_bytes))
-        };
-        router = router.route(operation.path, handler);
+        router = router.route(operation.path, operation.handler);
     }
     router.fallback(not_found).layer(axum::middleware::from_fn(log_request)).with_state(state)
 }
@@ -329,7 +323,14 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "-".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
+    let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        // A refusal may come before the body was read (authentication runs first); the rest of
+        // it is then still on the connection, so close it rather than let the client reuse it.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     tracing::info!(
         target: "writ::http",
         %method,
@@ -363,7 +364,7 @@ impl<T: DeserializeOwned> FromRequest<State> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim() == "application/json"));
-        let raw = read_body(request, state).await?;
+        let raw = read_body(request, state.limits.body_bytes).await?;
         if !json && !raw.is_empty() {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -382,18 +383,35 @@ impl<T: DeserializeOwned> FromRequest<State> for JsonBody<T> {
     }
 }
 
-async fn read_body(request: Request, state: &State) -> ApiResult<Bytes> {
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request.too_large",
-                "the request body is larger than this server accepts",
-            )
-        } else {
-            ApiError::bad_request("request.unreadable_body", rejection.body_text())
+/// How much of an oversize body is read and dropped so the client can still read the 413
+/// (a client that is still sending when the connection closes sees only a broken pipe).
+const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger one is answered 413 after draining it (up to
+/// [`DRAIN_LIMIT`]) without keeping it.
+async fn read_body(request: Request, limit: usize) -> ApiResult<Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = request.into_body();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request("request.unreadable_body", e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
         }
-    })
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_large",
+            format!("the request body is larger than the {limit} bytes this endpoint accepts"),
+        ));
+    }
+    Ok(Bytes::from(kept))
 }
 
 fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
@@ -952,7 +970,7 @@ async fn add_evidence(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let bytes = read_body(request, &state).await?;
+    let bytes = read_body(request, state.limits.evidence_bytes).await?;
     let fingerprint =
         request_parts(&method, &format!("/changes/{id}/evidence?{}&{name}", step.as_str()), &bytes);
     let me = caller.identity.name.clone();
