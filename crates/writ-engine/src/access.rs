@@ -161,7 +161,7 @@ impl Engine {
     /// before saying anything about the token's state, so only its holder learns it was revoked.
     pub fn authenticate(&self, presented: &str) -> Result<Principal, AccessError> {
         let (id, secret) = parse_token(presented).ok_or(AuthError::Invalid)?;
-        let stored = self.store.token(id)?.ok_or(AuthError::Invalid)?;
+        let (stored, identity, roles) = self.store.token_principal(id)?.ok_or(AuthError::Invalid)?;
         if !constant_time_eq(&self.token_hash(id, secret)?, &stored.hash) {
             return Err(AuthError::Invalid.into());
         }
@@ -171,7 +171,7 @@ impl Engine {
         if stored.info.expires_at <= self.clock.now() {
             return Err(AuthError::Expired { id: id.to_owned(), at: stored.info.expires_at }.into());
         }
-        self.principal(&stored.info.identity)
+        Ok(Principal { identity, roles })
     }
 
     /// The principal for an identity established some other way (OIDC subject).

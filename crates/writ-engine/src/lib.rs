@@ -29,7 +29,7 @@ use writ_core::machine::{Command, NewChange, decide, evolve};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
 use writ_ledger::sensitive::HmacKey;
-use writ_store::{ChangeCommit, ChangeSummary, EventRow, GrantUpdate, NewEvent, Store};
+use writ_store::{ChangeCommit, ChangeSummary, GrantUpdate, NewEvent, Store};
 
 pub use error::{EngineError, Result};
 
@@ -443,10 +443,31 @@ impl Engine {
         if rows.is_empty() {
             return Err(EngineError::NotFound { what: "change", name: id.to_string() });
         }
+        // One read for every sealed value of the change (a first decode only collects their
+        // HMACs); a store error fails the load instead of showing values as erased.
+        let wanted = std::cell::RefCell::new(Vec::new());
+        let collect = |hmac: &str| {
+            wanted.borrow_mut().push(hmac.to_owned());
+            None
+        };
+        for row in &rows {
+            writ_ledger::decode(&row.bytes, &collect)?;
+        }
+        let clear = self.store.sensitive_many(&wanted.into_inner())?;
+        let open = |hmac: &str| clear.get(hmac).cloned();
         let mut change = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            let event = self.decode_change_event(&row)?;
+            let event = match writ_ledger::decode(&row.bytes, &open)? {
+                Event::Change(event) => event,
+                Event::Registry(_) => {
+                    return Err(writ_ledger::RecordError::Malformed(format!(
+                        "event {} is not a change event",
+                        row.index
+                    ))
+                    .into());
+                }
+            };
             change = Some(evolve(change, &event)?);
             events.push((row.index, event));
         }
@@ -543,21 +564,6 @@ pub fn random_bits() -> Result<u128> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| EngineError::Random(e.to_string()))?;
     Ok(u128::from_le_bytes(bytes))
-}
-
-impl Engine {
-    /// Decodes one stored row into the change event it must be, with the clear text of its
-    /// sealed values where it is still kept.
-    pub fn decode_change_event(&self, row: &EventRow) -> Result<ChangeEvent> {
-        let open = |hmac: &str| self.store.sensitive(hmac).ok().flatten();
-        match writ_ledger::decode(&row.bytes, &open)? {
-            Event::Change(event) => Ok(event),
-            Event::Registry(_) => {
-                Err(writ_ledger::RecordError::Malformed(format!("event {} is not a change event", row.index))
-                    .into())
-            }
-        }
-    }
 }
 
 fn change_event(event: &ChangeEvent, key: &HmacKey) -> (NewEvent, Vec<(String, String)>) {

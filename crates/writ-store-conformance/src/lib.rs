@@ -38,6 +38,7 @@ const TESTS: &[(&str, Test)] = &[
     ("idempotency keys: fresh, in progress, replay, mismatch, release", idempotency),
     ("concurrent claims of one key: exactly one is fresh", concurrent_claims),
     ("leases: one holder at a time until expiry", leases),
+    ("a token's principal and sealed values read in one go", one_read_lookups),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -326,4 +327,25 @@ fn leases(store: Arc<dyn Store>) {
     assert!(store.acquire_lease("other", "b", t(150), t(250)).unwrap(), "leases are independent");
     assert!(store.acquire_lease("signer", "b", t(161), t(261)).unwrap(), "expired: b takes over");
     assert!(!store.acquire_lease("signer", "a", t(200), t(300)).unwrap(), "a lost it");
+}
+
+fn one_read_lookups(store: Arc<dyn Store>) {
+    let alice_name = IdentityName::parse("alice").unwrap();
+    assert_eq!(store.token_principal("t1").unwrap(), None);
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    store.add_token(&token("t1"), &event(None, None, "t")).unwrap();
+    assert_eq!(store.token_principal("t1").unwrap(), Some((token("t1"), alice(), vec![])));
+    store.set_role(&alice_name, Role::Reviewer, true, &event(None, None, "g")).unwrap();
+    store.set_role(&alice_name, Role::Approver, true, &event(None, None, "g")).unwrap();
+    let (_, _, mut roles) = store.token_principal("t1").unwrap().unwrap();
+    roles.sort();
+    assert_eq!(roles, vec![Role::Approver, Role::Reviewer]);
+    let mut sealed = commit(&id(9), 0, 1, ChangeState::PendingApproval);
+    sealed.sensitive = vec![("hk-1:a".into(), "first".into()), ("hk-1:b".into(), "second".into())];
+    store.commit(sealed).unwrap();
+    let found = store.sensitive_many(&["hk-1:a".into(), "hk-1:b".into(), "hk-1:gone".into()]).unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found["hk-1:a"], "first");
+    assert_eq!(found["hk-1:b"], "second");
+    assert!(store.sensitive_many(&[]).unwrap().is_empty());
 }

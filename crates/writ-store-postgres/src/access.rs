@@ -1,7 +1,8 @@
 //! Tokens, roles, idempotency keys and leases in PostgreSQL.
 
 use writ_core::access::{Role, TokenInfo};
-use writ_core::name::IdentityName;
+use writ_core::identity::{Identity, IdentityKind};
+use writ_core::name::{IdentityName, OrgName};
 use writ_core::time::Timestamp;
 use writ_store::{AccessStore, Claim, CoordinationStore, NewEvent, Result, StoreError, StoredToken};
 
@@ -114,6 +115,45 @@ impl AccessStore for PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    fn token_principal(&self, id: &str) -> Result<Option<(StoredToken, Identity, Vec<Role>)>> {
+        let row = self
+            .lock()?
+            .query_opt(
+                "SELECT t.id, t.identity, t.label, t.hash, t.created_ms, t.expires_ms, t.revoked_ms,
+                        i.name, i.kind, i.owner, i.vendor, i.created_ms,
+                        COALESCE(ARRAY_AGG(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}')
+                 FROM tokens t JOIN identities i ON i.name = t.identity
+                 LEFT JOIN roles r ON r.identity = t.identity
+                 WHERE t.id = $1
+                 GROUP BY t.id, i.name",
+                &[&id],
+            )
+            .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let token = parse_token(&row)?;
+        let identity = Identity {
+            name: IdentityName::parse(row.get(7)).map_err(corrupt("identity name"))?,
+            kind: IdentityKind::parse(row.get(8)).map_err(corrupt("identity kind"))?,
+            owner: row
+                .get::<_, Option<&str>>(9)
+                .map(IdentityName::parse)
+                .transpose()
+                .map_err(corrupt("owner"))?,
+            vendor: row
+                .get::<_, Option<&str>>(10)
+                .map(OrgName::parse)
+                .transpose()
+                .map_err(corrupt("vendor"))?,
+            created_at: Timestamp::from_millis(row.get(11)),
+        };
+        let roles = row
+            .get::<_, Vec<String>>(12)
+            .iter()
+            .map(|r| Role::parse(r).map_err(corrupt("role")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((token, identity, roles)))
     }
 
     fn roles_of(&self, identity: &IdentityName) -> Result<Vec<Role>> {

@@ -91,7 +91,7 @@ impl PostgresStore {
     /// for the batch to commit. `work` returns its value and how many events it appended.
     pub(crate) fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Transaction<'_>, i64) -> Result<(T, i64)> + Send + 'static,
+        work: impl FnOnce(&mut Tx<'_, '_>, i64) -> Result<(T, i64)> + Send + 'static,
     ) -> Result<T> {
         let slot = Arc::new(Mutex::new(None));
         let out = Arc::clone(&slot);
@@ -222,36 +222,63 @@ fn to_u64(value: i64) -> Result<u64> {
 }
 
 /// Appends events at indices `next..`; returns them.
-pub(crate) fn append(tx: &mut Transaction<'_>, next: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
-    let statement = tx
-        .prepare(
-            "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .map_err(map_err)?;
-    let mut indices = Vec::with_capacity(events.len());
-    for (offset, event) in events.iter().enumerate() {
-        let index = next + offset as i64;
-        let seq = event.seq.map(to_i64).transpose()?;
-        tx.execute(
-            &statement,
-            &[
-                &index,
-                &event.change.as_ref().map(ChangeId::as_str),
-                &seq,
-                &event.type_name,
-                &event.phase,
-                &event.actor,
-                &event.on_behalf_of,
-                &event.at.as_millis(),
-                &event.bytes,
-                &event.leaf.as_slice(),
-            ],
-        )
-        .map_err(map_err)?;
-        indices.push(to_u64(index)?);
+/// Appends events at indices `next..` in one statement; returns the indices.
+pub(crate) fn append(tx: &mut Tx<'_, '_>, next: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
+    let count = i64::try_from(events.len()).map_err(|_| StoreError::Other("too many events".into()))?;
+    let indices: Vec<i64> = (next..next + count).collect();
+    let seqs = events.iter().map(|e| e.seq.map(to_i64).transpose()).collect::<Result<Vec<Option<i64>>>>()?;
+    let changes: Vec<Option<&str>> = events.iter().map(|e| e.change.as_ref().map(ChangeId::as_str)).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.type_name).collect();
+    let phases: Vec<&str> = events.iter().map(|e| e.phase).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    let behalf: Vec<Option<&str>> = events.iter().map(|e| e.on_behalf_of.as_deref()).collect();
+    let at: Vec<i64> = events.iter().map(|e| e.at.as_millis()).collect();
+    let bytes: Vec<&[u8]> = events.iter().map(|e| e.bytes.as_slice()).collect();
+    let leaves: Vec<&[u8]> = events.iter().map(|e| e.leaf.as_slice()).collect();
+    tx.execute(
+        "INSERT INTO events (idx, change_id, seq, type, phase, actor, on_behalf_of, at_ms, bytes, leaf)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
+                              $7::TEXT[], $8::BIGINT[], $9::BYTEA[], $10::BYTEA[])",
+        &[&indices, &changes, &seqs, &types, &phases, &actors, &behalf, &at, &bytes, &leaves],
+    )
+    .map_err(map_err)?;
+    indices.into_iter().map(to_u64).collect()
+}
+
+/// A write transaction with the writer connection's prepared statements: each statement is
+/// parsed once per connection and then runs in one round trip.
+pub(crate) struct Tx<'a, 'b> {
+    pub(crate) tx: &'a mut Transaction<'b>,
+    pub(crate) prepared: &'a mut HashMap<String, Statement>,
+}
+
+impl Tx<'_, '_> {
+    fn statement(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql)?;
+        self.prepared.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
     }
-    Ok(indices)
+
+    pub(crate) fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.tx.execute(&statement, params)
+    }
+
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.tx.query_opt(&statement, params)
+    }
 }
 
 pub(crate) fn conflict_as(what: String) -> impl Fn(StoreError) -> StoreError {
@@ -356,7 +383,7 @@ fn parse_target(client: &mut Conn, row: &postgres::Row) -> Result<Target> {
     })
 }
 
-fn parse_identity(row: &postgres::Row) -> Result<Identity> {
+pub(crate) fn parse_identity(row: &postgres::Row) -> Result<Identity> {
     let owner: Option<String> = row.get(2);
     let vendor: Option<String> = row.get(3);
     Ok(Identity {
@@ -372,47 +399,56 @@ impl ChangeStore for PostgresStore {
     fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>> {
         self.write(move |tx, next| {
             let summary = &commit.summary;
-            let stored: Option<i64> = tx
-                .query_opt("SELECT seq FROM changes WHERE id = $1", &[&summary.id.as_str()])
-                .map_err(map_err)?
-                .map(|row| row.get(0));
             let expected = to_i64(commit.expected_seq)?;
-            if stored.unwrap_or(0) != expected || (stored.is_some() && expected == 0) {
+            let appended = commit.events.len() as i64;
+            // Insert a new change, or advance an existing one only from the sequence the caller
+            // read: no row back means someone else wrote in between (or the change exists).
+            let written = tx
+                .query_opt(
+                    "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
+                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $8::BIGINT = 0 OR EXISTS (SELECT 1 FROM changes WHERE id = $1)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
+                         updated_ms = excluded.updated_ms, seq = excluded.seq
+                     WHERE changes.seq = $8 AND $8 > 0
+                     RETURNING seq",
+                    &[
+                        &summary.id.as_str(),
+                        &summary.kind.as_str(),
+                        &summary.state.as_str(),
+                        &summary.requester.as_str(),
+                        &summary.created_at.as_millis(),
+                        &summary.updated_at.as_millis(),
+                        &(expected + appended),
+                        &expected,
+                    ],
+                )
+                .map_err(map_err)?;
+            if written.is_none() {
                 return Err(StoreError::Conflict(format!(
                     "{} was changed by someone else meanwhile; read it again and retry",
                     summary.id
                 )));
             }
-            let appended = commit.events.len() as i64;
-            tx.execute(
-                "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
-                     updated_ms = excluded.updated_ms, seq = excluded.seq",
-                &[
-                    &summary.id.as_str(),
-                    &summary.kind.as_str(),
-                    &summary.state.as_str(),
-                    &summary.requester.as_str(),
-                    &summary.created_at.as_millis(),
-                    &summary.updated_at.as_millis(),
-                    &(expected + appended),
-                ],
-            )
-            .map_err(map_err)?;
             let indices = append(tx, next, &commit.events)?;
-            for (hmac, value) in &commit.sensitive {
+            if !commit.sensitive.is_empty() {
+                let (hmacs, values): (Vec<&str>, Vec<&str>) =
+                    commit.sensitive.iter().map(|(h, v)| (h.as_str(), v.as_str())).unzip();
                 tx.execute(
-                    "INSERT INTO sensitive (hmac, value) VALUES ($1, $2) ON CONFLICT (hmac) DO NOTHING",
-                    &[hmac, value],
+                    "INSERT INTO sensitive (hmac, value) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[])
+                     ON CONFLICT (hmac) DO NOTHING",
+                    &[&hmacs, &values],
                 )
                 .map_err(map_err)?;
             }
-            for blob in &commit.evidence {
+            if !commit.evidence.is_empty() {
+                let digests: Vec<&[u8]> = commit.evidence.iter().map(|b| b.sha256.as_slice()).collect();
+                let media: Vec<&str> = commit.evidence.iter().map(|b| b.media_type.as_str()).collect();
+                let bytes: Vec<&[u8]> = commit.evidence.iter().map(|b| b.bytes.as_slice()).collect();
                 tx.execute(
-                    "INSERT INTO evidence (sha256, media_type, bytes, created_ms) VALUES ($1, $2, $3, $4)
+                    "INSERT INTO evidence (sha256, media_type, bytes, created_ms)
+                     SELECT d, m, b, $4 FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::BYTEA[]) AS u(d, m, b)
                      ON CONFLICT (sha256) DO NOTHING",
-                    &[&blob.sha256.as_slice(), &blob.media_type, &blob.bytes, &summary.updated_at.as_millis()],
+                    &[&digests, &media, &bytes, &summary.updated_at.as_millis()],
                 )
                 .map_err(map_err)?;
             }
@@ -645,5 +681,13 @@ impl EvidenceStore for PostgresStore {
             .query_opt("SELECT value FROM sensitive WHERE hmac = $1", &[&hmac])
             .map_err(map_err)?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    fn sensitive_many(&self, hmacs: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+        let rows = self
+            .lock()?
+            .query("SELECT hmac, value FROM sensitive WHERE hmac = ANY($1)", &[&hmacs])
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -10,21 +10,21 @@
 //! with its error while the others commit; if the commit fails, every job of the batch gets the
 //! error and none is visible (fail closed).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Mutex, MutexGuard};
 
-use postgres::{Client, Transaction};
+use postgres::{Client, Statement};
 use writ_store::{Result, StoreError};
 
-use crate::map_err;
+use crate::{Tx, map_err};
 
 /// Most jobs committed by one transaction.
 const MAX_BATCH: usize = 256;
 
 /// One unit of work: runs inside the batch transaction with the next free ledger index and
 /// returns how many events it appended there.
-pub(crate) type Work = Box<dyn FnOnce(&mut Transaction<'_>, i64) -> Result<i64> + Send>;
+pub(crate) type Work = Box<dyn FnOnce(&mut Tx<'_, '_>, i64) -> Result<i64> + Send>;
 
 enum Reply {
     Done(Result<()>),
@@ -42,14 +42,23 @@ struct Queue {
     leader_active: bool,
 }
 
+/// The writer connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+}
+
 pub(crate) struct Writer {
     queue: Mutex<Queue>,
-    client: Mutex<Client>,
+    connection: Mutex<Connection>,
 }
 
 impl Writer {
     pub(crate) fn new(client: Client) -> Writer {
-        Writer { queue: Mutex::new(Queue::default()), client: Mutex::new(client) }
+        Writer {
+            queue: Mutex::new(Queue::default()),
+            connection: Mutex::new(Connection { client, prepared: HashMap::new() }),
+        }
     }
 
     /// Runs `work` in a batch and waits until that batch is durably committed (or not).
@@ -86,8 +95,8 @@ impl Writer {
             let take = queue.jobs.len().min(MAX_BATCH);
             queue.jobs.drain(..take).collect()
         };
-        match self.client.lock() {
-            Ok(mut client) => commit_batch(&mut client, batch),
+        match self.connection.lock() {
+            Ok(mut connection) => commit_batch(&mut connection, batch),
             Err(_) => {
                 for job in batch {
                     let _ = job.reply.send(Reply::Done(Err(StoreError::Unavailable(
@@ -107,9 +116,10 @@ impl Writer {
     }
 }
 
-fn commit_batch(client: &mut Client, batch: Vec<Job>) {
+fn commit_batch(connection: &mut Connection, batch: Vec<Job>) {
     let mut answers: Vec<(SyncSender<Reply>, Result<()>)> = Vec::with_capacity(batch.len());
-    let outcome = run_batch(client, batch, &mut answers);
+    let Connection { client, prepared } = connection;
+    let outcome = run_batch(client, prepared, batch, &mut answers);
     for (reply, answer) in answers {
         let answer = match &outcome {
             Ok(()) => answer,
@@ -123,6 +133,7 @@ fn commit_batch(client: &mut Client, batch: Vec<Job>) {
 /// any, is the batch's (the transaction broke or did not commit) and overrides them all.
 fn run_batch(
     client: &mut Client,
+    prepared: &mut HashMap<String, Statement>,
     batch: Vec<Job>,
     answers: &mut Vec<(SyncSender<Reply>, Result<()>)>,
 ) -> Result<()> {
@@ -146,7 +157,7 @@ fn run_batch(
     if lone {
         // A lone job needs no savepoint: the transaction itself isolates it.
         if let Some(job) = jobs.next() {
-            match (job.work)(&mut tx, next) {
+            match (job.work)(&mut Tx { tx: &mut tx, prepared }, next) {
                 Ok(appended) => {
                     next += appended;
                     answers.push((job.reply, Ok(())));
@@ -167,7 +178,7 @@ fn run_batch(
                     return Err(map_err(error));
                 }
             };
-            match (job.work)(&mut savepoint, next) {
+            match (job.work)(&mut Tx { tx: &mut savepoint, prepared }, next) {
                 Ok(appended) => match savepoint.commit() {
                     Ok(()) => {
                         next += appended;
