@@ -290,7 +290,7 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         let Some(change) = change else { continue };
         let record = ChangeRecord { change, events };
         trails.push(render::change_json(&record, &[checkpoint.size]));
-        text.push(render::trail(&record, &[checkpoint.size]));
+        text.push(render::trail(&render::change_json(&record, &[checkpoint.size])));
     }
     let trust = if pinned {
         "pinned key".to_owned()

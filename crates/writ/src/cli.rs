@@ -30,6 +30,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "WRIT_HMAC_KEY", value_name = "FILE")]
     pub hmac_key: Option<PathBuf>,
 
+    /// A Writ server to talk to instead of a local database; the API token is read from
+    /// WRIT_TOKEN (never from an argument, which other users could see).
+    #[arg(long, global = true, env = "WRIT_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
     /// Print machine-readable JSON instead of text (errors too, on stderr).
     #[arg(long, global = true)]
     pub json: bool,

@@ -1,5 +1,9 @@
 //! One function per command: parse the arguments into domain types, call the engine, print.
 
+// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
+// not an object; it never panics, so the slice-indexing lint does not apply to it here.
+#![allow(clippy::indexing_slicing)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,8 +26,11 @@ use crate::targets::Connectors;
 use crate::{CliError, exit};
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let Cli { db, ledger_key: key, hmac_key, json, command, .. } = cli;
+    let Cli { db, ledger_key: key, hmac_key, json, command, server, .. } = cli;
     let hmac = hmac_key.as_deref();
+    if let Some(server) = server.as_deref().filter(|_| !matches!(command, Top::Serve(_))) {
+        return crate::client::run(server, command, json);
+    }
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
@@ -217,12 +224,14 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             let name = IdentityName::parse(&name)?;
             let identity = engine.identity(&name)?;
             let grants = engine.grants_of(&name)?;
+            let roles: Vec<&str> = engine.store().roles_of(&name)?.iter().map(|r| r.as_str()).collect();
             let mut value = render::identity_json(&identity);
             render::insert(
                 &mut value,
                 "grants",
                 serde_json::Value::Array(grants.iter().map(render::grant_json).collect()),
             );
+            render::insert(&mut value, "roles", serde_json::json!(roles));
             render::print(json, value, || render::identity_detail(&identity, &grants));
         }
     }
@@ -326,7 +335,9 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
-            render::print(json, render::change_json(&record, &sizes), || render::trail(&record, &sizes));
+            let value = render::change_json(&record, &sizes);
+            let text = render::trail(&value);
+            render::print(json, value, || text);
             return Ok(());
         }
         ChangeCmd::List { state } => {
@@ -343,29 +354,26 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
 /// Prints the state a transition reached; a change that ended failed exits non-zero.
 fn report_transition(record: &ChangeRecord, json: bool) -> Result<(), CliError> {
     let change = &record.change;
-    render::print(
-        json,
-        serde_json::json!({ "id": change.id.to_string(), "state": change.state.as_str() }),
-        || format!("{} {}", change.id, change.state),
-    );
-    match change.state {
-        ChangeState::Failed => {
-            let error = change.last_execution().and_then(|e| e.error.clone()).unwrap_or_default();
-            Err(CliError::new(
-                "change.failed",
-                format!(
-                    "{} failed on a target: {error}; run execute again to retry what is missing",
-                    change.id
-                ),
-                exit::CHANGE_FAILED,
-            ))
-        }
-        ChangeState::VerificationFailed => Err(CliError::new(
-            "change.verification_failed",
+    let error = change.last_execution().and_then(|e| e.error.as_deref());
+    report_state(change.id.as_str(), change.state.as_str(), error, json)
+}
+
+/// Prints a change's new state; a change that ended `failed` or `verification_failed` is an
+/// error (exit 7) even though the step itself was recorded.
+pub fn report_state(id: &str, state: &str, error: Option<&str>, json: bool) -> Result<(), CliError> {
+    render::print(json, serde_json::json!({ "id": id, "state": state }), || format!("{id} {state}"));
+    match state {
+        "failed" => Err(CliError::new(
+            "change.failed",
             format!(
-                "{}: observed state differs from the approved state (see `writ change show {}`)",
-                change.id, change.id
+                "{id} failed on a target: {}; run execute again to retry what is missing",
+                error.unwrap_or_default()
             ),
+            exit::CHANGE_FAILED,
+        )),
+        "verification_failed" => Err(CliError::new(
+            "change.verification_failed",
+            format!("{id}: observed state differs from the approved state (see `writ change show {id}`)"),
             exit::CHANGE_FAILED,
         )),
         _ => Ok(()),
@@ -488,18 +496,7 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
                     exit::LEDGER,
                 ));
             }
-            match out {
-                Some(path) => std::fs::write(&path, &blob.bytes).map_err(|e| {
-                    CliError::new("input.invalid_path", format!("{}: {e}", path.display()), exit::INPUT)
-                })?,
-                None => {
-                    use std::io::Write;
-                    std::io::stdout()
-                        .write_all(&blob.bytes)
-                        .map_err(|e| CliError::new("internal", e.to_string(), exit::OTHER))?;
-                }
-            }
-            Ok(())
+            write_out(out.as_deref(), &blob.bytes)
         }
     }
 }
@@ -548,33 +545,15 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
             let issued = engine.issue_token(admin, &IdentityName::parse(&identity)?, &label, ttl)?;
             let mut value = token_json(&issued.info, None);
             render::insert(&mut value, "token", serde_json::json!(issued.token));
-            render::print(json, value, || {
-                format!(
-                    "token {} for {} expires {}\n{}\n(shown once: store it in a secret manager)",
-                    issued.info.id,
-                    issued.info.identity,
-                    issued.info.expires_at.to_rfc3339(),
-                    issued.token
-                )
-            });
+            let text = token_text(&value);
+            render::print(json, value, || text);
         }
         TokenCmd::List => {
             let tokens = engine.store().tokens()?;
-            let value =
-                serde_json::Value::Array(tokens.iter().map(|t| token_json(&t.info, t.revoked_at)).collect());
-            render::print(json, value, || {
-                tokens
-                    .iter()
-                    .map(|t| {
-                        let state = t.revoked_at.map_or_else(
-                            || format!("expires {}", t.info.expires_at.to_rfc3339()),
-                            |at| format!("revoked {}", at.to_rfc3339()),
-                        );
-                        format!("{}  {:<20} {:<24} {state}", t.info.id, t.info.identity, t.info.label)
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            let items: Vec<serde_json::Value> =
+                tokens.iter().map(|t| token_json(&t.info, t.revoked_at)).collect();
+            let lines = token_lines(&items);
+            render::print(json, serde_json::Value::Array(items), || lines);
         }
         TokenCmd::Revoke { id } => {
             let info = engine.revoke_token(admin, &id)?;
@@ -635,4 +614,47 @@ fn role(engine: &Engine, command: RoleCmd, json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Writes bytes to `out`, or to stdout.
+pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
+    match out {
+        Some(path) => std::fs::write(path, bytes).map_err(|e| {
+            CliError::new("input.invalid_path", format!("{}: {e}", path.display()), exit::INPUT)
+        }),
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(bytes)
+                .map_err(|e| CliError::new("internal", e.to_string(), exit::OTHER))
+        }
+    }
+}
+
+/// The text `writ token create` prints, from the token's JSON (with its one-time secret).
+pub fn token_text(value: &serde_json::Value) -> String {
+    let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+    format!(
+        "token {} for {} expires {}\n{}\n(shown once: store it in a secret manager)",
+        text("id"),
+        text("identity"),
+        text("expires_at"),
+        text("token")
+    )
+}
+
+/// The lines `writ token list` prints, from the tokens' JSON.
+pub fn token_lines(tokens: &[serde_json::Value]) -> String {
+    tokens
+        .iter()
+        .map(|t| {
+            let text = |key: &str| t[key].as_str().unwrap_or_default().to_owned();
+            let state = match t["revoked_at"].as_str() {
+                Some(at) => format!("revoked {at}"),
+                None => format!("expires {}", text("expires_at")),
+            };
+            format!("{}  {:<20} {:<24} {state}", text("id"), text("identity"), text("label"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

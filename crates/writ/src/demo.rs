@@ -246,7 +246,7 @@ fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::R
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     println!(
         "{}",
-        crate::render::trail(&engine.load(id)?, &sizes)
+        crate::render::trail(&crate::render::change_json(&engine.load(id)?, &sizes))
             .lines()
             .map(|l| format!("  {l}"))
             .collect::<Vec<_>>()

@@ -1,5 +1,9 @@
 //! `writ ledger …`: checkpoints, verification and proofs, printed for people or as JSON.
 
+// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
+// not an object; it never panics, so the slice-indexing lint does not apply to it here.
+#![allow(clippy::indexing_slicing)]
+
 use std::path::Path;
 
 use base64::Engine as _;
@@ -25,33 +29,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
         LedgerCmd::Verify { trusted, shallow } => {
             let trusted = keys::trusted(&trusted, key)?;
             let report = engine.verify_ledger(&trusted, !shallow)?;
-            let covered = report.verified_checkpoints.last().map_or(0, |c| c.size);
-            let value = report_json(&report);
-            render::print(json, value, || {
-                if !report.ok() {
-                    return report
-                        .problems
-                        .iter()
-                        .skip(1)
-                        .map(|p| format!("also: [{}] {p}", p.code()))
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                }
-                format!(
-                    "ledger ok: {} events, {} checkpoints verified (newest covers {covered}); {} events not yet checkpointed",
-                    report.events,
-                    report.verified_checkpoints.len(),
-                    report.uncovered
-                )
-            });
-            match report.problems.first() {
-                None => Ok(()),
-                Some(first) => Err(CliError::new(
-                    first.code(),
-                    format!("ledger verification failed: {first}"),
-                    exit::LEDGER,
-                )),
-            }
+            report_verification(report_json(&report), json)
         }
         LedgerCmd::Prove { index: Some(index), .. } => {
             let proof = engine.prove_inclusion(index)?;
@@ -136,4 +114,53 @@ pub fn report_json(report: &writ_ledger::verify::Report) -> serde_json::Value {
         "uncovered": report.uncovered,
         "problems": problems,
     })
+}
+
+/// Every code a verification problem can carry.
+const PROBLEM_CODES: &[&str] = &[
+    "ledger.missing_event",
+    "ledger.out_of_order",
+    "ledger.edited_event",
+    "ledger.undecodable_event",
+    "ledger.reordered_events",
+    "ledger.root_mismatch",
+    "ledger.truncated",
+    "ledger.bad_signature",
+    "ledger.unknown_key",
+    "ledger.malformed_checkpoint",
+    "ledger.wrong_origin",
+    "ledger.inconsistent_checkpoints",
+];
+
+/// Prints a verification report (from its JSON, local or from a server) and fails with the
+/// first problem's code.
+pub fn report_verification(value: serde_json::Value, json: bool) -> Result<(), CliError> {
+    let problems = value["problems"].as_array().cloned().unwrap_or_default();
+    let first = problems.first().map(|p| {
+        let code = p["code"].as_str().unwrap_or_default();
+        let code = PROBLEM_CODES.iter().copied().find(|c| *c == code).unwrap_or("ledger.verification_failed");
+        (code, p["message"].as_str().unwrap_or_default().to_owned())
+    });
+    let summary = format!(
+        "ledger ok: {} events, {} checkpoints verified (newest covers {}); {} events not yet checkpointed",
+        value["events"], value["checkpoints_verified"], value["covered"], value["uncovered"]
+    );
+    let also: Vec<String> = problems
+        .iter()
+        .skip(1)
+        .map(|p| {
+            format!(
+                "also: [{}] {}",
+                p["code"].as_str().unwrap_or_default(),
+                p["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    render::print(json, value, || if first.is_some() { also.join("\n") } else { summary });
+    match first {
+        None => Ok(()),
+        Some((code, message)) => {
+            Err(CliError::new(code, format!("ledger verification failed: {message}"), exit::LEDGER))
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod bench_api;
 mod bench_ledger;
 mod cli;
+mod client;
 mod commands;
 mod db;
 mod demo;

@@ -2,6 +2,10 @@
 //! trail answers, for one change: who asked, who approved, who executed, what changed, and
 //! whether the observed state was the approved state.
 
+// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
+// not an object; it never panics, so the slice-indexing lint does not apply to it here.
+#![allow(clippy::indexing_slicing)]
+
 use serde_json::{Value, json};
 use writ_core::change::{Change, ChangeState, OpAction};
 use writ_core::event::{ChangeEvent, ChangeEventBody};
@@ -185,6 +189,7 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
         "state": change.state.as_str(),
         "event": change.event.as_str(),
         "requester": change.requester.to_string(),
+        "created_at": change.created_at.to_rfc3339(),
         "on_behalf_of": change.on_behalf_of.as_ref().map(ToString::to_string),
         "vendor": change.vendor.as_ref().map(ToString::to_string),
         "justification": change.justification.as_str(),
@@ -263,102 +268,139 @@ fn event_detail(event: &ChangeEvent) -> String {
     }
 }
 
-/// The human-readable trail of one change.
-pub fn trail(record: &ChangeRecord, checkpoints: &[u64]) -> String {
-    let change = &record.change;
-    let mut out = format!("{}  {} · {} · state {}\n", change.id, change.kind, change.event, change.state);
-    let proxy = change.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
-    let vendor = change.vendor.as_ref().map_or(String::new(), |v| format!(" (vendor {v})"));
+/// The human-readable trail of one change, from its JSON (so that a local database and a
+/// server print exactly the same text).
+pub fn trail(change: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{}  {} · {} · state {}\n",
+        text(&change["id"]),
+        text(&change["kind"]),
+        text(&change["event"]),
+        text(&change["state"])
+    );
+    let proxy = change["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" on behalf of {p}"));
+    let vendor = change["vendor"].as_str().map_or(String::new(), |v| format!(" (vendor {v})"));
     out.push_str(&format!(
         "  asked      {}{proxy}{vendor} at {}: {:?}\n",
-        change.requester,
-        change.created_at,
-        change.justification.as_str()
+        text(&change["requester"]),
+        text(&change["created_at"]),
+        text(&change["justification"])
     ));
-    for reference in &change.refs {
-        out.push_str(&format!("  {:<10} {}\n", reference.kind.as_str(), reference.value()));
+    for reference in list(&change["references"]) {
+        out.push_str(&format!("  {:<10} {}\n", text(&reference["kind"]), text(&reference["value"])));
     }
-    if change.approvals.is_empty() {
+    let approvals = list(&change["approvals"]);
+    if approvals.is_empty() {
         out.push_str("  approved   -\n");
     }
-    for a in &change.approvals {
-        let proxy = a.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
+    for a in &approvals {
+        let proxy = a["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" on behalf of {p}"));
         out.push_str(&format!(
             "  approved   {}{proxy} at {} (valid until {})\n",
-            a.approver, a.at, a.expires_at
+            text(&a["approver"]),
+            text(&a["at"]),
+            text(&a["expires_at"])
         ));
     }
-    for (attempt, e) in change.executions.iter().enumerate() {
-        let result = match (&e.error, e.finished_at) {
+    for (attempt, e) in list(&change["executions"]).iter().enumerate() {
+        let result = match (e["error"].as_str(), e["finished_at"].as_str()) {
             (Some(error), _) => format!("FAILED: {error}"),
             (None, Some(t)) => format!("done at {t}"),
             (None, None) => "in progress".to_owned(),
         };
         out.push_str(&format!(
             "  executed   {} at {} (attempt {}) {result}\n",
-            e.executor,
-            e.started_at,
+            text(&e["executor"]),
+            text(&e["started_at"]),
             attempt + 1
         ));
     }
-    for (index, op) in change.ops.iter().enumerate() {
-        let sign = if op.action == OpAction::Grant { "+" } else { "-" };
-        let duration = op.duration.map_or(String::new(), |d| format!(" for {d}"));
-        let applied = match before_after(change, index) {
-            Some((before, after, reference)) => {
-                let reference = reference
+    for op in list(&change["operations"]) {
+        let sign = if op["action"] == "grant" { "+" } else { "-" };
+        let duration = op["duration"].as_str().map_or(String::new(), |d| format!(" for {d}"));
+        let applied = match (op["before"].as_str(), op["after"].as_str()) {
+            (Some(before), Some(after)) => {
+                let reference = op["target_reference"]
+                    .as_str()
                     .map_or(String::new(), |r| format!("  [{}]", r.chars().take(12).collect::<String>()));
-                format!("{} → {}{reference}", presence(before), presence(after))
+                format!("{before} → {after}{reference}")
             }
-            None => "not applied".to_owned(),
+            _ => "not applied".to_owned(),
         };
         out.push_str(&format!(
-            "  changed    {sign} {} {} {}{duration}: {applied}\n",
-            op.identity, op.action, op.entitlement
+            "  changed    {sign} {} {} {}:{}{duration}: {applied}\n",
+            text(&op["identity"]),
+            text(&op["action"]),
+            text(&op["target"]),
+            text(&op["entitlement"])
         ));
     }
-    match &change.verification {
-        Some(v) if v.mismatches.is_empty() => {
-            out.push_str(&format!("  verified   at {}: observed state equals approved state\n", v.at))
-        }
+    match change["verification"].as_object() {
+        Some(v) if v.get("matches_approved_state") == Some(&Value::Bool(true)) => out.push_str(&format!(
+            "  verified   at {}: observed state equals approved state\n",
+            v.get("at").map_or_else(|| "-".to_owned(), text)
+        )),
         Some(v) => {
-            out.push_str(&format!("  verified   at {}: MISMATCH on operation(s) {:?}\n", v.at, v.mismatches))
+            let mismatched: Vec<String> = v
+                .get("mismatched_operations")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  verified   at {}: MISMATCH on operation(s) [{}]\n",
+                v.get("at").map_or_else(|| "-".to_owned(), text),
+                mismatched.join(", ")
+            ))
         }
         None => out.push_str("  verified   -\n"),
     }
-    match (&change.closing, change.state) {
-        (Some(c), ChangeState::Reviewed) => {
-            out.push_str(&format!("  reviewed   {} at {}: {:?}\n", c.actor, c.at, c.reason))
+    match change["closing"].as_object() {
+        Some(c) => {
+            let label =
+                if change["state"] == "reviewed" { "reviewed".to_owned() } else { text(&change["state"]) };
+            out.push_str(&format!(
+                "  {:<10} {} at {}: {:?}\n",
+                label,
+                c.get("actor").map_or_else(|| "-".to_owned(), text),
+                c.get("at").map_or_else(|| "-".to_owned(), text),
+                c.get("reason").map_or_else(|| "-".to_owned(), text)
+            ))
         }
-        (Some(c), state) => {
-            out.push_str(&format!("  {:<10} {} at {}: {:?}\n", state.as_str(), c.actor, c.at, c.reason))
-        }
-        (None, _) => out.push_str("  reviewed   -\n"),
+        None => out.push_str("  reviewed   -\n"),
     }
-    if !change.evidence.is_empty() {
+    let events = list(&change["events"]);
+    let evidence: Vec<(Value, Value, Value)> = events
+        .iter()
+        .flat_map(|e| list(&e["evidence"]).into_iter().map(|x| (e["seq"].clone(), e["phase"].clone(), x)))
+        .collect();
+    if !evidence.is_empty() {
         out.push_str("  evidence\n");
     }
-    for (seq, step, evidence) in &change.evidence {
+    for (seq, step, e) in &evidence {
         out.push_str(&format!(
             "    {:<14} {:<18} sha256:{}  {} bytes  (event seq {seq})\n",
-            step.as_str(),
-            evidence.label,
-            hex::encode(evidence.digest),
-            evidence.size
+            text(step),
+            text(&e["label"]),
+            text(&e["sha256"]),
+            e["size"]
         ));
     }
     out.push_str("  events (ledger index, and the signed checkpoint that covers it)\n");
-    for (index, event) in &record.events {
-        let proxy = event.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" (for {p})"));
-        let checkpoint = covering(checkpoints, *index)
+    for event in &events {
+        let proxy = event["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" (for {p})"));
+        let checkpoint = event["checkpoint"]
+            .as_u64()
             .map_or("not yet checkpointed".to_owned(), |s| format!("checkpoint {s}"));
         out.push_str(&format!(
-            "    #{index:<5} {}  {:<14} {:<28} {}{proxy}  {}  [{checkpoint}]\n",
-            event.at,
-            event.body.phase().as_str(),
-            event.body.type_name(),
-            event.actor,
-            event_detail(event)
+            "    #{:<5} {}  {:<14} {:<28} {}{proxy}  {}  [{checkpoint}]\n",
+            event["index"].as_u64().unwrap_or_default(),
+            text(&event["at"]),
+            text(&event["phase"]),
+            text(&event["type"]),
+            text(&event["actor"]),
+            text(&event["detail"])
         ));
     }
     out.trim_end().to_owned()

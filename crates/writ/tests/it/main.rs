@@ -9,6 +9,7 @@ mod server;
 
 mod api;
 mod audit;
+mod client;
 mod crash;
 mod evidence;
 mod failclosed;

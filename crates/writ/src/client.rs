@@ -1,0 +1,505 @@
+//! The CLI as a client of `writ serve`: with `--server URL` (or `WRIT_SERVER`) and an API token
+//! in `WRIT_TOKEN`, commands go over HTTP instead of opening a database, and print the same
+//! output (the same JSON with `--json`, the same text otherwise; the server's JSON is what the
+//! local renderers are built from). The acting identity is the token's: an `--as` naming anyone
+//! else is refused before anything is sent.
+//!
+//! The token is read from the environment only, never from an argument (which other users can
+//! see in the process list).
+
+// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
+// not an object; it never panics, so the slice-indexing lint does not apply to it here.
+#![allow(clippy::indexing_slicing)]
+
+use serde_json::{Value, json};
+use writ_core::change::ChangeId;
+use writ_core::identity::{Grant, Identity, IdentityKind};
+use writ_core::name::{EntitlementRef, IdentityName, OrgName};
+use writ_core::time::Timestamp;
+
+use crate::cli::{ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top};
+use crate::{CliError, exit, render};
+
+struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// The exit status for an error code the server returned (the same as the local command's).
+fn exit_for(code: &str) -> u8 {
+    let family = code.split('.').next().unwrap_or_default();
+    match (family, code) {
+        (_, "not_found" | "target.unknown_entitlement") => exit::NOT_FOUND,
+        (_, "change.failed" | "change.verification_failed") => exit::CHANGE_FAILED,
+        ("input" | "request" | "idempotency", _) => exit::INPUT,
+        ("sod" | "state" | "approval" | "identity" | "auth", _) => exit::REFUSED,
+        ("store", _) | (_, "ledger.no_hmac_key") => exit::STORE,
+        ("target", _) => exit::TARGET,
+        ("ledger", _) => exit::LEDGER,
+        _ => exit::OTHER,
+    }
+}
+
+impl Client {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        media: &str,
+    ) -> Result<Vec<u8>, CliError> {
+        let url = format!("{}{path}", self.base.trim_end_matches('/'));
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", media)
+            .body(body.unwrap_or_default())
+            .map_err(|e| CliError::new("input.server", format!("bad server URL {url}: {e}"), exit::INPUT))?;
+        let mut response = self.agent.run(request).map_err(|e| {
+            CliError::new("client.unreachable", format!("cannot reach {}: {e}", self.base), exit::STORE)
+        })?;
+        let status = response.status();
+        let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| {
+            CliError::new("client.unreadable", format!("reading the reply: {e}"), exit::OTHER)
+        })?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let error: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let code = error["error"]["code"].as_str().unwrap_or("client.http");
+        let message =
+            error["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
+        // Codes are `&'static str` in CliError: keep the server's code when it is one we know.
+        Err(CliError::new(static_code(code), message, exit_for(code)))
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let reply = self.send(method, path, bytes, "application/json")?;
+        serde_json::from_slice(&reply).map_err(|e| {
+            CliError::new("client.unreadable", format!("the server sent invalid JSON: {e}"), exit::OTHER)
+        })
+    }
+
+    /// Every item of a paged list.
+    fn all(&self, path: &str, cursor: &str) -> Result<Vec<Value>, CliError> {
+        let mut items = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let page_path = match &next {
+                Some(after) => format!("{path}{separator}limit=500&{cursor}={after}"),
+                None => format!("{path}{separator}limit=500"),
+            };
+            let page = self.json("GET", &page_path, None)?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(after) => next = Some(after.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    fn items(&self, path: &str) -> Result<Vec<Value>, CliError> {
+        Ok(self.json("GET", path, None)?["items"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// The codes a server may send, as static strings (unknown ones are reported as `client.http`).
+fn static_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "auth.missing_token",
+        "auth.invalid_token",
+        "auth.token_revoked",
+        "auth.token_expired",
+        "auth.role_required",
+        "auth.vendor_scope",
+        "auth.oidc_refused",
+        "not_found",
+        "request.malformed_json",
+        "request.missing_field",
+        "request.too_large",
+        "request.unsupported_media_type",
+        "request.unreadable_body",
+        "idempotency.in_progress",
+        "idempotency.key_reused",
+        "input.invalid_name",
+        "input.invalid_value",
+        "input.invalid_duration",
+        "input.empty_justification",
+        "input.no_operations",
+        "input.too_many_operations",
+        "input.duplicate_operation",
+        "input.duration_on_revoke",
+        "input.invalid_text",
+        "input.on_behalf_of_self",
+        "input.page_limit",
+        "input.invalid_digest",
+        "identity.owner_required",
+        "identity.owner_on_human",
+        "identity.owner_not_human",
+        "identity.orphan",
+        "identity.not_human",
+        "sod.self_approval",
+        "sod.duplicate_approval",
+        "sod.vendor_self_approval",
+        "sod.executor_not_independent",
+        "sod.reviewer_not_independent",
+        "sod.self_rejection",
+        "approval.expired",
+        "approval.insufficient",
+        "state.invalid_transition",
+        "state.not_due",
+        "store.conflict",
+        "store.unavailable",
+        "store.error",
+        "target.unknown_entitlement",
+        "target.unavailable",
+        "target.conflict",
+        "target.invalid",
+        "ledger.no_hmac_key",
+        "ledger.no_signing_key",
+        "ledger.corrupt_record",
+        "internal",
+    ];
+    KNOWN.iter().copied().find(|k| *k == code).unwrap_or("client.http")
+}
+
+fn not_remote(what: &str) -> CliError {
+    CliError::new(
+        "input.not_remote",
+        format!("{what} works on a local database only; unset WRIT_SERVER / --server"),
+        exit::INPUT,
+    )
+}
+
+pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
+    let token = std::env::var("WRIT_TOKEN").map_err(|_| {
+        CliError::new(
+            "auth.missing_token",
+            "talking to a server needs an API token in WRIT_TOKEN (see `writ token create`)",
+            exit::INPUT,
+        )
+    })?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let client = Client { base: server.to_owned(), token, agent };
+    match command {
+        Top::Identity(command) => identity(&client, command, json),
+        Top::Target(command) => target(&client, command, json),
+        Top::Change(command) => change(&client, command, json),
+        Top::Evidence(command) => evidence(&client, command, json),
+        Top::Token(command) => token_cmd(&client, command, json),
+        Top::Role(command) => role(&client, command, json),
+        Top::Ledger(LedgerCmd::Checkpoint) => {
+            let value = client.json("POST", "/api/v1/ledger/checkpoints", None)?;
+            let note = value["note"].as_str().unwrap_or_default().trim_end().to_owned();
+            render::print(json, value, || note);
+            Ok(())
+        }
+        Top::Ledger(LedgerCmd::Verify { .. }) => {
+            let value = client.json("GET", "/api/v1/ledger/verify", None)?;
+            crate::ledger::report_verification(value, json)
+        }
+        Top::Ledger(_) => Err(not_remote("this ledger command")),
+        Top::RunDue => Err(CliError::new(
+            "input.not_remote",
+            "a server expires due changes itself (every second, on one instance)",
+            exit::INPUT,
+        )),
+        _ => Err(not_remote("this command")),
+    }
+}
+
+/// Refuses an `--as` that is not the token's identity: over the API the actor is always the
+/// authenticated one.
+fn check_actor(client: &Client, actor: Option<&str>) -> Result<(), CliError> {
+    let Some(actor) = actor else { return Ok(()) };
+    let me = client.json("GET", "/api/v1/whoami", None)?;
+    if me["name"].as_str() == Some(actor) {
+        return Ok(());
+    }
+    Err(CliError::new(
+        "input.actor_mismatch",
+        format!(
+            "--as {actor} but the token belongs to {}; over a server you act as your token's identity",
+            me["name"].as_str().unwrap_or("?")
+        ),
+        exit::INPUT,
+    ))
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+fn time(value: &Value) -> Timestamp {
+    value.as_str().and_then(Timestamp::parse_rfc3339).unwrap_or(Timestamp::from_millis(0))
+}
+
+fn identity_of(value: &Value) -> Result<Identity, CliError> {
+    Ok(Identity {
+        name: IdentityName::parse(text(&value["name"]))?,
+        kind: IdentityKind::parse(text(&value["kind"]))?,
+        owner: value["owner"].as_str().map(IdentityName::parse).transpose()?,
+        vendor: value["vendor"].as_str().map(OrgName::parse).transpose()?,
+        created_at: time(&value["created_at"]),
+    })
+}
+
+fn grant_of(identity: &IdentityName, value: &Value) -> Result<Grant, CliError> {
+    Ok(Grant {
+        identity: identity.clone(),
+        entitlement: EntitlementRef::parse(&format!(
+            "{}:{}",
+            text(&value["target"]),
+            text(&value["entitlement"])
+        ))?,
+        change: ChangeId::parse(text(&value["change"]))?,
+        granted_at: time(&value["granted_at"]),
+        expires_at: value["expires_at"].as_str().and_then(Timestamp::parse_rfc3339),
+    })
+}
+
+fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        IdentityCmd::Add { name, kind, owner, vendor, actor } => {
+            check_actor(client, actor.as_deref())?;
+            let value = client.json(
+                "POST",
+                "/api/v1/identities",
+                Some(json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor })),
+            )?;
+            let added = identity_of(&value)?;
+            render::print(json, value, || format!("added {} ({})", added.name, added.kind));
+        }
+        IdentityCmd::List => {
+            let items = client.all("/api/v1/identities", "after")?;
+            let identities = items.iter().map(identity_of).collect::<Result<Vec<_>, _>>()?;
+            render::print(json, Value::Array(items), || render::identity_table(&identities));
+        }
+        IdentityCmd::Show { name } => {
+            let value =
+                client.json("GET", &format!("/api/v1/identities/{}", IdentityName::parse(&name)?), None)?;
+            let shown = identity_of(&value)?;
+            let grants = value["grants"]
+                .as_array()
+                .map(|g| g.iter().map(|g| grant_of(&shown.name, g)).collect::<Result<Vec<_>, _>>())
+                .transpose()?
+                .unwrap_or_default();
+            render::print(json, value, || render::identity_detail(&shown, &grants));
+        }
+    }
+    Ok(())
+}
+
+fn target(client: &Client, command: TargetCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        TargetCmd::Add { .. } => Err(CliError::new(
+            "input.not_remote",
+            "register targets on the server's machine (its paths), or POST /api/v1/targets",
+            exit::INPUT,
+        )),
+        TargetCmd::List => {
+            let items = client.items("/api/v1/targets")?;
+            let lines: Vec<String> = items
+                .iter()
+                .map(|t| {
+                    let repo = t["settings"]["repo"].as_str().unwrap_or("-");
+                    format!("{}\t{}\t{repo}", text(&t["name"]), text(&t["connector"]))
+                })
+                .collect();
+            render::print(json, Value::Array(items), || lines.join("\n"));
+            Ok(())
+        }
+        TargetCmd::Entitlements { name } => {
+            let names = client.items(&format!("/api/v1/targets/{name}/entitlements"))?;
+            let lines: Vec<&str> = names.iter().map(text).collect();
+            let joined = lines.join("\n");
+            render::print(json, Value::Array(names), || joined);
+            Ok(())
+        }
+    }
+}
+
+fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliError> {
+    let step = |id: &str, step: &str, body: Value| {
+        let id = ChangeId::parse(id)?;
+        client.json("POST", &format!("/api/v1/changes/{id}/{step}"), Some(body))
+    };
+    let value = match command {
+        ChangeCmd::Request(args) => {
+            check_actor(client, Some(&args.actor))?;
+            let body = json!({
+                "identity": args.identity, "grant": args.grant, "revoke": args.revoke, "for": args.duration,
+                "justification": args.justification, "ticket": args.ticket, "commit": args.commit, "pr": args.pr,
+                "event": args.event, "on_behalf_of": args.on_behalf_of,
+            });
+            let value = client.json("POST", "/api/v1/changes", Some(body))?;
+            let id = text(&value["id"]).to_owned();
+            render::print(json, json!({ "id": id, "state": value["state"] }), || id.clone());
+            return Ok(());
+        }
+        ChangeCmd::Approve { id, actor, on_behalf_of, valid_for } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "approve", json!({ "on_behalf_of": on_behalf_of, "valid_for": valid_for }))?
+        }
+        ChangeCmd::Reject { id, actor, reason } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "reject", json!({ "reason": reason }))?
+        }
+        ChangeCmd::Cancel { id, actor, reason } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "cancel", json!({ "reason": reason }))?
+        }
+        ChangeCmd::Execute { id, actor } => {
+            check_actor(client, actor.as_deref())?;
+            step(&id, "execute", json!({}))?
+        }
+        ChangeCmd::Verify { id } => step(&id, "verify", json!({}))?,
+        ChangeCmd::Review { id, actor, notes } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "review", json!({ "notes": notes }))?
+        }
+        ChangeCmd::Show { id } => {
+            let value = client.json("GET", &format!("/api/v1/changes/{}", ChangeId::parse(&id)?), None)?;
+            let trail = render::trail(&value);
+            render::print(json, value, || trail);
+            return Ok(());
+        }
+        ChangeCmd::List { state } => {
+            let path =
+                state.map_or_else(|| "/api/v1/changes".to_owned(), |s| format!("/api/v1/changes?state={s}"));
+            let items = client.all(&path, "before")?;
+            let lines: Vec<String> = items
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}  {:<20} {:<22} {}",
+                        text(&c["id"]),
+                        text(&c["state"]),
+                        text(&c["kind"]),
+                        text(&c["requester"])
+                    )
+                })
+                .collect();
+            render::print(json, Value::Array(items), || lines.join("\n"));
+            return Ok(());
+        }
+    };
+    let error = value["executions"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str());
+    crate::commands::report_state(text(&value["id"]), text(&value["state"]), error, json)
+}
+
+fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        EvidenceCmd::Add { id, file, step, actor, media_type } => {
+            check_actor(client, Some(&actor))?;
+            let id = ChangeId::parse(&id)?;
+            let bytes = std::fs::read(&file).map_err(|e| {
+                CliError::new("input.invalid_path", format!("{}: {e}", file.display()), exit::INPUT)
+            })?;
+            let name =
+                file.file_name().map_or_else(|| "evidence".to_owned(), |n| n.to_string_lossy().into_owned());
+            let query = format!("step={step}&name={}", percent(&name));
+            let reply = client.send(
+                "POST",
+                &format!("/api/v1/changes/{id}/evidence?{query}"),
+                Some(bytes),
+                &media_type,
+            )?;
+            let value: Value = serde_json::from_slice(&reply).unwrap_or_default();
+            let digest = text(&value["sha256"]).to_owned();
+            render::print(json, value, || format!("attached sha256:{digest} to {id} ({step})"));
+            Ok(())
+        }
+        EvidenceCmd::List { id } => {
+            let items = client.items(&format!("/api/v1/changes/{}/evidence", ChangeId::parse(&id)?))?;
+            let lines: Vec<String> = items
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}  {:<14} {:<18} {} bytes",
+                        text(&e["sha256"]),
+                        text(&e["step"]),
+                        text(&e["label"]),
+                        e["size"]
+                    )
+                })
+                .collect();
+            render::print(json, Value::Array(items), || lines.join("\n"));
+            Ok(())
+        }
+        EvidenceCmd::Get { sha256, out } => {
+            let bytes =
+                client.send("GET", &format!("/api/v1/evidence/{sha256}"), None, "application/json")?;
+            if hex::encode(writ_ledger::sha256(&bytes)) != sha256.to_ascii_lowercase() {
+                return Err(CliError::new(
+                    "ledger.evidence_altered",
+                    "the blob the server sent does not match its digest",
+                    exit::LEDGER,
+                ));
+            }
+            crate::commands::write_out(out.as_deref(), &bytes)
+        }
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn token_cmd(client: &Client, command: TokenCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        TokenCmd::Create { identity, label, expires_in } => {
+            let value = client.json(
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({ "identity": identity, "label": label, "expires_in": expires_in })),
+            )?;
+            let text_form = crate::commands::token_text(&value);
+            render::print(json, value, || text_form);
+        }
+        TokenCmd::List => {
+            let items = client.items("/api/v1/tokens")?;
+            let lines = crate::commands::token_lines(&items);
+            render::print(json, Value::Array(items), || lines);
+        }
+        TokenCmd::Revoke { id } => {
+            let value = client.json("DELETE", &format!("/api/v1/tokens/{id}"), None)?;
+            let (id, identity) = (text(&value["id"]).to_owned(), text(&value["identity"]).to_owned());
+            render::print(json, json!({ "id": id, "revoked": true }), || {
+                format!("revoked token {id} of {identity}")
+            });
+        }
+    }
+    Ok(())
+}
+
+fn role(client: &Client, command: RoleCmd, json: bool) -> Result<(), CliError> {
+    let (identity, role, present) = match command {
+        RoleCmd::Grant { identity, role } => (identity, role, true),
+        RoleCmd::Revoke { identity, role } => (identity, role, false),
+        RoleCmd::List => {
+            let items = client.items("/api/v1/roles")?;
+            let lines: Vec<String> =
+                items.iter().map(|r| format!("{:<24} {}", text(&r["identity"]), text(&r["role"]))).collect();
+            render::print(json, Value::Array(items), || lines.join("\n"));
+            return Ok(());
+        }
+    };
+    let method = if present { "PUT" } else { "DELETE" };
+    let value = client.json(method, &format!("/api/v1/identities/{identity}/roles/{role}"), None)?;
+    let line =
+        if present { format!("{identity} is now {role}") } else { format!("{identity} is no longer {role}") };
+    render::print(json, value, || line);
+    Ok(())
+}
