@@ -410,3 +410,67 @@ fn racing_approvals_and_cancel_end_in_one_state_on_postgres() {
     let url = postgres_database(&config, "writ_api_race");
     racing_decisions_end_in_one_state(&Http::start(World::on_postgres(&url)));
 }
+
+fn chattr(flag: &str, path: &std::path::Path) {
+    let status = std::process::Command::new("chattr").arg(flag).arg(path).status().unwrap();
+    assert!(status.success(), "chattr {flag} {} failed", path.display());
+}
+
+#[test]
+fn a_server_whose_database_cannot_be_written_fails_closed_and_recovers() {
+    let http = Http::start(World::new());
+    let id = http.request("dave", "eng-read");
+    let before = http.fingerprint();
+    let wal = std::path::PathBuf::from(format!("{}-wal", http.world.db.display()));
+    chattr("+i", &http.world.db);
+    chattr("+i", &wal);
+    let refused = http.api.post(&format!("/api/v1/changes/{id}/approve"), &http.bob, json!({}));
+    let ready = http.api.send("GET", "/readyz", None, &[], None);
+    let created = http.api.post(
+        "/api/v1/changes",
+        &http.alice,
+        json!({ "identity": "dave", "grant": ["access:finance-read"], "justification": "x" }),
+    );
+    chattr("-i", &wal);
+    chattr("-i", &http.world.db);
+    refused.refused(503, "store.unavailable");
+    created.refused(503, "store.unavailable");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(http.world.fingerprint_except(&["leases"]), before, "a refused write left a trace");
+    // Once the disk takes writes again, so does the server, and nothing was half-done.
+    http.api.post(&format!("/api/v1/changes/{id}/approve"), &http.bob, json!({})).expect(200);
+    assert_eq!(http.api.send("GET", "/readyz", None, &[], None).expect(200)["status"], "ready");
+}
+
+#[test]
+fn the_server_reads_a_configuration_file_and_the_environment_overrides_it() {
+    let world = World::new();
+    let config = world.dir.path().join("writ.toml");
+    std::fs::write(
+        &config,
+        format!("db = {:?}\nlisten = \"127.0.0.1:1\"\nworkers = 8\n", world.db.to_str().unwrap()),
+    )
+    .unwrap();
+    let log = world.dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("WRIT_DB")
+        .env("WRIT_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}"));
+    assert!(!base.ends_with(":1"), "WRIT_LISTEN overrides the file: {base}");
+    assert!(status.success(), "SIGTERM is a graceful stop: {status}");
+    let bad = world.dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 5\nsurprise = true\n").unwrap();
+    let run = world.writ(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("input.config"), "{}", run.stderr);
+}

@@ -49,6 +49,26 @@ fn cli_commands_over_a_server_print_what_they_print_locally() {
     let reviewed =
         remote(&http, &http.carol, &["change", "review", &id, "--as", "carol", "--notes", "ok", "--json"]);
     assert_eq!(reviewed.json()["state"], "reviewed");
+    let file = http.world.dir.path().join("approval.pdf");
+    std::fs::write(&file, b"%PDF signed approval").unwrap();
+    let attach = [
+        "evidence",
+        "add",
+        &id,
+        file.to_str().unwrap(),
+        "--step",
+        "review",
+        "--as",
+        "carol",
+        "--media-type",
+        "application/pdf",
+    ];
+    let attached = remote(&http, &http.carol, &attach).ok();
+    assert!(attached.starts_with("attached sha256:"), "{attached}");
+    let digest = attached.split_whitespace().nth(1).unwrap().trim_start_matches("sha256:").to_owned();
+    let fetched = http.world.dir.path().join("fetched.pdf");
+    remote(&http, &http.root, &["evidence", "get", &digest, "--out", fetched.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(&fetched).unwrap(), b"%PDF signed approval");
     http.settle();
     for args in [
         vec!["change", "show", id.as_str()],
