@@ -72,11 +72,32 @@ impl Engine {
 
     /// The tree over the stored events, hashing the stored bytes.
     pub fn ledger_tree(&self) -> Result<Tree> {
-        let mut tree = Tree::new();
-        for row in self.all_events()? {
-            tree.push(writ_ledger::leaf_hash(&row.bytes));
+        self.with_tree(|tree| Ok(tree.clone()))
+    }
+
+    /// Brings the engine's tree up to the end of the log, hashing only the events it has not
+    /// seen yet (a long-running server signs a checkpoint every second; rebuilding the whole
+    /// tree each time would grow with the log), then runs `work` on it. A gap in the indices is
+    /// refused: nothing is signed or proved over a log with a hole.
+    fn with_tree<T>(&self, work: impl FnOnce(&Tree) -> Result<T>) -> Result<T> {
+        let mut tree = self.tree.lock().map_err(|_| refused("the ledger tree cache is poisoned".into()))?;
+        loop {
+            let page = self.store.leaves(tree.size(), PAGE)?;
+            let done = page.len() < PAGE;
+            for row in page {
+                if row.index != tree.size() {
+                    return Err(refused(format!(
+                        "event {} follows {} events: the log has a gap; run `writ ledger verify`",
+                        row.index,
+                        tree.size()
+                    )));
+                }
+                tree.push(writ_ledger::leaf_hash(&row.bytes));
+            }
+            if done {
+                return work(&tree);
+            }
         }
-        Ok(tree)
     }
 
     /// Signs a checkpoint over the whole log unless the newest one already covers it. Refuses if
@@ -89,20 +110,24 @@ impl Engine {
                 signer.verifier().name()
             )));
         }
-        let tree = self.ledger_tree()?;
-        let latest = self.store.checkpoints()?.pop();
-        if let Some(latest) = &latest {
-            if tree.root_at(latest.size) != Some(latest.root) {
+        // The newest checkpoint first, then the tree: events are only ever appended, so the tree
+        // read afterwards covers it even if another instance signed meanwhile.
+        let latest = self.store.latest_checkpoint()?;
+        let (size, root) = self.with_tree(|tree| {
+            if let Some(latest) = &latest
+                && tree.root_at(latest.size) != Some(latest.root)
+            {
                 return Err(refused(format!(
                     "the stored events do not match the checkpoint at size {}; run `writ ledger verify`",
                     latest.size
                 )));
             }
-            if latest.size == tree.size() {
-                return Ok(latest.clone());
-            }
+            Ok((tree.size(), tree.root()))
+        })?;
+        if let Some(latest) = latest.filter(|l| l.size == size) {
+            return Ok(latest);
         }
-        let checkpoint = Checkpoint { origin, size: tree.size(), root: tree.root() };
+        let checkpoint = Checkpoint { origin, size, root };
         let stored = StoredCheckpoint {
             size: checkpoint.size,
             root: checkpoint.root,
@@ -121,7 +146,7 @@ impl Engine {
         signer: &NoteSigner,
         interval_ms: i64,
     ) -> Result<Option<StoredCheckpoint>> {
-        let latest = self.store.checkpoints()?.pop();
+        let latest = self.store.latest_checkpoint()?;
         let count = self.store.event_count()?;
         let now: Timestamp = self.clock.now();
         let due = match &latest {

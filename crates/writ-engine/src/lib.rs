@@ -90,6 +90,8 @@ pub struct Engine {
     connectors: Arc<dyn ConnectorFactory>,
     clock: Arc<dyn Clock>,
     hmac: Option<Arc<HmacKey>>,
+    /// The Merkle tree over the log as far as this engine has read it (see `ledger.rs`).
+    tree: Arc<std::sync::Mutex<writ_ledger::merkle::Tree>>,
 }
 
 impl Engine {
@@ -99,7 +101,7 @@ impl Engine {
         connectors: Arc<dyn ConnectorFactory>,
         clock: Arc<dyn Clock>,
     ) -> Engine {
-        Engine { store, connectors, clock, hmac: None }
+        Engine { store, connectors, clock, hmac: None, tree: Arc::default() }
     }
 
     /// Gives the engine the key that seals sensitive values; needed to record anything.

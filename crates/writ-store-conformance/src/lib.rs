@@ -157,6 +157,7 @@ fn concurrent_commits(store: Arc<dyn Store>) {
 }
 
 fn checkpoints(store: Arc<dyn Store>) {
+    assert_eq!(store.latest_checkpoint().unwrap(), None);
     let checkpoint = StoredCheckpoint {
         size: 3,
         root: [1; 32],
@@ -172,6 +173,9 @@ fn checkpoints(store: Arc<dyn Store>) {
     let sizes: Vec<u64> = store.checkpoints().unwrap().iter().map(|c| c.size).collect();
     assert_eq!(sizes, vec![3, 7]);
     assert_eq!(store.checkpoints().unwrap()[0], checkpoint);
+    let earlier = StoredCheckpoint { size: 5, root: [5; 32], ..checkpoint.clone() };
+    store.add_checkpoint(&earlier).unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap(), Some(later), "the largest size, not the last added");
 }
 
 fn evidence_and_meta(store: Arc<dyn Store>) {

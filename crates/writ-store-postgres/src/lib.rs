@@ -629,21 +629,11 @@ impl CheckpointStore for PostgresStore {
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
-        let rows = self
-            .lock()?
-            .query("SELECT size, root, note, created_ms FROM checkpoints ORDER BY size", &[])
-            .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredCheckpoint {
-                    size: to_u64(row.get(0))?,
-                    root: <[u8; 32]>::try_from(row.get::<_, &[u8]>(1))
-                        .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?,
-                    note: row.get(2),
-                    created_at: Timestamp::from_millis(row.get(3)),
-                })
-            })
-            .collect()
+        self.checkpoints_where("ORDER BY size")
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        Ok(self.checkpoints_where("ORDER BY size DESC LIMIT 1")?.pop())
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -689,5 +679,25 @@ impl EvidenceStore for PostgresStore {
             .query("SELECT hmac, value FROM sensitive WHERE hmac = ANY($1)", &[&hmacs])
             .map_err(map_err)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+impl PostgresStore {
+    fn checkpoints_where(&self, order: &str) -> Result<Vec<StoredCheckpoint>> {
+        let rows = self
+            .lock()?
+            .query(&format!("SELECT size, root, note, created_ms FROM checkpoints {order}"), &[])
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCheckpoint {
+                    size: to_u64(row.get(0))?,
+                    root: <[u8; 32]>::try_from(row.get::<_, &[u8]>(1))
+                        .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?,
+                    note: row.get(2),
+                    created_at: Timestamp::from_millis(row.get(3)),
+                })
+            })
+            .collect()
     }
 }

@@ -588,32 +588,11 @@ impl CheckpointStore for SqliteStore {
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
-        let connection = self.lock()?;
-        let mut statement = connection
-            .prepare("SELECT size, root, note, created_ms FROM checkpoints ORDER BY size")
-            .map_err(map_err)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(map_err)?;
-        rows.map(|row| {
-            let (size, root, note, created_ms) = row.map_err(map_err)?;
-            Ok(StoredCheckpoint {
-                size: u64::try_from(size)
-                    .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
-                root: <[u8; 32]>::try_from(root.as_slice())
-                    .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?,
-                note,
-                created_at: Timestamp::from_millis(created_ms),
-            })
-        })
-        .collect()
+        self.checkpoints_where("ORDER BY size")
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        Ok(self.checkpoints_where("ORDER BY size DESC LIMIT 1")?.pop())
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -657,5 +636,36 @@ impl EvidenceStore for SqliteStore {
             )
             .optional()
             .map_err(map_err)
+    }
+}
+
+impl SqliteStore {
+    fn checkpoints_where(&self, order: &str) -> Result<Vec<StoredCheckpoint>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(&format!("SELECT size, root, note, created_ms FROM checkpoints {order}"))
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (size, root, note, created_ms) = row.map_err(map_err)?;
+            Ok(StoredCheckpoint {
+                size: u64::try_from(size)
+                    .map_err(|_| StoreError::Corrupt("negative checkpoint size".into()))?,
+                root: <[u8; 32]>::try_from(root.as_slice())
+                    .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?,
+                note,
+                created_at: Timestamp::from_millis(created_ms),
+            })
+        })
+        .collect()
     }
 }

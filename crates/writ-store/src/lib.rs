@@ -181,6 +181,10 @@ pub trait CheckpointStore {
     fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;
     /// Every checkpoint, ordered by size.
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>>;
+    /// The checkpoint of the largest size, if any.
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        Ok(self.checkpoints()?.pop())
+    }
     /// The value of a setting, or `None`.
     fn meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a setting once; returns the value now stored (the existing one if already set).

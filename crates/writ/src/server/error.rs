@@ -36,7 +36,7 @@ impl ApiError {
     }
 }
 
-/// The status for each code family; see `docs/api-errors.md` for the list.
+/// The status for each code family; `docs/api.md` lists them.
 fn status_of_refusal(code: &str) -> StatusCode {
     match code.split('.').next().unwrap_or_default() {
         "input" => StatusCode::BAD_REQUEST,
