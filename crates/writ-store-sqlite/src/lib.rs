@@ -44,9 +44,13 @@ pub enum OpenMode {
 /// group-commits them (see `writer.rs`); reads use their own connection. Between processes,
 /// writes are serialised by SQLite's lock (`BEGIN IMMEDIATE`), so several may share the file.
 pub struct SqliteStore {
-    reader: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    turn: std::sync::atomic::AtomicUsize,
     writer: Writer,
 }
+
+/// Read connections per store: WAL lets readers proceed side by side and beside the writer.
+const READERS: usize = 4;
 
 impl SqliteStore {
     pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore> {
@@ -58,12 +62,20 @@ impl SqliteStore {
         }
         let writer = connect(path)?;
         migrate(&writer, mode)?;
-        let reader = connect(path)?;
-        Ok(SqliteStore { reader: Mutex::new(reader), writer: Writer::new(writer) })
+        let readers = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+        Ok(SqliteStore { readers, turn: std::sync::atomic::AtomicUsize::new(0), writer: Writer::new(writer) })
     }
 
+    /// A free read connection if there is one, otherwise one in turn.
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.reader.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return Ok(guard);
+            }
+        }
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len().max(1);
+        let reader = self.readers.get(turn).ok_or_else(|| StoreError::Other("no read connection".into()))?;
+        reader.lock().map_err(|_| StoreError::Other("connection lock poisoned".into()))
     }
 
     /// Runs a statement on the writer connection, for tests that break the store on purpose.
