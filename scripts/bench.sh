@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Writ's benchmarks: the engine and ledger figures (`writ bench`) and the HTTP API figures on
+# SQLite and on a throwaway PostgreSQL cluster, one and three instances (`writ bench-api`).
+# Extra arguments go to `writ bench-api` (for example --seconds 5 --rate 1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*" >&2; }
+. scripts/lib/apt.sh
+command -v git >/dev/null 2>&1 || apt_install git
+
+. scripts/lib/postgres.sh
+
+cargo build --release --locked -p writ
+log "engine and ledger"
+target/release/writ bench
+log "HTTP API"
+target/release/writ bench-api --postgres "$WRIT_TEST_POSTGRES" "$@"
