@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 . scripts/lib/apt.sh
+. scripts/lib/services.sh
 command -v git >/dev/null 2>&1 || apt_install git
 
 . scripts/lib/postgres.sh

@@ -5,7 +5,7 @@
 #
 # Real components used today: SQLite (bundled into the binary), a throwaway PostgreSQL cluster
 # (the store conformance suite and the server tests), real `writ serve` processes on loopback
-# ports, the git binary (the git connector's tests and the CLI tests
+# ports, an OpenID Connect provider (PyPI oidc-provider-mock, for OIDC bearer tokens), the git binary (the git connector's tests and the CLI tests
 # drive real repositories), and the kernel's file-system controls (chattr, file-size limits) for
 # the fail-closed tests. Suites for slapd, OpenBao, an SMTP sink and Chromium start those
 # services here as they land.
@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 . scripts/lib/apt.sh
+. scripts/lib/services.sh
 
 need() { # need COMMAND DEBIAN-PACKAGE
     if ! command -v "$1" >/dev/null 2>&1; then
@@ -31,6 +32,8 @@ need cargo cargo
 # ---- a throwaway PostgreSQL cluster on a temporary directory and a free loopback port ----
 # (the store conformance suite, the API tests on PostgreSQL, three servers on one database)
 . scripts/lib/postgres.sh
+# ---- an OpenID Connect provider (the OIDC bearer-token tests) ----
+. scripts/lib/oidc.sh
 # Suites that need a service fail instead of skipping when it is missing.
 export WRIT_REQUIRE_SERVICES=1
 

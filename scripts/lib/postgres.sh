@@ -1,7 +1,7 @@
 # Sourced by scripts/test.sh and scripts/bench.sh: installs PostgreSQL if missing and starts a
 # throwaway cluster on a temporary directory and a free loopback port; stops it on exit.
-# Exports WRIT_TEST_POSTGRES (a libpq key=value string without dbname). Needs `log` and
-# `apt_install` from the caller.
+# Exports WRIT_TEST_POSTGRES (a libpq key=value string without dbname). Needs `log`,
+# `apt_install` (lib/apt.sh) and `on_exit`, `free_port` (lib/services.sh).
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
@@ -12,12 +12,12 @@ PGBIN=$(pg_bin)
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 PGDIR=$(mktemp -d)
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$PGDIR"
-PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PGPORT=$(free_port)
 stop_postgres() {
     as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$PGDIR"
 }
-trap stop_postgres EXIT
+on_exit stop_postgres
 log "starting PostgreSQL on 127.0.0.1:$PGPORT"
 as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U writ >/dev/null
 as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w \

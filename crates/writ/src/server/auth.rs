@@ -1,11 +1,12 @@
-//! The authenticated caller of a request. Only `Authorization: Bearer <token>` is read; a
-//! missing, malformed, unknown, revoked or expired token is a 401 before any handler runs.
+//! The authenticated caller of a request. Only `Authorization: Bearer <token>` is read: a Writ
+//! API token (`writ_…`), or, when an issuer is configured, an OIDC JWT (`oidc.rs`). A missing,
+//! malformed, unknown, revoked or expired credential is a 401 before any handler runs.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use writ_core::access::Principal;
-use writ_engine::access::AuthError;
+use writ_engine::access::{AccessError, AuthError, TOKEN_PREFIX};
 
 use super::State;
 use super::error::ApiError;
@@ -25,10 +26,23 @@ impl FromRequestParts<State> for Caller {
             .map(str::trim)
             .ok_or(AuthError::Invalid)?
             .to_owned();
-        let engine = state.engine.clone();
-        let principal = tokio::task::spawn_blocking(move || engine.authenticate(&token))
-            .await
-            .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))??;
+        let state = state.clone();
+        let principal = tokio::task::spawn_blocking(move || {
+            if token.starts_with(TOKEN_PREFIX) {
+                return state.engine.authenticate(&token);
+            }
+            // Anything else can only be an OIDC token, and only if an issuer is configured.
+            let oidc = state.oidc.as_ref().ok_or(AuthError::Invalid)?;
+            let name = oidc.verify(&token)?;
+            state.engine.principal(&name).map_err(|error| match error {
+                AccessError::Auth(_) => {
+                    AccessError::Auth(AuthError::Oidc(format!("{name} is not a registered Writ identity")))
+                }
+                other => other,
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))??;
         tracing::debug!(target: "writ::serve", identity = %principal.identity.name, "authenticated");
         Ok(Caller(principal))
     }

@@ -9,6 +9,9 @@
 //! workers = 64
 //! max_body_bytes = 65536
 //! max_evidence_bytes = 16777216
+//! oidc_issuer = "https://login.example.com"
+//! oidc_audience = "writ"
+//! oidc_claim = "preferred_username"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -32,6 +35,15 @@ pub struct ServeArgs {
     /// Largest JSON request body, in bytes.
     #[arg(long, env = "WRIT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
+    #[arg(long, env = "WRIT_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// The audience an OIDC token must be for (its `aud`); required with --oidc-issuer.
+    #[arg(long, env = "WRIT_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// The claim that names the Writ identity (default: sub).
+    #[arg(long, env = "WRIT_OIDC_CLAIM")]
+    pub oidc_claim: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,6 +56,9 @@ struct File {
     workers: Option<usize>,
     max_body_bytes: Option<usize>,
     max_evidence_bytes: Option<usize>,
+    oidc_issuer: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_claim: Option<String>,
 }
 
 /// Request size limits.
@@ -60,6 +75,7 @@ pub struct Settings {
     pub hmac_key: Option<PathBuf>,
     pub workers: usize,
     pub limits: Limits,
+    pub oidc: Option<super::oidc::OidcConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -82,7 +98,23 @@ impl Settings {
                 exit::INPUT,
             )
         })?;
+        let oidc = match (args.oidc_issuer.or(file.oidc_issuer), args.oidc_audience.or(file.oidc_audience)) {
+            (None, None) => None,
+            (Some(issuer), Some(audience)) => Some(super::oidc::OidcConfig {
+                issuer,
+                audience,
+                claim: args.oidc_claim.or(file.oidc_claim).unwrap_or_else(|| "sub".to_owned()),
+            }),
+            _ => {
+                return Err(CliError::new(
+                    "input.config",
+                    "OIDC needs both an issuer and an audience (--oidc-issuer, --oidc-audience)",
+                    exit::INPUT,
+                ));
+            }
+        };
         Ok(Settings {
+            oidc,
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             db,
             ledger_key: ledger_key.map(Path::to_owned).or(file.ledger_key),

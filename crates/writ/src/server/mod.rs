@@ -12,6 +12,7 @@ mod auth;
 mod config;
 pub mod error;
 mod idempotency;
+mod oidc;
 mod openapi;
 
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// This process's name in leases (host-independent random id).
     pub instance: String,
     pub limits: config::Limits,
+    /// The OIDC verifier, when an issuer is configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 pub type State = Arc<AppState>;
@@ -62,7 +65,9 @@ pub fn run(
     let signer = if key_path.exists() { Some(crate::keys::load(&key_path)?) } else { None };
     let engine = crate::commands::engine_over(store, Some(hmac));
     engine.ledger_origin()?;
-    let state = Arc::new(AppState { engine, signer, instance: instance_id()?, limits: settings.limits });
+    let oidc = settings.oidc.map(oidc::Oidc::new);
+    let state =
+        Arc::new(AppState { engine, signer, instance: instance_id()?, limits: settings.limits, oidc });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(settings.workers)

@@ -27,6 +27,11 @@ pub struct Http {
 
 impl Http {
     pub fn start(world: World) -> Http {
+        Http::start_with(world, &[])
+    }
+
+    /// [`Http::start`] with more `serve` options.
+    pub fn start_with(world: World, serve_args: &[&str]) -> Http {
         world.writ(&["identity", "add", "root", "--kind", "human"]).ok();
         world.writ(&["identity", "add", "writ-executor", "--kind", "workload", "--owner", "dave"]).ok();
         world.writ(&["identity", "add", "vera", "--kind", "human", "--vendor", "acme"]).ok();
@@ -44,7 +49,7 @@ impl Http {
             .collect();
         let db_args = world.db_args();
         let args: Vec<&str> = db_args.iter().map(String::as_str).collect();
-        let server = Server::start(&args, &world.dir.path().join("serve.log"));
+        let server = Server::start_with(&args, serve_args, &world.dir.path().join("serve.log"));
         let api = server.api();
         let [alice, bob, executor, carol, root, vera, victor] = tokens.try_into().unwrap();
         Http { world, server, api, alice, bob, executor, carol, root, vera, victor }

@@ -16,6 +16,7 @@ mod failclosed;
 mod ledger;
 mod lifecycle;
 mod multi;
+mod oidc;
 mod refusals;
 mod sensitive;
 mod tidy;

@@ -22,10 +22,16 @@ impl Server {
     /// Starts `writ serve` with `db_args` (for example `["--db", path]`) and logs at debug level
     /// into `log`.
     pub fn start(db_args: &[&str], log: &Path) -> Server {
+        Server::start_with(db_args, &[], log)
+    }
+
+    /// [`Server::start`] with more `serve` options.
+    pub fn start_with(db_args: &[&str], serve_args: &[&str], log: &Path) -> Server {
         let stderr = std::fs::File::create(log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_writ"))
             .args(db_args)
             .args(["-vv", "serve", "--listen", "127.0.0.1:0"])
+            .args(serve_args)
             .env_remove("WRIT_DB")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
@@ -165,6 +171,21 @@ pub fn postgres() -> Option<String> {
                 "WRIT_TEST_POSTGRES is not set but WRIT_REQUIRE_SERVICES=1: start PostgreSQL (scripts/test.sh does)"
             );
             eprintln!("NOT RUN: no PostgreSQL (set WRIT_TEST_POSTGRES, as scripts/test.sh does)");
+            None
+        }
+    }
+}
+
+/// The issuer URL of the OIDC provider the test command started, or `None` (see [`postgres`]).
+pub fn oidc_issuer() -> Option<String> {
+    match std::env::var("WRIT_TEST_OIDC") {
+        Ok(issuer) => Some(issuer),
+        Err(_) => {
+            assert!(
+                std::env::var("WRIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "WRIT_TEST_OIDC is not set but WRIT_REQUIRE_SERVICES=1: start the OIDC provider (scripts/test.sh does)"
+            );
+            eprintln!("NOT RUN: no OIDC provider (set WRIT_TEST_OIDC, as scripts/test.sh does)");
             None
         }
     }
