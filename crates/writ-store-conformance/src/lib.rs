@@ -299,10 +299,16 @@ fn idempotency(store: Arc<dyn Store>) {
     );
     store.release_request("bob", "k1").unwrap();
     assert_eq!(store.claim_request("bob", "k1", "f3", now).unwrap(), Claim::Fresh, "released keys are free");
+    assert_eq!(store.purge_requests(Timestamp::from_millis(100)).unwrap(), 0, "nothing is older than 100");
     assert_eq!(
         store.purge_requests(Timestamp::from_millis(101)).unwrap(),
-        1,
-        "only finished keys are purged"
+        2,
+        "finished and interrupted keys age out"
+    );
+    assert_eq!(
+        store.claim_request("bob", "k1", "f4", now).unwrap(),
+        Claim::Fresh,
+        "an aged-out claim frees its key"
     );
     assert_eq!(store.claim_request("alice", "k1", "f9", now).unwrap(), Claim::Fresh);
     assert_eq!(store.event_count().unwrap(), 0, "idempotency keys are not ledger events");

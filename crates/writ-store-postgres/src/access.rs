@@ -220,11 +220,7 @@ impl CoordinationStore for PostgresStore {
 
     fn purge_requests(&self, before: Timestamp) -> Result<u64> {
         self.side(|tx| {
-            tx.execute(
-                "DELETE FROM requests WHERE created_ms < $1 AND status IS NOT NULL",
-                &[&before.as_millis()],
-            )
-            .map_err(map_err)
+            tx.execute("DELETE FROM requests WHERE created_ms < $1", &[&before.as_millis()]).map_err(map_err)
         })
     }
 

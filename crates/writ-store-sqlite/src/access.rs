@@ -227,7 +227,7 @@ impl CoordinationStore for SqliteStore {
     fn purge_requests(&self, before: Timestamp) -> Result<u64> {
         self.write(move |tx| {
             let purged = tx
-                .prepare_cached("DELETE FROM requests WHERE created_ms < ?1 AND status IS NOT NULL")
+                .prepare_cached("DELETE FROM requests WHERE created_ms < ?1")
                 .and_then(|mut s| s.execute([before.as_millis()]))
                 .map_err(map_err)?;
             Ok(u64::try_from(purged).unwrap_or(0))

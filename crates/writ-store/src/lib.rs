@@ -269,7 +269,8 @@ pub trait CoordinationStore {
     fn finish_request(&self, scope: &str, key: &str, status: u16, resource: &str) -> Result<()>;
     /// Gives up a claim whose request changed nothing, so the key can be used again.
     fn release_request(&self, scope: &str, key: &str) -> Result<()>;
-    /// Forgets finished keys claimed before `before`; returns how many.
+    /// Forgets keys claimed before `before`, finished or not (a claim left by an interrupted
+    /// request stops blocking its key then); returns how many.
     fn purge_requests(&self, before: Timestamp) -> Result<u64>;
     /// Takes or renews the lease `name` for `holder` until `until` if it is free, expired at
     /// `now`, or already held by `holder`. True if `holder` now holds it.

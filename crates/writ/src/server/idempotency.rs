@@ -6,7 +6,8 @@
 //! The key is claimed in the database before the work runs, so two instances receiving the
 //! same retry at once cannot both run it. A request that fails changes nothing, so its claim is
 //! released and the key can be used again; a claim left by a crash mid-request stays "in
-//! progress" (409) rather than risk running the work twice.
+//! progress" (409) rather than risk running the work twice, until keys older than a day are
+//! forgotten.
 
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
