@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh: an OpenID Connect provider for the OIDC tests — PyPI
-# `oidc-provider-mock` in a virtual environment under the user's cache (installed once), started
-# on a free loopback port and stopped on exit. Exports WRIT_TEST_OIDC (the issuer URL).
+# `oidc-provider-mock` (0.3.4 or later; 0.4 needs Python 3.12) in a virtual environment under the
+# user's cache (installed once), started on a free loopback port and stopped on exit.
+# Exports WRIT_TEST_OIDC (the issuer URL).
 
 OIDC_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/writ-test/oidc-venv"
 if [ ! -x "$OIDC_VENV/bin/oidc-provider-mock" ]; then
@@ -8,7 +9,7 @@ if [ ! -x "$OIDC_VENV/bin/oidc-provider-mock" ]; then
     python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
     rm -rf "$OIDC_VENV"
     python3 -m venv "$OIDC_VENV" \
-        && "$OIDC_VENV/bin/pip" install --quiet --disable-pip-version-check "oidc-provider-mock==0.4.8" \
+        && "$OIDC_VENV/bin/pip" install --quiet --disable-pip-version-check "oidc-provider-mock>=0.3.4,<0.5" \
         || { echo "error: oidc-provider-mock could not be installed" >&2; exit 1; }
 fi
 OIDC_PORT=$(free_port)

@@ -36,6 +36,15 @@ fn invalid(message: String) -> CliError {
     CliError::new("audit.invalid_bundle", message, exit::LEDGER)
 }
 
+/// A bundle in memory: every file by its path (the manifest included), and what it covers.
+pub struct Bundle {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub events: usize,
+    pub evidence: usize,
+    pub tree_size: u64,
+    pub uncovered: usize,
+}
+
 /// Writes a bundle for one change (`change = Some`) or the whole log.
 pub fn bundle(
     engine: &Engine,
@@ -43,6 +52,95 @@ pub fn bundle(
     out: &Path,
     json_out: bool,
 ) -> Result<(), CliError> {
+    refuse_existing(out)?;
+    let bundle = build(engine, change)?;
+    std::fs::create_dir_all(out.join("evidence")).map_err(io(out))?;
+    for (name, bytes) in &bundle.files {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+    }
+    report(&bundle, out, json_out);
+    Ok(())
+}
+
+/// Refuses to write over anything that exists.
+pub fn refuse_existing(out: &Path) -> Result<(), CliError> {
+    if out.exists() {
+        return Err(CliError::new(
+            "input.path_exists",
+            format!("{} already exists; choose a new path", out.display()),
+            exit::INPUT,
+        ));
+    }
+    Ok(())
+}
+
+/// Prints what a written bundle holds.
+pub fn report(bundle: &Bundle, out: &Path, json_out: bool) {
+    let summary = json!({ "bundle": out.display().to_string(), "events": bundle.events, "evidence": bundle.evidence, "tree_size": bundle.tree_size, "events_not_yet_checkpointed": bundle.uncovered });
+    render::print(json_out, summary, || {
+        let mut text = format!(
+            "wrote {}: {} events, {} evidence blobs, checkpoint at size {}",
+            out.display(),
+            bundle.events,
+            bundle.evidence,
+            bundle.tree_size
+        );
+        if bundle.uncovered > 0 {
+            text.push_str(&format!("\nnote: {} newer events are not yet checkpointed and were left out; run `writ ledger checkpoint` and bundle again", bundle.uncovered));
+        }
+        text
+    });
+}
+
+/// The bundle as a tar archive (ustar; paths relative, mode 0644, no timestamps), for the API.
+pub fn tar(bundle: &Bundle) -> Result<Vec<u8>, CliError> {
+    let mut archive = ::tar::Builder::new(Vec::new());
+    for (name, bytes) in &bundle.files {
+        let mut header = ::tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, name, bytes.as_slice())
+            .map_err(|e| CliError::new("internal", format!("building the archive: {e}"), exit::OTHER))?;
+    }
+    archive
+        .into_inner()
+        .map_err(|e| CliError::new("internal", format!("building the archive: {e}"), exit::OTHER))
+}
+
+/// Unpacks a bundle archive into a new directory (entries cannot escape it) and reads back what
+/// it holds from its manifest.
+pub fn untar(bytes: &[u8], out: &Path) -> Result<Bundle, CliError> {
+    refuse_existing(out)?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let mut archive = ::tar::Archive::new(bytes);
+    let entries = archive.entries().map_err(|e| invalid(format!("the bundle archive is unreadable: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| invalid(format!("the bundle archive is unreadable: {e}")))?;
+        if !entry.unpack_in(out).map_err(io(out))? {
+            return Err(invalid("the bundle archive names a path outside its directory".into()));
+        }
+    }
+    let manifest: Value = std::fs::read(out.join("manifest.json"))
+        .ok()
+        .and_then(|m| serde_json::from_slice(&m).ok())
+        .ok_or_else(|| invalid("the bundle archive has no readable manifest.json".into()))?;
+    let count = |key: &str| manifest.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let files = manifest.get("files").and_then(Value::as_object).cloned().unwrap_or_default();
+    Ok(Bundle {
+        files: BTreeMap::new(),
+        events: usize::try_from(count("events")).unwrap_or(0),
+        evidence: files.keys().filter(|k| k.starts_with("evidence/")).count(),
+        tree_size: count("tree_size"),
+        uncovered: usize::try_from(count("events_not_yet_checkpointed")).unwrap_or(0),
+    })
+}
+
+/// Builds a bundle for one change (`change = Some`) or the whole log, in memory.
+pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> Result<Bundle, CliError> {
     let checkpoints = engine.store().checkpoints()?;
     let latest = checkpoints.last().cloned().ok_or_else(|| {
         CliError::new(
@@ -51,13 +149,6 @@ pub fn bundle(
             exit::INPUT,
         )
     })?;
-    if out.exists() {
-        return Err(CliError::new(
-            "input.path_exists",
-            format!("{} already exists; choose a new path", out.display()),
-            exit::INPUT,
-        ));
-    }
     let tree = engine.ledger_tree()?;
     let rows = engine.all_events()?;
     let wanted: Vec<&writ_store::EventRow> = match change {
@@ -71,7 +162,6 @@ pub fn bundle(
         Some(id) => rows.iter().filter(|r| r.change.as_ref() == Some(id) && r.index >= latest.size).count(),
         None => rows.len().saturating_sub(usize::try_from(latest.size).unwrap_or(usize::MAX)),
     };
-    std::fs::create_dir_all(out.join("evidence")).map_err(io(out))?;
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut events = String::new();
     let mut proofs = String::new();
@@ -125,28 +215,8 @@ pub fn bundle(
         "events_not_yet_checkpointed": uncovered,
         "files": files.iter().map(|(name, bytes)| (name.clone(), Value::String(hex::encode(writ_ledger::sha256(bytes))))).collect::<serde_json::Map<_, _>>(),
     });
-    for (name, bytes) in &files {
-        let path = out.join(name);
-        std::fs::write(&path, bytes).map_err(io(&path))?;
-    }
-    let manifest_path = out.join("manifest.json");
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap_or_default())
-        .map_err(io(&manifest_path))?;
-    let summary = json!({ "bundle": out.display().to_string(), "events": wanted.len(), "evidence": digests.len(), "tree_size": latest.size, "events_not_yet_checkpointed": uncovered });
-    render::print(json_out, summary, || {
-        let mut text = format!(
-            "wrote {}: {} events, {} evidence blobs, checkpoint at size {}",
-            out.display(),
-            wanted.len(),
-            digests.len(),
-            latest.size
-        );
-        if uncovered > 0 {
-            text.push_str(&format!("\nnote: {uncovered} newer events are not yet checkpointed and were left out; run `writ ledger checkpoint` and bundle again"));
-        }
-        text
-    });
-    Ok(())
+    files.insert("manifest.json".into(), serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+    Ok(Bundle { files, events: wanted.len(), evidence: digests.len(), tree_size: latest.size, uncovered })
 }
 
 fn key_id_of(note: &str) -> String {

@@ -17,7 +17,9 @@ use writ_core::identity::{Grant, Identity, IdentityKind};
 use writ_core::name::{EntitlementRef, IdentityName, OrgName};
 use writ_core::time::Timestamp;
 
-use crate::cli::{ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top};
+use crate::cli::{
+    AuditCmd, ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top,
+};
 use crate::{CliError, exit, render};
 
 struct Client {
@@ -203,6 +205,19 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             crate::ledger::report_verification(value, json)
         }
         Top::Ledger(_) => Err(not_remote("this ledger command")),
+        Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
+            let path = match change {
+                Some(id) => format!("/api/v1/audit/bundle?change={}", ChangeId::parse(&id)?),
+                None => "/api/v1/audit/bundle".to_owned(),
+            };
+            crate::audit::refuse_existing(&out)?;
+            let archive = client.send("GET", &path, None, "application/json")?;
+            let bundle = crate::audit::untar(&archive, &out)?;
+            crate::audit::report(&bundle, &out, json);
+            Ok(())
+        }
+        // Verifying a bundle needs no database and no server.
+        Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::RunDue => Err(CliError::new(
             "input.not_remote",
             "a server expires due changes itself (every second, on one instance)",

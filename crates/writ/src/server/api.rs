@@ -293,6 +293,14 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(verify_ledger),
         ),
+        op(
+            M::GET,
+            "/api/v1/audit/bundle",
+            "Auditor bundle (tar) of one change (`change`) or the whole log; verify it with `writ audit verify`.",
+            Some(A::ReadLedger),
+            None,
+            get(audit_bundle),
+        ),
     ]
 }
 
@@ -1172,6 +1180,38 @@ async fn verify_ledger(
         let trusted: Vec<_> = state.signer.iter().map(|s| s.verifier()).collect();
         let report = state.engine.verify_ledger(&trusted, false)?;
         Ok(Json(crate::ledger::report_json(&report)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleQuery {
+    pub change: Option<String>,
+}
+
+async fn audit_bundle(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(query): Query<BundleQuery>,
+) -> ApiResult<Response> {
+    caller.may(Action::ReadLedger)?;
+    let change = query.change.as_deref().map(ChangeId::parse).transpose()?;
+    blocking(&state, move |state| {
+        let bundle = crate::audit::build(&state.engine, change.as_ref())?;
+        let archive = crate::audit::tar(&bundle)?;
+        let name =
+            change.map_or_else(|| "writ-bundle-all.tar".to_owned(), |id| format!("writ-bundle-{id}.tar"));
+        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+        Ok((
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar")),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            archive,
+        )
+            .into_response())
     })
     .await
 }

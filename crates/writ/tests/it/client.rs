@@ -70,6 +70,23 @@ fn cli_commands_over_a_server_print_what_they_print_locally() {
     remote(&http, &http.root, &["evidence", "get", &digest, "--out", fetched.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(&fetched).unwrap(), b"%PDF signed approval");
     http.settle();
+    // An auditor bundle fetched through the server verifies offline like a local one.
+    let remote_dir = http.world.dir.path().join("bundle-remote");
+    let local_dir = http.world.dir.path().join("bundle-local");
+    let fetched_bundle = remote(
+        &http,
+        &http.root,
+        &["audit", "bundle", "--change", &id, "--out", remote_dir.to_str().unwrap()],
+    );
+    assert!(fetched_bundle.ok().starts_with(&format!("wrote {}", remote_dir.display())));
+    http.world.writ(&["audit", "bundle", "--change", &id, "--out", local_dir.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::read(remote_dir.join("manifest.json")).unwrap(),
+        std::fs::read(local_dir.join("manifest.json")).unwrap(),
+        "the same bundle either way"
+    );
+    let verified = http.world.writ(&["audit", "verify", remote_dir.to_str().unwrap(), "--json"]).json();
+    assert_eq!(verified["ok"], true, "{verified}");
     for args in [
         vec!["change", "show", id.as_str()],
         vec!["change", "show", id.as_str(), "--json"],
