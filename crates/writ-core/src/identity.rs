@@ -156,6 +156,8 @@ impl fmt::Display for Actor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConnectorKind {
     Git,
+    /// A PostgreSQL server: entitlements are group roles, members are login roles.
+    Postgres,
     /// An in-process target with no external system, for benchmarks and engine tests.
     Memory,
 }
@@ -164,6 +166,7 @@ impl ConnectorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::Git => "git",
+            ConnectorKind::Postgres => "postgres",
             ConnectorKind::Memory => "memory",
         }
     }
@@ -171,11 +174,12 @@ impl ConnectorKind {
     pub fn parse(input: &str) -> Result<ConnectorKind, Refusal> {
         match input {
             "git" => Ok(ConnectorKind::Git),
+            "postgres" => Ok(ConnectorKind::Postgres),
             "memory" => Ok(ConnectorKind::Memory),
             _ => Err(Refusal::InvalidValue {
                 field: "connector",
                 input: input.chars().take(40).collect(),
-                expected: "git (more connectors arrive with later releases)",
+                expected: "git or postgres",
             }),
         }
     }

@@ -200,15 +200,25 @@ pub enum IdentityCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum TargetCmd {
-    /// Register a target. For git: a repository whose access file (access.toml) lists entitlements.
+    /// Register a target. git: a repository whose access file (access.toml) lists entitlements.
+    /// postgres: a server whose group roles are the entitlements and login roles the members.
     Add {
         name: String,
-        /// The connector: git.
+        /// The connector: git or postgres.
         #[arg(long)]
         connector: String,
-        /// Path to the git repository (bare or with a working tree).
+        /// git: path to the repository (bare or with a working tree).
+        #[arg(long, required_if_eq("connector", "git"))]
+        repo: Option<PathBuf>,
+        /// postgres: the connection (libpq key=value or URL) without a password.
+        #[arg(long, required_if_eq("connector", "postgres"))]
+        dsn: Option<String>,
+        /// postgres: a file holding the password (read at each connection, never stored).
         #[arg(long)]
-        repo: PathBuf,
+        password_file: Option<PathBuf>,
+        /// postgres: only these group roles (comma-separated) are entitlements.
+        #[arg(long)]
+        roles: Option<String>,
         /// Branch to manage (default: the branch HEAD points at).
         #[arg(long)]
         branch: Option<String>,

@@ -240,20 +240,37 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
 
 fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliError> {
     match command {
-        TargetCmd::Add { name, connector, repo, branch, file, actor } => {
+        TargetCmd::Add { name, connector, repo, dsn, password_file, roles, branch, file, actor } => {
             let name = TargetName::parse(&name)?;
             let kind = ConnectorKind::parse(&connector)?;
-            if kind != ConnectorKind::Git {
-                return Err(CliError::new(
-                    "input.invalid_value",
-                    "only --connector git can be registered from the CLI",
-                    exit::INPUT,
-                ));
+            let mut settings = Vec::new();
+            match kind {
+                ConnectorKind::Git => {
+                    let repo = repo.ok_or_else(|| {
+                        CliError::new("input.missing_option", "--connector git needs --repo", exit::INPUT)
+                    })?;
+                    settings.push(("repo".to_owned(), absolute(&repo)?.display().to_string()));
+                    settings.extend(branch.map(|b| ("branch".to_owned(), b)));
+                    settings.extend(file.map(|f| ("file".to_owned(), f)));
+                }
+                ConnectorKind::Postgres => {
+                    let dsn = dsn.ok_or_else(|| {
+                        CliError::new("input.missing_option", "--connector postgres needs --dsn", exit::INPUT)
+                    })?;
+                    settings.push(("dsn".to_owned(), dsn));
+                    if let Some(path) = password_file {
+                        settings.push(("password_file".to_owned(), absolute(&path)?.display().to_string()));
+                    }
+                    settings.extend(roles.map(|r| ("roles".to_owned(), r)));
+                }
+                ConnectorKind::Memory => {
+                    return Err(CliError::new(
+                        "input.invalid_value",
+                        "memory targets exist only inside the benchmark",
+                        exit::INPUT,
+                    ));
+                }
             }
-            let repo = absolute(&repo)?;
-            let mut settings = vec![("repo".to_owned(), repo.display().to_string())];
-            settings.extend(branch.map(|b| ("branch".to_owned(), b)));
-            settings.extend(file.map(|f| ("file".to_owned(), f)));
             let actor = registry_actor(engine, actor.as_deref())?;
             let target = engine.add_target(actor, name, kind, settings)?;
             let entitlements = engine.entitlements(&target.name)?;

@@ -17,6 +17,7 @@ mod ledger;
 mod lifecycle;
 mod multi;
 mod oidc;
+mod pgtarget;
 mod refusals;
 mod sensitive;
 mod tidy;

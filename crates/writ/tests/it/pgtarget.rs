@@ -1,0 +1,126 @@
+//! The PostgreSQL target connector end to end on the server the test command starts: grants
+//! land in the catalog with the change ID beside them, verification reads the catalog and
+//! catches a change made behind Writ's back, revocation removes the membership, and a DSN with
+//! a password is refused before anything is stored.
+
+use crate::harness::World;
+use crate::server::{postgres, postgres_database};
+
+/// A target database `writ_P` with group roles `P_read`, `P_write` and login role `P_dave` (roles
+/// are cluster-wide, so each test has its own prefix and they are dropped and made again), and
+/// its libpq DSN.
+fn target(config: &str, p: &str) -> (postgres::Client, String) {
+    postgres_database(config, &format!("writ_{p}"));
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {p}_read; DROP ROLE IF EXISTS {p}_write; DROP ROLE IF EXISTS {p}_dave;
+             CREATE ROLE {p}_read NOLOGIN; CREATE ROLE {p}_write NOLOGIN; CREATE ROLE {p}_dave LOGIN;"
+        ))
+        .unwrap();
+    let dsn = format!("{config} dbname=writ_{p}");
+    (postgres::Client::connect(&dsn, postgres::NoTls).unwrap(), dsn)
+}
+
+/// Registers the database as target `pg`, managing `roles`.
+fn add_target(w: &World, dsn: &str, roles: &str, extra: &[&str]) -> crate::harness::Run {
+    let mut args = words("target add pg --connector postgres --roles");
+    args.extend([roles, "--dsn", dsn]);
+    args.extend_from_slice(extra);
+    w.writ(&args)
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
+fn member(client: &mut postgres::Client, who: &str, role: &str) -> bool {
+    client.query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who, &role]).unwrap().get(0)
+}
+
+#[test]
+fn postgres_grants_are_applied_observed_verified_and_revoked_on_the_server() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pga");
+    let w = World::new();
+    let added = add_target(&w, &dsn, "pga_read,pga_write", &["--json"]);
+    assert_eq!(added.json()["entitlements"], serde_json::json!(["pga_read", "pga_write"]));
+    w.writ(&["identity", "add", "pga_dave", "--kind", "human"]).ok();
+
+    // Grant: the membership is in the catalog, with the change ID beside it on the target.
+    let grant = w.request("pga_dave", "pg:pga_read");
+    w.writ(&["change", "approve", &grant, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &grant]).ok();
+    assert!(member(&mut pg, "pga_dave", "pga_read"), "the grant is not in pg_auth_members");
+    assert_eq!(w.writ(&["change", "verify", &grant]).ok(), format!("{grant} verified"));
+    let row = pg
+        .query_one(
+            "SELECT action, role_name, member, changed, requester, approvers, executor FROM writ_audit.changes WHERE change_id = $1",
+            &[&grant],
+        )
+        .unwrap();
+    let recorded: (String, String, String, bool, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    assert_eq!(
+        recorded,
+        ("grant".into(), "pga_read".into(), "pga_dave".into(), true, "alice".into(), "bob".into())
+    );
+
+    // A change behind Writ's back between apply and verify is caught by verification.
+    let write = w.request("pga_dave", "pg:pga_write");
+    w.writ(&["change", "approve", &write, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &write]).ok();
+    pg.batch_execute("REVOKE pga_write FROM pga_dave").unwrap();
+    let verified = w.writ(&["change", "verify", &write]);
+    assert_eq!(verified.code, 7, "{}", verified.stderr);
+    assert!(verified.stderr.contains("change.verification_failed"), "{}", verified.stderr);
+    let shown = w.writ(&["change", "show", &write, "--json"]).json();
+    assert_eq!(shown["verification"]["matches_approved_state"], false);
+
+    // Revoke: gone from the catalog, and verified as gone.
+    let revoke = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pga_dave",
+        "--revoke",
+        "pg:pga_read",
+        "--justification",
+        "project ended",
+    ]);
+    w.writ(&["change", "approve", &revoke, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &revoke]).ok();
+    assert!(!member(&mut pg, "pga_dave", "pga_read"), "the revoke left the membership");
+    assert_eq!(w.writ(&["change", "verify", &revoke]).ok(), format!("{revoke} verified"));
+    // The target's own trail: exactly the three operations that changed a membership.
+    let before: i64 =
+        pg.query_one("SELECT COUNT(*) FROM writ_audit.changes WHERE changed", &[]).unwrap().get(0);
+    assert_eq!(before, 3, "grant, grant, revoke changed the target");
+}
+
+#[test]
+fn postgres_targets_refuse_passwords_unknown_roles_and_members_without_a_login() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pgb");
+    let w = World::new();
+    let before = w.fingerprint();
+    let with_password = add_target(&w, &format!("{dsn} password=hunter2"), "pgb_read", &[]);
+    assert_eq!(with_password.code, 6, "{}", with_password.stderr);
+    assert!(with_password.stderr.contains("password_file"), "{}", with_password.stderr);
+    assert!(!with_password.stderr.contains("hunter2"), "the password was echoed: {}", with_password.stderr);
+    assert_eq!(w.fingerprint(), before, "a refused target left a trace");
+    add_target(&w, &dsn, "pgb_read,pgb_write", &[]).ok();
+    // A role Writ does not manage is not an entitlement.
+    let unknown = w.writ(&words(
+        "change request --as alice --identity dave --grant pg:pg_read_all_data --justification x",
+    ));
+    assert_eq!(unknown.code, 4, "{}", unknown.stderr);
+    // dave has no login role on the target: the change fails, recorded, and nothing is granted.
+    let id = w.request("dave", "pg:pgb_read");
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    let run = w.writ(&["change", "execute", &id]);
+    assert_eq!(run.code, 7, "{}", run.stderr);
+    assert!(run.stderr.contains("no login role"), "{}", run.stderr);
+    let count: i64 = pg.query_one("SELECT COUNT(*) FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid WHERE r.rolname = 'pgb_read'", &[]).unwrap().get(0);
+    assert_eq!(count, 0);
+}
