@@ -14,6 +14,6 @@ command -v git >/dev/null 2>&1 || apt_install git
 
 cargo build --release --locked -p writ
 log "engine and ledger"
-target/release/writ bench
+target/release/writ bench --postgres "$WRIT_TEST_POSTGRES"
 log "HTTP API"
 target/release/writ bench-api --postgres "$WRIT_TEST_POSTGRES" "$@"

@@ -34,6 +34,8 @@ pub struct PostgresConnector {
     name: String,
     client: Mutex<Client>,
     managed: Option<BTreeSet<String>>,
+    /// Whether `writ_audit.changes` is known to exist on this connection's target.
+    audit_ready: std::sync::atomic::AtomicBool,
 }
 
 /// Quotes an SQL identifier (`"` doubled), so no role name can break out of its position.
@@ -74,7 +76,12 @@ impl PostgresConnector {
         let client = config.connect(NoTls).map_err(|e| unavailable(name, &e))?;
         let managed =
             roles.map(|r| r.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
-        Ok(PostgresConnector { name: name.to_owned(), client: Mutex::new(client), managed })
+        Ok(PostgresConnector {
+            name: name.to_owned(),
+            client: Mutex::new(client),
+            managed,
+            audit_ready: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// True once the connection to the target is gone (the factory then connects again).
@@ -146,8 +153,10 @@ impl Connector for PostgresConnector {
         // One writer per target at a time, so the membership read below stays true until commit.
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('writ-connector'))", &[])
             .map_err(|e| self.err(&e))?;
-        tx.batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS writ_audit;
+        let create_audit = !self.audit_ready.load(std::sync::atomic::Ordering::Relaxed);
+        if create_audit {
+            tx.batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS writ_audit;
              CREATE TABLE IF NOT EXISTS writ_audit.changes (
                  id          BIGSERIAL PRIMARY KEY,
                  change_id   TEXT NOT NULL,
@@ -160,8 +169,9 @@ impl Connector for PostgresConnector {
                  executor    TEXT NOT NULL,
                  at          TIMESTAMPTZ NOT NULL DEFAULT now()
              );",
-        )
-        .map_err(|e| self.err(&e))?;
+            )
+            .map_err(|e| self.err(&e))?;
+        }
         let members = self.members(&mut tx)?;
         plan_against(&self.name, &members, ops)?;
         let mut applied = Vec::with_capacity(ops.len());
@@ -213,6 +223,9 @@ impl Connector for PostgresConnector {
             applied.push(AppliedOp { op: op.clone(), before, after: want });
         }
         tx.commit().map_err(|e| self.err(&e))?;
+        if create_audit {
+            self.audit_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(ApplyReport { applied, reference: last_row.map(|id| format!("writ_audit.changes#{id}")) })
     }
 

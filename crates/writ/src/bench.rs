@@ -36,7 +36,13 @@ impl Row {
     }
 }
 
-pub fn run(lifecycles: usize, threads: usize, ledger_events: usize, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    lifecycles: usize,
+    threads: usize,
+    ledger_events: usize,
+    postgres: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     if lifecycles == 0 || threads == 0 || ledger_events == 0 {
         bail!("--lifecycles, --threads and --ledger-events must be at least 1");
     }
@@ -58,6 +64,12 @@ pub fn run(lifecycles: usize, threads: usize, ledger_events: usize, json: bool) 
         rows.push(Row { note, ..row });
     }
     rows.extend(crate::bench_ledger::run(dir.path(), ledger_events)?);
+    match postgres {
+        Some(config) => rows.extend(crate::bench_connector::run(config, 500)?),
+        None => {
+            eprintln!("no PostgreSQL given (--postgres or WRIT_BENCH_POSTGRES): connector figures skipped")
+        }
+    }
     if json {
         let value: Vec<serde_json::Value> = rows
             .iter()

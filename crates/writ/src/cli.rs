@@ -348,6 +348,10 @@ pub struct BenchArgs {
     /// Events for the ledger append and verification figures.
     #[arg(long, default_value_t = 200_000)]
     pub ledger_events: usize,
+    /// A PostgreSQL server (libpq key=value string without dbname) for the PostgreSQL connector
+    /// figures (a throwaway database and roles are made there).
+    #[arg(long, env = "WRIT_BENCH_POSTGRES")]
+    pub postgres: Option<String>,
 }
 
 #[derive(Args, Debug)]

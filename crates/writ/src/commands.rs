@@ -34,9 +34,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
         Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
-        Top::Bench(args) => {
-            crate::bench::run(args.lifecycles, args.threads, args.ledger_events, json).map_err(CliError::from)
-        }
+        Top::Bench(args) => crate::bench::run(
+            args.lifecycles,
+            args.threads,
+            args.ledger_events,
+            args.postgres.as_deref(),
+            json,
+        )
+        .map_err(CliError::from),
         Top::BenchApi(args) => crate::bench_api::run(crate::bench_api::Options {
             seconds: args.seconds,
             rate: args.rate,

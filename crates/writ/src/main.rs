@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod bench_api;
+mod bench_connector;
 mod bench_ledger;
 mod cli;
 mod client;
