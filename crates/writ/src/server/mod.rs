@@ -88,6 +88,9 @@ fn instance_id() -> Result<String, CliError> {
 }
 
 async fn serve(state: State, listen: String, described: String) -> Result<(), CliError> {
+    // Handlers first: a SIGTERM that arrives right after the address is printed must already
+    // mean "shut down gracefully", not the default "die".
+    let signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| CliError::new("input.listen", format!("cannot listen on {listen}: {e}"), exit::INPUT))?;
@@ -100,7 +103,7 @@ async fn serve(state: State, listen: String, described: String) -> Result<(), Cl
     let background = tokio::spawn(background(Arc::clone(&state)));
     let app: Router = api::router(Arc::clone(&state));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(signals.received())
         .await;
     background.abort();
     // A last checkpoint so that what this instance wrote is signed before it goes.
@@ -111,23 +114,30 @@ async fn serve(state: State, listen: String, described: String) -> Result<(), Cl
     result.map_err(|e| CliError::new("internal", format!("server error: {e}"), exit::OTHER))
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+/// SIGINT and SIGTERM, listened to from start-up.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let failed =
+            |e: std::io::Error| CliError::new("internal", format!("cannot handle signals: {e}"), exit::OTHER);
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+            terminate: signal(SignalKind::terminate()).map_err(failed)?,
+        })
     }
-    tracing::info!(target: "writ::serve", "shutting down: finishing requests in flight");
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        tracing::info!(target: "writ::serve", "shutting down: finishing requests in flight");
+    }
 }
 
 /// Singleton work, each job under its own lease so one instance runs it at a time: signing

@@ -3,7 +3,7 @@
 //! catches a change made behind Writ's back, revocation removes the membership, and a DSN with
 //! a password is refused before anything is stored.
 
-use crate::harness::World;
+use crate::harness::{World, git};
 use crate::server::{postgres, postgres_database};
 
 /// A target database `writ_P` with group roles `P_read`, `P_write` and login role `P_dave` (roles
@@ -123,4 +123,71 @@ fn postgres_targets_refuse_passwords_unknown_roles_and_members_without_a_login()
     assert!(run.stderr.contains("no login role"), "{}", run.stderr);
     let count: i64 = pg.query_one("SELECT COUNT(*) FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid WHERE r.rolname = 'pgb_read'", &[]).unwrap().get(0);
     assert_eq!(count, 0);
+}
+
+fn executions(w: &World, id: &str) -> Vec<serde_json::Value> {
+    w.writ(&["change", "show", id, "--json"]).json()["executions"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_change_across_git_and_postgres_fails_partway_and_a_retry_applies_only_what_is_missing() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pgc");
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
+    admin.batch_execute("DROP ROLE IF EXISTS pgc_erin").unwrap();
+    let w = World::new();
+    add_target(&w, &dsn, "pgc_read", &[]).ok();
+    w.writ(&["identity", "add", "pgc_erin", "--kind", "human"]).ok();
+    let id = w.request_with(&words(
+        "--as alice --identity pgc_erin --grant access:eng-read --grant pg:pgc_read --justification onboarding",
+    ));
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    // The git target ("access") applies first; the PostgreSQL target has no login role for erin.
+    let first = w.writ(&["change", "execute", &id]);
+    assert_eq!(first.code, 7, "{}", first.stderr);
+    let shown = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!(shown["state"], "failed");
+    let ops = shown["operations"].as_array().unwrap();
+    let on = |target: &str| ops.iter().find(|o| o["target"] == target).unwrap().clone();
+    assert_eq!(on("access")["after"], "present", "the git grant was applied and recorded: {shown}");
+    assert!(on("pg")["after"].is_null(), "the PostgreSQL grant is recorded as not applied: {shown}");
+    let commits_before = git(&w.repo, &["log", "--format=%H", &format!("--grep=Writ-Change: {id}")]);
+    assert_eq!(commits_before.lines().count(), 1);
+    // Fix the target, retry: only the missing grant is applied; git gets no second commit.
+    admin.batch_execute("CREATE ROLE pgc_erin LOGIN").unwrap();
+    assert_eq!(w.writ(&["change", "execute", &id]).ok(), format!("{id} implemented"));
+    assert!(member(&mut pg, "pgc_erin", "pgc_read"));
+    assert_eq!(git(&w.repo, &["log", "--format=%H", &format!("--grep=Writ-Change: {id}")]), commits_before);
+    assert_eq!(executions(&w, &id).len(), 2, "both attempts are on the record");
+    assert_eq!(w.writ(&["change", "verify", &id]).ok(), format!("{id} verified"));
+}
+
+#[test]
+fn a_postgres_target_that_is_down_during_execute_fails_the_change_and_a_retry_succeeds() {
+    let Some(config) = postgres() else { return };
+    let (_, dsn) = target(&config, "pgd");
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
+    let w = World::new();
+    add_target(&w, &dsn, "pgd_read", &[]).ok();
+    w.writ(&["identity", "add", "pgd_dave", "--kind", "human"]).ok();
+    let id = w.request("pgd_dave", "pg:pgd_read");
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    // The target goes down: no new connections, existing ones cut.
+    admin
+        .batch_execute(
+            "ALTER DATABASE writ_pgd ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'writ_pgd';",
+        )
+        .unwrap();
+    let down = w.writ(&["change", "execute", &id]);
+    admin.batch_execute("ALTER DATABASE writ_pgd ALLOW_CONNECTIONS true").unwrap();
+    assert_eq!(down.code, 7, "{}", down.stderr);
+    assert!(down.stderr.contains("target pg unavailable"), "{}", down.stderr);
+    assert_eq!(w.writ(&["change", "show", &id, "--json"]).json()["state"], "failed");
+    // The test's own connection was cut with the others: connect again.
+    let mut pg = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+    assert!(!member(&mut pg, "pgd_dave", "pgd_read"), "nothing was granted while the target was down");
+    assert_eq!(w.writ(&["change", "execute", &id]).ok(), format!("{id} implemented"));
+    assert!(member(&mut pg, "pgd_dave", "pgd_read"));
+    assert_eq!(w.writ(&["change", "verify", &id]).ok(), format!("{id} verified"));
 }
