@@ -57,7 +57,7 @@ impl PostgresStore {
     pub fn connect_pool(config: &str, size: usize) -> Result<PostgresStore> {
         let mut first = Client::connect(config, NoTls).map_err(map_err)?;
         migrate(&mut first)?;
-        let writer = writer::Writer::new(first);
+        let writer = writer::writer(first);
         let mut clients = Vec::new();
         for _ in 0..size.max(1) {
             clients.push(Mutex::new(Conn::new(Client::connect(config, NoTls).map_err(map_err)?)));

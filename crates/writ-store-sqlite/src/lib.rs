@@ -63,7 +63,11 @@ impl SqliteStore {
         let writer = connect(path)?;
         migrate(&writer, mode)?;
         let readers = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
-        Ok(SqliteStore { readers, turn: std::sync::atomic::AtomicUsize::new(0), writer: Writer::new(writer) })
+        Ok(SqliteStore {
+            readers,
+            turn: std::sync::atomic::AtomicUsize::new(0),
+            writer: writer::writer(writer),
+        })
     }
 
     /// A free read connection if there is one, otherwise one in turn.

@@ -5,6 +5,8 @@
 //! state change it records**. If the event cannot be committed, nothing of the commit is
 //! visible (fail closed). Events are append-only; no method updates or deletes one.
 
+pub mod group_commit;
+
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{Grant, Identity, Target};
