@@ -53,6 +53,7 @@ impl AccessStore for PostgresStore {
     fn token(&self, id: &str) -> Result<Option<StoredToken>> {
         let rows = self
             .lock()?
+            .cached()
             .query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"), &[&id])
             .map_err(map_err)?;
         rows.first().map(parse_token).transpose()
@@ -61,6 +62,7 @@ impl AccessStore for PostgresStore {
     fn tokens(&self) -> Result<Vec<StoredToken>> {
         let rows = self
             .lock()?
+            .cached()
             .query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_ms, id"), &[])
             .map_err(map_err)?;
         rows.iter().map(parse_token).collect()
@@ -105,6 +107,7 @@ impl AccessStore for PostgresStore {
     fn role_assignments(&self) -> Result<Vec<(IdentityName, Role)>> {
         let rows = self
             .lock()?
+            .cached()
             .query("SELECT identity, role FROM roles ORDER BY identity, role", &[])
             .map_err(map_err)?;
         rows.iter()
@@ -120,6 +123,7 @@ impl AccessStore for PostgresStore {
     fn token_principal(&self, id: &str) -> Result<Option<(StoredToken, Identity, Vec<Role>)>> {
         let row = self
             .lock()?
+            .cached()
             .query_opt(
                 "SELECT t.id, t.identity, t.label, t.hash, t.created_ms, t.expires_ms, t.revoked_ms,
                         i.name, i.kind, i.owner, i.vendor, i.created_ms,
@@ -159,6 +163,7 @@ impl AccessStore for PostgresStore {
     fn roles_of(&self, identity: &IdentityName) -> Result<Vec<Role>> {
         let rows = self
             .lock()?
+            .cached()
             .query("SELECT role FROM roles WHERE identity = $1 ORDER BY role", &[&identity.as_str()])
             .map_err(map_err)?;
         rows.iter().map(|row| Role::parse(row.get(0)).map_err(corrupt("role"))).collect()

@@ -15,7 +15,7 @@ mod writer;
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement, Transaction};
+use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
@@ -119,40 +119,9 @@ impl Conn {
         Conn { client, prepared: HashMap::new() }
     }
 
-    fn statement(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
-        if let Some(statement) = self.prepared.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.client.prepare(sql)?;
-        self.prepared.insert(sql.to_owned(), statement.clone());
-        Ok(statement)
-    }
-
-    pub(crate) fn query(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<Vec<Row>, postgres::Error> {
-        let statement = self.statement(sql)?;
-        self.client.query(&statement, params)
-    }
-
-    pub(crate) fn query_one(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<Row, postgres::Error> {
-        let statement = self.statement(sql)?;
-        self.client.query_one(&statement, params)
-    }
-
-    pub(crate) fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<Option<Row>, postgres::Error> {
-        let statement = self.statement(sql)?;
-        self.client.query_opt(&statement, params)
+    /// The connection with its prepared statements, for queries.
+    pub(crate) fn cached(&mut self) -> Prepared<'_, Client> {
+        Prepared { client: &mut self.client, prepared: &mut self.prepared }
     }
 
     pub(crate) fn transaction(&mut self) -> std::result::Result<Transaction<'_>, postgres::Error> {
@@ -245,39 +214,46 @@ pub(crate) fn append(tx: &mut Tx<'_, '_>, next: i64, events: &[NewEvent]) -> Res
     indices.into_iter().map(to_u64).collect()
 }
 
-/// A write transaction with the writer connection's prepared statements: each statement is
-/// parsed once per connection and then runs in one round trip.
-pub(crate) struct Tx<'a, 'b> {
-    pub(crate) tx: &'a mut Transaction<'b>,
+/// A client (a connection or a transaction) with the prepared statements of its connection:
+/// each statement is parsed once per connection and then runs in one round trip.
+pub(crate) struct Prepared<'a, C> {
+    pub(crate) client: &'a mut C,
     pub(crate) prepared: &'a mut HashMap<String, Statement>,
 }
 
-impl Tx<'_, '_> {
-    fn statement(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+/// A write transaction on the writer connection, with its prepared statements.
+pub(crate) type Tx<'a, 'b> = Prepared<'a, Transaction<'b>>;
+
+type PgResult<T> = std::result::Result<T, postgres::Error>;
+
+impl<C: GenericClient> Prepared<'_, C> {
+    fn statement(&mut self, sql: &str) -> PgResult<Statement> {
         if let Some(statement) = self.prepared.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.tx.prepare(sql)?;
+        let statement = self.client.prepare(sql)?;
         self.prepared.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
 
-    pub(crate) fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<u64, postgres::Error> {
+    pub(crate) fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<u64> {
         let statement = self.statement(sql)?;
-        self.tx.execute(&statement, params)
+        self.client.execute(&statement, params)
     }
 
-    pub(crate) fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<Option<Row>, postgres::Error> {
+    pub(crate) fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<Vec<Row>> {
         let statement = self.statement(sql)?;
-        self.tx.query_opt(&statement, params)
+        self.client.query(&statement, params)
+    }
+
+    pub(crate) fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<Row> {
+        let statement = self.statement(sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    pub(crate) fn query_opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<Option<Row>> {
+        let statement = self.statement(sql)?;
+        self.client.query_opt(&statement, params)
     }
 }
 
@@ -312,6 +288,7 @@ impl RegistryStore for PostgresStore {
     fn identity(&self, name: &IdentityName) -> Result<Option<Identity>> {
         let rows = self
             .lock()?
+            .cached()
             .query(
                 "SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = $1",
                 &[&name.as_str()],
@@ -323,6 +300,7 @@ impl RegistryStore for PostgresStore {
     fn identities(&self) -> Result<Vec<Identity>> {
         let rows = self
             .lock()?
+            .cached()
             .query("SELECT name, kind, owner, vendor, created_ms FROM identities ORDER BY name", &[])
             .map_err(map_err)?;
         rows.iter().map(parse_identity).collect()
@@ -352,6 +330,7 @@ impl RegistryStore for PostgresStore {
     fn target(&self, name: &TargetName) -> Result<Option<Target>> {
         let mut client = self.lock()?;
         let row = client
+            .cached()
             .query_opt("SELECT name, connector, created_ms FROM targets WHERE name = $1", &[&name.as_str()])
             .map_err(map_err)?;
         row.map(|row| parse_target(&mut client, &row)).transpose()
@@ -360,6 +339,7 @@ impl RegistryStore for PostgresStore {
     fn targets(&self) -> Result<Vec<Target>> {
         let mut client = self.lock()?;
         let rows = client
+            .cached()
             .query("SELECT name, connector, created_ms FROM targets ORDER BY name", &[])
             .map_err(map_err)?;
         rows.iter().map(|row| parse_target(&mut client, row)).collect()
@@ -370,6 +350,7 @@ impl RegistryStore for PostgresStore {
 fn parse_target(client: &mut Conn, row: &postgres::Row) -> Result<Target> {
     let name: String = row.get(0);
     let settings = client
+        .cached()
         .query("SELECT key, value FROM target_settings WHERE target = $1 ORDER BY key", &[&name])
         .map_err(map_err)?
         .iter()
@@ -482,6 +463,7 @@ impl ChangeStore for PostgresStore {
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {
         let rows = self
             .lock()?
+            .cached()
             .query(
                 "SELECT idx, change_id, seq, bytes, leaf FROM events WHERE change_id = $1 ORDER BY seq",
                 &[&id.as_str()],
@@ -499,6 +481,7 @@ impl ChangeStore for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .lock()?
+            .cached()
             .query(
                 "SELECT id, kind, state, requester, created_ms, updated_ms FROM changes
                  WHERE ($1::TEXT IS NULL OR state = $1) AND ($2::TEXT IS NULL OR id < $2)
@@ -542,6 +525,7 @@ impl GrantStore for PostgresStore {
     fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
         let rows = self
             .lock()?
+            .cached()
             .query(
                 "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
                  WHERE identity = $1 ORDER BY target, entitlement",
@@ -570,6 +554,7 @@ impl EventLog for PostgresStore {
     fn events(&self, from: u64, limit: usize) -> Result<Vec<EventRow>> {
         let rows = self
             .lock()?
+            .cached()
             .query(
                 "SELECT idx, change_id, seq, bytes, leaf FROM events WHERE idx >= $1 ORDER BY idx LIMIT $2",
                 &[&to_i64(from)?, &(limit as i64)],
@@ -581,6 +566,7 @@ impl EventLog for PostgresStore {
     fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafRow>> {
         let rows = self
             .lock()?
+            .cached()
             .query(
                 "SELECT idx, bytes, leaf FROM events WHERE idx >= $1 ORDER BY idx LIMIT $2",
                 &[&to_i64(from)?, &(limit as i64)],
@@ -592,8 +578,11 @@ impl EventLog for PostgresStore {
     }
 
     fn event_count(&self) -> Result<u64> {
-        let row =
-            self.lock()?.query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", &[]).map_err(map_err)?;
+        let row = self
+            .lock()?
+            .cached()
+            .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", &[])
+            .map_err(map_err)?;
         to_u64(row.get(0))
     }
 }
@@ -637,8 +626,11 @@ impl CheckpointStore for PostgresStore {
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
-        let row =
-            self.lock()?.query_opt("SELECT value FROM meta WHERE key = $1", &[&key]).map_err(map_err)?;
+        let row = self
+            .lock()?
+            .cached()
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+            .map_err(map_err)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -660,6 +652,7 @@ impl EvidenceStore for PostgresStore {
     fn evidence(&self, sha256: &[u8; 32]) -> Result<Option<EvidenceBlob>> {
         let row = self
             .lock()?
+            .cached()
             .query_opt("SELECT media_type, bytes FROM evidence WHERE sha256 = $1", &[&sha256.as_slice()])
             .map_err(map_err)?;
         Ok(row.map(|r| EvidenceBlob { sha256: *sha256, media_type: r.get(0), bytes: r.get(1) }))
@@ -668,6 +661,7 @@ impl EvidenceStore for PostgresStore {
     fn sensitive(&self, hmac: &str) -> Result<Option<String>> {
         let row = self
             .lock()?
+            .cached()
             .query_opt("SELECT value FROM sensitive WHERE hmac = $1", &[&hmac])
             .map_err(map_err)?;
         Ok(row.map(|r| r.get(0)))
@@ -676,6 +670,7 @@ impl EvidenceStore for PostgresStore {
     fn sensitive_many(&self, hmacs: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
         let rows = self
             .lock()?
+            .cached()
             .query("SELECT hmac, value FROM sensitive WHERE hmac = ANY($1)", &[&hmacs])
             .map_err(map_err)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -686,6 +681,7 @@ impl PostgresStore {
     fn checkpoints_where(&self, order: &str) -> Result<Vec<StoredCheckpoint>> {
         let rows = self
             .lock()?
+            .cached()
             .query(&format!("SELECT size, root, note, created_ms FROM checkpoints {order}"), &[])
             .map_err(map_err)?;
         rows.iter()

@@ -75,7 +75,7 @@ fn run_batch(
     if lone {
         // A lone job needs no savepoint: the transaction itself isolates it.
         if let Some(job) = jobs.next() {
-            match job(&mut Tx { tx: &mut tx, prepared }, next) {
+            match job(&mut Tx { client: &mut tx, prepared }, next) {
                 Ok(appended) => {
                     next += appended;
                     answers.push(Ok(()));
@@ -96,7 +96,7 @@ fn run_batch(
                     return Err(map_err(error));
                 }
             };
-            match job(&mut Tx { tx: &mut savepoint, prepared }, next) {
+            match job(&mut Tx { client: &mut savepoint, prepared }, next) {
                 Ok(appended) => match savepoint.commit() {
                     Ok(()) => {
                         next += appended;
