@@ -126,8 +126,9 @@ impl Engine {
         Ok(IssuedToken { info, token: format!("{TOKEN_PREFIX}{id}_{secret}") })
     }
 
-    /// Revokes a token by its public id; it stops working at once on every instance.
-    pub fn revoke_token(&self, actor: Actor, id: &str) -> Result<TokenInfo> {
+    /// Revokes a token by its public id; it stops working at once on every instance. Returns
+    /// the token as it now stands.
+    pub fn revoke_token(&self, actor: Actor, id: &str) -> Result<StoredToken> {
         let token = self
             .store
             .token(id)?
@@ -140,7 +141,7 @@ impl Engine {
         };
         self.store.revoke_token(id, event.at(), &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::access", token = %id, "token revoked");
-        Ok(token.info)
+        Ok(StoredToken { revoked_at: Some(event.at()), ..token })
     }
 
     /// Assigns (`present`) or removes a role.

@@ -119,6 +119,11 @@ impl Engine {
         Ok(self.hmac()?.mac(value))
     }
 
+    /// The engine's clock (the system clock, or a test's).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }

@@ -76,6 +76,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drops and creates the benchmark database `name` on the server `config` names; returns an
+/// administrative connection to the server's `postgres` database.
+pub fn recreate_database(config: &str, name: &str) -> anyhow::Result<postgres::Client> {
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    Ok(admin)
+}
+
 fn exe() -> anyhow::Result<std::path::PathBuf> {
     std::env::current_exe().context("locating the writ binary")
 }
@@ -87,10 +96,7 @@ fn setup(dir: &Path, name: &str, postgres: Option<&str>, instances: usize) -> an
     let db = match postgres {
         Some(config) => {
             let database = format!("writ_bench_{slug}");
-            let mut client =
-                postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls)?;
-            client.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))?;
-            client.batch_execute(&format!("CREATE DATABASE {database}"))?;
+            recreate_database(config, &database)?;
             let field = |key: &str| {
                 config
                     .split_whitespace()

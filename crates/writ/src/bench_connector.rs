@@ -14,9 +14,7 @@ use writ_core::time::Timestamp;
 use crate::bench::Row;
 
 pub fn run(config: &str, pairs: usize) -> anyhow::Result<Vec<Row>> {
-    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls)?;
-    admin.batch_execute("DROP DATABASE IF EXISTS writ_bench_target WITH (FORCE)")?;
-    admin.batch_execute("CREATE DATABASE writ_bench_target")?;
+    let mut admin = crate::bench_api::recreate_database(config, "writ_bench_target")?;
     admin.batch_execute(
         "DROP ROLE IF EXISTS wbt_read; DROP ROLE IF EXISTS wbt_user;
          CREATE ROLE wbt_read NOLOGIN; CREATE ROLE wbt_user LOGIN;",

@@ -73,8 +73,7 @@ impl Client {
         let code = error["error"]["code"].as_str().unwrap_or("client.http");
         let message =
             error["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-        // Codes are `&'static str` in CliError: keep the server's code when it is one we know.
-        Err(CliError::new(static_code(code), message, exit_for(code)))
+        Err(CliError::received(code, message, exit_for(code)))
     }
 
     fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
@@ -107,66 +106,6 @@ impl Client {
     fn items(&self, path: &str) -> Result<Vec<Value>, CliError> {
         Ok(self.json("GET", path, None)?["items"].as_array().cloned().unwrap_or_default())
     }
-}
-
-/// The codes a server may send, as static strings (unknown ones are reported as `client.http`).
-fn static_code(code: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "auth.missing_token",
-        "auth.invalid_token",
-        "auth.token_revoked",
-        "auth.token_expired",
-        "auth.role_required",
-        "auth.vendor_scope",
-        "auth.oidc_refused",
-        "not_found",
-        "request.malformed_json",
-        "request.missing_field",
-        "request.too_large",
-        "request.unsupported_media_type",
-        "request.unreadable_body",
-        "idempotency.in_progress",
-        "idempotency.key_reused",
-        "input.invalid_name",
-        "input.invalid_value",
-        "input.invalid_duration",
-        "input.empty_justification",
-        "input.no_operations",
-        "input.too_many_operations",
-        "input.duplicate_operation",
-        "input.duration_on_revoke",
-        "input.invalid_text",
-        "input.on_behalf_of_self",
-        "input.page_limit",
-        "input.invalid_digest",
-        "identity.owner_required",
-        "identity.owner_on_human",
-        "identity.owner_not_human",
-        "identity.orphan",
-        "identity.not_human",
-        "sod.self_approval",
-        "sod.duplicate_approval",
-        "sod.vendor_self_approval",
-        "sod.executor_not_independent",
-        "sod.reviewer_not_independent",
-        "sod.self_rejection",
-        "approval.expired",
-        "approval.insufficient",
-        "state.invalid_transition",
-        "state.not_due",
-        "store.conflict",
-        "store.unavailable",
-        "store.error",
-        "target.unknown_entitlement",
-        "target.unavailable",
-        "target.conflict",
-        "target.invalid",
-        "ledger.no_hmac_key",
-        "ledger.no_signing_key",
-        "ledger.corrupt_record",
-        "internal",
-    ];
-    KNOWN.iter().copied().find(|k| *k == code).unwrap_or("client.http")
 }
 
 fn not_remote(what: &str) -> CliError {

@@ -124,7 +124,7 @@ fn auto_checkpoint(engine: &Engine, key: &Path) {
     let outcome = crate::keys::load(key)
         .and_then(|signer| engine.checkpoint_if_due(&signer, 1000).map_err(CliError::from));
     if let Err(error) = outcome {
-        tracing::warn!(target: "writ::ledger", code = error.code, "no checkpoint signed: {}", error.message);
+        tracing::warn!(target: "writ::ledger", code = %error.code, "no checkpoint signed: {}", error.message);
     }
 }
 
@@ -578,7 +578,7 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
             render::print(json, serde_json::Value::Array(items), || lines);
         }
         TokenCmd::Revoke { id } => {
-            let info = engine.revoke_token(admin, &id)?;
+            let info = engine.revoke_token(admin, &id)?.info;
             render::print(json, serde_json::json!({ "id": info.id, "revoked": true }), || {
                 format!("revoked token {} of {}", info.id, info.identity)
             });

@@ -116,29 +116,12 @@ pub fn report_json(report: &writ_ledger::verify::Report) -> serde_json::Value {
     })
 }
 
-/// Every code a verification problem can carry.
-const PROBLEM_CODES: &[&str] = &[
-    "ledger.missing_event",
-    "ledger.out_of_order",
-    "ledger.edited_event",
-    "ledger.undecodable_event",
-    "ledger.reordered_events",
-    "ledger.root_mismatch",
-    "ledger.truncated",
-    "ledger.bad_signature",
-    "ledger.unknown_key",
-    "ledger.malformed_checkpoint",
-    "ledger.wrong_origin",
-    "ledger.inconsistent_checkpoints",
-];
-
 /// Prints a verification report (from its JSON, local or from a server) and fails with the
 /// first problem's code.
 pub fn report_verification(value: serde_json::Value, json: bool) -> Result<(), CliError> {
     let problems = value["problems"].as_array().cloned().unwrap_or_default();
     let first = problems.first().map(|p| {
-        let code = p["code"].as_str().unwrap_or_default();
-        let code = PROBLEM_CODES.iter().copied().find(|c| *c == code).unwrap_or("ledger.verification_failed");
+        let code = p["code"].as_str().unwrap_or("ledger.verification_failed").to_owned();
         (code, p["message"].as_str().unwrap_or_default().to_owned())
     });
     let summary = format!(
@@ -160,7 +143,7 @@ pub fn report_verification(value: serde_json::Value, json: bool) -> Result<(), C
     match first {
         None => Ok(()),
         Some((code, message)) => {
-            Err(CliError::new(code, format!("ledger verification failed: {message}"), exit::LEDGER))
+            Err(CliError::received(&code, format!("ledger verification failed: {message}"), exit::LEDGER))
         }
     }
 }

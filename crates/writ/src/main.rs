@@ -25,14 +25,20 @@ use writ_engine::EngineError;
 /// An error as the user sees it: a stable code, a message, and the exit status.
 #[derive(Debug)]
 pub struct CliError {
-    pub code: &'static str,
+    /// Stable code; owned when it comes from elsewhere (a server's reply, a verifier report).
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     pub exit: u8,
 }
 
 impl CliError {
     pub fn new(code: &'static str, message: impl Into<String>, exit: u8) -> CliError {
-        CliError { code, message: message.into(), exit }
+        CliError { code: std::borrow::Cow::Borrowed(code), message: message.into(), exit }
+    }
+
+    /// An error whose code was received (a server's, a report's) rather than written here.
+    pub fn received(code: &str, message: impl Into<String>, exit: u8) -> CliError {
+        CliError { code: std::borrow::Cow::Owned(code.to_owned()), message: message.into(), exit }
     }
 }
 

@@ -481,6 +481,17 @@ fn change_json(engine: &Engine, record: &ChangeRecord) -> ApiResult<Value> {
     Ok(render::change_json(record, &sizes))
 }
 
+/// Checks that the caller may take `action` on the change: the role, and for a vendor's
+/// principal the change's organisation (which needs the change; internal principals are not
+/// scoped, so their writes load the change only once, in the engine).
+fn check_scope(engine: &Engine, caller: &Principal, action: Action, id: &ChangeId) -> ApiResult<()> {
+    caller.may(action)?;
+    if caller.identity.vendor.is_some() {
+        scoped_change(engine, caller, action, id)?;
+    }
+    Ok(())
+}
+
 /// Loads a change the caller may touch for `action`: vendors only within their organisation.
 fn scoped_change(
     engine: &Engine,
@@ -504,7 +515,7 @@ async fn healthz() -> Json<Value> {
 /// every commit) and the keys needed to record and sign are loaded.
 async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Response {
     let checked = blocking(&state, |state| {
-        let now = writ_engine::Clock::now(&writ_engine::SystemClock);
+        let now = state.engine.now();
         let until = writ_core::time::Timestamp::from_millis(now.as_millis() + 1_000);
         let probe = format!("ready:{}", state.instance);
         state.engine.store().acquire_lease(&probe, &state.instance, now, until)?;
@@ -909,7 +920,7 @@ async fn change_step(
     let principal = caller.clone();
     write(&state, &caller, headers, request, move |state| {
         let engine = &state.engine;
-        scoped_change(engine, &principal, action, &id)?;
+        check_scope(engine, &principal, action, &id)?;
         let record = match action {
             Action::Approve => engine.approve(&id, &me, on_behalf_of.as_ref(), validity)?,
             Action::Reject => engine.reject(&id, &me, required(reason, "reason")?)?,
@@ -985,7 +996,7 @@ async fn add_evidence(
     let principal = caller.clone();
     write(&state, &caller, headers, fingerprint, move |state| {
         let engine = &state.engine;
-        scoped_change(engine, &principal, Action::AttachEvidence, &id)?;
+        check_scope(engine, &principal, Action::AttachEvidence, &id)?;
         let record = engine.attach_evidence(&id, &me, step, name, media_type, bytes.to_vec())?;
         let attached = record
             .change
@@ -1091,9 +1102,8 @@ async fn revoke_token(
         if token.info.identity != caller.identity.name {
             caller.may(Action::Administer)?;
         }
-        let info = engine.revoke_token(Actor::Identity(caller.identity.name.clone()), &id)?;
-        let now = writ_engine::Clock::now(&writ_engine::SystemClock);
-        Ok(Json(crate::commands::token_json(&info, Some(now))))
+        let revoked = engine.revoke_token(Actor::Identity(caller.identity.name.clone()), &id)?;
+        Ok(Json(crate::commands::token_json(&revoked.info, revoked.revoked_at)))
     })
     .await
 }

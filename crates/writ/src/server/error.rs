@@ -111,7 +111,12 @@ impl From<crate::CliError> for ApiError {
             crate::exit::STORE => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, error.code, error.message)
+        // Every code a local command raises is a literal; a received one never reaches here.
+        let code = match error.code {
+            std::borrow::Cow::Borrowed(code) => code,
+            std::borrow::Cow::Owned(_) => "internal",
+        };
+        ApiError::new(status, code, error.message)
     }
 }
 

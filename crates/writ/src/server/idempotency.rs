@@ -54,7 +54,7 @@ pub fn run(
     }
     let fingerprint = hex::encode(hasher.finalize());
     let store = state.engine.store();
-    let now = writ_engine::Clock::now(&writ_engine::SystemClock);
+    let now = state.engine.now();
     match store.claim_request(scope, &key, &fingerprint, now)? {
         Claim::Fresh => {}
         Claim::Replay { status, resource } => {

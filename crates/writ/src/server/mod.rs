@@ -22,7 +22,7 @@ use std::time::Duration as StdDuration;
 
 use axum::Router;
 use writ_core::time::Timestamp;
-use writ_engine::{Clock, Engine, SystemClock};
+use writ_engine::Engine;
 use writ_ledger::checkpoint::NoteSigner;
 
 pub use config::ServeArgs;
@@ -160,7 +160,7 @@ async fn background(state: State) {
 fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
     let engine = &state.engine;
     let store = engine.store();
-    let now = SystemClock.now();
+    let now = engine.now();
     let lease = |name: &str| {
         store.acquire_lease(name, &state.instance, now, Timestamp::from_millis(now.as_millis() + 5_000))
     };
