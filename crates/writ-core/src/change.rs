@@ -140,6 +140,7 @@ string_enum!(
         Incident => "incident",
         Vendor => "vendor",
         Adhoc => "adhoc",
+        Expiry => "expiry",
     }
 );
 
@@ -308,6 +309,11 @@ pub struct Change {
     pub executions: Vec<Execution>,
     pub verification: Option<Verification>,
     pub closing: Option<Decision>,
+    /// For a change Writ opened itself to end time-bound access: the change that granted it.
+    pub origin: Option<ChangeId>,
+    /// Set when Writ gave up retrying on its own and a person must act (see
+    /// [`crate::event::ChangeEventBody::AlertRaised`]).
+    pub alert: Option<String>,
     /// Every evidence blob attached so far: the event sequence, the step, and the reference.
     pub evidence: Vec<(u64, crate::event::Phase, crate::event::EvidenceRef)>,
     /// How many events have been folded into this record; the next event has this sequence.

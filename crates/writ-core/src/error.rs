@@ -81,6 +81,10 @@ pub enum Refusal {
     /// The command does not apply in the change's current state.
     #[error("{change} is {state}; cannot {action}")]
     InvalidTransition { change: ChangeId, state: ChangeState, action: &'static str },
+    /// A change that ends time-bound access cannot be withdrawn: access must end when its
+    /// approval said it would.
+    #[error("{change} ends time-bound access granted by {origin}; it cannot be cancelled or rejected")]
+    ExpiryIrrevocable { change: ChangeId, origin: ChangeId },
     /// Nothing is due yet (for example expiring a change whose approval is still valid).
     #[error("{change} is not due to {action} yet")]
     NotDue { change: ChangeId, action: &'static str },
@@ -124,6 +128,7 @@ impl Refusal {
             Refusal::NotEnoughApprovals { .. } => "approval.insufficient",
             Refusal::InvalidTransition { .. } => "state.invalid_transition",
             Refusal::NotDue { .. } => "state.not_due",
+            Refusal::ExpiryIrrevocable { .. } => "state.expiry_irrevocable",
             Refusal::InconsistentReport { .. } => "engine.inconsistent_report",
             Refusal::CorruptHistory { .. } => "ledger.corrupt_history",
         }

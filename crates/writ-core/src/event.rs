@@ -135,6 +135,20 @@ pub enum ChangeEventBody {
         step: Phase,
         name: String,
     },
+    /// Writ opened a change to end time-bound access granted by `origin`, due at `due_at`.
+    /// It is pre-authorised by the origin's approval, so it starts `approved`; `requester` is
+    /// the origin's requester (the person whose request set the bound).
+    ExpiryOpened {
+        origin: ChangeId,
+        requester: IdentityName,
+        due_at: Timestamp,
+        ops: Vec<PlannedOp>,
+    },
+    /// Writ could not finish the change on its own within its bound; a person must act. The
+    /// state does not change; the alert stays on the record.
+    AlertRaised {
+        reason: String,
+    },
 }
 
 impl ChangeEventBody {
@@ -154,12 +168,14 @@ impl ChangeEventBody {
             ChangeEventBody::VerificationFailed { .. } => "change.verification_failed",
             ChangeEventBody::Reviewed { .. } => "change.reviewed",
             ChangeEventBody::EvidenceAttached { .. } => "change.evidence_attached",
+            ChangeEventBody::ExpiryOpened { .. } => "change.expiry_opened",
+            ChangeEventBody::AlertRaised { .. } => "change.alert_raised",
         }
     }
 
     pub fn phase(&self) -> Phase {
         match self {
-            ChangeEventBody::Requested { .. } => Phase::Request,
+            ChangeEventBody::Requested { .. } | ChangeEventBody::ExpiryOpened { .. } => Phase::Request,
             ChangeEventBody::Validated { .. } => Phase::Validation,
             ChangeEventBody::Approved { .. }
             | ChangeEventBody::Rejected { .. }
@@ -167,7 +183,8 @@ impl ChangeEventBody {
             | ChangeEventBody::Expired { .. } => Phase::Approval,
             ChangeEventBody::ExecutionStarted { .. }
             | ChangeEventBody::Implemented { .. }
-            | ChangeEventBody::ExecutionFailed { .. } => Phase::Implementation,
+            | ChangeEventBody::ExecutionFailed { .. }
+            | ChangeEventBody::AlertRaised { .. } => Phase::Implementation,
             ChangeEventBody::Verified { .. } | ChangeEventBody::VerificationFailed { .. } => {
                 Phase::Verification
             }

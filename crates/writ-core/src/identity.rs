@@ -119,6 +119,8 @@ pub enum SystemActor {
     Engine,
     /// An administrator using the local CLI without naming themselves.
     Admin,
+    /// The scheduler that ends time-bound access when it expires.
+    Scheduler,
 }
 
 impl Actor {
@@ -127,6 +129,7 @@ impl Actor {
             Actor::Identity(name) => name.to_string(),
             Actor::System(SystemActor::Engine) => "system:writ-engine".to_owned(),
             Actor::System(SystemActor::Admin) => "system:admin".to_owned(),
+            Actor::System(SystemActor::Scheduler) => "system:writ-scheduler".to_owned(),
         }
     }
 
@@ -134,6 +137,7 @@ impl Actor {
         match input {
             "system:writ-engine" => Ok(Actor::System(SystemActor::Engine)),
             "system:admin" => Ok(Actor::System(SystemActor::Admin)),
+            "system:writ-scheduler" => Ok(Actor::System(SystemActor::Scheduler)),
             _ => IdentityName::parse(input).map(Actor::Identity),
         }
     }

@@ -15,7 +15,7 @@ use crate::change::{
 };
 use crate::error::Refusal;
 use crate::event::{ChangeEvent, ChangeEventBody};
-use crate::identity::{Actor, Identity, IdentityKind};
+use crate::identity::{Actor, Identity, IdentityKind, SystemActor};
 use crate::name::{IdentityName, OrgName};
 use crate::time::{Duration, Timestamp};
 use crate::verify::mismatches;
@@ -40,10 +40,28 @@ pub struct NewChange {
     pub requirement: ApprovalRequirement,
 }
 
+/// A change Writ opens itself to end time-bound access that `origin` granted.
+#[derive(Clone, Debug)]
+pub struct ExpiryChange {
+    pub id: ChangeId,
+    pub origin: ChangeId,
+    /// The origin's requester.
+    pub requester: IdentityName,
+    pub due_at: Timestamp,
+    /// Revocations of what expired; no durations.
+    pub ops: Vec<PlannedOp>,
+}
+
 /// Something a person or Writ asks of a change.
 #[derive(Clone, Debug)]
 pub enum Command {
     Request(Box<NewChange>),
+    /// Opens a change that ends time-bound access; only Writ's scheduler issues it.
+    OpenExpiry(Box<ExpiryChange>),
+    /// Marks a change as needing a person: Writ stopped trying on its own within its bound.
+    RaiseAlert {
+        reason: String,
+    },
     /// `validity` may shorten, never lengthen, how long the approval stays valid.
     Approve {
         approver: Identity,
@@ -86,6 +104,8 @@ impl Command {
     fn action(&self) -> &'static str {
         match self {
             Command::Request(_) => "request",
+            Command::OpenExpiry(_) => "open expiry",
+            Command::RaiseAlert { .. } => "raise alert",
             Command::Approve { .. } => "approve",
             Command::Reject { .. } => "reject",
             Command::Cancel { .. } => "cancel",
@@ -107,7 +127,8 @@ pub fn decide(
 ) -> Result<Vec<ChangeEvent>, Refusal> {
     let change = match (change, command) {
         (None, Command::Request(new)) => return decide_request(*new, now),
-        (Some(change), Command::Request(_)) => {
+        (None, Command::OpenExpiry(expiry)) => return decide_expiry(*expiry, now),
+        (Some(change), Command::Request(_) | Command::OpenExpiry(_)) => {
             return Err(invalid(change, "request"));
         }
         (None, _) => {
@@ -130,8 +151,24 @@ pub fn decide(
         body,
         evidence: Vec::new(),
     };
+    if matches!(command, Command::Reject { .. } | Command::Cancel { .. })
+        && let Some(origin) = &change.origin
+    {
+        return Err(Refusal::ExpiryIrrevocable { change: change.id.clone(), origin: origin.clone() });
+    }
     match command {
-        Command::Request(_) => Err(invalid(change, action)),
+        Command::Request(_) | Command::OpenExpiry(_) => Err(invalid(change, action)),
+        Command::RaiseAlert { reason } => {
+            if change.state.is_terminal() || change.state == ChangeState::Verified || change.alert.is_some() {
+                return Err(invalid(change, action));
+            }
+            let reason = text(reason, "alert reason")?;
+            Ok(vec![event(
+                Actor::System(SystemActor::Scheduler),
+                None,
+                ChangeEventBody::AlertRaised { reason },
+            )])
+        }
         Command::Approve { approver, on_behalf_of, validity } => {
             require_state(change, &[ChangeState::PendingApproval], action)?;
             check_approver(change, &approver, on_behalf_of.as_ref())?;
@@ -233,7 +270,7 @@ pub fn decide(
             require_state(change, &[ChangeState::Approved], action)?;
             match change.approvals_valid_until() {
                 Some(until) if until <= now => Ok(vec![event(
-                    Actor::System(crate::identity::SystemActor::Engine),
+                    Actor::System(SystemActor::Engine),
                     None,
                     ChangeEventBody::Expired { reason: format!("approval validity ended at {until}") },
                 )]),
@@ -272,6 +309,42 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 executions: Vec::new(),
                 verification: None,
                 closing: None,
+                origin: None,
+                alert: None,
+                evidence: event
+                    .evidence
+                    .iter()
+                    .map(|e| (0, crate::event::Phase::Request, e.clone()))
+                    .collect(),
+                seq: 1,
+            });
+        }
+        (None, ChangeEventBody::ExpiryOpened { origin, requester, due_at, ops }) => {
+            if event.seq != 0 || event.actor != Actor::System(SystemActor::Scheduler) {
+                return Err(corrupt("an expiry change starts at sequence 0, opened by the scheduler"));
+            }
+            let justification =
+                Justification::parse(&format!("time-bound access granted by {origin} ended at {due_at}"))
+                    .map_err(|_| corrupt("expiry justification"))?;
+            return Ok(Change {
+                id: event.change.clone(),
+                kind: ChangeKind::Revoke,
+                event: BusinessEvent::Expiry,
+                refs: Vec::new(),
+                requester: requester.clone(),
+                on_behalf_of: None,
+                vendor: None,
+                justification,
+                ops: ops.clone(),
+                created_at: event.at,
+                state: ChangeState::Approved,
+                requirement: ApprovalRequirement { approvals: 0, validity: Duration::hours(24) },
+                approvals: Vec::new(),
+                executions: Vec::new(),
+                verification: None,
+                closing: None,
+                origin: Some(origin.clone()),
+                alert: None,
                 evidence: event
                     .evidence
                     .iter()
@@ -281,7 +354,7 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
         }
         (None, _) => return Err(corrupt("history must start with change.requested")),
-        (Some(_), ChangeEventBody::Requested { .. }) => {
+        (Some(_), ChangeEventBody::Requested { .. } | ChangeEventBody::ExpiryOpened { .. }) => {
             return Err(corrupt("change.requested after the start"));
         }
         (Some(change), _) => change,
@@ -296,8 +369,14 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
     let decision =
         |reason: &String| Decision { actor: event.actor.clone(), at: event.at, reason: reason.clone() };
     match &event.body {
-        ChangeEventBody::Requested { .. } => {
+        ChangeEventBody::Requested { .. } | ChangeEventBody::ExpiryOpened { .. } => {
             return Err(corrupt("change.requested after the start"));
+        }
+        ChangeEventBody::AlertRaised { reason } => {
+            if change.alert.is_some() {
+                return Err(corrupt("a second alert on one change"));
+            }
+            change.alert = Some(reason.clone());
         }
         ChangeEventBody::Validated { requirement } => {
             expect(&[ChangeState::Requested])?;
@@ -474,11 +553,53 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         change: new.id,
         seq: 1,
         at: now,
-        actor: Actor::System(crate::identity::SystemActor::Engine),
+        actor: Actor::System(SystemActor::Engine),
         on_behalf_of: None,
         body: ChangeEventBody::Validated { requirement: new.requirement },
     };
     Ok(vec![requested, validated])
+}
+
+fn decide_expiry(expiry: ExpiryChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Refusal> {
+    if expiry.ops.is_empty() {
+        return Err(Refusal::NoOperations);
+    }
+    if expiry.ops.len() > MAX_OPS {
+        return Err(Refusal::TooManyOperations { count: expiry.ops.len(), max: MAX_OPS });
+    }
+    for (i, op) in expiry.ops.iter().enumerate() {
+        if op.action != OpAction::Revoke || op.duration.is_some() {
+            return Err(Refusal::InconsistentReport {
+                change: expiry.id.clone(),
+                detail: "an expiry change only revokes, without a duration".to_owned(),
+            });
+        }
+        let repeated =
+            expiry.ops.iter().take(i).any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
+        if repeated {
+            return Err(Refusal::DuplicateOperation {
+                identity: op.identity.clone(),
+                entitlement: op.entitlement.to_string(),
+            });
+        }
+    }
+    if expiry.due_at > now {
+        return Err(Refusal::NotDue { change: expiry.id, action: "open expiry" });
+    }
+    Ok(vec![ChangeEvent {
+        change: expiry.id,
+        seq: 0,
+        at: now,
+        actor: Actor::System(SystemActor::Scheduler),
+        on_behalf_of: None,
+        body: ChangeEventBody::ExpiryOpened {
+            origin: expiry.origin,
+            requester: expiry.requester,
+            due_at: expiry.due_at,
+            ops: expiry.ops,
+        },
+        evidence: Vec::new(),
+    }])
 }
 
 /// The role that disqualifies `name` from acting independently on `change`, if any.

@@ -589,3 +589,79 @@ fn an_approver_can_shorten_but_never_extend_validity() {
     let change = step(Some(pending(&alice, &dave)), long, T0).unwrap();
     assert_eq!(change.approvals[0].expires_at, T0.plus(Duration::hours(24)));
 }
+
+// ---- changes that end time-bound access ----
+
+fn expiry(due_at: Timestamp, ops: Vec<PlannedOp>) -> Command {
+    Command::OpenExpiry(Box::new(crate::machine::ExpiryChange {
+        id: ChangeId::generate(due_at, 9),
+        origin: ChangeId::generate(T0, 42),
+        requester: name("alice"),
+        due_at,
+        ops,
+    }))
+}
+
+#[test]
+fn an_expiry_change_starts_approved_by_the_scheduler_and_cannot_be_withdrawn() {
+    let dave = human("dave");
+    let revoke = op(OpAction::Revoke, &dave, "repo:read");
+    let early = step(None, expiry(at(2), vec![revoke.clone()]), at(1)).unwrap_err();
+    assert_eq!(early.code(), "state.not_due");
+    let mut grant = op(OpAction::Grant, &dave, "repo:read");
+    assert_eq!(
+        step(None, expiry(at(1), vec![grant.clone()]), at(2)).unwrap_err().code(),
+        "engine.inconsistent_report"
+    );
+    grant.action = OpAction::Revoke;
+    grant.duration = Some(Duration::hours(1));
+    assert_eq!(
+        step(None, expiry(at(1), vec![grant]), at(2)).unwrap_err().code(),
+        "engine.inconsistent_report"
+    );
+    assert_eq!(step(None, expiry(at(1), vec![]), at(2)).unwrap_err().code(), "input.no_operations");
+
+    let change = step(None, expiry(at(1), vec![revoke]), at(2)).unwrap();
+    assert_eq!(change.state, ChangeState::Approved);
+    assert_eq!(change.kind, ChangeKind::Revoke);
+    assert_eq!(change.event, BusinessEvent::Expiry);
+    assert_eq!(change.origin, Some(ChangeId::generate(T0, 42)));
+    assert_eq!(change.requester, name("alice"));
+    assert!(change.justification.as_str().contains(ChangeId::generate(T0, 42).as_str()));
+    // Nobody may call off the end of time-bound access, not even an uninvolved approver.
+    let cancel = Command::Cancel { actor: Actor::Identity(name("carol")), reason: "keep it".into() };
+    assert_eq!(step(Some(change.clone()), cancel, at(3)).unwrap_err().code(), "state.expiry_irrevocable");
+    let reject = Command::Reject { actor: human("carol"), reason: "keep it".into() };
+    assert_eq!(step(Some(change.clone()), reject, at(3)).unwrap_err().code(), "state.expiry_irrevocable");
+    // Executable long after any approval validity would have ended: no approval can expire.
+    let scheduler = Actor::System(SystemActor::Scheduler);
+    let started = step(Some(change), Command::StartExecution { executor: scheduler }, at(24 * 30)).unwrap();
+    assert_eq!(started.state, ChangeState::Implementing);
+}
+
+#[test]
+fn an_expiry_history_must_be_opened_by_the_scheduler() {
+    let dave = human("dave");
+    let mut events =
+        decide(None, expiry(at(1), vec![op(OpAction::Revoke, &dave, "repo:read")]), at(2)).unwrap();
+    events[0].actor = Actor::Identity(name("mallory"));
+    assert_eq!(evolve(None, &events[0]).unwrap_err().code(), "ledger.corrupt_history");
+}
+
+#[test]
+fn an_alert_is_raised_once_and_only_on_open_changes() {
+    let change = pending(&human("alice"), &human("dave"));
+    let alerted = step(Some(change), Command::RaiseAlert { reason: "stuck".into() }, at(1)).unwrap();
+    assert_eq!(alerted.alert.as_deref(), Some("stuck"));
+    assert_eq!(alerted.state, ChangeState::PendingApproval);
+    let again = step(Some(alerted.clone()), Command::RaiseAlert { reason: "still".into() }, at(2));
+    assert_eq!(again.unwrap_err().code(), "state.invalid_transition");
+    let cancelled = step(
+        Some(alerted),
+        Command::Cancel { actor: Actor::Identity(name("alice")), reason: "no".into() },
+        at(2),
+    )
+    .unwrap();
+    let closed = step(Some(cancelled), Command::RaiseAlert { reason: "late".into() }, at(3));
+    assert_eq!(closed.unwrap_err().code(), "state.invalid_transition");
+}

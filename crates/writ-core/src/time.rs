@@ -67,6 +67,14 @@ impl Duration {
         Ok(Duration(millis))
     }
 
+    pub const fn seconds(seconds: i64) -> Duration {
+        Duration(seconds * 1000)
+    }
+
+    pub const fn minutes(minutes: i64) -> Duration {
+        Duration(minutes * 60_000)
+    }
+
     pub const fn hours(hours: i64) -> Duration {
         Duration(hours * 3_600_000)
     }

@@ -13,6 +13,7 @@
 pub mod access;
 mod error;
 mod evidence;
+pub mod expiry;
 pub mod ledger;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use writ_core::change::{
     BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Justification, Observation, OpAction,
     OpOutcome, PlannedOp,
 };
-use writ_core::event::{ChangeEvent, Event, Phase, RegistryEvent};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, Phase, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Grant, Identity, IdentityKind, SystemActor, Target};
 use writ_core::machine::{Command, NewChange, decide, evolve};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
@@ -312,7 +313,10 @@ impl Engine {
             Some(name) => Actor::Identity(self.identity(name)?.name),
             None => Actor::System(SystemActor::Engine),
         };
-        let record = self.load(id)?;
+        self.execute_as(self.load(id)?, executor)
+    }
+
+    fn execute_as(&self, record: ChangeRecord, executor: Actor) -> Result<ChangeRecord> {
         // Refuse before touching anything if the rules say no.
         decide(
             Some(&record.change),
@@ -416,9 +420,29 @@ impl Engine {
         observations.sort_by_key(|o| o.op);
         let command =
             Command::RecordVerification { verifier: Actor::System(SystemActor::Engine), observations };
+        let mut events = decide(Some(change), command, self.clock.now())?;
+        // An expiry change ends the grants it revokes only once their absence is observed, so
+        // the scheduler keeps finding them until then.
+        let verified = events.iter().any(|e| matches!(e.body, ChangeEventBody::Verified { .. }));
+        let grants = if change.origin.is_some() && verified {
+            change
+                .ops
+                .iter()
+                .map(|op| GrantUpdate::Remove {
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut captured = evidence::Captured::default();
         captured.json("observed-after", &serde_json::json!({ "targets": observed_json }));
-        self.transition_from(record, command, captured)
+        captured.attach(events.first_mut());
+        let mut committed = self.commit(Some(change), events, grants, captured)?;
+        let mut history = record.events;
+        history.append(&mut committed.events);
+        Ok(ChangeRecord { change: committed.change, events: history })
     }
 
     /// Expires every approved change whose approval validity has ended. Returns their IDs.
@@ -647,7 +671,8 @@ fn grant_updates(change: &Change, outcomes: &[OpOutcome], now: Timestamp) -> Vec
                     granted_at: now,
                     expires_at: op.duration.map(|d| now.plus(d)),
                 })),
-                (OpAction::Revoke, false) => Some(GrantUpdate::Remove {
+                // An expiry change removes its grants at verification instead.
+                (OpAction::Revoke, false) if change.origin.is_none() => Some(GrantUpdate::Remove {
                     identity: op.identity.clone(),
                     entitlement: op.entitlement.clone(),
                 }),

@@ -68,6 +68,7 @@ struct World {
     engine: Engine,
     clock: Arc<TestClock>,
     apps: Arc<MemoryConnector>,
+    flaky: Arc<Flaky>,
 }
 
 fn n(name: &str) -> IdentityName {
@@ -86,7 +87,7 @@ fn world() -> World {
         Arc::new(Flaky { inner: MemoryConnector::new("flaky", &[ent("db")]), failures: AtomicUsize::new(1) });
     let mut targets: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
     targets.insert("apps".into(), apps.clone());
-    targets.insert("flaky".into(), flaky);
+    targets.insert("flaky".into(), flaky.clone());
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
     let engine = Engine::new(store, Arc::new(Targets(targets)), clock.clone())
         .with_hmac_key(Arc::new(writ_ledger::sensitive::HmacKey::from_bytes([1; 32])));
@@ -102,7 +103,7 @@ fn world() -> World {
             .add_target(admin.clone(), TargetName::parse(target).unwrap(), ConnectorKind::Memory, vec![])
             .unwrap();
     }
-    World { _dir: dir, engine, clock, apps }
+    World { _dir: dir, engine, clock, apps, flaky }
 }
 
 fn input(requester: &str, ops: &[(OpAction, &str, &str)]) -> RequestInput {
@@ -276,4 +277,81 @@ fn nhis_need_a_human_owner() {
     let error =
         w.engine.add_identity(admin, n("svc-y"), IdentityKind::ApiKey, Some(&n("svc-ci")), None).unwrap_err();
     assert_eq!(error.code(), "identity.owner_not_human");
+}
+
+// ---- time-bound access ----
+
+fn timed_grant(w: &World, target: &str, hours: i64) -> ChangeId {
+    let mut request = input("alice", &[(OpAction::Grant, "dave", target)]);
+    request.ops[0].duration = Some(writ_core::time::Duration::hours(hours));
+    let id = w.engine.request(request, 11).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    while w.engine.execute(&id, None).unwrap().change.state == ChangeState::Failed {}
+    assert_eq!(w.engine.verify(&id).unwrap().change.state, ChangeState::Verified);
+    id
+}
+
+fn advance(w: &World, millis: i64) {
+    w.clock.0.fetch_add(millis, Ordering::SeqCst);
+}
+
+#[test]
+fn time_bound_access_ends_through_its_own_verified_change_linked_to_the_grant() {
+    let w = world();
+    let policy = expiry::ExpiryPolicy::default();
+    let origin = timed_grant(&w, "apps:read", 1);
+    let due_at = w.engine.grants_of(&n("dave")).unwrap()[0].expires_at.unwrap();
+    advance(&w, 1_800_000);
+    assert_eq!(w.engine.revoke_due(&policy).unwrap(), expiry::DueReport::default(), "nothing is due yet");
+    advance(&w, 1_800_000);
+    let report = w.engine.revoke_due(&policy).unwrap();
+    let id = expiry::expiry_id(&origin, due_at);
+    assert_eq!((report.opened, report.verified), (vec![id.clone()], vec![id.clone()]));
+    assert!(
+        !w.apps.observe(&[ent("read")]).unwrap().is_member(&ent("read"), &n("dave")),
+        "access ended on the target"
+    );
+    assert!(w.engine.grants_of(&n("dave")).unwrap().is_empty());
+    let record = w.engine.load(&id).unwrap();
+    let change = &record.change;
+    assert_eq!((change.state, change.origin.as_ref()), (ChangeState::Verified, Some(&origin)));
+    assert_eq!(change.requester, n("alice"));
+    assert_eq!(change.executions[0].executor, Actor::System(SystemActor::Scheduler));
+    let labels: Vec<&str> = change.evidence.iter().map(|(_, _, e)| e.label.as_str()).collect();
+    for label in ["expiry-due", "observed-before", "apply-result", "observed-after"] {
+        assert!(labels.contains(&label), "{label} missing from {labels:?}");
+    }
+    assert_eq!(w.engine.revoke_due(&policy).unwrap(), expiry::DueReport::default(), "done once, not twice");
+    // The origin is untouched: it still says what was approved.
+    assert_eq!(w.engine.load(&origin).unwrap().change.state, ChangeState::Verified);
+}
+
+#[test]
+fn a_failed_expiry_is_retried_with_backoff_and_alerts_after_its_bound() {
+    let w = world();
+    let policy = expiry::ExpiryPolicy { alert_after_attempts: 2, ..expiry::ExpiryPolicy::default() };
+    let origin = timed_grant(&w, "flaky:db", 1);
+    let due_at = w.engine.grants_of(&n("dave")).unwrap()[0].expires_at.unwrap();
+    let id = expiry::expiry_id(&origin, due_at);
+    w.flaky.failures.store(2, Ordering::SeqCst);
+    advance(&w, 3_600_000);
+    let first = w.engine.revoke_due(&policy).unwrap();
+    assert_eq!((first.opened, first.failed, first.alerted), (vec![id.clone()], vec![id.clone()], vec![]));
+    assert_eq!(w.engine.revoke_due(&policy).unwrap(), expiry::DueReport::default(), "backing off");
+    assert_eq!(w.engine.load(&id).unwrap().change.executions.len(), 1);
+    assert_eq!(w.engine.grants_of(&n("dave")).unwrap().len(), 1, "the grant stays until its end is observed");
+    advance(&w, 1_000);
+    let second = w.engine.revoke_due(&policy).unwrap();
+    assert_eq!((second.failed, second.alerted), (vec![id.clone()], vec![id.clone()]));
+    let alert = w.engine.load(&id).unwrap().change.alert.unwrap();
+    assert!(alert.contains("2 attempts") && alert.contains("connection refused"), "{alert}");
+    advance(&w, 1_999);
+    assert_eq!(w.engine.revoke_due(&policy).unwrap(), expiry::DueReport::default(), "second backoff is 2 s");
+    advance(&w, 1);
+    let third = w.engine.revoke_due(&policy).unwrap();
+    assert_eq!((third.verified, third.alerted), (vec![id.clone()], vec![]));
+    let change = w.engine.load(&id).unwrap().change;
+    assert_eq!((change.state, change.executions.len()), (ChangeState::Verified, 3));
+    assert!(change.alert.is_some(), "the alert stays on the record");
+    assert!(w.engine.grants_of(&n("dave")).unwrap().is_empty());
 }

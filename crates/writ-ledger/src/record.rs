@@ -171,6 +171,15 @@ enum Data {
         identity: String,
         role: String,
     },
+    ExpiryOpened {
+        origin: String,
+        requester: String,
+        due_at: String,
+        ops: Vec<OpRecord>,
+    },
+    Alert {
+        reason: String,
+    },
 }
 
 /// Encodes an event to its canonical bytes. Sensitive values are replaced by their HMAC under
@@ -343,17 +352,15 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
                 .collect(),
             vendor: vendor.as_ref().map(ToString::to_string),
             justification: seal(justification.as_str()),
-            ops: ops
-                .iter()
-                .map(|op| OpRecord {
-                    action: op.action.as_str().to_owned(),
-                    identity: op.identity.to_string(),
-                    target: op.entitlement.target.to_string(),
-                    entitlement: op.entitlement.entitlement.to_string(),
-                    duration_ms: op.duration.map(Duration::as_millis),
-                })
-                .collect(),
+            ops: op_records(ops),
         },
+        ChangeEventBody::ExpiryOpened { origin, requester, due_at, ops } => Data::ExpiryOpened {
+            origin: origin.to_string(),
+            requester: requester.to_string(),
+            due_at: due_at.to_rfc3339(),
+            ops: op_records(ops),
+        },
+        ChangeEventBody::AlertRaised { reason } => Data::Alert { reason: reason.clone() },
         ChangeEventBody::Validated { requirement } => Data::Validated {
             required_approvals: requirement.approvals,
             approval_validity_ms: requirement.validity.as_millis(),
@@ -432,22 +439,18 @@ fn change_body(
                     .collect::<Result<_, _>>()?,
                 vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
                 justification: Justification::parse(&unseal(justification))?,
-                ops: ops
-                    .into_iter()
-                    .map(|op| {
-                        Ok(PlannedOp {
-                            action: OpAction::parse(&op.action)?,
-                            identity: IdentityName::parse(&op.identity)?,
-                            entitlement: EntitlementRef {
-                                target: TargetName::parse(&op.target)?,
-                                entitlement: EntitlementName::parse(&op.entitlement)?,
-                            },
-                            duration: op.duration_ms.map(Duration::from_millis).transpose()?,
-                        })
-                    })
-                    .collect::<Result<_, Refusal>>()?,
+                ops: planned_ops(ops)?,
             }
         }
+        ("change.expiry_opened", Data::ExpiryOpened { origin, requester, due_at, ops }) => {
+            ChangeEventBody::ExpiryOpened {
+                origin: ChangeId::parse(&origin)?,
+                requester: IdentityName::parse(&requester)?,
+                due_at: parse_time(&due_at)?,
+                ops: planned_ops(ops)?,
+            }
+        }
+        ("change.alert_raised", Data::Alert { reason }) => ChangeEventBody::AlertRaised { reason },
         ("change.validated", Data::Validated { required_approvals, approval_validity_ms }) => {
             ChangeEventBody::Validated {
                 requirement: ApprovalRequirement {
@@ -490,6 +493,34 @@ fn change_body(
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
     })
+}
+
+fn op_records(ops: &[PlannedOp]) -> Vec<OpRecord> {
+    ops.iter()
+        .map(|op| OpRecord {
+            action: op.action.as_str().to_owned(),
+            identity: op.identity.to_string(),
+            target: op.entitlement.target.to_string(),
+            entitlement: op.entitlement.entitlement.to_string(),
+            duration_ms: op.duration.map(Duration::as_millis),
+        })
+        .collect()
+}
+
+fn planned_ops(ops: Vec<OpRecord>) -> Result<Vec<PlannedOp>, Refusal> {
+    ops.into_iter()
+        .map(|op| {
+            Ok(PlannedOp {
+                action: OpAction::parse(&op.action)?,
+                identity: IdentityName::parse(&op.identity)?,
+                entitlement: EntitlementRef {
+                    target: TargetName::parse(&op.target)?,
+                    entitlement: EntitlementName::parse(&op.entitlement)?,
+                },
+                duration: op.duration_ms.map(Duration::from_millis).transpose()?,
+            })
+        })
+        .collect()
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, RecordError> {

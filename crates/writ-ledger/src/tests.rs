@@ -75,6 +75,18 @@ fn every_event() -> Vec<Event> {
         ChangeEventBody::VerificationFailed { observations, mismatches: vec![0] },
         ChangeEventBody::Reviewed { notes: "fine".into() },
         ChangeEventBody::EvidenceAttached { step: Phase::Approval, name: "cab-minutes.pdf".into() },
+        ChangeEventBody::ExpiryOpened {
+            origin: ChangeId::generate(T0, 7),
+            requester: IdentityName::parse("alice").unwrap(),
+            due_at: T0.plus(Duration::hours(8)),
+            ops: vec![PlannedOp {
+                action: OpAction::Revoke,
+                identity: IdentityName::parse("dave").unwrap(),
+                entitlement: EntitlementRef::parse("repo:db/admin").unwrap(),
+                duration: None,
+            }],
+        },
+        ChangeEventBody::AlertRaised { reason: "not ended after 5 attempts".into() },
     ];
     let mut events: Vec<Event> =
         bodies.into_iter().enumerate().map(|(i, b)| change_event(i as u64, b)).collect();

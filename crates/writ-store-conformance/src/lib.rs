@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
-use writ_core::identity::{Identity, IdentityKind};
-use writ_core::name::IdentityName;
+use writ_core::identity::{Grant, Identity, IdentityKind};
+use writ_core::name::{EntitlementRef, IdentityName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeSummary, Claim, EvidenceBlob, NewEvent, Store, StoreError, StoredCheckpoint,
-    StoredToken,
+    ChangeCommit, ChangeSummary, Claim, EvidenceBlob, GrantUpdate, NewEvent, Store, StoreError,
+    StoredCheckpoint, StoredToken,
 };
 
 /// Makes fresh, empty stores of one backend.
@@ -39,6 +39,7 @@ const TESTS: &[(&str, Test)] = &[
     ("concurrent claims of one key: exactly one is fresh", concurrent_claims),
     ("leases: one holder at a time until expiry", leases),
     ("a token's principal and sealed values read in one go", one_read_lookups),
+    ("due grants: only expired time-bound grants, oldest first, limited", due_grants),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -358,4 +359,34 @@ fn one_read_lookups(store: Arc<dyn Store>) {
     assert_eq!(found["hk-1:a"], "first");
     assert_eq!(found["hk-1:b"], "second");
     assert!(store.sensitive_many(&[]).unwrap().is_empty());
+}
+
+fn due_grants(store: Arc<dyn Store>) {
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    let change = id(40);
+    let grant = |entitlement: &str, expires: Option<i64>| {
+        GrantUpdate::Upsert(Grant {
+            identity: IdentityName::parse("alice").unwrap(),
+            entitlement: EntitlementRef::parse(entitlement).unwrap(),
+            change: change.clone(),
+            granted_at: Timestamp::from_millis(1),
+            expires_at: expires.map(Timestamp::from_millis),
+        })
+    };
+    let mut first = commit(&change, 0, 1, ChangeState::Implemented);
+    first.grants = vec![grant("t:late", Some(20)), grant("t:early", Some(10)), grant("t:forever", None)];
+    store.commit(first).unwrap();
+    let names =
+        |grants: Vec<Grant>| grants.into_iter().map(|g| g.entitlement.to_string()).collect::<Vec<_>>();
+    assert!(store.due_grants(Timestamp::from_millis(9), 10).unwrap().is_empty());
+    assert_eq!(names(store.due_grants(Timestamp::from_millis(10), 10).unwrap()), vec!["t:early"]);
+    assert_eq!(names(store.due_grants(Timestamp::from_millis(99), 10).unwrap()), vec!["t:early", "t:late"]);
+    assert_eq!(names(store.due_grants(Timestamp::from_millis(99), 1).unwrap()), vec!["t:early"]);
+    let mut second = commit(&change, 1, 1, ChangeState::Verified);
+    second.grants = vec![GrantUpdate::Remove {
+        identity: IdentityName::parse("alice").unwrap(),
+        entitlement: EntitlementRef::parse("t:early").unwrap(),
+    }];
+    store.commit(second).unwrap();
+    assert_eq!(names(store.due_grants(Timestamp::from_millis(99), 10).unwrap()), vec!["t:late"]);
 }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_evidence.sql"),
     include_str!("../migrations/0004_sensitive.sql"),
     include_str!("../migrations/0005_access.sql"),
+    include_str!("../migrations/0006_expiry.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -523,15 +524,27 @@ fn parse_event(row: &postgres::Row) -> Result<EventRow> {
 
 impl GrantStore for PostgresStore {
     fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
-        let rows = self
-            .lock()?
-            .cached()
-            .query(
-                "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
-                 WHERE identity = $1 ORDER BY target, entitlement",
-                &[&identity.as_str()],
-            )
-            .map_err(map_err)?;
+        self.grants(
+            "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+             WHERE identity = $1 ORDER BY target, entitlement",
+            &[&identity.as_str()],
+        )
+    }
+
+    fn due_grants(&self, now: Timestamp, limit: usize) -> Result<Vec<Grant>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.grants(
+            "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+             WHERE expires_ms IS NOT NULL AND expires_ms <= $1
+             ORDER BY expires_ms, change_id, identity, target, entitlement LIMIT $2",
+            &[&now.as_millis(), &limit],
+        )
+    }
+}
+
+impl PostgresStore {
+    fn grants(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<Grant>> {
+        let rows = self.lock()?.cached().query(sql, params).map_err(map_err)?;
         rows.iter()
             .map(|row| {
                 Ok(Grant {

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_evidence.sql"),
     include_str!("../migrations/0004_sensitive.sql"),
     include_str!("../migrations/0005_access.sql"),
+    include_str!("../migrations/0006_expiry.sql"),
 ];
 
 mod access;
@@ -483,15 +484,30 @@ fn parse_event((index, change, seq, bytes, leaf): EventColumns) -> Result<EventR
 
 impl GrantStore for SqliteStore {
     fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
+        self.grants(
+            "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+             WHERE identity = ?1 ORDER BY target, entitlement",
+            &[&identity.as_str()],
+        )
+    }
+
+    fn due_grants(&self, now: Timestamp, limit: usize) -> Result<Vec<Grant>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.grants(
+            "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+             WHERE expires_ms IS NOT NULL AND expires_ms <= ?1
+             ORDER BY expires_ms, change_id, identity, target, entitlement LIMIT ?2",
+            &[&now.as_millis(), &limit],
+        )
+    }
+}
+
+impl SqliteStore {
+    fn grants(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<Grant>> {
         let connection = self.lock()?;
-        let mut statement = connection
-            .prepare(
-                "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
-                 WHERE identity = ?1 ORDER BY target, entitlement",
-            )
-            .map_err(map_err)?;
+        let mut statement = connection.prepare_cached(sql).map_err(map_err)?;
         let rows = statement
-            .query_map([identity.as_str()], |row| {
+            .query_map(params, |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,

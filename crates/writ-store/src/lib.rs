@@ -163,6 +163,9 @@ pub trait ChangeStore {
 pub trait GrantStore {
     /// Grants held by one identity, ordered by entitlement.
     fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>>;
+    /// Up to `limit` time-bound grants whose expiry is at or before `now`, ordered by expiry,
+    /// then change, identity, target and entitlement.
+    fn due_grants(&self, now: Timestamp, limit: usize) -> Result<Vec<Grant>>;
 }
 
 /// The whole log, in index order.

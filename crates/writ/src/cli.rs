@@ -69,8 +69,11 @@ pub enum Top {
     /// The tamper-evident ledger: checkpoints, verification, proofs.
     #[command(subcommand)]
     Ledger(LedgerCmd),
-    /// Expire approved changes whose approval validity has ended.
-    RunDue,
+    /// Do what is due now: expire approved changes whose approval validity has ended, and end
+    /// time-bound access whose duration is over, each through its own change linked to the
+    /// grant's change (executed, verified, retried with backoff; alerted after N failures).
+    /// `writ serve` does this every second on its own.
+    RunDue(RunDueArgs),
     /// Run the HTTP API (see /api/v1/openapi.json) over --db, SQLite or PostgreSQL.
     Serve(crate::server::ServeArgs),
     /// API tokens: issue one for an identity (shown once), list, revoke.
@@ -400,4 +403,11 @@ pub enum RoleCmd {
     Revoke { identity: String, role: String },
     /// Every role assignment.
     List,
+}
+
+#[derive(Args, Debug)]
+pub struct RunDueArgs {
+    /// Failed attempts to end time-bound access after which its change carries an alert.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub alert_after: u32,
 }

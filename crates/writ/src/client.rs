@@ -157,9 +157,9 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         }
         // Verifying a bundle needs no database and no server.
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
-        Top::RunDue => Err(CliError::new(
+        Top::RunDue(_) => Err(CliError::new(
             "input.not_remote",
-            "a server expires due changes itself (every second, on one instance)",
+            "a server does due work itself (every second, on one instance)",
             exit::INPUT,
         )),
         _ => Err(not_remote("this command")),

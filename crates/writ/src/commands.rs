@@ -101,17 +101,50 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Evidence(command) => evidence(engine, command, json),
         Top::Token(command) => token(engine, command, json),
         Top::Role(command) => role(engine, command, json),
-        Top::RunDue => {
+        Top::RunDue(args) => {
             let expired = engine.expire_due()?;
-            if json {
-                let ids: Vec<String> = expired.iter().map(ToString::to_string).collect();
-                println!("{}", serde_json::json!({ "expired": ids }));
-            } else if expired.is_empty() {
-                println!("nothing due");
+            let policy = writ_engine::expiry::ExpiryPolicy {
+                alert_after_attempts: args.alert_after,
+                ..writ_engine::expiry::ExpiryPolicy::default()
+            };
+            let ended = engine.revoke_due(&policy)?;
+            let ids = |ids: &[ChangeId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
+            let errors: Vec<serde_json::Value> = ended
+                .errors
+                .iter()
+                .map(|(id, error)| serde_json::json!({ "change": id.to_string(), "error": error }))
+                .collect();
+            let value = serde_json::json!({
+                "expired": ids(&expired),
+                "expiry_opened": ids(&ended.opened),
+                "expiry_verified": ids(&ended.verified),
+                "expiry_failed": ids(&ended.failed),
+                "expiry_alerted": ids(&ended.alerted),
+                "errors": errors,
+            });
+            render::print(json, value, || {
+                let mut lines: Vec<String> = Vec::new();
+                lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
+                lines.extend(ended.opened.iter().map(|id| format!("opened {id} to end time-bound access")));
+                lines.extend(
+                    ended.verified.iter().map(|id| format!("verified {id}: time-bound access ended")),
+                );
+                lines.extend(ended.failed.iter().map(|id| format!("failed {id}: will retry with backoff")));
+                lines.extend(
+                    ended.alerted.iter().map(|id| format!("ALERT {id}: time-bound access not ended")),
+                );
+                lines.extend(ended.errors.iter().map(|(id, error)| format!("error {id}: {error}")));
+                if lines.is_empty() { "nothing due".to_owned() } else { lines.join("\n") }
+            });
+            if ended.failed.is_empty() && ended.alerted.is_empty() && ended.errors.is_empty() {
+                Ok(())
             } else {
-                expired.iter().for_each(|id| println!("expired {id}"));
+                Err(CliError::new(
+                    "expiry.not_ended",
+                    "time-bound access that is due could not be ended everywhere (see above); it is retried with backoff",
+                    exit::CHANGE_FAILED,
+                ))
             }
-            Ok(())
         }
         _ => Err(CliError::new("internal", "command not dispatched here", exit::OTHER)),
     }

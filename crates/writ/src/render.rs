@@ -193,6 +193,8 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
         "on_behalf_of": change.on_behalf_of.as_ref().map(ToString::to_string),
         "vendor": change.vendor.as_ref().map(ToString::to_string),
         "justification": change.justification.as_str(),
+        "origin": change.origin.as_ref().map(ToString::to_string),
+        "alert": change.alert,
         "references": change.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
         "required_approvals": change.requirement.approvals,
         "operations": operations,
@@ -265,6 +267,10 @@ fn event_detail(event: &ChangeEvent) -> String {
         }
         ChangeEventBody::Reviewed { notes } => notes.clone(),
         ChangeEventBody::EvidenceAttached { name, .. } => format!("attached {name}"),
+        ChangeEventBody::ExpiryOpened { origin, due_at, ops, .. } => {
+            format!("ends {} grant(s) of {origin}, due at {due_at}", ops.len())
+        }
+        ChangeEventBody::AlertRaised { reason } => format!("ALERT: {reason}"),
     }
 }
 
@@ -288,6 +294,14 @@ pub fn trail(change: &Value) -> String {
         text(&change["created_at"]),
         text(&change["justification"])
     ));
+    if let Some(origin) = change["origin"].as_str() {
+        out.push_str(&format!(
+            "  origin     ends time-bound access granted by {origin}; pre-authorised by its approval\n"
+        ));
+    }
+    if let Some(alert) = change["alert"].as_str() {
+        out.push_str(&format!("  ALERT      {alert}\n"));
+    }
     for reference in list(&change["references"]) {
         out.push_str(&format!("  {:<10} {}\n", text(&reference["kind"]), text(&reference["value"])));
     }

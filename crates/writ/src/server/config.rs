@@ -12,6 +12,7 @@
 //! oidc_issuer = "https://login.example.com"
 //! oidc_audience = "writ"
 //! oidc_claim = "preferred_username"
+//! expiry_alert_attempts = 5
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,10 @@ pub struct ServeArgs {
     /// The claim that names the Writ identity (default: sub).
     #[arg(long, env = "WRIT_OIDC_CLAIM")]
     pub oidc_claim: Option<String>,
+    /// Failed attempts to end time-bound access after which the expiry change carries an alert
+    /// (retries continue with backoff: 1 s doubling up to 5 min).
+    #[arg(long, env = "WRIT_EXPIRY_ALERT_ATTEMPTS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub expiry_alert_attempts: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +64,7 @@ struct File {
     oidc_issuer: Option<String>,
     oidc_audience: Option<String>,
     oidc_claim: Option<String>,
+    expiry_alert_attempts: Option<u32>,
 }
 
 /// Request size limits.
@@ -76,6 +82,7 @@ pub struct Settings {
     pub workers: usize,
     pub limits: Limits,
     pub oidc: Option<super::oidc::OidcConfig>,
+    pub expiry: writ_engine::expiry::ExpiryPolicy,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -113,8 +120,13 @@ impl Settings {
                 ));
             }
         };
+        let mut expiry = writ_engine::expiry::ExpiryPolicy::default();
+        if let Some(attempts) = args.expiry_alert_attempts.or(file.expiry_alert_attempts) {
+            expiry.alert_after_attempts = attempts.max(1);
+        }
         Ok(Settings {
             oidc,
+            expiry,
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             db,
             ledger_key: ledger_key.map(Path::to_owned).or(file.ledger_key),

@@ -39,6 +39,8 @@ pub struct AppState {
     pub limits: config::Limits,
     /// The OIDC verifier, when an issuer is configured.
     pub oidc: Option<oidc::Oidc>,
+    /// How time-bound access is ended: retries and alerting.
+    pub expiry: writ_engine::expiry::ExpiryPolicy,
 }
 
 pub type State = Arc<AppState>;
@@ -66,8 +68,14 @@ pub fn run(
     let engine = crate::commands::engine_over(store, Some(hmac));
     engine.ledger_origin()?;
     let oidc = settings.oidc.map(oidc::Oidc::new);
-    let state =
-        Arc::new(AppState { engine, signer, instance: instance_id()?, limits: settings.limits, oidc });
+    let state = Arc::new(AppState {
+        engine,
+        signer,
+        instance: instance_id()?,
+        limits: settings.limits,
+        oidc,
+        expiry: settings.expiry,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(settings.workers)
@@ -141,7 +149,8 @@ impl Signals {
 }
 
 /// Singleton work, each job under its own lease so one instance runs it at a time: signing
-/// checkpoints (about once a second while events arrive), expiring due approvals, and
+/// checkpoints (about once a second while events arrive), expiring due approvals, ending
+/// time-bound access that is due (see `writ_engine::expiry`), and
 /// forgetting idempotency keys older than a day.
 async fn background(state: State) {
     let mut tick = tokio::time::interval(StdDuration::from_secs(1));
@@ -172,6 +181,13 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
     if lease("run-due")? {
         for id in engine.expire_due()? {
             tracing::info!(target: "writ::serve", change = %id, "approval expired");
+        }
+        let report = engine.revoke_due(&state.expiry)?;
+        for id in &report.verified {
+            tracing::info!(target: "writ::serve", change = %id, "time-bound access ended and verified");
+        }
+        for id in &report.alerted {
+            tracing::error!(target: "writ::serve", change = %id, "time-bound access could not be ended: alert raised");
         }
     }
     if ticks.is_multiple_of(600) && lease("purge-idempotency")? {

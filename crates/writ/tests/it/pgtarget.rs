@@ -191,3 +191,166 @@ fn a_postgres_target_that_is_down_during_execute_fails_the_change_and_a_retry_su
     assert!(member(&mut pg, "pgd_dave", "pgd_read"));
     assert_eq!(w.writ(&["change", "verify", &id]).ok(), format!("{id} verified"));
 }
+
+/// The change that ended `origin`'s time-bound access, found through `change list` (there is
+/// exactly one) and shown whole.
+fn expiry_of(w: &World, origin: &str) -> serde_json::Value {
+    let listed = w.writ(&["change", "list", "--json"]).json();
+    let mut found: Vec<serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| w.writ(&["change", "show", c["id"].as_str().unwrap(), "--json"]).json())
+        .filter(|c| c["origin"] == origin)
+        .collect();
+    assert_eq!(found.len(), 1, "one expiry change per grant, not {}", found.len());
+    found.remove(0)
+}
+
+/// The JSON a command printed, whatever its exit code.
+fn out(run: &crate::harness::Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+fn labels(change: &serde_json::Value) -> Vec<String> {
+    let events = change["events"].as_array().unwrap();
+    events
+        .iter()
+        .flat_map(|e| {
+            e["evidence"].as_array().unwrap().iter().map(|x| x["label"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_grant_for_two_seconds_is_revoked_on_the_server_by_writ_serve_through_its_own_linked_change() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pge");
+    let w = World::new();
+    add_target(&w, &dsn, "pge_read", &[]).ok();
+    w.writ(&["identity", "add", "pge_dave", "--kind", "human"]).ok();
+    let grant = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pge_dave",
+        "--grant",
+        "pg:pge_read",
+        "--for",
+        "2s",
+        "--justification",
+        "incident 42 needs read access",
+    ]);
+    w.writ(&["change", "approve", &grant, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &grant]).ok();
+    w.writ(&["change", "verify", &grant]).ok();
+    assert!(member(&mut pg, "pge_dave", "pge_read"));
+    let expires =
+        w.writ(&["identity", "show", "pge_dave", "--json"]).json()["grants"][0]["expires_at"].clone();
+    assert!(expires.is_string(), "the grant carries its expiry: {expires}");
+
+    let args = w.db_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = crate::server::Server::start(&args, &w.dir.path().join("serve.log"));
+    let started = std::time::Instant::now();
+    while member(&mut pg, "pge_dave", "pge_read") {
+        assert!(started.elapsed().as_secs() < 30, "writ serve did not end the grant within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Wait for the verification to be recorded too, then stop the server.
+    let shown = loop {
+        let shown = expiry_of(&w, &grant);
+        if shown["state"] == "verified" || started.elapsed().as_secs() > 30 {
+            break shown;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(server.stop().success());
+    let id = shown["id"].as_str().unwrap();
+    assert_eq!(shown["state"], "verified", "{shown}");
+    assert_eq!((shown["kind"].as_str(), shown["event"].as_str()), (Some("revoke"), Some("expiry")));
+    assert_eq!(shown["requester"], "alice");
+    assert_eq!(shown["executions"][0]["executor"], "system:writ-scheduler");
+    assert_eq!(shown["operations"][0]["observed"], "absent");
+    for label in ["expiry-due", "observed-before", "apply-result", "observed-after"] {
+        assert!(labels(&shown).iter().any(|l| l == label), "{label} missing: {:?}", labels(&shown));
+    }
+    // The target's own trail names the expiry change and who executed it.
+    let row = pg
+        .query_one("SELECT action, member, executor FROM writ_audit.changes WHERE change_id = $1", &[&id])
+        .unwrap();
+    let recorded: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(recorded, ("revoke".into(), "pge_dave".into(), "system:writ-scheduler".into()));
+    let grants = w.writ(&["identity", "show", "pge_dave", "--json"]).json()["grants"].clone();
+    assert_eq!(grants, serde_json::json!([]), "Writ no longer records the grant");
+    // Nobody can call the end of access off.
+    let cancel = w.writ(&["change", "cancel", id, "--as", "carol", "--reason", "keep it"]);
+    assert_eq!(cancel.code, 3, "{}", cancel.stderr);
+    assert!(cancel.stderr.contains("state.expiry_irrevocable"), "{}", cancel.stderr);
+    // The trail links back to the grant.
+    let trail = w.writ(&["change", "show", id]).ok();
+    assert!(trail.contains(&format!("ends time-bound access granted by {grant}")), "{trail}");
+    assert_eq!(w.writ(&["ledger", "verify"]).code, 0);
+}
+
+#[test]
+fn an_expiry_that_cannot_reach_its_target_is_retried_with_backoff_and_alerts() {
+    let Some(config) = postgres() else { return };
+    let (_, dsn) = target(&config, "pgf");
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
+    let w = World::new();
+    add_target(&w, &dsn, "pgf_read", &[]).ok();
+    w.writ(&["identity", "add", "pgf_dave", "--kind", "human"]).ok();
+    let grant = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pgf_dave",
+        "--grant",
+        "pg:pgf_read",
+        "--for",
+        "1s",
+        "--justification",
+        "short task",
+    ]);
+    w.writ(&["change", "approve", &grant, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &grant]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    admin
+        .batch_execute(
+            "ALTER DATABASE writ_pgf ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'writ_pgf';",
+        )
+        .unwrap();
+    let first = w.writ(&["run-due", "--alert-after", "2", "--json"]);
+    assert_eq!(first.code, 7, "{}", first.stderr);
+    let id = out(&first)["expiry_failed"][0].as_str().unwrap().to_owned();
+    assert_eq!(out(&first)["expiry_opened"], serde_json::json!([id]));
+    // Within the backoff nothing is tried again.
+    let quiet = w.writ(&["run-due", "--alert-after", "2", "--json"]);
+    assert_eq!(
+        (quiet.code, out(&quiet)["expiry_failed"].clone()),
+        (0, serde_json::json!([])),
+        "{}",
+        quiet.stderr
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = w.writ(&["run-due", "--alert-after", "2", "--json"]);
+    assert_eq!(out(&second)["expiry_alerted"], serde_json::json!([id]), "{}", second.stdout);
+    let shown = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!((shown["state"].as_str(), shown["executions"].as_array().unwrap().len()), (Some("failed"), 2));
+    assert!(shown["alert"].as_str().unwrap().contains("target pg unavailable"), "{shown}");
+    assert!(w.writ(&["change", "show", &id]).ok().contains("ALERT"), "the trail shows the alert");
+    assert_eq!(
+        w.writ(&["identity", "show", "pgf_dave", "--json"]).json()["grants"].as_array().unwrap().len(),
+        1
+    );
+
+    admin.batch_execute("ALTER DATABASE writ_pgf ALLOW_CONNECTIONS true").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let third = w.writ(&["run-due", "--json"]);
+    assert_eq!(third.json()["expiry_verified"], serde_json::json!([id]), "{}", third.stdout);
+    let mut pg = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+    assert!(!member(&mut pg, "pgf_dave", "pgf_read"));
+    assert_eq!(w.writ(&["identity", "show", "pgf_dave", "--json"]).json()["grants"], serde_json::json!([]));
+}
