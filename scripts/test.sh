@@ -5,10 +5,11 @@
 #
 # Real components used today: SQLite (bundled into the binary), a throwaway PostgreSQL cluster
 # (the store conformance suite and the server tests), real `writ serve` processes on loopback
-# ports, an OpenID Connect provider (PyPI oidc-provider-mock, for OIDC bearer tokens), the git binary (the git connector's tests and the CLI tests
-# drive real repositories), and the kernel's file-system controls (chattr, file-size limits) for
-# the fail-closed tests. Suites for slapd, OpenBao, an SMTP sink and Chromium start those
-# services here as they land.
+# ports, an OpenID Connect provider (PyPI oidc-provider-mock, for OIDC bearer tokens), OpenLDAP's
+# slapd (Debian, configured in a temporary directory: the LDAP connector), the git binary (the git
+# connector's tests and the CLI tests drive real repositories), and the kernel's file-system
+# controls (chattr, file-size limits) for the fail-closed tests. Suites for OpenBao, an SMTP sink
+# and Chromium start those services here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,8 @@ need cargo cargo
 . scripts/lib/postgres.sh
 # ---- an OpenID Connect provider (the OIDC bearer-token tests) ----
 . scripts/lib/oidc.sh
+# ---- a throwaway OpenLDAP server, slapd (the LDAP connector's tests) ----
+. scripts/lib/ldap.sh
 # Suites that need a service fail instead of skipping when it is missing.
 export WRIT_REQUIRE_SERVICES=1
 

@@ -162,6 +162,8 @@ pub enum ConnectorKind {
     Git,
     /// A PostgreSQL server: entitlements are group roles, members are login roles.
     Postgres,
+    /// An LDAP directory: entitlements are groups, members are user entries.
+    Ldap,
     /// An in-process target with no external system, for benchmarks and engine tests.
     Memory,
 }
@@ -171,6 +173,7 @@ impl ConnectorKind {
         match self {
             ConnectorKind::Git => "git",
             ConnectorKind::Postgres => "postgres",
+            ConnectorKind::Ldap => "ldap",
             ConnectorKind::Memory => "memory",
         }
     }
@@ -179,11 +182,12 @@ impl ConnectorKind {
         match input {
             "git" => Ok(ConnectorKind::Git),
             "postgres" => Ok(ConnectorKind::Postgres),
+            "ldap" => Ok(ConnectorKind::Ldap),
             "memory" => Ok(ConnectorKind::Memory),
             _ => Err(Refusal::InvalidValue {
                 field: "connector",
                 input: input.chars().take(40).collect(),
-                expected: "git or postgres",
+                expected: "git, postgres or ldap",
             }),
         }
     }

@@ -205,33 +205,9 @@ pub enum IdentityCmd {
 pub enum TargetCmd {
     /// Register a target. git: a repository whose access file (access.toml) lists entitlements.
     /// postgres: a server whose group roles are the entitlements and login roles the members.
-    Add {
-        name: String,
-        /// The connector: git or postgres.
-        #[arg(long)]
-        connector: String,
-        /// git: path to the repository (bare or with a working tree).
-        #[arg(long, required_if_eq("connector", "git"))]
-        repo: Option<PathBuf>,
-        /// postgres: the connection (libpq key=value or URL) without a password.
-        #[arg(long, required_if_eq("connector", "postgres"))]
-        dsn: Option<String>,
-        /// postgres: a file holding the password (read at each connection, never stored).
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// postgres: only these group roles (comma-separated) are entitlements.
-        #[arg(long)]
-        roles: Option<String>,
-        /// Branch to manage (default: the branch HEAD points at).
-        #[arg(long)]
-        branch: Option<String>,
-        /// Access file at the repository root (default: access.toml).
-        #[arg(long)]
-        file: Option<String>,
-        /// Who registers it (defaults to the local administrator).
-        #[arg(long = "as", value_name = "ACTOR")]
-        actor: Option<String>,
-    },
+    /// ldap: a directory whose groups (groupOfNames, groupOfUniqueNames) under --groups are the
+    /// entitlements and whose entries uid=IDENTITY,--users are the members.
+    Add(Box<TargetAddArgs>),
     /// List targets.
     List,
     /// List the entitlements a target offers, read from the target.
@@ -410,4 +386,45 @@ pub struct RunDueArgs {
     /// Failed attempts to end time-bound access after which its change carries an alert.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub alert_after: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct TargetAddArgs {
+    pub name: String,
+    /// The connector: git, postgres or ldap.
+    #[arg(long)]
+    pub connector: String,
+    /// git: path to the repository (bare or with a working tree).
+    #[arg(long, required_if_eq("connector", "git"))]
+    pub repo: Option<PathBuf>,
+    /// postgres: the connection (libpq key=value or URL) without a password.
+    #[arg(long, required_if_eq("connector", "postgres"))]
+    pub dsn: Option<String>,
+    /// ldap: ldap://HOST:PORT or ldapi://SOCKET (a password is only sent to a local one).
+    #[arg(long, required_if_eq("connector", "ldap"))]
+    pub url: Option<String>,
+    /// ldap: the DN to bind as (anonymous without it).
+    #[arg(long)]
+    pub bind_dn: Option<String>,
+    /// ldap: the base DN of the managed groups.
+    #[arg(long, required_if_eq("connector", "ldap"))]
+    pub groups: Option<String>,
+    /// ldap: the base DN of member entries (uid=IDENTITY,USERS).
+    #[arg(long, required_if_eq("connector", "ldap"))]
+    pub users: Option<String>,
+    /// postgres, ldap: a file holding the password (read at each connection, never stored).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// postgres: only these group roles (comma-separated) are entitlements.
+    #[arg(long)]
+    pub roles: Option<String>,
+    /// Branch to manage (default: the branch HEAD points at).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Access file at the repository root (default: access.toml).
+    #[arg(long)]
+    pub file: Option<String>,
+    /// Who registers it (defaults to the local administrator).
+    #[arg(long = "as", value_name = "ACTOR")]
+    pub actor: Option<String>,
 }

@@ -250,7 +250,7 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
 
 fn target(client: &Client, command: TargetCmd, json: bool) -> Result<(), CliError> {
     match command {
-        TargetCmd::Add { .. } => Err(CliError::new(
+        TargetCmd::Add(_) => Err(CliError::new(
             "input.not_remote",
             "register targets on the server's machine (its paths), or POST /api/v1/targets",
             exit::INPUT,

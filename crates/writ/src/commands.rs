@@ -18,7 +18,8 @@ use writ_ledger::sensitive::HmacKey;
 use writ_store::Store;
 
 use crate::cli::{
-    AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, RoleCmd, TargetCmd, TokenCmd, Top,
+    AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, RoleCmd, TargetAddArgs, TargetCmd,
+    TokenCmd, Top,
 };
 use crate::db::Database;
 use crate::render;
@@ -278,7 +279,23 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
 
 fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliError> {
     match command {
-        TargetCmd::Add { name, connector, repo, dsn, password_file, roles, branch, file, actor } => {
+        TargetCmd::Add(args) => {
+            let TargetAddArgs {
+                name,
+                connector,
+                repo,
+                dsn,
+                url,
+                bind_dn,
+                groups,
+                users,
+                password_file,
+                roles,
+                branch,
+                file,
+                actor,
+            } = *args;
+            let password_file = password_file.map(|path| absolute(&path)).transpose()?;
             let name = TargetName::parse(&name)?;
             let kind = ConnectorKind::parse(&connector)?;
             let mut settings = Vec::new();
@@ -296,10 +313,24 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                         CliError::new("input.missing_option", "--connector postgres needs --dsn", exit::INPUT)
                     })?;
                     settings.push(("dsn".to_owned(), dsn));
-                    if let Some(path) = password_file {
-                        settings.push(("password_file".to_owned(), absolute(&path)?.display().to_string()));
-                    }
+                    settings
+                        .extend(password_file.map(|p| ("password_file".to_owned(), p.display().to_string())));
                     settings.extend(roles.map(|r| ("roles".to_owned(), r)));
+                }
+                ConnectorKind::Ldap => {
+                    let missing = |option: &str| {
+                        CliError::new(
+                            "input.missing_option",
+                            format!("--connector ldap needs --{option}"),
+                            exit::INPUT,
+                        )
+                    };
+                    settings.push(("url".to_owned(), url.ok_or_else(|| missing("url"))?));
+                    settings.extend(bind_dn.map(|dn| ("bind_dn".to_owned(), dn)));
+                    settings.push(("groups".to_owned(), groups.ok_or_else(|| missing("groups"))?));
+                    settings.push(("users".to_owned(), users.ok_or_else(|| missing("users"))?));
+                    settings
+                        .extend(password_file.map(|p| ("password_file".to_owned(), p.display().to_string())));
                 }
                 ConnectorKind::Memory => {
                     return Err(CliError::new(

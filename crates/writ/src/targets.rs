@@ -6,52 +6,62 @@ use std::sync::{Arc, Mutex};
 
 use writ_connector::{Connector, ConnectorError, MemoryConnector};
 use writ_connector_git::GitConnector;
+use writ_connector_ldap::{LdapConnector, LdapSettings};
 use writ_connector_postgres::PostgresConnector;
 use writ_core::identity::{ConnectorKind, Target};
 use writ_core::name::EntitlementName;
 use writ_engine::ConnectorFactory;
 
-/// Builds git and PostgreSQL connectors from target settings, and in-process memory targets for
-/// the benchmark.
+/// Builds git, PostgreSQL and LDAP connectors from target settings, and in-process memory
+/// targets for the benchmark.
 #[derive(Default)]
 pub struct Connectors {
     memory: Mutex<BTreeMap<String, Arc<MemoryConnector>>>,
-    /// Open PostgreSQL targets, by target name and settings (reconnected when closed).
-    postgres: Mutex<OpenTargets>,
+    postgres: Open<PostgresConnector>,
+    ldap: Open<LdapConnector>,
 }
 
-/// Open PostgreSQL connectors by (target name, settings).
-type OpenTargets = BTreeMap<(String, Vec<(String, String)>), Arc<PostgresConnector>>;
+/// Open connections by (target name, settings), reconnected when closed.
+type Open<T> = Mutex<BTreeMap<(String, Vec<(String, String)>), Arc<T>>>;
 
-impl Connectors {
-    fn postgres(&self, target: &Target) -> Result<Arc<dyn Connector>, ConnectorError> {
-        let name = target.name.as_str();
-        let key = (name.to_owned(), target.settings.clone());
-        let mut open = self.postgres.lock().map_err(|_| ConnectorError::Unavailable {
-            target: name.to_owned(),
-            detail: "connection cache poisoned".into(),
-        })?;
-        if let Some(connector) = open.get(&key).filter(|c| !c.is_closed()) {
-            return Ok(connector.clone());
-        }
-        let dsn = target.setting("dsn").ok_or_else(|| ConnectorError::Invalid {
-            target: name.to_owned(),
-            detail: "postgres target without a dsn setting".into(),
-        })?;
-        let password = target
-            .setting("password_file")
-            .map(|file| {
-                std::fs::read_to_string(file).map_err(|e| ConnectorError::Invalid {
-                    target: name.to_owned(),
-                    detail: format!("cannot read the password file {file}: {e}"),
-                })
-            })
-            .transpose()?;
-        let connector =
-            Arc::new(PostgresConnector::connect(name, dsn, password.as_deref(), target.setting("roles"))?);
-        open.insert(key, connector.clone());
-        Ok(connector)
+/// The open connector for `target`, or a new one from `connect` if there is none or it closed.
+fn cached<T: Connector + 'static>(
+    open: &Open<T>,
+    target: &Target,
+    closed: impl Fn(&T) -> bool,
+    connect: impl FnOnce() -> Result<T, ConnectorError>,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
+    let key = (target.name.to_string(), target.settings.clone());
+    let mut open = open.lock().map_err(|_| ConnectorError::Unavailable {
+        target: target.name.to_string(),
+        detail: "connection cache poisoned".into(),
+    })?;
+    if let Some(connector) = open.get(&key).filter(|c| !closed(c)) {
+        return Ok(connector.clone());
     }
+    let connector = Arc::new(connect()?);
+    open.insert(key, connector.clone());
+    Ok(connector)
+}
+
+fn setting<'a>(target: &'a Target, key: &str) -> Result<&'a str, ConnectorError> {
+    target.setting(key).ok_or_else(|| ConnectorError::Invalid {
+        target: target.name.to_string(),
+        detail: format!("{} target without a {key} setting", target.connector.as_str()),
+    })
+}
+
+/// The password named by the target's `password_file` setting, read now (never stored).
+fn password(target: &Target) -> Result<Option<String>, ConnectorError> {
+    target
+        .setting("password_file")
+        .map(|file| {
+            std::fs::read_to_string(file).map_err(|e| ConnectorError::Invalid {
+                target: target.name.to_string(),
+                detail: format!("cannot read the password file {file}: {e}"),
+            })
+        })
+        .transpose()
 }
 
 impl ConnectorFactory for Connectors {
@@ -59,19 +69,28 @@ impl ConnectorFactory for Connectors {
         let name = target.name.as_str();
         match target.connector {
             ConnectorKind::Git => {
-                let repo = target.setting("repo").ok_or_else(|| ConnectorError::Invalid {
-                    target: name.to_owned(),
-                    detail: "git target without a repo setting".into(),
-                })?;
                 let connector = GitConnector::open(
                     name,
-                    Path::new(repo),
+                    Path::new(setting(target, "repo")?),
                     target.setting("branch"),
                     target.setting("file"),
                 )?;
                 Ok(Arc::new(connector))
             }
-            ConnectorKind::Postgres => self.postgres(target),
+            ConnectorKind::Postgres => cached(&self.postgres, target, PostgresConnector::is_closed, || {
+                let dsn = setting(target, "dsn")?;
+                PostgresConnector::connect(name, dsn, password(target)?.as_deref(), target.setting("roles"))
+            }),
+            ConnectorKind::Ldap => cached(&self.ldap, target, LdapConnector::is_closed, || {
+                let settings = LdapSettings {
+                    url: setting(target, "url")?.to_owned(),
+                    bind_dn: target.setting("bind_dn").map(str::to_owned),
+                    groups: setting(target, "groups")?.to_owned(),
+                    users: setting(target, "users")?.to_owned(),
+                    empty_member: target.setting("empty_member").unwrap_or("cn=empty-membership").to_owned(),
+                };
+                LdapConnector::connect(name, settings, password(target)?.as_deref())
+            }),
             ConnectorKind::Memory => {
                 let mut memory = self.memory.lock().map_err(|_| ConnectorError::Unavailable {
                     target: name.to_owned(),

@@ -13,6 +13,7 @@ mod client;
 mod crash;
 mod evidence;
 mod failclosed;
+mod ldaptarget;
 mod ledger;
 mod lifecycle;
 mod multi;

@@ -160,35 +160,30 @@ pub fn roles(world: &World, identity: &str, roles: &[&str]) {
     }
 }
 
-/// The base connection string of the PostgreSQL server the test command started, or `None`
+/// The value of `var`, set by the test command for the service `what` it started, or `None`
 /// (the test then says so; with `WRIT_REQUIRE_SERVICES=1` it fails instead).
-pub fn postgres() -> Option<String> {
-    match std::env::var("WRIT_TEST_POSTGRES") {
-        Ok(config) => Some(config),
+pub fn service(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
         Err(_) => {
             assert!(
                 std::env::var("WRIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "WRIT_TEST_POSTGRES is not set but WRIT_REQUIRE_SERVICES=1: start PostgreSQL (scripts/test.sh does)"
+                "{var} is not set but WRIT_REQUIRE_SERVICES=1: start {what} (scripts/test.sh does)"
             );
-            eprintln!("NOT RUN: no PostgreSQL (set WRIT_TEST_POSTGRES, as scripts/test.sh does)");
+            eprintln!("NOT RUN: no {what} (set {var}, as scripts/test.sh does)");
             None
         }
     }
 }
 
-/// The issuer URL of the OIDC provider the test command started, or `None` (see [`postgres`]).
+/// The base connection string of the PostgreSQL server the test command started.
+pub fn postgres() -> Option<String> {
+    service("WRIT_TEST_POSTGRES", "PostgreSQL")
+}
+
+/// The issuer URL of the OIDC provider the test command started.
 pub fn oidc_issuer() -> Option<String> {
-    match std::env::var("WRIT_TEST_OIDC") {
-        Ok(issuer) => Some(issuer),
-        Err(_) => {
-            assert!(
-                std::env::var("WRIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "WRIT_TEST_OIDC is not set but WRIT_REQUIRE_SERVICES=1: start the OIDC provider (scripts/test.sh does)"
-            );
-            eprintln!("NOT RUN: no OIDC provider (set WRIT_TEST_OIDC, as scripts/test.sh does)");
-            None
-        }
-    }
+    service("WRIT_TEST_OIDC", "the OIDC provider")
 }
 
 /// Creates a fresh database on the test server and returns its `postgres://` URL.
