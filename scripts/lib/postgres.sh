@@ -20,6 +20,13 @@ stop_postgres() {
 on_exit stop_postgres
 log "starting PostgreSQL on 127.0.0.1:$PGPORT"
 as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U writ >/dev/null
+# The superuser `writ` (the tests' own connections) is trusted; every other role must present
+# its password, so a test can show that a rotated or revoked credential is really refused.
+cat > "$PGDIR/data/pg_hba.conf" <<HBA
+local all all trust
+host all writ 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+HBA
 as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w \
     -o "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
     || { echo "error: PostgreSQL did not start:" >&2; cat "$PGDIR/postgres.log" >&2; exit 1; }

@@ -61,6 +61,7 @@ fn op(action: OpAction, entitlement: &str, member: &str) -> TargetOp {
         action,
         entitlement: EntitlementName::parse(entitlement).unwrap(),
         member: IdentityName::parse(member).unwrap(),
+        ttl: None,
     }
 }
 

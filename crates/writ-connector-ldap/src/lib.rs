@@ -335,12 +335,9 @@ fn local_url(url: &str) -> bool {
     if url.starts_with("ldapi://") {
         return true;
     }
-    let host = url.trim_start_matches("ldap://").split('/').next().unwrap_or_default();
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    writ_connector::loopback_authority(
+        url.trim_start_matches("ldap://").split('/').next().unwrap_or_default(),
+    )
 }
 
 fn unavailable(target: &str, error: &ldap3::LdapError) -> ConnectorError {

@@ -37,6 +37,10 @@ pub struct TargetOp {
     pub action: OpAction,
     pub entitlement: EntitlementName,
     pub member: IdentityName,
+    /// For a time-bound grant, how long it lasts. Writ revokes it when it ends whatever the
+    /// target does; connectors whose target can also enforce an expiry (a lease, `VALID UNTIL`)
+    /// set it as a second bound.
+    pub ttl: Option<writ_core::time::Duration>,
 }
 
 /// Who and what a write is for; connectors record it in the target's own trail.
@@ -111,10 +115,24 @@ pub trait Connector: Send + Sync {
         member: &IdentityName,
         entitlement: &EntitlementName,
     ) -> Result<ApplyReport> {
-        let op =
-            TargetOp { action: OpAction::Revoke, entitlement: entitlement.clone(), member: member.clone() };
+        let op = TargetOp {
+            action: OpAction::Revoke,
+            entitlement: entitlement.clone(),
+            member: member.clone(),
+            ttl: None,
+        };
         self.apply(context, std::slice::from_ref(&op))
     }
+}
+
+/// True if `authority` (`host`, `host:port`, `[v6]:port`) names the local machine: a credential
+/// may cross a connection without TLS only to such a host.
+pub fn loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Computes plan steps against a membership map; shared by connectors that read a whole

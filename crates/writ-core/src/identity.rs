@@ -164,6 +164,8 @@ pub enum ConnectorKind {
     Postgres,
     /// An LDAP directory: entitlements are groups, members are user entries.
     Ldap,
+    /// OpenBao: entitlements are database roles, a member holds live dynamic credentials.
+    OpenBao,
     /// An in-process target with no external system, for benchmarks and engine tests.
     Memory,
 }
@@ -174,6 +176,7 @@ impl ConnectorKind {
             ConnectorKind::Git => "git",
             ConnectorKind::Postgres => "postgres",
             ConnectorKind::Ldap => "ldap",
+            ConnectorKind::OpenBao => "openbao",
             ConnectorKind::Memory => "memory",
         }
     }
@@ -183,11 +186,12 @@ impl ConnectorKind {
             "git" => Ok(ConnectorKind::Git),
             "postgres" => Ok(ConnectorKind::Postgres),
             "ldap" => Ok(ConnectorKind::Ldap),
+            "openbao" => Ok(ConnectorKind::OpenBao),
             "memory" => Ok(ConnectorKind::Memory),
             _ => Err(Refusal::InvalidValue {
                 field: "connector",
                 input: input.chars().take(40).collect(),
-                expected: "git, postgres or ldap",
+                expected: "git, postgres, ldap or openbao",
             }),
         }
     }

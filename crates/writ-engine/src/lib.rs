@@ -641,6 +641,7 @@ fn target_op(op: &PlannedOp) -> TargetOp {
         action: op.action,
         entitlement: op.entitlement.entitlement.clone(),
         member: op.identity.clone(),
+        ttl: op.duration,
     }
 }
 

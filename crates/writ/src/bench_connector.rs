@@ -37,7 +37,8 @@ pub fn run(config: &str, pairs: usize) -> anyhow::Result<Vec<Row>> {
         at: Timestamp::from_millis(0),
     };
     let (entitlement, member) = (EntitlementName::parse("wbt_read")?, IdentityName::parse("wbt_user")?);
-    let op = |action| TargetOp { action, entitlement: entitlement.clone(), member: member.clone() };
+    let op =
+        |action| TargetOp { action, entitlement: entitlement.clone(), member: member.clone(), ttl: None };
     let (grant, revoke) = (op(OpAction::Grant), op(OpAction::Revoke));
     let start = Instant::now();
     for _ in 0..pairs {

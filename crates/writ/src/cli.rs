@@ -391,7 +391,7 @@ pub struct RunDueArgs {
 #[derive(Args, Debug)]
 pub struct TargetAddArgs {
     pub name: String,
-    /// The connector: git, postgres or ldap.
+    /// The connector: git, postgres, ldap or openbao.
     #[arg(long)]
     pub connector: String,
     /// git: path to the repository (bare or with a working tree).
@@ -401,8 +401,18 @@ pub struct TargetAddArgs {
     #[arg(long, required_if_eq("connector", "postgres"))]
     pub dsn: Option<String>,
     /// ldap: ldap://HOST:PORT or ldapi://SOCKET (a password is only sent to a local one).
-    #[arg(long, required_if_eq("connector", "ldap"))]
+    /// openbao: the server's address, http://127.0.0.1:8200 (loopback only in this build).
+    #[arg(long, required_if_eq("connector", "ldap"), required_if_eq("connector", "openbao"))]
     pub url: Option<String>,
+    /// openbao: a file holding Writ's OpenBao token (read at each connection, never stored).
+    #[arg(long, required_if_eq("connector", "openbao"))]
+    pub token_file: Option<PathBuf>,
+    /// openbao: the database secrets engine's mount (default: database).
+    #[arg(long)]
+    pub database_mount: Option<String>,
+    /// openbao: the KV v2 mount credentials are delivered to (default: secret).
+    #[arg(long)]
+    pub kv_mount: Option<String>,
     /// ldap: the DN to bind as (anonymous without it).
     #[arg(long)]
     pub bind_dn: Option<String>,

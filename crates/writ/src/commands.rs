@@ -286,6 +286,9 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 repo,
                 dsn,
                 url,
+                token_file,
+                database_mount,
+                kv_mount,
                 bind_dn,
                 groups,
                 users,
@@ -331,6 +334,20 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                     settings.push(("users".to_owned(), users.ok_or_else(|| missing("users"))?));
                     settings
                         .extend(password_file.map(|p| ("password_file".to_owned(), p.display().to_string())));
+                }
+                ConnectorKind::OpenBao => {
+                    let missing = |option: &str| {
+                        CliError::new(
+                            "input.missing_option",
+                            format!("--connector openbao needs --{option}"),
+                            exit::INPUT,
+                        )
+                    };
+                    settings.push(("addr".to_owned(), url.ok_or_else(|| missing("url"))?));
+                    let token_file = absolute(&token_file.ok_or_else(|| missing("token-file"))?)?;
+                    settings.push(("token_file".to_owned(), token_file.display().to_string()));
+                    settings.extend(database_mount.map(|m| ("database_mount".to_owned(), m)));
+                    settings.extend(kv_mount.map(|m| ("kv_mount".to_owned(), m)));
                 }
                 ConnectorKind::Memory => {
                     return Err(CliError::new(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use writ_connector::{Connector, ConnectorError, MemoryConnector};
 use writ_connector_git::GitConnector;
 use writ_connector_ldap::{LdapConnector, LdapSettings};
+use writ_connector_openbao::{OpenBaoConnector, OpenBaoSettings};
 use writ_connector_postgres::PostgresConnector;
 use writ_core::identity::{ConnectorKind, Target};
 use writ_core::name::EntitlementName;
@@ -91,6 +92,20 @@ impl ConnectorFactory for Connectors {
                 };
                 LdapConnector::connect(name, settings, password(target)?.as_deref())
             }),
+            ConnectorKind::OpenBao => {
+                let settings = OpenBaoSettings {
+                    addr: setting(target, "addr")?.to_owned(),
+                    database_mount: target.setting("database_mount").unwrap_or("database").to_owned(),
+                    kv_mount: target.setting("kv_mount").unwrap_or("secret").to_owned(),
+                    kv_prefix: target.setting("kv_prefix").unwrap_or("writ").to_owned(),
+                };
+                let file = setting(target, "token_file")?;
+                let token = std::fs::read_to_string(file).map_err(|e| ConnectorError::Invalid {
+                    target: name.to_owned(),
+                    detail: format!("cannot read the token file {file}: {e}"),
+                })?;
+                Ok(Arc::new(OpenBaoConnector::connect(name, settings, &token)?))
+            }
             ConnectorKind::Memory => {
                 let mut memory = self.memory.lock().map_err(|_| ConnectorError::Unavailable {
                     target: name.to_owned(),

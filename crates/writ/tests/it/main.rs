@@ -9,6 +9,7 @@ mod server;
 
 mod api;
 mod audit;
+mod baotarget;
 mod client;
 mod crash;
 mod evidence;
