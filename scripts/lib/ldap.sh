@@ -20,7 +20,7 @@ stop_slapd() {
 }
 on_exit stop_slapd
 mkdir -p "$LDAPDIR/slapd.d" "$LDAPDIR/data"
-( umask 077; printf '%s' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" > "$LDAPDIR/admin.pass" )
+random_secret "$LDAPDIR/admin.pass"
 LDAPHASH=$(/usr/sbin/slappasswd -T "$LDAPDIR/admin.pass")
 cat > "$LDAPDIR/config.ldif" <<LDIF
 dn: cn=config

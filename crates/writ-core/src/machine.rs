@@ -293,30 +293,10 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             let requester =
                 event.actor.identity().cloned().ok_or_else(|| corrupt("requester must be an identity"))?;
             return Ok(Change {
-                id: event.change.clone(),
-                kind: *kind,
-                event: *business,
                 refs: refs.clone(),
-                requester,
                 on_behalf_of: event.on_behalf_of.clone(),
                 vendor: vendor.clone(),
-                justification: justification.clone(),
-                ops: ops.clone(),
-                created_at: event.at,
-                state: ChangeState::Requested,
-                requirement: ApprovalRequirement::BASELINE,
-                approvals: Vec::new(),
-                executions: Vec::new(),
-                verification: None,
-                closing: None,
-                origin: None,
-                alert: None,
-                evidence: event
-                    .evidence
-                    .iter()
-                    .map(|e| (0, crate::event::Phase::Request, e.clone()))
-                    .collect(),
-                seq: 1,
+                ..first(event, *kind, *business, requester, justification.clone(), ops)
             });
         }
         (None, ChangeEventBody::ExpiryOpened { origin, requester, due_at, ops }) => {
@@ -326,31 +306,19 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             let justification =
                 Justification::parse(&format!("time-bound access granted by {origin} ended at {due_at}"))
                     .map_err(|_| corrupt("expiry justification"))?;
-            return Ok(Change {
-                id: event.change.clone(),
-                kind: ChangeKind::Revoke,
-                event: BusinessEvent::Expiry,
-                refs: Vec::new(),
-                requester: requester.clone(),
-                on_behalf_of: None,
-                vendor: None,
+            let change = first(
+                event,
+                ChangeKind::Revoke,
+                BusinessEvent::Expiry,
+                requester.clone(),
                 justification,
-                ops: ops.clone(),
-                created_at: event.at,
+                ops,
+            );
+            return Ok(Change {
                 state: ChangeState::Approved,
                 requirement: ApprovalRequirement { approvals: 0, validity: Duration::hours(24) },
-                approvals: Vec::new(),
-                executions: Vec::new(),
-                verification: None,
-                closing: None,
                 origin: Some(origin.clone()),
-                alert: None,
-                evidence: event
-                    .evidence
-                    .iter()
-                    .map(|e| (0, crate::event::Phase::Request, e.clone()))
-                    .collect(),
-                seq: 1,
+                ..change
             });
         }
         (None, _) => return Err(corrupt("history must start with change.requested")),
@@ -470,6 +438,39 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
     Ok(change)
 }
 
+/// A change as its first event opens it: `requested`, baseline requirement, nothing else yet.
+fn first(
+    event: &ChangeEvent,
+    kind: ChangeKind,
+    business: BusinessEvent,
+    requester: IdentityName,
+    justification: Justification,
+    ops: &[PlannedOp],
+) -> Change {
+    Change {
+        id: event.change.clone(),
+        kind,
+        event: business,
+        refs: Vec::new(),
+        requester,
+        on_behalf_of: None,
+        vendor: None,
+        justification,
+        ops: ops.to_vec(),
+        created_at: event.at,
+        state: ChangeState::Requested,
+        requirement: ApprovalRequirement::BASELINE,
+        approvals: Vec::new(),
+        executions: Vec::new(),
+        verification: None,
+        closing: None,
+        origin: None,
+        alert: None,
+        evidence: event.evidence.iter().map(|e| (0, crate::event::Phase::Request, e.clone())).collect(),
+        seq: 1,
+    }
+}
+
 /// Rebuilds a change from its full history.
 pub fn replay<'a>(events: impl IntoIterator<Item = &'a ChangeEvent>) -> Result<Option<Change>, Refusal> {
     let mut change = None;
@@ -480,30 +481,12 @@ pub fn replay<'a>(events: impl IntoIterator<Item = &'a ChangeEvent>) -> Result<O
 }
 
 fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Refusal> {
-    if new.ops.is_empty() {
-        return Err(Refusal::NoOperations);
-    }
-    if new.ops.len() > MAX_OPS {
-        return Err(Refusal::TooManyOperations { count: new.ops.len(), max: MAX_OPS });
-    }
+    check_ops(&new.ops)?;
     if new.subjects.len() != new.ops.len() {
         return Err(Refusal::InconsistentReport {
             change: new.id.clone(),
             detail: "every operation needs its resolved identity".to_owned(),
         });
-    }
-    for (i, op) in new.ops.iter().enumerate() {
-        if op.action == OpAction::Revoke && op.duration.is_some() {
-            return Err(Refusal::DurationOnRevoke);
-        }
-        let repeated =
-            new.ops.iter().take(i).any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
-        if repeated {
-            return Err(Refusal::DuplicateOperation {
-                identity: op.identity.clone(),
-                entitlement: op.entitlement.to_string(),
-            });
-        }
     }
     for (op, subject) in new.ops.iter().zip(&new.subjects) {
         if subject.name != op.identity {
@@ -561,28 +544,13 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
 }
 
 fn decide_expiry(expiry: ExpiryChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Refusal> {
-    if expiry.ops.is_empty() {
-        return Err(Refusal::NoOperations);
+    if expiry.ops.iter().any(|op| op.action != OpAction::Revoke || op.duration.is_some()) {
+        return Err(Refusal::InconsistentReport {
+            change: expiry.id.clone(),
+            detail: "an expiry change only revokes, without a duration".to_owned(),
+        });
     }
-    if expiry.ops.len() > MAX_OPS {
-        return Err(Refusal::TooManyOperations { count: expiry.ops.len(), max: MAX_OPS });
-    }
-    for (i, op) in expiry.ops.iter().enumerate() {
-        if op.action != OpAction::Revoke || op.duration.is_some() {
-            return Err(Refusal::InconsistentReport {
-                change: expiry.id.clone(),
-                detail: "an expiry change only revokes, without a duration".to_owned(),
-            });
-        }
-        let repeated =
-            expiry.ops.iter().take(i).any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
-        if repeated {
-            return Err(Refusal::DuplicateOperation {
-                identity: op.identity.clone(),
-                entitlement: op.entitlement.to_string(),
-            });
-        }
-    }
+    check_ops(&expiry.ops)?;
     if expiry.due_at > now {
         return Err(Refusal::NotDue { change: expiry.id, action: "open expiry" });
     }
@@ -600,6 +568,31 @@ fn decide_expiry(expiry: ExpiryChange, now: Timestamp) -> Result<Vec<ChangeEvent
         },
         evidence: Vec::new(),
     }])
+}
+
+/// The rules every change's operations keep: at least one, at most [`MAX_OPS`], no duration on
+/// a revoke, and no identity × entitlement twice.
+fn check_ops(ops: &[PlannedOp]) -> Result<(), Refusal> {
+    if ops.is_empty() {
+        return Err(Refusal::NoOperations);
+    }
+    if ops.len() > MAX_OPS {
+        return Err(Refusal::TooManyOperations { count: ops.len(), max: MAX_OPS });
+    }
+    for (i, op) in ops.iter().enumerate() {
+        if op.action == OpAction::Revoke && op.duration.is_some() {
+            return Err(Refusal::DurationOnRevoke);
+        }
+        let repeated =
+            ops.iter().take(i).any(|o| o.identity == op.identity && o.entitlement == op.entitlement);
+        if repeated {
+            return Err(Refusal::DuplicateOperation {
+                identity: op.identity.clone(),
+                entitlement: op.entitlement.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The role that disqualifies `name` from acting independently on `change`, if any.
