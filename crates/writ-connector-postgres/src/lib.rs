@@ -1,20 +1,33 @@
-//! The PostgreSQL target connector: an entitlement is a group role (a role that cannot log in),
-//! a member is the login role named like the Writ identity, and a grant is role membership
-//! (`GRANT group TO member`).
+//! The PostgreSQL target connector. Three kinds of entitlement, all read from the catalog:
 //!
-//! Every apply runs in one transaction on the target: it reads the membership it is about to
-//! change (`pg_auth_members`), grants or revokes, and appends one row per operation to
-//! `writ_audit.changes` on the target with the Writ change ID, requester, approvers and
-//! executor — so the change ID is findable on the target itself, next to PostgreSQL's own
-//! catalog. `observe` reads the catalog, never Writ's records.
+//! - **group roles** (roles that cannot log in), named as they are: a grant is membership
+//!   (`GRANT group TO member`), observed in `pg_auth_members`;
+//! - **`login`**: the right to log in at all. A grant creates the member's login role if it is
+//!   missing, or sets it `VALID UNTIL` the grant's end (`infinity` when not time-bound), so the
+//!   server itself refuses the login once a time-bound grant is over; a revoke sets `VALID
+//!   UNTIL '-infinity'` and ends the member's open sessions. Observed in `pg_roles`
+//!   (`rolcanlogin` and `rolvaliduntil` in the future);
+//! - **privileges** on the tables and schemas of the schemas listed in `schemas`:
+//!   `table/SCHEMA.TABLE/PRIVILEGE` (select, insert, update, delete, truncate, references,
+//!   trigger) and `schema/SCHEMA/PRIVILEGE` (usage, create), observed with `aclexplode` over
+//!   `relacl`/`nspacl` (the default ACL when none is set).
+//!
+//! A member is always a login role named like the Writ identity. Every apply runs in one
+//! transaction on the target under an advisory lock: it reads the catalog rows it is about to
+//! change, runs the statements, and appends one row per operation to `writ_audit.changes` on
+//! the target with the Writ change ID, requester, approvers and executor — so the change ID is
+//! findable on the target itself, next to PostgreSQL's own catalog. `observe` reads the
+//! catalog, never Writ's records.
 //!
 //! Target settings: `dsn` (libpq key=value or URL, **without a password**: a DSN carrying one
 //! is refused, because target settings are stored and shown), `password_file` (optional, read
-//! when connecting), and `roles` (optional comma-separated list limiting which group roles Writ
-//! manages; by default every non-login role except PostgreSQL's own `pg_*` roles).
+//! when connecting), `roles` (optional comma-separated list limiting which group roles, and
+//! whether `login`, Writ manages; by default every group role except PostgreSQL's own `pg_*`
+//! roles, and `login`), and `schemas` (optional comma-separated list of schemas whose table and
+//! schema privileges are entitlements; none by default).
 //!
 //! Architecture invariant: SQL here manages access on the target; identifiers are always
-//! quoted, values always bound.
+//! quoted, values bound or quoted as literals.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -29,18 +42,91 @@ use writ_core::name::{EntitlementName, IdentityName};
 
 type Members = BTreeMap<EntitlementName, BTreeSet<IdentityName>>;
 
+/// The entitlement that stands for the right to log in.
+pub const LOGIN: &str = "login";
+
+/// What an entitlement is on the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Object {
+    Role(String),
+    Login,
+    Table { schema: String, table: String, privilege: String },
+    Schema { schema: String, privilege: String },
+}
+
+/// The managed part of the catalog: who holds what, and what each entitlement is.
+#[derive(Default)]
+struct Catalog {
+    members: Members,
+    objects: BTreeMap<EntitlementName, Object>,
+}
+
+/// Settings of one PostgreSQL target (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub struct PostgresSettings {
+    pub dsn: String,
+    pub roles: Option<String>,
+    pub schemas: Option<String>,
+}
+
 /// A connection to one PostgreSQL target.
 pub struct PostgresConnector {
     name: String,
     client: Mutex<Client>,
     managed: Option<BTreeSet<String>>,
+    schemas: Vec<String>,
     /// Whether `writ_audit.changes` is known to exist on this connection's target.
     audit_ready: std::sync::atomic::AtomicBool,
 }
 
+/// Every managed entitlement with its members, one row per (entitlement, member); rows with a
+/// NULL member keep entitlements without members. `$1`: the schemas whose privileges are
+/// managed; `$2`: only these entitlements, or NULL for all.
+const CATALOG: &str = "
+SELECT kind, ent, nsp, rel, priv, member FROM (
+    SELECT 'role' AS kind, g.rolname::text AS ent, NULL::text AS nsp, NULL::text AS rel,
+           NULL::text AS priv, m.rolname::text AS member
+    FROM pg_roles g
+    LEFT JOIN pg_auth_members am ON am.roleid = g.oid
+    LEFT JOIN pg_roles m ON m.oid = am.member AND m.rolcanlogin
+    WHERE NOT g.rolcanlogin AND g.rolname NOT LIKE 'pg\\_%'
+      AND g.rolname <> 'login' AND strpos(g.rolname, '/') = 0
+  UNION ALL
+    SELECT 'login', 'login', NULL, NULL, NULL, NULL
+  UNION ALL
+    SELECT 'login', 'login', NULL, NULL, NULL, rolname::text FROM pg_roles
+    WHERE rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil > now())
+  UNION ALL
+    SELECT 'table', 'table/' || n.nspname || '.' || c.relname || '/' || lower(p.priv),
+           n.nspname::text, c.relname::text, p.priv, r.rolname::text
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) AS p(priv)
+    LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+           ON a.privilege_type = p.priv
+    LEFT JOIN pg_roles r ON r.oid = a.grantee AND r.rolcanlogin
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname = ANY($1)
+  UNION ALL
+    SELECT 'schema', 'schema/' || n.nspname || '/' || lower(p.priv), n.nspname::text, NULL, p.priv,
+           r.rolname::text
+    FROM pg_namespace n
+    CROSS JOIN unnest(ARRAY['USAGE','CREATE']) AS p(priv)
+    LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+           ON a.privilege_type = p.priv
+    LEFT JOIN pg_roles r ON r.oid = a.grantee AND r.rolcanlogin
+    WHERE n.nspname = ANY($1)
+) catalog
+WHERE $2::text[] IS NULL OR ent = ANY($2)";
+
 /// Quotes an SQL identifier (`"` doubled), so no role name can break out of its position.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal (`'` doubled; the batch sets `standard_conforming_strings`, so a
+/// backslash is an ordinary character).
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// True if a DSN carries a password (key=value `password=` or a URL's `user:secret@`).
@@ -55,31 +141,35 @@ pub fn dsn_has_password(dsn: &str) -> bool {
     lower.split_whitespace().any(|kv| kv.starts_with("password="))
 }
 
+fn list(setting: Option<&str>) -> Option<BTreeSet<String>> {
+    setting.map(|r| r.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
 impl PostgresConnector {
     /// Connects to the target named `name`. `password` (from a password file) is added to the
     /// DSN only in memory.
-    pub fn connect(name: &str, dsn: &str, password: Option<&str>, roles: Option<&str>) -> Result<Self> {
+    pub fn connect(name: &str, settings: &PostgresSettings, password: Option<&str>) -> Result<Self> {
         let invalid = |detail: String| ConnectorError::Invalid { target: name.to_owned(), detail };
-        if dsn_has_password(dsn) {
+        if dsn_has_password(&settings.dsn) {
             return Err(invalid(
                 "the dsn carries a password; target settings are stored and shown, so put it in a file \
                  and name it with password_file"
                     .into(),
             ));
         }
-        let mut config: postgres::Config = dsn.parse().map_err(|e| invalid(format!("bad dsn: {e}")))?;
+        let mut config: postgres::Config =
+            settings.dsn.parse().map_err(|e| invalid(format!("bad dsn: {e}")))?;
         if let Some(password) = password {
             config.password(password.trim_end_matches(['\n', '\r']));
         }
         config.application_name("writ");
         config.connect_timeout(std::time::Duration::from_secs(5));
         let client = config.connect(NoTls).map_err(|e| unavailable(name, &e))?;
-        let managed =
-            roles.map(|r| r.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
         Ok(PostgresConnector {
             name: name.to_owned(),
             client: Mutex::new(client),
-            managed,
+            managed: list(settings.roles.as_deref()),
+            schemas: list(settings.schemas.as_deref()).unwrap_or_default().into_iter().collect(),
             audit_ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -100,140 +190,213 @@ impl PostgresConnector {
         unavailable(&self.name, error)
     }
 
-    /// Every managed group role with its login members, read from the catalog.
-    fn members(&self, client: &mut impl postgres::GenericClient) -> Result<Members> {
-        let rows = client
-            .query(
-                "SELECT g.rolname, m.rolname
-                 FROM pg_roles g
-                 LEFT JOIN pg_auth_members am ON am.roleid = g.oid
-                 LEFT JOIN pg_roles m ON m.oid = am.member AND m.rolcanlogin
-                 WHERE NOT g.rolcanlogin AND g.rolname NOT LIKE 'pg\\_%'
-                 ORDER BY 1, 2",
-                &[],
-            )
-            .map_err(|e| self.err(&e))?;
-        let mut members = Members::new();
+    /// The managed entitlements (all, or only `only`) with their login members, read from the
+    /// catalog.
+    fn catalog(&self, client: &mut Client, only: Option<&[EntitlementName]>) -> Result<Catalog> {
+        let only: Option<Vec<&str>> = only.map(|o| o.iter().map(EntitlementName::as_str).collect());
+        let rows = client.query(CATALOG, &[&self.schemas, &only]).map_err(|e| self.err(&e))?;
+        let mut catalog = Catalog::default();
         for row in rows {
-            let group: String = row.get(0);
-            if self.managed.as_ref().is_some_and(|m| !m.contains(&group)) {
+            let (kind, name): (&str, String) = (row.get(0), row.get(1));
+            let object = match kind {
+                "role" => Object::Role(name.clone()),
+                "login" => Object::Login,
+                "table" => Object::Table { schema: row.get(2), table: row.get(3), privilege: row.get(4) },
+                _ => Object::Schema { schema: row.get(2), privilege: row.get(4) },
+            };
+            let roles = matches!(object, Object::Role(_) | Object::Login);
+            if roles && self.managed.as_ref().is_some_and(|m| !m.contains(&name)) {
                 continue;
             }
-            // Roles whose names Writ cannot represent are not offered as entitlements.
-            let Ok(entitlement) = EntitlementName::parse(&group) else { continue };
-            let set = members.entry(entitlement).or_default();
-            if let Some(member) = row.get::<_, Option<String>>(1).and_then(|m| IdentityName::parse(&m).ok()) {
+            // Objects whose names Writ cannot represent are not offered as entitlements.
+            let Ok(entitlement) = EntitlementName::parse(&name) else { continue };
+            let set = catalog.members.entry(entitlement.clone()).or_default();
+            if let Some(member) = row.get::<_, Option<String>>(5).and_then(|m| IdentityName::parse(&m).ok()) {
                 set.insert(member);
             }
+            catalog.objects.insert(entitlement, object);
         }
-        Ok(members)
+        Ok(catalog)
+    }
+
+    /// Runs one apply inside the open transaction and commits it; the caller rolls back on
+    /// error.
+    fn apply_in(
+        &self,
+        client: &mut Client,
+        context: &ApplyContext,
+        ops: &[TargetOp],
+    ) -> Result<Vec<AppliedOp>> {
+        let entitlements: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
+        let catalog = self.catalog(client, Some(&entitlements))?;
+        plan_against(&self.name, &catalog.members, ops)?;
+        let mut batch = String::from("SET LOCAL standard_conforming_strings = on;\n");
+        if !self.audit_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            batch.push_str(AUDIT_TABLE);
+        }
+        let mut applied = Vec::with_capacity(ops.len());
+        for op in ops {
+            let before = catalog.members.get(&op.entitlement).is_some_and(|m| m.contains(&op.member));
+            let want = op.action == OpAction::Grant;
+            if before != want {
+                let object = catalog.objects.get(&op.entitlement).ok_or_else(|| {
+                    ConnectorError::UnknownEntitlement {
+                        target: self.name.clone(),
+                        entitlement: op.entitlement.clone(),
+                    }
+                })?;
+                let until = match op.ttl {
+                    Some(ttl) if *object == Object::Login => {
+                        let seconds = ttl.as_millis() as f64 / 1000.0;
+                        let row = client
+                            .query_one("SELECT (now() + make_interval(secs => $1))::text", &[&seconds])
+                            .map_err(|e| self.err(&e))?;
+                        row.get::<_, String>(0)
+                    }
+                    _ => "infinity".to_owned(),
+                };
+                batch.push_str(&statement(object, op, &until));
+                batch.push_str(";\n");
+            }
+            batch.push_str(&format!(
+                "INSERT INTO writ_audit.changes
+                     (change_id, action, role_name, member, changed, requester, approvers, executor)
+                 VALUES ({}, {}, {}, {}, {}, {}, {}, {});\n",
+                literal(context.change.as_str()),
+                literal(op.action.as_str()),
+                literal(op.entitlement.as_str()),
+                literal(op.member.as_str()),
+                before != want,
+                literal(&context.requester),
+                literal(&context.approvers.join(",")),
+                literal(&context.executor),
+            ));
+            applied.push(AppliedOp { op: op.clone(), before, after: want });
+        }
+        batch.push_str("COMMIT");
+        client.batch_execute(&batch).map_err(|e| match e.code() {
+            Some(code) if *code == postgres::error::SqlState::UNDEFINED_OBJECT => ConnectorError::Invalid {
+                target: self.name.clone(),
+                detail: format!("a member has no login role on the target: {}", db_message(&e)),
+            },
+            _ => self.err(&e),
+        })?;
+        Ok(applied)
     }
 }
 
+/// The statement that makes `op` true on the server. `until` is the `VALID UNTIL` of a login
+/// grant.
+fn statement(object: &Object, op: &TargetOp, until: &str) -> String {
+    let member = ident(op.member.as_str());
+    let grant = op.action == OpAction::Grant;
+    let privilege = |on: String| {
+        if grant { format!("GRANT {on} TO {member}") } else { format!("REVOKE {on} FROM {member}") }
+    };
+    match object {
+        Object::Role(role) if grant => format!("GRANT {} TO {member}", ident(role)),
+        Object::Role(role) => format!("REVOKE {} FROM {member}", ident(role)),
+        Object::Login if grant => format!(
+            "DO $writ$ BEGIN
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name} AND NOT rolcanlogin) THEN
+                 RAISE EXCEPTION 'writ: % is a group role, not a login', {name};
+               ELSIF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN
+                 ALTER ROLE {member} VALID UNTIL {until};
+               ELSE
+                 CREATE ROLE {member} LOGIN VALID UNTIL {until};
+               END IF;
+             END $writ$",
+            name = literal(op.member.as_str()),
+            until = literal(until),
+        ),
+        Object::Login => format!("ALTER ROLE {member} VALID UNTIL '-infinity'"),
+        Object::Table { schema, table, privilege: p } => {
+            privilege(format!("{p} ON TABLE {}.{}", ident(schema), ident(table)))
+        }
+        Object::Schema { schema, privilege: p } => privilege(format!("{p} ON SCHEMA {}", ident(schema))),
+    }
+}
+
+/// The target-side trail, made on first use. `role_name` holds the entitlement's name.
+const AUDIT_TABLE: &str = "
+CREATE SCHEMA IF NOT EXISTS writ_audit;
+CREATE TABLE IF NOT EXISTS writ_audit.changes (
+    id          BIGSERIAL PRIMARY KEY,
+    change_id   TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    role_name   TEXT NOT NULL,
+    member      TEXT NOT NULL,
+    changed     BOOLEAN NOT NULL,
+    requester   TEXT NOT NULL,
+    approvers   TEXT NOT NULL,
+    executor    TEXT NOT NULL,
+    at          TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+";
+
+fn db_message(error: &postgres::Error) -> String {
+    error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
+}
+
 fn unavailable(target: &str, error: &postgres::Error) -> ConnectorError {
-    let detail = error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned());
-    ConnectorError::Unavailable { target: target.to_owned(), detail }
+    ConnectorError::Unavailable { target: target.to_owned(), detail: db_message(error) }
 }
 
 impl Connector for PostgresConnector {
     fn entitlements(&self) -> Result<Vec<EntitlementName>> {
         let mut client = self.lock()?;
-        Ok(self.members(&mut *client)?.into_keys().collect())
+        Ok(self.catalog(&mut client, None)?.members.into_keys().collect())
     }
 
     fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
+        let entitlements: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
         let mut client = self.lock()?;
-        let members = self.members(&mut *client)?;
-        plan_against(&self.name, &members, ops)
+        let catalog = self.catalog(&mut client, Some(&entitlements))?;
+        plan_against(&self.name, &catalog.members, ops)
     }
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         let mut client = self.lock()?;
-        let mut tx = client.transaction().map_err(|e| self.err(&e))?;
-        // One writer per target at a time, so the membership read below stays true until commit.
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext('writ-connector'))", &[])
+        // One writer per target at a time, so the catalog read below stays true until commit.
+        client
+            .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('writ-connector'))")
             .map_err(|e| self.err(&e))?;
-        let create_audit = !self.audit_ready.load(std::sync::atomic::Ordering::Relaxed);
-        if create_audit {
-            tx.batch_execute(
-                "CREATE SCHEMA IF NOT EXISTS writ_audit;
-             CREATE TABLE IF NOT EXISTS writ_audit.changes (
-                 id          BIGSERIAL PRIMARY KEY,
-                 change_id   TEXT NOT NULL,
-                 action      TEXT NOT NULL,
-                 role_name   TEXT NOT NULL,
-                 member      TEXT NOT NULL,
-                 changed     BOOLEAN NOT NULL,
-                 requester   TEXT NOT NULL,
-                 approvers   TEXT NOT NULL,
-                 executor    TEXT NOT NULL,
-                 at          TIMESTAMPTZ NOT NULL DEFAULT now()
-             );",
-            )
-            .map_err(|e| self.err(&e))?;
-        }
-        let members = self.members(&mut tx)?;
-        plan_against(&self.name, &members, ops)?;
-        let mut applied = Vec::with_capacity(ops.len());
-        let mut last_row: Option<i64> = None;
-        for op in ops {
-            let before = members.get(&op.entitlement).is_some_and(|m| m.contains(&op.member));
-            let want = op.action == OpAction::Grant;
-            if before != want {
-                let sql = match op.action {
-                    OpAction::Grant => {
-                        format!("GRANT {} TO {}", ident(op.entitlement.as_str()), ident(op.member.as_str()))
-                    }
-                    OpAction::Revoke => {
-                        format!(
-                            "REVOKE {} FROM {}",
-                            ident(op.entitlement.as_str()),
-                            ident(op.member.as_str())
-                        )
-                    }
-                };
-                tx.batch_execute(&sql).map_err(|e| match e.code() {
-                    Some(code) if *code == postgres::error::SqlState::UNDEFINED_OBJECT => {
-                        ConnectorError::Invalid {
-                            target: self.name.clone(),
-                            detail: format!("{} has no login role on the target", op.member),
-                        }
-                    }
-                    _ => self.err(&e),
-                })?;
+        let applied = match self.apply_in(&mut client, context, ops) {
+            Ok(applied) => applied,
+            Err(error) => {
+                // Nothing of this apply stays (a broken connection rolls back by itself).
+                let _ = client.batch_execute("ROLLBACK");
+                return Err(error);
             }
-            let row = tx
-                .query_one(
-                    "INSERT INTO writ_audit.changes
-                         (change_id, action, role_name, member, changed, requester, approvers, executor)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                    &[
-                        &context.change.as_str(),
-                        &op.action.as_str(),
-                        &op.entitlement.as_str(),
-                        &op.member.as_str(),
-                        &(before != want),
-                        &context.requester,
-                        &context.approvers.join(","),
-                        &context.executor,
-                    ],
-                )
-                .map_err(|e| self.err(&e))?;
-            last_row = Some(row.get(0));
-            applied.push(AppliedOp { op: op.clone(), before, after: want });
+        };
+        self.audit_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        // A revoked login also loses the sessions it has open (after commit, so a session that
+        // reconnects meets the new VALID UNTIL).
+        let logins: Vec<&str> = applied
+            .iter()
+            .filter(|a| a.before && !a.after && a.op.entitlement.as_str() == LOGIN)
+            .map(|a| a.op.member.as_str())
+            .collect();
+        if !logins.is_empty() {
+            let ended = client.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
+                &[&logins],
+            );
+            // The revoke is committed either way; sessions left open are the server's to end.
+            if let Err(error) = ended {
+                tracing::warn!(target: "writ::connector", target_name = %self.name, error = %db_message(&error), "cannot end the revoked logins' sessions");
+            }
         }
-        tx.commit().map_err(|e| self.err(&e))?;
-        if create_audit {
-            self.audit_ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(ApplyReport { applied, reference: last_row.map(|id| format!("writ_audit.changes#{id}")) })
+        Ok(ApplyReport {
+            applied,
+            reference: Some(format!("writ_audit.changes change_id={}", context.change)),
+        })
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         let mut client = self.lock()?;
-        let members = self.members(&mut *client)?;
-        let members =
-            entitlements.iter().filter_map(|e| members.get(e).map(|m| (e.clone(), m.clone()))).collect();
+        let members = self.catalog(&mut client, Some(entitlements))?.members;
         Ok(Observed { members, reference: None })
     }
 }

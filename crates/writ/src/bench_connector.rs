@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use writ_connector::{ApplyContext, Connector, TargetOp};
-use writ_connector_postgres::PostgresConnector;
+use writ_connector_postgres::{PostgresConnector, PostgresSettings};
 use writ_core::change::{ChangeId, OpAction};
 use writ_core::name::{EntitlementName, IdentityName};
 use writ_core::time::Timestamp;
@@ -27,7 +27,11 @@ pub fn run(config: &str, pairs: usize) -> anyhow::Result<Vec<Row>> {
         bare.batch_execute("REVOKE wbt_read FROM wbt_user")?;
     }
     let baseline = start.elapsed().as_secs_f64();
-    let connector = PostgresConnector::connect("bench", &dsn, None, Some("wbt_read"))?;
+    let connector = PostgresConnector::connect(
+        "bench",
+        &PostgresSettings { dsn: dsn.clone(), roles: Some("wbt_read".into()), schemas: None },
+        None,
+    )?;
     let context = ApplyContext {
         change: ChangeId::generate(Timestamp::from_millis(0), 1),
         summary: "benchmark".into(),

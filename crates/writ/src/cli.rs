@@ -204,7 +204,8 @@ pub enum IdentityCmd {
 #[derive(Subcommand, Debug)]
 pub enum TargetCmd {
     /// Register a target. git: a repository whose access file (access.toml) lists entitlements.
-    /// postgres: a server whose group roles are the entitlements and login roles the members.
+    /// postgres: a server whose group roles, `login` (VALID UNTIL) and, with --schemas, table
+    /// and schema privileges are the entitlements, and whose login roles are the members.
     /// ldap: a directory whose groups (groupOfNames, groupOfUniqueNames) under --groups are the
     /// entitlements and whose entries uid=IDENTITY,--users are the members.
     Add(Box<TargetAddArgs>),
@@ -425,9 +426,14 @@ pub struct TargetAddArgs {
     /// postgres, ldap: a file holding the password (read at each connection, never stored).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
-    /// postgres: only these group roles (comma-separated) are entitlements.
+    /// postgres: only these group roles (comma-separated; add `login` for the right to log in)
+    /// are entitlements (default: every group role but PostgreSQL's own, and `login`).
     #[arg(long)]
     pub roles: Option<String>,
+    /// postgres: schemas (comma-separated) whose table and schema privileges are entitlements,
+    /// named table/SCHEMA.TABLE/PRIVILEGE and schema/SCHEMA/PRIVILEGE (default: none).
+    #[arg(long)]
+    pub schemas: Option<String>,
     /// Branch to manage (default: the branch HEAD points at).
     #[arg(long)]
     pub branch: Option<String>,

@@ -294,6 +294,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 users,
                 password_file,
                 roles,
+                schemas,
                 branch,
                 file,
                 actor,
@@ -319,6 +320,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                     settings
                         .extend(password_file.map(|p| ("password_file".to_owned(), p.display().to_string())));
                     settings.extend(roles.map(|r| ("roles".to_owned(), r)));
+                    settings.extend(schemas.map(|s| ("schemas".to_owned(), s)));
                 }
                 ConnectorKind::Ldap => {
                     let missing = |option: &str| {

@@ -8,7 +8,7 @@ use writ_connector::{Connector, ConnectorError, MemoryConnector};
 use writ_connector_git::GitConnector;
 use writ_connector_ldap::{LdapConnector, LdapSettings};
 use writ_connector_openbao::{OpenBaoConnector, OpenBaoSettings};
-use writ_connector_postgres::PostgresConnector;
+use writ_connector_postgres::{PostgresConnector, PostgresSettings};
 use writ_core::identity::{ConnectorKind, Target};
 use writ_core::name::EntitlementName;
 use writ_engine::ConnectorFactory;
@@ -79,8 +79,12 @@ impl ConnectorFactory for Connectors {
                 Ok(Arc::new(connector))
             }
             ConnectorKind::Postgres => cached(&self.postgres, target, PostgresConnector::is_closed, || {
-                let dsn = setting(target, "dsn")?;
-                PostgresConnector::connect(name, dsn, password(target)?.as_deref(), target.setting("roles"))
+                let settings = PostgresSettings {
+                    dsn: setting(target, "dsn")?.to_owned(),
+                    roles: target.setting("roles").map(str::to_owned),
+                    schemas: target.setting("schemas").map(str::to_owned),
+                };
+                PostgresConnector::connect(name, &settings, password(target)?.as_deref())
             }),
             ConnectorKind::Ldap => cached(&self.ldap, target, LdapConnector::is_closed, || {
                 let settings = LdapSettings {

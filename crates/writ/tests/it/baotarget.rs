@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::harness::{Run, World};
-use crate::server::{postgres, postgres_database, service};
+use crate::server::{login, postgres, postgres_database, service};
 
 struct Bao {
     addr: String,
@@ -75,13 +75,6 @@ fn setup(p: &str) -> Option<(Bao, String)> {
     );
     assert_eq!(status, 204, "role: {body}");
     Some((bao, config))
-}
-
-/// Whether PostgreSQL accepts `username`/`password` on the target database.
-fn login(config: &str, p: &str, username: &str, password: &str) -> bool {
-    let host = config.replace("user=writ", "");
-    let dsn = format!("{host} dbname=writ_{p} user={username} password={password} connect_timeout=5");
-    postgres::Client::connect(&dsn, postgres::NoTls).is_ok()
 }
 
 /// The credentials delivered to `identity` for `role`, and the path's custom metadata.

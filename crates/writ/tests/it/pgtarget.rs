@@ -354,3 +354,192 @@ fn an_expiry_that_cannot_reach_its_target_is_retried_with_backoff_and_alerts() {
     assert!(!member(&mut pg, "pgf_dave", "pgf_read"));
     assert_eq!(w.writ(&["identity", "show", "pgf_dave", "--json"]).json()["grants"], serde_json::json!([]));
 }
+
+fn valid_until(client: &mut postgres::Client, role: &str) -> Option<String> {
+    client
+        .query_opt("SELECT rolvaliduntil::text FROM pg_roles WHERE rolname = $1", &[&role])
+        .unwrap()
+        .and_then(|row| row.get(0))
+}
+
+#[test]
+fn postgres_table_and_schema_privileges_are_granted_observed_and_revoked_through_the_acl() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pgg");
+    pg.batch_execute(
+        "CREATE SCHEMA app; CREATE TABLE app.orders (id int); CREATE TABLE public.other (id int);",
+    )
+    .unwrap();
+    let w = World::new();
+    let added = add_target(&w, &dsn, "pgg_read", &["--schemas", "app", "--json"]).json();
+    let offered: Vec<&str> =
+        added["entitlements"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
+    for expected in [
+        "pgg_read",
+        "schema/app/usage",
+        "schema/app/create",
+        "table/app.orders/select",
+        "table/app.orders/insert",
+    ] {
+        assert!(offered.contains(&expected), "{expected} not offered: {offered:?}");
+    }
+    assert!(!offered.iter().any(|e| e.contains("public.other") || *e == "login"), "{offered:?}");
+    w.writ(&["identity", "add", "pgg_dave", "--kind", "human"]).ok();
+    let can = |pg: &mut postgres::Client, privilege: &str| -> bool {
+        pg.query_one("SELECT has_table_privilege('pgg_dave', 'app.orders', $1)", &[&privilege])
+            .unwrap()
+            .get(0)
+    };
+    assert!(!can(&mut pg, "SELECT"));
+
+    // One change, two privileges: both land in the ACL and verify.
+    let grant = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pgg_dave",
+        "--grant",
+        "pg:schema/app/usage",
+        "--grant",
+        "pg:table/app.orders/select",
+        "--justification",
+        "reporting",
+    ]);
+    w.writ(&["change", "approve", &grant, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &grant]).ok();
+    assert!(can(&mut pg, "SELECT"), "SELECT was not granted");
+    let usage: bool =
+        pg.query_one("SELECT has_schema_privilege('pgg_dave', 'app', 'USAGE')", &[]).unwrap().get(0);
+    assert!(usage, "USAGE was not granted");
+    assert!(!can(&mut pg, "INSERT"), "more than the approved privilege was granted");
+    assert_eq!(w.writ(&["change", "verify", &grant]).ok(), format!("{grant} verified"));
+    let tagged: Vec<String> = pg
+        .query("SELECT role_name FROM writ_audit.changes WHERE change_id = $1 ORDER BY id", &[&grant])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tagged, ["schema/app/usage", "table/app.orders/select"]);
+
+    // A privilege taken away behind Writ's back between apply and verify is caught.
+    let insert = w.request("pgg_dave", "pg:table/app.orders/insert");
+    w.writ(&["change", "approve", &insert, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &insert]).ok();
+    assert!(can(&mut pg, "INSERT"));
+    pg.batch_execute("REVOKE INSERT ON app.orders FROM pgg_dave").unwrap();
+    let caught = w.writ(&["change", "verify", &insert]);
+    assert_eq!(caught.code, 7, "{}", caught.stderr);
+
+    // Revoke: gone from the ACL, verified as gone, the other privilege untouched.
+    let revoke = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pgg_dave",
+        "--revoke",
+        "pg:table/app.orders/select",
+        "--justification",
+        "report retired",
+    ]);
+    w.writ(&["change", "approve", &revoke, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &revoke]).ok();
+    assert!(!can(&mut pg, "SELECT"), "the revoke left SELECT");
+    let usage: bool =
+        pg.query_one("SELECT has_schema_privilege('pgg_dave', 'app', 'USAGE')", &[]).unwrap().get(0);
+    assert!(usage, "the revoke took more than it named");
+    assert_eq!(w.writ(&["change", "verify", &revoke]).ok(), format!("{revoke} verified"));
+}
+
+#[test]
+fn postgres_login_grants_create_the_role_valid_until_the_grants_end_and_a_revoke_ends_its_sessions() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pgh");
+    pg.batch_execute("DROP ROLE IF EXISTS pgh_eve").unwrap();
+    let w = World::new();
+    add_target(&w, &dsn, "pgh_read,login", &[]).ok();
+    w.writ(&["identity", "add", "pgh_eve", "--kind", "human"]).ok();
+
+    // A time-bound login grant creates the missing role, valid until the grant's end.
+    let grant = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pgh_eve",
+        "--grant",
+        "pg:login",
+        "--for",
+        "1h",
+        "--justification",
+        "on call",
+    ]);
+    w.writ(&["change", "approve", &grant, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &grant]).ok();
+    let remaining: f64 = pg
+        .query_one("SELECT extract(epoch FROM rolvaliduntil - now())::float8 FROM pg_roles WHERE rolname = 'pgh_eve'", &[])
+        .unwrap()
+        .get(0);
+    assert!((3500.0..=3600.0).contains(&remaining), "VALID UNTIL is {remaining}s away, not the grant's hour");
+    assert_eq!(w.writ(&["change", "verify", &grant]).ok(), format!("{grant} verified"));
+    pg.batch_execute("ALTER ROLE pgh_eve PASSWORD 'pgh-test-login'").unwrap();
+    let mut session = crate::server::login_as(&config, "pgh", "pgh_eve", "pgh-test-login")
+        .expect("the granted login works");
+    session.batch_execute("SELECT 1").unwrap();
+
+    // Revoke: the server refuses new logins and the open session is ended.
+    let revoke = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pgh_eve",
+        "--revoke",
+        "pg:login",
+        "--justification",
+        "shift over",
+    ]);
+    w.writ(&["change", "approve", &revoke, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &revoke]).ok();
+    assert_eq!(valid_until(&mut pg, "pgh_eve").as_deref(), Some("-infinity"));
+    assert!(
+        !crate::server::login(&config, "pgh", "pgh_eve", "pgh-test-login"),
+        "the revoked login still works"
+    );
+    assert!(session.batch_execute("SELECT 1").is_err(), "the revoked login's session is still open");
+    assert_eq!(w.writ(&["change", "verify", &revoke]).ok(), format!("{revoke} verified"));
+
+    // A two-second grant: the server itself refuses the login once it is over, before Writ's
+    // own expiry has run.
+    let short = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "pgh_eve",
+        "--grant",
+        "pg:login",
+        "--for",
+        "2s",
+        "--justification",
+        "one query",
+    ]);
+    w.writ(&["change", "approve", &short, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &short]).ok();
+    assert!(
+        crate::server::login(&config, "pgh", "pgh_eve", "pgh-test-login"),
+        "the re-granted login is refused"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        !crate::server::login(&config, "pgh", "pgh_eve", "pgh-test-login"),
+        "the server let an expired login in"
+    );
+
+    // A group role cannot be turned into a login through the login entitlement.
+    w.writ(&["identity", "add", "pgh_read", "--kind", "human"]).ok();
+    let group = w.request("pgh_read", "pg:login");
+    w.writ(&["change", "approve", &group, "--as", "bob"]).ok();
+    let refused = w.writ(&["change", "execute", &group]);
+    assert_eq!(refused.code, 7, "{}", refused.stderr);
+    assert!(refused.stderr.contains("group role"), "{}", refused.stderr);
+    let can_login: bool =
+        pg.query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'pgh_read'", &[]).unwrap().get(0);
+    assert!(!can_login);
+}

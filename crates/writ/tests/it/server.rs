@@ -201,3 +201,16 @@ pub fn postgres_database(config: &str, name: &str) -> String {
     };
     format!("postgres://{}@{}:{}/{name}", field("user"), field("host"), field("port"))
 }
+
+/// A session on database `writ_P` of the test server as `username` with `password`, if the
+/// server accepts them (every role but the test superuser must give its password).
+pub fn login_as(config: &str, p: &str, username: &str, password: &str) -> Option<postgres::Client> {
+    let host = config.replace("user=writ", "");
+    let dsn = format!("{host} dbname=writ_{p} user={username} password={password} connect_timeout=5");
+    postgres::Client::connect(&dsn, postgres::NoTls).ok()
+}
+
+/// Whether the test server accepts `username`/`password` on database `writ_P`.
+pub fn login(config: &str, p: &str, username: &str, password: &str) -> bool {
+    login_as(config, p, username, password).is_some()
+}
