@@ -20,9 +20,8 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 use writ_connector::{
     ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp, apply_to,
-    plan_against,
+    no_rotation, plan_against,
 };
-use writ_core::change::OpAction;
 use writ_core::name::{EntitlementName, IdentityName};
 
 /// The access file's name when a target does not set `file`.
@@ -192,10 +191,12 @@ impl Connector for GitConnector {
     }
 
     fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
+        no_rotation(&self.target, "git", ops)?;
         plan_against(&self.target, &self.read()?.1, ops)
     }
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
+        no_rotation(&self.target, "git", ops)?;
         let (head, _) = self.read()?;
         let text = self.git(&["show", &format!("{head}:{}", self.file)], None)?;
         let (mut file, mut members) = self.parse(&text)?;
@@ -205,10 +206,11 @@ impl Connector for GitConnector {
         }
         for op in ops {
             if let Some(entry) = file.entitlements.get_mut(op.entitlement.as_str()) {
-                match op.action {
-                    OpAction::Grant => entry.members.insert(op.member.to_string()),
-                    OpAction::Revoke => entry.members.remove(op.member.as_str()),
-                };
+                if op.action.leaves_present() {
+                    entry.members.insert(op.member.to_string());
+                } else {
+                    entry.members.remove(op.member.as_str());
+                }
             }
         }
         let content = toml::to_string(&file).map_err(|e| ConnectorError::Invalid {
@@ -236,7 +238,7 @@ impl Connector for GitConnector {
         let (head, all) = self.read()?;
         let members =
             entitlements.iter().filter_map(|e| all.get(e).map(|m| (e.clone(), m.clone()))).collect();
-        Ok(Observed { members, reference: Some(head) })
+        Ok(Observed { members, reference: Some(head), ..Observed::default() })
     }
 }
 

@@ -25,9 +25,8 @@ use std::time::Duration;
 use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
 use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
-    plan_against,
+    no_rotation, plan_against,
 };
-use writ_core::change::OpAction;
 use writ_core::name::{EntitlementName, IdentityName};
 
 /// Longest an LDAP operation may take before the target counts as unavailable.
@@ -150,12 +149,14 @@ impl Connector for LdapConnector {
     }
 
     fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
+        no_rotation(&self.name, "LDAP", ops)?;
         let wanted: BTreeSet<&EntitlementName> = ops.iter().map(|op| &op.entitlement).collect();
         let groups = self.groups(&mut *self.lock()?, Some(&wanted))?;
         plan_against(&self.name, &members_of(&groups), ops)
     }
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
+        no_rotation(&self.name, "LDAP", ops)?;
         let mut conn = self.lock()?;
         let wanted: BTreeSet<&EntitlementName> = ops.iter().map(|op| &op.entitlement).collect();
         let groups = self.groups(&mut conn, Some(&wanted))?;
@@ -168,12 +169,11 @@ impl Connector for LdapConnector {
             let mut delete: HashSet<String> = HashSet::new();
             for step in steps.iter().filter(|s| s.will_change) {
                 let dn = self.member_dn(&step.op.member);
-                match step.op.action {
-                    OpAction::Grant => {
-                        add.insert(dn);
-                    }
+                if step.op.action.leaves_present() {
+                    add.insert(dn);
+                } else {
                     // Delete the value as stored (its spelling may differ from ours).
-                    OpAction::Revoke => delete.extend(
+                    delete.extend(
                         group
                             .values
                             .iter()
@@ -181,8 +181,8 @@ impl Connector for LdapConnector {
                                 identity_of(v, &self.settings.users).as_ref() == Some(&step.op.member)
                             })
                             .cloned(),
-                    ),
-                };
+                    );
+                }
             }
             if !add.is_empty() || !delete.is_empty() {
                 let placeholder = &self.settings.empty_member;
@@ -224,7 +224,7 @@ impl Connector for LdapConnector {
                 }
             }
             for step in steps {
-                let after = step.op.action == OpAction::Grant;
+                let after = step.op.action.leaves_present();
                 applied.push(AppliedOp { op: step.op.clone(), before: step.present_now, after });
             }
         }
@@ -237,7 +237,7 @@ impl Connector for LdapConnector {
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         let wanted: BTreeSet<&EntitlementName> = entitlements.iter().collect();
         let groups = self.groups(&mut *self.lock()?, Some(&wanted))?;
-        Ok(Observed { members: members_of(&groups), reference: None })
+        Ok(Observed { members: members_of(&groups), ..Observed::default() })
     }
 }
 

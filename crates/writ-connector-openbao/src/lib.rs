@@ -1,34 +1,90 @@
-//! The OpenBao connector, database secrets engine: an entitlement is a role of the target's
-//! database mount (`LIST <mount>/roles`); granting it to an identity issues dynamic credentials
-//! (`GET <mount>/creds/<role>`, a new login on the database with its own lease) and delivers them
-//! to the identity's KV v2 path `<kv>/data/<prefix>/<identity>/<role>`, where the workload reads
-//! them with its own token. The path's `custom_metadata` carries the Writ change ID, the lease
-//! ID and who executed it. Revoking revokes the lease (OpenBao drops the login on the database)
-//! and deletes the KV path with all its versions. A member is an identity whose KV path names a
-//! lease OpenBao still reports live (`sys/leases/lookup`) — observed on OpenBao, never in Writ.
+//! The OpenBao connector: Writ issues credentials through OpenBao and delivers each to the
+//! identity's KV v2 path `<kv>/data/<prefix>/<identity>/<entitlement>`, where the workload
+//! reads it with its own token. Three kinds of entitlement:
 //!
-//! A time-bound grant renews the new lease to the grant's duration (OpenBao caps it at the
-//! role's `max_ttl`), so the database refuses the login at the end even if Writ's own expiry
-//! change were late.
+//! - **`<role>`**, a role of the database secrets engine (`LIST <mount>/roles`): a grant issues
+//!   dynamic credentials (`GET <mount>/creds/<role>`, a new database login with its own lease,
+//!   renewed to the grant's duration so the database refuses the login at the end even if
+//!   Writ's own expiry were late); the handle is the lease, retired by revoking it.
+//! - **`static/<role>`**, a static role of the same engine: one existing database login whose
+//!   password OpenBao owns. A grant delivers the current password; a rotation has OpenBao set
+//!   a new one on the database (`POST <mount>/rotate-role/<role>`), so the old one stops
+//!   working there; a revoke rotates too, so the delivered copy dies, then deletes the path.
+//! - **`policy/<name>`**, an ACL policy listed in the target's `policies` setting (none by
+//!   default: the operator names what Writ may hand out): a grant creates an orphan token
+//!   (for a workload or an AI agent), with the grant's duration as its TTL and maximum; the
+//!   handle is the token's accessor, retired by `revoke-accessor`.
 //!
-//! **Secrets never reach Writ's records:** the password passes through memory from OpenBao's
-//! answer to the KV write; reports, evidence and errors carry only lease IDs, versions and the
-//! path. OpenBao's answers are never quoted in errors, only its `errors` list on a refusal.
+//! A **rotation** issues a new credential, writes it as a new KV version, records the change
+//! and version in the path's `custom_metadata`, retires the previous credential and destroys
+//! every earlier version. A member is an identity whose path names a handle OpenBao still
+//! reports live (for a static role: whose delivered password is OpenBao's current one) —
+//! observed on OpenBao, never in Writ; for rotations the observation also says which change
+//! issued the current version and whether every earlier credential is retired.
+//!
+//! **Secrets never reach Writ's records:** passwords and tokens pass through memory from
+//! OpenBao's answer to the KV write; reports, evidence and errors carry only lease IDs,
+//! accessors, versions and paths. OpenBao's answers are never quoted in errors, only its
+//! `errors` list on a refusal.
 //!
 //! Target settings: `addr` (`http://127.0.0.1:8200`), `token_file` (Writ's OpenBao token, read
 //! when connecting), optionally `database_mount` (`database`), `kv_mount` (`secret`) and
-//! `kv_prefix` (`writ`). This build has no TLS: the token is only sent to a loopback address.
+//! `kv_prefix` (`writ`), `policies` (comma-separated). This build has no TLS: the token is only sent to a loopback address.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use writ_connector::{
-    AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
-    plan_against,
+    AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Issued, Observed, PlanStep, Result,
+    TargetOp, plan_against,
 };
 use writ_core::change::OpAction;
 use writ_core::name::{EntitlementName, IdentityName};
+
+/// What an entitlement is on OpenBao, by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind<'a> {
+    Dynamic(&'a str),
+    Static(&'a str),
+    Policy(&'a str),
+}
+
+impl Kind<'_> {
+    fn of(entitlement: &EntitlementName) -> Kind<'_> {
+        let name = entitlement.as_str();
+        if let Some(role) = name.strip_prefix("static/") {
+            Kind::Static(role)
+        } else if let Some(policy) = name.strip_prefix("policy/") {
+            Kind::Policy(policy)
+        } else {
+            Kind::Dynamic(name)
+        }
+    }
+
+    /// The `custom_metadata` key naming the credential's handle.
+    fn handle_key(self) -> &'static str {
+        match self {
+            Kind::Dynamic(_) => "lease_id",
+            Kind::Static(_) => "static_role",
+            Kind::Policy(_) => "accessor",
+        }
+    }
+}
+
+/// A path's metadata as OpenBao reports it.
+struct PathState {
+    custom: serde_json::Map<String, Value>,
+    current_version: u64,
+    /// Versions older than the current one that are neither destroyed nor deleted.
+    older_live: Vec<u64>,
+}
+
+impl PathState {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.custom.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
+    }
+}
 
 /// Where and how to reach one OpenBao.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +93,8 @@ pub struct OpenBaoSettings {
     pub database_mount: String,
     pub kv_mount: String,
     pub kv_prefix: String,
+    /// The ACL policies Writ may issue tokens for (none unless listed).
+    pub policies: Vec<String>,
 }
 
 /// A client for one OpenBao server.
@@ -116,18 +174,33 @@ impl OpenBaoConnector {
         format!("{}/{kind}/{}/{identity}/{role}", self.settings.kv_mount, self.settings.kv_prefix)
     }
 
-    /// The lease named on `identity`'s path for `role`, if the path exists.
-    fn recorded_lease(&self, identity: &str, role: &str) -> Result<Option<String>> {
-        let reply = self.call("GET", &self.kv_path("metadata", identity, role), None)?;
+    /// The path's metadata, or `None` if it does not exist.
+    fn path_state(&self, identity: &str, entitlement: &str) -> Result<Option<PathState>> {
+        let reply = self.call("GET", &self.kv_path("metadata", identity, entitlement), None)?;
         if reply.status == 404 {
             return Ok(None);
         }
         let body = reply.expect(self, 200, "read KV metadata")?;
-        Ok(body
-            .pointer("/data/custom_metadata/lease_id")
-            .and_then(Value::as_str)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned))
+        let custom =
+            body.pointer("/data/custom_metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+        let current_version = body.pointer("/data/current_version").and_then(Value::as_u64).unwrap_or(0);
+        let older_live = body
+            .pointer("/data/versions")
+            .and_then(Value::as_object)
+            .map(|versions| {
+                versions
+                    .iter()
+                    .filter_map(|(number, state)| {
+                        let number: u64 = number.parse().ok()?;
+                        let destroyed = state.get("destroyed").and_then(Value::as_bool).unwrap_or(false);
+                        let deleted =
+                            state.get("deletion_time").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+                        (number < current_version && !destroyed && !deleted).then_some(number)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(PathState { custom, current_version, older_live }))
     }
 
     /// Whether OpenBao reports the lease live.
@@ -141,121 +214,294 @@ impl OpenBaoConnector {
         }
     }
 
-    /// Whether `identity` holds live credentials for `role`.
-    fn holds(&self, identity: &str, role: &str) -> Result<bool> {
-        match self.recorded_lease(identity, role)? {
-            Some(lease) => self.lease_live(&lease),
-            None => Ok(false),
+    /// Whether OpenBao reports the token behind the accessor live.
+    fn accessor_live(&self, accessor: &str) -> Result<bool> {
+        let reply = self.call("POST", "auth/token/lookup-accessor", Some(json!({ "accessor": accessor })))?;
+        match reply.status {
+            200 => Ok(true),
+            // 400 "invalid accessor" (or 403 on some versions) for a revoked or unknown token.
+            400 | 403 => Ok(false),
+            _ => Err(reply.refused(self, "accessor lookup")),
         }
     }
 
-    /// Every identity that has a path under the prefix.
-    fn identities(&self) -> Result<Vec<IdentityName>> {
-        let path = format!("{}/metadata/{}?list=true", self.settings.kv_mount, self.settings.kv_prefix);
-        let reply = self.call("GET", &path, None)?;
-        if reply.status == 404 {
-            return Ok(Vec::new());
-        }
-        let body = reply.expect(self, 200, "list KV paths")?;
-        Ok(body
-            .pointer("/data/keys")
-            .and_then(Value::as_array)
-            .map(|keys| {
-                keys.iter()
-                    .filter_map(Value::as_str)
-                    .filter_map(|k| k.strip_suffix('/'))
-                    .filter_map(|k| IdentityName::parse(k).ok())
-                    .collect()
-            })
-            .unwrap_or_default())
+    /// OpenBao's current password of a static role (kept in memory only).
+    fn static_password(&self, role: &str) -> Result<String> {
+        let creds = self
+            .call("GET", &format!("{}/static-creds/{role}", self.settings.database_mount), None)?
+            .expect(self, 200, "read static credentials")?;
+        creds
+            .pointer("/data/password")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| self.unavailable("read static credentials: the answer has no password".into()))
     }
 
-    /// Current members of `roles`: identities with a live lease recorded on their path.
-    fn members(
-        &self,
-        roles: &[EntitlementName],
-    ) -> Result<BTreeMap<EntitlementName, BTreeSet<IdentityName>>> {
-        let known: BTreeSet<EntitlementName> = self.entitlements()?.into_iter().collect();
-        let identities = self.identities()?;
-        let mut members = BTreeMap::new();
-        for role in roles.iter().filter(|r| known.contains(*r)) {
-            let mut holders = BTreeSet::new();
-            for identity in &identities {
-                if self.holds(identity.as_str(), role.as_str())? {
-                    holders.insert(identity.clone());
+    /// Whether the credential `handle` of kind `kind`, delivered to `identity`, still works.
+    fn live(&self, kind: Kind<'_>, identity: &str, entitlement: &str, handle: &str) -> Result<bool> {
+        match kind {
+            Kind::Dynamic(_) => self.lease_live(handle),
+            Kind::Policy(_) => self.accessor_live(handle),
+            Kind::Static(role) => {
+                let reply = self.call("GET", &self.kv_path("data", identity, entitlement), None)?;
+                if reply.status == 404 {
+                    return Ok(false);
+                }
+                let data = reply.expect(self, 200, "read the delivered credentials")?;
+                let delivered = data.pointer("/data/data/password").and_then(Value::as_str);
+                let current = self.static_password(role)?;
+                Ok(delivered == Some(current.as_str()))
+            }
+        }
+    }
+
+    /// Ends the credential `handle` and checks OpenBao no longer reports it live.
+    fn retire(&self, kind: Kind<'_>, handle: &str) -> Result<()> {
+        match kind {
+            Kind::Dynamic(_) => {
+                self.call("POST", "sys/leases/revoke", Some(json!({ "lease_id": handle })))?.expect(
+                    self,
+                    204,
+                    "revoke the lease",
+                )?;
+                if self.lease_live(handle)? {
+                    return Err(self.unavailable(format!("lease {handle} is still live after revocation")));
                 }
             }
-            members.insert(role.clone(), holders);
-        }
-        Ok(members)
-    }
-
-    fn grant(&self, context: &ApplyContext, op: &TargetOp) -> Result<()> {
-        let (identity, role) = (op.member.as_str(), op.entitlement.as_str());
-        // Credentials for a lease that died are replaced; their path is removed first.
-        self.revoke_path(identity, role)?;
-        let issued = self
-            .call("GET", &format!("{}/creds/{role}", self.settings.database_mount), None)?
-            .expect(self, 200, "issue credentials")?;
-        let lease = issued.get("lease_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let (Some(username), Some(password)) = (
-            issued.pointer("/data/username").and_then(Value::as_str),
-            issued.pointer("/data/password").and_then(Value::as_str),
-        ) else {
-            return Err(self.unavailable("issue credentials: the answer has no username/password".into()));
-        };
-        if lease.is_empty() {
-            return Err(self.unavailable("issue credentials: the answer has no lease".into()));
-        }
-        if let Some(ttl) = op.ttl {
-            let seconds = (ttl.as_millis() / 1000).max(1);
-            self.call("POST", "sys/leases/renew", Some(json!({ "lease_id": lease, "increment": seconds })))?
-                .expect(self, 200, "set the lease to the grant's duration")?;
-        }
-        let delivered = self.call(
-            "POST",
-            &self.kv_path("data", identity, role),
-            Some(json!({ "data": { "username": username, "password": password, "lease_id": lease } })),
-        )?;
-        if let Err(error) = delivered.expect(self, 200, "deliver credentials") {
-            // Undelivered credentials must not stay valid.
-            let _ = self.call("POST", "sys/leases/revoke", Some(json!({ "lease_id": lease })));
-            return Err(error);
-        }
-        let metadata = json!({
-            "custom_metadata": {
-                "writ_change": context.change.as_str(),
-                "lease_id": lease,
-                "requester": context.requester,
-                "approvers": context.approvers.join(","),
-                "executor": context.executor,
+            Kind::Policy(_) => {
+                self.call("POST", "auth/token/revoke-accessor", Some(json!({ "accessor": handle })))?
+                    .expect(self, 204, "revoke the token")?;
+                if self.accessor_live(handle)? {
+                    return Err(self.unavailable(format!("token {handle} is still live after revocation")));
+                }
             }
-        });
-        self.call("POST", &self.kv_path("metadata", identity, role), Some(metadata))?.expect(
-            self,
-            204,
-            "record the change on the path",
-        )?;
+            Kind::Static(role) => {
+                self.call("POST", &format!("{}/rotate-role/{role}", self.settings.database_mount), None)?
+                    .expect(self, 204, "rotate the static role")?;
+            }
+        }
         Ok(())
     }
 
-    /// Revokes the recorded lease (if any) and deletes the path with all its versions.
-    fn revoke_path(&self, identity: &str, role: &str) -> Result<()> {
-        if let Some(lease) = self.recorded_lease(identity, role)? {
-            self.call("POST", "sys/leases/revoke", Some(json!({ "lease_id": lease })))?.expect(
-                self,
-                204,
-                "revoke the lease",
-            )?;
-            if self.lease_live(&lease)? {
-                return Err(self.unavailable(format!("lease {lease} is still live after revocation")));
+    /// Issues a new credential: its secret data (memory only) and its handle. `fresh` asks a
+    /// static role for a new password instead of the current one.
+    fn issue(&self, kind: Kind<'_>, op: &TargetOp, fresh: bool) -> Result<(Value, String)> {
+        match kind {
+            Kind::Dynamic(role) => {
+                let issued = self
+                    .call("GET", &format!("{}/creds/{role}", self.settings.database_mount), None)?
+                    .expect(self, 200, "issue credentials")?;
+                let lease = issued.get("lease_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let (Some(username), Some(password)) = (
+                    issued.pointer("/data/username").and_then(Value::as_str),
+                    issued.pointer("/data/password").and_then(Value::as_str),
+                ) else {
+                    return Err(
+                        self.unavailable("issue credentials: the answer has no username/password".into())
+                    );
+                };
+                if lease.is_empty() {
+                    return Err(self.unavailable("issue credentials: the answer has no lease".into()));
+                }
+                if let Some(ttl) = op.ttl {
+                    let seconds = (ttl.as_millis() / 1000).max(1);
+                    let renewed = self.call(
+                        "POST",
+                        "sys/leases/renew",
+                        Some(json!({ "lease_id": lease, "increment": seconds })),
+                    );
+                    if let Err(error) =
+                        renewed.and_then(|r| r.expect(self, 200, "set the lease to the grant's duration"))
+                    {
+                        let _ = self.retire(kind, &lease);
+                        return Err(error);
+                    }
+                }
+                Ok((json!({ "username": username, "password": password, "lease_id": lease }), lease))
+            }
+            Kind::Static(role) => {
+                if fresh {
+                    self.retire(kind, role)?;
+                }
+                let creds = self
+                    .call("GET", &format!("{}/static-creds/{role}", self.settings.database_mount), None)?
+                    .expect(self, 200, "read static credentials")?;
+                let (Some(username), Some(password)) = (
+                    creds.pointer("/data/username").and_then(Value::as_str),
+                    creds.pointer("/data/password").and_then(Value::as_str),
+                ) else {
+                    return Err(self
+                        .unavailable("read static credentials: the answer has no username/password".into()));
+                };
+                Ok((json!({ "username": username, "password": password }), role.to_owned()))
+            }
+            Kind::Policy(policy) => {
+                let bound = op.ttl.map(|ttl| format!("{}s", (ttl.as_millis() / 1000).max(1)));
+                let request = json!({
+                    "policies": [policy],
+                    "display_name": format!("writ-{}", op.member),
+                    "meta": { "writ_identity": op.member.as_str() },
+                    "ttl": bound,
+                    "explicit_max_ttl": bound,
+                });
+                let created = self.call("POST", "auth/token/create-orphan", Some(request))?.expect(
+                    self,
+                    200,
+                    "create the token",
+                )?;
+                let (Some(token), Some(accessor)) = (
+                    created.pointer("/auth/client_token").and_then(Value::as_str),
+                    created.pointer("/auth/accessor").and_then(Value::as_str),
+                ) else {
+                    return Err(self.unavailable("create the token: the answer has no token/accessor".into()));
+                };
+                Ok((json!({ "token": token, "accessor": accessor }), accessor.to_owned()))
             }
         }
-        let deleted = self.call("DELETE", &self.kv_path("metadata", identity, role), None)?;
+    }
+
+    /// Issues a credential for `op` and delivers it as a new version of the identity's path,
+    /// recording the change, the handle and the version. With `rotate`, the previous credential
+    /// is then retired and every earlier version destroyed.
+    fn deliver(&self, context: &ApplyContext, op: &TargetOp, rotate: bool) -> Result<()> {
+        let kind = Kind::of(&op.entitlement);
+        let (identity, entitlement) = (op.member.as_str(), op.entitlement.as_str());
+        let previous = self.path_state(identity, entitlement)?;
+        let previous_handle = previous.as_ref().and_then(|p| p.get(kind.handle_key())).map(str::to_owned);
+        if !rotate && previous.is_some() {
+            // Credentials that died are replaced; their path is removed first.
+            self.remove(kind, identity, entitlement)?;
+        }
+        let (data, handle) = self.issue(kind, op, rotate && previous.is_some())?;
+        let written = self
+            .call("POST", &self.kv_path("data", identity, entitlement), Some(json!({ "data": data })))
+            .and_then(|reply| reply.expect(self, 200, "deliver credentials"));
+        let written = match written {
+            Ok(written) => written,
+            Err(error) => {
+                // Undelivered credentials must not stay valid (a static role's password is
+                // OpenBao's current one and stays).
+                if !matches!(kind, Kind::Static(_)) {
+                    let _ = self.retire(kind, &handle);
+                }
+                return Err(error);
+            }
+        };
+        let version = written.pointer("/data/version").and_then(Value::as_u64).unwrap_or(0);
+        let mut custom = serde_json::Map::new();
+        for (key, value) in [
+            ("writ_change", context.change.to_string()),
+            ("writ_version", version.to_string()),
+            ("requester", context.requester.clone()),
+            ("approvers", context.approvers.join(",")),
+            ("executor", context.executor.clone()),
+            (kind.handle_key(), handle.clone()),
+        ] {
+            custom.insert(key.to_owned(), Value::String(value));
+        }
+        if rotate && let Some(old) = previous_handle.as_deref().filter(|old| *old != handle) {
+            custom.insert("previous_handle".to_owned(), Value::String(old.to_owned()));
+        }
+        self.call(
+            "POST",
+            &self.kv_path("metadata", identity, entitlement),
+            Some(json!({ "custom_metadata": custom })),
+        )?
+        .expect(self, 204, "record the change on the path")?;
+        if rotate {
+            if let Some(old) =
+                previous_handle.as_deref().filter(|old| *old != handle && !matches!(kind, Kind::Static(_)))
+            {
+                self.retire(kind, old)?;
+            }
+            let older: Vec<u64> = (1..version).collect();
+            if !older.is_empty() {
+                self.call(
+                    "POST",
+                    &self.kv_path("destroy", identity, entitlement),
+                    Some(json!({ "versions": older })),
+                )?
+                .expect(self, 204, "destroy the earlier versions")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Retires the recorded credential (if it still works) and deletes the path with all its
+    /// versions.
+    fn remove(&self, kind: Kind<'_>, identity: &str, entitlement: &str) -> Result<()> {
+        let state = self.path_state(identity, entitlement)?;
+        if let Some(handle) = state.as_ref().and_then(|s| s.get(kind.handle_key()))
+            && self.live(kind, identity, entitlement, handle)?
+        {
+            self.retire(kind, handle)?;
+        }
+        let deleted = self.call("DELETE", &self.kv_path("metadata", identity, entitlement), None)?;
         if deleted.status != 204 && deleted.status != 404 {
             return Err(deleted.refused(self, "delete the credentials path"));
         }
         Ok(())
+    }
+
+    /// Every identity that has a path under the prefix.
+    fn identities(&self) -> Result<Vec<IdentityName>> {
+        let path = format!("{}/metadata/{}", self.settings.kv_mount, self.settings.kv_prefix);
+        Ok(self
+            .list(&path, "list KV paths")?
+            .iter()
+            .filter_map(|k| k.strip_suffix('/'))
+            .filter_map(|k| IdentityName::parse(k).ok())
+            .collect())
+    }
+
+    /// Current holders of `entitlements` (identities whose path names a live credential) and,
+    /// for each, who issued the current version.
+    fn holders(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
+        let known: BTreeSet<EntitlementName> = self.entitlements()?.into_iter().collect();
+        let identities = self.identities()?;
+        let mut observed = Observed::default();
+        for entitlement in entitlements.iter().filter(|e| known.contains(*e)) {
+            let kind = Kind::of(entitlement);
+            let mut holders = BTreeSet::new();
+            for identity in &identities {
+                let Some(state) = self.path_state(identity.as_str(), entitlement.as_str())? else { continue };
+                let Some(handle) = state.get(kind.handle_key()) else { continue };
+                if !self.live(kind, identity.as_str(), entitlement.as_str(), handle)? {
+                    continue;
+                }
+                holders.insert(identity.clone());
+                let current = state.get("writ_version") == Some(state.current_version.to_string().as_str());
+                let previous_dead = match (kind, state.get("previous_handle")) {
+                    (Kind::Static(_), _) | (_, None) => true,
+                    (_, Some(previous)) => {
+                        !self.live(kind, identity.as_str(), entitlement.as_str(), previous)?
+                    }
+                };
+                observed.issued.insert(
+                    (entitlement.clone(), identity.clone()),
+                    Issued {
+                        change: state.get("writ_change").filter(|_| current).map(str::to_owned),
+                        previous_retired: state.older_live.is_empty() && previous_dead,
+                    },
+                );
+            }
+            observed.members.insert(entitlement.clone(), holders);
+        }
+        Ok(observed)
+    }
+
+    /// The names listed under `path` (`?list=true`), empty if there is nothing.
+    fn list(&self, path: &str, what: &str) -> Result<Vec<String>> {
+        let reply = self.call("GET", &format!("{path}?list=true"), None)?;
+        if reply.status == 404 {
+            return Ok(Vec::new());
+        }
+        let body = reply.expect(self, 200, what)?;
+        Ok(body
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default())
     }
 }
 
@@ -279,47 +525,54 @@ impl Reply {
 
 impl Connector for OpenBaoConnector {
     fn entitlements(&self) -> Result<Vec<EntitlementName>> {
-        let reply = self.call("GET", &format!("{}/roles?list=true", self.settings.database_mount), None)?;
-        if reply.status == 404 {
-            return Ok(Vec::new());
+        let mount = &self.settings.database_mount;
+        let mut names = self.list(&format!("{mount}/roles"), "list database roles")?;
+        names.extend(
+            self.list(&format!("{mount}/static-roles"), "list static roles")?
+                .into_iter()
+                .map(|r| format!("static/{r}")),
+        );
+        if !self.settings.policies.is_empty() {
+            names.extend(
+                self.list("sys/policies/acl", "list policies")?
+                    .into_iter()
+                    .filter(|p| p != "root" && self.settings.policies.contains(p))
+                    .map(|p| format!("policy/{p}")),
+            );
         }
-        let body = reply.expect(self, 200, "list database roles")?;
-        let mut roles: Vec<EntitlementName> = body
-            .pointer("/data/keys")
-            .and_then(Value::as_array)
-            .map(|keys| {
-                keys.iter().filter_map(Value::as_str).filter_map(|k| EntitlementName::parse(k).ok()).collect()
-            })
-            .unwrap_or_default();
-        roles.sort();
-        Ok(roles)
+        let mut entitlements: Vec<EntitlementName> =
+            names.iter().filter_map(|n| EntitlementName::parse(n).ok()).collect();
+        entitlements.sort();
+        Ok(entitlements)
     }
 
     fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
-        let roles: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
-        plan_against(&self.name, &self.members(&roles)?, ops)
+        let entitlements: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
+        plan_against(&self.name, &self.holders(&entitlements)?.members, ops)
     }
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         let plan = self.plan(ops)?;
         let mut applied = Vec::with_capacity(ops.len());
         for step in plan {
-            if step.will_change {
-                match step.op.action {
-                    OpAction::Grant => self.grant(context, &step.op)?,
-                    OpAction::Revoke => {
-                        self.revoke_path(step.op.member.as_str(), step.op.entitlement.as_str())?
-                    }
+            let op = &step.op;
+            match op.action {
+                OpAction::Grant if step.will_change => self.deliver(context, op, false)?,
+                OpAction::Grant => {}
+                OpAction::Rotate => self.deliver(context, op, true)?,
+                // A path whose credential already died is still cleared away.
+                OpAction::Revoke => {
+                    self.remove(Kind::of(&op.entitlement), op.member.as_str(), op.entitlement.as_str())?
                 }
             }
-            let after = step.op.action == OpAction::Grant;
+            let after = step.op.action.leaves_present();
             applied.push(AppliedOp { op: step.op, before: step.present_now, after });
         }
         Ok(ApplyReport { applied, reference: None })
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
-        Ok(Observed { members: self.members(entitlements)?, reference: None })
+        self.holders(entitlements)
     }
 }
 

@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls};
 use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
-    plan_against,
+    no_rotation, plan_against,
 };
 use writ_core::change::OpAction;
 use writ_core::name::{EntitlementName, IdentityName};
@@ -349,6 +349,7 @@ impl Connector for PostgresConnector {
     }
 
     fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
+        no_rotation(&self.name, "PostgreSQL", ops)?;
         let entitlements: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
         let mut client = self.lock()?;
         let catalog = self.catalog(&mut client, Some(&entitlements))?;
@@ -356,6 +357,7 @@ impl Connector for PostgresConnector {
     }
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
+        no_rotation(&self.name, "PostgreSQL", ops)?;
         let mut client = self.lock()?;
         // One writer per target at a time, so the catalog read below stays true until commit.
         client
@@ -397,7 +399,7 @@ impl Connector for PostgresConnector {
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         let mut client = self.lock()?;
         let members = self.catalog(&mut client, Some(entitlements))?.members;
-        Ok(Observed { members, reference: None })
+        Ok(Observed { members, ..Observed::default() })
     }
 }
 

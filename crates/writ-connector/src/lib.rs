@@ -77,10 +77,22 @@ pub struct ApplyReport {
     pub reference: Option<String>,
 }
 
+/// Where a member's current credential came from, as the target records it (for targets that
+/// issue credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    /// The change the target names as the issuer of the current credential.
+    pub change: Option<String>,
+    /// Whether every earlier credential of the member is retired (destroyed or deleted).
+    pub previous_retired: bool,
+}
+
 /// Observed members per entitlement, read from the target itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     pub members: BTreeMap<EntitlementName, BTreeSet<IdentityName>>,
+    /// For credential-issuing targets: who issued each member's current credential.
+    pub issued: BTreeMap<(EntitlementName, IdentityName), Issued>,
     /// The target's version of what was read (for git, the HEAD commit).
     pub reference: Option<String>,
 }
@@ -88,6 +100,20 @@ pub struct Observed {
 impl Observed {
     pub fn is_member(&self, entitlement: &EntitlementName, member: &IdentityName) -> bool {
         self.members.get(entitlement).is_some_and(|m| m.contains(member))
+    }
+
+    /// Whether `member` holds `entitlement` with a credential issued by `change`, every earlier
+    /// one retired: the approved state of a rotation.
+    pub fn rotated_by(
+        &self,
+        entitlement: &EntitlementName,
+        member: &IdentityName,
+        change: &ChangeId,
+    ) -> bool {
+        self.is_member(entitlement, member)
+            && self.issued.get(&(entitlement.clone(), member.clone())).is_some_and(|issued| {
+                issued.change.as_deref() == Some(change.as_str()) && issued.previous_retired
+            })
     }
 }
 
@@ -135,8 +161,22 @@ pub fn loopback_authority(authority: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Refuses rotation on targets that hold memberships, not credentials.
+pub fn no_rotation(target: &str, kind: &str, ops: &[TargetOp]) -> Result<()> {
+    match ops.iter().find(|op| op.action == OpAction::Rotate) {
+        Some(op) => Err(ConnectorError::Invalid {
+            target: target.to_owned(),
+            detail: format!(
+                "{kind} targets hold memberships, not credentials: {} cannot be rotated (revoke and grant instead)",
+                op.entitlement
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Computes plan steps against a membership map; shared by connectors that read a whole
-/// snapshot first.
+/// snapshot first. A rotation always changes the target.
 pub fn plan_against(
     target: &str,
     members: &BTreeMap<EntitlementName, BTreeSet<IdentityName>>,
@@ -149,7 +189,7 @@ pub fn plan_against(
                 entitlement: op.entitlement.clone(),
             })?;
             let present_now = current.contains(&op.member);
-            let will_change = present_now != (op.action == OpAction::Grant);
+            let will_change = op.action == OpAction::Rotate || present_now != op.action.leaves_present();
             Ok(PlanStep { op: op.clone(), present_now, will_change })
         })
         .collect()
@@ -166,10 +206,11 @@ pub fn apply_to(
     for op in ops {
         let set = members.entry(op.entitlement.clone()).or_default();
         let before = set.contains(&op.member);
-        match op.action {
-            OpAction::Grant => set.insert(op.member.clone()),
-            OpAction::Revoke => set.remove(&op.member),
-        };
+        if op.action.leaves_present() {
+            set.insert(op.member.clone());
+        } else {
+            set.remove(&op.member);
+        }
         applied.push(AppliedOp { op: op.clone(), before, after: set.contains(&op.member) });
     }
     Ok(applied)
@@ -180,12 +221,13 @@ pub fn apply_to(
 pub struct MemoryConnector {
     name: String,
     members: Mutex<BTreeMap<EntitlementName, BTreeSet<IdentityName>>>,
+    issued: Mutex<BTreeMap<(EntitlementName, IdentityName), Issued>>,
 }
 
 impl MemoryConnector {
     pub fn new(name: &str, entitlements: &[EntitlementName]) -> MemoryConnector {
         let members = entitlements.iter().map(|e| (e.clone(), BTreeSet::new())).collect();
-        MemoryConnector { name: name.to_owned(), members: Mutex::new(members) }
+        MemoryConnector { name: name.to_owned(), members: Mutex::new(members), issued: Mutex::default() }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<EntitlementName, BTreeSet<IdentityName>>>> {
@@ -205,8 +247,16 @@ impl Connector for MemoryConnector {
         plan_against(&self.name, &*self.lock()?, ops)
     }
 
-    fn apply(&self, _context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
+    fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         let applied = apply_to(&self.name, &mut *self.lock()?, ops)?;
+        let mut issued = self.issued.lock().map_err(|_| ConnectorError::Unavailable {
+            target: self.name.clone(),
+            detail: "state lock poisoned".into(),
+        })?;
+        for op in ops.iter().filter(|op| op.action == OpAction::Rotate) {
+            let by = Issued { change: Some(context.change.to_string()), previous_retired: true };
+            issued.insert((op.entitlement.clone(), op.member.clone()), by);
+        }
         Ok(ApplyReport { applied, reference: None })
     }
 
@@ -214,6 +264,17 @@ impl Connector for MemoryConnector {
         let members = self.lock()?;
         let members =
             entitlements.iter().filter_map(|e| members.get(e).map(|m| (e.clone(), m.clone()))).collect();
-        Ok(Observed { members, reference: None })
+        let issued = self
+            .issued
+            .lock()
+            .map_err(|_| ConnectorError::Unavailable {
+                target: self.name.clone(),
+                detail: "state lock poisoned".into(),
+            })?
+            .iter()
+            .filter(|((e, _), _)| entitlements.contains(e))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Observed { members, issued, reference: None })
     }
 }

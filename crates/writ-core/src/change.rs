@@ -154,12 +154,22 @@ string_enum!(
 );
 
 string_enum!(
-    /// Whether an operation adds or removes access.
+    /// Whether an operation adds or removes access, or replaces a credential: a rotation issues
+    /// a new credential to the holder and retires the previous one.
     OpAction, "operation" {
         Grant => "grant",
         Revoke => "revoke",
+        Rotate => "rotate",
     }
 );
+
+impl OpAction {
+    /// Whether the identity holds the entitlement once the operation is done (the approved
+    /// state verification compares with).
+    pub fn leaves_present(self) -> bool {
+        !matches!(self, OpAction::Revoke)
+    }
+}
 
 /// A link to the change in another system: an ITSM ticket, an SCM commit or pull request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -31,7 +31,7 @@ pub enum Refusal {
     #[error("{identity} on {entitlement} appears more than once in this change")]
     DuplicateOperation { identity: IdentityName, entitlement: String },
     /// Only grants can be time-bound.
-    #[error("--for applies to grants only; revocations take effect permanently")]
+    #[error("--for applies to grants only; revocations and rotations take effect permanently")]
     DurationOnRevoke,
     /// Acting on behalf of yourself records nothing useful and hides the real principal.
     #[error("{requester} cannot act on behalf of themselves")]

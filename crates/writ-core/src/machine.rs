@@ -504,13 +504,13 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
     {
         return Err(Refusal::OnBehalfOfSelf { requester: new.requester.name });
     }
-    let all_grants = new.ops.iter().all(|op| op.action == OpAction::Grant);
-    let all_revokes = new.ops.iter().all(|op| op.action == OpAction::Revoke);
-    let kind = match (all_grants, all_revokes) {
-        (true, _) if new.ops.iter().any(|op| op.duration.is_some()) => ChangeKind::TimeBoundElevation,
-        (true, _) => ChangeKind::Grant,
-        (_, true) if new.event == BusinessEvent::Leaver => ChangeKind::DecommissionIdentity,
-        (_, true) => ChangeKind::Revoke,
+    let all = |action: OpAction| new.ops.iter().all(|op| op.action == action);
+    let kind = match (all(OpAction::Grant), all(OpAction::Revoke), all(OpAction::Rotate)) {
+        (true, _, _) if new.ops.iter().any(|op| op.duration.is_some()) => ChangeKind::TimeBoundElevation,
+        (true, _, _) => ChangeKind::Grant,
+        (_, true, _) if new.event == BusinessEvent::Leaver => ChangeKind::DecommissionIdentity,
+        (_, true, _) => ChangeKind::Revoke,
+        (_, _, true) => ChangeKind::RotateSecret,
         _ => ChangeKind::Modify,
     };
     let on_behalf_of = new.on_behalf_of.map(|p| p.name);
@@ -580,7 +580,7 @@ fn check_ops(ops: &[PlannedOp]) -> Result<(), Refusal> {
         return Err(Refusal::TooManyOperations { count: ops.len(), max: MAX_OPS });
     }
     for (i, op) in ops.iter().enumerate() {
-        if op.action == OpAction::Revoke && op.duration.is_some() {
+        if op.action != OpAction::Grant && op.duration.is_some() {
             return Err(Refusal::DurationOnRevoke);
         }
         let repeated =

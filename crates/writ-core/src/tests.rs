@@ -665,3 +665,37 @@ fn an_alert_is_raised_once_and_only_on_open_changes() {
     let closed = step(Some(cancelled), Command::RaiseAlert { reason: "late".into() }, at(3));
     assert_eq!(closed.unwrap_err().code(), "state.invalid_transition");
 }
+
+#[test]
+fn rotations_are_their_own_kind_cannot_be_time_bound_and_verify_only_when_rotated() {
+    let (alice, bob, app) = (human("alice"), human("bob"), human("app"));
+    let rotate = vec![(op(OpAction::Rotate, &app, "vault:static/app"), app.clone())];
+    let change = step(None, request(&alice, None, rotate, 1), T0).unwrap();
+    assert_eq!(change.kind, ChangeKind::RotateSecret);
+    let mut timed = op(OpAction::Rotate, &app, "vault:static/app");
+    timed.duration = Some(Duration::hours(1));
+    let refused = step(None, request(&alice, None, vec![(timed, app.clone())], 1), T0).unwrap_err();
+    assert_eq!(refused, Refusal::DurationOnRevoke);
+    let mixed = vec![
+        (op(OpAction::Rotate, &app, "vault:static/app"), app.clone()),
+        (op(OpAction::Grant, &app, "vault:read"), app.clone()),
+    ];
+    assert_eq!(step(None, request(&alice, None, mixed, 1), T0).unwrap().kind, ChangeKind::Modify);
+
+    // The approved state of a rotation is "held": observed absent is a mismatch.
+    let change =
+        step(Some(change), Command::Approve { approver: bob, on_behalf_of: None, validity: None }, at(1))
+            .unwrap();
+    let change = step(Some(change), Command::StartExecution { executor: engine() }, at(2)).unwrap();
+    let outcomes = vec![OpOutcome { op: 0, before: true, after: true, reference: None }];
+    let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(2)).unwrap();
+    let verify = |present| Command::RecordVerification {
+        verifier: engine(),
+        observations: vec![Observation { op: 0, present }],
+    };
+    assert_eq!(
+        step(Some(change.clone()), verify(false), at(2)).unwrap().state,
+        ChangeState::VerificationFailed
+    );
+    assert_eq!(step(Some(change), verify(true), at(2)).unwrap().state, ChangeState::Verified);
+}

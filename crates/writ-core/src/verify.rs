@@ -1,6 +1,6 @@
 //! Verification: observed state against approved desired state. Only equality verifies.
 
-use crate::change::{Change, Observation, OpAction};
+use crate::change::{Change, Observation};
 use crate::error::Refusal;
 
 /// Indices of the operations whose observed state differs from what was approved. Fails if the
@@ -20,7 +20,7 @@ pub fn mismatches(change: &Change, observations: &[Observation]) -> Result<Vec<u
         let (Some(observation), None) = (matching.next(), matching.next()) else {
             return Err(report(format!("operation {index} must be observed exactly once")));
         };
-        let wanted = op.action == OpAction::Grant;
+        let wanted = op.action.leaves_present();
         if observation.present != wanted {
             bad.push(index);
         }

@@ -92,7 +92,19 @@ pub fn observed_json(observed: &Observed) -> Value {
             )
         })
         .collect();
-    json!({ "reference": observed.reference, "members": members })
+    let issued: Vec<Value> = observed
+        .issued
+        .iter()
+        .map(|((entitlement, member), issued)| {
+            json!({
+                "entitlement": entitlement.as_str(),
+                "member": member.as_str(),
+                "change": issued.change,
+                "previous_retired": issued.previous_retired,
+            })
+        })
+        .collect();
+    json!({ "reference": observed.reference, "members": members, "issued": issued })
 }
 
 /// What the approver saw and under which requirement they approved.

@@ -333,6 +333,7 @@ impl Engine {
             };
             before.insert(target.to_string(), value);
         }
+        let ends = self.grant_ends(&record.change)?;
         let mut captured = evidence::Captured::default();
         captured.json("observed-before", &serde_json::json!({ "targets": before }));
         let started =
@@ -350,7 +351,13 @@ impl Engine {
         let mut error = None;
         let mut results = serde_json::Map::new();
         for (target, group) in group_by_target(&change.ops) {
-            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            let target_ops: Vec<TargetOp> = group
+                .iter()
+                .map(|(index, op)| TargetOp {
+                    ttl: op.duration.or(ends.get(index).copied()),
+                    ..target_op(op)
+                })
+                .collect();
             let applied = self
                 .connector_for(&target)
                 .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
@@ -387,6 +394,27 @@ impl Engine {
         Ok(ChangeRecord { change: done.change, events: history })
     }
 
+    /// For each rotation of a time-bound grant, the time the grant has left: the new credential
+    /// must not outlive the grant it replaces.
+    fn grant_ends(&self, change: &Change) -> Result<BTreeMap<usize, Duration>> {
+        let now = self.clock.now();
+        let mut ends = BTreeMap::new();
+        for (index, op) in change.ops.iter().enumerate().filter(|(_, op)| op.action == OpAction::Rotate) {
+            let end = self
+                .store
+                .grants_of(&op.identity)?
+                .into_iter()
+                .find(|g| g.entitlement == op.entitlement)
+                .and_then(|g| g.expires_at);
+            if let Some(end) = end {
+                // A grant already past its end gets the shortest credential, not an unbounded one.
+                let left = Duration::from_millis((end.as_millis() - now.as_millis()).max(1000))?;
+                ends.insert(index, left);
+            }
+        }
+        Ok(ends)
+    }
+
     /// Observes every target the change touched and records `verified` only if what is there
     /// equals what was approved; the observed state is kept as evidence.
     pub fn verify(&self, id: &ChangeId) -> Result<ChangeRecord> {
@@ -411,10 +439,12 @@ impl Engine {
             let observed = self.connector_for(&target)?.observe(&entitlements)?;
             observed_json.insert(target.to_string(), evidence::observed_json(&observed));
             for (index, op) in group {
-                observations.push(Observation {
-                    op: index,
-                    present: observed.is_member(&op.entitlement.entitlement, &op.identity),
-                });
+                let (entitlement, identity) = (&op.entitlement.entitlement, &op.identity);
+                let present = match op.action {
+                    OpAction::Rotate => observed.rotated_by(entitlement, identity, &change.id),
+                    OpAction::Grant | OpAction::Revoke => observed.is_member(entitlement, identity),
+                };
+                observations.push(Observation { op: index, present });
             }
         }
         observations.sort_by_key(|o| o.op);
@@ -653,6 +683,7 @@ fn summary_line(change: &Change, ops: &[(usize, &PlannedOp)]) -> String {
             OpAction::Revoke => {
                 format!("revoke {} from {}", op.entitlement.entitlement, op.identity)
             }
+            OpAction::Rotate => format!("rotate {} of {}", op.entitlement.entitlement, op.identity),
         })
         .collect();
     format!("writ {}: {}", change.id, parts.join(", "))
@@ -664,16 +695,20 @@ fn grant_updates(change: &Change, outcomes: &[OpOutcome], now: Timestamp) -> Vec
         .iter()
         .filter_map(|outcome| {
             let op = change.ops.get(outcome.op)?;
-            match (op.action, outcome.after) {
-                (OpAction::Grant, true) => Some(GrantUpdate::Upsert(Grant {
-                    identity: op.identity.clone(),
-                    entitlement: op.entitlement.clone(),
-                    change: change.id.clone(),
-                    granted_at: now,
-                    expires_at: op.duration.map(|d| now.plus(d)),
-                })),
+            match (op.action, outcome.before, outcome.after) {
+                // A rotation records a grant only for a holder who had none (it delivered the
+                // first credential); an existing grant keeps its origin and expiry.
+                (OpAction::Grant, _, true) | (OpAction::Rotate, false, true) => {
+                    Some(GrantUpdate::Upsert(Grant {
+                        identity: op.identity.clone(),
+                        entitlement: op.entitlement.clone(),
+                        change: change.id.clone(),
+                        granted_at: now,
+                        expires_at: op.duration.map(|d| now.plus(d)),
+                    }))
+                }
                 // An expiry change removes its grants at verification instead.
-                (OpAction::Revoke, false) if change.origin.is_none() => Some(GrantUpdate::Remove {
+                (OpAction::Revoke, _, false) if change.origin.is_none() => Some(GrantUpdate::Remove {
                     identity: op.identity.clone(),
                     entitlement: op.entitlement.clone(),
                 }),

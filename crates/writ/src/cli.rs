@@ -287,6 +287,10 @@ pub struct RequestArgs {
     /// Entitlement to revoke, as TARGET:ENTITLEMENT (repeatable).
     #[arg(long, value_name = "TARGET:ENTITLEMENT")]
     pub revoke: Vec<String>,
+    /// Credential to rotate, as TARGET:ENTITLEMENT (repeatable): the target issues a new one
+    /// to the identity and retires the previous one (OpenBao targets).
+    #[arg(long, value_name = "TARGET:ENTITLEMENT")]
+    pub rotate: Vec<String>,
     /// Make the grants time-bound (for example 8h, 7d, 1h30m).
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,
@@ -414,6 +418,10 @@ pub struct TargetAddArgs {
     /// openbao: the KV v2 mount credentials are delivered to (default: secret).
     #[arg(long)]
     pub kv_mount: Option<String>,
+    /// openbao: ACL policies (comma-separated) Writ may issue tokens for, offered as
+    /// policy/NAME (default: none).
+    #[arg(long)]
+    pub policies: Option<String>,
     /// ldap: the DN to bind as (anonymous without it).
     #[arg(long)]
     pub bind_dn: Option<String>,

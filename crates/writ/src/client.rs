@@ -286,7 +286,7 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Request(args) => {
             check_actor(client, Some(&args.actor))?;
             let body = json!({
-                "identity": args.identity, "grant": args.grant, "revoke": args.revoke, "for": args.duration,
+                "identity": args.identity, "grant": args.grant, "revoke": args.revoke, "rotate": args.rotate, "for": args.duration,
                 "justification": args.justification, "ticket": args.ticket, "commit": args.commit, "pr": args.pr,
                 "event": args.event, "on_behalf_of": args.on_behalf_of,
             });

@@ -289,6 +289,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 token_file,
                 database_mount,
                 kv_mount,
+                policies,
                 bind_dn,
                 groups,
                 users,
@@ -350,6 +351,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                     settings.push(("token_file".to_owned(), token_file.display().to_string()));
                     settings.extend(database_mount.map(|m| ("database_mount".to_owned(), m)));
                     settings.extend(kv_mount.map(|m| ("kv_mount".to_owned(), m)));
+                    settings.extend(policies.map(|p| ("policies".to_owned(), p)));
                 }
                 ConnectorKind::Memory => {
                     return Err(CliError::new(
@@ -492,7 +494,9 @@ pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         return Err(writ_core::Refusal::DurationOnRevoke.into());
     }
     let mut ops = Vec::new();
-    for (action, entitlements) in [(OpAction::Revoke, &args.revoke), (OpAction::Grant, &args.grant)] {
+    let actions =
+        [(OpAction::Revoke, &args.revoke), (OpAction::Grant, &args.grant), (OpAction::Rotate, &args.rotate)];
+    for (action, entitlements) in actions {
         for entitlement in entitlements {
             ops.push(RequestedOp {
                 action,

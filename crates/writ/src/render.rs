@@ -148,7 +148,11 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
                 "target": op.entitlement.target.to_string(),
                 "entitlement": op.entitlement.entitlement.to_string(),
                 "duration": op.duration.map(|d| d.to_string()),
-                "approved_state": if op.action == OpAction::Grant { "present" } else { "absent" },
+                "approved_state": match op.action {
+                    OpAction::Grant => "present",
+                    OpAction::Revoke => "absent",
+                    OpAction::Rotate => "rotated",
+                },
                 "before": applied.as_ref().map(|a| presence(a.0)),
                 "after": applied.as_ref().map(|a| presence(a.1)),
                 "target_reference": applied.and_then(|a| a.2),
@@ -332,7 +336,11 @@ pub fn trail(change: &Value) -> String {
         ));
     }
     for op in list(&change["operations"]) {
-        let sign = if op["action"] == "grant" { "+" } else { "-" };
+        let sign = match op["action"].as_str() {
+            Some("grant") => "+",
+            Some("rotate") => "~",
+            _ => "-",
+        };
         let duration = op["duration"].as_str().map_or(String::new(), |d| format!(" for {d}"));
         let applied = match (op["before"].as_str(), op["after"].as_str()) {
             (Some(before), Some(after)) => {

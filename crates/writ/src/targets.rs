@@ -102,6 +102,14 @@ impl ConnectorFactory for Connectors {
                     database_mount: target.setting("database_mount").unwrap_or("database").to_owned(),
                     kv_mount: target.setting("kv_mount").unwrap_or("secret").to_owned(),
                     kv_prefix: target.setting("kv_prefix").unwrap_or("writ").to_owned(),
+                    policies: target
+                        .setting("policies")
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                 };
                 let file = setting(target, "token_file")?;
                 let token = std::fs::read_to_string(file).map_err(|e| ConnectorError::Invalid {

@@ -811,6 +811,8 @@ pub struct NewChange {
     pub grant: Vec<String>,
     #[serde(default)]
     pub revoke: Vec<String>,
+    #[serde(default)]
+    pub rotate: Vec<String>,
     #[serde(rename = "for")]
     pub duration: Option<String>,
     pub justification: Option<String>,
@@ -839,6 +841,7 @@ async fn request_change(
         identity: required(b.identity, "identity")?,
         grant: b.grant,
         revoke: b.revoke,
+        rotate: b.rotate,
         duration: b.duration,
         justification: required(b.justification, "justification")?,
         ticket: b.ticket,

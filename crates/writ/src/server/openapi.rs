@@ -29,7 +29,7 @@ pub fn schemas() -> Value {
         "NewChange": {
             "type": "object", "additionalProperties": false, "required": ["identity", "justification"],
             "properties": {
-                "identity": string, "grant": strings, "revoke": strings,
+                "identity": string, "grant": strings, "revoke": strings, "rotate": strings,
                 "for": { "type": "string", "description": "time-bound grants, e.g. 8h" },
                 "justification": string, "ticket": strings, "commit": strings, "pr": strings,
                 "event": string, "on_behalf_of": string

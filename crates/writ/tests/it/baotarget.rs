@@ -2,7 +2,10 @@
 //! on the test cluster (which checks passwords for every role but the test superuser). A grant
 //! delivers working credentials to the workload's KV path with the change ID; a revoke (or the
 //! grant's expiry) makes PostgreSQL refuse them; a lease revoked behind Writ's back fails
-//! verification; and the password never appears in Writ's files or output.
+//! verification; and the password never appears in Writ's files or output. Rotation: a static
+//! role's password rotated through OpenBao is refused by PostgreSQL afterwards, a dynamic
+//! credential's old lease dies, a workload token's old accessor is revoked, and every earlier
+//! KV version is destroyed.
 
 use serde_json::{Value, json};
 
@@ -17,15 +20,32 @@ struct Bao {
 }
 
 impl Bao {
+    /// Deletes every KV path under `dir` whose name starts with `prefix`, with all versions.
+    fn forget(&self, dir: &str, prefix: &str) {
+        let (_, listed) = self.call("GET", &format!("secret/metadata/{dir}?list=true"), None);
+        for key in listed["data"]["keys"].as_array().cloned().unwrap_or_default() {
+            let key = key.as_str().unwrap();
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            if key.ends_with('/') {
+                self.forget(&format!("{dir}{key}"), "");
+            } else {
+                self.call("DELETE", &format!("secret/metadata/{dir}{key}"), None);
+            }
+        }
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(&self.token, method, path, body)
+    }
+
+    fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}/v1/{path}", self.addr);
         let response = match method {
-            "GET" => self.agent.get(&url).header("X-Vault-Token", &self.token).call(),
-            _ => self
-                .agent
-                .post(&url)
-                .header("X-Vault-Token", &self.token)
-                .send_json(body.unwrap_or(json!({}))),
+            "GET" => self.agent.get(&url).header("X-Vault-Token", token).call(),
+            "DELETE" => self.agent.delete(&url).header("X-Vault-Token", token).call(),
+            _ => self.agent.post(&url).header("X-Vault-Token", token).send_json(body.unwrap_or(json!({}))),
         };
         let mut response = response.unwrap();
         let status = response.status().as_u16();
@@ -47,8 +67,13 @@ fn setup(p: &str) -> Option<(Bao, String)> {
     admin.batch_execute(&format!("DROP ROLE IF EXISTS {p}_read; CREATE ROLE {p}_read NOLOGIN")).unwrap();
     let port = config.split_whitespace().find_map(|kv| kv.strip_prefix("port=")).unwrap().to_owned();
     let mount = format!("db_{p}");
+    // A fresh mount each run: static roles and leases of an earlier run go with the old one,
+    // and so do the KV paths of this test's identities.
+    bao.forget("writ/", &format!("{p}_"));
+    let (status, _) = bao.call("DELETE", &format!("sys/mounts/{mount}"), None);
+    assert_eq!(status, 204, "unmount");
     let (status, _) = bao.call("POST", &format!("sys/mounts/{mount}"), Some(json!({ "type": "database" })));
-    assert!(status == 204 || status == 400, "mount: {status}");
+    assert_eq!(status, 204, "mount");
     let (status, body) = bao.call(
         "POST",
         &format!("{mount}/config/pg"),
@@ -121,7 +146,7 @@ fn openbao_dynamic_credentials_work_after_a_grant_and_are_refused_after_revoke_o
             "--json",
         ],
     );
-    assert_eq!(added.json()["entitlements"], json!(["bxa-read"]));
+    assert_eq!(added.json()["entitlements"], json!(["bxa-read"]), "no policy is offered unless listed");
     for app in ["bxa_app", "bxa_job", "bxa_tmp"] {
         run(&w, &mut out, &["identity", "add", app, "--kind", "service_account", "--owner", "alice"]).ok();
     }
@@ -217,4 +242,237 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
     }
     files
+}
+
+/// Requests, approves and executes a change by alice and bob; returns its ID.
+fn change(w: &World, out: &mut String, flag: &str, who: &str, entitlement: &str, extra: &[&str]) -> String {
+    let mut args = vec!["change", "request", "--as", "alice", "--identity", who, flag, entitlement];
+    args.extend_from_slice(extra);
+    args.extend(["--justification", "workload credentials", "--json"]);
+    let id = run(w, out, &args).json()["id"].as_str().unwrap().to_owned();
+    run(w, out, &["change", "approve", &id, "--as", "bob"]).ok();
+    run(w, out, &["change", "execute", &id]).ok();
+    id
+}
+
+fn add_vault(w: &World, out: &mut String, bao: &Bao, mount: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "target",
+        "add",
+        "vault",
+        "--connector",
+        "openbao",
+        "--url",
+        &bao.addr,
+        "--token-file",
+        &bao.token_file,
+        "--database-mount",
+        mount,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run(w, out, &args).json()
+}
+
+/// Which versions of a path exist and which are destroyed, and its current version.
+fn versions(bao: &Bao, path: &str) -> (u64, Vec<(u64, bool)>) {
+    let (_, meta) = bao.call("GET", &format!("secret/metadata/writ/{path}"), None);
+    let mut all: Vec<(u64, bool)> = meta["data"]["versions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.parse().unwrap(), v["destroyed"].as_bool().unwrap()))
+        .collect();
+    all.sort();
+    (meta["data"]["current_version"].as_u64().unwrap(), all)
+}
+
+fn verify(w: &World, out: &mut String, id: &str) -> Run {
+    run(w, out, &["change", "verify", id])
+}
+
+#[test]
+fn a_static_login_rotated_through_openbao_is_refused_by_postgres_with_its_old_password() {
+    let Some((bao, config)) = setup("bxb") else { return };
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute("DROP ROLE IF EXISTS bxb_svc; CREATE ROLE bxb_svc LOGIN PASSWORD 'bxb-initial'")
+        .unwrap();
+    let (status, body) = bao.call(
+        "POST",
+        "db_bxb/static-roles/bxb-svc",
+        Some(json!({ "db_name": "pg", "username": "bxb_svc", "rotation_period": "24h" })),
+    );
+    assert_eq!(status, 204, "static role: {body}");
+    let w = World::new();
+    let mut out = String::new();
+    let added = add_vault(&w, &mut out, &bao, "db_bxb", &[]);
+    assert_eq!(added["entitlements"], json!(["bxb-read", "static/bxb-svc"]));
+    run(&w, &mut out, &["identity", "add", "bxb_app", "--kind", "service_account", "--owner", "alice"]).ok();
+
+    // Grant: the current password is delivered and works.
+    let grant = change(&w, &mut out, "--grant", "bxb_app", "vault:static/bxb-svc", &[]);
+    assert_eq!(verify(&w, &mut out, &grant).ok(), format!("{grant} verified"));
+    let (user, first, _) = delivered(&bao, "bxb_app", "static/bxb-svc").unwrap();
+    assert_eq!(user, "bxb_svc");
+    assert!(login(&config, "bxb", &user, &first), "the delivered static password does not log in");
+
+    // Rotate: a new password on the database and as a new KV version tagged with the change;
+    // the old password is refused by PostgreSQL and the old version is destroyed.
+    let rotate = change(&w, &mut out, "--rotate", "bxb_app", "vault:static/bxb-svc", &[]);
+    let shown = run(&w, &mut out, &["change", "show", &rotate, "--json"]).json();
+    assert_eq!(shown["kind"], "rotate_secret");
+    assert_eq!(verify(&w, &mut out, &rotate).ok(), format!("{rotate} verified"));
+    let (_, second, meta) = delivered(&bao, "bxb_app", "static/bxb-svc").unwrap();
+    assert_ne!(first, second);
+    assert_eq!(meta["writ_change"], rotate.as_str());
+    assert!(login(&config, "bxb", &user, &second), "the rotated password does not log in");
+    assert!(!login(&config, "bxb", &user, &first), "PostgreSQL still accepts the password rotated away");
+    let (current, all) = versions(&bao, "bxb_app/static/bxb-svc");
+    assert_eq!(meta["writ_version"], current.to_string().as_str());
+    assert!(all.iter().all(|(n, destroyed)| *n == current || *destroyed), "an old version survives: {all:?}");
+    let (status, _) =
+        bao.call("GET", &format!("secret/data/writ/bxb_app/static/bxb-svc?version={}", current - 1), None);
+    assert_eq!(status, 404, "the old version is still readable");
+
+    // OpenBao rotates on its own between Writ's apply and verify: the delivered password is
+    // stale, and verification says so.
+    let again = change(&w, &mut out, "--rotate", "bxb_app", "vault:static/bxb-svc", &[]);
+    assert_eq!(bao.call("POST", "db_bxb/rotate-role/bxb-svc", None).0, 204);
+    assert_eq!(verify(&w, &mut out, &again).code, 7, "a stale delivered password verified");
+
+    // Someone writes a version of their own after a rotation: not the approved state either.
+    let third = change(&w, &mut out, "--rotate", "bxb_app", "vault:static/bxb-svc", &[]);
+    let (_, live, _) = delivered(&bao, "bxb_app", "static/bxb-svc").unwrap();
+    let planted = json!({ "data": { "username": "bxb_svc", "password": live } });
+    assert_eq!(bao.call("POST", "secret/data/writ/bxb_app/static/bxb-svc", Some(planted)).0, 200);
+    assert_eq!(verify(&w, &mut out, &third).code, 7, "a version Writ did not write verified");
+
+    // A rotation cannot be time-bound, and a target that holds memberships (git) cannot
+    // rotate: both refused at request time, nothing recorded.
+    let before = w.fingerprint();
+    let words = |line: &str| line.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let timed = words(
+        "change request --as alice --identity bxb_app --rotate vault:bxb-read --for 1h --justification x",
+    );
+    let timed = run(&w, &mut out, &timed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(timed.code, 2, "{}", timed.stderr);
+    assert!(timed.stderr.contains("input.duration_on_revoke"), "{}", timed.stderr);
+    let git = words("change request --as alice --identity dave --rotate access:eng-read --justification x");
+    let git = run(&w, &mut out, &git.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(git.code, 6, "{}", git.stderr);
+    assert!(git.stderr.contains("cannot be rotated"), "{}", git.stderr);
+    assert_eq!(w.fingerprint(), before, "a refused rotation left a trace");
+
+    // Revoke: OpenBao rotates the password away from the holder and the path is gone.
+    let revoke = change(&w, &mut out, "--revoke", "bxb_app", "vault:static/bxb-svc", &[]);
+    assert_eq!(verify(&w, &mut out, &revoke).ok(), format!("{revoke} verified"));
+    assert!(!login(&config, "bxb", &user, &live), "the revoked holder's password still logs in");
+    assert!(delivered(&bao, "bxb_app", "static/bxb-svc").is_none());
+
+    for secret in [&first, &second, &live, &bao.token] {
+        assert!(!out.contains(secret.as_str()), "a secret was printed");
+        for entry in walk(w.dir.path()) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|win| win == secret.as_bytes()),
+                "a secret is in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn dynamic_credentials_and_workload_tokens_rotate_with_the_old_ones_revoked() {
+    let Some((bao, config)) = setup("bxc") else { return };
+    let rules = r#"path "secret/data/bxc/*" { capabilities = ["read"] }"#;
+    assert_eq!(bao.call("POST", "sys/policies/acl/bxc-agent", Some(json!({ "policy": rules }))).0, 204);
+    let w = World::new();
+    let mut out = String::new();
+    let added = add_vault(&w, &mut out, &bao, "db_bxc", &["--policies", "bxc-agent"]);
+    assert_eq!(added["entitlements"], json!(["bxc-read", "policy/bxc-agent"]));
+    run(&w, &mut out, &["identity", "add", "bxc_app", "--kind", "service_account", "--owner", "alice"]).ok();
+    run(&w, &mut out, &["identity", "add", "bxc_bot", "--kind", "ai_agent", "--owner", "alice"]).ok();
+
+    // Dynamic credentials: a rotation issues a new login and revokes the old lease.
+    change(&w, &mut out, "--grant", "bxc_app", "vault:bxc-read", &[]);
+    let (old_user, old_password, old_meta) = delivered(&bao, "bxc_app", "bxc-read").unwrap();
+    let rotate = change(&w, &mut out, "--rotate", "bxc_app", "vault:bxc-read", &[]);
+    assert_eq!(verify(&w, &mut out, &rotate).ok(), format!("{rotate} verified"));
+    let (new_user, new_password, new_meta) = delivered(&bao, "bxc_app", "bxc-read").unwrap();
+    assert_ne!(old_meta["lease_id"], new_meta["lease_id"]);
+    assert!(login(&config, "bxc", &new_user, &new_password), "the rotated login does not work");
+    assert!(!login(&config, "bxc", &old_user, &old_password), "the login rotated away still works");
+
+    // A token for an AI agent: scoped to the policy, bounded by the grant.
+    let token_of = |bao: &Bao| -> (String, String) {
+        let (_, data) = bao.call("GET", "secret/data/writ/bxc_bot/policy/bxc-agent", None);
+        let data = &data["data"]["data"];
+        (data["token"].as_str().unwrap().to_owned(), data["accessor"].as_str().unwrap().to_owned())
+    };
+    let grant = change(&w, &mut out, "--grant", "bxc_bot", "vault:policy/bxc-agent", &["--for", "1h"]);
+    assert_eq!(verify(&w, &mut out, &grant).ok(), format!("{grant} verified"));
+    let (token, accessor) = token_of(&bao);
+    let (status, me) = bao.call_as(&token, "GET", "auth/token/lookup-self", None);
+    assert_eq!(status, 200);
+    assert!(
+        me["data"]["policies"].as_array().unwrap().contains(&json!("bxc-agent")),
+        "{}",
+        me["data"]["policies"]
+    );
+    let ttl = me["data"]["ttl"].as_i64().unwrap();
+    assert!((3500..=3600).contains(&ttl), "the token outlives the grant: ttl {ttl}");
+    let (_, meta) = bao.call("GET", "secret/metadata/writ/bxc_bot/policy/bxc-agent", None);
+    assert_eq!(meta["data"]["custom_metadata"]["accessor"], accessor.as_str());
+
+    // Rotate: a new token; the old one is refused.
+    let rotate = change(&w, &mut out, "--rotate", "bxc_bot", "vault:policy/bxc-agent", &[]);
+    assert_eq!(verify(&w, &mut out, &rotate).ok(), format!("{rotate} verified"));
+    let (new_token, new_accessor) = token_of(&bao);
+    assert_ne!(accessor, new_accessor);
+    let (_, me) = bao.call_as(&new_token, "GET", "auth/token/lookup-self", None);
+    let ttl = me["data"]["ttl"].as_i64().unwrap();
+    assert!(ttl <= 3600, "the rotated token outlives the grant it replaces: ttl {ttl}");
+    assert_eq!(
+        bao.call_as(&token, "GET", "auth/token/lookup-self", None).0,
+        403,
+        "the old token still works"
+    );
+    assert_eq!(bao.call_as(&new_token, "GET", "auth/token/lookup-self", None).0, 200);
+
+    // Two rotations before either is verified: the earlier one no longer describes what is
+    // there (the current token was issued by the later one), so only the later verifies.
+    let earlier = change(&w, &mut out, "--rotate", "bxc_bot", "vault:policy/bxc-agent", &[]);
+    let later = change(&w, &mut out, "--rotate", "bxc_bot", "vault:policy/bxc-agent", &[]);
+    assert_eq!(verify(&w, &mut out, &earlier).code, 7, "a replaced rotation verified");
+    assert_eq!(verify(&w, &mut out, &later).ok(), format!("{later} verified"));
+
+    // Revoked behind Writ's back before verification: caught.
+    let again = change(&w, &mut out, "--rotate", "bxc_bot", "vault:policy/bxc-agent", &[]);
+    let (_, live_accessor) = token_of(&bao);
+    assert_eq!(
+        bao.call("POST", "auth/token/revoke-accessor", Some(json!({ "accessor": live_accessor }))).0,
+        204
+    );
+    assert_eq!(verify(&w, &mut out, &again).code, 7);
+
+    // Revoke by accessor: refused, path gone.
+    let (last_token, _) = token_of(&bao);
+    let revoke = change(&w, &mut out, "--revoke", "bxc_bot", "vault:policy/bxc-agent", &[]);
+    assert_eq!(verify(&w, &mut out, &revoke).ok(), format!("{revoke} verified"));
+    assert_eq!(bao.call_as(&last_token, "GET", "auth/token/lookup-self", None).0, 403);
+    assert_eq!(bao.call("GET", "secret/data/writ/bxc_bot/policy/bxc-agent", None).0, 404);
+
+    for secret in [&old_password, &new_password, &token, &new_token, &bao.token] {
+        assert!(!out.contains(secret.as_str()), "a secret was printed");
+        for entry in walk(w.dir.path()) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|win| win == secret.as_bytes()),
+                "a secret is in {}",
+                entry.display()
+            );
+        }
+    }
 }
