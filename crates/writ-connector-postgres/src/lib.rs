@@ -73,6 +73,8 @@ pub struct PostgresSettings {
 pub struct PostgresConnector {
     name: String,
     client: Mutex<Client>,
+    /// [`CATALOG`], prepared once per connection (it is planned once, not on every read).
+    catalog: postgres::Statement,
     managed: Option<BTreeSet<String>>,
     schemas: Vec<String>,
     /// Whether `writ_audit.changes` is known to exist on this connection's target.
@@ -164,10 +166,12 @@ impl PostgresConnector {
         }
         config.application_name("writ");
         config.connect_timeout(std::time::Duration::from_secs(5));
-        let client = config.connect(NoTls).map_err(|e| unavailable(name, &e))?;
+        let mut client = config.connect(NoTls).map_err(|e| unavailable(name, &e))?;
+        let catalog = client.prepare(CATALOG).map_err(|e| unavailable(name, &e))?;
         Ok(PostgresConnector {
             name: name.to_owned(),
             client: Mutex::new(client),
+            catalog,
             managed: list(settings.roles.as_deref()),
             schemas: list(settings.schemas.as_deref()).unwrap_or_default().into_iter().collect(),
             audit_ready: std::sync::atomic::AtomicBool::new(false),
@@ -194,7 +198,7 @@ impl PostgresConnector {
     /// catalog.
     fn catalog(&self, client: &mut Client, only: Option<&[EntitlementName]>) -> Result<Catalog> {
         let only: Option<Vec<&str>> = only.map(|o| o.iter().map(EntitlementName::as_str).collect());
-        let rows = client.query(CATALOG, &[&self.schemas, &only]).map_err(|e| self.err(&e))?;
+        let rows = client.query(&self.catalog, &[&self.schemas, &only]).map_err(|e| self.err(&e))?;
         let mut catalog = Catalog::default();
         for row in rows {
             let (kind, name): (&str, String) = (row.get(0), row.get(1));

@@ -284,12 +284,21 @@ pub struct Execution {
     pub error: Option<String>,
 }
 
+/// Access an identity was observed to hold on a target.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Holding {
+    pub identity: IdentityName,
+    pub entitlement: EntitlementRef,
+}
+
 /// The result of comparing observed with approved state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verification {
     pub at: Timestamp,
     pub observations: Vec<Observation>,
     pub mismatches: Vec<usize>,
+    /// For a cleanup (leaver, decommission): access the identity still held anywhere.
+    pub residual: Vec<Holding>,
 }
 
 /// A terminal or closing decision by a person with a reason.

@@ -123,9 +123,12 @@ pub enum ChangeEventBody {
     Verified {
         observations: Vec<Observation>,
     },
+    /// Observed state differs from the approved one, or (for a cleanup) the identity still
+    /// holds access somewhere (`residual`).
     VerificationFailed {
         observations: Vec<Observation>,
         mismatches: Vec<usize>,
+        residual: Vec<crate::change::Holding>,
     },
     Reviewed {
         notes: String,

@@ -83,9 +83,11 @@ pub enum Command {
         outcomes: Vec<OpOutcome>,
         error: Option<String>,
     },
+    /// `residual`: for a cleanup change, access its identities still hold on any target.
     RecordVerification {
         verifier: Actor,
         observations: Vec<Observation>,
+        residual: Vec<crate::change::Holding>,
     },
     Review {
         reviewer: Identity,
@@ -239,13 +241,13 @@ pub fn decide(
             };
             Ok(vec![event(executor, None, body)])
         }
-        Command::RecordVerification { verifier, observations } => {
+        Command::RecordVerification { verifier, observations, residual } => {
             require_state(change, &[ChangeState::Implemented, ChangeState::VerificationFailed], action)?;
             let bad = mismatches(change, &observations)?;
-            let body = if bad.is_empty() {
+            let body = if bad.is_empty() && residual.is_empty() {
                 ChangeEventBody::Verified { observations }
             } else {
-                ChangeEventBody::VerificationFailed { observations, mismatches: bad }
+                ChangeEventBody::VerificationFailed { observations, mismatches: bad, residual }
             };
             Ok(vec![event(verifier, None, body)])
         }
@@ -416,14 +418,26 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
         ChangeEventBody::Verified { observations }
         | ChangeEventBody::VerificationFailed { observations, .. } => {
             expect(&[ChangeState::Implemented, ChangeState::VerificationFailed])?;
-            let bad = match &event.body {
-                ChangeEventBody::VerificationFailed { mismatches, .. } => mismatches.clone(),
-                _ => Vec::new(),
+            let (bad, residual) = match &event.body {
+                ChangeEventBody::VerificationFailed { mismatches, residual, .. } => {
+                    if mismatches.is_empty() && residual.is_empty() {
+                        return Err(corrupt("a failed verification names no mismatch"));
+                    }
+                    (mismatches.clone(), residual.clone())
+                }
+                _ => (Vec::new(), Vec::new()),
             };
-            change.state =
-                if bad.is_empty() { ChangeState::Verified } else { ChangeState::VerificationFailed };
-            change.verification =
-                Some(Verification { at: event.at, observations: observations.clone(), mismatches: bad });
+            change.state = if matches!(event.body, ChangeEventBody::Verified { .. }) {
+                ChangeState::Verified
+            } else {
+                ChangeState::VerificationFailed
+            };
+            change.verification = Some(Verification {
+                at: event.at,
+                observations: observations.clone(),
+                mismatches: bad,
+                residual,
+            });
         }
         ChangeEventBody::EvidenceAttached { .. } => {}
         ChangeEventBody::Reviewed { notes } => {

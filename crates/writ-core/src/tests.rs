@@ -98,8 +98,12 @@ fn full_chain_reaches_reviewed_and_records_every_actor() {
     let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(2)).unwrap();
     assert_eq!(change.state, ChangeState::Implemented);
     let observations = vec![Observation { op: 0, present: true }];
-    let change =
-        step(Some(change), Command::RecordVerification { verifier: engine(), observations }, at(3)).unwrap();
+    let change = step(
+        Some(change),
+        Command::RecordVerification { verifier: engine(), observations, residual: vec![] },
+        at(3),
+    )
+    .unwrap();
     assert_eq!(change.state, ChangeState::Verified);
     let change =
         step(Some(change), Command::Review { reviewer: carol.clone(), notes: "ok".into() }, at(4)).unwrap();
@@ -297,8 +301,12 @@ fn reviewer_must_differ_from_everyone_in_the_chain() {
     let outcomes = vec![OpOutcome { op: 0, before: false, after: true, reference: None }];
     let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(2)).unwrap();
     let observations = vec![Observation { op: 0, present: true }];
-    let change =
-        step(Some(change), Command::RecordVerification { verifier: engine(), observations }, at(2)).unwrap();
+    let change = step(
+        Some(change),
+        Command::RecordVerification { verifier: engine(), observations, residual: vec![] },
+        at(2),
+    )
+    .unwrap();
     for who in [&alice, &bob, &carol, &dave] {
         let refusal =
             step(Some(change.clone()), Command::Review { reviewer: who.clone(), notes: "ok".into() }, at(3))
@@ -318,15 +326,18 @@ fn only_observed_equality_verifies() {
     let absent = vec![Observation { op: 0, present: false }];
     let failed = step(
         Some(change.clone()),
-        Command::RecordVerification { verifier: engine(), observations: absent },
+        Command::RecordVerification { verifier: engine(), observations: absent, residual: vec![] },
         at(2),
     )
     .unwrap();
     assert_eq!(failed.state, ChangeState::VerificationFailed);
     assert_eq!(failed.verification.unwrap().mismatches, vec![0]);
-    let partial =
-        step(Some(change), Command::RecordVerification { verifier: engine(), observations: vec![] }, at(2))
-            .unwrap_err();
+    let partial = step(
+        Some(change),
+        Command::RecordVerification { verifier: engine(), observations: vec![], residual: vec![] },
+        at(2),
+    )
+    .unwrap_err();
     assert_eq!(partial.code(), "engine.inconsistent_report");
 }
 
@@ -490,6 +501,7 @@ fn to_command(g: &Gen, change: &Change) -> Option<Command> {
         Gen::Verify(present) => Command::RecordVerification {
             verifier: engine(),
             observations: (0..change.ops.len()).map(|op| Observation { op, present: *present }).collect(),
+            residual: vec![],
         },
         Gen::Review(a) => Command::Review { reviewer: person(*a), notes: "seen".into() },
         Gen::Expire => Command::Expire,
@@ -692,6 +704,7 @@ fn rotations_are_their_own_kind_cannot_be_time_bound_and_verify_only_when_rotate
     let verify = |present| Command::RecordVerification {
         verifier: engine(),
         observations: vec![Observation { op: 0, present }],
+        residual: vec![],
     };
     assert_eq!(
         step(Some(change.clone()), verify(false), at(2)).unwrap().state,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use writ_connector::{ApplyContext, Connector, ConnectorError, TargetOp};
 use writ_core::change::{
-    BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Justification, Observation, OpAction,
+    BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Holding, Justification, Observation, OpAction,
     OpOutcome, PlannedOp,
 };
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, Phase, RegistryEvent};
@@ -394,6 +394,77 @@ impl Engine {
         Ok(ChangeRecord { change: done.change, events: history })
     }
 
+    /// Every entitlement `identity` holds, observed on every registered target (not in Writ's
+    /// records). Fails if a target cannot be observed: a cleanup cannot be proven without it.
+    pub fn observed_holdings(&self, identity: &IdentityName) -> Result<Vec<EntitlementRef>> {
+        let mut held = Vec::new();
+        for target in self.store.targets()? {
+            let connector = self.connectors.connect(&target)?;
+            let entitlements = connector.entitlements()?;
+            let observed = connector.observe(&entitlements)?;
+            held.extend(
+                entitlements
+                    .into_iter()
+                    .filter(|e| observed.is_member(e, identity))
+                    .map(|entitlement| EntitlementRef { target: target.name.clone(), entitlement }),
+            );
+        }
+        Ok(held)
+    }
+
+    /// Opens the change that removes everything `identity` holds: what every target shows it
+    /// holding, and every grant Writ recorded. A human leaves (`leaver`); a non-human identity
+    /// is decommissioned. Verification of such a change looks at every target again.
+    pub fn offboard(
+        &self,
+        requester: IdentityName,
+        identity: &IdentityName,
+        justification: Justification,
+        refs: Vec<ExternalRef>,
+        random: u128,
+    ) -> Result<ChangeRecord> {
+        let subject = self.identity(identity)?;
+        let mut held = self.observed_holdings(identity)?;
+        held.extend(self.store.grants_of(identity)?.into_iter().map(|g| g.entitlement));
+        held.sort();
+        held.dedup();
+        let ops = held
+            .into_iter()
+            .map(|entitlement| RequestedOp {
+                action: OpAction::Revoke,
+                identity: identity.clone(),
+                entitlement,
+                duration: None,
+            })
+            .collect();
+        let event = if subject.kind.is_nhi() { BusinessEvent::Decommission } else { BusinessEvent::Leaver };
+        let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
+        self.request(input, random)
+    }
+
+    /// Access the identities of a cleanup change (leaver, decommission) still hold anywhere,
+    /// beyond what the change itself leaves in place. Empty for other changes.
+    fn residual(&self, change: &Change) -> Result<Vec<Holding>> {
+        if !matches!(change.event, BusinessEvent::Leaver | BusinessEvent::Decommission) {
+            return Ok(Vec::new());
+        }
+        let mut identities: Vec<&IdentityName> = change.ops.iter().map(|op| &op.identity).collect();
+        identities.sort();
+        identities.dedup();
+        let mut residual = Vec::new();
+        for identity in identities {
+            for entitlement in self.observed_holdings(identity)? {
+                let kept = change.ops.iter().any(|op| {
+                    &op.identity == identity && op.entitlement == entitlement && op.action.leaves_present()
+                });
+                if !kept {
+                    residual.push(Holding { identity: identity.clone(), entitlement });
+                }
+            }
+        }
+        Ok(residual)
+    }
+
     /// For each rotation of a time-bound grant, the time the grant has left: the new credential
     /// must not outlive the grant it replaces.
     fn grant_ends(&self, change: &Change) -> Result<BTreeMap<usize, Duration>> {
@@ -427,6 +498,7 @@ impl Engine {
                 Command::RecordVerification {
                     verifier: Actor::System(SystemActor::Engine),
                     observations: Vec::new(),
+                    residual: Vec::new(),
                 },
                 self.clock.now(),
             )?;
@@ -448,8 +520,14 @@ impl Engine {
             }
         }
         observations.sort_by_key(|o| o.op);
-        let command =
-            Command::RecordVerification { verifier: Actor::System(SystemActor::Engine), observations };
+        let residual = self.residual(change)?;
+        let held: Vec<String> =
+            residual.iter().map(|h| format!("{} {}", h.identity, h.entitlement)).collect();
+        let command = Command::RecordVerification {
+            verifier: Actor::System(SystemActor::Engine),
+            observations,
+            residual,
+        };
         let mut events = decide(Some(change), command, self.clock.now())?;
         // An expiry change ends the grants it revokes only once their absence is observed, so
         // the scheduler keeps finding them until then.
@@ -467,7 +545,7 @@ impl Engine {
             Vec::new()
         };
         let mut captured = evidence::Captured::default();
-        captured.json("observed-after", &serde_json::json!({ "targets": observed_json }));
+        captured.json("observed-after", &serde_json::json!({ "targets": observed_json, "residual": held }));
         captured.attach(events.first_mut());
         let mut committed = self.commit(Some(change), events, grants, captured)?;
         let mut history = record.events;

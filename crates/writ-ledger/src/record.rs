@@ -102,6 +102,14 @@ struct ObservationRecord {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResidualRecord {
+    identity: String,
+    target: String,
+    entitlement: String,
+}
+
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, untagged)]
 enum Data {
     Requested {
@@ -138,6 +146,9 @@ enum Data {
     VerificationFailed {
         observations: Vec<ObservationRecord>,
         mismatches: Vec<usize>,
+        /// Absent from records written before cleanups were checked for residual access.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        residual: Vec<ResidualRecord>,
     },
     Reviewed {
         notes: Sealed,
@@ -375,8 +386,19 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
             Data::Failed { error: error.clone(), outcomes: outcomes(o) }
         }
         ChangeEventBody::Verified { observations: o } => Data::Verified { observations: observations(o) },
-        ChangeEventBody::VerificationFailed { observations: o, mismatches } => {
-            Data::VerificationFailed { observations: observations(o), mismatches: mismatches.clone() }
+        ChangeEventBody::VerificationFailed { observations: o, mismatches, residual } => {
+            Data::VerificationFailed {
+                observations: observations(o),
+                mismatches: mismatches.clone(),
+                residual: residual
+                    .iter()
+                    .map(|h| ResidualRecord {
+                        identity: h.identity.to_string(),
+                        target: h.entitlement.target.to_string(),
+                        entitlement: h.entitlement.entitlement.to_string(),
+                    })
+                    .collect(),
+            }
         }
         ChangeEventBody::Reviewed { notes } => Data::Reviewed { notes: seal(notes) },
         ChangeEventBody::EvidenceAttached { step, name } => {
@@ -479,8 +501,23 @@ fn change_body(
         ("change.verified", Data::Verified { observations: o }) => {
             ChangeEventBody::Verified { observations: observations(o) }
         }
-        ("change.verification_failed", Data::VerificationFailed { observations: o, mismatches }) => {
-            ChangeEventBody::VerificationFailed { observations: observations(o), mismatches }
+        (
+            "change.verification_failed",
+            Data::VerificationFailed { observations: o, mismatches, residual },
+        ) => {
+            let residual = residual
+                .into_iter()
+                .map(|r| {
+                    Ok(writ_core::change::Holding {
+                        identity: IdentityName::parse(&r.identity)?,
+                        entitlement: EntitlementRef {
+                            target: TargetName::parse(&r.target)?,
+                            entitlement: EntitlementName::parse(&r.entitlement)?,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, Refusal>>()?;
+            ChangeEventBody::VerificationFailed { observations: observations(o), mismatches, residual }
         }
         ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes: unseal(notes) },
         ("change.evidence_attached", Data::EvidenceAttached { step, name }) => {

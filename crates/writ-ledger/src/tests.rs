@@ -72,7 +72,19 @@ fn every_event() -> Vec<Event> {
         ChangeEventBody::Implemented { outcomes: outcomes.clone() },
         ChangeEventBody::ExecutionFailed { error: "down".into(), outcomes: vec![] },
         ChangeEventBody::Verified { observations: observations.clone() },
-        ChangeEventBody::VerificationFailed { observations, mismatches: vec![0] },
+        ChangeEventBody::VerificationFailed {
+            observations: observations.clone(),
+            mismatches: vec![0],
+            residual: vec![],
+        },
+        ChangeEventBody::VerificationFailed {
+            observations,
+            mismatches: vec![],
+            residual: vec![Holding {
+                identity: IdentityName::parse("dave").unwrap(),
+                entitlement: EntitlementRef::parse("pg:login").unwrap(),
+            }],
+        },
         ChangeEventBody::Reviewed { notes: "fine".into() },
         ChangeEventBody::EvidenceAttached { step: Phase::Approval, name: "cab-minutes.pdf".into() },
         ChangeEventBody::ExpiryOpened {

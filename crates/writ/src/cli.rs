@@ -199,6 +199,22 @@ pub enum IdentityCmd {
     List,
     /// Show one identity and the grants Writ implemented for it.
     Show { name: String },
+    /// Open the change that removes everything NAME holds: every entitlement any target shows
+    /// it holding, and every grant Writ recorded (event leaver for a human, decommission for a
+    /// non-human identity). It is approved and executed like any change, and verifies only
+    /// when every target shows nothing left.
+    Offboard {
+        name: String,
+        /// The requester.
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// Why (for example the HR record of the departure).
+        #[arg(long)]
+        justification: String,
+        /// ITSM ticket reference (repeatable).
+        #[arg(long)]
+        ticket: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -244,6 +244,7 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
                 .unwrap_or_default();
             render::print(json, value, || render::identity_detail(&shown, &grants));
         }
+        IdentityCmd::Offboard { .. } => return Err(not_remote("identity offboard")),
     }
     Ok(())
 }

@@ -254,6 +254,29 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
                 format!("added {} ({})", identity.name, identity.kind)
             });
         }
+        IdentityCmd::Offboard { name, actor, justification, ticket } => {
+            let refs =
+                ticket.iter().map(|t| ExternalRef::new(RefKind::Ticket, t)).collect::<Result<Vec<_>, _>>()?;
+            let record = engine.offboard(
+                IdentityName::parse(&actor)?,
+                &IdentityName::parse(&name)?,
+                Justification::parse(&justification)?,
+                refs,
+                writ_engine::random_bits()?,
+            )?;
+            let change = &record.change;
+            let revokes: Vec<String> = change.ops.iter().map(|op| op.entitlement.to_string()).collect();
+            render::print(
+                json,
+                serde_json::json!({
+                    "id": change.id.to_string(),
+                    "state": change.state.as_str(),
+                    "event": change.event.as_str(),
+                    "revoke": revokes,
+                }),
+                || format!("{}\n  revokes {}", change.id, revokes.join(", ")),
+            );
+        }
         IdentityCmd::List => {
             let identities = engine.store().identities()?;
             let value = serde_json::Value::Array(identities.iter().map(render::identity_json).collect());

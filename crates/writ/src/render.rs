@@ -206,15 +206,20 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
         "executions": executions,
         "verification": change.verification.as_ref().map(|v| json!({
             "at": v.at.to_rfc3339(),
-            "matches_approved_state": v.mismatches.is_empty(),
+            "matches_approved_state": v.mismatches.is_empty() && v.residual.is_empty(),
             "mismatched_operations": v.mismatches,
+            "residual_access": v.residual.iter().map(|h| json!({
+                "identity": h.identity.to_string(),
+                "target": h.entitlement.target.to_string(),
+                "entitlement": h.entitlement.entitlement.to_string(),
+            })).collect::<Vec<_>>(),
         })),
         "closing": change.closing.as_ref().map(|c| json!({ "actor": c.actor.to_string(), "at": c.at.to_rfc3339(), "reason": c.reason })),
         "answers": {
             "who_asked": change.requester.to_string(),
             "who_approved": change.approvals.iter().map(|a| a.approver.to_string()).collect::<Vec<_>>(),
             "who_executed": change.executions.iter().map(|e| e.executor.to_string()).collect::<Vec<_>>(),
-            "observed_equals_approved": change.verification.as_ref().map(|v| v.mismatches.is_empty()),
+            "observed_equals_approved": change.verification.as_ref().map(|v| v.mismatches.is_empty() && v.residual.is_empty()),
             "reviewed_by": if reviewed { change.closing.as_ref().map(|c| c.actor.to_string()) } else { None },
         },
         "events": trail,
@@ -266,8 +271,14 @@ fn event_detail(event: &ChangeEvent) -> String {
         }
         ChangeEventBody::ExecutionFailed { error, .. } => error.clone(),
         ChangeEventBody::Verified { .. } => "observed state equals approved state".to_owned(),
-        ChangeEventBody::VerificationFailed { mismatches, .. } => {
-            format!("{} operation(s) differ from the approved state", mismatches.len())
+        ChangeEventBody::VerificationFailed { mismatches, residual, .. } => {
+            let mut text = format!("{} operation(s) differ from the approved state", mismatches.len());
+            if !residual.is_empty() {
+                let held: Vec<String> =
+                    residual.iter().map(|h| format!("{} {}", h.identity, h.entitlement)).collect();
+                text.push_str(&format!("; access still held: {}", held.join(", ")));
+            }
+            text
         }
         ChangeEventBody::Reviewed { notes } => notes.clone(),
         ChangeEventBody::EvidenceAttached { name, .. } => format!("attached {name}"),
@@ -374,7 +385,16 @@ pub fn trail(change: &Value) -> String {
                 "  verified   at {}: MISMATCH on operation(s) [{}]\n",
                 v.get("at").map_or_else(|| "-".to_owned(), text),
                 mismatched.join(", ")
-            ))
+            ));
+            for held in v.get("residual_access").and_then(Value::as_array).into_iter().flatten() {
+                out.push_str(&format!(
+                    "  STILL HELD {} {}:{}
+",
+                    text(&held["identity"]),
+                    text(&held["target"]),
+                    text(&held["entitlement"])
+                ));
+            }
         }
         None => out.push_str("  verified   -\n"),
     }

@@ -543,3 +543,82 @@ fn postgres_login_grants_create_the_role_valid_until_the_grants_end_and_a_revoke
         pg.query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'pgh_read'", &[]).unwrap().get(0);
     assert!(!can_login);
 }
+
+#[test]
+fn offboarding_removes_what_every_target_shows_and_verifies_only_when_nothing_is_left() {
+    let Some(config) = postgres() else { return };
+    let (mut pg, dsn) = target(&config, "pgi");
+    pg.batch_execute(
+        "DROP ROLE IF EXISTS pgi_erin; DROP ROLE IF EXISTS pgi_extra;
+         CREATE ROLE pgi_extra NOLOGIN; CREATE ROLE pgi_erin LOGIN PASSWORD 'pgi-erin-login';",
+    )
+    .unwrap();
+    let w = World::new();
+    add_target(&w, &dsn, "pgi_read,pgi_write,pgi_extra,login", &[]).ok();
+    w.writ(&["identity", "add", "pgi_erin", "--kind", "human"]).ok();
+    for entitlement in ["access:eng-read", "pg:pgi_read"] {
+        let id = w.request("pgi_erin", entitlement);
+        w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+        w.writ(&["change", "execute", &id]).ok();
+    }
+    // Access given outside Writ is found on the target, not in Writ's records.
+    pg.batch_execute("GRANT pgi_write TO pgi_erin").unwrap();
+
+    // With a target down, nothing can be proven: refused, nothing recorded.
+    let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "ALTER DATABASE writ_pgi ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'writ_pgi';",
+        )
+        .unwrap();
+    let before = w.fingerprint();
+    let offboard = words("identity offboard pgi_erin --as alice --justification left --json");
+    let down = w.writ(&offboard);
+    admin.batch_execute("ALTER DATABASE writ_pgi ALLOW_CONNECTIONS true").unwrap();
+    assert_ne!(down.code, 0, "{}", down.stdout);
+    assert!(down.stderr.contains("target pg unavailable"), "{}", down.stderr);
+    assert_eq!(w.fingerprint(), before, "a refused offboarding left a trace");
+    let mut pg = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+
+    let opened = w.writ(&offboard).json();
+    assert_eq!(opened["event"], "leaver");
+    assert_eq!(
+        opened["revoke"],
+        serde_json::json!(["access:eng-read", "pg:login", "pg:pgi_read", "pg:pgi_write"])
+    );
+    let id = opened["id"].as_str().unwrap().to_owned();
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &id]).ok();
+    assert!(!member(&mut pg, "pgi_erin", "pgi_write") && !member(&mut pg, "pgi_erin", "pgi_read"));
+    assert!(
+        !crate::server::login(&config, "pgi", "pgi_erin", "pgi-erin-login"),
+        "the leaver can still log in"
+    );
+
+    // Access that appears anywhere before verification keeps the cleanup unproven.
+    pg.batch_execute("GRANT pgi_extra TO pgi_erin").unwrap();
+    let residual = w.writ(&["change", "verify", &id]);
+    assert_eq!(residual.code, 7, "{}", residual.stderr);
+    let shown = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!(shown["verification"]["matches_approved_state"], false);
+    assert_eq!(shown["verification"]["mismatched_operations"], serde_json::json!([]));
+    assert_eq!(
+        shown["verification"]["residual_access"],
+        serde_json::json!([{ "identity": "pgi_erin", "target": "pg", "entitlement": "pgi_extra" }])
+    );
+    assert!(w.writ(&["change", "show", &id]).ok().contains("STILL HELD pgi_erin pg:pgi_extra"));
+    pg.batch_execute("REVOKE pgi_extra FROM pgi_erin").unwrap();
+    assert_eq!(w.writ(&["change", "verify", &id]).ok(), format!("{id} verified"));
+    assert_eq!(w.writ(&["ledger", "verify"]).code, 0);
+
+    // A non-human identity is decommissioned, not a leaver.
+    w.writ(&["identity", "add", "pgi_bot", "--kind", "service_account", "--owner", "alice"]).ok();
+    let bot = w.request("pgi_bot", "access:deploy-prod");
+    w.writ(&["change", "approve", &bot, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &bot]).ok();
+    let decommission =
+        w.writ(&words("identity offboard pgi_bot --as alice --justification retired --json")).json();
+    assert_eq!(decommission["event"], "decommission");
+    assert_eq!(decommission["revoke"], serde_json::json!(["access:deploy-prod"]));
+}
