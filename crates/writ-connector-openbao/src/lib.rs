@@ -225,16 +225,23 @@ impl OpenBaoConnector {
         }
     }
 
+    /// Reads a database login from `<database mount>/<path>`: the whole answer, the username
+    /// and the password (kept in memory only).
+    fn database_login(&self, path: &str, what: &str) -> Result<(Value, String, String)> {
+        let body = self
+            .call("GET", &format!("{}/{path}", self.settings.database_mount), None)?
+            .expect(self, 200, what)?;
+        let field =
+            |name: &str| body.pointer(&format!("/data/{name}")).and_then(Value::as_str).map(str::to_owned);
+        match (field("username"), field("password")) {
+            (Some(username), Some(password)) => Ok((body, username, password)),
+            _ => Err(self.unavailable(format!("{what}: the answer has no username/password"))),
+        }
+    }
+
     /// OpenBao's current password of a static role (kept in memory only).
     fn static_password(&self, role: &str) -> Result<String> {
-        let creds = self
-            .call("GET", &format!("{}/static-creds/{role}", self.settings.database_mount), None)?
-            .expect(self, 200, "read static credentials")?;
-        creds
-            .pointer("/data/password")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| self.unavailable("read static credentials: the answer has no password".into()))
+        Ok(self.database_login(&format!("static-creds/{role}"), "read static credentials")?.2)
     }
 
     /// Whether the credential `handle` of kind `kind`, delivered to `identity`, still works.
@@ -288,18 +295,9 @@ impl OpenBaoConnector {
     fn issue(&self, kind: Kind<'_>, op: &TargetOp, fresh: bool) -> Result<(Value, String)> {
         match kind {
             Kind::Dynamic(role) => {
-                let issued = self
-                    .call("GET", &format!("{}/creds/{role}", self.settings.database_mount), None)?
-                    .expect(self, 200, "issue credentials")?;
+                let (issued, username, password) =
+                    self.database_login(&format!("creds/{role}"), "issue credentials")?;
                 let lease = issued.get("lease_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let (Some(username), Some(password)) = (
-                    issued.pointer("/data/username").and_then(Value::as_str),
-                    issued.pointer("/data/password").and_then(Value::as_str),
-                ) else {
-                    return Err(
-                        self.unavailable("issue credentials: the answer has no username/password".into())
-                    );
-                };
                 if lease.is_empty() {
                     return Err(self.unavailable("issue credentials: the answer has no lease".into()));
                 }
@@ -323,16 +321,8 @@ impl OpenBaoConnector {
                 if fresh {
                     self.retire(kind, role)?;
                 }
-                let creds = self
-                    .call("GET", &format!("{}/static-creds/{role}", self.settings.database_mount), None)?
-                    .expect(self, 200, "read static credentials")?;
-                let (Some(username), Some(password)) = (
-                    creds.pointer("/data/username").and_then(Value::as_str),
-                    creds.pointer("/data/password").and_then(Value::as_str),
-                ) else {
-                    return Err(self
-                        .unavailable("read static credentials: the answer has no username/password".into()));
-                };
+                let (_, username, password) =
+                    self.database_login(&format!("static-creds/{role}"), "read static credentials")?;
                 Ok((json!({ "username": username, "password": password }), role.to_owned()))
             }
             Kind::Policy(policy) => {

@@ -231,7 +231,11 @@ impl MemoryConnector {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<EntitlementName, BTreeSet<IdentityName>>>> {
-        self.members.lock().map_err(|_| ConnectorError::Unavailable {
+        self.locked(&self.members)
+    }
+
+    fn locked<'a, T>(&self, mutex: &'a Mutex<T>) -> Result<std::sync::MutexGuard<'a, T>> {
+        mutex.lock().map_err(|_| ConnectorError::Unavailable {
             target: self.name.clone(),
             detail: "state lock poisoned".into(),
         })
@@ -249,10 +253,7 @@ impl Connector for MemoryConnector {
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         let applied = apply_to(&self.name, &mut *self.lock()?, ops)?;
-        let mut issued = self.issued.lock().map_err(|_| ConnectorError::Unavailable {
-            target: self.name.clone(),
-            detail: "state lock poisoned".into(),
-        })?;
+        let mut issued = self.locked(&self.issued)?;
         for op in ops.iter().filter(|op| op.action == OpAction::Rotate) {
             let by = Issued { change: Some(context.change.to_string()), previous_retired: true };
             issued.insert((op.entitlement.clone(), op.member.clone()), by);
@@ -265,12 +266,7 @@ impl Connector for MemoryConnector {
         let members =
             entitlements.iter().filter_map(|e| members.get(e).map(|m| (e.clone(), m.clone()))).collect();
         let issued = self
-            .issued
-            .lock()
-            .map_err(|_| ConnectorError::Unavailable {
-                target: self.name.clone(),
-                detail: "state lock poisoned".into(),
-            })?
+            .locked(&self.issued)?
             .iter()
             .filter(|((e, _), _)| entitlements.contains(e))
             .map(|(k, v)| (k.clone(), v.clone()))

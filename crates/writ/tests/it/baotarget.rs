@@ -128,37 +128,13 @@ fn openbao_dynamic_credentials_work_after_a_grant_and_are_refused_after_revoke_o
     let Some((bao, config)) = setup("bxa") else { return };
     let w = World::new();
     let mut out = String::new();
-    let added = run(
-        &w,
-        &mut out,
-        &[
-            "target",
-            "add",
-            "vault",
-            "--connector",
-            "openbao",
-            "--url",
-            &bao.addr,
-            "--token-file",
-            &bao.token_file,
-            "--database-mount",
-            "db_bxa",
-            "--json",
-        ],
-    );
-    assert_eq!(added.json()["entitlements"], json!(["bxa-read"]), "no policy is offered unless listed");
+    let added = add_vault(&w, &mut out, &bao, "db_bxa", &[]);
+    assert_eq!(added["entitlements"], json!(["bxa-read"]), "no policy is offered unless listed");
     for app in ["bxa_app", "bxa_job", "bxa_tmp"] {
         run(&w, &mut out, &["identity", "add", app, "--kind", "service_account", "--owner", "alice"]).ok();
     }
     let grant = |out: &mut String, who: &str, extra: &[&str]| {
-        let mut args =
-            vec!["change", "request", "--as", "alice", "--identity", who, "--grant", "vault:bxa-read"];
-        args.extend_from_slice(extra);
-        args.extend(["--justification", "the app reads reports", "--json"]);
-        let id = run(&w, out, &args).json()["id"].as_str().unwrap().to_owned();
-        run(&w, out, &["change", "approve", &id, "--as", "bob"]).ok();
-        run(&w, out, &["change", "execute", &id]).ok();
-        id
+        change(&w, out, "--grant", who, "vault:bxa-read", extra)
     };
 
     // Grant: working credentials on the workload's path, with the change ID beside them.
@@ -224,7 +200,13 @@ fn openbao_dynamic_credentials_work_after_a_grant_and_are_refused_after_revoke_o
     run(&w, &mut out, &["change", "show", &id, "--json"]).ok();
     run(&w, &mut out, &["audit", "bundle", "--all", "--out", w.dir.path().join("bundle").to_str().unwrap()])
         .ok();
-    for secret in [&password, &tmp_password, &bao.token] {
+    assert_secrets_absent(&w, &out, &[&password, &tmp_password, &bao.token]);
+}
+
+/// None of `secrets` is in what the test printed or in any file under the world's directory
+/// (database, WAL, keys, bundles).
+fn assert_secrets_absent(w: &World, out: &str, secrets: &[&String]) {
+    for secret in secrets {
         assert!(!out.contains(secret.as_str()), "a secret was printed");
         for entry in walk(w.dir.path()) {
             let bytes = std::fs::read(&entry).unwrap();
@@ -370,17 +352,7 @@ fn a_static_login_rotated_through_openbao_is_refused_by_postgres_with_its_old_pa
     assert!(!login(&config, "bxb", &user, &live), "the revoked holder's password still logs in");
     assert!(delivered(&bao, "bxb_app", "static/bxb-svc").is_none());
 
-    for secret in [&first, &second, &live, &bao.token] {
-        assert!(!out.contains(secret.as_str()), "a secret was printed");
-        for entry in walk(w.dir.path()) {
-            let bytes = std::fs::read(&entry).unwrap();
-            assert!(
-                !bytes.windows(secret.len()).any(|win| win == secret.as_bytes()),
-                "a secret is in {}",
-                entry.display()
-            );
-        }
-    }
+    assert_secrets_absent(&w, &out, &[&first, &second, &live, &bao.token]);
 }
 
 #[test]
@@ -464,15 +436,5 @@ fn dynamic_credentials_and_workload_tokens_rotate_with_the_old_ones_revoked() {
     assert_eq!(bao.call_as(&last_token, "GET", "auth/token/lookup-self", None).0, 403);
     assert_eq!(bao.call("GET", "secret/data/writ/bxc_bot/policy/bxc-agent", None).0, 404);
 
-    for secret in [&old_password, &new_password, &token, &new_token, &bao.token] {
-        assert!(!out.contains(secret.as_str()), "a secret was printed");
-        for entry in walk(w.dir.path()) {
-            let bytes = std::fs::read(&entry).unwrap();
-            assert!(
-                !bytes.windows(secret.len()).any(|win| win == secret.as_bytes()),
-                "a secret is in {}",
-                entry.display()
-            );
-        }
-    }
+    assert_secrets_absent(&w, &out, &[&old_password, &new_password, &token, &new_token, &bao.token]);
 }

@@ -30,6 +30,16 @@ fn add_target(w: &World, dsn: &str, roles: &str, extra: &[&str]) -> crate::harne
     w.writ(&args)
 }
 
+/// The target database stops taking connections and its open ones are cut: the target is down.
+fn take_down(admin: &mut postgres::Client, database: &str) {
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
+        ))
+        .unwrap();
+}
+
 fn words(line: &str) -> Vec<&str> {
     line.split(' ').collect()
 }
@@ -173,12 +183,7 @@ fn a_postgres_target_that_is_down_during_execute_fails_the_change_and_a_retry_su
     let id = w.request("pgd_dave", "pg:pgd_read");
     w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
     // The target goes down: no new connections, existing ones cut.
-    admin
-        .batch_execute(
-            "ALTER DATABASE writ_pgd ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'writ_pgd';",
-        )
-        .unwrap();
+    take_down(&mut admin, "writ_pgd");
     let down = w.writ(&["change", "execute", &id]);
     admin.batch_execute("ALTER DATABASE writ_pgd ALLOW_CONNECTIONS true").unwrap();
     assert_eq!(down.code, 7, "{}", down.stderr);
@@ -316,12 +321,7 @@ fn an_expiry_that_cannot_reach_its_target_is_retried_with_backoff_and_alerts() {
     w.writ(&["change", "approve", &grant, "--as", "bob"]).ok();
     w.writ(&["change", "execute", &grant]).ok();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    admin
-        .batch_execute(
-            "ALTER DATABASE writ_pgf ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'writ_pgf';",
-        )
-        .unwrap();
+    take_down(&mut admin, "writ_pgf");
     let first = w.writ(&["run-due", "--alert-after", "2", "--json"]);
     assert_eq!(first.code, 7, "{}", first.stderr);
     let id = out(&first)["expiry_failed"][0].as_str().unwrap().to_owned();
@@ -566,12 +566,7 @@ fn offboarding_removes_what_every_target_shows_and_verifies_only_when_nothing_is
 
     // With a target down, nothing can be proven: refused, nothing recorded.
     let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
-    admin
-        .batch_execute(
-            "ALTER DATABASE writ_pgi ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'writ_pgi';",
-        )
-        .unwrap();
+    take_down(&mut admin, "writ_pgi");
     let before = w.fingerprint();
     let offboard = words("identity offboard pgi_erin --as alice --justification left --json");
     let down = w.writ(&offboard);
