@@ -30,6 +30,7 @@ need() { # need COMMAND DEBIAN-PACKAGE
 need git git
 need chattr e2fsprogs   # the fail-closed test makes the database immutable mid-run
 need cargo cargo
+need openssl openssl   # the relying party that checks certificates against OpenBao's CRL
 
 # ---- a throwaway PostgreSQL cluster on a temporary directory and a free loopback port ----
 # (the store conformance suite, the API tests on PostgreSQL, three servers on one database)

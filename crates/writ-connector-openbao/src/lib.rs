@@ -14,6 +14,13 @@
 //!   default: the operator names what Writ may hand out): a grant creates an orphan token
 //!   (for a workload or an AI agent), with the grant's duration as its TTL and maximum; the
 //!   handle is the token's accessor, retired by `revoke-accessor`.
+//! - **`pki/<role>`**, a role of the PKI engine (`LIST <pki mount>/roles`): a grant issues a
+//!   certificate and its key (`POST <pki mount>/issue/<role>`, common name `<identity>` or
+//!   `<identity>.<pki_domain>`, the grant's duration as TTL); the handle is the serial number,
+//!   retired by revoking it. A certificate counts as valid until it expires or appears on the
+//!   CRL OpenBao publishes (`<pki mount>/cert/crl`): relying parties check the CRL, not
+//!   OpenBao's records, so a revocation OpenBao recorded but did not publish (CRL disabled, or
+//!   waiting for an auto-rebuild) leaves the certificate valid, and Writ says so.
 //!
 //! A **rotation** issues a new credential, writes it as a new KV version, records the change
 //! and version in the path's `custom_metadata`, retires the previous credential and destroys
@@ -29,7 +36,7 @@
 //!
 //! Target settings: `addr` (`http://127.0.0.1:8200`), `token_file` (Writ's OpenBao token, read
 //! when connecting), optionally `database_mount` (`database`), `kv_mount` (`secret`) and
-//! `kv_prefix` (`writ`), `policies` (comma-separated). This build has no TLS: the token is only sent to a loopback address.
+//! `kv_prefix` (`writ`), `policies` (comma-separated), `pki_mount` (`pki`) and `pki_domain`. This build has no TLS: the token is only sent to a loopback address.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -48,6 +55,7 @@ enum Kind<'a> {
     Dynamic(&'a str),
     Static(&'a str),
     Policy(&'a str),
+    Cert(&'a str),
 }
 
 impl Kind<'_> {
@@ -57,6 +65,8 @@ impl Kind<'_> {
             Kind::Static(role)
         } else if let Some(policy) = name.strip_prefix("policy/") {
             Kind::Policy(policy)
+        } else if let Some(role) = name.strip_prefix("pki/") {
+            Kind::Cert(role)
         } else {
             Kind::Dynamic(name)
         }
@@ -68,6 +78,7 @@ impl Kind<'_> {
             Kind::Dynamic(_) => "lease_id",
             Kind::Static(_) => "static_role",
             Kind::Policy(_) => "accessor",
+            Kind::Cert(_) => "serial",
         }
     }
 }
@@ -95,6 +106,10 @@ pub struct OpenBaoSettings {
     pub kv_prefix: String,
     /// The ACL policies Writ may issue tokens for (none unless listed).
     pub policies: Vec<String>,
+    /// The PKI engine's mount.
+    pub pki_mount: String,
+    /// Certificates are issued for `<identity>.<pki_domain>` (for `<identity>` without it).
+    pub pki_domain: Option<String>,
 }
 
 /// A client for one OpenBao server.
@@ -125,10 +140,16 @@ impl OpenBaoConnector {
             ("database_mount", &settings.database_mount),
             ("kv_mount", &settings.kv_mount),
             ("kv_prefix", &settings.kv_prefix),
+            ("pki_mount", &settings.pki_mount),
         ] {
             if !path_segment_ok(value) {
                 return Err(invalid(format!("{key} must be a plain path segment, not {value:?}")));
             }
+        }
+        if let Some(domain) = &settings.pki_domain
+            && (!domain.split('.').all(path_segment_ok) || domain.contains('_'))
+        {
+            return Err(invalid(format!("pki_domain must be a DNS name, not {domain:?}")));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
@@ -249,6 +270,7 @@ impl OpenBaoConnector {
         match kind {
             Kind::Dynamic(_) => self.lease_live(handle),
             Kind::Policy(_) => self.accessor_live(handle),
+            Kind::Cert(_) => self.certificate_valid(handle),
             Kind::Static(role) => {
                 let reply = self.call("GET", &self.kv_path("data", identity, entitlement), None)?;
                 if reply.status == 404 {
@@ -286,8 +308,41 @@ impl OpenBaoConnector {
                 self.call("POST", &format!("{}/rotate-role/{role}", self.settings.database_mount), None)?
                     .expect(self, 204, "rotate the static role")?;
             }
+            // Whether relying parties learn of the revocation (the CRL) is observed, not
+            // assumed: see `certificate_valid`.
+            Kind::Cert(_) => {
+                let pki = &self.settings.pki_mount;
+                let revoked = self
+                    .call("POST", &format!("{pki}/revoke"), Some(json!({ "serial_number": handle })))?
+                    .expect(self, 200, "revoke the certificate")?;
+                if revoked.pointer("/data/revocation_time").and_then(Value::as_i64).unwrap_or(0) <= 0 {
+                    return Err(self.unavailable(format!("certificate {handle} has no revocation time")));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether a relying party would accept the certificate with this serial: OpenBao issued
+    /// it, it has not expired, and the CRL OpenBao publishes does not list it.
+    fn certificate_valid(&self, serial: &str) -> Result<bool> {
+        let pki = &self.settings.pki_mount;
+        let reply = self.call("GET", &format!("{pki}/cert/{serial}"), None)?;
+        if reply.status == 404 {
+            return Ok(false);
+        }
+        let body = reply.expect(self, 200, "read the certificate")?;
+        let pem = body.pointer("/data/certificate").and_then(Value::as_str).unwrap_or_default();
+        let not_after =
+            pki::not_after(pem).map_err(|e| self.unavailable(format!("certificate {serial}: {e}")))?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        if now >= not_after {
+            return Ok(false);
+        }
+        let crl = self.call("GET", &format!("{pki}/cert/crl"), None)?.expect(self, 200, "read the CRL")?;
+        let crl = crl.pointer("/data/certificate").and_then(Value::as_str).unwrap_or_default();
+        let listed = pki::crl_lists(crl, serial).map_err(|e| self.unavailable(format!("CRL: {e}")))?;
+        Ok(!listed)
     }
 
     /// Issues a new credential: its secret data (memory only) and its handle. `fresh` asks a
@@ -346,6 +401,38 @@ impl OpenBaoConnector {
                     return Err(self.unavailable("create the token: the answer has no token/accessor".into()));
                 };
                 Ok((json!({ "token": token, "accessor": accessor }), accessor.to_owned()))
+            }
+            Kind::Cert(role) => {
+                let common_name = match &self.settings.pki_domain {
+                    Some(domain) => format!("{}.{domain}", op.member),
+                    None => op.member.to_string(),
+                };
+                let ttl = op.ttl.map(|ttl| format!("{}s", (ttl.as_millis() / 1000).max(1)));
+                let request = json!({ "common_name": common_name, "ttl": ttl });
+                let pki = &self.settings.pki_mount;
+                let issued = self.call("POST", &format!("{pki}/issue/{role}"), Some(request))?.expect(
+                    self,
+                    200,
+                    "issue the certificate",
+                )?;
+                let field = |name: &str| issued.pointer(&format!("/data/{name}")).cloned();
+                let (Some(serial), Some(certificate), Some(key)) =
+                    (field("serial_number"), field("certificate"), field("private_key"))
+                else {
+                    return Err(self.unavailable(
+                        "issue the certificate: the answer has no serial/certificate/key".into(),
+                    ));
+                };
+                let serial = serial.as_str().unwrap_or_default().to_owned();
+                let data = json!({
+                    "certificate": certificate,
+                    "private_key": key,
+                    "issuing_ca": field("issuing_ca"),
+                    "ca_chain": field("ca_chain"),
+                    "serial_number": serial,
+                    "expiration": field("expiration"),
+                });
+                Ok((data, serial))
             }
         }
     }
@@ -425,6 +512,17 @@ impl OpenBaoConnector {
             && self.live(kind, identity, entitlement, handle)?
         {
             self.retire(kind, handle)?;
+            // The path stays (the identity still holds what it names) until retirement shows.
+            if self.live(kind, identity, entitlement, handle)? {
+                return Err(self.unavailable(format!(
+                    "{entitlement} of {identity}: {handle} is still valid after retirement{}",
+                    if matches!(kind, Kind::Cert(_)) {
+                        " (revoked on OpenBao but absent from its CRL: is the CRL disabled or waiting for a rebuild?)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
         }
         let deleted = self.call("DELETE", &self.kv_path("metadata", identity, entitlement), None)?;
         if deleted.status != 204 && deleted.status != 404 {
@@ -461,17 +559,19 @@ impl OpenBaoConnector {
                 }
                 holders.insert(identity.clone());
                 let current = state.get("writ_version") == Some(state.current_version.to_string().as_str());
-                let previous_dead = match (kind, state.get("previous_handle")) {
-                    (Kind::Static(_), _) | (_, None) => true,
-                    (_, Some(previous)) => {
-                        !self.live(kind, identity.as_str(), entitlement.as_str(), previous)?
-                    }
-                };
+                let mut unretired = Vec::new();
+                if let Some(previous) =
+                    state.get("previous_handle").filter(|_| !matches!(kind, Kind::Static(_)))
+                    && self.live(kind, identity.as_str(), entitlement.as_str(), previous)?
+                {
+                    unretired.push(previous.to_owned());
+                }
                 observed.issued.insert(
                     (entitlement.clone(), identity.clone()),
                     Issued {
                         change: state.get("writ_change").filter(|_| current).map(str::to_owned),
-                        previous_retired: state.older_live.is_empty() && previous_dead,
+                        previous_retired: state.older_live.is_empty() && unretired.is_empty(),
+                        unretired,
                     },
                 );
             }
@@ -530,6 +630,10 @@ impl Connector for OpenBaoConnector {
                     .map(|p| format!("policy/{p}")),
             );
         }
+        let pki = &self.settings.pki_mount;
+        names.extend(
+            self.list(&format!("{pki}/roles"), "list PKI roles")?.into_iter().map(|r| format!("pki/{r}")),
+        );
         let mut entitlements: Vec<EntitlementName> =
             names.iter().filter_map(|n| EntitlementName::parse(n).ok()).collect();
         entitlements.sort();
@@ -566,6 +670,53 @@ impl Connector for OpenBaoConnector {
     }
 }
 
+/// What Writ reads in certificates and CRLs (PEM as OpenBao returns them).
+mod pki {
+    use std::time::Duration;
+
+    use x509_cert::Certificate;
+    use x509_cert::crl::CertificateList;
+    use x509_cert::der::{Decode, DecodePem, pem};
+
+    /// The certificate's end of validity, since the Unix epoch.
+    pub fn not_after(pem: &str) -> Result<Duration, String> {
+        let certificate =
+            Certificate::from_pem(pem.as_bytes()).map_err(|e| format!("not a PEM certificate: {e}"))?;
+        Ok(certificate.tbs_certificate.validity.not_after.to_unix_duration())
+    }
+
+    /// Whether the CRL lists `serial` (OpenBao's `aa:bb:…` form).
+    pub fn crl_lists(pem: &str, serial: &str) -> Result<bool, String> {
+        let (label, der) = pem::decode_vec(pem.as_bytes()).map_err(|e| format!("not PEM: {e}"))?;
+        if label != "X509 CRL" {
+            return Err(format!("PEM {label:?} is not a CRL"));
+        }
+        let crl = CertificateList::from_der(&der).map_err(|e| format!("not a CRL: {e}"))?;
+        let wanted = serial_bytes(serial).ok_or_else(|| format!("{serial:?} is not a serial number"))?;
+        Ok(crl
+            .tbs_cert_list
+            .revoked_certificates
+            .iter()
+            .flatten()
+            .any(|revoked| significant(revoked.serial_number.as_bytes()) == significant(&wanted)))
+    }
+
+    /// `aa:bb:…` (or plain hex) as bytes.
+    pub fn serial_bytes(serial: &str) -> Option<Vec<u8>> {
+        let hex: String = serial.chars().filter(|c| *c != ':').collect();
+        if hex.is_empty() || !hex.len().is_multiple_of(2) {
+            return None;
+        }
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+    }
+
+    /// The bytes of an unsigned integer without leading zeros (DER adds one for the sign).
+    fn significant(bytes: &[u8]) -> &[u8] {
+        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        bytes.get(start..).unwrap_or_default()
+    }
+}
+
 fn path_segment_ok(value: &str) -> bool {
     !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
 }
@@ -588,5 +739,38 @@ mod tests {
         assert!(!loopback_http("https://127.0.0.1:8200"));
         assert!(path_segment_ok("database") && path_segment_ok("writ_creds-1"));
         assert!(!path_segment_ok("../sys") && !path_segment_ok("a/b") && !path_segment_ok(""));
+    }
+
+    #[test]
+    fn a_certificate_domain_must_be_a_dns_name() {
+        for (domain, ok) in [("svc.writ.test", true), ("svc_1.test", false), ("a..b", false), ("x/y", false)]
+        {
+            let settings = OpenBaoSettings {
+                addr: "http://127.0.0.1:9".into(),
+                database_mount: "database".into(),
+                kv_mount: "secret".into(),
+                kv_prefix: "writ".into(),
+                policies: Vec::new(),
+                pki_mount: "pki".into(),
+                pki_domain: Some(domain.into()),
+            };
+            // A valid domain gets as far as the (closed) port; an invalid one is refused first.
+            let refused = matches!(
+                OpenBaoConnector::connect("vault", settings, "t"),
+                Err(ConnectorError::Invalid { .. })
+            );
+            assert_eq!(refused, !ok, "{domain}");
+        }
+    }
+
+    #[test]
+    fn serials_compare_as_numbers_in_openbao_and_der_form() {
+        assert_eq!(pki::serial_bytes("32:79:16:fd"), Some(vec![0x32, 0x79, 0x16, 0xfd]));
+        assert_eq!(pki::serial_bytes("00ff"), Some(vec![0, 0xff]));
+        assert_eq!(pki::serial_bytes("3:27"), None, "odd digits");
+        assert_eq!(pki::serial_bytes("zz"), None);
+        assert_eq!(pki::serial_bytes(""), None);
+        assert!(pki::not_after("not pem").is_err());
+        assert!(pki::crl_lists("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", "01").is_err());
     }
 }

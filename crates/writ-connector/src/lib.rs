@@ -85,6 +85,9 @@ pub struct Issued {
     pub change: Option<String>,
     /// Whether every earlier credential of the member is retired (destroyed or deleted).
     pub previous_retired: bool,
+    /// Earlier credentials the target still accepts, by handle (lease ID, accessor, certificate
+    /// serial; never a secret): what a rotation left valid.
+    pub unretired: Vec<String>,
 }
 
 /// Observed members per entitlement, read from the target itself.
@@ -255,7 +258,11 @@ impl Connector for MemoryConnector {
         let applied = apply_to(&self.name, &mut *self.lock()?, ops)?;
         let mut issued = self.locked(&self.issued)?;
         for op in ops.iter().filter(|op| op.action == OpAction::Rotate) {
-            let by = Issued { change: Some(context.change.to_string()), previous_retired: true };
+            let by = Issued {
+                change: Some(context.change.to_string()),
+                previous_retired: true,
+                unretired: Vec::new(),
+            };
             issued.insert((op.entitlement.clone(), op.member.clone()), by);
         }
         Ok(ApplyReport { applied, reference: None })

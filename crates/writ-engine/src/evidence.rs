@@ -101,6 +101,7 @@ pub fn observed_json(observed: &Observed) -> Value {
                 "member": member.as_str(),
                 "change": issued.change,
                 "previous_retired": issued.previous_retired,
+                "still_valid": issued.unretired,
             })
         })
         .collect();

@@ -438,6 +438,12 @@ pub struct TargetAddArgs {
     /// policy/NAME (default: none).
     #[arg(long)]
     pub policies: Option<String>,
+    /// openbao: the PKI engine's mount; its roles are offered as pki/ROLE (default: pki).
+    #[arg(long)]
+    pub pki_mount: Option<String>,
+    /// openbao: certificates are issued for IDENTITY.DOMAIN (default: for IDENTITY).
+    #[arg(long, value_name = "DOMAIN")]
+    pub pki_domain: Option<String>,
     /// ldap: the DN to bind as (anonymous without it).
     #[arg(long)]
     pub bind_dn: Option<String>,

@@ -313,6 +313,8 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 database_mount,
                 kv_mount,
                 policies,
+                pki_mount,
+                pki_domain,
                 bind_dn,
                 groups,
                 users,
@@ -375,6 +377,8 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                     settings.extend(database_mount.map(|m| ("database_mount".to_owned(), m)));
                     settings.extend(kv_mount.map(|m| ("kv_mount".to_owned(), m)));
                     settings.extend(policies.map(|p| ("policies".to_owned(), p)));
+                    settings.extend(pki_mount.map(|m| ("pki_mount".to_owned(), m)));
+                    settings.extend(pki_domain.map(|d| ("pki_domain".to_owned(), d)));
                 }
                 ConnectorKind::Memory => {
                     return Err(CliError::new(

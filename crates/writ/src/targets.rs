@@ -110,6 +110,8 @@ impl ConnectorFactory for Connectors {
                         .filter(|p| !p.is_empty())
                         .map(str::to_owned)
                         .collect(),
+                    pki_mount: target.setting("pki_mount").unwrap_or("pki").to_owned(),
+                    pki_domain: target.setting("pki_domain").map(str::to_owned),
                 };
                 let file = setting(target, "token_file")?;
                 let token = std::fs::read_to_string(file).map_err(|e| ConnectorError::Invalid {

@@ -5,7 +5,9 @@
 //! verification; and the password never appears in Writ's files or output. Rotation: a static
 //! role's password rotated through OpenBao is refused by PostgreSQL afterwards, a dynamic
 //! credential's old lease dies, a workload token's old accessor is revoked, and every earlier
-//! KV version is destroyed.
+//! KV version is destroyed. Certificates: issued through the PKI engine, the rotated one
+//! refused by a relying party checking OpenBao's CRL (`openssl verify -crl_check`), and a
+//! revocation that never reaches the CRL ends in a failed verification naming the serial.
 
 use serde_json::{Value, json};
 
@@ -53,15 +55,20 @@ impl Bao {
     }
 }
 
-/// OpenBao with a database mount `db_P` whose role `P-read` creates a PostgreSQL login in
-/// database `writ_P` that is a member of group role `P_read`.
-fn setup(p: &str) -> Option<(Bao, String)> {
-    let config = postgres()?;
+/// A client for the test OpenBao, as its root.
+fn bao() -> Option<Bao> {
     let addr = service("WRIT_TEST_OPENBAO_ADDR", "OpenBao")?;
     let token_file = service("WRIT_TEST_OPENBAO_TOKEN_FILE", "OpenBao")?;
     let token = std::fs::read_to_string(&token_file).unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let bao = Bao { addr, token_file, token, agent };
+    Some(Bao { addr, token_file, token, agent })
+}
+
+/// OpenBao with a database mount `db_P` whose role `P-read` creates a PostgreSQL login in
+/// database `writ_P` that is a member of group role `P_read`.
+fn setup(p: &str) -> Option<(Bao, String)> {
+    let config = postgres()?;
+    let bao = bao()?;
     postgres_database(&config, &format!("writ_{p}"));
     let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
     admin.batch_execute(&format!("DROP ROLE IF EXISTS {p}_read; CREATE ROLE {p}_read NOLOGIN")).unwrap();
@@ -437,4 +444,148 @@ fn dynamic_credentials_and_workload_tokens_rotate_with_the_old_ones_revoked() {
     assert_eq!(bao.call("GET", "secret/data/writ/bxc_bot/policy/bxc-agent", None).0, 404);
 
     assert_secrets_absent(&w, &out, &[&old_password, &new_password, &token, &new_token, &bao.token]);
+}
+
+/// What `openssl verify -crl_check` says of `certificate` against OpenBao's CA and current
+/// CRL: a relying party's view. `Ok(())` if accepted, else openssl's reason.
+fn relying_party(bao: &Bao, mount: &str, certificate: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca) = bao.call("GET", &format!("{mount}/cert/ca"), None);
+    let (_, crl) = bao.call("GET", &format!("{mount}/cert/crl"), None);
+    for (name, pem) in [("ca.pem", &ca), ("crl.pem", &crl)] {
+        std::fs::write(dir.path().join(name), pem["data"]["certificate"].as_str().unwrap()).unwrap();
+    }
+    std::fs::write(dir.path().join("leaf.pem"), certificate).unwrap();
+    let output = std::process::Command::new("openssl")
+        .current_dir(dir.path())
+        .args(["verify", "-CAfile", "ca.pem", "-CRLfile", "crl.pem", "-crl_check", "leaf.pem"])
+        .output()
+        .expect("openssl (installed by the test command)");
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    if output.status.success() { Ok(()) } else { Err(said) }
+}
+
+#[test]
+fn a_rotated_certificate_is_refused_by_a_relying_party_and_an_unpublished_revocation_is_a_finding() {
+    let Some(bao) = bao() else { return };
+    let mount = "pki_bxd";
+    assert_eq!(bao.call("DELETE", &format!("sys/mounts/{mount}"), None).0, 204);
+    assert_eq!(bao.call("DELETE", "sys/mounts/db_bxd", None).0, 204);
+    bao.forget("writ/", "bxd-");
+    let pki = json!({ "type": "pki", "config": { "max_lease_ttl": "87600h" } });
+    assert_eq!(bao.call("POST", &format!("sys/mounts/{mount}"), Some(pki)).0, 204);
+    let (status, _) = bao.call(
+        "POST",
+        &format!("{mount}/root/generate/internal"),
+        Some(json!({ "common_name": "bxd test CA", "ttl": "87600h" })),
+    );
+    assert_eq!(status, 200);
+    let role = json!({
+        "allowed_domains": "svc.writ.test", "allow_subdomains": true, "max_ttl": "72h",
+        "key_type": "ec", "key_bits": 256,
+    });
+    assert_eq!(bao.call("POST", &format!("{mount}/roles/svc"), Some(role)).0, 200);
+    let w = World::new();
+    let mut out = String::new();
+    let extra = ["--pki-mount", mount, "--pki-domain", "svc.writ.test"];
+    let added = add_vault(&w, &mut out, &bao, "db_bxd", &extra);
+    assert_eq!(added["entitlements"], json!(["pki/svc"]));
+    run(&w, &mut out, &["identity", "add", "bxd-api", "--kind", "workload", "--owner", "alice"]).ok();
+    let cert = |bao: &Bao| -> (String, String, String) {
+        let (_, data) = bao.call("GET", "secret/data/writ/bxd-api/pki/svc", None);
+        let data = &data["data"]["data"];
+        let field = |name: &str| data[name].as_str().unwrap().to_owned();
+        (field("certificate"), field("serial_number"), field("private_key"))
+    };
+    let subject_and_end = |pem: &str| -> String {
+        let file = w.dir.path().join("probe.pem");
+        std::fs::write(&file, pem).unwrap();
+        let output = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-enddate", "-in", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    // Grant for an hour: a certificate for the workload's name, valid for the grant, accepted.
+    let grant = change(&w, &mut out, "--grant", "bxd-api", "vault:pki/svc", &["--for", "1h"]);
+    assert_eq!(verify(&w, &mut out, &grant).ok(), format!("{grant} verified"));
+    let (first, first_serial, first_key) = cert(&bao);
+    let described = subject_and_end(&first);
+    assert!(described.contains("CN = bxd-api.svc.writ.test"), "{described}");
+    let (_, meta) = bao.call("GET", "secret/metadata/writ/bxd-api/pki/svc", None);
+    assert_eq!(meta["data"]["custom_metadata"]["serial"], first_serial.as_str());
+    assert_eq!(meta["data"]["custom_metadata"]["writ_change"], grant.as_str());
+    relying_party(&bao, mount, &first).unwrap();
+
+    // Rotate: a new certificate, still bounded by the grant; the old serial is on the CRL, so
+    // a relying party refuses the old certificate and accepts the new one.
+    let rotate = change(&w, &mut out, "--rotate", "bxd-api", "vault:pki/svc", &[]);
+    assert_eq!(verify(&w, &mut out, &rotate).ok(), format!("{rotate} verified"));
+    let (second, second_serial, second_key) = cert(&bao);
+    assert_ne!(first_serial, second_serial);
+    let said = relying_party(&bao, mount, &first).unwrap_err();
+    assert!(said.contains("revoked"), "{said}");
+    relying_party(&bao, mount, &second).unwrap();
+    let (current, all) = versions(&bao, "bxd-api/pki/svc");
+    assert!(all.iter().all(|(n, destroyed)| *n == current || *destroyed), "an old version survives: {all:?}");
+
+    // The CRL stops being published: OpenBao records the next revocation but relying parties
+    // never learn of it. The rotation applies, and verification fails naming the serial that
+    // is still valid (the "old rotated certificate still valid" finding).
+    let off = json!({ "disable": true });
+    assert_eq!(bao.call("POST", &format!("{mount}/config/crl"), Some(off)).0, 200);
+    let unpublished = change(&w, &mut out, "--rotate", "bxd-api", "vault:pki/svc", &[]);
+    assert_eq!(verify(&w, &mut out, &unpublished).code, 7, "an unpublished revocation verified");
+    relying_party(&bao, mount, &second).expect("the stale CRL still lets the old certificate through");
+    let shown = run(&w, &mut out, &["change", "show", &unpublished, "--json"]).json();
+    let failed =
+        shown["events"].as_array().unwrap().iter().rfind(|e| e["type"] == "change.verification_failed");
+    let digest = failed.unwrap()["evidence"][0]["sha256"].as_str().unwrap().to_owned();
+    let observed: Value =
+        serde_json::from_str(&run(&w, &mut out, &["evidence", "get", &digest]).ok()).unwrap();
+    assert_eq!(observed["targets"]["vault"]["issued"][0]["still_valid"], json!([second_serial]));
+    assert_eq!(observed["targets"]["vault"]["issued"][0]["change"], unpublished.as_str());
+
+    // Publishing again (and rebuilding the CRL) ends the finding.
+    let publish = |on: bool| {
+        let config = json!({ "disable": !on });
+        assert_eq!(bao.call("POST", &format!("{mount}/config/crl"), Some(config)).0, 200);
+        assert_eq!(bao.call("GET", &format!("{mount}/crl/rotate"), None).0, 200);
+    };
+    publish(true);
+    assert_eq!(verify(&w, &mut out, &unpublished).ok(), format!("{unpublished} verified"));
+    let (third, ..) = cert(&bao);
+
+    // A revoke while the CRL is off fails and keeps the path: the workload still holds a
+    // certificate relying parties accept. Published again, the retried revoke applies.
+    publish(false);
+    let revoke_args = [
+        "change",
+        "request",
+        "--as",
+        "alice",
+        "--identity",
+        "bxd-api",
+        "--revoke",
+        "vault:pki/svc",
+        "--justification",
+        "workload retired",
+        "--json",
+    ];
+    let revoke = run(&w, &mut out, &revoke_args).json()["id"].as_str().unwrap().to_owned();
+    run(&w, &mut out, &["change", "approve", &revoke, "--as", "bob"]).ok();
+    let failed = run(&w, &mut out, &["change", "execute", &revoke]);
+    assert_ne!(failed.code, 0, "a revocation relying parties cannot see was reported done");
+    assert!(failed.stderr.contains("absent from its CRL"), "{}", failed.stderr);
+    assert_eq!(bao.call("GET", "secret/metadata/writ/bxd-api/pki/svc", None).0, 200, "the path went");
+    relying_party(&bao, mount, &third).expect("accepted while the CRL is stale");
+    publish(true);
+    run(&w, &mut out, &["change", "execute", &revoke]).ok();
+    assert_eq!(verify(&w, &mut out, &revoke).ok(), format!("{revoke} verified"));
+    assert!(relying_party(&bao, mount, &third).unwrap_err().contains("revoked"));
+    assert_eq!(bao.call("GET", "secret/metadata/writ/bxd-api/pki/svc", None).0, 404);
+
+    assert_secrets_absent(&w, &out, &[&first_key, &second_key, &bao.token]);
 }
