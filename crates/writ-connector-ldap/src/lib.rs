@@ -29,9 +29,6 @@ use writ_connector::{
 };
 use writ_core::name::{EntitlementName, IdentityName};
 
-/// Longest an LDAP operation may take before the target counts as unavailable.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How to reach and map one directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LdapSettings {
@@ -40,6 +37,9 @@ pub struct LdapSettings {
     pub groups: String,
     pub users: String,
     pub empty_member: String,
+    /// Longest an LDAP operation (or connecting) may take before the target counts as
+    /// unavailable.
+    pub timeout: Duration,
 }
 
 /// One managed group as read from the directory.
@@ -73,12 +73,12 @@ impl LdapConnector {
                     .into(),
             ));
         }
-        let conn_settings = LdapConnSettings::new().set_conn_timeout(Duration::from_secs(5));
+        let conn_settings = LdapConnSettings::new().set_conn_timeout(settings.timeout);
         let mut conn =
             LdapConn::with_settings(conn_settings, &settings.url).map_err(|e| unavailable(name, &e))?;
         if let Some(dn) = &settings.bind_dn {
             let password = password.map(|p| p.trim_end_matches(['\n', '\r'])).unwrap_or_default();
-            conn.with_timeout(TIMEOUT)
+            conn.with_timeout(settings.timeout)
                 .simple_bind(dn, password)
                 .and_then(ldap3::LdapResult::success)
                 .map_err(|e| unavailable(name, &e))?;
@@ -113,7 +113,7 @@ impl LdapConnector {
             None => "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))".to_owned(),
         };
         let (entries, _) = conn
-            .with_timeout(TIMEOUT)
+            .with_timeout(self.settings.timeout)
             .search(
                 &self.settings.groups,
                 Scope::OneLevel,
@@ -203,7 +203,7 @@ impl Connector for LdapConnector {
                 }
                 mods.push(Mod::Replace("description".to_owned(), HashSet::from([trail(context)])));
                 let result = conn
-                    .with_timeout(TIMEOUT)
+                    .with_timeout(self.settings.timeout)
                     .modify(&group.dn, mods)
                     .map_err(|e| unavailable(&self.name, &e))?;
                 match result.rc {

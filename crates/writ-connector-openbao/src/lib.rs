@@ -110,6 +110,8 @@ pub struct OpenBaoSettings {
     pub pki_mount: String,
     /// Certificates are issued for `<identity>.<pki_domain>` (for `<identity>` without it).
     pub pki_domain: Option<String>,
+    /// Longest one HTTP exchange may take.
+    pub timeout: Duration,
 }
 
 /// A client for one OpenBao server.
@@ -152,7 +154,7 @@ impl OpenBaoConnector {
             return Err(invalid(format!("pki_domain must be a DNS name, not {domain:?}")));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(settings.timeout))
             .http_status_as_error(false)
             .build()
             .into();
@@ -753,6 +755,7 @@ mod tests {
                 policies: Vec::new(),
                 pki_mount: "pki".into(),
                 pki_domain: Some(domain.into()),
+                timeout: Duration::from_secs(1),
             };
             // A valid domain gets as far as the (closed) port; an invalid one is refused first.
             let refused = matches!(

@@ -19,6 +19,13 @@
 //! findable on the target itself, next to PostgreSQL's own catalog. `observe` reads the
 //! catalog, never Writ's records.
 //!
+//! Every round trip has a deadline (`timeout`, 10 s by default). A call without an answer in
+//! time fails the apply as unavailable and the connection is dropped: the server may still
+//! have committed it (a "late success"), which the next plan observes, so a retry changes
+//! nothing twice. An apply takes two round trips: `BEGIN` with the advisory lock pipelined
+//! with the catalog read (sent together; the read's snapshot is taken after the lock is held,
+//! since the server runs them in order), then the statements, trail rows and `COMMIT`.
+//!
 //! Target settings: `dsn` (libpq key=value or URL, **without a password**: a DSN carrying one
 //! is refused, because target settings are stored and shown), `password_file` (optional, read
 //! when connecting), `roles` (optional comma-separated list limiting which group roles, and
@@ -30,9 +37,12 @@
 //! quoted, values bound or quoted as literals.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls};
 use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
     no_rotation, plan_against,
@@ -62,23 +72,43 @@ struct Catalog {
 }
 
 /// Settings of one PostgreSQL target (see the module documentation).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PostgresSettings {
     pub dsn: String,
     pub roles: Option<String>,
     pub schemas: Option<String>,
+    /// The deadline of each round trip (and of connecting).
+    pub timeout: Duration,
 }
 
-/// A connection to one PostgreSQL target.
+/// A connection to one PostgreSQL target, driven by its own single-threaded runtime (the
+/// connector is called from blocking code).
 pub struct PostgresConnector {
     name: String,
+    runtime: tokio::runtime::Runtime,
     client: Mutex<Client>,
     /// [`CATALOG`], prepared once per connection (it is planned once, not on every read).
-    catalog: postgres::Statement,
+    catalog: tokio_postgres::Statement,
     managed: Option<BTreeSet<String>>,
     schemas: Vec<String>,
+    timeout: Duration,
     /// Whether `writ_audit.changes` is known to exist on this connection's target.
-    audit_ready: std::sync::atomic::AtomicBool,
+    audit_ready: AtomicBool,
+    /// Set when a round trip got no answer in time: what the connection is in the middle of is
+    /// unknown, so it is not used again.
+    broken: AtomicBool,
+}
+
+/// Why a round trip did not give an answer.
+enum Failed {
+    Db(tokio_postgres::Error),
+    Late,
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(error: tokio_postgres::Error) -> Failed {
+        Failed::Db(error)
+    }
 }
 
 /// Every managed entitlement with its members, one row per (entitlement, member); rows with a
@@ -159,28 +189,78 @@ impl PostgresConnector {
                     .into(),
             ));
         }
-        let mut config: postgres::Config =
+        let mut config: tokio_postgres::Config =
             settings.dsn.parse().map_err(|e| invalid(format!("bad dsn: {e}")))?;
         if let Some(password) = password {
             config.password(password.trim_end_matches(['\n', '\r']));
         }
         config.application_name("writ");
-        config.connect_timeout(std::time::Duration::from_secs(5));
-        let mut client = config.connect(NoTls).map_err(|e| unavailable(name, &e))?;
-        let catalog = client.prepare(CATALOG).map_err(|e| unavailable(name, &e))?;
+        config.connect_timeout(settings.timeout);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            ConnectorError::Unavailable {
+                target: name.to_owned(),
+                detail: format!("cannot start a runtime: {e}"),
+            }
+        })?;
+        let late = |what: &str| ConnectorError::Unavailable {
+            target: name.to_owned(),
+            detail: format!("no answer within {:?} ({what})", settings.timeout),
+        };
+        let (client, connection) = runtime
+            .block_on(async { tokio::time::timeout(settings.timeout, config.connect(NoTls)).await })
+            .map_err(|_| late("connect"))?
+            .map_err(|e| unavailable(name, &e))?;
+        // The connection task runs whenever a call below drives the runtime.
+        runtime.spawn(connection);
+        let catalog = runtime
+            .block_on(async { tokio::time::timeout(settings.timeout, client.prepare(CATALOG)).await })
+            .map_err(|_| late("prepare"))?
+            .map_err(|e| unavailable(name, &e))?;
         Ok(PostgresConnector {
             name: name.to_owned(),
+            runtime,
             client: Mutex::new(client),
             catalog,
             managed: list(settings.roles.as_deref()),
             schemas: list(settings.schemas.as_deref()).unwrap_or_default().into_iter().collect(),
-            audit_ready: std::sync::atomic::AtomicBool::new(false),
+            timeout: settings.timeout,
+            audit_ready: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
         })
     }
 
-    /// True once the connection to the target is gone (the factory then connects again).
+    /// True once the connection to the target is gone or was given up on (the factory then
+    /// connects again).
     pub fn is_closed(&self) -> bool {
-        self.client.lock().map_or(true, |c| c.is_closed())
+        self.broken.load(Ordering::Relaxed) || self.client.lock().map_or(true, |c| c.is_closed())
+    }
+
+    /// Drives `work` to its end or to the deadline. Past the deadline the connection is marked
+    /// broken: a later answer would belong to a request nobody waits for any more.
+    fn wait<T>(
+        &self,
+        work: impl Future<Output = std::result::Result<T, Failed>>,
+    ) -> std::result::Result<T, Failed> {
+        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, work).await }) {
+            Ok(done) => done,
+            Err(_) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(Failed::Late)
+            }
+        }
+    }
+
+    fn fail(&self, failed: Failed) -> ConnectorError {
+        match failed {
+            Failed::Db(error) => self.err(&error),
+            Failed::Late => ConnectorError::Unavailable {
+                target: self.name.clone(),
+                detail: format!(
+                    "no answer within {:?}; whether the last statement took effect is unknown until the target is observed again",
+                    self.timeout
+                ),
+            },
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Client>> {
@@ -190,15 +270,22 @@ impl PostgresConnector {
         })
     }
 
-    fn err(&self, error: &postgres::Error) -> ConnectorError {
+    fn err(&self, error: &tokio_postgres::Error) -> ConnectorError {
         unavailable(&self.name, error)
     }
 
     /// The managed entitlements (all, or only `only`) with their login members, read from the
     /// catalog.
-    fn catalog(&self, client: &mut Client, only: Option<&[EntitlementName]>) -> Result<Catalog> {
+    fn catalog(&self, client: &Client, only: Option<&[EntitlementName]>) -> Result<Catalog> {
         let only: Option<Vec<&str>> = only.map(|o| o.iter().map(EntitlementName::as_str).collect());
-        let rows = client.query(&self.catalog, &[&self.schemas, &only]).map_err(|e| self.err(&e))?;
+        let rows = self
+            .wait(async { Ok(client.query(&self.catalog, &[&self.schemas, &only]).await?) })
+            .map_err(|f| self.fail(f))?;
+        self.read_catalog(rows)
+    }
+
+    /// The catalog from the rows of [`CATALOG`].
+    fn read_catalog(&self, rows: Vec<tokio_postgres::Row>) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         for row in rows {
             let (kind, name): (&str, String) = (row.get(0), row.get(1));
@@ -223,19 +310,18 @@ impl PostgresConnector {
         Ok(catalog)
     }
 
-    /// Runs one apply inside the open transaction and commits it; the caller rolls back on
-    /// error.
+    /// Runs one apply inside the open transaction (whose catalog read is `catalog`) and
+    /// commits it; the caller rolls back on error.
     fn apply_in(
         &self,
-        client: &mut Client,
+        client: &Client,
+        catalog: Catalog,
         context: &ApplyContext,
         ops: &[TargetOp],
     ) -> Result<Vec<AppliedOp>> {
-        let entitlements: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
-        let catalog = self.catalog(client, Some(&entitlements))?;
         plan_against(&self.name, &catalog.members, ops)?;
         let mut batch = String::from("SET LOCAL standard_conforming_strings = on;\n");
-        if !self.audit_ready.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.audit_ready.load(Ordering::Relaxed) {
             batch.push_str(AUDIT_TABLE);
         }
         let mut applied = Vec::with_capacity(ops.len());
@@ -252,9 +338,12 @@ impl PostgresConnector {
                 let until = match op.ttl {
                     Some(ttl) if *object == Object::Login => {
                         let seconds = ttl.as_millis() as f64 / 1000.0;
-                        let row = client
-                            .query_one("SELECT (now() + make_interval(secs => $1))::text", &[&seconds])
-                            .map_err(|e| self.err(&e))?;
+                        let row = self
+                            .wait(async {
+                                let sql = "SELECT (now() + make_interval(secs => $1))::text";
+                                Ok(client.query_one(sql, &[&seconds]).await?)
+                            })
+                            .map_err(|f| self.fail(f))?;
                         row.get::<_, String>(0)
                     }
                     _ => "infinity".to_owned(),
@@ -278,12 +367,14 @@ impl PostgresConnector {
             applied.push(AppliedOp { op: op.clone(), before, after: want });
         }
         batch.push_str("COMMIT");
-        client.batch_execute(&batch).map_err(|e| match e.code() {
-            Some(code) if *code == postgres::error::SqlState::UNDEFINED_OBJECT => ConnectorError::Invalid {
-                target: self.name.clone(),
-                detail: format!("a member has no login role on the target: {}", db_message(&e)),
-            },
-            _ => self.err(&e),
+        self.wait(async { Ok(client.batch_execute(&batch).await?) }).map_err(|failed| match failed {
+            Failed::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+                ConnectorError::Invalid {
+                    target: self.name.clone(),
+                    detail: format!("a member has no login role on the target: {}", db_message(&e)),
+                }
+            }
+            other => self.fail(other),
         })?;
         Ok(applied)
     }
@@ -338,44 +429,54 @@ CREATE TABLE IF NOT EXISTS writ_audit.changes (
 );
 ";
 
-fn db_message(error: &postgres::Error) -> String {
+fn db_message(error: &tokio_postgres::Error) -> String {
     error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
 }
 
-fn unavailable(target: &str, error: &postgres::Error) -> ConnectorError {
+fn unavailable(target: &str, error: &tokio_postgres::Error) -> ConnectorError {
     ConnectorError::Unavailable { target: target.to_owned(), detail: db_message(error) }
 }
 
 impl Connector for PostgresConnector {
     fn entitlements(&self) -> Result<Vec<EntitlementName>> {
-        let mut client = self.lock()?;
-        Ok(self.catalog(&mut client, None)?.members.into_keys().collect())
+        let client = self.lock()?;
+        Ok(self.catalog(&client, None)?.members.into_keys().collect())
     }
 
     fn plan(&self, ops: &[TargetOp]) -> Result<Vec<PlanStep>> {
         no_rotation(&self.name, "PostgreSQL", ops)?;
         let entitlements: Vec<EntitlementName> = ops.iter().map(|op| op.entitlement.clone()).collect();
-        let mut client = self.lock()?;
-        let catalog = self.catalog(&mut client, Some(&entitlements))?;
+        let client = self.lock()?;
+        let catalog = self.catalog(&client, Some(&entitlements))?;
         plan_against(&self.name, &catalog.members, ops)
     }
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         no_rotation(&self.name, "PostgreSQL", ops)?;
-        let mut client = self.lock()?;
-        // One writer per target at a time, so the catalog read below stays true until commit.
-        client
-            .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('writ-connector'))")
-            .map_err(|e| self.err(&e))?;
-        let applied = match self.apply_in(&mut client, context, ops) {
+        let client = self.lock()?;
+        // One writer per target at a time, so the catalog read stays true until commit. The
+        // lock and the read are sent together; the server runs the read after the lock is held.
+        let only = Some(ops.iter().map(|op| op.entitlement.as_str()).collect::<Vec<&str>>());
+        let begun = self.wait(async {
+            let lock =
+                client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('writ-connector'))");
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.schemas, &only];
+            let read = client.query(&self.catalog, &params);
+            let ((), rows) = futures_util::future::try_join(lock, read).await?;
+            Ok(rows)
+        });
+        let read = begun.map_err(|f| self.fail(f)).and_then(|rows| self.read_catalog(rows));
+        let applied = match read.and_then(|catalog| self.apply_in(&client, catalog, context, ops)) {
             Ok(applied) => applied,
             Err(error) => {
                 // Nothing of this apply stays (a broken connection rolls back by itself).
-                let _ = client.batch_execute("ROLLBACK");
+                if !self.broken.load(Ordering::Relaxed) {
+                    let _ = self.wait(async { Ok(client.batch_execute("ROLLBACK").await?) });
+                }
                 return Err(error);
             }
         };
-        self.audit_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.audit_ready.store(true, Ordering::Relaxed);
         // A revoked login also loses the sessions it has open (after commit, so a session that
         // reconnects meets the new VALID UNTIL).
         let logins: Vec<&str> = applied
@@ -384,14 +485,15 @@ impl Connector for PostgresConnector {
             .map(|a| a.op.member.as_str())
             .collect();
         if !logins.is_empty() {
-            let ended = client.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
-                &[&logins],
-            );
+            let ended = self.wait(async {
+                let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                           WHERE usename = ANY($1) AND pid <> pg_backend_pid()";
+                Ok(client.execute(sql, &[&logins]).await?)
+            });
             // The revoke is committed either way; sessions left open are the server's to end.
-            if let Err(error) = ended {
-                tracing::warn!(target: "writ::connector", target_name = %self.name, error = %db_message(&error), "cannot end the revoked logins' sessions");
+            if let Err(failed) = ended {
+                let error = self.fail(failed);
+                tracing::warn!(target: "writ::connector", target_name = %self.name, %error, "cannot end the revoked logins' sessions");
             }
         }
         Ok(ApplyReport {
@@ -401,8 +503,8 @@ impl Connector for PostgresConnector {
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
-        let mut client = self.lock()?;
-        let members = self.catalog(&mut client, Some(entitlements))?.members;
+        let client = self.lock()?;
+        let members = self.catalog(&client, Some(entitlements))?.members;
         Ok(Observed { members, ..Observed::default() })
     }
 }

@@ -13,6 +13,11 @@ use writ_core::time::Timestamp;
 
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 
+/// How long one exchange with a networked target may take unless the target sets `timeout`.
+/// Past it the target counts as unavailable; the exchange may still have taken effect there,
+/// which the next plan observes.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a connector can report as failure. Nothing is assumed applied after an error unless the
 /// connector says so in a report.
 #[derive(Debug, thiserror::Error)]

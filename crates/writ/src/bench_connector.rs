@@ -29,7 +29,12 @@ pub fn run(config: &str, pairs: usize) -> anyhow::Result<Vec<Row>> {
     let baseline = start.elapsed().as_secs_f64();
     let connector = PostgresConnector::connect(
         "bench",
-        &PostgresSettings { dsn: dsn.clone(), roles: Some("wbt_read".into()), schemas: None },
+        &PostgresSettings {
+            dsn: dsn.clone(),
+            roles: Some("wbt_read".into()),
+            schemas: None,
+            timeout: writ_connector::DEFAULT_TIMEOUT,
+        },
         None,
     )?;
     let context = ApplyContext {

@@ -441,6 +441,10 @@ pub struct TargetAddArgs {
     /// openbao: the PKI engine's mount; its roles are offered as pki/ROLE (default: pki).
     #[arg(long)]
     pub pki_mount: Option<String>,
+    /// postgres, ldap, openbao: how long one exchange with the target may take before it
+    /// counts as unavailable, 1s to 5m (default: 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
     /// openbao: certificates are issued for IDENTITY.DOMAIN (default: for IDENTITY).
     #[arg(long, value_name = "DOMAIN")]
     pub pki_domain: Option<String>,

@@ -315,6 +315,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 policies,
                 pki_mount,
                 pki_domain,
+                timeout,
                 bind_dn,
                 groups,
                 users,
@@ -387,6 +388,19 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                         exit::INPUT,
                     ));
                 }
+            }
+            if let Some(timeout) = timeout {
+                if kind == ConnectorKind::Git {
+                    return Err(CliError::new(
+                        "input.invalid_value",
+                        "--timeout is for networked targets (postgres, ldap, openbao); git is local",
+                        exit::INPUT,
+                    ));
+                }
+                crate::targets::parse_timeout(&timeout).map_err(|e| {
+                    CliError::new("input.invalid_value", format!("--timeout: {e}"), exit::INPUT)
+                })?;
+                settings.push(("timeout".to_owned(), timeout));
             }
             let actor = registry_actor(engine, actor.as_deref())?;
             let target = engine.add_target(actor, name, kind, settings)?;

@@ -65,6 +65,22 @@ fn password(target: &Target) -> Result<Option<String>, ConnectorError> {
         .transpose()
 }
 
+/// The target's `timeout` setting (a duration such as `2s`), or the default.
+fn timeout(target: &Target) -> Result<std::time::Duration, ConnectorError> {
+    let Some(text) = target.setting("timeout") else { return Ok(writ_connector::DEFAULT_TIMEOUT) };
+    parse_timeout(text).map_err(|detail| ConnectorError::Invalid { target: target.name.to_string(), detail })
+}
+
+/// A target timeout: a duration from 1s to 5m (`2s`, `1m`).
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = writ_core::time::Duration::parse(text).map_err(|e| e.to_string())?;
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(0);
+    if !(1_000..=300_000).contains(&millis) {
+        return Err(format!("timeout must be between 1s and 5m, not {text:?}"));
+    }
+    Ok(std::time::Duration::from_millis(millis))
+}
+
 impl ConnectorFactory for Connectors {
     fn connect(&self, target: &Target) -> Result<Arc<dyn Connector>, ConnectorError> {
         let name = target.name.as_str();
@@ -83,6 +99,7 @@ impl ConnectorFactory for Connectors {
                     dsn: setting(target, "dsn")?.to_owned(),
                     roles: target.setting("roles").map(str::to_owned),
                     schemas: target.setting("schemas").map(str::to_owned),
+                    timeout: timeout(target)?,
                 };
                 PostgresConnector::connect(name, &settings, password(target)?.as_deref())
             }),
@@ -93,6 +110,7 @@ impl ConnectorFactory for Connectors {
                     groups: setting(target, "groups")?.to_owned(),
                     users: setting(target, "users")?.to_owned(),
                     empty_member: target.setting("empty_member").unwrap_or("cn=empty-membership").to_owned(),
+                    timeout: timeout(target)?,
                 };
                 LdapConnector::connect(name, settings, password(target)?.as_deref())
             }),
@@ -112,6 +130,7 @@ impl ConnectorFactory for Connectors {
                         .collect(),
                     pki_mount: target.setting("pki_mount").unwrap_or("pki").to_owned(),
                     pki_domain: target.setting("pki_domain").map(str::to_owned),
+                    timeout: timeout(target)?,
                 };
                 let file = setting(target, "token_file")?;
                 let token = std::fs::read_to_string(file).map_err(|e| ConnectorError::Invalid {
