@@ -481,12 +481,22 @@ impl OpenBaoConnector {
         if rotate && let Some(old) = previous_handle.as_deref().filter(|old| *old != handle) {
             custom.insert("previous_handle".to_owned(), Value::String(old.to_owned()));
         }
-        self.call(
-            "POST",
-            &self.kv_path("metadata", identity, entitlement),
-            Some(json!({ "custom_metadata": custom })),
-        )?
-        .expect(self, 204, "record the change on the path")?;
+        let recorded = self
+            .call(
+                "POST",
+                &self.kv_path("metadata", identity, entitlement),
+                Some(json!({ "custom_metadata": custom })),
+            )
+            .and_then(|reply| reply.expect(self, 204, "record the change on the path"));
+        if let Err(error) = recorded {
+            // Without its handle on the path the credential could not be found again to end
+            // it: retire it now (the retry issues another). If OpenBao is unreachable this
+            // fails too, and the credential ends with its TTL (the grant's duration).
+            if !matches!(kind, Kind::Static(_)) {
+                let _ = self.retire(kind, &handle);
+            }
+            return Err(error);
+        }
         if rotate {
             if let Some(old) =
                 previous_handle.as_deref().filter(|old| *old != handle && !matches!(kind, Kind::Static(_)))

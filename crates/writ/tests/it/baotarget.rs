@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 use crate::harness::{Run, World};
 use crate::server::{login, postgres, postgres_database, service};
 
-struct Bao {
-    addr: String,
-    token_file: String,
-    token: String,
-    agent: ureq::Agent,
+pub(crate) struct Bao {
+    pub(crate) addr: String,
+    pub(crate) token_file: String,
+    pub(crate) token: String,
+    pub(crate) agent: ureq::Agent,
 }
 
 impl Bao {
@@ -38,7 +38,7 @@ impl Bao {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call_as(&self.token, method, path, body)
     }
 
@@ -66,7 +66,7 @@ fn bao() -> Option<Bao> {
 
 /// OpenBao with a database mount `db_P` whose role `P-read` creates a PostgreSQL login in
 /// database `writ_P` that is a member of group role `P_read`.
-fn setup(p: &str) -> Option<(Bao, String)> {
+pub(crate) fn setup(p: &str) -> Option<(Bao, String)> {
     let config = postgres()?;
     let bao = bao()?;
     postgres_database(&config, &format!("writ_{p}"));
@@ -110,7 +110,7 @@ fn setup(p: &str) -> Option<(Bao, String)> {
 }
 
 /// The credentials delivered to `identity` for `role`, and the path's custom metadata.
-fn delivered(bao: &Bao, identity: &str, role: &str) -> Option<(String, String, Value)> {
+pub(crate) fn delivered(bao: &Bao, identity: &str, role: &str) -> Option<(String, String, Value)> {
     let (status, data) = bao.call("GET", &format!("secret/data/writ/{identity}/{role}"), None);
     if status == 404 {
         return None;

@@ -10,18 +10,18 @@ use ldap3::{LdapConn, Mod, Scope, SearchEntry};
 use crate::harness::World;
 use crate::server::service;
 
-struct Directory {
-    url: String,
-    bind_dn: String,
-    password_file: String,
+pub(crate) struct Directory {
+    pub(crate) url: String,
+    pub(crate) bind_dn: String,
+    pub(crate) password_file: String,
     /// `ou=<prefix>,dc=writ,dc=test`: this test's own subtree.
-    base: String,
-    conn: LdapConn,
+    pub(crate) base: String,
+    pub(crate) conn: LdapConn,
 }
 
 /// A fresh subtree `ou=P` with `ou=people` (users P_dave, P_erin) and `ou=groups` (P-read, a
 /// groupOfNames, and P-write, a groupOfUniqueNames, each holding only the placeholder).
-fn directory(p: &str) -> Option<Directory> {
+pub(crate) fn directory(p: &str) -> Option<Directory> {
     let url = service("WRIT_TEST_LDAP_URL", "slapd")?;
     let bind_dn = service("WRIT_TEST_LDAP_BIND_DN", "slapd")?;
     let password_file = service("WRIT_TEST_LDAP_PASSWORD_FILE", "slapd")?;
@@ -104,7 +104,7 @@ impl Directory {
     }
 
     /// The group's member values (lower case) and description.
-    fn group(&mut self, cn: &str) -> (Vec<String>, String) {
+    pub(crate) fn group(&mut self, cn: &str) -> (Vec<String>, String) {
         let dn = format!("cn={cn},ou=groups,{}", self.base);
         let (entries, _) = self
             .conn
@@ -123,7 +123,7 @@ impl Directory {
         (members, description)
     }
 
-    fn user(&self, who: &str) -> String {
+    pub(crate) fn user(&self, who: &str) -> String {
         format!("uid={who},ou=people,{}", self.base)
     }
 }

@@ -9,7 +9,7 @@ use crate::server::{postgres, postgres_database};
 /// A target database `writ_P` with group roles `P_read`, `P_write` and login role `P_dave` (roles
 /// are cluster-wide, so each test has its own prefix and they are dropped and made again), and
 /// its libpq DSN.
-fn target(config: &str, p: &str) -> (postgres::Client, String) {
+pub(crate) fn target(config: &str, p: &str) -> (postgres::Client, String) {
     postgres_database(config, &format!("writ_{p}"));
     let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
     admin
@@ -44,7 +44,7 @@ fn words(line: &str) -> Vec<&str> {
     line.split(' ').collect()
 }
 
-fn member(client: &mut postgres::Client, who: &str, role: &str) -> bool {
+pub(crate) fn member(client: &mut postgres::Client, who: &str, role: &str) -> bool {
     client.query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who, &role]).unwrap().get(0)
 }
 
