@@ -335,6 +335,11 @@ pub struct DemoArgs {
     /// Keep the database and repository in this directory instead of a temporary one.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+    /// `git` (default): the access repository only. `all`: also real PostgreSQL, slapd and
+    /// OpenBao servers, which `bash scripts/demo.sh --targets all` starts on temporary
+    /// directories and names in WRIT_DEMO_* variables.
+    #[arg(long, default_value = "git", value_parser = ["git", "all"])]
+    pub targets: String,
 }
 
 #[derive(Args, Debug)]

@@ -34,7 +34,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
-        Top::Demo(args) => crate::demo::run(args.keep.as_deref()).map_err(CliError::from),
+        Top::Demo(args) => {
+            crate::demo::run(args.keep.as_deref(), args.targets == "all").map_err(CliError::from)
+        }
         Top::Bench(args) => crate::bench::run(
             args.lifecycles,
             args.threads,

@@ -1,5 +1,6 @@
 //! `writ demo`: real changes through the whole chain on a fresh embedded database and a real git
-//! repository, printing the reconstructed trail of each. Nothing is simulated.
+//! repository, printing the reconstructed trail of each. Nothing is simulated. With `--targets
+//! all`, the chain continues on real PostgreSQL, slapd and OpenBao servers (`demo_targets`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ description = "Read the finance ledger"
 members = []
 "#;
 
-pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(keep: Option<&Path>, all_targets: bool) -> anyhow::Result<()> {
     let temporary;
     let dir: PathBuf = match keep {
         Some(dir) => {
@@ -146,6 +147,10 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     complete(&engine, &signer, &leaver)?;
     println!("  dave now holds {} grant(s)", engine.grants_of(&name_of("dave")?)?.len());
 
+    if all_targets {
+        crate::demo_targets::run(&engine, &signer)?;
+    }
+
     heading("The ledger: every event above is a leaf of a Merkle tree under a signed checkpoint");
     let trusted = [signer.verifier()];
     let report = engine.verify_ledger(&trusted, true)?;
@@ -181,15 +186,15 @@ pub fn run(keep: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn heading(text: &str) {
+pub fn heading(text: &str) {
     println!("\n== {text}");
 }
 
-fn name_of(name: &str) -> anyhow::Result<IdentityName> {
+pub fn name_of(name: &str) -> anyhow::Result<IdentityName> {
     Ok(IdentityName::parse(name)?)
 }
 
-fn request(
+pub fn request(
     engine: &Engine,
     who: &str,
     ops: &[(OpAction, &str)],
@@ -221,13 +226,13 @@ fn request(
     Ok(record.change.id)
 }
 
-fn complete(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::Result<()> {
+pub fn complete(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::Result<()> {
     engine.approve(id, &name_of("bob")?, None, None)?;
     run_to_review(engine, id)?;
     print_trail(engine, signer, id)
 }
 
-fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
+pub fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
     let executed = engine.execute(id, None)?;
     if let Some(error) = executed.change.last_execution().and_then(|e| e.error.clone()) {
         bail!("{id} failed: {error}");
@@ -241,7 +246,7 @@ fn run_to_review(engine: &Engine, id: &ChangeId) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::Result<()> {
+pub fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyhow::Result<()> {
     engine.checkpoint(signer)?;
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     println!(

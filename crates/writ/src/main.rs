@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod db;
 mod demo;
+mod demo_targets;
 mod keys;
 mod ledger;
 mod render;
