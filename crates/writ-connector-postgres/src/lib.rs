@@ -202,10 +202,7 @@ impl PostgresConnector {
                 detail: format!("cannot start a runtime: {e}"),
             }
         })?;
-        let late = |what: &str| ConnectorError::Unavailable {
-            target: name.to_owned(),
-            detail: format!("no answer within {:?} ({what})", settings.timeout),
-        };
+        let late = |what: &str| no_answer(name, settings.timeout, what);
         let (client, connection) = runtime
             .block_on(async { tokio::time::timeout(settings.timeout, config.connect(NoTls)).await })
             .map_err(|_| late("connect"))?
@@ -253,13 +250,11 @@ impl PostgresConnector {
     fn fail(&self, failed: Failed) -> ConnectorError {
         match failed {
             Failed::Db(error) => self.err(&error),
-            Failed::Late => ConnectorError::Unavailable {
-                target: self.name.clone(),
-                detail: format!(
-                    "no answer within {:?}; whether the last statement took effect is unknown until the target is observed again",
-                    self.timeout
-                ),
-            },
+            Failed::Late => no_answer(
+                &self.name,
+                self.timeout,
+                "whether the last statement took effect is unknown until the target is observed again",
+            ),
         }
     }
 
@@ -431,6 +426,14 @@ CREATE TABLE IF NOT EXISTS writ_audit.changes (
 
 fn db_message(error: &tokio_postgres::Error) -> String {
     error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned())
+}
+
+/// The target gave no answer within `timeout`.
+fn no_answer(target: &str, timeout: Duration, detail: &str) -> ConnectorError {
+    ConnectorError::Unavailable {
+        target: target.to_owned(),
+        detail: format!("no answer within {timeout:?}; {detail}"),
+    }
 }
 
 fn unavailable(target: &str, error: &tokio_postgres::Error) -> ConnectorError {

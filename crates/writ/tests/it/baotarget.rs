@@ -72,7 +72,7 @@ pub(crate) fn setup(p: &str) -> Option<(Bao, String)> {
     postgres_database(&config, &format!("writ_{p}"));
     let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
     admin.batch_execute(&format!("DROP ROLE IF EXISTS {p}_read; CREATE ROLE {p}_read NOLOGIN")).unwrap();
-    let port = config.split_whitespace().find_map(|kv| kv.strip_prefix("port=")).unwrap().to_owned();
+    let port = crate::server::port_of(&config);
     let mount = format!("db_{p}");
     // A fresh mount each run: static roles and leases of an earlier run go with the old one,
     // and so do the KV paths of this test's identities.

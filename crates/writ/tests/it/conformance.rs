@@ -150,12 +150,6 @@ fn suite(f: &mut dyn Fixture) -> String {
     late
 }
 
-/// `127.0.0.1:PORT` of a libpq key=value configuration.
-fn host_port(config: &str) -> String {
-    let port = config.split_whitespace().find_map(|kv| kv.strip_prefix("port=")).unwrap();
-    format!("127.0.0.1:{port}")
-}
-
 struct Postgres {
     pg: postgres::Client,
     dsn: String,
@@ -173,7 +167,7 @@ impl Fixture for Postgres {
             .to_vec()
     }
     fn upstream(&self) -> String {
-        host_port(&self.dsn)
+        format!("127.0.0.1:{}", crate::server::port_of(&self.dsn))
     }
     fn identity(&self) -> (&'static str, &'static [&'static str]) {
         ("cfp_dave", &["--kind", "human"])

@@ -214,3 +214,8 @@ pub fn login_as(config: &str, p: &str, username: &str, password: &str) -> Option
 pub fn login(config: &str, p: &str, username: &str, password: &str) -> bool {
     login_as(config, p, username, password).is_some()
 }
+
+/// The `port=` of a libpq key=value configuration.
+pub fn port_of(config: &str) -> String {
+    config.split_whitespace().find_map(|kv| kv.strip_prefix("port=")).unwrap().to_owned()
+}
