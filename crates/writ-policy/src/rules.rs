@@ -1,0 +1,628 @@
+//! The declarative workflow rules (`rules.toml`): tiers, groups, entitlement classes and rules,
+//! parsed and checked once, then evaluated against a change's facts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use toml::Spanned;
+use writ_core::time::Duration;
+
+use crate::{ChangeFacts, Denial, PolicyError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    tier: Vec<Spanned<TierSpec>>,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    entitlement: Vec<Spanned<EntitlementSpec>>,
+    #[serde(default)]
+    breakglass: Option<Spanned<BreakglassSpec>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RuleSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierSpec {
+    name: String,
+    approvals: u8,
+    approval_validity: String,
+    escalate_after: Option<String>,
+    escalate_to: Option<String>,
+    max_duration: Option<String>,
+    #[serde(default)]
+    review: bool,
+    #[serde(default)]
+    require_ticket: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntitlementSpec {
+    #[serde(rename = "match")]
+    patterns: Vec<String>,
+    #[serde(default)]
+    privileged: bool,
+    owner: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakglassSpec {
+    max_duration: String,
+    approval_deadline: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    description: Option<String>,
+    #[serde(default)]
+    controls: Vec<String>,
+    #[serde(default)]
+    when: When,
+    tier: Option<String>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    max_duration: Option<String>,
+    require_ticket: Option<bool>,
+    review: Option<bool>,
+    deny: Option<String>,
+}
+
+/// When a rule applies. Every condition given must hold; the operation conditions must hold
+/// for one operation of the change (the rule then acts on every operation that matched).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct When {
+    // change conditions
+    kind: Option<Vec<String>>,
+    event: Option<Vec<String>>,
+    vendor: Option<bool>,
+    has_ticket: Option<bool>,
+    emergency: Option<bool>,
+    // operation conditions
+    action: Option<Vec<String>>,
+    entitlement: Option<Vec<String>>,
+    subject_kind: Option<Vec<String>>,
+    subject_nhi: Option<bool>,
+    subject_owned: Option<bool>,
+    privileged: Option<bool>,
+    entitlement_owned: Option<bool>,
+    has_duration: Option<bool>,
+}
+
+/// A risk tier and its defaults.
+#[derive(Clone, Debug)]
+pub struct Tier {
+    pub name: String,
+    pub approvals: u8,
+    pub validity: Duration,
+    pub escalate_after: Option<Duration>,
+    pub escalate_to: Option<String>,
+    pub max_duration: Option<Duration>,
+    pub review: bool,
+    pub require_ticket: bool,
+}
+
+/// Who may fill an approval slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Eligible {
+    /// Any human the Cedar policy lets approve.
+    Anyone,
+    /// A human who acts for no vendor.
+    Internal,
+    /// A member of this group.
+    Group { name: String, members: BTreeSet<String> },
+    /// One of these people.
+    People(BTreeSet<String>),
+}
+
+/// One approval a change needs: a label recorded in the ledger, and who can give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub label: String,
+    pub eligible: Eligible,
+}
+
+/// What the rules decided for a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validation {
+    pub tier: String,
+    pub approvals: u8,
+    pub validity: Duration,
+    /// One slot per approval; the slots beyond the named ones are `any`.
+    pub slots: Vec<Slot>,
+    pub escalate_after: Option<Duration>,
+    pub escalate_to: Option<String>,
+    pub review: bool,
+    /// The rules that matched, in file order.
+    pub rules: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+enum SlotSpec {
+    Any,
+    Internal,
+    Group(String),
+    Person(String),
+    SubjectOwner,
+    EntitlementOwner,
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    id: String,
+    controls: Vec<String>,
+    description: Option<String>,
+    when: When,
+    tier: Option<usize>,
+    approvers: Vec<SlotSpec>,
+    max_duration: Option<Duration>,
+    require_ticket: Option<bool>,
+    review: Option<bool>,
+    deny: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct EntitlementClass {
+    patterns: Vec<String>,
+    privileged: bool,
+    owner: Option<String>,
+}
+
+/// Break-glass limits: how long an emergency grant lasts and how soon someone else must
+/// approve it after the fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Breakglass {
+    pub max_duration: Duration,
+    pub approval_deadline: Duration,
+}
+
+/// The compiled `rules.toml`.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    tiers: Vec<Tier>,
+    groups: BTreeMap<String, BTreeSet<String>>,
+    entitlements: Vec<EntitlementClass>,
+    rules: Vec<Rule>,
+    pub breakglass: Breakglass,
+}
+
+const FILE: &str = "rules.toml";
+const CHANGE_KINDS: &[&str] = &[
+    "grant",
+    "revoke",
+    "modify",
+    "time_bound_elevation",
+    "rotate_secret",
+    "rotate_certificate",
+    "create_identity",
+    "decommission_identity",
+    "transfer_ownership",
+];
+const EVENTS: &[&str] =
+    &["joiner", "mover", "leaver", "deploy", "decommission", "incident", "vendor", "adhoc", "expiry"];
+const ACTIONS: &[&str] = &["grant", "revoke", "rotate"];
+const KINDS: &[&str] =
+    &["human", "service_account", "api_key", "secret", "certificate", "workload", "ai_agent"];
+
+impl Rules {
+    pub fn parse(text: &str) -> Result<Rules, PolicyError> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |span| line_of(text, span.start));
+            PolicyError::invalid(FILE, line, e.message())
+        })?;
+        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+        let mut tiers: Vec<Tier> = Vec::new();
+        for spec in &file.tier {
+            let line = at(spec.span());
+            let spec = spec.get_ref();
+            let err =
+                |reason: String| PolicyError::invalid(FILE, line, &format!("tier {:?}: {reason}", spec.name));
+            if tiers.iter().any(|t| t.name == spec.name) || !is_name(&spec.name) {
+                return Err(err("tier names must be unique words (letters, digits, - and _)".into()));
+            }
+            if spec.approvals == 0 || spec.approvals > 10 {
+                return Err(err("approvals must be 1 to 10".into()));
+            }
+            tiers.push(Tier {
+                name: spec.name.clone(),
+                approvals: spec.approvals,
+                validity: duration(&spec.approval_validity).map_err(&err)?,
+                escalate_after: spec.escalate_after.as_deref().map(duration).transpose().map_err(&err)?,
+                escalate_to: spec.escalate_to.clone(),
+                max_duration: spec.max_duration.as_deref().map(duration).transpose().map_err(&err)?,
+                review: spec.review,
+                require_ticket: spec.require_ticket,
+            });
+        }
+        if tiers.is_empty() {
+            return Err(PolicyError::invalid(FILE, 1, "no [[tier]]: at least one risk tier is needed"));
+        }
+        let mut groups = BTreeMap::new();
+        for (name, members) in &file.groups {
+            if !is_name(name) {
+                return Err(PolicyError::invalid(
+                    FILE,
+                    find_line(text, name),
+                    &format!("group name {name:?}"),
+                ));
+            }
+            groups.insert(name.clone(), members.iter().cloned().collect::<BTreeSet<_>>());
+        }
+        for (tier, spec) in tiers.iter().zip(&file.tier) {
+            if let Some(target) = &tier.escalate_to {
+                check_escalation_target(target, &groups).map_err(|reason| {
+                    PolicyError::invalid(FILE, at(spec.span()), &format!("tier {:?}: {reason}", tier.name))
+                })?;
+            }
+        }
+        let mut entitlements = Vec::new();
+        for spec in &file.entitlement {
+            let line = at(spec.span());
+            let spec = spec.get_ref();
+            if spec.patterns.is_empty() || spec.patterns.iter().any(|p| !p.contains(':')) {
+                return Err(PolicyError::invalid(
+                    FILE,
+                    line,
+                    "[[entitlement]] match: one or more TARGET:ENTITLEMENT patterns (* matches any text)",
+                ));
+            }
+            entitlements.push(EntitlementClass {
+                patterns: spec.patterns.clone(),
+                privileged: spec.privileged,
+                owner: spec.owner.clone(),
+            });
+        }
+        let breakglass = match &file.breakglass {
+            Some(spec) => {
+                let line = at(spec.span());
+                let err =
+                    |reason: String| PolicyError::invalid(FILE, line, &format!("[breakglass]: {reason}"));
+                Breakglass {
+                    max_duration: duration(&spec.get_ref().max_duration).map_err(&err)?,
+                    approval_deadline: duration(&spec.get_ref().approval_deadline).map_err(&err)?,
+                }
+            }
+            None => Breakglass { max_duration: Duration::hours(1), approval_deadline: Duration::hours(24) },
+        };
+        let mut rules: Vec<Rule> = Vec::new();
+        for spec in &file.rule {
+            let line = at(spec.span());
+            let spec = spec.get_ref();
+            let err =
+                |reason: String| PolicyError::invalid(FILE, line, &format!("rule {:?}: {reason}", spec.id));
+            if !is_rule_id(&spec.id) || rules.iter().any(|r| r.id == spec.id) {
+                return Err(err("rule ids must be unique, of letters, digits, '.', '-' and '_'".into()));
+            }
+            check_when(&spec.when).map_err(&err)?;
+            let tier = spec
+                .tier
+                .as_ref()
+                .map(|name| {
+                    tiers.iter().position(|t| &t.name == name).ok_or_else(|| {
+                        let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+                        err(format!("tier {name:?} is not defined (tiers: {})", known.join(", ")))
+                    })
+                })
+                .transpose()?;
+            let approvers = spec
+                .approvers
+                .iter()
+                .map(|a| slot_spec(a, &groups))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            let has_effect = tier.is_some()
+                || !approvers.is_empty()
+                || spec.max_duration.is_some()
+                || spec.require_ticket.is_some()
+                || spec.review.is_some()
+                || spec.deny.is_some();
+            if !has_effect {
+                return Err(err(
+                    "has no effect: give tier, approvers, max_duration, require_ticket, review or deny"
+                        .into(),
+                ));
+            }
+            rules.push(Rule {
+                id: spec.id.clone(),
+                controls: spec.controls.clone(),
+                description: spec.description.clone(),
+                when: spec.when.clone(),
+                tier,
+                approvers,
+                max_duration: spec.max_duration.as_deref().map(duration).transpose().map_err(&err)?,
+                require_ticket: spec.require_ticket,
+                review: spec.review,
+                deny: spec.deny.clone(),
+            });
+        }
+        Ok(Rules { tiers, groups, entitlements, rules, breakglass })
+    }
+
+    /// The groups `name` is listed in.
+    pub fn groups_of(&self, name: &str) -> Vec<&str> {
+        self.groups.iter().filter(|(_, m)| m.contains(name)).map(|(g, _)| g.as_str()).collect()
+    }
+
+    pub fn members(&self, group: &str) -> Option<&BTreeSet<String>> {
+        self.groups.get(group)
+    }
+
+    /// Whether a `target:entitlement` is privileged, and its owner, from `[[entitlement]]`.
+    pub fn classify(&self, entitlement: &str) -> (bool, Option<&str>) {
+        let mut privileged = false;
+        let mut owner = None;
+        for class in &self.entitlements {
+            if class.patterns.iter().any(|p| glob(p, entitlement)) {
+                privileged |= class.privileged;
+                owner = owner.or(class.owner.as_deref());
+            }
+        }
+        (privileged, owner)
+    }
+
+    /// Every rule id with its description and controls, for `writ policy show`.
+    pub fn listing(&self) -> Vec<(String, Option<String>, Vec<String>)> {
+        self.rules.iter().map(|r| (r.id.clone(), r.description.clone(), r.controls.clone())).collect()
+    }
+
+    pub fn controls(&self, id: &str) -> Option<&[String]> {
+        self.rules.iter().find(|r| r.id == id).map(|r| r.controls.as_slice())
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// Decides the tier and requirements of a change, or refuses it.
+    pub fn evaluate(&self, facts: &ChangeFacts) -> Result<Validation, Denial> {
+        let mut tier = 0usize;
+        let mut named: Vec<Slot> = Vec::new();
+        let mut max: Vec<(Option<Duration>, Option<String>)> = vec![(None, None); facts.ops.len()];
+        let mut require_ticket = None::<String>;
+        let mut review = false;
+        let mut fired = Vec::new();
+        for rule in &self.rules {
+            let ops: Vec<usize> = self.matching_ops(rule, facts);
+            if ops.is_empty() || !change_matches(&rule.when, facts) {
+                continue;
+            }
+            fired.push(rule.id.clone());
+            if let Some(reason) = &rule.deny {
+                return Err(Denial::rule("policy.denied", &rule.id, reason.clone()));
+            }
+            if let Some(t) = rule.tier {
+                tier = tier.max(t);
+            }
+            for spec in &rule.approvers {
+                for slot in self.slots(spec, facts, &ops) {
+                    if !named.iter().any(|s| s.label == slot.label) {
+                        named.push(slot);
+                    }
+                }
+            }
+            if let Some(limit) = rule.max_duration {
+                for &i in &ops {
+                    if let Some(entry) = max.get_mut(i)
+                        && entry.0.is_none_or(|m| limit < m)
+                    {
+                        *entry = (Some(limit), Some(rule.id.clone()));
+                    }
+                }
+            }
+            if rule.require_ticket == Some(true) {
+                require_ticket.get_or_insert_with(|| rule.id.clone());
+            }
+            review |= rule.review == Some(true);
+        }
+        let tier = self.tiers.get(tier).or(self.tiers.first()).ok_or_else(|| Denial {
+            code: "policy.invalid",
+            rule: None,
+            reason: "the policy defines no tier".into(),
+        })?;
+        for (op, (limit, rule)) in facts.ops.iter().zip(&max) {
+            let (limit, rule) = match (limit, tier.max_duration) {
+                (Some(l), Some(t)) if t < *l => (Some(t), format!("tier.{}", tier.name)),
+                (Some(l), _) => (Some(*l), rule.clone().unwrap_or_default()),
+                (None, t) => (t, format!("tier.{}", tier.name)),
+            };
+            if let (Some(limit), Some(duration)) = (limit, op.duration)
+                && duration > limit
+            {
+                return Err(Denial::rule(
+                    "policy.duration_exceeded",
+                    &rule,
+                    format!(
+                        "{} on {} for {duration} is longer than the {limit} this policy allows",
+                        op.entitlement, op.identity.name
+                    ),
+                ));
+            }
+        }
+        if tier.require_ticket && require_ticket.is_none() {
+            require_ticket = Some(format!("tier.{}", tier.name));
+        }
+        if let Some(rule) = require_ticket
+            && !facts.has_ticket
+        {
+            return Err(Denial::rule(
+                "policy.ticket_required",
+                &rule,
+                "this change needs a ticket reference (--ticket)".to_owned(),
+            ));
+        }
+        let approvals = usize::from(tier.approvals).max(named.len());
+        let mut slots = named;
+        while slots.len() < approvals {
+            slots.push(Slot { label: "any".to_owned(), eligible: Eligible::Anyone });
+        }
+        Ok(Validation {
+            tier: tier.name.clone(),
+            approvals: u8::try_from(approvals).unwrap_or(u8::MAX),
+            validity: tier.validity,
+            slots,
+            escalate_after: tier.escalate_after,
+            escalate_to: tier.escalate_to.clone(),
+            review: review || tier.review,
+            rules: fired,
+        })
+    }
+
+    fn matching_ops(&self, rule: &Rule, facts: &ChangeFacts) -> Vec<usize> {
+        let w = &rule.when;
+        let has = |list: &Option<Vec<String>>, value: &str| {
+            list.as_ref().is_none_or(|l| l.iter().any(|v| v == value))
+        };
+        let is = |cond: Option<bool>, value: bool| cond.is_none_or(|c| c == value);
+        facts
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| {
+                let (privileged, owner) = self.classify(&op.entitlement);
+                let nhi = op.identity.kind != "human";
+                has(&w.action, &op.action)
+                    && w.entitlement.as_ref().is_none_or(|l| l.iter().any(|p| glob(p, &op.entitlement)))
+                    && has(&w.subject_kind, &op.identity.kind)
+                    && is(w.subject_nhi, nhi)
+                    && (w.subject_owned.is_none() || (nhi && is(w.subject_owned, op.owner.is_some())))
+                    && is(w.privileged, privileged)
+                    && is(w.entitlement_owned, owner.is_some())
+                    && is(w.has_duration, op.duration.is_some())
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn slots(&self, spec: &SlotSpec, facts: &ChangeFacts, ops: &[usize]) -> Vec<Slot> {
+        let person = |label: String, name: &str| Slot {
+            label,
+            eligible: Eligible::People(std::iter::once(name.to_owned()).collect()),
+        };
+        match spec {
+            SlotSpec::Any => vec![Slot { label: "any".into(), eligible: Eligible::Anyone }],
+            SlotSpec::Internal => vec![Slot { label: "internal".into(), eligible: Eligible::Internal }],
+            SlotSpec::Group(g) => vec![Slot {
+                label: format!("group:{g}"),
+                eligible: Eligible::Group {
+                    name: g.clone(),
+                    members: self.groups.get(g).cloned().unwrap_or_default(),
+                },
+            }],
+            SlotSpec::Person(p) => vec![person(format!("person:{p}"), p)],
+            SlotSpec::SubjectOwner => ops
+                .iter()
+                .filter_map(|&i| facts.ops.get(i))
+                .filter_map(|op| op.owner.as_deref().map(|o| person(format!("owner:{o}"), o)))
+                .collect(),
+            SlotSpec::EntitlementOwner => ops
+                .iter()
+                .filter_map(|&i| facts.ops.get(i))
+                .filter_map(|op| self.classify(&op.entitlement).1.map(|o| person(format!("owner:{o}"), o)))
+                .collect(),
+        }
+    }
+}
+
+fn change_matches(w: &When, facts: &ChangeFacts) -> bool {
+    let has =
+        |list: &Option<Vec<String>>, value: &str| list.as_ref().is_none_or(|l| l.iter().any(|v| v == value));
+    let is = |cond: Option<bool>, value: bool| cond.is_none_or(|c| c == value);
+    has(&w.kind, &facts.kind)
+        && has(&w.event, &facts.event)
+        && is(w.vendor, facts.vendor.is_some())
+        && is(w.has_ticket, facts.has_ticket)
+        && is(w.emergency, facts.emergency)
+}
+
+fn check_when(w: &When) -> Result<(), String> {
+    let check = |field: &str, list: &Option<Vec<String>>, allowed: &[&str]| {
+        for value in list.iter().flatten() {
+            if !allowed.contains(&value.as_str()) {
+                return Err(format!("when.{field}: {value:?} is not one of {}", allowed.join(", ")));
+            }
+        }
+        Ok(())
+    };
+    check("kind", &w.kind, CHANGE_KINDS)?;
+    check("event", &w.event, EVENTS)?;
+    check("action", &w.action, ACTIONS)?;
+    check("subject_kind", &w.subject_kind, KINDS)?;
+    if w.entitlement.iter().flatten().any(|p| !p.contains(':')) {
+        return Err("when.entitlement: patterns are TARGET:ENTITLEMENT (* matches any text)".into());
+    }
+    Ok(())
+}
+
+fn slot_spec(text: &str, groups: &BTreeMap<String, BTreeSet<String>>) -> Result<SlotSpec, String> {
+    Ok(match text.split_once(':') {
+        None if text == "any" => SlotSpec::Any,
+        None if text == "internal" => SlotSpec::Internal,
+        Some(("group", g)) if groups.contains_key(g) => SlotSpec::Group(g.to_owned()),
+        Some(("group", g)) => return Err(format!("approvers: group {g:?} is not defined in [groups]")),
+        Some(("person", p)) if is_name(p) => SlotSpec::Person(p.to_owned()),
+        Some(("owner", "subject")) => SlotSpec::SubjectOwner,
+        Some(("owner", "entitlement")) => SlotSpec::EntitlementOwner,
+        _ => {
+            return Err(format!(
+                "approvers: {text:?} is not one of any, internal, group:NAME, person:NAME, owner:subject, owner:entitlement"
+            ));
+        }
+    })
+}
+
+fn check_escalation_target(target: &str, groups: &BTreeMap<String, BTreeSet<String>>) -> Result<(), String> {
+    match target.split_once(':') {
+        Some(("group", g)) if groups.contains_key(g) => Ok(()),
+        Some(("group", g)) => Err(format!("escalate_to: group {g:?} is not defined in [groups]")),
+        Some(("person", p)) if is_name(p) => Ok(()),
+        _ => Err(format!("escalate_to: {target:?} is not group:NAME or person:NAME")),
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    Duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+fn is_rule_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 100
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The 1-based line of a byte offset.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes().iter().take(offset).filter(|b| **b == b'\n').count() + 1
+}
+
+fn find_line(text: &str, needle: &str) -> usize {
+    text.find(needle).map_or(0, |at| line_of(text, at))
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = rest.get(at + part.len()..).unwrap_or_default(),
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}

@@ -1,0 +1,162 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn pack_with(rules: &str) -> Result<Policy, PolicyError> {
+    let mut files: BTreeMap<String, String> = PolicyBundle::default_pack().files().clone();
+    files.insert("rules.toml".into(), rules.into());
+    Policy::compile(PolicyBundle::from_files(files)?)
+}
+
+#[test]
+fn the_default_pack_passes_its_own_tests() {
+    let policy = Policy::default_pack().unwrap();
+    let results = testing::run(&policy, "default.toml", DEFAULT_TESTS).unwrap();
+    let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+    assert!(results.len() >= 30, "{}", results.len());
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn a_broken_expectation_fails_the_test_run() {
+    let policy = Policy::default_pack().unwrap();
+    let text = DEFAULT_TESTS.replace(
+        "name = \"the requester cannot approve their own change\"\naction = \"approve\"\nprincipal = \"alice\"\nexpect = \"deny\"",
+        "name = \"the requester cannot approve their own change\"\naction = \"approve\"\nprincipal = \"alice\"\nexpect = \"allow\"",
+    );
+    assert_ne!(text, DEFAULT_TESTS);
+    let results = testing::run(&policy, "default.toml", &text).unwrap();
+    let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(failed[0].detail.contains("sod.no-self-approval"), "{}", failed[0].detail);
+}
+
+#[test]
+fn the_hash_covers_names_and_contents() {
+    let a = PolicyBundle::default_pack();
+    let mut files = a.files().clone();
+    let b = PolicyBundle::from_files(files.clone()).unwrap();
+    assert_eq!(a.hash(), b.hash());
+    files.insert("extra.cedar".into(), String::new());
+    assert_ne!(PolicyBundle::from_files(files).unwrap().hash(), a.hash());
+    assert_eq!(a.hash().len(), 64);
+}
+
+#[test]
+fn invalid_cedar_is_refused_with_file_and_line() {
+    let mut files = PolicyBundle::default_pack().files().clone();
+    files.insert(
+        "extra.cedar".into(),
+        "// comment\n\n@id(\"x\")\npermit (principal, action, resource)\nwhen { principal.no_such == 1 };\n"
+            .into(),
+    );
+    let error = Policy::compile(PolicyBundle::from_files(files.clone()).unwrap()).unwrap_err();
+    let PolicyError::Invalid { file, line, reason } = &error else { panic!("{error}") };
+    assert_eq!((file.as_str(), *line), ("extra.cedar", 5), "{error}");
+    assert!(reason.contains("no_such"), "{reason}");
+
+    files.insert("extra.cedar".into(), "\n\npermit (principal, action, resource) when { true }\n".into());
+    let error = Policy::compile(PolicyBundle::from_files(files.clone()).unwrap()).unwrap_err();
+    let PolicyError::Invalid { file, line, .. } = &error else { panic!("{error}") };
+    assert_eq!((file.as_str(), *line), ("extra.cedar", 3), "a syntax error: {error}");
+
+    files.insert(
+        "extra.cedar".into(),
+        "\n@id(\"nope\")\npermit (principal, action, resource);\n\npermit (principal, action, resource);\n"
+            .into(),
+    );
+    let error = Policy::compile(PolicyBundle::from_files(files.clone()).unwrap()).unwrap_err();
+    assert_eq!(error.to_string(), "extra.cedar:5: policy has no @id(\"…\"); every policy needs a unique id");
+
+    files.insert(
+        "extra.cedar".into(),
+        "@id(\"sod.no-self-approval\")\npermit (principal, action, resource);\n".into(),
+    );
+    let error = Policy::compile(PolicyBundle::from_files(files).unwrap()).unwrap_err();
+    assert!(error.to_string().contains("used twice"), "{error}");
+}
+
+#[test]
+fn invalid_rules_are_refused_with_line_and_reason() {
+    let base = PolicyBundle::default_pack().files()["rules.toml"].clone();
+    let cases = [
+        (
+            base.replace("tier = \"high\"\n", "tier = \"hihg\"\n"),
+            "tier \"hihg\" is not defined (tiers: low, high)",
+        ),
+        (
+            base.replace("max_duration = \"8h\"\n\n[[rule]]", "max_duration = \"8 hours\"\n\n[[rule]]"),
+            "unknown unit",
+        ),
+        (
+            base.replace("approvers = [\"internal\"]", "approvers = [\"group:nobody\"]"),
+            "group \"nobody\" is not defined",
+        ),
+        (base.replace("when = { vendor = true }", "when = { vendorr = true }"), "unknown field `vendorr`"),
+        (
+            base.replace("when = { kind = [\"time_bound_elevation\"] }", "when = { kind = [\"elevation\"] }"),
+            "\"elevation\" is not one of",
+        ),
+        (base.replace("approvals = 2", "approvals = 0"), "approvals must be 1 to 10"),
+        (
+            format!("{base}\n[[rule]]\nid = \"vendor.internal-sponsor\"\ntier = \"high\"\n"),
+            "rule ids must be unique",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = pack_with(&text).unwrap_err();
+        let PolicyError::Invalid { file, line, reason } = &error else { panic!("{error}") };
+        assert_eq!(file, "rules.toml");
+        assert!(*line > 1, "{error}");
+        assert!(reason.contains(expected), "{error} should say {expected}");
+    }
+    // The line points at the offending rule.
+    let error = pack_with(&base.replace("tier = \"high\"\n", "tier = \"hihg\"\n")).unwrap_err();
+    let PolicyError::Invalid { line, .. } = error else { panic!() };
+    let rule_line = base.lines().position(|l| l.contains("id = \"privileged.two-approvers\"")).unwrap() + 1;
+    assert!((rule_line - 1..=rule_line).contains(&line), "{line} vs {rule_line}");
+}
+
+#[test]
+fn slot_assignment_finds_a_matching_when_greedy_would_not() {
+    let rules = "[[tier]]\nname = \"low\"\napprovals = 1\napproval_validity = \"1h\"\n[groups]\nsec = [\"sam\"]\n\
+        [[rule]]\nid = \"r\"\nwhen = {}\napprovers = [\"any\", \"group:sec\"]\n";
+    let policy = pack_with(rules).unwrap();
+    let facts = ChangeFacts {
+        kind: "grant".into(),
+        event: "adhoc".into(),
+        requester: Person::human("alice"),
+        on_behalf_of: None,
+        vendor: None,
+        has_ticket: false,
+        emergency: false,
+        ops: vec![OpFacts {
+            action: "grant".into(),
+            identity: Person::human("carol"),
+            owner: None,
+            entitlement: "db:read".into(),
+            duration: None,
+        }],
+        tier: String::new(),
+        approvers: Vec::new(),
+        executors: Vec::new(),
+    };
+    let v = policy.validate(&facts).unwrap();
+    assert_eq!(v.slots.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), ["any", "group:sec"]);
+    // sam approves first and takes "any" greedily; bob then needs it: a matching moves sam.
+    let people = [Person::human("sam"), Person::human("bob")];
+    assert_eq!(policy.assign(&v.slots, &people), Some(vec![1, 0]));
+    assert_eq!(policy.assign(&v.slots, &[Person::human("bob"), Person::human("dave")]), None);
+    assert_eq!(policy.assign(&v.slots, &[Person::human("sam"), Person::human("sam")]), None);
+}
+
+#[test]
+fn globs_match_whole_names() {
+    assert!(glob("*:*admin*", "db:db_admin"));
+    assert!(glob("*:*admin*", "dir:admins"));
+    assert!(!glob("*:*admin*", "db:read"));
+    assert!(glob("vault:policy/root", "vault:policy/root"));
+    assert!(!glob("vault:policy/root", "vault:policy/rooted"));
+    assert!(glob("db:*", "db:"));
+    assert!(!glob("db:a*b", "db:ab_c"));
+}
