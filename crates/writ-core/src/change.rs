@@ -248,13 +248,26 @@ impl ApprovalRequirement {
         ApprovalRequirement { approvals: 1, validity: Duration::hours(24) };
 }
 
-/// One approver's decision, valid until `expires_at`.
+/// What policy decided at validation beyond the approval count: the risk tier, the approver
+/// slot each approval must fill, when a pending approval escalates and to whom, and whether
+/// the change needs a review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Controls {
+    pub tier: String,
+    pub slots: Vec<String>,
+    pub escalate_at: Option<Timestamp>,
+    pub escalate_to: Option<String>,
+    pub review_required: bool,
+}
+
+/// One approver's decision, valid until `expires_at`; `slot` is the policy slot it filled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
     pub approver: IdentityName,
     pub on_behalf_of: Option<IdentityName>,
     pub at: Timestamp,
     pub expires_at: Timestamp,
+    pub slot: Option<String>,
 }
 
 /// What one operation did on its target: membership before and after, and the target's own
@@ -324,6 +337,10 @@ pub struct Change {
     pub created_at: Timestamp,
     pub state: ChangeState,
     pub requirement: ApprovalRequirement,
+    /// Tier, slots, escalation and review as policy decided them (None before policy as code).
+    pub controls: Option<Controls>,
+    /// When the pending approval was escalated, and to whom.
+    pub escalated: Option<(Timestamp, String)>,
     pub approvals: Vec<Approval>,
     pub executions: Vec<Execution>,
     pub verification: Option<Verification>,

@@ -5,8 +5,8 @@ use std::fmt;
 
 use crate::access::{Role, TokenInfo};
 use crate::change::{
-    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
-    OpOutcome, PlannedOp,
+    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, Controls, ExternalRef, Justification,
+    Observation, OpOutcome, PlannedOp,
 };
 use crate::identity::{Actor, Identity, Target};
 use crate::name::{IdentityName, OrgName};
@@ -73,6 +73,18 @@ pub struct ChangeEvent {
     pub body: ChangeEventBody,
     /// Evidence captured at the moment of this step; the blobs are stored beside the event.
     pub evidence: Vec<EvidenceRef>,
+    /// The policy decision behind this step, when policy made one.
+    pub policy: Option<PolicyStamp>,
+}
+
+/// Which policy decided a step and how, so an auditor can replay the decision: the hash of the
+/// policy files in force, the rules that decided (Cedar policy ids and workflow rule ids), and
+/// for an approval the slot it filled.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PolicyStamp {
+    pub hash: String,
+    pub rules: Vec<String>,
+    pub slot: Option<String>,
 }
 
 /// A content-addressed evidence blob: SHA-256 of its bytes, what it is, and its size.
@@ -97,6 +109,22 @@ pub enum ChangeEventBody {
     },
     Validated {
         requirement: ApprovalRequirement,
+        controls: Option<Box<Controls>>,
+    },
+    /// Policy was evaluated again (before an approval or execution) and decided differently:
+    /// the change needs approval again under the new requirement. `kept` are the approvers
+    /// whose approval still counts.
+    Revalidated {
+        requirement: ApprovalRequirement,
+        controls: Box<Controls>,
+        kept: Vec<IdentityName>,
+        reason: String,
+    },
+    /// A pending approval passed its escalation deadline; `to` (a policy target such as
+    /// `group:security`) was told, naming `people`.
+    Escalated {
+        to: String,
+        people: Vec<IdentityName>,
     },
     Approved {
         expires_at: Timestamp,
@@ -160,6 +188,8 @@ impl ChangeEventBody {
         match self {
             ChangeEventBody::Requested { .. } => "change.requested",
             ChangeEventBody::Validated { .. } => "change.validated",
+            ChangeEventBody::Revalidated { .. } => "change.revalidated",
+            ChangeEventBody::Escalated { .. } => "change.escalated",
             ChangeEventBody::Approved { .. } => "change.approved",
             ChangeEventBody::Rejected { .. } => "change.rejected",
             ChangeEventBody::Cancelled { .. } => "change.cancelled",
@@ -179,7 +209,8 @@ impl ChangeEventBody {
     pub fn phase(&self) -> Phase {
         match self {
             ChangeEventBody::Requested { .. } | ChangeEventBody::ExpiryOpened { .. } => Phase::Request,
-            ChangeEventBody::Validated { .. } => Phase::Validation,
+            ChangeEventBody::Validated { .. } | ChangeEventBody::Revalidated { .. } => Phase::Validation,
+            ChangeEventBody::Escalated { .. } => Phase::Approval,
             ChangeEventBody::Approved { .. }
             | ChangeEventBody::Rejected { .. }
             | ChangeEventBody::Cancelled { .. }
@@ -234,6 +265,13 @@ pub enum RegistryEvent {
         role: Role,
         at: Timestamp,
     },
+    /// A policy was loaded and put in force: its hash and the files it holds.
+    PolicyLoaded {
+        actor: Actor,
+        hash: String,
+        files: Vec<String>,
+        at: Timestamp,
+    },
 }
 
 impl RegistryEvent {
@@ -245,6 +283,7 @@ impl RegistryEvent {
             RegistryEvent::TokenRevoked { .. } => "access.token_revoked",
             RegistryEvent::RoleGranted { .. } => "access.role_granted",
             RegistryEvent::RoleRevoked { .. } => "access.role_revoked",
+            RegistryEvent::PolicyLoaded { .. } => "policy.loaded",
         }
     }
 
@@ -255,7 +294,8 @@ impl RegistryEvent {
             | RegistryEvent::TokenIssued { actor, .. }
             | RegistryEvent::TokenRevoked { actor, .. }
             | RegistryEvent::RoleGranted { actor, .. }
-            | RegistryEvent::RoleRevoked { actor, .. } => actor,
+            | RegistryEvent::RoleRevoked { actor, .. }
+            | RegistryEvent::PolicyLoaded { actor, .. } => actor,
         }
     }
 
@@ -266,7 +306,8 @@ impl RegistryEvent {
             RegistryEvent::TokenIssued { token, .. } => token.created_at,
             RegistryEvent::TokenRevoked { at, .. }
             | RegistryEvent::RoleGranted { at, .. }
-            | RegistryEvent::RoleRevoked { at, .. } => *at,
+            | RegistryEvent::RoleRevoked { at, .. }
+            | RegistryEvent::PolicyLoaded { at, .. } => *at,
         }
     }
 }

@@ -10,8 +10,9 @@
 //! ```
 
 use crate::change::{
-    Approval, ApprovalRequirement, BusinessEvent, Change, ChangeId, ChangeKind, ChangeState, Decision,
-    Execution, ExternalRef, Justification, Observation, OpAction, OpOutcome, PlannedOp, Verification,
+    Approval, ApprovalRequirement, BusinessEvent, Change, ChangeId, ChangeKind, ChangeState, Controls,
+    Decision, Execution, ExternalRef, Justification, Observation, OpAction, OpOutcome, PlannedOp,
+    Verification,
 };
 use crate::error::Refusal;
 use crate::event::{ChangeEvent, ChangeEventBody};
@@ -38,6 +39,8 @@ pub struct NewChange {
     /// The identity named by each op, in the same order as `ops`.
     pub subjects: Vec<Identity>,
     pub requirement: ApprovalRequirement,
+    /// What policy decided beyond the count (tier, slots, escalation, review).
+    pub controls: Option<Controls>,
 }
 
 /// A change Writ opens itself to end time-bound access that `origin` granted.
@@ -100,6 +103,19 @@ pub enum Command {
         name: String,
     },
     Expire,
+    /// Policy, evaluated again, asks for a different requirement: approval starts over with
+    /// the approvals in `kept`. Only the engine issues it.
+    Revalidate {
+        requirement: ApprovalRequirement,
+        controls: Controls,
+        kept: Vec<IdentityName>,
+        reason: String,
+    },
+    /// A pending approval passed its escalation deadline. Only the scheduler issues it.
+    Escalate {
+        to: String,
+        people: Vec<IdentityName>,
+    },
 }
 
 impl Command {
@@ -117,6 +133,8 @@ impl Command {
             Command::Review { .. } => "review",
             Command::AttachEvidence { .. } => "attach evidence",
             Command::Expire => "expire",
+            Command::Revalidate { .. } => "revalidate",
+            Command::Escalate { .. } => "escalate",
         }
     }
 }
@@ -152,6 +170,7 @@ pub fn decide(
         on_behalf_of,
         body,
         evidence: Vec::new(),
+        policy: None,
     };
     if matches!(command, Command::Reject { .. } | Command::Cancel { .. })
         && let Some(origin) = &change.origin
@@ -268,6 +287,40 @@ pub fn decide(
             let name = text(name, "evidence name")?;
             Ok(vec![event(actor, None, ChangeEventBody::EvidenceAttached { step, name })])
         }
+        Command::Revalidate { requirement, controls, kept, reason } => {
+            require_state(change, &[ChangeState::PendingApproval, ChangeState::Approved], action)?;
+            if kept.iter().any(|k| !change.approvals.iter().any(|a| &a.approver == k)) {
+                return Err(Refusal::InconsistentReport {
+                    change: change.id.clone(),
+                    detail: "a kept approval that was never given".to_owned(),
+                });
+            }
+            if kept.len() >= usize::from(requirement.approvals) {
+                return Err(Refusal::InconsistentReport {
+                    change: change.id.clone(),
+                    detail: "revalidation must leave approvals to collect".to_owned(),
+                });
+            }
+            let reason = text(reason, "revalidation reason")?;
+            Ok(vec![event(
+                Actor::System(SystemActor::Engine),
+                None,
+                ChangeEventBody::Revalidated { requirement, controls: Box::new(controls), kept, reason },
+            )])
+        }
+        Command::Escalate { to, people } => {
+            require_state(change, &[ChangeState::PendingApproval], action)?;
+            let due = change.controls.as_ref().and_then(|c| c.escalate_at);
+            if change.escalated.is_some() || due.is_none_or(|due| due > now) {
+                return Err(Refusal::NotDue { change: change.id.clone(), action });
+            }
+            let to = text(to, "escalation target")?;
+            Ok(vec![event(
+                Actor::System(SystemActor::Scheduler),
+                None,
+                ChangeEventBody::Escalated { to, people },
+            )])
+        }
         Command::Expire => {
             require_state(change, &[ChangeState::Approved], action)?;
             match change.approvals_valid_until() {
@@ -348,10 +401,23 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             }
             change.alert = Some(reason.clone());
         }
-        ChangeEventBody::Validated { requirement } => {
+        ChangeEventBody::Validated { requirement, controls } => {
             expect(&[ChangeState::Requested])?;
             change.requirement = *requirement;
+            change.controls = controls.as_deref().cloned();
             change.state = ChangeState::PendingApproval;
+        }
+        ChangeEventBody::Revalidated { requirement, controls, kept, .. } => {
+            expect(&[ChangeState::PendingApproval, ChangeState::Approved])?;
+            change.requirement = *requirement;
+            change.controls = Some(controls.as_ref().clone());
+            change.approvals.retain(|a| kept.contains(&a.approver));
+            change.escalated = None;
+            change.state = ChangeState::PendingApproval;
+        }
+        ChangeEventBody::Escalated { to, .. } => {
+            expect(&[ChangeState::PendingApproval])?;
+            change.escalated = Some((event.at, to.clone()));
         }
         ChangeEventBody::Approved { expires_at } => {
             expect(&[ChangeState::PendingApproval])?;
@@ -362,6 +428,7 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 on_behalf_of: event.on_behalf_of.clone(),
                 at: event.at,
                 expires_at: *expires_at,
+                slot: event.policy.as_ref().and_then(|p| p.slot.clone()),
             });
             if change.approvals.len() >= usize::from(change.requirement.approvals) {
                 change.state = ChangeState::Approved;
@@ -474,6 +541,8 @@ fn first(
         created_at: event.at,
         state: ChangeState::Requested,
         requirement: ApprovalRequirement::BASELINE,
+        controls: None,
+        escalated: None,
         approvals: Vec::new(),
         executions: Vec::new(),
         verification: None,
@@ -531,6 +600,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
     let requester = Actor::Identity(new.requester.name);
     let requested = ChangeEvent {
         evidence: Vec::new(),
+        policy: None,
         change: new.id.clone(),
         seq: 0,
         at: now,
@@ -552,7 +622,11 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         at: now,
         actor: Actor::System(SystemActor::Engine),
         on_behalf_of: None,
-        body: ChangeEventBody::Validated { requirement: new.requirement },
+        body: ChangeEventBody::Validated {
+            requirement: new.requirement,
+            controls: new.controls.map(Box::new),
+        },
+        policy: None,
     };
     Ok(vec![requested, validated])
 }
@@ -581,6 +655,7 @@ fn decide_expiry(expiry: ExpiryChange, now: Timestamp) -> Result<Vec<ChangeEvent
             ops: expiry.ops,
         },
         evidence: Vec::new(),
+        policy: None,
     }])
 }
 

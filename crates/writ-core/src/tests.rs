@@ -54,6 +54,7 @@ fn request(
         ops,
         subjects,
         requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
+        controls: None,
     }))
 }
 

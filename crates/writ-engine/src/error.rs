@@ -31,6 +31,12 @@ pub enum EngineError {
     /// The operating system's random source failed.
     #[error("random source unavailable: {0}")]
     Random(String),
+    /// Policy refused: Cedar forbade it, a workflow rule denied it, or no approval slot fits.
+    #[error(transparent)]
+    Denied(#[from] writ_policy::Denial),
+    /// A policy could not be loaded (file, line and reason); the policy in force is unchanged.
+    #[error("invalid policy: {0}")]
+    Policy(#[from] writ_policy::PolicyError),
 }
 
 impl EngineError {
@@ -53,6 +59,8 @@ impl EngineError {
             EngineError::Ledger(_) => "ledger.corrupt_record",
             EngineError::Random(_) => "internal.random",
             EngineError::NoHmacKey => "ledger.no_hmac_key",
+            EngineError::Denied(denial) => denial.code,
+            EngineError::Policy(_) => "policy.invalid",
         }
     }
 }

@@ -15,6 +15,7 @@ mod error;
 mod evidence;
 pub mod expiry;
 pub mod ledger;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,6 +94,8 @@ pub struct Engine {
     hmac: Option<Arc<HmacKey>>,
     /// The Merkle tree over the log as far as this engine has read it (see `ledger.rs`).
     tree: Arc<std::sync::Mutex<writ_ledger::merkle::Tree>>,
+    /// The policy in force, loaded from the store on first use (see `policy.rs`).
+    policy: Arc<std::sync::RwLock<Option<Arc<writ_policy::Policy>>>>,
 }
 
 impl Engine {
@@ -102,7 +105,7 @@ impl Engine {
         connectors: Arc<dyn ConnectorFactory>,
         clock: Arc<dyn Clock>,
     ) -> Engine {
-        Engine { store, connectors, clock, hmac: None, tree: Arc::default() }
+        Engine { store, connectors, clock, hmac: None, tree: Arc::default(), policy: Arc::default() }
     }
 
     /// Gives the engine the key that seals sensitive values; needed to record anything.
@@ -220,6 +223,26 @@ impl Engine {
             let plan = self.connector_for(&target)?.plan(&target_ops)?;
             plans.insert(target.to_string(), evidence::plan_json(&plan));
         }
+        let op_facts: Vec<writ_policy::OpFacts> = ops
+            .iter()
+            .zip(&subjects)
+            .map(|(op, subject)| {
+                policy::op_facts(op.action, subject, &op.entitlement.to_string(), op.duration)
+            })
+            .collect();
+        let facts = writ_policy::ChangeFacts {
+            kind: writ_policy::testing::derive_kind(&op_facts, input.event.as_str()),
+            event: input.event.as_str().to_owned(),
+            requester: policy::person_of(&requester),
+            on_behalf_of: on_behalf_of.as_ref().map(policy::person_of),
+            vendor: requester.vendor.as_ref().map(ToString::to_string),
+            has_ticket: input.refs.iter().any(|r| r.kind == writ_core::change::RefKind::Ticket),
+            emergency: false,
+            ops: op_facts,
+            tier: String::new(),
+            approvers: Vec::new(),
+            executors: Vec::new(),
+        };
         let new = NewChange {
             id: ChangeId::generate(now, random),
             requester,
@@ -230,8 +253,17 @@ impl Engine {
             ops,
             subjects,
             requirement: writ_core::change::ApprovalRequirement::BASELINE,
+            controls: None,
         };
+        // The floor first (the core's rules on the request itself), then policy.
+        decide(None, Command::Request(Box::new(new.clone())), now)?;
+        let policy = self.policy()?;
+        let (requirement, controls, stamp) = policy::validated(&policy, &facts, now)?;
+        let new = NewChange { requirement, controls: Some(controls), ..new };
         let mut events = decide(None, Command::Request(Box::new(new)), now)?;
+        if let Some(validated) = events.get_mut(1) {
+            validated.policy = Some(stamp);
+        }
         let mut captured = evidence::Captured::default();
         captured.json("connector-plan", &serde_json::json!({ "targets": plans }));
         captured.attach(events.first_mut());
@@ -258,10 +290,16 @@ impl Engine {
             self.clock.now(),
             justification,
         );
-        let command = Command::Approve { approver, on_behalf_of, validity };
+        let command =
+            Command::Approve { approver: approver.clone(), on_behalf_of: on_behalf_of.clone(), validity };
+        let mut events = self.approval_events(&record, command, &approver, on_behalf_of.as_ref())?;
         let mut captured = evidence::Captured::default();
         captured.json("approval-context", &context);
-        self.transition_from(record, command, captured)
+        captured.attach(events.last_mut());
+        let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
+        let mut history = record.events;
+        history.append(&mut committed.events);
+        Ok(ChangeRecord { change: committed.change, events: history })
     }
 
     pub fn reject(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
@@ -276,7 +314,20 @@ impl Engine {
 
     pub fn review(&self, id: &ChangeId, reviewer: &IdentityName, notes: String) -> Result<ChangeRecord> {
         let reviewer = self.identity(reviewer)?;
-        self.transition(id, Command::Review { reviewer, notes })
+        let record = self.load(id)?;
+        // The floor first, then policy.
+        decide(
+            Some(&record.change),
+            Command::Review { reviewer: reviewer.clone(), notes: notes.clone() },
+            self.clock.now(),
+        )?;
+        let stamp = self.check_review(&record.change, &reviewer)?;
+        self.transition_stamped(
+            record,
+            Command::Review { reviewer, notes },
+            evidence::Captured::default(),
+            Some(stamp),
+        )
     }
 
     /// Attaches a file to a step of a change, as evidence covered by the ledger.
@@ -317,12 +368,14 @@ impl Engine {
     }
 
     fn execute_as(&self, record: ChangeRecord, executor: Actor) -> Result<ChangeRecord> {
-        // Refuse before touching anything if the rules say no.
+        // Refuse before touching anything if the rules say no: the core's floor, then policy
+        // evaluated again with today's policy and registry.
         decide(
             Some(&record.change),
             Command::StartExecution { executor: executor.clone() },
             self.clock.now(),
         )?;
+        let stamp = self.check_execution(&record, &executor)?;
         let mut before = serde_json::Map::new();
         for (target, group) in group_by_target(&record.change.ops) {
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
@@ -336,8 +389,12 @@ impl Engine {
         let ends = self.grant_ends(&record.change)?;
         let mut captured = evidence::Captured::default();
         captured.json("observed-before", &serde_json::json!({ "targets": before }));
-        let started =
-            self.transition_from(record, Command::StartExecution { executor: executor.clone() }, captured)?;
+        let started = self.transition_stamped(
+            record,
+            Command::StartExecution { executor: executor.clone() },
+            captured,
+            stamp,
+        )?;
         let change = &started.change;
         let context = |target_ops: &[(usize, &PlannedOp)]| ApplyContext {
             change: change.id.clone(),
@@ -566,6 +623,34 @@ impl Engine {
         Ok(expired)
     }
 
+    /// Escalates, once, every pending approval past its escalation deadline, to the target
+    /// policy named at validation (`group:…` or `person:…`), recorded as `change.escalated`
+    /// with the people that target names under the policy in force. Returns (change, target).
+    pub fn escalate_due(&self) -> Result<Vec<(ChangeId, String)>> {
+        let policy = self.policy()?;
+        let now = self.clock.now();
+        let mut escalated = Vec::new();
+        for summary in self.store.changes(Some(ChangeState::PendingApproval))? {
+            let record = self.load(&summary.id)?;
+            let change = &record.change;
+            let due = change.controls.as_ref().and_then(|c| Some((c.escalate_at?, c.escalate_to.clone()?)));
+            let Some((at, to)) = due else { continue };
+            if at > now || change.escalated.is_some() {
+                continue;
+            }
+            let people =
+                policy.escalation_people(&to).iter().filter_map(|p| IdentityName::parse(p).ok()).collect();
+            self.transition_from(
+                record,
+                Command::Escalate { to: to.clone(), people },
+                evidence::Captured::default(),
+            )?;
+            tracing::warn!(target: "writ::engine", change = %summary.id, to = %to, "pending approval escalated");
+            escalated.push((summary.id, to));
+        }
+        Ok(escalated)
+    }
+
     /// The evidence blob with this digest.
     pub fn evidence(&self, sha256: &[u8; 32]) -> Result<writ_store::EvidenceBlob> {
         self.store.evidence(sha256)?.ok_or_else(|| EngineError::NotFound {
@@ -638,7 +723,21 @@ impl Engine {
         command: Command,
         captured: evidence::Captured,
     ) -> Result<ChangeRecord> {
+        self.transition_stamped(record, command, captured, None)
+    }
+
+    /// As [`Engine::transition_from`], with the policy decision behind the step.
+    fn transition_stamped(
+        &self,
+        record: ChangeRecord,
+        command: Command,
+        captured: evidence::Captured,
+        stamp: Option<writ_core::event::PolicyStamp>,
+    ) -> Result<ChangeRecord> {
         let mut events = decide(Some(&record.change), command, self.clock.now())?;
+        if let Some(first) = events.first_mut() {
+            first.policy = stamp;
+        }
         captured.attach(events.first_mut());
         let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
         let mut history = record.events;

@@ -11,7 +11,7 @@ use writ_connector::{
 use writ_core::change::{BusinessEvent, ChangeState, Justification, OpAction};
 use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, TargetName};
-use writ_core::time::Timestamp;
+use writ_core::time::{Duration, Timestamp};
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
 use crate::*;
@@ -228,7 +228,9 @@ fn drift_after_implementation_fails_verification() {
     let w = world();
     let id =
         w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:admin")]), 1).unwrap().change.id;
+    // A privileged entitlement: the default policy asks for two approvals.
     w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    w.engine.approve(&id, &n("carol"), None, None).unwrap();
     w.engine.execute(&id, None).unwrap();
     let context = ApplyContext {
         change: id.clone(),
@@ -354,4 +356,208 @@ fn a_failed_expiry_is_retried_with_backoff_and_alerts_after_its_bound() {
     assert_eq!((change.state, change.executions.len()), (ChangeState::Verified, 3));
     assert!(change.alert.is_some(), "the alert stays on the record");
     assert!(w.engine.grants_of(&n("dave")).unwrap().is_empty());
+}
+
+// ---- policy as code ----
+
+const RULES_WITH_SECURITY: &str = r#"
+[[tier]]
+name = "low"
+approvals = 1
+approval_validity = "24h"
+escalate_after = "2h"
+escalate_to = "group:security"
+
+[[tier]]
+name = "high"
+approvals = 2
+approval_validity = "8h"
+review = true
+
+[groups]
+security = ["carol"]
+
+[[rule]]
+id = "admin.security-approves"
+when = { entitlement = ["apps:admin"] }
+tier = "high"
+approvers = ["group:security"]
+
+[[rule]]
+id = "short-elevation"
+when = { has_duration = true }
+max_duration = "2h"
+"#;
+
+fn policy_with(rules: &str) -> writ_policy::PolicyBundle {
+    let mut files = writ_policy::PolicyBundle::default_pack().files().clone();
+    files.insert("rules.toml".into(), rules.into());
+    writ_policy::PolicyBundle::from_files(files).unwrap()
+}
+
+fn stamp_of(record: &ChangeRecord, type_name: &str) -> writ_core::event::PolicyStamp {
+    record
+        .events
+        .iter()
+        .rev()
+        .find(|(_, e)| e.body.type_name() == type_name)
+        .and_then(|(_, e)| e.policy.clone())
+        .unwrap_or_else(|| panic!("no policy stamp on {type_name}"))
+}
+
+#[test]
+fn every_decision_records_the_policy_hash_and_the_rules_that_decided() {
+    let w = world();
+    let hash = writ_policy::PolicyBundle::default_pack().hash();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:admin")]), 1).unwrap().change.id;
+    let first = w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    assert_eq!(first.change.state, ChangeState::PendingApproval, "one approval is not enough for admin");
+    let second = w.engine.approve(&id, &n("carol"), None, None).unwrap();
+    assert_eq!(second.change.state, ChangeState::Approved);
+    let validated = stamp_of(&second, "change.validated");
+    assert_eq!(validated.hash, hash);
+    assert!(validated.rules.contains(&"privileged.two-approvers".to_owned()), "{:?}", validated.rules);
+    assert!(validated.rules.contains(&"request.registered-identities".to_owned()), "{:?}", validated.rules);
+    let approved = stamp_of(&second, "change.approved");
+    assert_eq!((approved.hash.as_str(), approved.slot.as_deref()), (hash.as_str(), Some("any")));
+    assert_eq!(approved.rules, ["decide.humans-only"]);
+    let controls = second.change.controls.clone().unwrap();
+    assert_eq!((controls.tier.as_str(), controls.review_required), ("high", true));
+    w.engine.execute(&id, None).unwrap();
+    let verified = w.engine.verify(&id).unwrap();
+    assert_eq!(stamp_of(&verified, "change.execution_started").rules, ["execute.engine-or-humans"]);
+    let refused = w.engine.review(&id, &n("bob"), "looks fine".into()).unwrap_err();
+    assert_eq!(refused.code(), "sod.reviewer_not_independent", "the core's floor decides first");
+    let reviewed = w.engine.review(&id, &n("dave2"), "x".into());
+    assert_eq!(reviewed.unwrap_err().code(), "not_found");
+    // The record rebuilt from the ledger carries the same stamps.
+    let loaded = w.engine.load(&id).unwrap();
+    assert_eq!(stamp_of(&loaded, "change.approved"), approved);
+}
+
+#[test]
+fn an_approver_who_fills_no_slot_is_refused_and_nothing_is_recorded() {
+    let w = world();
+    w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(RULES_WITH_SECURITY)).unwrap();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:admin")]), 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    let before = snapshot(&w.engine);
+    // bob fills "any"; the group slot is left for a member of security, so no other
+    // non-member can be placed.
+    let refused = w.engine.approve(&id, &n("svc-ci"), None, None).unwrap_err();
+    assert_eq!(refused.code(), "identity.not_human", "{refused}");
+    w.engine
+        .add_identity(Actor::System(SystemActor::Admin), n("erin"), IdentityKind::Human, None, None)
+        .unwrap();
+    let before = (before.0 + 1, before.1, before.2.len() + 1);
+    let refused = w.engine.approve(&id, &n("erin"), None, None).unwrap_err();
+    assert_eq!(refused.code(), "approval.not_eligible", "{refused}");
+    assert!(refused.to_string().contains("group:security"), "{refused}");
+    let after = snapshot(&w.engine);
+    assert_eq!((after.0, after.1, after.2.len()), before, "a refused approval records nothing");
+    let approved = w.engine.approve(&id, &n("carol"), None, None).unwrap();
+    assert_eq!(approved.change.state, ChangeState::Approved);
+    let slots: Vec<_> = approved.change.approvals.iter().map(|a| a.slot.clone().unwrap()).collect();
+    assert_eq!(slots, ["any", "group:security"]);
+}
+
+#[test]
+fn a_tightened_policy_stops_execution_and_sends_the_change_back_to_approval() {
+    let w = world();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:admin")]), 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    w.engine.approve(&id, &n("carol"), None, None).unwrap();
+    // Policy tightened after approval: admin now needs a member of security, which is erin
+    // alone. bob and carol both fill only "any", so one of their approvals no longer counts.
+    w.engine
+        .add_identity(Actor::System(SystemActor::Admin), n("erin"), IdentityKind::Human, None, None)
+        .unwrap();
+    let rules = RULES_WITH_SECURITY.replace("security = [\"carol\"]", "security = [\"erin\"]");
+    w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(&rules)).unwrap();
+    let refused = w.engine.execute(&id, None).unwrap_err();
+    assert_eq!(refused.code(), "policy.revalidation_required", "{refused}");
+    assert!(
+        !w.apps.observe(&[ent("admin")]).unwrap().is_member(&ent("admin"), &n("dave")),
+        "nothing applied"
+    );
+    let record = w.engine.load(&id).unwrap();
+    assert_eq!(record.change.state, ChangeState::PendingApproval);
+    assert_eq!(record.change.approvals.len(), 1, "one of the two approvals still counts");
+    let last = &record.events.last().unwrap().1;
+    assert_eq!(last.body.type_name(), "change.revalidated");
+    // A member of the new security group completes it; then it executes.
+    w.engine.approve(&id, &n("erin"), None, None).unwrap();
+    assert_eq!(w.engine.execute(&id, None).unwrap().change.state, ChangeState::Implemented);
+}
+
+#[test]
+fn executing_after_the_approval_expired_is_refused() {
+    let w = world();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:admin")]), 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    w.engine.approve(&id, &n("carol"), None, None).unwrap();
+    // The high tier's approvals are valid 8 hours.
+    w.clock.0.fetch_add(8 * 3_600_000 + 1, Ordering::SeqCst);
+    let before = snapshot(&w.engine);
+    let refused = w.engine.execute(&id, None).unwrap_err();
+    assert_eq!(refused.code(), "approval.expired", "{refused}");
+    assert_eq!(snapshot(&w.engine).0, before.0);
+    assert!(!w.apps.observe(&[ent("admin")]).unwrap().is_member(&ent("admin"), &n("dave")));
+}
+
+#[test]
+fn a_grant_beyond_the_maximum_duration_is_refused_at_request() {
+    let w = world();
+    let before = snapshot(&w.engine);
+    let mut long = input("alice", &[(OpAction::Grant, "dave", "apps:read")]);
+    long.ops[0].duration = Some(Duration::hours(9));
+    let refused = w.engine.request(long, 1).unwrap_err();
+    assert_eq!(refused.code(), "policy.duration_exceeded", "{refused}");
+    assert!(refused.to_string().contains("elevation.max-duration"), "{refused}");
+    assert_eq!(snapshot(&w.engine).0, before.0, "nothing recorded");
+}
+
+#[test]
+fn an_invalid_policy_is_refused_and_the_policy_in_force_stays() {
+    let w = world();
+    w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(RULES_WITH_SECURITY)).unwrap();
+    let in_force = w.engine.policy().unwrap().hash().to_owned();
+    let events = w.engine.store().event_count().unwrap();
+    let broken = RULES_WITH_SECURITY.replace("tier = \"high\"\napprovers", "tier = \"urgent\"\napprovers");
+    let refused = w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(&broken)).unwrap_err();
+    assert_eq!(refused.code(), "policy.invalid");
+    assert!(refused.to_string().contains("rules.toml:"), "{refused}");
+    assert!(refused.to_string().contains("tier \"urgent\" is not defined"), "{refused}");
+    assert_eq!(w.engine.policy().unwrap().hash(), in_force);
+    assert_eq!(w.engine.store().event_count().unwrap(), events);
+    // A fresh engine on the same store finds the same policy in force.
+    assert_eq!(w.engine.store().policy(None).unwrap().unwrap().0, in_force);
+    // Loading the same files again records nothing.
+    let again =
+        w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(RULES_WITH_SECURITY)).unwrap();
+    assert_eq!(again, crate::policy::Loaded::Unchanged { hash: in_force });
+    assert_eq!(w.engine.store().event_count().unwrap(), events);
+}
+
+#[test]
+fn an_overdue_approval_escalates_once() {
+    let w = world();
+    w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(RULES_WITH_SECURITY)).unwrap();
+    let id =
+        w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1).unwrap().change.id;
+    assert!(w.engine.escalate_due().unwrap().is_empty(), "not due yet");
+    w.clock.0.fetch_add(2 * 3_600_000, Ordering::SeqCst);
+    assert_eq!(w.engine.escalate_due().unwrap(), vec![(id.clone(), "group:security".to_owned())]);
+    assert!(w.engine.escalate_due().unwrap().is_empty(), "escalated once");
+    let change = w.engine.load(&id).unwrap();
+    let last = &change.events.last().unwrap().1;
+    assert!(
+        matches!(&last.body, writ_core::event::ChangeEventBody::Escalated { people, .. } if people == &[n("carol")])
+    );
+    // Approval still works after escalation.
+    assert_eq!(w.engine.approve(&id, &n("carol"), None, None).unwrap().change.state, ChangeState::Approved);
 }

@@ -8,8 +8,8 @@ use writ_core::Refusal;
 use crate::sensitive::{ERASED, HmacKey, Sealer};
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{
-    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, ExternalRef, Justification, Observation,
-    OpAction, OpOutcome, PlannedOp, RefKind,
+    ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, Controls, ExternalRef, Justification,
+    Observation, OpAction, OpOutcome, PlannedOp, RefKind,
 };
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, EvidenceRef, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, Target};
@@ -49,7 +49,29 @@ struct Envelope {
     actor: String,
     on_behalf_of: Option<String>,
     evidence: Vec<EvidenceRecord>,
+    /// Absent from records of steps no policy decided (and from records before policy as code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<PolicyRecord>,
     data: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRecord {
+    hash: String,
+    rules: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlsRecord {
+    tier: String,
+    slots: Vec<String>,
+    escalate_at: Option<String>,
+    escalate_to: Option<String>,
+    review_required: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,6 +145,23 @@ enum Data {
     Validated {
         required_approvals: u8,
         approval_validity_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        controls: Option<ControlsRecord>,
+    },
+    Revalidated {
+        required_approvals: u8,
+        approval_validity_ms: i64,
+        controls: ControlsRecord,
+        kept: Vec<String>,
+        reason: String,
+    },
+    Escalated {
+        to: String,
+        people: Vec<String>,
+    },
+    PolicyLoaded {
+        hash: String,
+        files: Vec<String>,
     },
     Approved {
         expires_at: String,
@@ -217,6 +256,11 @@ pub fn encode(event: &Event, key: &HmacKey) -> (Vec<u8>, Vec<(String, String)>) 
                     size: r.size,
                 })
                 .collect(),
+            policy: e.policy.as_ref().map(|p| PolicyRecord {
+                hash: p.hash.clone(),
+                rules: p.rules.clone(),
+                slot: p.slot.clone(),
+            }),
             data: data_value(change_data(&e.body, &mut sealer)),
         },
         Event::Registry(r) => Envelope {
@@ -229,6 +273,7 @@ pub fn encode(event: &Event, key: &HmacKey) -> (Vec<u8>, Vec<(String, String)>) 
             actor: r.actor().as_string(),
             on_behalf_of: None,
             evidence: Vec::new(),
+            policy: None,
             data: data_value(registry_data(r)),
         },
     };
@@ -275,6 +320,11 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             on_behalf_of,
             body,
             evidence,
+            policy: envelope.policy.map(|p| writ_core::event::PolicyStamp {
+                hash: p.hash,
+                rules: p.rules,
+                slot: p.slot,
+            }),
         }));
     }
     let registry = match (envelope.kind.as_str(), data) {
@@ -328,6 +378,9 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             role: Role::parse(&role)?,
             at,
         },
+        ("policy.loaded", Data::PolicyLoaded { hash, files }) => {
+            RegistryEvent::PolicyLoaded { actor, hash, files, at }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -372,10 +425,21 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
             ops: op_records(ops),
         },
         ChangeEventBody::AlertRaised { reason } => Data::Alert { reason: reason.clone() },
-        ChangeEventBody::Validated { requirement } => Data::Validated {
+        ChangeEventBody::Validated { requirement, controls } => Data::Validated {
             required_approvals: requirement.approvals,
             approval_validity_ms: requirement.validity.as_millis(),
+            controls: controls.as_deref().map(controls_record),
         },
+        ChangeEventBody::Revalidated { requirement, controls, kept, reason } => Data::Revalidated {
+            required_approvals: requirement.approvals,
+            approval_validity_ms: requirement.validity.as_millis(),
+            controls: controls_record(controls),
+            kept: kept.iter().map(ToString::to_string).collect(),
+            reason: reason.clone(),
+        },
+        ChangeEventBody::Escalated { to, people } => {
+            Data::Escalated { to: to.clone(), people: people.iter().map(ToString::to_string).collect() }
+        }
         ChangeEventBody::Approved { expires_at } => Data::Approved { expires_at: expires_at.to_rfc3339() },
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
@@ -433,6 +497,9 @@ fn registry_data(event: &RegistryEvent) -> Data {
         | RegistryEvent::RoleRevoked { identity, role, .. } => {
             Data::Role { identity: identity.to_string(), role: role.as_str().to_owned() }
         }
+        RegistryEvent::PolicyLoaded { hash, files, .. } => {
+            Data::PolicyLoaded { hash: hash.clone(), files: files.clone() }
+        }
     }
 }
 
@@ -473,14 +540,31 @@ fn change_body(
             }
         }
         ("change.alert_raised", Data::Alert { reason }) => ChangeEventBody::AlertRaised { reason },
-        ("change.validated", Data::Validated { required_approvals, approval_validity_ms }) => {
+        ("change.validated", Data::Validated { required_approvals, approval_validity_ms, controls }) => {
             ChangeEventBody::Validated {
                 requirement: ApprovalRequirement {
                     approvals: required_approvals,
                     validity: Duration::from_millis(approval_validity_ms)?,
                 },
+                controls: controls.map(controls_of).transpose()?.map(Box::new),
             }
         }
+        (
+            "change.revalidated",
+            Data::Revalidated { required_approvals, approval_validity_ms, controls, kept, reason },
+        ) => ChangeEventBody::Revalidated {
+            requirement: ApprovalRequirement {
+                approvals: required_approvals,
+                validity: Duration::from_millis(approval_validity_ms)?,
+            },
+            controls: Box::new(controls_of(controls)?),
+            kept: kept.iter().map(|k| IdentityName::parse(k)).collect::<Result<_, _>>()?,
+            reason,
+        },
+        ("change.escalated", Data::Escalated { to, people }) => ChangeEventBody::Escalated {
+            to,
+            people: people.iter().map(|k| IdentityName::parse(k)).collect::<Result<_, _>>()?,
+        },
         ("change.approved", Data::Approved { expires_at }) => {
             ChangeEventBody::Approved { expires_at: parse_time(&expires_at)? }
         }
@@ -529,6 +613,26 @@ fn change_body(
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
+    })
+}
+
+fn controls_record(c: &Controls) -> ControlsRecord {
+    ControlsRecord {
+        tier: c.tier.clone(),
+        slots: c.slots.clone(),
+        escalate_at: c.escalate_at.map(Timestamp::to_rfc3339),
+        escalate_to: c.escalate_to.clone(),
+        review_required: c.review_required,
+    }
+}
+
+fn controls_of(c: ControlsRecord) -> Result<Controls, RecordError> {
+    Ok(Controls {
+        tier: c.tier,
+        slots: c.slots,
+        escalate_at: c.escalate_at.as_deref().map(parse_time).transpose()?,
+        escalate_to: c.escalate_to,
+        review_required: c.review_required,
     })
 }
 

@@ -42,8 +42,23 @@ fn change_event(seq: u64, body: ChangeEventBody) -> Event {
         } else {
             vec![]
         },
+        policy: seq.is_multiple_of(3).then(|| writ_core::event::PolicyStamp {
+            hash: "ab".repeat(32),
+            rules: vec!["sod.no-self-approval".into(), "tier.high".into()],
+            slot: seq.is_multiple_of(2).then(|| "group:security".into()),
+        }),
         body,
     })
+}
+
+fn controls() -> writ_core::change::Controls {
+    writ_core::change::Controls {
+        tier: "high".into(),
+        slots: vec!["any".into(), "owner:dana".into()],
+        escalate_at: Some(T0.plus(Duration::hours(4))),
+        escalate_to: Some("group:security".into()),
+        review_required: true,
+    }
 }
 
 fn every_event() -> Vec<Event> {
@@ -63,7 +78,25 @@ fn every_event() -> Vec<Event> {
                 duration: Some(Duration::hours(8)),
             }],
         },
-        ChangeEventBody::Validated { requirement: ApprovalRequirement::BASELINE },
+        ChangeEventBody::Validated { requirement: ApprovalRequirement::BASELINE, controls: None },
+        ChangeEventBody::Validated {
+            requirement: ApprovalRequirement::BASELINE,
+            controls: Some(Box::new(controls())),
+        },
+        ChangeEventBody::Revalidated {
+            requirement: ApprovalRequirement { approvals: 2, validity: Duration::hours(8) },
+            controls: Box::new(writ_core::change::Controls {
+                escalate_at: None,
+                escalate_to: None,
+                ..controls()
+            }),
+            kept: vec![IdentityName::parse("bob").unwrap()],
+            reason: "policy now asks for tier high".into(),
+        },
+        ChangeEventBody::Escalated {
+            to: "group:security".into(),
+            people: vec![IdentityName::parse("sam").unwrap()],
+        },
         ChangeEventBody::Approved { expires_at: T0.plus(Duration::hours(24)) },
         ChangeEventBody::Rejected { reason: "no".into() },
         ChangeEventBody::Cancelled { reason: "withdrawn".into() },
@@ -115,6 +148,12 @@ fn every_event() -> Vec<Event> {
     events.push(Event::Registry(RegistryEvent::IdentityAdded {
         actor: Actor::System(SystemActor::Admin),
         identity: svc,
+    }));
+    events.push(Event::Registry(RegistryEvent::PolicyLoaded {
+        actor: Actor::System(SystemActor::Admin),
+        hash: "cd".repeat(32),
+        files: vec!["access.cedar".into(), "rules.toml".into()],
+        at: T0,
     }));
     events.push(Event::Registry(RegistryEvent::TargetAdded {
         actor: Actor::System(SystemActor::Admin),

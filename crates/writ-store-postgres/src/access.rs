@@ -4,7 +4,9 @@ use writ_core::access::{Role, TokenInfo};
 use writ_core::identity::{Identity, IdentityKind};
 use writ_core::name::{IdentityName, OrgName};
 use writ_core::time::Timestamp;
-use writ_store::{AccessStore, Claim, CoordinationStore, NewEvent, Result, StoreError, StoredToken};
+use writ_store::{
+    AccessStore, Claim, CoordinationStore, NewEvent, PolicyStore, Result, StoreError, StoredToken,
+};
 
 use crate::{PostgresStore, append, conflict_as, corrupt, map_err};
 
@@ -242,5 +244,37 @@ impl CoordinationStore for PostgresStore {
                 .map_err(map_err)?;
             Ok(rows.len() == 1)
         })
+    }
+}
+
+impl PolicyStore for PostgresStore {
+    fn add_policy(&self, hash: &str, files: &str, at: Timestamp, event: &NewEvent) -> Result<u64> {
+        let (hash, files, event) = (hash.to_owned(), files.to_owned(), event.clone());
+        self.write(move |tx, next| {
+            tx.execute(
+                "INSERT INTO policies (hash, files, loaded_ms) VALUES ($1, $2, $3)",
+                &[&hash, &files, &at.as_millis()],
+            )
+            .map_err(map_err)?;
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
+        })
+    }
+
+    fn policy(&self, hash: Option<&str>) -> Result<Option<(String, String)>> {
+        let mut client = self.lock()?;
+        let row = match hash {
+            None => client
+                .cached()
+                .query_opt("SELECT hash, files FROM policies ORDER BY seq DESC LIMIT 1", &[])
+                .map_err(map_err)?,
+            Some(hash) => client
+                .cached()
+                .query_opt(
+                    "SELECT hash, files FROM policies WHERE hash = $1 ORDER BY seq DESC LIMIT 1",
+                    &[&hash],
+                )
+                .map_err(map_err)?,
+        };
+        Ok(row.map(|row| (row.get(0), row.get(1))))
     }
 }

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_sensitive.sql"),
     include_str!("../migrations/0005_access.sql"),
     include_str!("../migrations/0006_expiry.sql"),
+    include_str!("../migrations/0007_policy.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

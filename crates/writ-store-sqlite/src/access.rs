@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use writ_core::access::{Role, TokenInfo};
 use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
-use writ_store::{AccessStore, Claim, CoordinationStore, NewEvent, Result, StoreError, StoredToken};
+use writ_store::{
+    AccessStore, Claim, CoordinationStore, NewEvent, PolicyStore, Result, StoreError, StoredToken,
+};
 
 use crate::{SqliteStore, append, corrupt, map_err};
 
@@ -247,5 +249,33 @@ impl CoordinationStore for SqliteStore {
                 .map_err(map_err)?;
             Ok(changed == 1)
         })
+    }
+}
+
+impl PolicyStore for SqliteStore {
+    fn add_policy(&self, hash: &str, files: &str, at: Timestamp, event: &NewEvent) -> Result<u64> {
+        let (hash, files, event) = (hash.to_owned(), files.to_owned(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached("INSERT INTO policies (hash, files, loaded_ms) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![hash, files, at.as_millis()]))
+                .map_err(map_err)?;
+            append(tx, std::slice::from_ref(&event))
+        }))?;
+        first(indices)
+    }
+
+    fn policy(&self, hash: Option<&str>) -> Result<Option<(String, String)>> {
+        let connection = self.lock()?;
+        let row = match hash {
+            None => connection
+                .prepare_cached("SELECT hash, files FROM policies ORDER BY seq DESC LIMIT 1")
+                .and_then(|mut s| s.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
+                .optional(),
+            Some(hash) => connection
+                .prepare_cached("SELECT hash, files FROM policies WHERE hash = ?1 ORDER BY seq DESC LIMIT 1")
+                .and_then(|mut s| s.query_row([hash], |row| Ok((row.get(0)?, row.get(1)?))))
+                .optional(),
+        };
+        row.map_err(map_err)
     }
 }

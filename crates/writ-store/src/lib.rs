@@ -282,9 +282,20 @@ pub trait CoordinationStore {
     fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
 }
 
+/// Policy versions: each bundle loaded is kept with the ledger event that recorded it, so a
+/// decision's policy hash can be looked up and replayed.
+pub trait PolicyStore {
+    /// Keeps a loaded policy (`files` as JSON) and appends its event; it becomes the active one.
+    fn add_policy(&self, hash: &str, files: &str, at: Timestamp, event: &NewEvent) -> Result<u64>;
+    /// The active policy (the last loaded) when `hash` is None, else the one with that hash:
+    /// (hash, files as JSON).
+    fn policy(&self, hash: Option<&str>) -> Result<Option<(String, String)>>;
+}
+
 /// Everything the engine needs, as one object.
 pub trait Store:
     RegistryStore
+    + PolicyStore
     + ChangeStore
     + GrantStore
     + EventLog
@@ -299,6 +310,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: RegistryStore
+        + PolicyStore
         + ChangeStore
         + GrantStore
         + EventLog

@@ -37,6 +37,7 @@ fn sample_event(
         actor: Actor::Identity(IdentityName::parse("alice")?),
         on_behalf_of: None,
         evidence: Vec::new(),
+        policy: None,
         body: ChangeEventBody::Requested {
             kind: ChangeKind::Grant,
             event: BusinessEvent::Joiner,

@@ -106,6 +106,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Role(command) => role(engine, command, json),
         Top::RunDue(args) => {
             let expired = engine.expire_due()?;
+            let escalated = engine.escalate_due()?;
             let policy = writ_engine::expiry::ExpiryPolicy {
                 alert_after_attempts: args.alert_after,
                 ..writ_engine::expiry::ExpiryPolicy::default()
@@ -119,6 +120,10 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 .collect();
             let value = serde_json::json!({
                 "expired": ids(&expired),
+                "escalated": escalated
+                    .iter()
+                    .map(|(id, to)| serde_json::json!({ "change": id.to_string(), "to": to }))
+                    .collect::<Vec<_>>(),
                 "expiry_opened": ids(&ended.opened),
                 "expiry_verified": ids(&ended.verified),
                 "expiry_failed": ids(&ended.failed),
@@ -128,6 +133,9 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             render::print(json, value, || {
                 let mut lines: Vec<String> = Vec::new();
                 lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
+                lines.extend(
+                    escalated.iter().map(|(id, to)| format!("escalated {id} to {to} (approval overdue)")),
+                );
                 lines.extend(ended.opened.iter().map(|id| format!("opened {id} to end time-bound access")));
                 lines.extend(
                     ended.verified.iter().map(|id| format!("verified {id}: time-bound access ended")),

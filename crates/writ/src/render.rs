@@ -169,6 +169,7 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
                 "on_behalf_of": a.on_behalf_of.as_ref().map(ToString::to_string),
                 "at": a.at.to_rfc3339(),
                 "expires_at": a.expires_at.to_rfc3339(),
+                "slot": a.slot,
             })
         })
         .collect();
@@ -201,6 +202,14 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
         "alert": change.alert,
         "references": change.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
         "required_approvals": change.requirement.approvals,
+        "policy": change.controls.as_ref().map(|c| json!({
+            "tier": c.tier,
+            "slots": c.slots,
+            "escalate_at": c.escalate_at.map(|t| t.to_rfc3339()),
+            "escalate_to": c.escalate_to,
+            "review_required": c.review_required,
+        })),
+        "escalated": change.escalated.as_ref().map(|(at, to)| json!({ "at": at.to_rfc3339(), "to": to })),
         "operations": operations,
         "approvals": approvals,
         "executions": executions,
@@ -251,16 +260,40 @@ fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>) -> Value
         "on_behalf_of": event.on_behalf_of.as_ref().map(ToString::to_string),
         "detail": event_detail(event),
         "evidence": event.evidence.iter().map(evidence_json).collect::<Vec<_>>(),
+        "policy": event.policy.as_ref().map(|p| json!({ "hash": p.hash, "rules": p.rules, "slot": p.slot })),
     })
 }
 
 fn event_detail(event: &ChangeEvent) -> String {
     match &event.body {
         ChangeEventBody::Requested { ops, .. } => format!("{} operation(s)", ops.len()),
-        ChangeEventBody::Validated { requirement } => {
-            format!("needs {} approval(s), each valid {}", requirement.approvals, requirement.validity)
+        ChangeEventBody::Validated { requirement, controls } => {
+            let tier = controls.as_ref().map_or(String::new(), |c| {
+                let review = if c.review_required { ", review required" } else { "" };
+                format!("tier {} [{}]{review}: ", c.tier, c.slots.join(", "))
+            });
+            format!("{tier}needs {} approval(s), each valid {}", requirement.approvals, requirement.validity)
         }
-        ChangeEventBody::Approved { expires_at } => format!("valid until {expires_at}"),
+        ChangeEventBody::Revalidated { requirement, reason, kept, .. } => format!(
+            "needs approval again ({} approval(s), {} kept): {reason}",
+            requirement.approvals,
+            kept.len()
+        ),
+        ChangeEventBody::Escalated { to, people } => {
+            let names: Vec<&str> = people.iter().map(writ_core::name::IdentityName::as_str).collect();
+            format!(
+                "approval overdue: escalated to {to} ({})",
+                if names.is_empty() { "nobody listed".to_owned() } else { names.join(", ") }
+            )
+        }
+        ChangeEventBody::Approved { expires_at } => {
+            let slot = event
+                .policy
+                .as_ref()
+                .and_then(|p| p.slot.as_deref())
+                .map_or(String::new(), |s| format!(" as {s}"));
+            format!("valid until {expires_at}{slot}")
+        }
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
         | ChangeEventBody::Expired { reason } => reason.clone(),
@@ -320,14 +353,32 @@ pub fn trail(change: &Value) -> String {
     for reference in list(&change["references"]) {
         out.push_str(&format!("  {:<10} {}\n", text(&reference["kind"]), text(&reference["value"])));
     }
+    if let Some(policy) = change["policy"].as_object() {
+        let slots: Vec<String> = policy.get("slots").map(list).unwrap_or_default().iter().map(text).collect();
+        let review =
+            if policy.get("review_required") == Some(&Value::Bool(true)) { "; review required" } else { "" };
+        out.push_str(&format!(
+            "  policy     tier {}: approvals [{}]{review}\n",
+            policy.get("tier").map_or_else(|| "-".to_owned(), text),
+            slots.join(", ")
+        ));
+    }
+    if let Some(escalated) = change["escalated"].as_object() {
+        out.push_str(&format!(
+            "  ESCALATED  to {} at {}: approval overdue\n",
+            escalated.get("to").map_or_else(|| "-".to_owned(), text),
+            escalated.get("at").map_or_else(|| "-".to_owned(), text)
+        ));
+    }
     let approvals = list(&change["approvals"]);
     if approvals.is_empty() {
         out.push_str("  approved   -\n");
     }
     for a in &approvals {
         let proxy = a["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" on behalf of {p}"));
+        let slot = a["slot"].as_str().map_or(String::new(), |s| format!(" as {s}"));
         out.push_str(&format!(
-            "  approved   {}{proxy} at {} (valid until {})\n",
+            "  approved   {}{proxy}{slot} at {} (valid until {})\n",
             text(&a["approver"]),
             text(&a["at"]),
             text(&a["expires_at"])

@@ -59,7 +59,11 @@ impl From<EngineError> for ApiError {
             EngineError::Store(writ_store::StoreError::Unavailable(_)) | EngineError::NoHmacKey => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            EngineError::Connector(C::Invalid { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::Connector(C::Invalid { .. }) | EngineError::Policy(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            EngineError::Denied(denial) if denial.code.starts_with("approval.") => StatusCode::CONFLICT,
+            EngineError::Denied(_) => StatusCode::FORBIDDEN,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
             EngineError::Store(_) | EngineError::Ledger(_) | EngineError::Random(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

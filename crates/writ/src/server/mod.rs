@@ -182,6 +182,9 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         for id in engine.expire_due()? {
             tracing::info!(target: "writ::serve", change = %id, "approval expired");
         }
+        for (id, to) in engine.escalate_due()? {
+            tracing::warn!(target: "writ::serve", change = %id, to = %to, "pending approval escalated");
+        }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {
             tracing::info!(target: "writ::serve", change = %id, "time-bound access ended and verified");
