@@ -123,6 +123,15 @@ impl Engine {
         })
     }
 
+    /// Validation of a stored change replayed under `policy`, with the registry as it is now.
+    pub fn replay_validation(
+        &self,
+        change: &Change,
+        policy: &Policy,
+    ) -> Result<std::result::Result<Validation, Denial>> {
+        Ok(policy.validate(&self.facts(change)?))
+    }
+
     /// Approves under the policy in force: the change is first revalidated (recorded if policy
     /// now decides differently), then Cedar must permit the approver and the approver must fill
     /// a slot nobody else can be moved to.

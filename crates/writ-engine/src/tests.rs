@@ -426,7 +426,7 @@ fn every_decision_records_the_policy_hash_and_the_rules_that_decided() {
     assert_eq!((controls.tier.as_str(), controls.review_required), ("high", true));
     w.engine.execute(&id, None).unwrap();
     let verified = w.engine.verify(&id).unwrap();
-    assert_eq!(stamp_of(&verified, "change.execution_started").rules, ["execute.engine-or-humans"]);
+    assert_eq!(stamp_of(&verified, "change.execution_started").rules, ["execute.executors"]);
     let refused = w.engine.review(&id, &n("bob"), "looks fine".into()).unwrap_err();
     assert_eq!(refused.code(), "sod.reviewer_not_independent", "the core's floor decides first");
     let reviewed = w.engine.review(&id, &n("dave2"), "x".into());

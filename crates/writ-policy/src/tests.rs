@@ -1,3 +1,5 @@
+//! Tests of policy compilation, the default pack's own cases, slot matching and globs.
+
 use std::collections::BTreeMap;
 
 use super::*;

@@ -74,6 +74,10 @@ pub enum Top {
     /// grant's change (executed, verified, retried with backoff; alerted after N failures).
     /// `writ serve` does this every second on its own.
     RunDue(RunDueArgs),
+    /// Policy as code: show, check, load, test and explain the policy (Cedar files and
+    /// rules.toml in a directory you keep in git; without one, Writ's default pack is in force).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Run the HTTP API (see /api/v1/openapi.json) over --db, SQLite or PostgreSQL.
     Serve(crate::server::ServeArgs),
     /// API tokens: issue one for an identity (shown once), list, revoke.
@@ -405,6 +409,35 @@ pub enum RoleCmd {
     Revoke { identity: String, role: String },
     /// Every role assignment.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// The policy in force: its hash, tiers, workflow rules, Cedar policies and the controls
+    /// (NIST CSF 2.0, OWASP NHI Top 10) each implements.
+    Show,
+    /// Check a policy directory without loading it: exit 2 with FILE:LINE: reason if invalid.
+    Check {
+        #[arg(long, env = "WRIT_POLICY_DIR")]
+        dir: PathBuf,
+    },
+    /// Load a policy directory and put it in force, recorded in the ledger as policy.loaded. An
+    /// invalid policy is refused (exit 2, FILE:LINE: reason) and the policy in force stays.
+    /// With --server, the server reloads the directory it was started with.
+    Reload {
+        #[arg(long, env = "WRIT_POLICY_DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Run policy test cases: every tests/*.toml of --dir against that policy, or without --dir
+    /// the default pack's own cases. Exit 1 if any case fails.
+    Test {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Which policy (by hash) and which rules decided each step of a change, with the controls
+    /// they implement; validation is replayed under the recorded policy and under the one in
+    /// force.
+    Explain { id: String },
 }
 
 #[derive(Args, Debug)]

@@ -144,6 +144,22 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             crate::ledger::report_verification(value, json)
         }
         Top::Ledger(_) => Err(not_remote("this ledger command")),
+        Top::Policy(crate::cli::PolicyCmd::Reload { dir: None }) => {
+            let value = client.json("POST", "/api/v1/policy/reload", None)?;
+            let loaded = match (value["hash"].as_str(), value["ledger_index"].as_u64()) {
+                (Some(hash), Some(index)) => {
+                    writ_engine::policy::Loaded::Changed { hash: hash.to_owned(), index }
+                }
+                (hash, _) => {
+                    writ_engine::policy::Loaded::Unchanged { hash: hash.unwrap_or_default().to_owned() }
+                }
+            };
+            crate::policy_cmd::print_loaded(&loaded, json)
+        }
+        Top::Policy(command @ (crate::cli::PolicyCmd::Check { .. } | crate::cli::PolicyCmd::Test { .. })) => {
+            crate::policy_cmd::run(None, command, json)
+        }
+        Top::Policy(_) => Err(not_remote("this policy command (a server reloads its own --policy-dir)")),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
             let path = match change {
                 Some(id) => format!("/api/v1/audit/bundle?change={}", ChangeId::parse(&id)?),

@@ -61,6 +61,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let change = change.as_deref().map(ChangeId::parse).transpose()?;
             crate::audit::bundle(&engine, change.as_ref(), &out, json)
         }
+        Top::Policy(command @ (crate::cli::PolicyCmd::Check { .. } | crate::cli::PolicyCmd::Test { .. })) => {
+            crate::policy_cmd::run(None, command, json)
+        }
+        Top::Policy(command) => {
+            let engine = open(db.as_deref(), hmac)?;
+            crate::policy_cmd::run(Some(&engine), command, json)
+        }
         Top::Ledger(command) => {
             let database = Database::parse(db.as_deref())?;
             let engine = open(db.as_deref(), hmac)?;

@@ -14,6 +14,7 @@ mod demo;
 mod demo_targets;
 mod keys;
 mod ledger;
+mod policy_cmd;
 mod render;
 mod server;
 mod targets;

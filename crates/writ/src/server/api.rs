@@ -116,6 +116,14 @@ pub fn operations() -> Vec<Operation> {
             delete(revoke_role),
         ),
         op(M::GET, "/api/v1/roles", "Every role assignment.", Some(A::ReadLedger), None, get(list_roles)),
+        op(
+            M::POST,
+            "/api/v1/policy/reload",
+            "Load the server's policy directory again and put it in force (policy.loaded in the ledger); an invalid policy is refused with FILE:LINE: reason and the policy in force stays.",
+            Some(A::Administer),
+            None,
+            post(reload_policy),
+        ),
         op(M::GET, "/api/v1/targets", "Registered targets.", Some(A::Read), None, get(list_targets)),
         op(
             M::POST,
@@ -679,6 +687,34 @@ async fn revoke_role(
     Path((name, role)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     set_role(state, caller, name, role, false).await
+}
+
+async fn reload_policy(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Administer)?;
+    let actor = Actor::Identity(caller.identity.name.clone());
+    blocking(&state, move |state| {
+        let dir = state.policy_dir.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "policy.no_directory",
+                "the server was started without --policy-dir; the default pack is in force",
+            )
+        })?;
+        let bundle = writ_policy::PolicyBundle::from_dir(dir).map_err(writ_engine::EngineError::from)?;
+        let loaded = state.engine.load_policy(actor, bundle)?;
+        Ok(Json(match loaded {
+            writ_engine::policy::Loaded::Changed { hash, index } => {
+                json!({ "hash": hash, "changed": true, "ledger_index": index })
+            }
+            writ_engine::policy::Loaded::Unchanged { hash } => {
+                json!({ "hash": hash, "changed": false, "ledger_index": null })
+            }
+        }))
+    })
+    .await
 }
 
 async fn list_roles(

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// (retries continue with backoff: 1 s doubling up to 5 min).
     #[arg(long, env = "WRIT_EXPIRY_ALERT_ATTEMPTS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub expiry_alert_attempts: Option<u32>,
+    /// A policy directory (Cedar files and rules.toml) to load at start and on
+    /// `POST /api/v1/policy/reload`. An invalid policy stops the start with FILE:LINE: reason.
+    #[arg(long, env = "WRIT_POLICY_DIR", value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,6 +69,7 @@ struct File {
     oidc_audience: Option<String>,
     oidc_claim: Option<String>,
     expiry_alert_attempts: Option<u32>,
+    policy_dir: Option<PathBuf>,
 }
 
 /// Request size limits.
@@ -83,6 +88,7 @@ pub struct Settings {
     pub limits: Limits,
     pub oidc: Option<super::oidc::OidcConfig>,
     pub expiry: writ_engine::expiry::ExpiryPolicy,
+    pub policy_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -127,6 +133,7 @@ impl Settings {
         Ok(Settings {
             oidc,
             expiry,
+            policy_dir: args.policy_dir.or(file.policy_dir),
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             db,
             ledger_key: ledger_key.map(Path::to_owned).or(file.ledger_key),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub oidc: Option<oidc::Oidc>,
     /// How time-bound access is ended: retries and alerting.
     pub expiry: writ_engine::expiry::ExpiryPolicy,
+    /// The policy directory loaded at start and on reload, if any.
+    pub policy_dir: Option<std::path::PathBuf>,
 }
 
 pub type State = Arc<AppState>;
@@ -67,6 +69,10 @@ pub fn run(
     let signer = if key_path.exists() { Some(crate::keys::load(&key_path)?) } else { None };
     let engine = crate::commands::engine_over(store, Some(hmac));
     engine.ledger_origin()?;
+    if let Some(dir) = &settings.policy_dir {
+        let loaded = load_policy_dir(&engine, dir)?;
+        tracing::info!(target: "writ::serve", ?loaded, "policy loaded at start");
+    }
     let oidc = settings.oidc.map(oidc::Oidc::new);
     let state = Arc::new(AppState {
         engine,
@@ -75,6 +81,7 @@ pub fn run(
         limits: settings.limits,
         oidc,
         expiry: settings.expiry,
+        policy_dir: settings.policy_dir,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -164,6 +171,17 @@ async fn background(state: State) {
             tracing::warn!(target: "writ::serve", code = error.code(), "background work failed: {error}");
         }
     }
+}
+
+/// Loads a policy directory into the engine: refused (and the policy in force kept) if invalid.
+pub fn load_policy_dir(
+    engine: &Engine,
+    dir: &std::path::Path,
+) -> Result<writ_engine::policy::Loaded, CliError> {
+    let bundle = writ_policy::PolicyBundle::from_dir(dir)
+        .map_err(|e| CliError::new("policy.invalid", format!("invalid policy: {e}"), exit::INPUT))?;
+    Ok(engine
+        .load_policy(writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin), bundle)?)
 }
 
 fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {

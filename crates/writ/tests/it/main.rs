@@ -21,6 +21,7 @@ mod lifecycle;
 mod multi;
 mod oidc;
 mod pgtarget;
+mod policy;
 mod proxy;
 mod refusals;
 mod sensitive;
