@@ -31,7 +31,7 @@ impl Row {
         Row { name: name.to_owned(), count, seconds, note }
     }
 
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.count as f64 / self.seconds.max(1e-9)
     }
 }
@@ -55,6 +55,7 @@ pub fn run(
         (lifecycles_on(dir.path(), Kind::Memory, lifecycles, threads)?, 1000.0),
         (lifecycles_on(dir.path(), Kind::Git, git_count, 1)?, 0.0),
     ];
+    let sequential = measured.first().map_or(1.0, |(row, _)| row.rate());
     let mut rows = vec![raw];
     for (row, target) in measured {
         let mut note = format!("{:.2}x the rate of 6 sequential raw commits", row.rate() / floor);
@@ -64,6 +65,7 @@ pub fn run(
         rows.push(Row { note, ..row });
     }
     rows.extend(crate::bench_ledger::run(dir.path(), ledger_events)?);
+    rows.extend(crate::bench_policy::run(lifecycles.max(1000) * 10, sequential)?);
     match postgres {
         Some(config) => rows.extend(crate::bench_connector::run(config, 500)?),
         None => {

@@ -6,6 +6,7 @@ mod bench;
 mod bench_api;
 mod bench_connector;
 mod bench_ledger;
+mod bench_policy;
 mod cli;
 mod client;
 mod commands;

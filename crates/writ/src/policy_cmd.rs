@@ -1,5 +1,8 @@
 //! `writ policy`: show, check, reload, test and explain the policy as code.
 
+// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent; it never panics.
+#![allow(clippy::indexing_slicing)]
+
 use std::path::Path;
 
 use serde_json::{Value, json};
