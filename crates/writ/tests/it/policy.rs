@@ -188,3 +188,34 @@ fn decisions_carry_the_policy_hash_and_a_tightened_policy_stops_execution() {
     w.writ(&["change", "execute", &id]).ok();
     w.writ(&["ledger", "verify"]).ok();
 }
+
+#[test]
+fn a_server_loads_its_policy_directory_at_start_and_reloads_it_on_request() {
+    let w = World::new();
+    let dir = policy_dir(&w, "served-policy", RULES, None);
+    let http = crate::api::Http::start_with(w, &["--policy-dir", arg(&dir)]);
+    let api = &http.api;
+    let id = http.request("dave", "deploy-prod");
+    let shown = api.get(&format!("/api/v1/changes/{id}"), &http.root).expect(200).clone();
+    assert_eq!(shown["policy"]["tier"], "high", "the directory was loaded at start: {shown}");
+
+    // A broken edit: the reload is refused with file and line, and the policy in force stays.
+    let good = std::fs::read_to_string(dir.join("rules.toml")).unwrap();
+    std::fs::write(dir.join("rules.toml"), good.replace("approvals = 2", "approvals = two")).unwrap();
+    let refused = api.post("/api/v1/policy/reload", &http.root, serde_json::json!({}));
+    let body = refused.expect(422);
+    assert_eq!(body["error"]["code"], "policy.invalid");
+    assert!(body["error"]["message"].as_str().unwrap().contains("rules.toml:"), "{body}");
+    let denied = api.post("/api/v1/policy/reload", &http.bob, serde_json::json!({}));
+    assert_eq!(denied.expect(403)["error"]["code"], "auth.role_required");
+
+    // A valid edit: prod needs no security member any more.
+    std::fs::write(dir.join("rules.toml"), good.replace("approvers = [\"group:security\"]\n", "")).unwrap();
+    let reloaded = api.post("/api/v1/policy/reload", &http.root, serde_json::json!({})).expect(200).clone();
+    assert_eq!(reloaded["changed"], true, "{reloaded}");
+    let id = http.request("dave", "eng-read");
+    let shown = api.get(&format!("/api/v1/changes/{id}"), &http.root).expect(200).clone();
+    assert_eq!(shown["policy"]["tier"], "low");
+    let stamp = &shown["events"][1]["policy"];
+    assert_eq!(stamp["hash"], reloaded["hash"], "{shown}");
+}
