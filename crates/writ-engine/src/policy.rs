@@ -146,23 +146,19 @@ impl Engine {
         let policy = self.policy()?;
         let mut change = record.change.clone();
         let mut events = Vec::new();
-        if change.origin.is_none()
-            && let Some(revalidated) = self.revalidation(&policy, &change, now)?
-        {
+        let Revalidation { event, validation, mut facts, mut people } =
+            self.revalidation(&policy, &change, now)?;
+        if let Some(revalidated) = event {
             change = writ_core::machine::evolve(Some(change), &revalidated)?;
             events.push(revalidated);
+            people.retain(|p| change.approvals.iter().any(|a| a.approver.as_str() == p.name));
+            facts.approvers = change.approvals.iter().map(|a| a.approver.to_string()).collect();
         }
         // The floor first: the core's separation-of-duties and state rules.
         let mut approved = writ_core::machine::decide(Some(&change), command, now)?;
-        let facts = self.facts(&change)?;
         let principal = person_of(approver);
         let delegate = on_behalf_of.map(person_of);
         let permits = policy.authorize(Act::Approve, &principal, &facts, delegate.as_ref())?;
-        let validation = policy.validate(&facts)?;
-        let mut people = Vec::with_capacity(change.approvals.len() + 1);
-        for approval in &change.approvals {
-            people.push(person_of(&self.identity(&approval.approver)?));
-        }
         people.push(principal.clone());
         let assignment = policy.assign(&validation.slots, &people).ok_or_else(|| {
             let open: Vec<&str> = validation.slots.iter().map(|s| s.label.as_str()).collect();
@@ -202,9 +198,15 @@ impl Engine {
         }
         let policy = self.policy()?;
         let now = self.clock.now();
-        if change.state == writ_core::change::ChangeState::Approved
-            && let Some(revalidated) = self.revalidation(&policy, change, now)?
-        {
+        // A retry (failed, implementing, verification failed) stands on the approvals it had;
+        // only an approved change is evaluated again.
+        let (event, facts) = if change.state == writ_core::change::ChangeState::Approved {
+            let revalidation = self.revalidation(&policy, change, now)?;
+            (revalidation.event, revalidation.facts)
+        } else {
+            (None, self.facts(change)?)
+        };
+        if let Some(revalidated) = event {
             let reason = match &revalidated.body {
                 writ_core::event::ChangeEventBody::Revalidated { reason, .. } => reason.clone(),
                 _ => String::new(),
@@ -217,7 +219,6 @@ impl Engine {
             }
             .into());
         }
-        let facts = self.facts(change)?;
         let permits = policy.authorize(Act::Execute, &self.person(executor)?, &facts, None)?;
         Ok(Some(PolicyStamp { hash: policy.hash().to_owned(), rules: permits, slot: None }))
     }
@@ -234,7 +235,7 @@ impl Engine {
     /// what the change was validated for and its approvals still fill every slot they filled;
     /// else the `change.revalidated` event that sends it back to approval. A change policy now
     /// refuses outright is refused here (it cannot be approved or executed any more).
-    fn revalidation(&self, policy: &Policy, change: &Change, now: Timestamp) -> Result<Option<ChangeEvent>> {
+    fn revalidation(&self, policy: &Policy, change: &Change, now: Timestamp) -> Result<Revalidation> {
         let facts = self.facts(change)?;
         let validation = policy.validate(&facts).map_err(|denial| Denial {
             reason: format!("the policy in force now refuses this change: {}", denial.reason),
@@ -251,8 +252,15 @@ impl Engine {
         let same_requirement = requirement == change.requirement
             && change.controls.as_ref().is_some_and(|c| c.slots == controls.slots && c.tier == controls.tier);
         let still_assigned = policy.assign(&validation.slots, &people).is_some();
-        if same_requirement && still_assigned {
-            return Ok(None);
+        let unchanged = |validation, facts, people| Revalidation { event: None, validation, facts, people };
+        // An expiry change is pre-authorised by its origin; a change past approval is not sent
+        // back (retries of its execution stand on the approvals it had).
+        let open = matches!(
+            change.state,
+            writ_core::change::ChangeState::PendingApproval | writ_core::change::ChangeState::Approved
+        );
+        if (same_requirement && still_assigned) || change.origin.is_some() || !open {
+            return Ok(unchanged(validation, facts, people));
         }
         // Keep the largest set of approvals that still fits the new slots, in approval order.
         let mut kept: Vec<Person> = Vec::new();
@@ -292,7 +300,7 @@ impl Engine {
         }
         if kept_names.len() >= usize::from(requirement.approvals) {
             // Only the slots were relabelled and every approval still fits: nothing to redo.
-            return Ok(None);
+            return Ok(unchanged(validation, facts, people));
         }
         let command =
             Command::Revalidate { requirement, controls, kept: kept_names, reason: reasons.join("; ") };
@@ -303,9 +311,19 @@ impl Engine {
             detail: "revalidation produced no event",
         }))?;
         event.policy =
-            Some(PolicyStamp { hash: policy.hash().to_owned(), rules: validation.rules, slot: None });
-        Ok(Some(event))
+            Some(PolicyStamp { hash: policy.hash().to_owned(), rules: validation.rules.clone(), slot: None });
+        Ok(Revalidation { event: Some(event), validation, facts, people })
     }
+}
+
+/// Policy evaluated again on a stored change: the event that sends it back to approval, if
+/// policy now decides differently, and what the evaluation read (reused by the caller).
+struct Revalidation {
+    event: Option<ChangeEvent>,
+    validation: Validation,
+    facts: ChangeFacts,
+    /// The approvers of the change as it was, as policy sees them.
+    people: Vec<Person>,
 }
 
 /// The requirement, controls and stamp validation gives a new change.

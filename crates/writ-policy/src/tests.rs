@@ -162,3 +162,40 @@ fn globs_match_whole_names() {
     assert!(glob("db:*", "db:"));
     assert!(!glob("db:a*b", "db:ab_c"));
 }
+
+#[test]
+fn the_entities_writ_builds_match_the_schema() {
+    let policy = Policy::default_pack().unwrap();
+    let mut owner = Person::human("svc-etl");
+    owner.kind = "service_account".into();
+    owner.owner = Some("dana".into());
+    let mut vendor = Person::human("vera");
+    vendor.vendor = Some("acme".into());
+    let facts = ChangeFacts {
+        kind: "grant".into(),
+        event: "vendor".into(),
+        requester: vendor.clone(),
+        on_behalf_of: Some(Person::human("carol")),
+        vendor: Some("acme".into()),
+        has_ticket: true,
+        emergency: false,
+        ops: vec![OpFacts {
+            action: "grant".into(),
+            owner: owner.owner.clone(),
+            identity: owner,
+            entitlement: "db:read".into(),
+            duration: None,
+        }],
+        tier: "low".into(),
+        approvers: vec!["bob".into()],
+        executors: vec!["system:writ-engine".into()],
+    };
+    let (entities, context) =
+        cedar::decision_json(&Person::human("sam"), &facts, Some(&Person::human("bob")), policy.rules());
+    let schema = cedar::schema();
+    cedar_policy::Entities::from_json_value(entities, Some(&schema)).unwrap();
+    let action =
+        cedar_policy::EntityUid::from_json(serde_json::json!({ "type": "Writ::Action", "id": "approve" }))
+            .unwrap();
+    cedar_policy::Context::from_json_value(context, Some((&schema, &action))).unwrap();
+}
