@@ -153,7 +153,7 @@ fn run_case(
         other => return Err(format!("expect must be allow or deny, not {other:?}")),
     };
     let facts = facts(&spec.change, &person)?;
-    let decided: Result<(Vec<String>, String), crate::Denial> = match spec.action.as_str() {
+    let decided: Result<Allowed, crate::Denial> = match spec.action.as_str() {
         "validate" => policy.validate(&facts).map(|v| {
             let slots: Vec<&str> = v.slots.iter().map(|s| s.label.as_str()).collect();
             let summary =
@@ -168,12 +168,7 @@ fn run_case(
             if spec.slots.as_ref().is_some_and(|s| s.iter().map(String::as_str).ne(slots.iter().copied())) {
                 mismatch.push(format!("slots [{}]", spec.slots.clone().unwrap_or_default().join(", ")));
             }
-            let summary = if mismatch.is_empty() {
-                summary
-            } else {
-                format!("{summary}; expected {}", mismatch.join(", "))
-            };
-            (if mismatch.is_empty() { v.rules } else { vec!["<mismatch>".to_owned()] }, summary)
+            Allowed { rules: v.rules, summary, mismatch }
         }),
         "quorum" => {
             let validation = policy.validate(&facts);
@@ -184,10 +179,9 @@ fn run_case(
                     let filled =
                         approvers.len() >= v.slots.len() && policy.assign(&v.slots, &approvers).is_some();
                     if filled {
-                        Ok((
-                            v.rules,
-                            format!("{} fill all {} slot(s)", spec.approved_by.join(", "), v.slots.len()),
-                        ))
+                        let summary =
+                            format!("{} fill all {} slot(s)", spec.approved_by.join(", "), v.slots.len());
+                        Ok(Allowed { rules: v.rules, summary, mismatch: Vec::new() })
                     } else {
                         Err(crate::Denial {
                             code: "approval.insufficient",
@@ -207,17 +201,22 @@ fn run_case(
             let act = Act::parse(other).ok_or_else(|| format!("unknown action {other:?}"))?;
             let principal = person(spec.principal.as_deref().ok_or("a principal is needed")?);
             let delegate = spec.on_behalf_of.as_deref().map(person);
-            policy
-                .authorize(act, &principal, &facts, delegate.as_ref())
-                .map(|r| (r.clone(), format!("allowed by {}", r.join(", "))))
+            policy.authorize(act, &principal, &facts, delegate.as_ref()).map(|rules| Allowed {
+                summary: format!("allowed by {}", rules.join(", ")),
+                rules,
+                mismatch: Vec::new(),
+            })
         }
     };
     Ok(match decided {
-        Ok((rules, summary)) => {
+        Ok(Allowed { rules, summary, mismatch }) => {
             let rule_ok = spec.rule.as_ref().is_none_or(|r| rules.contains(r));
-            let ok = allow && rule_ok && !rules.iter().any(|r| r == "<mismatch>") && spec.code.is_none();
-            let detail =
-                if ok { summary } else { format!("allowed ({summary}); expected {}", expected(spec)) };
+            let ok = allow && rule_ok && mismatch.is_empty() && spec.code.is_none();
+            let detail = match (ok, mismatch.is_empty()) {
+                (true, _) => summary,
+                (false, true) => format!("allowed ({summary}); expected {}", expected(spec)),
+                (false, false) => format!("allowed ({summary}); expected {}", mismatch.join(", ")),
+            };
             (ok, detail)
         }
         Err(denial) => {
@@ -229,6 +228,14 @@ fn run_case(
             (ok, detail)
         }
     })
+}
+
+/// What an allowed decision showed: the deciding rules, a summary, and what differed from the
+/// case's expectations of a validation (tier, approvals, slots).
+struct Allowed {
+    rules: Vec<String>,
+    summary: String,
+    mismatch: Vec<String>,
 }
 
 fn expected(spec: &CaseSpec) -> String {
