@@ -79,24 +79,6 @@ fn every_event() -> Vec<Event> {
             }],
         },
         ChangeEventBody::Validated { requirement: ApprovalRequirement::BASELINE, controls: None },
-        ChangeEventBody::Validated {
-            requirement: ApprovalRequirement::BASELINE,
-            controls: Some(Box::new(controls())),
-        },
-        ChangeEventBody::Revalidated {
-            requirement: ApprovalRequirement { approvals: 2, validity: Duration::hours(8) },
-            controls: Box::new(writ_core::change::Controls {
-                escalate_at: None,
-                escalate_to: None,
-                ..controls()
-            }),
-            kept: vec![IdentityName::parse("bob").unwrap()],
-            reason: "policy now asks for tier high".into(),
-        },
-        ChangeEventBody::Escalated {
-            to: "group:security".into(),
-            people: vec![IdentityName::parse("sam").unwrap()],
-        },
         ChangeEventBody::Approved { expires_at: T0.plus(Duration::hours(24)) },
         ChangeEventBody::Rejected { reason: "no".into() },
         ChangeEventBody::Cancelled { reason: "withdrawn".into() },
@@ -132,6 +114,24 @@ fn every_event() -> Vec<Event> {
             }],
         },
         ChangeEventBody::AlertRaised { reason: "not ended after 5 attempts".into() },
+        ChangeEventBody::Validated {
+            requirement: ApprovalRequirement::BASELINE,
+            controls: Some(Box::new(controls())),
+        },
+        ChangeEventBody::Revalidated {
+            requirement: ApprovalRequirement { approvals: 2, validity: Duration::hours(8) },
+            controls: Box::new(writ_core::change::Controls {
+                escalate_at: None,
+                escalate_to: None,
+                ..controls()
+            }),
+            kept: vec![IdentityName::parse("bob").unwrap()],
+            reason: "policy now asks for tier high".into(),
+        },
+        ChangeEventBody::Escalated {
+            to: "group:security".into(),
+            people: vec![IdentityName::parse("sam").unwrap()],
+        },
     ];
     let mut events: Vec<Event> =
         bodies.into_iter().enumerate().map(|(i, b)| change_event(i as u64, b)).collect();
