@@ -230,19 +230,9 @@ impl Engine {
                 policy::op_facts(op.action, subject, &op.entitlement.to_string(), op.duration)
             })
             .collect();
-        let facts = writ_policy::ChangeFacts {
-            kind: writ_policy::testing::derive_kind(&op_facts, input.event.as_str()),
-            event: input.event.as_str().to_owned(),
-            requester: policy::person_of(&requester),
-            on_behalf_of: on_behalf_of.as_ref().map(policy::person_of),
-            vendor: requester.vendor.as_ref().map(ToString::to_string),
-            has_ticket: input.refs.iter().any(|r| r.kind == writ_core::change::RefKind::Ticket),
-            emergency: false,
-            ops: op_facts,
-            tier: String::new(),
-            approvers: Vec::new(),
-            executors: Vec::new(),
-        };
+        let kind = writ_policy::testing::derive_kind(&op_facts, input.event.as_str());
+        let facts =
+            policy::change_facts(kind, input.event, &requester, on_behalf_of.as_ref(), &input.refs, op_facts);
         let new = NewChange {
             id: ChangeId::generate(now, random),
             requester,

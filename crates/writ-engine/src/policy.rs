@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use writ_core::change::{ApprovalRequirement, Change, Controls, OpAction};
+use writ_core::change::{
+    ApprovalRequirement, BusinessEvent, Change, Controls, ExternalRef, OpAction, RefKind,
+};
 use writ_core::event::{ChangeEvent, PolicyStamp, RegistryEvent};
 use writ_core::identity::{Actor, Identity};
 use writ_core::machine::Command;
@@ -102,24 +104,16 @@ impl Engine {
             ops.push(op_facts(op.action, &subject, &op.entitlement.to_string(), op.duration));
         }
         let on_behalf_of = change.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
+        let requester = self.identity(&change.requester)?;
+        let kind = change.kind.as_str().to_owned();
+        let facts = change_facts(kind, change.event, &requester, on_behalf_of.as_ref(), &change.refs, ops);
+        let executors: std::collections::BTreeSet<String> =
+            change.executions.iter().map(|e| e.executor.to_string()).collect();
         Ok(ChangeFacts {
-            kind: change.kind.as_str().to_owned(),
-            event: change.event.as_str().to_owned(),
-            requester: person_of(&self.identity(&change.requester)?),
-            on_behalf_of: on_behalf_of.as_ref().map(person_of),
-            vendor: change.vendor.as_ref().map(ToString::to_string),
-            has_ticket: change.refs.iter().any(|r| r.kind == writ_core::change::RefKind::Ticket),
-            emergency: false,
-            ops,
             tier: change.controls.as_ref().map(|c| c.tier.clone()).unwrap_or_default(),
             approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
-            executors: change
-                .executions
-                .iter()
-                .map(|e| e.executor.to_string())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            executors: executors.into_iter().collect(),
+            ..facts
         })
     }
 
@@ -346,6 +340,31 @@ fn controls(validation: &Validation, created: Timestamp) -> Controls {
         escalate_at: validation.escalate_after.map(|d| created.plus(d)),
         escalate_to: validation.escalate_to.clone(),
         review_required: validation.review,
+    }
+}
+
+/// A change as policy sees it before anyone approved or executed it. The vendor is the
+/// requester's organisation, as the change machine records it.
+pub(crate) fn change_facts(
+    kind: String,
+    event: BusinessEvent,
+    requester: &Identity,
+    on_behalf_of: Option<&Identity>,
+    refs: &[ExternalRef],
+    ops: Vec<OpFacts>,
+) -> ChangeFacts {
+    ChangeFacts {
+        kind,
+        event: event.as_str().to_owned(),
+        requester: person_of(requester),
+        on_behalf_of: on_behalf_of.map(person_of),
+        vendor: requester.vendor.as_ref().map(ToString::to_string),
+        has_ticket: refs.iter().any(|r| r.kind == RefKind::Ticket),
+        emergency: false,
+        ops,
+        tier: String::new(),
+        approvers: Vec::new(),
+        executors: Vec::new(),
     }
 }
 

@@ -376,10 +376,6 @@ impl Rules {
         self.rules.iter().find(|r| r.id == id).map(|r| r.controls.as_slice())
     }
 
-    pub fn tier(&self, name: &str) -> Option<&Tier> {
-        self.tiers.iter().find(|t| t.name == name)
-    }
-
     /// Decides the tier and requirements of a change, or refuses it.
     pub fn evaluate(&self, facts: &ChangeFacts) -> Result<Validation, Denial> {
         let mut tier = 0usize;

@@ -75,7 +75,7 @@ pub fn run(count: usize, lifecycle_rate: f64) -> anyhow::Result<Vec<Row>> {
         start.elapsed().as_secs_f64(),
         String::new(),
     );
-    let per_lifecycle = 3.0 / rate(&validations) + 3.0 / rate(&decisions);
+    let per_lifecycle = 3.0 / validations.rate() + 3.0 / decisions.rate();
     let lifecycle = 1.0 / lifecycle_rate.max(1e-9);
     let share = per_lifecycle / (lifecycle - per_lifecycle).max(1e-9);
     let note = format!(
@@ -91,8 +91,4 @@ pub fn run(count: usize, lifecycle_rate: f64) -> anyhow::Result<Vec<Row>> {
         note,
     );
     Ok(vec![validations, decisions, lifecycles])
-}
-
-fn rate(row: &Row) -> f64 {
-    row.rate()
 }
