@@ -260,6 +260,14 @@ pub struct Controls {
     pub review_required: bool,
 }
 
+/// A break-glass change: executed at once for a person policy lets break glass, on the
+/// condition that someone else approves it by `approval_due` and it is reviewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Emergency {
+    pub declared_at: Timestamp,
+    pub approval_due: Timestamp,
+}
+
 /// One approver's decision, valid until `expires_at`; `slot` is the policy slot it filled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
@@ -341,6 +349,8 @@ pub struct Change {
     pub controls: Option<Controls>,
     /// When the pending approval was escalated, and to whom.
     pub escalated: Option<(Timestamp, String)>,
+    /// Set for a break-glass change: approvals come after execution, by a deadline.
+    pub emergency: Option<Emergency>,
     pub approvals: Vec<Approval>,
     pub executions: Vec<Execution>,
     pub verification: Option<Verification>,
@@ -373,5 +383,29 @@ impl Change {
 
     pub fn last_execution(&self) -> Option<&Execution> {
         self.executions.last()
+    }
+
+    /// A break-glass change still waiting for the approvals it must get after the fact.
+    pub fn awaits_post_hoc_approval(&self) -> bool {
+        self.emergency.is_some()
+            && self.approvals.len() < usize::from(self.requirement.approvals)
+            && !matches!(self.state, ChangeState::Rejected | ChangeState::Cancelled | ChangeState::Expired)
+    }
+
+    /// The next time the scheduler must look at this change without being asked: a pending
+    /// approval's escalation, or a break-glass change's post-hoc approval deadline (until it is
+    /// approved or its miss is on record as an alert).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let escalation = self
+            .controls
+            .as_ref()
+            .filter(|c| self.state == ChangeState::PendingApproval && c.escalate_to.is_some())
+            .and_then(|c| c.escalate_at)
+            .filter(|_| self.escalated.is_none());
+        let approval = self
+            .emergency
+            .filter(|_| self.awaits_post_hoc_approval() && self.alert.is_none())
+            .map(|e| e.approval_due);
+        escalation.into_iter().chain(approval).min()
     }
 }

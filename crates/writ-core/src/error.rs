@@ -94,6 +94,15 @@ pub enum Refusal {
     /// An execution or verification report does not cover the change's operations exactly.
     #[error("report for {change} does not cover its operations: {detail}")]
     InconsistentReport { change: ChangeId, detail: String },
+    /// A break-glass request outside what break-glass may do.
+    #[error("break-glass only grants short, time-bound access: {detail}")]
+    BreakGlassScope { detail: String },
+    /// A break-glass change is reviewed only once someone else has approved it after the fact.
+    #[error(
+        "{change} is a break-glass change: it needs {need} post-hoc approval(s) by someone else \
+         (it has {have}) before it can be reviewed"
+    )]
+    PostHocApprovalMissing { change: ChangeId, have: usize, need: usize },
     /// Stored events do not fold into a valid change (corrupted or foreign history).
     #[error("history of {change} is inconsistent at event {seq}: {detail}")]
     CorruptHistory { change: String, seq: u64, detail: &'static str },
@@ -130,6 +139,8 @@ impl Refusal {
             Refusal::NotDue { .. } => "state.not_due",
             Refusal::ExpiryIrrevocable { .. } => "state.expiry_irrevocable",
             Refusal::InconsistentReport { .. } => "engine.inconsistent_report",
+            Refusal::BreakGlassScope { .. } => "breakglass.scope",
+            Refusal::PostHocApprovalMissing { .. } => "breakglass.approval_missing",
             Refusal::CorruptHistory { .. } => "ledger.corrupt_history",
         }
     }

@@ -126,6 +126,14 @@ pub enum ChangeEventBody {
         to: String,
         people: Vec<IdentityName>,
     },
+    /// A person policy lets break glass opened this change: it is authorised to execute at
+    /// once, and needs `requirement.approvals` approvals by someone else by `approval_due`
+    /// (post-hoc), then a review.
+    BreakGlass {
+        approval_due: Timestamp,
+        requirement: ApprovalRequirement,
+        controls: Box<Controls>,
+    },
     Approved {
         expires_at: Timestamp,
     },
@@ -190,6 +198,7 @@ impl ChangeEventBody {
             ChangeEventBody::Validated { .. } => "change.validated",
             ChangeEventBody::Revalidated { .. } => "change.revalidated",
             ChangeEventBody::Escalated { .. } => "change.escalated",
+            ChangeEventBody::BreakGlass { .. } => "change.breakglass",
             ChangeEventBody::Approved { .. } => "change.approved",
             ChangeEventBody::Rejected { .. } => "change.rejected",
             ChangeEventBody::Cancelled { .. } => "change.cancelled",
@@ -210,7 +219,7 @@ impl ChangeEventBody {
         match self {
             ChangeEventBody::Requested { .. } | ChangeEventBody::ExpiryOpened { .. } => Phase::Request,
             ChangeEventBody::Validated { .. } | ChangeEventBody::Revalidated { .. } => Phase::Validation,
-            ChangeEventBody::Escalated { .. } => Phase::Approval,
+            ChangeEventBody::Escalated { .. } | ChangeEventBody::BreakGlass { .. } => Phase::Approval,
             ChangeEventBody::Approved { .. }
             | ChangeEventBody::Rejected { .. }
             | ChangeEventBody::Cancelled { .. }
@@ -272,6 +281,13 @@ pub enum RegistryEvent {
         files: Vec<String>,
         at: Timestamp,
     },
+    /// A finding reached the state it carries (`first`: it was opened); `note` says why.
+    Finding {
+        actor: Actor,
+        finding: crate::finding::Finding,
+        first: bool,
+        note: String,
+    },
 }
 
 impl RegistryEvent {
@@ -284,6 +300,7 @@ impl RegistryEvent {
             RegistryEvent::RoleGranted { .. } => "access.role_granted",
             RegistryEvent::RoleRevoked { .. } => "access.role_revoked",
             RegistryEvent::PolicyLoaded { .. } => "policy.loaded",
+            RegistryEvent::Finding { finding, first, .. } => finding.event_type(*first),
         }
     }
 
@@ -295,7 +312,8 @@ impl RegistryEvent {
             | RegistryEvent::TokenRevoked { actor, .. }
             | RegistryEvent::RoleGranted { actor, .. }
             | RegistryEvent::RoleRevoked { actor, .. }
-            | RegistryEvent::PolicyLoaded { actor, .. } => actor,
+            | RegistryEvent::PolicyLoaded { actor, .. }
+            | RegistryEvent::Finding { actor, .. } => actor,
         }
     }
 
@@ -308,6 +326,7 @@ impl RegistryEvent {
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,
+            RegistryEvent::Finding { finding, .. } => finding.updated_at,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod change;
 pub mod error;
 pub mod event;
+pub mod finding;
 pub mod identity;
 pub mod machine;
 pub mod name;

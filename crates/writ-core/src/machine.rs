@@ -59,6 +59,13 @@ pub struct ExpiryChange {
 #[derive(Clone, Debug)]
 pub enum Command {
     Request(Box<NewChange>),
+    /// Opens a break-glass change: authorised to execute at once (policy allowed the
+    /// requester to break glass), approved after the fact by someone else by `approval_due`.
+    /// Only short grants qualify: every operation grants with a duration.
+    BreakGlass {
+        new: Box<NewChange>,
+        approval_due: Timestamp,
+    },
     /// Opens a change that ends time-bound access; only Writ's scheduler issues it.
     OpenExpiry(Box<ExpiryChange>),
     /// Marks a change as needing a person: Writ stopped trying on its own within its bound.
@@ -122,6 +129,7 @@ impl Command {
     fn action(&self) -> &'static str {
         match self {
             Command::Request(_) => "request",
+            Command::BreakGlass { .. } => "break glass",
             Command::OpenExpiry(_) => "open expiry",
             Command::RaiseAlert { .. } => "raise alert",
             Command::Approve { .. } => "approve",
@@ -147,8 +155,11 @@ pub fn decide(
 ) -> Result<Vec<ChangeEvent>, Refusal> {
     let change = match (change, command) {
         (None, Command::Request(new)) => return decide_request(*new, now),
+        (None, Command::BreakGlass { new, approval_due }) => {
+            return decide_breakglass(*new, approval_due, now);
+        }
         (None, Command::OpenExpiry(expiry)) => return decide_expiry(*expiry, now),
-        (Some(change), Command::Request(_) | Command::OpenExpiry(_)) => {
+        (Some(change), Command::Request(_) | Command::OpenExpiry(_) | Command::BreakGlass { .. }) => {
             return Err(invalid(change, "request"));
         }
         (None, _) => {
@@ -178,9 +189,14 @@ pub fn decide(
         return Err(Refusal::ExpiryIrrevocable { change: change.id.clone(), origin: origin.clone() });
     }
     match command {
-        Command::Request(_) | Command::OpenExpiry(_) => Err(invalid(change, action)),
+        Command::Request(_) | Command::OpenExpiry(_) | Command::BreakGlass { .. } => {
+            Err(invalid(change, action))
+        }
         Command::RaiseAlert { reason } => {
-            if change.state.is_terminal() || change.state == ChangeState::Verified || change.alert.is_some() {
+            // A verified change needs no one to act, unless it is a break-glass change whose
+            // post-hoc approval is missing.
+            let settled = change.state == ChangeState::Verified && !change.awaits_post_hoc_approval();
+            if change.state.is_terminal() || settled || change.alert.is_some() {
                 return Err(invalid(change, action));
             }
             let reason = text(reason, "alert reason")?;
@@ -191,11 +207,19 @@ pub fn decide(
             )])
         }
         Command::Approve { approver, on_behalf_of, validity } => {
-            require_state(change, &[ChangeState::PendingApproval], action)?;
+            if change.emergency.is_some() {
+                // Post-hoc: approves what was already done; it changes no state.
+                if !change.awaits_post_hoc_approval() || change.state == ChangeState::Requested {
+                    return Err(invalid(change, action));
+                }
+            } else {
+                require_state(change, &[ChangeState::PendingApproval], action)?;
+            }
             check_approver(change, &approver, on_behalf_of.as_ref())?;
             let validity =
                 validity.map_or(change.requirement.validity, |v| v.min(change.requirement.validity));
-            let expires_at = now.plus(validity);
+            // A post-hoc approval approves what is done; it authorises nothing further.
+            let expires_at = if change.emergency.is_some() { now } else { now.plus(validity) };
             Ok(vec![event(
                 Actor::Identity(approver.name),
                 on_behalf_of.map(|o| o.name),
@@ -236,9 +260,15 @@ pub fn decide(
                 ],
                 action,
             )?;
-            check_approvals_current(change, now)?;
+            // A break-glass change is authorised by the break-glass itself, for the person who
+            // broke glass to carry out; its approvals come after.
+            let breaks_glass = change.emergency.is_some() && executor.identity() == Some(&change.requester);
+            if change.emergency.is_none() {
+                check_approvals_current(change, now)?;
+            }
             if let Actor::Identity(name) = &executor
                 && let Some(role) = role_of(change, name)
+                && !breaks_glass
             {
                 return Err(Refusal::ExecutorNotIndependent {
                     change: change.id.clone(),
@@ -273,6 +303,13 @@ pub fn decide(
         Command::Review { reviewer, notes } => {
             require_state(change, &[ChangeState::Verified, ChangeState::VerificationFailed], action)?;
             require_human(&reviewer, "review")?;
+            if change.awaits_post_hoc_approval() {
+                return Err(Refusal::PostHocApprovalMissing {
+                    change: change.id.clone(),
+                    have: change.approvals.len(),
+                    need: usize::from(change.requirement.approvals),
+                });
+            }
             if let Some(role) = role_of(change, &reviewer.name) {
                 return Err(Refusal::ReviewerNotIndependent {
                     change: change.id.clone(),
@@ -395,6 +432,17 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
         ChangeEventBody::Requested { .. } | ChangeEventBody::ExpiryOpened { .. } => {
             return Err(corrupt("change.requested after the start"));
         }
+        ChangeEventBody::BreakGlass { approval_due, requirement, controls } => {
+            expect(&[ChangeState::Requested])?;
+            if event.seq != 1 {
+                return Err(corrupt("change.breakglass must directly follow change.requested"));
+            }
+            change.requirement = *requirement;
+            change.controls = Some(controls.as_ref().clone());
+            change.emergency =
+                Some(crate::change::Emergency { declared_at: event.at, approval_due: *approval_due });
+            change.state = ChangeState::Approved;
+        }
         ChangeEventBody::AlertRaised { reason } => {
             if change.alert.is_some() {
                 return Err(corrupt("a second alert on one change"));
@@ -420,7 +468,13 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             change.escalated = Some((event.at, to.clone()));
         }
         ChangeEventBody::Approved { expires_at } => {
-            expect(&[ChangeState::PendingApproval])?;
+            if change.emergency.is_some() {
+                if !change.awaits_post_hoc_approval() {
+                    return Err(corrupt("a post-hoc approval beyond the ones required"));
+                }
+            } else {
+                expect(&[ChangeState::PendingApproval])?;
+            }
             let approver =
                 event.actor.identity().cloned().ok_or_else(|| corrupt("approver must be an identity"))?;
             change.approvals.push(Approval {
@@ -430,7 +484,9 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 expires_at: *expires_at,
                 slot: event.policy.as_ref().and_then(|p| p.slot.clone()),
             });
-            if change.approvals.len() >= usize::from(change.requirement.approvals) {
+            if change.approvals.len() >= usize::from(change.requirement.approvals)
+                && change.state == ChangeState::PendingApproval
+            {
                 change.state = ChangeState::Approved;
             }
         }
@@ -543,6 +599,7 @@ fn first(
         requirement: ApprovalRequirement::BASELINE,
         controls: None,
         escalated: None,
+        emergency: None,
         approvals: Vec::new(),
         executions: Vec::new(),
         verification: None,
@@ -561,6 +618,41 @@ pub fn replay<'a>(events: impl IntoIterator<Item = &'a ChangeEvent>) -> Result<O
         change = Some(evolve(change, event)?);
     }
     Ok(change)
+}
+
+/// A break-glass change opens as a request followed by `change.breakglass` instead of
+/// `change.validated`.
+fn decide_breakglass(
+    new: NewChange,
+    approval_due: Timestamp,
+    now: Timestamp,
+) -> Result<Vec<ChangeEvent>, Refusal> {
+    let scope = |detail: &str| Refusal::BreakGlassScope { detail: detail.to_owned() };
+    if new.ops.iter().any(|op| op.action != OpAction::Grant || op.duration.is_none()) {
+        return Err(scope("every operation must grant with a duration"));
+    }
+    if new.on_behalf_of.is_some() {
+        return Err(scope("the person who breaks glass acts for themselves, not on behalf of another"));
+    }
+    if approval_due <= now {
+        return Err(scope("the post-hoc approval deadline must be in the future"));
+    }
+    if new.requirement.approvals == 0 {
+        return Err(scope("someone else must approve a break-glass change afterwards"));
+    }
+    let requirement = new.requirement;
+    let controls = Box::new(new.controls.clone().unwrap_or(Controls {
+        tier: String::new(),
+        slots: Vec::new(),
+        escalate_at: None,
+        escalate_to: None,
+        review_required: true,
+    }));
+    let mut events = decide_request(new, now)?;
+    if let Some(validated) = events.get_mut(1) {
+        validated.body = ChangeEventBody::BreakGlass { approval_due, requirement, controls };
+    }
+    Ok(events)
 }
 
 fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Refusal> {

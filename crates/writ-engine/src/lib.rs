@@ -11,9 +11,11 @@
 //!   implementations.
 
 pub mod access;
+pub mod breakglass;
 mod error;
 mod evidence;
 pub mod expiry;
+pub mod findings;
 pub mod ledger;
 pub mod policy;
 
@@ -206,23 +208,7 @@ impl Engine {
         let now = self.clock.now();
         let requester = self.identity(&input.requester)?;
         let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
-        let mut subjects = Vec::with_capacity(input.ops.len());
-        let mut ops = Vec::with_capacity(input.ops.len());
-        for op in input.ops {
-            subjects.push(self.identity(&op.identity)?);
-            ops.push(PlannedOp {
-                action: op.action,
-                identity: op.identity,
-                entitlement: op.entitlement,
-                duration: op.duration,
-            });
-        }
-        let mut plans = serde_json::Map::new();
-        for (target, group) in group_by_target(&ops) {
-            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
-            let plan = self.connector_for(&target)?.plan(&target_ops)?;
-            plans.insert(target.to_string(), evidence::plan_json(&plan));
-        }
+        let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
         let op_facts: Vec<writ_policy::OpFacts> = ops
             .iter()
             .zip(&subjects)
@@ -260,6 +246,32 @@ impl Engine {
         self.commit(None, events, Vec::new(), captured)
     }
 
+    /// Resolves the identity of each requested operation and checks every entitlement exists
+    /// on its target: (operations, their identities, the read-only plan of each target).
+    fn resolve_ops(
+        &self,
+        requested: Vec<RequestedOp>,
+    ) -> Result<(Vec<PlannedOp>, Vec<Identity>, TargetPlans)> {
+        let mut subjects = Vec::with_capacity(requested.len());
+        let mut ops = Vec::with_capacity(requested.len());
+        for op in requested {
+            subjects.push(self.identity(&op.identity)?);
+            ops.push(PlannedOp {
+                action: op.action,
+                identity: op.identity,
+                entitlement: op.entitlement,
+                duration: op.duration,
+            });
+        }
+        let mut plans = serde_json::Map::new();
+        for (target, group) in group_by_target(&ops) {
+            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            let plan = self.connector_for(&target)?.plan(&target_ops)?;
+            plans.insert(target.to_string(), evidence::plan_json(&plan));
+        }
+        Ok((ops, subjects, plans))
+    }
+
     /// Records one approval, with the approval context as evidence. `validity` can shorten
     /// (never extend) how long it stays valid.
     pub fn approve(
@@ -289,7 +301,9 @@ impl Engine {
         let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
         let mut history = record.events;
         history.append(&mut committed.events);
-        Ok(ChangeRecord { change: committed.change, events: history })
+        let record = ChangeRecord { change: committed.change, events: history };
+        self.settle_breakglass(&record, &approver.name)?;
+        Ok(record)
     }
 
     pub fn reject(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
@@ -613,34 +627,6 @@ impl Engine {
         Ok(expired)
     }
 
-    /// Escalates, once, every pending approval past its escalation deadline, to the target
-    /// policy named at validation (`group:…` or `person:…`), recorded as `change.escalated`
-    /// with the people that target names under the policy in force. Returns (change, target).
-    pub fn escalate_due(&self) -> Result<Vec<(ChangeId, String)>> {
-        let policy = self.policy()?;
-        let now = self.clock.now();
-        let mut escalated = Vec::new();
-        for summary in self.store.changes(Some(ChangeState::PendingApproval))? {
-            let record = self.load(&summary.id)?;
-            let change = &record.change;
-            let due = change.controls.as_ref().and_then(|c| Some((c.escalate_at?, c.escalate_to.clone()?)));
-            let Some((at, to)) = due else { continue };
-            if at > now || change.escalated.is_some() {
-                continue;
-            }
-            let people =
-                policy.escalation_people(&to).iter().filter_map(|p| IdentityName::parse(p).ok()).collect();
-            self.transition_from(
-                record,
-                Command::Escalate { to: to.clone(), people },
-                evidence::Captured::default(),
-            )?;
-            tracing::warn!(target: "writ::engine", change = %summary.id, to = %to, "pending approval escalated");
-            escalated.push((summary.id, to));
-        }
-        Ok(escalated)
-    }
-
     /// The evidence blob with this digest.
     pub fn evidence(&self, sha256: &[u8; 32]) -> Result<writ_store::EvidenceBlob> {
         self.store.evidence(sha256)?.ok_or_else(|| EngineError::NotFound {
@@ -780,12 +766,16 @@ impl Engine {
             grants,
             evidence: captured.into_blobs(),
             sensitive,
+            due_at: change.next_deadline(),
         };
         let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
         Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
     }
 }
+
+/// The read-only plan of each target a change touches, as evidence JSON by target name.
+type TargetPlans = serde_json::Map<String, serde_json::Value>;
 
 /// Generates the 80 random bits of a change ID from the operating system.
 pub fn random_bits() -> Result<u128> {

@@ -110,6 +110,7 @@ impl Engine {
         let executors: std::collections::BTreeSet<String> =
             change.executions.iter().map(|e| e.executor.to_string()).collect();
         Ok(ChangeFacts {
+            emergency: change.emergency.is_some(),
             tier: change.controls.as_ref().map(|c| c.tier.clone()).unwrap_or_default(),
             approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
             executors: executors.into_iter().collect(),
@@ -194,7 +195,10 @@ impl Engine {
         let now = self.clock.now();
         // A retry (failed, implementing, verification failed) stands on the approvals it had;
         // only an approved change is evaluated again.
-        let (event, facts) = if change.state == writ_core::change::ChangeState::Approved {
+        // A break-glass change was authorised to execute by the break-glass itself.
+        let revalidate =
+            change.state == writ_core::change::ChangeState::Approved && change.emergency.is_none();
+        let (event, facts) = if revalidate {
             let revalidation = self.revalidation(&policy, change, now)?;
             (revalidation.event, revalidation.facts)
         } else {
@@ -253,7 +257,9 @@ impl Engine {
             change.state,
             writ_core::change::ChangeState::PendingApproval | writ_core::change::ChangeState::Approved
         );
-        if (same_requirement && still_assigned) || change.origin.is_some() || !open {
+        // A break-glass change is approved after the fact: it is never sent back.
+        let post_hoc = change.emergency.is_some();
+        if (same_requirement && still_assigned) || change.origin.is_some() || !open || post_hoc {
             return Ok(unchanged(validation, facts, people));
         }
         // Keep the largest set of approvals that still fits the new slots, in approval order.

@@ -549,10 +549,10 @@ fn an_overdue_approval_escalates_once() {
     w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(RULES_WITH_SECURITY)).unwrap();
     let id =
         w.engine.request(input("alice", &[(OpAction::Grant, "dave", "apps:read")]), 1).unwrap().change.id;
-    assert!(w.engine.escalate_due().unwrap().is_empty(), "not due yet");
+    assert_eq!(w.engine.deadlines_due().unwrap(), breakglass::Deadlines::default(), "not due yet");
     w.clock.0.fetch_add(2 * 3_600_000, Ordering::SeqCst);
-    assert_eq!(w.engine.escalate_due().unwrap(), vec![(id.clone(), "group:security".to_owned())]);
-    assert!(w.engine.escalate_due().unwrap().is_empty(), "escalated once");
+    assert_eq!(w.engine.deadlines_due().unwrap().escalated, vec![(id.clone(), "group:security".to_owned())]);
+    assert_eq!(w.engine.deadlines_due().unwrap(), breakglass::Deadlines::default(), "escalated once");
     let change = w.engine.load(&id).unwrap();
     let last = &change.events.last().unwrap().1;
     assert!(
@@ -560,4 +560,149 @@ fn an_overdue_approval_escalates_once() {
     );
     // Approval still works after escalation.
     assert_eq!(w.engine.approve(&id, &n("carol"), None, None).unwrap().change.state, ChangeState::Approved);
+}
+
+// ---- break-glass ----
+
+/// The default pack with alice as the only incident responder.
+fn responders_policy(w: &World) {
+    let rules = writ_policy::PolicyBundle::default_pack().files()["rules.toml"]
+        .replace("incident-responders = []", "incident-responders = [\"alice\"]");
+    assert!(rules.contains("[\"alice\"]"));
+    w.engine.load_policy(Actor::System(SystemActor::Admin), policy_with(&rules)).unwrap();
+}
+
+fn glass(actor: &str, entitlement: &str, duration: Option<Duration>) -> breakglass::BreakGlassInput {
+    breakglass::BreakGlassInput {
+        actor: n(actor),
+        ops: vec![RequestedOp {
+            action: OpAction::Grant,
+            identity: n(actor),
+            entitlement: EntitlementRef::parse(entitlement).unwrap(),
+            duration,
+        }],
+        reason: Justification::parse("INC-42: primary database down").unwrap(),
+        refs: vec![],
+    }
+}
+
+fn types(record: &ChangeRecord) -> Vec<&'static str> {
+    record.events.iter().map(|(_, e)| e.body.type_name()).collect()
+}
+
+#[test]
+fn breakglass_executes_at_once_and_with_post_hoc_approval_the_trail_ends_in_review() {
+    let w = world();
+    responders_policy(&w);
+    let before = snapshot(&w.engine);
+    let refused = w.engine.breakglass(glass("bob", "apps:read", None), 1).unwrap_err();
+    assert_eq!(refused.code(), "policy.not_permitted", "{refused}");
+    let too_long = w.engine.breakglass(glass("alice", "apps:read", Some(Duration::hours(2))), 1).unwrap_err();
+    assert_eq!(too_long.code(), "breakglass.duration_exceeded", "{too_long}");
+    assert_eq!(snapshot(&w.engine), before, "refused break-glass records nothing");
+
+    let record = w.engine.breakglass(glass("alice", "apps:read", None), 2).unwrap();
+    let change = &record.change;
+    let id = change.id.clone();
+    assert_eq!(change.state, ChangeState::Verified, "executed and verified in the same call");
+    assert_eq!(change.event, BusinessEvent::Incident);
+    assert!(w.apps.observe(&[ent("read")]).unwrap().is_member(&ent("read"), &n("alice")));
+    assert_eq!(change.executions[0].executor, Actor::Identity(n("alice")), "who broke glass executed");
+    assert_eq!(change.ops[0].duration, Some(Duration::hours(1)), "the policy's maximum by default");
+    let emergency = change.emergency.expect("marked emergency");
+    assert_eq!(emergency.approval_due, emergency.declared_at.plus(Duration::hours(24)));
+    assert!(change.controls.as_ref().unwrap().review_required);
+    assert!(
+        stamp_of(&record, "change.breakglass").rules.contains(&"breakglass.incident-responders".to_owned())
+    );
+
+    // Review waits for the post-hoc approval; whoever broke glass cannot approve it.
+    let early = w.engine.review(&id, &n("carol"), "looked fine".into()).unwrap_err();
+    assert_eq!(early.code(), "breakglass.approval_missing", "{early}");
+    let own = w.engine.approve(&id, &n("alice"), None, None).unwrap_err();
+    assert_eq!(own.code(), "sod.self_approval", "{own}");
+    let approved = w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    assert_eq!(approved.change.state, ChangeState::Verified, "a post-hoc approval changes no state");
+    let second = w.engine.approve(&id, &n("carol"), None, None).unwrap_err();
+    assert_eq!(second.code(), "state.invalid_transition", "{second}");
+    let reviewed = w.engine.review(&id, &n("carol"), "emergency justified, access ended".into()).unwrap();
+    assert_eq!(reviewed.change.state, ChangeState::Reviewed);
+    assert_eq!(
+        types(&reviewed),
+        [
+            "change.requested",
+            "change.breakglass",
+            "change.execution_started",
+            "change.implemented",
+            "change.verified",
+            "change.approved",
+            "change.reviewed"
+        ]
+    );
+
+    // The deadline passing after an approval in time finds nothing; the access still ends.
+    advance(&w, 25 * 3_600_000);
+    assert_eq!(w.engine.deadlines_due().unwrap(), breakglass::Deadlines::default());
+    assert!(w.engine.findings(None).unwrap().is_empty());
+    assert_eq!(w.engine.revoke_due(&expiry::ExpiryPolicy::default()).unwrap().verified.len(), 1);
+    assert!(!w.apps.observe(&[ent("read")]).unwrap().is_member(&ent("read"), &n("alice")));
+}
+
+#[test]
+fn breakglass_without_post_hoc_approval_by_the_deadline_ends_in_a_finding() {
+    let w = world();
+    responders_policy(&w);
+    let id =
+        w.engine.breakglass(glass("alice", "apps:admin", Some(Duration::minutes(30))), 3).unwrap().change.id;
+    assert_eq!(
+        w.engine.load(&id).unwrap().change.requirement.approvals,
+        2,
+        "privileged: two post-hoc approvals"
+    );
+    // The short grant ends on its own, through its expiry change.
+    advance(&w, 31 * 60_000);
+    assert_eq!(w.engine.revoke_due(&expiry::ExpiryPolicy::default()).unwrap().verified.len(), 1);
+    assert!(!w.apps.observe(&[ent("admin")]).unwrap().is_member(&ent("admin"), &n("alice")));
+    // One approval of two by the deadline is not enough.
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    advance(&w, 23 * 3_600_000);
+    assert_eq!(w.engine.deadlines_due().unwrap(), breakglass::Deadlines::default(), "not due yet");
+    advance(&w, 3_600_000);
+    let due = w.engine.deadlines_due().unwrap();
+    assert_eq!(due.overdue.len(), 1, "{due:?}");
+    let (change, finding_id) = &due.overdue[0];
+    assert_eq!(change, &id);
+    let finding = w.engine.finding(finding_id).unwrap();
+    assert_eq!(finding.kind, breakglass::APPROVAL_MISSED);
+    assert_eq!(finding.state, writ_core::finding::FindingState::Open);
+    assert_eq!(finding.change.as_ref(), Some(&id));
+    let alerted = w.engine.load(&id).unwrap();
+    assert!(
+        alerted.change.alert.as_deref().is_some_and(|a| a.contains(finding_id)),
+        "{:?}",
+        alerted.change.alert
+    );
+    // Once only, however often the scheduler looks.
+    let events = snapshot(&w.engine).0;
+    assert_eq!(w.engine.deadlines_due().unwrap(), breakglass::Deadlines::default());
+    assert_eq!(snapshot(&w.engine).0, events);
+    // A late approval completes the change and resolves the finding; both stay on record.
+    w.engine.approve(&id, &n("carol"), None, None).unwrap();
+    let resolved = w.engine.finding(finding_id).unwrap();
+    assert_eq!(resolved.state, writ_core::finding::FindingState::Resolved);
+    assert_eq!(
+        w.engine.review(&id, &n("dave"), "late approval noted".into()).unwrap().change.state,
+        ChangeState::Reviewed
+    );
+    let log = w.engine.store().events(0, 10_000).unwrap();
+    let finding_events: Vec<&str> = log
+        .iter()
+        .filter_map(|e| match writ_ledger::decode(&e.bytes, &|_| None).unwrap() {
+            writ_core::event::Event::Registry(r) if r.type_name().starts_with("finding.") => {
+                Some(r.type_name())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finding_events, ["finding.opened", "finding.resolved"]);
 }

@@ -159,6 +159,23 @@ enum Data {
         to: String,
         people: Vec<String>,
     },
+    BreakGlass {
+        approval_due: String,
+        required_approvals: u8,
+        approval_validity_ms: i64,
+        controls: ControlsRecord,
+    },
+    Finding {
+        id: String,
+        kind: String,
+        subject: String,
+        change: Option<String>,
+        detail: String,
+        state: String,
+        opened_at: String,
+        exception: Option<String>,
+        note: String,
+    },
     PolicyLoaded {
         hash: String,
         files: Vec<String>,
@@ -381,6 +398,37 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
         ("policy.loaded", Data::PolicyLoaded { hash, files }) => {
             RegistryEvent::PolicyLoaded { actor, hash, files, at }
         }
+        (
+            kind @ ("finding.opened" | "finding.reopened" | "finding.excepted" | "finding.resolved"),
+            Data::Finding {
+                id,
+                kind: finding_kind,
+                subject,
+                change,
+                detail,
+                state,
+                opened_at,
+                exception,
+                note,
+            },
+        ) => {
+            let finding = writ_core::finding::Finding {
+                id,
+                kind: finding_kind,
+                subject,
+                change: change.as_deref().map(ChangeId::parse).transpose()?,
+                detail,
+                state: writ_core::finding::FindingState::parse(&state)?,
+                opened_at: parse_time(&opened_at)?,
+                updated_at: at,
+                exception,
+            };
+            let first = kind == "finding.opened";
+            if finding.event_type(first) != kind {
+                return Err(RecordError::Malformed(format!("{kind} for a finding that is {state}")));
+            }
+            RegistryEvent::Finding { actor, finding, first, note }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -440,6 +488,12 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
         ChangeEventBody::Escalated { to, people } => {
             Data::Escalated { to: to.clone(), people: people.iter().map(ToString::to_string).collect() }
         }
+        ChangeEventBody::BreakGlass { approval_due, requirement, controls } => Data::BreakGlass {
+            approval_due: approval_due.to_rfc3339(),
+            required_approvals: requirement.approvals,
+            approval_validity_ms: requirement.validity.as_millis(),
+            controls: controls_record(controls),
+        },
         ChangeEventBody::Approved { expires_at } => Data::Approved { expires_at: expires_at.to_rfc3339() },
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
@@ -500,6 +554,17 @@ fn registry_data(event: &RegistryEvent) -> Data {
         RegistryEvent::PolicyLoaded { hash, files, .. } => {
             Data::PolicyLoaded { hash: hash.clone(), files: files.clone() }
         }
+        RegistryEvent::Finding { finding, note, .. } => Data::Finding {
+            id: finding.id.clone(),
+            kind: finding.kind.clone(),
+            subject: finding.subject.clone(),
+            change: finding.change.as_ref().map(ToString::to_string),
+            detail: finding.detail.clone(),
+            state: finding.state.as_str().to_owned(),
+            opened_at: finding.opened_at.to_rfc3339(),
+            exception: finding.exception.clone(),
+            note: note.clone(),
+        },
     }
 }
 
@@ -564,6 +629,17 @@ fn change_body(
         ("change.escalated", Data::Escalated { to, people }) => ChangeEventBody::Escalated {
             to,
             people: people.iter().map(|k| IdentityName::parse(k)).collect::<Result<_, _>>()?,
+        },
+        (
+            "change.breakglass",
+            Data::BreakGlass { approval_due, required_approvals, approval_validity_ms, controls },
+        ) => ChangeEventBody::BreakGlass {
+            approval_due: parse_time(&approval_due)?,
+            requirement: ApprovalRequirement {
+                approvals: required_approvals,
+                validity: Duration::from_millis(approval_validity_ms)?,
+            },
+            controls: Box::new(controls_of(controls)?),
         },
         ("change.approved", Data::Approved { expires_at }) => {
             ChangeEventBody::Approved { expires_at: parse_time(&expires_at)? }

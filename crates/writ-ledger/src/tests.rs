@@ -196,6 +196,44 @@ fn every_event() -> Vec<Event> {
             at: T0,
         }));
     }
+    // Later additions go last: some tests pick their sample by index.
+    events.push(change_event(
+        100,
+        ChangeEventBody::BreakGlass {
+            approval_due: T0.plus(Duration::hours(24)),
+            requirement: ApprovalRequirement { approvals: 2, validity: Duration::hours(8) },
+            controls: Box::new(controls()),
+        },
+    ));
+    let finding = writ_core::finding::Finding {
+        id: "FND-0123456789abcdef".into(),
+        kind: "breakglass.approval_missed".into(),
+        subject: ChangeId::generate(T0, 9).to_string(),
+        change: Some(ChangeId::generate(T0, 9)),
+        detail: "no post-hoc approval by the deadline".into(),
+        state: writ_core::finding::FindingState::Open,
+        opened_at: T0,
+        updated_at: T0,
+        exception: None,
+    };
+    for (state, first) in [
+        (writ_core::finding::FindingState::Open, true),
+        (writ_core::finding::FindingState::Excepted, false),
+        (writ_core::finding::FindingState::Open, false),
+        (writ_core::finding::FindingState::Resolved, false),
+    ] {
+        events.push(Event::Registry(RegistryEvent::Finding {
+            actor: Actor::System(SystemActor::Scheduler),
+            finding: writ_core::finding::Finding {
+                state,
+                exception: (state == writ_core::finding::FindingState::Excepted).then(|| "EXC-1".to_owned()),
+                updated_at: T0.plus(Duration::hours(1)),
+                ..finding.clone()
+            },
+            first,
+            note: "deadline passed".into(),
+        }));
+    }
     events
 }
 

@@ -40,6 +40,8 @@ const TESTS: &[(&str, Test)] = &[
     ("leases: one holder at a time until expiry", leases),
     ("a token's principal and sealed values read in one go", one_read_lookups),
     ("due grants: only expired time-bound grants, oldest first, limited", due_grants),
+    ("due changes: by deadline, rescheduled only from the sequence read", due_changes),
+    ("findings: opened once, moved only from the state read, each with its event", findings),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -81,6 +83,7 @@ pub fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeStat
         grants: vec![],
         evidence: vec![],
         sensitive: vec![],
+        due_at: None,
     }
 }
 
@@ -389,4 +392,62 @@ fn due_grants(store: Arc<dyn Store>) {
     }];
     store.commit(second).unwrap();
     assert_eq!(names(store.due_grants(Timestamp::from_millis(99), 10).unwrap()), vec!["t:late"]);
+}
+
+fn due_changes(store: Arc<dyn Store>) {
+    let at = Timestamp::from_millis;
+    let (early, late, none) = (id(50), id(51), id(52));
+    for (change, due) in [(&late, Some(20)), (&early, Some(10)), (&none, None)] {
+        let mut first = commit(change, 0, 1, ChangeState::PendingApproval);
+        first.due_at = due.map(at);
+        store.commit(first).unwrap();
+    }
+    assert!(store.due_changes(at(9), 10).unwrap().is_empty());
+    assert_eq!(store.due_changes(at(99), 10).unwrap(), vec![early.clone(), late.clone()]);
+    assert_eq!(store.due_changes(at(99), 1).unwrap(), vec![early.clone()]);
+    // A commit sets the deadline it carries, clearing it when there is none.
+    store.commit(commit(&early, 1, 1, ChangeState::Approved)).unwrap();
+    assert_eq!(store.due_changes(at(99), 10).unwrap(), vec![late.clone()]);
+    // Rescheduling from a stale read does nothing; from the current one it moves the deadline.
+    store.reschedule(&late, 0, None).unwrap();
+    assert_eq!(store.due_changes(at(99), 10).unwrap(), vec![late.clone()]);
+    store.reschedule(&late, 1, Some(at(200))).unwrap();
+    assert!(store.due_changes(at(99), 10).unwrap().is_empty());
+    assert_eq!(store.due_changes(at(200), 10).unwrap(), vec![late]);
+}
+
+fn findings(store: Arc<dyn Store>) {
+    use writ_core::finding::{Finding, FindingState};
+    let finding = Finding {
+        id: "FND-1".into(),
+        kind: "breakglass.approval_missed".into(),
+        subject: id(60).to_string(),
+        change: Some(id(60)),
+        detail: "missed".into(),
+        state: FindingState::Open,
+        opened_at: Timestamp::from_millis(1),
+        updated_at: Timestamp::from_millis(1),
+        exception: None,
+    };
+    let first = store.open_finding(&finding, &event(None, None, "f1")).unwrap();
+    let again = store.open_finding(&finding, &event(None, None, "f2"));
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.finding("FND-1").unwrap(), Some(finding.clone()));
+    assert_eq!(store.finding("FND-2").unwrap(), None);
+    let excepted = Finding {
+        state: FindingState::Excepted,
+        exception: Some("EXC-1".into()),
+        updated_at: Timestamp::from_millis(5),
+        ..finding.clone()
+    };
+    let moved = store.update_finding(&excepted, FindingState::Open, &event(None, None, "f3")).unwrap();
+    assert_eq!(moved, first + 1, "the refused second open appended nothing");
+    // A writer that read the finding as open before it was excepted is refused.
+    let stale = store.update_finding(&finding, FindingState::Open, &event(None, None, "f4"));
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(store.finding("FND-1").unwrap(), Some(excepted.clone()));
+    assert_eq!(store.findings(Some(FindingState::Excepted)).unwrap(), vec![excepted.clone()]);
+    assert!(store.findings(Some(FindingState::Open)).unwrap().is_empty());
+    assert_eq!(store.findings(None).unwrap(), vec![excepted]);
+    assert_eq!(store.events(0, 100).unwrap().len() as u64, moved + 1, "one event per accepted write");
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod access;
+mod findings;
 mod writer;
 
 use postgres::error::SqlState;
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_access.sql"),
     include_str!("../migrations/0006_expiry.sql"),
     include_str!("../migrations/0007_policy.sql"),
+    include_str!("../migrations/0008_findings.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -379,6 +381,31 @@ pub(crate) fn parse_identity(row: &postgres::Row) -> Result<Identity> {
 }
 
 impl ChangeStore for PostgresStore {
+    fn due_changes(&self, now: Timestamp, limit: usize) -> Result<Vec<ChangeId>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(
+                "SELECT id FROM changes WHERE due_ms IS NOT NULL AND due_ms <= $1 ORDER BY due_ms, id LIMIT $2",
+                &[&now.as_millis(), &limit],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(|row| ChangeId::parse(row.get(0)).map_err(corrupt("change id"))).collect()
+    }
+
+    fn reschedule(&self, id: &ChangeId, seq: u64, due_at: Option<Timestamp>) -> Result<()> {
+        let seq = to_i64(seq)?;
+        self.side(|tx| {
+            tx.execute(
+                "UPDATE changes SET due_ms = $2 WHERE id = $1 AND seq = $3",
+                &[&id.as_str(), &due_at.map(Timestamp::as_millis), &seq],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
     fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>> {
         self.write(move |tx, next| {
             let summary = &commit.summary;
@@ -388,10 +415,10 @@ impl ChangeStore for PostgresStore {
             // read: no row back means someone else wrote in between (or the change exists).
             let written = tx
                 .query_opt(
-                    "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
-                     SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $8::BIGINT = 0 OR EXISTS (SELECT 1 FROM changes WHERE id = $1)
+                    "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq, due_ms)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $9 WHERE $8::BIGINT = 0 OR EXISTS (SELECT 1 FROM changes WHERE id = $1)
                      ON CONFLICT (id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
-                         updated_ms = excluded.updated_ms, seq = excluded.seq
+                         updated_ms = excluded.updated_ms, seq = excluded.seq, due_ms = excluded.due_ms
                      WHERE changes.seq = $8 AND $8 > 0
                      RETURNING seq",
                     &[
@@ -403,6 +430,7 @@ impl ChangeStore for PostgresStore {
                         &summary.updated_at.as_millis(),
                         &(expected + appended),
                         &expected,
+                        &commit.due_at.map(Timestamp::as_millis),
                     ],
                 )
                 .map_err(map_err)?;

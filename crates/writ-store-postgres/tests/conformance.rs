@@ -123,6 +123,7 @@ fn several_connections_appending_at_once_never_fork_the_log() {
                         grants: vec![],
                         evidence: vec![],
                         sensitive: vec![],
+                        due_at: None,
                     };
                     mine.extend(store.commit(commit).unwrap());
                 }

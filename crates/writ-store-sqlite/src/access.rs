@@ -14,7 +14,7 @@ use crate::{SqliteStore, append, corrupt, map_err};
 
 impl SqliteStore {
     /// Runs `work` through the group-committing writer and hands back its value once committed.
-    fn write<T: Send + 'static>(
+    pub(crate) fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {

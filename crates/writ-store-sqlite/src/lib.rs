@@ -29,9 +29,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_access.sql"),
     include_str!("../migrations/0006_expiry.sql"),
     include_str!("../migrations/0007_policy.sql"),
+    include_str!("../migrations/0008_findings.sql"),
 ];
 
 mod access;
+mod findings;
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,10 +252,10 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
     }
     let new_seq = expected + i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
     tx.prepare_cached(
-        "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO changes (id, kind, state, requester, created_ms, updated_ms, seq, due_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, kind = excluded.kind,
-             updated_ms = excluded.updated_ms, seq = excluded.seq",
+             updated_ms = excluded.updated_ms, seq = excluded.seq, due_ms = excluded.due_ms",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -264,6 +266,7 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
             summary.created_at.as_millis(),
             summary.updated_at.as_millis(),
             new_seq,
+            commit.due_at.map(Timestamp::as_millis),
         ])
     })
     .map_err(map_err)?;
@@ -412,6 +415,31 @@ fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> R
 impl ChangeStore for SqliteStore {
     fn commit(&self, commit: ChangeCommit) -> Result<Vec<u64>> {
         self.writer.submit(Box::new(move |tx| write_commit(tx, &commit)))
+    }
+
+    fn due_changes(&self, now: Timestamp, limit: usize) -> Result<Vec<ChangeId>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT id FROM changes WHERE due_ms IS NOT NULL AND due_ms <= ?1 ORDER BY due_ms, id LIMIT ?2",
+            )
+            .map_err(map_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![now.as_millis(), limit], |row| row.get::<_, String>(0))
+            .map_err(map_err)?;
+        rows.map(|row| ChangeId::parse(&row.map_err(map_err)?).map_err(corrupt("change id"))).collect()
+    }
+
+    fn reschedule(&self, id: &ChangeId, seq: u64, due_at: Option<Timestamp>) -> Result<()> {
+        let (id, seq) = (id.clone(), to_i64(seq)?);
+        self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached("UPDATE changes SET due_ms = ?2 WHERE id = ?1 AND seq = ?3")
+                .and_then(|mut s| s.execute(params![id.as_str(), due_at.map(Timestamp::as_millis), seq]))
+                .map_err(map_err)?;
+            Ok(Vec::new())
+        }))?;
+        Ok(())
     }
 
     fn change_events(&self, id: &ChangeId) -> Result<Vec<EventRow>> {

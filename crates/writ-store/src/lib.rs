@@ -9,6 +9,7 @@ pub mod group_commit;
 
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Grant, Identity, Target};
 use writ_core::name::{EntitlementRef, IdentityName, TargetName};
 use writ_core::time::Timestamp;
@@ -110,6 +111,9 @@ pub struct ChangeCommit {
     pub evidence: Vec<EvidenceBlob>,
     /// Clear text of the sensitive values the events hold as HMACs: (hmac, value).
     pub sensitive: Vec<(String, String)>,
+    /// The next time the scheduler must look at the change on its own, if any (see
+    /// `Change::next_deadline`).
+    pub due_at: Option<Timestamp>,
 }
 
 /// A content-addressed evidence blob. The caller computes `sha256` over `bytes`.
@@ -157,6 +161,24 @@ pub trait ChangeStore {
     fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
         self.changes_page(state, None, usize::MAX)
     }
+    /// Up to `limit` changes whose deadline is at or before `now`, earliest first.
+    fn due_changes(&self, now: Timestamp, limit: usize) -> Result<Vec<ChangeId>>;
+    /// Sets when the scheduler must next look at a change (a derived index, not a fact: no
+    /// event), if the change still has `seq` events: a deadline computed from a change read
+    /// before a newer commit is not written over the newer one.
+    fn reschedule(&self, id: &ChangeId, seq: u64, due_at: Option<Timestamp>) -> Result<()>;
+}
+
+/// Findings, each state it reaches recorded by an event in the same transaction.
+pub trait FindingStore {
+    /// Records a new finding. Conflict if one with that id exists.
+    fn open_finding(&self, finding: &Finding, event: &NewEvent) -> Result<u64>;
+    /// Stores a finding's new state if it is still in `expected`; Conflict otherwise.
+    fn update_finding(&self, finding: &Finding, expected: FindingState, event: &NewEvent) -> Result<u64>;
+    /// The finding with this id, or `None`.
+    fn finding(&self, id: &str) -> Result<Option<Finding>>;
+    /// Findings ordered by id, optionally only those in `state`.
+    fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>>;
 }
 
 /// The grants Writ implemented.
@@ -296,6 +318,7 @@ pub trait PolicyStore {
 pub trait Store:
     RegistryStore
     + PolicyStore
+    + FindingStore
     + ChangeStore
     + GrantStore
     + EventLog
@@ -311,6 +334,7 @@ pub trait Store:
 impl<T> Store for T where
     T: RegistryStore
         + PolicyStore
+        + FindingStore
         + ChangeStore
         + GrantStore
         + EventLog

@@ -165,6 +165,7 @@ fn store_append(path: &Path, prepared: Vec<Batch>) -> anyhow::Result<(f64, Sqlit
             grants: Vec::new(),
             evidence: Vec::new(),
             sensitive,
+            due_at: None,
         })?;
     }
     Ok((start.elapsed().as_secs_f64(), store))
@@ -217,6 +218,7 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
                 grants: Vec::new(),
                 evidence: Vec::new(),
                 sensitive,
+                due_at: None,
             })?;
         }
         Ok(())

@@ -74,6 +74,15 @@ pub enum Top {
     /// grant's change (executed, verified, retried with backoff; alerted after N failures).
     /// `writ serve` does this every second on its own.
     RunDue(RunDueArgs),
+    /// Break glass in an emergency: short, time-bound access granted and executed at once, for
+    /// people policy allows (default pack: the incident-responders group). The change is marked
+    /// emergency everywhere; someone else must approve it afterwards by the policy's deadline
+    /// (default 24h) and it must be reviewed. A missed deadline opens a finding and an alert.
+    /// Access ends by itself (default at most 1h) through `run-due` or the server.
+    Breakglass(BreakglassArgs),
+    /// Findings: what needs a person (a break-glass change not approved after the fact, …).
+    #[command(subcommand)]
+    Finding(FindingCmd),
     /// Policy as code: show, check, load, test and explain the policy (Cedar files and
     /// rules.toml in a directory you keep in git; without one, Writ's default pack is in force).
     #[command(subcommand)]
@@ -438,6 +447,50 @@ pub enum PolicyCmd {
     /// they implement; validation is replayed under the recorded policy and under the one in
     /// force.
     Explain { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct BreakglassArgs {
+    /// The person breaking glass; they carry out the change themselves.
+    #[arg(long = "as", value_name = "ACTOR")]
+    pub actor: String,
+    /// The identity that gets access (default: the person breaking glass).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Entitlement to grant, as TARGET:ENTITLEMENT (repeatable, at least one).
+    #[arg(long, value_name = "TARGET:ENTITLEMENT", required = true)]
+    pub grant: Vec<String>,
+    /// How long the access lasts (default and maximum: the policy's [breakglass] max_duration).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// What the emergency is.
+    #[arg(long)]
+    pub reason: String,
+    /// Incident or ticket reference (repeatable).
+    #[arg(long)]
+    pub ticket: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FindingCmd {
+    /// List findings, ordered by id.
+    List {
+        /// Only findings in this state: open, excepted or resolved.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One finding in full.
+    Show { id: String },
+    /// Close an open finding, saying what was done about it.
+    Resolve {
+        id: String,
+        /// Who resolves it.
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// What was done.
+        #[arg(long)]
+        note: String,
+    },
 }
 
 #[derive(Args, Debug)]

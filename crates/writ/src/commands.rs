@@ -18,8 +18,8 @@ use writ_ledger::sensitive::HmacKey;
 use writ_store::Store;
 
 use crate::cli::{
-    AuditCmd, ChangeCmd, Cli, EvidenceCmd, IdentityCmd, RequestArgs, RoleCmd, TargetAddArgs, TargetCmd,
-    TokenCmd, Top,
+    AuditCmd, BreakglassArgs, ChangeCmd, Cli, EvidenceCmd, FindingCmd, IdentityCmd, RequestArgs, RoleCmd,
+    TargetAddArgs, TargetCmd, TokenCmd, Top,
 };
 use crate::db::Database;
 use crate::render;
@@ -98,6 +98,7 @@ fn is_read(command: &Top) -> bool {
             | Top::Target(TargetCmd::List | TargetCmd::Entitlements { .. })
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
             | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
+            | Top::Finding(FindingCmd::List { .. } | FindingCmd::Show { .. })
             | Top::Token(TokenCmd::List)
             | Top::Role(RoleCmd::List)
     )
@@ -111,9 +112,14 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Evidence(command) => evidence(engine, command, json),
         Top::Token(command) => token(engine, command, json),
         Top::Role(command) => role(engine, command, json),
+        Top::Breakglass(args) => {
+            let record = engine.breakglass(breakglass_input(args)?, writ_engine::random_bits()?)?;
+            report_transition(&record, json)
+        }
+        Top::Finding(command) => finding(engine, command, json),
         Top::RunDue(args) => {
             let expired = engine.expire_due()?;
-            let escalated = engine.escalate_due()?;
+            let deadlines = engine.deadlines_due()?;
             let policy = writ_engine::expiry::ExpiryPolicy {
                 alert_after_attempts: args.alert_after,
                 ..writ_engine::expiry::ExpiryPolicy::default()
@@ -123,13 +129,20 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             let errors: Vec<serde_json::Value> = ended
                 .errors
                 .iter()
+                .chain(&deadlines.errors)
                 .map(|(id, error)| serde_json::json!({ "change": id.to_string(), "error": error }))
                 .collect();
             let value = serde_json::json!({
                 "expired": ids(&expired),
-                "escalated": escalated
+                "escalated": deadlines
+                    .escalated
                     .iter()
                     .map(|(id, to)| serde_json::json!({ "change": id.to_string(), "to": to }))
+                    .collect::<Vec<_>>(),
+                "breakglass_overdue": deadlines
+                    .overdue
+                    .iter()
+                    .map(|(id, finding)| serde_json::json!({ "change": id.to_string(), "finding": finding }))
                     .collect::<Vec<_>>(),
                 "expiry_opened": ids(&ended.opened),
                 "expiry_verified": ids(&ended.verified),
@@ -141,8 +154,14 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 let mut lines: Vec<String> = Vec::new();
                 lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
                 lines.extend(
-                    escalated.iter().map(|(id, to)| format!("escalated {id} to {to} (approval overdue)")),
+                    deadlines
+                        .escalated
+                        .iter()
+                        .map(|(id, to)| format!("escalated {id} to {to} (approval overdue)")),
                 );
+                lines.extend(deadlines.overdue.iter().map(|(id, finding)| {
+                    format!("ALERT {id}: break-glass not approved after the fact by its deadline; finding {finding}")
+                }));
                 lines.extend(ended.opened.iter().map(|id| format!("opened {id} to end time-bound access")));
                 lines.extend(
                     ended.verified.iter().map(|id| format!("verified {id}: time-bound access ended")),
@@ -151,10 +170,28 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 lines.extend(
                     ended.alerted.iter().map(|id| format!("ALERT {id}: time-bound access not ended")),
                 );
-                lines.extend(ended.errors.iter().map(|(id, error)| format!("error {id}: {error}")));
+                lines.extend(
+                    ended
+                        .errors
+                        .iter()
+                        .chain(&deadlines.errors)
+                        .map(|(id, error)| format!("error {id}: {error}")),
+                );
                 if lines.is_empty() { "nothing due".to_owned() } else { lines.join("\n") }
             });
-            if ended.failed.is_empty() && ended.alerted.is_empty() && ended.errors.is_empty() {
+            if !deadlines.overdue.is_empty() {
+                Err(CliError::new(
+                    "breakglass.approval_missed",
+                    "a break-glass change was not approved after the fact by its deadline (see above); a finding is open",
+                    exit::CHANGE_FAILED,
+                ))
+            } else if !deadlines.errors.is_empty() {
+                Err(CliError::new(
+                    "deadline.not_handled",
+                    "a due deadline could not be handled (see above); it is tried again on the next run",
+                    exit::CHANGE_FAILED,
+                ))
+            } else if ended.failed.is_empty() && ended.alerted.is_empty() && ended.errors.is_empty() {
                 Ok(())
             } else {
                 Err(CliError::new(
@@ -580,6 +617,56 @@ pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         refs,
         event: BusinessEvent::parse(&args.event)?,
     })
+}
+
+/// A break-glass request from the command line (or the same fields over the API).
+pub fn breakglass_input(args: BreakglassArgs) -> Result<writ_engine::breakglass::BreakGlassInput, CliError> {
+    let actor = IdentityName::parse(&args.actor)?;
+    let identity =
+        args.identity.as_deref().map(IdentityName::parse).transpose()?.unwrap_or_else(|| actor.clone());
+    let duration = args.duration.as_deref().map(Duration::parse).transpose()?;
+    let ops = args
+        .grant
+        .iter()
+        .map(|entitlement| {
+            Ok(RequestedOp {
+                action: OpAction::Grant,
+                identity: identity.clone(),
+                entitlement: EntitlementRef::parse(entitlement)?,
+                duration,
+            })
+        })
+        .collect::<Result<Vec<_>, writ_core::Refusal>>()?;
+    let refs =
+        args.ticket.iter().map(|t| ExternalRef::new(RefKind::Ticket, t)).collect::<Result<Vec<_>, _>>()?;
+    Ok(writ_engine::breakglass::BreakGlassInput {
+        actor,
+        ops,
+        reason: Justification::parse(&args.reason)?,
+        refs,
+    })
+}
+
+fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliError> {
+    match command {
+        FindingCmd::List { state } => {
+            let state = state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
+            let findings = engine.findings(state)?;
+            let value = serde_json::Value::Array(findings.iter().map(render::finding_json).collect());
+            render::print(json, value, || render::finding_table(&findings));
+        }
+        FindingCmd::Show { id } => {
+            let finding = engine.finding(&id)?;
+            render::print(json, render::finding_json(&finding), || render::finding_detail(&finding));
+        }
+        FindingCmd::Resolve { id, actor, note } => {
+            let finding = engine.resolve_finding(&IdentityName::parse(&actor)?, &id, note)?;
+            render::print(json, render::finding_json(&finding), || {
+                format!("{} {}", finding.id, finding.state)
+            });
+        }
+    }
+    Ok(())
 }
 
 fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), CliError> {

@@ -170,6 +170,8 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
                 "at": a.at.to_rfc3339(),
                 "expires_at": a.expires_at.to_rfc3339(),
                 "slot": a.slot,
+                "post_hoc": change.emergency.is_some(),
+                "late": change.emergency.map(|e| a.at > e.approval_due),
             })
         })
         .collect();
@@ -185,8 +187,11 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
             })
         })
         .collect();
-    let trail: Vec<Value> =
-        record.events.iter().map(|(index, e)| event_json(*index, e, covering(checkpoints, *index))).collect();
+    let trail: Vec<Value> = record
+        .events
+        .iter()
+        .map(|(index, e)| event_json(*index, e, covering(checkpoints, *index), change.emergency.is_some()))
+        .collect();
     let reviewed = change.state == ChangeState::Reviewed;
     json!({
         "id": change.id.to_string(),
@@ -210,6 +215,14 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
             "review_required": c.review_required,
         })),
         "escalated": change.escalated.as_ref().map(|(at, to)| json!({ "at": at.to_rfc3339(), "to": to })),
+        "emergency": change.emergency.map(|e| json!({
+            "declared_at": e.declared_at.to_rfc3339(),
+            "approval_due": e.approval_due.to_rfc3339(),
+            "post_hoc_approvals_needed": change.requirement.approvals,
+            "post_hoc_approval": if !change.awaits_post_hoc_approval() {
+                if change.approvals.iter().all(|a| a.at <= e.approval_due) { "in_time" } else { "late" }
+            } else if change.alert.is_some() { "missed" } else { "pending" },
+        })),
         "operations": operations,
         "approvals": approvals,
         "executions": executions,
@@ -248,7 +261,7 @@ fn presence(present: bool) -> &'static str {
     if present { "present" } else { "absent" }
 }
 
-fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>) -> Value {
+fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>, emergency: bool) -> Value {
     json!({
         "index": index,
         "checkpoint": checkpoint,
@@ -258,13 +271,13 @@ fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>) -> Value
         "type": event.body.type_name(),
         "actor": event.actor.to_string(),
         "on_behalf_of": event.on_behalf_of.as_ref().map(ToString::to_string),
-        "detail": event_detail(event),
+        "detail": event_detail(event, emergency),
         "evidence": event.evidence.iter().map(evidence_json).collect::<Vec<_>>(),
         "policy": event.policy.as_ref().map(|p| json!({ "hash": p.hash, "rules": p.rules, "slot": p.slot })),
     })
 }
 
-fn event_detail(event: &ChangeEvent) -> String {
+fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
     match &event.body {
         ChangeEventBody::Requested { ops, .. } => format!("{} operation(s)", ops.len()),
         ChangeEventBody::Validated { requirement, controls } => {
@@ -286,13 +299,22 @@ fn event_detail(event: &ChangeEvent) -> String {
                 if names.is_empty() { "nobody listed".to_owned() } else { names.join(", ") }
             )
         }
+        ChangeEventBody::BreakGlass { approval_due, requirement, .. } => format!(
+            "EMERGENCY: glass broken, authorised to execute now; {} post-hoc approval(s) by someone \
+             else due by {approval_due}; review required",
+            requirement.approvals
+        ),
         ChangeEventBody::Approved { expires_at } => {
             let slot = event
                 .policy
                 .as_ref()
                 .and_then(|p| p.slot.as_deref())
                 .map_or(String::new(), |s| format!(" as {s}"));
-            format!("valid until {expires_at}{slot}")
+            if emergency {
+                format!("post-hoc approval{slot}")
+            } else {
+                format!("valid until {expires_at}{slot}")
+            }
         }
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
@@ -347,6 +369,15 @@ pub fn trail(change: &Value) -> String {
             "  origin     ends time-bound access granted by {origin}; pre-authorised by its approval\n"
         ));
     }
+    if let Some(emergency) = change["emergency"].as_object() {
+        let field = |key: &str| emergency.get(key).map_or_else(|| "-".to_owned(), text);
+        out.push_str(&format!(
+            "  EMERGENCY  break-glass at {}; post-hoc approval due by {}: {}\n",
+            field("declared_at"),
+            field("approval_due"),
+            field("post_hoc_approval").to_uppercase()
+        ));
+    }
     if let Some(alert) = change["alert"].as_str() {
         out.push_str(&format!("  ALERT      {alert}\n"));
     }
@@ -377,11 +408,15 @@ pub fn trail(change: &Value) -> String {
     for a in &approvals {
         let proxy = a["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" on behalf of {p}"));
         let slot = a["slot"].as_str().map_or(String::new(), |s| format!(" as {s}"));
+        let validity = match (a["post_hoc"].as_bool(), a["late"].as_bool()) {
+            (Some(true), Some(true)) => "post-hoc, LATE".to_owned(),
+            (Some(true), _) => "post-hoc, in time".to_owned(),
+            _ => format!("valid until {}", text(&a["expires_at"])),
+        };
         out.push_str(&format!(
-            "  approved   {}{proxy}{slot} at {} (valid until {})\n",
+            "  approved   {}{proxy}{slot} at {} ({validity})\n",
             text(&a["approver"]),
             text(&a["at"]),
-            text(&a["expires_at"])
         ));
     }
     for (attempt, e) in list(&change["executions"]).iter().enumerate() {
@@ -497,4 +532,41 @@ pub fn trail(change: &Value) -> String {
         ));
     }
     out.trim_end().to_owned()
+}
+
+pub fn finding_json(finding: &writ_core::finding::Finding) -> Value {
+    json!({
+        "id": finding.id,
+        "kind": finding.kind,
+        "subject": finding.subject,
+        "change": finding.change.as_ref().map(ToString::to_string),
+        "state": finding.state.as_str(),
+        "detail": finding.detail,
+        "opened_at": finding.opened_at.to_rfc3339(),
+        "updated_at": finding.updated_at.to_rfc3339(),
+        "exception": finding.exception,
+    })
+}
+
+pub fn finding_table(findings: &[writ_core::finding::Finding]) -> String {
+    if findings.is_empty() {
+        return "no findings".to_owned();
+    }
+    findings
+        .iter()
+        .map(|f| format!("{}  {:<9} {:<28} {}", f.id, f.state.as_str(), f.kind, f.subject))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn finding_detail(f: &writ_core::finding::Finding) -> String {
+    let mut out = format!("{}  {} · {}\n  subject    {}\n", f.id, f.kind, f.state, f.subject);
+    if let Some(change) = &f.change {
+        out.push_str(&format!("  change     {change}\n"));
+    }
+    if let Some(exception) = &f.exception {
+        out.push_str(&format!("  covered by {exception}\n"));
+    }
+    out.push_str(&format!("  opened     {}\n  updated    {}\n  {}", f.opened_at, f.updated_at, f.detail));
+    out
 }

@@ -200,8 +200,12 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         for id in engine.expire_due()? {
             tracing::info!(target: "writ::serve", change = %id, "approval expired");
         }
-        for (id, to) in engine.escalate_due()? {
+        let deadlines = engine.deadlines_due()?;
+        for (id, to) in &deadlines.escalated {
             tracing::warn!(target: "writ::serve", change = %id, to = %to, "pending approval escalated");
+        }
+        for (id, finding) in &deadlines.overdue {
+            tracing::error!(target: "writ::serve", change = %id, finding = %finding, "break-glass not approved after the fact by its deadline: alert raised");
         }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {

@@ -10,6 +10,7 @@ mod server;
 mod api;
 mod audit;
 mod baotarget;
+mod breakglass;
 mod client;
 mod conformance;
 mod crash;

@@ -1,0 +1,115 @@
+//! Findings in the engine: opened idempotently (one per kind and subject), moved between
+//! open, excepted and resolved with a note, each step a ledger event.
+
+use writ_core::change::ChangeId;
+use writ_core::event::RegistryEvent;
+use writ_core::finding::{Finding, FindingState};
+use writ_core::identity::{Actor, SystemActor};
+
+use crate::{Engine, EngineError, Result, registry_event};
+
+/// The one id of the finding of `kind` about `subject`: `FND-` and 16 hex digits of SHA-256.
+pub fn finding_id(kind: &str, subject: &str) -> String {
+    let digest = writ_ledger::leaf_hash(format!("writ finding\n{kind}\n{subject}").as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("FND-{hex}")
+}
+
+impl Engine {
+    /// Opens the finding of `kind` about `subject`, or returns it if it is already open or
+    /// excepted; a resolved one is reopened.
+    pub(crate) fn raise_finding(
+        &self,
+        kind: &str,
+        subject: &str,
+        change: Option<ChangeId>,
+        detail: String,
+    ) -> Result<Finding> {
+        let now = self.now();
+        let id = finding_id(kind, subject);
+        let existing = self.store.finding(&id)?;
+        match existing {
+            Some(finding) if finding.state != FindingState::Resolved => Ok(finding),
+            Some(finding) => {
+                let reopened = Finding { detail, ..finding };
+                let note = "seen again".to_owned();
+                self.set_finding_state(
+                    Actor::System(SystemActor::Scheduler),
+                    reopened,
+                    FindingState::Open,
+                    None,
+                    note,
+                )
+            }
+            None => {
+                let finding = Finding {
+                    id,
+                    kind: kind.to_owned(),
+                    subject: subject.to_owned(),
+                    change,
+                    detail,
+                    state: FindingState::Open,
+                    opened_at: now,
+                    updated_at: now,
+                    exception: None,
+                };
+                let event = RegistryEvent::Finding {
+                    actor: Actor::System(SystemActor::Scheduler),
+                    finding: finding.clone(),
+                    first: true,
+                    note: "opened".to_owned(),
+                };
+                match self.store.open_finding(&finding, &registry_event(&event, self.hmac()?)) {
+                    Ok(_) => Ok(finding),
+                    // Another instance opened it first.
+                    Err(writ_store::StoreError::Conflict(_)) => self.finding(&finding.id),
+                    Err(error) => Err(error.into()),
+                }
+            }
+        }
+    }
+
+    /// Moves `finding` (as read) to `state`, recording who and why.
+    pub(crate) fn set_finding_state(
+        &self,
+        actor: Actor,
+        finding: Finding,
+        state: FindingState,
+        exception: Option<String>,
+        note: String,
+    ) -> Result<Finding> {
+        let expected = finding.state;
+        let next = Finding { state, exception, updated_at: self.now(), ..finding };
+        let event = RegistryEvent::Finding { actor, finding: next.clone(), first: false, note };
+        self.store.update_finding(&next, expected, &registry_event(&event, self.hmac()?))?;
+        tracing::info!(target: "writ::findings", finding = %next.id, state = %next.state, "finding updated");
+        Ok(next)
+    }
+
+    /// A person closes an open finding, saying what was done about it.
+    pub fn resolve_finding(
+        &self,
+        actor: &writ_core::name::IdentityName,
+        id: &str,
+        note: String,
+    ) -> Result<Finding> {
+        let actor = Actor::Identity(self.identity(actor)?.name);
+        let note = note.trim().to_owned();
+        if note.is_empty() || note.len() > writ_core::machine::MAX_TEXT {
+            return Err(writ_core::Refusal::InvalidText {
+                field: "resolution note",
+                max: writ_core::machine::MAX_TEXT,
+            }
+            .into());
+        }
+        let finding = self.finding(id)?;
+        if finding.state != FindingState::Open {
+            return Err(EngineError::Denied(writ_policy::Denial {
+                code: "finding.not_open",
+                rule: None,
+                reason: format!("finding {id} is {}; only an open finding can be resolved", finding.state),
+            }));
+        }
+        self.set_finding_state(actor, finding, FindingState::Resolved, None, note)
+    }
+}

@@ -1,0 +1,139 @@
+//! Break-glass through the binary on a real git target: who may break glass, the emergency
+//! grant applied at once and marked everywhere, the trail emergency → post-hoc approval →
+//! review, and a missed post-hoc approval deadline ending in a finding and an alert.
+
+use crate::harness::{World, git};
+
+const CEDAR: &str = include_str!("../../../writ-policy/pack/access.cedar");
+const RULES: &str = include_str!("../../../writ-policy/pack/rules.toml");
+
+/// The default pack with alice as incident responder and `deadline` for post-hoc approval.
+fn load_policy(w: &World, name: &str, deadline: &str) {
+    let dir = w.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();
+    let rules = RULES
+        .replace("incident-responders = []", "incident-responders = [\"alice\"]")
+        .replace("approval_deadline = \"24h\"", &format!("approval_deadline = \"{deadline}\""));
+    assert!(rules.contains(&format!("approval_deadline = \"{deadline}\"")) && rules.contains("[\"alice\"]"));
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    w.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
+}
+
+fn breakglass(w: &World, actor: &str, entitlement: &str) -> crate::harness::Run {
+    w.writ(&[
+        "breakglass",
+        "--as",
+        actor,
+        "--grant",
+        entitlement,
+        "--for",
+        "30m",
+        "--reason",
+        "INC-7: deploys are failing in production",
+        "--ticket",
+        "INC-7",
+        "--json",
+    ])
+}
+
+fn access_file(w: &World) -> String {
+    git(&w.repo, &["show", "HEAD:access.toml"])
+}
+
+#[test]
+fn breakglass_is_applied_at_once_and_the_trail_shows_emergency_post_hoc_approval_and_review() {
+    let w = World::new();
+    load_policy(&w, "policy-24h", "24h");
+
+    // Someone policy does not let break glass is refused, and nothing changes anywhere.
+    let before = w.fingerprint();
+    let refused = breakglass(&w, "bob", "access:deploy-prod");
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("policy.not_permitted") && refused.stderr.contains("may not break glass")
+    );
+    assert_eq!(w.fingerprint(), before);
+
+    let run = breakglass(&w, "alice", "access:deploy-prod").json();
+    let id = run["id"].as_str().unwrap().to_owned();
+    assert_eq!(run["state"], "verified", "{run}");
+    assert!(access_file(&w).contains("alice"), "the grant is on the target at once");
+
+    let review_early = w.writ(&["change", "review", &id, "--as", "carol", "--notes", "ok"]);
+    assert_ne!(review_early.code, 0);
+    assert!(review_early.stderr.contains("breakglass.approval_missing"), "{}", review_early.stderr);
+    let own = w.writ(&["change", "approve", &id, "--as", "alice"]);
+    assert!(own.stderr.contains("sod.self_approval"), "{}", own.stderr);
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "review", &id, "--as", "carol", "--notes", "justified; access ended on time"]).ok();
+
+    let shown = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!(shown["state"], "reviewed");
+    assert_eq!(shown["event"], "incident");
+    assert_eq!(shown["emergency"]["post_hoc_approval"], "in_time", "{}", shown["emergency"]);
+    assert_eq!(shown["answers"]["who_executed"][0], "alice");
+    assert_eq!(shown["approvals"][0]["post_hoc"], true);
+    let types: Vec<&str> =
+        shown["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let position =
+        |t: &str| types.iter().position(|x| *x == t).unwrap_or_else(|| panic!("no {t} in {types:?}"));
+    assert!(position("change.breakglass") < position("change.approved"));
+    assert!(position("change.verified") < position("change.approved"));
+    assert!(position("change.approved") < position("change.reviewed"));
+    let text = w.writ(&["change", "show", &id]).ok();
+    assert!(text.contains("EMERGENCY  break-glass at"), "{text}");
+    assert!(text.contains("IN_TIME"), "{text}");
+    assert!(text.contains("approved   bob") && text.contains("post-hoc, in time"), "{text}");
+    assert!(w.writ(&["finding", "list", "--json"]).json().as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_breakglass_change_not_approved_after_the_fact_by_its_deadline_ends_in_a_finding() {
+    let w = World::new();
+    load_policy(&w, "policy-2s", "2s");
+    let id = breakglass(&w, "alice", "access:deploy-prod").json()["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+
+    let due = w.writ(&["run-due", "--json"]);
+    assert_eq!(
+        due.code, 7,
+        "an overdue approval is a failure for whoever runs the scheduler: {}",
+        due.stderr
+    );
+    assert!(due.stderr.contains("breakglass.approval_missed"), "{}", due.stderr);
+    let report: serde_json::Value = serde_json::from_str(&due.stdout).unwrap();
+    let overdue = &report["breakglass_overdue"];
+    assert_eq!(overdue[0]["change"], id.as_str(), "{overdue}");
+    let finding_id = overdue[0]["finding"].as_str().unwrap().to_owned();
+
+    let findings = w.writ(&["finding", "list", "--state", "open", "--json"]).json();
+    assert_eq!(findings.as_array().unwrap().len(), 1, "{findings}");
+    assert_eq!(findings[0]["kind"], "breakglass.approval_missed");
+    assert_eq!(findings[0]["change"], id.as_str());
+    let shown = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!(shown["emergency"]["post_hoc_approval"], "missed");
+    assert!(shown["alert"].as_str().unwrap().contains(&finding_id), "{}", shown["alert"]);
+
+    // The scheduler records the miss once.
+    let before = w.fingerprint();
+    assert_eq!(w.writ(&["run-due", "--json"]).json()["breakglass_overdue"], serde_json::json!([]));
+    assert_eq!(w.fingerprint(), before);
+
+    // A finding is resolved by a person with a note, once.
+    let bad = w.writ(&["finding", "resolve", &finding_id, "--as", "carol", "--note", " "]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    w.writ(&[
+        "finding",
+        "resolve",
+        &finding_id,
+        "--as",
+        "carol",
+        "--note",
+        "talked to alice; approval process fixed",
+    ])
+    .ok();
+    let again = w.writ(&["finding", "resolve", &finding_id, "--as", "carol", "--note", "twice"]);
+    assert!(again.stderr.contains("finding.not_open"), "{}", again.stderr);
+    assert_eq!(w.writ(&["finding", "show", &finding_id, "--json"]).json()["state"], "resolved");
+}
