@@ -65,6 +65,19 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// Checks the shape of a finding id (`FND-` and 16 lowercase hex digits).
+    pub fn parse_id(input: &str) -> Result<&str, Refusal> {
+        let hex = input.strip_prefix("FND-").unwrap_or_default();
+        if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Ok(input);
+        }
+        Err(Refusal::InvalidValue {
+            field: "finding id",
+            input: input.chars().take(40).collect(),
+            expected: "FND- followed by 16 lowercase hexadecimal digits",
+        })
+    }
+
     /// The type of the ledger event that records this finding reaching its current state
     /// (`opened` only for its first record).
     pub fn event_type(&self, first: bool) -> &'static str {

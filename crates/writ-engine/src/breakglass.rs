@@ -234,6 +234,7 @@ impl Engine {
 
     /// The finding with this id.
     pub fn finding(&self, id: &str) -> Result<Finding> {
+        Finding::parse_id(id)?;
         self.store.finding(id)?.ok_or_else(|| EngineError::NotFound { what: "finding", name: id.to_owned() })
     }
 }

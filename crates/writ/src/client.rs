@@ -173,6 +173,18 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         }
         // Verifying a bundle needs no database and no server.
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
+        Top::Breakglass(args) => {
+            check_actor(&client, Some(&args.actor))?;
+            let body = json!({
+                "identity": args.identity, "grant": args.grant, "for": args.duration,
+                "reason": args.reason, "ticket": args.ticket,
+            });
+            let value = client.json("POST", "/api/v1/breakglass", Some(body))?;
+            let error =
+                value["executions"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str());
+            crate::commands::report_state(text(&value["id"]), text(&value["state"]), error, json)
+        }
+        Top::Finding(command) => finding(&client, command, json),
         Top::RunDue(_) => Err(CliError::new(
             "input.not_remote",
             "a server does due work itself (every second, on one instance)",
@@ -180,6 +192,48 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         )),
         _ => Err(not_remote("this command")),
     }
+}
+
+fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Result<(), CliError> {
+    use crate::cli::FindingCmd;
+    let line = |f: &Value| {
+        format!(
+            "{}  {:<9} {:<28} {}",
+            text(&f["id"]),
+            text(&f["state"]),
+            text(&f["kind"]),
+            text(&f["subject"])
+        )
+    };
+    match command {
+        FindingCmd::List { state } => {
+            let path = state
+                .map_or_else(|| "/api/v1/findings".to_owned(), |s| format!("/api/v1/findings?state={s}"));
+            let items = client.json("GET", &path, None)?["items"].clone();
+            let lines: Vec<String> =
+                items.as_array().map(|a| a.iter().map(line).collect()).unwrap_or_default();
+            render::print(json, items, || {
+                if lines.is_empty() { "no findings".to_owned() } else { lines.join("\n") }
+            });
+        }
+        FindingCmd::Show { id } => {
+            let value = client.json("GET", &format!("/api/v1/findings/{id}"), None)?;
+            let detail = format!("{}\n  {}", line(&value), text(&value["detail"]));
+            render::print(json, value, || detail);
+        }
+        FindingCmd::Resolve { id, actor, note } => {
+            check_actor(client, Some(&actor))?;
+            writ_core::finding::Finding::parse_id(&id)?;
+            let value = client.json(
+                "POST",
+                &format!("/api/v1/findings/{id}/resolve"),
+                Some(json!({ "note": note })),
+            )?;
+            let done = format!("{} {}", text(&value["id"]), text(&value["state"]));
+            render::print(json, value, || done);
+        }
+    }
+    Ok(())
 }
 
 /// Refuses an `--as` that is not the token's identity: over the API the actor is always the

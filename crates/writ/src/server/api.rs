@@ -214,6 +214,32 @@ pub fn operations() -> Vec<Operation> {
             post(change_step),
         ),
         op(
+            M::POST,
+            "/api/v1/breakglass",
+            "Break glass as the caller: a short grant executed at once (policy decides who may); \
+             someone else approves it afterwards by the deadline, then it is reviewed.",
+            Some(A::Request),
+            Some("BreakGlass"),
+            post(break_glass),
+        ),
+        op(
+            M::GET,
+            "/api/v1/findings",
+            "Findings (`state` query: open, excepted, resolved).",
+            Some(A::ReadLedger),
+            None,
+            get(list_findings),
+        ),
+        op(M::GET, "/api/v1/findings/{id}", "One finding.", Some(A::ReadLedger), None, get(show_finding)),
+        op(
+            M::POST,
+            "/api/v1/findings/{id}/resolve",
+            "Resolve an open finding (`note` required: what was done).",
+            Some(A::Review),
+            Some("ResolveFinding"),
+            post(resolve_finding),
+        ),
+        op(
             M::GET,
             "/api/v1/changes/{id}/evidence",
             "Evidence attached to a change.",
@@ -473,6 +499,7 @@ fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value> {
     let (kind, rest) = resource.split_once(':').unwrap_or((resource, ""));
     match kind {
         "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
+        "finding" => Ok(render::finding_json(&engine.finding(rest)?)),
         "identity" => Ok(render::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
         "target" => Ok(render::target_json(&engine.target(&TargetName::parse(rest)?)?)),
         "token" => {
@@ -972,6 +999,115 @@ async fn change_step(
             status: StatusCode::OK,
             resource: format!("change:{id}"),
             body: change_json(engine, &record)?,
+        })
+    })
+    .await
+}
+
+// ---- break-glass and findings ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlass {
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub grant: Vec<String>,
+    #[serde(rename = "for")]
+    pub duration: Option<String>,
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub ticket: Vec<String>,
+}
+
+async fn break_glass(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<BreakGlass>,
+) -> ApiResult<Response> {
+    caller.may(Action::Request)?;
+    let b = body.value;
+    if b.grant.is_empty() {
+        return Err(ApiError::bad_request("request.missing_field", "`grant` needs at least one entitlement")
+            .field("grant"));
+    }
+    let args = crate::cli::BreakglassArgs {
+        // Whoever breaks glass is the authenticated caller.
+        actor: caller.identity.name.to_string(),
+        identity: b.identity,
+        grant: b.grant,
+        duration: b.duration,
+        reason: required(b.reason, "reason")?,
+        ticket: b.ticket,
+    };
+    let input = crate::commands::breakglass_input(args)?;
+    let request = request_parts(&method, "/breakglass", &body.raw);
+    write(&state, &caller, headers, request, move |state| {
+        let engine = &state.engine;
+        let record = engine.breakglass(input, writ_engine::random_bits()?)?;
+        Ok(Written {
+            status: StatusCode::CREATED,
+            resource: format!("change:{}", record.change.id),
+            body: change_json(engine, &record)?,
+        })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingQuery {
+    pub state: Option<String>,
+}
+
+async fn list_findings(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(query): Query<FindingQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    let wanted = query.state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
+    blocking(&state, move |state| {
+        let items: Vec<Value> = state.engine.findings(wanted)?.iter().map(render::finding_json).collect();
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}
+
+async fn show_finding(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    blocking(&state, move |state| Ok(Json(render::finding_json(&state.engine.finding(&id)?)))).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveFinding {
+    pub note: Option<String>,
+}
+
+async fn resolve_finding(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<ResolveFinding>,
+) -> ApiResult<Response> {
+    caller.may(Action::Review)?;
+    let note = required(body.value.note, "note")?;
+    let request = request_parts(&method, &format!("/findings/{id}/resolve"), &body.raw);
+    let me = caller.identity.name.clone();
+    write(&state, &caller, headers, request, move |state| {
+        let finding = state.engine.resolve_finding(&me, &id, note)?;
+        Ok(Written {
+            status: StatusCode::OK,
+            resource: format!("finding:{}", finding.id),
+            body: render::finding_json(&finding),
         })
     })
     .await

@@ -62,7 +62,11 @@ impl From<EngineError> for ApiError {
             EngineError::Connector(C::Invalid { .. }) | EngineError::Policy(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            EngineError::Denied(denial) if denial.code.starts_with("approval.") => StatusCode::CONFLICT,
+            EngineError::Denied(denial)
+                if denial.code.starts_with("approval.") || denial.code == "finding.not_open" =>
+            {
+                StatusCode::CONFLICT
+            }
             EngineError::Denied(_) => StatusCode::FORBIDDEN,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
             EngineError::Store(_) | EngineError::Ledger(_) | EngineError::Random(_) => {

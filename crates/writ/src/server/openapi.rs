@@ -39,6 +39,19 @@ pub fn schemas() -> Value {
             "type": "object", "additionalProperties": false,
             "properties": { "valid_for": string, "on_behalf_of": string, "reason": string, "notes": string }
         },
+        "BreakGlass": {
+            "type": "object", "additionalProperties": false, "required": ["grant", "reason"],
+            "properties": {
+                "identity": { "type": "string", "description": "who gets access (default: the caller)" },
+                "grant": strings,
+                "for": { "type": "string", "description": "at most the policy's [breakglass] max_duration" },
+                "reason": string, "ticket": strings
+            }
+        },
+        "ResolveFinding": {
+            "type": "object", "additionalProperties": false, "required": ["note"],
+            "properties": { "note": string }
+        },
         "NewToken": {
             "type": "object", "additionalProperties": false, "required": ["identity", "label"],
             "properties": { "identity": string, "label": string, "expires_in": string }
@@ -156,6 +169,8 @@ mod tests {
         serde_json::from_value::<api::NewChange>(sample(&schemas["NewChange"])).unwrap();
         serde_json::from_value::<api::StepBody>(sample(&schemas["StepBody"])).unwrap();
         serde_json::from_value::<api::NewToken>(sample(&schemas["NewToken"])).unwrap();
+        serde_json::from_value::<api::BreakGlass>(sample(&schemas["BreakGlass"])).unwrap();
+        serde_json::from_value::<api::ResolveFinding>(sample(&schemas["ResolveFinding"])).unwrap();
     }
 
     #[test]

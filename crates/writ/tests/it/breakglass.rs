@@ -7,8 +7,9 @@ use crate::harness::{World, git};
 const CEDAR: &str = include_str!("../../../writ-policy/pack/access.cedar");
 const RULES: &str = include_str!("../../../writ-policy/pack/rules.toml");
 
-/// The default pack with alice as incident responder and `deadline` for post-hoc approval.
-fn load_policy(w: &World, name: &str, deadline: &str) {
+/// The default pack with alice as incident responder and `deadline` for post-hoc approval, in
+/// a directory.
+fn policy_dir(w: &World, name: &str, deadline: &str) -> std::path::PathBuf {
     let dir = w.dir.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();
@@ -17,6 +18,11 @@ fn load_policy(w: &World, name: &str, deadline: &str) {
         .replace("approval_deadline = \"24h\"", &format!("approval_deadline = \"{deadline}\""));
     assert!(rules.contains(&format!("approval_deadline = \"{deadline}\"")) && rules.contains("[\"alice\"]"));
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    dir
+}
+
+fn load_policy(w: &World, name: &str, deadline: &str) {
+    let dir = policy_dir(w, name, deadline);
     w.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
 }
 
@@ -136,4 +142,58 @@ fn a_breakglass_change_not_approved_after_the_fact_by_its_deadline_ends_in_a_fin
     let again = w.writ(&["finding", "resolve", &finding_id, "--as", "carol", "--note", "twice"]);
     assert!(again.stderr.contains("finding.not_open"), "{}", again.stderr);
     assert_eq!(w.writ(&["finding", "show", &finding_id, "--json"]).json()["state"], "resolved");
+}
+
+#[test]
+fn over_the_api_breakglass_is_the_callers_own_and_a_missed_deadline_shows_up_as_a_finding() {
+    let w = World::new();
+    let dir = policy_dir(&w, "served-2s", "2s");
+    let http = crate::api::Http::start_with(w, &["--policy-dir", dir.to_str().unwrap()]);
+    let api = &http.api;
+    let body = |extra: serde_json::Value| {
+        let mut body =
+            serde_json::json!({ "grant": ["access:deploy-prod"], "for": "20m", "reason": "INC-9: outage" });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    http.settle();
+    let before = http.fingerprint();
+    // Refusals: a vendor's requester (policy), an approver (role), malformed and incomplete bodies.
+    api.post("/api/v1/breakglass", &http.vera, body(serde_json::json!({})))
+        .refused(403, "policy.not_permitted");
+    api.post("/api/v1/breakglass", &http.bob, body(serde_json::json!({}))).refused(403, "auth.role_required");
+    let unknown = api.post("/api/v1/breakglass", &http.alice, body(serde_json::json!({ "as": "bob" })));
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    let no_reason = serde_json::json!({ "grant": ["access:deploy-prod"] });
+    api.post("/api/v1/breakglass", &http.alice, no_reason).refused(400, "request.missing_field");
+    let too_long = api.post("/api/v1/breakglass", &http.alice, body(serde_json::json!({ "for": "2h" })));
+    too_long.refused(403, "breakglass.duration_exceeded");
+    api.get("/api/v1/findings/FND-..%2F..", &http.root).refused(400, "input.invalid_value");
+    assert_eq!(http.fingerprint(), before, "refusals change nothing");
+
+    let created =
+        api.post("/api/v1/breakglass", &http.alice, body(serde_json::json!({}))).expect(201).clone();
+    assert_eq!(created["state"], "verified", "{created}");
+    assert_eq!(created["answers"]["who_executed"][0], "alice");
+    assert!(created["emergency"]["approval_due"].is_string());
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // The server's own tick notices the missed deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let finding = loop {
+        let open = api.get("/api/v1/findings?state=open", &http.root).expect(200).clone();
+        if let Some(first) = open["items"].as_array().and_then(|items| items.first()) {
+            break first.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no finding opened by the server");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(finding["change"], id.as_str());
+    assert_eq!(finding["kind"], "breakglass.approval_missed");
+    api.get("/api/v1/findings", &http.alice).refused(403, "auth.role_required");
+    let path = format!("/api/v1/findings/{}/resolve", finding["id"].as_str().unwrap());
+    api.post(&path, &http.carol, serde_json::json!({})).refused(400, "request.missing_field");
+    let resolved = api.post(&path, &http.carol, serde_json::json!({ "note": "approved late, reviewed" }));
+    assert_eq!(resolved.expect(200)["state"], "resolved");
+    api.post(&path, &http.carol, serde_json::json!({ "note": "again" })).refused(409, "finding.not_open");
 }
