@@ -43,6 +43,10 @@ fn status_of_refusal(code: &str) -> StatusCode {
         "sod" => StatusCode::FORBIDDEN,
         "identity" => StatusCode::UNPROCESSABLE_ENTITY,
         "approval" | "state" => StatusCode::CONFLICT,
+        // Reviewing before the post-hoc approvals is a matter of order, like a state conflict;
+        // a break-glass request outside its scope is an unprocessable request.
+        "breakglass" if code == "breakglass.approval_missing" => StatusCode::CONFLICT,
+        "breakglass" => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -195,5 +195,8 @@ fn over_the_api_breakglass_is_the_callers_own_and_a_missed_deadline_shows_up_as_
     api.post(&path, &http.carol, serde_json::json!({})).refused(400, "request.missing_field");
     let resolved = api.post(&path, &http.carol, serde_json::json!({ "note": "approved late, reviewed" }));
     assert_eq!(resolved.expect(200)["state"], "resolved");
+    let review = format!("/api/v1/changes/{id}/review");
+    api.post(&review, &http.carol, serde_json::json!({ "notes": "ok" }))
+        .refused(409, "breakglass.approval_missing");
     api.post(&path, &http.carol, serde_json::json!({ "note": "again" })).refused(409, "finding.not_open");
 }
