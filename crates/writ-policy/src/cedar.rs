@@ -1,15 +1,14 @@
 //! The Cedar half: parse every `*.cedar` file, give each policy its `@id`, validate strictly
 //! against Writ's schema, and answer authorization requests built from a change's facts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode,
-    Validator,
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
-use serde_json::{Value, json};
 
 use crate::rules::{Rules, line_of};
 use crate::{Act, ChangeFacts, Denial, Person, PolicyError};
@@ -21,6 +20,7 @@ pub(crate) struct Compiled {
     set: PolicySet,
     controls: BTreeMap<String, Vec<String>>,
     authorizer: Authorizer,
+    types: Types,
 }
 
 impl Compiled {
@@ -83,7 +83,14 @@ impl Compiled {
                 &format!("policy {id:?}: {}", one_line(&error.to_string(), error)),
             ));
         }
-        Ok(Compiled { schema, set, controls, authorizer: Authorizer::new() })
+        let types = Types::new().map_err(|e| PolicyError::invalid("writ.cedarschema", 0, &e))?;
+        Ok(Compiled { schema, set, controls, authorizer: Authorizer::new(), types })
+    }
+
+    /// The entity builder of this policy (for the schema check in tests).
+    #[cfg(test)]
+    pub(crate) fn types(&self) -> &Types {
+        &self.types
     }
 
     pub(crate) fn listing(&self) -> Vec<(String, Vec<String>)> {
@@ -107,30 +114,15 @@ impl Compiled {
             rule: None,
             reason: format!("policy could not be evaluated, so the action is refused: {detail}"),
         };
-        let action = EntityUid::from_str(&format!("Writ::Action::{:?}", act.as_str()))
-            .map_err(|e| internal(e.to_string()))?;
-        let principal_uid = uid(&principal.name).map_err(&internal)?;
-        let change_uid =
-            EntityUid::from_str("Writ::Change::\"change\"").map_err(|e| internal(e.to_string()))?;
-        let mut people: BTreeMap<&str, &Person> = BTreeMap::new();
-        for person in std::iter::once(principal)
-            .chain(std::iter::once(&facts.requester))
-            .chain(facts.on_behalf_of.iter())
-            .chain(on_behalf_of)
-            .chain(facts.ops.iter().map(|op| &op.identity))
-        {
-            people.entry(person.name.as_str()).or_insert(person);
-        }
-        let mut entities: Vec<Value> = people.values().map(|p| identity_entity(p, rules)).collect();
-        entities.push(change_entity(facts, rules));
+        let action = self.types.action(act);
+        let principal_uid = self.types.identity(&principal.name);
+        let change_uid = self.types.change.clone();
+        let (entities, context) =
+            self.types.decision(principal, facts, on_behalf_of, rules).map_err(internal)?;
         // Writ builds these entities itself, in the schema's shape (a unit test checks them
         // against the schema); checking every decision's entities again would double its cost.
         // The request itself is still checked against the schema below.
-        let entities =
-            Entities::from_json_value(Value::Array(entities), None).map_err(|e| internal(e.to_string()))?;
-        let context =
-            json!({ "on_behalf_of": on_behalf_of.iter().map(|p| reference(&p.name)).collect::<Vec<_>>() });
-        let context = Context::from_json_value(context, None).map_err(|e| internal(e.to_string()))?;
+        let entities = Entities::from_entities(entities, None).map_err(|e| internal(e.to_string()))?;
         let request = Request::new(principal_uid, action, change_uid, context, Some(&self.schema))
             .map_err(|e| internal(e.to_string()))?;
         let response = self.authorizer.is_authorized(&request, &self.set, &entities);
@@ -159,82 +151,127 @@ impl Compiled {
     }
 }
 
-/// The entities and context of one decision, as JSON (for the schema check in tests).
-#[cfg(test)]
-pub(crate) fn decision_json(
-    principal: &Person,
-    facts: &ChangeFacts,
-    on_behalf_of: Option<&Person>,
-    rules: &Rules,
-) -> (Value, Value) {
-    let mut entities: Vec<Value> =
-        vec![identity_entity(principal, rules), identity_entity(&facts.requester, rules)];
-    entities.extend(on_behalf_of.map(|p| identity_entity(p, rules)));
-    entities.push(change_entity(facts, rules));
-    let context =
-        json!({ "on_behalf_of": on_behalf_of.iter().map(|p| reference(&p.name)).collect::<Vec<_>>() });
-    (Value::Array(entities), context)
-}
-
 #[cfg(test)]
 pub(crate) fn schema() -> Schema {
     Schema::from_cedarschema_str(SCHEMA).map(|(s, _)| s).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn uid(name: &str) -> Result<EntityUid, String> {
-    EntityUid::from_json(reference(name).get("__entity").cloned().unwrap_or(Value::Null))
-        .map_err(|e| e.to_string())
+/// Entity type names, parsed once per compiled policy.
+pub(crate) struct Types {
+    identity: EntityTypeName,
+    group: EntityTypeName,
+    action: EntityTypeName,
+    change: EntityUid,
 }
 
-fn reference(name: &str) -> Value {
-    json!({ "__entity": { "type": "Writ::Identity", "id": name } })
-}
-
-fn identity_entity(person: &Person, rules: &Rules) -> Value {
-    let mut attrs = serde_json::Map::new();
-    attrs.insert("kind".into(), json!(person.kind));
-    if let Some(vendor) = &person.vendor {
-        attrs.insert("vendor".into(), json!(vendor));
+impl Types {
+    fn new() -> Result<Types, String> {
+        let name = |text: &str| EntityTypeName::from_str(text).map_err(|e| e.to_string());
+        Ok(Types {
+            identity: name("Writ::Identity")?,
+            group: name("Writ::Group")?,
+            action: name("Writ::Action")?,
+            change: EntityUid::from_type_name_and_id(name("Writ::Change")?, EntityId::new("change")),
+        })
     }
-    if let Some(owner) = &person.owner {
-        attrs.insert("owner".into(), reference(owner));
-    }
-    let mut groups: Vec<&str> = rules.groups_of(&person.name);
-    groups.extend(person.groups.iter().map(String::as_str));
-    groups.sort_unstable();
-    groups.dedup();
-    let parents: Vec<Value> = groups.into_iter().map(|g| json!({ "type": "Writ::Group", "id": g })).collect();
-    json!({ "uid": { "type": "Writ::Identity", "id": person.name }, "attrs": attrs, "parents": parents })
-}
 
-fn change_entity(facts: &ChangeFacts, rules: &Rules) -> Value {
-    let refs = |names: &mut dyn Iterator<Item = &str>| {
+    fn action(&self, act: Act) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.action.clone(), EntityId::new(act.as_str()))
+    }
+
+    fn identity(&self, name: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.identity.clone(), EntityId::new(name))
+    }
+
+    fn reference(&self, name: &str) -> RestrictedExpression {
+        RestrictedExpression::new_entity_uid(self.identity(name))
+    }
+
+    fn references<'a>(&self, names: impl Iterator<Item = &'a str>) -> RestrictedExpression {
         let mut names: Vec<&str> = names.collect();
         names.sort_unstable();
         names.dedup();
-        names.into_iter().map(reference).collect::<Vec<_>>()
-    };
-    let privileged = facts.ops.iter().any(|op| rules.classify(&op.entitlement).0);
-    let mut attrs = serde_json::Map::new();
-    attrs.insert("kind".into(), json!(facts.kind));
-    attrs.insert("event".into(), json!(facts.event));
-    attrs.insert("tier".into(), json!(facts.tier));
-    attrs.insert("emergency".into(), json!(facts.emergency));
-    attrs.insert("privileged".into(), json!(privileged));
-    attrs.insert("has_ticket".into(), json!(facts.has_ticket));
-    attrs.insert("requester".into(), reference(&facts.requester.name));
-    attrs.insert("on_behalf_of".into(), json!(refs(&mut facts.on_behalf_of.iter().map(|p| p.name.as_str()))));
-    attrs.insert(
-        "beneficiaries".into(),
-        json!(refs(&mut facts.ops.iter().map(|op| op.identity.name.as_str()))),
-    );
-    attrs.insert("owners".into(), json!(refs(&mut facts.ops.iter().filter_map(|op| op.owner.as_deref()))));
-    attrs.insert("approvers".into(), json!(refs(&mut facts.approvers.iter().map(String::as_str))));
-    attrs.insert("executors".into(), json!(refs(&mut facts.executors.iter().map(String::as_str))));
-    if let Some(vendor) = &facts.vendor {
-        attrs.insert("vendor".into(), json!(vendor));
+        RestrictedExpression::new_set(names.into_iter().map(|n| self.reference(n)))
     }
-    json!({ "uid": { "type": "Writ::Change", "id": "change" }, "attrs": attrs, "parents": [] })
+
+    /// One identity as Cedar sees it: kind, vendor, owner, and the groups `rules` put it in.
+    fn identity_entity(&self, person: &Person, rules: &Rules) -> Result<Entity, String> {
+        let mut attrs = HashMap::new();
+        attrs.insert("kind".to_owned(), RestrictedExpression::new_string(person.kind.clone()));
+        if let Some(vendor) = &person.vendor {
+            attrs.insert("vendor".to_owned(), RestrictedExpression::new_string(vendor.clone()));
+        }
+        if let Some(owner) = &person.owner {
+            attrs.insert("owner".to_owned(), self.reference(owner));
+        }
+        let parents: HashSet<EntityUid> = rules
+            .groups_of(&person.name)
+            .into_iter()
+            .chain(person.groups.iter().map(String::as_str))
+            .map(|g| EntityUid::from_type_name_and_id(self.group.clone(), EntityId::new(g)))
+            .collect();
+        Entity::new(self.identity(&person.name), attrs, parents).map_err(|e| e.to_string())
+    }
+
+    /// The change as Cedar sees it (the resource of every decision).
+    fn change_entity(&self, facts: &ChangeFacts, rules: &Rules) -> Result<Entity, String> {
+        let privileged = facts.ops.iter().any(|op| rules.classify(&op.entitlement).0);
+        let text = |value: &str| RestrictedExpression::new_string(value.to_owned());
+        let mut attrs = HashMap::new();
+        attrs.insert("kind".to_owned(), text(&facts.kind));
+        attrs.insert("event".to_owned(), text(&facts.event));
+        attrs.insert("tier".to_owned(), text(&facts.tier));
+        attrs.insert("emergency".to_owned(), RestrictedExpression::new_bool(facts.emergency));
+        attrs.insert("privileged".to_owned(), RestrictedExpression::new_bool(privileged));
+        attrs.insert("has_ticket".to_owned(), RestrictedExpression::new_bool(facts.has_ticket));
+        attrs.insert("requester".to_owned(), self.reference(&facts.requester.name));
+        attrs.insert(
+            "on_behalf_of".to_owned(),
+            self.references(facts.on_behalf_of.iter().map(|p| p.name.as_str())),
+        );
+        attrs.insert(
+            "beneficiaries".to_owned(),
+            self.references(facts.ops.iter().map(|op| op.identity.name.as_str())),
+        );
+        attrs.insert(
+            "owners".to_owned(),
+            self.references(facts.ops.iter().filter_map(|op| op.owner.as_deref())),
+        );
+        attrs.insert("approvers".to_owned(), self.references(facts.approvers.iter().map(String::as_str)));
+        attrs.insert("executors".to_owned(), self.references(facts.executors.iter().map(String::as_str)));
+        if let Some(vendor) = &facts.vendor {
+            attrs.insert("vendor".to_owned(), text(vendor));
+        }
+        Entity::new(self.change.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())
+    }
+
+    /// Every entity and the context of one decision.
+    pub(crate) fn decision(
+        &self,
+        principal: &Person,
+        facts: &ChangeFacts,
+        on_behalf_of: Option<&Person>,
+        rules: &Rules,
+    ) -> Result<(Vec<Entity>, Context), String> {
+        let mut people: BTreeMap<&str, &Person> = BTreeMap::new();
+        for person in std::iter::once(principal)
+            .chain(std::iter::once(&facts.requester))
+            .chain(facts.on_behalf_of.iter())
+            .chain(on_behalf_of)
+            .chain(facts.ops.iter().map(|op| &op.identity))
+        {
+            people.entry(person.name.as_str()).or_insert(person);
+        }
+        let mut entities =
+            people.values().map(|p| self.identity_entity(p, rules)).collect::<Result<Vec<_>, String>>()?;
+        entities.push(self.change_entity(facts, rules)?);
+        let context = Context::from_pairs([(
+            "on_behalf_of".to_owned(),
+            self.references(on_behalf_of.iter().map(|p| p.name.as_str())),
+        )])
+        .map_err(|e| e.to_string())?;
+        Ok((entities, context))
+    }
 }
 
 /// The byte offset of the first labelled span of a diagnostic.

@@ -167,6 +167,12 @@ impl Policy {
         Policy::compile(PolicyBundle::default_pack())
     }
 
+    /// The Cedar entity builder (for the schema check in tests).
+    #[cfg(test)]
+    pub(crate) fn cedar_types(&self) -> &cedar::Types {
+        self.cedar.types()
+    }
+
     pub fn hash(&self) -> &str {
         &self.hash
     }

@@ -190,12 +190,20 @@ fn the_entities_writ_builds_match_the_schema() {
         approvers: vec!["bob".into()],
         executors: vec!["system:writ-engine".into()],
     };
-    let (entities, context) =
-        cedar::decision_json(&Person::human("sam"), &facts, Some(&Person::human("bob")), policy.rules());
+    let (entities, context) = policy
+        .cedar_types()
+        .decision(&Person::human("sam"), &facts, Some(&Person::human("bob")), policy.rules())
+        .unwrap();
     let schema = cedar::schema();
-    cedar_policy::Entities::from_json_value(entities, Some(&schema)).unwrap();
+    cedar_policy::Entities::from_entities(entities, Some(&schema)).unwrap();
     let action =
         cedar_policy::EntityUid::from_json(serde_json::json!({ "type": "Writ::Action", "id": "approve" }))
             .unwrap();
-    cedar_policy::Context::from_json_value(context, Some((&schema, &action))).unwrap();
+    let principal =
+        cedar_policy::EntityUid::from_json(serde_json::json!({ "type": "Writ::Identity", "id": "sam" }))
+            .unwrap();
+    let resource =
+        cedar_policy::EntityUid::from_json(serde_json::json!({ "type": "Writ::Change", "id": "change" }))
+            .unwrap();
+    cedar_policy::Request::new(principal, action, resource, context, Some(&schema)).unwrap();
 }
