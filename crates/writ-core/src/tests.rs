@@ -713,3 +713,51 @@ fn rotations_are_their_own_kind_cannot_be_time_bound_and_verify_only_when_rotate
     );
     assert_eq!(step(Some(change), verify(true), at(2)).unwrap().state, ChangeState::Verified);
 }
+
+fn breakglass(requester: &Identity, duration: Option<Duration>, due: Timestamp) -> Command {
+    let Command::Request(new) = request(
+        requester,
+        None,
+        vec![(PlannedOp { duration, ..op(OpAction::Grant, requester, "db:admin") }, requester.clone())],
+        1,
+    ) else {
+        unreachable!()
+    };
+    Command::BreakGlass { new, approval_due: due }
+}
+
+#[test]
+fn breakglass_grants_only_short_access_and_is_reviewed_only_after_post_hoc_approval() {
+    let (alice, bob, carol) = (human("alice"), human("bob"), human("carol"));
+    let refused = step(None, breakglass(&alice, None, at(24)), T0).unwrap_err();
+    assert_eq!(refused.code(), "breakglass.scope", "a grant without a duration");
+    let refused = step(None, breakglass(&alice, Some(Duration::hours(1)), T0), T0).unwrap_err();
+    assert_eq!(refused.code(), "breakglass.scope", "a deadline that has already passed");
+
+    let change = step(None, breakglass(&alice, Some(Duration::hours(1)), at(24)), T0).unwrap();
+    assert_eq!(change.state, ChangeState::Approved, "authorised to execute without approval");
+    assert!(change.awaits_post_hoc_approval());
+    assert_eq!(change.next_deadline(), Some(at(24)));
+    // Whoever broke glass may execute their own emergency change.
+    let as_alice = Command::StartExecution { executor: Actor::Identity(alice.name.clone()) };
+    let change = step(Some(change), as_alice, at(0)).unwrap();
+    let outcomes = vec![OpOutcome { op: 0, before: false, after: true, reference: None }];
+    let change = step(Some(change), Command::RecordImplementation { outcomes, error: None }, at(0)).unwrap();
+    let observations = vec![Observation { op: 0, present: true }];
+    let verify = Command::RecordVerification { verifier: engine(), observations, residual: vec![] };
+    let change = step(Some(change), verify, at(0)).unwrap();
+    let review = |who: &Identity| Command::Review { reviewer: who.clone(), notes: "ok".into() };
+    let early = step(Some(change.clone()), review(&carol), at(1)).unwrap_err();
+    assert_eq!(early.code(), "breakglass.approval_missing");
+    let own = Command::Approve { approver: alice.clone(), on_behalf_of: None, validity: None };
+    assert_eq!(step(Some(change.clone()), own, at(1)).unwrap_err().code(), "sod.self_approval");
+    let approve = Command::Approve { approver: bob.clone(), on_behalf_of: None, validity: None };
+    let change = step(Some(change), approve, at(1)).unwrap();
+    assert_eq!(change.state, ChangeState::Verified, "a post-hoc approval changes no state");
+    assert_eq!(change.next_deadline(), None, "nothing due once approved");
+    assert_eq!(
+        step(Some(change.clone()), review(&bob), at(2)).unwrap_err().code(),
+        "sod.reviewer_not_independent"
+    );
+    assert_eq!(step(Some(change), review(&carol), at(2)).unwrap().state, ChangeState::Reviewed);
+}

@@ -302,7 +302,11 @@ impl Engine {
         let mut history = record.events;
         history.append(&mut committed.events);
         let record = ChangeRecord { change: committed.change, events: history };
-        self.settle_breakglass(&record, &approver.name)?;
+        // The approval is recorded; a finding that cannot be resolved now stays open for a
+        // person (`writ finding resolve`) rather than failing what was done.
+        if let Err(error) = self.settle_breakglass(&record, &approver.name) {
+            tracing::warn!(target: "writ::findings", change = %record.change.id, error = %error, "finding not resolved after a late approval");
+        }
         Ok(record)
     }
 
