@@ -460,7 +460,7 @@ pub struct BreakglassArgs {
     /// Entitlement to grant, as TARGET:ENTITLEMENT (repeatable, at least one).
     #[arg(long, value_name = "TARGET:ENTITLEMENT", required = true)]
     pub grant: Vec<String>,
-    /// How long the access lasts (default and maximum: the policy's [breakglass] max_duration).
+    /// How long the access lasts (default and maximum: the policy's `[breakglass] max_duration`).
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,
     /// What the emergency is.
