@@ -16,13 +16,13 @@
 
 use writ_core::change::{BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification, OpAction};
 use writ_core::event::PolicyStamp;
-use writ_core::finding::{Finding, FindingState};
+use writ_core::finding::FindingState;
 use writ_core::identity::Actor;
 use writ_core::machine::{Command, NewChange, decide};
 use writ_core::name::IdentityName;
 use writ_policy::{Act, Denial};
 
-use crate::{ChangeRecord, Engine, EngineError, RequestedOp, Result, evidence, policy};
+use crate::{ChangeRecord, Engine, RequestedOp, Result, evidence, policy};
 
 /// The finding a missed post-hoc approval opens.
 pub const APPROVAL_MISSED: &str = "breakglass.approval_missed";
@@ -83,17 +83,9 @@ impl Engine {
             ops.push(RequestedOp { duration: Some(duration), ..op });
         }
         let (ops, subjects, plans) = self.resolve_ops(ops)?;
-        let op_facts: Vec<writ_policy::OpFacts> = ops
-            .iter()
-            .zip(&subjects)
-            .map(|(op, subject)| {
-                policy::op_facts(op.action, subject, &op.entitlement.to_string(), op.duration)
-            })
-            .collect();
-        let kind = writ_policy::testing::derive_kind(&op_facts, BusinessEvent::Incident.as_str());
         let facts = writ_policy::ChangeFacts {
             emergency: true,
-            ..policy::change_facts(kind, BusinessEvent::Incident, &requester, None, &input.refs, op_facts)
+            ..policy::requested_facts(BusinessEvent::Incident, &requester, None, &input.refs, &ops, &subjects)
         };
         let permits = policy
             .authorize(Act::Breakglass, &policy::person_of(&requester), &facts, None)
@@ -225,16 +217,5 @@ impl Engine {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Findings, optionally only those in `state`.
-    pub fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>> {
-        Ok(self.store.findings(state)?)
-    }
-
-    /// The finding with this id.
-    pub fn finding(&self, id: &str) -> Result<Finding> {
-        Finding::parse_id(id)?;
-        self.store.finding(id)?.ok_or_else(|| EngineError::NotFound { what: "finding", name: id.to_owned() })
     }
 }

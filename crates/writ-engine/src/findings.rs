@@ -16,6 +16,17 @@ pub fn finding_id(kind: &str, subject: &str) -> String {
 }
 
 impl Engine {
+    /// Findings, optionally only those in `state`.
+    pub fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>> {
+        Ok(self.store.findings(state)?)
+    }
+
+    /// The finding with this id.
+    pub fn finding(&self, id: &str) -> Result<Finding> {
+        Finding::parse_id(id)?;
+        self.store.finding(id)?.ok_or_else(|| EngineError::NotFound { what: "finding", name: id.to_owned() })
+    }
+
     /// Opens the finding of `kind` about `subject`, or returns it if it is already open or
     /// excepted; a resolved one is reopened.
     pub(crate) fn raise_finding(

@@ -209,16 +209,14 @@ impl Engine {
         let requester = self.identity(&input.requester)?;
         let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
         let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
-        let op_facts: Vec<writ_policy::OpFacts> = ops
-            .iter()
-            .zip(&subjects)
-            .map(|(op, subject)| {
-                policy::op_facts(op.action, subject, &op.entitlement.to_string(), op.duration)
-            })
-            .collect();
-        let kind = writ_policy::testing::derive_kind(&op_facts, input.event.as_str());
-        let facts =
-            policy::change_facts(kind, input.event, &requester, on_behalf_of.as_ref(), &input.refs, op_facts);
+        let facts = policy::requested_facts(
+            input.event,
+            &requester,
+            on_behalf_of.as_ref(),
+            &input.refs,
+            &ops,
+            &subjects,
+        );
         let new = NewChange {
             id: ChangeId::generate(now, random),
             requester,

@@ -349,6 +349,25 @@ fn controls(validation: &Validation, created: Timestamp) -> Controls {
     }
 }
 
+/// A new change as policy sees it, from its resolved operations and their identities (in the
+/// same order); its kind is derived from them as the core will derive it.
+pub(crate) fn requested_facts(
+    event: BusinessEvent,
+    requester: &Identity,
+    on_behalf_of: Option<&Identity>,
+    refs: &[ExternalRef],
+    ops: &[writ_core::change::PlannedOp],
+    subjects: &[Identity],
+) -> ChangeFacts {
+    let op_facts: Vec<OpFacts> = ops
+        .iter()
+        .zip(subjects)
+        .map(|(op, subject)| op_facts(op.action, subject, &op.entitlement.to_string(), op.duration))
+        .collect();
+    let kind = writ_policy::testing::derive_kind(&op_facts, event.as_str());
+    change_facts(kind, event, requester, on_behalf_of, refs, op_facts)
+}
+
 /// A change as policy sees it before anyone approved or executed it. The vendor is the
 /// requester's organisation, as the change machine records it.
 pub(crate) fn change_facts(
