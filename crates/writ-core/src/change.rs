@@ -17,27 +17,16 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 impl ChangeId {
     /// Builds an ID from a creation time and 80 random bits supplied by the caller.
     pub fn generate(at: Timestamp, random: u128) -> ChangeId {
-        let millis = u128::from(at.as_millis().max(0).unsigned_abs()) & ((1 << 48) - 1);
-        let value = (millis << 80) | (random & ((1 << 80) - 1));
-        let mut text = String::with_capacity(30);
-        text.push_str("CHG-");
-        for i in (0..26).rev() {
-            let digit = usize::try_from((value >> (i * 5)) & 0x1f).unwrap_or(0);
-            text.push(char::from(CROCKFORD.get(digit).copied().unwrap_or(b'0')));
-        }
-        ChangeId(text)
+        ChangeId(ulid("CHG-", at, random))
     }
 
     pub fn parse(input: &str) -> Result<ChangeId, Refusal> {
-        let invalid = || Refusal::InvalidValue {
-            field: "change id",
-            input: input.chars().take(40).collect(),
-            expected: "CHG- followed by 26 characters of Crockford base32",
-        };
-        let body = input.strip_prefix("CHG-").ok_or_else(invalid)?;
-        let first_ok = body.bytes().next().is_some_and(|b| b <= b'7');
-        if body.len() != 26 || !first_ok || !body.bytes().all(|b| CROCKFORD.contains(&b)) {
-            return Err(invalid());
+        if !is_ulid("CHG-", input) {
+            return Err(Refusal::InvalidValue {
+                field: "change id",
+                input: input.chars().take(40).collect(),
+                expected: "CHG- followed by 26 characters of Crockford base32",
+            });
         }
         Ok(ChangeId(input.to_owned()))
     }
@@ -45,6 +34,26 @@ impl ChangeId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `prefix` and a 26-character Crockford base32 ULID of `at` and 80 bits of `random`.
+pub(crate) fn ulid(prefix: &str, at: Timestamp, random: u128) -> String {
+    let millis = u128::from(at.as_millis().max(0).unsigned_abs()) & ((1 << 48) - 1);
+    let value = (millis << 80) | (random & ((1 << 80) - 1));
+    let mut text = String::with_capacity(prefix.len() + 26);
+    text.push_str(prefix);
+    for i in (0..26).rev() {
+        let digit = usize::try_from((value >> (i * 5)) & 0x1f).unwrap_or(0);
+        text.push(char::from(CROCKFORD.get(digit).copied().unwrap_or(b'0')));
+    }
+    text
+}
+
+/// Whether `input` is `prefix` followed by a ULID as [`ulid`] writes it.
+pub(crate) fn is_ulid(prefix: &str, input: &str) -> bool {
+    let Some(body) = input.strip_prefix(prefix) else { return false };
+    let first_ok = body.bytes().next().is_some_and(|b| b <= b'7');
+    body.len() == 26 && first_ok && body.bytes().all(|b| CROCKFORD.contains(&b))
 }
 
 impl fmt::Display for ChangeId {

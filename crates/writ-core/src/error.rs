@@ -103,6 +103,23 @@ pub enum Refusal {
          (it has {have}) before it can be reviewed"
     )]
     PostHocApprovalMissing { change: ChangeId, have: usize, need: usize },
+    /// The command does not apply in the exception's current state (or it has expired).
+    #[error("{exception} is {state}; cannot {action}")]
+    ExceptionTransition { exception: String, state: crate::exception::ExceptionState, action: &'static str },
+    /// Separation of duties: the requester or owner of an exception approving it.
+    #[error("separation of duties: {approver} cannot approve {exception} because they are its {role}")]
+    ExceptionSelfApproval { exception: String, approver: IdentityName, role: &'static str },
+    /// Separation of duties: the requester or owner rejecting their own exception (they revoke).
+    #[error("{actor} is the {role} of {exception}; use revoke to withdraw your own exception")]
+    ExceptionSelfRejection { exception: String, actor: IdentityName, role: &'static str },
+    /// Separation of duties: one approver counted twice in a round.
+    #[error(
+        "separation of duties: {approver} has already approved {exception}; a second approval must come from someone else"
+    )]
+    ExceptionDuplicateApproval { exception: String, approver: IdentityName },
+    /// An exception expires only at its expiry.
+    #[error("{exception} does not expire until {expires_at}")]
+    ExceptionNotDue { exception: String, expires_at: Timestamp },
     /// Stored events do not fold into a valid change (corrupted or foreign history).
     #[error("history of {change} is inconsistent at event {seq}: {detail}")]
     CorruptHistory { change: String, seq: u64, detail: &'static str },
@@ -141,6 +158,11 @@ impl Refusal {
             Refusal::InconsistentReport { .. } => "engine.inconsistent_report",
             Refusal::BreakGlassScope { .. } => "breakglass.scope",
             Refusal::PostHocApprovalMissing { .. } => "breakglass.approval_missing",
+            Refusal::ExceptionTransition { .. } => "state.invalid_transition",
+            Refusal::ExceptionSelfApproval { .. } => "sod.self_approval",
+            Refusal::ExceptionSelfRejection { .. } => "sod.self_rejection",
+            Refusal::ExceptionDuplicateApproval { .. } => "sod.duplicate_approval",
+            Refusal::ExceptionNotDue { .. } => "state.not_due",
             Refusal::CorruptHistory { .. } => "ledger.corrupt_history",
         }
     }

@@ -288,6 +288,15 @@ pub enum RegistryEvent {
         first: bool,
         note: String,
     },
+    /// An exception after one step (`kind`), with the policy decision behind it if policy made
+    /// one, and a note (a reason for a rejection or revocation).
+    Exception {
+        actor: Actor,
+        exception: Box<crate::exception::Exception>,
+        kind: crate::exception::ExceptionEventKind,
+        note: String,
+        policy: Option<PolicyStamp>,
+    },
 }
 
 impl RegistryEvent {
@@ -301,6 +310,7 @@ impl RegistryEvent {
             RegistryEvent::RoleRevoked { .. } => "access.role_revoked",
             RegistryEvent::PolicyLoaded { .. } => "policy.loaded",
             RegistryEvent::Finding { finding, first, .. } => finding.event_type(*first),
+            RegistryEvent::Exception { kind, .. } => kind.as_str(),
         }
     }
 
@@ -313,7 +323,8 @@ impl RegistryEvent {
             | RegistryEvent::RoleGranted { actor, .. }
             | RegistryEvent::RoleRevoked { actor, .. }
             | RegistryEvent::PolicyLoaded { actor, .. }
-            | RegistryEvent::Finding { actor, .. } => actor,
+            | RegistryEvent::Finding { actor, .. }
+            | RegistryEvent::Exception { actor, .. } => actor,
         }
     }
 
@@ -327,6 +338,15 @@ impl RegistryEvent {
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,
             RegistryEvent::Finding { finding, .. } => finding.updated_at,
+            RegistryEvent::Exception { exception, .. } => exception.updated_at,
+        }
+    }
+
+    /// The policy decision behind this event, if policy made one.
+    pub fn policy(&self) -> Option<&PolicyStamp> {
+        match self {
+            RegistryEvent::Exception { policy, .. } => policy.as_ref(),
+            _ => None,
         }
     }
 }

@@ -7,9 +7,11 @@
 //! back into state, so the whole lifecycle is testable without a database.
 
 pub mod access;
+#[macro_use]
 pub mod change;
 pub mod error;
 pub mod event;
+pub mod exception;
 pub mod finding;
 pub mod identity;
 pub mod machine;

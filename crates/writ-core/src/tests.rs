@@ -761,3 +761,138 @@ fn breakglass_grants_only_short_access_and_is_reviewed_only_after_post_hoc_appro
     );
     assert_eq!(step(Some(change), review(&carol), at(2)).unwrap().state, ChangeState::Reviewed);
 }
+
+mod exceptions {
+    use super::{T0, at, name};
+    use crate::error::Refusal;
+    use crate::exception::{Exception, ExceptionId, ExceptionRequest, ExceptionState};
+    use crate::finding::{Finding, FindingState};
+
+    fn pending(hours: i64) -> Exception {
+        let request = ExceptionRequest {
+            control: "secret.long_lived".into(),
+            subject: "svc-ci".into(),
+            owner: name("alice"),
+            requester: name("dave"),
+            justification: "the vendor appliance cannot rotate its key before the upgrade".into(),
+            compensating_control: "key restricted to one source address; access logged".into(),
+            expires_at: at(hours),
+        };
+        Exception::new(ExceptionId::generate(T0, 7), request, 2, T0).unwrap()
+    }
+
+    fn finding(kind: &str, subject: &str) -> Finding {
+        Finding {
+            id: "FND-0000000000000001".into(),
+            kind: kind.into(),
+            subject: subject.into(),
+            change: None,
+            detail: String::new(),
+            state: FindingState::Open,
+            opened_at: T0,
+            updated_at: T0,
+            exception: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_exc_ulids_and_other_shapes_are_refused() {
+        let id = ExceptionId::generate(T0, 42);
+        assert!(id.as_str().starts_with("EXC-"));
+        assert_eq!(ExceptionId::parse(id.as_str()).unwrap(), id);
+        for bad in ["", "EXC-", "CHG-01J0000000000000000000000A", "exc-01J0000000000000000000000A", "EXC-0I"]
+        {
+            assert!(ExceptionId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn needs_distinct_approvers_who_are_neither_requester_nor_owner() {
+        let e = pending(48);
+        let err = e.approve(&name("dave"), None, 2, at(1)).unwrap_err();
+        assert_eq!(err.code(), "sod.self_approval");
+        let err = e.approve(&name("alice"), None, 2, at(1)).unwrap_err();
+        assert_eq!(err.code(), "sod.self_approval");
+        let once = e.approve(&name("bob"), Some("internal".into()), 2, at(1)).unwrap();
+        assert_eq!(once.state, ExceptionState::Pending, "one of two approvals is not enough");
+        assert_eq!(once.approve(&name("bob"), None, 2, at(2)).unwrap_err().code(), "sod.duplicate_approval");
+        let active = once.approve(&name("carol"), None, 2, at(2)).unwrap();
+        assert_eq!(active.state, ExceptionState::Active);
+        assert_eq!(active.version, 3);
+        assert!(active.covers(&finding("secret.long_lived", "svc-ci"), at(3)));
+        assert!(!active.covers(&finding("secret.long_lived", "svc-other"), at(3)));
+        assert!(!active.covers(&finding("identity.orphaned", "svc-ci"), at(3)));
+        assert!(!active.covers(&finding("secret.long_lived", "svc-ci"), at(48)), "not after its expiry");
+    }
+
+    #[test]
+    fn a_pending_exception_cannot_be_approved_after_its_expiry_and_lapses() {
+        let e = pending(4);
+        let err = e.approve(&name("bob"), None, 2, at(4)).unwrap_err();
+        assert!(matches!(err, Refusal::ExceptionTransition { action: "approve", .. }), "{err}");
+        assert_eq!(e.expire(at(3)).unwrap_err().code(), "state.not_due");
+        let expired = e.expire(at(4)).unwrap();
+        assert_eq!(expired.state, ExceptionState::Expired);
+        assert!(expired.revoke(at(5)).is_err(), "final states stay final");
+        assert_eq!(expired.next_deadline(), None);
+    }
+
+    #[test]
+    fn renewal_is_a_new_round_and_takes_effect_only_when_approved() {
+        let active = pending(24).approve(&name("bob"), None, 1, at(1)).unwrap();
+        assert_eq!(active.state, ExceptionState::Active);
+        assert!(active.request_renewal(at(20), 2, at(2)).is_err(), "a renewal must extend the term");
+        let renewing = active.request_renewal(at(72), 2, at(2)).unwrap();
+        assert!(renewing.approvals.is_empty(), "the earlier round does not count");
+        assert!(renewing.awaits_approval());
+        assert!(
+            renewing.covers(&finding("secret.long_lived", "svc-ci"), at(3)),
+            "the current term still runs"
+        );
+        let half = renewing.approve(&name("bob"), None, 2, at(3)).unwrap();
+        assert_eq!(half.expires_at, at(24), "not renewed until the round is complete");
+        let renewed = half.approve(&name("carol"), None, 2, at(4)).unwrap();
+        assert_eq!((renewed.expires_at, renewed.renewal), (at(72), None));
+        // A renewal nobody approves lapses with the term.
+        let lapsed = active.request_renewal(at(72), 2, at(2)).unwrap().expire(at(24)).unwrap();
+        assert_eq!((lapsed.state, lapsed.renewal), (ExceptionState::Expired, None));
+    }
+
+    #[test]
+    fn rejecting_a_renewal_keeps_the_current_term_and_owners_cannot_reject() {
+        let active = pending(24).approve(&name("bob"), None, 1, at(1)).unwrap();
+        let renewing = active.request_renewal(at(72), 1, at(2)).unwrap();
+        assert_eq!(renewing.reject(&name("alice"), at(3)).unwrap_err().code(), "sod.self_rejection");
+        let kept = renewing.reject(&name("carol"), at(3)).unwrap();
+        assert_eq!((kept.state, kept.expires_at, kept.renewal), (ExceptionState::Active, at(24), None));
+        let rejected = pending(24).reject(&name("carol"), at(1)).unwrap();
+        assert_eq!(rejected.state, ExceptionState::Rejected);
+        assert!(active.reject(&name("carol"), at(3)).is_err(), "nothing to reject");
+        assert_eq!(active.revoke(at(3)).unwrap().state, ExceptionState::Revoked);
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let base = ExceptionRequest {
+            control: "secret.long_lived".into(),
+            subject: "svc-ci".into(),
+            owner: name("alice"),
+            requester: name("dave"),
+            justification: "why".into(),
+            compensating_control: "what instead".into(),
+            expires_at: at(1),
+        };
+        let id = ExceptionId::generate(T0, 1);
+        let cases = [
+            ExceptionRequest { expires_at: T0, ..base.clone() },
+            ExceptionRequest { control: "Secret Long".into(), ..base.clone() },
+            ExceptionRequest { subject: "svc ci".into(), ..base.clone() },
+            ExceptionRequest { justification: "  ".into(), ..base.clone() },
+            ExceptionRequest { compensating_control: "x".repeat(2001), ..base.clone() },
+        ];
+        for case in cases {
+            assert!(Exception::new(id.clone(), case.clone(), 1, T0).is_err(), "{case:?}");
+        }
+        assert!(Exception::new(id, base, 1, T0).is_ok());
+    }
+}

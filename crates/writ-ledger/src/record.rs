@@ -132,6 +132,14 @@ struct ResidualRecord {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionApprovalRecord {
+    approver: String,
+    at: String,
+    slot: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, untagged)]
 enum Data {
     Requested {
@@ -174,6 +182,23 @@ enum Data {
         state: String,
         opened_at: String,
         exception: Option<String>,
+        note: String,
+    },
+    Exception {
+        id: String,
+        control: String,
+        subject: String,
+        owner: String,
+        requester: String,
+        justification: String,
+        compensating_control: String,
+        state: String,
+        requested_at: String,
+        expires_at: String,
+        renewal: Option<String>,
+        approvals_needed: u8,
+        approvals: Vec<ExceptionApprovalRecord>,
+        version: u64,
         note: String,
     },
     PolicyLoaded {
@@ -273,11 +298,7 @@ pub fn encode(event: &Event, key: &HmacKey) -> (Vec<u8>, Vec<(String, String)>) 
                     size: r.size,
                 })
                 .collect(),
-            policy: e.policy.as_ref().map(|p| PolicyRecord {
-                hash: p.hash.clone(),
-                rules: p.rules.clone(),
-                slot: p.slot.clone(),
-            }),
+            policy: e.policy.as_ref().map(policy_record),
             data: data_value(change_data(&e.body, &mut sealer)),
         },
         Event::Registry(r) => Envelope {
@@ -290,12 +311,20 @@ pub fn encode(event: &Event, key: &HmacKey) -> (Vec<u8>, Vec<(String, String)>) 
             actor: r.actor().as_string(),
             on_behalf_of: None,
             evidence: Vec::new(),
-            policy: None,
+            policy: r.policy().map(policy_record),
             data: data_value(registry_data(r)),
         },
     };
     // Serialising plain structs of strings, integers and booleans cannot fail.
     (serde_json_canonicalizer::to_vec(&envelope).unwrap_or_default(), sealer.into_sealed())
+}
+
+fn policy_record(p: &writ_core::event::PolicyStamp) -> PolicyRecord {
+    PolicyRecord { hash: p.hash.clone(), rules: p.rules.clone(), slot: p.slot.clone() }
+}
+
+fn policy_stamp(p: PolicyRecord) -> writ_core::event::PolicyStamp {
+    writ_core::event::PolicyStamp { hash: p.hash, rules: p.rules, slot: p.slot }
 }
 
 /// Decodes canonical bytes back into an event, refusing non-canonical or unknown records.
@@ -337,11 +366,7 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             on_behalf_of,
             body,
             evidence,
-            policy: envelope.policy.map(|p| writ_core::event::PolicyStamp {
-                hash: p.hash,
-                rules: p.rules,
-                slot: p.slot,
-            }),
+            policy: envelope.policy.map(policy_stamp),
         }));
     }
     let registry = match (envelope.kind.as_str(), data) {
@@ -428,6 +453,17 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 return Err(RecordError::Malformed(format!("{kind} for a finding that is {state}")));
             }
             RegistryEvent::Finding { actor, finding, first, note }
+        }
+        (kind, data @ Data::Exception { .. }) if kind.starts_with("exception.") => {
+            let kind = writ_core::exception::ExceptionEventKind::parse(kind)?;
+            let (exception, note) = exception_from(data, at)?;
+            RegistryEvent::Exception {
+                actor,
+                exception: Box::new(exception),
+                kind,
+                note,
+                policy: envelope.policy.map(policy_stamp),
+            }
         }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
@@ -554,6 +590,31 @@ fn registry_data(event: &RegistryEvent) -> Data {
         RegistryEvent::PolicyLoaded { hash, files, .. } => {
             Data::PolicyLoaded { hash: hash.clone(), files: files.clone() }
         }
+        RegistryEvent::Exception { exception: e, note, .. } => Data::Exception {
+            id: e.id.to_string(),
+            control: e.control.clone(),
+            subject: e.subject.clone(),
+            owner: e.owner.to_string(),
+            requester: e.requester.to_string(),
+            justification: e.justification.clone(),
+            compensating_control: e.compensating_control.clone(),
+            state: e.state.as_str().to_owned(),
+            requested_at: e.requested_at.to_rfc3339(),
+            expires_at: e.expires_at.to_rfc3339(),
+            renewal: e.renewal.map(Timestamp::to_rfc3339),
+            approvals_needed: e.approvals_needed,
+            approvals: e
+                .approvals
+                .iter()
+                .map(|a| ExceptionApprovalRecord {
+                    approver: a.approver.to_string(),
+                    at: a.at.to_rfc3339(),
+                    slot: a.slot.clone(),
+                })
+                .collect(),
+            version: e.version,
+            note: note.clone(),
+        },
         RegistryEvent::Finding { finding, note, .. } => Data::Finding {
             id: finding.id.clone(),
             kind: finding.kind.clone(),
@@ -566,6 +627,62 @@ fn registry_data(event: &RegistryEvent) -> Data {
             note: note.clone(),
         },
     }
+}
+
+/// An exception as an `exception.*` record holds it (as of the event's time `at`), and the note.
+fn exception_from(
+    data: Data,
+    at: Timestamp,
+) -> Result<(writ_core::exception::Exception, String), RecordError> {
+    use writ_core::exception::{Exception, ExceptionApproval, ExceptionId, ExceptionState};
+    let Data::Exception {
+        id,
+        control,
+        subject,
+        owner,
+        requester,
+        justification,
+        compensating_control,
+        state,
+        requested_at,
+        expires_at,
+        renewal,
+        approvals_needed,
+        approvals,
+        version,
+        note,
+    } = data
+    else {
+        return Err(RecordError::Malformed("exception event without exception data".into()));
+    };
+    let approvals = approvals
+        .into_iter()
+        .map(|a| {
+            Ok(ExceptionApproval {
+                approver: IdentityName::parse(&a.approver)?,
+                at: parse_time(&a.at)?,
+                slot: a.slot,
+            })
+        })
+        .collect::<Result<Vec<_>, RecordError>>()?;
+    let exception = Exception {
+        id: ExceptionId::parse(&id)?,
+        control: writ_core::exception::parse_control(&control)?,
+        subject: writ_core::exception::parse_subject(&subject)?,
+        owner: IdentityName::parse(&owner)?,
+        requester: IdentityName::parse(&requester)?,
+        justification,
+        compensating_control,
+        state: ExceptionState::parse(&state)?,
+        requested_at: parse_time(&requested_at)?,
+        updated_at: at,
+        expires_at: parse_time(&expires_at)?,
+        renewal: renewal.as_deref().map(parse_time).transpose()?,
+        approvals_needed,
+        approvals,
+        version,
+    };
+    Ok((exception, note))
 }
 
 fn change_body(

@@ -234,6 +234,51 @@ fn every_event() -> Vec<Event> {
             note: "deadline passed".into(),
         }));
     }
+    use writ_core::exception::{
+        Exception, ExceptionApproval, ExceptionEventKind, ExceptionId, ExceptionRequest, ExceptionState,
+    };
+    let request = ExceptionRequest {
+        control: "breakglass.approval_missed".into(),
+        subject: ChangeId::generate(T0, 9).to_string(),
+        owner: IdentityName::parse("carol").unwrap(),
+        requester: IdentityName::parse("dave").unwrap(),
+        justification: "the approver was on leave".into(),
+        compensating_control: "the grant was reviewed line by line".into(),
+        expires_at: T0.plus(Duration::hours(72)),
+    };
+    let pending = Exception::new(ExceptionId::generate(T0, 11), request, 2, T0).unwrap();
+    let active = Exception {
+        state: ExceptionState::Active,
+        renewal: Some(T0.plus(Duration::hours(144))),
+        approvals: vec![ExceptionApproval {
+            approver: IdentityName::parse("bob").unwrap(),
+            at: T0.plus(Duration::hours(1)),
+            slot: Some("internal".into()),
+        }],
+        updated_at: T0.plus(Duration::hours(1)),
+        version: 2,
+        ..pending.clone()
+    };
+    for (exception, kind, policy) in [
+        (pending, ExceptionEventKind::Requested, None),
+        (
+            active,
+            ExceptionEventKind::Approved,
+            Some(writ_core::event::PolicyStamp {
+                hash: "ab".repeat(32),
+                rules: vec!["exception.approval".into()],
+                slot: None,
+            }),
+        ),
+    ] {
+        events.push(Event::Registry(RegistryEvent::Exception {
+            actor: Actor::Identity(IdentityName::parse("bob").unwrap()),
+            exception: Box::new(exception),
+            kind,
+            note: String::new(),
+            policy,
+        }));
+    }
     events
 }
 

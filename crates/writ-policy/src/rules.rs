@@ -22,6 +22,21 @@ struct RulesFile {
     breakglass: Option<Spanned<BreakglassSpec>>,
     #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
+    #[serde(default)]
+    exception: Option<Spanned<ExceptionSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionSpec {
+    id: String,
+    description: Option<String>,
+    #[serde(default)]
+    controls: Vec<String>,
+    tier: String,
+    #[serde(default)]
+    approvers: Vec<String>,
+    max_duration: String,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +198,31 @@ pub struct Breakglass {
     pub approval_deadline: Duration,
 }
 
+/// How exceptions are approved (`[exception]`): the rule id recorded with each decision, the
+/// tier whose approval count applies, named approver slots, and the longest term an exception
+/// (or a renewal, counted from when it is asked for) may have.
+#[derive(Clone, Debug)]
+struct ExceptionRule {
+    id: String,
+    description: Option<String>,
+    controls: Vec<String>,
+    tier: usize,
+    approvers: Vec<SlotSpec>,
+    max_duration: Duration,
+}
+
+/// What an exception needs, as the policy in force decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionPolicy {
+    /// The rule id recorded with every exception decision.
+    pub rule: String,
+    pub tier: String,
+    pub approvals: u8,
+    /// One slot per approval; the slots beyond the named ones are `any`.
+    pub slots: Vec<Slot>,
+    pub max_duration: Duration,
+}
+
 /// The compiled `rules.toml`.
 #[derive(Clone, Debug)]
 pub struct Rules {
@@ -190,6 +230,7 @@ pub struct Rules {
     groups: BTreeMap<String, BTreeSet<String>>,
     entitlements: Vec<EntitlementClass>,
     rules: Vec<Rule>,
+    exception: ExceptionRule,
     pub breakglass: Breakglass,
 }
 
@@ -342,7 +383,83 @@ impl Rules {
                 deny: spec.deny.clone(),
             });
         }
-        Ok(Rules { tiers, groups, entitlements, rules, breakglass })
+        let exception = match &file.exception {
+            Some(spec) => {
+                let line = at(spec.span());
+                let spec = spec.get_ref();
+                let err =
+                    |reason: String| PolicyError::invalid(FILE, line, &format!("[exception]: {reason}"));
+                if !is_rule_id(&spec.id) || rules.iter().any(|r| r.id == spec.id) {
+                    return Err(err(format!(
+                        "id {:?} must be unique among the rule ids, of letters, digits, '.', '-' and '_'",
+                        spec.id
+                    )));
+                }
+                let tier = tiers.iter().position(|t| t.name == spec.tier).ok_or_else(|| {
+                    let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+                    err(format!("tier {:?} is not defined (tiers: {})", spec.tier, known.join(", ")))
+                })?;
+                let approvers = spec
+                    .approvers
+                    .iter()
+                    .map(|a| match slot_spec(a, &groups) {
+                        Ok(SlotSpec::SubjectOwner | SlotSpec::EntitlementOwner) => Err(format!(
+                            "approver {a:?}: an exception's owner is an interested party and cannot approve it"
+                        )),
+                        other => other,
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(&err)?;
+                ExceptionRule {
+                    id: spec.id.clone(),
+                    description: spec.description.clone(),
+                    controls: spec.controls.clone(),
+                    tier,
+                    approvers,
+                    max_duration: duration(&spec.max_duration).map_err(&err)?,
+                }
+            }
+            // Without a section: the highest tier's approvals, from internal people, 90 days.
+            None => ExceptionRule {
+                id: "exception.default".to_owned(),
+                description: Some(
+                    "Exceptions need the highest tier's approvals, at least one internal.".into(),
+                ),
+                controls: Vec::new(),
+                tier: tiers.len() - 1,
+                approvers: vec![SlotSpec::Internal],
+                max_duration: Duration::hours(24 * 90),
+            },
+        };
+        Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass })
+    }
+
+    /// What an exception needs under these rules.
+    pub fn exception_policy(&self) -> ExceptionPolicy {
+        let spec = &self.exception;
+        let tier = self.tiers.get(spec.tier).or(self.tiers.last());
+        let mut slots: Vec<Slot> = Vec::new();
+        for slot in spec.approvers.iter().filter_map(|a| self.named_slot(a)) {
+            if !slots.iter().any(|s| s.label == slot.label) {
+                slots.push(slot);
+            }
+        }
+        let approvals = tier.map_or(1, |t| usize::from(t.approvals)).max(slots.len());
+        while slots.len() < approvals {
+            slots.push(Slot { label: "any".to_owned(), eligible: Eligible::Anyone });
+        }
+        ExceptionPolicy {
+            rule: spec.id.clone(),
+            tier: tier.map(|t| t.name.clone()).unwrap_or_default(),
+            approvals: u8::try_from(approvals).unwrap_or(u8::MAX),
+            slots,
+            max_duration: spec.max_duration,
+        }
+    }
+
+    /// The tier of that name.
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
     }
 
     /// The groups `name` is listed in.
@@ -369,10 +486,18 @@ impl Rules {
 
     /// Every rule id with its description and controls, for `writ policy show`.
     pub fn listing(&self) -> Vec<(String, Option<String>, Vec<String>)> {
-        self.rules.iter().map(|r| (r.id.clone(), r.description.clone(), r.controls.clone())).collect()
+        let e = &self.exception;
+        self.rules
+            .iter()
+            .map(|r| (r.id.clone(), r.description.clone(), r.controls.clone()))
+            .chain(std::iter::once((e.id.clone(), e.description.clone(), e.controls.clone())))
+            .collect()
     }
 
     pub fn controls(&self, id: &str) -> Option<&[String]> {
+        if id == self.exception.id {
+            return Some(self.exception.controls.as_slice());
+        }
         self.rules.iter().find(|r| r.id == id).map(|r| r.controls.as_slice())
     }
 
@@ -496,22 +621,28 @@ impl Rules {
             .collect()
     }
 
-    fn slots(&self, spec: &SlotSpec, facts: &ChangeFacts, ops: &[usize]) -> Vec<Slot> {
-        let person = |label: String, name: &str| Slot {
-            label,
-            eligible: Eligible::People(std::iter::once(name.to_owned()).collect()),
-        };
+    /// The slot a spec names on its own (every spec but the owners of what a change touches).
+    fn named_slot(&self, spec: &SlotSpec) -> Option<Slot> {
         match spec {
-            SlotSpec::Any => vec![Slot { label: "any".into(), eligible: Eligible::Anyone }],
-            SlotSpec::Internal => vec![Slot { label: "internal".into(), eligible: Eligible::Internal }],
-            SlotSpec::Group(g) => vec![Slot {
+            SlotSpec::Any => Some(Slot { label: "any".into(), eligible: Eligible::Anyone }),
+            SlotSpec::Internal => Some(Slot { label: "internal".into(), eligible: Eligible::Internal }),
+            SlotSpec::Group(g) => Some(Slot {
                 label: format!("group:{g}"),
                 eligible: Eligible::Group {
                     name: g.clone(),
                     members: self.groups.get(g).cloned().unwrap_or_default(),
                 },
-            }],
-            SlotSpec::Person(p) => vec![person(format!("person:{p}"), p)],
+            }),
+            SlotSpec::Person(p) => Some(person(format!("person:{p}"), p)),
+            SlotSpec::SubjectOwner | SlotSpec::EntitlementOwner => None,
+        }
+    }
+
+    fn slots(&self, spec: &SlotSpec, facts: &ChangeFacts, ops: &[usize]) -> Vec<Slot> {
+        match spec {
+            SlotSpec::Any | SlotSpec::Internal | SlotSpec::Group(_) | SlotSpec::Person(_) => {
+                self.named_slot(spec).into_iter().collect()
+            }
             SlotSpec::SubjectOwner => ops
                 .iter()
                 .filter_map(|&i| facts.ops.get(i))
@@ -524,6 +655,10 @@ impl Rules {
                 .collect(),
         }
     }
+}
+
+fn person(label: String, name: &str) -> Slot {
+    Slot { label, eligible: Eligible::People(std::iter::once(name.to_owned()).collect()) }
 }
 
 fn change_matches(w: &When, facts: &ChangeFacts) -> bool {

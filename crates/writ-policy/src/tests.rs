@@ -104,6 +104,18 @@ fn invalid_rules_are_refused_with_line_and_reason() {
             format!("{base}\n[[rule]]\nid = \"vendor.internal-sponsor\"\ntier = \"high\"\n"),
             "rule ids must be unique",
         ),
+        (
+            base.replace(
+                "approvers = [\"internal\"]\nmax_duration = \"90d\"",
+                "approvers = [\"owner:subject\"]\nmax_duration = \"90d\"",
+            ),
+            "[exception]: approver \"owner:subject\": an exception's owner is an interested party",
+        ),
+        (
+            base.replace("id = \"exception.two-approvers\"", "id = \"vendor.internal-sponsor\""),
+            "[exception]: id \"vendor.internal-sponsor\" must be unique",
+        ),
+        (base.replace("max_duration = \"90d\"", "max_duration = \"900d\""), "[exception]: invalid duration"),
     ];
     for (text, expected) in cases {
         let error = pack_with(&text).unwrap_err();
@@ -150,6 +162,20 @@ fn slot_assignment_finds_a_matching_when_greedy_would_not() {
     assert_eq!(policy.assign(&v.slots, &people), Some(vec![1, 0]));
     assert_eq!(policy.assign(&v.slots, &[Person::human("bob"), Person::human("dave")]), None);
     assert_eq!(policy.assign(&v.slots, &[Person::human("sam"), Person::human("sam")]), None);
+}
+
+#[test]
+fn exceptions_take_their_approvals_from_the_exception_section() {
+    let policy = Policy::default_pack().unwrap();
+    let e = policy.rules().exception_policy();
+    assert_eq!((e.rule.as_str(), e.tier.as_str(), e.approvals), ("exception.two-approvers", "high", 2));
+    assert_eq!(e.slots.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), ["internal", "any"]);
+    assert_eq!(e.max_duration, writ_core::time::Duration::hours(24 * 90));
+    // Without the section: the highest tier's approvals, one internal, 90 days.
+    let base = PolicyBundle::default_pack().files()["rules.toml"].clone();
+    let cut = base.find("\n[exception]").unwrap();
+    let plain = pack_with(&base[..cut]).unwrap().rules().exception_policy();
+    assert_eq!((plain.rule.as_str(), plain.tier.as_str(), plain.approvals), ("exception.default", "high", 2));
 }
 
 #[test]
