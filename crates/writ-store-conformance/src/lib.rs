@@ -42,6 +42,7 @@ const TESTS: &[(&str, Test)] = &[
     ("due grants: only expired time-bound grants, oldest first, limited", due_grants),
     ("due changes: by deadline, rescheduled only from the sequence read", due_changes),
     ("findings: opened once, moved only from the state read, each with its event", findings),
+    ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -450,4 +451,62 @@ fn findings(store: Arc<dyn Store>) {
     assert!(store.findings(Some(FindingState::Open)).unwrap().is_empty());
     assert_eq!(store.findings(None).unwrap(), vec![excepted]);
     assert_eq!(store.events(0, 100).unwrap().len() as u64, moved + 1, "one event per accepted write");
+}
+
+fn exceptions(store: Arc<dyn Store>) {
+    use writ_core::exception::{Exception, ExceptionApproval, ExceptionId, ExceptionRequest, ExceptionState};
+    let name = |n: &str| IdentityName::parse(n).unwrap();
+    let at = Timestamp::from_millis;
+    let request = |subject: &str, expires: i64| ExceptionRequest {
+        control: "secret.long_lived".into(),
+        subject: subject.into(),
+        owner: name("alice"),
+        requester: name("dave"),
+        justification: "cannot rotate yet".into(),
+        compensating_control: "restricted source address".into(),
+        expires_at: at(expires),
+    };
+    let first = Exception::new(ExceptionId::generate(at(1), 1), request("svc-a", 500), 2, at(1)).unwrap();
+    let second = Exception::new(ExceptionId::generate(at(2), 2), request("svc-b", 300), 1, at(2)).unwrap();
+    let index = store.open_exception(&first, Some(at(500)), &event(None, None, "e1")).unwrap();
+    store.open_exception(&second, Some(at(300)), &event(None, None, "e2")).unwrap();
+    let again = store.open_exception(&first, None, &event(None, None, "e3"));
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.exception(&first.id).unwrap(), Some(first.clone()));
+    assert_eq!(store.exception(&ExceptionId::generate(at(3), 3)).unwrap(), None);
+    // Two approvals in one round, stored in order with their slots.
+    let one = first.approve(&name("bob"), Some("internal".into()), 2, at(10)).unwrap();
+    let two = one.approve(&name("carol"), None, 2, at(11)).unwrap();
+    store.update_exception(&one, Some(at(500)), &event(None, None, "e4")).unwrap();
+    let stale = store.update_exception(&one, Some(at(500)), &event(None, None, "e5"));
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(_))),
+        "an update from a stale read is refused: {stale:?}"
+    );
+    let last = store.update_exception(&two, Some(at(20)), &event(None, None, "e6")).unwrap();
+    assert_eq!(last, index + 3, "the refused writes appended nothing");
+    let stored = store.exception(&first.id).unwrap().unwrap();
+    assert_eq!(stored, two);
+    assert_eq!(
+        stored.approvals,
+        vec![
+            ExceptionApproval { approver: name("bob"), at: at(10), slot: Some("internal".into()) },
+            ExceptionApproval { approver: name("carol"), at: at(11), slot: None },
+        ]
+    );
+    assert_eq!(store.exceptions(Some(ExceptionState::Active)).unwrap(), vec![two.clone()]);
+    assert_eq!(store.exceptions(Some(ExceptionState::Pending)).unwrap(), vec![second.clone()]);
+    assert_eq!(store.exceptions(None).unwrap(), vec![two.clone(), second.clone()]);
+    // A renewal round starts with no approvals.
+    let renewing = two.request_renewal(at(900), 2, at(30)).unwrap();
+    store.update_exception(&renewing, Some(at(500)), &event(None, None, "e7")).unwrap();
+    assert!(store.exception(&first.id).unwrap().unwrap().approvals.is_empty());
+    // Deadlines: earliest first, limited; rescheduled only from the version read.
+    assert_eq!(store.due_exceptions(at(299), 10).unwrap(), Vec::<ExceptionId>::new());
+    assert_eq!(store.due_exceptions(at(600), 10).unwrap(), vec![second.id.clone(), first.id.clone()]);
+    assert_eq!(store.due_exceptions(at(600), 1).unwrap(), vec![second.id.clone()]);
+    store.reschedule_exception(&first.id, 3, None).unwrap();
+    assert_eq!(store.due_exceptions(at(600), 10).unwrap().len(), 2, "a stale version does not reschedule");
+    store.reschedule_exception(&first.id, renewing.version, None).unwrap();
+    assert_eq!(store.due_exceptions(at(600), 10).unwrap(), vec![second.id]);
 }

@@ -30,9 +30,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_expiry.sql"),
     include_str!("../migrations/0007_policy.sql"),
     include_str!("../migrations/0008_findings.sql"),
+    include_str!("../migrations/0009_exceptions.sql"),
 ];
 
 mod access;
+mod exceptions;
 mod findings;
 
 /// How to open the database file.
@@ -157,7 +159,7 @@ pub(crate) fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError +
     move |refusal| StoreError::Corrupt(format!("{what}: {refusal}"))
 }
 
-fn to_i64(value: u64) -> Result<i64> {
+pub(crate) fn to_i64(value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt("integer out of range".into()))
 }
 

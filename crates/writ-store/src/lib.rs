@@ -9,6 +9,7 @@ pub mod group_commit;
 
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::exception::{Exception, ExceptionApproval, ExceptionId, ExceptionState};
 use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Grant, Identity, Target};
 use writ_core::name::{EntitlementRef, IdentityName, TargetName};
@@ -181,6 +182,91 @@ pub trait FindingStore {
     fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>>;
 }
 
+/// Exceptions, each step recorded by an event in the same transaction. `due_at` is when the
+/// scheduler must next look at the exception on its own (its expiry, or at once while the
+/// findings it covers are being brought in line).
+pub trait ExceptionStore {
+    /// Records a new exception (version 1). Conflict if one with that id exists.
+    fn open_exception(
+        &self,
+        exception: &Exception,
+        due_at: Option<Timestamp>,
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// Stores `exception` if the stored version is the one before it; Conflict otherwise.
+    fn update_exception(
+        &self,
+        exception: &Exception,
+        due_at: Option<Timestamp>,
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// The exception with this id, or `None`.
+    fn exception(&self, id: &ExceptionId) -> Result<Option<Exception>>;
+    /// Exceptions ordered by id, optionally only those in `state`.
+    fn exceptions(&self, state: Option<ExceptionState>) -> Result<Vec<Exception>>;
+    /// Up to `limit` exceptions due at or before `now`, earliest first.
+    fn due_exceptions(&self, now: Timestamp, limit: usize) -> Result<Vec<ExceptionId>>;
+    /// Sets when the scheduler must next look at an exception, if it is still at `version`.
+    fn reschedule_exception(&self, id: &ExceptionId, version: u64, due_at: Option<Timestamp>) -> Result<()>;
+}
+
+/// An exception as a backend stores it, before the approvals of its round are attached.
+pub struct ExceptionRow {
+    pub id: String,
+    pub control: String,
+    pub subject: String,
+    pub owner: String,
+    pub requester: String,
+    pub justification: String,
+    pub compensating_control: String,
+    pub state: String,
+    pub requested: i64,
+    pub updated: i64,
+    pub expires: i64,
+    pub renewal: Option<i64>,
+    pub needed: i64,
+    pub version: i64,
+}
+
+impl ExceptionRow {
+    /// The exception, checking every stored value.
+    pub fn into_exception(self, approvals: Vec<ExceptionApproval>) -> Result<Exception> {
+        let corrupt = |what: &str| {
+            let what = what.to_owned();
+            move |e: writ_core::Refusal| StoreError::Corrupt(format!("exception {what}: {e}"))
+        };
+        Ok(Exception {
+            id: ExceptionId::parse(&self.id).map_err(corrupt("id"))?,
+            control: writ_core::exception::parse_control(&self.control).map_err(corrupt("control"))?,
+            subject: writ_core::exception::parse_subject(&self.subject).map_err(corrupt("subject"))?,
+            owner: IdentityName::parse(&self.owner).map_err(corrupt("owner"))?,
+            requester: IdentityName::parse(&self.requester).map_err(corrupt("requester"))?,
+            justification: self.justification,
+            compensating_control: self.compensating_control,
+            state: ExceptionState::parse(&self.state).map_err(corrupt("state"))?,
+            requested_at: Timestamp::from_millis(self.requested),
+            updated_at: Timestamp::from_millis(self.updated),
+            expires_at: Timestamp::from_millis(self.expires),
+            renewal: self.renewal.map(Timestamp::from_millis),
+            approvals_needed: u8::try_from(self.needed)
+                .map_err(|_| StoreError::Corrupt("exception approvals_needed out of range".into()))?,
+            approvals,
+            version: u64::try_from(self.version)
+                .map_err(|_| StoreError::Corrupt("exception version out of range".into()))?,
+        })
+    }
+
+    /// One stored approval.
+    pub fn approval(approver: &str, at_ms: i64, slot: Option<String>) -> Result<ExceptionApproval> {
+        Ok(ExceptionApproval {
+            approver: IdentityName::parse(approver)
+                .map_err(|e| StoreError::Corrupt(format!("exception approver: {e}")))?,
+            at: Timestamp::from_millis(at_ms),
+            slot,
+        })
+    }
+}
+
 /// The grants Writ implemented.
 pub trait GrantStore {
     /// Grants held by one identity, ordered by entitlement.
@@ -319,6 +405,7 @@ pub trait Store:
     RegistryStore
     + PolicyStore
     + FindingStore
+    + ExceptionStore
     + ChangeStore
     + GrantStore
     + EventLog
@@ -335,6 +422,7 @@ impl<T> Store for T where
     T: RegistryStore
         + PolicyStore
         + FindingStore
+        + ExceptionStore
         + ChangeStore
         + GrantStore
         + EventLog
