@@ -46,6 +46,8 @@ pub struct Deadlines {
     pub overdue: Vec<(ChangeId, String)>,
     /// Changes the pass could not work on, with the reason; they stay due.
     pub errors: Vec<(ChangeId, String)>,
+    /// What the pass did to exceptions (expiries, and the findings they reopened).
+    pub exceptions: crate::exceptions::ExceptionPass,
 }
 
 /// Most due changes one pass reads; the rest wait for the next pass.
@@ -141,6 +143,7 @@ impl Engine {
                 report.errors.push((id, error.to_string()));
             }
         }
+        report.exceptions = self.exceptions_due()?;
         Ok(report)
     }
 
@@ -204,7 +207,7 @@ impl Engine {
         }
         let id = crate::findings::finding_id(APPROVAL_MISSED, change.id.as_str());
         match self.store.finding(&id)? {
-            Some(finding) if finding.state == FindingState::Open => {
+            Some(finding) if finding.state != FindingState::Resolved => {
                 let note = format!("approved late by {approver} at {}", self.now());
                 self.set_finding_state(
                     Actor::Identity(approver.clone()),

@@ -44,13 +44,14 @@ impl Engine {
             Some(finding) => {
                 let reopened = Finding { detail, ..finding };
                 let note = "seen again".to_owned();
-                self.set_finding_state(
+                let reopened = self.set_finding_state(
                     Actor::System(SystemActor::Scheduler),
                     reopened,
                     FindingState::Open,
                     None,
                     note,
-                )
+                )?;
+                self.apply_exceptions(reopened)
             }
             None => {
                 let finding = Finding {
@@ -71,7 +72,7 @@ impl Engine {
                     note: "opened".to_owned(),
                 };
                 match self.store.open_finding(&finding, &registry_event(&event, self.hmac()?)) {
-                    Ok(_) => Ok(finding),
+                    Ok(_) => self.apply_exceptions(finding),
                     // Another instance opened it first.
                     Err(writ_store::StoreError::Conflict(_)) => self.finding(&finding.id),
                     Err(error) => Err(error.into()),
@@ -97,7 +98,7 @@ impl Engine {
         Ok(next)
     }
 
-    /// A person closes an open finding, saying what was done about it.
+    /// A person closes an open (or excepted) finding, saying what was done about it.
     pub fn resolve_finding(
         &self,
         actor: &writ_core::name::IdentityName,
@@ -105,22 +106,24 @@ impl Engine {
         note: String,
     ) -> Result<Finding> {
         let actor = Actor::Identity(self.identity(actor)?.name);
-        let note = note.trim().to_owned();
-        if note.is_empty() || note.len() > writ_core::machine::MAX_TEXT {
-            return Err(writ_core::Refusal::InvalidText {
-                field: "resolution note",
-                max: writ_core::machine::MAX_TEXT,
-            }
-            .into());
-        }
+        let note = self::note(note, "resolution note")?;
         let finding = self.finding(id)?;
-        if finding.state != FindingState::Open {
+        if finding.state == FindingState::Resolved {
             return Err(EngineError::Denied(writ_policy::Denial {
                 code: "finding.not_open",
                 rule: None,
-                reason: format!("finding {id} is {}; only an open finding can be resolved", finding.state),
+                reason: format!("finding {id} is already resolved"),
             }));
         }
         self.set_finding_state(actor, finding, FindingState::Resolved, None, note)
     }
+}
+
+/// A note, reason or similar text: trimmed, 1 to `MAX_TEXT` bytes.
+pub(crate) fn note(text: String, field: &'static str) -> Result<String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.len() > writ_core::machine::MAX_TEXT {
+        return Err(writ_core::Refusal::InvalidText { field, max: writ_core::machine::MAX_TEXT }.into());
+    }
+    Ok(trimmed.to_owned())
 }

@@ -14,6 +14,7 @@ pub mod access;
 pub mod breakglass;
 mod error;
 mod evidence;
+pub mod exceptions;
 pub mod expiry;
 pub mod findings;
 pub mod ledger;

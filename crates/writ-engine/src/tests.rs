@@ -706,3 +706,227 @@ fn breakglass_without_post_hoc_approval_by_the_deadline_ends_in_a_finding() {
         .collect();
     assert_eq!(finding_events, ["finding.opened", "finding.resolved"]);
 }
+
+// ---- exceptions ----
+
+/// A break-glass change by alice left without post-hoc approval: returns it and its finding.
+fn missed_breakglass(w: &World) -> (ChangeId, String) {
+    responders_policy(w);
+    let id =
+        w.engine.breakglass(glass("alice", "apps:read", Some(Duration::minutes(30))), 5).unwrap().change.id;
+    advance(w, 24 * 3_600_000 + 1);
+    let due = w.engine.deadlines_due().unwrap();
+    assert_eq!(due.overdue.len(), 1, "{due:?}");
+    (id, due.overdue[0].1.clone())
+}
+
+fn exception_input(
+    requester: &str,
+    owner: &str,
+    subject: &str,
+    term: exceptions::Term,
+) -> exceptions::ExceptionInput {
+    exceptions::ExceptionInput {
+        actor: n(requester),
+        control: breakglass::APPROVAL_MISSED.into(),
+        subject: subject.into(),
+        owner: n(owner),
+        justification: "the on-call approver was unreachable during the outage".into(),
+        compensating_control: "the grant was reviewed line by line against the incident log".into(),
+        term,
+    }
+}
+
+fn exception_types(w: &World) -> Vec<String> {
+    let log = w.engine.store().events(0, 10_000).unwrap();
+    log.iter()
+        .filter_map(|e| match writ_ledger::decode(&e.bytes, &|_| None).unwrap() {
+            writ_core::event::Event::Registry(r)
+                if r.type_name().starts_with("exception.") || r.type_name().starts_with("finding.") =>
+            {
+                Some(r.type_name().to_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_exception_is_approved_like_a_change_covers_its_finding_and_reopens_it_when_it_expires() {
+    use exceptions::Term;
+    use writ_core::exception::ExceptionState;
+    use writ_core::finding::FindingState;
+    let w = world();
+    let (change, finding) = missed_breakglass(&w);
+    let subject = change.to_string();
+
+    // Bad requests are refused and record nothing.
+    let before = snapshot(&w.engine);
+    let not_a_person = w
+        .engine
+        .request_exception(exception_input("dave", "svc-ci", &subject, Term::For(Duration::hours(2))), 1);
+    assert_eq!(not_a_person.unwrap_err().code(), "exception.owner_not_human");
+    let too_long = w
+        .engine
+        .request_exception(exception_input("dave", "carol", &subject, Term::For(Duration::hours(24 * 91))), 1)
+        .unwrap_err();
+    assert_eq!(too_long.code(), "exception.duration_exceeded", "{too_long}");
+    let past = w
+        .engine
+        .request_exception(exception_input("dave", "carol", &subject, Term::Until(w.engine.now())), 1);
+    assert_eq!(past.unwrap_err().code(), "input.invalid_value");
+    assert_eq!(snapshot(&w.engine), before, "refused requests record nothing");
+
+    let requested = w
+        .engine
+        .request_exception(exception_input("dave", "carol", &subject, Term::For(Duration::hours(2))), 2)
+        .unwrap();
+    let id = requested.id.to_string();
+    assert_eq!((requested.state, requested.approvals_needed), (ExceptionState::Pending, 2));
+    let twice = w
+        .engine
+        .request_exception(exception_input("bob", "carol", &subject, Term::For(Duration::hours(2))), 3);
+    assert_eq!(
+        twice.unwrap_err().code(),
+        "exception.duplicate",
+        "one live exception per control and subject"
+    );
+
+    // Separation of duties: neither the requester nor the owner, and one approval per person.
+    let before = snapshot(&w.engine);
+    assert_eq!(w.engine.approve_exception(&n("dave"), &id).unwrap_err().code(), "sod.self_approval");
+    assert_eq!(w.engine.approve_exception(&n("carol"), &id).unwrap_err().code(), "sod.self_approval");
+    assert_eq!(snapshot(&w.engine), before);
+    let half = w.engine.approve_exception(&n("bob"), &id).unwrap();
+    assert_eq!(half.state, ExceptionState::Pending);
+    assert_eq!(w.engine.approve_exception(&n("bob"), &id).unwrap_err().code(), "sod.duplicate_approval");
+    assert_eq!(w.engine.finding(&finding).unwrap().state, FindingState::Open, "not covered while pending");
+    let active = w.engine.approve_exception(&n("alice"), &id).unwrap();
+    assert_eq!(active.state, ExceptionState::Active);
+    let covered = w.engine.finding(&finding).unwrap();
+    assert_eq!((covered.state, covered.exception.as_deref()), (FindingState::Excepted, Some(id.as_str())));
+
+    // Renewal: only its requester or owner asks; nobody approves it in time; it expires.
+    let refused =
+        w.engine.renew_exception(&n("bob"), &id, Term::For(Duration::hours(10)), "still needed".into());
+    assert_eq!(refused.unwrap_err().code(), "exception.not_yours");
+    let renewing = w
+        .engine
+        .renew_exception(&n("carol"), &id, Term::For(Duration::hours(10)), "audit still open".into())
+        .unwrap();
+    assert!(renewing.renewal.is_some() && renewing.approvals.is_empty());
+    advance(&w, 3_600_000);
+    assert!(w.engine.deadlines_due().unwrap().exceptions.expired.is_empty(), "not due yet");
+    advance(&w, 3_600_000);
+    let pass = w.engine.deadlines_due().unwrap().exceptions;
+    assert_eq!(pass.expired, vec![(active.id.clone(), vec![finding.clone()])]);
+    assert_eq!(w.engine.exception(&id).unwrap().state, ExceptionState::Expired);
+    let reopened = w.engine.finding(&finding).unwrap();
+    assert_eq!((reopened.state, reopened.exception), (FindingState::Open, None));
+    let approve_late = w.engine.approve_exception(&n("bob"), &id).unwrap_err();
+    assert_eq!(approve_late.code(), "state.invalid_transition", "an expired exception cannot be revived");
+    // Once only.
+    let events = snapshot(&w.engine).0;
+    assert_eq!(w.engine.deadlines_due().unwrap(), breakglass::Deadlines::default());
+    assert_eq!(snapshot(&w.engine).0, events);
+
+    assert_eq!(
+        exception_types(&w),
+        [
+            "finding.opened",
+            "exception.requested",
+            "exception.approved",
+            "exception.approved",
+            "finding.excepted",
+            "exception.renewal_requested",
+            "exception.expired",
+            "finding.reopened",
+        ]
+    );
+    // Each approval records the policy, the rules that decided and the slot it filled.
+    let log = w.engine.store().events(0, 10_000).unwrap();
+    let stamps: Vec<writ_core::event::PolicyStamp> = log
+        .iter()
+        .filter_map(|e| match writ_ledger::decode(&e.bytes, &|_| None).unwrap() {
+            writ_core::event::Event::Registry(r) if r.type_name() == "exception.approved" => {
+                r.policy().cloned()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stamps.len(), 2);
+    for stamp in &stamps {
+        assert_eq!(stamp.hash, w.engine.policy().unwrap().hash());
+        assert!(stamp.rules.contains(&"exception.two-approvers".to_owned()), "{stamp:?}");
+        assert!(stamp.rules.contains(&"decide.humans-only".to_owned()), "{stamp:?}");
+    }
+    // bob took the internal slot first; alice's approval completed the quorum in it and bob
+    // moved to the other: every slot filled by a distinct person.
+    let slots: Vec<Option<&str>> = stamps.iter().map(|s| s.slot.as_deref()).collect();
+    assert_eq!(slots, [Some("internal"), Some("internal")]);
+    let record: Vec<(String, Option<String>)> =
+        active.approvals.iter().map(|a| (a.approver.to_string(), a.slot.clone())).collect();
+    assert_eq!(
+        record,
+        [("bob".to_owned(), Some("any".to_owned())), ("alice".to_owned(), Some("internal".to_owned()))]
+    );
+}
+
+#[test]
+fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them_even_after_a_crash() {
+    use exceptions::Term;
+    use writ_core::exception::ExceptionState;
+    use writ_core::finding::FindingState;
+    let w = world();
+    responders_policy(&w);
+    let change =
+        w.engine.breakglass(glass("alice", "apps:read", Some(Duration::minutes(30))), 6).unwrap().change.id;
+    let id = w
+        .engine
+        .request_exception(
+            exception_input("dave", "carol", change.as_str(), Term::For(Duration::hours(48))),
+            7,
+        )
+        .unwrap()
+        .id
+        .to_string();
+    w.engine.approve_exception(&n("bob"), &id).unwrap();
+    w.engine.approve_exception(&n("alice"), &id).unwrap();
+    // The deadline passes: the finding opens and is covered at once.
+    advance(&w, 24 * 3_600_000 + 1);
+    let due = w.engine.deadlines_due().unwrap();
+    let finding = w.engine.finding(&due.overdue[0].1).unwrap();
+    assert_eq!((finding.state, finding.exception.as_deref()), (FindingState::Excepted, Some(id.as_str())));
+    // A stranger may not reject; a revocation by someone other than its parties needs policy.
+    assert_eq!(
+        w.engine.reject_exception(&n("bob"), &id, "no".into()).unwrap_err().code(),
+        "state.invalid_transition"
+    );
+
+    // The process dies after recording the revocation, before reopening the finding: the
+    // exception stays due, and the next pass finishes the work.
+    let exception = w.engine.exception(&id).unwrap();
+    let revoked = exception.revoke(w.engine.now()).unwrap();
+    let event = RegistryEvent::Exception {
+        actor: Actor::Identity(n("carol")),
+        exception: Box::new(revoked.clone()),
+        kind: writ_core::exception::ExceptionEventKind::Revoked,
+        note: "compensating control withdrawn".into(),
+        policy: None,
+    };
+    let key = writ_ledger::sensitive::HmacKey::from_bytes([1; 32]);
+    w.engine.store().update_exception(&revoked, Some(w.engine.now()), &registry_event(&event, &key)).unwrap();
+    assert_eq!(
+        w.engine.finding(&finding.id).unwrap().state,
+        FindingState::Excepted,
+        "crashed before the findings"
+    );
+    let pass = w.engine.deadlines_due().unwrap().exceptions;
+    assert!(pass.errors.is_empty(), "{pass:?}");
+    let reopened = w.engine.finding(&finding.id).unwrap();
+    assert_eq!((reopened.state, reopened.exception), (FindingState::Open, None));
+    assert_eq!(w.engine.exception(&id).unwrap().state, ExceptionState::Revoked);
+    assert!(w.engine.store().due_exceptions(w.engine.now(), 10).unwrap().is_empty(), "nothing left due");
+    let again = w.engine.revoke_exception(&n("carol"), &id, "again".into()).unwrap_err();
+    assert_eq!(again.code(), "state.invalid_transition");
+}

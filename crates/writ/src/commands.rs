@@ -126,12 +126,16 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             };
             let ended = engine.revoke_due(&policy)?;
             let ids = |ids: &[ChangeId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
-            let errors: Vec<serde_json::Value> = ended
-                .errors
-                .iter()
-                .chain(&deadlines.errors)
-                .map(|(id, error)| serde_json::json!({ "change": id.to_string(), "error": error }))
-                .collect();
+            let errors: Vec<serde_json::Value> =
+                ended
+                    .errors
+                    .iter()
+                    .chain(&deadlines.errors)
+                    .map(|(id, error)| serde_json::json!({ "change": id.to_string(), "error": error }))
+                    .chain(deadlines.exceptions.errors.iter().map(
+                        |(id, error)| serde_json::json!({ "exception": id.to_string(), "error": error }),
+                    ))
+                    .collect();
             let value = serde_json::json!({
                 "expired": ids(&expired),
                 "escalated": deadlines
@@ -143,6 +147,12 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                     .overdue
                     .iter()
                     .map(|(id, finding)| serde_json::json!({ "change": id.to_string(), "finding": finding }))
+                    .collect::<Vec<_>>(),
+                "exceptions_expired": deadlines
+                    .exceptions
+                    .expired
+                    .iter()
+                    .map(|(id, reopened)| serde_json::json!({ "exception": id.to_string(), "reopened": reopened }))
                     .collect::<Vec<_>>(),
                 "expiry_opened": ids(&ended.opened),
                 "expiry_verified": ids(&ended.verified),
@@ -162,6 +172,9 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 lines.extend(deadlines.overdue.iter().map(|(id, finding)| {
                     format!("ALERT {id}: break-glass not approved after the fact by its deadline; finding {finding}")
                 }));
+                lines.extend(deadlines.exceptions.expired.iter().map(|(id, reopened)| {
+                    format!("exception {id} expired; findings open again: {}", list_or_none(reopened))
+                }));
                 lines.extend(ended.opened.iter().map(|id| format!("opened {id} to end time-bound access")));
                 lines.extend(
                     ended.verified.iter().map(|id| format!("verified {id}: time-bound access ended")),
@@ -177,6 +190,9 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                         .chain(&deadlines.errors)
                         .map(|(id, error)| format!("error {id}: {error}")),
                 );
+                lines.extend(
+                    deadlines.exceptions.errors.iter().map(|(id, error)| format!("error {id}: {error}")),
+                );
                 if lines.is_empty() { "nothing due".to_owned() } else { lines.join("\n") }
             });
             if !deadlines.overdue.is_empty() {
@@ -185,7 +201,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                     "a break-glass change was not approved after the fact by its deadline (see above); a finding is open",
                     exit::CHANGE_FAILED,
                 ))
-            } else if !deadlines.errors.is_empty() {
+            } else if !deadlines.errors.is_empty() || !deadlines.exceptions.errors.is_empty() {
                 Err(CliError::new(
                     "deadline.not_handled",
                     "a due deadline could not be handled (see above); it is tried again on the next run",
@@ -911,4 +927,9 @@ pub fn token_lines(tokens: &[serde_json::Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Names joined by commas, or "none".
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
 }
