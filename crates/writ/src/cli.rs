@@ -83,6 +83,10 @@ pub enum Top {
     /// Findings: what needs a person (a break-glass change not approved after the fact, …).
     #[command(subcommand)]
     Finding(FindingCmd),
+    /// Exceptions: accepted risk for a control not met, owned, justified, approved like a
+    /// change and time-bound; listed and exported.
+    #[command(subcommand)]
+    Exception(ExceptionCmd),
     /// Policy as code: show, check, load, test and explain the policy (Cedar files and
     /// rules.toml in a directory you keep in git; without one, Writ's default pack is in force).
     #[command(subcommand)]
@@ -491,6 +495,120 @@ pub enum FindingCmd {
         #[arg(long)]
         note: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExceptionCmd {
+    /// Ask for an exception: accept, for a while, that a control is not met for one subject
+    /// (for example a long-lived secret that cannot rotate yet). It needs approvals like a
+    /// change (default pack: two people, one internal, neither its requester nor its owner);
+    /// while active it covers the findings of that control about that subject; when it
+    /// expires they open again.
+    Request(ExceptionRequestArgs),
+    /// Approve the pending request or renewal of an exception.
+    Approve {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+    },
+    /// Refuse the pending request (it ends rejected) or renewal (the current term stays).
+    Reject {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Ask for an active exception to last longer: a new approval round while the current
+    /// term runs; unapproved by the expiry, the exception expires. Its requester or owner only.
+    Renew {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// The new term, from now (for example 30d); at most the policy's maximum.
+        #[arg(
+            long = "for",
+            value_name = "DURATION",
+            conflicts_with = "until",
+            required_unless_present = "until"
+        )]
+        duration: Option<String>,
+        /// The new end of the term (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Why it is still needed.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw a pending or active exception now; the findings it covered open again.
+    Revoke {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List exceptions, ordered by id.
+    List {
+        /// Only exceptions in this state: pending, active, rejected, expired or revoked.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only live exceptions that end within this duration (for example 14d): those that
+        /// need renewing.
+        #[arg(long, value_name = "DURATION")]
+        expiring_within: Option<String>,
+    },
+    /// One exception in full.
+    Show { id: String },
+    /// Export exceptions as CSV (RFC 4180, with a header row) or JSON, to stdout or a file.
+    Export {
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Only exceptions in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ExceptionRequestArgs {
+    /// Who asks.
+    #[arg(long = "as", value_name = "ACTOR")]
+    pub actor: String,
+    /// The finding this exception is for: its control and subject are taken from it.
+    #[arg(long, value_name = "FINDING", conflicts_with_all = ["control", "subject"])]
+    pub finding: Option<String>,
+    /// The control not met, as the kind of finding it raises (for example secret.long_lived).
+    #[arg(long, requires = "subject", required_unless_present = "finding")]
+    pub control: Option<String>,
+    /// What it is about, as the findings name it: an identity, a change ID, TARGET:ENTITLEMENT.
+    #[arg(long, requires = "control")]
+    pub subject: Option<String>,
+    /// The person who carries the risk and the compensating control.
+    #[arg(long)]
+    pub owner: String,
+    /// Why the control cannot be met now.
+    #[arg(long)]
+    pub justification: String,
+    /// What is done instead while the control is not met.
+    #[arg(long = "compensating-control", value_name = "TEXT")]
+    pub compensating_control: String,
+    /// How long it lasts from now (for example 30d); at most the policy's maximum (default
+    /// pack: 90d).
+    #[arg(
+        long = "for",
+        value_name = "DURATION",
+        conflicts_with = "until",
+        required_unless_present = "until"
+    )]
+    pub duration: Option<String>,
+    /// When it ends (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
 }
 
 #[derive(Args, Debug)]

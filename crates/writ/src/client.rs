@@ -22,7 +22,7 @@ use crate::cli::{
 };
 use crate::{CliError, exit, render};
 
-struct Client {
+pub(crate) struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
@@ -76,7 +76,7 @@ impl Client {
         Err(CliError::received(code, message, exit_for(code)))
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    pub(crate) fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
         let bytes = body.map(|b| b.to_string().into_bytes());
         let reply = self.send(method, path, bytes, "application/json")?;
         serde_json::from_slice(&reply).map_err(|e| {
@@ -185,6 +185,7 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             crate::commands::report_state(text(&value["id"]), text(&value["state"]), error, json)
         }
         Top::Finding(command) => finding(&client, command, json),
+        Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
         Top::RunDue(_) => Err(CliError::new(
             "input.not_remote",
             "a server does due work itself (every second, on one instance)",
@@ -238,7 +239,7 @@ fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Resu
 
 /// Refuses an `--as` that is not the token's identity: over the API the actor is always the
 /// authenticated one.
-fn check_actor(client: &Client, actor: Option<&str>) -> Result<(), CliError> {
+pub(crate) fn check_actor(client: &Client, actor: Option<&str>) -> Result<(), CliError> {
     let Some(actor) = actor else { return Ok(()) };
     let me = client.json("GET", "/api/v1/whoami", None)?;
     if me["name"].as_str() == Some(actor) {

@@ -18,8 +18,8 @@ use writ_ledger::sensitive::HmacKey;
 use writ_store::Store;
 
 use crate::cli::{
-    AuditCmd, BreakglassArgs, ChangeCmd, Cli, EvidenceCmd, FindingCmd, IdentityCmd, RequestArgs, RoleCmd,
-    TargetAddArgs, TargetCmd, TokenCmd, Top,
+    AuditCmd, BreakglassArgs, ChangeCmd, Cli, EvidenceCmd, ExceptionCmd, FindingCmd, IdentityCmd,
+    RequestArgs, RoleCmd, TargetAddArgs, TargetCmd, TokenCmd, Top,
 };
 use crate::db::Database;
 use crate::render;
@@ -99,6 +99,9 @@ fn is_read(command: &Top) -> bool {
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
             | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
             | Top::Finding(FindingCmd::List { .. } | FindingCmd::Show { .. })
+            | Top::Exception(
+                ExceptionCmd::List { .. } | ExceptionCmd::Show { .. } | ExceptionCmd::Export { .. }
+            )
             | Top::Token(TokenCmd::List)
             | Top::Role(RoleCmd::List)
     )
@@ -117,6 +120,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             report_transition(&record, json)
         }
         Top::Finding(command) => finding(engine, command, json),
+        Top::Exception(command) => crate::exception_cmd::run_local(engine, command, json),
         Top::RunDue(args) => {
             let expired = engine.expire_due()?;
             let deadlines = engine.deadlines_due()?;

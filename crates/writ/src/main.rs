@@ -13,6 +13,7 @@ mod commands;
 mod db;
 mod demo;
 mod demo_targets;
+mod exception_cmd;
 mod keys;
 mod ledger;
 mod policy_cmd;

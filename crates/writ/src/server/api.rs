@@ -40,7 +40,7 @@ pub struct Operation {
     handler: MethodRouter<State>,
 }
 
-fn op(
+pub(super) fn op(
     method: Method,
     path: &'static str,
     summary: &'static str,
@@ -336,6 +336,9 @@ pub fn operations() -> Vec<Operation> {
             get(audit_bundle),
         ),
     ]
+    .into_iter()
+    .chain(super::exceptions::operations())
+    .collect()
 }
 
 pub fn router(state: State) -> Router {
@@ -347,7 +350,7 @@ pub fn router(state: State) -> Router {
 }
 
 /// Runs engine work on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &State,
     work: impl FnOnce(&AppState) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -456,7 +459,7 @@ async fn read_body(request: Request, limit: usize) -> ApiResult<Bytes> {
     Ok(Bytes::from(kept))
 }
 
-fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
+pub(super) fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
     value.ok_or_else(|| {
         ApiError::bad_request("request.missing_field", format!("`{field}` is required")).field(field)
     })
@@ -464,7 +467,7 @@ fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
 
 /// Runs a write under the request's idempotency key and renders its result (or, on a replay,
 /// the resource as it is now, with the first status).
-async fn write(
+pub(super) async fn write(
     state: &State,
     caller: &Principal,
     headers: HeaderMap,
@@ -490,7 +493,7 @@ async fn write(
     Ok(response)
 }
 
-fn request_parts(method: &Method, path: &str, body: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn request_parts(method: &Method, path: &str, body: &[u8]) -> Vec<Vec<u8>> {
     vec![method.as_str().as_bytes().to_vec(), path.as_bytes().to_vec(), body.to_vec()]
 }
 
@@ -500,6 +503,7 @@ fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value> {
     match kind {
         "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
         "finding" => Ok(render::finding_json(&engine.finding(rest)?)),
+        "exception" => Ok(crate::exception_cmd::json(&engine.exception(rest)?)),
         "identity" => Ok(render::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
         "target" => Ok(render::target_json(&engine.target(&TargetName::parse(rest)?)?)),
         "token" => {

@@ -67,9 +67,14 @@ impl From<EngineError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             EngineError::Denied(denial)
-                if denial.code.starts_with("approval.") || denial.code == "finding.not_open" =>
+                if denial.code.starts_with("approval.")
+                    || denial.code == "finding.not_open"
+                    || denial.code == "exception.duplicate" =>
             {
                 StatusCode::CONFLICT
+            }
+            EngineError::Denied(denial) if denial.code == "exception.owner_not_human" => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
             EngineError::Denied(_) => StatusCode::FORBIDDEN,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,

@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod config;
 pub mod error;
+mod exceptions;
 mod idempotency;
 mod oidc;
 mod openapi;

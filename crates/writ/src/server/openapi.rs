@@ -52,6 +52,26 @@ pub fn schemas() -> Value {
             "type": "object", "additionalProperties": false, "required": ["note"],
             "properties": { "note": string }
         },
+        "NewException": {
+            "type": "object", "additionalProperties": false,
+            "required": ["owner", "justification", "compensating_control"],
+            "properties": {
+                "finding": { "type": "string", "description": "take control and subject from this finding" },
+                "control": { "type": "string", "description": "the finding kind of the control not met" },
+                "subject": { "type": "string", "description": "what the findings name: identity, change ID, TARGET:ENTITLEMENT" },
+                "owner": string, "justification": string, "compensating_control": string,
+                "for": { "type": "string", "description": "term from now, e.g. 30d (or give until)" },
+                "until": { "type": "string", "format": "date-time" }
+            }
+        },
+        "ExceptionStep": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "reason": { "type": "string", "description": "required to reject, renew or revoke" },
+                "for": { "type": "string", "description": "renew: the new term from now" },
+                "until": { "type": "string", "format": "date-time", "description": "renew: the new end" }
+            }
+        },
         "NewToken": {
             "type": "object", "additionalProperties": false, "required": ["identity", "label"],
             "properties": { "identity": string, "label": string, "expires_in": string }
@@ -171,6 +191,9 @@ mod tests {
         serde_json::from_value::<api::NewToken>(sample(&schemas["NewToken"])).unwrap();
         serde_json::from_value::<api::BreakGlass>(sample(&schemas["BreakGlass"])).unwrap();
         serde_json::from_value::<api::ResolveFinding>(sample(&schemas["ResolveFinding"])).unwrap();
+        use super::super::exceptions::{ExceptionStep, NewException};
+        serde_json::from_value::<NewException>(sample(&schemas["NewException"])).unwrap();
+        serde_json::from_value::<ExceptionStep>(sample(&schemas["ExceptionStep"])).unwrap();
     }
 
     #[test]
