@@ -9,7 +9,7 @@ const RULES: &str = include_str!("../../../writ-policy/pack/rules.toml");
 
 /// The default pack with alice as incident responder and `deadline` for post-hoc approval, in
 /// a directory.
-fn policy_dir(w: &World, name: &str, deadline: &str) -> std::path::PathBuf {
+pub fn policy_dir(w: &World, name: &str, deadline: &str) -> std::path::PathBuf {
     let dir = w.dir.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();
@@ -21,12 +21,12 @@ fn policy_dir(w: &World, name: &str, deadline: &str) -> std::path::PathBuf {
     dir
 }
 
-fn load_policy(w: &World, name: &str, deadline: &str) {
+pub fn load_policy(w: &World, name: &str, deadline: &str) {
     let dir = policy_dir(w, name, deadline);
     w.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
 }
 
-fn breakglass(w: &World, actor: &str, entitlement: &str) -> crate::harness::Run {
+pub fn breakglass(w: &World, actor: &str, entitlement: &str) -> crate::harness::Run {
     w.writ(&[
         "breakglass",
         "--as",

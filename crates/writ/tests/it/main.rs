@@ -15,6 +15,7 @@ mod client;
 mod conformance;
 mod crash;
 mod evidence;
+mod exceptions;
 mod failclosed;
 mod ldaptarget;
 mod ledger;

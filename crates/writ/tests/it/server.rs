@@ -76,6 +76,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub headers: http::HeaderMap,
+    /// The body as text (for replies that are not JSON).
+    pub text: String,
 }
 
 impl Reply {
@@ -129,7 +131,7 @@ impl Api {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.body_mut().with_config().limit(64 << 20).read_to_string().unwrap();
-        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), headers }
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), headers, text }
     }
 
     pub fn get(&self, path: &str, token: &str) -> Reply {
