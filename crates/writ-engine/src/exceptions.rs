@@ -108,11 +108,13 @@ impl Engine {
         within_term(&policy, now, request.expires_at)?;
         let exception =
             Exception::new(ExceptionId::generate(now, random), request, validation.approvals, now)?;
-        if let Some(other) =
-            self.store.exceptions(None)?.into_iter().find(|e| {
-                e.is_open_at(now) && e.control == exception.control && e.subject == exception.subject
-            })
-        {
+        let same = |e: &Exception| e.control == exception.control && e.subject == exception.subject;
+        for other in self.store.exceptions(None)?.into_iter().filter(|e| same(e) && e.state.is_live()) {
+            if !other.is_open_at(now) {
+                // Its term is over but no pass has expired it yet: expire it first.
+                self.drive_exception(&other.id)?;
+                continue;
+            }
             return Err(Denial {
                 code: "exception.duplicate",
                 rule: None,
@@ -336,8 +338,10 @@ impl Engine {
         let due = if coverage_changes { Some(self.now()) } else { next.next_deadline() };
         self.store.update_exception(next, due, &event)?;
         tracing::info!(target: "writ::exceptions", exception = %next.id, state = %next.state, event = kind.as_str(), "exception updated");
-        if coverage_changes {
-            self.settle_exception(next)?;
+        // The step is recorded; if its findings cannot be brought in line now, the exception
+        // stays due and the next pass finishes the work.
+        if coverage_changes && let Err(error) = self.settle_exception(next) {
+            tracing::warn!(target: "writ::exceptions", exception = %next.id, error = %error, "findings not yet in line; the next pass retries");
         }
         Ok(())
     }

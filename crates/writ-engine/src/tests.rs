@@ -862,6 +862,12 @@ fn an_exception_is_approved_like_a_change_covers_its_finding_and_reopens_it_when
     }
     // bob took the internal slot first; alice's approval completed the quorum in it and bob
     // moved to the other: every slot filled by a distinct person.
+    // With the old one expired, the same control and subject can be asked for again.
+    let fresh = w
+        .engine
+        .request_exception(exception_input("dave", "carol", &subject, Term::For(Duration::hours(1))), 9)
+        .unwrap();
+    assert_eq!(fresh.state, ExceptionState::Pending);
     let slots: Vec<Option<&str>> = stamps.iter().map(|s| s.slot.as_deref()).collect();
     assert_eq!(slots, [Some("internal"), Some("internal")]);
     let record: Vec<(String, Option<String>)> =

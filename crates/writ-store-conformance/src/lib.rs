@@ -472,6 +472,10 @@ fn exceptions(store: Arc<dyn Store>) {
     store.open_exception(&second, Some(at(300)), &event(None, None, "e2")).unwrap();
     let again = store.open_exception(&first, None, &event(None, None, "e3"));
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // A second live exception for the same control and subject conflicts, whatever its id.
+    let rival = Exception::new(ExceptionId::generate(at(3), 4), request("svc-a", 400), 1, at(3)).unwrap();
+    let rival = store.open_exception(&rival, None, &event(None, None, "e3b"));
+    assert!(matches!(rival, Err(StoreError::Conflict(_))), "{rival:?}");
     assert_eq!(store.exception(&first.id).unwrap(), Some(first.clone()));
     assert_eq!(store.exception(&ExceptionId::generate(at(3), 3)).unwrap(), None);
     // Two approvals in one round, stored in order with their slots.

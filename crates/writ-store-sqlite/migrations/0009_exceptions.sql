@@ -20,7 +20,9 @@ CREATE TABLE exceptions (
 ) STRICT;
 CREATE INDEX exceptions_by_state ON exceptions(state, id);
 CREATE INDEX exceptions_due ON exceptions(due_ms) WHERE due_ms IS NOT NULL;
-CREATE INDEX exceptions_by_control ON exceptions(control, subject);
+-- At most one pending or active exception per control and subject, even under concurrent
+-- requests.
+CREATE UNIQUE INDEX exceptions_one_live ON exceptions(control, subject) WHERE state IN ('pending', 'active');
 
 -- The approvals of each exception's current round, in the order given.
 CREATE TABLE exception_approvals (
