@@ -42,6 +42,22 @@ impl Engine {
         Ok(policy)
     }
 
+    /// Picks up a policy another process or instance put in force: if the store's active policy
+    /// is not the one cached here, compiles it and uses it from now on. Returns whether it
+    /// changed. `writ serve` calls this every second, so a reload on one instance is in force on
+    /// all of them within about a second.
+    pub fn refresh_policy(&self) -> Result<bool> {
+        let Some((hash, files)) = self.store.policy(None)? else { return Ok(false) };
+        let cached = self.policy.read().map_err(|_| poisoned())?.as_ref().map(|p| p.hash().to_owned());
+        if cached.as_deref() == Some(hash.as_str()) {
+            return Ok(false);
+        }
+        let policy = Arc::new(compile_stored(&files)?);
+        *self.policy.write().map_err(|_| poisoned())? = Some(policy);
+        tracing::info!(target: "writ::admin", hash = %hash, "policy loaded elsewhere is now in force here");
+        Ok(true)
+    }
+
     /// The policy with `hash`, as it was loaded (the default pack needs no loading).
     pub fn policy_by_hash(&self, hash: &str) -> Result<Option<Policy>> {
         if let Some((_, files)) = self.store.policy(Some(hash))? {

@@ -187,6 +187,7 @@ pub fn load_policy_dir(
 
 fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
     let engine = &state.engine;
+    engine.refresh_policy()?;
     let store = engine.store();
     let now = engine.now();
     let lease = |name: &str| {
@@ -207,6 +208,9 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         }
         for (id, finding) in &deadlines.overdue {
             tracing::error!(target: "writ::serve", change = %id, finding = %finding, "break-glass not approved after the fact by its deadline: alert raised");
+        }
+        for (id, reopened) in &deadlines.exceptions.expired {
+            tracing::warn!(target: "writ::serve", exception = %id, reopened = reopened.len(), "exception expired; the findings it covered are open again");
         }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {

@@ -200,3 +200,26 @@ fn over_the_api_breakglass_is_the_callers_own_and_a_missed_deadline_shows_up_as_
         .refused(409, "breakglass.approval_missing");
     api.post(&path, &http.carol, serde_json::json!({ "note": "again" })).refused(409, "finding.not_open");
 }
+
+#[test]
+fn a_policy_loaded_by_another_process_is_in_force_on_a_running_server_within_seconds() {
+    let w = World::new();
+    let dir = policy_dir(&w, "responders", "24h");
+    let http = crate::api::Http::start(w);
+    let body =
+        serde_json::json!({ "grant": ["access:deploy-prod"], "for": "10m", "reason": "INC-12: outage" });
+    // The default pack in force: alice is no incident responder.
+    http.api.post("/api/v1/breakglass", &http.alice, body.clone()).refused(403, "policy.not_permitted");
+    // Another process (here the CLI on the same database) loads a policy that makes her one.
+    http.world.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let reply = http.api.post("/api/v1/breakglass", &http.alice, body.clone());
+        if reply.status == 201 {
+            break;
+        }
+        reply.refused(403, "policy.not_permitted");
+        assert!(std::time::Instant::now() < deadline, "the server kept the old policy");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
