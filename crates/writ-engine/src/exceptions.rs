@@ -233,8 +233,7 @@ impl Engine {
             .into());
         }
         let policy = self.policy()?;
-        let (facts, _) = self.exception_facts(&policy, &exception)?;
-        let validation = policy.validate(&ChangeFacts { approvers: Vec::new(), ..facts })?;
+        let (_, validation) = self.exception_facts(&policy, &exception)?;
         let until = term.end(now);
         within_term(&policy, now, until)?;
         let next = exception.request_renewal(until, validation.approvals, now)?;

@@ -238,13 +238,6 @@ fn write_export(
     Ok(())
 }
 
-fn now() -> Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    Timestamp::from_millis(millis)
-}
-
 fn state(state: Option<&str>) -> Result<Option<ExceptionState>, CliError> {
     Ok(state.map(ExceptionState::parse).transpose()?)
 }
@@ -334,7 +327,8 @@ pub fn run_remote(client: &Client, command: ExceptionCmd, json: bool) -> Result<
             post(&actor, &id, "revoke", json!({ "reason": reason }))?
         }
         ExceptionCmd::List { state: wanted, expiring_within } => {
-            let items = expiring(list(wanted.as_deref())?, expiring_within.as_deref(), now())?;
+            let now = writ_engine::Clock::now(&writ_engine::SystemClock);
+            let items = expiring(list(wanted.as_deref())?, expiring_within.as_deref(), now)?;
             let text = table(&items);
             render::print(json, Value::Array(items), || text);
         }
