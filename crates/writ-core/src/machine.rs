@@ -888,7 +888,8 @@ fn invalid(change: &Change, action: &'static str) -> Refusal {
     Refusal::InvalidTransition { change: change.id.clone(), state: change.state, action }
 }
 
-pub(crate) fn text(input: String, field: &'static str) -> Result<String, Refusal> {
+/// A reason, note or similar text, trimmed: 1 to [`MAX_TEXT`] bytes.
+pub fn text(input: String, field: &'static str) -> Result<String, Refusal> {
     let trimmed = input.trim();
     if trimmed.is_empty() || trimmed.len() > MAX_TEXT {
         return Err(Refusal::InvalidText { field, max: MAX_TEXT });

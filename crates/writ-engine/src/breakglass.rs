@@ -22,7 +22,7 @@ use writ_core::machine::{Command, NewChange, decide};
 use writ_core::name::IdentityName;
 use writ_policy::{Act, Denial};
 
-use crate::{ChangeRecord, Engine, RequestedOp, Result, evidence, policy};
+use crate::{ChangeRecord, Engine, PASS_LIMIT, RequestedOp, Result, evidence, policy};
 
 /// The finding a missed post-hoc approval opens.
 pub const APPROVAL_MISSED: &str = "breakglass.approval_missed";
@@ -49,9 +49,6 @@ pub struct Deadlines {
     /// What the pass did to exceptions (expiries, and the findings they reopened).
     pub exceptions: crate::exceptions::ExceptionPass,
 }
-
-/// Most due changes one pass reads; the rest wait for the next pass.
-const PASS_LIMIT: usize = 500;
 
 impl Engine {
     /// Breaks glass (see the module documentation). Returns the change as the immediate

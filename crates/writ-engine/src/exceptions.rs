@@ -16,9 +16,8 @@ use writ_core::name::IdentityName;
 use writ_core::time::{Duration, Timestamp};
 use writ_policy::{Act, ChangeFacts, Denial, Policy, Validation};
 
-use crate::findings::note;
 use crate::policy::person_of;
-use crate::{Engine, EngineError, Result, registry_event};
+use crate::{Engine, EngineError, PASS_LIMIT, Result, registry_event};
 
 /// A new exception, as a person asks for it.
 #[derive(Clone, Debug)]
@@ -57,9 +56,6 @@ pub struct ExceptionPass {
     /// Exceptions the pass could not finish, with the reason; they stay due.
     pub errors: Vec<(ExceptionId, String)>,
 }
-
-/// Most due exceptions one pass reads; the rest wait for the next pass.
-const PASS_LIMIT: usize = 500;
 
 impl Engine {
     /// Exceptions, optionally only those in `state`.
@@ -191,7 +187,7 @@ impl Engine {
         let now = self.now();
         let exception = self.exception(id)?;
         let actor = self.identity(actor)?;
-        let reason = note(reason, "reason")?;
+        let reason = writ_core::machine::text(reason, "reason")?;
         let policy = self.policy()?;
         let (facts, _) = self.exception_facts(&policy, &exception)?;
         let next = exception.reject(&actor.name, now)?;
@@ -220,7 +216,7 @@ impl Engine {
         let now = self.now();
         let exception = self.exception(id)?;
         let actor = self.identity(actor)?;
-        let reason = note(reason, "reason")?;
+        let reason = writ_core::machine::text(reason, "reason")?;
         if actor.name != exception.requester && actor.name != exception.owner {
             return Err(Denial {
                 code: "exception.not_yours",
@@ -256,7 +252,7 @@ impl Engine {
         let now = self.now();
         let exception = self.exception(id)?;
         let actor = self.identity(actor)?;
-        let reason = note(reason, "reason")?;
+        let reason = writ_core::machine::text(reason, "reason")?;
         let policy = self.policy()?;
         let mut stamp = None;
         if actor.name != exception.requester && actor.name != exception.owner {

@@ -17,7 +17,7 @@ use writ_core::identity::{Actor, Grant, SystemActor};
 use writ_core::machine::{Command, ExpiryChange, decide};
 use writ_core::time::{Duration, Timestamp};
 
-use crate::{ChangeRecord, Engine, EngineError, Result, evidence};
+use crate::{ChangeRecord, Engine, EngineError, PASS_LIMIT, Result, evidence};
 
 /// How the scheduler retries and when it gives up on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +63,6 @@ pub struct DueReport {
     /// Expiry changes the pass could not work on, with the reason (a store or target error).
     pub errors: Vec<(ChangeId, String)>,
 }
-
-/// Most due grants one pass reads; the rest wait for the next pass.
-const PASS_LIMIT: usize = 500;
 
 impl Engine {
     /// Ends every time-bound grant that is due (see the module documentation). Errors on one

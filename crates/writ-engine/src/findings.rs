@@ -106,7 +106,7 @@ impl Engine {
         note: String,
     ) -> Result<Finding> {
         let actor = Actor::Identity(self.identity(actor)?.name);
-        let note = self::note(note, "resolution note")?;
+        let note = writ_core::machine::text(note, "resolution note")?;
         let finding = self.finding(id)?;
         if finding.state == FindingState::Resolved {
             return Err(EngineError::Denied(writ_policy::Denial {
@@ -117,13 +117,4 @@ impl Engine {
         }
         self.set_finding_state(actor, finding, FindingState::Resolved, None, note)
     }
-}
-
-/// A note, reason or similar text: trimmed, 1 to `MAX_TEXT` bytes.
-pub(crate) fn note(text: String, field: &'static str) -> Result<String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed.len() > writ_core::machine::MAX_TEXT {
-        return Err(writ_core::Refusal::InvalidText { field, max: writ_core::machine::MAX_TEXT }.into());
-    }
-    Ok(trimmed.to_owned())
 }

@@ -38,6 +38,10 @@ use writ_store::{ChangeCommit, ChangeSummary, GrantUpdate, NewEvent, Store};
 
 pub use error::{EngineError, Result};
 
+/// Most due items (grants, changes, exceptions) one scheduler pass reads; the rest wait for the
+/// next pass.
+pub(crate) const PASS_LIMIT: usize = 500;
+
 /// Where the engine reads time from; tests pass a fixed clock.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
