@@ -159,6 +159,7 @@ string_enum!(
         Ticket => "ticket",
         Commit => "commit",
         PullRequest => "pull_request",
+        Record => "record",
     }
 );
 
@@ -180,7 +181,8 @@ impl OpAction {
     }
 }
 
-/// A link to the change in another system: an ITSM ticket, an SCM commit or pull request.
+/// A link to the change in another system: an ITSM ticket, an SCM commit or pull request, an
+/// HR or IdP record.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ExternalRef {
     pub kind: RefKind,
@@ -371,6 +373,8 @@ pub struct Change {
     pub alert: Option<String>,
     /// Every evidence blob attached so far: the event sequence, the step, and the reference.
     pub evidence: Vec<(u64, crate::event::Phase, crate::event::EvidenceRef)>,
+    /// Deliveries from other systems attached to this change, in the order they were attached.
+    pub links: Vec<crate::intake::Link>,
     /// How many events have been folded into this record; the next event has this sequence.
     pub seq: u64,
 }

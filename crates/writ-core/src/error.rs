@@ -120,6 +120,9 @@ pub enum Refusal {
     /// An exception expires only at its expiry.
     #[error("{exception} does not expire until {expires_at}")]
     ExceptionNotDue { exception: String, expires_at: Timestamp },
+    /// The delivery is already attached to the change; attaching it again would add nothing.
+    #[error("delivery {delivery} from {sender} is already attached to {change}")]
+    AlreadyLinked { change: ChangeId, sender: String, delivery: String },
     /// Stored events do not fold into a valid change (corrupted or foreign history).
     #[error("history of {change} is inconsistent at event {seq}: {detail}")]
     CorruptHistory { change: String, seq: u64, detail: &'static str },
@@ -163,6 +166,7 @@ impl Refusal {
             Refusal::ExceptionSelfRejection { .. } => "sod.self_rejection",
             Refusal::ExceptionDuplicateApproval { .. } => "sod.duplicate_approval",
             Refusal::ExceptionNotDue { .. } => "state.not_due",
+            Refusal::AlreadyLinked { .. } => "intake.already_linked",
             Refusal::CorruptHistory { .. } => "ledger.corrupt_history",
         }
     }

@@ -188,6 +188,14 @@ pub enum ChangeEventBody {
     AlertRaised {
         reason: String,
     },
+    /// A delivery from another system was attached to this change (the change's external
+    /// references grow by the ones it carries). `late`: it is older than a version of its
+    /// object already seen, so it was recorded and not acted on. Allowed in every state, a
+    /// closed change included.
+    Linked {
+        delivery: Box<crate::intake::Delivery>,
+        late: bool,
+    },
 }
 
 impl ChangeEventBody {
@@ -212,6 +220,7 @@ impl ChangeEventBody {
             ChangeEventBody::EvidenceAttached { .. } => "change.evidence_attached",
             ChangeEventBody::ExpiryOpened { .. } => "change.expiry_opened",
             ChangeEventBody::AlertRaised { .. } => "change.alert_raised",
+            ChangeEventBody::Linked { .. } => "change.linked",
         }
     }
 
@@ -233,6 +242,14 @@ impl ChangeEventBody {
             }
             ChangeEventBody::Reviewed { .. } => Phase::Review,
             ChangeEventBody::EvidenceAttached { step, .. } => *step,
+            // A commit is telemetry of the implementation; anything else is about the request.
+            ChangeEventBody::Linked { delivery, .. } => {
+                if delivery.refs.iter().any(|r| r.kind == crate::change::RefKind::Commit) {
+                    Phase::Implementation
+                } else {
+                    Phase::Request
+                }
+            }
         }
     }
 }
@@ -288,6 +305,18 @@ pub enum RegistryEvent {
         first: bool,
         note: String,
     },
+    /// A delivery from another system was received (`duplicate`: again, with the same bytes),
+    /// or a queued one was attached later; the record says what became of it.
+    Delivery {
+        actor: Actor,
+        record: Box<crate::intake::DeliveryRecord>,
+        kind: crate::intake::DeliveryEventKind,
+    },
+    /// A delivery was refused before anything in it was believed (a security event).
+    DeliveryRefused {
+        actor: Actor,
+        refused: Box<crate::intake::RefusedDelivery>,
+    },
     /// An exception after one step (`kind`), with the policy decision behind it if policy made
     /// one, and a note (a reason for a rejection or revocation).
     Exception {
@@ -311,6 +340,8 @@ impl RegistryEvent {
             RegistryEvent::PolicyLoaded { .. } => "policy.loaded",
             RegistryEvent::Finding { finding, first, .. } => finding.event_type(*first),
             RegistryEvent::Exception { kind, .. } => kind.as_str(),
+            RegistryEvent::Delivery { kind, .. } => kind.as_str(),
+            RegistryEvent::DeliveryRefused { .. } => "intake.refused",
         }
     }
 
@@ -324,7 +355,9 @@ impl RegistryEvent {
             | RegistryEvent::RoleRevoked { actor, .. }
             | RegistryEvent::PolicyLoaded { actor, .. }
             | RegistryEvent::Finding { actor, .. }
-            | RegistryEvent::Exception { actor, .. } => actor,
+            | RegistryEvent::Exception { actor, .. }
+            | RegistryEvent::Delivery { actor, .. }
+            | RegistryEvent::DeliveryRefused { actor, .. } => actor,
         }
     }
 
@@ -339,6 +372,8 @@ impl RegistryEvent {
             | RegistryEvent::PolicyLoaded { at, .. } => *at,
             RegistryEvent::Finding { finding, .. } => finding.updated_at,
             RegistryEvent::Exception { exception, .. } => exception.updated_at,
+            RegistryEvent::Delivery { record, .. } => record.updated_at,
+            RegistryEvent::DeliveryRefused { refused, .. } => refused.at,
         }
     }
 

@@ -121,6 +121,8 @@ pub enum SystemActor {
     Admin,
     /// The scheduler that ends time-bound access when it expires.
     Scheduler,
+    /// Intake: records deliveries from other systems and the ones it refused.
+    Intake,
 }
 
 impl Actor {
@@ -130,6 +132,7 @@ impl Actor {
             Actor::System(SystemActor::Engine) => "system:writ-engine".to_owned(),
             Actor::System(SystemActor::Admin) => "system:admin".to_owned(),
             Actor::System(SystemActor::Scheduler) => "system:writ-scheduler".to_owned(),
+            Actor::System(SystemActor::Intake) => "system:writ-intake".to_owned(),
         }
     }
 
@@ -138,6 +141,7 @@ impl Actor {
             "system:writ-engine" => Ok(Actor::System(SystemActor::Engine)),
             "system:admin" => Ok(Actor::System(SystemActor::Admin)),
             "system:writ-scheduler" => Ok(Actor::System(SystemActor::Scheduler)),
+            "system:writ-intake" => Ok(Actor::System(SystemActor::Intake)),
             _ => IdentityName::parse(input).map(Actor::Identity),
         }
     }

@@ -14,6 +14,7 @@ pub mod event;
 pub mod exception;
 pub mod finding;
 pub mod identity;
+pub mod intake;
 pub mod machine;
 pub mod name;
 pub mod time;

@@ -119,6 +119,12 @@ pub enum Command {
         reason: String,
     },
     /// A pending approval passed its escalation deadline. Only the scheduler issues it.
+    /// Attach a delivery from another system; `late` when it is older than a version of its
+    /// object already seen.
+    Link {
+        delivery: Box<crate::intake::Delivery>,
+        late: bool,
+    },
     Escalate {
         to: String,
         people: Vec<IdentityName>,
@@ -143,6 +149,7 @@ impl Command {
             Command::Expire => "expire",
             Command::Revalidate { .. } => "revalidate",
             Command::Escalate { .. } => "escalate",
+            Command::Link { .. } => "link",
         }
     }
 }
@@ -319,6 +326,16 @@ pub fn decide(
             }
             let notes = text(notes, "review notes")?;
             Ok(vec![event(Actor::Identity(reviewer.name), None, ChangeEventBody::Reviewed { notes })])
+        }
+        Command::Link { delivery, late } => {
+            if change.links.iter().any(|l| l.delivery.source == delivery.source && l.delivery.id == delivery.id) {
+                return Err(Refusal::AlreadyLinked {
+                    change: change.id.clone(),
+                    sender: delivery.source.to_string(),
+                    delivery: delivery.id.clone(),
+                });
+            }
+            Ok(vec![event(Actor::System(SystemActor::Intake), None, ChangeEventBody::Linked { delivery, late })])
         }
         Command::AttachEvidence { actor, step, name } => {
             let name = text(name, "evidence name")?;
@@ -563,6 +580,19 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
         }
         ChangeEventBody::EvidenceAttached { .. } => {}
+        ChangeEventBody::Linked { delivery, late } => {
+            for r in &delivery.refs {
+                if !change.refs.contains(r) {
+                    change.refs.push(r.clone());
+                }
+            }
+            change.links.push(crate::intake::Link {
+                seq: event.seq,
+                at: event.at,
+                delivery: delivery.as_ref().clone(),
+                late: *late,
+            });
+        }
         ChangeEventBody::Reviewed { notes } => {
             expect(&[ChangeState::Verified, ChangeState::VerificationFailed])?;
             change.closing = Some(decision(notes));
@@ -607,6 +637,7 @@ fn first(
         origin: None,
         alert: None,
         evidence: event.evidence.iter().map(|e| (0, crate::event::Phase::Request, e.clone())).collect(),
+        links: Vec::new(),
         seq: 1,
     }
 }

@@ -56,6 +56,14 @@ validated_name!(
     ""
 );
 
+validated_name!(
+    /// A system that sends Writ deliveries (an IdP feed, an ITSM or SCM webhook): the name in its
+    /// URL (`/hooks/github`) and on every delivery it sent.
+    SourceName,
+    "source name",
+    ""
+);
+
 fn check_name(input: &str, what: &'static str, extra: &str) -> Result<(), Refusal> {
     let invalid =
         |reason: &'static str| Refusal::InvalidName { what, input: input.chars().take(40).collect(), reason };

@@ -140,6 +140,19 @@ struct ExceptionApprovalRecord {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryData {
+    source: String,
+    id: String,
+    event: String,
+    object: Option<String>,
+    version: Option<String>,
+    sha256: String,
+    received_at: String,
+    refs: Vec<RefRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, untagged)]
 enum Data {
     Requested {
@@ -272,6 +285,59 @@ enum Data {
     Alert {
         reason: String,
     },
+    Linked {
+        delivery: DeliveryData,
+        late: bool,
+    },
+    Delivery {
+        delivery: DeliveryData,
+        outcome: String,
+        changes: Vec<String>,
+        detail: String,
+        attempts: u32,
+    },
+    DeliveryRefused {
+        source: String,
+        reason: String,
+        delivery: Option<String>,
+        sha256: String,
+    },
+}
+
+fn delivery_data(d: &writ_core::intake::Delivery) -> DeliveryData {
+    DeliveryData {
+        source: d.source.to_string(),
+        id: d.id.clone(),
+        event: d.event.clone(),
+        object: d.object.clone(),
+        version: d.version.map(Timestamp::to_rfc3339),
+        sha256: hex(&d.sha256),
+        received_at: d.received_at.to_rfc3339(),
+        refs: refs_record(&d.refs),
+    }
+}
+
+fn refs_record(refs: &[ExternalRef]) -> Vec<RefRecord> {
+    refs.iter().map(|r| RefRecord { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() }).collect()
+}
+
+fn refs_from(refs: Vec<RefRecord>) -> Result<Vec<ExternalRef>, RecordError> {
+    Ok(refs.into_iter().map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value)).collect::<Result<_, _>>()?)
+}
+
+fn delivery_from(d: DeliveryData) -> Result<writ_core::intake::Delivery, RecordError> {
+    use writ_core::intake::{Delivery, key};
+    let sha256 = unhex(&d.sha256).ok_or_else(|| RecordError::Malformed(format!("bad delivery digest {:?}", d.sha256)))?;
+    Ok(Delivery {
+        source: writ_core::name::SourceName::parse(&d.source)?,
+        id: key(&d.id, "delivery id")?,
+        event: key(&d.event, "event type")?,
+        object: d.object.as_deref().map(|o| key(o, "object")).transpose()?,
+        version: d.version.as_deref().map(parse_time).transpose()?,
+        sha256,
+        received_at: parse_time(&d.received_at)?,
+        refs: refs_from(d.refs)?,
+    })
 }
 
 /// Encodes an event to its canonical bytes. Sensitive values are replaced by their HMAC under
@@ -465,6 +531,33 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 policy: envelope.policy.map(policy_stamp),
             }
         }
+        (kind, Data::Delivery { delivery, outcome, changes, detail, attempts }) if kind.starts_with("intake.") => {
+            RegistryEvent::Delivery {
+                actor,
+                kind: writ_core::intake::DeliveryEventKind::parse(kind)?,
+                record: Box::new(writ_core::intake::DeliveryRecord {
+                    delivery: delivery_from(delivery)?,
+                    outcome: writ_core::intake::Outcome::parse(&outcome)?,
+                    changes: changes.iter().map(|c| ChangeId::parse(c)).collect::<Result<_, _>>()?,
+                    detail,
+                    attempts,
+                    updated_at: at,
+                }),
+            }
+        }
+        ("intake.refused", Data::DeliveryRefused { source, reason, delivery, sha256 }) => {
+            RegistryEvent::DeliveryRefused {
+                actor,
+                refused: Box::new(writ_core::intake::RefusedDelivery {
+                    source: writ_core::name::SourceName::parse(&source)?,
+                    reason,
+                    delivery,
+                    sha256: unhex(&sha256)
+                        .ok_or_else(|| RecordError::Malformed(format!("bad delivery digest {sha256:?}")))?,
+                    at,
+                }),
+            }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -494,10 +587,7 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
         ChangeEventBody::Requested { kind, event, refs, vendor, justification, ops } => Data::Requested {
             kind: kind.as_str().to_owned(),
             event: event.as_str().to_owned(),
-            refs: refs
-                .iter()
-                .map(|r| RefRecord { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() })
-                .collect(),
+            refs: refs_record(refs),
             vendor: vendor.as_ref().map(ToString::to_string),
             justification: seal(justification.as_str()),
             ops: op_records(ops),
@@ -509,6 +599,9 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
             ops: op_records(ops),
         },
         ChangeEventBody::AlertRaised { reason } => Data::Alert { reason: reason.clone() },
+        ChangeEventBody::Linked { delivery, late } => {
+            Data::Linked { delivery: delivery_data(delivery), late: *late }
+        }
         ChangeEventBody::Validated { requirement, controls } => Data::Validated {
             required_approvals: requirement.approvals,
             approval_validity_ms: requirement.validity.as_millis(),
@@ -615,6 +708,19 @@ fn registry_data(event: &RegistryEvent) -> Data {
             version: e.version,
             note: note.clone(),
         },
+        RegistryEvent::Delivery { record, .. } => Data::Delivery {
+            delivery: delivery_data(&record.delivery),
+            outcome: record.outcome.as_str().to_owned(),
+            changes: record.changes.iter().map(ToString::to_string).collect(),
+            detail: record.detail.clone(),
+            attempts: record.attempts,
+        },
+        RegistryEvent::DeliveryRefused { refused, .. } => Data::DeliveryRefused {
+            source: refused.source.to_string(),
+            reason: refused.reason.clone(),
+            delivery: refused.delivery.clone(),
+            sha256: hex(&refused.sha256),
+        },
         RegistryEvent::Finding { finding, note, .. } => Data::Finding {
             id: finding.id.clone(),
             kind: finding.kind.clone(),
@@ -704,10 +810,7 @@ fn change_body(
             ChangeEventBody::Requested {
                 kind: ChangeKind::parse(&kind)?,
                 event: BusinessEvent::parse(&event)?,
-                refs: refs
-                    .into_iter()
-                    .map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value))
-                    .collect::<Result<_, _>>()?,
+                refs: refs_from(refs)?,
                 vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
                 justification: Justification::parse(&unseal(justification))?,
                 ops: planned_ops(ops)?,
@@ -722,6 +825,9 @@ fn change_body(
             }
         }
         ("change.alert_raised", Data::Alert { reason }) => ChangeEventBody::AlertRaised { reason },
+        ("change.linked", Data::Linked { delivery, late }) => {
+            ChangeEventBody::Linked { delivery: Box::new(delivery_from(delivery)?), late }
+        }
         ("change.validated", Data::Validated { required_approvals, approval_validity_ms, controls }) => {
             ChangeEventBody::Validated {
                 requirement: ApprovalRequirement {

@@ -132,6 +132,11 @@ fn every_event() -> Vec<Event> {
             to: "group:security".into(),
             people: vec![IdentityName::parse("sam").unwrap()],
         },
+        ChangeEventBody::Linked { delivery: Box::new(delivery()), late: true },
+        ChangeEventBody::Linked {
+            delivery: Box::new(writ_core::intake::Delivery { object: None, version: None, refs: Vec::new(), ..delivery() }),
+            late: false,
+        },
     ];
     let mut events: Vec<Event> =
         bodies.into_iter().enumerate().map(|(i, b)| change_event(i as u64, b)).collect();
@@ -279,7 +284,54 @@ fn every_event() -> Vec<Event> {
             policy,
         }));
     }
+    use writ_core::intake::{DeliveryEventKind, DeliveryRecord, Outcome, RefusedDelivery};
+    for (kind, outcome) in [
+        (DeliveryEventKind::Received, Outcome::Uncorrelated),
+        (DeliveryEventKind::Duplicate, Outcome::Late),
+        (DeliveryEventKind::Correlated, Outcome::Correlated),
+    ] {
+        events.push(Event::Registry(RegistryEvent::Delivery {
+            actor: Actor::System(writ_core::identity::SystemActor::Intake),
+            record: Box::new(DeliveryRecord {
+                delivery: delivery(),
+                outcome,
+                changes: vec![ChangeId::generate(T0, 11)],
+                detail: "attached to its ticket's change".into(),
+                attempts: 2,
+                updated_at: T0.plus(Duration::minutes(3)),
+            }),
+            kind,
+        }));
+    }
+    for delivery in [Some("d-1".to_owned()), None] {
+        events.push(Event::Registry(RegistryEvent::DeliveryRefused {
+            actor: Actor::System(writ_core::identity::SystemActor::Intake),
+            refused: Box::new(RefusedDelivery {
+                source: writ_core::name::SourceName::parse("github").unwrap(),
+                reason: "hook.bad_signature".into(),
+                delivery,
+                sha256: [7; 32],
+                at: T0.plus(Duration::minutes(4)),
+            }),
+        }));
+    }
     events
+}
+
+fn delivery() -> writ_core::intake::Delivery {
+    writ_core::intake::Delivery {
+        source: writ_core::name::SourceName::parse("servicenow").unwrap(),
+        id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+        event: "change_request.updated".into(),
+        object: Some("c286d61347c80210d8e7b3c6d36d4357".into()),
+        version: Some(T0.plus(Duration::minutes(1))),
+        sha256: [9; 32],
+        received_at: T0.plus(Duration::minutes(2)),
+        refs: vec![
+            ExternalRef::new(RefKind::Ticket, "CHG0030001").unwrap(),
+            ExternalRef::new(RefKind::Commit, "9fceb02d0ae598e95dc970b74767f19372d61af8").unwrap(),
+        ],
+    }
 }
 
 #[test]

@@ -43,6 +43,7 @@ const TESTS: &[(&str, Test)] = &[
     ("due changes: by deadline, rescheduled only from the sequence read", due_changes),
     ("findings: opened once, moved only from the state read, each with its event", findings),
     ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
+    ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -513,4 +514,76 @@ fn exceptions(store: Arc<dyn Store>) {
     assert_eq!(store.due_exceptions(at(600), 10).unwrap().len(), 2, "a stale version does not reschedule");
     store.reschedule_exception(&first.id, renewing.version, None).unwrap();
     assert_eq!(store.due_exceptions(at(600), 10).unwrap(), vec![second.id]);
+}
+
+fn intake(store: Arc<dyn Store>) {
+    use writ_core::change::{ExternalRef, RefKind};
+    use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
+    use writ_core::name::SourceName;
+    let at = Timestamp::from_millis;
+    let jira = SourceName::parse("jira").unwrap();
+    let record = |id: &str, object: Option<&str>, version: Option<i64>, outcome: Outcome| DeliveryRecord {
+        delivery: Delivery {
+            source: jira.clone(),
+            id: id.into(),
+            event: "jira:issue_updated".into(),
+            object: object.map(Into::into),
+            version: version.map(at),
+            sha256: [id.len() as u8; 32],
+            received_at: at(10),
+            refs: vec![
+                ExternalRef::new(RefKind::Ticket, "ACC-7").unwrap(),
+                ExternalRef::new(RefKind::Commit, "a b c").unwrap(),
+            ],
+        },
+        outcome,
+        changes: Vec::new(),
+        detail: "waiting".into(),
+        attempts: 1,
+        updated_at: at(10),
+    };
+    let change = ChangeId::generate(at(1), 1);
+    let other = ChangeId::generate(at(2), 2);
+    assert_eq!(store.object(&jira, "10001").unwrap(), None);
+    // The first binding wins; a second one reports the first.
+    assert_eq!(store.bind_object(&jira, "10001", &change, at(5)).unwrap(), change);
+    assert_eq!(store.bind_object(&jira, "10001", &other, at(6)).unwrap(), change);
+    assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), None)));
+
+    let queued = record("d-1", Some("10001"), Some(100), Outcome::Uncorrelated);
+    let first = store.add_delivery(&queued, &event(None, None, "q1")).unwrap();
+    let again = store.add_delivery(&queued, &event(None, None, "q2"));
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.delivery(&jira, "d-1").unwrap(), Some(queued.clone()));
+    assert_eq!(store.delivery(&jira, "d-9").unwrap(), None);
+    // An uncorrelated delivery does not move the object's version.
+    assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), None)));
+
+    let newer = DeliveryRecord { changes: vec![change.clone()], ..record("d-2", Some("10001"), Some(300), Outcome::Correlated) };
+    store.add_delivery(&newer, &event(None, None, "n1")).unwrap();
+    assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), Some(at(300)))));
+    // Attaching the queued, older delivery later never moves the version back.
+    let attached = DeliveryRecord {
+        outcome: Outcome::Correlated,
+        changes: vec![change.clone(), other.clone()],
+        attempts: 2,
+        updated_at: at(20),
+        ..queued.clone()
+    };
+    let stale = store.update_delivery(&attached, (Outcome::Correlated, 1), &event(None, None, "u0"));
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "an update from a stale read is refused: {stale:?}");
+    let last = store.update_delivery(&attached, (Outcome::Uncorrelated, 1), &event(None, None, "u1")).unwrap();
+    assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), Some(at(300)))));
+    assert_eq!(store.delivery(&jira, "d-1").unwrap(), Some(attached.clone()));
+    let refused = store.add_refusal(&event(None, None, "r1")).unwrap();
+    assert_eq!((last, refused), (first + 2, first + 3), "the refused writes appended nothing");
+
+    let unbound = record("d-3", None, None, Outcome::Uncorrelated);
+    store.add_delivery(&DeliveryRecord { updated_at: at(30), ..unbound.clone() }, &event(None, None, "x")).unwrap();
+    let queue = store.deliveries(Some(Outcome::Uncorrelated), 10).unwrap();
+    assert_eq!(queue.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-3"]);
+    let all = store.deliveries(None, 2).unwrap();
+    assert_eq!(all.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-3", "d-1"], "newest first, limited");
+    let about = store.deliveries_about(&jira, "10001").unwrap();
+    assert_eq!(about.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-1", "d-2"]);
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 mod access;
 mod exceptions;
 mod findings;
+mod intake;
 mod writer;
 
 use postgres::error::SqlState;
@@ -38,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_policy.sql"),
     include_str!("../migrations/0008_findings.sql"),
     include_str!("../migrations/0009_exceptions.sql"),
+    include_str!("../migrations/0010_intake.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

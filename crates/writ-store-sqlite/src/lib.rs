@@ -31,11 +31,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_policy.sql"),
     include_str!("../migrations/0008_findings.sql"),
     include_str!("../migrations/0009_exceptions.sql"),
+    include_str!("../migrations/0010_intake.sql"),
 ];
 
 mod access;
 mod exceptions;
 mod findings;
+mod intake;
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,11 +8,12 @@
 pub mod group_commit;
 
 use writ_core::access::{Role, TokenInfo};
-use writ_core::change::{ChangeId, ChangeKind, ChangeState};
+use writ_core::change::{ChangeId, ChangeKind, ChangeState, ExternalRef, RefKind};
+use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
 use writ_core::exception::{Exception, ExceptionApproval, ExceptionId, ExceptionState};
 use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Grant, Identity, Target};
-use writ_core::name::{EntitlementRef, IdentityName, TargetName};
+use writ_core::name::{EntitlementRef, IdentityName, SourceName, TargetName};
 use writ_core::time::Timestamp;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -267,6 +268,118 @@ impl ExceptionRow {
     }
 }
 
+/// Deliveries from other systems (`writ_core::intake`) and the external objects bound to
+/// changes. Every delivery write carries its ledger event in the same transaction.
+pub trait IntakeStore {
+    /// The delivery `id` from `source`, if it was received before.
+    fn delivery(&self, source: &SourceName, id: &str) -> Result<Option<DeliveryRecord>>;
+    /// Deliveries, most recently updated first; only those with `outcome` if given; at most
+    /// `limit`.
+    fn deliveries(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<DeliveryRecord>>;
+    /// Deliveries about one external object, in the order they were received.
+    fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>>;
+    /// Records a delivery received for the first time, with its ledger event. A `correlated`
+    /// delivery with a version moves its bound object's newest version forward (never back).
+    /// `Conflict` if (source, id) is recorded already: nothing is written.
+    fn add_delivery(&self, record: &DeliveryRecord, event: &NewEvent) -> Result<u64>;
+    /// Replaces what is recorded of a delivery (outcome, changes, detail, attempts, update
+    /// time), with its ledger event, and moves the object's version as `add_delivery` does.
+    /// `Conflict` unless the stored outcome and attempts are still `expected`.
+    fn update_delivery(&self, record: &DeliveryRecord, expected: (Outcome, u32), event: &NewEvent) -> Result<u64>;
+    /// Appends the security event of a refused delivery; nothing else is written.
+    fn add_refusal(&self, event: &NewEvent) -> Result<u64>;
+    /// The change an external object is bound to, and the newest version of it seen.
+    fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>>;
+    /// Binds an external object to `change` unless it is bound already (the first writer wins,
+    /// also across processes); returns the change it is bound to.
+    fn bind_object(&self, source: &SourceName, object: &str, change: &ChangeId, at: Timestamp) -> Result<ChangeId>;
+}
+
+/// A delivery as both backends store it: one row, references as `kind TAB value` lines and
+/// change IDs separated by spaces.
+pub struct DeliveryRow {
+    pub source: String,
+    pub id: String,
+    pub event: String,
+    pub object: Option<String>,
+    pub version: Option<i64>,
+    pub sha256: String,
+    pub received: i64,
+    pub refs: String,
+    pub outcome: String,
+    pub changes: String,
+    pub detail: String,
+    pub attempts: i64,
+    pub updated: i64,
+}
+
+impl DeliveryRow {
+    pub fn from_record(r: &DeliveryRecord) -> Result<DeliveryRow> {
+        let d = &r.delivery;
+        Ok(DeliveryRow {
+            source: d.source.to_string(),
+            id: d.id.clone(),
+            event: d.event.clone(),
+            object: d.object.clone(),
+            version: d.version.map(Timestamp::as_millis),
+            sha256: d.sha256_hex(),
+            received: d.received_at.as_millis(),
+            refs: d.refs.iter().map(|x| format!("{}\t{}\n", x.kind, x.value())).collect(),
+            outcome: r.outcome.as_str().to_owned(),
+            changes: r.changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+            detail: r.detail.clone(),
+            attempts: i64::from(r.attempts),
+            updated: r.updated_at.as_millis(),
+        })
+    }
+
+    /// The delivery, checking every stored value.
+    pub fn into_record(self) -> Result<DeliveryRecord> {
+        let corrupt = |what: &'static str| move |e: writ_core::Refusal| StoreError::Corrupt(format!("delivery {what}: {e}"));
+        let mut sha256 = [0u8; 32];
+        if self.sha256.len() != 64 {
+            return Err(StoreError::Corrupt("delivery sha256 is not 64 hex digits".into()));
+        }
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            let pair = self.sha256.get(i * 2..i * 2 + 2).unwrap_or("");
+            *byte = u8::from_str_radix(pair, 16)
+                .map_err(|_| StoreError::Corrupt("delivery sha256 is not 64 hex digits".into()))?;
+        }
+        let refs = self
+            .refs
+            .lines()
+            .map(|line| {
+                let (kind, value) = line.split_once('\t').unwrap_or((line, ""));
+                ExternalRef::new(RefKind::parse(kind)?, value)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt("reference"))?;
+        Ok(DeliveryRecord {
+            delivery: Delivery {
+                source: SourceName::parse(&self.source).map_err(corrupt("source"))?,
+                id: writ_core::intake::key(&self.id, "delivery id").map_err(corrupt("id"))?,
+                event: self.event,
+                object: self.object,
+                version: self.version.map(Timestamp::from_millis),
+                sha256,
+                received_at: Timestamp::from_millis(self.received),
+                refs,
+            },
+            outcome: Outcome::parse(&self.outcome).map_err(corrupt("outcome"))?,
+            changes: self
+                .changes
+                .split_whitespace()
+                .map(ChangeId::parse)
+                .collect::<Result<_, _>>()
+                .map_err(corrupt("change"))?,
+            detail: self.detail,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| StoreError::Corrupt("delivery attempts out of range".into()))?,
+            updated_at: Timestamp::from_millis(self.updated),
+        })
+    }
+}
+
 /// The grants Writ implemented.
 pub trait GrantStore {
     /// Grants held by one identity, ordered by entitlement.
@@ -406,6 +519,7 @@ pub trait Store:
     + PolicyStore
     + FindingStore
     + ExceptionStore
+    + IntakeStore
     + ChangeStore
     + GrantStore
     + EventLog
@@ -423,6 +537,7 @@ impl<T> Store for T where
         + PolicyStore
         + FindingStore
         + ExceptionStore
+        + IntakeStore
         + ChangeStore
         + GrantStore
         + EventLog

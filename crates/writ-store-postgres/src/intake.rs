@@ -1,0 +1,187 @@
+//! Intake in PostgreSQL: deliveries (one row per source and delivery id, each write with its
+//! ledger event in one transaction) and the external objects bound to changes.
+
+use writ_core::change::ChangeId;
+use writ_core::intake::{DeliveryRecord, Outcome};
+use writ_core::name::SourceName;
+use writ_core::time::Timestamp;
+use writ_store::{DeliveryRow, IntakeStore, NewEvent, Result, StoreError};
+
+use crate::{PostgresStore, Tx, append, conflict_as, corrupt, map_err};
+
+const COLUMNS: &str = "source, id, event, object, version_ms, sha256, received_ms, refs, outcome, changes, \
+                       detail, attempts, updated_ms";
+
+fn row_data(row: &postgres::Row) -> DeliveryRow {
+    DeliveryRow {
+        source: row.get(0),
+        id: row.get(1),
+        event: row.get(2),
+        object: row.get(3),
+        version: row.get(4),
+        sha256: row.get(5),
+        received: row.get(6),
+        refs: row.get(7),
+        outcome: row.get(8),
+        changes: row.get(9),
+        detail: row.get(10),
+        attempts: row.get(11),
+        updated: row.get(12),
+    }
+}
+
+fn one_index(indices: &[u64]) -> Result<u64> {
+    indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
+}
+
+/// Moves the newest version seen of a correlated delivery's bound object forward.
+fn see_version(tx: &mut Tx<'_, '_>, r: &DeliveryRecord) -> Result<()> {
+    let d = &r.delivery;
+    if let (Outcome::Correlated, Some(version)) = (r.outcome, d.version) {
+        tx.execute(
+            "UPDATE intake_objects SET version_ms = GREATEST(COALESCE(version_ms, $3), $3)
+             WHERE source = $1 AND object = $2",
+            &[&d.source.as_str(), &d.object_key(), &version.as_millis()],
+        )
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    fn read_deliveries(
+        &self,
+        filter: &str,
+        values: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<DeliveryRecord>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(&format!("SELECT {COLUMNS} FROM deliveries WHERE {filter}"), values)
+            .map_err(map_err)?;
+        rows.iter().map(|row| row_data(row).into_record()).collect()
+    }
+}
+
+impl IntakeStore for PostgresStore {
+    fn delivery(&self, source: &SourceName, id: &str) -> Result<Option<DeliveryRecord>> {
+        Ok(self.read_deliveries("source = $1 AND id = $2", &[&source.as_str(), &id])?.pop())
+    }
+
+    fn deliveries(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read_deliveries(
+            "($1::TEXT IS NULL OR outcome = $1) ORDER BY updated_ms DESC, source, id LIMIT $2",
+            &[&outcome.map(Outcome::as_str), &limit],
+        )
+    }
+
+    fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>> {
+        self.read_deliveries("source = $1 AND object = $2 ORDER BY received_ms, id", &[&source.as_str(), &object])
+    }
+
+    fn add_delivery(&self, record: &DeliveryRecord, event: &NewEvent) -> Result<u64> {
+        let (record, event) = (record.clone(), event.clone());
+        let row = DeliveryRow::from_record(&record)?;
+        self.write(move |tx, next| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO deliveries ({COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                ),
+                &[
+                    &row.source,
+                    &row.id,
+                    &row.event,
+                    &row.object,
+                    &row.version,
+                    &row.sha256,
+                    &row.received,
+                    &row.refs,
+                    &row.outcome,
+                    &row.changes,
+                    &row.detail,
+                    &row.attempts,
+                    &row.updated,
+                ],
+            )
+            .map_err(map_err)
+            .map_err(conflict_as(format!("delivery {} from {} is recorded already", row.id, row.source)))?;
+            see_version(tx, &record)?;
+            Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
+        })
+    }
+
+    fn update_delivery(&self, record: &DeliveryRecord, expected: (Outcome, u32), event: &NewEvent) -> Result<u64> {
+        let (record, event) = (record.clone(), event.clone());
+        let row = DeliveryRow::from_record(&record)?;
+        self.write(move |tx, next| {
+            let changed = tx
+                .execute(
+                    "UPDATE deliveries SET outcome = $3, changes = $4, detail = $5, attempts = $6, updated_ms = $7
+                     WHERE source = $1 AND id = $2 AND outcome = $8 AND attempts = $9",
+                    &[
+                        &row.source,
+                        &row.id,
+                        &row.outcome,
+                        &row.changes,
+                        &row.detail,
+                        &row.attempts,
+                        &row.updated,
+                        &expected.0.as_str(),
+                        &i64::from(expected.1),
+                    ],
+                )
+                .map_err(map_err)?;
+            if changed != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "delivery {} from {} changed since it was read; read it again",
+                    row.id, row.source
+                )));
+            }
+            see_version(tx, &record)?;
+            Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
+        })
+    }
+
+    fn add_refusal(&self, event: &NewEvent) -> Result<u64> {
+        let event = event.clone();
+        self.write(move |tx, next| Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1)))
+    }
+
+    fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(
+                "SELECT change_id, version_ms FROM intake_objects WHERE source = $1 AND object = $2",
+                &[&source.as_str(), &object],
+            )
+            .map_err(map_err)?;
+        rows.first()
+            .map(|row| {
+                let (change, version): (String, Option<i64>) = (row.get(0), row.get(1));
+                Ok((ChangeId::parse(&change).map_err(corrupt("object change"))?, version.map(Timestamp::from_millis)))
+            })
+            .transpose()
+    }
+
+    fn bind_object(&self, source: &SourceName, object: &str, change: &ChangeId, at: Timestamp) -> Result<ChangeId> {
+        let winner: String = self.side(|tx| {
+            tx.execute(
+                "INSERT INTO intake_objects (source, object, change_id, version_ms, bound_ms)
+                 VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (source, object) DO NOTHING",
+                &[&source.as_str(), &object, &change.as_str(), &at.as_millis()],
+            )
+            .map_err(map_err)?;
+            let row = tx
+                .query_one(
+                    "SELECT change_id FROM intake_objects WHERE source = $1 AND object = $2",
+                    &[&source.as_str(), &object],
+                )
+                .map_err(map_err)?;
+            Ok(row.get(0))
+        })?;
+        ChangeId::parse(&winner).map_err(corrupt("object change"))
+    }
+}

@@ -1,0 +1,192 @@
+//! Intake in SQLite: deliveries (one row per source and delivery id, each write with its ledger
+//! event in one transaction) and the external objects bound to changes.
+
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use writ_core::change::ChangeId;
+use writ_core::intake::{DeliveryRecord, Outcome};
+use writ_core::name::SourceName;
+use writ_core::time::Timestamp;
+use writ_store::{DeliveryRow, IntakeStore, NewEvent, Result, StoreError};
+
+use crate::{SqliteStore, append, corrupt, map_err};
+
+const COLUMNS: &str = "source, id, event, object, version_ms, sha256, received_ms, refs, outcome, changes, \
+                       detail, attempts, updated_ms";
+
+fn columns(row: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        source: row.get(0)?,
+        id: row.get(1)?,
+        event: row.get(2)?,
+        object: row.get(3)?,
+        version: row.get(4)?,
+        sha256: row.get(5)?,
+        received: row.get(6)?,
+        refs: row.get(7)?,
+        outcome: row.get(8)?,
+        changes: row.get(9)?,
+        detail: row.get(10)?,
+        attempts: row.get(11)?,
+        updated: row.get(12)?,
+    })
+}
+
+fn one_index(indices: Vec<u64>) -> Result<u64> {
+    indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
+}
+
+/// Moves the newest version seen of a correlated delivery's bound object forward.
+fn see_version(tx: &Transaction<'_>, r: &DeliveryRecord) -> Result<()> {
+    let d = &r.delivery;
+    if let (Outcome::Correlated, Some(version)) = (r.outcome, d.version) {
+        tx.prepare_cached(
+            "UPDATE intake_objects SET version_ms = MAX(COALESCE(version_ms, ?3), ?3)
+             WHERE source = ?1 AND object = ?2",
+        )
+        .and_then(|mut s| s.execute(params![d.source.as_str(), d.object_key(), version.as_millis()]))
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    fn read_deliveries(&self, filter: &str, values: &[&dyn rusqlite::ToSql]) -> Result<Vec<DeliveryRecord>> {
+        let connection = self.lock()?;
+        let mut statement =
+            connection.prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE {filter}")).map_err(map_err)?;
+        let rows: Vec<DeliveryRow> = statement
+            .query_map(values, columns)
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(map_err)?;
+        rows.into_iter().map(DeliveryRow::into_record).collect()
+    }
+}
+
+impl IntakeStore for SqliteStore {
+    fn delivery(&self, source: &SourceName, id: &str) -> Result<Option<DeliveryRecord>> {
+        Ok(self.read_deliveries("source = ?1 AND id = ?2", &[&source.as_str(), &id])?.pop())
+    }
+
+    fn deliveries(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read_deliveries(
+            "(?1 IS NULL OR outcome = ?1) ORDER BY updated_ms DESC, source, id LIMIT ?2",
+            &[&outcome.map(Outcome::as_str), &limit],
+        )
+    }
+
+    fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>> {
+        self.read_deliveries("source = ?1 AND object = ?2 ORDER BY received_ms, id", &[&source.as_str(), &object])
+    }
+
+    fn add_delivery(&self, record: &DeliveryRecord, event: &NewEvent) -> Result<u64> {
+        let (record, event) = (record.clone(), event.clone());
+        let row = DeliveryRow::from_record(&record)?;
+        one_index(self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached(&format!(
+                "INSERT INTO deliveries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.source,
+                    row.id,
+                    row.event,
+                    row.object,
+                    row.version,
+                    row.sha256,
+                    row.received,
+                    row.refs,
+                    row.outcome,
+                    row.changes,
+                    row.detail,
+                    row.attempts,
+                    row.updated,
+                ])
+            })
+            .map_err(|error| match map_err(error) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("delivery {} from {} is recorded already", row.id, row.source))
+                }
+                other => other,
+            })?;
+            see_version(tx, &record)?;
+            append(tx, std::slice::from_ref(&event))
+        }))?)
+    }
+
+    fn update_delivery(&self, record: &DeliveryRecord, expected: (Outcome, u32), event: &NewEvent) -> Result<u64> {
+        let (record, event) = (record.clone(), event.clone());
+        let row = DeliveryRow::from_record(&record)?;
+        one_index(self.writer.submit(Box::new(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET outcome = ?3, changes = ?4, detail = ?5, attempts = ?6, updated_ms = ?7
+                     WHERE source = ?1 AND id = ?2 AND outcome = ?8 AND attempts = ?9",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        row.source,
+                        row.id,
+                        row.outcome,
+                        row.changes,
+                        row.detail,
+                        row.attempts,
+                        row.updated,
+                        expected.0.as_str(),
+                        i64::from(expected.1),
+                    ])
+                })
+                .map_err(map_err)?;
+            if changed != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "delivery {} from {} changed since it was read; read it again",
+                    row.id, row.source
+                )));
+            }
+            see_version(tx, &record)?;
+            append(tx, std::slice::from_ref(&event))
+        }))?)
+    }
+
+    fn add_refusal(&self, event: &NewEvent) -> Result<u64> {
+        let event = event.clone();
+        one_index(self.writer.submit(Box::new(move |tx| append(tx, std::slice::from_ref(&event))))?)
+    }
+
+    fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>> {
+        let connection = self.lock()?;
+        let row: Option<(String, Option<i64>)> = connection
+            .prepare_cached("SELECT change_id, version_ms FROM intake_objects WHERE source = ?1 AND object = ?2")
+            .and_then(|mut s| s.query_row(params![source.as_str(), object], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(map_err)?;
+        row.map(|(change, version)| {
+            Ok((ChangeId::parse(&change).map_err(corrupt("object change"))?, version.map(Timestamp::from_millis)))
+        })
+        .transpose()
+    }
+
+    fn bind_object(&self, source: &SourceName, object: &str, change: &ChangeId, at: Timestamp) -> Result<ChangeId> {
+        let (source, object, change) = (source.to_string(), object.to_owned(), change.to_string());
+        let bound = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = std::sync::Arc::clone(&bound);
+        self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO intake_objects (source, object, change_id, version_ms, bound_ms)
+                 VALUES (?1, ?2, ?3, NULL, ?4) ON CONFLICT (source, object) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![source, object, change, at.as_millis()]))
+            .map_err(map_err)?;
+            let winner: String = tx
+                .prepare_cached("SELECT change_id FROM intake_objects WHERE source = ?1 AND object = ?2")
+                .and_then(|mut s| s.query_row(params![source, object], |r| r.get(0)))
+                .map_err(map_err)?;
+            if let Ok(mut slot) = out.lock() {
+                *slot = winner;
+            }
+            Ok(Vec::new())
+        }))?;
+        let winner = bound.lock().map(|s| s.clone()).unwrap_or_default();
+        ChangeId::parse(&winner).map_err(corrupt("object change"))
+    }
+}
