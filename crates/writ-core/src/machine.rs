@@ -328,14 +328,22 @@ pub fn decide(
             Ok(vec![event(Actor::Identity(reviewer.name), None, ChangeEventBody::Reviewed { notes })])
         }
         Command::Link { delivery, late } => {
-            if change.links.iter().any(|l| l.delivery.source == delivery.source && l.delivery.id == delivery.id) {
+            if change
+                .links
+                .iter()
+                .any(|l| l.delivery.source == delivery.source && l.delivery.id == delivery.id)
+            {
                 return Err(Refusal::AlreadyLinked {
                     change: change.id.clone(),
                     sender: delivery.source.to_string(),
                     delivery: delivery.id.clone(),
                 });
             }
-            Ok(vec![event(Actor::System(SystemActor::Intake), None, ChangeEventBody::Linked { delivery, late })])
+            Ok(vec![event(
+                Actor::System(SystemActor::Intake),
+                None,
+                ChangeEventBody::Linked { delivery, late },
+            )])
         }
         Command::AttachEvidence { actor, step, name } => {
             let name = text(name, "evidence name")?;

@@ -896,3 +896,44 @@ mod exceptions {
         assert!(Exception::new(id, base, 1, T0).is_ok());
     }
 }
+
+#[test]
+fn a_delivery_attaches_once_in_any_state_and_adds_its_references() {
+    use crate::intake::Delivery;
+    let (alice, bob) = (human("alice"), human("bob"));
+    let delivery = |id: &str, refs: Vec<ExternalRef>| Delivery {
+        source: crate::name::SourceName::parse("jira").unwrap(),
+        id: id.into(),
+        event: "jira:issue_updated".into(),
+        object: Some("10001".into()),
+        version: Some(at(1)),
+        sha256: [1; 32],
+        received_at: at(1),
+        refs,
+    };
+    let ticket = ExternalRef::new(RefKind::Ticket, "JIRA-1").unwrap();
+    let commit = ExternalRef::new(RefKind::Commit, "9fceb02").unwrap();
+    let change = pending(&alice, &bob);
+    let link = |id: &str, refs| Command::Link { delivery: Box::new(delivery(id, refs)), late: false };
+    let linked =
+        step(Some(change.clone()), link("d-1", vec![ticket.clone(), commit.clone()]), at(2)).unwrap();
+    assert_eq!(linked.state, change.state, "attaching a delivery changes no state");
+    assert_eq!(linked.refs, vec![ticket.clone(), commit.clone()], "the ticket is not listed twice");
+    assert_eq!(linked.links.len(), 1);
+    let again = step(Some(linked.clone()), link("d-1", Vec::new()), at(3));
+    assert_eq!(again.unwrap_err().code(), "intake.already_linked");
+    // A closed change still takes a late delivery: it is recorded, not acted on.
+    let cancelled = step(
+        Some(linked),
+        Command::Cancel { actor: Actor::Identity(alice.name.clone()), reason: "not needed".into() },
+        at(4),
+    )
+    .unwrap();
+    let late = Command::Link { delivery: Box::new(delivery("d-2", Vec::new())), late: true };
+    let closed = step(Some(cancelled), late, at(5)).unwrap();
+    assert_eq!(closed.state, ChangeState::Cancelled);
+    assert_eq!(
+        closed.links.iter().map(|l| (l.delivery.id.as_str(), l.late)).collect::<Vec<_>>(),
+        [("d-1", false), ("d-2", true)]
+    );
+}

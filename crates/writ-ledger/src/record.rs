@@ -322,12 +322,16 @@ fn refs_record(refs: &[ExternalRef]) -> Vec<RefRecord> {
 }
 
 fn refs_from(refs: Vec<RefRecord>) -> Result<Vec<ExternalRef>, RecordError> {
-    Ok(refs.into_iter().map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value)).collect::<Result<_, _>>()?)
+    Ok(refs
+        .into_iter()
+        .map(|r| ExternalRef::new(RefKind::parse(&r.kind)?, &r.value))
+        .collect::<Result<_, _>>()?)
 }
 
 fn delivery_from(d: DeliveryData) -> Result<writ_core::intake::Delivery, RecordError> {
     use writ_core::intake::{Delivery, key};
-    let sha256 = unhex(&d.sha256).ok_or_else(|| RecordError::Malformed(format!("bad delivery digest {:?}", d.sha256)))?;
+    let sha256 = unhex(&d.sha256)
+        .ok_or_else(|| RecordError::Malformed(format!("bad delivery digest {:?}", d.sha256)))?;
     Ok(Delivery {
         source: writ_core::name::SourceName::parse(&d.source)?,
         id: key(&d.id, "delivery id")?,
@@ -531,7 +535,9 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 policy: envelope.policy.map(policy_stamp),
             }
         }
-        (kind, Data::Delivery { delivery, outcome, changes, detail, attempts }) if kind.starts_with("intake.") => {
+        (kind, Data::Delivery { delivery, outcome, changes, detail, attempts })
+            if kind.starts_with("intake.") =>
+        {
             RegistryEvent::Delivery {
                 actor,
                 kind: writ_core::intake::DeliveryEventKind::parse(kind)?,

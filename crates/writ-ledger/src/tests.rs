@@ -134,7 +134,12 @@ fn every_event() -> Vec<Event> {
         },
         ChangeEventBody::Linked { delivery: Box::new(delivery()), late: true },
         ChangeEventBody::Linked {
-            delivery: Box::new(writ_core::intake::Delivery { object: None, version: None, refs: Vec::new(), ..delivery() }),
+            delivery: Box::new(writ_core::intake::Delivery {
+                object: None,
+                version: None,
+                refs: Vec::new(),
+                ..delivery()
+            }),
             late: false,
         },
     ];

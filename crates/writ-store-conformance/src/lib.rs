@@ -559,7 +559,10 @@ fn intake(store: Arc<dyn Store>) {
     // An uncorrelated delivery does not move the object's version.
     assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), None)));
 
-    let newer = DeliveryRecord { changes: vec![change.clone()], ..record("d-2", Some("10001"), Some(300), Outcome::Correlated) };
+    let newer = DeliveryRecord {
+        changes: vec![change.clone()],
+        ..record("d-2", Some("10001"), Some(300), Outcome::Correlated)
+    };
     store.add_delivery(&newer, &event(None, None, "n1")).unwrap();
     assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), Some(at(300)))));
     // Attaching the queued, older delivery later never moves the version back.
@@ -571,19 +574,29 @@ fn intake(store: Arc<dyn Store>) {
         ..queued.clone()
     };
     let stale = store.update_delivery(&attached, (Outcome::Correlated, 1), &event(None, None, "u0"));
-    assert!(matches!(stale, Err(StoreError::Conflict(_))), "an update from a stale read is refused: {stale:?}");
-    let last = store.update_delivery(&attached, (Outcome::Uncorrelated, 1), &event(None, None, "u1")).unwrap();
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(_))),
+        "an update from a stale read is refused: {stale:?}"
+    );
+    let last =
+        store.update_delivery(&attached, (Outcome::Uncorrelated, 1), &event(None, None, "u1")).unwrap();
     assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), Some(at(300)))));
     assert_eq!(store.delivery(&jira, "d-1").unwrap(), Some(attached.clone()));
     let refused = store.add_refusal(&event(None, None, "r1")).unwrap();
     assert_eq!((last, refused), (first + 2, first + 3), "the refused writes appended nothing");
 
     let unbound = record("d-3", None, None, Outcome::Uncorrelated);
-    store.add_delivery(&DeliveryRecord { updated_at: at(30), ..unbound.clone() }, &event(None, None, "x")).unwrap();
+    store
+        .add_delivery(&DeliveryRecord { updated_at: at(30), ..unbound.clone() }, &event(None, None, "x"))
+        .unwrap();
     let queue = store.deliveries(Some(Outcome::Uncorrelated), 10).unwrap();
     assert_eq!(queue.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-3"]);
     let all = store.deliveries(None, 2).unwrap();
-    assert_eq!(all.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-3", "d-1"], "newest first, limited");
+    assert_eq!(
+        all.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(),
+        ["d-3", "d-1"],
+        "newest first, limited"
+    );
     let about = store.deliveries_about(&jira, "10001").unwrap();
     assert_eq!(about.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-1", "d-2"]);
 }

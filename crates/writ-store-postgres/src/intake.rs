@@ -77,7 +77,10 @@ impl IntakeStore for PostgresStore {
     }
 
     fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>> {
-        self.read_deliveries("source = $1 AND object = $2 ORDER BY received_ms, id", &[&source.as_str(), &object])
+        self.read_deliveries(
+            "source = $1 AND object = $2 ORDER BY received_ms, id",
+            &[&source.as_str(), &object],
+        )
     }
 
     fn add_delivery(&self, record: &DeliveryRecord, event: &NewEvent) -> Result<u64> {
@@ -112,7 +115,12 @@ impl IntakeStore for PostgresStore {
         })
     }
 
-    fn update_delivery(&self, record: &DeliveryRecord, expected: (Outcome, u32), event: &NewEvent) -> Result<u64> {
+    fn update_delivery(
+        &self,
+        record: &DeliveryRecord,
+        expected: (Outcome, u32),
+        event: &NewEvent,
+    ) -> Result<u64> {
         let (record, event) = (record.clone(), event.clone());
         let row = DeliveryRow::from_record(&record)?;
         self.write(move |tx, next| {
@@ -161,12 +169,21 @@ impl IntakeStore for PostgresStore {
         rows.first()
             .map(|row| {
                 let (change, version): (String, Option<i64>) = (row.get(0), row.get(1));
-                Ok((ChangeId::parse(&change).map_err(corrupt("object change"))?, version.map(Timestamp::from_millis)))
+                Ok((
+                    ChangeId::parse(&change).map_err(corrupt("object change"))?,
+                    version.map(Timestamp::from_millis),
+                ))
             })
             .transpose()
     }
 
-    fn bind_object(&self, source: &SourceName, object: &str, change: &ChangeId, at: Timestamp) -> Result<ChangeId> {
+    fn bind_object(
+        &self,
+        source: &SourceName,
+        object: &str,
+        change: &ChangeId,
+        at: Timestamp,
+    ) -> Result<ChangeId> {
         let winner: String = self.side(|tx| {
             tx.execute(
                 "INSERT INTO intake_objects (source, object, change_id, version_ms, bound_ms)

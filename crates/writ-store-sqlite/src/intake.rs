@@ -52,8 +52,9 @@ fn see_version(tx: &Transaction<'_>, r: &DeliveryRecord) -> Result<()> {
 impl SqliteStore {
     fn read_deliveries(&self, filter: &str, values: &[&dyn rusqlite::ToSql]) -> Result<Vec<DeliveryRecord>> {
         let connection = self.lock()?;
-        let mut statement =
-            connection.prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE {filter}")).map_err(map_err)?;
+        let mut statement = connection
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE {filter}"))
+            .map_err(map_err)?;
         let rows: Vec<DeliveryRow> = statement
             .query_map(values, columns)
             .map_err(map_err)?
@@ -77,7 +78,10 @@ impl IntakeStore for SqliteStore {
     }
 
     fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>> {
-        self.read_deliveries("source = ?1 AND object = ?2 ORDER BY received_ms, id", &[&source.as_str(), &object])
+        self.read_deliveries(
+            "source = ?1 AND object = ?2 ORDER BY received_ms, id",
+            &[&source.as_str(), &object],
+        )
     }
 
     fn add_delivery(&self, record: &DeliveryRecord, event: &NewEvent) -> Result<u64> {
@@ -115,7 +119,12 @@ impl IntakeStore for SqliteStore {
         }))?)
     }
 
-    fn update_delivery(&self, record: &DeliveryRecord, expected: (Outcome, u32), event: &NewEvent) -> Result<u64> {
+    fn update_delivery(
+        &self,
+        record: &DeliveryRecord,
+        expected: (Outcome, u32),
+        event: &NewEvent,
+    ) -> Result<u64> {
         let (record, event) = (record.clone(), event.clone());
         let row = DeliveryRow::from_record(&record)?;
         one_index(self.writer.submit(Box::new(move |tx| {
@@ -157,16 +166,29 @@ impl IntakeStore for SqliteStore {
     fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>> {
         let connection = self.lock()?;
         let row: Option<(String, Option<i64>)> = connection
-            .prepare_cached("SELECT change_id, version_ms FROM intake_objects WHERE source = ?1 AND object = ?2")
-            .and_then(|mut s| s.query_row(params![source.as_str(), object], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .prepare_cached(
+                "SELECT change_id, version_ms FROM intake_objects WHERE source = ?1 AND object = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![source.as_str(), object], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+            })
             .map_err(map_err)?;
         row.map(|(change, version)| {
-            Ok((ChangeId::parse(&change).map_err(corrupt("object change"))?, version.map(Timestamp::from_millis)))
+            Ok((
+                ChangeId::parse(&change).map_err(corrupt("object change"))?,
+                version.map(Timestamp::from_millis),
+            ))
         })
         .transpose()
     }
 
-    fn bind_object(&self, source: &SourceName, object: &str, change: &ChangeId, at: Timestamp) -> Result<ChangeId> {
+    fn bind_object(
+        &self,
+        source: &SourceName,
+        object: &str,
+        change: &ChangeId,
+        at: Timestamp,
+    ) -> Result<ChangeId> {
         let (source, object, change) = (source.to_string(), object.to_owned(), change.to_string());
         let bound = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let out = std::sync::Arc::clone(&bound);

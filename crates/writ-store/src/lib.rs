@@ -9,10 +9,10 @@ pub mod group_commit;
 
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState, ExternalRef, RefKind};
-use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
 use writ_core::exception::{Exception, ExceptionApproval, ExceptionId, ExceptionState};
 use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Grant, Identity, Target};
+use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
 use writ_core::name::{EntitlementRef, IdentityName, SourceName, TargetName};
 use writ_core::time::Timestamp;
 
@@ -285,14 +285,25 @@ pub trait IntakeStore {
     /// Replaces what is recorded of a delivery (outcome, changes, detail, attempts, update
     /// time), with its ledger event, and moves the object's version as `add_delivery` does.
     /// `Conflict` unless the stored outcome and attempts are still `expected`.
-    fn update_delivery(&self, record: &DeliveryRecord, expected: (Outcome, u32), event: &NewEvent) -> Result<u64>;
+    fn update_delivery(
+        &self,
+        record: &DeliveryRecord,
+        expected: (Outcome, u32),
+        event: &NewEvent,
+    ) -> Result<u64>;
     /// Appends the security event of a refused delivery; nothing else is written.
     fn add_refusal(&self, event: &NewEvent) -> Result<u64>;
     /// The change an external object is bound to, and the newest version of it seen.
     fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>>;
     /// Binds an external object to `change` unless it is bound already (the first writer wins,
     /// also across processes); returns the change it is bound to.
-    fn bind_object(&self, source: &SourceName, object: &str, change: &ChangeId, at: Timestamp) -> Result<ChangeId>;
+    fn bind_object(
+        &self,
+        source: &SourceName,
+        object: &str,
+        change: &ChangeId,
+        at: Timestamp,
+    ) -> Result<ChangeId>;
 }
 
 /// A delivery as both backends store it: one row, references as `kind TAB value` lines and
@@ -335,7 +346,9 @@ impl DeliveryRow {
 
     /// The delivery, checking every stored value.
     pub fn into_record(self) -> Result<DeliveryRecord> {
-        let corrupt = |what: &'static str| move |e: writ_core::Refusal| StoreError::Corrupt(format!("delivery {what}: {e}"));
+        let corrupt = |what: &'static str| {
+            move |e: writ_core::Refusal| StoreError::Corrupt(format!("delivery {what}: {e}"))
+        };
         let mut sha256 = [0u8; 32];
         if self.sha256.len() != 64 {
             return Err(StoreError::Corrupt("delivery sha256 is not 64 hex digits".into()));

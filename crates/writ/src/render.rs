@@ -206,6 +206,7 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
         "origin": change.origin.as_ref().map(ToString::to_string),
         "alert": change.alert,
         "references": change.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
+        "deliveries": change.links.iter().map(|l| delivery_json(&l.delivery, Some((l.seq, l.late)))).collect::<Vec<_>>(),
         "required_approvals": change.requirement.approvals,
         "policy": change.controls.as_ref().map(|c| json!({
             "tier": c.tier,
@@ -246,6 +247,26 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
         },
         "events": trail,
     })
+}
+
+/// A delivery from another system: where it came from, what it is about, the SHA-256 of the
+/// bytes received; with `link`, the change event that attached it and whether it was late.
+pub fn delivery_json(d: &writ_core::intake::Delivery, link: Option<(u64, bool)>) -> Value {
+    let mut value = json!({
+        "source": d.source.to_string(),
+        "id": d.id,
+        "event": d.event,
+        "object": d.object,
+        "version": d.version.map(|t| t.to_rfc3339()),
+        "sha256": d.sha256_hex(),
+        "received_at": d.received_at.to_rfc3339(),
+        "references": d.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
+    });
+    if let (Some((seq, late)), Some(map)) = (link, value.as_object_mut()) {
+        map.insert("seq".into(), json!(seq));
+        map.insert("late".into(), json!(late));
+    }
+    value
 }
 
 pub fn evidence_json(evidence: &writ_core::event::EvidenceRef) -> Value {
@@ -341,6 +362,13 @@ fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
             format!("ends {} grant(s) of {origin}, due at {due_at}", ops.len())
         }
         ChangeEventBody::AlertRaised { reason } => format!("ALERT: {reason}"),
+        ChangeEventBody::Linked { delivery, late } => format!(
+            "{} {} from {}{}",
+            delivery.event,
+            delivery.id,
+            delivery.source,
+            if *late { " (LATE: older than a version already seen; recorded, not acted on)" } else { "" }
+        ),
     }
 }
 
@@ -383,6 +411,17 @@ pub fn trail(change: &Value) -> String {
     }
     for reference in list(&change["references"]) {
         out.push_str(&format!("  {:<10} {}\n", text(&reference["kind"]), text(&reference["value"])));
+    }
+    for d in list(&change["deliveries"]) {
+        let late = if d["late"].as_bool() == Some(true) { " LATE" } else { "" };
+        out.push_str(&format!(
+            "  delivery   {} {} {} about {} sha256:{}{late}\n",
+            text(&d["source"]),
+            text(&d["id"]),
+            text(&d["event"]),
+            text(&d["object"]),
+            text(&d["sha256"]),
+        ));
     }
     if let Some(policy) = change["policy"].as_object() {
         let slots: Vec<String> = policy.get("slots").map(list).unwrap_or_default().iter().map(text).collect();
