@@ -1,0 +1,307 @@
+//! The payloads of each sender, read into [`Parsed`]. Shapes follow the products' documented
+//! webhook payloads: GitHub `pull_request` and `push`, GitLab `Merge Request Hook` and `Push
+//! Hook`, Jira Cloud `jira:issue_*`, a ServiceNow `change_request` record as the Table API
+//! returns it (every value a string; reference fields as `{value, link}`), and Writ's own
+//! envelope for Standard Webhooks senders (`docs/intake.md`).
+
+use serde_json::Value;
+use writ_core::change::{ExternalRef, RefKind};
+use writ_core::intake::key;
+use writ_core::time::Timestamp;
+
+use crate::block::scan;
+use crate::{IntakeError, Parsed, Received};
+
+type Result<T> = std::result::Result<T, IntakeError>;
+
+fn malformed(message: impl Into<String>) -> IntakeError {
+    IntakeError::Malformed { code: "hook.malformed", message: message.into() }
+}
+
+/// The string at `path`, if it is a non-empty string (or a number, written as text).
+fn text(json: &Value, path: &[&str]) -> Option<String> {
+    let value = path.iter().try_fold(json, |v, k| v.get(k))?;
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn required(json: &Value, path: &[&str]) -> Result<String> {
+    text(json, path).ok_or_else(|| malformed(format!("the payload has no {}", path.join("."))))
+}
+
+fn reference(kind: RefKind, value: &str) -> Result<ExternalRef> {
+    ExternalRef::new(kind, value).map_err(|e| malformed(e.to_string()))
+}
+
+fn checked(value: &str, field: &'static str) -> Result<String> {
+    key(value, field).map_err(|e| malformed(e.to_string()))
+}
+
+/// The delivery id from the first of `headers` present.
+fn delivery_id(received: &Received<'_>, headers: &[&str]) -> Result<String> {
+    let id = headers.iter().find_map(|h| received.header(h)).ok_or_else(|| IntakeError::Malformed {
+        code: "hook.missing_delivery_id",
+        message: format!("a delivery id is required (header {})", headers.join(" or ")),
+    })?;
+    checked(id, "delivery id")
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC (ServiceNow), optionally followed by ` UTC`
+/// (older GitLab payloads).
+fn time(text: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(text).or_else(|| {
+        let plain = text.strip_suffix(" UTC").unwrap_or(text);
+        Timestamp::parse_rfc3339(&format!("{}Z", plain.replacen(' ', "T", 1)))
+    })
+}
+
+fn version(json: &Value, path: &[&str]) -> Result<Option<Timestamp>> {
+    text(json, path)
+        .map(|t| {
+            time(&t).ok_or_else(|| malformed(format!("{} is not a date and time: {t:?}", path.join("."))))
+        })
+        .transpose()
+}
+
+/// Applies the Writ lines of `body` to `parsed`; `opens`: the event may open the change.
+fn apply_text(parsed: &mut Parsed, body: &str, opens: bool) {
+    let scanned = scan(body);
+    parsed.changes.extend(scanned.changes.into_iter().map(|c| (c, None)));
+    parsed.block_error = scanned.error;
+    match scanned.block {
+        Some(block) if opens => parsed.request = Some(block),
+        Some(_) => parsed.pending_request = true,
+        None => {}
+    }
+}
+
+/// Commits whose messages carry `Writ-Change:` lines: each named change with its commit.
+fn commits(parsed: &mut Parsed, commits: Option<&Value>, id_key: &str) -> Result<()> {
+    for commit in commits.and_then(Value::as_array).into_iter().flatten() {
+        let (Some(sha), Some(message)) = (text(commit, &[id_key]), text(commit, &["message"])) else {
+            continue;
+        };
+        let scanned = scan(&message);
+        if scanned.changes.is_empty() {
+            continue;
+        }
+        let commit_ref = reference(RefKind::Commit, &sha)?;
+        parsed.refs.push(commit_ref.clone());
+        parsed.changes.extend(scanned.changes.into_iter().map(|c| (c, Some(commit_ref.clone()))));
+    }
+    Ok(())
+}
+
+pub(crate) fn github(received: &Received<'_>, json: &Value) -> Result<Parsed> {
+    let id = delivery_id(received, &["x-github-delivery"])?;
+    let event = checked(received.header("x-github-event").unwrap_or("unknown"), "event type")?;
+    let repo = text(json, &["repository", "full_name"]);
+    let mut parsed = Parsed { id, event: event.clone(), ..Parsed::default() };
+    match event.as_str() {
+        "pull_request" => {
+            let repo = repo.ok_or_else(|| malformed("the payload has no repository.full_name"))?;
+            let action = required(json, &["action"])?;
+            let pr = json.get("pull_request").ok_or_else(|| malformed("the payload has no pull_request"))?;
+            let number = required(pr, &["number"])?;
+            let merged = action == "closed" && pr.get("merged") == Some(&Value::Bool(true));
+            parsed.event = checked(&format!("pull_request.{action}"), "event type")?;
+            parsed.object = Some(checked(&format!("{repo}#{number}"), "object")?);
+            parsed.version = version(pr, &["updated_at"])?;
+            parsed.sent_at = parsed.version;
+            parsed.refs.push(reference(RefKind::PullRequest, &format!("{repo}#{number}"))?);
+            if merged && let Some(sha) = text(pr, &["merge_commit_sha"]) {
+                parsed.refs.push(reference(RefKind::Commit, &sha)?);
+            }
+            parsed.account = text(pr, &["user", "login"]);
+            parsed.summary = text(pr, &["title"]);
+            apply_text(&mut parsed, &text(pr, &["body"]).unwrap_or_default(), merged);
+        }
+        "push" => {
+            parsed.sent_at = json
+                .get("repository")
+                .and_then(|r| r.get("pushed_at"))
+                .and_then(Value::as_i64)
+                .map(|s| Timestamp::from_millis(s.saturating_mul(1000)));
+            parsed.account = text(json, &["pusher", "name"]);
+            commits(&mut parsed, json.get("commits"), "id")?;
+        }
+        _ => {}
+    }
+    Ok(parsed)
+}
+
+pub(crate) fn gitlab(received: &Received<'_>, json: &Value) -> Result<Parsed> {
+    let id = delivery_id(received, &["idempotency-key", "webhook-id", "x-gitlab-event-uuid"])?;
+    let kind = text(json, &["object_kind"]).unwrap_or_default();
+    let event = checked(if kind.is_empty() { "unknown" } else { &kind }, "event type")?;
+    let mut parsed = Parsed { id, event, ..Parsed::default() };
+    let project = text(json, &["project", "path_with_namespace"]);
+    match kind.as_str() {
+        "merge_request" => {
+            let project =
+                project.ok_or_else(|| malformed("the payload has no project.path_with_namespace"))?;
+            let mr = json
+                .get("object_attributes")
+                .ok_or_else(|| malformed("the payload has no object_attributes"))?;
+            let iid = required(mr, &["iid"])?;
+            let action = text(mr, &["action"]).unwrap_or_else(|| "update".into());
+            let merged = action == "merge";
+            parsed.event = checked(&format!("merge_request.{action}"), "event type")?;
+            parsed.object = Some(checked(&format!("{project}!{iid}"), "object")?);
+            parsed.version = version(mr, &["updated_at"])?;
+            parsed.sent_at = parsed.version;
+            parsed.refs.push(reference(RefKind::PullRequest, &format!("{project}!{iid}"))?);
+            if merged && let Some(sha) = text(mr, &["merge_commit_sha"]) {
+                parsed.refs.push(reference(RefKind::Commit, &sha)?);
+            }
+            parsed.account = text(json, &["user", "username"]);
+            parsed.summary = text(mr, &["title"]);
+            apply_text(&mut parsed, &text(mr, &["description"]).unwrap_or_default(), merged);
+        }
+        "push" => {
+            parsed.account = text(json, &["user_username"]);
+            commits(&mut parsed, json.get("commits"), "id")?;
+        }
+        _ => {}
+    }
+    Ok(parsed)
+}
+
+/// The plain text of an Atlassian Document Format node (Jira Cloud's rich text), one line per
+/// block node.
+fn adf_text(node: &Value, out: &mut String) {
+    if let Some(t) = node.get("text").and_then(Value::as_str) {
+        out.push_str(t);
+    }
+    if node.get("type").and_then(Value::as_str) == Some("hardBreak") {
+        out.push('\n');
+    }
+    for child in node.get("content").and_then(Value::as_array).into_iter().flatten() {
+        adf_text(child, out);
+    }
+    if matches!(
+        node.get("type").and_then(Value::as_str),
+        Some("paragraph" | "heading" | "listItem" | "codeBlock")
+    ) {
+        out.push('\n');
+    }
+}
+
+/// Jira statuses that end a request without doing it.
+const JIRA_CANCELLED: &[&str] = &["cancelled", "canceled", "declined", "won't do", "rejected"];
+
+pub(crate) fn jira(received: &Received<'_>, json: &Value) -> Result<Parsed> {
+    let id = delivery_id(received, &["x-atlassian-webhook-identifier"])?;
+    let event = checked(&required(json, &["webhookEvent"])?, "event type")?;
+    let mut parsed = Parsed { id, event: event.clone(), ..Parsed::default() };
+    let at = json.get("timestamp").and_then(Value::as_i64).map(Timestamp::from_millis);
+    parsed.sent_at = at;
+    let Some(issue) = json.get("issue") else { return Ok(parsed) };
+    let issue_id = required(issue, &["id"])?;
+    parsed.object = Some(checked(&issue_id, "object")?);
+    parsed.version = at;
+    if let Some(key) = text(issue, &["key"]) {
+        parsed.refs.push(reference(RefKind::Ticket, &key)?);
+    }
+    let fields = issue.get("fields").cloned().unwrap_or(Value::Null);
+    parsed.summary = text(&fields, &["summary"]);
+    parsed.account = text(&fields, &["reporter", "accountId"]).or_else(|| text(json, &["user", "accountId"]));
+    let status = text(&fields, &["status", "name"]).unwrap_or_default().to_lowercase();
+    parsed.cancelled = event == "jira:issue_deleted" || JIRA_CANCELLED.contains(&status.as_str());
+    let description = match fields.get("description") {
+        Some(Value::String(s)) => s.clone(),
+        Some(node @ Value::Object(_)) => {
+            let mut out = String::new();
+            adf_text(node, &mut out);
+            out
+        }
+        _ => String::new(),
+    };
+    let opens = !parsed.cancelled;
+    apply_text(&mut parsed, &description, opens);
+    Ok(parsed)
+}
+
+/// A ServiceNow value: a string, or a reference field `{value, link}` / `{value, display_value}`.
+fn now_value(record: &Value, field: &str) -> Option<String> {
+    text(record, &[field]).or_else(|| text(record, &[field, "value"]))
+}
+
+fn now_state(state: &str) -> &'static str {
+    match state {
+        "-5" => "new",
+        "-4" => "assess",
+        "-3" => "authorize",
+        "-2" => "scheduled",
+        "-1" => "implement",
+        "0" => "review",
+        "3" => "closed",
+        "4" => "canceled",
+        _ => "updated",
+    }
+}
+
+pub(crate) fn servicenow(received: &Received<'_>, json: &Value) -> Result<Parsed> {
+    let record = json.get("record").unwrap_or(json);
+    let sys_id = now_value(record, "sys_id").ok_or_else(|| malformed("the record has no sys_id"))?;
+    if sys_id.len() != 32 || !sys_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed("sys_id must be 32 hexadecimal digits"));
+    }
+    let updated =
+        now_value(record, "sys_updated_on").ok_or_else(|| malformed("the record has no sys_updated_on"))?;
+    let version = time(&updated).ok_or_else(|| {
+        malformed(format!("sys_updated_on must be YYYY-MM-DD HH:MM:SS (UTC), got {updated:?}"))
+    })?;
+    let id = match ["idempotency-key", "webhook-id"].iter().find_map(|h| received.header(h)) {
+        Some(id) => checked(id, "delivery id")?,
+        None => checked(&format!("{sys_id}@{}", version.to_rfc3339()), "delivery id")?,
+    };
+    let state = now_value(record, "state").unwrap_or_default();
+    let mut parsed = Parsed {
+        id,
+        event: format!("change_request.{}", now_state(&state)),
+        object: Some(sys_id),
+        version: Some(version),
+        cancelled: state == "4",
+        account: now_value(record, "requested_by"),
+        summary: now_value(record, "short_description"),
+        ..Parsed::default()
+    };
+    if let Some(number) = now_value(record, "number") {
+        parsed.refs.push(reference(RefKind::Ticket, &number)?);
+    }
+    let mut body = now_value(record, "description").unwrap_or_default();
+    if let Some(change) = now_value(record, "u_writ_change") {
+        body.push_str(&format!("\nWrit-Change: {change}"));
+    }
+    let opens = !parsed.cancelled;
+    apply_text(&mut parsed, &body, opens);
+    Ok(parsed)
+}
+
+/// Writ's envelope for any Standard Webhooks sender: `{type, object?, version?, references?,
+/// account?, summary?, text?, cancelled?}`.
+pub(crate) fn standard(received: &Received<'_>, json: &Value) -> Result<Parsed> {
+    let id = delivery_id(received, &["webhook-id"])?;
+    let event = checked(&required(json, &["type"])?, "event type")?;
+    let mut parsed = Parsed {
+        id,
+        event,
+        object: text(json, &["object"]).map(|o| checked(&o, "object")).transpose()?,
+        version: version(json, &["version"])?,
+        account: text(json, &["account"]),
+        summary: text(json, &["summary"]),
+        cancelled: json.get("cancelled") == Some(&Value::Bool(true)),
+        ..Parsed::default()
+    };
+    for r in json.get("references").and_then(Value::as_array).into_iter().flatten() {
+        let kind = RefKind::parse(&required(r, &["kind"])?).map_err(|e| malformed(e.to_string()))?;
+        parsed.refs.push(reference(kind, &required(r, &["value"])?)?);
+    }
+    let opens = !parsed.cancelled;
+    apply_text(&mut parsed, &text(json, &["text"]).unwrap_or_default(), opens);
+    Ok(parsed)
+}
