@@ -34,6 +34,9 @@ pub enum EngineError {
     /// Policy refused: Cedar forbade it, a workflow rule denied it, or no approval slot fits.
     #[error(transparent)]
     Denied(#[from] writ_policy::Denial),
+    /// An inbound delivery was refused (its code says why).
+    #[error("{message}")]
+    Intake { code: &'static str, message: String },
     /// A policy could not be loaded (file, line and reason); the policy in force is unchanged.
     #[error("invalid policy: {0}")]
     Policy(#[from] writ_policy::PolicyError),
@@ -61,6 +64,7 @@ impl EngineError {
             EngineError::NoHmacKey => "ledger.no_hmac_key",
             EngineError::Denied(denial) => denial.code,
             EngineError::Policy(_) => "policy.invalid",
+            EngineError::Intake { code, .. } => code,
         }
     }
 }

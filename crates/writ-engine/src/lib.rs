@@ -17,6 +17,7 @@ mod evidence;
 pub mod exceptions;
 pub mod expiry;
 pub mod findings;
+pub mod intake;
 pub mod ledger;
 pub mod policy;
 
@@ -210,6 +211,12 @@ impl Engine {
     /// read-only plan, kept as evidence), and records `requested` and `pending_approval` in one
     /// commit.
     pub fn request(&self, input: RequestInput, random: u128) -> Result<ChangeRecord> {
+        self.request_as(ChangeId::generate(self.clock.now(), random), input)
+    }
+
+    /// [`Engine::request`] under a given change ID (one reserved for an external object, see
+    /// `intake`); `store.conflict` if a change with that ID exists.
+    pub(crate) fn request_as(&self, id: ChangeId, input: RequestInput) -> Result<ChangeRecord> {
         let now = self.clock.now();
         let requester = self.identity(&input.requester)?;
         let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
@@ -223,7 +230,7 @@ impl Engine {
             &subjects,
         );
         let new = NewChange {
-            id: ChangeId::generate(now, random),
+            id,
             requester,
             on_behalf_of,
             event: input.event,

@@ -67,7 +67,7 @@ fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
     })
 }
 
-fn read_secret(path: &Path) -> Result<String, CliError> {
+pub(crate) fn read_secret(path: &Path) -> Result<String, CliError> {
     let unusable = |why: String| CliError::new("ledger.key_file", why, exit::STORE);
     let metadata = std::fs::metadata(path)
         .map_err(|e| unusable(format!("cannot read the key file {}: {e}", path.display())))?;

@@ -84,7 +84,7 @@ impl From<EngineError> for CliError {
             EngineError::Store(_) | EngineError::NoHmacKey => exit::STORE,
             EngineError::Connector(_) => exit::TARGET,
             EngineError::Ledger(_) | EngineError::Random(_) => exit::OTHER,
-            EngineError::Denied(_) => exit::REFUSED,
+            EngineError::Denied(_) | EngineError::Intake { .. } => exit::REFUSED,
             EngineError::Policy(_) => exit::INPUT,
         };
         CliError::new(error.code(), error.to_string(), exit)

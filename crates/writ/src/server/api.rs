@@ -338,6 +338,7 @@ pub fn operations() -> Vec<Operation> {
     ]
     .into_iter()
     .chain(super::exceptions::operations())
+    .chain(super::hooks::operations())
     .collect()
 }
 

@@ -13,6 +13,14 @@
 //! oidc_audience = "writ"
 //! oidc_claim = "preferred_username"
 //! expiry_alert_attempts = 5
+//!
+//! [[hook]]                             # one per inbound webhook, served at /hooks/NAME
+//! name = "github"
+//! kind = "github"                      # github, gitlab, jira, servicenow or standard
+//! secret_file = "/etc/writ/github.secret"   # one secret per line, mode 0600
+//! requester = "svc-github"             # the registered identity the source requests as
+//! tolerance = "1h"                     # oldest event accepted (default 1h; 5m for standard)
+//! accounts = { "octocat" = "alice" }   # the source's accounts → Writ identities
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -70,6 +78,8 @@ struct File {
     oidc_claim: Option<String>,
     expiry_alert_attempts: Option<u32>,
     policy_dir: Option<PathBuf>,
+    #[serde(default)]
+    hook: Vec<super::hooks::HookConfig>,
 }
 
 /// Request size limits.
@@ -89,6 +99,7 @@ pub struct Settings {
     pub oidc: Option<super::oidc::OidcConfig>,
     pub expiry: writ_engine::expiry::ExpiryPolicy,
     pub policy_dir: Option<PathBuf>,
+    pub hooks: Vec<super::hooks::HookConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -134,6 +145,7 @@ impl Settings {
             oidc,
             expiry,
             policy_dir: args.policy_dir.or(file.policy_dir),
+            hooks: file.hook,
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             db,
             ledger_key: ledger_key.map(Path::to_owned).or(file.ledger_key),

@@ -77,6 +77,7 @@ impl From<EngineError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             EngineError::Denied(_) => StatusCode::FORBIDDEN,
+            EngineError::Intake { .. } => StatusCode::CONFLICT,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
             EngineError::Store(_) | EngineError::Ledger(_) | EngineError::Random(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -12,6 +12,7 @@ mod auth;
 mod config;
 pub mod error;
 mod exceptions;
+mod hooks;
 mod idempotency;
 mod oidc;
 mod openapi;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub expiry: writ_engine::expiry::ExpiryPolicy,
     /// The policy directory loaded at start and on reload, if any.
     pub policy_dir: Option<std::path::PathBuf>,
+    /// The inbound webhooks, by name.
+    pub hooks: std::collections::BTreeMap<String, hooks::Hook>,
 }
 
 pub type State = Arc<AppState>;
@@ -83,6 +86,7 @@ pub fn run(
         oidc,
         expiry: settings.expiry,
         policy_dir: settings.policy_dir,
+        hooks: hooks::load(&settings.hooks)?,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,371 @@
+//! Intake: deliveries from other systems correlated to changes, robust by construction.
+//!
+//! - **One delivery per (source, delivery id).** A delivery seen before is recorded again as a
+//!   duplicate (`intake.duplicate`, its attempt count raised) and nothing else happens; the
+//!   same id with different bytes is refused as a security event.
+//! - **One change per (source, external object).** The first delivery that asks for a change
+//!   reserves a change ID for its object (`IntakeStore::bind_object`: the first writer wins,
+//!   across processes), then opens the change under that ID; any later, duplicate or
+//!   concurrent delivery about the object finds the same change. A reservation whose change
+//!   was never opened (refused, or a crash in between) is opened by the next delivery that asks.
+//! - **Order does not matter.** Every delivery carries the object's version; one older than the
+//!   newest already seen is `late`: attached to the change, never acted on (a late "created"
+//!   cannot undo a cancellation). An update to a closed change is attached and recorded.
+//! - **Nothing is dropped.** A delivery no change can be found or opened for is kept with
+//!   outcome `uncorrelated` (or `refused`, with the reason); when its object is bound to a
+//!   change later, the queued deliveries about it are attached (`intake.correlated`).
+//! - **Refused deliveries** (bad signature, stale timestamp) are security events
+//!   (`intake.refused`): recorded in the ledger, nothing else written.
+
+use std::collections::BTreeMap;
+
+use writ_core::change::{BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification};
+use writ_core::event::RegistryEvent;
+use writ_core::identity::{Actor, SystemActor};
+use writ_core::intake::{Delivery, DeliveryEventKind, DeliveryRecord, Outcome, RefusedDelivery};
+use writ_core::machine::Command;
+use writ_core::name::{IdentityName, SourceName};
+use writ_intake::Parsed;
+
+use crate::{Engine, EngineError, RequestInput, RequestedOp, Result, registry_event};
+
+/// A configured source, as correlation needs it.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub name: SourceName,
+    /// The registered identity the source acts as: the requester of the changes it opens and
+    /// the actor of the cancellations it carries.
+    pub requester: IdentityName,
+    /// The source's accounts (a Jira accountId, a ServiceNow sys_user) mapped to Writ
+    /// identities: the person a change is asked for on behalf of.
+    pub accounts: BTreeMap<String, IdentityName>,
+}
+
+/// What became of a delivery, and whether it had been received before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub record: DeliveryRecord,
+    pub duplicate: bool,
+}
+
+/// Queued deliveries a pass attaches at most, per object.
+const SWEEP_LIMIT: usize = 200;
+
+impl Engine {
+    /// Records a delivery refused before it was believed (a security event).
+    pub fn refuse_delivery(&self, refused: RefusedDelivery) -> Result<u64> {
+        let event = RegistryEvent::DeliveryRefused {
+            actor: Actor::System(SystemActor::Intake),
+            refused: Box::new(refused),
+        };
+        Ok(self.store.add_refusal(&registry_event(&event, self.hmac()?))?)
+    }
+
+    /// Deliveries, most recently updated first (`outcome`: only those).
+    pub fn deliveries(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        Ok(self.store.deliveries(outcome, limit)?)
+    }
+
+    /// One delivery.
+    pub fn delivery(&self, source: &SourceName, id: &str) -> Result<DeliveryRecord> {
+        self.store
+            .delivery(source, id)?
+            .ok_or_else(|| EngineError::NotFound { what: "delivery", name: format!("{source}/{id}") })
+    }
+
+    /// Correlates an authenticated delivery (see the module documentation). `sha256` is the
+    /// digest of the raw body.
+    pub fn receive(&self, source: &Source, parsed: Parsed, sha256: [u8; 32]) -> Result<Receipt> {
+        let now = self.now();
+        let delivery = Delivery {
+            source: source.name.clone(),
+            id: parsed.id.clone(),
+            event: parsed.event.clone(),
+            object: parsed.object.clone(),
+            version: parsed.version,
+            sha256,
+            received_at: now,
+            refs: parsed.refs.clone(),
+        };
+        if let Some(receipt) = self.again(&delivery)? {
+            return Ok(receipt);
+        }
+        let record = self.correlate(source, &parsed, delivery)?;
+        let event = self.delivery_event(&record, DeliveryEventKind::Received)?;
+        match self.store.add_delivery(&record, &event) {
+            Ok(_) => {}
+            // The same delivery, received at the same time by another instance.
+            Err(writ_store::StoreError::Conflict(_)) => {
+                if let Some(receipt) = self.again(&record.delivery)? {
+                    return Ok(receipt);
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if record.outcome == Outcome::Correlated
+            && let (Some(object), Some(change)) = (&record.delivery.object, record.changes.first())
+        {
+            self.sweep(&source.name, object, change);
+        }
+        Ok(Receipt { record, duplicate: false })
+    }
+
+    /// A delivery received before: recorded again as a duplicate, or refused if its bytes differ.
+    fn again(&self, delivery: &Delivery) -> Result<Option<Receipt>> {
+        for _ in 0..3 {
+            let Some(existing) = self.store.delivery(&delivery.source, &delivery.id)? else { return Ok(None) };
+            if existing.delivery.sha256 != delivery.sha256 {
+                self.refuse_delivery(RefusedDelivery {
+                    source: delivery.source.clone(),
+                    reason: "hook.delivery_id_reused".into(),
+                    delivery: Some(delivery.id.clone()),
+                    sha256: delivery.sha256,
+                    at: delivery.received_at,
+                })?;
+                return Err(EngineError::Intake {
+                    code: "hook.delivery_id_reused",
+                    message: format!(
+                        "delivery {} from {} was received before with different content: refused",
+                        delivery.id, delivery.source
+                    ),
+                });
+            }
+            let again = DeliveryRecord {
+                attempts: existing.attempts.saturating_add(1),
+                updated_at: delivery.received_at,
+                ..existing.clone()
+            };
+            let event = self.delivery_event(&again, DeliveryEventKind::Duplicate)?;
+            match self.store.update_delivery(&again, (existing.outcome, existing.attempts), &event) {
+                Ok(_) => return Ok(Some(Receipt { record: again, duplicate: true })),
+                Err(writ_store::StoreError::Conflict(_)) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(writ_store::StoreError::Conflict(format!("delivery {} is being recorded concurrently", delivery.id)).into())
+    }
+
+    fn delivery_event(&self, record: &DeliveryRecord, kind: DeliveryEventKind) -> Result<writ_store::NewEvent> {
+        let event = RegistryEvent::Delivery {
+            actor: Actor::System(SystemActor::Intake),
+            record: Box::new(record.clone()),
+            kind,
+        };
+        Ok(registry_event(&event, self.hmac()?))
+    }
+
+    /// Finds or opens the changes a new delivery concerns, attaches it, and says what became of it.
+    fn correlate(&self, source: &Source, parsed: &Parsed, delivery: Delivery) -> Result<DeliveryRecord> {
+        let now = delivery.received_at;
+        let object = delivery.object_key();
+        let bound = self.store.object(&source.name, &object)?;
+        let late = match (bound.as_ref().and_then(|(_, seen)| *seen), delivery.version) {
+            (Some(seen), Some(version)) => version < seen,
+            _ => false,
+        };
+        let mut notes: Vec<String> = Vec::new();
+        let mut targets: Vec<(ChangeId, Option<ExternalRef>)> = Vec::new();
+        for (id, commit) in &parsed.changes {
+            match self.store.change_events(id)?.is_empty() {
+                true => notes.push(format!("names {id}, which does not exist")),
+                false => targets.push((id.clone(), commit.clone())),
+            }
+        }
+        if let Some((id, _)) = &bound {
+            if !targets.iter().any(|(t, _)| t == id) {
+                if self.store.change_events(id)?.is_empty() {
+                    // Reserved by an earlier delivery whose change was never opened.
+                    if let Some(opened) = self.open_for(source, parsed, id.clone(), late, &mut notes)? {
+                        targets.push((opened, None));
+                    }
+                } else {
+                    targets.push((id.clone(), None));
+                }
+            }
+        } else if let Some((first, _)) = targets.first() {
+            // A ticket that names its change: later updates of the ticket find it too.
+            self.store.bind_object(&source.name, &object, first, now)?;
+        } else if parsed.request.is_some() && !late {
+            let reserved = self.store.bind_object(&source.name, &object, &ChangeId::generate(now, crate::random_bits()?), now)?;
+            let reserved = if self.store.change_events(&reserved)?.is_empty() {
+                self.open_for(source, parsed, reserved, late, &mut notes)?
+            } else {
+                Some(reserved)
+            };
+            targets.extend(reserved.map(|id| (id, None)));
+        }
+        let mut record = DeliveryRecord {
+            delivery,
+            outcome: Outcome::Ignored,
+            changes: Vec::new(),
+            detail: String::new(),
+            attempts: 1,
+            updated_at: now,
+        };
+        for (id, commit) in targets {
+            let mut linked = record.delivery.clone();
+            if let Some(commit) = commit {
+                linked.refs.retain(|r| r.kind != writ_core::change::RefKind::Commit || *r == commit);
+            }
+            self.attach(&id, linked, late, parsed.cancelled, &source.requester, &mut notes)?;
+            record.changes.push(id);
+        }
+        record.outcome = match (record.changes.is_empty(), late) {
+            (false, true) => Outcome::Late,
+            (false, false) => Outcome::Correlated,
+            (true, _) if notes.iter().any(|n| n.starts_with("refused")) => Outcome::Refused,
+            (true, _) if parsed.block_error.is_some() => {
+                notes.extend(parsed.block_error.iter().map(|e| format!("refused: {e}")));
+                Outcome::Refused
+            }
+            (true, _) if parsed.pending_request || !parsed.changes.is_empty() => {
+                if parsed.pending_request {
+                    notes.push("asks for a change on an event that does not open one yet (for example an open pull request); waits for its object".into());
+                }
+                Outcome::Uncorrelated
+            }
+            (true, _) => {
+                notes.push("nothing for Writ: no request block, no Writ-Change line, no known object".into());
+                Outcome::Ignored
+            }
+        };
+        record.detail = writ_core::machine::text(notes.join("; ").chars().take(1000).collect(), "detail")
+            .unwrap_or_else(|_| record.outcome.as_str().to_owned());
+        Ok(record)
+    }
+
+    /// Opens the change a delivery asks for under the reserved `id`; a refusal is noted, not
+    /// raised (the delivery is kept with the reason).
+    fn open_for(
+        &self,
+        source: &Source,
+        parsed: &Parsed,
+        id: ChangeId,
+        late: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<ChangeId>> {
+        let Some(block) = parsed.request.as_ref().filter(|_| !late) else {
+            notes.push(format!("{id} is reserved for this object but not opened yet"));
+            return Ok(None);
+        };
+        let on_behalf_of = parsed.account.as_ref().and_then(|a| source.accounts.get(a)).cloned();
+        if let (Some(account), None) = (&parsed.account, &on_behalf_of) {
+            notes.push(format!("account {account:?} is not mapped to a Writ identity"));
+        }
+        let text = block
+            .justification
+            .clone()
+            .or_else(|| parsed.summary.clone())
+            .unwrap_or_else(|| format!("{} from {}", parsed.event, source.name));
+        let input = RequestInput {
+            requester: source.requester.clone(),
+            on_behalf_of: on_behalf_of.filter(|p| *p != source.requester),
+            ops: block
+                .ops
+                .iter()
+                .map(|op| RequestedOp {
+                    action: op.action,
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                    duration: op.duration,
+                })
+                .collect(),
+            justification: Justification::parse(&text)?,
+            refs: Vec::new(),
+            event: block.event.unwrap_or(BusinessEvent::Adhoc),
+        };
+        match self.request_as(id.clone(), input) {
+            Ok(record) => Ok(Some(record.change.id)),
+            // Opened by a concurrent delivery about the same object.
+            Err(EngineError::Store(writ_store::StoreError::Conflict(_))) if !self.store.change_events(&id)?.is_empty() => {
+                Ok(Some(id))
+            }
+            Err(error) if refusable(&error) => {
+                notes.push(format!("refused: {} ({})", error, error.code()));
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Attaches a delivery to a change and carries what it says (a cancellation), unless late.
+    fn attach(
+        &self,
+        id: &ChangeId,
+        delivery: Delivery,
+        late: bool,
+        cancelled: bool,
+        requester: &IdentityName,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        let label = format!("{}/{}", delivery.source, delivery.id);
+        match self.transition(id, Command::Link { delivery: Box::new(delivery), late }) {
+            Ok(_) | Err(EngineError::Refused(writ_core::Refusal::AlreadyLinked { .. })) => {}
+            Err(error) => return Err(error),
+        }
+        let change = self.load(id)?.change;
+        if change.state.is_terminal() {
+            notes.push(format!("{id} is closed ({}): recorded only", change.state));
+        } else if late {
+            notes.push(format!("older than a version already seen: recorded on {id}, not acted on"));
+        } else if cancelled {
+            let cancellable = [ChangeState::Requested, ChangeState::PendingApproval, ChangeState::Approved, ChangeState::Failed];
+            if cancellable.contains(&change.state) && change.origin.is_none() {
+                self.cancel(id, requester, format!("cancelled in the source ({label})"))?;
+                notes.push(format!("cancelled {id}"));
+            } else {
+                notes.push(format!("cancelled in the source, but {id} is {}: a person must decide", change.state));
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the queued deliveries about an object once it has a change. Best effort: a
+    /// failure is logged, and the deliveries stay queued for the next delivery or a person.
+    fn sweep(&self, source: &SourceName, object: &str, change: &ChangeId) {
+        let queued = match self.store.deliveries_about(source, object) {
+            Ok(all) => all.into_iter().filter(|r| r.outcome == Outcome::Uncorrelated).take(SWEEP_LIMIT),
+            Err(error) => {
+                tracing::warn!(target: "writ::intake", %source, object, %error, "queued deliveries not attached");
+                return;
+            }
+        };
+        for queued in queued {
+            if let Err(error) = self.attach_queued(&queued, change) {
+                tracing::warn!(target: "writ::intake", %source, delivery = %queued.delivery.id, %error, "queued delivery not attached");
+            }
+        }
+    }
+
+    /// Attaches one queued delivery to `change` (by a person, or when its object got a change).
+    pub fn attach_queued(&self, queued: &DeliveryRecord, change: &ChangeId) -> Result<DeliveryRecord> {
+        let seen = match &queued.delivery.object {
+            Some(object) => self.store.object(&queued.delivery.source, object)?.and_then(|(_, v)| v),
+            None => None,
+        };
+        let late = matches!((seen, queued.delivery.version), (Some(seen), Some(v)) if v < seen);
+        match self.transition(change, Command::Link { delivery: Box::new(queued.delivery.clone()), late }) {
+            Ok(_) | Err(EngineError::Refused(writ_core::Refusal::AlreadyLinked { .. })) => {}
+            Err(error) => return Err(error),
+        }
+        let attached = DeliveryRecord {
+            outcome: if late { Outcome::Late } else { Outcome::Correlated },
+            changes: vec![change.clone()],
+            detail: format!("attached to {change} after it was queued"),
+            updated_at: self.now(),
+            ..queued.clone()
+        };
+        let event = self.delivery_event(&attached, DeliveryEventKind::Correlated)?;
+        self.store.update_delivery(&attached, (queued.outcome, queued.attempts), &event)?;
+        Ok(attached)
+    }
+}
+
+/// Errors that mean "this request is not acceptable" (kept with the delivery), as opposed to
+/// "Writ cannot work now" (raised, so the sender retries).
+fn refusable(error: &EngineError) -> bool {
+    matches!(
+        error,
+        EngineError::Refused(_) | EngineError::Denied(_) | EngineError::NotFound { .. }
+    ) || matches!(error, EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }))
+}

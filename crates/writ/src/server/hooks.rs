@@ -1,0 +1,217 @@
+//! Inbound webhooks at `/hooks/{name}` and the intake queue under `/api/v1/intake`.
+//!
+//! A hook is declared in the configuration file (`[[hook]]`: name, kind, secret file,
+//! the identity it requests as, tolerance, account map). Each delivery is authenticated on its
+//! raw bytes before anything in it is read; a refusal (401) is recorded as a security event
+//! (`intake.refused`) and changes nothing else. An accepted delivery is correlated by the
+//! engine (`writ_engine::intake`) and answered 200 with what became of it, including the Writ
+//! change ID for the sender to keep on its ticket.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use writ_core::access::Action;
+use writ_core::intake::{DeliveryRecord, Outcome, RefusedDelivery};
+use writ_core::name::{IdentityName, SourceName};
+use writ_core::time::Duration;
+use writ_engine::intake::Source;
+use writ_intake::{Kind, Received, Secret};
+
+use super::State;
+use super::api::{Operation, blocking, op};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::{CliError, exit};
+
+/// One `[[hook]]` table of the configuration file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The path segment (`/hooks/NAME`) and the source name on every delivery.
+    pub name: String,
+    /// github, gitlab, jira, servicenow or standard.
+    pub kind: String,
+    /// A file holding the secret, one per line (several during a rotation); never the secret.
+    pub secret_file: PathBuf,
+    /// The registered identity the source requests as.
+    pub requester: String,
+    /// How old an event may be (by its signed or own timestamp), e.g. `5m`.
+    pub tolerance: Option<String>,
+    /// The source's accounts mapped to Writ identities.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, String>,
+}
+
+/// A hook ready to receive.
+pub struct Hook {
+    kind: Kind,
+    source: Source,
+    secrets: Vec<Secret>,
+    tolerance: Duration,
+}
+
+fn config_error(name: &str, message: impl std::fmt::Display) -> CliError {
+    CliError::new("input.config", format!("hook {name:?}: {message}"), exit::INPUT)
+}
+
+/// Reads every hook's secret file and checks its settings; any problem stops the start.
+pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, CliError> {
+    let mut hooks = BTreeMap::new();
+    for c in configs {
+        let name = SourceName::parse(&c.name).map_err(|e| config_error(&c.name, e))?;
+        let kind = Kind::parse(&c.kind)
+            .ok_or_else(|| config_error(&c.name, "kind must be github, gitlab, jira, servicenow or standard"))?;
+        let text = crate::keys::read_secret(&c.secret_file).map_err(|e| config_error(&c.name, e))?;
+        let secrets = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(Secret::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error(&c.name, format!("{}: {e}", c.secret_file.display())))?;
+        if secrets.is_empty() {
+            return Err(config_error(&c.name, format!("{} holds no secret", c.secret_file.display())));
+        }
+        let tolerance = match &c.tolerance {
+            Some(t) => Duration::parse(t).map_err(|e| config_error(&c.name, e))?,
+            None => kind.default_tolerance(),
+        };
+        let requester = IdentityName::parse(&c.requester).map_err(|e| config_error(&c.name, e))?;
+        let accounts = c
+            .accounts
+            .iter()
+            .map(|(account, identity)| Ok((account.clone(), IdentityName::parse(identity)?)))
+            .collect::<Result<_, writ_core::Refusal>>()
+            .map_err(|e| config_error(&c.name, e))?;
+        let source = Source { name: name.clone(), requester, accounts };
+        if hooks.insert(name.to_string(), Hook { kind, source, secrets, tolerance }).is_some() {
+            return Err(config_error(&c.name, "declared twice"));
+        }
+    }
+    Ok(hooks)
+}
+
+pub fn operations() -> Vec<Operation> {
+    vec![
+        op(
+            Method::POST,
+            "/hooks/{name}",
+            "Receive a delivery from a configured source (GitHub, GitLab, Jira, ServiceNow or any \
+             Standard Webhooks sender), authenticated by its signature or token, not a Writ token. \
+             200 with the outcome and the Writ change IDs; 401 for a bad signature or a stale \
+             timestamp (recorded as a security event); 409 for a delivery id reused with other bytes.",
+            None,
+            None,
+            post(receive),
+        ),
+        op(
+            Method::GET,
+            "/api/v1/intake",
+            "Deliveries, most recent first (`outcome` query: correlated, late, uncorrelated, refused, \
+             ignored; `limit`, default 100).",
+            Some(Action::ReadLedger),
+            None,
+            get(list),
+        ),
+        op(
+            Method::GET,
+            "/api/v1/intake/{source}/{id}",
+            "One delivery and what became of it.",
+            Some(Action::ReadLedger),
+            None,
+            get(show),
+        ),
+    ]
+}
+
+/// The JSON of a delivery record (the API's and `writ intake --json`'s).
+pub fn record_json(r: &DeliveryRecord) -> Value {
+    json!({
+        "delivery": crate::render::delivery_json(&r.delivery, None),
+        "outcome": r.outcome.as_str(),
+        "changes": r.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "detail": r.detail,
+        "attempts": r.attempts,
+        "updated_at": r.updated_at.to_rfc3339(),
+    })
+}
+
+async fn receive(
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    blocking(&state, move |state| {
+        let hook = state.hooks.get(&name).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "hook.unknown", format!("no hook named {name:?} is configured"))
+        })?;
+        let headers: BTreeMap<String, String> = headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let received = Received { headers: &headers, body: &body, now: state.engine.now() };
+        let sha256 = writ_ledger::sha256(&body);
+        let checked = writ_intake::authenticate(hook.kind, &hook.secrets, &received, hook.tolerance)
+            .and_then(|()| writ_intake::read(hook.kind, &received, hook.tolerance));
+        let parsed = match checked {
+            Ok(parsed) => parsed,
+            Err(error @ writ_intake::IntakeError::Unauthenticated { .. }) => {
+                tracing::warn!(target: "writ::intake", hook = %name, code = error.code(), "delivery refused");
+                state.engine.refuse_delivery(RefusedDelivery {
+                    source: hook.source.name.clone(),
+                    reason: error.code().to_owned(),
+                    delivery: received.claimed_id(hook.kind),
+                    sha256,
+                    at: received.now,
+                })?;
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()));
+            }
+            Err(error) => return Err(ApiError::bad_request(error.code(), error.to_string())),
+        };
+        let receipt = state.engine.receive(&hook.source, parsed, sha256)?;
+        let mut body = record_json(&receipt.record);
+        if let Some(map) = body.as_object_mut() {
+            map.insert("duplicate".into(), json!(receipt.duplicate));
+        }
+        Ok((StatusCode::OK, axum::Json(body)))
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IntakeQuery {
+    outcome: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(query): Query<IntakeQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    let outcome = query.outcome.as_deref().map(Outcome::parse).transpose()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    blocking(&state, move |state| {
+        let items: Vec<Value> = state.engine.deliveries(outcome, limit)?.iter().map(record_json).collect();
+        Ok(axum::Json(json!({ "items": items })))
+    })
+    .await
+}
+
+async fn show(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path((source, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    let source = SourceName::parse(&source)?;
+    blocking(&state, move |state| Ok(axum::Json(record_json(&state.engine.delivery(&source, &id)?)))).await
+}
