@@ -113,7 +113,9 @@ impl Engine {
     /// A delivery received before: recorded again as a duplicate, or refused if its bytes differ.
     fn again(&self, delivery: &Delivery) -> Result<Option<Receipt>> {
         for _ in 0..3 {
-            let Some(existing) = self.store.delivery(&delivery.source, &delivery.id)? else { return Ok(None) };
+            let Some(existing) = self.store.delivery(&delivery.source, &delivery.id)? else {
+                return Ok(None);
+            };
             if existing.delivery.sha256 != delivery.sha256 {
                 self.refuse_delivery(RefusedDelivery {
                     source: delivery.source.clone(),
@@ -142,10 +144,18 @@ impl Engine {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(writ_store::StoreError::Conflict(format!("delivery {} is being recorded concurrently", delivery.id)).into())
+        Err(writ_store::StoreError::Conflict(format!(
+            "delivery {} is being recorded concurrently",
+            delivery.id
+        ))
+        .into())
     }
 
-    fn delivery_event(&self, record: &DeliveryRecord, kind: DeliveryEventKind) -> Result<writ_store::NewEvent> {
+    fn delivery_event(
+        &self,
+        record: &DeliveryRecord,
+        kind: DeliveryEventKind,
+    ) -> Result<writ_store::NewEvent> {
         let event = RegistryEvent::Delivery {
             actor: Actor::System(SystemActor::Intake),
             record: Box::new(record.clone()),
@@ -186,7 +196,12 @@ impl Engine {
             // A ticket that names its change: later updates of the ticket find it too.
             self.store.bind_object(&source.name, &object, first, now)?;
         } else if parsed.request.is_some() && !late {
-            let reserved = self.store.bind_object(&source.name, &object, &ChangeId::generate(now, crate::random_bits()?), now)?;
+            let reserved = self.store.bind_object(
+                &source.name,
+                &object,
+                &ChangeId::generate(now, crate::random_bits()?),
+                now,
+            )?;
             let reserved = if self.store.change_events(&reserved)?.is_empty() {
                 self.open_for(source, parsed, reserved, late, &mut notes)?
             } else {
@@ -229,6 +244,10 @@ impl Engine {
                 Outcome::Ignored
             }
         };
+        if notes.is_empty() && !record.changes.is_empty() {
+            let ids: Vec<String> = record.changes.iter().map(ToString::to_string).collect();
+            notes.push(format!("attached to {}", ids.join(", ")));
+        }
         record.detail = writ_core::machine::text(notes.join("; ").chars().take(1000).collect(), "detail")
             .unwrap_or_else(|_| record.outcome.as_str().to_owned());
         Ok(record)
@@ -277,7 +296,9 @@ impl Engine {
         match self.request_as(id.clone(), input) {
             Ok(record) => Ok(Some(record.change.id)),
             // Opened by a concurrent delivery about the same object.
-            Err(EngineError::Store(writ_store::StoreError::Conflict(_))) if !self.store.change_events(&id)?.is_empty() => {
+            Err(EngineError::Store(writ_store::StoreError::Conflict(_)))
+                if !self.store.change_events(&id)?.is_empty() =>
+            {
                 Ok(Some(id))
             }
             Err(error) if refusable(&error) => {
@@ -309,12 +330,20 @@ impl Engine {
         } else if late {
             notes.push(format!("older than a version already seen: recorded on {id}, not acted on"));
         } else if cancelled {
-            let cancellable = [ChangeState::Requested, ChangeState::PendingApproval, ChangeState::Approved, ChangeState::Failed];
+            let cancellable = [
+                ChangeState::Requested,
+                ChangeState::PendingApproval,
+                ChangeState::Approved,
+                ChangeState::Failed,
+            ];
             if cancellable.contains(&change.state) && change.origin.is_none() {
                 self.cancel(id, requester, format!("cancelled in the source ({label})"))?;
                 notes.push(format!("cancelled {id}"));
             } else {
-                notes.push(format!("cancelled in the source, but {id} is {}: a person must decide", change.state));
+                notes.push(format!(
+                    "cancelled in the source, but {id} is {}: a person must decide",
+                    change.state
+                ));
             }
         }
         Ok(())
@@ -364,8 +393,6 @@ impl Engine {
 /// Errors that mean "this request is not acceptable" (kept with the delivery), as opposed to
 /// "Writ cannot work now" (raised, so the sender retries).
 fn refusable(error: &EngineError) -> bool {
-    matches!(
-        error,
-        EngineError::Refused(_) | EngineError::Denied(_) | EngineError::NotFound { .. }
-    ) || matches!(error, EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }))
+    matches!(error, EngineError::Refused(_) | EngineError::Denied(_) | EngineError::NotFound { .. })
+        || matches!(error, EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }))
 }

@@ -65,8 +65,9 @@ pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, CliError> 
     let mut hooks = BTreeMap::new();
     for c in configs {
         let name = SourceName::parse(&c.name).map_err(|e| config_error(&c.name, e))?;
-        let kind = Kind::parse(&c.kind)
-            .ok_or_else(|| config_error(&c.name, "kind must be github, gitlab, jira, servicenow or standard"))?;
+        let kind = Kind::parse(&c.kind).ok_or_else(|| {
+            config_error(&c.name, "kind must be github, gitlab, jira, servicenow or standard")
+        })?;
         let text = crate::keys::read_secret(&c.secret_file).map_err(|e| config_error(&c.name, e))?;
         let secrets = text
             .lines()
@@ -149,7 +150,11 @@ async fn receive(
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     blocking(&state, move |state| {
         let hook = state.hooks.get(&name).ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "hook.unknown", format!("no hook named {name:?} is configured"))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "hook.unknown",
+                format!("no hook named {name:?} is configured"),
+            )
         })?;
         let headers: BTreeMap<String, String> = headers
             .iter()

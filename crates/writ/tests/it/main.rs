@@ -17,6 +17,7 @@ mod crash;
 mod evidence;
 mod exceptions;
 mod failclosed;
+mod intake;
 mod ldaptarget;
 mod ledger;
 mod lifecycle;

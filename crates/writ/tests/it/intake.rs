@@ -1,0 +1,471 @@
+//! Inbound webhooks through a real `writ serve` on a real git target: Jira, ServiceNow, GitHub,
+//! GitLab and Standard Webhooks deliveries (in the products' documented payload shapes, signed
+//! as each product signs) sent twice, out of order and late yield one change each with every
+//! delivery recorded; a bad signature, a stale timestamp or a reused delivery id is refused,
+//! recorded as a security event, and changes nothing else.
+
+use std::os::unix::fs::PermissionsExt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::api::Http;
+use crate::harness::World;
+use crate::server::Reply;
+
+const HUB_SECRET: &str = "hub-secret-for-github-and-jira";
+const GITLAB_TOKEN: &str = "gitlab-token-shared-secret";
+const NOW_BASIC: &str = "writ-hook:servicenow basic password";
+const WHSEC_RAW: [u8; 32] = [42; 32];
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn iso(ms: i64) -> String {
+    writ_core::time::Timestamp::from_millis(ms).to_rfc3339()
+}
+
+fn hub(body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(writ_intake::hmac_sha256(HUB_SECRET.as_bytes(), body)))
+}
+
+fn sha256(body: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+/// Starts a server with five hooks; svc-hooks (owned by alice) requests on their behalf.
+fn start() -> Http {
+    let world = World::new();
+    world.writ(&["identity", "add", "svc-hooks", "--kind", "service_account", "--owner", "alice"]).ok();
+    let dir = world.dir.path().to_owned();
+    let secret = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let whsec = format!("whsec_{}", B64.encode(WHSEC_RAW));
+    let files = [
+        ("github", "github", secret("github.secret", HUB_SECRET)),
+        ("jira", "jira", secret("jira.secret", HUB_SECRET)),
+        ("gitlab", "gitlab", secret("gitlab.secret", GITLAB_TOKEN)),
+        ("servicenow", "servicenow", secret("servicenow.secret", NOW_BASIC)),
+        ("ops", "standard", secret("ops.secret", &whsec)),
+    ];
+    let mut config = String::new();
+    for (name, kind, file) in files {
+        config.push_str(&format!(
+            "[[hook]]\nname = \"{name}\"\nkind = \"{kind}\"\nsecret_file = \"{file}\"\nrequester = \"svc-hooks\"\n\
+             accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\" }}\n\n"
+        ));
+    }
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, config).unwrap();
+    Http::start_with(world, &["--config", path.to_str().unwrap()])
+}
+
+fn post(h: &Http, hook: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    h.api.send("POST", &format!("/hooks/{hook}"), None, &all, Some(body.to_vec()))
+}
+
+fn changes(h: &Http) -> Vec<String> {
+    let list = h.api.get("/api/v1/changes", &h.root);
+    list.expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn change(h: &Http, id: &str) -> Value {
+    h.api.get(&format!("/api/v1/changes/{id}"), &h.root).expect(200).clone()
+}
+
+/// The deliveries a change lists, as (source, id, late, sha256).
+fn deliveries(change: &Value) -> Vec<(String, String, bool, String)> {
+    change["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["source"].as_str().unwrap().to_owned(),
+                d["id"].as_str().unwrap().to_owned(),
+                d["late"].as_bool().unwrap(),
+                d["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn last_event_types(h: &Http, n: usize) -> Vec<String> {
+    let connection = rusqlite::Connection::open(&h.world.db).unwrap();
+    let mut statement = connection.prepare("SELECT type FROM events ORDER BY idx DESC LIMIT ?1").unwrap();
+    statement.query_map([n as i64], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// Everything but the ledger (which gains the security event) and the server's own leases.
+fn state(h: &Http) -> String {
+    h.settle();
+    h.world.fingerprint_except(&["leases", "events", "checkpoints"])
+}
+
+/// Sends a refused delivery and checks: 401 (or `status`) with `code`, one `intake.refused`
+/// event and nothing else changed.
+fn refused(h: &Http, hook: &str, headers: &[(&str, &str)], body: &[u8], status: u16, code: &str) {
+    let before = state(h);
+    let events = last_event_types(h, 100_000).len();
+    post(h, hook, headers, body).refused(status, code);
+    assert_eq!(state(h), before, "a refused delivery ({code}) changes nothing but the ledger");
+    let after = last_event_types(h, 100_000);
+    assert_eq!(after.len(), events + 1, "exactly one security event for {code}");
+    assert_eq!(after[0], "intake.refused");
+}
+
+fn jira_issue(event: &str, at: i64, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "timestamp": at,
+        "webhookEvent": event,
+        "issue_event_type_name": "issue_generic",
+        "user": {"accountId": "5b10a2844c20165700ede21g"},
+        "issue": {
+            "id": "10002", "key": "ACC-7", "self": "https://acme.atlassian.net/rest/api/2/issue/10002",
+            "fields": {
+                "summary": "Deploy access for bob",
+                "status": {"name": status},
+                "issuetype": {"name": "Access"}, "project": {"key": "ACC"},
+                "reporter": {"accountId": "5b10ac8d82e05b22cc7d4ef5"},
+                "description": "Bob is on the release rota.\nWrit-Grant: bob access:deploy-prod for 8h\nWrit-Event: adhoc"
+            }
+        },
+        "changelog": {"items": [{"field": "status", "fieldtype": "jira", "fromString": "Open", "toString": status}]}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn jira_deliveries_twice_out_of_order_and_late_make_one_change() {
+    let h = start();
+    let now = now_ms();
+    let before = changes(&h).len();
+    // "Approved" (newer) arrives before "created" (older).
+    let updated = jira_issue("jira:issue_updated", now - 1_000, "Approved");
+    let created = jira_issue("jira:issue_created", now - 60_000, "Open");
+    let jira = |id: &str, body: &[u8]| {
+        post(&h, "jira", &[("x-atlassian-webhook-identifier", id), ("x-hub-signature", &hub(body))], body)
+    };
+    let first = jira("wh-2", &updated);
+    let first = first.expect(200).clone();
+    assert_eq!(first["outcome"], "correlated", "{first}");
+    let id = first["changes"][0].as_str().unwrap().to_owned();
+    let late = jira("wh-1", &created);
+    assert_eq!(late.expect(200)["outcome"], "late", "the older version is attached, not acted on");
+    assert_eq!(late.body["changes"][0], id.as_str());
+    // The same delivery again (a Jira retry): recorded as a duplicate, nothing else.
+    let again = jira("wh-2", &updated);
+    assert_eq!(
+        (again.expect(200)["duplicate"].as_bool(), again.body["attempts"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert_eq!(changes(&h).len(), before + 1, "one change for the ticket, whatever the order");
+
+    let c = change(&h, &id);
+    assert_eq!(c["requester"], "svc-hooks");
+    assert_eq!(c["on_behalf_of"], "carol", "the reporter's account maps to carol");
+    assert_eq!(c["state"], "pending_approval");
+    assert!(c["references"].as_array().unwrap().contains(&json!({"kind": "ticket", "value": "ACC-7"})));
+    assert_eq!(
+        deliveries(&c),
+        vec![
+            ("jira".to_owned(), "wh-2".to_owned(), false, sha256(&updated)),
+            ("jira".to_owned(), "wh-1".to_owned(), true, sha256(&created)),
+        ],
+        "every delivery is on the change with the digest of its exact bytes"
+    );
+    let shown = h.world.writ(&["change", "show", &id]).ok();
+    assert!(
+        shown.contains("ACC-7") && shown.contains(&sha256(&created)) && shown.contains("LATE"),
+        "{shown}"
+    );
+
+    // Refused: a bad signature, a replay outside the tolerance, a missing delivery id.
+    let forged = jira_issue("jira:issue_updated", now, "Cancelled");
+    refused(
+        &h,
+        "jira",
+        &[("x-atlassian-webhook-identifier", "wh-3"), ("x-hub-signature", &hub(&updated))],
+        &forged,
+        401,
+        "hook.bad_signature",
+    );
+    let stale = jira_issue("jira:issue_updated", now - 2 * 3_600_000, "Cancelled");
+    refused(
+        &h,
+        "jira",
+        &[("x-atlassian-webhook-identifier", "wh-4"), ("x-hub-signature", &hub(&stale))],
+        &stale,
+        401,
+        "hook.stale_timestamp",
+    );
+    let before_missing = state(&h);
+    post(&h, "jira", &[("x-hub-signature", &hub(&forged))], &forged).refused(400, "hook.missing_delivery_id");
+    assert_eq!(state(&h), before_missing);
+    assert_eq!(change(&h, &id)["state"], "pending_approval", "no refused delivery cancelled anything");
+
+    // The ticket is cancelled (a newer version): the change is cancelled by the source.
+    let cancel = jira_issue("jira:issue_updated", now, "Cancelled");
+    let reply = jira("wh-5", &cancel);
+    assert_eq!(reply.expect(200)["outcome"], "correlated");
+    assert_eq!(change(&h, &id)["state"], "cancelled");
+    // An update after the change closed is attached and recorded; no second change.
+    let after = jira_issue("jira:issue_updated", now + 1_000, "Approved");
+    let reply = jira("wh-6", &after);
+    assert_eq!(reply.expect(200)["changes"][0], id.as_str());
+    assert!(reply.body["detail"].as_str().unwrap().contains("closed"), "{}", reply.body);
+    assert_eq!(changes(&h).len(), before + 1);
+    assert_eq!(deliveries(&change(&h, &id)).len(), 4);
+    h.world.writ(&["ledger", "verify"]).ok();
+}
+
+fn servicenow_record(state: &str, updated: &str, description: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"record": {
+        "sys_id": "c286d61347c80210d8e7b3c6d36d4357", "number": "CHG0030001", "state": state,
+        "approval": "requested", "type": "normal", "short_description": "Finance read for dave",
+        "description": description,
+        "requested_by": {"link": "https://acme.service-now.com/api/now/table/sys_user/5137153cc611227c000bbd1bd8cd2005", "value": "5137153cc611227c000bbd1bd8cd2005"},
+        "sys_updated_on": updated
+    }}))
+    .unwrap()
+}
+
+#[test]
+fn servicenow_github_gitlab_and_standard_webhooks_correlate_and_refuse() {
+    let h = start();
+    let now = now_ms();
+    let before = changes(&h).len();
+    let basic = format!("Basic {}", B64.encode(NOW_BASIC));
+    let fmt = |ms: i64| iso(ms).replace('T', " ").chars().take(19).collect::<String>();
+
+    // ServiceNow: the record opens a change; a resend of the same version is a duplicate; a
+    // cancellation (newer) cancels it; a late "new" (older) is attached and changes nothing.
+    let block = "Writ-Grant: dave access:finance-read\nWrit-Justification: month-end close";
+    let authorize = servicenow_record("-3", &fmt(now - 30_000), block);
+    let sn = |body: &[u8]| post(&h, "servicenow", &[("authorization", &basic)], body);
+    let opened = sn(&authorize).expect(200).clone();
+    let id = opened["changes"][0].as_str().unwrap().to_owned();
+    assert_eq!(sn(&authorize).expect(200)["duplicate"], true);
+    assert_eq!(sn(&servicenow_record("4", &fmt(now - 10_000), block)).expect(200)["outcome"], "correlated");
+    assert_eq!(sn(&servicenow_record("-5", &fmt(now - 60_000), block)).expect(200)["outcome"], "late");
+    let c = change(&h, &id);
+    assert_eq!(
+        (c["state"].as_str(), c["justification"].as_str()),
+        (Some("cancelled"), Some("month-end close"))
+    );
+    assert_eq!(deliveries(&c).len(), 3);
+    refused(
+        &h,
+        "servicenow",
+        &[("authorization", &format!("Basic {}", B64.encode("writ-hook:guess")))],
+        &authorize,
+        401,
+        "hook.bad_signature",
+    );
+
+    // GitHub: an open pull request asking for access waits in the queue; merging it opens the
+    // change and attaches the queued delivery; a push whose commit names the change is
+    // execution telemetry on it.
+    let pr = |action: &str, merged: bool, at: i64| {
+        serde_json::to_vec(&json!({
+            "action": action, "number": 7,
+            "pull_request": {"number": 7, "title": "Deploy role for svc-ci", "user": {"login": "octocat"},
+                "body": "Needed by the release job.\r\nWrit-Grant: svc-ci access:deploy-prod\r\nWrit-Event: deploy",
+                "merged": merged, "merge_commit_sha": "e5bd3914e2e596debea16f433f57875b5b90bcd6",
+                "updated_at": iso(at), "state": if merged { "closed" } else { "open" }},
+            "repository": {"full_name": "acme/infra"}, "sender": {"login": "octocat"}
+        }))
+        .unwrap()
+    };
+    let gh = |event: &str, delivery: &str, body: &[u8]| {
+        post(
+            &h,
+            "github",
+            &[
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &hub(body)),
+            ],
+            body,
+        )
+    };
+    let opened_pr = gh("pull_request", "gh-1", &pr("opened", false, now - 50_000));
+    assert_eq!(opened_pr.expect(200)["outcome"], "uncorrelated", "{}", opened_pr.body);
+    let queue = h.api.get("/api/v1/intake?outcome=uncorrelated", &h.root);
+    assert!(
+        queue.expect(200)["items"].as_array().unwrap().iter().any(|d| d["delivery"]["id"] == "gh-1"),
+        "visible in the queue"
+    );
+    let merged = gh("pull_request", "gh-2", &pr("closed", true, now - 40_000));
+    let pr_change = merged.expect(200)["changes"][0].as_str().unwrap().to_owned();
+    let attached = h.api.get("/api/v1/intake/github/gh-1", &h.root);
+    // It joined its change, as the older version it is.
+    assert_eq!(attached.expect(200)["outcome"], "late", "{}", attached.body);
+    assert_eq!(attached.body["changes"], json!([pr_change]));
+    let c = change(&h, &pr_change);
+    assert_eq!(c["event"], "deploy");
+    let refs = c["references"].as_array().unwrap();
+    assert!(refs.contains(&json!({"kind": "pull_request", "value": "acme/infra#7"})), "{c}");
+    assert!(refs.contains(&json!({"kind": "commit", "value": "e5bd3914e2e596debea16f433f57875b5b90bcd6"})));
+    let push = serde_json::to_vec(&json!({
+        "ref": "refs/heads/main", "after": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+        "repository": {"full_name": "acme/infra", "pushed_at": now / 1000},
+        "pusher": {"name": "octocat"},
+        "commits": [
+            {"id": "9fceb02d0ae598e95dc970b74767f19372d61af8", "message": format!("Apply deploy role\n\nWrit-Change: {pr_change}\n")},
+            {"id": "1111111111111111111111111111111111111111", "message": "Writ-Change: CHG-7ZZZZZZZZZZZZZZZZZZZZZZZZZ"}
+        ]
+    }))
+    .unwrap();
+    let pushed = gh("push", "gh-3", &push);
+    assert_eq!(pushed.expect(200)["changes"], json!([pr_change]), "{}", pushed.body);
+    assert!(
+        pushed.body["detail"].as_str().unwrap().contains("does not exist"),
+        "the unknown change is named: {}",
+        pushed.body
+    );
+    let c = change(&h, &pr_change);
+    assert_eq!(deliveries(&c).iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["gh-2", "gh-1", "gh-3"]);
+    assert!(
+        c["references"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"kind": "commit", "value": "9fceb02d0ae598e95dc970b74767f19372d61af8"}))
+    );
+    refused(
+        &h,
+        "github",
+        &[("x-github-event", "push"), ("x-github-delivery", "gh-4"), ("x-hub-signature-256", &hub(b"{}"))],
+        &push,
+        401,
+        "hook.bad_signature",
+    );
+    let old_push = String::from_utf8(push.clone())
+        .unwrap()
+        .replace(&format!("\"pushed_at\":{}", now / 1000), &format!("\"pushed_at\":{}", now / 1000 - 7200));
+    refused(
+        &h,
+        "github",
+        &[
+            ("x-github-event", "push"),
+            ("x-github-delivery", "gh-5"),
+            ("x-hub-signature-256", &hub(old_push.as_bytes())),
+        ],
+        old_push.as_bytes(),
+        401,
+        "hook.stale_timestamp",
+    );
+
+    // GitLab: a merged merge request with the classic token.
+    let mr = serde_json::to_vec(&json!({
+        "object_kind": "merge_request", "event_type": "merge_request",
+        "user": {"username": "root"}, "project": {"path_with_namespace": "acme/platform"},
+        "object_attributes": {"iid": 12, "title": "Read access for bob", "action": "merge", "state": "merged",
+            "description": "Writ-Grant: bob access:eng-read", "updated_at": iso(now - 5_000),
+            "merge_commit_sha": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"}
+    }))
+    .unwrap();
+    let gl = |token: &str, key: &str| {
+        post(
+            &h,
+            "gitlab",
+            &[("x-gitlab-event", "Merge Request Hook"), ("x-gitlab-token", token), ("idempotency-key", key)],
+            &mr,
+        )
+    };
+    let gl_change = gl(GITLAB_TOKEN, "gl-1").expect(200)["changes"][0].as_str().unwrap().to_owned();
+    assert_eq!(gl(GITLAB_TOKEN, "gl-1").expect(200)["duplicate"], true);
+    refused(
+        &h,
+        "gitlab",
+        &[
+            ("x-gitlab-event", "Merge Request Hook"),
+            ("x-gitlab-token", "gitlab-token-guess"),
+            ("idempotency-key", "gl-2"),
+        ],
+        &mr,
+        401,
+        "hook.bad_signature",
+    );
+
+    // Standard Webhooks: signed id and timestamp; the same id with other bytes is refused.
+    let seconds = now / 1000;
+    let event = |text: &str| {
+        serde_json::to_vec(
+            &json!({"type": "access.requested", "object": "app-42", "version": iso(now), "text": text}),
+        )
+        .unwrap()
+    };
+    let signed = |id: &str, at: i64, body: &[u8]| {
+        let signature = writ_intake::standard_signature(&WHSEC_RAW, id, at, body);
+        post(
+            &h,
+            "ops",
+            &[("webhook-id", id), ("webhook-timestamp", &at.to_string()), ("webhook-signature", &signature)],
+            body,
+        )
+    };
+    let std_body = event("Writ-Grant: carol access:eng-read for 2h");
+    let std_change =
+        signed("msg_1", seconds, &std_body).expect(200)["changes"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        signed("msg_1", seconds + 1, &std_body).expect(200)["duplicate"],
+        true,
+        "a retry is a new attempt of the same id"
+    );
+    let other = event("Writ-Grant: carol access:deploy-prod");
+    let before_reuse = state(&h);
+    signed("msg_1", seconds, &other).refused(409, "hook.delivery_id_reused");
+    assert_eq!(state(&h), before_reuse);
+    assert_eq!(last_event_types(&h, 1), ["intake.refused"]);
+    let old = seconds - 600;
+    let sig = writ_intake::standard_signature(&WHSEC_RAW, "msg_2", old, &std_body);
+    refused(
+        &h,
+        "ops",
+        &[("webhook-id", "msg_2"), ("webhook-timestamp", &old.to_string()), ("webhook-signature", &sig)],
+        &std_body,
+        401,
+        "hook.stale_timestamp",
+    );
+    post(&h, "nope", &[], b"{}").refused(404, "hook.unknown");
+
+    let all = changes(&h);
+    assert_eq!(all.len(), before + 4, "one change per ticket, pull request, merge request and event");
+    for id in [&id, &pr_change, &gl_change, &std_change] {
+        assert!(all.contains(id));
+    }
+    let listed = h.api.get("/api/v1/intake?limit=1000", &h.root).expect(200).clone();
+    let mut recorded: Vec<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!("{}/{}", d["delivery"]["source"].as_str().unwrap(), d["delivery"]["id"].as_str().unwrap())
+        })
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded.len(), 8, "every accepted delivery is recorded once, refused ones never: {listed}");
+    assert!(recorded.iter().filter(|r| r.starts_with("servicenow/")).count() == 3);
+    assert!(
+        ["github/gh-1", "github/gh-2", "github/gh-3", "gitlab/gl-1", "ops/msg_1"]
+            .iter()
+            .all(|d| recorded.contains(&d.to_string()))
+    );
+    h.api.get("/api/v1/intake", &h.alice).refused(403, "auth.role_required");
+    h.world.writ(&["ledger", "verify"]).ok();
+}
