@@ -87,6 +87,11 @@ pub enum Top {
     /// change and time-bound; listed and exported.
     #[command(subcommand)]
     Exception(ExceptionCmd),
+    /// Deliveries from other systems (IdP feeds, ITSM and SCM webhooks received by `writ
+    /// serve` at /hooks/NAME): what each became, the changes it is attached to, and the queue
+    /// of those no change could be found or opened for (`--outcome uncorrelated`).
+    #[command(subcommand)]
+    Intake(IntakeCmd),
     /// Policy as code: show, check, load, test and explain the policy (Cedar files and
     /// rules.toml in a directory you keep in git; without one, Writ's default pack is in force).
     #[command(subcommand)]
@@ -686,4 +691,19 @@ pub struct TargetAddArgs {
     /// Who registers it (defaults to the local administrator).
     #[arg(long = "as", value_name = "ACTOR")]
     pub actor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IntakeCmd {
+    /// Deliveries, most recently updated first.
+    List {
+        /// Only deliveries with this outcome: correlated, late, uncorrelated, refused, ignored.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One delivery: where it came from, the SHA-256 of its bytes, what it became.
+    Show { source: String, id: String },
 }

@@ -186,6 +186,7 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         }
         Top::Finding(command) => finding(&client, command, json),
         Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
+        Top::Intake(command) => crate::intake_cmd::run_remote(&client, command, json),
         Top::RunDue(_) => Err(CliError::new(
             "input.not_remote",
             "a server does due work itself (every second, on one instance)",

@@ -102,6 +102,7 @@ fn is_read(command: &Top) -> bool {
             | Top::Exception(
                 ExceptionCmd::List { .. } | ExceptionCmd::Show { .. } | ExceptionCmd::Export { .. }
             )
+            | Top::Intake(_)
             | Top::Token(TokenCmd::List)
             | Top::Role(RoleCmd::List)
     )
@@ -121,6 +122,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         }
         Top::Finding(command) => finding(engine, command, json),
         Top::Exception(command) => crate::exception_cmd::run_local(engine, command, json),
+        Top::Intake(command) => crate::intake_cmd::run_local(engine, command, json),
         Top::RunDue(args) => {
             let expired = engine.expire_due()?;
             let deadlines = engine.deadlines_due()?;

@@ -14,6 +14,7 @@ mod db;
 mod demo;
 mod demo_targets;
 mod exception_cmd;
+mod intake_cmd;
 mod keys;
 mod ledger;
 mod policy_cmd;

@@ -269,6 +269,41 @@ pub fn delivery_json(d: &writ_core::intake::Delivery, link: Option<(u64, bool)>)
     value
 }
 
+/// The JSON of a delivery record (the API's and `writ intake --json`'s).
+pub fn delivery_record_json(r: &writ_core::intake::DeliveryRecord) -> Value {
+    json!({
+        "delivery": delivery_json(&r.delivery, None),
+        "outcome": r.outcome.as_str(),
+        "changes": r.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "detail": r.detail,
+        "attempts": r.attempts,
+        "updated_at": r.updated_at.to_rfc3339(),
+    })
+}
+
+/// One line per delivery: when, source/id, outcome, changes, detail.
+pub fn deliveries_text(items: &[Value]) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let mut out = String::new();
+    for r in items {
+        let changes: Vec<String> = r["changes"].as_array().into_iter().flatten().map(text).collect();
+        out.push_str(&format!(
+            "{}  {}/{}  {:<12} {:<28} {} (x{})\n",
+            text(&r["updated_at"]),
+            text(&r["delivery"]["source"]),
+            text(&r["delivery"]["id"]),
+            text(&r["outcome"]),
+            if changes.is_empty() { "-".to_owned() } else { changes.join(",") },
+            text(&r["detail"]),
+            r["attempts"],
+        ));
+    }
+    if items.is_empty() {
+        out.push_str("no deliveries\n");
+    }
+    out
+}
+
 pub fn evidence_json(evidence: &writ_core::event::EvidenceRef) -> Value {
     json!({
         "sha256": hex::encode(evidence.digest),

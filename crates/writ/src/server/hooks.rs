@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use writ_core::access::Action;
-use writ_core::intake::{DeliveryRecord, Outcome, RefusedDelivery};
+use writ_core::intake::{Outcome, RefusedDelivery};
 use writ_core::name::{IdentityName, SourceName};
 use writ_core::time::Duration;
 use writ_engine::intake::Source;
@@ -130,18 +130,6 @@ pub fn operations() -> Vec<Operation> {
     ]
 }
 
-/// The JSON of a delivery record (the API's and `writ intake --json`'s).
-pub fn record_json(r: &DeliveryRecord) -> Value {
-    json!({
-        "delivery": crate::render::delivery_json(&r.delivery, None),
-        "outcome": r.outcome.as_str(),
-        "changes": r.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "detail": r.detail,
-        "attempts": r.attempts,
-        "updated_at": r.updated_at.to_rfc3339(),
-    })
-}
-
 async fn receive(
     axum::extract::State(state): axum::extract::State<State>,
     Path(name): Path<String>,
@@ -180,7 +168,7 @@ async fn receive(
             Err(error) => return Err(ApiError::bad_request(error.code(), error.to_string())),
         };
         let receipt = state.engine.receive(&hook.source, parsed, sha256)?;
-        let mut body = record_json(&receipt.record);
+        let mut body = crate::render::delivery_record_json(&receipt.record);
         if let Some(map) = body.as_object_mut() {
             map.insert("duplicate".into(), json!(receipt.duplicate));
         }
@@ -205,7 +193,12 @@ async fn list(
     let outcome = query.outcome.as_deref().map(Outcome::parse).transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     blocking(&state, move |state| {
-        let items: Vec<Value> = state.engine.deliveries(outcome, limit)?.iter().map(record_json).collect();
+        let items: Vec<Value> = state
+            .engine
+            .deliveries(outcome, limit)?
+            .iter()
+            .map(crate::render::delivery_record_json)
+            .collect();
         Ok(axum::Json(json!({ "items": items })))
     })
     .await
@@ -218,5 +211,8 @@ async fn show(
 ) -> ApiResult<axum::Json<Value>> {
     caller.may(Action::ReadLedger)?;
     let source = SourceName::parse(&source)?;
-    blocking(&state, move |state| Ok(axum::Json(record_json(&state.engine.delivery(&source, &id)?)))).await
+    blocking(&state, move |state| {
+        Ok(axum::Json(crate::render::delivery_record_json(&state.engine.delivery(&source, &id)?)))
+    })
+    .await
 }

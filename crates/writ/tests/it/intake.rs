@@ -230,6 +230,18 @@ fn jira_deliveries_twice_out_of_order_and_late_make_one_change() {
     assert!(reply.body["detail"].as_str().unwrap().contains("closed"), "{}", reply.body);
     assert_eq!(changes(&h).len(), before + 1);
     assert_eq!(deliveries(&change(&h, &id)).len(), 4);
+    // The CLI reads the same records.
+    let late = h.world.writ(&["intake", "list", "--outcome", "late", "--json"]).json();
+    let ids: Vec<&str> =
+        late["items"].as_array().unwrap().iter().map(|d| d["delivery"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["wh-1"]);
+    let shown = h.world.writ(&["intake", "show", "jira", "wh-2"]).ok();
+    assert!(shown.contains("jira/wh-2") && shown.contains("correlated") && shown.contains("(x2)"), "{shown}");
+    assert_eq!(
+        h.world.writ(&["intake", "list", "--outcome", "lost"]).code,
+        2,
+        "an unknown outcome is an input error"
+    );
     h.world.writ(&["ledger", "verify"]).ok();
 }
 
