@@ -39,7 +39,7 @@ pub fn run_remote(client: &Client, command: IntakeCmd, json: bool) -> Result<(),
                 path.push_str(&format!("&outcome={o}"));
             }
             let value = client.json("GET", &path, None)?;
-            let items = value["items"].as_array().cloned().unwrap_or_default();
+            let items = value.get("items").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
             print(json, value, || deliveries_text(&items));
         }
         IntakeCmd::Show { source, id } => {
