@@ -192,7 +192,7 @@ impl Engine {
                     targets.push((id.clone(), None));
                 }
             }
-        } else if let Some((first, _)) = targets.first() {
+        } else if let (Some((first, _)), Some(_)) = (targets.first(), &delivery.object) {
             // A ticket that names its change: later updates of the ticket find it too.
             self.store.bind_object(&source.name, &object, first, now)?;
         } else if parsed.request.is_some() && !late {
