@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use writ_core::change::{BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification};
+use writ_core::change::{BusinessEvent, ChangeId, ExternalRef, Justification};
 use writ_core::event::RegistryEvent;
 use writ_core::identity::{Actor, SystemActor};
 use writ_core::intake::{Delivery, DeliveryEventKind, DeliveryRecord, Outcome, RefusedDelivery};
@@ -50,6 +50,15 @@ pub struct Receipt {
 
 /// Queued deliveries a pass attaches at most, per object.
 const SWEEP_LIMIT: usize = 200;
+
+/// What asking for a delivery's change came to.
+enum Opened {
+    Change(ChangeId),
+    /// The rules or policy refused it (the reason is in the notes).
+    Refused,
+    /// The delivery asks for nothing that can be opened now.
+    NotAsked,
+}
 
 impl Engine {
     /// Records a delivery refused before it was believed (a security event).
@@ -175,21 +184,21 @@ impl Engine {
         };
         let mut notes: Vec<String> = Vec::new();
         let mut targets: Vec<(ChangeId, Option<ExternalRef>)> = Vec::new();
+        let mut opened = Opened::NotAsked;
         for (id, commit) in &parsed.changes {
-            match self.store.change_events(id)?.is_empty() {
-                true => notes.push(format!("names {id}, which does not exist")),
-                false => targets.push((id.clone(), commit.clone())),
+            if self.exists(id)? {
+                targets.push((id.clone(), commit.clone()));
+            } else {
+                notes.push(format!("names {id}, which does not exist"));
             }
         }
         if let Some((id, _)) = &bound {
             if !targets.iter().any(|(t, _)| t == id) {
-                if self.store.change_events(id)?.is_empty() {
-                    // Reserved by an earlier delivery whose change was never opened.
-                    if let Some(opened) = self.open_for(source, parsed, id.clone(), late, &mut notes)? {
-                        targets.push((opened, None));
-                    }
-                } else {
+                if self.exists(id)? {
                     targets.push((id.clone(), None));
+                } else {
+                    // Reserved by an earlier delivery whose change was never opened.
+                    opened = self.open_for(source, parsed, id.clone(), late, &mut notes)?;
                 }
             }
         } else if let (Some((first, _)), Some(_)) = (targets.first(), &delivery.object) {
@@ -202,12 +211,14 @@ impl Engine {
                 &ChangeId::generate(now, crate::random_bits()?),
                 now,
             )?;
-            let reserved = if self.store.change_events(&reserved)?.is_empty() {
-                self.open_for(source, parsed, reserved, late, &mut notes)?
+            opened = if self.exists(&reserved)? {
+                Opened::Change(reserved)
             } else {
-                Some(reserved)
+                self.open_for(source, parsed, reserved, late, &mut notes)?
             };
-            targets.extend(reserved.map(|id| (id, None)));
+        }
+        if let Opened::Change(id) = &opened {
+            targets.push((id.clone(), None));
         }
         let mut record = DeliveryRecord {
             delivery,
@@ -228,7 +239,7 @@ impl Engine {
         record.outcome = match (record.changes.is_empty(), late) {
             (false, true) => Outcome::Late,
             (false, false) => Outcome::Correlated,
-            (true, _) if notes.iter().any(|n| n.starts_with("refused")) => Outcome::Refused,
+            (true, _) if matches!(opened, Opened::Refused) => Outcome::Refused,
             (true, _) if parsed.block_error.is_some() => {
                 notes.extend(parsed.block_error.iter().map(|e| format!("refused: {e}")));
                 Outcome::Refused
@@ -262,10 +273,10 @@ impl Engine {
         id: ChangeId,
         late: bool,
         notes: &mut Vec<String>,
-    ) -> Result<Option<ChangeId>> {
+    ) -> Result<Opened> {
         let Some(block) = parsed.request.as_ref().filter(|_| !late) else {
             notes.push(format!("{id} is reserved for this object but not opened yet"));
-            return Ok(None);
+            return Ok(Opened::NotAsked);
         };
         let on_behalf_of = parsed.account.as_ref().and_then(|a| source.accounts.get(a)).cloned();
         if let (Some(account), None) = (&parsed.account, &on_behalf_of) {
@@ -276,34 +287,35 @@ impl Engine {
             .clone()
             .or_else(|| parsed.summary.clone())
             .unwrap_or_else(|| format!("{} from {}", parsed.event, source.name));
-        let input = RequestInput {
-            requester: source.requester.clone(),
-            on_behalf_of: on_behalf_of.filter(|p| *p != source.requester),
-            ops: block
-                .ops
-                .iter()
-                .map(|op| RequestedOp {
-                    action: op.action,
-                    identity: op.identity.clone(),
-                    entitlement: op.entitlement.clone(),
-                    duration: op.duration,
-                })
-                .collect(),
-            justification: Justification::parse(&text)?,
-            refs: Vec::new(),
-            event: block.event.unwrap_or(BusinessEvent::Adhoc),
-        };
-        match self.request_as(id.clone(), input) {
-            Ok(record) => Ok(Some(record.change.id)),
+        let opened = Justification::parse(&text).map_err(EngineError::from).and_then(|justification| {
+            let input = RequestInput {
+                requester: source.requester.clone(),
+                on_behalf_of: on_behalf_of.filter(|p| *p != source.requester),
+                ops: block
+                    .ops
+                    .iter()
+                    .map(|op| RequestedOp {
+                        action: op.action,
+                        identity: op.identity.clone(),
+                        entitlement: op.entitlement.clone(),
+                        duration: op.duration,
+                    })
+                    .collect(),
+                justification,
+                refs: Vec::new(),
+                event: block.event.unwrap_or(BusinessEvent::Adhoc),
+            };
+            self.request_as(id.clone(), input)
+        });
+        match opened {
+            Ok(record) => Ok(Opened::Change(record.change.id)),
             // Opened by a concurrent delivery about the same object.
-            Err(EngineError::Store(writ_store::StoreError::Conflict(_)))
-                if !self.store.change_events(&id)?.is_empty() =>
-            {
-                Ok(Some(id))
+            Err(EngineError::Store(writ_store::StoreError::Conflict(_))) if self.exists(&id)? => {
+                Ok(Opened::Change(id))
             }
             Err(error) if refusable(&error) => {
                 notes.push(format!("refused: {} ({})", error, error.code()));
-                Ok(None)
+                Ok(Opened::Refused)
             }
             Err(error) => Err(error),
         }
@@ -320,33 +332,36 @@ impl Engine {
         notes: &mut Vec<String>,
     ) -> Result<()> {
         let label = format!("{}/{}", delivery.source, delivery.id);
-        match self.transition(id, Command::Link { delivery: Box::new(delivery), late }) {
-            Ok(_) | Err(EngineError::Refused(writ_core::Refusal::AlreadyLinked { .. })) => {}
-            Err(error) => return Err(error),
-        }
-        let change = self.load(id)?.change;
+        let change = self.link(id, delivery, late)?;
         if change.state.is_terminal() {
             notes.push(format!("{id} is closed ({}): recorded only", change.state));
         } else if late {
             notes.push(format!("older than a version already seen: recorded on {id}, not acted on"));
         } else if cancelled {
-            let cancellable = [
-                ChangeState::Requested,
-                ChangeState::PendingApproval,
-                ChangeState::Approved,
-                ChangeState::Failed,
-            ];
-            if cancellable.contains(&change.state) && change.origin.is_none() {
-                self.cancel(id, requester, format!("cancelled in the source ({label})"))?;
-                notes.push(format!("cancelled {id}"));
-            } else {
-                notes.push(format!(
-                    "cancelled in the source, but {id} is {}: a person must decide",
-                    change.state
-                ));
+            // The core decides what can be cancelled; what it refuses is for a person.
+            match self.cancel(id, requester, format!("cancelled in the source ({label})")) {
+                Ok(_) => notes.push(format!("cancelled {id}")),
+                Err(EngineError::Refused(refusal)) if refusal.code().starts_with("state.") => notes.push(
+                    format!("cancelled in the source, but {id} is {}: a person must decide", change.state),
+                ),
+                Err(error) => return Err(error),
             }
         }
         Ok(())
+    }
+
+    /// Attaches a delivery to a change (attaching it again is not an error); the change after.
+    fn link(&self, id: &ChangeId, delivery: Delivery, late: bool) -> Result<writ_core::change::Change> {
+        match self.transition(id, Command::Link { delivery: Box::new(delivery), late }) {
+            Ok(record) => Ok(record.change),
+            Err(EngineError::Refused(writ_core::Refusal::AlreadyLinked { .. })) => Ok(self.load(id)?.change),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether a change with this ID has been opened.
+    fn exists(&self, id: &ChangeId) -> Result<bool> {
+        Ok(!self.store.change_events(id)?.is_empty())
     }
 
     /// Attaches the queued deliveries about an object once it has a change. Best effort: a
@@ -373,10 +388,7 @@ impl Engine {
             None => None,
         };
         let late = matches!((seen, queued.delivery.version), (Some(seen), Some(v)) if v < seen);
-        match self.transition(change, Command::Link { delivery: Box::new(queued.delivery.clone()), late }) {
-            Ok(_) | Err(EngineError::Refused(writ_core::Refusal::AlreadyLinked { .. })) => {}
-            Err(error) => return Err(error),
-        }
+        self.link(change, queued.delivery.clone(), late)?;
         let attached = DeliveryRecord {
             outcome: if late { Outcome::Late } else { Outcome::Correlated },
             changes: vec![change.clone()],

@@ -473,8 +473,8 @@ fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), Cli
     }
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-fn percent(value: &str) -> String {
+/// Percent-encodes a query value or a path segment (everything but unreserved characters).
+pub(crate) fn percent(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

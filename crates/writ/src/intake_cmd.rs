@@ -45,20 +45,13 @@ pub fn run_remote(client: &Client, command: IntakeCmd, json: bool) -> Result<(),
         IntakeCmd::Show { source, id } => {
             SourceName::parse(&source)?;
             writ_core::intake::key(&id, "delivery id")?;
-            let value = client.json("GET", &format!("/api/v1/intake/{source}/{}", percent(&id)), None)?;
+            let value = client.json(
+                "GET",
+                &format!("/api/v1/intake/{source}/{}", crate::client::percent(&id)),
+                None,
+            )?;
             print(json, value.clone(), || deliveries_text(&[value]));
         }
     }
     Ok(())
-}
-
-/// Percent-encodes a path segment (delivery ids may hold `@`, `:` or spaces).
-fn percent(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
