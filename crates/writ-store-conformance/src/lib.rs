@@ -44,6 +44,7 @@ const TESTS: &[(&str, Test)] = &[
     ("findings: opened once, moved only from the state read, each with its event", findings),
     ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
     ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
+    ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -599,4 +600,73 @@ fn intake(store: Arc<dyn Store>) {
     );
     let about = store.deliveries_about(&jira, "10001").unwrap();
     assert_eq!(about.iter().map(|r| r.delivery.id.as_str()).collect::<Vec<_>>(), ["d-1", "d-2"]);
+}
+
+fn scim(store: Arc<dyn Store>) {
+    use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
+    use writ_core::name::SourceName;
+    use writ_store::ScimRow;
+    let at = Timestamp::from_millis;
+    let source = SourceName::parse("scim").unwrap();
+    let delivery = |id: &str| DeliveryRecord {
+        delivery: Delivery {
+            source: source.clone(),
+            id: id.into(),
+            event: "scim.user.created".into(),
+            object: Some("Users/u-1".into()),
+            version: None,
+            sha256: [7; 32],
+            received_at: at(10),
+            refs: Vec::new(),
+        },
+        outcome: Outcome::Ignored,
+        changes: Vec::new(),
+        detail: "no access change".into(),
+        attempts: 1,
+        updated_at: at(10),
+    };
+    let row = ScimRow {
+        kind: "User".into(),
+        id: "u-1".into(),
+        name_key: "bjensen".into(),
+        identity: Some(IdentityName::parse("bjensen").unwrap()),
+        doc: "{\"userName\":\"bjensen\"}".into(),
+        version: 1,
+        created: at(10),
+        updated: at(10),
+        deleted: false,
+        settled: "{}".into(),
+    };
+    let first = store.scim_write(&row, None, &delivery("u-1/1"), &event(None, None, "s1")).unwrap();
+    assert_eq!(store.scim_resource("User", "u-1").unwrap(), Some(row.clone()));
+    assert_eq!(
+        store.delivery(&source, "u-1/1").unwrap(),
+        Some(delivery("u-1/1")),
+        "the delivery is written with it"
+    );
+    // A second live resource with the same name, or a stale version, writes nothing.
+    let twin = ScimRow { id: "u-2".into(), ..row.clone() };
+    let taken = store.scim_write(&twin, None, &delivery("u-2/1"), &event(None, None, "s2"));
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert_eq!(store.delivery(&source, "u-2/1").unwrap(), None);
+    let next = ScimRow { version: 2, doc: "{}".into(), updated: at(20), ..row.clone() };
+    let stale = store.scim_write(&next, Some(5), &delivery("u-1/2"), &event(None, None, "s3"));
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let second = store.scim_write(&next, Some(1), &delivery("u-1/2"), &event(None, None, "s4")).unwrap();
+    assert_eq!(second, first + 1, "refused writes appended nothing");
+    // Settling moves only from the state read.
+    assert!(matches!(
+        store.scim_settle("User", "u-1", "{\"step\":1}", "{\"step\":9}"),
+        Err(StoreError::Conflict(_))
+    ));
+    store.scim_settle("User", "u-1", "{\"step\":1}", "{}").unwrap();
+    // A tombstone frees the name but stays readable and listable on request.
+    let gone = ScimRow { version: 3, deleted: true, settled: "{\"step\":1}".into(), ..next.clone() };
+    store.scim_write(&gone, Some(2), &delivery("u-1/3"), &event(None, None, "s5")).unwrap();
+    store.scim_write(&twin, None, &delivery("u-2/1"), &event(None, None, "s6")).unwrap();
+    let live: Vec<String> = store.scim_resources("User", false).unwrap().into_iter().map(|r| r.id).collect();
+    let all: Vec<String> = store.scim_resources("User", true).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!((live, all), (vec!["u-2".to_owned()], vec!["u-1".to_owned(), "u-2".to_owned()]));
+    assert_eq!(store.scim_resource("User", "u-1").unwrap().map(|r| r.deleted), Some(true));
+    assert!(store.scim_resources("Group", true).unwrap().is_empty());
 }

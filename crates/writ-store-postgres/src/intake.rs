@@ -48,6 +48,34 @@ fn see_version(tx: &mut Tx<'_, '_>, r: &DeliveryRecord) -> Result<()> {
     Ok(())
 }
 
+/// Inserts a delivery row; `Conflict` if (source, id) is recorded already.
+pub(crate) fn insert_delivery(tx: &mut Tx<'_, '_>, row: &DeliveryRow) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO deliveries ({COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ),
+        &[
+            &row.source,
+            &row.id,
+            &row.event,
+            &row.object,
+            &row.version,
+            &row.sha256,
+            &row.received,
+            &row.refs,
+            &row.outcome,
+            &row.changes,
+            &row.detail,
+            &row.attempts,
+            &row.updated,
+        ],
+    )
+    .map_err(map_err)
+    .map_err(conflict_as(format!("delivery {} from {} is recorded already", row.id, row.source)))?;
+    Ok(())
+}
+
 impl PostgresStore {
     fn read_deliveries(
         &self,
@@ -87,29 +115,7 @@ impl IntakeStore for PostgresStore {
         let (record, event) = (record.clone(), event.clone());
         let row = DeliveryRow::from_record(&record)?;
         self.write(move |tx, next| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO deliveries ({COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                ),
-                &[
-                    &row.source,
-                    &row.id,
-                    &row.event,
-                    &row.object,
-                    &row.version,
-                    &row.sha256,
-                    &row.received,
-                    &row.refs,
-                    &row.outcome,
-                    &row.changes,
-                    &row.detail,
-                    &row.attempts,
-                    &row.updated,
-                ],
-            )
-            .map_err(map_err)
-            .map_err(conflict_as(format!("delivery {} from {} is recorded already", row.id, row.source)))?;
+            insert_delivery(tx, &row)?;
             see_version(tx, &record)?;
             Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
         })

@@ -14,6 +14,7 @@ mod access;
 mod exceptions;
 mod findings;
 mod intake;
+mod scim;
 mod writer;
 
 use postgres::error::SqlState;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_findings.sql"),
     include_str!("../migrations/0009_exceptions.sql"),
     include_str!("../migrations/0010_intake.sql"),
+    include_str!("../migrations/0011_scim.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

@@ -49,6 +49,37 @@ fn see_version(tx: &Transaction<'_>, r: &DeliveryRecord) -> Result<()> {
     Ok(())
 }
 
+/// Inserts a delivery row; `Conflict` if (source, id) is recorded already.
+pub(crate) fn insert_delivery(tx: &Transaction<'_>, row: &DeliveryRow) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO deliveries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            row.source,
+            row.id,
+            row.event,
+            row.object,
+            row.version,
+            row.sha256,
+            row.received,
+            row.refs,
+            row.outcome,
+            row.changes,
+            row.detail,
+            row.attempts,
+            row.updated,
+        ])
+    })
+    .map_err(|error| match map_err(error) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict(format!("delivery {} from {} is recorded already", row.id, row.source))
+        }
+        other => other,
+    })?;
+    Ok(())
+}
+
 impl SqliteStore {
     fn read_deliveries(&self, filter: &str, values: &[&dyn rusqlite::ToSql]) -> Result<Vec<DeliveryRecord>> {
         let connection = self.lock()?;
@@ -88,32 +119,7 @@ impl IntakeStore for SqliteStore {
         let (record, event) = (record.clone(), event.clone());
         let row = DeliveryRow::from_record(&record)?;
         one_index(self.writer.submit(Box::new(move |tx| {
-            tx.prepare_cached(&format!(
-                "INSERT INTO deliveries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ))
-            .and_then(|mut s| {
-                s.execute(params![
-                    row.source,
-                    row.id,
-                    row.event,
-                    row.object,
-                    row.version,
-                    row.sha256,
-                    row.received,
-                    row.refs,
-                    row.outcome,
-                    row.changes,
-                    row.detail,
-                    row.attempts,
-                    row.updated,
-                ])
-            })
-            .map_err(|error| match map_err(error) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("delivery {} from {} is recorded already", row.id, row.source))
-                }
-                other => other,
-            })?;
+            insert_delivery(tx, &row)?;
             see_version(tx, &record)?;
             append(tx, std::slice::from_ref(&event))
         }))?)

@@ -32,12 +32,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_findings.sql"),
     include_str!("../migrations/0009_exceptions.sql"),
     include_str!("../migrations/0010_intake.sql"),
+    include_str!("../migrations/0011_scim.sql"),
 ];
 
 mod access;
 mod exceptions;
 mod findings;
 mod intake;
+mod scim;
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -526,6 +526,48 @@ pub trait PolicyStore {
     fn policy(&self, hash: Option<&str>) -> Result<Option<(String, String)>>;
 }
 
+/// A SCIM resource (a User or a Group pushed by an identity provider) as stored: the resource
+/// document (JSON, attributes only), its version, and for a User the Writ identity it is and the
+/// lifecycle state the engine has settled (JSON, the engine's own). A deleted resource is kept
+/// as a tombstone: its lifecycle must still be settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimRow {
+    /// `User` or `Group`.
+    pub kind: String,
+    pub id: String,
+    /// The unique name (userName, displayName), lower-cased: unique among live resources.
+    pub name_key: String,
+    pub identity: Option<IdentityName>,
+    pub doc: String,
+    pub version: i64,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    pub deleted: bool,
+    pub settled: String,
+}
+
+/// SCIM resources. Every write carries the delivery that records it (and its ledger event) in
+/// the same transaction.
+pub trait ScimStore {
+    /// The resource, deleted or not.
+    fn scim_resource(&self, kind: &str, id: &str) -> Result<Option<ScimRow>>;
+    /// Every resource of `kind` (tombstones too if `deleted`), oldest first.
+    fn scim_resources(&self, kind: &str, deleted: bool) -> Result<Vec<ScimRow>>;
+    /// Creates (`expected` None) or replaces (`expected` Some(version read)) a resource, and
+    /// records `delivery` with its ledger event. `Conflict` if the version moved on or a live
+    /// resource of the kind has the name already: nothing is written.
+    fn scim_write(
+        &self,
+        row: &ScimRow,
+        expected: Option<i64>,
+        delivery: &DeliveryRecord,
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// Records the lifecycle state settled for a resource. `Conflict` unless the stored state
+    /// is still `expected`.
+    fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()>;
+}
+
 /// Everything the engine needs, as one object.
 pub trait Store:
     RegistryStore
@@ -533,6 +575,7 @@ pub trait Store:
     + FindingStore
     + ExceptionStore
     + IntakeStore
+    + ScimStore
     + ChangeStore
     + GrantStore
     + EventLog
@@ -551,6 +594,7 @@ impl<T> Store for T where
         + FindingStore
         + ExceptionStore
         + IntakeStore
+        + ScimStore
         + ChangeStore
         + GrantStore
         + EventLog

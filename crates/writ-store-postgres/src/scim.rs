@@ -1,0 +1,132 @@
+//! SCIM resources in PostgreSQL: each write with its delivery and ledger event in one
+//! transaction.
+
+use writ_core::intake::DeliveryRecord;
+use writ_core::name::IdentityName;
+use writ_core::time::Timestamp;
+use writ_store::{DeliveryRow, NewEvent, Result, ScimRow, ScimStore, StoreError};
+
+use crate::{PostgresStore, append, conflict_as, corrupt, map_err};
+
+const COLUMNS: &str = "kind, id, name_key, identity, doc, version, created_ms, updated_ms, deleted, settled";
+
+fn from_row(row: &postgres::Row) -> Result<ScimRow> {
+    let identity: Option<String> = row.get(3);
+    Ok(ScimRow {
+        kind: row.get(0),
+        id: row.get(1),
+        name_key: row.get(2),
+        identity: identity.map(|i| IdentityName::parse(&i)).transpose().map_err(corrupt("SCIM identity"))?,
+        doc: row.get(4),
+        version: row.get(5),
+        created: Timestamp::from_millis(row.get(6)),
+        updated: Timestamp::from_millis(row.get(7)),
+        deleted: row.get::<_, i64>(8) != 0,
+        settled: row.get(9),
+    })
+}
+
+impl ScimStore for PostgresStore {
+    fn scim_resource(&self, kind: &str, id: &str) -> Result<Option<ScimRow>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(
+                &format!("SELECT {COLUMNS} FROM scim_resources WHERE kind = $1 AND id = $2"),
+                &[&kind, &id],
+            )
+            .map_err(map_err)?;
+        rows.first().map(from_row).transpose()
+    }
+
+    fn scim_resources(&self, kind: &str, deleted: bool) -> Result<Vec<ScimRow>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM scim_resources WHERE kind = $1 AND ($2 OR deleted = 0) ORDER BY created_ms, id"
+                ),
+                &[&kind, &deleted],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    fn scim_write(
+        &self,
+        row: &ScimRow,
+        expected: Option<i64>,
+        delivery: &DeliveryRecord,
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (row, event) = (row.clone(), event.clone());
+        let delivery = DeliveryRow::from_record(delivery)?;
+        self.write(move |tx, next| {
+            let identity = row.identity.as_ref().map(ToString::to_string);
+            let deleted = i64::from(row.deleted);
+            let (created, updated) = (row.created.as_millis(), row.updated.as_millis());
+            let taken = format!("a {} named {:?} exists already", row.kind, row.name_key);
+            let written = match expected {
+                None => tx.execute(
+                    &format!("INSERT INTO scim_resources ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                    &[
+                        &row.kind,
+                        &row.id,
+                        &row.name_key,
+                        &identity,
+                        &row.doc,
+                        &row.version,
+                        &created,
+                        &updated,
+                        &deleted,
+                        &row.settled,
+                    ],
+                ),
+                Some(version) => tx.execute(
+                    "UPDATE scim_resources SET name_key = $3, identity = $4, doc = $5, version = $6,
+                     created_ms = $7, updated_ms = $8, deleted = $9, settled = $10
+                     WHERE kind = $1 AND id = $2 AND version = $11",
+                    &[
+                        &row.kind,
+                        &row.id,
+                        &row.name_key,
+                        &identity,
+                        &row.doc,
+                        &row.version,
+                        &created,
+                        &updated,
+                        &deleted,
+                        &row.settled,
+                        &version,
+                    ],
+                ),
+            }
+            .map_err(map_err)
+            .map_err(conflict_as(taken))?;
+            if written != 1 {
+                return Err(StoreError::Conflict(format!("{} {} changed since it was read", row.kind, row.id)));
+            }
+            crate::intake::insert_delivery(tx, &delivery)?;
+            let indices = append(tx, next, std::slice::from_ref(&event))?;
+            let index = indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))?;
+            Ok((index, 1))
+        })
+    }
+
+    fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()> {
+        let changed = self.side(|tx| {
+            tx.execute(
+                "UPDATE scim_resources SET settled = $3 WHERE kind = $1 AND id = $2 AND settled = $4",
+                &[&kind, &id, &settled, &expected],
+            )
+            .map_err(map_err)
+        })?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!(
+                "the lifecycle of {kind} {id} was settled concurrently"
+            )));
+        }
+        Ok(())
+    }
+}
