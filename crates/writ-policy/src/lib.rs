@@ -22,7 +22,10 @@ use std::collections::BTreeSet;
 use writ_core::time::Duration;
 
 pub use bundle::{DEFAULT_TESTS, MAX_FILE_BYTES, MAX_FILES, PolicyBundle};
-pub use rules::{Breakglass, Eligible, ExceptionPolicy, Rules, Slot, Tier, Validation, glob};
+pub use rules::{
+    Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy, Record, Rules, Slot, Tier, Validation,
+    glob,
+};
 
 /// A policy that cannot be used: where and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -24,6 +24,67 @@ struct RulesFile {
     rule: Vec<Spanned<RuleSpec>>,
     #[serde(default)]
     exception: Option<Spanned<ExceptionSpec>>,
+    #[serde(default)]
+    birthright: Vec<Spanned<BirthrightSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BirthrightSpec {
+    id: String,
+    description: Option<String>,
+    #[serde(default)]
+    when: BirthrightWhen,
+    grant: Vec<String>,
+}
+
+/// What a person's IdP record must show for a birthright rule to apply: every key given must
+/// match (any of its values, in any case); no key at all applies to every active person.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BirthrightWhen {
+    pub department: Option<Vec<String>>,
+    pub title: Option<Vec<String>>,
+    pub user_type: Option<Vec<String>>,
+    pub role: Option<Vec<String>>,
+    pub group: Option<Vec<String>>,
+}
+
+/// A birthright rule: who gets what by virtue of their place in the organisation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Birthright {
+    pub id: String,
+    pub description: Option<String>,
+    pub when: BirthrightWhen,
+    pub grant: Vec<writ_core::name::EntitlementRef>,
+}
+
+/// The facts of a person's IdP record (a SCIM User) the birthright rules look at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub department: Option<String>,
+    pub title: Option<String>,
+    pub user_type: Option<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl BirthrightWhen {
+    fn matches(&self, person: &Record) -> bool {
+        let one = |want: &Option<Vec<String>>, have: Option<&String>| match want {
+            None => true,
+            Some(want) => have.is_some_and(|h| want.iter().any(|w| w.eq_ignore_ascii_case(h))),
+        };
+        let any = |want: &Option<Vec<String>>, have: &[String]| match want {
+            None => true,
+            Some(want) => have.iter().any(|h| want.iter().any(|w| w.eq_ignore_ascii_case(h))),
+        };
+        one(&self.department, person.department.as_ref())
+            && one(&self.title, person.title.as_ref())
+            && one(&self.user_type, person.user_type.as_ref())
+            && any(&self.role, &person.roles)
+            && any(&self.group, &person.groups)
+    }
 }
 
 #[derive(Deserialize)]
@@ -232,6 +293,7 @@ pub struct Rules {
     rules: Vec<Rule>,
     exception: ExceptionRule,
     pub breakglass: Breakglass,
+    birthright: Vec<Birthright>,
 }
 
 const FILE: &str = "rules.toml";
@@ -431,7 +493,50 @@ impl Rules {
                 max_duration: Duration::hours(24 * 90),
             },
         };
-        Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass })
+        let mut birthright: Vec<Birthright> = Vec::new();
+        for spec in &file.birthright {
+            let line = at(spec.span());
+            let spec = spec.get_ref();
+            let err = |reason: String| {
+                PolicyError::invalid(FILE, line, &format!("[[birthright]] {:?}: {reason}", spec.id))
+            };
+            if !is_rule_id(&spec.id) || birthright.iter().any(|b| b.id == spec.id) {
+                return Err(err("ids must be unique, of letters, digits, '.', '-' and '_'".into()));
+            }
+            if spec.grant.is_empty() {
+                return Err(err("grant lists at least one TARGET:ENTITLEMENT".into()));
+            }
+            let grant = spec
+                .grant
+                .iter()
+                .map(|g| {
+                    writ_core::name::EntitlementRef::parse(g).map_err(|e| err(format!("grant {g:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            birthright.push(Birthright {
+                id: spec.id.clone(),
+                description: spec.description.clone(),
+                when: spec.when.clone(),
+                grant,
+            });
+        }
+        Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass, birthright })
+    }
+
+    /// The birthright rules, in file order.
+    pub fn birthright(&self) -> &[Birthright] {
+        &self.birthright
+    }
+
+    /// What `person` is entitled to by birthright, each with the ids of the rules that give it.
+    pub fn birthright_of(&self, person: &Record) -> BTreeMap<writ_core::name::EntitlementRef, Vec<String>> {
+        let mut out: BTreeMap<writ_core::name::EntitlementRef, Vec<String>> = BTreeMap::new();
+        for rule in self.birthright.iter().filter(|r| r.when.matches(person)) {
+            for entitlement in &rule.grant {
+                out.entry(entitlement.clone()).or_default().push(rule.id.clone());
+            }
+        }
+        out
     }
 
     /// What an exception needs under these rules.

@@ -165,6 +165,47 @@ fn slot_assignment_finds_a_matching_when_greedy_would_not() {
 }
 
 #[test]
+fn birthright_rules_give_the_union_of_every_matching_rule_and_refuse_bad_entries() {
+    let base = PolicyBundle::default_pack().files()["rules.toml"].clone();
+    let rules = format!(
+        "{base}\n[[birthright]]\nid = \"everyone\"\ngrant = [\"wiki:read\"]\n\
+         \n[[birthright]]\nid = \"eng\"\nwhen = {{ department = [\"Engineering\"], group = [\"oncall\"] }}\n\
+         grant = [\"access:deploy-prod\", \"wiki:read\"]\n"
+    );
+    let policy = pack_with(&rules).unwrap();
+    let person = |department: &str, groups: &[&str]| writ_policy_person(department, groups);
+    let of = |p: &crate::Record| -> Vec<String> {
+        policy.rules().birthright_of(p).into_iter().map(|(e, ids)| format!("{e} {}", ids.join("+"))).collect()
+    };
+    assert_eq!(of(&person("engineering", &["OnCall"])), ["access:deploy-prod eng", "wiki:read everyone+eng"]);
+    assert_eq!(of(&person("Engineering", &[])), ["wiki:read everyone"], "every key must match");
+    assert_eq!(of(&person("Finance", &["oncall"])), ["wiki:read everyone"]);
+    for (bad, expected) in [
+        ("[[birthright]]\nid = \"x\"\ngrant = []\n", "grant lists at least one"),
+        ("[[birthright]]\nid = \"x\"\ngrant = [\"no-colon\"]\n", "grant \"no-colon\""),
+        (
+            "[[birthright]]\nid = \"x\"\nwhen = { dept = [\"a\"] }\ngrant = [\"a:b\"]\n",
+            "unknown field `dept`",
+        ),
+        (
+            "[[birthright]]\nid = \"x\"\ngrant = [\"a:b\"]\n[[birthright]]\nid = \"x\"\ngrant = [\"a:c\"]\n",
+            "ids must be unique",
+        ),
+    ] {
+        let error = pack_with(&format!("{base}\n{bad}")).unwrap_err();
+        assert!(error.to_string().contains(expected), "{error} should say {expected}");
+    }
+}
+
+fn writ_policy_person(department: &str, groups: &[&str]) -> crate::Record {
+    crate::Record {
+        department: Some(department.to_owned()),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        ..crate::Record::default()
+    }
+}
+
+#[test]
 fn exceptions_take_their_approvals_from_the_exception_section() {
     let policy = Policy::default_pack().unwrap();
     let e = policy.rules().exception_policy();
