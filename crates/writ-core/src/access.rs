@@ -25,11 +25,21 @@ pub enum Role {
     Admin,
     /// Reads everything, changes nothing.
     Auditor,
+    /// An identity provider's SCIM client: pushes Users and Groups, whose lifecycle events open
+    /// changes (it cannot approve or execute them).
+    Provisioner,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] =
-        [Role::Requester, Role::Approver, Role::Executor, Role::Reviewer, Role::Admin, Role::Auditor];
+    pub const ALL: [Role; 7] = [
+        Role::Requester,
+        Role::Approver,
+        Role::Executor,
+        Role::Reviewer,
+        Role::Admin,
+        Role::Auditor,
+        Role::Provisioner,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +49,7 @@ impl Role {
             Role::Reviewer => "reviewer",
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Provisioner => "provisioner",
         }
     }
 
@@ -46,7 +57,7 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == input).ok_or_else(|| Refusal::InvalidValue {
             field: "role",
             input: input.to_owned(),
-            expected: "requester, approver, executor, reviewer, admin or auditor",
+            expected: "requester, approver, executor, reviewer, admin, auditor or provisioner",
         })
     }
 }
@@ -76,6 +87,8 @@ pub enum Action {
     Administer,
     /// Sign a checkpoint or run due work by hand.
     Operate,
+    /// Push Users and Groups over SCIM.
+    Provision,
 }
 
 impl Action {
@@ -91,6 +104,7 @@ impl Action {
             Action::Review => &[Reviewer],
             Action::AttachEvidence => &[Requester, Approver, Executor, Reviewer],
             Action::Administer | Action::Operate => &[Admin],
+            Action::Provision => &[Provisioner],
         }
     }
 
@@ -108,6 +122,7 @@ impl Action {
             Action::AttachEvidence => "attach evidence",
             Action::Administer => "administer Writ",
             Action::Operate => "operate the ledger",
+            Action::Provision => "provision identities over SCIM",
         }
     }
 }

@@ -37,6 +37,9 @@ pub enum EngineError {
     /// An inbound delivery was refused (its code says why).
     #[error("{message}")]
     Intake { code: &'static str, message: String },
+    /// A SCIM request was refused (its status and `scimType` say why); nothing was written.
+    #[error(transparent)]
+    Scim(#[from] writ_scim::ScimError),
     /// A policy could not be loaded (file, line and reason); the policy in force is unchanged.
     #[error("invalid policy: {0}")]
     Policy(#[from] writ_policy::PolicyError),
@@ -65,6 +68,12 @@ impl EngineError {
             EngineError::Denied(denial) => denial.code,
             EngineError::Policy(_) => "policy.invalid",
             EngineError::Intake { code, .. } => code,
+            EngineError::Scim(error) => match error.status {
+                404 => "scim.not_found",
+                409 => "scim.conflict",
+                412 => "scim.precondition_failed",
+                _ => "scim.invalid",
+            },
         }
     }
 }

@@ -351,7 +351,12 @@ impl Engine {
     }
 
     /// Attaches a delivery to a change (attaching it again is not an error); the change after.
-    fn link(&self, id: &ChangeId, delivery: Delivery, late: bool) -> Result<writ_core::change::Change> {
+    pub(crate) fn link(
+        &self,
+        id: &ChangeId,
+        delivery: Delivery,
+        late: bool,
+    ) -> Result<writ_core::change::Change> {
         match self.transition(id, Command::Link { delivery: Box::new(delivery), late }) {
             Ok(record) => Ok(record.change),
             Err(EngineError::Refused(writ_core::Refusal::AlreadyLinked { .. })) => Ok(self.load(id)?.change),
@@ -404,7 +409,7 @@ impl Engine {
 
 /// Errors that mean "this request is not acceptable" (kept with the delivery), as opposed to
 /// "Writ cannot work now" (raised, so the sender retries).
-fn refusable(error: &EngineError) -> bool {
+pub(crate) fn refusable(error: &EngineError) -> bool {
     matches!(error, EngineError::Refused(_) | EngineError::Denied(_) | EngineError::NotFound { .. })
         || matches!(error, EngineError::Connector(writ_connector::ConnectorError::UnknownEntitlement { .. }))
 }

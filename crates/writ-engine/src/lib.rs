@@ -20,6 +20,7 @@ pub mod findings;
 pub mod intake;
 pub mod ledger;
 pub mod policy;
+pub mod scim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,6 +105,9 @@ pub struct Engine {
     tree: Arc<std::sync::Mutex<writ_ledger::merkle::Tree>>,
     /// The policy in force, loaded from the store on first use (see `policy.rs`).
     policy: Arc<std::sync::RwLock<Option<Arc<writ_policy::Policy>>>>,
+    /// SCIM writes in this process one at a time (across processes, versions and the settled
+    /// state are compared and set in the store).
+    scim_serial: Arc<std::sync::Mutex<()>>,
 }
 
 impl Engine {
@@ -113,7 +117,15 @@ impl Engine {
         connectors: Arc<dyn ConnectorFactory>,
         clock: Arc<dyn Clock>,
     ) -> Engine {
-        Engine { store, connectors, clock, hmac: None, tree: Arc::default(), policy: Arc::default() }
+        Engine {
+            store,
+            connectors,
+            clock,
+            hmac: None,
+            tree: Arc::default(),
+            policy: Arc::default(),
+            scim_serial: Arc::default(),
+        }
     }
 
     /// Gives the engine the key that seals sensitive values; needed to record anything.

@@ -56,6 +56,26 @@ pub fn projection(kind: Kind, params: &BTreeMap<String, String>) -> Result<Proje
     })
 }
 
+/// The parameters of a `POST …/.search` body (§3.4.3), as query parameters.
+pub fn search_params(body: &Value) -> Result<BTreeMap<String, String>> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| ScimError::bad(ScimType::InvalidSyntax, "a search request must be a JSON object"))?;
+    let mut params = BTreeMap::new();
+    for (key, value) in object {
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            _ => continue,
+        };
+        if !key.eq_ignore_ascii_case("schemas") {
+            params.insert(key.clone(), text);
+        }
+    }
+    Ok(params)
+}
+
 /// Reads a list request's query parameters.
 pub fn query(kind: Kind, params: &BTreeMap<String, String>) -> Result<Query> {
     let filter = match param(params, "filter") {
@@ -122,18 +142,68 @@ pub fn respond(
         .take(count)
         .map(|r| Value::Object(project(kind, r, &query.projection)))
         .collect();
-    let mut body = json!({
+    // With count=0 the page is empty: no resource, only the total (§3.4.2.4).
+    json!({
         "schemas": [LIST_RESPONSE],
         "totalResults": total,
-    });
-    if count > 0
-        && let Some(map) = body.as_object_mut()
-    {
-        map.insert("startIndex".into(), json!(query.start_index));
-        map.insert("itemsPerPage".into(), json!(page.len()));
-        map.insert("Resources".into(), Value::Array(page));
+        "startIndex": query.start_index,
+        "itemsPerPage": page.len(),
+        "Resources": page,
+    })
+}
+
+/// The `ListResponse` of a search at the service provider's root (`POST /.search`): each
+/// resource type answers with the part of the query it understands (a filter naming an
+/// attribute only Users have finds no Group); the results are Users, then Groups.
+pub fn respond_across(
+    sets: Vec<(Kind, Vec<Map<String, Value>>)>,
+    params: &BTreeMap<String, String>,
+    max_results: usize,
+) -> Result<Value> {
+    let mut first_error = None;
+    let mut found: Vec<(Kind, Map<String, Value>)> = Vec::new();
+    let mut paging = None;
+    for (kind, resources) in sets {
+        let query = match query(kind, params) {
+            Ok(query) => query,
+            Err(error) => {
+                first_error.get_or_insert(error);
+                continue;
+            }
+        };
+        let mut resources = resources;
+        if let Some(filter) = &query.filter {
+            resources.retain(|r| filter::matches(kind, filter, r));
+        }
+        found.extend(resources.into_iter().map(|r| (kind, r)));
+        paging.get_or_insert(query);
     }
-    body
+    let Some(query) = paging else {
+        return Err(
+            first_error.unwrap_or_else(|| ScimError::bad(ScimType::InvalidValue, "nothing to search"))
+        );
+    };
+    if let Some(path) = &query.sort_by {
+        found.sort_by(|(ka, a), (_, b)| {
+            let order = filter::order(*ka, path, a, b);
+            if query.descending { order.reverse() } else { order }
+        });
+    }
+    let total = found.len();
+    let count = query.count.unwrap_or(max_results).min(max_results);
+    let page: Vec<Value> = found
+        .into_iter()
+        .skip(query.start_index.saturating_sub(1))
+        .take(count)
+        .map(|(kind, r)| Value::Object(project(kind, r, &query.projection)))
+        .collect();
+    Ok(json!({
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": query.start_index,
+        "itemsPerPage": page.len(),
+        "Resources": page,
+    }))
 }
 
 /// `resource` with only what `projection` asks for (attributes returned `always` stay).

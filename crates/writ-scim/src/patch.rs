@@ -132,10 +132,13 @@ fn apply_one(kind: Kind, work: &mut Map<String, Value>, op: &Operation) -> Resul
                         ));
                     };
                     for (name, value) in nested {
-                        let path =
-                            AttrPath::parse(name).map_err(|e| ScimError::bad(ScimType::InvalidPath, e))?;
+                        // Only the extension's attributes; anything else (a `schemas` key) is
+                        // ignored, as on create.
+                        let Ok(path) = AttrPath::parse(name) else { continue };
                         let path = AttrPath { uri: Some(extension.id.to_owned()), ..path };
-                        at_path(kind, work, op.op, &PatchPath { attr: path, filter: None }, Some(value))?;
+                        if schema::resolve(kind, &path).is_ok() {
+                            at_path(kind, work, op.op, &PatchPath { attr: path, filter: None }, Some(value))?;
+                        }
                     }
                     continue;
                 }
@@ -158,6 +161,27 @@ fn at_path(
     path: &PatchPath,
     value: Option<&Value>,
 ) -> Result<()> {
+    // The path is an extension's URN: the operation is on the extension as a whole.
+    let whole_extension = match (&path.attr.uri, &path.attr.sub, &path.filter) {
+        (Some(uri), None, None) => {
+            let urn = format!("{uri}:{}", path.attr.name);
+            kind.extensions().iter().find(|s| s.id.eq_ignore_ascii_case(&urn)).copied()
+        }
+        _ => None,
+    };
+    if let Some(extension) = whole_extension {
+        return match (op, value) {
+            (OpKind::Remove, _) => {
+                work.remove(extension.id);
+                Ok(())
+            }
+            (_, Some(value)) => {
+                let wrapped = Value::Object(Map::from_iter([(extension.id.to_owned(), value.clone())]));
+                apply_one(kind, work, &Operation { op, path: None, value: Some(wrapped) })
+            }
+            (_, None) => Err(syntax("add and replace need a value")),
+        };
+    }
     let resolved = schema::resolve(kind, &path.attr)?;
     let attr = resolved.attr;
     if attr.mutability == Mutability::ReadOnly

@@ -87,6 +87,8 @@ impl From<EngineError> for CliError {
             EngineError::Ledger(_) | EngineError::Random(_) => exit::OTHER,
             EngineError::Denied(_) | EngineError::Intake { .. } => exit::REFUSED,
             EngineError::Policy(_) => exit::INPUT,
+            EngineError::Scim(error) if error.status == 404 => exit::NOT_FOUND,
+            EngineError::Scim(_) => exit::INPUT,
         };
         CliError::new(error.code(), error.to_string(), exit)
     }

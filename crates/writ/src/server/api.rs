@@ -339,6 +339,7 @@ pub fn operations() -> Vec<Operation> {
     .into_iter()
     .chain(super::exceptions::operations())
     .chain(super::hooks::operations())
+    .chain(super::scim::operations())
     .collect()
 }
 

@@ -78,6 +78,9 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Denied(_) => StatusCode::FORBIDDEN,
             EngineError::Intake { .. } => StatusCode::CONFLICT,
+            EngineError::Scim(error) => {
+                StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
             EngineError::Store(_) | EngineError::Ledger(_) | EngineError::Random(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -16,6 +16,7 @@ mod hooks;
 mod idempotency;
 mod oidc;
 mod openapi;
+mod scim;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub policy_dir: Option<std::path::PathBuf>,
     /// The inbound webhooks, by name.
     pub hooks: std::collections::BTreeMap<String, hooks::Hook>,
+    /// Whether this process has settled the SCIM lifecycles a crash may have left behind.
+    pub scim_swept: std::sync::atomic::AtomicBool,
 }
 
 pub type State = Arc<AppState>;
@@ -87,6 +90,7 @@ pub fn run(
         expiry: settings.expiry,
         policy_dir: settings.policy_dir,
         hooks: hooks::load(&settings.hooks)?,
+        scim_swept: std::sync::atomic::AtomicBool::new(false),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
