@@ -186,7 +186,12 @@ fn resource(row: &ScimRow) -> Result<ScimResource> {
 
 /// The ids in a Group's `members`.
 fn members(doc: &Map<String, Value>) -> Vec<String> {
-    doc.get("members")
+    values(doc, "members")
+}
+
+/// The `value` of each item of a multi-valued attribute (`members`, `roles`).
+fn values(doc: &Map<String, Value>, attr: &str) -> Vec<String> {
+    doc.get(attr)
         .and_then(Value::as_array)
         .map(|m| m.iter().filter_map(|v| v.get("value").and_then(Value::as_str)).map(str::to_owned).collect())
         .unwrap_or_default()
@@ -484,16 +489,7 @@ impl Engine {
             department: schema::enterprise(&doc, "department").map(str::to_owned),
             title: schema::text(&doc, "title").map(str::to_owned),
             user_type: schema::text(&doc, "userType").map(str::to_owned),
-            roles: doc
-                .get("roles")
-                .and_then(Value::as_array)
-                .map(|r| {
-                    r.iter()
-                        .filter_map(|v| v.get("value").and_then(Value::as_str))
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            roles: values(&doc, "roles"),
             groups: if row.deleted {
                 Vec::new()
             } else {
