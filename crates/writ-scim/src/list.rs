@@ -128,28 +128,7 @@ pub fn respond(
     if let Some(filter) = &query.filter {
         resources.retain(|r| filter::matches(kind, filter, r));
     }
-    if let Some(path) = &query.sort_by {
-        resources.sort_by(|a, b| {
-            let order = filter::order(kind, path, a, b);
-            if query.descending { order.reverse() } else { order }
-        });
-    }
-    let total = resources.len();
-    let count = query.count.unwrap_or(max_results).min(max_results);
-    let page: Vec<Value> = resources
-        .into_iter()
-        .skip(query.start_index.saturating_sub(1))
-        .take(count)
-        .map(|r| Value::Object(project(kind, r, &query.projection)))
-        .collect();
-    // With count=0 the page is empty: no resource, only the total (§3.4.2.4).
-    json!({
-        "schemas": [LIST_RESPONSE],
-        "totalResults": total,
-        "startIndex": query.start_index,
-        "itemsPerPage": page.len(),
-        "Resources": page,
-    })
+    page(resources.into_iter().map(|r| (kind, r)).collect(), query, max_results)
 }
 
 /// The `ListResponse` of a search at the service provider's root (`POST /.search`): each
@@ -183,9 +162,15 @@ pub fn respond_across(
             first_error.unwrap_or_else(|| ScimError::bad(ScimType::InvalidValue, "nothing to search"))
         );
     };
+    Ok(page(found, &query, max_results))
+}
+
+/// Sorts, pages and projects resources (each with its type) into a `ListResponse`. With
+/// count=0 the page is empty: no resource, only the total (§3.4.2.4).
+fn page(mut found: Vec<(Kind, Map<String, Value>)>, query: &Query, max_results: usize) -> Value {
     if let Some(path) = &query.sort_by {
-        found.sort_by(|(ka, a), (_, b)| {
-            let order = filter::order(*ka, path, a, b);
+        found.sort_by(|(kind, a), (_, b)| {
+            let order = filter::order(*kind, path, a, b);
             if query.descending { order.reverse() } else { order }
         });
     }
@@ -197,13 +182,13 @@ pub fn respond_across(
         .take(count)
         .map(|(kind, r)| Value::Object(project(kind, r, &query.projection)))
         .collect();
-    Ok(json!({
+    json!({
         "schemas": [LIST_RESPONSE],
         "totalResults": total,
         "startIndex": query.start_index,
         "itemsPerPage": page.len(),
         "Resources": page,
-    }))
+    })
 }
 
 /// `resource` with only what `projection` asks for (attributes returned `always` stay).

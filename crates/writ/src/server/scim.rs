@@ -176,7 +176,7 @@ pub fn operations() -> Vec<Operation> {
              its change. POST to /scim/v2/{resource}/.search searches with a body (§3.4.3).",
             scim,
             None,
-            get(read).put(replace).patch(modify).delete(remove).post(search),
+            get(read).put(update).patch(update).delete(update).post(search),
         ),
         op(Method::POST, "/scim/v2/Me", "SCIM: /Me is not supported (501).", scim, None, post(me).get(me)),
     ]
@@ -353,13 +353,14 @@ async fn search(
     listing(state, kind, query, base(&headers)).await
 }
 
+/// Every live resource of `kind`, as returned.
+fn rendered(state: &State, kind: Kind, base: &str) -> Result<Vec<Map<String, Value>>, Failure> {
+    state.engine.scim_list(kind)?.iter().map(|resource| render(state, resource, base)).collect()
+}
+
 async fn listing(state: State, kind: Kind, query: list::Query, base: String) -> ScimResult {
     blocking(&state, move |state| {
-        let mut resources = Vec::new();
-        for resource in state.engine.scim_list(kind)? {
-            resources.push(render(state, &resource, &base)?);
-        }
-        Ok(Reply::ok(list::respond(kind, resources, &query, MAX_RESULTS)))
+        Ok(Reply::ok(list::respond(kind, rendered(state, kind, &base)?, &query, MAX_RESULTS)))
     })
     .await
 }
@@ -453,11 +454,7 @@ async fn create(
         return blocking(&state, move |state| {
             let mut sets = Vec::new();
             for kind in [Kind::User, Kind::Group] {
-                let mut resources = Vec::new();
-                for resource in state.engine.scim_list(kind)? {
-                    resources.push(render(state, &resource, &base)?);
-                }
-                sets.push((kind, resources));
+                sets.push((kind, rendered(state, kind, &base)?));
             }
             Ok(Reply::ok(list::respond_across(sets, &params, MAX_RESULTS)?))
         })
@@ -466,31 +463,15 @@ async fn create(
     write(state, caller, headers, resource, None, Some(body), Method::POST).await
 }
 
-async fn replace(
+/// PUT, PATCH or DELETE of one resource (a DELETE's body is not read).
+async fn update(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Provisioner,
     headers: HeaderMap,
+    method: Method,
     Path((resource, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ScimResult {
-    write(state, caller, headers, resource, Some(id), Some(body), Method::PUT).await
-}
-
-async fn modify(
-    axum::extract::State(state): axum::extract::State<State>,
-    caller: Provisioner,
-    headers: HeaderMap,
-    Path((resource, id)): Path<(String, String)>,
-    body: Bytes,
-) -> ScimResult {
-    write(state, caller, headers, resource, Some(id), Some(body), Method::PATCH).await
-}
-
-async fn remove(
-    axum::extract::State(state): axum::extract::State<State>,
-    caller: Provisioner,
-    headers: HeaderMap,
-    Path((resource, id)): Path<(String, String)>,
-) -> ScimResult {
-    write(state, caller, headers, resource, Some(id), None, Method::DELETE).await
+    let body = (method != Method::DELETE).then_some(body);
+    write(state, caller, headers, resource, Some(id), body, method).await
 }
