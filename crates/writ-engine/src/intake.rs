@@ -52,7 +52,7 @@ pub struct Receipt {
 const SWEEP_LIMIT: usize = 200;
 
 /// What asking for a delivery's change came to.
-enum Opened {
+pub(crate) enum Opened {
     Change(ChangeId),
     /// The rules or policy refused it (the reason is in the notes).
     Refused,
@@ -220,6 +220,15 @@ impl Engine {
         if let Opened::Change(id) = &opened {
             targets.push((id.clone(), None));
         }
+        // Application manifests the revision changed: one change per application.
+        let mut deploy_refused = false;
+        for app in parsed.apps.iter().filter(|_| !late) {
+            match self.deploy(source, parsed, app, &mut notes)? {
+                Opened::Change(id) if !targets.iter().any(|(t, _)| *t == id) => targets.push((id, None)),
+                Opened::Refused => deploy_refused = true,
+                Opened::Change(_) | Opened::NotAsked => {}
+            }
+        }
         let mut record = DeliveryRecord {
             delivery,
             outcome: Outcome::Ignored,
@@ -239,7 +248,7 @@ impl Engine {
         record.outcome = match (record.changes.is_empty(), late) {
             (false, true) => Outcome::Late,
             (false, false) => Outcome::Correlated,
-            (true, _) if matches!(opened, Opened::Refused) => Outcome::Refused,
+            (true, _) if matches!(opened, Opened::Refused) || deploy_refused => Outcome::Refused,
             (true, _) if parsed.block_error.is_some() => {
                 notes.extend(parsed.block_error.iter().map(|e| format!("refused: {e}")));
                 Outcome::Refused
@@ -251,7 +260,11 @@ impl Engine {
                 Outcome::Uncorrelated
             }
             (true, _) => {
-                notes.push("nothing for Writ: no request block, no Writ-Change line, no known object".into());
+                if notes.is_empty() {
+                    notes.push(
+                        "nothing for Writ: no request block, no Writ-Change line, no known object".into(),
+                    );
+                }
                 Outcome::Ignored
             }
         };
@@ -278,10 +291,6 @@ impl Engine {
             notes.push(format!("{id} is reserved for this object but not opened yet"));
             return Ok(Opened::NotAsked);
         };
-        let on_behalf_of = parsed.account.as_ref().and_then(|a| source.accounts.get(a)).cloned();
-        if let (Some(account), None) = (&parsed.account, &on_behalf_of) {
-            notes.push(format!("account {account:?} is not mapped to a Writ identity"));
-        }
         let text = block
             .justification
             .clone()
@@ -290,7 +299,7 @@ impl Engine {
         let opened = Justification::parse(&text).map_err(EngineError::from).and_then(|justification| {
             let input = RequestInput {
                 requester: source.requester.clone(),
-                on_behalf_of: on_behalf_of.filter(|p| *p != source.requester),
+                on_behalf_of: self.on_behalf_of(source, parsed, notes),
                 ops: block
                     .ops
                     .iter()
@@ -305,18 +314,47 @@ impl Engine {
                 refs: Vec::new(),
                 event: block.event.unwrap_or(BusinessEvent::Adhoc),
             };
-            self.request_as(id.clone(), input)
-        });
+            self.open_reserved(id, input)
+        })?;
         match opened {
-            Ok(record) => Ok(Opened::Change(record.change.id)),
-            // Opened by a concurrent delivery about the same object.
-            Err(EngineError::Store(writ_store::StoreError::Conflict(_))) if self.exists(&id)? => {
-                Ok(Opened::Change(id))
-            }
-            Err(error) if refusable(&error) => {
-                notes.push(format!("refused: {} ({})", error, error.code()));
+            Ok(id) => Ok(Opened::Change(id)),
+            Err(reason) => {
+                notes.push(format!("refused: {reason}"));
                 Ok(Opened::Refused)
             }
+        }
+    }
+
+    /// The Writ identity a delivery is on behalf of: its sender's account, mapped by the
+    /// source's configuration (an unmapped account is noted).
+    pub(crate) fn on_behalf_of(
+        &self,
+        source: &Source,
+        parsed: &Parsed,
+        notes: &mut Vec<String>,
+    ) -> Option<IdentityName> {
+        let mapped = parsed.account.as_ref().and_then(|a| source.accounts.get(a)).cloned();
+        if let (Some(account), None) = (&parsed.account, &mapped) {
+            notes.push(format!("account {account:?} is not mapped to a Writ identity"));
+        }
+        mapped.filter(|p| *p != source.requester)
+    }
+
+    /// Opens a change under an ID reserved for an external object. The inner error is a
+    /// refusal by the rules or policy (kept with the delivery, not raised); a change opened
+    /// under the same ID by a concurrent delivery is found, not duplicated.
+    pub(crate) fn open_reserved(
+        &self,
+        id: ChangeId,
+        input: RequestInput,
+    ) -> Result<std::result::Result<ChangeId, String>> {
+        if self.exists(&id)? {
+            return Ok(Ok(id));
+        }
+        match self.request_as(id.clone(), input) {
+            Ok(record) => Ok(Ok(record.change.id)),
+            Err(EngineError::Store(writ_store::StoreError::Conflict(_))) if self.exists(&id)? => Ok(Ok(id)),
+            Err(error) if refusable(&error) => Ok(Err(format!("{error} ({})", error.code()))),
             Err(error) => Err(error),
         }
     }
@@ -365,7 +403,7 @@ impl Engine {
     }
 
     /// Whether a change with this ID has been opened.
-    fn exists(&self, id: &ChangeId) -> Result<bool> {
+    pub(crate) fn exists(&self, id: &ChangeId) -> Result<bool> {
         Ok(!self.store.change_events(id)?.is_empty())
     }
 

@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod breakglass;
+pub mod deploy;
 mod error;
 mod evidence;
 pub mod exceptions;

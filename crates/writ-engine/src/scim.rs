@@ -515,9 +515,7 @@ impl Engine {
             self.supersede(&previous, client, &delivery.id)?;
         }
         let held: BTreeSet<EntitlementRef> = if event == BusinessEvent::Leaver {
-            let mut all: BTreeSet<EntitlementRef> = self.observed_holdings(&identity)?.into_iter().collect();
-            all.extend(self.store.grants_of(&identity)?.into_iter().map(|g| g.entitlement));
-            all
+            self.holdings(&identity)?
         } else {
             self.store.grants_of(&identity)?.into_iter().map(|g| g.entitlement).collect()
         };
@@ -578,9 +576,6 @@ impl Engine {
             &ChangeId::generate(now, crate::random_bits()?),
             now,
         )?;
-        if !self.store.change_events(&reserved)?.is_empty() {
-            return Ok(Ok(reserved));
-        }
         let input = RequestInput {
             requester: client.clone(),
             on_behalf_of: None,
@@ -592,16 +587,7 @@ impl Engine {
             )?],
             event,
         };
-        match self.request_as(reserved.clone(), input) {
-            Ok(record) => Ok(Ok(record.change.id)),
-            Err(EngineError::Store(StoreError::Conflict(_)))
-                if !self.store.change_events(&reserved)?.is_empty() =>
-            {
-                Ok(Ok(reserved))
-            }
-            Err(error) if crate::intake::refusable(&error) => Ok(Err(format!("{error} ({})", error.code()))),
-            Err(error) => Err(error),
-        }
+        self.open_reserved(reserved, input)
     }
 
     /// Cancels a previous lifecycle step's change if it is still waiting (not yet executing).

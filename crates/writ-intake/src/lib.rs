@@ -5,11 +5,13 @@
 //! [`read`] then turns the provider's payload into one [`Parsed`] shape the engine correlates:
 //! the delivery id, the external object and its version, the references it carries, the Writ
 //! changes it names (`Writ-Change:` lines) and the change it asks for (a [`block`] of
-//! `Writ-Grant:` / `Writ-Revoke:` lines).
+//! `Writ-Grant:` / `Writ-Revoke:` lines), and the commit a merge or push put on a branch, where
+//! application [`manifest`]s are read.
 //!
 //! Pure: no I/O, no clock (the time is an argument), no store.
 
 pub mod block;
+pub mod manifest;
 mod providers;
 mod sign;
 
@@ -157,6 +159,12 @@ pub struct Parsed {
     pub cancelled: bool,
     /// A problem with the request block (the delivery is kept, with this as its detail).
     pub block_error: Option<String>,
+    /// The commit a merged pull request or a push put on a branch: where application manifests
+    /// are read.
+    pub revision: Option<manifest::Revision>,
+    /// The application manifests that revision changed, read from the repository by the
+    /// receiver (empty when the source has no manifests configured).
+    pub apps: Vec<manifest::AppRevision>,
 }
 
 /// Checks that a delivery comes from the source: its signature or token against each of

@@ -10,6 +10,7 @@ use writ_core::intake::key;
 use writ_core::time::Timestamp;
 
 use crate::block::scan;
+use crate::manifest::Revision;
 use crate::{IntakeError, Parsed, Received};
 
 type Result<T> = std::result::Result<T, IntakeError>;
@@ -95,6 +96,13 @@ fn commits(parsed: &mut Parsed, commits: Option<&Value>, id_key: &str) -> Result
     Ok(())
 }
 
+/// The branch a push moved, from `before` to `after` (GitLab: `checkout_sha`, else `after`).
+fn push_revision(json: &Value, repository: Option<&str>, after_key: &str) -> Option<Revision> {
+    let after = text(json, &[after_key]).or_else(|| text(json, &["after"]))?;
+    let before = text(json, &["before"]);
+    Revision::new(repository?, &text(json, &["ref"])?, before.as_deref(), &after)
+}
+
 pub(crate) fn github(received: &Received<'_>, json: &Value) -> Result<Parsed> {
     let id = delivery_id(received, &["x-github-delivery"])?;
     let event = checked(received.header("x-github-event").unwrap_or("unknown"), "event type")?;
@@ -114,6 +122,8 @@ pub(crate) fn github(received: &Received<'_>, json: &Value) -> Result<Parsed> {
             parsed.refs.push(reference(RefKind::PullRequest, &format!("{repo}#{number}"))?);
             if merged && let Some(sha) = text(pr, &["merge_commit_sha"]) {
                 parsed.refs.push(reference(RefKind::Commit, &sha)?);
+                let base = text(pr, &["base", "ref"]).unwrap_or_default();
+                parsed.revision = Revision::new(&repo, &base, None, &sha);
             }
             parsed.account = text(pr, &["user", "login"]);
             parsed.summary = text(pr, &["title"]);
@@ -127,6 +137,7 @@ pub(crate) fn github(received: &Received<'_>, json: &Value) -> Result<Parsed> {
                 .map(|s| Timestamp::from_millis(s.saturating_mul(1000)));
             parsed.account = text(json, &["pusher", "name"]);
             commits(&mut parsed, json.get("commits"), "id")?;
+            parsed.revision = push_revision(json, repo.as_deref(), "after");
         }
         _ => {}
     }
@@ -157,6 +168,12 @@ pub(crate) fn gitlab(received: &Received<'_>, json: &Value) -> Result<Parsed> {
             if merged && let Some(sha) = text(mr, &["merge_commit_sha"]) {
                 parsed.refs.push(reference(RefKind::Commit, &sha)?);
             }
+            if merged {
+                // A fast-forward merge has no merge commit: the last commit is what landed.
+                let landed = text(mr, &["merge_commit_sha"]).or_else(|| text(mr, &["last_commit", "id"]));
+                let target = text(mr, &["target_branch"]).unwrap_or_default();
+                parsed.revision = landed.and_then(|sha| Revision::new(&project, &target, None, &sha));
+            }
             parsed.account = text(json, &["user", "username"]);
             parsed.summary = text(mr, &["title"]);
             apply_text(&mut parsed, &text(mr, &["description"]).unwrap_or_default(), merged);
@@ -164,6 +181,7 @@ pub(crate) fn gitlab(received: &Received<'_>, json: &Value) -> Result<Parsed> {
         "push" => {
             parsed.account = text(json, &["user_username"]);
             commits(&mut parsed, json.get("commits"), "id")?;
+            parsed.revision = push_revision(json, project.as_deref(), "checkout_sha");
         }
         _ => {}
     }

@@ -302,3 +302,80 @@ fn a_bad_block_line_is_reported_with_its_line_and_nothing_is_asked() {
         "line 1: unknown Writ line Writ-frobnicate: use Writ-Grant, -Revoke, -Rotate, -Event, -Justification or -Change"
     );
 }
+
+#[test]
+fn merges_and_pushes_name_the_commit_they_put_on_a_branch() {
+    let sha = "e5bd3914e2e596debea16f433f57875b5b90bcd6";
+    let pr = json!({
+        "action": "closed", "number": 3,
+        "pull_request": {"number": 3, "merged": true, "merge_commit_sha": sha, "base": {"ref": "main"},
+            "updated_at": iso(NOW - 1_000), "title": "Ship"},
+        "repository": {"full_name": "acme/billing"}
+    });
+    let h = [("x-github-event", "pull_request"), ("x-github-delivery", "r-1")];
+    let revision = parse(Kind::Github, &h, &pr).revision.unwrap();
+    assert_eq!((revision.repository.as_str(), revision.branch.as_str()), ("acme/billing", "main"));
+    assert_eq!((revision.before, revision.after.as_str()), (None, sha));
+    // An open pull request lands nothing.
+    let mut open = pr.clone();
+    open["pull_request"]["merged"] = json!(false);
+    assert_eq!(parse(Kind::Github, &h, &open).revision, None);
+    let push = |git_ref: &str, after: &str| {
+        json!({"ref": git_ref, "before": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "after": after,
+            "repository": {"full_name": "acme/billing", "pushed_at": NOW / 1000}, "commits": []})
+    };
+    let h = [("x-github-event", "push"), ("x-github-delivery", "r-2")];
+    let pushed = parse(Kind::Github, &h, &push("refs/heads/release", sha)).revision.unwrap();
+    assert_eq!(pushed.branch, "release");
+    assert_eq!(pushed.before.as_deref(), Some("0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"));
+    // A deleted branch (zeros), a tag, or something that is not a commit id lands nothing.
+    assert_eq!(parse(Kind::Github, &h, &push("refs/heads/main", &"0".repeat(40))).revision, None);
+    assert_eq!(parse(Kind::Github, &h, &push("refs/tags/v1", sha)).revision, None);
+    assert_eq!(parse(Kind::Github, &h, &push("refs/heads/main", "HEAD --upload-pack=x")).revision, None);
+    // GitLab: a fast-forward merge has no merge commit; the last commit is what landed.
+    let mr = json!({
+        "object_kind": "merge_request", "project": {"path_with_namespace": "acme/api"},
+        "object_attributes": {"iid": 4, "action": "merge", "target_branch": "main", "merge_commit_sha": null,
+            "last_commit": {"id": sha}, "updated_at": iso(NOW - 1_000)}
+    });
+    let landed = parse(Kind::Gitlab, &[("x-gitlab-event-uuid", "r-3")], &mr).revision.unwrap();
+    assert_eq!((landed.repository.as_str(), landed.after.as_str()), ("acme/api", sha));
+}
+
+#[test]
+fn manifests_declare_non_human_identities_and_say_what_is_wrong() {
+    use crate::manifest::Manifest;
+    let good = r#"
+        app = "payments"
+        owner = "alice"
+        [[identity]]
+        name = "svc-payments"
+        grants = ["access:deploy-prod", "bao:payments-db"]
+        [[identity]]
+        name = "payments-api-key"
+        kind = "api_key"
+    "#;
+    let manifest = Manifest::parse(good).unwrap();
+    assert_eq!(manifest.identities.len(), 2);
+    assert_eq!(manifest.identities[0].kind, writ_core::identity::IdentityKind::ServiceAccount);
+    let svc = writ_core::name::IdentityName::parse("svc-payments").unwrap();
+    assert_eq!(manifest.grants_of(&svc).len(), 2);
+    let gone = Manifest::parse(&format!("decommissioned = true\n{good}")).unwrap();
+    assert!(gone.grants_of(&svc).is_empty(), "a decommissioned app's identities hold nothing");
+    let refused = |text: &str, needle: &str| {
+        let error = Manifest::parse(text).unwrap_err();
+        assert!(error.contains(needle), "{text:?}: {error}");
+    };
+    refused("app = \"x\"\nowner = \"alice\"\n[[identity]]\nname = \"bob\"\nkind = \"human\"", "non-human");
+    refused("app = \"x\"\nowner = \"alice\"\nextra = 1", "unknown field");
+    refused("app = \"x y\"\nowner = \"alice\"", "app");
+    refused(
+        "app = \"x\"\nowner = \"alice\"\n[[identity]]\nname = \"s\"\ngrants = [\"nocolon\"]",
+        "identity s",
+    );
+    refused(
+        "app = \"x\"\nowner = \"alice\"\n[[identity]]\nname = \"s\"\n[[identity]]\nname = \"s\"",
+        "twice",
+    );
+    refused(&format!("app = \"x\"\nowner = \"alice\"\n{}", " ".repeat(70_000)), "at most");
+}

@@ -27,6 +27,7 @@ use super::State;
 use super::api::{Operation, blocking, op};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::manifests::{ManifestConfig, Manifests};
 use crate::{CliError, exit};
 
 /// One `[[hook]]` table of the configuration file.
@@ -46,6 +47,10 @@ pub struct HookConfig {
     /// The source's accounts mapped to Writ identities.
     #[serde(default)]
     pub accounts: BTreeMap<String, String>,
+    /// Repositories whose application manifests open deploy and decommission changes
+    /// (GitHub and GitLab hooks only).
+    #[serde(default)]
+    pub manifests: Vec<ManifestConfig>,
 }
 
 /// A hook ready to receive.
@@ -54,6 +59,7 @@ pub struct Hook {
     source: Source,
     secrets: Vec<Secret>,
     tolerance: Duration,
+    manifests: Vec<Manifests>,
 }
 
 fn config_error(name: &str, message: impl std::fmt::Display) -> CliError {
@@ -89,8 +95,17 @@ pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, CliError> 
             .map(|(account, identity)| Ok((account.clone(), IdentityName::parse(identity)?)))
             .collect::<Result<_, writ_core::Refusal>>()
             .map_err(|e| config_error(&c.name, e))?;
+        if !c.manifests.is_empty() && !matches!(kind, Kind::Github | Kind::Gitlab) {
+            return Err(config_error(&c.name, "manifests are read for github and gitlab hooks only"));
+        }
+        let manifests = c
+            .manifests
+            .iter()
+            .map(Manifests::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error(&c.name, e))?;
         let source = Source { name: name.clone(), requester, accounts };
-        if hooks.insert(name.to_string(), Hook { kind, source, secrets, tolerance }).is_some() {
+        if hooks.insert(name.to_string(), Hook { kind, source, secrets, tolerance, manifests }).is_some() {
             return Err(config_error(&c.name, "declared twice"));
         }
     }
@@ -152,7 +167,7 @@ async fn receive(
         let sha256 = writ_ledger::sha256(&body);
         let checked = writ_intake::authenticate(hook.kind, &hook.secrets, &received, hook.tolerance)
             .and_then(|()| writ_intake::read(hook.kind, &received, hook.tolerance));
-        let parsed = match checked {
+        let mut parsed = match checked {
             Ok(parsed) => parsed,
             Err(error @ writ_intake::IntakeError::Unauthenticated { .. }) => {
                 tracing::warn!(target: "writ::intake", hook = %name, code = error.code(), "delivery refused");
@@ -167,6 +182,22 @@ async fn receive(
             }
             Err(error) => return Err(ApiError::bad_request(error.code(), error.to_string())),
         };
+        let known = state.engine.delivery(&hook.source.name, &parsed.id).is_ok();
+        if let Some(revision) = parsed.revision.as_ref().filter(|_| !known)
+            && let Some(repository) = hook.manifests.iter().find(|m| m.covers(revision))
+        {
+            parsed.apps = repository.read(revision).map_err(|detail| {
+                tracing::warn!(target: "writ::intake", hook = %name, commit = %revision.after, %detail, "manifests not read");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "hook.manifest_unavailable",
+                    format!(
+                        "the application manifests of {} at {} could not be read; nothing was recorded: deliver again",
+                        revision.repository, revision.after
+                    ),
+                )
+            })?;
+        }
         let receipt = state.engine.receive(&hook.source, parsed, sha256)?;
         let mut body = crate::render::delivery_record_json(&receipt.record);
         if let Some(map) = body.as_object_mut() {

@@ -14,6 +14,7 @@ pub mod error;
 mod exceptions;
 mod hooks;
 mod idempotency;
+mod manifests;
 mod oidc;
 mod openapi;
 mod scim;

@@ -38,7 +38,12 @@ fn sha256(body: &[u8]) -> String {
 
 /// Starts a server with five hooks; svc-hooks (owned by alice) requests on their behalf.
 fn start() -> Http {
-    let world = World::new();
+    start_with(World::new(), "")
+}
+
+/// As [`start`], with `github_extra` (for example `[[hook.manifests]]` tables) after the
+/// GitHub hook's table.
+fn start_with(world: World, github_extra: &str) -> Http {
     world.writ(&["identity", "add", "svc-hooks", "--kind", "service_account", "--owner", "alice"]).ok();
     let dir = world.dir.path().to_owned();
     let secret = |name: &str, text: &str| {
@@ -61,6 +66,9 @@ fn start() -> Http {
             "[[hook]]\nname = \"{name}\"\nkind = \"{kind}\"\nsecret_file = \"{file}\"\nrequester = \"svc-hooks\"\n\
              accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\" }}\n\n"
         ));
+        if name == "github" {
+            config.push_str(github_extra);
+        }
     }
     let path = dir.join("serve.toml");
     std::fs::write(&path, config).unwrap();
@@ -480,4 +488,240 @@ fn servicenow_github_gitlab_and_standard_webhooks_correlate_and_refuse() {
     );
     h.api.get("/api/v1/intake", &h.alice).refused(403, "auth.role_required");
     h.world.writ(&["ledger", "verify"]).ok();
+}
+
+/// Writes `files` (path → content; `None` deletes) into the work tree at `dir` on `branch` and
+/// commits; the new commit id.
+fn commit(dir: &std::path::Path, branch: &str, files: &[(&str, Option<&str>)], message: &str) -> String {
+    use crate::harness::git;
+    if git_head(dir, branch).is_some() {
+        git(dir, &["checkout", "-q", branch]);
+    } else {
+        git(dir, &["checkout", "-q", "-b", branch]);
+    }
+    for (path, content) in files {
+        let full = dir.join(path);
+        match content {
+            Some(text) => {
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(&full, text).unwrap();
+                git(dir, &["add", path]);
+            }
+            None => {
+                git(dir, &["rm", "-q", path]);
+            }
+        }
+    }
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=dev",
+            "-c",
+            "user.email=dev@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        ],
+    );
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// A change's operations as `action identity target:entitlement`, sorted.
+fn operations(change: &Value) -> Vec<String> {
+    let mut ops: Vec<String> = change["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let field = |k: &str| o[k].as_str().unwrap().to_owned();
+            format!("{} {} {}:{}", field("action"), field("identity"), field("target"), field("entitlement"))
+        })
+        .collect();
+    ops.sort();
+    ops
+}
+
+const PAYMENTS: &str = ".writ/apps/payments.toml";
+
+#[test]
+fn application_manifests_deploy_and_decommission_from_the_repository() {
+    use crate::scim::{carry_out, held, set};
+    let world = World::new();
+    let app = world.dir.path().join("payments-src");
+    std::fs::create_dir_all(&app).unwrap();
+    crate::harness::git(&app, &["init", "-q", "-b", "main"]);
+    let root = commit(&app, "main", &[("README.md", Some("payments\n"))], "Start");
+    let mirror = |name: &str| world.dir.path().join(name).to_str().unwrap().to_owned();
+    let extra = format!(
+        "[[hook.manifests]]\nrepository = \"acme/payments\"\nremote = \"{src}\"\nmirror = \"{m1}\"\n\n\
+         [[hook.manifests]]\nrepository = \"acme/sandbox\"\nremote = \"{src}\"\nmirror = \"{m2}\"\nbranch = \"sandbox\"\n\n",
+        src = app.to_str().unwrap(),
+        m1 = mirror("mirror-payments.git"),
+        m2 = mirror("mirror-sandbox.git"),
+    );
+    let h = start_with(world, &extra);
+    let now = now_ms();
+    let gh = |event: &str, delivery: &str, body: &Value| {
+        let body = serde_json::to_vec(body).unwrap();
+        let headers = [
+            ("x-github-event", event),
+            ("x-github-delivery", delivery),
+            ("x-hub-signature-256", &hub(&body)),
+        ];
+        post(&h, "github", &headers, &body)
+    };
+    let push = |repo: &str, branch: &str, before: &str, after: &str| {
+        json!({"ref": format!("refs/heads/{branch}"), "before": before, "after": after,
+            "repository": {"full_name": repo, "pushed_at": now / 1000}, "pusher": {"name": "octocat"},
+            "commits": [{"id": after, "message": "Deploy"}]})
+    };
+    let manifest = |grants: &str, extra: &str| {
+        format!(
+            "app = \"payments\"\nowner = \"alice\"\n\n[[identity]]\nname = \"svc-payments\"\ngrants = [{grants}]\n{extra}"
+        )
+    };
+
+    // Deploy: the merged pull request opens the change its manifest asks for, registering the
+    // new service account (owned by alice, holding nothing yet).
+    let v1 =
+        commit(&app, "main", &[(PAYMENTS, Some(&manifest("\"access:deploy-prod\"", "")))], "Add payments");
+    let pr = json!({
+        "action": "closed", "number": 9,
+        "pull_request": {"number": 9, "title": "Ship payments", "user": {"login": "octocat"}, "body": "",
+            "merged": true, "merge_commit_sha": v1, "base": {"ref": "main"}, "updated_at": iso(now - 20_000)},
+        "repository": {"full_name": "acme/payments"}
+    });
+    let before = changes(&h).len();
+    let merged = gh("pull_request", "m-1", &pr);
+    assert_eq!(merged.expect(200)["outcome"], "correlated", "{}", merged.body);
+    let deploy = merged.body["changes"][0].as_str().unwrap().to_owned();
+    let c = change(&h, &deploy);
+    assert_eq!(c["event"], "deploy");
+    assert_eq!(operations(&c), ["grant svc-payments access:deploy-prod"]);
+    let refs = c["references"].as_array().unwrap();
+    assert!(refs.contains(&json!({"kind": "commit", "value": v1})), "{c}");
+    assert!(refs.contains(&json!({"kind": "record", "value": format!("manifest:acme/payments/{PAYMENTS}")})));
+    let svc = h.api.get("/api/v1/identities/svc-payments", &h.root).expect(200).clone();
+    assert_eq!((svc["kind"].as_str(), svc["owner"].as_str()), (Some("service_account"), Some("alice")));
+    assert!(held(&h, "svc-payments").is_empty(), "registered, holding nothing before approval");
+    // The push of the same merge commit, and the pull request delivered again, join it.
+    let pushed = gh("push", "p-1", &push("acme/payments", "main", &root, &v1));
+    assert_eq!(pushed.expect(200)["changes"], json!([deploy]), "{}", pushed.body);
+    assert_eq!(gh("pull_request", "m-1", &pr).expect(200)["duplicate"], true);
+    assert_eq!(changes(&h).len(), before + 1, "one change for the merge and its push");
+    assert_eq!(deliveries(&change(&h, &deploy)).len(), 2);
+    carry_out(&h, &deploy);
+    assert_eq!(held(&h, "svc-payments"), set(&["deploy-prod"]));
+
+    // A new version moves the service account and adds an API key: one change, and the
+    // manifest removes only what it gave (alice's grant of eng-read to svc-ci stays).
+    let v2 = commit(
+        &app,
+        "main",
+        &[(
+            PAYMENTS,
+            Some(&manifest(
+                "\"access:eng-read\"",
+                "\n[[identity]]\nname = \"payments-key\"\nkind = \"api_key\"\ngrants = [\"access:finance-read\"]\n",
+            )),
+        )],
+        "Payments v2",
+    );
+    let moved = gh("push", "p-2", &push("acme/payments", "main", &v1, &v2));
+    let moved_id = moved.expect(200)["changes"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        operations(&change(&h, &moved_id)),
+        [
+            "grant payments-key access:finance-read",
+            "grant svc-payments access:eng-read",
+            "revoke svc-payments access:deploy-prod"
+        ]
+    );
+    carry_out(&h, &moved_id);
+    assert_eq!(held(&h, "svc-payments"), set(&["eng-read"]));
+    assert_eq!(held(&h, "payments-key"), set(&["finance-read"]));
+
+    // A push to another branch, or of a commit that changes no manifest, asks for nothing.
+    let feature =
+        commit(&app, "feature", &[(PAYMENTS, Some(&manifest("\"access:finance-read\"", "")))], "Try");
+    let other = gh("push", "p-3", &push("acme/payments", "feature", &v2, &feature));
+    assert_eq!(
+        (other.expect(200)["outcome"].as_str(), other.body["changes"].clone()),
+        (Some("ignored"), json!([]))
+    );
+    let docs = commit(&app, "main", &[("README.md", Some("payments, documented\n"))], "Docs");
+    let quiet = gh("push", "p-4", &push("acme/payments", "main", &v2, &docs));
+    assert_eq!(quiet.expect(200)["outcome"], "ignored", "{}", quiet.body);
+
+    // Hostile manifests are refused with the reason and change nothing but the delivery record:
+    // taking over alice's svc-ci for carol, naming a person, an unreadable file.
+    let hostile: [(&str, &str, &str); 3] = [
+        (
+            "app = \"grab\"\nowner = \"carol\"\n[[identity]]\nname = \"svc-ci\"\ngrants = [\"access:deploy-prod\"]\n",
+            "p-5",
+            "owned by alice",
+        ),
+        (
+            "app = \"grab\"\nowner = \"carol\"\n[[identity]]\nname = \"new-bot\"\ngrants = [\"access:deploy-prod\"]\n[[identity]]\nname = \"bob\"\n",
+            "p-6",
+            "bob is a person",
+        ),
+        ("app = \"grab\"\nowner = \"carol\"\nsecret = \"x\"\n", "p-7", "unknown field"),
+    ];
+    // The sandbox branch starts at main's head; only grab.toml differs on it.
+    let mut previous = docs.clone();
+    for (text, delivery, reason) in hostile {
+        let sha = commit(&app, "sandbox", &[(".writ/apps/grab.toml", Some(text))], "Grab");
+        let before = h.world.fingerprint_except(&["leases", "events", "checkpoints", "deliveries"]);
+        let reply = gh("push", delivery, &push("acme/sandbox", "sandbox", &previous, &sha));
+        assert_eq!(reply.expect(200)["outcome"], "refused", "{}", reply.body);
+        assert!(reply.body["detail"].as_str().unwrap().contains(reason), "{}", reply.body);
+        assert_eq!(h.world.fingerprint_except(&["leases", "events", "checkpoints", "deliveries"]), before);
+        previous = sha;
+    }
+    // A commit the repository does not have: 503, nothing recorded at all, so it can be resent.
+    let before = state(&h);
+    let events = last_event_types(&h, 100_000).len();
+    let missing = push("acme/payments", "main", &docs, "1234567890abcdef1234567890abcdef12345678");
+    gh("push", "p-8", &missing).refused(503, "hook.manifest_unavailable");
+    assert_eq!((state(&h), last_event_types(&h, 100_000).len()), (before, events));
+    h.api.get("/api/v1/intake/github/p-8", &h.root).refused(404, "not_found");
+
+    // Decommission: deleting the manifest revokes everything both identities hold and flags
+    // them for their accounts to be removed.
+    let gone = commit(&app, "main", &[(PAYMENTS, None)], "Retire payments");
+    let retired = gh("push", "p-9", &push("acme/payments", "main", &docs, &gone));
+    let retire_id = retired.expect(200)["changes"][0].as_str().unwrap().to_owned();
+    let c = change(&h, &retire_id);
+    assert_eq!(c["event"], "decommission");
+    assert_eq!(
+        operations(&c),
+        ["revoke payments-key access:finance-read", "revoke svc-payments access:eng-read"]
+    );
+    let findings = h.api.get("/api/v1/findings?state=open", &h.root).expect(200).clone();
+    let mut flagged: Vec<&str> = findings["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "nhi.app_decommissioned")
+        .map(|f| f["subject"].as_str().unwrap())
+        .collect();
+    flagged.sort();
+    assert_eq!(flagged, ["payments-key", "svc-payments"], "{findings}");
+    carry_out(&h, &retire_id);
+    assert!(held(&h, "svc-payments").is_empty() && held(&h, "payments-key").is_empty());
+    h.world.writ(&["ledger", "verify"]).ok();
+}
+
+fn git_head(dir: &std::path::Path, branch: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--verify", "--quiet", branch])
+        .output()
+        .unwrap();
+    out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
 }

@@ -92,7 +92,7 @@ fn ops(change: &Value) -> Vec<String> {
 }
 
 /// Approves (bob), executes and verifies (the executor) a change.
-fn carry_out(h: &Http, id: &str) {
+pub(crate) fn carry_out(h: &Http, id: &str) {
     h.api.post(&format!("/api/v1/changes/{id}/approve"), &h.bob, json!({})).expect(200);
     h.api.post(&format!("/api/v1/changes/{id}/execute"), &h.executor, json!({})).expect(200);
     let verified = h.api.post(&format!("/api/v1/changes/{id}/verify"), &h.executor, json!({}));
@@ -100,7 +100,7 @@ fn carry_out(h: &Http, id: &str) {
 }
 
 /// The entitlements `who` is a member of on the real target (the committed file).
-fn held(h: &Http, who: &str) -> BTreeSet<String> {
+pub(crate) fn held(h: &Http, who: &str) -> BTreeSet<String> {
     let file: toml::Value = toml::from_str(&git(&h.world.repo, &["show", "HEAD:access.toml"])).unwrap();
     file["entitlements"]
         .as_table()
@@ -111,7 +111,7 @@ fn held(h: &Http, who: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
+pub(crate) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
