@@ -21,6 +21,11 @@
 //! requester = "svc-github"             # the registered identity the source requests as
 //! tolerance = "1h"                     # oldest event accepted (default 1h; 5m for standard)
 //! accounts = { "octocat" = "alice" }   # the source's accounts → Writ identities
+//!
+//! [[hook.manifests]]                   # application manifests (github and gitlab hooks)
+//! repository = "acme/payments"
+//! remote = "https://github.com/acme/payments.git"
+//! mirror = "/var/lib/writ/manifests/payments.git"
 //! ```
 
 use std::path::{Path, PathBuf};
