@@ -41,6 +41,29 @@ pub struct Source {
     pub accounts: BTreeMap<String, IdentityName>,
 }
 
+/// An approval given in another system's ticket, as the evidence of the approval records it.
+#[derive(Clone, Debug)]
+pub struct Via {
+    pub source: SourceName,
+    pub delivery: String,
+    pub sha256: String,
+    pub account: String,
+    /// The `[[ticket_approval]]` rule under which it counts.
+    pub rule: String,
+}
+
+impl Via {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "source": self.source.to_string(),
+            "delivery": self.delivery,
+            "sha256": self.sha256,
+            "account": self.account,
+            "rule": self.rule,
+        })
+    }
+}
+
 /// What became of a delivery, and whether it had been received before.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
@@ -243,6 +266,9 @@ impl Engine {
                 linked.refs.retain(|r| r.kind != writ_core::change::RefKind::Commit || *r == commit);
             }
             self.attach(&id, linked, late, parsed.cancelled, &source.requester, &mut notes)?;
+            if !late && !parsed.cancelled && !parsed.approved_by.is_empty() {
+                self.ticket_approvals(source, parsed, &id, &record.delivery, &mut notes)?;
+            }
             record.changes.push(id);
         }
         record.outcome = match (record.changes.is_empty(), late) {
@@ -323,6 +349,76 @@ impl Engine {
                 Ok(Opened::Refused)
             }
         }
+    }
+
+    /// Counts the approvals a ticket carries as approvals of `id`, where a `[[ticket_approval]]`
+    /// rule allows it for this source and the change's tier. Each is an ordinary approval by
+    /// the mapped person, so every other check holds (who may approve, slots, separation of
+    /// duties); what is not counted is noted with the reason.
+    fn ticket_approvals(
+        &self,
+        source: &Source,
+        parsed: &Parsed,
+        id: &ChangeId,
+        delivery: &Delivery,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        let change = self.load(id)?.change;
+        if change.state != writ_core::change::ChangeState::PendingApproval {
+            notes.push(format!("approved in {}, but {id} is {}: not counted", source.name, change.state));
+            return Ok(());
+        }
+        let tier = change.controls.as_ref().map(|c| c.tier.clone()).unwrap_or_default();
+        let policy = self.policy()?;
+        let Some(rule) = policy.rules().ticket_approval(source.name.as_str(), &tier) else {
+            notes.push(format!(
+                "approved in {}, but no [[ticket_approval]] rule counts its approvals at tier {tier:?}: approve {id} in Writ",
+                source.name
+            ));
+            return Ok(());
+        };
+        for account in &parsed.approved_by {
+            let Some(approver) = source.accounts.get(account) else {
+                notes.push(format!(
+                    "approval by account {account:?} not counted: it is not mapped to a Writ identity"
+                ));
+                continue;
+            };
+            // The person must be someone who may approve in Writ, within their organisation.
+            let principal = writ_core::access::Principal {
+                identity: self.identity(approver)?,
+                roles: self.store.roles_of(approver)?,
+            };
+            let allowed = principal.may(writ_core::access::Action::Approve).and_then(|()| {
+                principal
+                    .within_scope(writ_core::access::Action::Approve, std::iter::once(change.vendor.as_ref()))
+            });
+            if let Err(forbidden) = allowed {
+                notes.push(format!(
+                    "approval by {approver} in {} not counted: {forbidden} ({})",
+                    source.name,
+                    forbidden.code()
+                ));
+                continue;
+            }
+            let via = Via {
+                source: source.name.clone(),
+                delivery: delivery.id.clone(),
+                sha256: delivery.sha256_hex(),
+                account: account.clone(),
+                rule: rule.id.clone(),
+            };
+            match self.approve_via(id, approver, None, None, Some(&via)) {
+                Ok(_) => notes.push(format!("approved by {approver} in {} (rule {})", source.name, rule.id)),
+                Err(error) if refusable(&error) => notes.push(format!(
+                    "approval by {approver} in {} not counted: {error} ({})",
+                    source.name,
+                    error.code()
+                )),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// The Writ identity a delivery is on behalf of: its sender's account, mapped by the

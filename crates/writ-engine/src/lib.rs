@@ -304,20 +304,44 @@ impl Engine {
         on_behalf_of: Option<&IdentityName>,
         validity: Option<Duration>,
     ) -> Result<ChangeRecord> {
+        self.approve_via(id, approver, on_behalf_of, validity, None)
+    }
+
+    /// Approves as [`Engine::approve`]; `via`: the approval was given in another system's
+    /// ticket and counts under the named policy rule (kept in the evidence and the stamp).
+    pub(crate) fn approve_via(
+        &self,
+        id: &ChangeId,
+        approver: &IdentityName,
+        on_behalf_of: Option<&IdentityName>,
+        validity: Option<Duration>,
+        via: Option<&intake::Via>,
+    ) -> Result<ChangeRecord> {
         let approver = self.identity(approver)?;
         let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
         let record = self.load(id)?;
         let justification = self.seal(record.change.justification.as_str())?;
-        let context = evidence::approval_context(
+        let mut context = evidence::approval_context(
             &record.change,
             &approver,
             on_behalf_of.as_ref(),
             self.clock.now(),
             justification,
         );
+        if let (Some(via), Some(map)) = (via, context.as_object_mut()) {
+            map.insert("via".into(), via.json());
+        }
         let command =
             Command::Approve { approver: approver.clone(), on_behalf_of: on_behalf_of.clone(), validity };
         let mut events = self.approval_events(&record, command, &approver, on_behalf_of.as_ref())?;
+        if let Some(via) = via
+            && let Some(stamp) = events
+                .iter_mut()
+                .find(|e| matches!(e.body, writ_core::event::ChangeEventBody::Approved { .. }))
+                .and_then(|e| e.policy.as_mut())
+        {
+            stamp.rules.push(via.rule.clone());
+        }
         let mut captured = evidence::Captured::default();
         captured.json("approval-context", &context);
         captured.attach(events.last_mut());

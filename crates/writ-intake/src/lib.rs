@@ -165,6 +165,10 @@ pub struct Parsed {
     /// The application manifests that revision changed, read from the repository by the
     /// receiver (empty when the source has no manifests configured).
     pub apps: Vec<manifest::AppRevision>,
+    /// The source's accounts that approved the ticket (a ServiceNow approval record, the
+    /// approvers of a Jira Service Management approval that ended approved, an envelope's
+    /// `approved_by`). They count as approvals only where policy says so.
+    pub approved_by: Vec<String>,
 }
 
 /// Checks that a delivery comes from the source: its signature or token against each of

@@ -240,7 +240,36 @@ pub(crate) fn jira(received: &Received<'_>, json: &Value) -> Result<Parsed> {
     };
     let opens = !parsed.cancelled;
     apply_text(&mut parsed, &description, opens);
+    parsed.approved_by = jsm_approvers(&fields);
     Ok(parsed)
+}
+
+/// The approvers who approved a Jira Service Management approval that ended approved: the
+/// approval field (a custom field whose id varies by site) holds a list of approvals, each with
+/// `finalDecision` and `approvers: [{approver: {accountId}, approverDecision}]`.
+fn jsm_approvers(fields: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let approvals = fields
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with("customfield_"))
+        .filter_map(|(_, value)| value.as_array())
+        .flatten()
+        .filter(|a| {
+            a.get("approvers").is_some() && text(a, &["finalDecision"]).as_deref() == Some("approved")
+        });
+    for approval in approvals {
+        for approver in approval.get("approvers").and_then(Value::as_array).into_iter().flatten() {
+            if text(approver, &["approverDecision"]).as_deref() == Some("approved")
+                && let Some(account) = text(approver, &["approver", "accountId"])
+                && !out.contains(&account)
+            {
+                out.push(account);
+            }
+        }
+    }
+    out
 }
 
 /// A ServiceNow value: a string, or a reference field `{value, link}` / `{value, display_value}`.
@@ -262,12 +291,18 @@ fn now_state(state: &str) -> &'static str {
     }
 }
 
+/// A ServiceNow sys_id: 32 hexadecimal digits.
+fn now_id(record: &Value, field: &str) -> Result<String> {
+    let id = now_value(record, field).ok_or_else(|| malformed(format!("the record has no {field}")))?;
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed(format!("{field} must be 32 hexadecimal digits")));
+    }
+    Ok(id)
+}
+
 pub(crate) fn servicenow(received: &Received<'_>, json: &Value) -> Result<Parsed> {
     let record = json.get("record").unwrap_or(json);
-    let sys_id = now_value(record, "sys_id").ok_or_else(|| malformed("the record has no sys_id"))?;
-    if sys_id.len() != 32 || !sys_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(malformed("sys_id must be 32 hexadecimal digits"));
-    }
+    let sys_id = now_id(record, "sys_id")?;
     let updated =
         now_value(record, "sys_updated_on").ok_or_else(|| malformed("the record has no sys_updated_on"))?;
     let version = time(&updated).ok_or_else(|| {
@@ -278,6 +313,21 @@ pub(crate) fn servicenow(received: &Received<'_>, json: &Value) -> Result<Parsed
         None => checked(&format!("{sys_id}@{}", version.to_rfc3339()), "delivery id")?,
     };
     let state = now_value(record, "state").unwrap_or_default();
+    if record.get("sysapproval").is_some() {
+        // A sysapproval_approver record: one person's decision on the change request it names.
+        // It is not a version of the ticket, so it carries none (it is never "late").
+        let approved = state == "approved";
+        return Ok(Parsed {
+            id,
+            event: checked(
+                &format!("sysapproval_approver.{}", if state.is_empty() { "unknown" } else { &state }),
+                "event type",
+            )?,
+            object: Some(now_id(record, "sysapproval")?),
+            approved_by: now_value(record, "approver").filter(|_| approved).into_iter().collect(),
+            ..Parsed::default()
+        });
+    }
     let mut parsed = Parsed {
         id,
         event: format!("change_request.{}", now_state(&state)),
@@ -313,6 +363,13 @@ pub(crate) fn standard(received: &Received<'_>, json: &Value) -> Result<Parsed> 
         account: text(json, &["account"]),
         summary: text(json, &["summary"]),
         cancelled: json.get("cancelled") == Some(&Value::Bool(true)),
+        approved_by: json
+            .get("approved_by")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned))
+            .collect(),
         ..Parsed::default()
     };
     for r in json.get("references").and_then(Value::as_array).into_iter().flatten() {

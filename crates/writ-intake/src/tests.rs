@@ -379,3 +379,31 @@ fn manifests_declare_non_human_identities_and_say_what_is_wrong() {
     );
     refused(&format!("app = \"x\"\nowner = \"alice\"\n{}", " ".repeat(70_000)), "at most");
 }
+
+#[test]
+fn ticket_approvals_name_the_accounts_that_approved() {
+    let change = "c286d61347c80210d8e7b3c6d36d4357";
+    let approval = |state: &str| {
+        json!({"record": {"sys_id": "a0000000000000000000000000000005", "state": state,
+            "sysapproval": {"value": change}, "approver": {"value": "46d44a23a9fe19810012d100cca80666"},
+            "sys_updated_on": "2026-11-23 10:00:00"}})
+    };
+    let approved = parse(Kind::Servicenow, &[], &approval("approved"));
+    assert_eq!(approved.object.as_deref(), Some(change), "an approval is about its change request");
+    assert_eq!(approved.version, None, "an approval is not a version of the ticket");
+    assert_eq!(approved.approved_by, ["46d44a23a9fe19810012d100cca80666"]);
+    assert!(approved.request.is_none());
+    assert!(parse(Kind::Servicenow, &[], &approval("rejected")).approved_by.is_empty());
+    // Jira Service Management: only an approval that ended approved, only who approved it.
+    let issue = |decision: &str| {
+        json!({"timestamp": NOW - 1_000, "webhookEvent": "jira:issue_updated",
+            "issue": {"id": "10077", "key": "ACC-9", "fields": {"customfield_10027": [{
+                "finalDecision": decision,
+                "approvers": [
+                    {"approver": {"accountId": "557058:a"}, "approverDecision": "approved"},
+                    {"approver": {"accountId": "557058:b"}, "approverDecision": "pending"}]}]}}})
+    };
+    let h = [("x-atlassian-webhook-identifier", "j-1")];
+    assert_eq!(parse(Kind::Jira, &h, &issue("approved")).approved_by, ["557058:a"]);
+    assert!(parse(Kind::Jira, &h, &issue("pending")).approved_by.is_empty());
+}

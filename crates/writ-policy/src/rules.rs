@@ -26,6 +26,29 @@ struct RulesFile {
     exception: Option<Spanned<ExceptionSpec>>,
     #[serde(default)]
     birthright: Vec<Spanned<BirthrightSpec>>,
+    #[serde(default)]
+    ticket_approval: Vec<Spanned<TicketApprovalSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketApprovalSpec {
+    id: String,
+    description: Option<String>,
+    source: String,
+    tiers: Vec<String>,
+}
+
+/// Where a ticket's approval counts as the approval of the person who gave it
+/// (`[[ticket_approval]]`): approvals received from `source` (a hook's name), on changes at one
+/// of `tiers`. Everything else about an approval still holds: the person must be allowed to
+/// approve, fill a slot, and be neither the requester nor a subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketApproval {
+    pub id: String,
+    pub description: Option<String>,
+    pub source: String,
+    pub tiers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +317,7 @@ pub struct Rules {
     exception: ExceptionRule,
     pub breakglass: Breakglass,
     birthright: Vec<Birthright>,
+    ticket_approvals: Vec<TicketApproval>,
 }
 
 const FILE: &str = "rules.toml";
@@ -520,7 +544,39 @@ impl Rules {
                 grant,
             });
         }
-        Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass, birthright })
+        let mut ticket_approvals: Vec<TicketApproval> = Vec::new();
+        for spec in &file.ticket_approval {
+            let line = at(spec.span());
+            let spec = spec.get_ref();
+            let err = |reason: String| {
+                PolicyError::invalid(FILE, line, &format!("[[ticket_approval]] {:?}: {reason}", spec.id))
+            };
+            if !is_rule_id(&spec.id) || ticket_approvals.iter().any(|t| t.id == spec.id) {
+                return Err(err("ids must be unique, of letters, digits, '.', '-' and '_'".into()));
+            }
+            if !is_name(&spec.source) {
+                return Err(err(format!("source {:?} must be the name of a [[hook]]", spec.source)));
+            }
+            if spec.tiers.is_empty() {
+                return Err(err("tiers lists at least one tier".into()));
+            }
+            if let Some(unknown) = spec.tiers.iter().find(|t| !tiers.iter().any(|tier| &tier.name == *t)) {
+                return Err(err(format!("tier {unknown:?} is not a [[tier]]")));
+            }
+            ticket_approvals.push(TicketApproval {
+                id: spec.id.clone(),
+                description: spec.description.clone(),
+                source: spec.source.clone(),
+                tiers: spec.tiers.clone(),
+            });
+        }
+        Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass, birthright, ticket_approvals })
+    }
+
+    /// The rule under which an approval given in `source`'s tickets counts for a change at
+    /// `tier`, if any.
+    pub fn ticket_approval(&self, source: &str, tier: &str) -> Option<&TicketApproval> {
+        self.ticket_approvals.iter().find(|t| t.source == source && t.tiers.iter().any(|x| x == tier))
     }
 
     /// The birthright rules, in file order.

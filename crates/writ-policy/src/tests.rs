@@ -274,3 +274,26 @@ fn the_entities_writ_builds_match_the_schema() {
             .unwrap();
     cedar_policy::Request::new(principal, action, resource, context, Some(&schema)).unwrap();
 }
+
+#[test]
+fn ticket_approvals_count_for_the_named_source_at_the_named_tiers_only() {
+    let base = PolicyBundle::default_pack().files()["rules.toml"].clone();
+    let rules = format!(
+        "{base}\n[[ticket_approval]]\nid = \"itsm.low\"\nsource = \"servicenow\"\ntiers = [\"low\"]\n"
+    );
+    let policy = pack_with(&rules).unwrap();
+    assert_eq!(policy.rules().ticket_approval("servicenow", "low").map(|t| t.id.as_str()), Some("itsm.low"));
+    assert_eq!(policy.rules().ticket_approval("servicenow", "high"), None, "not at other tiers");
+    assert_eq!(policy.rules().ticket_approval("jira", "low"), None, "not from other sources");
+    let default = pack_with(&base).unwrap();
+    assert_eq!(default.rules().ticket_approval("servicenow", "low"), None, "never by default");
+    for (bad, expected) in [
+        ("id = \"x\"\nsource = \"servicenow\"\ntiers = []\n", "at least one tier"),
+        ("id = \"x\"\nsource = \"servicenow\"\ntiers = [\"medium\"]\n", "\"medium\" is not a [[tier]]"),
+        ("id = \"x\"\nsource = \"a b\"\ntiers = [\"low\"]\n", "must be the name of a [[hook]]"),
+        ("id = \"x\"\nsource = \"s\"\ntiers = [\"low\"]\ncount = 2\n", "unknown field `count`"),
+    ] {
+        let error = pack_with(&format!("{base}\n[[ticket_approval]]\n{bad}")).unwrap_err();
+        assert!(error.to_string().contains(expected), "{error} should say {expected}");
+    }
+}

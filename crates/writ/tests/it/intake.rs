@@ -19,6 +19,10 @@ const HUB_SECRET: &str = "hub-secret-for-github-and-jira";
 const GITLAB_TOKEN: &str = "gitlab-token-shared-secret";
 const NOW_BASIC: &str = "writ-hook:servicenow basic password";
 const WHSEC_RAW: [u8; 32] = [42; 32];
+/// ServiceNow sys_user ids mapped to bob, dave and alice.
+const BOB_NOW: &str = "46d44a23a9fe19810012d100cca80666";
+const DAVE_NOW: &str = "9ee1b8a5a9fe198100a4a1d1c8c9b44a";
+const ALICE_NOW: &str = "62826bf03710200044e0bfc8bcbe5df1";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
@@ -64,7 +68,7 @@ fn start_with(world: World, github_extra: &str) -> Http {
     for (name, kind, file) in files {
         config.push_str(&format!(
             "[[hook]]\nname = \"{name}\"\nkind = \"{kind}\"\nsecret_file = \"{file}\"\nrequester = \"svc-hooks\"\n\
-             accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\" }}\n\n"
+             accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\", \"{BOB_NOW}\" = \"bob\", \"{DAVE_NOW}\" = \"dave\", \"{ALICE_NOW}\" = \"alice\", \"557058:bob\" = \"bob\" }}\n\n"
         ));
         if name == "github" {
             config.push_str(github_extra);
@@ -724,4 +728,122 @@ fn git_head(dir: &std::path::Path, branch: &str) -> Option<String> {
         .output()
         .unwrap();
     out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+}
+
+/// A ServiceNow `sysapproval_approver` record: `approver`'s decision on the change request.
+fn servicenow_approval(sys_id: &str, approver: &str, state: &str, updated: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"record": {
+        "sys_id": sys_id, "state": state, "source_table": "change_request",
+        "sysapproval": {"link": "https://acme.service-now.com/api/now/table/task/c286d61347c80210d8e7b3c6d36d4357", "value": "c286d61347c80210d8e7b3c6d36d4357"},
+        "approver": {"link": format!("https://acme.service-now.com/api/now/table/sys_user/{approver}"), "value": approver},
+        "sys_updated_on": updated
+    }}))
+    .unwrap()
+}
+
+#[test]
+fn ticket_approvals_count_only_where_policy_allows_and_keep_separation_of_duties() {
+    let world = World::new();
+    let dir = world.dir.path().join("ticket-policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("access.cedar"), include_str!("../../../writ-policy/pack/access.cedar")).unwrap();
+    let rules = format!(
+        "{}\n[[ticket_approval]]\nid = \"itsm.servicenow-low\"\ndescription = \"ServiceNow CAB approvals count for low-risk changes\"\nsource = \"servicenow\"\ntiers = [\"low\"]\n",
+        include_str!("../../../writ-policy/pack/rules.toml")
+    );
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    world.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
+    let h = start_with(world, "");
+    let now = now_ms();
+    let basic = format!("Basic {}", B64.encode(NOW_BASIC));
+    let fmt = |ms: i64| iso(ms).replace('T', " ").chars().take(19).collect::<String>();
+    let sn = |body: &[u8]| post(&h, "servicenow", &[("authorization", &basic)], body);
+
+    let block = "Writ-Grant: dave access:finance-read\nWrit-Justification: month-end close";
+    let opened = sn(&servicenow_record("-3", &fmt(now - 60_000), block)).expect(200).clone();
+    let id = opened["changes"][0].as_str().unwrap().to_owned();
+    assert_eq!(change(&h, &id)["state"], "pending_approval");
+    let approvals = |h: &Http| -> Vec<String> {
+        change(h, &id)["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["approver"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Not counted, each with its reason, the change still waiting: the subject approving their
+    // own access, a person without the approver role, an account mapped to nobody, a rejection.
+    let not_counted: [(&str, &str, &str, &str); 4] = [
+        ("a0000000000000000000000000000001", DAVE_NOW, "approved", "dave"),
+        ("a0000000000000000000000000000002", ALICE_NOW, "approved", "auth.role_required"),
+        ("a0000000000000000000000000000003", "0123456789abcdef0123456789abcdef", "approved", "not mapped"),
+        ("a0000000000000000000000000000004", BOB_NOW, "rejected", "sysapproval_approver.rejected"),
+    ];
+    for (n, (sys_id, approver, state, reason)) in not_counted.into_iter().enumerate() {
+        let reply = sn(&servicenow_approval(sys_id, approver, state, &fmt(now - 50_000 + n as i64 * 1000)));
+        assert_eq!(reply.expect(200)["changes"], json!([id]), "{}", reply.body);
+        let said = format!("{} {}", reply.body["detail"], reply.body["delivery"]["event"]);
+        assert!(said.contains(reason), "{reason}: {}", reply.body);
+        assert_eq!(change(&h, &id)["state"], "pending_approval");
+        assert!(approvals(&h).is_empty(), "{reason}");
+    }
+
+    // Bob's approval in ServiceNow counts, under the rule, with the delivery as its evidence; its
+    // redelivery is a duplicate and adds nothing.
+    let by_bob =
+        servicenow_approval("a0000000000000000000000000000005", BOB_NOW, "approved", &fmt(now - 40_000));
+    let reply = sn(&by_bob);
+    assert!(reply.expect(200)["detail"].as_str().unwrap().contains("approved by bob"), "{}", reply.body);
+    let c = change(&h, &id);
+    assert_eq!((c["state"].as_str(), approvals(&h)), (Some("approved"), vec!["bob".to_owned()]));
+    let event =
+        c["events"].as_array().unwrap().iter().find(|e| e["type"] == "change.approved").unwrap().clone();
+    assert_eq!(event["actor"], "bob");
+    assert!(event["policy"]["rules"].as_array().unwrap().contains(&json!("itsm.servicenow-low")), "{event}");
+    let context =
+        event["evidence"].as_array().unwrap().iter().find(|e| e["label"] == "approval-context").unwrap();
+    let blob = h.api.send(
+        "GET",
+        &format!("/api/v1/evidence/{}", context["sha256"].as_str().unwrap()),
+        Some(&h.root),
+        &[],
+        None,
+    );
+    let blob: Value = serde_json::from_str(&blob.text).unwrap();
+    assert_eq!(blob["via"]["source"], "servicenow");
+    assert_eq!(blob["via"]["sha256"], sha256(&by_bob));
+    assert_eq!(sn(&by_bob).expect(200)["duplicate"], true);
+    assert_eq!(approvals(&h), ["bob"]);
+    // The approval is a real one: the change is carried out on the target.
+    h.api.post(&format!("/api/v1/changes/{id}/execute"), &h.executor, json!({})).expect(200);
+    assert_eq!(
+        h.api.post(&format!("/api/v1/changes/{id}/verify"), &h.executor, json!({})).expect(200)["state"],
+        "verified"
+    );
+
+    // Jira has no [[ticket_approval]] rule: a Service Management approval that ended approved is
+    // noted, and the change still needs an approval in Writ.
+    let issue = serde_json::to_vec(&json!({
+        "timestamp": now - 1_000, "webhookEvent": "jira:issue_updated",
+        "issue": {"id": "10077", "key": "ACC-9", "fields": {
+            "summary": "Deploy for bob", "status": {"name": "Approved"},
+            "reporter": {"accountId": "5b10ac8d82e05b22cc7d4ef5"},
+            "description": "Writ-Grant: dave access:eng-read",
+            "customfield_10027": [{"id": "3", "name": "Change approval", "finalDecision": "approved",
+                "approvers": [{"approver": {"accountId": "557058:bob"}, "approverDecision": "approved"}]}]
+        }}
+    }))
+    .unwrap();
+    let jira = post(
+        &h,
+        "jira",
+        &[("x-hub-signature", &hub(&issue)), ("x-atlassian-webhook-identifier", "j-approved")],
+        &issue,
+    );
+    let jira_change = jira.expect(200)["changes"][0].as_str().unwrap().to_owned();
+    assert!(jira.body["detail"].as_str().unwrap().contains("no [[ticket_approval]] rule"), "{}", jira.body);
+    assert_eq!(change(&h, &jira_change)["state"], "pending_approval");
+    assert!(change(&h, &jira_change)["approvals"].as_array().unwrap().is_empty());
+    h.world.writ(&["ledger", "verify"]).ok();
 }
