@@ -550,6 +550,15 @@ fn intake(store: Arc<dyn Store>) {
     assert_eq!(store.bind_object(&jira, "10001", &change, at(5)).unwrap(), change);
     assert_eq!(store.bind_object(&jira, "10001", &other, at(6)).unwrap(), change);
     assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), None)));
+    // The binding is the write-back outbox: due until written, retried from `next` when not.
+    let due = |now: i64| store.writebacks_due(&jira, at(now), 10).unwrap();
+    assert_eq!(due(5), vec![("10001".to_owned(), change.clone(), 0)]);
+    store.record_writeback(&jira, "10001", None, at(50), Some("503 from the ticket system")).unwrap();
+    assert!(due(49).is_empty(), "not before its retry time");
+    assert_eq!(due(50), vec![("10001".to_owned(), change.clone(), 1)]);
+    store.record_writeback(&jira, "10001", Some(at(60)), at(60), None).unwrap();
+    assert!(due(i64::MAX / 2).is_empty(), "written: never due again");
+    assert!(store.writebacks_due(&SourceName::parse("github").unwrap(), at(100), 10).unwrap().is_empty());
 
     let queued = record("d-1", Some("10001"), Some(100), Outcome::Uncorrelated);
     let first = store.add_delivery(&queued, &event(None, None, "q1")).unwrap();

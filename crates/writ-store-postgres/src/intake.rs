@@ -207,4 +207,48 @@ impl IntakeStore for PostgresStore {
         })?;
         ChangeId::parse(&winner).map_err(corrupt("object change"))
     }
+
+    fn writebacks_due(
+        &self,
+        source: &SourceName,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, ChangeId, u32)>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(
+                "SELECT object, change_id, writeback_attempts FROM intake_objects
+                 WHERE source = $1 AND written_ms IS NULL AND writeback_next_ms <= $2
+                 ORDER BY writeback_next_ms, bound_ms LIMIT $3",
+                &[&source.as_str(), &now.as_millis(), &(limit as i64)],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let (object, change, attempts): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+                let change = ChangeId::parse(&change).map_err(corrupt("object change"))?;
+                Ok((object, change, u32::try_from(attempts).unwrap_or(u32::MAX)))
+            })
+            .collect()
+    }
+
+    fn record_writeback(
+        &self,
+        source: &SourceName,
+        object: &str,
+        written: Option<Timestamp>,
+        next: Timestamp,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.side(|tx| {
+            tx.execute(
+                "UPDATE intake_objects SET written_ms = $3, writeback_next_ms = $4, writeback_error = $5,
+                 writeback_attempts = writeback_attempts + 1 WHERE source = $1 AND object = $2",
+                &[&source.as_str(), &object, &written.map(|t| t.as_millis()), &next.as_millis(), &error],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
 }

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_exceptions.sql"),
     include_str!("../migrations/0010_intake.sql"),
     include_str!("../migrations/0011_scim.sql"),
+    include_str!("../migrations/0012_writeback.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

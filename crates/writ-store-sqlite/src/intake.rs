@@ -217,4 +217,55 @@ impl IntakeStore for SqliteStore {
         let winner = bound.lock().map(|s| s.clone()).unwrap_or_default();
         ChangeId::parse(&winner).map_err(corrupt("object change"))
     }
+
+    fn writebacks_due(
+        &self,
+        source: &SourceName,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, ChangeId, u32)>> {
+        let connection = self.lock()?;
+        let rows: Vec<(String, String, i64)> = connection
+            .prepare_cached(
+                "SELECT object, change_id, writeback_attempts FROM intake_objects
+                 WHERE source = ?1 AND written_ms IS NULL AND writeback_next_ms <= ?2
+                 ORDER BY writeback_next_ms, bound_ms LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![source.as_str(), now.as_millis(), limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
+            })
+            .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(object, change, attempts)| {
+                let change = ChangeId::parse(&change).map_err(corrupt("object change"))?;
+                Ok((object, change, u32::try_from(attempts).unwrap_or(u32::MAX)))
+            })
+            .collect()
+    }
+
+    fn record_writeback(
+        &self,
+        source: &SourceName,
+        object: &str,
+        written: Option<Timestamp>,
+        next: Timestamp,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let (source, object, error) = (source.to_string(), object.to_owned(), error.map(str::to_owned));
+        self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached(
+                "UPDATE intake_objects SET written_ms = ?3, writeback_next_ms = ?4, writeback_error = ?5,
+                 writeback_attempts = writeback_attempts + 1 WHERE source = ?1 AND object = ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![source, object, written.map(|t| t.as_millis()), next.as_millis(), error])
+            })
+            .map_err(map_err)?;
+            Ok(Vec::new())
+        }))?;
+        Ok(())
+    }
 }

@@ -304,6 +304,24 @@ pub trait IntakeStore {
         change: &ChangeId,
         at: Timestamp,
     ) -> Result<ChangeId>;
+    /// Objects of `source` whose change ID is still to be written back to them, due by `now`,
+    /// soonest first, at most `limit`: (object, change, attempts so far).
+    fn writebacks_due(
+        &self,
+        source: &SourceName,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(String, ChangeId, u32)>>;
+    /// Records one write-back attempt on an object: `written` (done at that time), or not yet:
+    /// tried again from `next`, with `error` kept for a person to read.
+    fn record_writeback(
+        &self,
+        source: &SourceName,
+        object: &str,
+        written: Option<Timestamp>,
+        next: Timestamp,
+        error: Option<&str>,
+    ) -> Result<()>;
 }
 
 /// A delivery as both backends store it: one row, references as `kind TAB value` lines and

@@ -28,6 +28,7 @@ use super::api::{Operation, blocking, op};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::manifests::{ManifestConfig, Manifests};
+use super::writeback::{Writeback, WritebackConfig};
 use crate::{CliError, exit};
 
 /// One `[[hook]]` table of the configuration file.
@@ -51,6 +52,8 @@ pub struct HookConfig {
     /// (GitHub and GitLab hooks only).
     #[serde(default)]
     pub manifests: Vec<ManifestConfig>,
+    /// Where Writ writes the change ID back to the ticket (ServiceNow and Jira hooks only).
+    pub writeback: Option<WritebackConfig>,
 }
 
 /// A hook ready to receive.
@@ -60,6 +63,7 @@ pub struct Hook {
     secrets: Vec<Secret>,
     tolerance: Duration,
     manifests: Vec<Manifests>,
+    writeback: Option<Writeback>,
 }
 
 fn config_error(name: &str, message: impl std::fmt::Display) -> CliError {
@@ -104,12 +108,24 @@ pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, CliError> 
             .map(Manifests::new)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| config_error(&c.name, e))?;
+        let writeback = c
+            .writeback
+            .as_ref()
+            .map(|w| Writeback::new(kind, w))
+            .transpose()
+            .map_err(|e| super::writeback::config_error(&c.name, e))?;
         let source = Source { name: name.clone(), requester, accounts };
-        if hooks.insert(name.to_string(), Hook { kind, source, secrets, tolerance, manifests }).is_some() {
+        let hook = Hook { kind, source, secrets, tolerance, manifests, writeback };
+        if hooks.insert(name.to_string(), hook).is_some() {
             return Err(config_error(&c.name, "declared twice"));
         }
     }
     Ok(hooks)
+}
+
+/// The hooks that write change IDs back to their tickets.
+pub fn writebacks(hooks: &BTreeMap<String, Hook>) -> Vec<(SourceName, &Writeback)> {
+    hooks.values().filter_map(|h| Some((h.source.name.clone(), h.writeback.as_ref()?))).collect()
 }
 
 pub fn operations() -> Vec<Operation> {

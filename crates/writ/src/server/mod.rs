@@ -18,6 +18,7 @@ mod manifests;
 mod oidc;
 mod openapi;
 mod scim;
+mod writeback;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -168,13 +169,19 @@ impl Signals {
 /// Singleton work, each job under its own lease so one instance runs it at a time: signing
 /// checkpoints (about once a second while events arrive), expiring due approvals, ending
 /// time-bound access that is due (see `writ_engine::expiry`), and
-/// forgetting idempotency keys older than a day.
+/// forgetting idempotency keys older than a day. Writing change IDs back to tickets runs beside
+/// it, so a slow ticket system never delays the rest.
 async fn background(state: State) {
     let mut tick = tokio::time::interval(StdDuration::from_secs(1));
     let mut ticks: u64 = 0;
+    let mut writing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tick.tick().await;
         ticks += 1;
+        if writing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            let state = Arc::clone(&state);
+            writing = Some(tokio::task::spawn_blocking(move || write_back(&state)));
+        }
         let state = Arc::clone(&state);
         let work = tokio::task::spawn_blocking(move || run_due_work(&state, ticks));
         if let Ok(Err(error)) = work.await {
@@ -192,6 +199,25 @@ pub fn load_policy_dir(
         .map_err(|e| CliError::new("policy.invalid", format!("invalid policy: {e}"), exit::INPUT))?;
     Ok(engine
         .load_policy(writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin), bundle)?)
+}
+
+/// One write-back pass under the `writeback` lease (see `writeback`).
+fn write_back(state: &AppState) {
+    let writebacks = hooks::writebacks(&state.hooks);
+    if writebacks.is_empty() {
+        return;
+    }
+    let engine = &state.engine;
+    let now = engine.now();
+    let until = Timestamp::from_millis(now.as_millis() + 60_000);
+    let result = engine
+        .store()
+        .acquire_lease("writeback", &state.instance, now, until)
+        .map_err(writ_engine::EngineError::from)
+        .and_then(|held| if held { writeback::pass(engine, &writebacks).map(|_| ()) } else { Ok(()) });
+    if let Err(error) = result {
+        tracing::warn!(target: "writ::serve", code = error.code(), "write-back pass failed: {error}");
+    }
 }
 
 fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {

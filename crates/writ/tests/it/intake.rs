@@ -42,12 +42,12 @@ fn sha256(body: &[u8]) -> String {
 
 /// Starts a server with five hooks; svc-hooks (owned by alice) requests on their behalf.
 fn start() -> Http {
-    start_with(World::new(), "")
+    start_with(World::new(), &[])
 }
 
-/// As [`start`], with `github_extra` (for example `[[hook.manifests]]` tables) after the
-/// GitHub hook's table.
-fn start_with(world: World, github_extra: &str) -> Http {
+/// As [`start`], with extra configuration after some hooks' tables (for example
+/// `[[hook.manifests]]` after the GitHub hook's): (hook name, TOML).
+fn start_with(world: World, extras: &[(&str, &str)]) -> Http {
     world.writ(&["identity", "add", "svc-hooks", "--kind", "service_account", "--owner", "alice"]).ok();
     let dir = world.dir.path().to_owned();
     let secret = |name: &str, text: &str| {
@@ -70,8 +70,8 @@ fn start_with(world: World, github_extra: &str) -> Http {
             "[[hook]]\nname = \"{name}\"\nkind = \"{kind}\"\nsecret_file = \"{file}\"\nrequester = \"svc-hooks\"\n\
              accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\", \"{BOB_NOW}\" = \"bob\", \"{DAVE_NOW}\" = \"dave\", \"{ALICE_NOW}\" = \"alice\", \"557058:bob\" = \"bob\" }}\n\n"
         ));
-        if name == "github" {
-            config.push_str(github_extra);
+        for (_, extra) in extras.iter().filter(|(hook, _)| *hook == name) {
+            config.push_str(extra);
         }
     }
     let path = dir.join("serve.toml");
@@ -566,7 +566,7 @@ fn application_manifests_deploy_and_decommission_from_the_repository() {
         m1 = mirror("mirror-payments.git"),
         m2 = mirror("mirror-sandbox.git"),
     );
-    let h = start_with(world, &extra);
+    let h = start_with(world, &[("github", &extra)]);
     let now = now_ms();
     let gh = |event: &str, delivery: &str, body: &Value| {
         let body = serde_json::to_vec(body).unwrap();
@@ -753,7 +753,7 @@ fn ticket_approvals_count_only_where_policy_allows_and_keep_separation_of_duties
     );
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
     world.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
-    let h = start_with(world, "");
+    let h = start_with(world, &[]);
     let now = now_ms();
     let basic = format!("Basic {}", B64.encode(NOW_BASIC));
     let fmt = |ms: i64| iso(ms).replace('T', " ").chars().take(19).collect::<String>();
@@ -846,4 +846,135 @@ fn ticket_approvals_count_only_where_policy_allows_and_keep_separation_of_duties
     assert_eq!(change(&h, &jira_change)["state"], "pending_approval");
     assert!(change(&h, &jira_change)["approvals"].as_array().unwrap().is_empty());
     h.world.writ(&["ledger", "verify"]).ok();
+}
+
+/// A request the ticket system below received: method, path, authorization header, body.
+type Seen = (String, String, String, Value);
+
+/// A stand-in for the ServiceNow Table API and the Jira REST API on a loopback port (neither
+/// product can run here): it records each request and answers the next scripted status (200
+/// when the script is spent).
+fn ticket_system(script: Vec<u16>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut parts = line.split_whitespace();
+            let (method, path) =
+                (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+            let (mut length, mut authorization) = (0usize, String::new());
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                let (name, value) = header.split_once(':').unwrap();
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "authorization" => authorization = value.trim().to_owned(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            record.lock().unwrap().push((
+                method,
+                path,
+                authorization,
+                serde_json::from_slice(&body).unwrap(),
+            ));
+            let status = script.next().unwrap_or(200);
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            );
+            stream.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn change_ids_are_written_back_to_servicenow_and_jira_and_failures_are_retried() {
+    let (url, seen) = ticket_system(vec![503]);
+    let world = World::new();
+    let credentials = world.dir.path().join("writeback.secret");
+    std::fs::write(&credentials, "writ-writeback:tk-8d1f0c2b9e\n").unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let writeback = |extra: &str| {
+        format!(
+            "[hook.writeback]\nurl = \"{url}\"\ncredentials_file = \"{}\"\n{extra}\n",
+            credentials.display()
+        )
+    };
+    let (servicenow, jira) = (writeback(""), writeback(""));
+    let h = start_with(world, &[("servicenow", &servicenow), ("jira", &jira)]);
+    let now = now_ms();
+    let basic = format!("Basic {}", B64.encode(NOW_BASIC));
+    let fmt = |ms: i64| iso(ms).replace('T', " ").chars().take(19).collect::<String>();
+    let record = servicenow_record("-3", &fmt(now - 30_000), "Writ-Grant: dave access:finance-read");
+    let sn_change = post(&h, "servicenow", &[("authorization", &basic)], &record).expect(200)["changes"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The first attempt at ServiceNow meets a 503 and is retried; then each ticket holds its ID.
+    let written = |h: &Http| -> Vec<(String, Option<i64>, i64, Option<String>)> {
+        let connection = rusqlite::Connection::open(&h.world.db).unwrap();
+        let mut statement = connection
+            .prepare("SELECT source, written_ms, writeback_attempts, writeback_error FROM intake_objects ORDER BY source")
+            .unwrap();
+        statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let all_written = |h: &Http| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while written(h).iter().any(|w| w.1.is_none()) {
+            assert!(std::time::Instant::now() < deadline, "not written back: {:?}", written(h));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    all_written(&h);
+    // Then Jira, once ServiceNow's ticket holds its ID (so the scripted 503 was ServiceNow's).
+    let issue = jira_issue("jira:issue_created", now - 20_000, "Open");
+    let headers = [("x-hub-signature", hub(&issue)), ("x-atlassian-webhook-identifier", "wb-1".to_owned())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let jira_change =
+        post(&h, "jira", &headers, &issue).expect(200)["changes"][0].as_str().unwrap().to_owned();
+    all_written(&h);
+    let rows = written(&h);
+    assert_eq!(rows.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(), ["jira", "servicenow"]);
+    assert!(rows[1].2 >= 2, "the failed attempt is counted: {rows:?}");
+    assert!(rows.iter().all(|w| w.3.is_none()), "the error is cleared once written: {rows:?}");
+    let seen = seen.lock().unwrap().clone();
+    let auth = format!("Basic {}", B64.encode("writ-writeback:tk-8d1f0c2b9e"));
+    let patch = (
+        "PATCH".to_owned(),
+        "/api/now/table/change_request/c286d61347c80210d8e7b3c6d36d4357".to_owned(),
+        auth.clone(),
+        json!({"u_writ_change": sn_change}),
+    );
+    let property = (
+        "PUT".to_owned(),
+        "/rest/api/3/issue/10002/properties/writ".to_owned(),
+        auth,
+        json!({"change": jira_change}),
+    );
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| **s == patch).count(), 2, "{seen:?}");
+    assert!(seen.contains(&property), "{seen:?}");
+    // The credentials are in no table.
+    let bytes = std::fs::read(&h.world.db).unwrap();
+    assert!(!bytes.windows(13).any(|w| w == b"tk-8d1f0c2b9e"));
 }
