@@ -26,6 +26,16 @@
 //! repository = "acme/payments"
 //! remote = "https://github.com/acme/payments.git"
 //! mirror = "/var/lib/writ/manifests/payments.git"
+//!
+//! [[hook]]
+//! name = "servicenow"
+//! kind = "servicenow"
+//! secret_file = "/etc/writ/servicenow.secret"
+//! requester = "svc-servicenow"
+//!
+//! [hook.writeback]                     # the change ID written back to the ticket
+//! url = "https://acme.service-now.com"
+//! credentials_file = "/etc/writ/servicenow-writeback"
 //! ```
 
 use std::path::{Path, PathBuf};
