@@ -279,9 +279,14 @@ impl Engine {
                 notes.extend(parsed.block_error.iter().map(|e| format!("refused: {e}")));
                 Outcome::Refused
             }
-            (true, _) if parsed.pending_request || !parsed.changes.is_empty() => {
+            (true, _)
+                if parsed.pending_request || !parsed.changes.is_empty() || !parsed.approved_by.is_empty() =>
+            {
                 if parsed.pending_request {
                     notes.push("asks for a change on an event that does not open one yet (for example an open pull request); waits for its object".into());
+                }
+                if !parsed.approved_by.is_empty() {
+                    notes.push("an approval for a ticket with no change yet: kept, and attached (as a record, not counted) when the ticket gets its change".into());
                 }
                 Outcome::Uncorrelated
             }

@@ -759,10 +759,18 @@ fn ticket_approvals_count_only_where_policy_allows_and_keep_separation_of_duties
     let fmt = |ms: i64| iso(ms).replace('T', " ").chars().take(19).collect::<String>();
     let sn = |body: &[u8]| post(&h, "servicenow", &[("authorization", &basic)], body);
 
+    // An approval that arrives before its ticket is kept in the queue, not dropped; when the
+    // ticket opens its change it is attached as a record, and not counted.
+    let early =
+        servicenow_approval("a0000000000000000000000000000000", BOB_NOW, "approved", &fmt(now - 70_000));
+    let early = sn(&early);
+    assert_eq!(early.expect(200)["outcome"], "uncorrelated", "{}", early.body);
     let block = "Writ-Grant: dave access:finance-read\nWrit-Justification: month-end close";
     let opened = sn(&servicenow_record("-3", &fmt(now - 60_000), block)).expect(200).clone();
     let id = opened["changes"][0].as_str().unwrap().to_owned();
     assert_eq!(change(&h, &id)["state"], "pending_approval");
+    let queued = format!("/api/v1/intake/servicenow/{}", early.body["delivery"]["id"].as_str().unwrap());
+    assert_eq!(h.api.get(&queued, &h.root).expect(200)["changes"], json!([id]));
     let approvals = |h: &Http| -> Vec<String> {
         change(h, &id)["approvals"]
             .as_array()
