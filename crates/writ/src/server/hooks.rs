@@ -198,9 +198,10 @@ async fn receive(
             }
             Err(error) => return Err(ApiError::bad_request(error.code(), error.to_string())),
         };
-        let known = state.engine.delivery(&hook.source.name, &parsed.id).is_ok();
-        if let Some(revision) = parsed.revision.as_ref().filter(|_| !known)
+        // Manifests are read for a delivery not seen before (a duplicate is only recorded).
+        if let Some(revision) = parsed.revision.as_ref()
             && let Some(repository) = hook.manifests.iter().find(|m| m.covers(revision))
+            && state.engine.delivery(&hook.source.name, &parsed.id).is_err()
         {
             parsed.apps = repository.read(revision).map_err(|detail| {
                 tracing::warn!(target: "writ::intake", hook = %name, commit = %revision.after, %detail, "manifests not read");
