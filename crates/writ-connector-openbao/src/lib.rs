@@ -44,7 +44,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Issued, Observed, PlanStep, Result,
-    TargetOp, plan_against,
+    TargetOp, loopback_http, plan_against,
 };
 use writ_core::change::OpAction;
 use writ_core::name::{EntitlementName, IdentityName};
@@ -731,12 +731,6 @@ mod pki {
 
 fn path_segment_ok(value: &str) -> bool {
     !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-}
-
-/// True for `http://` to a loopback address.
-fn loopback_http(addr: &str) -> bool {
-    addr.strip_prefix("http://")
-        .is_some_and(|rest| writ_connector::loopback_authority(rest.split('/').next().unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -169,6 +169,13 @@ pub fn loopback_authority(authority: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// True for a URL `http://AUTHORITY...` whose authority is the local machine (see
+/// [`loopback_authority`]).
+pub fn loopback_http(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .is_some_and(|rest| loopback_authority(rest.split('/').next().unwrap_or_default()))
+}
+
 /// Refuses rotation on targets that hold memberships, not credentials.
 pub fn no_rotation(target: &str, kind: &str, ops: &[TargetOp]) -> Result<()> {
     match ops.iter().find(|op| op.action == OpAction::Rotate) {

@@ -19,7 +19,7 @@
 //! owner. Identities a manifest introduces are registered (owner from the manifest) when their
 //! change is requested; they hold nothing until it is approved and carried out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use writ_core::change::{BusinessEvent, ExternalRef, Justification, OpAction, RefKind};
 use writ_core::identity::Actor;
@@ -68,12 +68,11 @@ impl Engine {
         let decommission = after.is_none_or(|m| m.decommissioned);
         let names: BTreeSet<&IdentityName> =
             app.before.iter().chain(after).flat_map(|m| m.identities.iter().map(|i| &i.name)).collect();
-        let mut ops = Vec::new();
-        for name in names {
-            let desired = after.map(|m| m.grants_of(name)).unwrap_or_default();
-            let listed = app.before.as_ref().map(|m| m.grants_of(name)).unwrap_or_default();
-            let held = match self.store.identity(name)? {
-                None => BTreeSet::new(),
+        // Only identities the manifest may speak for; each target is then observed once.
+        let mut existing = Vec::new();
+        for &name in &names {
+            match self.store.identity(name)? {
+                None => {}
                 Some(identity) if !identity.kind.is_nhi() => {
                     return refuse(
                         notes,
@@ -90,8 +89,15 @@ impl Engine {
                         ),
                     );
                 }
-                Some(_) => self.holdings(name)?,
-            };
+                Some(_) => existing.push(name),
+            }
+        }
+        let mut holdings = self.holdings_of(&existing)?;
+        let mut ops = Vec::new();
+        for name in names {
+            let desired = after.map(|m| m.grants_of(name)).unwrap_or_default();
+            let listed = app.before.as_ref().map(|m| m.grants_of(name)).unwrap_or_default();
+            let held = holdings.remove(name).unwrap_or_default();
             let op = |action, entitlement: &EntitlementRef| RequestedOp {
                 action,
                 identity: name.clone(),
@@ -163,8 +169,20 @@ impl Engine {
 
     /// Everything `identity` holds: observed on every target, and granted through Writ.
     pub(crate) fn holdings(&self, identity: &IdentityName) -> Result<BTreeSet<EntitlementRef>> {
-        let mut all: BTreeSet<EntitlementRef> = self.observed_holdings(identity)?.into_iter().collect();
-        all.extend(self.store.grants_of(identity)?.into_iter().map(|g| g.entitlement));
+        Ok(self.holdings_of(&[identity])?.remove(identity).unwrap_or_default())
+    }
+
+    /// [`Engine::holdings`] of several identities, observing each target once.
+    fn holdings_of(
+        &self,
+        identities: &[&IdentityName],
+    ) -> Result<BTreeMap<IdentityName, BTreeSet<EntitlementRef>>> {
+        let mut all = BTreeMap::new();
+        for (identity, observed) in self.observed_holdings_of(identities)? {
+            let mut held: BTreeSet<EntitlementRef> = observed.into_iter().collect();
+            held.extend(self.store.grants_of(&identity)?.into_iter().map(|g| g.entitlement));
+            all.insert(identity, held);
+        }
         Ok(all)
     }
 

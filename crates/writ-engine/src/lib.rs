@@ -509,17 +509,28 @@ impl Engine {
     /// Every entitlement `identity` holds, observed on every registered target (not in Writ's
     /// records). Fails if a target cannot be observed: a cleanup cannot be proven without it.
     pub fn observed_holdings(&self, identity: &IdentityName) -> Result<Vec<EntitlementRef>> {
-        let mut held = Vec::new();
+        Ok(self.observed_holdings_of(&[identity])?.remove(identity).unwrap_or_default())
+    }
+
+    /// [`Engine::observed_holdings`] of several identities, observing each target once.
+    pub fn observed_holdings_of(
+        &self,
+        identities: &[&IdentityName],
+    ) -> Result<BTreeMap<IdentityName, Vec<EntitlementRef>>> {
+        let mut held: BTreeMap<IdentityName, Vec<EntitlementRef>> =
+            identities.iter().map(|i| ((*i).clone(), Vec::new())).collect();
         for target in self.store.targets()? {
             let connector = self.connectors.connect(&target)?;
             let entitlements = connector.entitlements()?;
             let observed = connector.observe(&entitlements)?;
-            held.extend(
-                entitlements
-                    .into_iter()
-                    .filter(|e| observed.is_member(e, identity))
-                    .map(|entitlement| EntitlementRef { target: target.name.clone(), entitlement }),
-            );
+            for entitlement in &entitlements {
+                for (_, list) in held.iter_mut().filter(|(i, _)| observed.is_member(entitlement, i)) {
+                    list.push(EntitlementRef {
+                        target: target.name.clone(),
+                        entitlement: entitlement.clone(),
+                    });
+                }
+            }
         }
         Ok(held)
     }
@@ -564,10 +575,10 @@ impl Engine {
         identities.sort();
         identities.dedup();
         let mut residual = Vec::new();
-        for identity in identities {
-            for entitlement in self.observed_holdings(identity)? {
+        for (identity, held) in self.observed_holdings_of(&identities)? {
+            for entitlement in held {
                 let kept = change.ops.iter().any(|op| {
-                    &op.identity == identity && op.entitlement == entitlement && op.action.leaves_present()
+                    op.identity == identity && op.entitlement == entitlement && op.action.leaves_present()
                 });
                 if !kept {
                     residual.push(Holding { identity: identity.clone(), entitlement });

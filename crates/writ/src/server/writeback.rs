@@ -62,10 +62,7 @@ impl Writeback {
             return Err("writeback is for servicenow and jira hooks".into());
         }
         let base = config.url.trim().trim_end_matches('/').to_owned();
-        let loopback = base.strip_prefix("http://").is_some_and(|rest| {
-            writ_connector::loopback_authority(rest.split('/').next().unwrap_or_default())
-        });
-        if !(base.starts_with("https://") || loopback) || base.contains('@') {
+        if !(base.starts_with("https://") || writ_connector::loopback_http(&base)) || base.contains('@') {
             return Err(format!(
                 "writeback url {base:?} must be https:// (or http:// to a loopback address), without credentials"
             ));
