@@ -23,17 +23,17 @@ use writ_engine::{ChangeRecord, Engine};
 use writ_ledger::checkpoint::{NoteVerifier, open};
 use writ_ledger::merkle::{Hash, verify_inclusion};
 
-use crate::{CliError, exit, render};
+use crate::{CliError, render};
 
 const SCHEMA: &str = "writ.bundle/v1";
 const NOTE_SEPARATOR: &str = "\n-----\n";
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |e| CliError::new("audit.io", format!("{}: {e}", path.display()), exit::OTHER)
+    move |e| CliError::new("audit.io", format!("{}: {e}", path.display()))
 }
 
 fn invalid(message: String) -> CliError {
-    CliError::new("audit.invalid_bundle", message, exit::LEDGER)
+    CliError::new("audit.invalid_bundle", message)
 }
 
 /// A bundle in memory: every file by its path (the manifest included), and what it covers.
@@ -69,7 +69,6 @@ pub fn refuse_existing(out: &Path) -> Result<(), CliError> {
         return Err(CliError::new(
             "input.path_exists",
             format!("{} already exists; choose a new path", out.display()),
-            exit::INPUT,
         ));
     }
     Ok(())
@@ -104,11 +103,9 @@ pub fn tar(bundle: &Bundle) -> Result<Vec<u8>, CliError> {
         header.set_cksum();
         archive
             .append_data(&mut header, name, bytes.as_slice())
-            .map_err(|e| CliError::new("internal", format!("building the archive: {e}"), exit::OTHER))?;
+            .map_err(|e| CliError::new("internal", format!("building the archive: {e}")))?;
     }
-    archive
-        .into_inner()
-        .map_err(|e| CliError::new("internal", format!("building the archive: {e}"), exit::OTHER))
+    archive.into_inner().map_err(|e| CliError::new("internal", format!("building the archive: {e}")))
 }
 
 /// Unpacks a bundle archive into a new directory (entries cannot escape it) and reads back what
@@ -143,11 +140,7 @@ pub fn untar(bytes: &[u8], out: &Path) -> Result<Bundle, CliError> {
 pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> Result<Bundle, CliError> {
     let checkpoints = engine.store().checkpoints()?;
     let latest = checkpoints.last().cloned().ok_or_else(|| {
-        CliError::new(
-            "ledger.no_checkpoint",
-            "no signed checkpoint yet; run `writ ledger checkpoint` first",
-            exit::INPUT,
-        )
+        CliError::new("ledger.no_checkpoint", "no signed checkpoint yet; run `writ ledger checkpoint` first")
     })?;
     let tree = engine.ledger_tree()?;
     let rows = engine.all_events()?;
@@ -190,9 +183,10 @@ pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> R
         let blob = engine.evidence(digest)?;
         files.insert(format!("evidence/{}", hex::encode(digest)), blob.bytes);
     }
-    let key = engine.store().meta(&format!("ledger.key.{}", key_id_of(&latest.note)))?.ok_or_else(|| {
-        CliError::new("ledger.unknown_key", "the checkpoint's public key is not recorded", exit::LEDGER)
-    })?;
+    let key = engine
+        .store()
+        .meta(&format!("ledger.key.{}", key_id_of(&latest.note)))?
+        .ok_or_else(|| CliError::new("ledger.unknown_key", "the checkpoint's public key is not recorded"))?;
     let mut sensitive = String::new();
     for mac in macs.into_inner() {
         if let Some(value) = engine.store().sensitive(&mac)? {
@@ -259,16 +253,14 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
     let trusted: Vec<NoteVerifier> = if pinned {
         trusted_keys
             .iter()
-            .map(|k| {
-                NoteVerifier::parse(k).map_err(|e| CliError::new("input.bad_key", e.to_string(), exit::INPUT))
-            })
+            .map(|k| NoteVerifier::parse(k).map_err(|e| CliError::new("input.bad_key", e.to_string())))
             .collect::<Result<_, _>>()?
     } else {
         vec![NoteVerifier::parse(&shipped).map_err(|e| invalid(format!("public.key: {e}")))?]
     };
     let note = String::from_utf8_lossy(&read("checkpoint.note")?).into_owned();
     let checkpoint = open(&note, &trusted)
-        .map_err(|e| CliError::new("ledger.bad_checkpoint", format!("checkpoint.note: {e}"), exit::LEDGER))?;
+        .map_err(|e| CliError::new("ledger.bad_checkpoint", format!("checkpoint.note: {e}")))?;
     if manifest.get("origin").and_then(Value::as_str) != Some(checkpoint.origin.as_str()) {
         return Err(invalid("the checkpoint belongs to another log than the manifest names".into()));
     }
@@ -318,7 +310,6 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
             return Err(CliError::new(
                 "ledger.not_included",
                 format!("event {index} is not included in the signed checkpoint (edited, or not this log's)"),
-                exit::LEDGER,
             ));
         }
         let event =
@@ -346,7 +337,6 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         return Err(CliError::new(
             "ledger.missing_event",
             format!("event {missing} is missing from a bundle of the whole log"),
-            exit::LEDGER,
         ));
     }
     let mut trails = Vec::new();

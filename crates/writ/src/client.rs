@@ -20,27 +20,12 @@ use writ_core::time::Timestamp;
 use crate::cli::{
     AuditCmd, ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top,
 };
-use crate::{CliError, exit, render};
+use crate::{CliError, render};
 
 pub(crate) struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
-}
-
-/// The exit status for an error code the server returned (the same as the local command's).
-fn exit_for(code: &str) -> u8 {
-    let family = code.split('.').next().unwrap_or_default();
-    match (family, code) {
-        (_, "not_found" | "target.unknown_entitlement") => exit::NOT_FOUND,
-        (_, "change.failed" | "change.verification_failed") => exit::CHANGE_FAILED,
-        ("input" | "request" | "idempotency", _) => exit::INPUT,
-        ("sod" | "state" | "approval" | "identity" | "auth", _) => exit::REFUSED,
-        ("store", _) | (_, "ledger.no_hmac_key") => exit::STORE,
-        ("target", _) => exit::TARGET,
-        ("ledger", _) => exit::LEDGER,
-        _ => exit::OTHER,
-    }
 }
 
 impl Client {
@@ -58,14 +43,18 @@ impl Client {
             .header("authorization", format!("Bearer {}", self.token))
             .header("content-type", media)
             .body(body.unwrap_or_default())
-            .map_err(|e| CliError::new("input.server", format!("bad server URL {url}: {e}"), exit::INPUT))?;
-        let mut response = self.agent.run(request).map_err(|e| {
-            CliError::new("client.unreachable", format!("cannot reach {}: {e}", self.base), exit::STORE)
-        })?;
+            .map_err(|e| CliError::new("input.server", format!("bad server URL {url}: {e}")))?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| CliError::new("client.unreachable", format!("cannot reach {}: {e}", self.base)))?;
         let status = response.status();
-        let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| {
-            CliError::new("client.unreadable", format!("reading the reply: {e}"), exit::OTHER)
-        })?;
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .map_err(|e| CliError::new("client.unreadable", format!("reading the reply: {e}")))?;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -73,15 +62,14 @@ impl Client {
         let code = error["error"]["code"].as_str().unwrap_or("client.http");
         let message =
             error["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-        Err(CliError::received(code, message, exit_for(code)))
+        Err(CliError::received(code, message))
     }
 
     pub(crate) fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
         let bytes = body.map(|b| b.to_string().into_bytes());
         let reply = self.send(method, path, bytes, "application/json")?;
-        serde_json::from_slice(&reply).map_err(|e| {
-            CliError::new("client.unreadable", format!("the server sent invalid JSON: {e}"), exit::OTHER)
-        })
+        serde_json::from_slice(&reply)
+            .map_err(|e| CliError::new("client.unreadable", format!("the server sent invalid JSON: {e}")))
     }
 
     /// Every item of a paged list.
@@ -112,16 +100,17 @@ fn not_remote(what: &str) -> CliError {
     CliError::new(
         "input.not_remote",
         format!("{what} works on a local database only; unset WRIT_SERVER / --server"),
-        exit::INPUT,
     )
 }
 
 pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
     let token = std::env::var("WRIT_TOKEN").map_err(|_| {
+        // Caught before anything is sent, so an input error here; the server itself would answer
+        // 401 auth.missing_token.
         CliError::new(
-            "auth.missing_token",
-            "talking to a server needs an API token in WRIT_TOKEN (see `writ token create`)",
-            exit::INPUT,
+            "input.missing_option",
+            "talking to a server needs an API token in WRIT_TOKEN (see `writ token create`); \
+             without one the server refuses with auth.missing_token",
         )
     })?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -190,7 +179,6 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         Top::RunDue(_) => Err(CliError::new(
             "input.not_remote",
             "a server does due work itself (every second, on one instance)",
-            exit::INPUT,
         )),
         _ => Err(not_remote("this command")),
     }
@@ -252,7 +240,6 @@ pub(crate) fn check_actor(client: &Client, actor: Option<&str>) -> Result<(), Cl
             "--as {actor} but the token belongs to {}; over a server you act as your token's identity",
             me["name"].as_str().unwrap_or("?")
         ),
-        exit::INPUT,
     ))
 }
 
@@ -326,7 +313,6 @@ fn target(client: &Client, command: TargetCmd, json: bool) -> Result<(), CliErro
         TargetCmd::Add(_) => Err(CliError::new(
             "input.not_remote",
             "register targets on the server's machine (its paths), or POST /api/v1/targets",
-            exit::INPUT,
         )),
         TargetCmd::List => {
             let items = client.items("/api/v1/targets")?;
@@ -424,9 +410,8 @@ fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), Cli
         EvidenceCmd::Add { id, file, step, actor, media_type } => {
             check_actor(client, Some(&actor))?;
             let id = ChangeId::parse(&id)?;
-            let bytes = std::fs::read(&file).map_err(|e| {
-                CliError::new("input.invalid_path", format!("{}: {e}", file.display()), exit::INPUT)
-            })?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", file.display())))?;
             let name =
                 file.file_name().map_or_else(|| "evidence".to_owned(), |n| n.to_string_lossy().into_owned());
             let query = format!("step={step}&name={}", percent(&name));
@@ -465,7 +450,6 @@ fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), Cli
                 return Err(CliError::new(
                     "ledger.evidence_altered",
                     "the blob the server sent does not match its digest",
-                    exit::LEDGER,
                 ));
             }
             crate::commands::write_out(out.as_deref(), &bytes)

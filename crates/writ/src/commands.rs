@@ -17,6 +17,7 @@ use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
 use writ_ledger::sensitive::HmacKey;
 use writ_store::Store;
 
+use crate::CliError;
 use crate::cli::{
     AuditCmd, BreakglassArgs, ChangeCmd, Cli, EvidenceCmd, ExceptionCmd, FindingCmd, IdentityCmd,
     RequestArgs, RoleCmd, TargetAddArgs, TargetCmd, TokenCmd, Top,
@@ -24,7 +25,6 @@ use crate::cli::{
 use crate::db::Database;
 use crate::render;
 use crate::targets::Connectors;
-use crate::{CliError, exit};
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { db, ledger_key: key, hmac_key, json, command, server, .. } = cli;
@@ -35,7 +35,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
         Top::Demo(args) => {
-            crate::demo::run(args.keep.as_deref(), args.targets == "all").map_err(CliError::from)
+            crate::demo::run(args.keep.as_deref(), args.targets == "all").map_err(crate::internal)
         }
         Top::Bench(args) => crate::bench::run(
             args.lifecycles,
@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             args.postgres.as_deref(),
             json,
         )
-        .map_err(CliError::from),
+        .map_err(crate::internal),
         Top::BenchApi(args) => crate::bench_api::run(crate::bench_api::Options {
             seconds: args.seconds,
             rate: args.rate,
@@ -52,7 +52,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             postgres: args.postgres,
             json,
         })
-        .map_err(CliError::from),
+        .map_err(crate::internal),
         Top::Serve(args) => crate::server::run(db.as_deref(), key.as_deref(), hmac, args),
         Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
@@ -81,7 +81,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             // Only a command that recorded events may sign: a refusal writes nothing at all.
             let recorded = match &result {
                 Ok(()) => true,
-                Err(error) => error.exit == exit::CHANGE_FAILED,
+                Err(error) => error.kind() == writ_api::Kind::ChangeFailed,
             };
             if recorded {
                 auto_checkpoint(&engine, &database.key_path(key.as_deref())?);
@@ -205,13 +205,11 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 Err(CliError::new(
                     "breakglass.approval_missed",
                     "a break-glass change was not approved after the fact by its deadline (see above); a finding is open",
-                    exit::CHANGE_FAILED,
                 ))
             } else if !deadlines.errors.is_empty() || !deadlines.exceptions.errors.is_empty() {
                 Err(CliError::new(
                     "deadline.not_handled",
                     "a due deadline could not be handled (see above); it is tried again on the next run",
-                    exit::CHANGE_FAILED,
                 ))
             } else if ended.failed.is_empty() && ended.alerted.is_empty() && ended.errors.is_empty() {
                 Ok(())
@@ -219,11 +217,10 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 Err(CliError::new(
                     "expiry.not_ended",
                     "time-bound access that is due could not be ended everywhere (see above); it is retried with backoff",
-                    exit::CHANGE_FAILED,
                 ))
             }
         }
-        _ => Err(CliError::new("internal", "command not dispatched here", exit::OTHER)),
+        _ => Err(CliError::new("internal", "command not dispatched here")),
     }
 }
 
@@ -267,7 +264,6 @@ fn init(
         CliError::new(
             "input.database_exists",
             format!("{what} already exists; Writ never initialises over existing data"),
-            exit::INPUT,
         )
     };
     if database.exists()? {
@@ -409,7 +405,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
             match kind {
                 ConnectorKind::Git => {
                     let repo = repo.ok_or_else(|| {
-                        CliError::new("input.missing_option", "--connector git needs --repo", exit::INPUT)
+                        CliError::new("input.missing_option", "--connector git needs --repo")
                     })?;
                     settings.push(("repo".to_owned(), absolute(&repo)?.display().to_string()));
                     settings.extend(branch.map(|b| ("branch".to_owned(), b)));
@@ -417,7 +413,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 }
                 ConnectorKind::Postgres => {
                     let dsn = dsn.ok_or_else(|| {
-                        CliError::new("input.missing_option", "--connector postgres needs --dsn", exit::INPUT)
+                        CliError::new("input.missing_option", "--connector postgres needs --dsn")
                     })?;
                     settings.push(("dsn".to_owned(), dsn));
                     settings
@@ -427,11 +423,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 }
                 ConnectorKind::Ldap => {
                     let missing = |option: &str| {
-                        CliError::new(
-                            "input.missing_option",
-                            format!("--connector ldap needs --{option}"),
-                            exit::INPUT,
-                        )
+                        CliError::new("input.missing_option", format!("--connector ldap needs --{option}"))
                     };
                     settings.push(("url".to_owned(), url.ok_or_else(|| missing("url"))?));
                     settings.extend(bind_dn.map(|dn| ("bind_dn".to_owned(), dn)));
@@ -442,11 +434,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                 }
                 ConnectorKind::OpenBao => {
                     let missing = |option: &str| {
-                        CliError::new(
-                            "input.missing_option",
-                            format!("--connector openbao needs --{option}"),
-                            exit::INPUT,
-                        )
+                        CliError::new("input.missing_option", format!("--connector openbao needs --{option}"))
                     };
                     settings.push(("addr".to_owned(), url.ok_or_else(|| missing("url"))?));
                     let token_file = absolute(&token_file.ok_or_else(|| missing("token-file"))?)?;
@@ -461,7 +449,6 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                     return Err(CliError::new(
                         "input.invalid_value",
                         "memory targets exist only inside the benchmark",
-                        exit::INPUT,
                     ));
                 }
             }
@@ -470,12 +457,10 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                     return Err(CliError::new(
                         "input.invalid_value",
                         "--timeout is for networked targets (postgres, ldap, openbao); git is local",
-                        exit::INPUT,
                     ));
                 }
-                crate::targets::parse_timeout(&timeout).map_err(|e| {
-                    CliError::new("input.invalid_value", format!("--timeout: {e}"), exit::INPUT)
-                })?;
+                crate::targets::parse_timeout(&timeout)
+                    .map_err(|e| CliError::new("input.invalid_value", format!("--timeout: {e}")))?;
                 settings.push(("timeout".to_owned(), timeout));
             }
             let actor = registry_actor(engine, actor.as_deref())?;
@@ -515,7 +500,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {
     std::path::absolute(path)
-        .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", path.display()), exit::INPUT))
+        .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", path.display())))
 }
 
 fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliError> {
@@ -593,12 +578,10 @@ pub fn report_state(id: &str, state: &str, error: Option<&str>, json: bool) -> R
                 "{id} failed on a target: {}; run execute again to retry what is missing",
                 error.unwrap_or_default()
             ),
-            exit::CHANGE_FAILED,
         )),
         "verification_failed" => Err(CliError::new(
             "change.verification_failed",
             format!("{id}: observed state differs from the approved state (see `writ change show {id}`)"),
-            exit::CHANGE_FAILED,
         )),
         _ => Ok(()),
     }
@@ -697,24 +680,21 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
             let id = ChangeId::parse(&id)?;
             let step = writ_core::event::Phase::parse_step(&step)?;
             let actor = IdentityName::parse(&actor)?;
-            let metadata = std::fs::metadata(&file).map_err(|e| {
-                CliError::new("input.invalid_path", format!("{}: {e}", file.display()), exit::INPUT)
-            })?;
+            let metadata = std::fs::metadata(&file)
+                .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", file.display())))?;
             if metadata.len() > 16 * 1024 * 1024 {
                 return Err(CliError::new(
                     "input.too_large",
                     format!("{} is larger than 16 MiB", file.display()),
-                    exit::INPUT,
                 ));
             }
-            let bytes = std::fs::read(&file).map_err(|e| {
-                CliError::new("input.invalid_path", format!("{}: {e}", file.display()), exit::INPUT)
-            })?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", file.display())))?;
             let name =
                 file.file_name().map_or_else(|| "evidence".to_owned(), |n| n.to_string_lossy().into_owned());
             let record = engine.attach_evidence(&id, &actor, step, name, media_type, bytes)?;
             let Some((_, _, attached)) = record.change.evidence.last() else {
-                return Err(CliError::new("internal", "the evidence was not recorded", exit::OTHER));
+                return Err(CliError::new("internal", "the evidence was not recorded"));
             };
             render::print(json, render::evidence_json(attached), || {
                 format!("attached sha256:{} to {} ({})", hex::encode(attached.digest), id, step.as_str())
@@ -758,18 +738,13 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
                 .ok()
                 .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
                 .ok_or_else(|| {
-                    CliError::new(
-                        "input.invalid_value",
-                        "expected a SHA-256 digest as 64 hex digits",
-                        exit::INPUT,
-                    )
+                    CliError::new("input.invalid_value", "expected a SHA-256 digest as 64 hex digits")
                 })?;
             let blob = engine.evidence(&digest)?;
             if writ_ledger::sha256(&blob.bytes) != digest {
                 return Err(CliError::new(
                     "ledger.evidence_altered",
                     "the stored blob does not match its digest",
-                    exit::LEDGER,
                 ));
             }
             write_out(out.as_deref(), &blob.bytes)
@@ -806,7 +781,7 @@ fn load_append(engine: &Engine, count: usize, threads: usize) -> Result<(), CliE
             })
             .collect();
         for worker in workers {
-            worker.join().map_err(|_| CliError::new("internal", "a load thread panicked", exit::OTHER))??;
+            worker.join().map_err(|_| CliError::new("internal", "a load thread panicked"))??;
         }
         Ok(())
     })
@@ -895,14 +870,11 @@ fn role(engine: &Engine, command: RoleCmd, json: bool) -> Result<(), CliError> {
 /// Writes bytes to `out`, or to stdout.
 pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
     match out {
-        Some(path) => std::fs::write(path, bytes).map_err(|e| {
-            CliError::new("input.invalid_path", format!("{}: {e}", path.display()), exit::INPUT)
-        }),
+        Some(path) => std::fs::write(path, bytes)
+            .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", path.display()))),
         None => {
             use std::io::Write;
-            std::io::stdout()
-                .write_all(bytes)
-                .map_err(|e| CliError::new("internal", e.to_string(), exit::OTHER))
+            std::io::stdout().write_all(bytes).map_err(|e| CliError::new("internal", e.to_string()))
         }
     }
 }

@@ -8,7 +8,7 @@ use writ_store::Store;
 use writ_store_postgres::PostgresStore;
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
-use crate::{CliError, exit};
+use crate::CliError;
 
 /// A database named by `--db` / `WRIT_DB`.
 #[derive(Clone, Debug)]
@@ -25,7 +25,6 @@ impl Database {
             CliError::new(
                 "input.no_database",
                 "no database: pass --db FILE or set WRIT_DB (or --db postgres://…)",
-                exit::INPUT,
             )
         })?;
         let text = db.to_string_lossy();
@@ -68,7 +67,6 @@ impl Database {
             (Database::Postgres(_), None) => Err(CliError::new(
                 "input.key_required",
                 format!("a PostgreSQL database has no directory for its key files: pass {option}"),
-                exit::INPUT,
             )),
         }
     }

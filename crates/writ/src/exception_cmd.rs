@@ -18,7 +18,6 @@ use writ_engine::exceptions::{ExceptionInput, Term};
 use crate::CliError;
 use crate::cli::{ExceptionCmd, ExceptionRequestArgs};
 use crate::client::Client;
-use crate::exit;
 use crate::render;
 
 /// The term from `--for` or `--until`.
@@ -26,17 +25,9 @@ pub fn term(duration: Option<&str>, until: Option<&str>) -> Result<Term, CliErro
     match (duration, until) {
         (Some(d), None) => Ok(Term::For(Duration::parse(d)?)),
         (None, Some(u)) => Timestamp::parse_rfc3339(u).map(Term::Until).ok_or_else(|| {
-            CliError::new(
-                "input.invalid_value",
-                format!("--until {u:?} is not an RFC 3339 time"),
-                exit::INPUT,
-            )
+            CliError::new("input.invalid_value", format!("--until {u:?} is not an RFC 3339 time"))
         }),
-        _ => Err(CliError::new(
-            "input.missing_field",
-            "give either --for DURATION or --until TIME",
-            exit::INPUT,
-        )),
+        _ => Err(CliError::new("input.missing_field", "give either --for DURATION or --until TIME")),
     }
 }
 
@@ -53,7 +44,6 @@ pub fn input(engine: &Engine, args: ExceptionRequestArgs) -> Result<ExceptionInp
             return Err(CliError::new(
                 "input.missing_field",
                 "name the finding (--finding) or the control and subject (--control, --subject)",
-                exit::INPUT,
             ));
         }
     };
@@ -180,10 +170,11 @@ const CSV_COLUMNS: [&str; 14] = [
 /// Exceptions as CSV (RFC 4180, header row; approvers joined by `; `) or as a JSON array.
 pub fn export(items: &[Value], format: &str) -> Result<Vec<u8>, CliError> {
     match format {
-        "json" => serde_json::to_vec_pretty(items)
-            .map_err(|e| CliError::new("internal.export", e.to_string(), exit::OTHER)),
+        "json" => {
+            serde_json::to_vec_pretty(items).map_err(|e| CliError::new("internal.export", e.to_string()))
+        }
         "csv" => {
-            let fail = |e: csv::Error| CliError::new("internal.export", e.to_string(), exit::OTHER);
+            let fail = |e: csv::Error| CliError::new("internal.export", e.to_string());
             let mut writer = csv::Writer::from_writer(Vec::new());
             writer.write_record(CSV_COLUMNS).map_err(fail)?;
             for e in items {
@@ -197,12 +188,11 @@ pub fn export(items: &[Value], format: &str) -> Result<Vec<u8>, CliError> {
                     .collect();
                 writer.write_record(&row).map_err(fail)?;
             }
-            writer.into_inner().map_err(|e| CliError::new("internal.export", e.to_string(), exit::OTHER))
+            writer.into_inner().map_err(|e| CliError::new("internal.export", e.to_string()))
         }
         other => Err(CliError::new(
             "input.invalid_value",
             format!("export format {other:?}: expected csv or json"),
-            exit::INPUT,
         )),
     }
 }
@@ -226,7 +216,7 @@ fn write_export(
     count: usize,
     json: bool,
 ) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::new("input.invalid_path", e.to_string(), exit::INPUT);
+    let io = |e: std::io::Error| CliError::new("input.invalid_path", e.to_string());
     match output {
         Some(path) => {
             std::fs::write(path, bytes).map_err(io)?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use writ_ledger::checkpoint::{NoteSigner, NoteVerifier};
 use writ_ledger::sensitive::HmacKey;
 
-use crate::{CliError, exit};
+use crate::CliError;
 
 /// The signing key file: `--ledger-key` / `WRIT_LEDGER_KEY`, or the database path + `.key`.
 pub fn key_path(db: &Path, explicit: Option<&Path>) -> PathBuf {
@@ -35,7 +35,7 @@ fn beside(db: &Path, explicit: Option<&Path>, suffix: &str) -> PathBuf {
 /// Creates a new random HMAC key file readable only by its owner.
 pub fn create_hmac(path: &Path) -> Result<HmacKey, CliError> {
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    getrandom::fill(&mut key).map_err(|e| CliError::new("internal.random", e.to_string()))?;
     let key = HmacKey::from_bytes(key);
     write_secret(path, &key.to_text())?;
     Ok(key)
@@ -50,25 +50,21 @@ pub fn load_hmac(path: &Path) -> Result<Option<HmacKey>, CliError> {
     let text = read_secret(path)?;
     HmacKey::parse(&text)
         .map(Some)
-        .map_err(|e| CliError::new("ledger.key_file", format!("{}: {e}", path.display()), exit::STORE))
+        .map_err(|e| CliError::new("ledger.key_file", format!("{}: {e}", path.display())))
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
     let mut file =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
-            CliError::new(
-                "ledger.key_file",
-                format!("cannot create the key file {}: {e}", path.display()),
-                exit::INPUT,
-            )
+            CliError::new("ledger.key_file", format!("cannot create the key file {}: {e}", path.display()))
         })?;
-    file.write_all(format!("{text}\n").as_bytes()).and_then(|()| file.sync_all()).map_err(|e| {
-        CliError::new("ledger.key_file", format!("writing {}: {e}", path.display()), exit::OTHER)
-    })
+    file.write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::new("ledger.key_file", format!("writing {}: {e}", path.display())))
 }
 
 pub(crate) fn read_secret(path: &Path) -> Result<String, CliError> {
-    let unusable = |why: String| CliError::new("ledger.key_file", why, exit::STORE);
+    let unusable = |why: String| CliError::new("ledger.key_file", why);
     let metadata = std::fs::metadata(path)
         .map_err(|e| unusable(format!("cannot read the key file {}: {e}", path.display())))?;
     if metadata.permissions().mode() & 0o077 != 0 {
@@ -83,16 +79,16 @@ pub(crate) fn read_secret(path: &Path) -> Result<String, CliError> {
 /// A new random log origin, `writ/<16 hex digits>`.
 pub fn new_origin() -> Result<String, CliError> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string()))?;
     Ok(format!("writ/{}", hex::encode(bytes)))
 }
 
 /// Creates a new signing key file (refusing to overwrite one) readable only by its owner.
 pub fn create(path: &Path, origin: &str) -> Result<NoteSigner, CliError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
-    let signer = NoteSigner::from_seed(origin, seed)
-        .map_err(|e| CliError::new("ledger.bad_key", e.to_string(), exit::OTHER))?;
+    getrandom::fill(&mut seed).map_err(|e| CliError::new("internal.random", e.to_string()))?;
+    let signer =
+        NoteSigner::from_seed(origin, seed).map_err(|e| CliError::new("ledger.bad_key", e.to_string()))?;
     write_secret(path, &signer.to_private_text())?;
     Ok(signer)
 }
@@ -100,8 +96,7 @@ pub fn create(path: &Path, origin: &str) -> Result<NoteSigner, CliError> {
 /// Loads the signing key, refusing a file other users can read.
 pub fn load(path: &Path) -> Result<NoteSigner, CliError> {
     let text = read_secret(path)?;
-    NoteSigner::parse(&text)
-        .map_err(|e| CliError::new("ledger.key_file", format!("{}: {e}", path.display()), exit::STORE))
+    NoteSigner::parse(&text).map_err(|e| CliError::new("ledger.key_file", format!("{}: {e}", path.display())))
 }
 
 /// Keys to trust when verifying: those given explicitly, plus the public half of the signing key
@@ -109,9 +104,7 @@ pub fn load(path: &Path) -> Result<NoteSigner, CliError> {
 pub fn trusted(explicit: &[String], key: &Path) -> Result<Vec<NoteVerifier>, CliError> {
     let mut trusted = explicit
         .iter()
-        .map(|k| {
-            NoteVerifier::parse(k).map_err(|e| CliError::new("input.bad_key", e.to_string(), exit::INPUT))
-        })
+        .map(|k| NoteVerifier::parse(k).map_err(|e| CliError::new("input.bad_key", e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     if let Ok(signer) = load(key) {
         trusted.push(signer.verifier());
@@ -123,7 +116,6 @@ pub fn trusted(explicit: &[String], key: &Path) -> Result<Vec<NoteVerifier>, Cli
                 "no trusted key: pass --trusted-key NAME+ID+KEY or make the ledger key {} readable",
                 key.display()
             ),
-            exit::INPUT,
         ));
     }
     Ok(trusted)

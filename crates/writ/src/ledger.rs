@@ -10,7 +10,7 @@ use base64::Engine as _;
 use writ_engine::Engine;
 
 use crate::cli::LedgerCmd;
-use crate::{CliError, exit, keys, render};
+use crate::{CliError, keys, render};
 
 pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Result<(), CliError> {
     match command {
@@ -74,7 +74,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             Ok(())
         }
         LedgerCmd::Prove { .. } => {
-            Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B", exit::INPUT))
+            Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B"))
         }
     }
 }
@@ -143,7 +143,7 @@ pub fn report_verification(value: serde_json::Value, json: bool) -> Result<(), C
     match first {
         None => Ok(()),
         Some((code, message)) => {
-            Err(CliError::received(&code, format!("ledger verification failed: {message}"), exit::LEDGER))
+            Err(CliError::received(&code, format!("ledger verification failed: {message}")))
         }
     }
 }

@@ -12,7 +12,7 @@ use writ_engine::Engine;
 use writ_policy::{DEFAULT_TESTS, Policy, PolicyBundle, PolicyError, Validation};
 
 use crate::cli::PolicyCmd;
-use crate::{CliError, exit, render};
+use crate::{CliError, render};
 
 pub fn run(engine: Option<&Engine>, command: PolicyCmd, json: bool) -> Result<(), CliError> {
     match command {
@@ -27,11 +27,7 @@ pub fn run(engine: Option<&Engine>, command: PolicyCmd, json: bool) -> Result<()
         PolicyCmd::Show => show(&*need(engine)?.policy()?, json),
         PolicyCmd::Reload { dir } => {
             let dir = dir.ok_or_else(|| {
-                CliError::new(
-                    "input.missing",
-                    "give the policy directory with --dir (or WRIT_POLICY_DIR)",
-                    exit::INPUT,
-                )
+                CliError::new("input.missing", "give the policy directory with --dir (or WRIT_POLICY_DIR)")
             })?;
             let bundle = PolicyBundle::from_dir(&dir).map_err(invalid)?;
             let loaded = need(engine)?.load_policy(Actor::System(SystemActor::Admin), bundle)?;
@@ -42,7 +38,7 @@ pub fn run(engine: Option<&Engine>, command: PolicyCmd, json: bool) -> Result<()
 }
 
 fn need(engine: Option<&Engine>) -> Result<&Engine, CliError> {
-    engine.ok_or_else(|| CliError::new("input.not_remote", "this command needs --db", exit::INPUT))
+    engine.ok_or_else(|| CliError::new("input.not_remote", "this command needs --db"))
 }
 
 pub fn print_loaded(loaded: &writ_engine::policy::Loaded, json: bool) -> Result<(), CliError> {
@@ -61,8 +57,10 @@ pub fn print_loaded(loaded: &writ_engine::policy::Loaded, json: bool) -> Result<
 }
 
 fn invalid(error: PolicyError) -> CliError {
-    let exit = if matches!(error, PolicyError::Io { .. }) { exit::NOT_FOUND } else { exit::INPUT };
-    CliError::new("policy.invalid", format!("invalid policy: {error}"), exit)
+    if matches!(error, PolicyError::Io { .. }) {
+        return CliError::new("policy.unreadable", format!("cannot read the policy: {error}"));
+    }
+    CliError::new("policy.invalid", format!("invalid policy: {error}"))
 }
 
 fn compile_dir(dir: &Path) -> Result<Policy, CliError> {
@@ -79,9 +77,8 @@ fn test(dir: Option<&Path>, json: bool) -> Result<(), CliError> {
             let policy = compile_dir(dir)?;
             let mut files = Vec::new();
             let tests = dir.join("tests");
-            let read = |e: std::io::Error| {
-                CliError::new("input.unreadable", format!("{}: {e}", tests.display()), exit::INPUT)
-            };
+            let read =
+                |e: std::io::Error| CliError::new("input.unreadable", format!("{}: {e}", tests.display()));
             let mut entries: Vec<_> =
                 std::fs::read_dir(&tests).map_err(read)?.collect::<Result<_, _>>().map_err(read)?;
             entries.sort_by_key(std::fs::DirEntry::file_name);
@@ -93,7 +90,6 @@ fn test(dir: Option<&Path>, json: bool) -> Result<(), CliError> {
                 return Err(CliError::new(
                     "policy.no_tests",
                     format!("no tests/*.toml in {}", dir.display()),
-                    exit::INPUT,
                 ));
             }
             (policy, files)
@@ -128,11 +124,7 @@ fn test(dir: Option<&Path>, json: bool) -> Result<(), CliError> {
         out.join("\n")
     })?;
     if failed > 0 {
-        return Err(CliError::new(
-            "policy.tests_failed",
-            format!("{failed} policy test case(s) failed"),
-            exit::OTHER,
-        ));
+        return Err(CliError::new("policy.tests_failed", format!("{failed} policy test case(s) failed")));
     }
     Ok(())
 }

@@ -390,7 +390,7 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
+    ApiError::new("not_found", "no such endpoint; see /api/v1/openapi.json")
 }
 
 // ---- request bodies ----
@@ -414,7 +414,6 @@ impl<T: DeserializeOwned> FromRequest<State> for JsonBody<T> {
         let raw = read_body(request, state.limits.body_bytes).await?;
         if !json && !raw.is_empty() {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "request.unsupported_media_type",
                 "send the body as Content-Type: application/json",
             ));
@@ -424,7 +423,7 @@ impl<T: DeserializeOwned> FromRequest<State> for JsonBody<T> {
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = e.path().to_string();
             let message = format!("malformed JSON body at `{field}`: {}", e.inner());
-            ApiError::bad_request("request.malformed_json", message).field(field)
+            ApiError::new("request.malformed_json", message).field(field)
         })?;
         Ok(JsonBody { value, raw })
     }
@@ -442,7 +441,7 @@ async fn read_body(request: Request, limit: usize) -> ApiResult<Bytes> {
     let mut kept: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request("request.unreadable_body", e.to_string()))?;
+        let frame = frame.map_err(|e| ApiError::new("request.unreadable_body", e.to_string()))?;
         let Ok(data) = frame.into_data() else { continue };
         seen = seen.saturating_add(data.len());
         if seen <= limit {
@@ -453,7 +452,6 @@ async fn read_body(request: Request, limit: usize) -> ApiResult<Bytes> {
     }
     if seen > limit {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
             "request.too_large",
             format!("the request body is larger than the {limit} bytes this endpoint accepts"),
         ));
@@ -462,9 +460,7 @@ async fn read_body(request: Request, limit: usize) -> ApiResult<Bytes> {
 }
 
 pub(super) fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
-    value.ok_or_else(|| {
-        ApiError::bad_request("request.missing_field", format!("`{field}` is required")).field(field)
-    })
+    value.ok_or_else(|| ApiError::new("request.missing_field", format!("`{field}` is required")).field(field))
 }
 
 /// Runs a write under the request's idempotency key and renders its result (or, on a replay,
@@ -563,7 +559,6 @@ async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Res
         state.engine.seal("readiness")?;
         if state.signer.is_none() {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
                 "ledger.no_signing_key",
                 "no ledger signing key: checkpoints cannot be signed",
             ));
@@ -605,8 +600,9 @@ fn page_limit(page: &Page) -> ApiResult<usize> {
     match page.limit {
         None => Ok(DEFAULT_PAGE),
         Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
-        Some(_) => Err(ApiError::bad_request("input.page_limit", format!("limit must be 1 to {MAX_PAGE}"))
-            .field("limit")),
+        Some(_) => {
+            Err(ApiError::new("input.page_limit", format!("limit must be 1 to {MAX_PAGE}")).field("limit"))
+        }
     }
 }
 
@@ -731,7 +727,6 @@ async fn reload_policy(
     blocking(&state, move |state| {
         let dir = state.policy_dir.as_ref().ok_or_else(|| {
             ApiError::new(
-                StatusCode::CONFLICT,
                 "policy.no_directory",
                 "the server was started without --policy-dir; the default pack is in force",
             )
@@ -1035,8 +1030,9 @@ async fn break_glass(
     caller.may(Action::Request)?;
     let b = body.value;
     if b.grant.is_empty() {
-        return Err(ApiError::bad_request("request.missing_field", "`grant` needs at least one entitlement")
-            .field("grant"));
+        return Err(
+            ApiError::new("request.missing_field", "`grant` needs at least one entitlement").field("grant")
+        );
     }
     let args = crate::cli::BreakglassArgs {
         // Whoever breaks glass is the authenticated caller.
@@ -1198,13 +1194,16 @@ async fn get_evidence(
     caller.may(Action::Read)?;
     // A digest alone does not say whose change it belongs to: vendors fetch nothing by digest.
     caller.within_scope(Action::Read, std::iter::once(None))?;
-    let digest: [u8; 32] = hex::decode(&sha256).ok().and_then(|d| d.try_into().ok()).ok_or_else(|| {
-        ApiError::bad_request("input.invalid_digest", "expected 64 hex digits").field("sha256")
-    })?;
+    let digest: [u8; 32] = hex::decode(&sha256)
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| ApiError::new("input.invalid_digest", "expected 64 hex digits").field("sha256"))?;
     blocking(&state, move |state| {
-        let blob = state.engine.store().evidence(&digest)?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no evidence {sha256}"))
-        })?;
+        let blob = state
+            .engine
+            .store()
+            .evidence(&digest)?
+            .ok_or_else(|| ApiError::new("not_found", format!("no evidence {sha256}")))?;
         let media = HeaderValue::from_str(&blob.media_type)
             .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
         Ok(([(header::CONTENT_TYPE, media)], blob.bytes).into_response())
@@ -1231,7 +1230,7 @@ async fn create_token(
     caller.may(Action::Administer)?;
     if headers.contains_key(idempotency::HEADER) {
         // A replay could not show the secret again; refuse rather than return a token-less 201.
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
             "idempotency.not_supported",
             "token creation cannot be replayed (the secret is shown once): send it without Idempotency-Key",
         )
@@ -1276,9 +1275,10 @@ async fn revoke_token(
 ) -> ApiResult<Json<Value>> {
     blocking(&state, move |state| {
         let engine = &state.engine;
-        let token = engine.store().token(&id)?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("token {id:?} not found"))
-        })?;
+        let token = engine
+            .store()
+            .token(&id)?
+            .ok_or_else(|| ApiError::new("not_found", format!("token {id:?} not found")))?;
         // Anyone may revoke their own token; revoking another's takes an admin.
         if token.info.identity != caller.identity.name {
             caller.may(Action::Administer)?;
@@ -1314,13 +1314,10 @@ async fn sign_checkpoint(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Operate)?;
     blocking(&state, |state| {
-        let signer = state.signer.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ledger.no_signing_key",
-                "this instance has no signing key",
-            )
-        })?;
+        let signer = state
+            .signer
+            .as_ref()
+            .ok_or_else(|| ApiError::new("ledger.no_signing_key", "this instance has no signing key"))?;
         let checkpoint = state.engine.checkpoint(signer)?;
         Ok(Json(
             json!({ "size": checkpoint.size, "root": hex::encode(checkpoint.root), "note": checkpoint.note }),

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::{CliError, exit};
+use crate::CliError;
 
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
@@ -134,7 +134,6 @@ impl Settings {
             CliError::new(
                 "input.no_database",
                 "no database: pass --db, set WRIT_DB, or put `db` in the configuration file",
-                exit::INPUT,
             )
         })?;
         let oidc = match (args.oidc_issuer.or(file.oidc_issuer), args.oidc_audience.or(file.oidc_audience)) {
@@ -148,7 +147,6 @@ impl Settings {
                 return Err(CliError::new(
                     "input.config",
                     "OIDC needs both an issuer and an audience (--oidc-issuer, --oidc-audience)",
-                    exit::INPUT,
                 ));
             }
         };
@@ -175,9 +173,7 @@ impl Settings {
 }
 
 fn read(path: &Path) -> Result<File, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::new("input.config", format!("cannot read {}: {e}", path.display()), exit::INPUT)
-    })?;
-    toml::from_str(&text)
-        .map_err(|e| CliError::new("input.config", format!("{}: {e}", path.display()), exit::INPUT))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::new("input.config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| CliError::new("input.config", format!("{}: {e}", path.display())))
 }

@@ -29,7 +29,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::manifests::{ManifestConfig, Manifests};
 use super::writeback::{Writeback, WritebackConfig};
-use crate::{CliError, exit};
+use crate::CliError;
 
 /// One `[[hook]]` table of the configuration file.
 #[derive(Deserialize, Debug, Clone)]
@@ -67,7 +67,7 @@ pub struct Hook {
 }
 
 fn config_error(name: &str, message: impl std::fmt::Display) -> CliError {
-    CliError::new("input.config", format!("hook {name:?}: {message}"), exit::INPUT)
+    CliError::new("input.config", format!("hook {name:?}: {message}"))
 }
 
 /// Reads every hook's secret file and checks its settings; any problem stops the start.
@@ -170,10 +170,8 @@ async fn receive(
     blocking(&state, move |state| {
         let hook = state.hooks.get(&name).ok_or_else(|| {
             ApiError::new(
-                StatusCode::NOT_FOUND,
                 "hook.unknown",
-                format!("no hook named {name:?} is configured"),
-            )
+                format!("no hook named {name:?} is configured"))
         })?;
         let headers: BTreeMap<String, String> = headers
             .iter()
@@ -194,9 +192,9 @@ async fn receive(
                     sha256,
                     at: received.now,
                 })?;
-                return Err(ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()));
+                return Err(ApiError::new(error.code(), error.to_string()));
             }
-            Err(error) => return Err(ApiError::bad_request(error.code(), error.to_string())),
+            Err(error) => return Err(ApiError::new(error.code(), error.to_string())),
         };
         // Manifests are read for a delivery not seen before (a duplicate is only recorded).
         if let Some(revision) = parsed.revision.as_ref()
@@ -206,13 +204,11 @@ async fn receive(
             parsed.apps = repository.read(revision).map_err(|detail| {
                 tracing::warn!(target: "writ::intake", hook = %name, commit = %revision.after, %detail, "manifests not read");
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
                     "hook.manifest_unavailable",
                     format!(
                         "the application manifests of {} at {} could not be read; nothing was recorded: deliver again",
                         revision.repository, revision.after
-                    ),
-                )
+                    ))
             })?;
         }
         let receipt = state.engine.receive(&hook.source, parsed, sha256)?;

@@ -63,14 +63,12 @@ pub fn run(
         }
         Claim::InProgress => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
                 "idempotency.in_progress",
                 "a request with this Idempotency-Key is still in progress (or was interrupted); retry later or use a new key after checking its effect",
             ));
         }
         Claim::Mismatch => {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency.key_reused",
                 "this Idempotency-Key was already used for a different request; use a new key",
             )
@@ -99,7 +97,7 @@ fn key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
     match key {
         Some(key) => Ok(Some(key.to_owned())),
-        None => Err(ApiError::bad_request(
+        None => Err(ApiError::new(
             "input.idempotency_key",
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
         )

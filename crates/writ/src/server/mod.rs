@@ -32,8 +32,8 @@ use writ_ledger::checkpoint::NoteSigner;
 
 pub use config::ServeArgs;
 
+use crate::CliError;
 use crate::db::Database;
-use crate::{CliError, exit};
 
 /// What every handler shares.
 pub struct AppState {
@@ -71,7 +71,6 @@ pub fn run(
             CliError::new(
                 "ledger.no_hmac_key",
                 "no HMAC key file: the server records nothing without it (--hmac-key / WRIT_HMAC_KEY)",
-                exit::STORE,
             )
         })?;
     let key_path = database.key_path(settings.ledger_key.as_deref())?;
@@ -98,7 +97,7 @@ pub fn run(
         .enable_all()
         .max_blocking_threads(settings.workers)
         .build()
-        .map_err(|e| CliError::new("internal", format!("cannot start the runtime: {e}"), exit::OTHER))?;
+        .map_err(|e| CliError::new("internal", format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(serve(Arc::clone(&state), settings.listen, database.describe()));
     // The PostgreSQL client owns a runtime of its own, which must not be dropped inside ours:
     // shut ours down first, then release the store.
@@ -109,7 +108,7 @@ pub fn run(
 
 fn instance_id() -> Result<String, CliError> {
     let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string(), exit::OTHER))?;
+    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string()))?;
     Ok(format!("writ-{}", hex::encode(bytes)))
 }
 
@@ -119,10 +118,9 @@ async fn serve(state: State, listen: String, described: String) -> Result<(), Cl
     let signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .map_err(|e| CliError::new("input.listen", format!("cannot listen on {listen}: {e}"), exit::INPUT))?;
-    let address: SocketAddr = listener
-        .local_addr()
-        .map_err(|e| CliError::new("internal", format!("no local address: {e}"), exit::OTHER))?;
+        .map_err(|e| CliError::new("input.listen", format!("cannot listen on {listen}: {e}")))?;
+    let address: SocketAddr =
+        listener.local_addr().map_err(|e| CliError::new("internal", format!("no local address: {e}")))?;
     // The one line on stdout: scripts and tests read the bound address from it.
     println!("listening on http://{address}");
     tracing::info!(target: "writ::serve", %address, database = %described, instance = %state.instance, "serving");
@@ -137,7 +135,7 @@ async fn serve(state: State, listen: String, described: String) -> Result<(), Cl
     let _ =
         tokio::task::spawn_blocking(move || last.signer.as_ref().map(|s| last.engine.checkpoint(s))).await;
     tracing::info!(target: "writ::serve", "stopped");
-    result.map_err(|e| CliError::new("internal", format!("server error: {e}"), exit::OTHER))
+    result.map_err(|e| CliError::new("internal", format!("server error: {e}")))
 }
 
 /// SIGINT and SIGTERM, listened to from start-up.
@@ -149,8 +147,7 @@ struct Signals {
 impl Signals {
     fn install() -> Result<Signals, CliError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let failed =
-            |e: std::io::Error| CliError::new("internal", format!("cannot handle signals: {e}"), exit::OTHER);
+        let failed = |e: std::io::Error| CliError::new("internal", format!("cannot handle signals: {e}"));
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
             terminate: signal(SignalKind::terminate()).map_err(failed)?,
@@ -196,7 +193,7 @@ pub fn load_policy_dir(
     dir: &std::path::Path,
 ) -> Result<writ_engine::policy::Loaded, CliError> {
     let bundle = writ_policy::PolicyBundle::from_dir(dir)
-        .map_err(|e| CliError::new("policy.invalid", format!("invalid policy: {e}"), exit::INPUT))?;
+        .map_err(|e| CliError::new("policy.invalid", format!("invalid policy: {e}")))?;
     Ok(engine
         .load_policy(writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin), bundle)?)
 }

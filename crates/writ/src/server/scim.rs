@@ -79,7 +79,10 @@ impl From<EngineError> for Failure {
             EngineError::Scim(error) => Failure(error),
             other => {
                 let api = super::error::ApiError::from(other);
-                Failure(ScimError::status(api.status.as_u16(), format!("{} ({})", api.message, api.code)))
+                Failure(ScimError::status(
+                    api.status.as_u16(),
+                    format!("{} ({})", api.error.message, api.error.code),
+                ))
             }
         }
     }
@@ -87,7 +90,7 @@ impl From<EngineError> for Failure {
 
 impl From<super::error::ApiError> for Failure {
     fn from(api: super::error::ApiError) -> Failure {
-        Failure(ScimError::status(api.status.as_u16(), format!("{} ({})", api.message, api.code)))
+        Failure(ScimError::status(api.status.as_u16(), format!("{} ({})", api.error.message, api.error.code)))
     }
 }
 

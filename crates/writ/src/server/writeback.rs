@@ -177,5 +177,5 @@ pub fn pass(
 
 /// The configuration error for a hook's write-back.
 pub fn config_error(hook: &str, message: impl std::fmt::Display) -> CliError {
-    CliError::new("input.config", format!("hook {hook:?}: writeback: {message}"), crate::exit::INPUT)
+    CliError::new("input.config", format!("hook {hook:?}: writeback: {message}"))
 }

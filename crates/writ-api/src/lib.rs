@@ -1,0 +1,12 @@
+//! `writ-api`: Writ's HTTP API as data, shared by the server and the command line.
+//!
+//! - `error`: the one table of error kinds. Every stable code has one row, which gives both the
+//!   HTTP status the server answers and the exit code the CLI ends with, so a refusal is the same
+//!   refusal through every surface.
+//!
+//! This crate knows no HTTP framework and no command-line parser: both depend on it, never the
+//! other way round (checked by the tidy test).
+
+pub mod error;
+
+pub use error::{Error, Kind};
