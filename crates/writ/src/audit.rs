@@ -23,10 +23,10 @@ use writ_engine::{ChangeRecord, Engine};
 use writ_ledger::checkpoint::{NoteVerifier, open};
 use writ_ledger::merkle::{Hash, verify_inclusion};
 
-use crate::{CliError, render};
+use crate::CliError;
+use writ_server::bundle::{Bundle, SCHEMA, build};
 
-const SCHEMA: &str = "writ.bundle/v1";
-const NOTE_SEPARATOR: &str = "\n-----\n";
+use crate::render;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
     move |e| CliError::new("audit.io", format!("{}: {e}", path.display()))
@@ -34,15 +34,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
 
 fn invalid(message: String) -> CliError {
     CliError::new("audit.invalid_bundle", message)
-}
-
-/// A bundle in memory: every file by its path (the manifest included), and what it covers.
-pub struct Bundle {
-    pub files: BTreeMap<String, Vec<u8>>,
-    pub events: usize,
-    pub evidence: usize,
-    pub tree_size: u64,
-    pub uncovered: usize,
 }
 
 /// Writes a bundle for one change (`change = Some`) or the whole log.
@@ -92,22 +83,6 @@ pub fn report(bundle: &Bundle, out: &Path, json_out: bool) {
     });
 }
 
-/// The bundle as a tar archive (ustar; paths relative, mode 0644, no timestamps), for the API.
-pub fn tar(bundle: &Bundle) -> Result<Vec<u8>, CliError> {
-    let mut archive = ::tar::Builder::new(Vec::new());
-    for (name, bytes) in &bundle.files {
-        let mut header = ::tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        archive
-            .append_data(&mut header, name, bytes.as_slice())
-            .map_err(|e| CliError::new("internal", format!("building the archive: {e}")))?;
-    }
-    archive.into_inner().map_err(|e| CliError::new("internal", format!("building the archive: {e}")))
-}
-
 /// Unpacks a bundle archive into a new directory (entries cannot escape it) and reads back what
 /// it holds from its manifest.
 pub fn untar(bytes: &[u8], out: &Path) -> Result<Bundle, CliError> {
@@ -134,90 +109,6 @@ pub fn untar(bytes: &[u8], out: &Path) -> Result<Bundle, CliError> {
         tree_size: count("tree_size"),
         uncovered: usize::try_from(count("events_not_yet_checkpointed")).unwrap_or(0),
     })
-}
-
-/// Builds a bundle for one change (`change = Some`) or the whole log, in memory.
-pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> Result<Bundle, CliError> {
-    let checkpoints = engine.store().checkpoints()?;
-    let latest = checkpoints.last().cloned().ok_or_else(|| {
-        CliError::new("ledger.no_checkpoint", "no signed checkpoint yet; run `writ ledger checkpoint` first")
-    })?;
-    let tree = engine.ledger_tree()?;
-    let rows = engine.all_events()?;
-    let wanted: Vec<&writ_store::EventRow> = match change {
-        Some(id) => {
-            engine.load(id)?;
-            rows.iter().filter(|r| r.change.as_ref() == Some(id) && r.index < latest.size).collect()
-        }
-        None => rows.iter().filter(|r| r.index < latest.size).collect(),
-    };
-    let uncovered = match change {
-        Some(id) => rows.iter().filter(|r| r.change.as_ref() == Some(id) && r.index >= latest.size).count(),
-        None => rows.len().saturating_sub(usize::try_from(latest.size).unwrap_or(usize::MAX)),
-    };
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut events = String::new();
-    let mut proofs = String::new();
-    let mut digests: BTreeSet<[u8; 32]> = BTreeSet::new();
-    let macs: std::cell::RefCell<BTreeSet<String>> = std::cell::RefCell::new(BTreeSet::new());
-    let record_mac = |mac: &str| {
-        macs.borrow_mut().insert(mac.to_owned());
-        None
-    };
-    for row in &wanted {
-        let leaf = writ_ledger::leaf_hash(&row.bytes);
-        events.push_str(&format!(
-            "{}\n",
-            json!({ "index": row.index, "leaf": hex::encode(leaf), "record": B64.encode(&row.bytes) })
-        ));
-        let path = tree.inclusion_proof(row.index, latest.size).unwrap_or_default();
-        proofs.push_str(&format!(
-            "{}\n",
-            json!({ "index": row.index, "tree_size": latest.size, "path": path.iter().map(hex::encode).collect::<Vec<_>>() })
-        ));
-        if let Ok(Event::Change(event)) = writ_ledger::decode(&row.bytes, &record_mac) {
-            digests.extend(event.evidence.iter().map(|e| e.digest));
-        }
-    }
-    for digest in &digests {
-        let blob = engine.evidence(digest)?;
-        files.insert(format!("evidence/{}", hex::encode(digest)), blob.bytes);
-    }
-    let key = engine
-        .store()
-        .meta(&format!("ledger.key.{}", key_id_of(&latest.note)))?
-        .ok_or_else(|| CliError::new("ledger.unknown_key", "the checkpoint's public key is not recorded"))?;
-    let mut sensitive = String::new();
-    for mac in macs.into_inner() {
-        if let Some(value) = engine.store().sensitive(&mac)? {
-            sensitive.push_str(&format!("{}\n", json!({ "hmac": mac, "value": value })));
-        }
-    }
-    files.insert("sensitive.jsonl".into(), sensitive.into_bytes());
-    files.insert("events.jsonl".into(), events.into_bytes());
-    files.insert("proofs.jsonl".into(), proofs.into_bytes());
-    files.insert("checkpoint.note".into(), latest.note.clone().into_bytes());
-    let all_notes: Vec<String> = checkpoints.iter().map(|c| c.note.clone()).collect();
-    files.insert("checkpoints.txt".into(), all_notes.join(NOTE_SEPARATOR).into_bytes());
-    files.insert("public.key".into(), format!("{key}\n").into_bytes());
-    let manifest = json!({
-        "schema": SCHEMA,
-        "origin": engine.ledger_origin()?,
-        "scope": change.map_or("all".to_owned(), ToString::to_string),
-        "tree_size": latest.size,
-        "events": wanted.len(),
-        "events_not_yet_checkpointed": uncovered,
-        "files": files.iter().map(|(name, bytes)| (name.clone(), Value::String(hex::encode(writ_ledger::sha256(bytes))))).collect::<serde_json::Map<_, _>>(),
-    });
-    files.insert("manifest.json".into(), serde_json::to_vec_pretty(&manifest).unwrap_or_default());
-    Ok(Bundle { files, events: wanted.len(), evidence: digests.len(), tree_size: latest.size, uncovered })
-}
-
-fn key_id_of(note: &str) -> String {
-    note.rsplit_once(' ')
-        .and_then(|(_, sig)| B64.decode(sig.trim()).ok())
-        .and_then(|blob| blob.get(..4).map(hex::encode))
-        .unwrap_or_default()
 }
 
 /// Verifies a bundle offline and prints the reconstructed trail of every change in it.
@@ -349,8 +240,8 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         }
         let Some(change) = change else { continue };
         let record = ChangeRecord { change, events };
-        trails.push(render::change_json(&record, &[checkpoint.size]));
-        text.push(render::trail(&render::change_json(&record, &[checkpoint.size])));
+        trails.push(writ_api::view::change_json(&record, &[checkpoint.size]));
+        text.push(render::trail(&writ_api::view::change_json(&record, &[checkpoint.size])));
     }
     let trust = if pinned {
         "pinned key".to_owned()

@@ -142,7 +142,7 @@ fn lifecycles_on(dir: &Path, kind: Kind, count: usize, threads: usize) -> anyhow
     let db = dir.join(format!("{label}-{threads}.db"));
     let hmac = writ_ledger::sensitive::HmacKey::from_bytes([8; 32]);
     let engine =
-        crate::commands::engine_over(Arc::new(SqliteStore::open(&db, OpenMode::Create)?), Some(hmac));
+        writ_server::compose::engine_over(Arc::new(SqliteStore::open(&db, OpenMode::Create)?), Some(hmac));
     let admin = Actor::System(SystemActor::Admin);
     let subjects: Vec<String> = (0..threads).map(|t| format!("dave-{t}")).collect();
     for person in ["alice", "bob", "carol"].into_iter().chain(subjects.iter().map(String::as_str)) {

@@ -16,7 +16,7 @@ use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
 use writ_core::name::{IdentityName, TargetName};
 use writ_core::time::Duration as WritDuration;
 
-use crate::db::Database;
+use writ_server::db::Database;
 
 pub struct Options {
     pub seconds: u64,
@@ -110,8 +110,9 @@ fn setup(dir: &Path, name: &str, postgres: Option<&str>, instances: usize) -> an
     let key = dir.join(format!("{slug}.key"));
     let hmac = dir.join(format!("{slug}.hmac"));
     let database = Database::parse(Some(Path::new(&db)))?;
-    let signer = crate::keys::create(&key, &crate::keys::new_origin()?)?;
-    let engine = crate::commands::engine_over(database.open(true)?, Some(crate::keys::create_hmac(&hmac)?));
+    let signer = writ_server::keys::create(&key, &writ_server::keys::new_origin()?)?;
+    let engine =
+        writ_server::compose::engine_over(database.open(true)?, Some(writ_server::keys::create_hmac(&hmac)?));
     engine.init_ledger(&signer)?;
     let admin = Actor::System(SystemActor::Admin);
     for person in ["alice", "bob", "dave"] {

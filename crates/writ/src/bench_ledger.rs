@@ -232,7 +232,7 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     ));
 
     // Verification of the batched ledger: sign a checkpoint, then verify everything.
-    let engine = crate::commands::engine_over(Arc::new(store), Some(key));
+    let engine = writ_server::compose::engine_over(Arc::new(store), Some(key));
     let signer = NoteSigner::from_seed("writ/bench", [5; 32]).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.store().init_meta(writ_engine::ledger::ORIGIN, "writ/bench")?;
     let tree = engine.ledger_tree()?;

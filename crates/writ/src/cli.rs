@@ -97,7 +97,7 @@ pub enum Top {
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Run the HTTP API (see /api/v1/openapi.json) over --db, SQLite or PostgreSQL.
-    Serve(crate::server::ServeArgs),
+    Serve(ServeArgs),
     /// API tokens: issue one for an identity (shown once), list, revoke.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -706,4 +706,65 @@ pub enum IntakeCmd {
     },
     /// One delivery: where it came from, the SHA-256 of its bytes, what it became.
     Show { source: String, id: String },
+}
+
+/// `writ serve`: flags and environment variables, each overriding the configuration file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "WRIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "WRIT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Most requests served at once (each runs its database work on a pool thread).
+    #[arg(long, env = "WRIT_WORKERS")]
+    pub workers: Option<usize>,
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "WRIT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
+    #[arg(long, env = "WRIT_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// The audience an OIDC token must be for (its `aud`); required with --oidc-issuer.
+    #[arg(long, env = "WRIT_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// The claim that names the Writ identity (default: sub).
+    #[arg(long, env = "WRIT_OIDC_CLAIM")]
+    pub oidc_claim: Option<String>,
+    /// Failed attempts to end time-bound access after which the expiry change carries an alert
+    /// (retries continue with backoff: 1 s doubling up to 5 min).
+    #[arg(long, env = "WRIT_EXPIRY_ALERT_ATTEMPTS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub expiry_alert_attempts: Option<u32>,
+    /// A policy directory (Cedar files and rules.toml) to load at start and on
+    /// `POST /api/v1/policy/reload`. An invalid policy stops the start with FILE:LINE: reason.
+    #[arg(long, env = "WRIT_POLICY_DIR", value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
+}
+
+impl From<ServeArgs> for writ_server::ServeOptions {
+    fn from(args: ServeArgs) -> writ_server::ServeOptions {
+        let ServeArgs {
+            config,
+            listen,
+            workers,
+            max_body_bytes,
+            oidc_issuer,
+            oidc_audience,
+            oidc_claim,
+            expiry_alert_attempts,
+            policy_dir,
+        } = args;
+        writ_server::ServeOptions {
+            config,
+            listen,
+            workers,
+            max_body_bytes,
+            oidc_issuer,
+            oidc_audience,
+            oidc_claim,
+            expiry_alert_attempts,
+            policy_dir,
+        }
+    }
 }

@@ -5,26 +5,21 @@
 #![allow(clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use writ_core::change::{
-    BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification, OpAction, RefKind,
-};
+use writ_core::change::{ChangeId, ChangeState, ExternalRef, Justification, RefKind};
 use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
-use writ_core::name::{EntitlementRef, IdentityName, OrgName, TargetName};
+use writ_core::name::{IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
-use writ_engine::{ChangeRecord, Engine, RequestInput, RequestedOp, SystemClock};
-use writ_ledger::sensitive::HmacKey;
-use writ_store::Store;
+use writ_engine::{ChangeRecord, Engine, RequestInput};
 
 use crate::CliError;
 use crate::cli::{
     AuditCmd, BreakglassArgs, ChangeCmd, Cli, EvidenceCmd, ExceptionCmd, FindingCmd, IdentityCmd,
     RequestArgs, RoleCmd, TargetAddArgs, TargetCmd, TokenCmd, Top,
 };
-use crate::db::Database;
 use crate::render;
-use crate::targets::Connectors;
+use writ_server::compose::open;
+use writ_server::db::Database;
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { db, ledger_key: key, hmac_key, json, command, server, .. } = cli;
@@ -53,7 +48,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             json,
         })
         .map_err(crate::internal),
-        Top::Serve(args) => crate::server::run(db.as_deref(), key.as_deref(), hmac, args),
+        Top::Serve(args) => writ_server::run(db.as_deref(), key.as_deref(), hmac, args.into()),
         Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
@@ -228,27 +223,10 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
 /// arrive). The events are already durable; a missing key or a refusal to sign is reported, not
 /// fatal, and `writ ledger verify` will show what is not yet covered.
 fn auto_checkpoint(engine: &Engine, key: &Path) {
-    let outcome = crate::keys::load(key)
+    let outcome = writ_server::keys::load(key)
         .and_then(|signer| engine.checkpoint_if_due(&signer, 1000).map_err(CliError::from));
     if let Err(error) = outcome {
         tracing::warn!(target: "writ::ledger", code = %error.code, "no checkpoint signed: {}", error.message);
-    }
-}
-
-/// Opens an existing database and wires the engine over it, with the HMAC key if its file
-/// exists (without it the engine can read but records nothing).
-pub fn open(db: Option<&Path>, hmac: Option<&Path>) -> Result<Engine, CliError> {
-    let database = Database::parse(db)?;
-    let store = database.open(false)?;
-    let key = crate::keys::load_hmac(&database.hmac_path(hmac)?)?;
-    Ok(engine_over(store, key))
-}
-
-pub fn engine_over(store: Arc<dyn Store>, hmac: Option<HmacKey>) -> Engine {
-    let engine = Engine::new(store, Arc::new(Connectors::default()), Arc::new(SystemClock));
-    match hmac {
-        Some(key) => engine.with_hmac_key(Arc::new(key)),
-        None => engine,
     }
 }
 
@@ -274,10 +252,10 @@ fn init(
             return Err(refuse(existing.display().to_string()));
         }
     }
-    let signer = crate::keys::create(&key, &crate::keys::new_origin()?)?;
-    let hmac_key = crate::keys::create_hmac(&hmac)?;
+    let signer = writ_server::keys::create(&key, &writ_server::keys::new_origin()?)?;
+    let hmac_key = writ_server::keys::create_hmac(&hmac)?;
     let hmac_id = hmac_key.id().to_owned();
-    let engine = engine_over(database.open(true)?, Some(hmac_key));
+    let engine = writ_server::compose::engine_over(database.open(true)?, Some(hmac_key));
     engine.init_ledger(&signer)?;
     let verifier = signer.verifier();
     if json {
@@ -322,7 +300,7 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             let vendor = vendor.as_deref().map(OrgName::parse).transpose()?;
             let actor = registry_actor(engine, actor.as_deref())?;
             let identity = engine.add_identity(actor, name, kind, owner.as_ref(), vendor)?;
-            render::print(json, render::identity_json(&identity), || {
+            render::print(json, writ_api::view::identity_json(&identity), || {
                 format!("added {} ({})", identity.name, identity.kind)
             });
         }
@@ -351,7 +329,8 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
         }
         IdentityCmd::List => {
             let identities = engine.store().identities()?;
-            let value = serde_json::Value::Array(identities.iter().map(render::identity_json).collect());
+            let value =
+                serde_json::Value::Array(identities.iter().map(writ_api::view::identity_json).collect());
             render::print(json, value, || render::identity_table(&identities));
         }
         IdentityCmd::Show { name } => {
@@ -359,13 +338,13 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             let identity = engine.identity(&name)?;
             let grants = engine.grants_of(&name)?;
             let roles: Vec<&str> = engine.store().roles_of(&name)?.iter().map(|r| r.as_str()).collect();
-            let mut value = render::identity_json(&identity);
-            render::insert(
+            let mut value = writ_api::view::identity_json(&identity);
+            writ_api::view::insert(
                 &mut value,
                 "grants",
-                serde_json::Value::Array(grants.iter().map(render::grant_json).collect()),
+                serde_json::Value::Array(grants.iter().map(writ_api::view::grant_json).collect()),
             );
-            render::insert(&mut value, "roles", serde_json::json!(roles));
+            writ_api::view::insert(&mut value, "roles", serde_json::json!(roles));
             render::print(json, value, || render::identity_detail(&identity, &grants));
         }
     }
@@ -459,15 +438,15 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
                         "--timeout is for networked targets (postgres, ldap, openbao); git is local",
                     ));
                 }
-                crate::targets::parse_timeout(&timeout)
+                writ_server::targets::parse_timeout(&timeout)
                     .map_err(|e| CliError::new("input.invalid_value", format!("--timeout: {e}")))?;
                 settings.push(("timeout".to_owned(), timeout));
             }
             let actor = registry_actor(engine, actor.as_deref())?;
             let target = engine.add_target(actor, name, kind, settings)?;
             let entitlements = engine.entitlements(&target.name)?;
-            let mut value = render::target_json(&target);
-            render::insert(
+            let mut value = writ_api::view::target_json(&target);
+            writ_api::view::insert(
                 &mut value,
                 "entitlements",
                 serde_json::json!(entitlements.iter().map(ToString::to_string).collect::<Vec<_>>()),
@@ -478,7 +457,7 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
         }
         TargetCmd::List => {
             let targets = engine.store().targets()?;
-            let value = serde_json::Value::Array(targets.iter().map(render::target_json).collect());
+            let value = serde_json::Value::Array(targets.iter().map(writ_api::view::target_json).collect());
             render::print(json, value, || {
                 targets
                     .iter()
@@ -544,7 +523,7 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
-            let value = render::change_json(&record, &sizes);
+            let value = writ_api::view::change_json(&record, &sizes);
             let text = render::trail(&value);
             render::print(json, value, || text);
             return Ok(());
@@ -552,7 +531,7 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::List { state } => {
             let state = state.as_deref().map(ChangeState::parse).transpose()?;
             let changes = engine.changes(state)?;
-            let value = serde_json::Value::Array(changes.iter().map(render::summary_json).collect());
+            let value = serde_json::Value::Array(changes.iter().map(writ_api::view::summary_json).collect());
             render::print(json, value, || render::summary_table(&changes));
             return Ok(());
         }
@@ -587,69 +566,43 @@ pub fn report_state(id: &str, state: &str, error: Option<&str>, json: bool) -> R
     }
 }
 
+/// The request the command line describes, through the same conversion as the API's body.
 pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
-    let identity = IdentityName::parse(&args.identity)?;
-    let duration = args.duration.as_deref().map(Duration::parse).transpose()?;
-    if duration.is_some() && args.grant.is_empty() {
-        return Err(writ_core::Refusal::DurationOnRevoke.into());
-    }
-    let mut ops = Vec::new();
-    let actions =
-        [(OpAction::Revoke, &args.revoke), (OpAction::Grant, &args.grant), (OpAction::Rotate, &args.rotate)];
-    for (action, entitlements) in actions {
-        for entitlement in entitlements {
-            ops.push(RequestedOp {
-                action,
-                identity: identity.clone(),
-                entitlement: EntitlementRef::parse(entitlement)?,
-                duration: if action == OpAction::Grant { duration } else { None },
-            });
-        }
-    }
-    let mut refs = Vec::new();
-    for (kind, values) in
-        [(RefKind::Ticket, &args.ticket), (RefKind::Commit, &args.commit), (RefKind::PullRequest, &args.pr)]
-    {
-        for value in values {
-            refs.push(ExternalRef::new(kind, value)?);
-        }
-    }
-    Ok(RequestInput {
-        requester: IdentityName::parse(&args.actor)?,
-        on_behalf_of: args.on_behalf_of.as_deref().map(IdentityName::parse).transpose()?,
-        ops,
-        justification: Justification::parse(&args.justification)?,
-        refs,
-        event: BusinessEvent::parse(&args.event)?,
-    })
+    let RequestArgs {
+        actor,
+        identity,
+        grant,
+        revoke,
+        rotate,
+        duration,
+        justification,
+        ticket,
+        commit,
+        pr,
+        event,
+        on_behalf_of,
+    } = args;
+    let body = writ_api::wire::NewChange {
+        identity: Some(identity),
+        grant,
+        revoke,
+        rotate,
+        duration,
+        justification: Some(justification),
+        ticket,
+        commit,
+        pr,
+        event: Some(event),
+        on_behalf_of,
+    };
+    body.into_input(&actor)
 }
 
-/// A break-glass request from the command line (or the same fields over the API).
+/// A break-glass request from the command line, through the same conversion as the API's body.
 pub fn breakglass_input(args: BreakglassArgs) -> Result<writ_engine::breakglass::BreakGlassInput, CliError> {
-    let actor = IdentityName::parse(&args.actor)?;
-    let identity =
-        args.identity.as_deref().map(IdentityName::parse).transpose()?.unwrap_or_else(|| actor.clone());
-    let duration = args.duration.as_deref().map(Duration::parse).transpose()?;
-    let ops = args
-        .grant
-        .iter()
-        .map(|entitlement| {
-            Ok(RequestedOp {
-                action: OpAction::Grant,
-                identity: identity.clone(),
-                entitlement: EntitlementRef::parse(entitlement)?,
-                duration,
-            })
-        })
-        .collect::<Result<Vec<_>, writ_core::Refusal>>()?;
-    let refs =
-        args.ticket.iter().map(|t| ExternalRef::new(RefKind::Ticket, t)).collect::<Result<Vec<_>, _>>()?;
-    Ok(writ_engine::breakglass::BreakGlassInput {
-        actor,
-        ops,
-        reason: Justification::parse(&args.reason)?,
-        refs,
-    })
+    let BreakglassArgs { actor, identity, grant, duration, reason, ticket } = args;
+    let body = writ_api::wire::BreakGlass { identity, grant, duration, reason: Some(reason), ticket };
+    body.into_input(&actor)
 }
 
 fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliError> {
@@ -657,16 +610,16 @@ fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliEr
         FindingCmd::List { state } => {
             let state = state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
             let findings = engine.findings(state)?;
-            let value = serde_json::Value::Array(findings.iter().map(render::finding_json).collect());
+            let value = serde_json::Value::Array(findings.iter().map(writ_api::view::finding_json).collect());
             render::print(json, value, || render::finding_table(&findings));
         }
         FindingCmd::Show { id } => {
             let finding = engine.finding(&id)?;
-            render::print(json, render::finding_json(&finding), || render::finding_detail(&finding));
+            render::print(json, writ_api::view::finding_json(&finding), || render::finding_detail(&finding));
         }
         FindingCmd::Resolve { id, actor, note } => {
             let finding = engine.resolve_finding(&IdentityName::parse(&actor)?, &id, note)?;
-            render::print(json, render::finding_json(&finding), || {
+            render::print(json, writ_api::view::finding_json(&finding), || {
                 format!("{} {}", finding.id, finding.state)
             });
         }
@@ -696,7 +649,7 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
             let Some((_, _, attached)) = record.change.evidence.last() else {
                 return Err(CliError::new("internal", "the evidence was not recorded"));
             };
-            render::print(json, render::evidence_json(attached), || {
+            render::print(json, writ_api::view::evidence_json(attached), || {
                 format!("attached sha256:{} to {} ({})", hex::encode(attached.digest), id, step.as_str())
             });
             Ok(())
@@ -708,9 +661,9 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
                 .evidence
                 .iter()
                 .map(|(seq, step, e)| {
-                    let mut value = render::evidence_json(e);
-                    render::insert(&mut value, "step", serde_json::json!(step.as_str()));
-                    render::insert(&mut value, "seq", serde_json::json!(seq));
+                    let mut value = writ_api::view::evidence_json(e);
+                    writ_api::view::insert(&mut value, "step", serde_json::json!(step.as_str()));
+                    writ_api::view::insert(&mut value, "seq", serde_json::json!(seq));
                     value
                 })
                 .collect();
@@ -794,15 +747,15 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
         TokenCmd::Create { identity, label, expires_in } => {
             let ttl = Duration::parse(&expires_in)?;
             let issued = engine.issue_token(admin, &IdentityName::parse(&identity)?, &label, ttl)?;
-            let mut value = token_json(&issued.info, None);
-            render::insert(&mut value, "token", serde_json::json!(issued.token));
+            let mut value = writ_api::view::token_json(&issued.info, None);
+            writ_api::view::insert(&mut value, "token", serde_json::json!(issued.token));
             let text = token_text(&value);
             render::print(json, value, || text);
         }
         TokenCmd::List => {
             let tokens = engine.store().tokens()?;
             let items: Vec<serde_json::Value> =
-                tokens.iter().map(|t| token_json(&t.info, t.revoked_at)).collect();
+                tokens.iter().map(|t| writ_api::view::token_json(&t.info, t.revoked_at)).collect();
             let lines = token_lines(&items);
             render::print(json, serde_json::Value::Array(items), || lines);
         }
@@ -814,20 +767,6 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
         }
     }
     Ok(())
-}
-
-pub fn token_json(
-    info: &writ_core::access::TokenInfo,
-    revoked: Option<writ_core::time::Timestamp>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "id": info.id,
-        "identity": info.identity.to_string(),
-        "label": info.label,
-        "created_at": info.created_at.to_rfc3339(),
-        "expires_at": info.expires_at.to_rfc3339(),
-        "revoked_at": revoked.map(|t| t.to_rfc3339()),
-    })
 }
 
 fn role(engine: &Engine, command: RoleCmd, json: bool) -> Result<(), CliError> {

@@ -47,12 +47,12 @@ pub fn run(keep: Option<&Path>, all_targets: bool) -> anyhow::Result<()> {
     };
     let repo = dir.join("access-repo");
     make_repository(&repo)?;
-    let hmac = crate::keys::create_hmac(&dir.join("writ.db.hmac"))?;
-    let engine = crate::commands::engine_over(
+    let hmac = writ_server::keys::create_hmac(&dir.join("writ.db.hmac"))?;
+    let engine = writ_server::compose::engine_over(
         Arc::new(SqliteStore::open(&dir.join("writ.db"), OpenMode::Create)?),
         Some(hmac),
     );
-    let signer = crate::keys::create(&dir.join("writ.db.key"), &crate::keys::new_origin()?)?;
+    let signer = writ_server::keys::create(&dir.join("writ.db.key"), &writ_server::keys::new_origin()?)?;
     engine.init_ledger(&signer)?;
 
     heading("Setup: people, a service account, and an access-as-code repository");
@@ -251,7 +251,7 @@ pub fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyho
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     println!(
         "{}",
-        crate::render::trail(&crate::render::change_json(&engine.load(id)?, &sizes))
+        crate::render::trail(&writ_api::view::change_json(&engine.load(id)?, &sizes))
             .lines()
             .map(|l| format!("  {l}"))
             .collect::<Vec<_>>()

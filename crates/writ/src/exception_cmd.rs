@@ -9,77 +9,40 @@
 use std::io::Write;
 
 use serde_json::{Value, json};
-use writ_core::exception::{Exception, ExceptionState};
+use writ_core::exception::ExceptionState;
 use writ_core::name::IdentityName;
 use writ_core::time::{Duration, Timestamp};
 use writ_engine::Engine;
-use writ_engine::exceptions::{ExceptionInput, Term};
 
 use crate::CliError;
 use crate::cli::{ExceptionCmd, ExceptionRequestArgs};
 use crate::client::Client;
 use crate::render;
 
-/// The term from `--for` or `--until`.
-pub fn term(duration: Option<&str>, until: Option<&str>) -> Result<Term, CliError> {
-    match (duration, until) {
-        (Some(d), None) => Ok(Term::For(Duration::parse(d)?)),
-        (None, Some(u)) => Timestamp::parse_rfc3339(u).map(Term::Until).ok_or_else(|| {
-            CliError::new("input.invalid_value", format!("--until {u:?} is not an RFC 3339 time"))
-        }),
-        _ => Err(CliError::new("input.missing_field", "give either --for DURATION or --until TIME")),
-    }
-}
-
-/// A request from the command line (or the same fields over the API); `--finding` takes the
-/// control and subject from that finding.
-pub fn input(engine: &Engine, args: ExceptionRequestArgs) -> Result<ExceptionInput, CliError> {
-    let (control, subject) = match (args.finding, args.control, args.subject) {
-        (Some(id), None, None) => {
-            let finding = engine.finding(&id)?;
-            (finding.kind, finding.subject)
-        }
-        (None, Some(control), Some(subject)) => (control, subject),
-        _ => {
-            return Err(CliError::new(
-                "input.missing_field",
-                "name the finding (--finding) or the control and subject (--control, --subject)",
-            ));
-        }
-    };
-    Ok(ExceptionInput {
-        actor: IdentityName::parse(&args.actor)?,
+/// The request the command line describes, through the same checks as the API's body.
+fn request(args: ExceptionRequestArgs) -> Result<writ_api::wire::CheckedException, CliError> {
+    let ExceptionRequestArgs {
+        actor: _,
+        finding,
         control,
         subject,
-        owner: IdentityName::parse(&args.owner)?,
-        justification: args.justification,
-        compensating_control: args.compensating_control,
-        term: term(args.duration.as_deref(), args.until.as_deref())?,
-    })
-}
-
-pub fn json(e: &Exception) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "state": e.state.as_str(),
-        "control": e.control,
-        "subject": e.subject,
-        "owner": e.owner.to_string(),
-        "requester": e.requester.to_string(),
-        "justification": e.justification,
-        "compensating_control": e.compensating_control,
-        "requested_at": e.requested_at.to_rfc3339(),
-        "updated_at": e.updated_at.to_rfc3339(),
-        "expires_at": e.expires_at.to_rfc3339(),
-        "renewal_until": e.renewal.map(Timestamp::to_rfc3339),
-        "awaiting_approval": e.awaits_approval(),
-        "approvals_needed": e.approvals_needed,
-        "approvals": e.approvals.iter().map(|a| json!({
-            "approver": a.approver.to_string(),
-            "at": a.at.to_rfc3339(),
-            "slot": a.slot,
-        })).collect::<Vec<_>>(),
-    })
+        owner,
+        justification,
+        compensating_control,
+        duration,
+        until,
+    } = args;
+    writ_api::wire::NewException {
+        finding,
+        control,
+        subject,
+        owner: Some(owner),
+        justification: Some(justification),
+        compensating_control: Some(compensating_control),
+        duration,
+        until,
+    }
+    .check()
 }
 
 fn text(value: &Value) -> &str {
@@ -106,20 +69,6 @@ fn table(items: &[Value]) -> String {
     }
 }
 
-fn approvers(e: &Value) -> Vec<String> {
-    e["approvals"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|a| match a["slot"].as_str() {
-                    Some(slot) => format!("{} ({slot})", text(&a["approver"])),
-                    None => text(&a["approver"]).to_owned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn detail(e: &Value) -> String {
     let mut out = format!(
         "{}  {} · {}\n  subject       {}\n  owner         {}\n  requested by  {} at {}\n  expires       {}\n",
@@ -135,7 +84,7 @@ fn detail(e: &Value) -> String {
     if let Some(until) = e["renewal_until"].as_str() {
         out.push_str(&format!("  renewal       until {until}, awaiting approval\n"));
     }
-    let given = approvers(e);
+    let given = writ_api::view::approvers(e);
     out.push_str(&format!(
         "  approvals     {} of {}{}\n",
         given.len(),
@@ -148,53 +97,6 @@ fn detail(e: &Value) -> String {
         text(&e["compensating_control"])
     ));
     out
-}
-
-const CSV_COLUMNS: [&str; 14] = [
-    "id",
-    "state",
-    "control",
-    "subject",
-    "owner",
-    "requester",
-    "justification",
-    "compensating_control",
-    "requested_at",
-    "expires_at",
-    "renewal_until",
-    "approvals_needed",
-    "approvers",
-    "updated_at",
-];
-
-/// Exceptions as CSV (RFC 4180, header row; approvers joined by `; `) or as a JSON array.
-pub fn export(items: &[Value], format: &str) -> Result<Vec<u8>, CliError> {
-    match format {
-        "json" => {
-            serde_json::to_vec_pretty(items).map_err(|e| CliError::new("internal.export", e.to_string()))
-        }
-        "csv" => {
-            let fail = |e: csv::Error| CliError::new("internal.export", e.to_string());
-            let mut writer = csv::Writer::from_writer(Vec::new());
-            writer.write_record(CSV_COLUMNS).map_err(fail)?;
-            for e in items {
-                let row: Vec<String> = CSV_COLUMNS
-                    .iter()
-                    .map(|column| match *column {
-                        "approvers" => approvers(e).join("; "),
-                        "approvals_needed" => e[*column].to_string(),
-                        other => text(&e[other]).to_owned(),
-                    })
-                    .collect();
-                writer.write_record(&row).map_err(fail)?;
-            }
-            writer.into_inner().map_err(|e| CliError::new("internal.export", e.to_string()))
-        }
-        other => Err(CliError::new(
-            "input.invalid_value",
-            format!("export format {other:?}: expected csv or json"),
-        )),
-    }
 }
 
 /// Keeps live exceptions that end within `within` of `now`.
@@ -242,38 +144,60 @@ pub fn run_local(engine: &Engine, command: ExceptionCmd, json: bool) -> Result<(
     let name = |actor: &str| IdentityName::parse(actor);
     match command {
         ExceptionCmd::Request(args) => {
-            let exception = engine.request_exception(input(engine, args)?, writ_engine::random_bits()?)?;
-            show(self::json(&exception), json);
+            let actor = args.actor.clone();
+            let input = request(args)?.into_input(engine, &actor)?;
+            let exception = engine.request_exception(input, writ_engine::random_bits()?)?;
+            show(writ_api::view::exception_json(&exception), json);
         }
         ExceptionCmd::Approve { id, actor } => {
-            show(self::json(&engine.approve_exception(&name(&actor)?, &id)?), json)
+            show(writ_api::view::exception_json(&engine.approve_exception(&name(&actor)?, &id)?), json)
         }
         ExceptionCmd::Reject { id, actor, reason } => {
-            show(self::json(&engine.reject_exception(&name(&actor)?, &id, reason)?), json);
+            show(
+                writ_api::view::exception_json(&engine.reject_exception(&name(&actor)?, &id, reason)?),
+                json,
+            );
         }
         ExceptionCmd::Renew { id, actor, duration, until, reason } => {
-            let term = term(duration.as_deref(), until.as_deref())?;
-            show(self::json(&engine.renew_exception(&name(&actor)?, &id, term, reason)?), json);
+            let term = writ_api::wire::term(duration.as_deref(), until.as_deref())?;
+            show(
+                writ_api::view::exception_json(&engine.renew_exception(&name(&actor)?, &id, term, reason)?),
+                json,
+            );
         }
         ExceptionCmd::Revoke { id, actor, reason } => {
-            show(self::json(&engine.revoke_exception(&name(&actor)?, &id, reason)?), json);
+            show(
+                writ_api::view::exception_json(&engine.revoke_exception(&name(&actor)?, &id, reason)?),
+                json,
+            );
         }
         ExceptionCmd::List { state: wanted, expiring_within } => {
-            let items: Vec<Value> =
-                engine.exceptions(state(wanted.as_deref())?)?.iter().map(self::json).collect();
+            let items: Vec<Value> = engine
+                .exceptions(state(wanted.as_deref())?)?
+                .iter()
+                .map(writ_api::view::exception_json)
+                .collect();
             let items = expiring(items, expiring_within.as_deref(), engine.now())?;
             let text = table(&items);
             render::print(json, Value::Array(items), || text);
         }
         ExceptionCmd::Show { id } => {
-            let value = self::json(&engine.exception(&id)?);
+            let value = writ_api::view::exception_json(&engine.exception(&id)?);
             let text = detail(&value);
             render::print(json, value, || text);
         }
         ExceptionCmd::Export { format, state: wanted, output } => {
-            let items: Vec<Value> =
-                engine.exceptions(state(wanted.as_deref())?)?.iter().map(self::json).collect();
-            write_export(&export(&items, &format)?, output.as_deref(), items.len(), json)?;
+            let items: Vec<Value> = engine
+                .exceptions(state(wanted.as_deref())?)?
+                .iter()
+                .map(writ_api::view::exception_json)
+                .collect();
+            write_export(
+                &writ_api::view::exceptions_export(&items, &format)?,
+                output.as_deref(),
+                items.len(),
+                json,
+            )?;
         }
     }
     Ok(())
@@ -296,7 +220,7 @@ pub fn run_remote(client: &Client, command: ExceptionCmd, json: bool) -> Result<
     match command {
         ExceptionCmd::Request(args) => {
             crate::client::check_actor(client, Some(&args.actor))?;
-            term(args.duration.as_deref(), args.until.as_deref())?;
+            writ_api::wire::term(args.duration.as_deref(), args.until.as_deref())?;
             let body = json!({
                 "finding": args.finding, "control": args.control, "subject": args.subject,
                 "owner": args.owner, "justification": args.justification,
@@ -310,7 +234,7 @@ pub fn run_remote(client: &Client, command: ExceptionCmd, json: bool) -> Result<
             post(&actor, &id, "reject", json!({ "reason": reason }))?
         }
         ExceptionCmd::Renew { id, actor, duration, until, reason } => {
-            term(duration.as_deref(), until.as_deref())?;
+            writ_api::wire::term(duration.as_deref(), until.as_deref())?;
             post(&actor, &id, "renew", json!({ "for": duration, "until": until, "reason": reason }))?;
         }
         ExceptionCmd::Revoke { id, actor, reason } => {
@@ -330,7 +254,12 @@ pub fn run_remote(client: &Client, command: ExceptionCmd, json: bool) -> Result<
         }
         ExceptionCmd::Export { format, state: wanted, output } => {
             let items = list(wanted.as_deref())?;
-            write_export(&export(&items, &format)?, output.as_deref(), items.len(), json)?;
+            write_export(
+                &writ_api::view::exceptions_export(&items, &format)?,
+                output.as_deref(),
+                items.len(),
+                json,
+            )?;
         }
     }
     Ok(())

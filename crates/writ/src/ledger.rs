@@ -10,7 +10,9 @@ use base64::Engine as _;
 use writ_engine::Engine;
 
 use crate::cli::LedgerCmd;
-use crate::{CliError, keys, render};
+use crate::{CliError, render};
+use writ_api::view::{consistency_json, inclusion_json, report_json};
+use writ_server::keys;
 
 pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Result<(), CliError> {
     match command {
@@ -77,43 +79,6 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B"))
         }
     }
-}
-
-pub fn inclusion_json(proof: &writ_engine::ledger::InclusionProof) -> serde_json::Value {
-    serde_json::json!({
-        "index": proof.index,
-        "leaf_hash": hex::encode(proof.leaf),
-        "tree_size": proof.checkpoint.size,
-        "root": hex::encode(proof.checkpoint.root),
-        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "checkpoint": proof.checkpoint.note,
-    })
-}
-
-pub fn consistency_json(proof: &writ_engine::ledger::ConsistencyProof) -> serde_json::Value {
-    serde_json::json!({
-        "from": proof.old_size,
-        "to": proof.new_size,
-        "old_root": hex::encode(proof.old_root),
-        "new_root": hex::encode(proof.new_root),
-        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-    })
-}
-
-pub fn report_json(report: &writ_ledger::verify::Report) -> serde_json::Value {
-    let problems: Vec<serde_json::Value> = report
-        .problems
-        .iter()
-        .map(|p| serde_json::json!({ "code": p.code(), "index": p.index(), "message": p.to_string() }))
-        .collect();
-    serde_json::json!({
-        "ok": report.ok(),
-        "events": report.events,
-        "checkpoints_verified": report.verified_checkpoints.len(),
-        "covered": report.verified_checkpoints.last().map_or(0, |c| c.size),
-        "uncovered": report.uncovered,
-        "problems": problems,
-    })
 }
 
 /// Prints a verification report (from its JSON, local or from a server) and fails with the

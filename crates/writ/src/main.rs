@@ -10,17 +10,13 @@ mod bench_policy;
 mod cli;
 mod client;
 mod commands;
-mod db;
 mod demo;
 mod demo_targets;
 mod exception_cmd;
 mod intake_cmd;
-mod keys;
 mod ledger;
 mod policy_cmd;
 mod render;
-mod server;
-mod targets;
 
 use std::process::ExitCode;
 

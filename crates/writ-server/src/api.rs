@@ -20,11 +20,11 @@ use writ_core::name::{IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine};
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
-use super::idempotency::{self, Outcome, Written};
-use super::{AppState, State};
-use crate::render;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency::{self, Outcome, Written};
+use crate::{AppState, State};
+use writ_api::wire::{BreakGlass, NewChange, NewIdentity, NewTarget, NewToken, ResolveFinding, StepBody};
 
 /// One operation of the API: the single source for both the router and the OpenAPI document.
 pub struct Operation {
@@ -66,7 +66,7 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(readyz),
         ),
-        op(M::GET, "/api/v1/openapi.json", "This document.", None, None, get(super::openapi::document)),
+        op(M::GET, "/api/v1/openapi.json", "This document.", None, None, get(crate::openapi::document)),
         op(
             M::GET,
             "/api/v1/whoami",
@@ -337,9 +337,9 @@ pub fn operations() -> Vec<Operation> {
         ),
     ]
     .into_iter()
-    .chain(super::exceptions::operations())
-    .chain(super::hooks::operations())
-    .chain(super::scim::operations())
+    .chain(crate::exceptions::operations())
+    .chain(crate::hooks::operations())
+    .chain(crate::scim::operations())
     .collect()
 }
 
@@ -500,14 +500,14 @@ fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value> {
     let (kind, rest) = resource.split_once(':').unwrap_or((resource, ""));
     match kind {
         "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
-        "finding" => Ok(render::finding_json(&engine.finding(rest)?)),
-        "exception" => Ok(crate::exception_cmd::json(&engine.exception(rest)?)),
-        "identity" => Ok(render::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
-        "target" => Ok(render::target_json(&engine.target(&TargetName::parse(rest)?)?)),
+        "finding" => Ok(writ_api::view::finding_json(&engine.finding(rest)?)),
+        "exception" => Ok(writ_api::view::exception_json(&engine.exception(rest)?)),
+        "identity" => Ok(writ_api::view::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
+        "target" => Ok(writ_api::view::target_json(&engine.target(&TargetName::parse(rest)?)?)),
         "token" => {
             let token =
                 engine.store().token(rest)?.ok_or_else(|| ApiError::internal("replayed token is gone"))?;
-            Ok(crate::commands::token_json(&token.info, token.revoked_at))
+            Ok(writ_api::view::token_json(&token.info, token.revoked_at))
         }
         _ => Ok(json!({ "resource": resource })),
     }
@@ -515,7 +515,7 @@ fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value> {
 
 fn change_json(engine: &Engine, record: &ChangeRecord) -> ApiResult<Value> {
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
-    Ok(render::change_json(record, &sizes))
+    Ok(writ_api::view::change_json(record, &sizes))
 }
 
 /// Checks that the caller may take `action` on the change: the role, and for a vendor's
@@ -577,8 +577,8 @@ async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Res
 
 async fn whoami(Caller(caller): Caller) -> Json<Value> {
     let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
-    let mut value = render::identity_json(&caller.identity);
-    render::insert(&mut value, "roles", json!(roles));
+    let mut value = writ_api::view::identity_json(&caller.identity);
+    writ_api::view::insert(&mut value, "roles", json!(roles));
     Json(value)
 }
 
@@ -622,19 +622,11 @@ async fn list_identities(
             .collect();
         let next =
             (visible.len() > limit).then(|| visible.get(limit - 1).map(|i| i.name.to_string())).flatten();
-        let items: Vec<Value> = visible.iter().take(limit).map(|i| render::identity_json(i)).collect();
+        let items: Vec<Value> =
+            visible.iter().take(limit).map(|i| writ_api::view::identity_json(i)).collect();
         Ok(Json(json!({ "items": items, "next": next })))
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewIdentity {
-    pub name: Option<String>,
-    pub kind: Option<String>,
-    pub owner: Option<String>,
-    pub vendor: Option<String>,
 }
 
 async fn add_identity(
@@ -657,7 +649,7 @@ async fn add_identity(
         Ok(Written {
             status: StatusCode::CREATED,
             resource: format!("identity:{}", identity.name),
-            body: render::identity_json(&identity),
+            body: writ_api::view::identity_json(&identity),
         })
     })
     .await
@@ -675,9 +667,13 @@ async fn show_identity(
         caller.within_scope(Action::Read, std::iter::once(identity.vendor.as_ref()))?;
         let grants = state.engine.grants_of(&name)?;
         let roles: Vec<&str> = state.engine.store().roles_of(&name)?.iter().map(|r| r.as_str()).collect();
-        let mut value = render::identity_json(&identity);
-        render::insert(&mut value, "grants", Value::Array(grants.iter().map(render::grant_json).collect()));
-        render::insert(&mut value, "roles", json!(roles));
+        let mut value = writ_api::view::identity_json(&identity);
+        writ_api::view::insert(
+            &mut value,
+            "grants",
+            Value::Array(grants.iter().map(writ_api::view::grant_json).collect()),
+        );
+        writ_api::view::insert(&mut value, "roles", json!(roles));
         Ok(Json(value))
     })
     .await
@@ -769,19 +765,11 @@ async fn list_targets(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Read)?;
     blocking(&state, |state| {
-        let items: Vec<Value> = state.engine.store().targets()?.iter().map(render::target_json).collect();
+        let items: Vec<Value> =
+            state.engine.store().targets()?.iter().map(writ_api::view::target_json).collect();
         Ok(Json(json!({ "items": items })))
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewTarget {
-    pub name: Option<String>,
-    pub connector: Option<String>,
-    #[serde(default)]
-    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 async fn add_target(
@@ -802,7 +790,7 @@ async fn add_target(
         Ok(Written {
             status: StatusCode::CREATED,
             resource: format!("target:{}", target.name),
-            body: render::target_json(&target),
+            body: writ_api::view::target_json(&target),
         })
     })
     .await
@@ -850,7 +838,7 @@ async fn list_changes(
                         continue;
                     }
                 }
-                items.push(render::summary_json(summary));
+                items.push(writ_api::view::summary_json(summary));
                 if items.len() == limit {
                     if !exhausted || batch.len() > items.len() {
                         next = Some(summary.id.to_string());
@@ -867,29 +855,6 @@ async fn list_changes(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewChange {
-    pub identity: Option<String>,
-    #[serde(default)]
-    pub grant: Vec<String>,
-    #[serde(default)]
-    pub revoke: Vec<String>,
-    #[serde(default)]
-    pub rotate: Vec<String>,
-    #[serde(rename = "for")]
-    pub duration: Option<String>,
-    pub justification: Option<String>,
-    #[serde(default)]
-    pub ticket: Vec<String>,
-    #[serde(default)]
-    pub commit: Vec<String>,
-    #[serde(default)]
-    pub pr: Vec<String>,
-    pub event: Option<String>,
-    pub on_behalf_of: Option<String>,
-}
-
 async fn request_change(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
@@ -898,23 +863,8 @@ async fn request_change(
     body: JsonBody<NewChange>,
 ) -> ApiResult<Response> {
     caller.may(Action::Request)?;
-    let b = body.value;
-    let args = crate::cli::RequestArgs {
-        // The requester is the authenticated caller; the body cannot name one.
-        actor: caller.identity.name.to_string(),
-        identity: required(b.identity, "identity")?,
-        grant: b.grant,
-        revoke: b.revoke,
-        rotate: b.rotate,
-        duration: b.duration,
-        justification: required(b.justification, "justification")?,
-        ticket: b.ticket,
-        commit: b.commit,
-        pr: b.pr,
-        event: b.event.unwrap_or_else(|| "adhoc".to_owned()),
-        on_behalf_of: b.on_behalf_of,
-    };
-    let input = crate::commands::request_input(args)?;
+    // The requester is the authenticated caller; the body cannot name one.
+    let input = body.value.into_input(caller.identity.name.as_str())?;
     let request = request_parts(&method, "/changes", &body.raw);
     let principal = caller.clone();
     write(&state, &caller, headers, request, move |state| {
@@ -948,15 +898,6 @@ async fn show_change(
         Ok(Json(change_json(&state.engine, &record)?))
     })
     .await
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct StepBody {
-    pub valid_for: Option<String>,
-    pub on_behalf_of: Option<String>,
-    pub reason: Option<String>,
-    pub notes: Option<String>,
 }
 
 async fn change_step(
@@ -1007,19 +948,6 @@ async fn change_step(
 
 // ---- break-glass and findings ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakGlass {
-    pub identity: Option<String>,
-    #[serde(default)]
-    pub grant: Vec<String>,
-    #[serde(rename = "for")]
-    pub duration: Option<String>,
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub ticket: Vec<String>,
-}
-
 async fn break_glass(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
@@ -1028,22 +956,8 @@ async fn break_glass(
     body: JsonBody<BreakGlass>,
 ) -> ApiResult<Response> {
     caller.may(Action::Request)?;
-    let b = body.value;
-    if b.grant.is_empty() {
-        return Err(
-            ApiError::new("request.missing_field", "`grant` needs at least one entitlement").field("grant")
-        );
-    }
-    let args = crate::cli::BreakglassArgs {
-        // Whoever breaks glass is the authenticated caller.
-        actor: caller.identity.name.to_string(),
-        identity: b.identity,
-        grant: b.grant,
-        duration: b.duration,
-        reason: required(b.reason, "reason")?,
-        ticket: b.ticket,
-    };
-    let input = crate::commands::breakglass_input(args)?;
+    // Whoever breaks glass is the authenticated caller.
+    let input = body.value.into_input(caller.identity.name.as_str())?;
     let request = request_parts(&method, "/breakglass", &body.raw);
     write(&state, &caller, headers, request, move |state| {
         let engine = &state.engine;
@@ -1071,7 +985,8 @@ async fn list_findings(
     caller.may(Action::ReadLedger)?;
     let wanted = query.state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
     blocking(&state, move |state| {
-        let items: Vec<Value> = state.engine.findings(wanted)?.iter().map(render::finding_json).collect();
+        let items: Vec<Value> =
+            state.engine.findings(wanted)?.iter().map(writ_api::view::finding_json).collect();
         Ok(Json(json!({ "items": items })))
     })
     .await
@@ -1083,13 +998,7 @@ async fn show_finding(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::ReadLedger)?;
-    blocking(&state, move |state| Ok(Json(render::finding_json(&state.engine.finding(&id)?)))).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveFinding {
-    pub note: Option<String>,
+    blocking(&state, move |state| Ok(Json(writ_api::view::finding_json(&state.engine.finding(&id)?)))).await
 }
 
 async fn resolve_finding(
@@ -1109,7 +1018,7 @@ async fn resolve_finding(
         Ok(Written {
             status: StatusCode::OK,
             resource: format!("finding:{}", finding.id),
-            body: render::finding_json(&finding),
+            body: writ_api::view::finding_json(&finding),
         })
     })
     .await
@@ -1130,9 +1039,9 @@ async fn list_evidence(
             .evidence
             .iter()
             .map(|(seq, step, e)| {
-                let mut value = render::evidence_json(e);
-                render::insert(&mut value, "step", json!(step.as_str()));
-                render::insert(&mut value, "seq", json!(seq));
+                let mut value = writ_api::view::evidence_json(e);
+                writ_api::view::insert(&mut value, "step", json!(step.as_str()));
+                writ_api::view::insert(&mut value, "seq", json!(seq));
                 value
             })
             .collect();
@@ -1179,7 +1088,7 @@ async fn add_evidence(
             .change
             .evidence
             .last()
-            .map(|(_, _, e)| render::evidence_json(e))
+            .map(|(_, _, e)| writ_api::view::evidence_json(e))
             .ok_or_else(|| ApiError::internal("the evidence was not recorded"))?;
         Ok(Written { status: StatusCode::CREATED, resource: format!("change:{id}"), body: attached })
     })
@@ -1213,14 +1122,6 @@ async fn get_evidence(
 
 // ---- tokens ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    pub identity: Option<String>,
-    pub label: Option<String>,
-    pub expires_in: Option<String>,
-}
-
 async fn create_token(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
@@ -1243,8 +1144,8 @@ async fn create_token(
     let actor = Actor::Identity(caller.identity.name.clone());
     blocking(&state, move |state| {
         let issued = state.engine.issue_token(actor, &identity, &label, ttl)?;
-        let mut value = crate::commands::token_json(&issued.info, None);
-        render::insert(&mut value, "token", json!(issued.token));
+        let mut value = writ_api::view::token_json(&issued.info, None);
+        writ_api::view::insert(&mut value, "token", json!(issued.token));
         Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(value)).into_response())
     })
     .await
@@ -1261,7 +1162,7 @@ async fn list_tokens(
             .store()
             .tokens()?
             .iter()
-            .map(|t| crate::commands::token_json(&t.info, t.revoked_at))
+            .map(|t| writ_api::view::token_json(&t.info, t.revoked_at))
             .collect();
         Ok(Json(json!({ "items": items })))
     })
@@ -1284,7 +1185,7 @@ async fn revoke_token(
             caller.may(Action::Administer)?;
         }
         let revoked = engine.revoke_token(Actor::Identity(caller.identity.name.clone()), &id)?;
-        Ok(Json(crate::commands::token_json(&revoked.info, revoked.revoked_at)))
+        Ok(Json(writ_api::view::token_json(&revoked.info, revoked.revoked_at)))
     })
     .await
 }
@@ -1334,7 +1235,7 @@ async fn inclusion_proof(
     caller.may(Action::ReadLedger)?;
     blocking(&state, move |state| {
         let proof = state.engine.prove_inclusion(index)?;
-        Ok(Json(crate::ledger::inclusion_json(&proof)))
+        Ok(Json(writ_api::view::inclusion_json(&proof)))
     })
     .await
 }
@@ -1354,7 +1255,7 @@ async fn consistency_proof(
     caller.may(Action::ReadLedger)?;
     blocking(&state, move |state| {
         let proof = state.engine.prove_consistency(query.from, query.to)?;
-        Ok(Json(crate::ledger::consistency_json(&proof)))
+        Ok(Json(writ_api::view::consistency_json(&proof)))
     })
     .await
 }
@@ -1367,7 +1268,7 @@ async fn verify_ledger(
     blocking(&state, |state| {
         let trusted: Vec<_> = state.signer.iter().map(|s| s.verifier()).collect();
         let report = state.engine.verify_ledger(&trusted, false)?;
-        Ok(Json(crate::ledger::report_json(&report)))
+        Ok(Json(writ_api::view::report_json(&report)))
     })
     .await
 }
@@ -1386,8 +1287,8 @@ async fn audit_bundle(
     caller.may(Action::ReadLedger)?;
     let change = query.change.as_deref().map(ChangeId::parse).transpose()?;
     blocking(&state, move |state| {
-        let bundle = crate::audit::build(&state.engine, change.as_ref())?;
-        let archive = crate::audit::tar(&bundle)?;
+        let bundle = crate::bundle::build(&state.engine, change.as_ref())?;
+        let archive = crate::bundle::tar(&bundle)?;
         let name =
             change.map_or_else(|| "writ-bundle-all.tar".to_owned(), |id| format!("writ-bundle-{id}.tar"));
         let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))

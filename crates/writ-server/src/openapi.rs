@@ -4,7 +4,7 @@
 use axum::Json;
 use serde_json::{Map, Value, json};
 
-use super::api::operations;
+use crate::api::operations;
 
 /// Request body schemas, by the name the operation table uses. Each lists exactly the fields
 /// of the matching struct in `api.rs` (a test deserialises every listed field).
@@ -166,7 +166,7 @@ pub async fn document() -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::api;
+    use writ_api::wire as api;
 
     fn sample(schema: &Value) -> Value {
         let mut object = Map::new();
@@ -191,7 +191,7 @@ mod tests {
         serde_json::from_value::<api::NewToken>(sample(&schemas["NewToken"])).unwrap();
         serde_json::from_value::<api::BreakGlass>(sample(&schemas["BreakGlass"])).unwrap();
         serde_json::from_value::<api::ResolveFinding>(sample(&schemas["ResolveFinding"])).unwrap();
-        use super::super::exceptions::{ExceptionStep, NewException};
+        use writ_api::wire::{ExceptionStep, NewException};
         serde_json::from_value::<NewException>(sample(&schemas["NewException"])).unwrap();
         serde_json::from_value::<ExceptionStep>(sample(&schemas["ExceptionStep"])).unwrap();
     }

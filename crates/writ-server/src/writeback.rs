@@ -26,7 +26,7 @@ use writ_core::change::ChangeId;
 use writ_core::name::SourceName;
 use writ_intake::Kind;
 
-use crate::CliError;
+use writ_api::Error;
 
 /// One `[hook.writeback]` table.
 #[derive(Deserialize, Debug, Clone)]
@@ -176,6 +176,6 @@ pub fn pass(
 }
 
 /// The configuration error for a hook's write-back.
-pub fn config_error(hook: &str, message: impl std::fmt::Display) -> CliError {
-    CliError::new("input.config", format!("hook {hook:?}: writeback: {message}"))
+pub fn config_error(hook: &str, message: impl std::fmt::Display) -> Error {
+    Error::new("input.config", format!("hook {hook:?}: writeback: {message}"))
 }

@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use writ_core::access::Principal;
 use writ_engine::access::{AccessError, AuthError, TOKEN_PREFIX};
 
-use super::State;
-use super::error::ApiError;
+use crate::State;
+use crate::error::ApiError;
 
 /// The principal behind the request's credentials.
 pub struct Caller(pub Principal);

@@ -23,13 +23,13 @@ use writ_core::time::Duration;
 use writ_engine::intake::Source;
 use writ_intake::{Kind, Received, Secret};
 
-use super::State;
-use super::api::{Operation, blocking, op};
-use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
-use super::manifests::{ManifestConfig, Manifests};
-use super::writeback::{Writeback, WritebackConfig};
-use crate::CliError;
+use crate::State;
+use crate::api::{Operation, blocking, op};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::manifests::{ManifestConfig, Manifests};
+use crate::writeback::{Writeback, WritebackConfig};
+use writ_api::Error;
 
 /// One `[[hook]]` table of the configuration file.
 #[derive(Deserialize, Debug, Clone)]
@@ -66,12 +66,12 @@ pub struct Hook {
     writeback: Option<Writeback>,
 }
 
-fn config_error(name: &str, message: impl std::fmt::Display) -> CliError {
-    CliError::new("input.config", format!("hook {name:?}: {message}"))
+fn config_error(name: &str, message: impl std::fmt::Display) -> Error {
+    Error::new("input.config", format!("hook {name:?}: {message}"))
 }
 
 /// Reads every hook's secret file and checks its settings; any problem stops the start.
-pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, CliError> {
+pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, Error> {
     let mut hooks = BTreeMap::new();
     for c in configs {
         let name = SourceName::parse(&c.name).map_err(|e| config_error(&c.name, e))?;
@@ -113,7 +113,7 @@ pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, CliError> 
             .as_ref()
             .map(|w| Writeback::new(kind, w))
             .transpose()
-            .map_err(|e| super::writeback::config_error(&c.name, e))?;
+            .map_err(|e| crate::writeback::config_error(&c.name, e))?;
         let source = Source { name: name.clone(), requester, accounts };
         let hook = Hook { kind, source, secrets, tolerance, manifests, writeback };
         if hooks.insert(name.to_string(), hook).is_some() {
@@ -212,7 +212,7 @@ async fn receive(
             })?;
         }
         let receipt = state.engine.receive(&hook.source, parsed, sha256)?;
-        let mut body = crate::render::delivery_record_json(&receipt.record);
+        let mut body = writ_api::view::delivery_record_json(&receipt.record);
         if let Some(map) = body.as_object_mut() {
             map.insert("duplicate".into(), json!(receipt.duplicate));
         }
@@ -241,7 +241,7 @@ async fn list(
             .engine
             .deliveries(outcome, limit)?
             .iter()
-            .map(crate::render::delivery_record_json)
+            .map(writ_api::view::delivery_record_json)
             .collect();
         Ok(axum::Json(json!({ "items": items })))
     })
@@ -256,7 +256,7 @@ async fn show(
     caller.may(Action::ReadLedger)?;
     let source = SourceName::parse(&source)?;
     blocking(&state, move |state| {
-        Ok(axum::Json(crate::render::delivery_record_json(&state.engine.delivery(&source, &id)?)))
+        Ok(axum::Json(writ_api::view::delivery_record_json(&state.engine.delivery(&source, &id)?)))
     })
     .await
 }

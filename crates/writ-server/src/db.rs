@@ -8,7 +8,7 @@ use writ_store::Store;
 use writ_store_postgres::PostgresStore;
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
-use crate::CliError;
+use writ_api::Error;
 
 /// A database named by `--db` / `WRIT_DB`.
 #[derive(Clone, Debug)]
@@ -20,9 +20,9 @@ pub enum Database {
 }
 
 impl Database {
-    pub fn parse(db: Option<&Path>) -> Result<Database, CliError> {
+    pub fn parse(db: Option<&Path>) -> Result<Database, Error> {
         let db = db.ok_or_else(|| {
-            CliError::new(
+            Error::new(
                 "input.no_database",
                 "no database: pass --db FILE or set WRIT_DB (or --db postgres://…)",
             )
@@ -46,12 +46,12 @@ impl Database {
     }
 
     /// The ledger signing key file: explicit, or beside an SQLite file.
-    pub fn key_path(&self, explicit: Option<&Path>) -> Result<PathBuf, CliError> {
+    pub fn key_path(&self, explicit: Option<&Path>) -> Result<PathBuf, Error> {
         self.beside(explicit, "--ledger-key / WRIT_LEDGER_KEY", crate::keys::key_path)
     }
 
     /// The HMAC key file: explicit, or beside an SQLite file.
-    pub fn hmac_path(&self, explicit: Option<&Path>) -> Result<PathBuf, CliError> {
+    pub fn hmac_path(&self, explicit: Option<&Path>) -> Result<PathBuf, Error> {
         self.beside(explicit, "--hmac-key / WRIT_HMAC_KEY", crate::keys::hmac_path)
     }
 
@@ -60,11 +60,11 @@ impl Database {
         explicit: Option<&Path>,
         option: &str,
         default: fn(&Path, Option<&Path>) -> PathBuf,
-    ) -> Result<PathBuf, CliError> {
+    ) -> Result<PathBuf, Error> {
         match (self, explicit) {
             (_, Some(path)) => Ok(path.to_owned()),
             (Database::Sqlite(db), None) => Ok(default(db, None)),
-            (Database::Postgres(_), None) => Err(CliError::new(
+            (Database::Postgres(_), None) => Err(Error::new(
                 "input.key_required",
                 format!("a PostgreSQL database has no directory for its key files: pass {option}"),
             )),
@@ -73,7 +73,7 @@ impl Database {
 
     /// Opens the store; `create` allows making a new SQLite file (PostgreSQL databases must
     /// exist; their schema is created or migrated either way).
-    pub fn open(&self, create: bool) -> Result<Arc<dyn Store>, CliError> {
+    pub fn open(&self, create: bool) -> Result<Arc<dyn Store>, Error> {
         match self {
             Database::Sqlite(path) => {
                 let mode = if create { OpenMode::Create } else { OpenMode::Existing };
@@ -84,7 +84,7 @@ impl Database {
     }
 
     /// Whether the database already holds anything (`writ init` refuses to initialise over it).
-    pub fn exists(&self) -> Result<bool, CliError> {
+    pub fn exists(&self) -> Result<bool, Error> {
         match self {
             Database::Sqlite(path) => Ok(path.exists()),
             Database::Postgres(_) => {

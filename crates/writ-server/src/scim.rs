@@ -22,9 +22,9 @@ use writ_engine::scim::{ScimResource, ScimWrite};
 use writ_scim::schema::{self, Kind};
 use writ_scim::{ScimError, ScimType, list};
 
-use super::State;
-use super::api::{Operation, op};
-use super::auth::Caller;
+use crate::State;
+use crate::api::{Operation, op};
+use crate::auth::Caller;
 
 /// Most resources in one page (advertised as `filter.maxResults`).
 const MAX_RESULTS: usize = 200;
@@ -78,7 +78,7 @@ impl From<EngineError> for Failure {
         match error {
             EngineError::Scim(error) => Failure(error),
             other => {
-                let api = super::error::ApiError::from(other);
+                let api = crate::error::ApiError::from(other);
                 Failure(ScimError::status(
                     api.status.as_u16(),
                     format!("{} ({})", api.error.message, api.error.code),
@@ -88,8 +88,8 @@ impl From<EngineError> for Failure {
     }
 }
 
-impl From<super::error::ApiError> for Failure {
-    fn from(api: super::error::ApiError) -> Failure {
+impl From<crate::error::ApiError> for Failure {
+    fn from(api: crate::error::ApiError) -> Failure {
         Failure(ScimError::status(api.status.as_u16(), format!("{} ({})", api.error.message, api.error.code)))
     }
 }
@@ -118,7 +118,7 @@ impl FromRequestParts<State> for Provisioner {
         state: &State,
     ) -> Result<Provisioner, Failure> {
         let Caller(principal) = Caller::from_request_parts(parts, state).await?;
-        principal.may(Action::Provision).map_err(super::error::ApiError::from)?;
+        principal.may(Action::Provision).map_err(crate::error::ApiError::from)?;
         Ok(Provisioner(principal))
     }
 }

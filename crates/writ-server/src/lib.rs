@@ -9,15 +9,20 @@
 
 mod api;
 mod auth;
+pub mod bundle;
+pub mod compose;
 mod config;
+pub mod db;
 pub mod error;
 mod exceptions;
 mod hooks;
 mod idempotency;
+pub mod keys;
 mod manifests;
 mod oidc;
 mod openapi;
 mod scim;
+pub mod targets;
 mod writeback;
 
 use std::net::SocketAddr;
@@ -30,10 +35,10 @@ use writ_core::time::Timestamp;
 use writ_engine::Engine;
 use writ_ledger::checkpoint::NoteSigner;
 
-pub use config::ServeArgs;
+pub use config::ServeOptions;
 
-use crate::CliError;
 use crate::db::Database;
+use writ_api::Error;
 
 /// What every handler shares.
 pub struct AppState {
@@ -61,21 +66,21 @@ pub fn run(
     database: Option<&Path>,
     key: Option<&Path>,
     hmac: Option<&Path>,
-    args: ServeArgs,
-) -> Result<(), CliError> {
+    args: ServeOptions,
+) -> Result<(), Error> {
     let settings = config::Settings::resolve(database, key, hmac, args)?;
     let database = Database::parse(Some(&settings.db))?;
     let store = database.open(false)?;
     let hmac =
         crate::keys::load_hmac(&database.hmac_path(settings.hmac_key.as_deref())?)?.ok_or_else(|| {
-            CliError::new(
+            Error::new(
                 "ledger.no_hmac_key",
                 "no HMAC key file: the server records nothing without it (--hmac-key / WRIT_HMAC_KEY)",
             )
         })?;
     let key_path = database.key_path(settings.ledger_key.as_deref())?;
     let signer = if key_path.exists() { Some(crate::keys::load(&key_path)?) } else { None };
-    let engine = crate::commands::engine_over(store, Some(hmac));
+    let engine = crate::compose::engine_over(store, Some(hmac));
     engine.ledger_origin()?;
     if let Some(dir) = &settings.policy_dir {
         let loaded = load_policy_dir(&engine, dir)?;
@@ -97,7 +102,7 @@ pub fn run(
         .enable_all()
         .max_blocking_threads(settings.workers)
         .build()
-        .map_err(|e| CliError::new("internal", format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::new("internal", format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(serve(Arc::clone(&state), settings.listen, database.describe()));
     // The PostgreSQL client owns a runtime of its own, which must not be dropped inside ours:
     // shut ours down first, then release the store.
@@ -106,21 +111,21 @@ pub fn run(
     result
 }
 
-fn instance_id() -> Result<String, CliError> {
+fn instance_id() -> Result<String, Error> {
     let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).map_err(|e| CliError::new("internal.random", e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|e| Error::new("internal.random", e.to_string()))?;
     Ok(format!("writ-{}", hex::encode(bytes)))
 }
 
-async fn serve(state: State, listen: String, described: String) -> Result<(), CliError> {
+async fn serve(state: State, listen: String, described: String) -> Result<(), Error> {
     // Handlers first: a SIGTERM that arrives right after the address is printed must already
     // mean "shut down gracefully", not the default "die".
     let signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .map_err(|e| CliError::new("input.listen", format!("cannot listen on {listen}: {e}")))?;
+        .map_err(|e| Error::new("input.listen", format!("cannot listen on {listen}: {e}")))?;
     let address: SocketAddr =
-        listener.local_addr().map_err(|e| CliError::new("internal", format!("no local address: {e}")))?;
+        listener.local_addr().map_err(|e| Error::new("internal", format!("no local address: {e}")))?;
     // The one line on stdout: scripts and tests read the bound address from it.
     println!("listening on http://{address}");
     tracing::info!(target: "writ::serve", %address, database = %described, instance = %state.instance, "serving");
@@ -135,7 +140,7 @@ async fn serve(state: State, listen: String, described: String) -> Result<(), Cl
     let _ =
         tokio::task::spawn_blocking(move || last.signer.as_ref().map(|s| last.engine.checkpoint(s))).await;
     tracing::info!(target: "writ::serve", "stopped");
-    result.map_err(|e| CliError::new("internal", format!("server error: {e}")))
+    result.map_err(|e| Error::new("internal", format!("server error: {e}")))
 }
 
 /// SIGINT and SIGTERM, listened to from start-up.
@@ -145,9 +150,9 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> Result<Signals, CliError> {
+    fn install() -> Result<Signals, Error> {
         use tokio::signal::unix::{SignalKind, signal};
-        let failed = |e: std::io::Error| CliError::new("internal", format!("cannot handle signals: {e}"));
+        let failed = |e: std::io::Error| Error::new("internal", format!("cannot handle signals: {e}"));
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
             terminate: signal(SignalKind::terminate()).map_err(failed)?,
@@ -188,12 +193,9 @@ async fn background(state: State) {
 }
 
 /// Loads a policy directory into the engine: refused (and the policy in force kept) if invalid.
-pub fn load_policy_dir(
-    engine: &Engine,
-    dir: &std::path::Path,
-) -> Result<writ_engine::policy::Loaded, CliError> {
+pub fn load_policy_dir(engine: &Engine, dir: &std::path::Path) -> Result<writ_engine::policy::Loaded, Error> {
     let bundle = writ_policy::PolicyBundle::from_dir(dir)
-        .map_err(|e| CliError::new("policy.invalid", format!("invalid policy: {e}")))?;
+        .map_err(|e| Error::new("policy.invalid", format!("invalid policy: {e}")))?;
     Ok(engine
         .load_policy(writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin), bundle)?)
 }

@@ -12,12 +12,12 @@ use writ_core::exception::{Exception, ExceptionState};
 use writ_core::name::IdentityName;
 use writ_engine::Engine;
 
-use super::api::{JsonBody, Operation, blocking, op, request_parts, required, write};
-use super::auth::Caller;
-use super::error::ApiResult;
-use super::idempotency::Written;
-use super::{AppState, State};
-use crate::exception_cmd;
+use crate::api::{JsonBody, Operation, blocking, op, request_parts, required, write};
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::idempotency::Written;
+use crate::{AppState, State};
+use writ_api::wire::{ExceptionStep, NewException};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -91,22 +91,12 @@ pub fn operations() -> Vec<Operation> {
     ]
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewException {
-    pub finding: Option<String>,
-    pub control: Option<String>,
-    pub subject: Option<String>,
-    pub owner: Option<String>,
-    pub justification: Option<String>,
-    pub compensating_control: Option<String>,
-    #[serde(rename = "for")]
-    pub duration: Option<String>,
-    pub until: Option<String>,
-}
-
 fn created(exception: &Exception, status: StatusCode) -> Written {
-    Written { status, resource: format!("exception:{}", exception.id), body: exception_cmd::json(exception) }
+    Written {
+        status,
+        resource: format!("exception:{}", exception.id),
+        body: writ_api::view::exception_json(exception),
+    }
 }
 
 async fn request_exception(
@@ -117,23 +107,12 @@ async fn request_exception(
     body: JsonBody<NewException>,
 ) -> ApiResult<Response> {
     caller.may(Action::Request)?;
-    let b = body.value;
-    let args = crate::cli::ExceptionRequestArgs {
-        actor: caller.identity.name.to_string(),
-        finding: b.finding,
-        control: b.control,
-        subject: b.subject,
-        owner: required(b.owner, "owner")?,
-        justification: required(b.justification, "justification")?,
-        compensating_control: required(b.compensating_control, "compensating_control")?,
-        duration: b.duration,
-        until: b.until,
-    };
-    exception_cmd::term(args.duration.as_deref(), args.until.as_deref())?;
+    let checked = body.value.check()?;
+    let actor = caller.identity.name.to_string();
     let request = request_parts(&method, "/exceptions", &body.raw);
     write(&state, &caller, headers, request, move |state| {
         let engine = &state.engine;
-        let input = exception_cmd::input(engine, args)?;
+        let input = checked.into_input(engine, &actor)?;
         let exception = engine.request_exception(input, writ_engine::random_bits()?)?;
         Ok(created(&exception, StatusCode::CREATED))
     })
@@ -149,7 +128,7 @@ pub struct ExceptionQuery {
 
 fn listed(engine: &Engine, query: &ExceptionQuery) -> ApiResult<Vec<Value>> {
     let wanted = query.state.as_deref().map(ExceptionState::parse).transpose()?;
-    Ok(engine.exceptions(wanted)?.iter().map(exception_cmd::json).collect())
+    Ok(engine.exceptions(wanted)?.iter().map(writ_api::view::exception_json).collect())
 }
 
 async fn list_exceptions(
@@ -169,9 +148,10 @@ async fn export_exceptions(
     caller.may(Action::ReadLedger)?;
     let format = query.format.clone().unwrap_or_else(|| "csv".to_owned());
     let media = if format == "json" { "application/json" } else { "text/csv; charset=utf-8; header=present" };
-    let bytes =
-        blocking(&state, move |state| Ok(exception_cmd::export(&listed(&state.engine, &query)?, &format)?))
-            .await?;
+    let bytes = blocking(&state, move |state| {
+        Ok(writ_api::view::exceptions_export(&listed(&state.engine, &query)?, &format)?)
+    })
+    .await?;
     Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())
 }
 
@@ -181,16 +161,10 @@ async fn show_exception(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     caller.may(Action::ReadLedger)?;
-    blocking(&state, move |state| Ok(axum::Json(exception_cmd::json(&state.engine.exception(&id)?)))).await
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ExceptionStep {
-    pub reason: Option<String>,
-    #[serde(rename = "for")]
-    pub duration: Option<String>,
-    pub until: Option<String>,
+    blocking(&state, move |state| {
+        Ok(axum::Json(writ_api::view::exception_json(&state.engine.exception(&id)?)))
+    })
+    .await
 }
 
 #[derive(Clone, Copy)]
@@ -225,7 +199,7 @@ impl Step {
             Step::Approve => engine.approve_exception(me, id)?,
             Step::Reject => engine.reject_exception(me, id, reason()?)?,
             Step::Renew => {
-                let term = exception_cmd::term(body.duration.as_deref(), body.until.as_deref())?;
+                let term = writ_api::wire::term(body.duration.as_deref(), body.until.as_deref())?;
                 engine.renew_exception(me, id, term, reason()?)?
             }
             Step::Revoke => engine.revoke_exception(me, id, reason()?)?,

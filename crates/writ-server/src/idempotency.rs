@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use writ_store::Claim;
 
-use super::AppState;
-use super::error::{ApiError, ApiResult};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
 
 pub const HEADER: &str = "idempotency-key";
 

@@ -1,4 +1,4 @@
-//! `writ serve` settings: command-line flags and environment variables (clap) override a TOML
+//! `writ serve` settings: command-line flags and environment variables (`ServeOptions`) override a TOML
 //! configuration file, which overrides the defaults.
 //!
 //! ```toml
@@ -40,41 +40,33 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::Deserialize;
 
-use crate::CliError;
+use writ_api::Error;
 
-#[derive(Args, Debug, Default)]
-pub struct ServeArgs {
+/// What `writ serve` was given on its command line or in its environment; each overrides the
+/// configuration file.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
     /// A TOML configuration file; flags and environment variables override it.
-    #[arg(long, env = "WRIT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = "WRIT_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// Most requests served at once (each runs its database work on a pool thread).
-    #[arg(long, env = "WRIT_WORKERS")]
     pub workers: Option<usize>,
     /// Largest JSON request body, in bytes.
-    #[arg(long, env = "WRIT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
-    #[arg(long, env = "WRIT_OIDC_ISSUER", value_name = "URL")]
     pub oidc_issuer: Option<String>,
     /// The audience an OIDC token must be for (its `aud`); required with --oidc-issuer.
-    #[arg(long, env = "WRIT_OIDC_AUDIENCE")]
     pub oidc_audience: Option<String>,
     /// The claim that names the Writ identity (default: sub).
-    #[arg(long, env = "WRIT_OIDC_CLAIM")]
     pub oidc_claim: Option<String>,
     /// Failed attempts to end time-bound access after which the expiry change carries an alert
     /// (retries continue with backoff: 1 s doubling up to 5 min).
-    #[arg(long, env = "WRIT_EXPIRY_ALERT_ATTEMPTS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub expiry_alert_attempts: Option<u32>,
     /// A policy directory (Cedar files and rules.toml) to load at start and on
     /// `POST /api/v1/policy/reload`. An invalid policy stops the start with FILE:LINE: reason.
-    #[arg(long, env = "WRIT_POLICY_DIR", value_name = "DIR")]
     pub policy_dir: Option<PathBuf>,
 }
 
@@ -94,7 +86,7 @@ struct File {
     expiry_alert_attempts: Option<u32>,
     policy_dir: Option<PathBuf>,
     #[serde(default)]
-    hook: Vec<super::hooks::HookConfig>,
+    hook: Vec<crate::hooks::HookConfig>,
 }
 
 /// Request size limits.
@@ -111,10 +103,10 @@ pub struct Settings {
     pub hmac_key: Option<PathBuf>,
     pub workers: usize,
     pub limits: Limits,
-    pub oidc: Option<super::oidc::OidcConfig>,
+    pub oidc: Option<crate::oidc::OidcConfig>,
     pub expiry: writ_engine::expiry::ExpiryPolicy,
     pub policy_dir: Option<PathBuf>,
-    pub hooks: Vec<super::hooks::HookConfig>,
+    pub hooks: Vec<crate::hooks::HookConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -124,27 +116,27 @@ impl Settings {
         db: Option<&Path>,
         ledger_key: Option<&Path>,
         hmac_key: Option<&Path>,
-        args: ServeArgs,
-    ) -> Result<Settings, CliError> {
+        args: ServeOptions,
+    ) -> Result<Settings, Error> {
         let file = match &args.config {
             Some(path) => read(path)?,
             None => File::default(),
         };
         let db = db.map(Path::to_owned).or(file.db).ok_or_else(|| {
-            CliError::new(
+            Error::new(
                 "input.no_database",
                 "no database: pass --db, set WRIT_DB, or put `db` in the configuration file",
             )
         })?;
         let oidc = match (args.oidc_issuer.or(file.oidc_issuer), args.oidc_audience.or(file.oidc_audience)) {
             (None, None) => None,
-            (Some(issuer), Some(audience)) => Some(super::oidc::OidcConfig {
+            (Some(issuer), Some(audience)) => Some(crate::oidc::OidcConfig {
                 issuer,
                 audience,
                 claim: args.oidc_claim.or(file.oidc_claim).unwrap_or_else(|| "sub".to_owned()),
             }),
             _ => {
-                return Err(CliError::new(
+                return Err(Error::new(
                     "input.config",
                     "OIDC needs both an issuer and an audience (--oidc-issuer, --oidc-audience)",
                 ));
@@ -172,8 +164,8 @@ impl Settings {
     }
 }
 
-fn read(path: &Path) -> Result<File, CliError> {
+fn read(path: &Path) -> Result<File, Error> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::new("input.config", format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| CliError::new("input.config", format!("{}: {e}", path.display())))
+        .map_err(|e| Error::new("input.config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::new("input.config", format!("{}: {e}", path.display())))
 }
