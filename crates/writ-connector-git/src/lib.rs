@@ -12,6 +12,10 @@
 //! compare-and-swap (`git update-ref NEW OLD`), so a concurrent push makes the apply fail
 //! instead of overwriting it. Observe reads the file at the branch head, never Writ's records.
 
+mod registration;
+
+pub use registration::REGISTRATION;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};

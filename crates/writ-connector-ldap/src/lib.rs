@@ -18,6 +18,10 @@
 //! member entries) and optionally `empty_member`. This build has no TLS: a password is only sent
 //! over `ldapi://` or to a loopback address, anything else is refused before connecting.
 
+mod registration;
+
+pub use registration::REGISTRATION;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -144,6 +148,10 @@ impl LdapConnector {
 }
 
 impl Connector for LdapConnector {
+    fn is_closed(&self) -> bool {
+        LdapConnector::is_closed(self)
+    }
+
     fn entitlements(&self) -> Result<Vec<EntitlementName>> {
         Ok(self.groups(&mut *self.lock()?, None)?.into_keys().collect())
     }

@@ -38,6 +38,10 @@
 //! when connecting), optionally `database_mount` (`database`), `kv_mount` (`secret`) and
 //! `kv_prefix` (`writ`), `policies` (comma-separated), `pki_mount` (`pki`) and `pki_domain`. This build has no TLS: the token is only sent to a loopback address.
 
+mod registration;
+
+pub use registration::REGISTRATION;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -36,6 +36,10 @@
 //! Architecture invariant: SQL here manages access on the target; identifiers are always
 //! quoted, values bound or quoted as literals.
 
+mod registration;
+
+pub use registration::REGISTRATION;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
@@ -441,6 +445,10 @@ fn unavailable(target: &str, error: &tokio_postgres::Error) -> ConnectorError {
 }
 
 impl Connector for PostgresConnector {
+    fn is_closed(&self) -> bool {
+        PostgresConnector::is_closed(self)
+    }
+
     fn entitlements(&self) -> Result<Vec<EntitlementName>> {
         let client = self.lock()?;
         Ok(self.catalog(&client, None)?.members.into_keys().collect())

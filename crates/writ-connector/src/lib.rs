@@ -11,6 +11,10 @@ use writ_core::change::{ChangeId, OpAction};
 use writ_core::name::{EntitlementName, IdentityName};
 use writ_core::time::Timestamp;
 
+pub mod registry;
+
+pub use registry::{Registration, Setting, SettingKind, Settings};
+
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 
 /// How long one exchange with a networked target may take unless the target sets `timeout`.
@@ -127,6 +131,12 @@ impl Observed {
 
 /// A connected system Writ can plan, apply, observe and revoke on.
 pub trait Connector: Send + Sync {
+    /// Whether the connection behind this connector is gone, so that a kept connector must
+    /// be opened again. Connectors that hold no connection never close.
+    fn is_closed(&self) -> bool {
+        false
+    }
+
     /// The entitlements that exist on the target, sorted.
     fn entitlements(&self) -> Result<Vec<EntitlementName>>;
 
@@ -293,3 +303,18 @@ impl Connector for MemoryConnector {
         Ok(Observed { members, issued, reference: None })
     }
 }
+
+/// The in-process target of the benchmark and the engine's tests (`entitlements`: a
+/// comma-separated list). Not registrable through the CLI or the API.
+pub static MEMORY: Registration = Registration {
+    name: "memory",
+    summary: "an in-process target with no external system, for the benchmark",
+    settings: &[Setting::text("entitlements", "entitlements", "the entitlements it offers, comma-separated")],
+    keep_open: true,
+    public: false,
+    connect: |settings| {
+        let entitlements: Vec<EntitlementName> =
+            settings.list("entitlements").iter().filter_map(|e| EntitlementName::parse(e).ok()).collect();
+        Ok(std::sync::Arc::new(MemoryConnector::new(settings.target(), &entitlements)))
+    },
+};

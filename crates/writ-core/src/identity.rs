@@ -160,44 +160,31 @@ impl fmt::Display for Actor {
     }
 }
 
-/// Which connector speaks to a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConnectorKind {
-    Git,
-    /// A PostgreSQL server: entitlements are group roles, members are login roles.
-    Postgres,
-    /// An LDAP directory: entitlements are groups, members are user entries.
-    Ldap,
-    /// OpenBao: entitlements are database roles, a member holds live dynamic credentials.
-    OpenBao,
-    /// An in-process target with no external system, for benchmarks and engine tests.
-    Memory,
-}
+/// Which connector speaks to a target: the name a connector registered under (`git`,
+/// `postgres`, …). The core knows no connector products; the connector registry of the
+/// composition (`writ-server`'s `targets`) says which names exist and what their settings are.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectorKind(String);
 
 impl ConnectorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorKind::Git => "git",
-            ConnectorKind::Postgres => "postgres",
-            ConnectorKind::Ldap => "ldap",
-            ConnectorKind::OpenBao => "openbao",
-            ConnectorKind::Memory => "memory",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
+    /// A connector name: 1 to 32 lowercase ASCII letters, digits, `-` or `_`, starting with a
+    /// letter.
     pub fn parse(input: &str) -> Result<ConnectorKind, Refusal> {
-        match input {
-            "git" => Ok(ConnectorKind::Git),
-            "postgres" => Ok(ConnectorKind::Postgres),
-            "ldap" => Ok(ConnectorKind::Ldap),
-            "openbao" => Ok(ConnectorKind::OpenBao),
-            "memory" => Ok(ConnectorKind::Memory),
-            _ => Err(Refusal::InvalidValue {
+        let valid = (1..=32).contains(&input.len())
+            && input.starts_with(|c: char| c.is_ascii_lowercase())
+            && input.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid {
+            return Err(Refusal::InvalidValue {
                 field: "connector",
                 input: input.chars().take(40).collect(),
-                expected: "git, postgres, ldap or openbao",
-            }),
+                expected: "a connector name (lowercase letters, digits, - and _)",
+            });
         }
+        Ok(ConnectorKind(input.to_owned()))
     }
 }
 

@@ -100,7 +100,12 @@ fn world() -> World {
         .unwrap();
     for target in ["apps", "flaky"] {
         engine
-            .add_target(admin.clone(), TargetName::parse(target).unwrap(), ConnectorKind::Memory, vec![])
+            .add_target(
+                admin.clone(),
+                TargetName::parse(target).unwrap(),
+                ConnectorKind::parse("memory").unwrap(),
+                vec![],
+            )
             .unwrap();
     }
     World { _dir: dir, engine, clock, apps, flaky }

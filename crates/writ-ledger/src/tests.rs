@@ -169,7 +169,7 @@ fn every_event() -> Vec<Event> {
         actor: Actor::System(SystemActor::Admin),
         target: Target {
             name: TargetName::parse("repo").unwrap(),
-            connector: ConnectorKind::Git,
+            connector: ConnectorKind::parse("git").unwrap(),
             settings: vec![("repo".into(), "/srv/access.git".into())],
             created_at: T0,
         },

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use writ_core::access::{Action, Principal, Role};
 use writ_core::change::{ChangeId, ChangeState};
-use writ_core::identity::{Actor, ConnectorKind, IdentityKind};
+use writ_core::identity::{Actor, IdentityKind};
 use writ_core::name::{IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine};
@@ -782,11 +782,12 @@ async fn add_target(
     caller.may(Action::Administer)?;
     let NewTarget { name, connector, settings } = body.value;
     let name = TargetName::parse(&required(name, "name")?)?;
-    let connector = ConnectorKind::parse(&required(connector, "connector")?)?;
+    // The same checks as `writ target add`: the connector registry's.
+    let (connector, settings) = crate::targets::prepare(&required(connector, "connector")?, settings)?;
     let actor = Actor::Identity(caller.identity.name.clone());
     let request = request_parts(&method, "/targets", &body.raw);
     write(&state, &caller, headers, request, move |state| {
-        let target = state.engine.add_target(actor, name, connector, settings.into_iter().collect())?;
+        let target = state.engine.add_target(actor, name, connector, settings)?;
         Ok(Written {
             status: StatusCode::CREATED,
             resource: format!("target:{}", target.name),

@@ -153,9 +153,11 @@ fn lifecycles_on(dir: &Path, kind: Kind, count: usize, threads: usize) -> anyhow
         Kind::Git => {
             let repo = dir.join(format!("bench-repo-{threads}"));
             make_repo(&repo)?;
-            (ConnectorKind::Git, vec![("repo".to_owned(), repo.display().to_string())])
+            (ConnectorKind::parse("git")?, vec![("repo".to_owned(), repo.display().to_string())])
         }
-        Kind::Memory => (ConnectorKind::Memory, vec![("entitlements".to_owned(), "read".to_owned())]),
+        Kind::Memory => {
+            (ConnectorKind::parse("memory")?, vec![("entitlements".to_owned(), "read".to_owned())])
+        }
     };
     engine.add_target(admin, target, connector, settings)?;
     let bar = progress(count, &format!("lifecycles on {label} target, {threads} thread(s)"));

@@ -121,7 +121,12 @@ fn setup(dir: &Path, name: &str, postgres: Option<&str>, instances: usize) -> an
     engine.set_role(admin.clone(), &IdentityName::parse("alice")?, Role::Requester, true)?;
     engine.set_role(admin.clone(), &IdentityName::parse("bob")?, Role::Approver, true)?;
     let settings = vec![("entitlements".to_owned(), "read".to_owned())];
-    engine.add_target(admin.clone(), TargetName::parse("bench")?, ConnectorKind::Memory, settings)?;
+    engine.add_target(
+        admin.clone(),
+        TargetName::parse("bench")?,
+        ConnectorKind::parse("memory")?,
+        settings,
+    )?;
     let ttl = WritDuration::parse("1d")?;
     let requester = engine.issue_token(admin.clone(), &IdentityName::parse("alice")?, "bench", ttl)?.token;
     let approver = engine.issue_token(admin, &IdentityName::parse("bob")?, "bench", ttl)?.token;

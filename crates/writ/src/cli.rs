@@ -241,11 +241,8 @@ pub enum IdentityCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum TargetCmd {
-    /// Register a target. git: a repository whose access file (access.toml) lists entitlements.
-    /// postgres: a server whose group roles, `login` (VALID UNTIL) and, with --schemas, table
-    /// and schema privileges are the entitlements, and whose login roles are the members.
-    /// ldap: a directory whose groups (groupOfNames, groupOfUniqueNames) under --groups are the
-    /// entitlements and whose entries uid=IDENTITY,--users are the members.
+    /// Register a target: `--connector` names its connector, and the options below marked with
+    /// that connector's name are its settings.
     Add(Box<TargetAddArgs>),
     /// List targets.
     List,
@@ -626,71 +623,89 @@ pub struct RunDueArgs {
 #[derive(Args, Debug)]
 pub struct TargetAddArgs {
     pub name: String,
-    /// The connector: git, postgres, ldap or openbao.
+    /// The connector (what each one is comes from the connector registry).
     #[arg(long)]
     pub connector: String,
-    /// git: path to the repository (bare or with a working tree).
-    #[arg(long, required_if_eq("connector", "git"))]
-    pub repo: Option<PathBuf>,
-    /// postgres: the connection (libpq key=value or URL) without a password.
-    #[arg(long, required_if_eq("connector", "postgres"))]
-    pub dsn: Option<String>,
-    /// ldap: ldap://HOST:PORT or ldapi://SOCKET (a password is only sent to a local one).
-    /// openbao: the server's address, http://127.0.0.1:8200 (loopback only in this build).
-    #[arg(long, required_if_eq("connector", "ldap"), required_if_eq("connector", "openbao"))]
-    pub url: Option<String>,
-    /// openbao: a file holding Writ's OpenBao token (read at each connection, never stored).
-    #[arg(long, required_if_eq("connector", "openbao"))]
-    pub token_file: Option<PathBuf>,
-    /// openbao: the database secrets engine's mount (default: database).
-    #[arg(long)]
-    pub database_mount: Option<String>,
-    /// openbao: the KV v2 mount credentials are delivered to (default: secret).
-    #[arg(long)]
-    pub kv_mount: Option<String>,
-    /// openbao: ACL policies (comma-separated) Writ may issue tokens for, offered as
-    /// policy/NAME (default: none).
-    #[arg(long)]
-    pub policies: Option<String>,
-    /// openbao: the PKI engine's mount; its roles are offered as pki/ROLE (default: pki).
-    #[arg(long)]
-    pub pki_mount: Option<String>,
-    /// postgres, ldap, openbao: how long one exchange with the target may take before it
-    /// counts as unavailable, 1s to 5m (default: 10s).
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
-    /// openbao: certificates are issued for IDENTITY.DOMAIN (default: for IDENTITY).
-    #[arg(long, value_name = "DOMAIN")]
-    pub pki_domain: Option<String>,
-    /// ldap: the DN to bind as (anonymous without it).
-    #[arg(long)]
-    pub bind_dn: Option<String>,
-    /// ldap: the base DN of the managed groups.
-    #[arg(long, required_if_eq("connector", "ldap"))]
-    pub groups: Option<String>,
-    /// ldap: the base DN of member entries (uid=IDENTITY,USERS).
-    #[arg(long, required_if_eq("connector", "ldap"))]
-    pub users: Option<String>,
-    /// postgres, ldap: a file holding the password (read at each connection, never stored).
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
-    /// postgres: only these group roles (comma-separated; add `login` for the right to log in)
-    /// are entitlements (default: every group role but PostgreSQL's own, and `login`).
-    #[arg(long)]
-    pub roles: Option<String>,
-    /// postgres: schemas (comma-separated) whose table and schema privileges are entitlements,
-    /// named table/SCHEMA.TABLE/PRIVILEGE and schema/SCHEMA/PRIVILEGE (default: none).
-    #[arg(long)]
-    pub schemas: Option<String>,
-    /// Branch to manage (default: the branch HEAD points at).
-    #[arg(long)]
-    pub branch: Option<String>,
-    /// Access file at the repository root (default: access.toml).
-    #[arg(long)]
-    pub file: Option<String>,
+    #[command(flatten)]
+    pub settings: ConnectorSettings,
     /// Who registers it (defaults to the local administrator).
     #[arg(long = "as", value_name = "ACTOR")]
     pub actor: Option<String>,
+}
+
+/// The settings options of every registered connector, made from the connector registry (each
+/// connector crate says what its options mean), by option name without the dashes.
+#[derive(Debug, Default)]
+pub struct ConnectorSettings {
+    pub given: std::collections::BTreeMap<String, String>,
+}
+
+impl ConnectorSettings {
+    /// Every option with the connectors that take it and what it means for each.
+    /// Connectors that give an option the same meaning share one sentence.
+    fn options() -> std::collections::BTreeMap<&'static str, Vec<String>> {
+        let mut options: std::collections::BTreeMap<&'static str, Vec<(Vec<&str>, &str)>> =
+            std::collections::BTreeMap::new();
+        for registration in writ_server::targets::public() {
+            for setting in registration.settings {
+                let meanings = options.entry(setting.flag).or_default();
+                match meanings.iter_mut().find(|(_, help)| *help == setting.help) {
+                    Some((names, _)) => names.push(registration.name),
+                    None => meanings.push((vec![registration.name], setting.help)),
+                }
+            }
+        }
+        options
+            .into_iter()
+            .map(|(flag, meanings)| {
+                (
+                    flag,
+                    meanings
+                        .into_iter()
+                        .map(|(names, help)| format!("{}: {help}", names.join(", ")))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The connectors and what each one's targets are, for `--connector`'s help.
+    fn connectors() -> String {
+        let lines: Vec<String> =
+            writ_server::targets::public().map(|r| format!("{}: {}", r.name, r.summary)).collect();
+        format!("The connector. {}.", lines.join("; "))
+    }
+}
+
+impl clap::FromArgMatches for ConnectorSettings {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<ConnectorSettings, clap::Error> {
+        let mut given = std::collections::BTreeMap::new();
+        for flag in ConnectorSettings::options().into_keys() {
+            if let Some(value) = matches.get_one::<String>(flag) {
+                given.insert(flag.to_owned(), value.clone());
+            }
+        }
+        Ok(ConnectorSettings { given })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = ConnectorSettings::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for ConnectorSettings {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        // `--connector` is the field before this one in `TargetAddArgs`, so it is defined here.
+        let command = command.mut_arg("connector", |arg| arg.help(ConnectorSettings::connectors()));
+        ConnectorSettings::options().into_iter().fold(command, |command, (flag, helps)| {
+            command.arg(clap::Arg::new(flag).long(flag).help(format!("{}.", helps.join("; "))))
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        ConnectorSettings::augment_args(command)
+    }
 }
 
 #[derive(Subcommand, Debug)]

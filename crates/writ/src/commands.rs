@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use writ_core::change::{ChangeId, ChangeState, ExternalRef, Justification, RefKind};
-use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
+use writ_core::identity::{Actor, IdentityKind, SystemActor};
 use writ_core::name::{IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine, RequestInput};
@@ -354,94 +354,10 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
 fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliError> {
     match command {
         TargetCmd::Add(args) => {
-            let TargetAddArgs {
-                name,
-                connector,
-                repo,
-                dsn,
-                url,
-                token_file,
-                database_mount,
-                kv_mount,
-                policies,
-                pki_mount,
-                pki_domain,
-                timeout,
-                bind_dn,
-                groups,
-                users,
-                password_file,
-                roles,
-                schemas,
-                branch,
-                file,
-                actor,
-            } = *args;
-            let password_file = password_file.map(|path| absolute(&path)).transpose()?;
+            let TargetAddArgs { name, connector, settings, actor } = *args;
             let name = TargetName::parse(&name)?;
-            let kind = ConnectorKind::parse(&connector)?;
-            let mut settings = Vec::new();
-            match kind {
-                ConnectorKind::Git => {
-                    let repo = repo.ok_or_else(|| {
-                        CliError::new("input.missing_option", "--connector git needs --repo")
-                    })?;
-                    settings.push(("repo".to_owned(), absolute(&repo)?.display().to_string()));
-                    settings.extend(branch.map(|b| ("branch".to_owned(), b)));
-                    settings.extend(file.map(|f| ("file".to_owned(), f)));
-                }
-                ConnectorKind::Postgres => {
-                    let dsn = dsn.ok_or_else(|| {
-                        CliError::new("input.missing_option", "--connector postgres needs --dsn")
-                    })?;
-                    settings.push(("dsn".to_owned(), dsn));
-                    settings
-                        .extend(password_file.map(|p| ("password_file".to_owned(), p.display().to_string())));
-                    settings.extend(roles.map(|r| ("roles".to_owned(), r)));
-                    settings.extend(schemas.map(|s| ("schemas".to_owned(), s)));
-                }
-                ConnectorKind::Ldap => {
-                    let missing = |option: &str| {
-                        CliError::new("input.missing_option", format!("--connector ldap needs --{option}"))
-                    };
-                    settings.push(("url".to_owned(), url.ok_or_else(|| missing("url"))?));
-                    settings.extend(bind_dn.map(|dn| ("bind_dn".to_owned(), dn)));
-                    settings.push(("groups".to_owned(), groups.ok_or_else(|| missing("groups"))?));
-                    settings.push(("users".to_owned(), users.ok_or_else(|| missing("users"))?));
-                    settings
-                        .extend(password_file.map(|p| ("password_file".to_owned(), p.display().to_string())));
-                }
-                ConnectorKind::OpenBao => {
-                    let missing = |option: &str| {
-                        CliError::new("input.missing_option", format!("--connector openbao needs --{option}"))
-                    };
-                    settings.push(("addr".to_owned(), url.ok_or_else(|| missing("url"))?));
-                    let token_file = absolute(&token_file.ok_or_else(|| missing("token-file"))?)?;
-                    settings.push(("token_file".to_owned(), token_file.display().to_string()));
-                    settings.extend(database_mount.map(|m| ("database_mount".to_owned(), m)));
-                    settings.extend(kv_mount.map(|m| ("kv_mount".to_owned(), m)));
-                    settings.extend(policies.map(|p| ("policies".to_owned(), p)));
-                    settings.extend(pki_mount.map(|m| ("pki_mount".to_owned(), m)));
-                    settings.extend(pki_domain.map(|d| ("pki_domain".to_owned(), d)));
-                }
-                ConnectorKind::Memory => {
-                    return Err(CliError::new(
-                        "input.invalid_value",
-                        "memory targets exist only inside the benchmark",
-                    ));
-                }
-            }
-            if let Some(timeout) = timeout {
-                if kind == ConnectorKind::Git {
-                    return Err(CliError::new(
-                        "input.invalid_value",
-                        "--timeout is for networked targets (postgres, ldap, openbao); git is local",
-                    ));
-                }
-                writ_server::targets::parse_timeout(&timeout)
-                    .map_err(|e| CliError::new("input.invalid_value", format!("--timeout: {e}")))?;
-                settings.push(("timeout".to_owned(), timeout));
-            }
+            let (kind, settings) =
+                writ_server::targets::prepare(&connector, target_settings(&connector, settings.given)?)?;
             let actor = registry_actor(engine, actor.as_deref())?;
             let target = engine.add_target(actor, name, kind, settings)?;
             let entitlements = engine.entitlements(&target.name)?;
@@ -475,6 +391,37 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// The settings the options of `target add` give, by key: each option must be one of the
+/// connector's, and paths are made absolute here (relative to where the command runs).
+fn target_settings(
+    connector: &str,
+    given: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    // An unknown connector is refused by `prepare`, naming the connectors there are.
+    let Some(registration) = writ_server::targets::public().find(|r| r.name == connector) else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    let mut settings = std::collections::BTreeMap::new();
+    for (flag, value) in given {
+        let setting = registration.by_flag(&flag).ok_or_else(|| {
+            let options: Vec<String> =
+                registration.settings.iter().map(|s| format!("--{}", s.flag)).collect();
+            CliError::new(
+                "input.invalid_value",
+                format!("--{flag} is not an option of {connector} targets; they take {}", options.join(", ")),
+            )
+        })?;
+        let value = match setting.kind {
+            writ_connector::SettingKind::Path | writ_connector::SettingKind::SecretFile => {
+                absolute(Path::new(&value))?.display().to_string()
+            }
+            _ => value,
+        };
+        settings.insert(setting.key.to_owned(), value);
+    }
+    Ok(settings)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {

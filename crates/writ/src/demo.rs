@@ -78,7 +78,7 @@ pub fn run(keep: Option<&Path>, all_targets: bool) -> anyhow::Result<()> {
     engine.add_target(
         admin,
         target.clone(),
-        ConnectorKind::Git,
+        ConnectorKind::parse("git")?,
         vec![("repo".into(), repo.display().to_string())],
     )?;
     let entitlements: Vec<String> = engine.entitlements(&target)?.iter().map(ToString::to_string).collect();

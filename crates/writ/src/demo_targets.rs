@@ -72,12 +72,12 @@ pub fn run(engine: &Engine, signer: &NoteSigner) -> anyhow::Result<()> {
     let targets: [(&str, ConnectorKind, Settings); 3] = [
         (
             "db",
-            ConnectorKind::Postgres,
+            ConnectorKind::parse("postgres")?,
             vec![("dsn".into(), dsn), ("roles".into(), "analytics_read,login".into())],
         ),
         (
             "directory",
-            ConnectorKind::Ldap,
+            ConnectorKind::parse("ldap")?,
             vec![
                 ("url".into(), servers.ldap_url.clone()),
                 ("bind_dn".into(), servers.ldap_bind_dn.clone()),
@@ -88,7 +88,7 @@ pub fn run(engine: &Engine, signer: &NoteSigner) -> anyhow::Result<()> {
         ),
         (
             "vault",
-            ConnectorKind::OpenBao,
+            ConnectorKind::parse("openbao")?,
             vec![
                 ("addr".into(), servers.openbao_addr.clone()),
                 ("token_file".into(), servers.openbao_token_file.clone()),
@@ -98,7 +98,7 @@ pub fn run(engine: &Engine, signer: &NoteSigner) -> anyhow::Result<()> {
     ];
     for (name, kind, settings) in targets {
         let target = TargetName::parse(name)?;
-        engine.add_target(admin.clone(), target.clone(), kind, settings)?;
+        engine.add_target(admin.clone(), target.clone(), kind.clone(), settings)?;
         let entitlements: Vec<String> =
             engine.entitlements(&target)?.iter().map(ToString::to_string).collect();
         println!("  target    {name:<9} {} with {}", kind.as_str(), entitlements.join(", "));
