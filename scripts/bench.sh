@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Writ's benchmarks: the engine and ledger figures (`writ bench`) and the HTTP API figures on
-# SQLite and on a throwaway PostgreSQL cluster, one and three instances (`writ bench-api`).
-# Extra arguments go to `writ bench-api` (for example --seconds 5 --rate 1000).
+# Writ's benchmarks: the engine and ledger figures (`writ-bench bench`) and the HTTP API figures on
+# SQLite and on a throwaway PostgreSQL cluster, one and three instances (`writ-bench bench-api`).
+# Extra arguments go to `writ-bench bench-api` (for example --seconds 5 --rate 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +12,8 @@ command -v git >/dev/null 2>&1 || apt_install git
 
 . scripts/lib/postgres.sh
 
-cargo build --release --locked -p writ
+cargo build --release --locked -p writ -p writ-bench
 log "engine and ledger"
-target/release/writ bench --postgres "$WRIT_TEST_POSTGRES"
+target/release/writ-bench bench --postgres "$WRIT_TEST_POSTGRES"
 log "HTTP API"
-target/release/writ bench-api --postgres "$WRIT_TEST_POSTGRES" "$@"
+target/release/writ-bench bench-api --postgres "$WRIT_TEST_POSTGRES" "$@"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The demo. Without arguments: `writ demo` on an embedded SQLite file and a real git
+# The demo. Without arguments: `writ-bench demo` on an embedded SQLite file and a real git
 # repository (needs only a Rust toolchain and git). With `--targets all`: first starts a
 # throwaway PostgreSQL cluster, slapd and OpenBao on temporary directories and free loopback
-# ports (installing them if missing, as the test command does), then runs `writ demo --targets
-# all` against them, and stops them on exit. Extra arguments go to `writ demo`.
+# ports (installing them if missing, as the test command does), then runs `writ-bench demo --targets
+# all` against them, and stops them on exit. Extra arguments go to `writ-bench demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +22,4 @@ if [ "${1:-}" = "--targets" ] && [ "${2:-}" = "all" ]; then
     export WRIT_DEMO_OPENBAO_ADDR="$WRIT_TEST_OPENBAO_ADDR"
     export WRIT_DEMO_OPENBAO_TOKEN_FILE="$WRIT_TEST_OPENBAO_TOKEN_FILE"
 fi
-cargo run --quiet --release -p writ -- demo "$@"
+cargo run --quiet --release -p writ-bench -- demo "$@"

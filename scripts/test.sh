@@ -60,11 +60,11 @@ log "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 log "demo"
-cargo run --quiet --locked -p writ -- demo > /dev/null
+cargo run --quiet --locked -p writ-bench -- demo > /dev/null
 log "demo on the real targets (the services above; what scripts/demo.sh --targets all starts)"
 WRIT_DEMO_POSTGRES="$WRIT_TEST_POSTGRES" WRIT_DEMO_LDAP_URL="$WRIT_TEST_LDAP_URL" \
     WRIT_DEMO_LDAP_BIND_DN="$WRIT_TEST_LDAP_BIND_DN" WRIT_DEMO_LDAP_PASSWORD_FILE="$WRIT_TEST_LDAP_PASSWORD_FILE" \
     WRIT_DEMO_OPENBAO_ADDR="$WRIT_TEST_OPENBAO_ADDR" WRIT_DEMO_OPENBAO_TOKEN_FILE="$WRIT_TEST_OPENBAO_TOKEN_FILE" \
-    cargo run --quiet --locked -p writ -- demo --targets all > /dev/null
+    cargo run --quiet --locked -p writ-bench -- demo --targets all > /dev/null
 
 log "all passed"

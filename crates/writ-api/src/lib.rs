@@ -5,12 +5,14 @@
 //!   refusal through every surface.
 //! - `wire`: the request bodies, and their conversion into the engine's inputs, which the CLI's
 //!   arguments go through too.
-//! - `view`: the JSON shapes of responses, printed alike by the CLI's `--json`.
+//! - `view`: the JSON shapes of responses, printed alike by the CLI's `--json`; `text`: the
+//!   text people read, rendered from those views.
 //!
 //! This crate knows no HTTP framework and no command-line parser: both depend on it, never the
 //! other way round (checked by the tidy test).
 
 pub mod error;
+pub mod text;
 pub mod view;
 pub mod wire;
 

@@ -241,7 +241,7 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         let Some(change) = change else { continue };
         let record = ChangeRecord { change, events };
         trails.push(writ_api::view::change_json(&record, &[checkpoint.size]));
-        text.push(render::trail(&writ_api::view::change_json(&record, &[checkpoint.size])));
+        text.push(writ_api::text::trail(&writ_api::view::change_json(&record, &[checkpoint.size])));
     }
     let trust = if pinned {
         "pinned key".to_owned()

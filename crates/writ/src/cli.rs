@@ -104,13 +104,6 @@ pub enum Top {
     /// Roles (requester, approver, executor, reviewer, admin, auditor) of identities.
     #[command(subcommand)]
     Role(RoleCmd),
-    /// Walk real changes through the whole chain on a temporary database and git repository.
-    Demo(DemoArgs),
-    /// Measure complete change lifecycles per second.
-    Bench(BenchArgs),
-    /// Measure the HTTP API: requests per second and p50/p99 latency of request, approve and
-    /// show at a fixed rate, on SQLite and (with --postgres) PostgreSQL, one and three instances.
-    BenchApi(BenchApiArgs),
     /// Load generator for crash tests: registers identities from several threads and prints
     /// `ack NAME` after each durable commit.
     #[command(hide = true)]
@@ -347,52 +340,6 @@ pub struct RequestArgs {
     /// The person the requester acts for (both are recorded).
     #[arg(long)]
     pub on_behalf_of: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// Keep the database and repository in this directory instead of a temporary one.
-    #[arg(long)]
-    pub keep: Option<PathBuf>,
-    /// `git` (default): the access repository only. `all`: also real PostgreSQL, slapd and
-    /// OpenBao servers, which `bash scripts/demo.sh --targets all` starts on temporary
-    /// directories and names in WRIT_DEMO_* variables.
-    #[arg(long, default_value = "git", value_parser = ["git", "all"])]
-    pub targets: String,
-}
-
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// Lifecycles to run with the in-memory target (the git figure uses a tenth).
-    #[arg(long, default_value_t = 4000)]
-    pub lifecycles: usize,
-    /// Concurrent changes for the group-commit figure.
-    #[arg(long, default_value_t = 16)]
-    pub threads: usize,
-    /// Events for the ledger append and verification figures.
-    #[arg(long, default_value_t = 200_000)]
-    pub ledger_events: usize,
-    /// A PostgreSQL server (libpq key=value string without dbname) for the PostgreSQL connector
-    /// figures (a throwaway database and roles are made there).
-    #[arg(long, env = "WRIT_BENCH_POSTGRES")]
-    pub postgres: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct BenchApiArgs {
-    /// Seconds of load per scenario (and as much again for the baseline).
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Requests per second offered (open loop).
-    #[arg(long, default_value_t = 2000)]
-    pub rate: u64,
-    /// Client threads sharing the rate.
-    #[arg(long, default_value_t = 64)]
-    pub threads: usize,
-    /// A PostgreSQL server (libpq key=value string without dbname) on which to create throwaway
-    /// benchmark databases.
-    #[arg(long, env = "WRIT_BENCH_POSTGRES")]
-    pub postgres: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -290,7 +290,7 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
         IdentityCmd::List => {
             let items = client.all("/api/v1/identities", "after")?;
             let identities = items.iter().map(identity_of).collect::<Result<Vec<_>, _>>()?;
-            render::print(json, Value::Array(items), || render::identity_table(&identities));
+            render::print(json, Value::Array(items), || writ_api::text::identity_table(&identities));
         }
         IdentityCmd::Show { name } => {
             let value =
@@ -301,7 +301,7 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
                 .map(|g| g.iter().map(|g| grant_of(&shown.name, g)).collect::<Result<Vec<_>, _>>())
                 .transpose()?
                 .unwrap_or_default();
-            render::print(json, value, || render::identity_detail(&shown, &grants));
+            render::print(json, value, || writ_api::text::identity_detail(&shown, &grants));
         }
         IdentityCmd::Offboard { .. } => return Err(not_remote("identity offboard")),
     }
@@ -377,7 +377,7 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
         }
         ChangeCmd::Show { id } => {
             let value = client.json("GET", &format!("/api/v1/changes/{}", ChangeId::parse(&id)?), None)?;
-            let trail = render::trail(&value);
+            let trail = writ_api::text::trail(&value);
             render::print(json, value, || trail);
             return Ok(());
         }

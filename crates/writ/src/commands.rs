@@ -29,25 +29,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
-        Top::Demo(args) => {
-            crate::demo::run(args.keep.as_deref(), args.targets == "all").map_err(crate::internal)
-        }
-        Top::Bench(args) => crate::bench::run(
-            args.lifecycles,
-            args.threads,
-            args.ledger_events,
-            args.postgres.as_deref(),
-            json,
-        )
-        .map_err(crate::internal),
-        Top::BenchApi(args) => crate::bench_api::run(crate::bench_api::Options {
-            seconds: args.seconds,
-            rate: args.rate,
-            threads: args.threads,
-            postgres: args.postgres,
-            json,
-        })
-        .map_err(crate::internal),
         Top::Serve(args) => writ_server::run(db.as_deref(), key.as_deref(), hmac, args.into()),
         Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
@@ -331,7 +312,7 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             let identities = engine.store().identities()?;
             let value =
                 serde_json::Value::Array(identities.iter().map(writ_api::view::identity_json).collect());
-            render::print(json, value, || render::identity_table(&identities));
+            render::print(json, value, || writ_api::text::identity_table(&identities));
         }
         IdentityCmd::Show { name } => {
             let name = IdentityName::parse(&name)?;
@@ -345,7 +326,7 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
                 serde_json::Value::Array(grants.iter().map(writ_api::view::grant_json).collect()),
             );
             writ_api::view::insert(&mut value, "roles", serde_json::json!(roles));
-            render::print(json, value, || render::identity_detail(&identity, &grants));
+            render::print(json, value, || writ_api::text::identity_detail(&identity, &grants));
         }
     }
     Ok(())
@@ -471,7 +452,7 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
             let value = writ_api::view::change_json(&record, &sizes);
-            let text = render::trail(&value);
+            let text = writ_api::text::trail(&value);
             render::print(json, value, || text);
             return Ok(());
         }
@@ -479,7 +460,7 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
             let state = state.as_deref().map(ChangeState::parse).transpose()?;
             let changes = engine.changes(state)?;
             let value = serde_json::Value::Array(changes.iter().map(writ_api::view::summary_json).collect());
-            render::print(json, value, || render::summary_table(&changes));
+            render::print(json, value, || writ_api::text::summary_table(&changes));
             return Ok(());
         }
     };
@@ -558,11 +539,13 @@ fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliEr
             let state = state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
             let findings = engine.findings(state)?;
             let value = serde_json::Value::Array(findings.iter().map(writ_api::view::finding_json).collect());
-            render::print(json, value, || render::finding_table(&findings));
+            render::print(json, value, || writ_api::text::finding_table(&findings));
         }
         FindingCmd::Show { id } => {
             let finding = engine.finding(&id)?;
-            render::print(json, writ_api::view::finding_json(&finding), || render::finding_detail(&finding));
+            render::print(json, writ_api::view::finding_json(&finding), || {
+                writ_api::text::finding_detail(&finding)
+            });
         }
         FindingCmd::Resolve { id, actor, note } => {
             let finding = engine.resolve_finding(&IdentityName::parse(&actor)?, &id, note)?;

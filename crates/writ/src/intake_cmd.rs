@@ -8,7 +8,8 @@ use writ_engine::Engine;
 use crate::CliError;
 use crate::cli::IntakeCmd;
 use crate::client::Client;
-use crate::render::{deliveries_text, print};
+use crate::render::print;
+use writ_api::text::deliveries_text;
 use writ_api::view::delivery_record_json;
 
 fn outcome(text: Option<&str>) -> Result<Option<Outcome>, CliError> {

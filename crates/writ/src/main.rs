@@ -2,16 +2,9 @@
 //! command, and turns every error into a stable code, a message on stderr and an exit code.
 
 mod audit;
-mod bench;
-mod bench_api;
-mod bench_connector;
-mod bench_ledger;
-mod bench_policy;
 mod cli;
 mod client;
 mod commands;
-mod demo;
-mod demo_targets;
 mod exception_cmd;
 mod intake_cmd;
 mod ledger;

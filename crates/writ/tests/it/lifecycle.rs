@@ -132,38 +132,3 @@ fn drift_on_the_target_makes_verification_fail() {
     assert_eq!(show["answers"]["observed_equals_approved"], false);
     assert_eq!(show["operations"][0]["observed"], "absent");
 }
-
-#[test]
-fn the_demo_runs_on_a_fresh_directory_and_tells_the_whole_story() {
-    let dir = tempfile::tempdir().unwrap();
-    let keep = dir.path().join("demo");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(["demo", "--keep", keep.to_str().unwrap()])
-        .env_remove("WRIT_DB")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    for needle in [
-        "1. Joiner",
-        "2. Mover",
-        "refused   [sod.self_approval]",
-        "refused   [sod.executor_not_independent]",
-        "4. Leaver",
-        "dave now holds 0 grant(s)",
-    ] {
-        assert!(stdout.contains(needle), "missing {needle:?}");
-    }
-    assert_eq!(stdout.matches("state reviewed").count(), 4, "{stdout}");
-    let log = git(&keep.join("access-repo"), &["log", "--format=%(trailers:key=Writ-Change,valueonly)"]);
-    let ids: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(ids.len(), 4, "every applied commit carries its change id: {log}");
-    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(["--db", keep.join("writ.db").to_str().unwrap(), "change", "list", "--json"])
-        .output()
-        .unwrap();
-    let changes: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    for id in ids {
-        assert!(changes.as_array().unwrap().iter().any(|c| c["id"] == id), "{id} not in the database");
-    }
-}

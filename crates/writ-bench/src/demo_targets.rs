@@ -1,4 +1,4 @@
-//! `writ demo --targets all`: the same chain on real servers — a PostgreSQL cluster, slapd and
+//! `writ-bench demo --targets all`: the same chain on real servers — a PostgreSQL cluster, slapd and
 //! OpenBao — that `scripts/demo.sh --targets all` starts on temporary directories and names in
 //! the environment. This module prepares what the demo needs on them (a database with a group
 //! role and a login, a directory subtree with a group, an OpenBao database mount issuing logins

@@ -1,4 +1,4 @@
-//! `writ demo`: real changes through the whole chain on a fresh embedded database and a real git
+//! `writ-bench demo`: real changes through the whole chain on a fresh embedded database and a real git
 //! repository, printing the reconstructed trail of each. Nothing is simulated. With `--targets
 //! all`, the chain continues on real PostgreSQL, slapd and OpenBao servers (`demo_targets`).
 
@@ -251,7 +251,7 @@ pub fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyho
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     println!(
         "{}",
-        crate::render::trail(&writ_api::view::change_json(&engine.load(id)?, &sizes))
+        writ_api::text::trail(&writ_api::view::change_json(&engine.load(id)?, &sizes))
             .lines()
             .map(|l| format!("  {l}"))
             .collect::<Vec<_>>()

@@ -1,4 +1,4 @@
-//! Ledger benchmarks for `writ bench`: durable batched appends through the store beside a raw
+//! Ledger benchmarks for `writ-bench bench`: durable batched appends through the store beside a raw
 //! batched insert of the same rows (same run, same file system), group-committed one-event
 //! transitions, full verification, and inclusion proofs.
 

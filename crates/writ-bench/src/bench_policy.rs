@@ -1,4 +1,4 @@
-//! Policy figures for `writ bench`: decisions per second with the default pack, and the policy
+//! Policy figures for `writ-bench bench`: decisions per second with the default pack, and the policy
 //! work of one lifecycle set against the lifecycle rate measured in the same run.
 //!
 //! One lifecycle asks policy for three validations (at request, before the approval and before

@@ -1,4 +1,4 @@
-//! `writ bench-api`: the HTTP API under an open-loop load of request → approve → show at a fixed
+//! `writ-bench bench-api`: the HTTP API under an open-loop load of request → approve → show at a fixed
 //! rate, on SQLite, on PostgreSQL, and with three instances on one PostgreSQL. Latency is
 //! measured from each request's *scheduled* start (so a slow server cannot hide queueing by
 //! slowing the client down: no coordinated omission). The baseline, measured in the same run at
@@ -85,8 +85,16 @@ pub fn recreate_database(config: &str, name: &str) -> anyhow::Result<postgres::C
     Ok(admin)
 }
 
+/// The `writ` binary beside this one (`cargo build -p writ -p writ-bench` puts both there).
 fn exe() -> anyhow::Result<std::path::PathBuf> {
-    std::env::current_exe().context("locating the writ binary")
+    let bench = std::env::current_exe().context("locating the writ-bench binary")?;
+    let writ = bench.with_file_name("writ");
+    anyhow::ensure!(
+        writ.is_file(),
+        "no writ binary beside {}: build it with `cargo build -p writ`",
+        bench.display()
+    );
+    Ok(writ)
 }
 
 /// A fresh database with alice (requester), bob (approver), dave and a memory target, and

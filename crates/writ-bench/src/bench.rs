@@ -1,4 +1,4 @@
-//! `writ bench`: complete request → approve → execute → verify → review lifecycles per second,
+//! `writ-bench bench`: complete request → approve → execute → verify → review lifecycles per second,
 //! in process, on a durable SQLite file (WAL, synchronous=FULL), beside a baseline measured in
 //! the same run: raw single-row durable commits on the same file system. A lifecycle makes six
 //! commits, so `6 / raw commits per second` is the floor Writ's own work sits on.
