@@ -23,6 +23,7 @@ mod oidc;
 mod openapi;
 mod scim;
 pub mod targets;
+pub mod testkit;
 mod writeback;
 
 use std::net::SocketAddr;
@@ -66,9 +67,45 @@ pub fn run(
     database: Option<&Path>,
     key: Option<&Path>,
     hmac: Option<&Path>,
-    args: ServeOptions,
+    options: ServeOptions,
 ) -> Result<(), Error> {
-    let settings = config::Settings::resolve(database, key, hmac, args)?;
+    let app = compose(database, key, hmac, options)?;
+    let runtime = runtime(app.workers)?;
+    let result = runtime.block_on(async {
+        // Handlers first: a SIGTERM that arrives right after the address is printed must already
+        // mean "shut down gracefully", not the default "die".
+        let signals = Signals::install()?;
+        let listener = bind(&app.listen).await?;
+        let address = local_address(&listener)?;
+        // The one line on stdout: scripts and tests read the bound address from it.
+        println!("listening on http://{address}");
+        tracing::info!(target: "writ::serve", %address, database = %app.described, instance = %app.state.instance, "serving");
+        serve(Arc::clone(&app.state), listener, signals.received()).await
+    });
+    // The PostgreSQL client owns a runtime of its own, which must not be dropped inside ours:
+    // shut ours down first, then release the store.
+    drop(runtime);
+    drop(app);
+    result
+}
+
+/// A server composed from its settings, not yet listening.
+pub struct App {
+    pub state: State,
+    pub listen: String,
+    pub workers: usize,
+    /// The database, for the log (a URL's password redacted).
+    pub described: String,
+}
+
+/// Composition: settings → database → keys → engine → the state every handler shares.
+pub fn compose(
+    database: Option<&Path>,
+    key: Option<&Path>,
+    hmac: Option<&Path>,
+    options: ServeOptions,
+) -> Result<App, Error> {
+    let settings = config::Settings::resolve(database, key, hmac, options)?;
     let database = Database::parse(Some(&settings.db))?;
     let store = database.open(false)?;
     let hmac =
@@ -98,17 +135,25 @@ pub fn run(
         hooks: hooks::load(&settings.hooks)?,
         scim_swept: std::sync::atomic::AtomicBool::new(false),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
+}
+
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(settings.workers)
+        .max_blocking_threads(workers)
         .build()
-        .map_err(|e| Error::new("internal", format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(serve(Arc::clone(&state), settings.listen, database.describe()));
-    // The PostgreSQL client owns a runtime of its own, which must not be dropped inside ours:
-    // shut ours down first, then release the store.
-    drop(runtime);
-    drop(state);
-    result
+        .map_err(|e| Error::new("internal", format!("cannot start the runtime: {e}")))
+}
+
+async fn bind(listen: &str) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::new("input.listen", format!("cannot listen on {listen}: {e}")))
+}
+
+fn local_address(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Error> {
+    listener.local_addr().map_err(|e| Error::new("internal", format!("no local address: {e}")))
 }
 
 fn instance_id() -> Result<String, Error> {
@@ -117,22 +162,17 @@ fn instance_id() -> Result<String, Error> {
     Ok(format!("writ-{}", hex::encode(bytes)))
 }
 
-async fn serve(state: State, listen: String, described: String) -> Result<(), Error> {
-    // Handlers first: a SIGTERM that arrives right after the address is printed must already
-    // mean "shut down gracefully", not the default "die".
-    let signals = Signals::install()?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| Error::new("input.listen", format!("cannot listen on {listen}: {e}")))?;
-    let address: SocketAddr =
-        listener.local_addr().map_err(|e| Error::new("internal", format!("no local address: {e}")))?;
-    // The one line on stdout: scripts and tests read the bound address from it.
-    println!("listening on http://{address}");
-    tracing::info!(target: "writ::serve", %address, database = %described, instance = %state.instance, "serving");
+/// Serves `listener` with the background work beside it until `shutdown` completes, then signs
+/// a last checkpoint.
+async fn serve(
+    state: State,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let background = tokio::spawn(background(Arc::clone(&state)));
     let app: Router = api::router(Arc::clone(&state));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signals.received())
+        .with_graceful_shutdown(shutdown)
         .await;
     background.abort();
     // A last checkpoint so that what this instance wrote is signed before it goes.

@@ -18,6 +18,7 @@ mod evidence;
 mod exceptions;
 mod failclosed;
 mod intake;
+mod layers;
 mod ldaptarget;
 mod ledger;
 mod lifecycle;
