@@ -86,7 +86,7 @@ struct File {
     expiry_alert_attempts: Option<u32>,
     policy_dir: Option<PathBuf>,
     #[serde(default)]
-    hook: Vec<crate::hooks::HookConfig>,
+    hook: Vec<crate::routes::hooks::HookConfig>,
 }
 
 /// Request size limits.
@@ -106,7 +106,7 @@ pub struct Settings {
     pub oidc: Option<crate::oidc::OidcConfig>,
     pub expiry: writ_engine::expiry::ExpiryPolicy,
     pub policy_dir: Option<PathBuf>,
-    pub hooks: Vec<crate::hooks::HookConfig>,
+    pub hooks: Vec<crate::routes::hooks::HookConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";

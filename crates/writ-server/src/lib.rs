@@ -7,21 +7,19 @@
 //! the database's lock, and singleton work (checkpoint signing, expiry, key clean-up) runs under
 //! leases taken through the database, so each runs on one instance at a time.
 
-mod api;
 mod auth;
 pub mod bundle;
 pub mod compose;
 mod config;
 pub mod db;
 pub mod error;
-mod exceptions;
-mod hooks;
+mod http;
 mod idempotency;
 pub mod keys;
 mod manifests;
 mod oidc;
 mod openapi;
-mod scim;
+mod routes;
 pub mod targets;
 pub mod testkit;
 mod writeback;
@@ -55,7 +53,7 @@ pub struct AppState {
     /// The policy directory loaded at start and on reload, if any.
     pub policy_dir: Option<std::path::PathBuf>,
     /// The inbound webhooks, by name.
-    pub hooks: std::collections::BTreeMap<String, hooks::Hook>,
+    pub hooks: std::collections::BTreeMap<String, routes::hooks::Hook>,
     /// Whether this process has settled the SCIM lifecycles a crash may have left behind.
     pub scim_swept: std::sync::atomic::AtomicBool,
 }
@@ -132,7 +130,7 @@ pub fn compose(
         oidc,
         expiry: settings.expiry,
         policy_dir: settings.policy_dir,
-        hooks: hooks::load(&settings.hooks)?,
+        hooks: routes::hooks::load(&settings.hooks)?,
         scim_swept: std::sync::atomic::AtomicBool::new(false),
     });
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
@@ -170,7 +168,7 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let background = tokio::spawn(background(Arc::clone(&state)));
-    let app: Router = api::router(Arc::clone(&state));
+    let app: Router = routes::router(Arc::clone(&state));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
@@ -242,7 +240,7 @@ pub fn load_policy_dir(engine: &Engine, dir: &std::path::Path) -> Result<writ_en
 
 /// One write-back pass under the `writeback` lease (see `writeback`).
 fn write_back(state: &AppState) {
-    let writebacks = hooks::writebacks(&state.hooks);
+    let writebacks = routes::hooks::writebacks(&state.hooks);
     if writebacks.is_empty() {
         return;
     }

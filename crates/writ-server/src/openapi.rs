@@ -1,13 +1,12 @@
 //! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the same operation table
-//! the router is built from (`api::operations`), so the two cannot drift apart.
+//! the router is built from (`routes::operations`), so the two cannot drift apart.
 
-use axum::Json;
 use serde_json::{Map, Value, json};
 
-use crate::api::operations;
+use crate::http::Operation;
 
 /// Request body schemas, by the name the operation table uses. Each lists exactly the fields
-/// of the matching struct in `api.rs` (a test deserialises every listed field).
+/// of the matching struct in `writ_api::wire` (a test deserialises every listed field).
 pub fn schemas() -> Value {
     let string = json!({ "type": "string" });
     let strings = json!({ "type": "array", "items": { "type": "string" } });
@@ -86,9 +85,10 @@ pub fn schemas() -> Value {
     })
 }
 
-fn document_value() -> Value {
+/// The document for `operations` (every operation the router serves).
+pub fn document_value(operations: &[Operation]) -> Value {
     let mut paths: Map<String, Value> = Map::new();
-    for operation in operations() {
+    for operation in operations {
         let mut responses = json!({
             "200": { "description": "OK", "content": { "application/json": {} } },
             "400": { "$ref": "#/components/responses/Error" },
@@ -159,10 +159,6 @@ fn path_parameters(path: &str) -> Vec<&str> {
     path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
 }
 
-pub async fn document() -> Json<Value> {
-    Json(document_value())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,9 +194,10 @@ mod tests {
 
     #[test]
     fn every_operation_is_documented_with_its_body_schema() {
-        let document = document_value();
+        let operations = crate::routes::operations();
+        let document = document_value(&operations);
         let schemas = schemas();
-        for operation in operations() {
+        for operation in &operations {
             let entry = &document["paths"][operation.path][operation.method.as_str().to_ascii_lowercase()];
             assert!(entry.is_object(), "{} {} missing", operation.method, operation.path);
             if let Some(body) = operation.body.filter(|b| *b != "binary") {

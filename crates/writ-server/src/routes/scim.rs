@@ -23,8 +23,8 @@ use writ_scim::schema::{self, Kind};
 use writ_scim::{ScimError, ScimType, list};
 
 use crate::State;
-use crate::api::{Operation, op};
 use crate::auth::Caller;
+use crate::http::{Operation, op};
 
 /// Most resources in one page (advertised as `filter.maxResults`).
 const MAX_RESULTS: usize = 200;

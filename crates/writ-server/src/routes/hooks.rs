@@ -24,9 +24,9 @@ use writ_engine::intake::Source;
 use writ_intake::{Kind, Received, Secret};
 
 use crate::State;
-use crate::api::{Operation, blocking, op};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{Operation, blocking, op};
 use crate::manifests::{ManifestConfig, Manifests};
 use crate::writeback::{Writeback, WritebackConfig};
 use writ_api::Error;

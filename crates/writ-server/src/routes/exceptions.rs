@@ -12,9 +12,9 @@ use writ_core::exception::{Exception, ExceptionState};
 use writ_core::name::IdentityName;
 use writ_engine::Engine;
 
-use crate::api::{JsonBody, Operation, blocking, op, request_parts, required, write};
 use crate::auth::Caller;
 use crate::error::ApiResult;
+use crate::http::{JsonBody, Operation, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use crate::{AppState, State};
 use writ_api::wire::{ExceptionStep, NewException};

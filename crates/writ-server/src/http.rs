@@ -1,0 +1,238 @@
+//! What every route module shares: the `Operation` (one entry of the router and of the OpenAPI
+//! document), the strict JSON body extractor, the idempotent write, and running engine work on
+//! the blocking pool.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use writ_core::access::{Action, Principal, Role};
+use writ_core::change::ChangeId;
+use writ_core::name::{IdentityName, TargetName};
+use writ_engine::{ChangeRecord, Engine};
+
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency::{self, Outcome, Written};
+use crate::{AppState, State};
+
+/// One operation of the API: the single source for both the router and the OpenAPI document.
+pub struct Operation {
+    pub method: Method,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// The roles that may call it (empty: no authentication).
+    pub roles: &'static [Role],
+    /// The request body: a JSON schema name in `openapi.rs`, or `None`.
+    pub body: Option<&'static str>,
+    /// Whether it honours `Idempotency-Key`.
+    pub idempotent: bool,
+    pub handler: MethodRouter<State>,
+}
+
+pub(crate) fn op(
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    action: Option<Action>,
+    body: Option<&'static str>,
+    handler: MethodRouter<State>,
+) -> Operation {
+    let idempotent = body.is_some() && method == Method::POST && path != "/api/v1/tokens";
+    Operation { method, path, summary, roles: action.map_or(&[], Action::roles), body, idempotent, handler }
+}
+
+/// Runs engine work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &State,
+    work: impl FnOnce(&AppState) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || work(&state))
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+// ---- request bodies ----
+
+/// A JSON body: at most the configured size, `application/json`, parsed strictly; a parse error
+/// names the field at fault. Keeps the raw bytes for the idempotency fingerprint.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<State> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &State) -> Result<JsonBody<T>, ApiError> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim() == "application/json"));
+        let raw = read_body(request, state.limits.body_bytes).await?;
+        if !json && !raw.is_empty() {
+            return Err(ApiError::new(
+                "request.unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let text: &[u8] = if raw.is_empty() { b"{}" } else { &raw };
+        let mut deserializer = serde_json::Deserializer::from_slice(text);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let message = format!("malformed JSON body at `{field}`: {}", e.inner());
+            ApiError::new("request.malformed_json", message).field(field)
+        })?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// How much of an oversize body is read and dropped so the client can still read the 413
+/// (a client that is still sending when the connection closes sees only a broken pipe).
+pub(crate) const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger one is answered 413 after draining it (up to
+/// [`DRAIN_LIMIT`]) without keeping it.
+pub(crate) async fn read_body(request: Request, limit: usize) -> ApiResult<Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = request.into_body();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new("request.unreadable_body", e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            "request.too_large",
+            format!("the request body is larger than the {limit} bytes this endpoint accepts"),
+        ));
+    }
+    Ok(Bytes::from(kept))
+}
+
+pub(crate) fn required<T>(value: Option<T>, field: &str) -> ApiResult<T> {
+    value.ok_or_else(|| ApiError::new("request.missing_field", format!("`{field}` is required")).field(field))
+}
+
+/// Runs a write under the request's idempotency key and renders its result (or, on a replay,
+/// the resource as it is now, with the first status).
+pub(crate) async fn write(
+    state: &State,
+    caller: &Principal,
+    headers: HeaderMap,
+    request: Vec<Vec<u8>>,
+    work: impl FnOnce(&AppState) -> ApiResult<Written> + Send + 'static,
+) -> ApiResult<Response> {
+    let scope = caller.identity.name.to_string();
+    let outcome = blocking(state, move |state| {
+        let parts: Vec<&[u8]> = request.iter().map(Vec::as_slice).collect();
+        match idempotency::run(state, &scope, &headers, &parts, || work(state))? {
+            Outcome::Fresh(written) => Ok((written.status, written.body, false)),
+            Outcome::Replay { status, resource } => {
+                Ok((status, resource_json(&state.engine, &resource)?, true))
+            }
+        }
+    })
+    .await?;
+    let (status, body, replayed) = outcome;
+    let mut response = (status, Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub(crate) fn request_parts(method: &Method, path: &str, body: &[u8]) -> Vec<Vec<u8>> {
+    vec![method.as_str().as_bytes().to_vec(), path.as_bytes().to_vec(), body.to_vec()]
+}
+
+/// Renders a stored resource reference (for idempotent replays).
+pub(crate) fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value> {
+    let (kind, rest) = resource.split_once(':').unwrap_or((resource, ""));
+    match kind {
+        "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
+        "finding" => Ok(writ_api::view::finding_json(&engine.finding(rest)?)),
+        "exception" => Ok(writ_api::view::exception_json(&engine.exception(rest)?)),
+        "identity" => Ok(writ_api::view::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
+        "target" => Ok(writ_api::view::target_json(&engine.target(&TargetName::parse(rest)?)?)),
+        "token" => {
+            let token =
+                engine.store().token(rest)?.ok_or_else(|| ApiError::internal("replayed token is gone"))?;
+            Ok(writ_api::view::token_json(&token.info, token.revoked_at))
+        }
+        _ => Ok(json!({ "resource": resource })),
+    }
+}
+
+pub(crate) fn change_json(engine: &Engine, record: &ChangeRecord) -> ApiResult<Value> {
+    let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
+    Ok(writ_api::view::change_json(record, &sizes))
+}
+
+/// Checks that the caller may take `action` on the change: the role, and for a vendor's
+/// principal the change's organisation (which needs the change; internal principals are not
+/// scoped, so their writes load the change only once, in the engine).
+pub(crate) fn check_scope(
+    engine: &Engine,
+    caller: &Principal,
+    action: Action,
+    id: &ChangeId,
+) -> ApiResult<()> {
+    caller.may(action)?;
+    if caller.identity.vendor.is_some() {
+        scoped_change(engine, caller, action, id)?;
+    }
+    Ok(())
+}
+
+/// Loads a change the caller may touch for `action`: vendors only within their organisation.
+pub(crate) fn scoped_change(
+    engine: &Engine,
+    caller: &Principal,
+    action: Action,
+    id: &ChangeId,
+) -> ApiResult<ChangeRecord> {
+    caller.may(action)?;
+    let record = engine.load(id)?;
+    caller.within_scope(action, std::iter::once(record.change.vendor.as_ref()))?;
+    Ok(record)
+}
+
+// ---- identities, roles, targets ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    pub state: Option<String>,
+}
+
+pub(crate) const DEFAULT_PAGE: usize = 50;
+pub(crate) const MAX_PAGE: usize = 500;
+
+pub(crate) fn page_limit(page: &Page) -> ApiResult<usize> {
+    match page.limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        Some(_) => {
+            Err(ApiError::new("input.page_limit", format!("limit must be 1 to {MAX_PAGE}")).field("limit"))
+        }
+    }
+}

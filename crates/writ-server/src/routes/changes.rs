@@ -1,0 +1,271 @@
+//! Changes: request, each step of the chain, the trail, and break-glass.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use writ_core::access::Action;
+use writ_core::change::{ChangeId, ChangeState};
+use writ_core::name::IdentityName;
+use writ_core::time::Duration;
+
+use crate::State;
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::http::{
+    JsonBody, Operation, Page, blocking, change_json, check_scope, op, page_limit, request_parts, required,
+    scoped_change, write,
+};
+use crate::idempotency::Written;
+use writ_api::wire::{BreakGlass, NewChange, StepBody};
+
+pub fn operations() -> Vec<Operation> {
+    use Action as A;
+    use Method as M;
+    vec![
+        op(
+            M::GET,
+            "/api/v1/changes",
+            "Changes, newest first (paged by `before`, `limit`; filter `state`).",
+            Some(A::Read),
+            None,
+            get(list_changes),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes",
+            "Request a change; the caller is the requester.",
+            Some(A::Request),
+            Some("NewChange"),
+            post(request_change),
+        ),
+        op(
+            M::GET,
+            "/api/v1/changes/{id}",
+            "A change with its full trail.",
+            Some(A::Read),
+            None,
+            get(show_change),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/approve",
+            "Approve as the caller (`valid_for` may shorten validity).",
+            Some(A::Approve),
+            Some("StepBody"),
+            post(change_step),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/reject",
+            "Reject as the caller (`reason` required).",
+            Some(A::Reject),
+            Some("StepBody"),
+            post(change_step),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/cancel",
+            "Cancel your own change (`reason` required).",
+            Some(A::Cancel),
+            Some("StepBody"),
+            post(change_step),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/execute",
+            "Implement an approved change on its targets.",
+            Some(A::Execute),
+            Some("StepBody"),
+            post(change_step),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/verify",
+            "Observe the targets and compare with the approved state.",
+            Some(A::Verify),
+            Some("StepBody"),
+            post(change_step),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/review",
+            "Review an implemented change (`notes` required).",
+            Some(A::Review),
+            Some("StepBody"),
+            post(change_step),
+        ),
+        op(
+            M::POST,
+            "/api/v1/breakglass",
+            "Break glass as the caller: a short grant executed at once (policy decides who may); \
+             someone else approves it afterwards by the deadline, then it is reviewed.",
+            Some(A::Request),
+            Some("BreakGlass"),
+            post(break_glass),
+        ),
+    ]
+}
+
+// ---- changes ----
+
+pub(crate) async fn list_changes(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Read)?;
+    let limit = page_limit(&page)?;
+    let filter = page.state.as_deref().map(ChangeState::parse).transpose()?;
+    let before = page.before.as_deref().map(ChangeId::parse).transpose()?;
+    blocking(&state, move |state| {
+        let store = state.engine.store();
+        let mut items = Vec::new();
+        let mut cursor = before;
+        let mut next = None;
+        // Vendors see only their organisation's changes; keep paging until the page is full.
+        'pages: loop {
+            let batch = store.changes_page(filter, cursor.as_ref(), limit + 1)?;
+            let exhausted = batch.len() <= limit;
+            for summary in batch.iter().take(limit) {
+                cursor = Some(summary.id.clone());
+                if let Some(org) = &caller.identity.vendor {
+                    let requester = state.engine.identity(&summary.requester)?;
+                    if requester.vendor.as_ref() != Some(org) {
+                        continue;
+                    }
+                }
+                items.push(writ_api::view::summary_json(summary));
+                if items.len() == limit {
+                    if !exhausted || batch.len() > items.len() {
+                        next = Some(summary.id.to_string());
+                    }
+                    break 'pages;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(Json(json!({ "items": items, "next": next })))
+    })
+    .await
+}
+
+pub(crate) async fn request_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<NewChange>,
+) -> ApiResult<Response> {
+    caller.may(Action::Request)?;
+    // The requester is the authenticated caller; the body cannot name one.
+    let input = body.value.into_input(caller.identity.name.as_str())?;
+    let request = request_parts(&method, "/changes", &body.raw);
+    let principal = caller.clone();
+    write(&state, &caller, headers, request, move |state| {
+        let engine = &state.engine;
+        if principal.identity.vendor.is_some() {
+            // A vendor acts only for its own organisation: everyone the change involves.
+            let mut involved = Vec::new();
+            for name in input.on_behalf_of.iter().chain(input.ops.iter().map(|op| &op.identity)) {
+                involved.push(engine.identity(name)?.vendor);
+            }
+            principal.within_scope(Action::Request, involved.iter().map(Option::as_ref))?;
+        }
+        let record = engine.request(input, writ_engine::random_bits()?)?;
+        Ok(Written {
+            status: StatusCode::CREATED,
+            resource: format!("change:{}", record.change.id),
+            body: change_json(engine, &record)?,
+        })
+    })
+    .await
+}
+
+pub(crate) async fn show_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = ChangeId::parse(&id)?;
+    blocking(&state, move |state| {
+        let record = scoped_change(&state.engine, &caller, Action::Read, &id)?;
+        Ok(Json(change_json(&state.engine, &record)?))
+    })
+    .await
+}
+
+pub(crate) async fn change_step(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<StepBody>,
+) -> ApiResult<Response> {
+    let id = ChangeId::parse(&id)?;
+    let step = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+    let action = match step.as_str() {
+        "approve" => Action::Approve,
+        "reject" => Action::Reject,
+        "cancel" => Action::Cancel,
+        "execute" => Action::Execute,
+        "verify" => Action::Verify,
+        _ => Action::Review,
+    };
+    caller.may(action)?;
+    let StepBody { valid_for, on_behalf_of, reason, notes } = body.value;
+    let validity = valid_for.as_deref().map(Duration::parse).transpose()?;
+    let on_behalf_of = on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
+    let request = request_parts(&method, &format!("/changes/{id}/{step}"), &body.raw);
+    let me = caller.identity.name.clone();
+    let principal = caller.clone();
+    write(&state, &caller, headers, request, move |state| {
+        let engine = &state.engine;
+        check_scope(engine, &principal, action, &id)?;
+        let record = match action {
+            Action::Approve => engine.approve(&id, &me, on_behalf_of.as_ref(), validity)?,
+            Action::Reject => engine.reject(&id, &me, required(reason, "reason")?)?,
+            Action::Cancel => engine.cancel(&id, &me, required(reason, "reason")?)?,
+            Action::Execute => engine.execute(&id, Some(&me))?,
+            Action::Verify => engine.verify(&id)?,
+            _ => engine.review(&id, &me, required(notes, "notes")?)?,
+        };
+        Ok(Written {
+            status: StatusCode::OK,
+            resource: format!("change:{id}"),
+            body: change_json(engine, &record)?,
+        })
+    })
+    .await
+}
+
+// ---- break-glass and findings ----
+
+pub(crate) async fn break_glass(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<BreakGlass>,
+) -> ApiResult<Response> {
+    caller.may(Action::Request)?;
+    // Whoever breaks glass is the authenticated caller.
+    let input = body.value.into_input(caller.identity.name.as_str())?;
+    let request = request_parts(&method, "/breakglass", &body.raw);
+    write(&state, &caller, headers, request, move |state| {
+        let engine = &state.engine;
+        let record = engine.breakglass(input, writ_engine::random_bits()?)?;
+        Ok(Written {
+            status: StatusCode::CREATED,
+            resource: format!("change:{}", record.change.id),
+            body: change_json(engine, &record)?,
+        })
+    })
+    .await
+}

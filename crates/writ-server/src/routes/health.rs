@@ -1,0 +1,77 @@
+//! Liveness, readiness and who the caller is.
+
+use axum::Json;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use writ_core::access::Action;
+
+use crate::State;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::http::{Operation, blocking, op};
+
+pub fn operations() -> Vec<Operation> {
+    use Action as A;
+    use Method as M;
+    vec![
+        op(M::GET, "/healthz", "Liveness: the process answers.", None, None, get(healthz)),
+        op(
+            M::GET,
+            "/readyz",
+            "Readiness: the store takes writes and the keys are loaded.",
+            None,
+            None,
+            get(readyz),
+        ),
+        op(
+            M::GET,
+            "/api/v1/whoami",
+            "The authenticated identity and its roles.",
+            Some(A::Read),
+            None,
+            get(whoami),
+        ),
+    ]
+}
+
+// ---- health ----
+
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready only when a write reaches the store (a lease renewal goes through the same path as
+/// every commit) and the keys needed to record and sign are loaded.
+pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    let checked = blocking(&state, |state| {
+        let now = state.engine.now();
+        let until = writ_core::time::Timestamp::from_millis(now.as_millis() + 1_000);
+        let probe = format!("ready:{}", state.instance);
+        state.engine.store().acquire_lease(&probe, &state.instance, now, until)?;
+        state.engine.seal("readiness")?;
+        if state.signer.is_none() {
+            return Err(ApiError::new(
+                "ledger.no_signing_key",
+                "no ledger signing key: checkpoints cannot be signed",
+            ));
+        }
+        Ok(())
+    })
+    .await;
+    match checked {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(mut error) => {
+            error.status = StatusCode::SERVICE_UNAVAILABLE;
+            error.into_response()
+        }
+    }
+}
+
+pub(crate) async fn whoami(Caller(caller): Caller) -> Json<Value> {
+    let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
+    let mut value = writ_api::view::identity_json(&caller.identity);
+    writ_api::view::insert(&mut value, "roles", json!(roles));
+    Json(value)
+}

@@ -1,0 +1,192 @@
+//! Identities and their roles.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde_json::{Value, json};
+use writ_core::access::{Action, Principal, Role};
+use writ_core::identity::{Actor, IdentityKind};
+use writ_core::name::{IdentityName, OrgName};
+
+use crate::State;
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::http::{JsonBody, Operation, Page, blocking, op, page_limit, request_parts, required, write};
+use crate::idempotency::Written;
+use writ_api::wire::NewIdentity;
+
+pub fn operations() -> Vec<Operation> {
+    use Action as A;
+    use Method as M;
+    vec![
+        op(
+            M::GET,
+            "/api/v1/identities",
+            "Identities (paged by `after`, `limit`).",
+            Some(A::Read),
+            None,
+            get(list_identities),
+        ),
+        op(
+            M::POST,
+            "/api/v1/identities",
+            "Register an identity.",
+            Some(A::Administer),
+            Some("NewIdentity"),
+            post(add_identity),
+        ),
+        op(
+            M::GET,
+            "/api/v1/identities/{name}",
+            "An identity with its grants and roles.",
+            Some(A::Read),
+            None,
+            get(show_identity),
+        ),
+        op(
+            M::PUT,
+            "/api/v1/identities/{name}/roles/{role}",
+            "Assign a role.",
+            Some(A::Administer),
+            None,
+            put(grant_role),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/identities/{name}/roles/{role}",
+            "Remove a role.",
+            Some(A::Administer),
+            None,
+            delete(revoke_role),
+        ),
+        op(M::GET, "/api/v1/roles", "Every role assignment.", Some(A::ReadLedger), None, get(list_roles)),
+    ]
+}
+
+pub(crate) async fn list_identities(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Read)?;
+    let limit = page_limit(&page)?;
+    blocking(&state, move |state| {
+        let identities = state.engine.store().identities()?;
+        let visible: Vec<_> = identities
+            .iter()
+            .filter(|i| caller.identity.vendor.is_none() || i.vendor == caller.identity.vendor)
+            .filter(|i| page.after.as_deref().is_none_or(|after| i.name.as_str() > after))
+            .collect();
+        let next =
+            (visible.len() > limit).then(|| visible.get(limit - 1).map(|i| i.name.to_string())).flatten();
+        let items: Vec<Value> =
+            visible.iter().take(limit).map(|i| writ_api::view::identity_json(i)).collect();
+        Ok(Json(json!({ "items": items, "next": next })))
+    })
+    .await
+}
+
+pub(crate) async fn add_identity(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<NewIdentity>,
+) -> ApiResult<Response> {
+    caller.may(Action::Administer)?;
+    let NewIdentity { name, kind, owner, vendor } = body.value;
+    let name = IdentityName::parse(&required(name, "name")?)?;
+    let kind = IdentityKind::parse(&required(kind, "kind")?)?;
+    let owner = owner.as_deref().map(IdentityName::parse).transpose()?;
+    let vendor = vendor.as_deref().map(OrgName::parse).transpose()?;
+    let actor = Actor::Identity(caller.identity.name.clone());
+    let request = request_parts(&method, "/identities", &body.raw);
+    write(&state, &caller, headers, request, move |state| {
+        let identity = state.engine.add_identity(actor, name, kind, owner.as_ref(), vendor)?;
+        Ok(Written {
+            status: StatusCode::CREATED,
+            resource: format!("identity:{}", identity.name),
+            body: writ_api::view::identity_json(&identity),
+        })
+    })
+    .await
+}
+
+pub(crate) async fn show_identity(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Read)?;
+    let name = IdentityName::parse(&name)?;
+    blocking(&state, move |state| {
+        let identity = state.engine.identity(&name)?;
+        caller.within_scope(Action::Read, std::iter::once(identity.vendor.as_ref()))?;
+        let grants = state.engine.grants_of(&name)?;
+        let roles: Vec<&str> = state.engine.store().roles_of(&name)?.iter().map(|r| r.as_str()).collect();
+        let mut value = writ_api::view::identity_json(&identity);
+        writ_api::view::insert(
+            &mut value,
+            "grants",
+            Value::Array(grants.iter().map(writ_api::view::grant_json).collect()),
+        );
+        writ_api::view::insert(&mut value, "roles", json!(roles));
+        Ok(Json(value))
+    })
+    .await
+}
+
+pub(crate) async fn set_role(
+    state: State,
+    caller: Principal,
+    name: String,
+    role: String,
+    present: bool,
+) -> ApiResult<Response> {
+    caller.may(Action::Administer)?;
+    let name = IdentityName::parse(&name)?;
+    let role = Role::parse(&role)?;
+    let actor = Actor::Identity(caller.identity.name.clone());
+    blocking(&state, move |state| {
+        state.engine.set_role(actor, &name, role, present)?;
+        Ok(Json(json!({ "identity": name.to_string(), "role": role.as_str(), "assigned": present }))
+            .into_response())
+    })
+    .await
+}
+
+pub(crate) async fn grant_role(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path((name, role)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    set_role(state, caller, name, role, true).await
+}
+
+pub(crate) async fn revoke_role(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path((name, role)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    set_role(state, caller, name, role, false).await
+}
+
+pub(crate) async fn list_roles(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Administer).or_else(|_| caller.may(Action::ReadLedger))?;
+    blocking(&state, |state| {
+        let items: Vec<Value> = state
+            .engine
+            .store()
+            .role_assignments()?
+            .iter()
+            .map(|(identity, role)| json!({ "identity": identity.to_string(), "role": role.as_str() }))
+            .collect();
+        Ok(Json(json!({ "items": items })))
+    })
+    .await
+}

@@ -1,0 +1,186 @@
+//! The ledger: checkpoints, proofs, verification, and the auditor bundle.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use writ_core::access::Action;
+use writ_core::change::ChangeId;
+
+use crate::State;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{Operation, blocking, op};
+
+pub fn operations() -> Vec<Operation> {
+    use Action as A;
+    use Method as M;
+    vec![
+        op(
+            M::GET,
+            "/api/v1/ledger/checkpoints",
+            "Event count and the newest signed checkpoint.",
+            Some(A::ReadLedger),
+            None,
+            get(checkpoints),
+        ),
+        op(
+            M::POST,
+            "/api/v1/ledger/checkpoints",
+            "Sign a checkpoint now.",
+            Some(A::Operate),
+            None,
+            post(sign_checkpoint),
+        ),
+        op(
+            M::GET,
+            "/api/v1/ledger/proofs/inclusion/{index}",
+            "Inclusion proof of an event.",
+            Some(A::ReadLedger),
+            None,
+            get(inclusion_proof),
+        ),
+        op(
+            M::GET,
+            "/api/v1/ledger/proofs/consistency",
+            "Consistency proof between sizes `from` and `to`.",
+            Some(A::ReadLedger),
+            None,
+            get(consistency_proof),
+        ),
+        op(
+            M::GET,
+            "/api/v1/ledger/verify",
+            "Verify the log against its checkpoints.",
+            Some(A::ReadLedger),
+            None,
+            get(verify_ledger),
+        ),
+        op(
+            M::GET,
+            "/api/v1/audit/bundle",
+            "Auditor bundle (tar) of one change (`change`) or the whole log; verify it with `writ audit verify`.",
+            Some(A::ReadLedger),
+            None,
+            get(audit_bundle),
+        ),
+    ]
+}
+
+// ---- ledger ----
+
+pub(crate) async fn checkpoints(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    blocking(&state, |state| {
+        let latest = state.engine.store().checkpoints()?.pop();
+        let size = state.engine.store().event_count()?;
+        Ok(Json(json!({
+            "events": size,
+            "latest": latest.map(|c| json!({ "size": c.size, "root": hex::encode(c.root), "note": c.note })),
+            "public_key": state.signer.as_ref().map(|s| s.verifier().to_text()),
+        })))
+    })
+    .await
+}
+
+pub(crate) async fn sign_checkpoint(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Operate)?;
+    blocking(&state, |state| {
+        let signer = state
+            .signer
+            .as_ref()
+            .ok_or_else(|| ApiError::new("ledger.no_signing_key", "this instance has no signing key"))?;
+        let checkpoint = state.engine.checkpoint(signer)?;
+        Ok(Json(
+            json!({ "size": checkpoint.size, "root": hex::encode(checkpoint.root), "note": checkpoint.note }),
+        ))
+    })
+    .await
+}
+
+pub(crate) async fn inclusion_proof(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(index): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    blocking(&state, move |state| {
+        let proof = state.engine.prove_inclusion(index)?;
+        Ok(Json(writ_api::view::inclusion_json(&proof)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    pub from: u64,
+    pub to: u64,
+}
+
+pub(crate) async fn consistency_proof(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(query): Query<ConsistencyQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    blocking(&state, move |state| {
+        let proof = state.engine.prove_consistency(query.from, query.to)?;
+        Ok(Json(writ_api::view::consistency_json(&proof)))
+    })
+    .await
+}
+
+pub(crate) async fn verify_ledger(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    blocking(&state, |state| {
+        let trusted: Vec<_> = state.signer.iter().map(|s| s.verifier()).collect();
+        let report = state.engine.verify_ledger(&trusted, false)?;
+        Ok(Json(writ_api::view::report_json(&report)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleQuery {
+    pub change: Option<String>,
+}
+
+pub(crate) async fn audit_bundle(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Query(query): Query<BundleQuery>,
+) -> ApiResult<Response> {
+    caller.may(Action::ReadLedger)?;
+    let change = query.change.as_deref().map(ChangeId::parse).transpose()?;
+    blocking(&state, move |state| {
+        let bundle = crate::bundle::build(&state.engine, change.as_ref())?;
+        let archive = crate::bundle::tar(&bundle)?;
+        let name =
+            change.map_or_else(|| "writ-bundle-all.tar".to_owned(), |id| format!("writ-bundle-{id}.tar"));
+        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+        Ok((
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar")),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            archive,
+        )
+            .into_response())
+    })
+    .await
+}

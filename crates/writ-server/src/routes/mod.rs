@@ -1,0 +1,98 @@
+//! The routes under `/api/v1`, plus `/healthz`, `/readyz`, `/hooks/NAME` and `/scim/v2`: one module
+//! per resource, each contributing its operations to the router and to the OpenAPI document
+//! (`openapi.rs` reads the same list). Each handler: authenticate (the `Caller` extractor), check
+//! the role and the vendor scope, run the engine on the blocking pool, render the same JSON the
+//! CLI prints with `--json` (`writ_api::view`).
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::State;
+use crate::error::ApiError;
+use crate::http::{Operation, op};
+
+pub mod changes;
+pub mod evidence;
+pub mod exceptions;
+pub mod findings;
+pub mod health;
+pub mod hooks;
+pub mod identities;
+pub mod ledger;
+pub mod policy;
+pub mod scim;
+pub mod targets;
+pub mod tokens;
+
+/// Every operation Writ serves.
+pub fn operations() -> Vec<Operation> {
+    use Method as M;
+    let document = op(
+        M::GET,
+        "/api/v1/openapi.json",
+        "This document.",
+        None,
+        None,
+        get(|| async { Json(crate::openapi::document_value(&operations())) }),
+    );
+    let mut all = vec![document];
+    for resource in [
+        health::operations,
+        identities::operations,
+        policy::operations,
+        targets::operations,
+        changes::operations,
+        findings::operations,
+        evidence::operations,
+        tokens::operations,
+        ledger::operations,
+        exceptions::operations,
+        hooks::operations,
+        scim::operations,
+    ] {
+        all.extend(resource());
+    }
+    all
+}
+
+pub fn router(state: State) -> Router {
+    let mut router = Router::new();
+    for operation in operations() {
+        router = router.route(operation.path, operation.handler);
+    }
+    router.fallback(not_found).layer(axum::middleware::from_fn(log_request)).with_state(state)
+}
+
+async fn log_request(request: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    // The matched route, never the raw URI: query strings may carry what should not be logged.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "-".to_owned(), |p| p.as_str().to_owned());
+    let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        // A refusal may come before the body was read (authentication runs first); the rest of
+        // it is then still on the connection, so close it rather than let the client reuse it.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    tracing::info!(
+        target: "writ::http",
+        %method,
+        route,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new("not_found", "no such endpoint; see /api/v1/openapi.json")
+}
