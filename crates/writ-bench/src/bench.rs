@@ -9,32 +9,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use writ_core::change::{BusinessEvent, Justification, OpAction};
 use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor};
 use writ_core::name::{EntitlementRef, IdentityName, TargetName};
 use writ_engine::{Engine, RequestInput, RequestedOp};
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
+use crate::table::{Row, fan_out, progress};
+
 /// Commits one lifecycle makes: request, approve, execute (start and outcome), verify, review.
 const COMMITS_PER_LIFECYCLE: f64 = 6.0;
-
-pub struct Row {
-    name: String,
-    count: usize,
-    seconds: f64,
-    note: String,
-}
-
-impl Row {
-    pub fn new(name: &str, count: usize, seconds: f64, note: String) -> Row {
-        Row { name: name.to_owned(), count, seconds, note }
-    }
-
-    pub fn rate(&self) -> f64 {
-        self.count as f64 / self.seconds.max(1e-9)
-    }
-}
 
 pub fn run(
     lifecycles: usize,
@@ -85,27 +69,6 @@ pub fn run(
         println!("{:<52} {:>8} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
     }
     Ok(())
-}
-
-/// Runs `work(t)` for t in 0..threads on scoped threads and returns the first error.
-pub fn fan_out(threads: usize, work: impl Fn(usize) -> anyhow::Result<()> + Sync) -> anyhow::Result<()> {
-    std::thread::scope(|scope| {
-        let work = &work;
-        let workers: Vec<_> = (0..threads).map(|t| scope.spawn(move || work(t))).collect();
-        for worker in workers {
-            worker.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
-        }
-        Ok(())
-    })
-}
-
-fn progress(count: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(count as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg:<32} {bar:30} {pos}/{len} {per_sec}") {
-        bar.set_style(style);
-    }
-    bar.set_message(what.to_owned());
-    bar
 }
 
 /// Baseline: single-row INSERT transactions with the same durability settings as the store.

@@ -11,7 +11,7 @@ use writ_core::change::{ChangeId, OpAction};
 use writ_core::name::{EntitlementName, IdentityName};
 use writ_core::time::Timestamp;
 
-use crate::bench::Row;
+use crate::table::Row;
 
 pub fn run(config: &str, pairs: usize) -> anyhow::Result<Vec<Row>> {
     let mut admin = crate::bench_api::recreate_database(config, "writ_bench_target")?;

@@ -19,7 +19,7 @@ use writ_ledger::sensitive::HmacKey;
 use writ_store::{ChangeCommit, ChangeStore, ChangeSummary, NewEvent, StoredCheckpoint};
 use writ_store_sqlite::{OpenMode, SqliteStore};
 
-use crate::bench::Row;
+use crate::table::Row;
 
 /// Events per transaction in the batched figures.
 const BATCH: usize = 256;
@@ -207,7 +207,7 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
     let transitions = (count / 4).max(1000);
     let group = Arc::new(SqliteStore::open(&dir.join("group.db"), OpenMode::Create)?);
     let start = Instant::now();
-    crate::bench::fan_out(32, |t| {
+    crate::table::fan_out(32, |t| {
         for i in (t..transitions).step_by(32) {
             let id = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), i as u128);
             let (event, sensitive) = sample_event(&id, 0, &key)?;

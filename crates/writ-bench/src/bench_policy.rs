@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use writ_policy::{Act, ChangeFacts, OpFacts, Person, Policy};
 
-use crate::bench::Row;
+use crate::table::Row;
 
 fn facts(i: usize) -> ChangeFacts {
     ChangeFacts {

@@ -16,7 +16,7 @@ use writ_core::name::{IdentityName, TargetName};
 use writ_engine::Engine;
 use writ_ledger::checkpoint::NoteSigner;
 
-use crate::demo::{complete, heading, name_of, print_trail, request, run_to_review};
+use crate::story::{complete, heading, name_of, print_trail, request, run_to_review};
 
 /// A target's settings.
 type Settings = Vec<(String, String)>;

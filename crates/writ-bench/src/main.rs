@@ -14,6 +14,8 @@ mod bench_ledger;
 mod bench_policy;
 mod demo;
 mod demo_targets;
+mod story;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

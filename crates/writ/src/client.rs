@@ -20,81 +20,8 @@ use writ_core::time::Timestamp;
 use crate::cli::{
     AuditCmd, ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top,
 };
+use crate::http::{Client, check_actor, percent};
 use crate::{CliError, render};
-
-pub(crate) struct Client {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-impl Client {
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-        media: &str,
-    ) -> Result<Vec<u8>, CliError> {
-        let url = format!("{}{path}", self.base.trim_end_matches('/'));
-        let request = ureq::http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", media)
-            .body(body.unwrap_or_default())
-            .map_err(|e| CliError::new("input.server", format!("bad server URL {url}: {e}")))?;
-        let mut response = self
-            .agent
-            .run(request)
-            .map_err(|e| CliError::new("client.unreachable", format!("cannot reach {}: {e}", self.base)))?;
-        let status = response.status();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .map_err(|e| CliError::new("client.unreadable", format!("reading the reply: {e}")))?;
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        let error: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let code = error["error"]["code"].as_str().unwrap_or("client.http");
-        let message =
-            error["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-        Err(CliError::received(code, message))
-    }
-
-    pub(crate) fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
-        let bytes = body.map(|b| b.to_string().into_bytes());
-        let reply = self.send(method, path, bytes, "application/json")?;
-        serde_json::from_slice(&reply)
-            .map_err(|e| CliError::new("client.unreadable", format!("the server sent invalid JSON: {e}")))
-    }
-
-    /// Every item of a paged list.
-    fn all(&self, path: &str, cursor: &str) -> Result<Vec<Value>, CliError> {
-        let mut items = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let separator = if path.contains('?') { '&' } else { '?' };
-            let page_path = match &next {
-                Some(after) => format!("{path}{separator}limit=500&{cursor}={after}"),
-                None => format!("{path}{separator}limit=500"),
-            };
-            let page = self.json("GET", &page_path, None)?;
-            items.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next"].as_str() {
-                Some(after) => next = Some(after.to_owned()),
-                None => return Ok(items),
-            }
-        }
-    }
-
-    fn items(&self, path: &str) -> Result<Vec<Value>, CliError> {
-        Ok(self.json("GET", path, None)?["items"].as_array().cloned().unwrap_or_default())
-    }
-}
 
 fn not_remote(what: &str) -> CliError {
     CliError::new(
@@ -171,7 +98,7 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             let value = client.json("POST", "/api/v1/breakglass", Some(body))?;
             let error =
                 value["executions"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str());
-            crate::commands::report_state(text(&value["id"]), text(&value["state"]), error, json)
+            crate::render::report_state(text(&value["id"]), text(&value["state"]), error, json)
         }
         Top::Finding(command) => finding(&client, command, json),
         Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
@@ -224,23 +151,6 @@ fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Resu
         }
     }
     Ok(())
-}
-
-/// Refuses an `--as` that is not the token's identity: over the API the actor is always the
-/// authenticated one.
-pub(crate) fn check_actor(client: &Client, actor: Option<&str>) -> Result<(), CliError> {
-    let Some(actor) = actor else { return Ok(()) };
-    let me = client.json("GET", "/api/v1/whoami", None)?;
-    if me["name"].as_str() == Some(actor) {
-        return Ok(());
-    }
-    Err(CliError::new(
-        "input.actor_mismatch",
-        format!(
-            "--as {actor} but the token belongs to {}; over a server you act as your token's identity",
-            me["name"].as_str().unwrap_or("?")
-        ),
-    ))
 }
 
 fn text(value: &Value) -> &str {
@@ -402,7 +312,7 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
         }
     };
     let error = value["executions"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str());
-    crate::commands::report_state(text(&value["id"]), text(&value["state"]), error, json)
+    crate::render::report_state(text(&value["id"]), text(&value["state"]), error, json)
 }
 
 fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), CliError> {
@@ -452,20 +362,9 @@ fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), Cli
                     "the blob the server sent does not match its digest",
                 ));
             }
-            crate::commands::write_out(out.as_deref(), &bytes)
+            crate::render::write_out(out.as_deref(), &bytes)
         }
     }
-}
-
-/// Percent-encodes a query value or a path segment (everything but unreserved characters).
-pub(crate) fn percent(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn token_cmd(client: &Client, command: TokenCmd, json: bool) -> Result<(), CliError> {
@@ -476,12 +375,12 @@ fn token_cmd(client: &Client, command: TokenCmd, json: bool) -> Result<(), CliEr
                 "/api/v1/tokens",
                 Some(json!({ "identity": identity, "label": label, "expires_in": expires_in })),
             )?;
-            let text_form = crate::commands::token_text(&value);
+            let text_form = crate::render::token_text(&value);
             render::print(json, value, || text_form);
         }
         TokenCmd::List => {
             let items = client.items("/api/v1/tokens")?;
-            let lines = crate::commands::token_lines(&items);
+            let lines = crate::render::token_lines(&items);
             render::print(json, Value::Array(items), || lines);
         }
         TokenCmd::Revoke { id } => {

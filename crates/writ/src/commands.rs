@@ -471,27 +471,7 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
 fn report_transition(record: &ChangeRecord, json: bool) -> Result<(), CliError> {
     let change = &record.change;
     let error = change.last_execution().and_then(|e| e.error.as_deref());
-    report_state(change.id.as_str(), change.state.as_str(), error, json)
-}
-
-/// Prints a change's new state; a change that ended `failed` or `verification_failed` is an
-/// error (exit 7) even though the step itself was recorded.
-pub fn report_state(id: &str, state: &str, error: Option<&str>, json: bool) -> Result<(), CliError> {
-    render::print(json, serde_json::json!({ "id": id, "state": state }), || format!("{id} {state}"));
-    match state {
-        "failed" => Err(CliError::new(
-            "change.failed",
-            format!(
-                "{id} failed on a target: {}; run execute again to retry what is missing",
-                error.unwrap_or_default()
-            ),
-        )),
-        "verification_failed" => Err(CliError::new(
-            "change.verification_failed",
-            format!("{id}: observed state differs from the approved state (see `writ change show {id}`)"),
-        )),
-        _ => Ok(()),
-    }
+    crate::render::report_state(change.id.as_str(), change.state.as_str(), error, json)
 }
 
 /// The request the command line describes, through the same conversion as the API's body.
@@ -630,7 +610,7 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
                     "the stored blob does not match its digest",
                 ));
             }
-            write_out(out.as_deref(), &blob.bytes)
+            crate::render::write_out(out.as_deref(), &blob.bytes)
         }
     }
 }
@@ -679,14 +659,14 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
             let issued = engine.issue_token(admin, &IdentityName::parse(&identity)?, &label, ttl)?;
             let mut value = writ_api::view::token_json(&issued.info, None);
             writ_api::view::insert(&mut value, "token", serde_json::json!(issued.token));
-            let text = token_text(&value);
+            let text = crate::render::token_text(&value);
             render::print(json, value, || text);
         }
         TokenCmd::List => {
             let tokens = engine.store().tokens()?;
             let items: Vec<serde_json::Value> =
                 tokens.iter().map(|t| writ_api::view::token_json(&t.info, t.revoked_at)).collect();
-            let lines = token_lines(&items);
+            let lines = crate::render::token_lines(&items);
             render::print(json, serde_json::Value::Array(items), || lines);
         }
         TokenCmd::Revoke { id } => {
@@ -734,46 +714,6 @@ fn role(engine: &Engine, command: RoleCmd, json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// Writes bytes to `out`, or to stdout.
-pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
-    match out {
-        Some(path) => std::fs::write(path, bytes)
-            .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", path.display()))),
-        None => {
-            use std::io::Write;
-            std::io::stdout().write_all(bytes).map_err(|e| CliError::new("internal", e.to_string()))
-        }
-    }
-}
-
-/// The text `writ token create` prints, from the token's JSON (with its one-time secret).
-pub fn token_text(value: &serde_json::Value) -> String {
-    let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
-    format!(
-        "token {} for {} expires {}\n{}\n(shown once: store it in a secret manager)",
-        text("id"),
-        text("identity"),
-        text("expires_at"),
-        text("token")
-    )
-}
-
-/// The lines `writ token list` prints, from the tokens' JSON.
-pub fn token_lines(tokens: &[serde_json::Value]) -> String {
-    tokens
-        .iter()
-        .map(|t| {
-            let text = |key: &str| t[key].as_str().unwrap_or_default().to_owned();
-            let state = match t["revoked_at"].as_str() {
-                Some(at) => format!("revoked {at}"),
-                None => format!("expires {}", text("expires_at")),
-            };
-            format!("{}  {:<20} {:<24} {state}", text("id"), text("identity"), text("label"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Names joined by commas, or "none".

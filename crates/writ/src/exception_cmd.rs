@@ -16,7 +16,7 @@ use writ_engine::Engine;
 
 use crate::CliError;
 use crate::cli::{ExceptionCmd, ExceptionRequestArgs};
-use crate::client::Client;
+use crate::http::Client;
 use crate::render;
 
 /// The request the command line describes, through the same checks as the API's body.
@@ -212,14 +212,14 @@ pub fn run_remote(client: &Client, command: ExceptionCmd, json: bool) -> Result<
         Ok(client.json("GET", &path, None)?["items"].as_array().cloned().unwrap_or_default())
     };
     let post = |actor: &str, id: &str, step: &str, body: Value| -> Result<(), CliError> {
-        crate::client::check_actor(client, Some(actor))?;
+        crate::http::check_actor(client, Some(actor))?;
         writ_core::exception::ExceptionId::parse(id)?;
         show(client.json("POST", &format!("/api/v1/exceptions/{id}/{step}"), Some(body))?, json);
         Ok(())
     };
     match command {
         ExceptionCmd::Request(args) => {
-            crate::client::check_actor(client, Some(&args.actor))?;
+            crate::http::check_actor(client, Some(&args.actor))?;
             writ_api::wire::term(args.duration.as_deref(), args.until.as_deref())?;
             let body = json!({
                 "finding": args.finding, "control": args.control, "subject": args.subject,

@@ -7,7 +7,7 @@ use writ_engine::Engine;
 
 use crate::CliError;
 use crate::cli::IntakeCmd;
-use crate::client::Client;
+use crate::http::Client;
 use crate::render::print;
 use writ_api::text::deliveries_text;
 use writ_api::view::delivery_record_json;
@@ -49,7 +49,7 @@ pub fn run_remote(client: &Client, command: IntakeCmd, json: bool) -> Result<(),
             writ_core::intake::key(&id, "delivery id")?;
             let value = client.json(
                 "GET",
-                &format!("/api/v1/intake/{source}/{}", crate::client::percent(&id)),
+                &format!("/api/v1/intake/{source}/{}", crate::http::percent(&id)),
                 None,
             )?;
             print(json, value.clone(), || deliveries_text(&[value]));

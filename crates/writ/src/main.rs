@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod commands;
 mod exception_cmd;
+mod http;
 mod intake_cmd;
 mod ledger;
 mod policy_cmd;

@@ -1,6 +1,10 @@
 //! Output: JSON for scripts (`--json`) or the text people read (`writ_api::text`).
 
+use std::path::Path;
+
 use serde_json::Value;
+
+use crate::CliError;
 
 /// Prints `value` as JSON, or the text `text()` builds.
 pub fn print(json: bool, value: Value, text: impl FnOnce() -> String) {
@@ -12,4 +16,64 @@ pub fn print(json: bool, value: Value, text: impl FnOnce() -> String) {
             println!("{text}");
         }
     }
+}
+
+/// Prints a change's new state; a change that ended `failed` or `verification_failed` is an
+/// error (exit 7) even though the step itself was recorded.
+pub fn report_state(id: &str, state: &str, error: Option<&str>, json: bool) -> Result<(), CliError> {
+    print(json, serde_json::json!({ "id": id, "state": state }), || format!("{id} {state}"));
+    match state {
+        "failed" => Err(CliError::new(
+            "change.failed",
+            format!(
+                "{id} failed on a target: {}; run execute again to retry what is missing",
+                error.unwrap_or_default()
+            ),
+        )),
+        "verification_failed" => Err(CliError::new(
+            "change.verification_failed",
+            format!("{id}: observed state differs from the approved state (see `writ change show {id}`)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes bytes to `out`, or to stdout.
+pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
+    match out {
+        Some(path) => std::fs::write(path, bytes)
+            .map_err(|e| CliError::new("input.invalid_path", format!("{}: {e}", path.display()))),
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(bytes).map_err(|e| CliError::new("internal", e.to_string()))
+        }
+    }
+}
+
+/// The text `writ token create` prints, from the token's JSON (with its one-time secret).
+pub fn token_text(value: &serde_json::Value) -> String {
+    let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+    format!(
+        "token {} for {} expires {}\n{}\n(shown once: store it in a secret manager)",
+        text("id"),
+        text("identity"),
+        text("expires_at"),
+        text("token")
+    )
+}
+
+/// The lines `writ token list` prints, from the tokens' JSON.
+pub fn token_lines(tokens: &[serde_json::Value]) -> String {
+    tokens
+        .iter()
+        .map(|t| {
+            let text = |key: &str| t[key].as_str().unwrap_or_default().to_owned();
+            let state = match t["revoked_at"].as_str() {
+                Some(at) => format!("revoked {at}"),
+                None => format!("expires {}", text("expires_at")),
+            };
+            format!("{}  {:<20} {:<24} {state}", text("id"), text("identity"), text("label"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

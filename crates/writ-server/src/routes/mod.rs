@@ -96,3 +96,22 @@ async fn log_request(request: Request, next: axum::middleware::Next) -> Response
 async fn not_found() -> ApiError {
     ApiError::new("not_found", "no such endpoint; see /api/v1/openapi.json")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_documented_with_its_body_schema() {
+        let operations = operations();
+        let document = crate::openapi::document_value(&operations);
+        let schemas = crate::openapi::schemas();
+        for operation in &operations {
+            let entry = &document["paths"][operation.path][operation.method.as_str().to_ascii_lowercase()];
+            assert!(entry.is_object(), "{} {} missing", operation.method, operation.path);
+            if let Some(body) = operation.body.filter(|b| *b != "binary") {
+                assert!(schemas[body].is_object(), "schema {body} missing");
+            }
+        }
+    }
+}

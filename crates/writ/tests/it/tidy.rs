@@ -105,3 +105,147 @@ fn store_backends_keep_their_migration_numbers_aligned() {
     };
     assert_eq!(names("writ-store-sqlite"), names("writ-store-postgres"));
 }
+
+/// The workspace dependencies each crate's manifest lists under `[dependencies]`.
+fn workspace_dependencies(crate_name: &str) -> Vec<String> {
+    let manifest =
+        std::fs::read_to_string(workspace().join("crates").join(crate_name).join("Cargo.toml")).unwrap();
+    let Some(section) = manifest.split("\n[dependencies]\n").nth(1) else { return Vec::new() };
+    let section = section.split("\n[").next().unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| line.split(['.', ' ', '=']).next())
+        .filter(|name| !name.is_empty() && !name.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_layers_point_inward_and_nothing_depends_on_the_command_line() {
+    let crates: Vec<String> = std::fs::read_dir(workspace().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in &crates {
+        let deps = workspace_dependencies(name);
+        for binary in ["writ", "writ-bench"] {
+            assert!(!deps.iter().any(|d| d == binary), "{name} depends on the binary crate {binary}");
+        }
+    }
+    // Everything writ-api and writ-server reach through the workspace, transitively.
+    for (layer, forbidden) in [
+        ("writ-api", &["writ-server", "axum", "tokio", "clap"][..]),
+        ("writ-server", &["clap", "indicatif"][..]),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut queue = vec![layer.to_owned()];
+        while let Some(next) = queue.pop() {
+            for dep in workspace_dependencies(&next) {
+                if crates.contains(&dep) && seen.insert(dep.clone()) {
+                    queue.push(dep);
+                }
+            }
+        }
+        assert!(!seen.contains("writ"), "{layer} reaches the CLI: {seen:?}");
+        for dep in workspace_dependencies(layer) {
+            assert!(!forbidden.contains(&dep.as_str()), "{layer} depends on {dep}");
+        }
+    }
+}
+
+/// Modules of `src` (by their top-level name) and the other top-level modules each refers to
+/// with `crate::` or `super::`; the crate root is left out (it declares every module).
+fn module_graph(src: &Path) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for file in files {
+        let relative = file.strip_prefix(src).unwrap();
+        let top = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let refers = graph.entry(top.clone()).or_default();
+        for prefix in ["crate::", "super::"] {
+            for piece in text.split(prefix).skip(1) {
+                let name: String =
+                    piece.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                if !name.is_empty() && name != top {
+                    refers.insert(name);
+                }
+            }
+        }
+    }
+    let modules: std::collections::BTreeSet<String> = graph.keys().cloned().collect();
+    for refers in graph.values_mut() {
+        refers.retain(|m| modules.contains(m));
+    }
+    graph
+}
+
+/// Whether `to` can be reached from `from` in `graph`.
+fn reaches(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    from: &str,
+    to: &str,
+) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut queue = vec![from.to_owned()];
+    while let Some(next) = queue.pop() {
+        for m in graph.get(&next).into_iter().flatten() {
+            if m == to {
+                return true;
+            }
+            if seen.insert(m.clone()) {
+                queue.push(m.clone());
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn no_import_cycle_spans_more_than_one_module_of_the_application() {
+    for name in ["writ", "writ-server", "writ-api", "writ-bench"] {
+        let graph = module_graph(&workspace().join("crates").join(name).join("src"));
+        assert!(graph.len() > 2, "{name}: no modules found");
+        for (module, refers) in &graph {
+            for other in refers {
+                assert!(
+                    !reaches(&graph, other, module),
+                    "{name}: {module} refers to {other}, which leads back to {module} (an import cycle)"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_module_wide_allow_says_why() {
+    for (path, text) in sources() {
+        if p_is_test(&path) {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("#![allow(") {
+                let previous = n.checked_sub(1).and_then(|p| lines.get(p)).copied().unwrap_or("");
+                assert!(
+                    previous.trim_start().starts_with("//") && !previous.trim_start().starts_with("//!"),
+                    "{}:{} a module-wide allow without a comment saying why",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
