@@ -138,6 +138,24 @@ string_enum!(
     }
 );
 
+impl ChangeKind {
+    /// What a change does, from the action of each of its operations (and whether a grant is
+    /// time-bound) and its business event: only grants is a grant (a time-bound elevation if any
+    /// is time-bound), only revokes a revoke (a decommission for a leaver), only rotations a
+    /// secret rotation, anything else a modification.
+    pub fn derive(ops: &[(OpAction, bool)], event: BusinessEvent) -> ChangeKind {
+        let all = |action: OpAction| ops.iter().all(|(a, _)| *a == action);
+        match (all(OpAction::Grant), all(OpAction::Revoke), all(OpAction::Rotate)) {
+            (true, _, _) if ops.iter().any(|(_, bounded)| *bounded) => ChangeKind::TimeBoundElevation,
+            (true, _, _) => ChangeKind::Grant,
+            (_, true, _) if event == BusinessEvent::Leaver => ChangeKind::DecommissionIdentity,
+            (_, true, _) => ChangeKind::Revoke,
+            (_, _, true) => ChangeKind::RotateSecret,
+            _ => ChangeKind::Modify,
+        }
+    }
+}
+
 string_enum!(
     /// The business event that caused a change.
     BusinessEvent, "business event" {

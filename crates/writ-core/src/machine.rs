@@ -718,15 +718,9 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
     {
         return Err(Refusal::OnBehalfOfSelf { requester: new.requester.name });
     }
-    let all = |action: OpAction| new.ops.iter().all(|op| op.action == action);
-    let kind = match (all(OpAction::Grant), all(OpAction::Revoke), all(OpAction::Rotate)) {
-        (true, _, _) if new.ops.iter().any(|op| op.duration.is_some()) => ChangeKind::TimeBoundElevation,
-        (true, _, _) => ChangeKind::Grant,
-        (_, true, _) if new.event == BusinessEvent::Leaver => ChangeKind::DecommissionIdentity,
-        (_, true, _) => ChangeKind::Revoke,
-        (_, _, true) => ChangeKind::RotateSecret,
-        _ => ChangeKind::Modify,
-    };
+    let actions: Vec<(OpAction, bool)> =
+        new.ops.iter().map(|op| (op.action, op.duration.is_some())).collect();
+    let kind = ChangeKind::derive(&actions, new.event);
     let on_behalf_of = new.on_behalf_of.map(|p| p.name);
     let requester = Actor::Identity(new.requester.name);
     let requested = ChangeEvent {

@@ -380,7 +380,8 @@ pub(crate) fn requested_facts(
         .zip(subjects)
         .map(|(op, subject)| op_facts(op.action, subject, &op.entitlement.to_string(), op.duration))
         .collect();
-    let kind = writ_policy::testing::derive_kind(&op_facts, event.as_str());
+    let actions: Vec<_> = ops.iter().map(|op| (op.action, op.duration.is_some())).collect();
+    let kind = writ_core::change::ChangeKind::derive(&actions, event).as_str().to_owned();
     change_facts(kind, event, requester, on_behalf_of, refs, op_facts)
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use writ_connector::{
     ApplyContext, ApplyReport, Connector, ConnectorError, MemoryConnector, Observed, PlanStep, TargetOp,
 };
-use writ_core::change::{BusinessEvent, ChangeState, Justification, OpAction};
+use writ_core::change::{BusinessEvent, ChangeId, ChangeState, Justification, OpAction};
 use writ_core::identity::{Actor, ConnectorKind, IdentityKind, SystemActor, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, TargetName};
 use writ_core::time::{Duration, Timestamp};

@@ -282,17 +282,18 @@ fn facts(spec: &ChangeSpec, person: &dyn Fn(&str) -> Person) -> Result<ChangeFac
     })
 }
 
-/// The change kind Writ derives from the operations (as the change machine does).
-pub fn derive_kind(ops: &[OpFacts], event: &str) -> String {
-    let all = |a: &str| ops.iter().all(|op| op.action == a);
-    if all("grant") {
-        if ops.iter().any(|op| op.duration.is_some()) { "time_bound_elevation" } else { "grant" }
-    } else if all("revoke") {
-        if event == "leaver" { "decommission_identity" } else { "revoke" }
-    } else if all("rotate") {
-        "rotate_secret"
-    } else {
-        "modify"
+/// The change kind Writ derives from the operations (`ChangeKind::derive`, as the change machine
+/// does), for a fixture that names none; a fixture with an action or event Writ does not know
+/// is a modification.
+fn derive_kind(ops: &[OpFacts], event: &str) -> String {
+    let actions: Option<Vec<(writ_core::change::OpAction, bool)>> = ops
+        .iter()
+        .map(|op| writ_core::change::OpAction::parse(&op.action).ok().map(|a| (a, op.duration.is_some())))
+        .collect();
+    match (actions, writ_core::change::BusinessEvent::parse(event)) {
+        (Some(actions), Ok(event)) => {
+            writ_core::change::ChangeKind::derive(&actions, event).as_str().to_owned()
+        }
+        _ => writ_core::change::ChangeKind::Modify.as_str().to_owned(),
     }
-    .to_owned()
 }

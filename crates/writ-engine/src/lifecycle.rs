@@ -1,0 +1,708 @@
+//! The change lifecycle: request, approve, reject, cancel, execute, verify, review, offboarding
+//! and the expiry of approvals, each one decision of the core committed with its events, and the
+//! commit every state change goes through.
+//!
+//! Invariants (the crate's, kept here): every state change is one `ChangeStore::commit`;
+//! `implementing` is committed before any connector writes and the outcome after; grants change
+//! only for what the outcome says happened.
+
+use std::collections::BTreeMap;
+
+use writ_connector::{ApplyContext, TargetOp};
+use writ_core::change::{
+    BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Holding, Justification, Observation, OpAction,
+    OpOutcome, PlannedOp,
+};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, Phase};
+use writ_core::identity::{Actor, Grant, Identity, SystemActor};
+use writ_core::machine::{Command, NewChange, decide, evolve};
+use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, TargetName};
+use writ_core::time::{Duration, Timestamp};
+use writ_store::{ChangeCommit, ChangeSummary, GrantUpdate, NewEvent};
+
+use crate::{
+    ChangeRecord, Engine, EngineError, RequestInput, RequestedOp, Result, change_event, evidence, intake,
+    policy,
+};
+
+/// The read-only plan of each target a change touches, as evidence JSON by target name.
+type TargetPlans = serde_json::Map<String, serde_json::Value>;
+
+impl Engine {
+    // ---- the control chain ----
+
+    /// Opens a change: resolves every name, checks every entitlement exists on its target (a
+    /// read-only plan, kept as evidence), and records `requested` and `pending_approval` in one
+    /// commit.
+    pub fn request(&self, input: RequestInput, random: u128) -> Result<ChangeRecord> {
+        self.request_as(ChangeId::generate(self.clock.now(), random), input)
+    }
+
+    /// [`Engine::request`] under a given change ID (one reserved for an external object, see
+    /// `intake`); `store.conflict` if a change with that ID exists.
+    pub(crate) fn request_as(&self, id: ChangeId, input: RequestInput) -> Result<ChangeRecord> {
+        let now = self.clock.now();
+        let requester = self.identity(&input.requester)?;
+        let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
+        let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
+        let facts = policy::requested_facts(
+            input.event,
+            &requester,
+            on_behalf_of.as_ref(),
+            &input.refs,
+            &ops,
+            &subjects,
+        );
+        let new = NewChange {
+            id,
+            requester,
+            on_behalf_of,
+            event: input.event,
+            refs: input.refs,
+            justification: input.justification,
+            ops,
+            subjects,
+            requirement: writ_core::change::ApprovalRequirement::BASELINE,
+            controls: None,
+        };
+        // The floor first (the core's rules on the request itself), then policy.
+        decide(None, Command::Request(Box::new(new.clone())), now)?;
+        let policy = self.policy()?;
+        let (requirement, controls, stamp) = policy::validated(&policy, &facts, now)?;
+        let new = NewChange { requirement, controls: Some(controls), ..new };
+        let mut events = decide(None, Command::Request(Box::new(new)), now)?;
+        if let Some(validated) = events.get_mut(1) {
+            validated.policy = Some(stamp);
+        }
+        let mut captured = evidence::Captured::default();
+        captured.json("connector-plan", &serde_json::json!({ "targets": plans }));
+        captured.attach(events.first_mut());
+        self.commit(None, events, Vec::new(), captured)
+    }
+
+    /// Resolves the identity of each requested operation and checks every entitlement exists
+    /// on its target: (operations, their identities, the read-only plan of each target).
+    pub(crate) fn resolve_ops(
+        &self,
+        requested: Vec<RequestedOp>,
+    ) -> Result<(Vec<PlannedOp>, Vec<Identity>, TargetPlans)> {
+        let mut subjects = Vec::with_capacity(requested.len());
+        let mut ops = Vec::with_capacity(requested.len());
+        for op in requested {
+            subjects.push(self.identity(&op.identity)?);
+            ops.push(PlannedOp {
+                action: op.action,
+                identity: op.identity,
+                entitlement: op.entitlement,
+                duration: op.duration,
+            });
+        }
+        let mut plans = serde_json::Map::new();
+        for (target, group) in group_by_target(&ops) {
+            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            let plan = self.connector_for(&target)?.plan(&target_ops)?;
+            plans.insert(target.to_string(), evidence::plan_json(&plan));
+        }
+        Ok((ops, subjects, plans))
+    }
+
+    /// Records one approval, with the approval context as evidence. `validity` can shorten
+    /// (never extend) how long it stays valid.
+    pub fn approve(
+        &self,
+        id: &ChangeId,
+        approver: &IdentityName,
+        on_behalf_of: Option<&IdentityName>,
+        validity: Option<Duration>,
+    ) -> Result<ChangeRecord> {
+        self.approve_via(id, approver, on_behalf_of, validity, None)
+    }
+
+    /// Approves as [`Engine::approve`]; `via`: the approval was given in another system's
+    /// ticket and counts under the named policy rule (kept in the evidence and the stamp).
+    pub(crate) fn approve_via(
+        &self,
+        id: &ChangeId,
+        approver: &IdentityName,
+        on_behalf_of: Option<&IdentityName>,
+        validity: Option<Duration>,
+        via: Option<&intake::Via>,
+    ) -> Result<ChangeRecord> {
+        let approver = self.identity(approver)?;
+        let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
+        let record = self.load(id)?;
+        let justification = self.seal(record.change.justification.as_str())?;
+        let mut context = evidence::approval_context(
+            &record.change,
+            &approver,
+            on_behalf_of.as_ref(),
+            self.clock.now(),
+            justification,
+        );
+        if let (Some(via), Some(map)) = (via, context.as_object_mut()) {
+            map.insert("via".into(), via.json());
+        }
+        let command =
+            Command::Approve { approver: approver.clone(), on_behalf_of: on_behalf_of.clone(), validity };
+        let mut events = self.approval_events(&record, command, &approver, on_behalf_of.as_ref())?;
+        if let Some(via) = via
+            && let Some(stamp) = events
+                .iter_mut()
+                .find(|e| matches!(e.body, writ_core::event::ChangeEventBody::Approved { .. }))
+                .and_then(|e| e.policy.as_mut())
+        {
+            stamp.rules.push(via.rule.clone());
+        }
+        let mut captured = evidence::Captured::default();
+        captured.json("approval-context", &context);
+        captured.attach(events.last_mut());
+        let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
+        let mut history = record.events;
+        history.append(&mut committed.events);
+        let record = ChangeRecord { change: committed.change, events: history };
+        // The approval is recorded; a finding that cannot be resolved now stays open for a
+        // person (`writ finding resolve`) rather than failing what was done.
+        if let Err(error) = self.settle_breakglass(&record, &approver.name) {
+            tracing::warn!(target: "writ::findings", change = %record.change.id, error = %error, "finding not resolved after a late approval");
+        }
+        Ok(record)
+    }
+
+    pub fn reject(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
+        let actor = self.identity(actor)?;
+        self.transition(id, Command::Reject { actor, reason })
+    }
+
+    pub fn cancel(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
+        let actor = Actor::Identity(self.identity(actor)?.name);
+        self.transition(id, Command::Cancel { actor, reason })
+    }
+
+    pub fn review(&self, id: &ChangeId, reviewer: &IdentityName, notes: String) -> Result<ChangeRecord> {
+        let reviewer = self.identity(reviewer)?;
+        let record = self.load(id)?;
+        // The floor first, then policy.
+        decide(
+            Some(&record.change),
+            Command::Review { reviewer: reviewer.clone(), notes: notes.clone() },
+            self.clock.now(),
+        )?;
+        let stamp = self.check_review(&record.change, &reviewer)?;
+        self.transition_stamped(
+            record,
+            Command::Review { reviewer, notes },
+            evidence::Captured::default(),
+            Some(stamp),
+        )
+    }
+
+    /// Attaches a file to a step of a change, as evidence covered by the ledger.
+    pub fn attach_evidence(
+        &self,
+        id: &ChangeId,
+        actor: &IdentityName,
+        step: Phase,
+        name: String,
+        media_type: String,
+        bytes: Vec<u8>,
+    ) -> Result<ChangeRecord> {
+        if bytes.len() > evidence::MAX_BYTES {
+            return Err(writ_core::Refusal::InvalidText {
+                field: "evidence file (bytes)",
+                max: evidence::MAX_BYTES,
+            }
+            .into());
+        }
+        let actor = Actor::Identity(self.identity(actor)?.name);
+        let mut captured = evidence::Captured::default();
+        captured.bytes(&name, &media_type, bytes);
+        let record = self.load(id)?;
+        self.transition_from(record, Command::AttachEvidence { actor, step, name }, captured)
+    }
+
+    /// Implements an approved change on its targets. The state of each target before the write
+    /// is captured and `implementing` committed first; then the connectors apply; then the
+    /// outcome is committed with the apply results as evidence. Returns the record in
+    /// `implemented` or, if a target failed, in `failed` with what was and was not applied;
+    /// `execute` again retries and applies only what is missing.
+    pub fn execute(&self, id: &ChangeId, executor: Option<&IdentityName>) -> Result<ChangeRecord> {
+        let executor = match executor {
+            Some(name) => Actor::Identity(self.identity(name)?.name),
+            None => Actor::System(SystemActor::Engine),
+        };
+        self.execute_as(self.load(id)?, executor)
+    }
+
+    pub(crate) fn execute_as(&self, record: ChangeRecord, executor: Actor) -> Result<ChangeRecord> {
+        // Refuse before touching anything if the rules say no: the core's floor, then policy
+        // evaluated again with today's policy and registry.
+        decide(
+            Some(&record.change),
+            Command::StartExecution { executor: executor.clone() },
+            self.clock.now(),
+        )?;
+        let stamp = self.check_execution(&record, &executor)?;
+        let mut before = serde_json::Map::new();
+        for (target, group) in group_by_target(&record.change.ops) {
+            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
+            let plan = self.connector_for(&target).and_then(|connector| Ok(connector.plan(&target_ops)?));
+            let value = match plan {
+                Ok(plan) => evidence::plan_json(&plan),
+                Err(error) => serde_json::json!({ "error": error.to_string() }),
+            };
+            before.insert(target.to_string(), value);
+        }
+        let ends = self.grant_ends(&record.change)?;
+        let mut captured = evidence::Captured::default();
+        captured.json("observed-before", &serde_json::json!({ "targets": before }));
+        let started = self.transition_stamped(
+            record,
+            Command::StartExecution { executor: executor.clone() },
+            captured,
+            stamp,
+        )?;
+        let change = &started.change;
+        let context = |target_ops: &[(usize, &PlannedOp)]| ApplyContext {
+            change: change.id.clone(),
+            summary: summary_line(change, target_ops),
+            requester: change.requester.to_string(),
+            approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
+            executor: executor.to_string(),
+            at: self.clock.now(),
+        };
+        let mut outcomes = Vec::new();
+        let mut error = None;
+        let mut results = serde_json::Map::new();
+        for (target, group) in group_by_target(&change.ops) {
+            let target_ops: Vec<TargetOp> = group
+                .iter()
+                .map(|(index, op)| TargetOp {
+                    ttl: op.duration.or(ends.get(index).copied()),
+                    ..target_op(op)
+                })
+                .collect();
+            let applied = self
+                .connector_for(&target)
+                .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
+            match applied {
+                Ok(report) => {
+                    results.insert(target.to_string(), evidence::apply_json(&report));
+                    for ((index, _), applied) in group.iter().zip(report.applied) {
+                        outcomes.push(OpOutcome {
+                            op: *index,
+                            before: applied.before,
+                            after: applied.after,
+                            reference: report.reference.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "writ::engine", change = %change.id, target_name = %target, error = %e, "apply failed");
+                    results.insert(target.to_string(), serde_json::json!({ "error": e.to_string() }));
+                    error = Some(format!("{target}: {e}"));
+                    break;
+                }
+            }
+        }
+        outcomes.sort_by_key(|o| o.op);
+        let now = self.clock.now();
+        let grants = grant_updates(change, &outcomes, now);
+        let mut events = decide(Some(change), Command::RecordImplementation { outcomes, error }, now)?;
+        let mut captured = evidence::Captured::default();
+        captured.json("apply-result", &serde_json::json!({ "targets": results }));
+        captured.attach(events.first_mut());
+        let mut done = self.commit(Some(change), events, grants, captured)?;
+        let mut history = started.events;
+        history.append(&mut done.events);
+        Ok(ChangeRecord { change: done.change, events: history })
+    }
+
+    /// Every entitlement `identity` holds, observed on every registered target (not in Writ's
+    /// records). Fails if a target cannot be observed: a cleanup cannot be proven without it.
+    pub fn observed_holdings(&self, identity: &IdentityName) -> Result<Vec<EntitlementRef>> {
+        Ok(self.observed_holdings_of(&[identity])?.remove(identity).unwrap_or_default())
+    }
+
+    /// [`Engine::observed_holdings`] of several identities, observing each target once.
+    pub fn observed_holdings_of(
+        &self,
+        identities: &[&IdentityName],
+    ) -> Result<BTreeMap<IdentityName, Vec<EntitlementRef>>> {
+        let mut held: BTreeMap<IdentityName, Vec<EntitlementRef>> =
+            identities.iter().map(|i| ((*i).clone(), Vec::new())).collect();
+        for target in self.store.targets()? {
+            let connector = self.connectors.connect(&target)?;
+            let entitlements = connector.entitlements()?;
+            let observed = connector.observe(&entitlements)?;
+            for entitlement in &entitlements {
+                for (_, list) in held.iter_mut().filter(|(i, _)| observed.is_member(entitlement, i)) {
+                    list.push(EntitlementRef {
+                        target: target.name.clone(),
+                        entitlement: entitlement.clone(),
+                    });
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Opens the change that removes everything `identity` holds: what every target shows it
+    /// holding, and every grant Writ recorded. A human leaves (`leaver`); a non-human identity
+    /// is decommissioned. Verification of such a change looks at every target again.
+    pub fn offboard(
+        &self,
+        requester: IdentityName,
+        identity: &IdentityName,
+        justification: Justification,
+        refs: Vec<ExternalRef>,
+        random: u128,
+    ) -> Result<ChangeRecord> {
+        let subject = self.identity(identity)?;
+        let mut held = self.observed_holdings(identity)?;
+        held.extend(self.store.grants_of(identity)?.into_iter().map(|g| g.entitlement));
+        held.sort();
+        held.dedup();
+        let ops = held
+            .into_iter()
+            .map(|entitlement| RequestedOp {
+                action: OpAction::Revoke,
+                identity: identity.clone(),
+                entitlement,
+                duration: None,
+            })
+            .collect();
+        let event = if subject.kind.is_nhi() { BusinessEvent::Decommission } else { BusinessEvent::Leaver };
+        let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
+        self.request(input, random)
+    }
+
+    /// Access the identities of a cleanup change (leaver, decommission) still hold anywhere,
+    /// beyond what the change itself leaves in place. Empty for other changes.
+    pub(crate) fn residual(&self, change: &Change) -> Result<Vec<Holding>> {
+        if !matches!(change.event, BusinessEvent::Leaver | BusinessEvent::Decommission) {
+            return Ok(Vec::new());
+        }
+        let mut identities: Vec<&IdentityName> = change.ops.iter().map(|op| &op.identity).collect();
+        identities.sort();
+        identities.dedup();
+        let mut residual = Vec::new();
+        for (identity, held) in self.observed_holdings_of(&identities)? {
+            for entitlement in held {
+                let kept = change.ops.iter().any(|op| {
+                    op.identity == identity && op.entitlement == entitlement && op.action.leaves_present()
+                });
+                if !kept {
+                    residual.push(Holding { identity: identity.clone(), entitlement });
+                }
+            }
+        }
+        Ok(residual)
+    }
+
+    /// For each rotation of a time-bound grant, the time the grant has left: the new credential
+    /// must not outlive the grant it replaces.
+    pub(crate) fn grant_ends(&self, change: &Change) -> Result<BTreeMap<usize, Duration>> {
+        let now = self.clock.now();
+        let mut ends = BTreeMap::new();
+        for (index, op) in change.ops.iter().enumerate().filter(|(_, op)| op.action == OpAction::Rotate) {
+            let end = self
+                .store
+                .grants_of(&op.identity)?
+                .into_iter()
+                .find(|g| g.entitlement == op.entitlement)
+                .and_then(|g| g.expires_at);
+            if let Some(end) = end {
+                // A grant already past its end gets the shortest credential, not an unbounded one.
+                let left = Duration::from_millis((end.as_millis() - now.as_millis()).max(1000))?;
+                ends.insert(index, left);
+            }
+        }
+        Ok(ends)
+    }
+
+    /// Observes every target the change touched and records `verified` only if what is there
+    /// equals what was approved; the observed state is kept as evidence.
+    pub fn verify(&self, id: &ChangeId) -> Result<ChangeRecord> {
+        let record = self.load(id)?;
+        let change = &record.change;
+        if !matches!(change.state, ChangeState::Implemented | ChangeState::VerificationFailed) {
+            // Let the core produce the precise refusal without touching targets.
+            decide(
+                Some(change),
+                Command::RecordVerification {
+                    verifier: Actor::System(SystemActor::Engine),
+                    observations: Vec::new(),
+                    residual: Vec::new(),
+                },
+                self.clock.now(),
+            )?;
+        }
+        let mut observations = Vec::with_capacity(change.ops.len());
+        let mut observed_json = serde_json::Map::new();
+        for (target, group) in group_by_target(&change.ops) {
+            let entitlements: Vec<EntitlementName> =
+                group.iter().map(|(_, op)| op.entitlement.entitlement.clone()).collect();
+            let observed = self.connector_for(&target)?.observe(&entitlements)?;
+            observed_json.insert(target.to_string(), evidence::observed_json(&observed));
+            for (index, op) in group {
+                let (entitlement, identity) = (&op.entitlement.entitlement, &op.identity);
+                let present = match op.action {
+                    OpAction::Rotate => observed.rotated_by(entitlement, identity, &change.id),
+                    OpAction::Grant | OpAction::Revoke => observed.is_member(entitlement, identity),
+                };
+                observations.push(Observation { op: index, present });
+            }
+        }
+        observations.sort_by_key(|o| o.op);
+        let residual = self.residual(change)?;
+        let held: Vec<String> =
+            residual.iter().map(|h| format!("{} {}", h.identity, h.entitlement)).collect();
+        let command = Command::RecordVerification {
+            verifier: Actor::System(SystemActor::Engine),
+            observations,
+            residual,
+        };
+        let mut events = decide(Some(change), command, self.clock.now())?;
+        // An expiry change ends the grants it revokes only once their absence is observed, so
+        // the scheduler keeps finding them until then.
+        let verified = events.iter().any(|e| matches!(e.body, ChangeEventBody::Verified { .. }));
+        let grants = if change.origin.is_some() && verified {
+            change
+                .ops
+                .iter()
+                .map(|op| GrantUpdate::Remove {
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut captured = evidence::Captured::default();
+        captured.json("observed-after", &serde_json::json!({ "targets": observed_json, "residual": held }));
+        captured.attach(events.first_mut());
+        let mut committed = self.commit(Some(change), events, grants, captured)?;
+        let mut history = record.events;
+        history.append(&mut committed.events);
+        Ok(ChangeRecord { change: committed.change, events: history })
+    }
+
+    /// Expires every approved change whose approval validity has ended. Returns their IDs.
+    pub fn expire_due(&self) -> Result<Vec<ChangeId>> {
+        let mut expired = Vec::new();
+        for summary in self.store.changes(Some(ChangeState::Approved))? {
+            match self.transition(&summary.id, Command::Expire) {
+                Ok(_) => expired.push(summary.id),
+                Err(EngineError::Refused(writ_core::Refusal::NotDue { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// The evidence blob with this digest.
+    pub fn evidence(&self, sha256: &[u8; 32]) -> Result<writ_store::EvidenceBlob> {
+        self.store.evidence(sha256)?.ok_or_else(|| EngineError::NotFound {
+            what: "evidence",
+            name: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+
+    // ---- reading ----
+
+    /// Rebuilds a change from its stored events.
+    pub fn load(&self, id: &ChangeId) -> Result<ChangeRecord> {
+        let rows = self.store.change_events(id)?;
+        if rows.is_empty() {
+            return Err(EngineError::NotFound { what: "change", name: id.to_string() });
+        }
+        // One read for every sealed value of the change (a first decode only collects their
+        // HMACs); a store error fails the load instead of showing values as erased.
+        let wanted = std::cell::RefCell::new(Vec::new());
+        let collect = |hmac: &str| {
+            wanted.borrow_mut().push(hmac.to_owned());
+            None
+        };
+        for row in &rows {
+            writ_ledger::decode(&row.bytes, &collect)?;
+        }
+        let clear = self.store.sensitive_many(&wanted.into_inner())?;
+        let open = |hmac: &str| clear.get(hmac).cloned();
+        let mut change = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event = match writ_ledger::decode(&row.bytes, &open)? {
+                Event::Change(event) => event,
+                Event::Registry(_) => {
+                    return Err(writ_ledger::RecordError::Malformed(format!(
+                        "event {} is not a change event",
+                        row.index
+                    ))
+                    .into());
+                }
+            };
+            change = Some(evolve(change, &event)?);
+            events.push((row.index, event));
+        }
+        let change = change.ok_or_else(|| EngineError::NotFound { what: "change", name: id.to_string() })?;
+        Ok(ChangeRecord { change, events })
+    }
+
+    pub fn changes(&self, state: Option<ChangeState>) -> Result<Vec<ChangeSummary>> {
+        Ok(self.store.changes(state)?)
+    }
+
+    pub fn grants_of(&self, identity: &IdentityName) -> Result<Vec<Grant>> {
+        self.identity(identity)?;
+        Ok(self.store.grants_of(identity)?)
+    }
+
+    // ---- internals ----
+
+    pub(crate) fn transition(&self, id: &ChangeId, command: Command) -> Result<ChangeRecord> {
+        let record = self.load(id)?;
+        self.transition_from(record, command, evidence::Captured::default())
+    }
+
+    /// Decides `command` on an already loaded record and commits the result, attaching
+    /// `captured` evidence to the first new event.
+    pub(crate) fn transition_from(
+        &self,
+        record: ChangeRecord,
+        command: Command,
+        captured: evidence::Captured,
+    ) -> Result<ChangeRecord> {
+        self.transition_stamped(record, command, captured, None)
+    }
+
+    /// As [`Engine::transition_from`], with the policy decision behind the step.
+    pub(crate) fn transition_stamped(
+        &self,
+        record: ChangeRecord,
+        command: Command,
+        captured: evidence::Captured,
+        stamp: Option<writ_core::event::PolicyStamp>,
+    ) -> Result<ChangeRecord> {
+        let mut events = decide(Some(&record.change), command, self.clock.now())?;
+        if let Some(first) = events.first_mut() {
+            first.policy = stamp;
+        }
+        captured.attach(events.first_mut());
+        let mut committed = self.commit(Some(&record.change), events, Vec::new(), captured)?;
+        let mut history = record.events;
+        history.append(&mut committed.events);
+        Ok(ChangeRecord { change: committed.change, events: history })
+    }
+
+    /// Folds `events` into `before` and commits them with the new summary, grant updates and
+    /// evidence blobs. Returns the new state and only the newly appended events.
+    pub(crate) fn commit(
+        &self,
+        before: Option<&Change>,
+        events: Vec<ChangeEvent>,
+        grants: Vec<GrantUpdate>,
+        captured: evidence::Captured,
+    ) -> Result<ChangeRecord> {
+        let mut change = before.cloned();
+        for event in &events {
+            change = Some(evolve(change, event)?);
+        }
+        let Some(change) = change else {
+            return Err(writ_core::Refusal::CorruptHistory {
+                change: String::new(),
+                seq: 0,
+                detail: "nothing to commit",
+            }
+            .into());
+        };
+        let key = self.hmac()?;
+        let mut sensitive = Vec::new();
+        let new_events: Vec<NewEvent> = events
+            .iter()
+            .map(|event| {
+                let (new_event, mut sealed) = change_event(event, key);
+                sensitive.append(&mut sealed);
+                new_event
+            })
+            .collect();
+        let commit = ChangeCommit {
+            summary: ChangeSummary {
+                id: change.id.clone(),
+                kind: change.kind,
+                state: change.state,
+                requester: change.requester.clone(),
+                created_at: change.created_at,
+                updated_at: events.last().map_or(change.created_at, |e| e.at),
+            },
+            expected_seq: before.map_or(0, |c| c.seq),
+            events: new_events,
+            grants,
+            evidence: captured.into_blobs(),
+            sensitive,
+            due_at: change.next_deadline(),
+        };
+        let indices = self.store.commit(commit)?;
+        tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
+        Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
+    }
+}
+
+pub(crate) fn group_by_target(ops: &[PlannedOp]) -> BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> {
+    let mut groups: BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> = BTreeMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        groups.entry(op.entitlement.target.clone()).or_default().push((index, op));
+    }
+    groups
+}
+
+pub(crate) fn target_op(op: &PlannedOp) -> TargetOp {
+    TargetOp {
+        action: op.action,
+        entitlement: op.entitlement.entitlement.clone(),
+        member: op.identity.clone(),
+        ttl: op.duration,
+    }
+}
+
+pub(crate) fn summary_line(change: &Change, ops: &[(usize, &PlannedOp)]) -> String {
+    let parts: Vec<String> = ops
+        .iter()
+        .map(|(_, op)| match op.action {
+            OpAction::Grant => format!("grant {} to {}", op.entitlement.entitlement, op.identity),
+            OpAction::Revoke => {
+                format!("revoke {} from {}", op.entitlement.entitlement, op.identity)
+            }
+            OpAction::Rotate => format!("rotate {} of {}", op.entitlement.entitlement, op.identity),
+        })
+        .collect();
+    format!("writ {}: {}", change.id, parts.join(", "))
+}
+
+/// Grants table updates for what an execution actually did on the targets.
+pub(crate) fn grant_updates(change: &Change, outcomes: &[OpOutcome], now: Timestamp) -> Vec<GrantUpdate> {
+    outcomes
+        .iter()
+        .filter_map(|outcome| {
+            let op = change.ops.get(outcome.op)?;
+            match (op.action, outcome.before, outcome.after) {
+                // A rotation records a grant only for a holder who had none (it delivered the
+                // first credential); an existing grant keeps its origin and expiry.
+                (OpAction::Grant, _, true) | (OpAction::Rotate, false, true) => {
+                    Some(GrantUpdate::Upsert(Grant {
+                        identity: op.identity.clone(),
+                        entitlement: op.entitlement.clone(),
+                        change: change.id.clone(),
+                        granted_at: now,
+                        expires_at: op.duration.map(|d| now.plus(d)),
+                    }))
+                }
+                // An expiry change removes its grants at verification instead.
+                (OpAction::Revoke, _, false) if change.origin.is_none() => Some(GrantUpdate::Remove {
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
