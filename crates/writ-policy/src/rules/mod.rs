@@ -1,5 +1,6 @@
 //! The declarative workflow rules (`rules.toml`): tiers, groups, entitlement classes and rules,
-//! parsed and checked once, then evaluated against a change's facts.
+//! parsed and checked once (one module per section of the file), then evaluated against a
+//! change's facts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,6 +9,14 @@ use toml::Spanned;
 use writ_core::time::Duration;
 
 use crate::{ChangeFacts, Denial, PolicyError};
+
+mod birthright;
+mod breakglass;
+mod entitlements;
+mod exception;
+mod ticket_approval;
+mod tiers;
+mod workflow;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,232 +353,14 @@ impl Rules {
             let line = e.span().map_or(0, |span| line_of(text, span.start));
             PolicyError::invalid(FILE, line, e.message())
         })?;
-        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
-        let mut tiers: Vec<Tier> = Vec::new();
-        for spec in &file.tier {
-            let line = at(spec.span());
-            let spec = spec.get_ref();
-            let err =
-                |reason: String| PolicyError::invalid(FILE, line, &format!("tier {:?}: {reason}", spec.name));
-            if tiers.iter().any(|t| t.name == spec.name) || !is_name(&spec.name) {
-                return Err(err("tier names must be unique words (letters, digits, - and _)".into()));
-            }
-            if spec.approvals == 0 || spec.approvals > 10 {
-                return Err(err("approvals must be 1 to 10".into()));
-            }
-            tiers.push(Tier {
-                name: spec.name.clone(),
-                approvals: spec.approvals,
-                validity: duration(&spec.approval_validity).map_err(&err)?,
-                escalate_after: spec.escalate_after.as_deref().map(duration).transpose().map_err(&err)?,
-                escalate_to: spec.escalate_to.clone(),
-                max_duration: spec.max_duration.as_deref().map(duration).transpose().map_err(&err)?,
-                review: spec.review,
-                require_ticket: spec.require_ticket,
-            });
-        }
-        if tiers.is_empty() {
-            return Err(PolicyError::invalid(FILE, 1, "no [[tier]]: at least one risk tier is needed"));
-        }
-        let mut groups = BTreeMap::new();
-        for (name, members) in &file.groups {
-            if !is_name(name) {
-                return Err(PolicyError::invalid(
-                    FILE,
-                    find_line(text, name),
-                    &format!("group name {name:?}"),
-                ));
-            }
-            groups.insert(name.clone(), members.iter().cloned().collect::<BTreeSet<_>>());
-        }
-        for (tier, spec) in tiers.iter().zip(&file.tier) {
-            if let Some(target) = &tier.escalate_to {
-                check_escalation_target(target, &groups).map_err(|reason| {
-                    PolicyError::invalid(FILE, at(spec.span()), &format!("tier {:?}: {reason}", tier.name))
-                })?;
-            }
-        }
-        let mut entitlements = Vec::new();
-        for spec in &file.entitlement {
-            let line = at(spec.span());
-            let spec = spec.get_ref();
-            if spec.patterns.is_empty() || spec.patterns.iter().any(|p| !p.contains(':')) {
-                return Err(PolicyError::invalid(
-                    FILE,
-                    line,
-                    "[[entitlement]] match: one or more TARGET:ENTITLEMENT patterns (* matches any text)",
-                ));
-            }
-            entitlements.push(EntitlementClass {
-                patterns: spec.patterns.clone(),
-                privileged: spec.privileged,
-                owner: spec.owner.clone(),
-            });
-        }
-        let breakglass = match &file.breakglass {
-            Some(spec) => {
-                let line = at(spec.span());
-                let err =
-                    |reason: String| PolicyError::invalid(FILE, line, &format!("[breakglass]: {reason}"));
-                Breakglass {
-                    max_duration: duration(&spec.get_ref().max_duration).map_err(&err)?,
-                    approval_deadline: duration(&spec.get_ref().approval_deadline).map_err(&err)?,
-                }
-            }
-            None => Breakglass { max_duration: Duration::hours(1), approval_deadline: Duration::hours(24) },
-        };
-        let mut rules: Vec<Rule> = Vec::new();
-        for spec in &file.rule {
-            let line = at(spec.span());
-            let spec = spec.get_ref();
-            let err =
-                |reason: String| PolicyError::invalid(FILE, line, &format!("rule {:?}: {reason}", spec.id));
-            if !is_rule_id(&spec.id) || rules.iter().any(|r| r.id == spec.id) {
-                return Err(err("rule ids must be unique, of letters, digits, '.', '-' and '_'".into()));
-            }
-            check_when(&spec.when).map_err(&err)?;
-            let tier = spec
-                .tier
-                .as_ref()
-                .map(|name| {
-                    tiers.iter().position(|t| &t.name == name).ok_or_else(|| {
-                        let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
-                        err(format!("tier {name:?} is not defined (tiers: {})", known.join(", ")))
-                    })
-                })
-                .transpose()?;
-            let approvers = spec
-                .approvers
-                .iter()
-                .map(|a| slot_spec(a, &groups))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&err)?;
-            let has_effect = tier.is_some()
-                || !approvers.is_empty()
-                || spec.max_duration.is_some()
-                || spec.require_ticket.is_some()
-                || spec.review.is_some()
-                || spec.deny.is_some();
-            if !has_effect {
-                return Err(err(
-                    "has no effect: give tier, approvers, max_duration, require_ticket, review or deny"
-                        .into(),
-                ));
-            }
-            rules.push(Rule {
-                id: spec.id.clone(),
-                controls: spec.controls.clone(),
-                description: spec.description.clone(),
-                when: spec.when.clone(),
-                tier,
-                approvers,
-                max_duration: spec.max_duration.as_deref().map(duration).transpose().map_err(&err)?,
-                require_ticket: spec.require_ticket,
-                review: spec.review,
-                deny: spec.deny.clone(),
-            });
-        }
-        let exception = match &file.exception {
-            Some(spec) => {
-                let line = at(spec.span());
-                let spec = spec.get_ref();
-                let err =
-                    |reason: String| PolicyError::invalid(FILE, line, &format!("[exception]: {reason}"));
-                if !is_rule_id(&spec.id) || rules.iter().any(|r| r.id == spec.id) {
-                    return Err(err(format!(
-                        "id {:?} must be unique among the rule ids, of letters, digits, '.', '-' and '_'",
-                        spec.id
-                    )));
-                }
-                let tier = tiers.iter().position(|t| t.name == spec.tier).ok_or_else(|| {
-                    let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
-                    err(format!("tier {:?} is not defined (tiers: {})", spec.tier, known.join(", ")))
-                })?;
-                let approvers = spec
-                    .approvers
-                    .iter()
-                    .map(|a| match slot_spec(a, &groups) {
-                        Ok(SlotSpec::SubjectOwner | SlotSpec::EntitlementOwner) => Err(format!(
-                            "approver {a:?}: an exception's owner is an interested party and cannot approve it"
-                        )),
-                        other => other,
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(&err)?;
-                ExceptionRule {
-                    id: spec.id.clone(),
-                    description: spec.description.clone(),
-                    controls: spec.controls.clone(),
-                    tier,
-                    approvers,
-                    max_duration: duration(&spec.max_duration).map_err(&err)?,
-                }
-            }
-            // Without a section: the highest tier's approvals, from internal people, 90 days.
-            None => ExceptionRule {
-                id: "exception.default".to_owned(),
-                description: Some(
-                    "Exceptions need the highest tier's approvals, at least one internal.".into(),
-                ),
-                controls: Vec::new(),
-                tier: tiers.len() - 1,
-                approvers: vec![SlotSpec::Internal],
-                max_duration: Duration::hours(24 * 90),
-            },
-        };
-        let mut birthright: Vec<Birthright> = Vec::new();
-        for spec in &file.birthright {
-            let line = at(spec.span());
-            let spec = spec.get_ref();
-            let err = |reason: String| {
-                PolicyError::invalid(FILE, line, &format!("[[birthright]] {:?}: {reason}", spec.id))
-            };
-            if !is_rule_id(&spec.id) || birthright.iter().any(|b| b.id == spec.id) {
-                return Err(err("ids must be unique, of letters, digits, '.', '-' and '_'".into()));
-            }
-            if spec.grant.is_empty() {
-                return Err(err("grant lists at least one TARGET:ENTITLEMENT".into()));
-            }
-            let grant = spec
-                .grant
-                .iter()
-                .map(|g| {
-                    writ_core::name::EntitlementRef::parse(g).map_err(|e| err(format!("grant {g:?}: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            birthright.push(Birthright {
-                id: spec.id.clone(),
-                description: spec.description.clone(),
-                when: spec.when.clone(),
-                grant,
-            });
-        }
-        let mut ticket_approvals: Vec<TicketApproval> = Vec::new();
-        for spec in &file.ticket_approval {
-            let line = at(spec.span());
-            let spec = spec.get_ref();
-            let err = |reason: String| {
-                PolicyError::invalid(FILE, line, &format!("[[ticket_approval]] {:?}: {reason}", spec.id))
-            };
-            if !is_rule_id(&spec.id) || ticket_approvals.iter().any(|t| t.id == spec.id) {
-                return Err(err("ids must be unique, of letters, digits, '.', '-' and '_'".into()));
-            }
-            if !is_name(&spec.source) {
-                return Err(err(format!("source {:?} must be the name of a [[hook]]", spec.source)));
-            }
-            if spec.tiers.is_empty() {
-                return Err(err("tiers lists at least one tier".into()));
-            }
-            if let Some(unknown) = spec.tiers.iter().find(|t| !tiers.iter().any(|tier| &tier.name == *t)) {
-                return Err(err(format!("tier {unknown:?} is not a [[tier]]")));
-            }
-            ticket_approvals.push(TicketApproval {
-                id: spec.id.clone(),
-                description: spec.description.clone(),
-                source: spec.source.clone(),
-                tiers: spec.tiers.clone(),
-            });
-        }
+        let tiers = tiers::tiers(&file, text)?;
+        let groups = tiers::groups(&file, text, &tiers)?;
+        let entitlements = entitlements::entitlements(&file, text)?;
+        let breakglass = breakglass::breakglass(&file, text)?;
+        let rules = workflow::rules(&file, text, &tiers, &groups)?;
+        let exception = exception::exception(&file, text, &tiers, &groups, &rules)?;
+        let birthright = birthright::birthright(&file, text)?;
+        let ticket_approvals = ticket_approval::ticket_approvals(&file, text, &tiers)?;
         Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass, birthright, ticket_approvals })
     }
 
