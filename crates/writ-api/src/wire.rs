@@ -7,6 +7,7 @@
 //!   the same fields and refuse the same input with the same code;
 //! - a missing required field is `request.missing_field` naming the field.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use writ_core::change::{BusinessEvent, ExternalRef, Justification, OpAction, RefKind};
 use writ_core::name::{EntitlementRef, IdentityName};
@@ -17,6 +18,17 @@ use writ_engine::{Engine, RequestInput, RequestedOp};
 
 use crate::Error;
 
+/// What the server accepts as a name (identities, targets): the core's rule, as a pattern the
+/// OpenAPI document states.
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$";
+/// `TARGET:ENTITLEMENT` (entitlement names may also hold `/`).
+pub const ENTITLEMENT_PATTERN: &str =
+    r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}:[A-Za-z0-9][A-Za-z0-9._@+/-]{0,127}$";
+/// A duration: numbers each followed by a unit (s, m, h, d, w), at most 366 days.
+pub const DURATION_PATTERN: &str = r"^\s*([0-9]+[smhdw])+\s*$";
+/// A reason, note or justification: some text that is not only blanks, at most 2000 bytes.
+pub const TEXT_PATTERN: &str = r"\S";
+
 /// A field the body must have.
 pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
     value.ok_or_else(|| {
@@ -24,36 +36,47 @@ pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
     })
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct NewIdentity {
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub name: Option<String>,
+    #[schemars(extend("enum" = ["human", "service_account", "api_key", "secret", "certificate", "workload", "ai_agent"]))]
     pub kind: Option<String>,
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub owner: Option<String>,
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub vendor: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct NewTarget {
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub name: Option<String>,
     pub connector: Option<String>,
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct NewChange {
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub identity: Option<String>,
     #[serde(default)]
+    #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
     pub grant: Vec<String>,
     #[serde(default)]
+    #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
     pub revoke: Vec<String>,
     #[serde(default)]
+    #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
     pub rotate: Vec<String>,
     #[serde(rename = "for")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub justification: Option<String>,
     #[serde(default)]
     pub ticket: Vec<String>,
@@ -62,6 +85,7 @@ pub struct NewChange {
     #[serde(default)]
     pub pr: Vec<String>,
     pub event: Option<String>,
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub on_behalf_of: Option<String>,
 }
 
@@ -111,23 +135,31 @@ impl NewChange {
     }
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub valid_for: Option<String>,
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub on_behalf_of: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub reason: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub notes: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct BreakGlass {
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub identity: Option<String>,
     #[serde(default)]
+    #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
     pub grant: Vec<String>,
     #[serde(rename = "for")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub reason: Option<String>,
     #[serde(default)]
     pub ticket: Vec<String>,
@@ -167,32 +199,53 @@ impl BreakGlass {
     }
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveFinding {
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub note: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub identity: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub label: Option<String>,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub expires_in: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct NewException {
     pub finding: Option<String>,
     pub control: Option<String>,
     pub subject: Option<String>,
+    #[schemars(regex(pattern = NAME_PATTERN))]
     pub owner: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub justification: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub compensating_control: Option<String>,
     #[serde(rename = "for")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     pub until: Option<String>,
+}
+
+/// The JSON schema of a request body, as the OpenAPI document embeds it.
+pub fn schema<T: JsonSchema>() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+    }
+    schema
 }
 
 /// An exception request checked without the store: its required fields and its term.
@@ -243,12 +296,15 @@ impl CheckedException {
     }
 }
 
-#[derive(Deserialize, Serialize, Default, Debug)]
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionStep {
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub reason: Option<String>,
     #[serde(rename = "for")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     pub until: Option<String>,
 }
 
@@ -262,3 +318,6 @@ pub fn term(duration: Option<&str>, until: Option<&str>) -> Result<Term, Error> 
         _ => Err(Error::new("input.missing_field", "give either --for DURATION or --until TIME")),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,81 +5,26 @@ use serde_json::{Map, Value, json};
 
 use crate::http::Operation;
 
-/// Request body schemas, by the name the operation table uses. Each lists exactly the fields
-/// of the matching struct in `writ_api::wire` (a test deserialises every listed field).
+/// Request body schemas, by the name the operation table uses: derived from the wire types in
+/// `writ_api::wire` (the types the server parses bodies into), so the document states exactly
+/// the fields, patterns and lengths the server checks.
 pub fn schemas() -> Value {
-    let string = json!({ "type": "string" });
-    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    use writ_api::wire::{self, schema};
     json!({
-        "NewIdentity": {
-            "type": "object", "additionalProperties": false, "required": ["name", "kind"],
-            "properties": {
-                "name": string, "kind": { "type": "string", "enum": ["human", "service_account", "api_key", "secret", "certificate", "workload", "ai_agent"] },
-                "owner": string, "vendor": string
-            }
-        },
-        "NewTarget": {
-            "type": "object", "additionalProperties": false, "required": ["name", "connector"],
-            "properties": {
-                "name": string, "connector": string,
-                "settings": { "type": "object", "additionalProperties": { "type": "string" } }
-            }
-        },
-        "NewChange": {
-            "type": "object", "additionalProperties": false, "required": ["identity", "justification"],
-            "properties": {
-                "identity": string, "grant": strings, "revoke": strings, "rotate": strings,
-                "for": { "type": "string", "description": "time-bound grants, e.g. 8h" },
-                "justification": string, "ticket": strings, "commit": strings, "pr": strings,
-                "event": string, "on_behalf_of": string
-            }
-        },
-        "StepBody": {
-            "type": "object", "additionalProperties": false,
-            "properties": { "valid_for": string, "on_behalf_of": string, "reason": string, "notes": string }
-        },
-        "BreakGlass": {
-            "type": "object", "additionalProperties": false, "required": ["grant", "reason"],
-            "properties": {
-                "identity": { "type": "string", "description": "who gets access (default: the caller)" },
-                "grant": strings,
-                "for": { "type": "string", "description": "at most the policy's [breakglass] max_duration" },
-                "reason": string, "ticket": strings
-            }
-        },
-        "ResolveFinding": {
-            "type": "object", "additionalProperties": false, "required": ["note"],
-            "properties": { "note": string }
-        },
-        "NewException": {
-            "type": "object", "additionalProperties": false,
-            "required": ["owner", "justification", "compensating_control"],
-            "properties": {
-                "finding": { "type": "string", "description": "take control and subject from this finding" },
-                "control": { "type": "string", "description": "the finding kind of the control not met" },
-                "subject": { "type": "string", "description": "what the findings name: identity, change ID, TARGET:ENTITLEMENT" },
-                "owner": string, "justification": string, "compensating_control": string,
-                "for": { "type": "string", "description": "term from now, e.g. 30d (or give until)" },
-                "until": { "type": "string", "format": "date-time" }
-            }
-        },
-        "ExceptionStep": {
-            "type": "object", "additionalProperties": false,
-            "properties": {
-                "reason": { "type": "string", "description": "required to reject, renew or revoke" },
-                "for": { "type": "string", "description": "renew: the new term from now" },
-                "until": { "type": "string", "format": "date-time", "description": "renew: the new end" }
-            }
-        },
-        "NewToken": {
-            "type": "object", "additionalProperties": false, "required": ["identity", "label"],
-            "properties": { "identity": string, "label": string, "expires_in": string }
-        },
+        "NewIdentity": schema::<wire::NewIdentity>(),
+        "NewTarget": schema::<wire::NewTarget>(),
+        "NewChange": schema::<wire::NewChange>(),
+        "StepBody": schema::<wire::StepBody>(),
+        "BreakGlass": schema::<wire::BreakGlass>(),
+        "ResolveFinding": schema::<wire::ResolveFinding>(),
+        "NewException": schema::<wire::NewException>(),
+        "ExceptionStep": schema::<wire::ExceptionStep>(),
+        "NewToken": schema::<wire::NewToken>(),
         "Error": {
             "type": "object", "required": ["error"],
             "properties": { "error": {
                 "type": "object", "required": ["code", "message"],
-                "properties": { "code": string, "message": string, "field": string }
+                "properties": { "code": { "type": "string" }, "message": { "type": "string" }, "field": { "type": "string" } }
             } }
         }
     })
@@ -167,10 +112,16 @@ mod tests {
     fn sample(schema: &Value) -> Value {
         let mut object = Map::new();
         for (name, property) in schema["properties"].as_object().unwrap() {
-            let value = match property["type"].as_str().unwrap() {
-                "array" => json!(["x"]),
-                "object" => json!({}),
-                _ => json!("x"),
+            let types = match &property["type"] {
+                Value::Array(types) => types.iter().filter_map(Value::as_str).collect::<Vec<_>>(),
+                other => vec![other.as_str().unwrap()],
+            };
+            let value = if types.contains(&"array") {
+                json!(["x"])
+            } else if types.contains(&"object") {
+                json!({})
+            } else {
+                json!("x")
             };
             object.insert(name.clone(), value);
         }
@@ -180,6 +131,11 @@ mod tests {
     #[test]
     fn every_schema_property_is_a_field_of_its_struct() {
         let schemas = schemas();
+        for (name, schema) in schemas.as_object().unwrap() {
+            if name != "Error" {
+                assert_eq!(schema["additionalProperties"], false, "{name} must refuse unknown fields");
+            }
+        }
         serde_json::from_value::<api::NewIdentity>(sample(&schemas["NewIdentity"])).unwrap();
         serde_json::from_value::<api::NewTarget>(sample(&schemas["NewTarget"])).unwrap();
         serde_json::from_value::<api::NewChange>(sample(&schemas["NewChange"])).unwrap();
