@@ -24,8 +24,16 @@ pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$";
 /// `TARGET:ENTITLEMENT` (entitlement names may also hold `/`).
 pub const ENTITLEMENT_PATTERN: &str =
     r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}:[A-Za-z0-9][A-Za-z0-9._@+/-]{0,127}$";
-/// A duration: numbers each followed by a unit (s, m, h, d, w), at most 366 days.
-pub const DURATION_PATTERN: &str = r"^\s*([0-9]+[smhdw])+\s*$";
+/// A duration: a number and a unit (s, m, h, d, w), positive and at most 366 days.
+/// The schema states one component from 1 up to the 366-day bound (the server also takes sums
+/// such as `1d2h`, each within the bound).
+pub const DURATION_PATTERN: &str = concat!(
+    r"^((36[0-6]|3[0-5][0-9]|[12][0-9]{2}|[1-9][0-9]?)d",
+    r"|(5[0-2]|[1-4][0-9]|[1-9])w",
+    r"|(878[0-4]|87[0-7][0-9]|8[0-6][0-9]{2}|[1-7][0-9]{3}|[1-9][0-9]{0,2})h",
+    r"|[1-9][0-9]{0,4}m",
+    r"|[1-9][0-9]{0,6}s)$"
+);
 /// A reason, note or justification: some text that is not only blanks, at most 2000 bytes.
 pub const TEXT_PATTERN: &str = r"\S";
 
@@ -40,8 +48,10 @@ pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
 #[serde(deny_unknown_fields)]
 pub struct NewIdentity {
     #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
     pub name: Option<String>,
     #[schemars(extend("enum" = ["human", "service_account", "api_key", "secret", "certificate", "workload", "ai_agent"]))]
+    #[schemars(with = "String")]
     pub kind: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub owner: Option<String>,
@@ -53,7 +63,9 @@ pub struct NewIdentity {
 #[serde(deny_unknown_fields)]
 pub struct NewTarget {
     #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
     pub name: Option<String>,
+    #[schemars(with = "String")]
     pub connector: Option<String>,
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
@@ -63,6 +75,7 @@ pub struct NewTarget {
 #[serde(deny_unknown_fields)]
 pub struct NewChange {
     #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
     pub identity: Option<String>,
     #[serde(default)]
     #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
@@ -77,6 +90,7 @@ pub struct NewChange {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
     pub justification: Option<String>,
     #[serde(default)]
     pub ticket: Vec<String>,
@@ -84,6 +98,7 @@ pub struct NewChange {
     pub commit: Vec<String>,
     #[serde(default)]
     pub pr: Vec<String>,
+    #[schemars(extend("enum" = ["joiner", "mover", "leaver", "deploy", "decommission", "incident", "vendor", "adhoc"]))]
     pub event: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub on_behalf_of: Option<String>,
@@ -155,11 +170,13 @@ pub struct BreakGlass {
     pub identity: Option<String>,
     #[serde(default)]
     #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
+    #[schemars(length(min = 1))]
     pub grant: Vec<String>,
     #[serde(rename = "for")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub duration: Option<String>,
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
     pub reason: Option<String>,
     #[serde(default)]
     pub ticket: Vec<String>,
@@ -203,6 +220,7 @@ impl BreakGlass {
 #[serde(deny_unknown_fields)]
 pub struct ResolveFinding {
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
     pub note: Option<String>,
 }
 
@@ -210,8 +228,10 @@ pub struct ResolveFinding {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
     pub identity: Option<String>,
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
     pub label: Option<String>,
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub expires_in: Option<String>,
@@ -224,10 +244,13 @@ pub struct NewException {
     pub control: Option<String>,
     pub subject: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
     pub owner: Option<String>,
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
     pub justification: Option<String>,
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
     pub compensating_control: Option<String>,
     #[serde(rename = "for")]
     #[schemars(regex(pattern = DURATION_PATTERN))]

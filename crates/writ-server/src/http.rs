@@ -33,7 +33,17 @@ pub struct Operation {
     pub body: Option<&'static str>,
     /// Whether it honours `Idempotency-Key`.
     pub idempotent: bool,
+    /// The media types of what it answers (its errors are JSON, or SCIM's for SCIM).
+    pub media: &'static [&'static str],
     pub handler: MethodRouter<State>,
+}
+
+impl Operation {
+    /// Answers in `media` instead of JSON.
+    pub fn produces(mut self, media: &'static [&'static str]) -> Operation {
+        self.media = media;
+        self
+    }
 }
 
 pub(crate) fn op(
@@ -45,7 +55,8 @@ pub(crate) fn op(
     handler: MethodRouter<State>,
 ) -> Operation {
     let idempotent = body.is_some() && method == Method::POST && path != "/api/v1/tokens";
-    Operation { method, path, summary, roles: action.map_or(&[], Action::roles), body, idempotent, handler }
+    let roles = action.map_or(&[][..], Action::roles);
+    Operation { method, path, summary, roles, body, idempotent, media: &["application/json"], handler }
 }
 
 /// Runs engine work on the blocking pool.
@@ -233,6 +244,41 @@ pub(crate) fn page_limit(page: &Page) -> ApiResult<usize> {
         Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
         Some(_) => {
             Err(ApiError::new("input.page_limit", format!("limit must be 1 to {MAX_PAGE}")).field("limit"))
+        }
+    }
+}
+
+/// axum's `Query`, whose rejection is a JSON error (`input.invalid_value`, field `query`) like
+/// every other refusal, instead of axum's plain-text one.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Query<T>, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::new("input.invalid_value", rejection.body_text()).field("query")),
+        }
+    }
+}
+
+/// axum's `Path`, whose rejection is a JSON error (`input.invalid_value`, field `path`).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Path<T>, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::new("input.invalid_value", rejection.body_text()).field("path")),
         }
     }
 }

@@ -34,29 +34,40 @@ pub fn schemas() -> Value {
 pub fn document_value(operations: &[Operation]) -> Value {
     let mut paths: Map<String, Value> = Map::new();
     for operation in operations {
-        let mut responses = json!({
-            "200": { "description": "OK", "content": { "application/json": {} } },
-            "400": { "$ref": "#/components/responses/Error" },
-            "401": { "$ref": "#/components/responses/Error" },
-            "403": { "$ref": "#/components/responses/Error" },
-            "404": { "$ref": "#/components/responses/Error" },
-            "409": { "$ref": "#/components/responses/Error" },
-            "413": { "$ref": "#/components/responses/Error" },
-            "503": { "$ref": "#/components/responses/Error" }
-        });
-        if operation.roles.is_empty() {
-            responses =
-                json!({ "200": { "description": "OK" }, "503": { "$ref": "#/components/responses/Error" } });
+        let scim = operation.path.starts_with("/scim/");
+        let content: Map<String, Value> =
+            operation.media.iter().map(|media| ((*media).to_owned(), json!({}))).collect();
+        let mut responses = Map::new();
+        responses.insert("200".into(), json!({ "description": "OK", "content": content }));
+        match operation.method.as_str() {
+            "POST" | "PUT" => {
+                responses.insert("201".into(), json!({ "description": "Created", "content": content }));
+            }
+            "DELETE" => {
+                responses.insert("204".into(), json!({ "description": "Deleted" }));
+            }
+            _ if scim => {
+                responses.insert("304".into(), json!({ "description": "Not modified (If-None-Match)" }));
+            }
+            _ => {}
+        }
+        let error = if scim {
+            json!({ "description": "A SCIM error (RFC 7644 section 3.12)", "content": { "application/scim+json": {} } })
+        } else {
+            json!({ "$ref": "#/components/responses/Error" })
+        };
+        for status in ["400", "401", "403", "404", "409", "412", "413", "415", "422", "500", "502", "503"] {
+            responses.insert(status.into(), error.clone());
         }
         let roles: Vec<&str> = operation.roles.iter().map(|r| r.as_str()).collect();
         let mut entry = json!({
             "summary": operation.summary,
-            "responses": responses,
+            "responses": Value::Object(responses),
             "x-writ-roles": roles,
         });
         let parameters: Vec<Value> = path_parameters(operation.path)
             .into_iter()
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": path_schema(operation.path, name) }))
             .chain(operation.idempotent.then(|| {
                 json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 255 } })
             }))
@@ -98,6 +109,27 @@ pub fn document_value(operations: &[Operation]) -> Value {
             "responses": { "Error": { "description": "An error with a stable code", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } }
         }
     })
+}
+
+/// What a path parameter must look like, as the handlers parse it.
+fn path_schema(path: &str, name: &str) -> Value {
+    let ulid = |prefix: &str| json!({ "type": "string", "pattern": format!("^{prefix}-[0-7][0-9A-HJKMNP-TV-Z]{{25}}$") });
+    match name {
+        "name" if path.starts_with("/api/v1/") => {
+            json!({ "type": "string", "pattern": writ_api::wire::NAME_PATTERN })
+        }
+        "role" => {
+            json!({ "type": "string", "enum": ["requester", "approver", "executor", "reviewer", "admin", "auditor", "provisioner"] })
+        }
+        "id" if path.starts_with("/api/v1/changes/") => ulid("CHG"),
+        "id" if path.starts_with("/api/v1/exceptions/") => ulid("EXC"),
+        "id" if path.starts_with("/api/v1/findings/") => {
+            json!({ "type": "string", "pattern": "^FND-[0-9a-f]{16}$" })
+        }
+        "sha256" => json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
+        "index" => json!({ "type": "integer", "minimum": 0 }),
+        _ => json!({ "type": "string", "minLength": 1 }),
+    }
 }
 
 fn path_parameters(path: &str) -> Vec<&str> {

@@ -1,7 +1,6 @@
 //! Changes: request, each step of the chain, the trail, and break-glass.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -15,8 +14,8 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::http::{
-    JsonBody, Operation, Page, blocking, change_json, check_scope, op, page_limit, request_parts, required,
-    scoped_change, write,
+    JsonBody, Operation, Page, Path, Query, blocking, change_json, check_scope, op, page_limit,
+    request_parts, required, scoped_change, write,
 };
 use crate::idempotency::Written;
 use writ_api::wire::{BreakGlass, NewChange, StepBody};

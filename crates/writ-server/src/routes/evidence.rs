@@ -1,7 +1,7 @@
 //! Evidence attached to a change at a step, stored by its SHA-256.
 
 use axum::Json;
-use axum::extract::{Path, Query, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +14,8 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
-    Operation, blocking, check_scope, op, read_body, request_parts, required, scoped_change, write,
+    Operation, Path, Query, blocking, check_scope, op, read_body, request_parts, required, scoped_change,
+    write,
 };
 use crate::idempotency::Written;
 
@@ -45,7 +46,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             get(get_evidence),
-        ),
+        )
+        .produces(&["*/*"]),
     ]
 }
 

@@ -1,7 +1,6 @@
 //! The exception routes under `/api/v1/exceptions`: the caller is always the actor; the
 //! engine decides who may approve, reject, renew or revoke, as on the command line.
 
-use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +13,7 @@ use writ_engine::Engine;
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::http::{JsonBody, Operation, blocking, op, request_parts, required, write};
+use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use crate::{AppState, State};
 use writ_api::wire::{ExceptionStep, NewException};
@@ -47,7 +46,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::ReadLedger),
             None,
             get(export_exceptions),
-        ),
+        )
+        .produces(&["text/csv", "application/json"]),
         op(
             M::GET,
             "/api/v1/exceptions/{id}",

@@ -1,7 +1,6 @@
 //! Findings: list, show, resolve.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -12,7 +11,7 @@ use writ_core::access::Action;
 use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::http::{JsonBody, Operation, blocking, op, request_parts, required, write};
+use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use writ_api::wire::ResolveFinding;
 

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -26,7 +25,7 @@ use writ_intake::{Kind, Received, Secret};
 use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Operation, blocking, op};
+use crate::http::{Operation, Path, Query, blocking, op};
 use crate::manifests::{ManifestConfig, Manifests};
 use crate::writeback::{Writeback, WritebackConfig};
 use writ_api::Error;

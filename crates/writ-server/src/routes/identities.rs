@@ -1,7 +1,6 @@
 //! Identities and their roles.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -13,7 +12,9 @@ use writ_core::name::{IdentityName, OrgName};
 use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::http::{JsonBody, Operation, Page, blocking, op, page_limit, request_parts, required, write};
+use crate::http::{
+    JsonBody, Operation, Page, Path, Query, blocking, op, page_limit, request_parts, required, write,
+};
 use crate::idempotency::Written;
 use writ_api::wire::NewIdentity;
 

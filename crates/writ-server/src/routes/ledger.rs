@@ -1,7 +1,6 @@
 //! The ledger: checkpoints, proofs, verification, and the auditor bundle.
 
 use axum::Json;
-use axum::extract::{Path, Query};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +12,7 @@ use writ_core::change::ChangeId;
 use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Operation, blocking, op};
+use crate::http::{Operation, Path, Query, blocking, op};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -66,7 +65,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::ReadLedger),
             None,
             get(audit_bundle),
-        ),
+        )
+        .produces(&["application/x-tar"]),
     ]
 }
 

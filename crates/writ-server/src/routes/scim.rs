@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::FromRequestParts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +24,7 @@ use writ_scim::{ScimError, ScimType, list};
 
 use crate::State;
 use crate::auth::Caller;
-use crate::http::{Operation, op};
+use crate::http::{Operation, Path, Query, op};
 
 /// Most resources in one page (advertised as `filter.maxResults`).
 const MAX_RESULTS: usize = 200;
@@ -183,6 +183,9 @@ pub fn operations() -> Vec<Operation> {
         ),
         op(Method::POST, "/scim/v2/Me", "SCIM: /Me is not supported (501).", scim, None, post(me).get(me)),
     ]
+    .into_iter()
+    .map(|operation| operation.produces(&["application/scim+json"]))
+    .collect()
 }
 
 /// The SCIM base URL, from the request's Host (and X-Forwarded-Proto behind a proxy).

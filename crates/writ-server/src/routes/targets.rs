@@ -1,7 +1,6 @@
 //! Targets: registration (checked by the connector registry, as the CLI's) and their entitlements.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -13,7 +12,7 @@ use writ_core::name::TargetName;
 use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::http::{JsonBody, Operation, blocking, op, request_parts, required, write};
+use crate::http::{JsonBody, Operation, Path, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use writ_api::wire::NewTarget;
 

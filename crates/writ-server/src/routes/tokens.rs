@@ -1,7 +1,6 @@
 //! API tokens: issued once, stored hashed, revoked.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -14,7 +13,7 @@ use writ_core::time::Duration;
 use crate::State;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{JsonBody, Operation, blocking, op, required};
+use crate::http::{JsonBody, Operation, Path, blocking, op, required};
 use crate::idempotency::{self};
 use writ_api::wire::NewToken;
 
