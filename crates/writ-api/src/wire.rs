@@ -34,6 +34,9 @@ pub const DURATION_PATTERN: &str = concat!(
     r"|[1-9][0-9]{0,4}m",
     r"|[1-9][0-9]{0,6}s)$"
 );
+/// A ticket, commit or pull-request reference: printable ASCII (the server also takes other
+/// printable text), not blank, at most 200 characters.
+pub const REF_PATTERN: &str = r"^ *[!-~][ -~]*$";
 /// A reason, note or justification: some text that is not only blanks, at most 2000 bytes.
 pub const TEXT_PATTERN: &str = r"\S";
 
@@ -93,10 +96,13 @@ pub struct NewChange {
     #[schemars(with = "String")]
     pub justification: Option<String>,
     #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 200), regex(pattern = REF_PATTERN)))]
     pub ticket: Vec<String>,
     #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 200), regex(pattern = REF_PATTERN)))]
     pub commit: Vec<String>,
     #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 200), regex(pattern = REF_PATTERN)))]
     pub pr: Vec<String>,
     #[schemars(extend("enum" = ["joiner", "mover", "leaver", "deploy", "decommission", "incident", "vendor", "adhoc"]))]
     pub event: Option<String>,
@@ -179,6 +185,7 @@ pub struct BreakGlass {
     #[schemars(with = "String")]
     pub reason: Option<String>,
     #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 200), regex(pattern = REF_PATTERN)))]
     pub ticket: Vec<String>,
 }
 

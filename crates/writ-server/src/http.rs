@@ -35,10 +35,18 @@ pub struct Operation {
     pub idempotent: bool,
     /// The media types of what it answers (its errors are JSON, or SCIM's for SCIM).
     pub media: &'static [&'static str],
+    /// The schema of its query parameters (the struct its handler parses them into).
+    pub query: Option<fn() -> serde_json::Value>,
     pub handler: MethodRouter<State>,
 }
 
 impl Operation {
+    /// Takes the query parameters `T` describes.
+    pub fn query<T: schemars::JsonSchema>(mut self) -> Operation {
+        self.query = Some(writ_api::wire::schema::<T>);
+        self
+    }
+
     /// Answers in `media` instead of JSON.
     pub fn produces(mut self, media: &'static [&'static str]) -> Operation {
         self.media = media;
@@ -56,7 +64,17 @@ pub(crate) fn op(
 ) -> Operation {
     let idempotent = body.is_some() && method == Method::POST && path != "/api/v1/tokens";
     let roles = action.map_or(&[][..], Action::roles);
-    Operation { method, path, summary, roles, body, idempotent, media: &["application/json"], handler }
+    Operation {
+        method,
+        path,
+        summary,
+        roles,
+        body,
+        idempotent,
+        media: &["application/json"],
+        query: None,
+        handler,
+    }
 }
 
 /// Runs engine work on the blocking pool.
@@ -226,12 +244,18 @@ pub(crate) fn scoped_change(
 
 // ---- identities, roles, targets ----
 
-#[derive(Deserialize)]
+/// The paging of a list: at most `limit` items (1 to 500, default 50) after or before a cursor,
+/// optionally in one state.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<usize>,
+    #[schemars(length(min = 1))]
     pub after: Option<String>,
+    #[schemars(regex(pattern = r"^CHG-[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
     pub before: Option<String>,
+    #[schemars(extend("enum" = ["requested", "pending_approval", "approved", "rejected", "expired", "implementing", "implemented", "failed", "verified", "verification_failed", "reviewed", "cancelled"]))]
     pub state: Option<String>,
 }
 

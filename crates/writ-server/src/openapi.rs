@@ -68,8 +68,9 @@ pub fn document_value(operations: &[Operation]) -> Value {
         let parameters: Vec<Value> = path_parameters(operation.path)
             .into_iter()
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": path_schema(operation.path, name) }))
+            .chain(operation.query.map(query_parameters).unwrap_or_default())
             .chain(operation.idempotent.then(|| {
-                json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 255 } })
+                json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "pattern": "^[!-~]{1,255}$" } })
             }))
             .collect();
         if let Some(object) = entry.as_object_mut() {
@@ -109,6 +110,26 @@ pub fn document_value(operations: &[Operation]) -> Value {
             "responses": { "Error": { "description": "An error with a stable code", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } }
         }
     })
+}
+
+/// The query parameters a query struct's schema describes, each with its own schema.
+fn query_parameters(schema: fn() -> Value) -> Vec<Value> {
+    let schema = schema();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    schema["properties"]
+        .as_object()
+        .map(|properties| {
+            properties
+                .iter()
+                .map(|(name, property)| {
+                    json!({ "name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What a path parameter must look like, as the handlers parse it.

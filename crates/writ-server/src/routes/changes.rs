@@ -31,7 +31,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             get(list_changes),
-        ),
+        )
+        .query::<Page>(),
         op(
             M::POST,
             "/api/v1/changes",

@@ -38,7 +38,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::AttachEvidence),
             Some("binary"),
             post(add_evidence),
-        ),
+        )
+        .query::<EvidenceQuery>(),
         op(
             M::GET,
             "/api/v1/evidence/{sha256}",
@@ -77,7 +78,7 @@ pub(crate) async fn list_evidence(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceQuery {
     pub step: Option<String>,

@@ -38,7 +38,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::ReadLedger),
             None,
             get(list_exceptions),
-        ),
+        )
+        .query::<ExceptionQuery>(),
         op(
             M::GET,
             "/api/v1/exceptions/export",
@@ -47,6 +48,7 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(export_exceptions),
         )
+        .query::<ExceptionQuery>()
         .produces(&["text/csv", "application/json"]),
         op(
             M::GET,
@@ -119,10 +121,12 @@ async fn request_exception(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionQuery {
+    #[schemars(extend("enum" = ["pending", "active", "rejected", "expired", "revoked"]))]
     pub state: Option<String>,
+    #[schemars(extend("enum" = ["csv", "json"]))]
     pub format: Option<String>,
 }
 

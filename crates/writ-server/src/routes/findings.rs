@@ -26,7 +26,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::ReadLedger),
             None,
             get(list_findings),
-        ),
+        )
+        .query::<FindingQuery>(),
         op(M::GET, "/api/v1/findings/{id}", "One finding.", Some(A::ReadLedger), None, get(show_finding)),
         op(
             M::POST,
@@ -39,9 +40,10 @@ pub fn operations() -> Vec<Operation> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FindingQuery {
+    #[schemars(extend("enum" = ["open", "excepted", "resolved"]))]
     pub state: Option<String>,
 }
 

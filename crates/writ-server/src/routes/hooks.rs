@@ -148,7 +148,8 @@ pub fn operations() -> Vec<Operation> {
             Some(Action::ReadLedger),
             None,
             get(list),
-        ),
+        )
+        .query::<IntakeQuery>(),
         op(
             Method::GET,
             "/api/v1/intake/{source}/{id}",
@@ -220,10 +221,12 @@ async fn receive(
     .await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct IntakeQuery {
+    #[schemars(extend("enum" = ["correlated", "late", "uncorrelated", "refused", "ignored"]))]
     outcome: Option<String>,
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
 }
 

@@ -29,7 +29,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             get(list_identities),
-        ),
+        )
+        .query::<Page>(),
         op(
             M::POST,
             "/api/v1/identities",

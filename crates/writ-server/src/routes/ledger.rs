@@ -49,7 +49,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::ReadLedger),
             None,
             get(consistency_proof),
-        ),
+        )
+        .query::<ConsistencyQuery>(),
         op(
             M::GET,
             "/api/v1/ledger/verify",
@@ -66,6 +67,7 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(audit_bundle),
         )
+        .query::<BundleQuery>()
         .produces(&["application/x-tar"]),
     ]
 }
@@ -120,7 +122,7 @@ pub(crate) async fn inclusion_proof(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     pub from: u64,
@@ -153,9 +155,10 @@ pub(crate) async fn verify_ledger(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleQuery {
+    #[schemars(regex(pattern = r"^CHG-[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
     pub change: Option<String>,
 }
 
