@@ -115,12 +115,14 @@ pub fn document_value(operations: &[Operation]) -> Value {
 /// The query parameters a query struct's schema describes, each with its own schema.
 fn query_parameters(schema: fn() -> Value) -> Vec<Value> {
     let schema = schema();
-    let required: Vec<&str> = schema["required"]
-        .as_array()
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    schema["properties"]
-        .as_object()
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
         .map(|properties| {
             properties
                 .iter()
