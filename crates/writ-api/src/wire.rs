@@ -156,18 +156,36 @@ impl NewChange {
     }
 }
 
+/// `approve`: the approval may be given for someone (`on_behalf_of`) and may shorten its validity.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct StepBody {
+pub struct Approval {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub valid_for: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub on_behalf_of: Option<String>,
-    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+}
+
+/// `reject` and `cancel`: why.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub reason: Option<String>,
-    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+}
+
+/// `review`: what the reviewer found.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub notes: Option<String>,
 }
+
+/// `execute` and `verify` take nothing but the change: an empty object.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

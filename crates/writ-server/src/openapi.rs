@@ -14,7 +14,10 @@ pub fn schemas() -> Value {
         "NewIdentity": schema::<wire::NewIdentity>(),
         "NewTarget": schema::<wire::NewTarget>(),
         "NewChange": schema::<wire::NewChange>(),
-        "StepBody": schema::<wire::StepBody>(),
+        "Approval": schema::<wire::Approval>(),
+        "Decision": schema::<wire::Decision>(),
+        "Review": schema::<wire::Review>(),
+        "NoFields": schema::<wire::NoFields>(),
         "BreakGlass": schema::<wire::BreakGlass>(),
         "ResolveFinding": schema::<wire::ResolveFinding>(),
         "NewException": schema::<wire::NewException>(),
@@ -166,7 +169,8 @@ mod tests {
 
     fn sample(schema: &Value) -> Value {
         let mut object = Map::new();
-        for (name, property) in schema["properties"].as_object().unwrap() {
+        let none = Map::new();
+        for (name, property) in schema["properties"].as_object().unwrap_or(&none) {
             let types = match &property["type"] {
                 Value::Array(types) => types.iter().filter_map(Value::as_str).collect::<Vec<_>>(),
                 other => vec![other.as_str().unwrap()],
@@ -194,7 +198,10 @@ mod tests {
         serde_json::from_value::<api::NewIdentity>(sample(&schemas["NewIdentity"])).unwrap();
         serde_json::from_value::<api::NewTarget>(sample(&schemas["NewTarget"])).unwrap();
         serde_json::from_value::<api::NewChange>(sample(&schemas["NewChange"])).unwrap();
-        serde_json::from_value::<api::StepBody>(sample(&schemas["StepBody"])).unwrap();
+        serde_json::from_value::<api::Approval>(sample(&schemas["Approval"])).unwrap();
+        serde_json::from_value::<api::Decision>(sample(&schemas["Decision"])).unwrap();
+        serde_json::from_value::<api::Review>(sample(&schemas["Review"])).unwrap();
+        serde_json::from_value::<api::NoFields>(sample(&schemas["NoFields"])).unwrap();
         serde_json::from_value::<api::NewToken>(sample(&schemas["NewToken"])).unwrap();
         serde_json::from_value::<api::BreakGlass>(sample(&schemas["BreakGlass"])).unwrap();
         serde_json::from_value::<api::ResolveFinding>(sample(&schemas["ResolveFinding"])).unwrap();

@@ -18,7 +18,9 @@ use crate::http::{
     request_parts, required, scoped_change, write,
 };
 use crate::idempotency::Written;
-use writ_api::wire::{BreakGlass, NewChange, StepBody};
+use writ_api::wire::{Approval, BreakGlass, Decision, NewChange, NoFields, Review};
+use writ_core::access::Principal;
+use writ_engine::{ChangeRecord, Engine};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -54,48 +56,48 @@ pub fn operations() -> Vec<Operation> {
             "/api/v1/changes/{id}/approve",
             "Approve as the caller (`valid_for` may shorten validity).",
             Some(A::Approve),
-            Some("StepBody"),
-            post(change_step),
+            Some("Approval"),
+            post(approve_change),
         ),
         op(
             M::POST,
             "/api/v1/changes/{id}/reject",
             "Reject as the caller (`reason` required).",
             Some(A::Reject),
-            Some("StepBody"),
-            post(change_step),
+            Some("Decision"),
+            post(reject_change),
         ),
         op(
             M::POST,
             "/api/v1/changes/{id}/cancel",
             "Cancel your own change (`reason` required).",
             Some(A::Cancel),
-            Some("StepBody"),
-            post(change_step),
+            Some("Decision"),
+            post(cancel_change),
         ),
         op(
             M::POST,
             "/api/v1/changes/{id}/execute",
             "Implement an approved change on its targets.",
             Some(A::Execute),
-            Some("StepBody"),
-            post(change_step),
+            Some("NoFields"),
+            post(execute_change),
         ),
         op(
             M::POST,
             "/api/v1/changes/{id}/verify",
             "Observe the targets and compare with the approved state.",
             Some(A::Verify),
-            Some("StepBody"),
-            post(change_step),
+            Some("NoFields"),
+            post(verify_change),
         ),
         op(
             M::POST,
             "/api/v1/changes/{id}/review",
             "Review an implemented change (`notes` required).",
             Some(A::Review),
-            Some("StepBody"),
-            post(change_step),
+            Some("Review"),
+            post(review_change),
         ),
         op(
             M::POST,
@@ -199,49 +201,142 @@ pub(crate) async fn show_change(
     .await
 }
 
-pub(crate) async fn change_step(
-    axum::extract::State(state): axum::extract::State<State>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    uri: axum::http::Uri,
-    method: Method,
-    headers: HeaderMap,
-    body: JsonBody<StepBody>,
+/// One step of a change by the caller: the role the step needs, the vendor scope, then `work`
+/// under the request's idempotency key.
+async fn step(
+    state: State,
+    caller: Principal,
+    id: String,
+    (method, headers, raw): (Method, HeaderMap, &[u8]),
+    step: (&'static str, Action),
+    work: impl FnOnce(&Engine, &ChangeId, &IdentityName) -> ApiResult<ChangeRecord> + Send + 'static,
 ) -> ApiResult<Response> {
+    let (name, action) = step;
     let id = ChangeId::parse(&id)?;
-    let step = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
-    let action = match step.as_str() {
-        "approve" => Action::Approve,
-        "reject" => Action::Reject,
-        "cancel" => Action::Cancel,
-        "execute" => Action::Execute,
-        "verify" => Action::Verify,
-        _ => Action::Review,
-    };
     caller.may(action)?;
-    let StepBody { valid_for, on_behalf_of, reason, notes } = body.value;
-    let validity = valid_for.as_deref().map(Duration::parse).transpose()?;
-    let on_behalf_of = on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
-    let request = request_parts(&method, &format!("/changes/{id}/{step}"), &body.raw);
+    let request = request_parts(&method, &format!("/changes/{id}/{name}"), raw);
     let me = caller.identity.name.clone();
     let principal = caller.clone();
     write(&state, &caller, headers, request, move |state| {
         let engine = &state.engine;
         check_scope(engine, &principal, action, &id)?;
-        let record = match action {
-            Action::Approve => engine.approve(&id, &me, on_behalf_of.as_ref(), validity)?,
-            Action::Reject => engine.reject(&id, &me, required(reason, "reason")?)?,
-            Action::Cancel => engine.cancel(&id, &me, required(reason, "reason")?)?,
-            Action::Execute => engine.execute(&id, Some(&me))?,
-            Action::Verify => engine.verify(&id)?,
-            _ => engine.review(&id, &me, required(notes, "notes")?)?,
-        };
+        let record = work(engine, &id, &me)?;
         Ok(Written {
             status: StatusCode::OK,
             resource: format!("change:{id}"),
             body: change_json(engine, &record)?,
         })
     })
+    .await
+}
+
+pub(crate) async fn approve_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Approval>,
+) -> ApiResult<Response> {
+    let Approval { valid_for, on_behalf_of } = body.value;
+    let validity = valid_for.as_deref().map(Duration::parse).transpose()?;
+    let on_behalf_of = on_behalf_of.as_deref().map(IdentityName::parse).transpose()?;
+    step(
+        state,
+        caller,
+        id,
+        (method, headers, &body.raw),
+        ("approve", Action::Approve),
+        move |engine, id, me| Ok(engine.approve(id, me, on_behalf_of.as_ref(), validity)?),
+    )
+    .await
+}
+
+pub(crate) async fn reject_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Decision>,
+) -> ApiResult<Response> {
+    let reason = required(body.value.reason, "reason")?;
+    step(
+        state,
+        caller,
+        id,
+        (method, headers, &body.raw),
+        ("reject", Action::Reject),
+        move |engine, id, me| Ok(engine.reject(id, me, reason)?),
+    )
+    .await
+}
+
+pub(crate) async fn cancel_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Decision>,
+) -> ApiResult<Response> {
+    let reason = required(body.value.reason, "reason")?;
+    step(
+        state,
+        caller,
+        id,
+        (method, headers, &body.raw),
+        ("cancel", Action::Cancel),
+        move |engine, id, me| Ok(engine.cancel(id, me, reason)?),
+    )
+    .await
+}
+
+pub(crate) async fn execute_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<NoFields>,
+) -> ApiResult<Response> {
+    step(state, caller, id, (method, headers, &body.raw), ("execute", Action::Execute), |engine, id, me| {
+        Ok(engine.execute(id, Some(me))?)
+    })
+    .await
+}
+
+pub(crate) async fn verify_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<NoFields>,
+) -> ApiResult<Response> {
+    step(state, caller, id, (method, headers, &body.raw), ("verify", Action::Verify), |engine, id, _| {
+        Ok(engine.verify(id)?)
+    })
+    .await
+}
+
+pub(crate) async fn review_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Review>,
+) -> ApiResult<Response> {
+    let notes = required(body.value.notes, "notes")?;
+    step(
+        state,
+        caller,
+        id,
+        (method, headers, &body.raw),
+        ("review", Action::Review),
+        move |engine, id, me| Ok(engine.review(id, me, notes)?),
+    )
     .await
 }
 
