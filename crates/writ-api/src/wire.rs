@@ -194,7 +194,7 @@ pub struct BreakGlass {
     pub identity: Option<String>,
     #[serde(default)]
     #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), required)]
     pub grant: Vec<String>,
     #[serde(rename = "for")]
     #[schemars(regex(pattern = DURATION_PATTERN))]

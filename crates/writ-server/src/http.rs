@@ -244,15 +244,23 @@ pub(crate) fn scoped_change(
 
 // ---- identities, roles, targets ----
 
-/// The paging of a list: at most `limit` items (1 to 500, default 50) after or before a cursor,
+/// The paging of the identity list: at most `limit` (1 to 500, default 50) after a name.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityPage {
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<usize>,
+    #[schemars(regex(pattern = writ_api::wire::NAME_PATTERN))]
+    pub after: Option<String>,
+}
+
+/// The paging of the change list: at most `limit` (1 to 500, default 50) before a change ID,
 /// optionally in one state.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub struct ChangePage {
     #[schemars(range(min = 1, max = 500))]
     pub limit: Option<usize>,
-    #[schemars(length(min = 1))]
-    pub after: Option<String>,
     #[schemars(regex(pattern = r"^CHG-[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
     pub before: Option<String>,
     #[schemars(extend("enum" = ["requested", "pending_approval", "approved", "rejected", "expired", "implementing", "implemented", "failed", "verified", "verification_failed", "reviewed", "cancelled"]))]
@@ -262,8 +270,8 @@ pub struct Page {
 pub(crate) const DEFAULT_PAGE: usize = 50;
 pub(crate) const MAX_PAGE: usize = 500;
 
-pub(crate) fn page_limit(page: &Page) -> ApiResult<usize> {
-    match page.limit {
+pub(crate) fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
         None => Ok(DEFAULT_PAGE),
         Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
         Some(_) => {

@@ -88,7 +88,12 @@ pub fn document_value(operations: &[Operation]) -> Value {
                     object.insert("requestBody".into(), json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } }));
                 }
                 Some(schema) => {
-                    object.insert("requestBody".into(), json!({ "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }));
+                    // A body with required fields must be sent; one without may be left out.
+                    let required = schemas()
+                        .get(schema)
+                        .and_then(|s| s.get("required"))
+                        .is_some_and(|r| r.as_array().is_some_and(|r| !r.is_empty()));
+                    object.insert("requestBody".into(), json!({ "required": required, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }));
                 }
                 None => {}
             }

@@ -14,7 +14,7 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::http::{
-    JsonBody, Operation, Page, Path, Query, blocking, change_json, check_scope, op, page_limit,
+    ChangePage, JsonBody, Operation, Path, Query, blocking, change_json, check_scope, op, page_limit,
     request_parts, required, scoped_change, write,
 };
 use crate::idempotency::Written;
@@ -34,7 +34,7 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(list_changes),
         )
-        .query::<Page>(),
+        .query::<ChangePage>(),
         op(
             M::POST,
             "/api/v1/changes",
@@ -116,10 +116,10 @@ pub fn operations() -> Vec<Operation> {
 pub(crate) async fn list_changes(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
-    Query(page): Query<Page>,
+    Query(page): Query<ChangePage>,
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Read)?;
-    let limit = page_limit(&page)?;
+    let limit = page_limit(page.limit)?;
     let filter = page.state.as_deref().map(ChangeState::parse).transpose()?;
     let before = page.before.as_deref().map(ChangeId::parse).transpose()?;
     blocking(&state, move |state| {

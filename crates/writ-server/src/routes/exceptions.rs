@@ -39,7 +39,7 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(list_exceptions),
         )
-        .query::<ExceptionQuery>(),
+        .query::<ExceptionList>(),
         op(
             M::GET,
             "/api/v1/exceptions/export",
@@ -123,6 +123,13 @@ async fn request_exception(
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ExceptionList {
+    #[schemars(extend("enum" = ["pending", "active", "rejected", "expired", "revoked"]))]
+    pub state: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExceptionQuery {
     #[schemars(extend("enum" = ["pending", "active", "rejected", "expired", "revoked"]))]
     pub state: Option<String>,
@@ -130,18 +137,21 @@ pub struct ExceptionQuery {
     pub format: Option<String>,
 }
 
-fn listed(engine: &Engine, query: &ExceptionQuery) -> ApiResult<Vec<Value>> {
-    let wanted = query.state.as_deref().map(ExceptionState::parse).transpose()?;
+fn listed(engine: &Engine, state: Option<&str>) -> ApiResult<Vec<Value>> {
+    let wanted = state.map(ExceptionState::parse).transpose()?;
     Ok(engine.exceptions(wanted)?.iter().map(writ_api::view::exception_json).collect())
 }
 
 async fn list_exceptions(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
-    Query(query): Query<ExceptionQuery>,
+    Query(query): Query<ExceptionList>,
 ) -> ApiResult<axum::Json<Value>> {
     caller.may(Action::ReadLedger)?;
-    blocking(&state, move |state| Ok(axum::Json(json!({ "items": listed(&state.engine, &query)? })))).await
+    blocking(&state, move |state| {
+        Ok(axum::Json(json!({ "items": listed(&state.engine, query.state.as_deref())? })))
+    })
+    .await
 }
 
 async fn export_exceptions(
@@ -153,7 +163,7 @@ async fn export_exceptions(
     let format = query.format.clone().unwrap_or_else(|| "csv".to_owned());
     let media = if format == "json" { "application/json" } else { "text/csv; charset=utf-8; header=present" };
     let bytes = blocking(&state, move |state| {
-        Ok(writ_api::view::exceptions_export(&listed(&state.engine, &query)?, &format)?)
+        Ok(writ_api::view::exceptions_export(&listed(&state.engine, query.state.as_deref())?, &format)?)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())

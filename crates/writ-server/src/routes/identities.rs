@@ -13,7 +13,7 @@ use crate::State;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::http::{
-    JsonBody, Operation, Page, Path, Query, blocking, op, page_limit, request_parts, required, write,
+    IdentityPage, JsonBody, Operation, Path, Query, blocking, op, page_limit, request_parts, required, write,
 };
 use crate::idempotency::Written;
 use writ_api::wire::NewIdentity;
@@ -30,7 +30,7 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(list_identities),
         )
-        .query::<Page>(),
+        .query::<IdentityPage>(),
         op(
             M::POST,
             "/api/v1/identities",
@@ -70,10 +70,10 @@ pub fn operations() -> Vec<Operation> {
 pub(crate) async fn list_identities(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
-    Query(page): Query<Page>,
+    Query(page): Query<IdentityPage>,
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Read)?;
-    let limit = page_limit(&page)?;
+    let limit = page_limit(page.limit)?;
     blocking(&state, move |state| {
         let identities = state.engine.store().identities()?;
         let visible: Vec<_> = identities
