@@ -356,6 +356,37 @@ pub struct ExceptionStep {
     pub until: Option<String>,
 }
 
+/// An exception's renewal: why, and the new term (`for` or `until`).
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Renewal {
+    #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    pub reason: Option<String>,
+    #[serde(rename = "for")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    pub until: Option<String>,
+}
+
+impl From<NoFields> for ExceptionStep {
+    fn from(_: NoFields) -> ExceptionStep {
+        ExceptionStep::default()
+    }
+}
+
+impl From<Decision> for ExceptionStep {
+    fn from(decision: Decision) -> ExceptionStep {
+        ExceptionStep { reason: decision.reason, ..ExceptionStep::default() }
+    }
+}
+
+impl From<Renewal> for ExceptionStep {
+    fn from(renewal: Renewal) -> ExceptionStep {
+        ExceptionStep { reason: renewal.reason, duration: renewal.duration, until: renewal.until }
+    }
+}
+
 /// An exception's term from `for` or `until` (exactly one).
 pub fn term(duration: Option<&str>, until: Option<&str>) -> Result<Term, Error> {
     match (duration, until) {

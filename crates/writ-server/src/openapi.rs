@@ -21,7 +21,7 @@ pub fn schemas() -> Value {
         "BreakGlass": schema::<wire::BreakGlass>(),
         "ResolveFinding": schema::<wire::ResolveFinding>(),
         "NewException": schema::<wire::NewException>(),
-        "ExceptionStep": schema::<wire::ExceptionStep>(),
+        "Renewal": schema::<wire::Renewal>(),
         "NewToken": schema::<wire::NewToken>(),
         "Error": {
             "type": "object", "required": ["error"],
@@ -210,8 +210,8 @@ mod tests {
         serde_json::from_value::<api::NewToken>(sample(&schemas["NewToken"])).unwrap();
         serde_json::from_value::<api::BreakGlass>(sample(&schemas["BreakGlass"])).unwrap();
         serde_json::from_value::<api::ResolveFinding>(sample(&schemas["ResolveFinding"])).unwrap();
-        use writ_api::wire::{ExceptionStep, NewException};
+        use writ_api::wire::NewException;
         serde_json::from_value::<NewException>(sample(&schemas["NewException"])).unwrap();
-        serde_json::from_value::<ExceptionStep>(sample(&schemas["ExceptionStep"])).unwrap();
+        serde_json::from_value::<api::Renewal>(sample(&schemas["Renewal"])).unwrap();
     }
 }

@@ -16,7 +16,7 @@ use crate::error::ApiResult;
 use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use crate::{AppState, State};
-use writ_api::wire::{ExceptionStep, NewException};
+use writ_api::wire::{Decision, ExceptionStep, NewException, NoFields, Renewal};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -63,32 +63,32 @@ pub fn operations() -> Vec<Operation> {
             "/api/v1/exceptions/{id}/approve",
             "Approve the pending request or renewal as the caller (not its requester or owner).",
             Some(A::Approve),
-            Some("ExceptionStep"),
-            post(|s, c, p, m, h, b| step(s, c, p, m, h, b, Step::Approve)),
+            Some("NoFields"),
+            post(|s, c, p, m, h, b: JsonBody<NoFields>| step(s, c, p, m, h, b, Step::Approve)),
         ),
         op(
             M::POST,
             "/api/v1/exceptions/{id}/reject",
             "Refuse the pending request or renewal (`reason` required).",
             Some(A::Approve),
-            Some("ExceptionStep"),
-            post(|s, c, p, m, h, b| step(s, c, p, m, h, b, Step::Reject)),
+            Some("Decision"),
+            post(|s, c, p, m, h, b: JsonBody<Decision>| step(s, c, p, m, h, b, Step::Reject)),
         ),
         op(
             M::POST,
             "/api/v1/exceptions/{id}/renew",
             "Ask for a longer term (`for` or `until`, and `reason`): a new approval round. Requester or owner only.",
             Some(A::Request),
-            Some("ExceptionStep"),
-            post(|s, c, p, m, h, b| step(s, c, p, m, h, b, Step::Renew)),
+            Some("Renewal"),
+            post(|s, c, p, m, h, b: JsonBody<Renewal>| step(s, c, p, m, h, b, Step::Renew)),
         ),
         op(
             M::POST,
             "/api/v1/exceptions/{id}/revoke",
             "Withdraw the exception now (`reason` required); the findings it covered open again.",
             Some(A::Request),
-            Some("ExceptionStep"),
-            post(|s, c, p, m, h, b| step(s, c, p, m, h, b, Step::Revoke)),
+            Some("Decision"),
+            post(|s, c, p, m, h, b: JsonBody<Decision>| step(s, c, p, m, h, b, Step::Revoke)),
         ),
     ]
 }
@@ -221,19 +221,19 @@ impl Step {
     }
 }
 
-async fn step(
+async fn step<B: Into<ExceptionStep>>(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-    body: JsonBody<ExceptionStep>,
+    body: JsonBody<B>,
     step: Step,
 ) -> ApiResult<Response> {
     caller.may(step.action())?;
     let request = request_parts(&method, &format!("/exceptions/{id}/{}", step.name()), &body.raw);
     let me = caller.identity.name.clone();
-    let value = body.value;
+    let value: ExceptionStep = body.value.into();
     write(&state, &caller, headers, request, move |state| {
         let exception = step.run(state, &me, &id, value)?;
         Ok(created(&exception, StatusCode::OK))
