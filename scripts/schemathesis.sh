@@ -38,5 +38,7 @@ wait_http "http://127.0.0.1:$port/healthz" || { echo "error: writ serve did not 
 
 log "schemathesis against http://127.0.0.1:$port"
 # The token is a throwaway one for this run; Schemathesis prints the header as [Filtered].
+# Run from the temporary directory: Schemathesis keeps its cache where it runs.
+cd "$dir"
 "$VENV/bin/st" run "http://127.0.0.1:$port/api/v1/openapi.json" \
     -H "Authorization: Bearer $token" --checks all --no-color "$@"
