@@ -18,12 +18,7 @@ pub static REGISTRATION: writ_connector::Registration = writ_connector::Registra
         writ_connector::Setting::text("groups", "groups", "the base DN of the managed groups").required(),
         writ_connector::Setting::text("users", "users", "the base DN of member entries (uid=IDENTITY,USERS)")
             .required(),
-        writ_connector::Setting::text(
-            "password_file",
-            "password-file",
-            "a file holding the password (read at each connection, never stored)",
-        )
-        .kind(writ_connector::SettingKind::SecretFile),
+        writ_connector::registry::PASSWORD_FILE,
         writ_connector::Setting::text(
             "empty_member",
             "empty-member",

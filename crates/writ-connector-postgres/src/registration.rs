@@ -14,12 +14,7 @@ pub static REGISTRATION: writ_connector::Registration = writ_connector::Registra
             "the connection (libpq key=value or URL) without a password",
         )
         .required(),
-        writ_connector::Setting::text(
-            "password_file",
-            "password-file",
-            "a file holding the password (read at each connection, never stored)",
-        )
-        .kind(writ_connector::SettingKind::SecretFile),
+        writ_connector::registry::PASSWORD_FILE,
         writ_connector::Setting::text(
             "roles",
             "roles",

@@ -67,6 +67,14 @@ pub const TIMEOUT: Setting = Setting::text(
 )
 .kind(SettingKind::Timeout);
 
+/// The `password_file` setting of connectors that log in with a password.
+pub const PASSWORD_FILE: Setting = Setting::text(
+    "password_file",
+    "password-file",
+    "a file holding the password (read at each connection, never stored)",
+)
+.kind(SettingKind::SecretFile);
+
 /// A target's checked settings, as the connector reads them when it connects.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {

@@ -35,6 +35,7 @@ pub fn schemas() -> Value {
 
 /// The document for `operations` (every operation the router serves).
 pub fn document_value(operations: &[Operation]) -> Value {
+    let schemas = schemas();
     let mut paths: Map<String, Value> = Map::new();
     for operation in operations {
         let scim = operation.path.starts_with("/scim/");
@@ -89,7 +90,7 @@ pub fn document_value(operations: &[Operation]) -> Value {
                 }
                 Some(schema) => {
                     // A body with required fields must be sent; one without may be left out.
-                    let required = schemas()
+                    let required = schemas
                         .get(schema)
                         .and_then(|s| s.get("required"))
                         .is_some_and(|r| r.as_array().is_some_and(|r| !r.is_empty()));
@@ -114,7 +115,7 @@ pub fn document_value(operations: &[Operation]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "A Writ API token (`writ token create`)." } },
-            "schemas": schemas(),
+            "schemas": schemas,
             "responses": { "Error": { "description": "An error with a stable code", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } }
         }
     })

@@ -65,7 +65,9 @@ pub fn operations() -> Vec<Operation> {
             "Reject as the caller (`reason` required).",
             Some(A::Reject),
             Some("Decision"),
-            post(reject_change),
+            post(|s, c, p, m, h, b| {
+                decide_change(s, c, p, m, h, b, ("reject", Action::Reject, Engine::reject))
+            }),
         ),
         op(
             M::POST,
@@ -73,7 +75,9 @@ pub fn operations() -> Vec<Operation> {
             "Cancel your own change (`reason` required).",
             Some(A::Cancel),
             Some("Decision"),
-            post(cancel_change),
+            post(|s, c, p, m, h, b| {
+                decide_change(s, c, p, m, h, b, ("cancel", Action::Cancel, Engine::cancel))
+            }),
         ),
         op(
             M::POST,
@@ -81,7 +85,10 @@ pub fn operations() -> Vec<Operation> {
             "Implement an approved change on its targets.",
             Some(A::Execute),
             Some("NoFields"),
-            post(execute_change),
+            post(|s, c, p, m, h, b| {
+                let execute: Act = |engine, id, me| engine.execute(id, Some(me));
+                act_on_change(s, c, p, m, h, b, ("execute", Action::Execute, execute))
+            }),
         ),
         op(
             M::POST,
@@ -89,7 +96,10 @@ pub fn operations() -> Vec<Operation> {
             "Observe the targets and compare with the approved state.",
             Some(A::Verify),
             Some("NoFields"),
-            post(verify_change),
+            post(|s, c, p, m, h, b| {
+                let verify: Act = |engine, id, _| engine.verify(id);
+                act_on_change(s, c, p, m, h, b, ("verify", Action::Verify, verify))
+            }),
         ),
         op(
             M::POST,
@@ -252,70 +262,41 @@ pub(crate) async fn approve_change(
     .await
 }
 
-pub(crate) async fn reject_change(
+/// How `reject` and `cancel` record a decision with its reason.
+type Decide = fn(&Engine, &ChangeId, &IdentityName, String) -> writ_engine::Result<ChangeRecord>;
+
+/// `reject` and `cancel`: the caller decides, giving a reason.
+async fn decide_change(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
     body: JsonBody<Decision>,
+    (name, action, decide): (&'static str, Action, Decide),
 ) -> ApiResult<Response> {
     let reason = required(body.value.reason, "reason")?;
-    step(
-        state,
-        caller,
-        id,
-        (method, headers, &body.raw),
-        ("reject", Action::Reject),
-        move |engine, id, me| Ok(engine.reject(id, me, reason)?),
-    )
-    .await
-}
-
-pub(crate) async fn cancel_change(
-    axum::extract::State(state): axum::extract::State<State>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    body: JsonBody<Decision>,
-) -> ApiResult<Response> {
-    let reason = required(body.value.reason, "reason")?;
-    step(
-        state,
-        caller,
-        id,
-        (method, headers, &body.raw),
-        ("cancel", Action::Cancel),
-        move |engine, id, me| Ok(engine.cancel(id, me, reason)?),
-    )
-    .await
-}
-
-pub(crate) async fn execute_change(
-    axum::extract::State(state): axum::extract::State<State>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    body: JsonBody<NoFields>,
-) -> ApiResult<Response> {
-    step(state, caller, id, (method, headers, &body.raw), ("execute", Action::Execute), |engine, id, me| {
-        Ok(engine.execute(id, Some(me))?)
+    step(state, caller, id, (method, headers, &body.raw), (name, action), move |engine, id, me| {
+        Ok(decide(engine, id, me, reason)?)
     })
     .await
 }
 
-pub(crate) async fn verify_change(
+/// How `execute` and `verify` act on a change as the caller.
+type Act = fn(&Engine, &ChangeId, &IdentityName) -> writ_engine::Result<ChangeRecord>;
+
+/// `execute` and `verify`: the caller acts on the change; the body is an empty object.
+async fn act_on_change(
     axum::extract::State(state): axum::extract::State<State>,
     Caller(caller): Caller,
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
     body: JsonBody<NoFields>,
+    (name, action, act): (&'static str, Action, Act),
 ) -> ApiResult<Response> {
-    step(state, caller, id, (method, headers, &body.raw), ("verify", Action::Verify), |engine, id, _| {
-        Ok(engine.verify(id)?)
+    step(state, caller, id, (method, headers, &body.raw), (name, action), move |engine, id, me| {
+        Ok(act(engine, id, me)?)
     })
     .await
 }

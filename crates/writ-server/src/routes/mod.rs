@@ -27,6 +27,12 @@ pub mod scim;
 pub mod targets;
 pub mod tokens;
 
+/// The OpenAPI document, built once from the operation table.
+fn document() -> &'static serde_json::Value {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| crate::openapi::document_value(&operations()))
+}
+
 /// Every operation Writ serves.
 pub fn operations() -> Vec<Operation> {
     use Method as M;
@@ -36,7 +42,7 @@ pub fn operations() -> Vec<Operation> {
         "This document.",
         None,
         None,
-        get(|| async { Json(crate::openapi::document_value(&operations())) }),
+        get(|| async { Json(document().clone()) }),
     );
     let mut all = vec![document];
     for resource in [
