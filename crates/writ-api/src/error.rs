@@ -127,6 +127,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("input.invalid_path", Invalid),
     ("input.invalid_text", Invalid),
     ("input.invalid_value", Invalid),
+    ("input.too_early", Unprocessable),
     ("input.key_required", Invalid),
     ("input.listen", Invalid),
     ("input.missing", Invalid),

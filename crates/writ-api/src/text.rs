@@ -1,13 +1,9 @@
-//! The text people read, rendered from the JSON views (`view`), so that a command prints the same
+//! The text people read, rendered from the views (`view`), so that a command prints the same
 //! text on a local database and over a server. The trail answers, for one change: who asked,
 //! who approved, who executed, what changed, and whether the observed state was the approved
 //! state.
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
-// not an object; it never panics, so the slice-indexing lint does not apply to it here.
-#![allow(clippy::indexing_slicing)]
-
-use serde_json::Value;
+use crate::view::{ChangeView, DeliveryRecordView, EventView, EvidenceView};
 use writ_core::identity::{Grant, Identity};
 use writ_store::ChangeSummary;
 
@@ -52,20 +48,18 @@ pub fn summary_table(changes: &[ChangeSummary]) -> String {
 }
 
 /// One line per delivery: when, source/id, outcome, changes, detail.
-pub fn deliveries_text(items: &[Value]) -> String {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+pub fn deliveries_text(items: &[DeliveryRecordView]) -> String {
     let mut out = String::new();
     for r in items {
-        let changes: Vec<String> = r["changes"].as_array().into_iter().flatten().map(text).collect();
         out.push_str(&format!(
             "{}  {}/{}  {:<12} {:<28} {} (x{})\n",
-            text(&r["updated_at"]),
-            text(&r["delivery"]["source"]),
-            text(&r["delivery"]["id"]),
-            text(&r["outcome"]),
-            if changes.is_empty() { "-".to_owned() } else { changes.join(",") },
-            text(&r["detail"]),
-            r["attempts"],
+            r.updated_at,
+            r.delivery.source,
+            r.delivery.id,
+            r.outcome,
+            if r.changes.is_empty() { "-".to_owned() } else { r.changes.join(",") },
+            r.detail,
+            r.attempts,
         ));
     }
     if items.is_empty() {
@@ -74,116 +68,95 @@ pub fn deliveries_text(items: &[Value]) -> String {
     out
 }
 
-/// The human-readable trail of one change, from its JSON (so that a local database and a
+/// The human-readable trail of one change, from its view (so that a local database and a
 /// server print exactly the same text).
-pub fn trail(change: &Value) -> String {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
-    let mut out = format!(
-        "{}  {} · {} · state {}\n",
-        text(&change["id"]),
-        text(&change["kind"]),
-        text(&change["event"]),
-        text(&change["state"])
-    );
-    let proxy = change["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" on behalf of {p}"));
-    let vendor = change["vendor"].as_str().map_or(String::new(), |v| format!(" (vendor {v})"));
+pub fn trail(change: &ChangeView) -> String {
+    let mut out = format!("{}  {} · {} · state {}\n", change.id, change.kind, change.event, change.state);
+    let proxy = change.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
+    let vendor = change.vendor.as_ref().map_or(String::new(), |v| format!(" (vendor {v})"));
     out.push_str(&format!(
         "  asked      {}{proxy}{vendor} at {}: {:?}\n",
-        text(&change["requester"]),
-        text(&change["created_at"]),
-        text(&change["justification"])
+        change.requester, change.created_at, change.justification
     ));
-    if let Some(origin) = change["origin"].as_str() {
+    if let Some(origin) = &change.origin {
         out.push_str(&format!(
             "  origin     ends time-bound access granted by {origin}; pre-authorised by its approval\n"
         ));
     }
-    if let Some(emergency) = change["emergency"].as_object() {
-        let field = |key: &str| emergency.get(key).map_or_else(|| "-".to_owned(), text);
+    if let Some(emergency) = &change.emergency {
         out.push_str(&format!(
             "  EMERGENCY  break-glass at {}; post-hoc approval due by {}: {}\n",
-            field("declared_at"),
-            field("approval_due"),
-            field("post_hoc_approval").to_uppercase()
+            emergency.declared_at,
+            emergency.approval_due,
+            emergency.post_hoc_approval.to_uppercase()
         ));
     }
-    if let Some(alert) = change["alert"].as_str() {
+    if let Some(alert) = &change.alert {
         out.push_str(&format!("  ALERT      {alert}\n"));
     }
-    for reference in list(&change["references"]) {
-        out.push_str(&format!("  {:<10} {}\n", text(&reference["kind"]), text(&reference["value"])));
+    for reference in &change.references {
+        out.push_str(&format!("  {:<10} {}\n", reference.kind, reference.value));
     }
-    for d in list(&change["deliveries"]) {
-        let late = if d["late"].as_bool() == Some(true) { " LATE" } else { "" };
+    for d in &change.deliveries {
+        let late = if d.late == Some(true) { " LATE" } else { "" };
         out.push_str(&format!(
             "  delivery   {} {} {} about {} sha256:{}{late}\n",
-            text(&d["source"]),
-            text(&d["id"]),
-            text(&d["event"]),
-            text(&d["object"]),
-            text(&d["sha256"]),
+            d.source,
+            d.id,
+            d.event,
+            d.object.as_deref().unwrap_or("-"),
+            d.sha256,
         ));
     }
-    if let Some(policy) = change["policy"].as_object() {
-        let slots: Vec<String> = policy.get("slots").map(list).unwrap_or_default().iter().map(text).collect();
-        let review =
-            if policy.get("review_required") == Some(&Value::Bool(true)) { "; review required" } else { "" };
+    if let Some(policy) = &change.policy {
+        let review = if policy.review_required { "; review required" } else { "" };
         out.push_str(&format!(
             "  policy     tier {}: approvals [{}]{review}\n",
-            policy.get("tier").map_or_else(|| "-".to_owned(), text),
-            slots.join(", ")
+            policy.tier,
+            policy.slots.join(", ")
         ));
     }
-    if let Some(escalated) = change["escalated"].as_object() {
-        out.push_str(&format!(
-            "  ESCALATED  to {} at {}: approval overdue\n",
-            escalated.get("to").map_or_else(|| "-".to_owned(), text),
-            escalated.get("at").map_or_else(|| "-".to_owned(), text)
-        ));
+    if let Some(escalated) = &change.escalated {
+        out.push_str(&format!("  ESCALATED  to {} at {}: approval overdue\n", escalated.to, escalated.at));
     }
-    let approvals = list(&change["approvals"]);
-    if approvals.is_empty() {
+    if change.approvals.is_empty() {
         out.push_str("  approved   -\n");
     }
-    for a in &approvals {
-        let proxy = a["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" on behalf of {p}"));
-        let slot = a["slot"].as_str().map_or(String::new(), |s| format!(" as {s}"));
-        let validity = match (a["post_hoc"].as_bool(), a["late"].as_bool()) {
-            (Some(true), Some(true)) => "post-hoc, LATE".to_owned(),
-            (Some(true), _) => "post-hoc, in time".to_owned(),
-            _ => format!("valid until {}", text(&a["expires_at"])),
+    for a in &change.approvals {
+        let proxy = a.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" on behalf of {p}"));
+        let slot = a.slot.as_ref().map_or(String::new(), |s| format!(" as {s}"));
+        let validity = match (a.post_hoc, a.late) {
+            (true, Some(true)) => "post-hoc, LATE".to_owned(),
+            (true, _) => "post-hoc, in time".to_owned(),
+            _ => format!("valid until {}", a.expires_at),
         };
-        out.push_str(&format!(
-            "  approved   {}{proxy}{slot} at {} ({validity})\n",
-            text(&a["approver"]),
-            text(&a["at"]),
-        ));
+        out.push_str(&format!("  approved   {}{proxy}{slot} at {} ({validity})\n", a.approver, a.at));
     }
-    for (attempt, e) in list(&change["executions"]).iter().enumerate() {
-        let result = match (e["error"].as_str(), e["finished_at"].as_str()) {
+    for (attempt, e) in change.executions.iter().enumerate() {
+        let result = match (&e.error, &e.finished_at) {
             (Some(error), _) => format!("FAILED: {error}"),
             (None, Some(t)) => format!("done at {t}"),
             (None, None) => "in progress".to_owned(),
         };
         out.push_str(&format!(
             "  executed   {} at {} (attempt {}) {result}\n",
-            text(&e["executor"]),
-            text(&e["started_at"]),
+            e.executor,
+            e.started_at,
             attempt + 1
         ));
     }
-    for op in list(&change["operations"]) {
-        let sign = match op["action"].as_str() {
-            Some("grant") => "+",
-            Some("rotate") => "~",
+    for op in &change.operations {
+        let sign = match op.action.as_str() {
+            "grant" => "+",
+            "rotate" => "~",
             _ => "-",
         };
-        let duration = op["duration"].as_str().map_or(String::new(), |d| format!(" for {d}"));
-        let applied = match (op["before"].as_str(), op["after"].as_str()) {
+        let duration = op.duration.as_ref().map_or(String::new(), |d| format!(" for {d}"));
+        let applied = match (&op.before, &op.after) {
             (Some(before), Some(after)) => {
-                let reference = op["target_reference"]
-                    .as_str()
+                let reference = op
+                    .target_reference
+                    .as_ref()
                     .map_or(String::new(), |r| format!("  [{}]", r.chars().take(12).collect::<String>()));
                 format!("{before} → {after}{reference}")
             }
@@ -191,85 +164,52 @@ pub fn trail(change: &Value) -> String {
         };
         out.push_str(&format!(
             "  changed    {sign} {} {} {}:{}{duration}: {applied}\n",
-            text(&op["identity"]),
-            text(&op["action"]),
-            text(&op["target"]),
-            text(&op["entitlement"])
+            op.identity, op.action, op.target, op.entitlement
         ));
     }
-    match change["verification"].as_object() {
-        Some(v) if v.get("matches_approved_state") == Some(&Value::Bool(true)) => out.push_str(&format!(
-            "  verified   at {}: observed state equals approved state\n",
-            v.get("at").map_or_else(|| "-".to_owned(), text)
-        )),
+    match &change.verification {
+        Some(v) if v.matches_approved_state => {
+            out.push_str(&format!("  verified   at {}: observed state equals approved state\n", v.at))
+        }
         Some(v) => {
-            let mismatched: Vec<String> = v
-                .get("mismatched_operations")
-                .and_then(Value::as_array)
-                .map(|m| m.iter().map(ToString::to_string).collect())
-                .unwrap_or_default();
+            let mismatched: Vec<String> = v.mismatched_operations.iter().map(ToString::to_string).collect();
             out.push_str(&format!(
                 "  verified   at {}: MISMATCH on operation(s) [{}]\n",
-                v.get("at").map_or_else(|| "-".to_owned(), text),
+                v.at,
                 mismatched.join(", ")
             ));
-            for held in v.get("residual_access").and_then(Value::as_array).into_iter().flatten() {
+            for held in &v.residual_access {
                 out.push_str(&format!(
-                    "  STILL HELD {} {}:{}
-",
-                    text(&held["identity"]),
-                    text(&held["target"]),
-                    text(&held["entitlement"])
+                    "  STILL HELD {} {}:{}\n",
+                    held.identity, held.target, held.entitlement
                 ));
             }
         }
         None => out.push_str("  verified   -\n"),
     }
-    match change["closing"].as_object() {
-        Some(c) => {
-            let label =
-                if change["state"] == "reviewed" { "reviewed".to_owned() } else { text(&change["state"]) };
-            out.push_str(&format!(
-                "  {:<10} {} at {}: {:?}\n",
-                label,
-                c.get("actor").map_or_else(|| "-".to_owned(), text),
-                c.get("at").map_or_else(|| "-".to_owned(), text),
-                c.get("reason").map_or_else(|| "-".to_owned(), text)
-            ))
-        }
+    match &change.closing {
+        Some(c) => out.push_str(&format!("  {:<10} {} at {}: {:?}\n", change.state, c.actor, c.at, c.reason)),
         None => out.push_str("  reviewed   -\n"),
     }
-    let events = list(&change["events"]);
-    let evidence: Vec<(Value, Value, Value)> = events
-        .iter()
-        .flat_map(|e| list(&e["evidence"]).into_iter().map(|x| (e["seq"].clone(), e["phase"].clone(), x)))
-        .collect();
+    let evidence: Vec<(&EventView, &EvidenceView)> =
+        change.events.iter().flat_map(|e| e.evidence.iter().map(move |x| (e, x))).collect();
     if !evidence.is_empty() {
         out.push_str("  evidence\n");
     }
-    for (seq, step, e) in &evidence {
+    for (event, e) in &evidence {
         out.push_str(&format!(
-            "    {:<14} {:<18} sha256:{}  {} bytes  (event seq {seq})\n",
-            text(step),
-            text(&e["label"]),
-            text(&e["sha256"]),
-            e["size"]
+            "    {:<14} {:<18} sha256:{}  {} bytes  (event seq {})\n",
+            event.phase, e.label, e.sha256, e.size, event.seq
         ));
     }
     out.push_str("  events (ledger index, and the signed checkpoint that covers it)\n");
-    for event in &events {
-        let proxy = event["on_behalf_of"].as_str().map_or(String::new(), |p| format!(" (for {p})"));
-        let checkpoint = event["checkpoint"]
-            .as_u64()
-            .map_or("not yet checkpointed".to_owned(), |s| format!("checkpoint {s}"));
+    for event in &change.events {
+        let proxy = event.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" (for {p})"));
+        let checkpoint =
+            event.checkpoint.map_or("not yet checkpointed".to_owned(), |s| format!("checkpoint {s}"));
         out.push_str(&format!(
             "    #{:<5} {}  {:<14} {:<28} {}{proxy}  {}  [{checkpoint}]\n",
-            event["index"].as_u64().unwrap_or_default(),
-            text(&event["at"]),
-            text(&event["phase"]),
-            text(&event["type"]),
-            text(&event["actor"]),
-            text(&event["detail"])
+            event.index, event.at, event.phase, event.kind, event.actor, event.detail
         ));
     }
     out.trim_end().to_owned()

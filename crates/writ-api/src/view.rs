@@ -8,14 +8,18 @@
 // not an object; it never panics, so the slice-indexing lint does not apply to it here.
 #![allow(clippy::indexing_slicing)]
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use writ_core::change::{Change, ChangeState, OpAction};
 use writ_core::event::{ChangeEvent, ChangeEventBody};
 use writ_core::exception::Exception;
 use writ_core::identity::{Grant, Identity, Target};
 use writ_core::time::Timestamp;
 use writ_engine::ChangeRecord;
 use writ_store::ChangeSummary;
+
+mod change;
+pub use change::*;
 
 /// Adds `key` to a JSON object (no-op for non-objects, which this module never builds).
 pub fn insert(value: &mut Value, key: &str, extra: Value) {
@@ -66,203 +70,118 @@ pub fn summary_json(summary: &ChangeSummary) -> Value {
     })
 }
 
-/// Membership of each operation before the first and after the last execution.
-fn before_after(change: &Change, op: usize) -> Option<(bool, bool, Option<String>)> {
-    let outcomes: Vec<_> =
-        change.executions.iter().flat_map(|e| e.outcomes.iter()).filter(|o| o.op == op).collect();
-    let first = outcomes.first()?;
-    let last = outcomes.last()?;
-    let reference = outcomes.iter().rev().find_map(|o| o.reference.clone());
-    Some((first.before, last.after, reference))
+/// A list: its items and, for a paged list with more to read, the cursor of the next page.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
-/// The smallest checkpoint size that covers event `index`, if any.
-fn covering(checkpoints: &[u64], index: u64) -> Option<u64> {
-    checkpoints.iter().copied().filter(|size| *size > index).min()
-}
-
+/// The JSON of a change's view (see [`ChangeView`]).
 pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
-    let change = &record.change;
-    let operations: Vec<Value> = change
-        .ops
-        .iter()
-        .enumerate()
-        .map(|(index, op)| {
-            let applied = before_after(change, index);
-            let observed = change
-                .verification
-                .as_ref()
-                .and_then(|v| v.observations.iter().find(|o| o.op == index))
-                .map(|o| o.present);
-            json!({
-                "action": op.action.as_str(),
-                "identity": op.identity.to_string(),
-                "target": op.entitlement.target.to_string(),
-                "entitlement": op.entitlement.entitlement.to_string(),
-                "duration": op.duration.map(|d| d.to_string()),
-                "approved_state": match op.action {
-                    OpAction::Grant => "present",
-                    OpAction::Revoke => "absent",
-                    OpAction::Rotate => "rotated",
-                },
-                "before": applied.as_ref().map(|a| presence(a.0)),
-                "after": applied.as_ref().map(|a| presence(a.1)),
-                "target_reference": applied.and_then(|a| a.2),
-                "observed": observed.map(presence),
-            })
-        })
-        .collect();
-    let approvals: Vec<Value> = change
-        .approvals
-        .iter()
-        .map(|a| {
-            json!({
-                "approver": a.approver.to_string(),
-                "on_behalf_of": a.on_behalf_of.as_ref().map(ToString::to_string),
-                "at": a.at.to_rfc3339(),
-                "expires_at": a.expires_at.to_rfc3339(),
-                "slot": a.slot,
-                "post_hoc": change.emergency.is_some(),
-                "late": change.emergency.map(|e| a.at > e.approval_due),
-            })
-        })
-        .collect();
-    let executions: Vec<Value> = change
-        .executions
-        .iter()
-        .map(|e| {
-            json!({
-                "executor": e.executor.to_string(),
-                "started_at": e.started_at.to_rfc3339(),
-                "finished_at": e.finished_at.map(|t| t.to_rfc3339()),
-                "error": e.error,
-            })
-        })
-        .collect();
-    let trail: Vec<Value> = record
-        .events
-        .iter()
-        .map(|(index, e)| event_json(*index, e, covering(checkpoints, *index), change.emergency.is_some()))
-        .collect();
-    let reviewed = change.state == ChangeState::Reviewed;
-    json!({
-        "id": change.id.to_string(),
-        "kind": change.kind.as_str(),
-        "state": change.state.as_str(),
-        "event": change.event.as_str(),
-        "requester": change.requester.to_string(),
-        "created_at": change.created_at.to_rfc3339(),
-        "on_behalf_of": change.on_behalf_of.as_ref().map(ToString::to_string),
-        "vendor": change.vendor.as_ref().map(ToString::to_string),
-        "justification": change.justification.as_str(),
-        "origin": change.origin.as_ref().map(ToString::to_string),
-        "alert": change.alert,
-        "references": change.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
-        "deliveries": change.links.iter().map(|l| delivery_json(&l.delivery, Some((l.seq, l.late)))).collect::<Vec<_>>(),
-        "required_approvals": change.requirement.approvals,
-        "policy": change.controls.as_ref().map(|c| json!({
-            "tier": c.tier,
-            "slots": c.slots,
-            "escalate_at": c.escalate_at.map(|t| t.to_rfc3339()),
-            "escalate_to": c.escalate_to,
-            "review_required": c.review_required,
-        })),
-        "escalated": change.escalated.as_ref().map(|(at, to)| json!({ "at": at.to_rfc3339(), "to": to })),
-        "emergency": change.emergency.map(|e| json!({
-            "declared_at": e.declared_at.to_rfc3339(),
-            "approval_due": e.approval_due.to_rfc3339(),
-            "post_hoc_approvals_needed": change.requirement.approvals,
-            "post_hoc_approval": if !change.awaits_post_hoc_approval() {
-                if change.approvals.iter().all(|a| a.at <= e.approval_due) { "in_time" } else { "late" }
-            } else if change.alert.is_some() { "missed" } else { "pending" },
-        })),
-        "operations": operations,
-        "approvals": approvals,
-        "executions": executions,
-        "verification": change.verification.as_ref().map(|v| json!({
-            "at": v.at.to_rfc3339(),
-            "matches_approved_state": v.mismatches.is_empty() && v.residual.is_empty(),
-            "mismatched_operations": v.mismatches,
-            "residual_access": v.residual.iter().map(|h| json!({
-                "identity": h.identity.to_string(),
-                "target": h.entitlement.target.to_string(),
-                "entitlement": h.entitlement.entitlement.to_string(),
-            })).collect::<Vec<_>>(),
-        })),
-        "closing": change.closing.as_ref().map(|c| json!({ "actor": c.actor.to_string(), "at": c.at.to_rfc3339(), "reason": c.reason })),
-        "answers": {
-            "who_asked": change.requester.to_string(),
-            "who_approved": change.approvals.iter().map(|a| a.approver.to_string()).collect::<Vec<_>>(),
-            "who_executed": change.executions.iter().map(|e| e.executor.to_string()).collect::<Vec<_>>(),
-            "observed_equals_approved": change.verification.as_ref().map(|v| v.mismatches.is_empty() && v.residual.is_empty()),
-            "reviewed_by": if reviewed { change.closing.as_ref().map(|c| c.actor.to_string()) } else { None },
-        },
-        "events": trail,
-    })
+    to_json(&ChangeView::of(record, checkpoints))
+}
+
+/// A view as JSON. Views are plain structs of strings, numbers and lists, which always serialize.
+fn to_json<T: serde::Serialize>(view: &T) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 /// A delivery from another system: where it came from, what it is about, the SHA-256 of the
-/// bytes received; with `link`, the change event that attached it and whether it was late.
-pub fn delivery_json(d: &writ_core::intake::Delivery, link: Option<(u64, bool)>) -> Value {
-    let mut value = json!({
-        "source": d.source.to_string(),
-        "id": d.id,
-        "event": d.event,
-        "object": d.object,
-        "version": d.version.map(|t| t.to_rfc3339()),
-        "sha256": d.sha256_hex(),
-        "received_at": d.received_at.to_rfc3339(),
-        "references": d.refs.iter().map(|r| json!({ "kind": r.kind.as_str(), "value": r.value() })).collect::<Vec<_>>(),
-    });
-    if let (Some((seq, late)), Some(map)) = (link, value.as_object_mut()) {
-        map.insert("seq".into(), json!(seq));
-        map.insert("late".into(), json!(late));
+/// bytes received; on a change, the change event that attached it and whether it was late.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct DeliveryView {
+    pub source: String,
+    pub id: String,
+    pub event: String,
+    pub object: Option<String>,
+    pub version: Option<String>,
+    pub sha256: String,
+    pub received_at: String,
+    pub references: Vec<ReferenceView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<bool>,
+}
+
+impl DeliveryView {
+    /// The view of `d`; `link` is the change event that attached it and whether it was late.
+    pub fn of(d: &writ_core::intake::Delivery, link: Option<(u64, bool)>) -> DeliveryView {
+        DeliveryView {
+            source: d.source.to_string(),
+            id: d.id.clone(),
+            event: d.event.clone(),
+            object: d.object.clone(),
+            version: d.version.map(|t| t.to_rfc3339()),
+            sha256: d.sha256_hex(),
+            received_at: d.received_at.to_rfc3339(),
+            references: d
+                .refs
+                .iter()
+                .map(|r| ReferenceView { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() })
+                .collect(),
+            seq: link.map(|l| l.0),
+            late: link.map(|l| l.1),
+        }
     }
-    value
+}
+
+/// A delivery and what became of it (`writ intake --json`, `GET /api/v1/intake`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct DeliveryRecordView {
+    pub delivery: DeliveryView,
+    pub outcome: String,
+    pub changes: Vec<String>,
+    pub detail: String,
+    pub attempts: u32,
+    pub updated_at: String,
+}
+
+impl DeliveryRecordView {
+    pub fn of(r: &writ_core::intake::DeliveryRecord) -> DeliveryRecordView {
+        DeliveryRecordView {
+            delivery: DeliveryView::of(&r.delivery, None),
+            outcome: r.outcome.as_str().to_owned(),
+            changes: r.changes.iter().map(ToString::to_string).collect(),
+            detail: r.detail.clone(),
+            attempts: r.attempts,
+            updated_at: r.updated_at.to_rfc3339(),
+        }
+    }
 }
 
 /// The JSON of a delivery record (the API's and `writ intake --json`'s).
 pub fn delivery_record_json(r: &writ_core::intake::DeliveryRecord) -> Value {
-    json!({
-        "delivery": delivery_json(&r.delivery, None),
-        "outcome": r.outcome.as_str(),
-        "changes": r.changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "detail": r.detail,
-        "attempts": r.attempts,
-        "updated_at": r.updated_at.to_rfc3339(),
-    })
+    to_json(&DeliveryRecordView::of(r))
+}
+
+/// Evidence captured at the point of action: the SHA-256 of its bytes, what it is, its size.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct EvidenceView {
+    pub sha256: String,
+    pub label: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+impl EvidenceView {
+    pub fn of(evidence: &writ_core::event::EvidenceRef) -> EvidenceView {
+        EvidenceView {
+            sha256: hex::encode(evidence.digest),
+            label: evidence.label.clone(),
+            media_type: evidence.media_type.clone(),
+            size: evidence.size,
+        }
+    }
 }
 
 pub fn evidence_json(evidence: &writ_core::event::EvidenceRef) -> Value {
-    json!({
-        "sha256": hex::encode(evidence.digest),
-        "label": evidence.label,
-        "media_type": evidence.media_type,
-        "size": evidence.size,
-    })
+    to_json(&EvidenceView::of(evidence))
 }
 
-fn presence(present: bool) -> &'static str {
-    if present { "present" } else { "absent" }
-}
-
-fn event_json(index: u64, event: &ChangeEvent, checkpoint: Option<u64>, emergency: bool) -> Value {
-    json!({
-        "index": index,
-        "checkpoint": checkpoint,
-        "seq": event.seq,
-        "at": event.at.to_rfc3339(),
-        "phase": event.body.phase().as_str(),
-        "type": event.body.type_name(),
-        "actor": event.actor.to_string(),
-        "on_behalf_of": event.on_behalf_of.as_ref().map(ToString::to_string),
-        "detail": event_detail(event, emergency),
-        "evidence": event.evidence.iter().map(evidence_json).collect::<Vec<_>>(),
-        "policy": event.policy.as_ref().map(|p| json!({ "hash": p.hash, "rules": p.rules, "slot": p.slot })),
-    })
-}
-
-fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
+pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
     match &event.body {
         ChangeEventBody::Requested { ops, .. } => format!("{} operation(s)", ops.len()),
         ChangeEventBody::Validated { requirement, controls } => {

@@ -34,11 +34,96 @@ pub const DURATION_PATTERN: &str = concat!(
     r"|[1-9][0-9]{0,4}m",
     r"|[1-9][0-9]{0,6}s)$"
 );
-/// A ticket, commit or pull-request reference: printable ASCII (the server also takes other
-/// printable text), not blank, at most 200 characters.
-pub const REF_PATTERN: &str = r"^ *[!-~][ -~]*$";
-/// A reason, note or justification: some text that is not only blanks, at most 2000 bytes.
-pub const TEXT_PATTERN: &str = r"\S";
+/// The characters Rust's `char::is_whitespace` (and so `str::trim`) counts as blanks, as a regular
+/// expression class body. Spelt out because `\s` differs between engines (ECMA-262's includes
+/// U+FEFF and leaves out U+0085).
+macro_rules! blank {
+    () => {
+        r"\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000"
+    };
+}
+/// Control characters (Unicode category Cc, `char::is_control`).
+macro_rules! control {
+    () => {
+        r"\u0000-\u001F\u007F-\u009F"
+    };
+}
+/// A ticket, commit or pull-request reference: no control characters, not only blanks, at most
+/// 200 characters.
+pub const REF_PATTERN: &str =
+    concat!("^[^", control!(), "]*[^", blank!(), control!(), "][^", control!(), "]*$");
+/// A reason, note or justification: some text that is not only blanks, at most 2000 characters.
+pub const TEXT_PATTERN: &str = concat!("[^", blank!(), "]");
+/// A token label: no control characters (1 to 100 characters).
+pub const LABEL_PATTERN: &str = concat!("^[^", control!(), "]+$");
+/// A control an exception is asked for: a finding kind (`secret.long_lived`).
+pub const CONTROL_PATTERN: &str = r"^[a-z0-9._-]{1,100}$";
+/// What an exception covers: an identity, a change ID or `TARGET:ENTITLEMENT` (no blanks or
+/// control characters, 1 to 200 characters).
+pub const SUBJECT_PATTERN: &str = concat!("^[^", blank!(), control!(), "]+$");
+/// A finding's ID.
+pub const FINDING_PATTERN: &str = r"^FND-[0-9a-f]{16}$";
+
+/// A schema rule no single field states: at least one of `fields` is a non-empty list.
+fn some_of(fields: &[&str]) -> serde_json::Value {
+    let branches: Vec<serde_json::Value> = fields
+        .iter()
+        .map(|field| serde_json::json!({ "required": [field], "properties": { *field: { "minItems": 1 } } }))
+        .collect();
+    serde_json::json!({ "anyOf": branches })
+}
+
+/// A schema rule: exactly one of `for` and `until` is given (a null counts as not given).
+fn one_term() -> serde_json::Value {
+    serde_json::json!({ "oneOf": [
+        { "required": ["for"], "properties": { "for": { "type": "string" }, "until": { "type": "null" } } },
+        { "required": ["until"], "properties": { "until": { "type": "string" }, "for": { "type": "null" } } },
+    ] })
+}
+
+/// Adds rules across fields to a body's schema (under `allOf`).
+fn add_rules(schema: &mut schemars::Schema, rules: Vec<serde_json::Value>) {
+    schema.insert("allOf".to_owned(), serde_json::Value::Array(rules));
+}
+
+/// A change asks for at least one operation, and `for` bounds grants only.
+fn change_rules(schema: &mut schemars::Schema) {
+    let grants = serde_json::json!({ "anyOf": [
+        { "properties": { "for": { "type": "null" } } },
+        { "required": ["grant"], "properties": { "grant": { "minItems": 1 } } },
+    ] });
+    add_rules(schema, vec![some_of(&["grant", "revoke", "rotate"]), grants]);
+}
+
+/// A person has no owner; every other kind of identity needs one.
+fn identity_rules(schema: &mut schemars::Schema) {
+    let owned = serde_json::json!({ "oneOf": [
+        { "properties": { "kind": { "const": "human" }, "owner": { "type": "null" } } },
+        { "required": ["owner"], "properties": { "kind": { "not": { "const": "human" } }, "owner": { "type": "string" } } },
+    ] });
+    add_rules(schema, vec![owned]);
+}
+
+/// Break-glass needs at least one grant.
+fn break_glass_rules(schema: &mut schemars::Schema) {
+    if let Some(required) = schema.get_mut("required").and_then(serde_json::Value::as_array_mut) {
+        required.push("grant".into());
+    }
+}
+
+/// An exception names a finding, or a control and a subject; and a term.
+fn exception_rules(schema: &mut schemars::Schema) {
+    let about = serde_json::json!({ "oneOf": [
+        { "required": ["finding"], "properties": { "finding": { "type": "string" }, "control": { "type": "null" }, "subject": { "type": "null" } } },
+        { "required": ["control", "subject"], "properties": { "finding": { "type": "null" }, "control": { "type": "string" }, "subject": { "type": "string" } } },
+    ] });
+    add_rules(schema, vec![about, one_term()]);
+}
+
+/// A renewal gives a new term.
+fn renewal_rules(schema: &mut schemars::Schema) {
+    add_rules(schema, vec![one_term()]);
+}
 
 /// A field the body must have.
 pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
@@ -49,6 +134,7 @@ pub fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = identity_rules)]
 pub struct NewIdentity {
     #[schemars(regex(pattern = NAME_PATTERN))]
     #[schemars(with = "String")]
@@ -76,6 +162,7 @@ pub struct NewTarget {
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = change_rules)]
 pub struct NewChange {
     #[schemars(regex(pattern = NAME_PATTERN))]
     #[schemars(with = "String")]
@@ -189,12 +276,13 @@ pub struct NoFields {}
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = break_glass_rules)]
 pub struct BreakGlass {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub identity: Option<String>,
     #[serde(default)]
     #[schemars(inner(regex(pattern = ENTITLEMENT_PATTERN)))]
-    #[schemars(length(min = 1), required)]
+    #[schemars(length(min = 1))]
     pub grant: Vec<String>,
     #[serde(rename = "for")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -255,7 +343,7 @@ pub struct NewToken {
     #[schemars(regex(pattern = NAME_PATTERN))]
     #[schemars(with = "String")]
     pub identity: Option<String>,
-    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(length(min = 1, max = 100), regex(pattern = LABEL_PATTERN))]
     #[schemars(with = "String")]
     pub label: Option<String>,
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -264,9 +352,13 @@ pub struct NewToken {
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = exception_rules)]
 pub struct NewException {
+    #[schemars(regex(pattern = FINDING_PATTERN))]
     pub finding: Option<String>,
+    #[schemars(regex(pattern = CONTROL_PATTERN))]
     pub control: Option<String>,
+    #[schemars(length(max = 200), regex(pattern = SUBJECT_PATTERN))]
     pub subject: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
     #[schemars(with = "String")]
@@ -359,6 +451,7 @@ pub struct ExceptionStep {
 /// An exception's renewal: why, and the new term (`for` or `until`).
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = renewal_rules)]
 pub struct Renewal {
     #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub reason: Option<String>,

@@ -72,7 +72,7 @@ pub fn print_trail(engine: &Engine, signer: &NoteSigner, id: &ChangeId) -> anyho
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     println!(
         "{}",
-        writ_api::text::trail(&writ_api::view::change_json(&engine.load(id)?, &sizes))
+        writ_api::text::trail(&writ_api::view::ChangeView::of(&engine.load(id)?, &sizes))
             .lines()
             .map(|l| format!("  {l}"))
             .collect::<Vec<_>>()

@@ -82,6 +82,14 @@ impl GitConnector {
             })?,
         };
         connector.branch = branch;
+        // A branch or access file that is not there is the target's configuration, not an outage.
+        let branch_ref = format!("{}^{{commit}}", connector.branch_ref());
+        let head = connector
+            .git(&["rev-parse", "--verify", "--quiet", &branch_ref], None)
+            .map_err(|_| invalid(format!("{} has no branch {:?}", repo.display(), connector.branch)))?;
+        connector.git(&["cat-file", "-e", &format!("{head}:{}", connector.file)], None).map_err(|_| {
+            invalid(format!("branch {} of {} has no {}", connector.branch, repo.display(), connector.file))
+        })?;
         let (head, members) = connector.read()?;
         if head.is_empty() || members.is_empty() {
             return Err(invalid(format!(

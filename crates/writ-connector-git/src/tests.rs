@@ -129,9 +129,20 @@ fn open_refuses_what_is_not_an_access_repository() {
     let error = GitConnector::open("access", dir.path(), None, None).err().unwrap();
     assert!(error.to_string().contains("not a git repository"), "{error}");
     git(dir.path(), &["init", "-q", "-b", "main"]);
+    // A repository without the branch's commit, a branch that does not exist or an access file
+    // that is not there is how the target is configured (refused as invalid), not an outage.
     let empty = GitConnector::open("access", dir.path(), None, None).err().unwrap();
-    assert!(matches!(empty, ConnectorError::Unavailable { .. }), "{empty}");
+    assert!(matches!(empty, ConnectorError::Invalid { .. }), "{empty}");
     let (_d, path) = repo(true);
     assert!(GitConnector::open("access", &path, None, Some("../x")).is_err());
-    assert!(GitConnector::open("access", &path, Some("nope"), None).is_err());
+    let branch = GitConnector::open("access", &path, Some("nope"), None).err().unwrap();
+    assert!(
+        matches!(branch, ConnectorError::Invalid { .. }) && branch.to_string().contains("no branch"),
+        "{branch}"
+    );
+    let file = GitConnector::open("access", &path, None, Some("other.toml")).err().unwrap();
+    assert!(
+        matches!(file, ConnectorError::Invalid { .. }) && file.to_string().contains("no other.toml"),
+        "{file}"
+    );
 }

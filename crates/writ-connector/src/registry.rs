@@ -209,7 +209,7 @@ impl Registration {
                 continue;
             };
             let named = || format!("--{} (setting {})", setting.flag, setting.key);
-            if value.is_empty() || value.len() > 4096 || value.chars().any(char::is_control) {
+            if value.is_empty() || value.chars().count() > 4096 || value.chars().any(char::is_control) {
                 return Err(refuse(
                     "input.invalid_value",
                     format!("{}: expected 1 to 4096 characters with no control characters", named()),

@@ -203,9 +203,9 @@ pub struct TokenInfo {
 /// The longest label a token may carry.
 pub const MAX_TOKEN_LABEL: usize = 100;
 
-/// Validates a token label: printable, 1 to [`MAX_TOKEN_LABEL`] bytes.
+/// Validates a token label: 1 to [`MAX_TOKEN_LABEL`] characters, none of them a control character.
 pub fn token_label(input: &str) -> Result<String, Refusal> {
-    if input.is_empty() || input.len() > MAX_TOKEN_LABEL || input.chars().any(char::is_control) {
+    if input.is_empty() || input.chars().count() > MAX_TOKEN_LABEL || input.chars().any(char::is_control) {
         return Err(Refusal::InvalidText { field: "token label", max: MAX_TOKEN_LABEL });
     }
     Ok(input.to_owned())

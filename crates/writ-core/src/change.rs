@@ -212,7 +212,8 @@ impl ExternalRef {
 
     pub fn new(kind: RefKind, value: &str) -> Result<ExternalRef, Refusal> {
         let trimmed = value.trim();
-        if trimmed.is_empty() || trimmed.len() > Self::MAX_LEN || trimmed.chars().any(char::is_control) {
+        if trimmed.is_empty() || value.chars().count() > Self::MAX_LEN || value.chars().any(char::is_control)
+        {
             return Err(Refusal::InvalidValue {
                 field: "external reference",
                 input: value.chars().take(40).collect(),
@@ -227,7 +228,7 @@ impl ExternalRef {
     }
 }
 
-/// Why a change is asked for. Never empty, at most [`Justification::MAX_LEN`] bytes.
+/// Why a change is asked for. Never blank, at most [`Justification::MAX_LEN`] characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Justification(String);
 
@@ -239,11 +240,11 @@ impl Justification {
         if trimmed.is_empty() {
             return Err(Refusal::EmptyJustification);
         }
-        if trimmed.len() > Self::MAX_LEN {
+        if input.chars().count() > Self::MAX_LEN {
             return Err(Refusal::InvalidValue {
                 field: "justification",
                 input: trimmed.chars().take(40).collect(),
-                expected: "at most 2000 bytes",
+                expected: "at most 2000 characters",
             });
         }
         Ok(Justification(trimmed.to_owned()))

@@ -15,6 +15,9 @@ pub enum Refusal {
     /// A value is not one of the accepted forms.
     #[error("invalid {field} {input:?}: expected {expected}")]
     InvalidValue { field: &'static str, input: String, expected: &'static str },
+    /// A well-formed time that is too early for what it is asked for (an expiry already past).
+    #[error("{field} {input} is too early: expected {expected}")]
+    TooEarly { field: &'static str, input: String, expected: &'static str },
     /// A duration could not be parsed or is out of range.
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: &'static str },
@@ -89,7 +92,7 @@ pub enum Refusal {
     #[error("{change} is not due to {action} yet")]
     NotDue { change: ChangeId, action: &'static str },
     /// A reason, note or similar text is empty or too long.
-    #[error("{field} must be between 1 and {max} bytes")]
+    #[error("{field} must be between 1 and {max} characters")]
     InvalidText { field: &'static str, max: usize },
     /// An execution or verification report does not cover the change's operations exactly.
     #[error("report for {change} does not cover its operations: {detail}")]
@@ -134,6 +137,7 @@ impl Refusal {
         match self {
             Refusal::InvalidName { .. } => "input.invalid_name",
             Refusal::InvalidValue { .. } => "input.invalid_value",
+            Refusal::TooEarly { .. } => "input.too_early",
             Refusal::InvalidDuration { .. } => "input.invalid_duration",
             Refusal::EmptyJustification => "input.empty_justification",
             Refusal::NoOperations => "input.no_operations",

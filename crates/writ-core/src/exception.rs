@@ -125,7 +125,7 @@ pub const MAX_SUBJECT: usize = 200;
 /// Checks a control name: the code of a finding kind (lowercase letters, digits, `.`, `_`, `-`).
 pub fn parse_control(input: &str) -> Result<String, Refusal> {
     let ok = !input.is_empty()
-        && input.len() <= MAX_CONTROL
+        && input.len() <= MAX_CONTROL // ASCII only, so bytes are characters
         && input.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if !ok {
         return Err(Refusal::InvalidValue {
@@ -140,7 +140,7 @@ pub fn parse_control(input: &str) -> Result<String, Refusal> {
 /// Checks a subject: 1 to 200 printable characters without spaces.
 pub fn parse_subject(input: &str) -> Result<String, Refusal> {
     let ok = !input.is_empty()
-        && input.len() <= MAX_SUBJECT
+        && input.chars().count() <= MAX_SUBJECT
         && !input.chars().any(|c| c.is_control() || c.is_whitespace());
     if !ok {
         return Err(Refusal::InvalidValue {
@@ -174,7 +174,7 @@ impl Exception {
         now: Timestamp,
     ) -> Result<Exception, Refusal> {
         if request.expires_at <= now {
-            return Err(Refusal::InvalidValue {
+            return Err(Refusal::TooEarly {
                 field: "expiry",
                 input: request.expires_at.to_rfc3339(),
                 expected: "a time in the future",
@@ -315,7 +315,7 @@ impl Exception {
             return Err(self.refuse("renew"));
         }
         if until <= self.expires_at {
-            return Err(Refusal::InvalidValue {
+            return Err(Refusal::TooEarly {
                 field: "renewal",
                 input: until.to_rfc3339(),
                 expected: "a time after the current expiry",

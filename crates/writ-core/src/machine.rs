@@ -921,10 +921,11 @@ fn invalid(change: &Change, action: &'static str) -> Refusal {
     Refusal::InvalidTransition { change: change.id.clone(), state: change.state, action }
 }
 
-/// A reason, note or similar text, trimmed: 1 to [`MAX_TEXT`] bytes.
+/// A reason, note or similar text: at most [`MAX_TEXT`] characters as sent, not only blanks;
+/// kept trimmed.
 pub fn text(input: String, field: &'static str) -> Result<String, Refusal> {
     let trimmed = input.trim();
-    if trimmed.is_empty() || trimmed.len() > MAX_TEXT {
+    if trimmed.is_empty() || input.chars().count() > MAX_TEXT {
         return Err(Refusal::InvalidText { field, max: MAX_TEXT });
     }
     Ok(trimmed.to_owned())

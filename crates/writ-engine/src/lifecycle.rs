@@ -206,10 +206,11 @@ impl Engine {
         media_type: String,
         bytes: Vec<u8>,
     ) -> Result<ChangeRecord> {
-        if bytes.len() > evidence::MAX_BYTES {
-            return Err(writ_core::Refusal::InvalidText {
-                field: "evidence file (bytes)",
-                max: evidence::MAX_BYTES,
+        if bytes.is_empty() || bytes.len() > evidence::MAX_BYTES {
+            return Err(writ_core::Refusal::InvalidValue {
+                field: "evidence file",
+                input: format!("{} bytes", bytes.len()),
+                expected: "1 byte to 16 MiB",
             }
             .into());
         }

@@ -779,7 +779,8 @@ fn an_exception_is_approved_like_a_change_covers_its_finding_and_reopens_it_when
     let past = w
         .engine
         .request_exception(exception_input("dave", "carol", &subject, Term::Until(w.engine.now())), 1);
-    assert_eq!(past.unwrap_err().code(), "input.invalid_value");
+    // Well formed but already past: 422 over HTTP, not a malformed value.
+    assert_eq!(past.unwrap_err().code(), "input.too_early");
     assert_eq!(snapshot(&w.engine), before, "refused requests record nothing");
 
     let requested = w

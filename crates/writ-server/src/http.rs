@@ -37,6 +37,10 @@ pub struct Operation {
     pub media: &'static [&'static str],
     /// The schema of its query parameters (the struct its handler parses them into).
     pub query: Option<fn() -> serde_json::Value>,
+    /// The schema of what it answers on success, when it answers a typed view.
+    pub response: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
+    /// Whether it is routed only to say it is not implemented (501, as RFC 7644 asks of `/Me`).
+    pub unsupported: bool,
     pub handler: MethodRouter<State>,
 }
 
@@ -44,6 +48,18 @@ impl Operation {
     /// Takes the query parameters `T` describes.
     pub fn query<T: schemars::JsonSchema>(mut self) -> Operation {
         self.query = Some(writ_api::wire::schema::<T>);
+        self
+    }
+
+    /// Answers `T` (one of `writ_api::view`'s views) on success.
+    pub fn returns<T: schemars::JsonSchema>(mut self) -> Operation {
+        self.response = Some(|generator| generator.subschema_for::<T>());
+        self
+    }
+
+    /// Is routed only to answer 501 Not Implemented.
+    pub fn unsupported(mut self) -> Operation {
+        self.unsupported = true;
         self
     }
 
@@ -73,6 +89,8 @@ pub(crate) fn op(
         idempotent,
         media: &["application/json"],
         query: None,
+        response: None,
+        unsupported: false,
         handler,
     }
 }
@@ -114,6 +132,10 @@ impl<T: DeserializeOwned> FromRequest<State> for JsonBody<T> {
             ));
         }
         let text: &[u8] = if raw.is_empty() { b"{}" } else { &raw };
+        // Every body is a JSON object (serde would also read a struct from an array).
+        if text.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::new("request.malformed_json", "the body must be a JSON object"));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(text);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = e.path().to_string();

@@ -12,7 +12,7 @@ pub fn schemas() -> Value {
     use writ_api::wire::{self, schema};
     json!({
         "NewIdentity": schema::<wire::NewIdentity>(),
-        "NewTarget": schema::<wire::NewTarget>(),
+        "NewTarget": target_schema(),
         "NewChange": schema::<wire::NewChange>(),
         "Approval": schema::<wire::Approval>(),
         "Decision": schema::<wire::Decision>(),
@@ -33,34 +33,96 @@ pub fn schemas() -> Value {
     })
 }
 
+/// A target registration: the wire type's fields, with one branch per connector that may be
+/// registered, each stating exactly the settings its registration checks.
+fn target_schema() -> Value {
+    use writ_connector::registry::SettingKind;
+    const PRINTABLE: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
+    const ABSOLUTE: &str = r"^/[^\u0000-\u001F\u007F-\u009F]*$";
+    const TIMEOUT: &str = r"^([1-9]|[1-9][0-9]|[12][0-9][0-9]|300)s$|^[1-5]m$";
+    let mut schema = writ_api::wire::schema::<writ_api::wire::NewTarget>();
+    let branches: Vec<Value> = crate::targets::public()
+        .map(|registration| {
+            let mut properties = Map::new();
+            for setting in registration.settings {
+                let pattern = match setting.kind {
+                    SettingKind::Text => PRINTABLE,
+                    SettingKind::Path | SettingKind::SecretFile => ABSOLUTE,
+                    SettingKind::Timeout => TIMEOUT,
+                };
+                properties.insert(
+                    setting.key.to_owned(),
+                    json!({ "type": "string", "minLength": 1, "maxLength": 4096, "pattern": pattern, "description": setting.help }),
+                );
+            }
+            let required: Vec<&str> =
+                registration.settings.iter().filter(|s| s.required).map(|s| s.key).collect();
+            let settings = json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required });
+            let mut branch = json!({
+                "description": registration.summary,
+                "properties": { "connector": { "const": registration.name }, "settings": settings },
+            });
+            if let (false, Some(object)) = (required.is_empty(), branch.as_object_mut()) {
+                object.insert("required".into(), json!(["settings"]));
+            }
+            branch
+        })
+        .collect();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("oneOf".into(), Value::Array(branches));
+    }
+    schema
+}
+
 /// The document for `operations` (every operation the router serves).
 pub fn document_value(operations: &[Operation]) -> Value {
-    let schemas = schemas();
+    let mut schemas = schemas();
+    // Response views are components, referenced where an operation answers them.
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    let mut views = settings.into_generator();
     let mut paths: Map<String, Value> = Map::new();
     for operation in operations {
         let scim = operation.path.starts_with("/scim/");
         let content: Map<String, Value> =
             operation.media.iter().map(|media| ((*media).to_owned(), json!({}))).collect();
         let mut responses = Map::new();
-        responses.insert("200".into(), json!({ "description": "OK", "content": content }));
-        match operation.method.as_str() {
-            "POST" | "PUT" => {
-                responses.insert("201".into(), json!({ "description": "Created", "content": content }));
-            }
-            "DELETE" => {
-                responses.insert("204".into(), json!({ "description": "Deleted" }));
-            }
-            _ if scim => {
-                responses.insert("304".into(), json!({ "description": "Not modified (If-None-Match)" }));
-            }
-            _ => {}
-        }
         let error = if scim {
             json!({ "description": "A SCIM error (RFC 7644 section 3.12)", "content": { "application/scim+json": {} } })
         } else {
             json!({ "$ref": "#/components/responses/Error" })
         };
-        for status in ["400", "401", "403", "404", "409", "412", "413", "415", "422", "500", "502", "503"] {
+        // An operation routed only to say it is not implemented answers nothing else.
+        let errors: &[&str] = if operation.unsupported {
+            &["401", "403", "501"]
+        } else {
+            let content = match operation.response {
+                Some(view) => {
+                    let schema = view(&mut views).to_value();
+                    operation
+                        .media
+                        .iter()
+                        .map(|media| ((*media).to_owned(), json!({ "schema": schema })))
+                        .collect()
+                }
+                None => content,
+            };
+            responses.insert("200".into(), json!({ "description": "OK", "content": content }));
+            match operation.method.as_str() {
+                "POST" | "PUT" => {
+                    responses.insert("201".into(), json!({ "description": "Created", "content": content }));
+                }
+                "DELETE" => {
+                    responses.insert("204".into(), json!({ "description": "Deleted" }));
+                }
+                _ if scim => {
+                    responses.insert("304".into(), json!({ "description": "Not modified (If-None-Match)" }));
+                }
+                _ => {}
+            }
+            &["400", "401", "403", "404", "409", "412", "413", "415", "422", "500", "502", "503"]
+        };
+        for status in errors.iter().copied() {
             responses.insert(status.into(), error.clone());
         }
         let roles: Vec<&str> = operation.roles.iter().map(|r| r.as_str()).collect();
@@ -86,7 +148,7 @@ pub fn document_value(operations: &[Operation]) -> Value {
             }
             match operation.body {
                 Some("binary") => {
-                    object.insert("requestBody".into(), json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } }));
+                    object.insert("requestBody".into(), json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary", "minLength": 1 } } } }));
                 }
                 Some(schema) => {
                     // A body with required fields must be sent; one without may be left out.
@@ -103,6 +165,9 @@ pub fn document_value(operations: &[Operation]) -> Value {
         if let Some(path) = paths.entry(operation.path).or_insert_with(|| json!({})).as_object_mut() {
             path.insert(method, entry);
         }
+    }
+    if let Some(components) = schemas.as_object_mut() {
+        components.extend(views.take_definitions(true));
     }
     json!({
         "openapi": "3.1.0",
@@ -147,7 +212,7 @@ fn query_parameters(schema: fn() -> Value) -> Vec<Value> {
 fn path_schema(path: &str, name: &str) -> Value {
     let ulid = |prefix: &str| json!({ "type": "string", "pattern": format!("^{prefix}-[0-7][0-9A-HJKMNP-TV-Z]{{25}}$") });
     match name {
-        "name" if path.starts_with("/api/v1/") => {
+        "name" | "source" if path.starts_with("/api/v1/") => {
             json!({ "type": "string", "pattern": writ_api::wire::NAME_PATTERN })
         }
         "role" => {
@@ -159,7 +224,7 @@ fn path_schema(path: &str, name: &str) -> Value {
             json!({ "type": "string", "pattern": "^FND-[0-9a-f]{16}$" })
         }
         "sha256" => json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" }),
-        "index" => json!({ "type": "integer", "minimum": 0 }),
+        "index" => json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX }),
         _ => json!({ "type": "string", "minLength": 1 }),
     }
 }
@@ -196,6 +261,7 @@ mod tests {
     #[test]
     fn every_schema_property_is_a_field_of_its_struct() {
         let schemas = schemas();
+        // `schemas()` holds the request bodies (and the error); response views are added later.
         for (name, schema) in schemas.as_object().unwrap() {
             if name != "Error" {
                 assert_eq!(schema["additionalProperties"], false, "{name} must refuse unknown fields");

@@ -240,8 +240,9 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         }
         let Some(change) = change else { continue };
         let record = ChangeRecord { change, events };
-        trails.push(writ_api::view::change_json(&record, &[checkpoint.size]));
-        text.push(writ_api::text::trail(&writ_api::view::change_json(&record, &[checkpoint.size])));
+        let view = writ_api::view::ChangeView::of(&record, &[checkpoint.size]);
+        text.push(writ_api::text::trail(&view));
+        trails.push(serde_json::to_value(view).map_err(|e| invalid(e.to_string()))?);
     }
     let trust = if pinned {
         "pinned key".to_owned()

@@ -286,9 +286,9 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
             step(&id, "review", json!({ "notes": notes }))?
         }
         ChangeCmd::Show { id } => {
-            let value = client.json("GET", &format!("/api/v1/changes/{}", ChangeId::parse(&id)?), None)?;
-            let trail = writ_api::text::trail(&value);
-            render::print(json, value, || trail);
+            let path = format!("/api/v1/changes/{}", ChangeId::parse(&id)?);
+            let view: writ_api::view::ChangeView = client.view("GET", &path, None)?;
+            render::print(json, &view, || writ_api::text::trail(&view));
             return Ok(());
         }
         ChangeCmd::List { state } => {

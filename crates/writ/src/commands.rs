@@ -451,9 +451,8 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
-            let value = writ_api::view::change_json(&record, &sizes);
-            let text = writ_api::text::trail(&value);
-            render::print(json, value, || text);
+            let view = writ_api::view::ChangeView::of(&record, &sizes);
+            render::print(json, &view, || writ_api::text::trail(&view));
             return Ok(());
         }
         ChangeCmd::List { state } => {

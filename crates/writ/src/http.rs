@@ -60,6 +60,23 @@ impl Client {
             .map_err(|e| CliError::new("client.unreadable", format!("the server sent invalid JSON: {e}")))
     }
 
+    /// The answer as the view `T` the server documents.
+    pub(crate) fn view<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, CliError> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let reply = self.send(method, path, bytes, "application/json")?;
+        serde_json::from_slice(&reply).map_err(|e| {
+            CliError::new(
+                "client.unreadable",
+                format!("the server's answer to {method} {path} is not the documented view: {e}"),
+            )
+        })
+    }
+
     /// Every item of a paged list.
     pub(crate) fn all(&self, path: &str, cursor: &str) -> Result<Vec<Value>, CliError> {
         let mut items = Vec::new();

@@ -10,7 +10,7 @@ use crate::cli::IntakeCmd;
 use crate::http::Client;
 use crate::render::print;
 use writ_api::text::deliveries_text;
-use writ_api::view::delivery_record_json;
+use writ_api::view::{DeliveryRecordView, Page};
 
 fn outcome(text: Option<&str>) -> Result<Option<Outcome>, CliError> {
     Ok(text.map(Outcome::parse).transpose()?)
@@ -20,16 +20,16 @@ pub fn run_local(engine: &Engine, command: IntakeCmd, json: bool) -> Result<(), 
     let items = match command {
         IntakeCmd::List { outcome: wanted, limit } => {
             let records = engine.deliveries(outcome(wanted.as_deref())?, limit.clamp(1, 1000))?;
-            records.iter().map(delivery_record_json).collect::<Vec<_>>()
+            records.iter().map(DeliveryRecordView::of).collect::<Vec<_>>()
         }
         IntakeCmd::Show { source, id } => {
-            let record = engine.delivery(&SourceName::parse(&source)?, &id)?;
-            let value = delivery_record_json(&record);
-            print(json, value.clone(), || deliveries_text(&[value]));
+            let view = DeliveryRecordView::of(&engine.delivery(&SourceName::parse(&source)?, &id)?);
+            print(json, &view, || deliveries_text(std::slice::from_ref(&view)));
             return Ok(());
         }
     };
-    print(json, serde_json::json!({ "items": items }), || deliveries_text(&items));
+    let page = Page { items, next: None };
+    print(json, &page, || deliveries_text(&page.items));
     Ok(())
 }
 
@@ -40,19 +40,15 @@ pub fn run_remote(client: &Client, command: IntakeCmd, json: bool) -> Result<(),
             if let Some(o) = outcome(wanted.as_deref())? {
                 path.push_str(&format!("&outcome={o}"));
             }
-            let value = client.json("GET", &path, None)?;
-            let items = value.get("items").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
-            print(json, value, || deliveries_text(&items));
+            let page: Page<DeliveryRecordView> = client.view("GET", &path, None)?;
+            print(json, &page, || deliveries_text(&page.items));
         }
         IntakeCmd::Show { source, id } => {
             SourceName::parse(&source)?;
             writ_core::intake::key(&id, "delivery id")?;
-            let value = client.json(
-                "GET",
-                &format!("/api/v1/intake/{source}/{}", crate::http::percent(&id)),
-                None,
-            )?;
-            print(json, value.clone(), || deliveries_text(&[value]));
+            let path = format!("/api/v1/intake/{source}/{}", crate::http::percent(&id));
+            let view: DeliveryRecordView = client.view("GET", &path, None)?;
+            print(json, &view, || deliveries_text(std::slice::from_ref(&view)));
         }
     }
     Ok(())

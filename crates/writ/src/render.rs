@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::CliError;
 
 /// Prints `value` as JSON, or the text `text()` builds.
-pub fn print(json: bool, value: Value, text: impl FnOnce() -> String) {
+pub fn print(json: bool, value: impl serde::Serialize, text: impl FnOnce() -> String) {
     if json {
-        println!("{value}");
+        println!("{}", serde_json::to_string(&value).unwrap_or_default());
     } else {
         let text = text();
         if !text.is_empty() {

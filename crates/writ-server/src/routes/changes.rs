@@ -119,6 +119,16 @@ pub fn operations() -> Vec<Operation> {
             post(break_glass),
         ),
     ]
+    .into_iter()
+    .map(|operation| {
+        // Every operation on changes answers the change's view, except the list.
+        if operation.method == M::GET && operation.path == "/api/v1/changes" {
+            operation
+        } else {
+            operation.returns::<writ_api::view::ChangeView>()
+        }
+    })
+    .collect()
 }
 
 // ---- changes ----

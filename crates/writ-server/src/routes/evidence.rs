@@ -81,7 +81,13 @@ pub(crate) async fn list_evidence(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceQuery {
+    /// The step the evidence belongs to.
+    #[schemars(required, with = "String")]
+    #[schemars(extend("enum" = ["request", "validation", "approval", "implementation", "verification", "review"]))]
     pub step: Option<String>,
+    /// What the file is, as people will read it in the trail.
+    #[schemars(required, with = "String")]
+    #[schemars(length(min = 1, max = 2000), regex(pattern = writ_api::wire::TEXT_PATTERN))]
     pub name: Option<String>,
 }
 

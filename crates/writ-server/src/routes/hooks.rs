@@ -149,7 +149,8 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(list),
         )
-        .query::<IntakeQuery>(),
+        .query::<IntakeQuery>()
+        .returns::<writ_api::view::Page<writ_api::view::DeliveryRecordView>>(),
         op(
             Method::GET,
             "/api/v1/intake/{source}/{id}",
@@ -157,7 +158,8 @@ pub fn operations() -> Vec<Operation> {
             Some(Action::ReadLedger),
             None,
             get(show),
-        ),
+        )
+        .returns::<writ_api::view::DeliveryRecordView>(),
     ]
 }
 
@@ -237,7 +239,11 @@ async fn list(
 ) -> ApiResult<axum::Json<Value>> {
     caller.may(Action::ReadLedger)?;
     let outcome = query.outcome.as_deref().map(Outcome::parse).transpose()?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match query.limit {
+        None => 100,
+        Some(limit @ 1..=1000) => limit,
+        Some(_) => return Err(ApiError::new("input.page_limit", "limit must be 1 to 1000").field("limit")),
+    };
     blocking(&state, move |state| {
         let items: Vec<Value> = state
             .engine

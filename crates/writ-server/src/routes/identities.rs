@@ -74,12 +74,13 @@ pub(crate) async fn list_identities(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Read)?;
     let limit = page_limit(page.limit)?;
+    let after = page.after.as_deref().map(writ_core::name::IdentityName::parse).transpose()?;
     blocking(&state, move |state| {
         let identities = state.engine.store().identities()?;
         let visible: Vec<_> = identities
             .iter()
             .filter(|i| caller.identity.vendor.is_none() || i.vendor == caller.identity.vendor)
-            .filter(|i| page.after.as_deref().is_none_or(|after| i.name.as_str() > after))
+            .filter(|i| after.as_ref().is_none_or(|after| i.name.as_str() > after.as_str()))
             .collect();
         let next =
             (visible.len() > limit).then(|| visible.get(limit - 1).map(|i| i.name.to_string())).flatten();

@@ -125,7 +125,9 @@ pub(crate) async fn inclusion_proof(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
+    #[schemars(range(max = u64::MAX))]
     pub from: u64,
+    #[schemars(range(max = u64::MAX))]
     pub to: u64,
 }
 

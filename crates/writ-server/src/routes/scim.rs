@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post, put};
 use serde_json::{Map, Value, json};
 use writ_core::access::{Action, Principal};
 use writ_engine::EngineError;
@@ -164,24 +164,66 @@ pub fn operations() -> Vec<Operation> {
             Method::GET,
             "/scim/v2/{resource}",
             "SCIM: list Users or Groups (filter, sortBy, sortOrder, startIndex, count, attributes, \
-             excludedAttributes); POST creates one (201). A new active User is a joiner: the \
-             birthright rules open a change.",
+             excludedAttributes).",
             scim,
             None,
-            get(list_resources).post(create),
+            get(list_resources),
+        ),
+        op(
+            Method::POST,
+            "/scim/v2/{resource}",
+            "SCIM: create a User or Group (201). A new active User is a joiner: the birthright rules \
+             open a change.",
+            scim,
+            None,
+            post(create),
         ),
         op(
             Method::GET,
             "/scim/v2/{resource}/{id}",
-            "SCIM: one User or Group (If-None-Match: 304); PUT replaces, PATCH modifies (RFC 7644 \
-             §3.5.2), DELETE removes (204); If-Match: 412 when stale. A change of department, title, \
-             user type, roles or groups is a mover, active false or delete a leaver: each opens \
-             its change. POST to /scim/v2/{resource}/.search searches with a body (§3.4.3).",
+            "SCIM: one User or Group (If-None-Match: 304).",
             scim,
             None,
-            get(read).put(update).patch(update).delete(update).post(search),
+            get(read),
         ),
-        op(Method::POST, "/scim/v2/Me", "SCIM: /Me is not supported (501).", scim, None, post(me).get(me)),
+        op(
+            Method::PUT,
+            "/scim/v2/{resource}/{id}",
+            "SCIM: replace a User or Group (If-Match: 412 when stale). A change of department, title, \
+             user type, roles or groups is a mover, active false a leaver: each opens its change.",
+            scim,
+            None,
+            put(update),
+        ),
+        op(
+            Method::PATCH,
+            "/scim/v2/{resource}/{id}",
+            "SCIM: modify a User or Group (RFC 7644 §3.5.2; If-Match: 412 when stale); movers and \
+             leavers as for PUT.",
+            scim,
+            None,
+            patch(update),
+        ),
+        op(
+            Method::DELETE,
+            "/scim/v2/{resource}/{id}",
+            "SCIM: remove a User or Group (204); removing a User is a leaver and opens its change.",
+            scim,
+            None,
+            delete(update),
+        ),
+        op(
+            Method::POST,
+            "/scim/v2/{resource}/{id}",
+            "SCIM: POST to /scim/v2/{resource}/.search searches with a body (§3.4.3).",
+            scim,
+            None,
+            post(search),
+        ),
+        op(Method::GET, "/scim/v2/Me", "SCIM: /Me is not supported (501).", scim, None, get(me))
+            .unsupported(),
+        op(Method::POST, "/scim/v2/Me", "SCIM: /Me is not supported (501).", scim, None, post(me))
+            .unsupported(),
     ]
     .into_iter()
     .map(|operation| operation.produces(&["application/scim+json"]))

@@ -130,6 +130,11 @@ fn the_api_checks_a_target_registration_like_the_cli() {
             vec!["--connector", "git", "--repo", &not_a_repo],
             json!({ "connector": "git", "settings": { "repo": not_a_repo } }),
         ),
+        (
+            "target.invalid",
+            vec!["--connector", "git", "--repo", &repo, "--branch", "nope"],
+            json!({ "connector": "git", "settings": { "repo": repo, "branch": "nope" } }),
+        ),
     ];
     let before = w.writ(&["target", "list", "--json"]).ok();
     for (n, (code, options, body)) in cases.into_iter().enumerate() {
@@ -148,4 +153,60 @@ fn the_api_checks_a_target_registration_like_the_cli() {
     // The same registration that the CLI accepts, the API accepts.
     let body = json!({ "name": "access2", "connector": "git", "settings": { "repo": repo } });
     r.api.post("/api/v1/targets", &r.root, body).expect(201);
+}
+
+/// Input the OpenAPI document calls invalid is refused with the documented status and a stable
+/// code, and changes nothing: each case here is one Schemathesis once found accepted or refused
+/// against the document.
+#[test]
+fn what_the_document_refuses_the_server_refuses_and_nothing_changes() {
+    let w = World::new();
+    let r = start(&w);
+    w.writ(&["role", "grant", "root", "requester"]).ok();
+    let pending = w.request("dave", "access:eng-read");
+    let json = [("content-type", "application/json")];
+    let binary = [("content-type", "application/octet-stream")];
+    let approve = format!("/api/v1/changes/{pending}/approve");
+    let evidence = format!("/api/v1/changes/{pending}/evidence?step=request&name=log");
+    let past = json!({
+        "control": "secret.long_lived", "subject": "dave", "owner": "bob", "justification": "j",
+        "compensating_control": "c", "until": "2001-01-01T00:00:00Z",
+    });
+    // (method, path, headers, body, status, code)
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("POST", approve.clone(), &json, b"[null, null]".to_vec(), 400, "request.malformed_json"),
+        ("POST", approve.clone(), &json, b"\"x\"".to_vec(), 400, "request.malformed_json"),
+        ("POST", evidence, &binary, Vec::new(), 400, "input.invalid_value"),
+        ("GET", "/api/v1/identities?after=".into(), &[], Vec::new(), 400, "input.invalid_name"),
+        ("GET", "/api/v1/intake?limit=1001".into(), &[], Vec::new(), 400, "input.page_limit"),
+        ("GET", "/api/v1/intake?limit=0".into(), &[], Vec::new(), 400, "input.page_limit"),
+        (
+            "POST",
+            "/api/v1/exceptions".into(),
+            &json,
+            serde_json::to_vec(&past).unwrap(),
+            422,
+            "input.too_early",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let before = w.fingerprint_except(&["leases"]);
+        let reply = r.api.send(method, &path, Some(&r.root), headers, Some(body));
+        assert_eq!((reply.status, reply.code()), (status, code), "{method} {path}: {}", reply.text);
+        assert_eq!(w.fingerprint_except(&["leases"]), before, "{method} {path} changed something");
+    }
+    // The document states what the server checks for each of these.
+    let document = r.api.get("/api/v1/openapi.json", &r.root).expect(200).clone();
+    let schemas = &document["components"]["schemas"];
+    let connectors: Vec<&str> = schemas["NewTarget"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["properties"]["connector"]["const"].as_str())
+        .collect();
+    assert_eq!(connectors, ["git", "postgres", "ldap", "openbao"]);
+    let evidence_body = &document["paths"]["/api/v1/changes/{id}/evidence"]["post"]["requestBody"];
+    assert_eq!(evidence_body["content"]["application/octet-stream"]["schema"]["minLength"], 1);
+    assert!(schemas["NewChange"]["allOf"].is_array() && schemas["NewException"]["allOf"].is_array());
 }
