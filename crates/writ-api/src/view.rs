@@ -4,13 +4,9 @@
 //! A change's view answers, for one change: who asked, who approved, who executed, what changed,
 //! and whether the observed state was the approved state.
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
-// not an object; it never panics, so the slice-indexing lint does not apply to it here.
-#![allow(clippy::indexing_slicing)]
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use writ_core::event::{ChangeEvent, ChangeEventBody};
 use writ_core::exception::Exception;
 use writ_core::identity::{Grant, Identity, Target};
@@ -19,62 +15,36 @@ use writ_engine::ChangeRecord;
 use writ_store::ChangeSummary;
 
 mod change;
+mod resources;
 pub use change::*;
-
-/// Adds `key` to a JSON object (no-op for non-objects, which this module never builds).
-pub fn insert(value: &mut Value, key: &str, extra: Value) {
-    if let Some(object) = value.as_object_mut() {
-        object.insert(key.to_owned(), extra);
-    }
-}
+pub use resources::*;
 
 pub fn identity_json(identity: &Identity) -> Value {
-    json!({
-        "name": identity.name.to_string(),
-        "kind": identity.kind.as_str(),
-        "owner": identity.owner.as_ref().map(ToString::to_string),
-        "vendor": identity.vendor.as_ref().map(ToString::to_string),
-        "created_at": identity.created_at.to_rfc3339(),
-    })
+    to_json(&IdentityView::of(identity))
 }
 
 pub fn grant_json(grant: &Grant) -> Value {
-    json!({
-        "target": grant.entitlement.target.to_string(),
-        "entitlement": grant.entitlement.entitlement.to_string(),
-        "change": grant.change.to_string(),
-        "granted_at": grant.granted_at.to_rfc3339(),
-        "expires_at": grant.expires_at.map(|t| t.to_rfc3339()),
-    })
+    to_json(&GrantView::of(grant))
 }
 
 pub fn target_json(target: &Target) -> Value {
-    let settings: serde_json::Map<String, Value> =
-        target.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    json!({
-        "name": target.name.to_string(),
-        "connector": target.connector.as_str(),
-        "settings": settings,
-        "created_at": target.created_at.to_rfc3339(),
-    })
+    to_json(&TargetView::of(target))
 }
 
 pub fn summary_json(summary: &ChangeSummary) -> Value {
-    json!({
-        "id": summary.id.to_string(),
-        "kind": summary.kind.as_str(),
-        "state": summary.state.as_str(),
-        "requester": summary.requester.to_string(),
-        "created_at": summary.created_at.to_rfc3339(),
-        "updated_at": summary.updated_at.to_rfc3339(),
-    })
+    to_json(&SummaryView::of(summary))
 }
 
-/// A list: its items and, for a paged list with more to read, the cursor of the next page.
+/// A list, whole.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+/// One page of a paged list: its items and the cursor of the next page (null on the last).
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
@@ -84,7 +54,7 @@ pub fn change_json(record: &ChangeRecord, checkpoints: &[u64]) -> Value {
 }
 
 /// A view as JSON. Views are plain structs of strings, numbers and lists, which always serialize.
-fn to_json<T: serde::Serialize>(view: &T) -> Value {
+pub fn to_json<T: serde::Serialize>(view: &T) -> Value {
     serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
@@ -256,92 +226,27 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
 }
 
 pub fn finding_json(finding: &writ_core::finding::Finding) -> Value {
-    json!({
-        "id": finding.id,
-        "kind": finding.kind,
-        "subject": finding.subject,
-        "change": finding.change.as_ref().map(ToString::to_string),
-        "state": finding.state.as_str(),
-        "detail": finding.detail,
-        "opened_at": finding.opened_at.to_rfc3339(),
-        "updated_at": finding.updated_at.to_rfc3339(),
-        "exception": finding.exception,
-    })
+    to_json(&FindingView::of(finding))
 }
 
-pub fn token_json(
-    info: &writ_core::access::TokenInfo,
-    revoked: Option<writ_core::time::Timestamp>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "id": info.id,
-        "identity": info.identity.to_string(),
-        "label": info.label,
-        "created_at": info.created_at.to_rfc3339(),
-        "expires_at": info.expires_at.to_rfc3339(),
-        "revoked_at": revoked.map(|t| t.to_rfc3339()),
-    })
+pub fn token_json(info: &writ_core::access::TokenInfo, revoked: Option<Timestamp>) -> Value {
+    to_json(&TokenView::of(info, revoked))
 }
 
-pub fn inclusion_json(proof: &writ_engine::ledger::InclusionProof) -> serde_json::Value {
-    serde_json::json!({
-        "index": proof.index,
-        "leaf_hash": hex::encode(proof.leaf),
-        "tree_size": proof.checkpoint.size,
-        "root": hex::encode(proof.checkpoint.root),
-        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "checkpoint": proof.checkpoint.note,
-    })
+pub fn inclusion_json(proof: &writ_engine::ledger::InclusionProof) -> Value {
+    to_json(&InclusionView::of(proof))
 }
 
-pub fn consistency_json(proof: &writ_engine::ledger::ConsistencyProof) -> serde_json::Value {
-    serde_json::json!({
-        "from": proof.old_size,
-        "to": proof.new_size,
-        "old_root": hex::encode(proof.old_root),
-        "new_root": hex::encode(proof.new_root),
-        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-    })
+pub fn consistency_json(proof: &writ_engine::ledger::ConsistencyProof) -> Value {
+    to_json(&ConsistencyView::of(proof))
 }
 
-pub fn report_json(report: &writ_ledger::verify::Report) -> serde_json::Value {
-    let problems: Vec<serde_json::Value> = report
-        .problems
-        .iter()
-        .map(|p| serde_json::json!({ "code": p.code(), "index": p.index(), "message": p.to_string() }))
-        .collect();
-    serde_json::json!({
-        "ok": report.ok(),
-        "events": report.events,
-        "checkpoints_verified": report.verified_checkpoints.len(),
-        "covered": report.verified_checkpoints.last().map_or(0, |c| c.size),
-        "uncovered": report.uncovered,
-        "problems": problems,
-    })
+pub fn report_json(report: &writ_ledger::verify::Report) -> Value {
+    to_json(&ReportView::of(report))
 }
 
 pub fn exception_json(e: &Exception) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "state": e.state.as_str(),
-        "control": e.control,
-        "subject": e.subject,
-        "owner": e.owner.to_string(),
-        "requester": e.requester.to_string(),
-        "justification": e.justification,
-        "compensating_control": e.compensating_control,
-        "requested_at": e.requested_at.to_rfc3339(),
-        "updated_at": e.updated_at.to_rfc3339(),
-        "expires_at": e.expires_at.to_rfc3339(),
-        "renewal_until": e.renewal.map(Timestamp::to_rfc3339),
-        "awaiting_approval": e.awaits_approval(),
-        "approvals_needed": e.approvals_needed,
-        "approvals": e.approvals.iter().map(|a| json!({
-            "approver": a.approver.to_string(),
-            "at": a.at.to_rfc3339(),
-            "slot": a.slot,
-        })).collect::<Vec<_>>(),
-    })
+    to_json(&ExceptionView::of(e))
 }
 
 /// The columns of the exceptions export.
@@ -363,50 +268,38 @@ const CSV_COLUMNS: [&str; 14] = [
 ];
 
 /// Exceptions as CSV (RFC 4180, header row; approvers joined by `; `) or as a JSON array.
-pub fn exceptions_export(items: &[Value], format: &str) -> Result<Vec<u8>, crate::Error> {
+pub fn exceptions_export(items: &[ExceptionView], format: &str) -> Result<Vec<u8>, crate::Error> {
+    let fail = |e: String| crate::Error::new("internal.export", e);
     match format {
-        "json" => {
-            serde_json::to_vec_pretty(items).map_err(|e| crate::Error::new("internal.export", e.to_string()))
-        }
+        "json" => serde_json::to_vec_pretty(items).map_err(|e| fail(e.to_string())),
         "csv" => {
-            let fail = |e: csv::Error| crate::Error::new("internal.export", e.to_string());
             let mut writer = csv::Writer::from_writer(Vec::new());
-            writer.write_record(CSV_COLUMNS).map_err(fail)?;
+            writer.write_record(CSV_COLUMNS).map_err(|e| fail(e.to_string()))?;
             for e in items {
-                let row: Vec<String> = CSV_COLUMNS
-                    .iter()
-                    .map(|column| match *column {
-                        "approvers" => approvers(e).join("; "),
-                        "approvals_needed" => e[*column].to_string(),
-                        other => text(&e[other]).to_owned(),
-                    })
-                    .collect();
-                writer.write_record(&row).map_err(fail)?;
+                let optional = |value: &Option<String>| value.clone().unwrap_or_default();
+                let row = [
+                    e.id.clone(),
+                    e.state.clone(),
+                    e.control.clone(),
+                    e.subject.clone(),
+                    e.owner.clone(),
+                    e.requester.clone(),
+                    e.justification.clone(),
+                    e.compensating_control.clone(),
+                    e.requested_at.clone(),
+                    e.expires_at.clone(),
+                    optional(&e.renewal_until),
+                    e.approvals_needed.to_string(),
+                    e.approvers().join("; "),
+                    e.updated_at.clone(),
+                ];
+                writer.write_record(&row).map_err(|e| fail(e.to_string()))?;
             }
-            writer.into_inner().map_err(|e| crate::Error::new("internal.export", e.to_string()))
+            writer.into_inner().map_err(|e| fail(e.to_string()))
         }
         other => Err(crate::Error::new(
             "input.invalid_value",
             format!("export format {other:?}: expected csv or json"),
         )),
     }
-}
-
-/// Who approved an exception's current round, from its view.
-pub fn approvers(e: &Value) -> Vec<String> {
-    e["approvals"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|a| match a["slot"].as_str() {
-                    Some(slot) => format!("{} ({slot})", text(&a["approver"])),
-                    None => text(&a["approver"]).to_owned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or("")
 }

@@ -7,15 +7,14 @@
 //! The token is read from the environment only, never from an argument (which other users can
 //! see in the process list).
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
-// not an object; it never panics, so the slice-indexing lint does not apply to it here.
-#![allow(clippy::indexing_slicing)]
-
 use serde_json::{Value, json};
+use writ_api::view::{
+    AttachedEvidenceView, ChangeView, CheckpointView, EntitlementsView, EvidenceView, FindingView,
+    IdentityDetailView, IdentityView, IssuedTokenView, PolicyLoadedView, ReportView, RoleChangeView,
+    RoleView, SummaryView, TargetView, TokenView,
+};
 use writ_core::change::ChangeId;
-use writ_core::identity::{Grant, Identity, IdentityKind};
-use writ_core::name::{EntitlementRef, IdentityName, OrgName};
-use writ_core::time::Timestamp;
+use writ_core::name::IdentityName;
 
 use crate::cli::{
     AuditCmd, ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top,
@@ -50,27 +49,18 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         Top::Token(command) => token_cmd(&client, command, json),
         Top::Role(command) => role(&client, command, json),
         Top::Ledger(LedgerCmd::Checkpoint) => {
-            let value = client.json("POST", "/api/v1/ledger/checkpoints", None)?;
-            let note = value["note"].as_str().unwrap_or_default().trim_end().to_owned();
-            render::print(json, value, || note);
+            let checkpoint: CheckpointView = client.view("POST", "/api/v1/ledger/checkpoints", None)?;
+            render::print(json, &checkpoint, || checkpoint.note.trim_end().to_owned());
             Ok(())
         }
         Top::Ledger(LedgerCmd::Verify { .. }) => {
-            let value = client.json("GET", "/api/v1/ledger/verify", None)?;
-            crate::ledger::report_verification(value, json)
+            let report: ReportView = client.view("GET", "/api/v1/ledger/verify", None)?;
+            crate::ledger::report_verification(&report, json)
         }
         Top::Ledger(_) => Err(not_remote("this ledger command")),
         Top::Policy(crate::cli::PolicyCmd::Reload { dir: None }) => {
-            let value = client.json("POST", "/api/v1/policy/reload", None)?;
-            let loaded = match (value["hash"].as_str(), value["ledger_index"].as_u64()) {
-                (Some(hash), Some(index)) => {
-                    writ_engine::policy::Loaded::Changed { hash: hash.to_owned(), index }
-                }
-                (hash, _) => {
-                    writ_engine::policy::Loaded::Unchanged { hash: hash.unwrap_or_default().to_owned() }
-                }
-            };
-            crate::policy_cmd::print_loaded(&loaded, json)
+            let loaded: PolicyLoadedView = client.view("POST", "/api/v1/policy/reload", None)?;
+            crate::policy_cmd::print_loaded(&loaded.loaded(), json)
         }
         Top::Policy(command @ (crate::cli::PolicyCmd::Check { .. } | crate::cli::PolicyCmd::Test { .. })) => {
             crate::policy_cmd::run(None, command, json)
@@ -95,10 +85,8 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
                 "identity": args.identity, "grant": args.grant, "for": args.duration,
                 "reason": args.reason, "ticket": args.ticket,
             });
-            let value = client.json("POST", "/api/v1/breakglass", Some(body))?;
-            let error =
-                value["executions"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str());
-            crate::render::report_state(text(&value["id"]), text(&value["state"]), error, json)
+            let change: ChangeView = client.view("POST", "/api/v1/breakglass", Some(body))?;
+            report(&change, json)
         }
         Top::Finding(command) => finding(&client, command, json),
         Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
@@ -113,105 +101,65 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
 
 fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Result<(), CliError> {
     use crate::cli::FindingCmd;
-    let line = |f: &Value| {
-        format!(
-            "{}  {:<9} {:<28} {}",
-            text(&f["id"]),
-            text(&f["state"]),
-            text(&f["kind"]),
-            text(&f["subject"])
-        )
-    };
+    let line = |f: &FindingView| format!("{}  {:<9} {:<28} {}", f.id, f.state, f.kind, f.subject);
     match command {
         FindingCmd::List { state } => {
             let path = state
                 .map_or_else(|| "/api/v1/findings".to_owned(), |s| format!("/api/v1/findings?state={s}"));
-            let items = client.json("GET", &path, None)?["items"].clone();
-            let lines: Vec<String> =
-                items.as_array().map(|a| a.iter().map(line).collect()).unwrap_or_default();
-            render::print(json, items, || {
-                if lines.is_empty() { "no findings".to_owned() } else { lines.join("\n") }
+            let items: Vec<FindingView> = client.items(&path)?;
+            render::print(json, &items, || {
+                if items.is_empty() {
+                    "no findings".to_owned()
+                } else {
+                    items.iter().map(line).collect::<Vec<_>>().join("\n")
+                }
             });
         }
         FindingCmd::Show { id } => {
-            let value = client.json("GET", &format!("/api/v1/findings/{id}"), None)?;
-            let detail = format!("{}\n  {}", line(&value), text(&value["detail"]));
-            render::print(json, value, || detail);
+            let finding: FindingView = client.view("GET", &format!("/api/v1/findings/{id}"), None)?;
+            render::print(json, &finding, || format!("{}\n  {}", line(&finding), finding.detail));
         }
         FindingCmd::Resolve { id, actor, note } => {
             check_actor(client, Some(&actor))?;
             writ_core::finding::Finding::parse_id(&id)?;
-            let value = client.json(
-                "POST",
-                &format!("/api/v1/findings/{id}/resolve"),
-                Some(json!({ "note": note })),
-            )?;
-            let done = format!("{} {}", text(&value["id"]), text(&value["state"]));
-            render::print(json, value, || done);
+            let path = format!("/api/v1/findings/{id}/resolve");
+            let finding: FindingView = client.view("POST", &path, Some(json!({ "note": note })))?;
+            render::print(json, &finding, || format!("{} {}", finding.id, finding.state));
         }
     }
     Ok(())
 }
 
-fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or_default()
-}
-
-fn time(value: &Value) -> Timestamp {
-    value.as_str().and_then(Timestamp::parse_rfc3339).unwrap_or(Timestamp::from_millis(0))
-}
-
-fn identity_of(value: &Value) -> Result<Identity, CliError> {
-    Ok(Identity {
-        name: IdentityName::parse(text(&value["name"]))?,
-        kind: IdentityKind::parse(text(&value["kind"]))?,
-        owner: value["owner"].as_str().map(IdentityName::parse).transpose()?,
-        vendor: value["vendor"].as_str().map(OrgName::parse).transpose()?,
-        created_at: time(&value["created_at"]),
-    })
-}
-
-fn grant_of(identity: &IdentityName, value: &Value) -> Result<Grant, CliError> {
-    Ok(Grant {
-        identity: identity.clone(),
-        entitlement: EntitlementRef::parse(&format!(
-            "{}:{}",
-            text(&value["target"]),
-            text(&value["entitlement"])
-        ))?,
-        change: ChangeId::parse(text(&value["change"]))?,
-        granted_at: time(&value["granted_at"]),
-        expires_at: value["expires_at"].as_str().and_then(Timestamp::parse_rfc3339),
-    })
+/// Prints a change's new state (a failed one is an error, exit 7).
+fn report(change: &ChangeView, json: bool) -> Result<(), CliError> {
+    let error = change.executions.last().and_then(|e| e.error.as_deref());
+    crate::render::report_state(&change.id, &change.state, error, json)
 }
 
 fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), CliError> {
     match command {
         IdentityCmd::Add { name, kind, owner, vendor, actor } => {
             check_actor(client, actor.as_deref())?;
-            let value = client.json(
-                "POST",
-                "/api/v1/identities",
-                Some(json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor })),
-            )?;
-            let added = identity_of(&value)?;
-            render::print(json, value, || format!("added {} ({})", added.name, added.kind));
+            let body = json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor });
+            let added: IdentityView = client.view("POST", "/api/v1/identities", Some(body))?;
+            render::print(json, &added, || format!("added {} ({})", added.name, added.kind));
         }
         IdentityCmd::List => {
-            let items = client.all("/api/v1/identities", "after")?;
-            let identities = items.iter().map(identity_of).collect::<Result<Vec<_>, _>>()?;
-            render::print(json, Value::Array(items), || writ_api::text::identity_table(&identities));
+            let items: Vec<IdentityView> = client.all("/api/v1/identities", "after")?;
+            let identities = items.iter().map(IdentityView::identity).collect::<Result<Vec<_>, _>>()?;
+            render::print(json, &items, || writ_api::text::identity_table(&identities));
         }
         IdentityCmd::Show { name } => {
-            let value =
-                client.json("GET", &format!("/api/v1/identities/{}", IdentityName::parse(&name)?), None)?;
-            let shown = identity_of(&value)?;
-            let grants = value["grants"]
-                .as_array()
-                .map(|g| g.iter().map(|g| grant_of(&shown.name, g)).collect::<Result<Vec<_>, _>>())
-                .transpose()?
-                .unwrap_or_default();
-            render::print(json, value, || writ_api::text::identity_detail(&shown, &grants));
+            let path = format!("/api/v1/identities/{}", IdentityName::parse(&name)?);
+            let shown: IdentityDetailView = client.view("GET", &path, None)?;
+            let identity = shown.identity.identity()?;
+            let grants = shown
+                .grants
+                .iter()
+                .flatten()
+                .map(|g| g.grant(&identity.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            render::print(json, &shown, || writ_api::text::identity_detail(&identity, &grants));
         }
         IdentityCmd::Offboard { .. } => return Err(not_remote("identity offboard")),
     }
@@ -225,31 +173,32 @@ fn target(client: &Client, command: TargetCmd, json: bool) -> Result<(), CliErro
             "register targets on the server's machine (its paths), or POST /api/v1/targets",
         )),
         TargetCmd::List => {
-            let items = client.items("/api/v1/targets")?;
-            let lines: Vec<String> = items
-                .iter()
-                .map(|t| {
-                    let repo = t["settings"]["repo"].as_str().unwrap_or("-");
-                    format!("{}\t{}\t{repo}", text(&t["name"]), text(&t["connector"]))
-                })
-                .collect();
-            render::print(json, Value::Array(items), || lines.join("\n"));
+            let items: Vec<TargetView> = client.items("/api/v1/targets")?;
+            render::print(json, &items, || {
+                items
+                    .iter()
+                    .map(|t| {
+                        let repo = t.settings.get("repo").map_or("-", String::as_str);
+                        format!("{}\t{}\t{repo}", t.name, t.connector)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
             Ok(())
         }
         TargetCmd::Entitlements { name } => {
-            let names = client.items(&format!("/api/v1/targets/{name}/entitlements"))?;
-            let lines: Vec<&str> = names.iter().map(text).collect();
-            let joined = lines.join("\n");
-            render::print(json, Value::Array(names), || joined);
+            let names: EntitlementsView =
+                client.view("GET", &format!("/api/v1/targets/{name}/entitlements"), None)?;
+            render::print(json, &names.items, || names.items.join("\n"));
             Ok(())
         }
     }
 }
 
 fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliError> {
-    let step = |id: &str, step: &str, body: Value| {
+    let step = |id: &str, step: &str, body: Value| -> Result<ChangeView, CliError> {
         let id = ChangeId::parse(id)?;
-        client.json("POST", &format!("/api/v1/changes/{id}/{step}"), Some(body))
+        client.view("POST", &format!("/api/v1/changes/{id}/{step}"), Some(body))
     };
     let value = match command {
         ChangeCmd::Request(args) => {
@@ -259,9 +208,8 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
                 "justification": args.justification, "ticket": args.ticket, "commit": args.commit, "pr": args.pr,
                 "event": args.event, "on_behalf_of": args.on_behalf_of,
             });
-            let value = client.json("POST", "/api/v1/changes", Some(body))?;
-            let id = text(&value["id"]).to_owned();
-            render::print(json, json!({ "id": id, "state": value["state"] }), || id.clone());
+            let change: ChangeView = client.view("POST", "/api/v1/changes", Some(body))?;
+            render::print(json, json!({ "id": change.id, "state": change.state }), || change.id.clone());
             return Ok(());
         }
         ChangeCmd::Approve { id, actor, on_behalf_of, valid_for } => {
@@ -294,25 +242,18 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::List { state } => {
             let path =
                 state.map_or_else(|| "/api/v1/changes".to_owned(), |s| format!("/api/v1/changes?state={s}"));
-            let items = client.all(&path, "before")?;
-            let lines: Vec<String> = items
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{}  {:<20} {:<22} {}",
-                        text(&c["id"]),
-                        text(&c["state"]),
-                        text(&c["kind"]),
-                        text(&c["requester"])
-                    )
-                })
-                .collect();
-            render::print(json, Value::Array(items), || lines.join("\n"));
+            let items: Vec<SummaryView> = client.all(&path, "before")?;
+            render::print(json, &items, || {
+                items
+                    .iter()
+                    .map(|c| format!("{}  {:<20} {:<22} {}", c.id, c.state, c.kind, c.requester))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
             return Ok(());
         }
     };
-    let error = value["executions"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str());
-    crate::render::report_state(text(&value["id"]), text(&value["state"]), error, json)
+    report(&value, json)
 }
 
 fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), CliError> {
@@ -331,26 +272,30 @@ fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), Cli
                 Some(bytes),
                 &media_type,
             )?;
-            let value: Value = serde_json::from_slice(&reply).unwrap_or_default();
-            let digest = text(&value["sha256"]).to_owned();
-            render::print(json, value, || format!("attached sha256:{digest} to {id} ({step})"));
+            let attached: EvidenceView = serde_json::from_slice(&reply).map_err(|e| {
+                CliError::new(
+                    "client.unreadable",
+                    format!("the server's answer is not the documented view: {e}"),
+                )
+            })?;
+            render::print(json, &attached, || {
+                format!("attached sha256:{} to {id} ({step})", attached.sha256)
+            });
             Ok(())
         }
         EvidenceCmd::List { id } => {
-            let items = client.items(&format!("/api/v1/changes/{}/evidence", ChangeId::parse(&id)?))?;
-            let lines: Vec<String> = items
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{}  {:<14} {:<18} {} bytes",
-                        text(&e["sha256"]),
-                        text(&e["step"]),
-                        text(&e["label"]),
-                        e["size"]
-                    )
-                })
-                .collect();
-            render::print(json, Value::Array(items), || lines.join("\n"));
+            let items: Vec<AttachedEvidenceView> =
+                client.items(&format!("/api/v1/changes/{}/evidence", ChangeId::parse(&id)?))?;
+            render::print(json, &items, || {
+                items
+                    .iter()
+                    .map(|e| {
+                        let (blob, step) = (&e.evidence, &e.step);
+                        format!("{}  {step:<14} {:<18} {} bytes", blob.sha256, blob.label, blob.size)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
             Ok(())
         }
         EvidenceCmd::Get { sha256, out } => {
@@ -370,24 +315,18 @@ fn evidence(client: &Client, command: EvidenceCmd, json: bool) -> Result<(), Cli
 fn token_cmd(client: &Client, command: TokenCmd, json: bool) -> Result<(), CliError> {
     match command {
         TokenCmd::Create { identity, label, expires_in } => {
-            let value = client.json(
-                "POST",
-                "/api/v1/tokens",
-                Some(json!({ "identity": identity, "label": label, "expires_in": expires_in })),
-            )?;
-            let text_form = crate::render::token_text(&value);
-            render::print(json, value, || text_form);
+            let body = json!({ "identity": identity, "label": label, "expires_in": expires_in });
+            let issued: IssuedTokenView = client.view("POST", "/api/v1/tokens", Some(body))?;
+            render::print(json, &issued, || crate::render::token_text(&issued));
         }
         TokenCmd::List => {
-            let items = client.items("/api/v1/tokens")?;
-            let lines = crate::render::token_lines(&items);
-            render::print(json, Value::Array(items), || lines);
+            let items: Vec<TokenView> = client.items("/api/v1/tokens")?;
+            render::print(json, &items, || crate::render::token_lines(&items));
         }
         TokenCmd::Revoke { id } => {
-            let value = client.json("DELETE", &format!("/api/v1/tokens/{id}"), None)?;
-            let (id, identity) = (text(&value["id"]).to_owned(), text(&value["identity"]).to_owned());
-            render::print(json, json!({ "id": id, "revoked": true }), || {
-                format!("revoked token {id} of {identity}")
+            let revoked: TokenView = client.view("DELETE", &format!("/api/v1/tokens/{id}"), None)?;
+            render::print(json, json!({ "id": revoked.id, "revoked": true }), || {
+                format!("revoked token {} of {}", revoked.id, revoked.identity)
             });
         }
     }
@@ -399,17 +338,18 @@ fn role(client: &Client, command: RoleCmd, json: bool) -> Result<(), CliError> {
         RoleCmd::Grant { identity, role } => (identity, role, true),
         RoleCmd::Revoke { identity, role } => (identity, role, false),
         RoleCmd::List => {
-            let items = client.items("/api/v1/roles")?;
-            let lines: Vec<String> =
-                items.iter().map(|r| format!("{:<24} {}", text(&r["identity"]), text(&r["role"]))).collect();
-            render::print(json, Value::Array(items), || lines.join("\n"));
+            let items: Vec<RoleView> = client.items("/api/v1/roles")?;
+            render::print(json, &items, || {
+                items.iter().map(|r| format!("{:<24} {}", r.identity, r.role)).collect::<Vec<_>>().join("\n")
+            });
             return Ok(());
         }
     };
     let method = if present { "PUT" } else { "DELETE" };
-    let value = client.json(method, &format!("/api/v1/identities/{identity}/roles/{role}"), None)?;
+    let value: RoleChangeView =
+        client.view(method, &format!("/api/v1/identities/{identity}/roles/{role}"), None)?;
     let line =
         if present { format!("{identity} is now {role}") } else { format!("{identity} is no longer {role}") };
-    render::print(json, value, || line);
+    render::print(json, &value, || line);
     Ok(())
 }

@@ -1,9 +1,5 @@
 //! One function per command: parse the arguments into domain types, call the engine, print.
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
-// not an object; it never panics, so the slice-indexing lint does not apply to it here.
-#![allow(clippy::indexing_slicing)]
-
 use std::path::{Path, PathBuf};
 
 use writ_core::change::{ChangeId, ChangeState, ExternalRef, Justification, RefKind};
@@ -18,6 +14,10 @@ use crate::cli::{
     RequestArgs, RoleCmd, TargetAddArgs, TargetCmd, TokenCmd, Top,
 };
 use crate::render;
+use writ_api::view::{
+    AttachedEvidenceView, EvidenceView, FindingView, GrantView, IdentityDetailView, IdentityView,
+    IssuedTokenView, SummaryView, TargetAddedView, TargetView, TokenView,
+};
 use writ_server::compose::open;
 use writ_server::db::Database;
 
@@ -281,7 +281,7 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             let vendor = vendor.as_deref().map(OrgName::parse).transpose()?;
             let actor = registry_actor(engine, actor.as_deref())?;
             let identity = engine.add_identity(actor, name, kind, owner.as_ref(), vendor)?;
-            render::print(json, writ_api::view::identity_json(&identity), || {
+            render::print(json, IdentityView::of(&identity), || {
                 format!("added {} ({})", identity.name, identity.kind)
             });
         }
@@ -310,23 +310,20 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
         }
         IdentityCmd::List => {
             let identities = engine.store().identities()?;
-            let value =
-                serde_json::Value::Array(identities.iter().map(writ_api::view::identity_json).collect());
-            render::print(json, value, || writ_api::text::identity_table(&identities));
+            let views: Vec<IdentityView> = identities.iter().map(IdentityView::of).collect();
+            render::print(json, &views, || writ_api::text::identity_table(&identities));
         }
         IdentityCmd::Show { name } => {
             let name = IdentityName::parse(&name)?;
             let identity = engine.identity(&name)?;
             let grants = engine.grants_of(&name)?;
-            let roles: Vec<&str> = engine.store().roles_of(&name)?.iter().map(|r| r.as_str()).collect();
-            let mut value = writ_api::view::identity_json(&identity);
-            writ_api::view::insert(
-                &mut value,
-                "grants",
-                serde_json::Value::Array(grants.iter().map(writ_api::view::grant_json).collect()),
-            );
-            writ_api::view::insert(&mut value, "roles", serde_json::json!(roles));
-            render::print(json, value, || writ_api::text::identity_detail(&identity, &grants));
+            let roles = engine.store().roles_of(&name)?.iter().map(|r| r.as_str().to_owned()).collect();
+            let view = IdentityDetailView {
+                identity: IdentityView::of(&identity),
+                grants: Some(grants.iter().map(GrantView::of).collect()),
+                roles,
+            };
+            render::print(json, &view, || writ_api::text::identity_detail(&identity, &grants));
         }
     }
     Ok(())
@@ -342,20 +339,18 @@ fn target(engine: &Engine, command: TargetCmd, json: bool) -> Result<(), CliErro
             let actor = registry_actor(engine, actor.as_deref())?;
             let target = engine.add_target(actor, name, kind, settings)?;
             let entitlements = engine.entitlements(&target.name)?;
-            let mut value = writ_api::view::target_json(&target);
-            writ_api::view::insert(
-                &mut value,
-                "entitlements",
-                serde_json::json!(entitlements.iter().map(ToString::to_string).collect::<Vec<_>>()),
-            );
-            render::print(json, value, || {
+            let view = TargetAddedView {
+                target: TargetView::of(&target),
+                entitlements: entitlements.iter().map(ToString::to_string).collect(),
+            };
+            render::print(json, &view, || {
                 format!("added {} ({} entitlements)", target.name, entitlements.len())
             });
         }
         TargetCmd::List => {
             let targets = engine.store().targets()?;
-            let value = serde_json::Value::Array(targets.iter().map(writ_api::view::target_json).collect());
-            render::print(json, value, || {
+            let views: Vec<TargetView> = targets.iter().map(TargetView::of).collect();
+            render::print(json, &views, || {
                 targets
                     .iter()
                     .map(|t| {
@@ -458,7 +453,7 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::List { state } => {
             let state = state.as_deref().map(ChangeState::parse).transpose()?;
             let changes = engine.changes(state)?;
-            let value = serde_json::Value::Array(changes.iter().map(writ_api::view::summary_json).collect());
+            let value: Vec<SummaryView> = changes.iter().map(SummaryView::of).collect();
             render::print(json, value, || writ_api::text::summary_table(&changes));
             return Ok(());
         }
@@ -517,20 +512,16 @@ fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliEr
         FindingCmd::List { state } => {
             let state = state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
             let findings = engine.findings(state)?;
-            let value = serde_json::Value::Array(findings.iter().map(writ_api::view::finding_json).collect());
+            let value: Vec<FindingView> = findings.iter().map(FindingView::of).collect();
             render::print(json, value, || writ_api::text::finding_table(&findings));
         }
         FindingCmd::Show { id } => {
             let finding = engine.finding(&id)?;
-            render::print(json, writ_api::view::finding_json(&finding), || {
-                writ_api::text::finding_detail(&finding)
-            });
+            render::print(json, FindingView::of(&finding), || writ_api::text::finding_detail(&finding));
         }
         FindingCmd::Resolve { id, actor, note } => {
             let finding = engine.resolve_finding(&IdentityName::parse(&actor)?, &id, note)?;
-            render::print(json, writ_api::view::finding_json(&finding), || {
-                format!("{} {}", finding.id, finding.state)
-            });
+            render::print(json, FindingView::of(&finding), || format!("{} {}", finding.id, finding.state));
         }
     }
     Ok(())
@@ -558,25 +549,24 @@ fn evidence(engine: &Engine, command: EvidenceCmd, json: bool) -> Result<(), Cli
             let Some((_, _, attached)) = record.change.evidence.last() else {
                 return Err(CliError::new("internal", "the evidence was not recorded"));
             };
-            render::print(json, writ_api::view::evidence_json(attached), || {
+            render::print(json, EvidenceView::of(attached), || {
                 format!("attached sha256:{} to {} ({})", hex::encode(attached.digest), id, step.as_str())
             });
             Ok(())
         }
         EvidenceCmd::List { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
-            let items: Vec<serde_json::Value> = record
+            let items: Vec<AttachedEvidenceView> = record
                 .change
                 .evidence
                 .iter()
-                .map(|(seq, step, e)| {
-                    let mut value = writ_api::view::evidence_json(e);
-                    writ_api::view::insert(&mut value, "step", serde_json::json!(step.as_str()));
-                    writ_api::view::insert(&mut value, "seq", serde_json::json!(seq));
-                    value
+                .map(|(seq, step, e)| AttachedEvidenceView {
+                    evidence: EvidenceView::of(e),
+                    step: step.as_str().to_owned(),
+                    seq: *seq,
                 })
                 .collect();
-            render::print(json, serde_json::Value::Array(items), || {
+            render::print(json, &items, || {
                 record
                     .change
                     .evidence
@@ -656,17 +646,13 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
         TokenCmd::Create { identity, label, expires_in } => {
             let ttl = Duration::parse(&expires_in)?;
             let issued = engine.issue_token(admin, &IdentityName::parse(&identity)?, &label, ttl)?;
-            let mut value = writ_api::view::token_json(&issued.info, None);
-            writ_api::view::insert(&mut value, "token", serde_json::json!(issued.token));
-            let text = crate::render::token_text(&value);
-            render::print(json, value, || text);
+            let view = IssuedTokenView { record: TokenView::of(&issued.info, None), token: issued.token };
+            render::print(json, &view, || crate::render::token_text(&view));
         }
         TokenCmd::List => {
             let tokens = engine.store().tokens()?;
-            let items: Vec<serde_json::Value> =
-                tokens.iter().map(|t| writ_api::view::token_json(&t.info, t.revoked_at)).collect();
-            let lines = crate::render::token_lines(&items);
-            render::print(json, serde_json::Value::Array(items), || lines);
+            let items: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(&t.info, t.revoked_at)).collect();
+            render::print(json, &items, || crate::render::token_lines(&items));
         }
         TokenCmd::Revoke { id } => {
             let info = engine.revoke_token(admin, &id)?.info;

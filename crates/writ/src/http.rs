@@ -2,13 +2,24 @@
 //! reads the JSON answer and turns an error body into the same `CliError` a local command would
 //! raise (its exit code from the one table of error kinds).
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
-// not an object; it never panics, so the slice-indexing lint does not apply to it here.
-#![allow(clippy::indexing_slicing)]
-
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use writ_api::view::{IdentityDetailView, List, Page};
 
 use crate::CliError;
+
+/// The error body every refusal carries (`{"error": {"code", "message", "field"}}`).
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorDetail {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
 
 pub(crate) struct Client {
     pub(crate) base: String,
@@ -46,22 +57,17 @@ impl Client {
         if status.is_success() {
             return Ok(bytes);
         }
-        let error: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let code = error["error"]["code"].as_str().unwrap_or("client.http");
-        let message =
-            error["error"]["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
-        Err(CliError::received(code, message))
-    }
-
-    pub(crate) fn json(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
-        let bytes = body.map(|b| b.to_string().into_bytes());
-        let reply = self.send(method, path, bytes, "application/json")?;
-        serde_json::from_slice(&reply)
-            .map_err(|e| CliError::new("client.unreadable", format!("the server sent invalid JSON: {e}")))
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody { error }) if !error.message.is_empty() => {
+                Err(CliError::received(&error.code, error.message))
+            }
+            Ok(ErrorBody { error }) => Err(CliError::received(&error.code, format!("HTTP {status}"))),
+            Err(_) => Err(CliError::received("client.http", format!("HTTP {status}"))),
+        }
     }
 
     /// The answer as the view `T` the server documents.
-    pub(crate) fn view<T: serde::de::DeserializeOwned>(
+    pub(crate) fn view<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -78,7 +84,7 @@ impl Client {
     }
 
     /// Every item of a paged list.
-    pub(crate) fn all(&self, path: &str, cursor: &str) -> Result<Vec<Value>, CliError> {
+    pub(crate) fn all<T: DeserializeOwned>(&self, path: &str, cursor: &str) -> Result<Vec<T>, CliError> {
         let mut items = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -87,17 +93,18 @@ impl Client {
                 Some(after) => format!("{path}{separator}limit=500&{cursor}={after}"),
                 None => format!("{path}{separator}limit=500"),
             };
-            let page = self.json("GET", &page_path, None)?;
-            items.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next"].as_str() {
-                Some(after) => next = Some(after.to_owned()),
+            let page: Page<T> = self.view("GET", &page_path, None)?;
+            items.extend(page.items);
+            match page.next {
+                Some(after) => next = Some(after),
                 None => return Ok(items),
             }
         }
     }
 
-    pub(crate) fn items(&self, path: &str) -> Result<Vec<Value>, CliError> {
-        Ok(self.json("GET", path, None)?["items"].as_array().cloned().unwrap_or_default())
+    /// The items of a whole list.
+    pub(crate) fn items<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, CliError> {
+        Ok(self.view::<List<T>>("GET", path, None)?.items)
     }
 }
 
@@ -105,15 +112,15 @@ impl Client {
 /// authenticated one.
 pub(crate) fn check_actor(client: &Client, actor: Option<&str>) -> Result<(), CliError> {
     let Some(actor) = actor else { return Ok(()) };
-    let me = client.json("GET", "/api/v1/whoami", None)?;
-    if me["name"].as_str() == Some(actor) {
+    let me: IdentityDetailView = client.view("GET", "/api/v1/whoami", None)?;
+    if me.identity.name == actor {
         return Ok(());
     }
     Err(CliError::new(
         "input.actor_mismatch",
         format!(
             "--as {actor} but the token belongs to {}; over a server you act as your token's identity",
-            me["name"].as_str().unwrap_or("?")
+            me.identity.name
         ),
     ))
 }

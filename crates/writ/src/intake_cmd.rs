@@ -10,7 +10,7 @@ use crate::cli::IntakeCmd;
 use crate::http::Client;
 use crate::render::print;
 use writ_api::text::deliveries_text;
-use writ_api::view::{DeliveryRecordView, Page};
+use writ_api::view::{DeliveryRecordView, List};
 
 fn outcome(text: Option<&str>) -> Result<Option<Outcome>, CliError> {
     Ok(text.map(Outcome::parse).transpose()?)
@@ -28,7 +28,7 @@ pub fn run_local(engine: &Engine, command: IntakeCmd, json: bool) -> Result<(), 
             return Ok(());
         }
     };
-    let page = Page { items, next: None };
+    let page = List { items };
     print(json, &page, || deliveries_text(&page.items));
     Ok(())
 }
@@ -40,7 +40,7 @@ pub fn run_remote(client: &Client, command: IntakeCmd, json: bool) -> Result<(),
             if let Some(o) = outcome(wanted.as_deref())? {
                 path.push_str(&format!("&outcome={o}"));
             }
-            let page: Page<DeliveryRecordView> = client.view("GET", &path, None)?;
+            let page: List<DeliveryRecordView> = client.view("GET", &path, None)?;
             print(json, &page, || deliveries_text(&page.items));
         }
         IntakeCmd::Show { source, id } => {

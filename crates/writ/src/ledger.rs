@@ -1,9 +1,5 @@
 //! `writ ledger …`: checkpoints, verification and proofs, printed for people or as JSON.
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent or the value is
-// not an object; it never panics, so the slice-indexing lint does not apply to it here.
-#![allow(clippy::indexing_slicing)]
-
 use std::path::Path;
 
 use base64::Engine as _;
@@ -11,7 +7,7 @@ use writ_engine::Engine;
 
 use crate::cli::LedgerCmd;
 use crate::{CliError, render};
-use writ_api::view::{consistency_json, inclusion_json, report_json};
+use writ_api::view::{ConsistencyView, InclusionView, ReportView};
 use writ_server::keys;
 
 pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Result<(), CliError> {
@@ -31,12 +27,11 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
         LedgerCmd::Verify { trusted, shallow } => {
             let trusted = keys::trusted(&trusted, key)?;
             let report = engine.verify_ledger(&trusted, !shallow)?;
-            report_verification(report_json(&report), json)
+            report_verification(&ReportView::of(&report), json)
         }
         LedgerCmd::Prove { index: Some(index), .. } => {
             let proof = engine.prove_inclusion(index)?;
-            let value = inclusion_json(&proof);
-            render::print(json, value, || {
+            render::print(json, InclusionView::of(&proof), || {
                 let mut out = format!(
                     "event {} is included in the tree of size {} (verified)\nleaf  {}\n",
                     proof.index,
@@ -54,8 +49,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
         LedgerCmd::Prove { from: Some(from), to: Some(to), .. } => {
             let proof = engine.prove_consistency(from, to)?;
             let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
-            let value = consistency_json(&proof);
-            render::print(json, value, || {
+            render::print(json, ConsistencyView::of(&proof), || {
                 let mut out = format!(
                     "tree {} (root {}) is a prefix of tree {} (root {})\n",
                     proof.old_size,
@@ -81,34 +75,19 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
     }
 }
 
-/// Prints a verification report (from its JSON, local or from a server) and fails with the
-/// first problem's code.
-pub fn report_verification(value: serde_json::Value, json: bool) -> Result<(), CliError> {
-    let problems = value["problems"].as_array().cloned().unwrap_or_default();
-    let first = problems.first().map(|p| {
-        let code = p["code"].as_str().unwrap_or("ledger.verification_failed").to_owned();
-        (code, p["message"].as_str().unwrap_or_default().to_owned())
-    });
+/// Prints a verification report (built locally or read from a server) and fails with the first
+/// problem's code.
+pub fn report_verification(report: &ReportView, json: bool) -> Result<(), CliError> {
     let summary = format!(
         "ledger ok: {} events, {} checkpoints verified (newest covers {}); {} events not yet checkpointed",
-        value["events"], value["checkpoints_verified"], value["covered"], value["uncovered"]
+        report.events, report.checkpoints_verified, report.covered, report.uncovered
     );
-    let also: Vec<String> = problems
-        .iter()
-        .skip(1)
-        .map(|p| {
-            format!(
-                "also: [{}] {}",
-                p["code"].as_str().unwrap_or_default(),
-                p["message"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
-    render::print(json, value, || if first.is_some() { also.join("\n") } else { summary });
+    let also: Vec<String> =
+        report.problems.iter().skip(1).map(|p| format!("also: [{}] {}", p.code, p.message)).collect();
+    let first = report.problems.first();
+    render::print(json, report, || if first.is_some() { also.join("\n") } else { summary });
     match first {
         None => Ok(()),
-        Some((code, message)) => {
-            Err(CliError::received(&code, format!("ledger verification failed: {message}")))
-        }
+        Some(p) => Err(CliError::received(&p.code, format!("ledger verification failed: {}", p.message))),
     }
 }

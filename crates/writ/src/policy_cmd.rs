@@ -1,11 +1,9 @@
 //! `writ policy`: show, check, reload, test and explain the policy as code.
 
-// Indexing a `serde_json::Value` by a key returns `Null` when the key is absent; it never panics.
-#![allow(clippy::indexing_slicing)]
-
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use writ_core::change::ChangeId;
 use writ_core::identity::{Actor, SystemActor};
 use writ_engine::Engine;
@@ -129,42 +127,110 @@ fn test(dir: Option<&Path>, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A rule or Cedar policy of the pack: its id, what it says, the controls it implements.
+#[derive(Serialize)]
+struct RuleView {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Option<String>>,
+    controls: Vec<String>,
+}
+
+/// `writ policy show`.
+#[derive(Serialize)]
+struct PolicyView<'a> {
+    hash: &'a str,
+    default_pack: bool,
+    files: Vec<&'a String>,
+    workflow_rules: Vec<RuleView>,
+    cedar_policies: Vec<RuleView>,
+}
+
 fn show(policy: &Policy, json: bool) -> Result<(), CliError> {
     let default = PolicyBundle::default_pack().hash() == policy.hash();
-    let rules: Vec<Value> = policy
-        .rules()
-        .listing()
-        .into_iter()
-        .map(|(id, description, controls)| json!({ "id": id, "description": description, "controls": controls }))
-        .collect();
-    let cedar: Vec<Value> = policy
-        .cedar_listing()
-        .into_iter()
-        .map(|(id, controls)| json!({ "id": id, "controls": controls }))
-        .collect();
-    let value = json!({
-        "hash": policy.hash(),
-        "default_pack": default,
-        "files": policy.bundle().files().keys().collect::<Vec<_>>(),
-        "workflow_rules": rules,
-        "cedar_policies": cedar,
-    });
-    print(json, value.clone(), || {
+    let view = PolicyView {
+        hash: policy.hash(),
+        default_pack: default,
+        files: policy.bundle().files().keys().collect(),
+        workflow_rules: policy
+            .rules()
+            .listing()
+            .into_iter()
+            .map(|(id, description, controls)| RuleView { id, description: Some(description), controls })
+            .collect(),
+        cedar_policies: policy
+            .cedar_listing()
+            .into_iter()
+            .map(|(id, controls)| RuleView { id, description: None, controls })
+            .collect(),
+    };
+    print(json, &view, || {
         let mut out =
             vec![format!("policy {}{}", policy.hash(), if default { " (Writ's default pack)" } else { "" })];
-        for (kind, list) in [("rule ", &value["workflow_rules"]), ("cedar", &value["cedar_policies"])] {
-            for item in list.as_array().into_iter().flatten() {
-                let controls: Vec<&str> =
-                    item["controls"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                out.push(format!(
-                    "  {kind} {:<48} {}",
-                    item["id"].as_str().unwrap_or("-"),
-                    controls.join(", ")
-                ));
+        for (kind, list) in [("rule ", &view.workflow_rules), ("cedar", &view.cedar_policies)] {
+            for item in list {
+                out.push(format!("  {kind} {:<48} {}", item.id, item.controls.join(", ")));
             }
         }
         out.join("\n")
     })
+}
+
+/// One step of a change that policy decided, with the rules that decided it.
+#[derive(Serialize)]
+struct StepView {
+    ledger_index: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    actor: String,
+    at: String,
+    policy: String,
+    rules: Vec<RuleView>,
+    slot: Option<String>,
+}
+
+/// A policy's decision on the change, replayed.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DecisionView {
+    Refused { refused: RefusedView },
+    Decided(ValidationView),
+}
+
+#[derive(Serialize)]
+struct RefusedView {
+    code: &'static str,
+    rule: Option<String>,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct ValidationView {
+    tier: String,
+    approvals: u8,
+    approval_validity: String,
+    slots: Vec<String>,
+    review_required: bool,
+    rules: Vec<String>,
+    matches_record: bool,
+}
+
+#[derive(Serialize)]
+struct ReplayView {
+    policy: String,
+    decision: Option<DecisionView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+}
+
+/// `writ policy explain`.
+#[derive(Serialize)]
+struct ExplainView {
+    change: String,
+    state: &'static str,
+    steps: Vec<StepView>,
+    replay_recorded_policy: Option<ReplayView>,
+    replay_policy_in_force: ReplayView,
 }
 
 fn explain(engine: &Engine, id: &ChangeId, json: bool) -> Result<(), CliError> {
@@ -178,129 +244,115 @@ fn explain(engine: &Engine, id: &ChangeId, json: bool) -> Result<(), CliError> {
         if matches!(event.body, writ_core::event::ChangeEventBody::Validated { .. }) {
             validated_by = Some(stamp.hash.clone());
         }
-        let rules: Vec<Value> =
-            stamp.rules.iter().map(|r| json!({ "id": r, "controls": policy.controls(r) })).collect();
-        steps.push(json!({
-            "ledger_index": index,
-            "type": event.body.type_name(),
-            "actor": event.actor.to_string(),
-            "at": event.at.to_rfc3339(),
-            "policy": stamp.hash,
-            "rules": rules,
-            "slot": stamp.slot,
-        }));
+        steps.push(StepView {
+            ledger_index: *index,
+            kind: event.body.type_name(),
+            actor: event.actor.to_string(),
+            at: event.at.to_rfc3339(),
+            policy: stamp.hash.clone(),
+            rules: stamp
+                .rules
+                .iter()
+                .map(|r| RuleView { id: r.clone(), description: None, controls: policy.controls(r) })
+                .collect(),
+            slot: stamp.slot.clone(),
+        });
     }
-    let replay = |p: &Policy| -> Result<Value, CliError> {
+    let replay = |p: &Policy| -> Result<DecisionView, CliError> {
         Ok(match engine.replay_validation(change, p)? {
-            Ok(v) => validation_json(&v, change),
-            Err(denial) => {
-                json!({ "refused": { "code": denial.code, "rule": denial.rule, "reason": denial.reason } })
-            }
+            Ok(v) => DecisionView::Decided(validation_view(&v, change)),
+            Err(denial) => DecisionView::Refused {
+                refused: RefusedView { code: denial.code, rule: denial.rule, reason: denial.reason },
+            },
         })
     };
     let recorded = match &validated_by {
-        Some(hash) => match engine.policy_by_hash(hash)? {
-            Some(p) => json!({ "policy": hash, "decision": replay(&p)? }),
-            None => {
-                json!({ "policy": hash, "decision": Value::Null, "note": "this policy is not in the store" })
-            }
-        },
-        None => Value::Null,
+        Some(hash) => Some(match engine.policy_by_hash(hash)? {
+            Some(p) => ReplayView { policy: hash.clone(), decision: Some(replay(&p)?), note: None },
+            None => ReplayView {
+                policy: hash.clone(),
+                decision: None,
+                note: Some("this policy is not in the store"),
+            },
+        }),
+        None => None,
     };
-    let value = json!({
-        "change": id.to_string(),
-        "state": change.state.as_str(),
-        "steps": steps,
-        "replay_recorded_policy": recorded,
-        "replay_policy_in_force": { "policy": policy.hash(), "decision": replay(&policy)? },
-    });
-    print(json, value.clone(), || {
-        let short = |v: &Value| {
-            v.as_str().map(|h| h.chars().take(12).collect::<String>()).unwrap_or_else(|| "-".into())
-        };
+    let view = ExplainView {
+        change: id.to_string(),
+        state: change.state.as_str(),
+        steps,
+        replay_recorded_policy: recorded,
+        replay_policy_in_force: ReplayView {
+            policy: policy.hash().to_owned(),
+            decision: Some(replay(&policy)?),
+            note: None,
+        },
+    };
+    print(json, &view, || {
+        let short = |hash: &str| hash.chars().take(12).collect::<String>();
         let mut out = vec![format!("{id} · state {}", change.state)];
-        for step in value["steps"].as_array().into_iter().flatten() {
-            let rules: Vec<String> = step["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
+        for step in &view.steps {
+            let rules: Vec<String> = step
+                .rules
+                .iter()
                 .map(|r| {
-                    let controls: Vec<&str> =
-                        r["controls"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                    if controls.is_empty() {
-                        r["id"].as_str().unwrap_or("-").to_owned()
+                    if r.controls.is_empty() {
+                        r.id.clone()
                     } else {
-                        format!("{} [{}]", r["id"].as_str().unwrap_or("-"), controls.join(", "))
+                        format!("{} [{}]", r.id, r.controls.join(", "))
                     }
                 })
                 .collect();
-            let slot = step["slot"].as_str().map_or(String::new(), |s| format!(" as {s}"));
+            let slot = step.slot.as_ref().map_or(String::new(), |s| format!(" as {s}"));
             out.push(format!(
                 "  #{:<6} {:<26} {}{slot} · policy {} · {}",
-                step["ledger_index"],
-                step["type"].as_str().unwrap_or("-"),
-                step["actor"].as_str().unwrap_or("-"),
-                short(&step["policy"]),
+                step.ledger_index,
+                step.kind,
+                step.actor,
+                short(&step.policy),
                 rules.join("; ")
             ));
         }
-        for (label, key) in
-            [("recorded policy", "replay_recorded_policy"), ("policy in force", "replay_policy_in_force")]
-        {
-            let replay = &value[key];
-            if replay.is_null() {
-                continue;
-            }
-            let decision = &replay["decision"];
-            let text = if let Some(refused) = decision["refused"].as_object() {
-                format!(
-                    "would refuse it [{}]: {}",
-                    refused.get("code").and_then(Value::as_str).unwrap_or("-"),
-                    refused.get("reason").and_then(Value::as_str).unwrap_or("-")
-                )
-            } else if decision.is_null() {
-                "not in the store".to_owned()
-            } else {
-                let same = if decision["matches_record"] == Value::Bool(true) {
-                    "same as recorded"
-                } else {
-                    "DIFFERS from the record"
-                };
-                format!(
-                    "tier {}, slots [{}] ({same})",
-                    decision["tier"].as_str().unwrap_or("-"),
-                    decision["slots"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+        let replays = [
+            ("recorded policy", view.replay_recorded_policy.as_ref()),
+            ("policy in force", Some(&view.replay_policy_in_force)),
+        ];
+        for (label, replay) in replays {
+            let Some(replay) = replay else { continue };
+            let text = match &replay.decision {
+                Some(DecisionView::Refused { refused }) => {
+                    format!("would refuse it [{}]: {}", refused.code, refused.reason)
+                }
+                None => "not in the store".to_owned(),
+                Some(DecisionView::Decided(decision)) => {
+                    let same =
+                        if decision.matches_record { "same as recorded" } else { "DIFFERS from the record" };
+                    format!("tier {}, slots [{}] ({same})", decision.tier, decision.slots.join(", "))
+                }
             };
-            out.push(format!("  replay under {label} {}: {text}", short(&replay["policy"])));
+            out.push(format!("  replay under {label} {}: {text}", short(&replay.policy)));
         }
         out.join("\n")
     })
 }
 
-fn validation_json(v: &Validation, change: &writ_core::change::Change) -> Value {
-    let slots: Vec<&str> = v.slots.iter().map(|s| s.label.as_str()).collect();
+fn validation_view(v: &Validation, change: &writ_core::change::Change) -> ValidationView {
+    let slots: Vec<String> = v.slots.iter().map(|s| s.label.clone()).collect();
     let matches = change.controls.as_ref().is_some_and(|c| c.tier == v.tier && c.slots == slots)
         && change.requirement.approvals == v.approvals
         && change.requirement.validity == v.validity;
-    json!({
-        "tier": v.tier,
-        "approvals": v.approvals,
-        "approval_validity": v.validity.to_string(),
-        "slots": slots,
-        "review_required": v.review,
-        "rules": v.rules,
-        "matches_record": matches,
-    })
+    ValidationView {
+        tier: v.tier.clone(),
+        approvals: v.approvals,
+        approval_validity: v.validity.to_string(),
+        slots,
+        review_required: v.review,
+        rules: v.rules.clone(),
+        matches_record: matches,
+    }
 }
 
-fn print(json: bool, value: Value, text: impl FnOnce() -> String) -> Result<(), CliError> {
+fn print(json: bool, value: impl Serialize, text: impl FnOnce() -> String) -> Result<(), CliError> {
     render::print(json, value, text);
     Ok(())
 }

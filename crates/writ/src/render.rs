@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use writ_api::view::{IssuedTokenView, TokenView};
+
 use crate::CliError;
 
 /// Prints `value` as JSON, or the text `text()` builds.
@@ -48,29 +50,25 @@ pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
     }
 }
 
-/// The text `writ token create` prints, from the token's JSON (with its one-time secret).
-pub fn token_text(value: &serde_json::Value) -> String {
-    let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+/// The text `writ token create` prints, with the token's one-time secret.
+pub fn token_text(issued: &IssuedTokenView) -> String {
+    let t = &issued.record;
     format!(
         "token {} for {} expires {}\n{}\n(shown once: store it in a secret manager)",
-        text("id"),
-        text("identity"),
-        text("expires_at"),
-        text("token")
+        t.id, t.identity, t.expires_at, issued.token
     )
 }
 
-/// The lines `writ token list` prints, from the tokens' JSON.
-pub fn token_lines(tokens: &[serde_json::Value]) -> String {
+/// The lines `writ token list` prints.
+pub fn token_lines(tokens: &[TokenView]) -> String {
     tokens
         .iter()
         .map(|t| {
-            let text = |key: &str| t[key].as_str().unwrap_or_default().to_owned();
-            let state = match t["revoked_at"].as_str() {
+            let state = match &t.revoked_at {
                 Some(at) => format!("revoked {at}"),
-                None => format!("expires {}", text("expires_at")),
+                None => format!("expires {}", t.expires_at),
             };
-            format!("{}  {:<20} {:<24} {state}", text("id"), text("identity"), text("label"))
+            format!("{}  {:<20} {:<24} {state}", t.id, t.identity, t.label)
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 use writ_core::access::Action;
 use writ_core::change::{ChangeId, ChangeState};
 use writ_core::name::IdentityName;
@@ -121,9 +121,9 @@ pub fn operations() -> Vec<Operation> {
     ]
     .into_iter()
     .map(|operation| {
-        // Every operation on changes answers the change's view, except the list.
+        // Every operation on changes answers the change's view; the list, a page of summaries.
         if operation.method == M::GET && operation.path == "/api/v1/changes" {
-            operation
+            operation.returns::<writ_api::view::Page<writ_api::view::SummaryView>>()
         } else {
             operation.returns::<writ_api::view::ChangeView>()
         }
@@ -159,7 +159,7 @@ pub(crate) async fn list_changes(
                         continue;
                     }
                 }
-                items.push(writ_api::view::summary_json(summary));
+                items.push(writ_api::view::SummaryView::of(summary));
                 if items.len() == limit {
                     if !exhausted || batch.len() > items.len() {
                         next = Some(summary.id.to_string());
@@ -171,7 +171,7 @@ pub(crate) async fn list_changes(
                 break;
             }
         }
-        Ok(Json(json!({ "items": items, "next": next })))
+        Ok(Json(writ_api::view::to_json(&writ_api::view::Page { items, next })))
     })
     .await
 }

@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use writ_api::view::{AttachedEvidenceView, EvidenceView, List, to_json};
 use writ_core::access::Action;
 use writ_core::change::ChangeId;
 
@@ -30,7 +31,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             get(list_evidence),
-        ),
+        )
+        .returns::<List<AttachedEvidenceView>>(),
         op(
             M::POST,
             "/api/v1/changes/{id}/evidence",
@@ -39,6 +41,7 @@ pub fn operations() -> Vec<Operation> {
             Some("binary"),
             post(add_evidence),
         )
+        .returns::<EvidenceView>()
         .query::<EvidenceQuery>(),
         op(
             M::GET,
@@ -62,18 +65,17 @@ pub(crate) async fn list_evidence(
     let id = ChangeId::parse(&id)?;
     blocking(&state, move |state| {
         let record = scoped_change(&state.engine, &caller, Action::Read, &id)?;
-        let items: Vec<Value> = record
+        let items = record
             .change
             .evidence
             .iter()
-            .map(|(seq, step, e)| {
-                let mut value = writ_api::view::evidence_json(e);
-                writ_api::view::insert(&mut value, "step", json!(step.as_str()));
-                writ_api::view::insert(&mut value, "seq", json!(seq));
-                value
+            .map(|(seq, step, e)| AttachedEvidenceView {
+                evidence: EvidenceView::of(e),
+                step: step.as_str().to_owned(),
+                seq: *seq,
             })
             .collect();
-        Ok(Json(json!({ "items": items })))
+        Ok(Json(to_json(&List { items })))
     })
     .await
 }

@@ -5,7 +5,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use writ_api::view::{ExceptionView, List, to_json};
 use writ_core::access::Action;
 use writ_core::exception::{Exception, ExceptionState};
 use writ_core::name::IdentityName;
@@ -91,6 +92,13 @@ pub fn operations() -> Vec<Operation> {
             post(|s, c, p, m, h, b: JsonBody<Decision>| step(s, c, p, m, h, b, Step::Revoke)),
         ),
     ]
+    .into_iter()
+    .map(|operation| match (operation.method.as_str(), operation.path) {
+        ("GET", "/api/v1/exceptions/export") => operation,
+        ("GET", "/api/v1/exceptions") => operation.returns::<List<ExceptionView>>(),
+        _ => operation.returns::<ExceptionView>(),
+    })
+    .collect()
 }
 
 fn created(exception: &Exception, status: StatusCode) -> Written {
@@ -137,9 +145,9 @@ pub struct ExceptionQuery {
     pub format: Option<String>,
 }
 
-fn listed(engine: &Engine, state: Option<&str>) -> ApiResult<Vec<Value>> {
+fn listed(engine: &Engine, state: Option<&str>) -> ApiResult<Vec<ExceptionView>> {
     let wanted = state.map(ExceptionState::parse).transpose()?;
-    Ok(engine.exceptions(wanted)?.iter().map(writ_api::view::exception_json).collect())
+    Ok(engine.exceptions(wanted)?.iter().map(ExceptionView::of).collect())
 }
 
 async fn list_exceptions(
@@ -149,7 +157,7 @@ async fn list_exceptions(
 ) -> ApiResult<axum::Json<Value>> {
     caller.may(Action::ReadLedger)?;
     blocking(&state, move |state| {
-        Ok(axum::Json(json!({ "items": listed(&state.engine, query.state.as_deref())? })))
+        Ok(axum::Json(to_json(&List { items: listed(&state.engine, query.state.as_deref())? })))
     })
     .await
 }

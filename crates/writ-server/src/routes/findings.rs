@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use writ_core::access::Action;
 
 use crate::State;
@@ -13,6 +13,7 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
+use writ_api::view::{FindingView, List, to_json};
 use writ_api::wire::ResolveFinding;
 
 pub fn operations() -> Vec<Operation> {
@@ -27,8 +28,10 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(list_findings),
         )
-        .query::<FindingQuery>(),
-        op(M::GET, "/api/v1/findings/{id}", "One finding.", Some(A::ReadLedger), None, get(show_finding)),
+        .query::<FindingQuery>()
+        .returns::<List<FindingView>>(),
+        op(M::GET, "/api/v1/findings/{id}", "One finding.", Some(A::ReadLedger), None, get(show_finding))
+            .returns::<FindingView>(),
         op(
             M::POST,
             "/api/v1/findings/{id}/resolve",
@@ -36,7 +39,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Review),
             Some("ResolveFinding"),
             post(resolve_finding),
-        ),
+        )
+        .returns::<FindingView>(),
     ]
 }
 
@@ -55,9 +59,8 @@ pub(crate) async fn list_findings(
     caller.may(Action::ReadLedger)?;
     let wanted = query.state.as_deref().map(writ_core::finding::FindingState::parse).transpose()?;
     blocking(&state, move |state| {
-        let items: Vec<Value> =
-            state.engine.findings(wanted)?.iter().map(writ_api::view::finding_json).collect();
-        Ok(Json(json!({ "items": items })))
+        let items = state.engine.findings(wanted)?.iter().map(FindingView::of).collect();
+        Ok(Json(to_json(&List { items })))
     })
     .await
 }

@@ -4,7 +4,8 @@ use axum::Json;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::Value;
+use writ_api::view::StatusView;
 use writ_core::access::Action;
 
 use crate::State;
@@ -16,7 +17,8 @@ pub fn operations() -> Vec<Operation> {
     use Action as A;
     use Method as M;
     vec![
-        op(M::GET, "/healthz", "Liveness: the process answers.", None, None, get(healthz)),
+        op(M::GET, "/healthz", "Liveness: the process answers.", None, None, get(healthz))
+            .returns::<StatusView>(),
         op(
             M::GET,
             "/readyz",
@@ -24,7 +26,8 @@ pub fn operations() -> Vec<Operation> {
             None,
             None,
             get(readyz),
-        ),
+        )
+        .returns::<StatusView>(),
         op(
             M::GET,
             "/api/v1/whoami",
@@ -32,14 +35,15 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             get(whoami),
-        ),
+        )
+        .returns::<writ_api::view::IdentityDetailView>(),
     ]
 }
 
 // ---- health ----
 
 pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    Json(writ_api::view::to_json(&StatusView { status: "ok".to_owned() }))
 }
 
 /// Ready only when a write reaches the store (a lease renewal goes through the same path as
@@ -61,7 +65,7 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<Sta
     })
     .await;
     match checked {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => Json(writ_api::view::to_json(&StatusView { status: "ready".to_owned() })).into_response(),
         Err(mut error) => {
             error.status = StatusCode::SERVICE_UNAVAILABLE;
             error.into_response()
@@ -70,8 +74,11 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<Sta
 }
 
 pub(crate) async fn whoami(Caller(caller): Caller) -> Json<Value> {
-    let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
-    let mut value = writ_api::view::identity_json(&caller.identity);
-    writ_api::view::insert(&mut value, "roles", json!(roles));
-    Json(value)
+    let roles = caller.roles.iter().map(|r| r.as_str().to_owned()).collect();
+    let me = writ_api::view::IdentityDetailView {
+        identity: writ_api::view::IdentityView::of(&caller.identity),
+        grants: None,
+        roles,
+    };
+    Json(writ_api::view::to_json(&me))
 }

@@ -139,7 +139,8 @@ pub fn operations() -> Vec<Operation> {
             None,
             None,
             post(receive),
-        ),
+        )
+        .returns::<writ_api::view::ReceiptView>(),
         op(
             Method::GET,
             "/api/v1/intake",
@@ -150,7 +151,7 @@ pub fn operations() -> Vec<Operation> {
             get(list),
         )
         .query::<IntakeQuery>()
-        .returns::<writ_api::view::Page<writ_api::view::DeliveryRecordView>>(),
+        .returns::<writ_api::view::List<writ_api::view::DeliveryRecordView>>(),
         op(
             Method::GET,
             "/api/v1/intake/{source}/{id}",
@@ -214,11 +215,11 @@ async fn receive(
             })?;
         }
         let receipt = state.engine.receive(&hook.source, parsed, sha256)?;
-        let mut body = writ_api::view::delivery_record_json(&receipt.record);
-        if let Some(map) = body.as_object_mut() {
-            map.insert("duplicate".into(), json!(receipt.duplicate));
-        }
-        Ok((StatusCode::OK, axum::Json(body)))
+        let body = writ_api::view::ReceiptView {
+            record: writ_api::view::DeliveryRecordView::of(&receipt.record),
+            duplicate: receipt.duplicate,
+        };
+        Ok((StatusCode::OK, axum::Json(writ_api::view::to_json(&body))))
     })
     .await
 }

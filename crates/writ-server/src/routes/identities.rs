@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use serde_json::{Value, json};
+use serde_json::Value;
 use writ_core::access::{Action, Principal, Role};
 use writ_core::identity::{Actor, IdentityKind};
 use writ_core::name::{IdentityName, OrgName};
@@ -16,6 +16,9 @@ use crate::http::{
     IdentityPage, JsonBody, Operation, Path, Query, blocking, op, page_limit, request_parts, required, write,
 };
 use crate::idempotency::Written;
+use writ_api::view::{
+    GrantView, IdentityDetailView, IdentityView, List, Page, RoleChangeView, RoleView, to_json,
+};
 use writ_api::wire::NewIdentity;
 
 pub fn operations() -> Vec<Operation> {
@@ -30,7 +33,8 @@ pub fn operations() -> Vec<Operation> {
             None,
             get(list_identities),
         )
-        .query::<IdentityPage>(),
+        .query::<IdentityPage>()
+        .returns::<Page<IdentityView>>(),
         op(
             M::POST,
             "/api/v1/identities",
@@ -38,7 +42,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Administer),
             Some("NewIdentity"),
             post(add_identity),
-        ),
+        )
+        .returns::<IdentityView>(),
         op(
             M::GET,
             "/api/v1/identities/{name}",
@@ -46,7 +51,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             get(show_identity),
-        ),
+        )
+        .returns::<IdentityDetailView>(),
         op(
             M::PUT,
             "/api/v1/identities/{name}/roles/{role}",
@@ -54,7 +60,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Administer),
             None,
             put(grant_role),
-        ),
+        )
+        .returns::<RoleChangeView>(),
         op(
             M::DELETE,
             "/api/v1/identities/{name}/roles/{role}",
@@ -62,8 +69,10 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Administer),
             None,
             delete(revoke_role),
-        ),
-        op(M::GET, "/api/v1/roles", "Every role assignment.", Some(A::ReadLedger), None, get(list_roles)),
+        )
+        .returns::<RoleChangeView>(),
+        op(M::GET, "/api/v1/roles", "Every role assignment.", Some(A::ReadLedger), None, get(list_roles))
+            .returns::<List<RoleView>>(),
     ]
 }
 
@@ -84,9 +93,8 @@ pub(crate) async fn list_identities(
             .collect();
         let next =
             (visible.len() > limit).then(|| visible.get(limit - 1).map(|i| i.name.to_string())).flatten();
-        let items: Vec<Value> =
-            visible.iter().take(limit).map(|i| writ_api::view::identity_json(i)).collect();
-        Ok(Json(json!({ "items": items, "next": next })))
+        let items = visible.iter().take(limit).map(|i| IdentityView::of(i)).collect();
+        Ok(Json(to_json(&Page { items, next })))
     })
     .await
 }
@@ -128,15 +136,12 @@ pub(crate) async fn show_identity(
         let identity = state.engine.identity(&name)?;
         caller.within_scope(Action::Read, std::iter::once(identity.vendor.as_ref()))?;
         let grants = state.engine.grants_of(&name)?;
-        let roles: Vec<&str> = state.engine.store().roles_of(&name)?.iter().map(|r| r.as_str()).collect();
-        let mut value = writ_api::view::identity_json(&identity);
-        writ_api::view::insert(
-            &mut value,
-            "grants",
-            Value::Array(grants.iter().map(writ_api::view::grant_json).collect()),
-        );
-        writ_api::view::insert(&mut value, "roles", json!(roles));
-        Ok(Json(value))
+        let roles = state.engine.store().roles_of(&name)?.iter().map(|r| r.as_str().to_owned()).collect();
+        Ok(Json(to_json(&IdentityDetailView {
+            identity: IdentityView::of(&identity),
+            grants: Some(grants.iter().map(GrantView::of).collect()),
+            roles,
+        })))
     })
     .await
 }
@@ -154,8 +159,9 @@ pub(crate) async fn set_role(
     let actor = Actor::Identity(caller.identity.name.clone());
     blocking(&state, move |state| {
         state.engine.set_role(actor, &name, role, present)?;
-        Ok(Json(json!({ "identity": name.to_string(), "role": role.as_str(), "assigned": present }))
-            .into_response())
+        let changed =
+            RoleChangeView { identity: name.to_string(), role: role.as_str().to_owned(), assigned: present };
+        Ok(Json(to_json(&changed)).into_response())
     })
     .await
 }
@@ -182,14 +188,17 @@ pub(crate) async fn list_roles(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Administer).or_else(|_| caller.may(Action::ReadLedger))?;
     blocking(&state, |state| {
-        let items: Vec<Value> = state
+        let items = state
             .engine
             .store()
             .role_assignments()?
             .iter()
-            .map(|(identity, role)| json!({ "identity": identity.to_string(), "role": role.as_str() }))
+            .map(|(identity, role)| RoleView {
+                identity: identity.to_string(),
+                role: role.as_str().to_owned(),
+            })
             .collect();
-        Ok(Json(json!({ "items": items })))
+        Ok(Json(to_json(&List { items })))
     })
     .await
 }

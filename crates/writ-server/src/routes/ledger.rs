@@ -5,7 +5,8 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use writ_api::view::{CheckpointView, ConsistencyView, InclusionView, LedgerStateView, ReportView, to_json};
 use writ_core::access::Action;
 use writ_core::change::ChangeId;
 
@@ -70,6 +71,16 @@ pub fn operations() -> Vec<Operation> {
         .query::<BundleQuery>()
         .produces(&["application/x-tar"]),
     ]
+    .into_iter()
+    .map(|operation| match (operation.method.as_str(), operation.path) {
+        ("GET", "/api/v1/ledger/checkpoints") => operation.returns::<LedgerStateView>(),
+        ("POST", "/api/v1/ledger/checkpoints") => operation.returns::<CheckpointView>(),
+        ("GET", "/api/v1/ledger/proofs/inclusion/{index}") => operation.returns::<InclusionView>(),
+        ("GET", "/api/v1/ledger/proofs/consistency") => operation.returns::<ConsistencyView>(),
+        ("GET", "/api/v1/ledger/verify") => operation.returns::<ReportView>(),
+        _ => operation,
+    })
+    .collect()
 }
 
 // ---- ledger ----
@@ -82,10 +93,10 @@ pub(crate) async fn checkpoints(
     blocking(&state, |state| {
         let latest = state.engine.store().checkpoints()?.pop();
         let size = state.engine.store().event_count()?;
-        Ok(Json(json!({
-            "events": size,
-            "latest": latest.map(|c| json!({ "size": c.size, "root": hex::encode(c.root), "note": c.note })),
-            "public_key": state.signer.as_ref().map(|s| s.verifier().to_text()),
+        Ok(Json(to_json(&LedgerStateView {
+            events: size,
+            latest: latest.as_ref().map(CheckpointView::of),
+            public_key: state.signer.as_ref().map(|s| s.verifier().to_text()),
         })))
     })
     .await
@@ -102,9 +113,7 @@ pub(crate) async fn sign_checkpoint(
             .as_ref()
             .ok_or_else(|| ApiError::new("ledger.no_signing_key", "this instance has no signing key"))?;
         let checkpoint = state.engine.checkpoint(signer)?;
-        Ok(Json(
-            json!({ "size": checkpoint.size, "root": hex::encode(checkpoint.root), "note": checkpoint.note }),
-        ))
+        Ok(Json(to_json(&CheckpointView::of(&checkpoint))))
     })
     .await
 }

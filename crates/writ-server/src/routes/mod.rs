@@ -106,6 +106,42 @@ async fn not_found() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// Every `$ref` in `value`.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    out.push(target);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_and_typed_answers_name_their_view() {
+        let document = crate::openapi::document_value(&operations());
+        let mut found = Vec::new();
+        refs(&document, &mut found);
+        assert!(found.len() > 50, "{}", found.len());
+        for target in found {
+            let pointer = target.strip_prefix('#').unwrap();
+            assert!(document.pointer(pointer).is_some(), "{target} does not resolve");
+        }
+        let answer = |path: &str, method: &str| {
+            document["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].clone()
+        };
+        assert_eq!(answer("/api/v1/changes/{id}", "get"), "#/components/schemas/ChangeView");
+        assert_eq!(answer("/api/v1/changes/{id}/approve", "post"), "#/components/schemas/ChangeView");
+        assert_eq!(answer("/api/v1/identities/{name}", "get"), "#/components/schemas/IdentityDetailView");
+        assert_eq!(answer("/api/v1/ledger/verify", "get"), "#/components/schemas/ReportView");
+        let change = &document["components"]["schemas"]["ChangeView"];
+        assert!(change["required"].as_array().unwrap().iter().any(|f| f == "answers"));
+    }
 
     #[test]
     fn every_operation_is_documented_with_its_body_schema() {

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::Method;
 use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
 use writ_core::access::Action;
 use writ_core::identity::Actor;
 
@@ -22,7 +22,8 @@ pub fn operations() -> Vec<Operation> {
         Some(A::Administer),
         None,
         post(reload_policy),
-    )]
+    )
+    .returns::<writ_api::view::PolicyLoadedView>()]
 }
 
 pub(crate) async fn reload_policy(
@@ -40,14 +41,7 @@ pub(crate) async fn reload_policy(
         })?;
         let bundle = writ_policy::PolicyBundle::from_dir(dir).map_err(writ_engine::EngineError::from)?;
         let loaded = state.engine.load_policy(actor, bundle)?;
-        Ok(Json(match loaded {
-            writ_engine::policy::Loaded::Changed { hash, index } => {
-                json!({ "hash": hash, "changed": true, "ledger_index": index })
-            }
-            writ_engine::policy::Loaded::Unchanged { hash } => {
-                json!({ "hash": hash, "changed": false, "ledger_index": null })
-            }
-        }))
+        Ok(Json(writ_api::view::to_json(&writ_api::view::PolicyLoadedView::of(&loaded))))
     })
     .await
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 use writ_core::access::Action;
 use writ_core::identity::Actor;
 use writ_core::name::TargetName;
@@ -14,6 +14,7 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::http::{JsonBody, Operation, Path, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
+use writ_api::view::{EntitlementsView, List, TargetView, to_json};
 use writ_api::wire::NewTarget;
 
 pub fn operations() -> Vec<Operation> {
@@ -38,6 +39,13 @@ pub fn operations() -> Vec<Operation> {
             get(entitlements),
         ),
     ]
+    .into_iter()
+    .map(|operation| match (operation.method.as_str(), operation.path) {
+        ("GET", "/api/v1/targets") => operation.returns::<List<TargetView>>(),
+        ("POST", _) => operation.returns::<TargetView>(),
+        _ => operation.returns::<EntitlementsView>(),
+    })
+    .collect()
 }
 
 pub(crate) async fn list_targets(
@@ -46,9 +54,8 @@ pub(crate) async fn list_targets(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Read)?;
     blocking(&state, |state| {
-        let items: Vec<Value> =
-            state.engine.store().targets()?.iter().map(writ_api::view::target_json).collect();
-        Ok(Json(json!({ "items": items })))
+        let items = state.engine.store().targets()?.iter().map(TargetView::of).collect();
+        Ok(Json(to_json(&List { items })))
     })
     .await
 }
@@ -86,8 +93,8 @@ pub(crate) async fn entitlements(
     caller.may(Action::Read)?;
     let name = TargetName::parse(&name)?;
     blocking(&state, move |state| {
-        let items: Vec<String> = state.engine.entitlements(&name)?.iter().map(ToString::to_string).collect();
-        Ok(Json(json!({ "target": name.to_string(), "items": items })))
+        let items = state.engine.entitlements(&name)?.iter().map(ToString::to_string).collect();
+        Ok(Json(to_json(&EntitlementsView { target: name.to_string(), items })))
     })
     .await
 }

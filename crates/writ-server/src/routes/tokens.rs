@@ -4,7 +4,8 @@ use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
+use writ_api::view::{IssuedTokenView, List, TokenView, to_json};
 use writ_core::access::Action;
 use writ_core::identity::Actor;
 use writ_core::name::IdentityName;
@@ -28,7 +29,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::ReadLedger),
             None,
             get(list_tokens),
-        ),
+        )
+        .returns::<List<TokenView>>(),
         op(
             M::POST,
             "/api/v1/tokens",
@@ -36,7 +38,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Administer),
             Some("NewToken"),
             post(create_token),
-        ),
+        )
+        .returns::<IssuedTokenView>(),
         op(
             M::DELETE,
             "/api/v1/tokens/{id}",
@@ -44,7 +47,8 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Read),
             None,
             delete(revoke_token),
-        ),
+        )
+        .returns::<TokenView>(),
     ]
 }
 
@@ -72,9 +76,9 @@ pub(crate) async fn create_token(
     let actor = Actor::Identity(caller.identity.name.clone());
     blocking(&state, move |state| {
         let issued = state.engine.issue_token(actor, &identity, &label, ttl)?;
-        let mut value = writ_api::view::token_json(&issued.info, None);
-        writ_api::view::insert(&mut value, "token", json!(issued.token));
-        Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(value)).into_response())
+        let issued = IssuedTokenView { record: TokenView::of(&issued.info, None), token: issued.token };
+        Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(to_json(&issued)))
+            .into_response())
     })
     .await
 }
@@ -85,14 +89,9 @@ pub(crate) async fn list_tokens(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Administer).or_else(|_| caller.may(Action::ReadLedger))?;
     blocking(&state, |state| {
-        let items: Vec<Value> = state
-            .engine
-            .store()
-            .tokens()?
-            .iter()
-            .map(|t| writ_api::view::token_json(&t.info, t.revoked_at))
-            .collect();
-        Ok(Json(json!({ "items": items })))
+        let items =
+            state.engine.store().tokens()?.iter().map(|t| TokenView::of(&t.info, t.revoked_at)).collect();
+        Ok(Json(to_json(&List { items })))
     })
     .await
 }

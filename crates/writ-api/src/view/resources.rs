@@ -1,0 +1,473 @@
+//! The views of the API's other resources: identities and their grants, targets, change
+//! summaries, findings, tokens, roles, evidence, exceptions and the ledger's proofs. Each is a
+//! struct the server serializes, the CLI deserializes (over `--server`) or builds (locally) and
+//! prints, and the OpenAPI document states (`Operation::returns`).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use writ_core::exception::Exception;
+use writ_core::identity::{Grant, Identity, Target};
+use writ_core::time::Timestamp;
+use writ_store::ChangeSummary;
+
+use super::EvidenceView;
+
+fn text<T: ToString>(value: &Option<T>) -> Option<String> {
+    value.as_ref().map(ToString::to_string)
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct IdentityView {
+    pub name: String,
+    pub kind: String,
+    /// The accountable person (non-human identities only).
+    pub owner: Option<String>,
+    pub vendor: Option<String>,
+    pub created_at: String,
+}
+
+impl IdentityView {
+    pub fn of(identity: &Identity) -> IdentityView {
+        IdentityView {
+            name: identity.name.to_string(),
+            kind: identity.kind.as_str().to_owned(),
+            owner: text(&identity.owner),
+            vendor: text(&identity.vendor),
+            created_at: identity.created_at.to_rfc3339(),
+        }
+    }
+
+    /// The identity again, as the core types it (for the text renderers).
+    pub fn identity(&self) -> Result<Identity, writ_core::Refusal> {
+        use writ_core::name::{IdentityName, OrgName};
+        Ok(Identity {
+            name: IdentityName::parse(&self.name)?,
+            kind: writ_core::identity::IdentityKind::parse(&self.kind)?,
+            owner: self.owner.as_deref().map(IdentityName::parse).transpose()?,
+            vendor: self.vendor.as_deref().map(OrgName::parse).transpose()?,
+            created_at: time(&self.created_at, "created_at")?,
+        })
+    }
+}
+
+/// An identity with what it holds and its roles (`identity show`, `whoami` without grants).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct IdentityDetailView {
+    #[serde(flatten)]
+    pub identity: IdentityView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<GrantView>>,
+    pub roles: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct GrantView {
+    pub target: String,
+    pub entitlement: String,
+    /// The change that granted it.
+    pub change: String,
+    pub granted_at: String,
+    pub expires_at: Option<String>,
+}
+
+impl GrantView {
+    pub fn of(grant: &Grant) -> GrantView {
+        GrantView {
+            target: grant.entitlement.target.to_string(),
+            entitlement: grant.entitlement.entitlement.to_string(),
+            change: grant.change.to_string(),
+            granted_at: grant.granted_at.to_rfc3339(),
+            expires_at: grant.expires_at.map(|t| t.to_rfc3339()),
+        }
+    }
+
+    /// The grant again, as the core types it (for the text renderers).
+    pub fn grant(&self, identity: &writ_core::name::IdentityName) -> Result<Grant, writ_core::Refusal> {
+        Ok(Grant {
+            identity: identity.clone(),
+            entitlement: writ_core::name::EntitlementRef::parse(&format!(
+                "{}:{}",
+                self.target, self.entitlement
+            ))?,
+            change: writ_core::change::ChangeId::parse(&self.change)?,
+            granted_at: time(&self.granted_at, "granted_at")?,
+            expires_at: self.expires_at.as_deref().map(|t| time(t, "expires_at")).transpose()?,
+        })
+    }
+}
+
+fn time(text: &str, field: &'static str) -> Result<Timestamp, writ_core::Refusal> {
+    Timestamp::parse_rfc3339(text).ok_or_else(|| writ_core::Refusal::InvalidValue {
+        field,
+        input: text.chars().take(40).collect(),
+        expected: "an RFC 3339 time",
+    })
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct TargetView {
+    pub name: String,
+    pub connector: String,
+    /// Its checked settings (never secret: a secret is the path of a file).
+    pub settings: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+impl TargetView {
+    pub fn of(target: &Target) -> TargetView {
+        TargetView {
+            name: target.name.to_string(),
+            connector: target.connector.as_str().to_owned(),
+            settings: target.settings.iter().cloned().collect(),
+            created_at: target.created_at.to_rfc3339(),
+        }
+    }
+}
+
+/// A target's entitlements.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct EntitlementsView {
+    pub target: String,
+    pub items: Vec<String>,
+}
+
+/// One line of the change list.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct SummaryView {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub requester: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl SummaryView {
+    pub fn of(summary: &ChangeSummary) -> SummaryView {
+        SummaryView {
+            id: summary.id.to_string(),
+            kind: summary.kind.as_str().to_owned(),
+            state: summary.state.as_str().to_owned(),
+            requester: summary.requester.to_string(),
+            created_at: summary.created_at.to_rfc3339(),
+            updated_at: summary.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct FindingView {
+    pub id: String,
+    pub kind: String,
+    pub subject: String,
+    pub change: Option<String>,
+    pub state: String,
+    pub detail: String,
+    pub opened_at: String,
+    pub updated_at: String,
+    /// The exception that covers it, while one does.
+    pub exception: Option<String>,
+}
+
+impl FindingView {
+    pub fn of(finding: &writ_core::finding::Finding) -> FindingView {
+        FindingView {
+            id: finding.id.clone(),
+            kind: finding.kind.clone(),
+            subject: finding.subject.clone(),
+            change: text(&finding.change),
+            state: finding.state.as_str().to_owned(),
+            detail: finding.detail.clone(),
+            opened_at: finding.opened_at.to_rfc3339(),
+            updated_at: finding.updated_at.to_rfc3339(),
+            exception: finding.exception.clone(),
+        }
+    }
+}
+
+/// An API token's record (never its secret).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct TokenView {
+    pub id: String,
+    pub identity: String,
+    pub label: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl TokenView {
+    pub fn of(info: &writ_core::access::TokenInfo, revoked: Option<Timestamp>) -> TokenView {
+        TokenView {
+            id: info.id.clone(),
+            identity: info.identity.to_string(),
+            label: info.label.clone(),
+            created_at: info.created_at.to_rfc3339(),
+            expires_at: info.expires_at.to_rfc3339(),
+            revoked_at: revoked.map(Timestamp::to_rfc3339),
+        }
+    }
+}
+
+/// A token just issued: its record and, this once, its secret.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct IssuedTokenView {
+    #[serde(flatten)]
+    pub record: TokenView,
+    pub token: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct RoleView {
+    pub identity: String,
+    pub role: String,
+}
+
+/// A role assigned or taken away.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct RoleChangeView {
+    pub identity: String,
+    pub role: String,
+    pub assigned: bool,
+}
+
+/// Evidence on a change: the blob's view, the step it belongs to and the event that attached it.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct AttachedEvidenceView {
+    #[serde(flatten)]
+    pub evidence: EvidenceView,
+    pub step: String,
+    pub seq: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ExceptionView {
+    pub id: String,
+    pub state: String,
+    pub control: String,
+    pub subject: String,
+    pub owner: String,
+    pub requester: String,
+    pub justification: String,
+    pub compensating_control: String,
+    pub requested_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+    pub renewal_until: Option<String>,
+    pub awaiting_approval: bool,
+    pub approvals_needed: u8,
+    pub approvals: Vec<ExceptionApprovalView>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ExceptionApprovalView {
+    pub approver: String,
+    pub at: String,
+    pub slot: Option<String>,
+}
+
+impl ExceptionView {
+    pub fn of(e: &Exception) -> ExceptionView {
+        ExceptionView {
+            id: e.id.to_string(),
+            state: e.state.as_str().to_owned(),
+            control: e.control.clone(),
+            subject: e.subject.clone(),
+            owner: e.owner.to_string(),
+            requester: e.requester.to_string(),
+            justification: e.justification.clone(),
+            compensating_control: e.compensating_control.clone(),
+            requested_at: e.requested_at.to_rfc3339(),
+            updated_at: e.updated_at.to_rfc3339(),
+            expires_at: e.expires_at.to_rfc3339(),
+            renewal_until: e.renewal.map(Timestamp::to_rfc3339),
+            awaiting_approval: e.awaits_approval(),
+            approvals_needed: e.approvals_needed,
+            approvals: e
+                .approvals
+                .iter()
+                .map(|a| ExceptionApprovalView {
+                    approver: a.approver.to_string(),
+                    at: a.at.to_rfc3339(),
+                    slot: a.slot.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Who approved its current round (`NAME (slot)`).
+    pub fn approvers(&self) -> Vec<String> {
+        self.approvals
+            .iter()
+            .map(|a| match &a.slot {
+                Some(slot) => format!("{} ({slot})", a.approver),
+                None => a.approver.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A signed checkpoint of the ledger (C2SP signed-note text in `note`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct CheckpointView {
+    pub size: u64,
+    pub root: String,
+    pub note: String,
+}
+
+impl CheckpointView {
+    pub fn of(checkpoint: &writ_store::StoredCheckpoint) -> CheckpointView {
+        CheckpointView {
+            size: checkpoint.size,
+            root: hex::encode(checkpoint.root),
+            note: checkpoint.note.clone(),
+        }
+    }
+}
+
+/// The ledger's size, its newest checkpoint and the key that signs checkpoints.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct LedgerStateView {
+    pub events: u64,
+    pub latest: Option<CheckpointView>,
+    pub public_key: Option<String>,
+}
+
+/// An inclusion proof of one event against a signed checkpoint (RFC 9162 audit path).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct InclusionView {
+    pub index: u64,
+    pub leaf_hash: String,
+    pub tree_size: u64,
+    pub root: String,
+    pub proof: Vec<String>,
+    pub checkpoint: String,
+}
+
+impl InclusionView {
+    pub fn of(proof: &writ_engine::ledger::InclusionProof) -> InclusionView {
+        InclusionView {
+            index: proof.index,
+            leaf_hash: hex::encode(proof.leaf),
+            tree_size: proof.checkpoint.size,
+            root: hex::encode(proof.checkpoint.root),
+            proof: proof.proof.iter().map(hex::encode).collect(),
+            checkpoint: proof.checkpoint.note.clone(),
+        }
+    }
+}
+
+/// A consistency proof between two tree sizes (RFC 9162).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ConsistencyView {
+    pub from: u64,
+    pub to: u64,
+    pub old_root: String,
+    pub new_root: String,
+    pub proof: Vec<String>,
+}
+
+impl ConsistencyView {
+    pub fn of(proof: &writ_engine::ledger::ConsistencyProof) -> ConsistencyView {
+        ConsistencyView {
+            from: proof.old_size,
+            to: proof.new_size,
+            old_root: hex::encode(proof.old_root),
+            new_root: hex::encode(proof.new_root),
+            proof: proof.proof.iter().map(hex::encode).collect(),
+        }
+    }
+}
+
+/// What verifying the ledger found.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ReportView {
+    pub ok: bool,
+    pub events: u64,
+    pub checkpoints_verified: usize,
+    /// The size of the newest verified checkpoint.
+    pub covered: u64,
+    /// Events no verified checkpoint covers yet.
+    pub uncovered: u64,
+    pub problems: Vec<ProblemView>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ProblemView {
+    pub code: String,
+    pub index: u64,
+    pub message: String,
+}
+
+impl ReportView {
+    pub fn of(report: &writ_ledger::verify::Report) -> ReportView {
+        ReportView {
+            ok: report.ok(),
+            events: report.events,
+            checkpoints_verified: report.verified_checkpoints.len(),
+            covered: report.verified_checkpoints.last().map_or(0, |c| c.size),
+            uncovered: report.uncovered,
+            problems: report
+                .problems
+                .iter()
+                .map(|p| ProblemView { code: p.code().to_owned(), index: p.index(), message: p.to_string() })
+                .collect(),
+        }
+    }
+}
+
+/// A policy reload: the hash of the pack in force and, if it changed, the ledger event.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct PolicyLoadedView {
+    pub hash: String,
+    pub changed: bool,
+    pub ledger_index: Option<u64>,
+}
+
+impl PolicyLoadedView {
+    pub fn of(loaded: &writ_engine::policy::Loaded) -> PolicyLoadedView {
+        match loaded {
+            writ_engine::policy::Loaded::Changed { hash, index } => {
+                PolicyLoadedView { hash: hash.clone(), changed: true, ledger_index: Some(*index) }
+            }
+            writ_engine::policy::Loaded::Unchanged { hash } => {
+                PolicyLoadedView { hash: hash.clone(), changed: false, ledger_index: None }
+            }
+        }
+    }
+
+    /// The reload again, as the engine types it.
+    pub fn loaded(&self) -> writ_engine::policy::Loaded {
+        match self.ledger_index {
+            Some(index) if self.changed => {
+                writ_engine::policy::Loaded::Changed { hash: self.hash.clone(), index }
+            }
+            _ => writ_engine::policy::Loaded::Unchanged { hash: self.hash.clone() },
+        }
+    }
+}
+
+/// A target just registered, with the entitlements its connector reported (`writ target add`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct TargetAddedView {
+    #[serde(flatten)]
+    pub target: TargetView,
+    pub entitlements: Vec<String>,
+}
+
+/// A delivery just received (`POST /hooks/NAME`): what became of it, and whether it had been
+/// received before (a duplicate changes nothing).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ReceiptView {
+    #[serde(flatten)]
+    pub record: super::DeliveryRecordView,
+    pub duplicate: bool,
+}
+
+/// Liveness and readiness: `ok` or `ready`.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct StatusView {
+    pub status: String,
+}
