@@ -1,5 +1,7 @@
-//! The JSON views of the API: the shapes the server answers with and the CLI prints with
-//! `--json` (stable field names). The text renderings people read live in the CLI.
+//! The views of the API: typed structs the server answers with, the CLI prints with `--json`
+//! (stable field names) and reads back over `--server`, and the OpenAPI document states. The
+//! text people read is rendered from them (`text`). The `*_json` functions are the same views
+//! as JSON values, for the server's stored idempotent answers.
 //!
 //! A change's view answers, for one change: who asked, who approved, who executed, what changed,
 //! and whether the observed state was the approved state.
@@ -9,10 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use writ_core::event::{ChangeEvent, ChangeEventBody};
 use writ_core::exception::Exception;
-use writ_core::identity::{Grant, Identity, Target};
+use writ_core::identity::{Identity, Target};
 use writ_core::time::Timestamp;
 use writ_engine::ChangeRecord;
-use writ_store::ChangeSummary;
 
 mod change;
 mod resources;
@@ -23,16 +24,8 @@ pub fn identity_json(identity: &Identity) -> Value {
     to_json(&IdentityView::of(identity))
 }
 
-pub fn grant_json(grant: &Grant) -> Value {
-    to_json(&GrantView::of(grant))
-}
-
 pub fn target_json(target: &Target) -> Value {
     to_json(&TargetView::of(target))
-}
-
-pub fn summary_json(summary: &ChangeSummary) -> Value {
-    to_json(&SummaryView::of(summary))
 }
 
 /// A list, whole.
