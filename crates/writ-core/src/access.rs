@@ -98,11 +98,14 @@ impl Action {
         match self {
             Action::Read => &[Requester, Approver, Executor, Reviewer, Admin, Auditor],
             Action::ReadLedger => &[Auditor, Admin],
-            Action::Request | Action::Cancel => &[Requester],
+            Action::Request => &[Requester],
+            // Whose change it is decides the rest (`crate::authority::may_cancel`).
+            Action::Cancel => &[Requester, Admin],
             Action::Approve | Action::Reject => &[Approver],
             Action::Execute | Action::Verify => &[Executor],
             Action::Review => &[Reviewer],
-            Action::AttachEvidence => &[Requester, Approver, Executor, Reviewer],
+            // The step and the actor's relationship decide the rest (`crate::authority`).
+            Action::AttachEvidence => &[Requester, Approver, Executor, Reviewer, Auditor, Admin],
             Action::Administer | Action::Operate => &[Admin],
             Action::Provision => &[Provisioner],
         }

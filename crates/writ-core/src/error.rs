@@ -18,6 +18,14 @@ pub enum Refusal {
     /// A well-formed time that is too early for what it is asked for (an expiry already past).
     #[error("{field} {input} is too early: expected {expected}")]
     TooEarly { field: &'static str, input: String, expected: &'static str },
+    /// The actor's relationship to the change does not let them do this (see
+    /// [`crate::authority`]).
+    #[error("{actor} may not {action} {change}: {reason}")]
+    NotYours { change: ChangeId, actor: IdentityName, action: &'static str, reason: String },
+    /// Evidence the change cannot take now: it is closed, the step is not reached, or its quota
+    /// is used up.
+    #[error("{change} takes no more evidence here: {reason}")]
+    EvidenceRefused { change: ChangeId, code: &'static str, reason: String },
     /// A duration could not be parsed or is out of range.
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: &'static str },
@@ -138,6 +146,8 @@ impl Refusal {
             Refusal::InvalidName { .. } => "input.invalid_name",
             Refusal::InvalidValue { .. } => "input.invalid_value",
             Refusal::TooEarly { .. } => "input.too_early",
+            Refusal::NotYours { .. } => "authority.not_yours",
+            Refusal::EvidenceRefused { code, .. } => code,
             Refusal::InvalidDuration { .. } => "input.invalid_duration",
             Refusal::EmptyJustification => "input.empty_justification",
             Refusal::NoOperations => "input.no_operations",

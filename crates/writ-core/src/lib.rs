@@ -7,6 +7,7 @@
 //! back into state, so the whole lifecycle is testable without a database.
 
 pub mod access;
+pub mod authority;
 #[macro_use]
 pub mod change;
 pub mod error;

@@ -471,18 +471,37 @@ impl Engine {
         notes: &mut Vec<String>,
     ) -> Result<()> {
         let label = format!("{}/{}", delivery.source, delivery.id);
+        let (source, object) = (delivery.source.clone(), delivery.object.clone());
         let change = self.link(id, delivery, late)?;
+        // A source may call off only what its own object opened: a change its requester asked
+        // for whose first delivery is this object's (a change a person opened, or another
+        // object's, only takes the delivery as a record).
+        let opened_here = object.is_some()
+            && change.requester == *requester
+            && change
+                .links
+                .first()
+                .is_some_and(|l| l.delivery.source == source && l.delivery.object == object);
         if change.state.is_terminal() {
             notes.push(format!("{id} is closed ({}): recorded only", change.state));
         } else if late {
             notes.push(format!("older than a version already seen: recorded on {id}, not acted on"));
+        } else if cancelled && !opened_here {
+            notes.push(format!(
+                "cancelled in the source, but {id} was not opened by this object of {source}: not cancelled"
+            ));
         } else if cancelled {
             // The core decides what can be cancelled; what it refuses is for a person.
             match self.cancel(id, requester, format!("cancelled in the source ({label})")) {
                 Ok(_) => notes.push(format!("cancelled {id}")),
-                Err(EngineError::Refused(refusal)) if refusal.code().starts_with("state.") => notes.push(
-                    format!("cancelled in the source, but {id} is {}: a person must decide", change.state),
-                ),
+                Err(EngineError::Refused(refusal))
+                    if refusal.code().starts_with("state.") || refusal.code() == "authority.not_yours" =>
+                {
+                    notes.push(format!(
+                        "cancelled in the source, but {id} is {}: a person must decide ({refusal})",
+                        change.state
+                    ))
+                }
                 Err(error) => return Err(error),
             }
         }

@@ -173,9 +173,16 @@ impl Engine {
         self.transition(id, Command::Reject { actor, reason })
     }
 
+    /// Cancels a change that has not started, for who asked for it, the person it was asked for,
+    /// or an admin (see [`writ_core::authority::may_cancel`]).
     pub fn cancel(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
-        let actor = Actor::Identity(self.identity(actor)?.name);
-        self.transition(id, Command::Cancel { actor, reason })
+        let name = self.identity(actor)?.name;
+        let record = self.load(id)?;
+        let command = Command::Cancel { actor: Actor::Identity(name.clone()), reason };
+        // The floor first (what no one may cancel), then whose change it is.
+        decide(Some(&record.change), command.clone(), self.clock.now())?;
+        writ_core::authority::may_cancel(&record.change, &name, &self.store.roles_of(&name)?)?;
+        self.transition_from(record, command, evidence::Captured::default())
     }
 
     pub fn review(&self, id: &ChangeId, reviewer: &IdentityName, notes: String) -> Result<ChangeRecord> {
@@ -214,10 +221,14 @@ impl Engine {
             }
             .into());
         }
-        let actor = Actor::Identity(self.identity(actor)?.name);
+        let actor_name = self.identity(actor)?.name;
+        let record = self.load(id)?;
+        let roles = self.store.roles_of(&actor_name)?;
+        let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        writ_core::authority::may_attach_evidence(&record.change, &actor_name, &roles, step, size)?;
+        let actor = Actor::Identity(actor_name);
         let mut captured = evidence::Captured::default();
         captured.bytes(&name, &media_type, bytes);
-        let record = self.load(id)?;
         self.transition_from(record, Command::AttachEvidence { actor, step, name }, captured)
     }
 

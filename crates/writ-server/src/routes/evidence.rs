@@ -46,12 +46,13 @@ pub fn operations() -> Vec<Operation> {
         op(
             M::GET,
             "/api/v1/evidence/{sha256}",
-            "An evidence blob by SHA-256.",
+            "An evidence blob by SHA-256, as application/octet-stream to save (Content-Disposition: \
+             attachment, X-Content-Type-Options: nosniff); its media type is in the change's trail.",
             Some(A::Read),
             None,
             get(get_evidence),
         )
-        .produces(&["*/*"]),
+        .produces(&["application/octet-stream"]),
     ]
 }
 
@@ -149,9 +150,19 @@ pub(crate) async fn get_evidence(
             .store()
             .evidence(&digest)?
             .ok_or_else(|| ApiError::new("not_found", format!("no evidence {sha256}")))?;
-        let media = HeaderValue::from_str(&blob.media_type)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-        Ok(([(header::CONTENT_TYPE, media)], blob.bytes).into_response())
+        // Served as bytes to save, never as a page to render: whatever media type the uploader
+        // claimed (`text/html` included) stays in the change's record, not in this answer.
+        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{sha256}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+        Ok((
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (header::CONTENT_DISPOSITION, disposition),
+                (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            ],
+            blob.bytes,
+        )
+            .into_response())
     })
     .await
 }

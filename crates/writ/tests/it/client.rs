@@ -46,9 +46,6 @@ fn cli_commands_over_a_server_print_what_they_print_locally() {
     );
     assert_eq!(remote(&http, &http.executor, &["change", "execute", &id]).ok(), format!("{id} implemented"));
     assert_eq!(remote(&http, &http.executor, &["change", "verify", &id]).ok(), format!("{id} verified"));
-    let reviewed =
-        remote(&http, &http.carol, &["change", "review", &id, "--as", "carol", "--notes", "ok", "--json"]);
-    assert_eq!(reviewed.json()["state"], "reviewed");
     let file = http.world.dir.path().join("approval.pdf");
     std::fs::write(&file, b"%PDF signed approval").unwrap();
     let attach = [
@@ -66,6 +63,10 @@ fn cli_commands_over_a_server_print_what_they_print_locally() {
     let attached = remote(&http, &http.carol, &attach).ok();
     assert!(attached.starts_with("attached sha256:"), "{attached}");
     let digest = attached.split_whitespace().nth(1).unwrap().trim_start_matches("sha256:").to_owned();
+    // Evidence goes to an open change: the reviewer attaches it, then reviews.
+    let reviewed =
+        remote(&http, &http.carol, &["change", "review", &id, "--as", "carol", "--notes", "ok", "--json"]);
+    assert_eq!(reviewed.json()["state"], "reviewed");
     let fetched = http.world.dir.path().join("fetched.pdf");
     remote(&http, &http.root, &["evidence", "get", &digest, "--out", fetched.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(&fetched).unwrap(), b"%PDF signed approval");

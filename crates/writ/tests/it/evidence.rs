@@ -52,6 +52,8 @@ fn every_step_captures_its_evidence_and_the_event_carries_the_digest() {
 fn a_person_attaches_a_file_and_gets_the_same_bytes_back() {
     let w = World::new();
     let id = w.request("dave", "access:eng-read");
+    // Approval evidence comes from an approver (or who asked, an auditor, an admin).
+    w.writ(&["role", "grant", "carol", "approver"]).ok();
     let file = w.dir.path().join("cab-minutes.txt");
     std::fs::write(&file, b"CAB approved on 2026-11-20\n").unwrap();
     let attached = w

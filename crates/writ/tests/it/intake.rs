@@ -986,3 +986,51 @@ fn change_ids_are_written_back_to_servicenow_and_jira_and_failures_are_retried()
     let bytes = std::fs::read(&h.world.db).unwrap();
     assert!(!bytes.windows(13).any(|w| w == b"tk-8d1f0c2b9e"));
 }
+
+/// A signed delivery may call off only a change its own object opened: a Jira issue that names
+/// someone else's change (`Writ-Change: CHG-…`) and says "Cancelled" is recorded on it and
+/// cancels nothing; the issue that opened a change still cancels it.
+#[test]
+fn a_delivery_cancels_only_what_its_own_object_opened() {
+    let h = start();
+    let now = now_ms();
+    let theirs = h.world.request("dave", "access:eng-read");
+    let issue = |key: &str, id: &str, status: &str, description: &str, at: i64| {
+        serde_json::to_vec(&json!({
+            "timestamp": at,
+            "webhookEvent": "jira:issue_updated",
+            "issue_event_type_name": "issue_generic",
+            "user": {"accountId": "5b10a2844c20165700ede21g"},
+            "issue": {
+                "id": id, "key": key, "self": format!("https://acme.atlassian.net/rest/api/2/issue/{id}"),
+                "fields": {
+                    "summary": "access", "status": {"name": status},
+                    "issuetype": {"name": "Access"}, "project": {"key": "ACC"},
+                    "reporter": {"accountId": "5b10ac8d82e05b22cc7d4ef5"},
+                    "description": description
+                }
+            },
+            "changelog": {"items": [{"field": "status", "fieldtype": "jira", "fromString": "Open", "toString": status}]}
+        }))
+        .unwrap()
+    };
+    let jira = |delivery: &str, body: &[u8]| {
+        post(
+            &h,
+            "jira",
+            &[("x-atlassian-webhook-identifier", delivery), ("x-hub-signature", &hub(body))],
+            body,
+        )
+    };
+    let hostile = issue("ACC-99", "10099", "Cancelled", &format!("Writ-Change: {theirs}"), now);
+    let reply = jira("wh-hostile", &hostile).expect(200).clone();
+    assert_eq!(reply["changes"][0], theirs.as_str(), "{reply}");
+    assert!(reply["detail"].as_str().unwrap().contains("not opened by this object"), "{reply}");
+    assert_eq!(change(&h, &theirs)["state"], "pending_approval", "a foreign issue cancelled nothing");
+    // The issue that opened its change may still call it off.
+    let grant = "Writ-Grant: bob access:deploy-prod for 8h\nWrit-Event: adhoc";
+    let opened = jira("wh-open", &issue("ACC-100", "10100", "Open", grant, now - 1_000)).expect(200).clone();
+    let own = opened["changes"][0].as_str().unwrap().to_owned();
+    jira("wh-close", &issue("ACC-100", "10100", "Cancelled", grant, now)).expect(200);
+    assert_eq!(change(&h, &own)["state"], "cancelled");
+}

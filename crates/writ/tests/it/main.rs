@@ -9,6 +9,7 @@ mod server;
 
 mod api;
 mod audit;
+mod authority;
 mod baotarget;
 mod breakglass;
 mod client;

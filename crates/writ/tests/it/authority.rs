@@ -1,0 +1,133 @@
+//! Authority by relationship (`writ_core::authority`), through the API and the local CLI alike:
+//! who may cancel which change, who may attach evidence to which step, and how evidence is
+//! served back. Each refusal has its code and changes nothing.
+
+use serde_json::json;
+use writ_server::testkit::spawn_app;
+
+use crate::harness::World;
+use crate::server::{Api, roles, token};
+
+/// A change alice asks for: a grant for dave, a revocation of dave's access, or a leaver.
+fn open(world: &World, api: &Api, alice: &str, kind: &str) -> String {
+    let body = match kind {
+        "grant" => json!({ "identity": "dave", "grant": ["access:eng-read"], "justification": "on call" }),
+        "revocation" => {
+            json!({ "identity": "dave", "revoke": ["access:eng-read"], "justification": "moved team" })
+        }
+        _ => {
+            json!({ "identity": "dave", "revoke": ["access:eng-read"], "justification": "left", "event": "leaver" })
+        }
+    };
+    let reply = api.post("/api/v1/changes", alice, body);
+    let id = reply.expect(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(world.writ(&["change", "show", &id, "--json"]).json()["requester"], "alice");
+    id
+}
+
+#[test]
+fn only_whose_change_it_is_may_cancel_it_and_never_the_subject_of_a_removal() {
+    let w = World::new();
+    w.writ(&["identity", "add", "root", "--kind", "human"]).ok();
+    roles(&w, "alice", &["requester"]);
+    roles(&w, "dave", &["requester"]);
+    roles(&w, "carol", &["requester", "approver"]);
+    roles(&w, "root", &["admin"]);
+    let tokens: Vec<(&str, String)> =
+        ["alice", "dave", "carol", "root"].iter().map(|p| (*p, token(&w, p))).collect();
+    let alice = tokens[0].1.clone();
+    let app = spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
+    let api = Api::new(&app.base);
+    let mut cases = 0;
+    for kind in ["grant", "revocation", "leaver"] {
+        for (who, token) in &tokens {
+            let allowed = match *who {
+                "alice" | "root" => true,
+                _ => false, // dave is the subject (or not the requester); carol is uninvolved
+            };
+            // Over the API.
+            let id = open(&w, &api, &alice, kind);
+            let before = w.fingerprint_except(&["leases"]);
+            let reply =
+                api.post(&format!("/api/v1/changes/{id}/cancel"), token, json!({ "reason": "not needed" }));
+            if allowed {
+                assert_eq!(reply.expect(200)["state"], "cancelled", "{kind}: {who}");
+            } else {
+                reply.refused(403, "authority.not_yours");
+                assert_eq!(
+                    w.fingerprint_except(&["leases"]),
+                    before,
+                    "{kind}: {who}'s refused cancel changed something"
+                );
+            }
+            // And locally, with the same answer.
+            let id = open(&w, &api, &alice, kind);
+            let local = w.writ(&["change", "cancel", &id, "--as", who, "--reason", "not needed"]);
+            if allowed {
+                assert_eq!(local.code, 0, "{kind}: {who}: {}", local.stderr);
+            } else {
+                assert_eq!(local.code, 3, "{kind}: {who}: {}", local.stderr);
+                assert!(local.stderr.starts_with("error[authority.not_yours]"), "{}", local.stderr);
+            }
+            cases += 2;
+        }
+    }
+    assert_eq!(cases, 24);
+}
+
+#[test]
+fn evidence_comes_from_the_steps_people_to_reached_steps_and_is_served_as_a_download() {
+    let w = World::new();
+    w.writ(&["identity", "add", "root", "--kind", "human"]).ok();
+    roles(&w, "alice", &["requester"]);
+    roles(&w, "bob", &["approver"]);
+    roles(&w, "carol", &["requester"]);
+    roles(&w, "root", &["auditor"]);
+    let alice = token(&w, "alice");
+    let people: Vec<(&str, String)> =
+        ["alice", "bob", "carol", "root"].iter().map(|p| (*p, token(&w, p))).collect();
+    let app = spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
+    let api = Api::new(&app.base);
+    let id = open(&w, &api, &alice, "grant");
+    let binary = [("content-type", "application/octet-stream")];
+    for step in ["request", "validation", "approval", "implementation", "verification", "review"] {
+        let reached = matches!(step, "request" | "validation" | "approval");
+        for (who, token) in &people {
+            let allowed = match *who {
+                "alice" | "root" => true,
+                "bob" => step == "approval",
+                _ => false,
+            };
+            let before = w.fingerprint_except(&["leases"]);
+            let path = format!("/api/v1/changes/{id}/evidence?step={step}&name=note-{who}");
+            let body = format!("{step} by {who}").into_bytes();
+            let reply = api.send("POST", &path, Some(token), &binary, Some(body));
+            match (reached, allowed) {
+                (true, true) => assert_eq!(reply.status, 201, "{step} {who}: {}", reply.text),
+                (false, _) => reply.refused(409, "evidence.step_not_reached"),
+                (true, false) => reply.refused(403, "authority.not_yours"),
+            }
+            if reply.status != 201 {
+                assert_eq!(
+                    w.fingerprint_except(&["leases"]),
+                    before,
+                    "{step} {who}: a refusal changed something"
+                );
+            }
+        }
+    }
+    // Whatever media type the uploader claims, it comes back as a download.
+    let html = [("content-type", "text/html")];
+    let path = format!("/api/v1/changes/{id}/evidence?step=request&name=page");
+    let attached = api.send("POST", &path, Some(&alice), &html, Some(b"<script>alert(1)</script>".to_vec()));
+    let digest = attached.expect(201)["sha256"].as_str().unwrap().to_owned();
+    let served = api.send("GET", &format!("/api/v1/evidence/{digest}"), Some(&alice), &[], None);
+    assert_eq!(served.status, 200);
+    assert_eq!(served.headers["content-type"], "application/octet-stream");
+    assert_eq!(served.headers["x-content-type-options"], "nosniff");
+    assert!(served.headers["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    // A closed change takes no more evidence, from anyone.
+    w.writ(&["change", "cancel", &id, "--as", "alice", "--reason", "done"]).ok();
+    let late = api.send("POST", &path, Some(&people[3].1), &binary, Some(b"late".to_vec()));
+    late.refused(409, "evidence.change_closed");
+}
