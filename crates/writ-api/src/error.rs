@@ -128,6 +128,8 @@ pub const CODES: &[(&str, Kind)] = &[
     ("input.invalid_text", Invalid),
     ("input.invalid_value", Invalid),
     ("input.too_early", Unprocessable),
+    ("input.control_character", Invalid),
+    ("input.event_mismatch", Invalid),
     ("authority.not_yours", Forbidden),
     ("evidence.change_closed", Conflict),
     ("evidence.step_not_reached", Conflict),

@@ -52,8 +52,17 @@ macro_rules! control {
 /// 200 characters.
 pub const REF_PATTERN: &str =
     concat!("^[^", control!(), "]*[^", blank!(), control!(), "][^", control!(), "]*$");
-/// A reason, note or justification: some text that is not only blanks, at most 2000 characters.
-pub const TEXT_PATTERN: &str = concat!("[^", blank!(), "]");
+/// The control characters a multi-line text may not hold (all but tab, line feed and carriage
+/// return).
+macro_rules! text_control {
+    () => {
+        r"\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F"
+    };
+}
+/// A reason, note or justification: some text that is not only blanks, with no control
+/// characters but line breaks and tabs, at most 2000 characters.
+pub const TEXT_PATTERN: &str =
+    concat!("^[^", text_control!(), "]*[^", blank!(), text_control!(), "][^", text_control!(), "]*$");
 /// A token label: no control characters (1 to 100 characters).
 pub const LABEL_PATTERN: &str = concat!("^[^", control!(), "]+$");
 /// A control an exception is asked for: a finding kind (`secret.long_lived`).
@@ -92,7 +101,16 @@ fn change_rules(schema: &mut schemars::Schema) {
         { "properties": { "for": { "type": "null" } } },
         { "required": ["grant"], "properties": { "grant": { "minItems": 1 } } },
     ] });
-    add_rules(schema, vec![some_of(&["grant", "revoke", "rotate"]), grants]);
+    // The business event fits the operations (`input.event_mismatch` otherwise).
+    let removal = serde_json::json!({ "anyOf": [
+        { "properties": { "event": { "not": { "enum": ["leaver", "decommission"] } } } },
+        { "properties": { "grant": { "maxItems": 0 } } },
+    ] });
+    let joiner = serde_json::json!({ "anyOf": [
+        { "properties": { "event": { "not": { "const": "joiner" } } } },
+        { "properties": { "revoke": { "maxItems": 0 } } },
+    ] });
+    add_rules(schema, vec![some_of(&["grant", "revoke", "rotate"]), grants, removal, joiner]);
 }
 
 /// A person has no owner; every other kind of identity needs one.

@@ -240,6 +240,9 @@ impl Justification {
         if trimmed.is_empty() {
             return Err(Refusal::EmptyJustification);
         }
+        if !input.chars().all(crate::machine::allowed_in_text) {
+            return Err(Refusal::ControlCharacter { field: "justification" });
+        }
         if input.chars().count() > Self::MAX_LEN {
             return Err(Refusal::InvalidValue {
                 field: "justification",

@@ -102,6 +102,12 @@ pub enum Refusal {
     /// A reason, note or similar text is empty or too long.
     #[error("{field} must be between 1 and {max} characters")]
     InvalidText { field: &'static str, max: usize },
+    /// The business event does not fit the operations (a `leaver` that grants).
+    #[error("a {event} change {reason}")]
+    EventMismatch { event: crate::change::BusinessEvent, reason: &'static str },
+    /// A text holds a control character it may not (NUL, ESC; a line break in a one-line field).
+    #[error("{field} may not contain control characters (line breaks only where it may span lines)")]
+    ControlCharacter { field: &'static str },
     /// An execution or verification report does not cover the change's operations exactly.
     #[error("report for {change} does not cover its operations: {detail}")]
     InconsistentReport { change: ChangeId, detail: String },
@@ -155,6 +161,8 @@ impl Refusal {
             Refusal::DuplicateOperation { .. } => "input.duplicate_operation",
             Refusal::DurationOnRevoke => "input.duration_on_revoke",
             Refusal::InvalidText { .. } => "input.invalid_text",
+            Refusal::ControlCharacter { .. } => "input.control_character",
+            Refusal::EventMismatch { .. } => "input.event_mismatch",
             Refusal::OnBehalfOfSelf { .. } => "input.on_behalf_of_self",
             Refusal::OwnerRequired { .. } => "identity.owner_required",
             Refusal::OwnerOnHuman { .. } => "identity.owner_on_human",

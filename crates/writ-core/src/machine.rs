@@ -346,7 +346,7 @@ pub fn decide(
             )])
         }
         Command::AttachEvidence { actor, step, name } => {
-            let name = text(name, "evidence name")?;
+            let name = line(name, "evidence name")?;
             Ok(vec![event(actor, None, ChangeEventBody::EvidenceAttached { step, name })])
         }
         Command::Revalidate { requirement, controls, kept, reason } => {
@@ -376,7 +376,7 @@ pub fn decide(
             if change.escalated.is_some() || due.is_none_or(|due| due > now) {
                 return Err(Refusal::NotDue { change: change.id.clone(), action });
             }
-            let to = text(to, "escalation target")?;
+            let to = line(to, "escalation target")?;
             Ok(vec![event(
                 Actor::System(SystemActor::Scheduler),
                 None,
@@ -718,6 +718,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
     {
         return Err(Refusal::OnBehalfOfSelf { requester: new.requester.name });
     }
+    check_event(new.event, &new.ops)?;
     let actions: Vec<(OpAction, bool)> =
         new.ops.iter().map(|op| (op.action, op.duration.is_some())).collect();
     let kind = ChangeKind::derive(&actions, new.event);
@@ -807,6 +808,23 @@ fn check_ops(ops: &[PlannedOp]) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// The business event must fit the operations: a leaver or decommission takes access away (no
+/// grant), a joiner gives it (no revocation), and only Writ opens an expiry.
+fn check_event(event: BusinessEvent, ops: &[PlannedOp]) -> Result<(), Refusal> {
+    let has = |action: OpAction| ops.iter().any(|op| op.action == action);
+    let reason = match event {
+        BusinessEvent::Leaver | BusinessEvent::Decommission if has(OpAction::Grant) => {
+            "takes access away: it cannot grant (request the grant as its own change)"
+        }
+        BusinessEvent::Joiner if has(OpAction::Revoke) => {
+            "gives access: it cannot revoke (a mover can do both)"
+        }
+        BusinessEvent::Expiry => "is opened by Writ when time-bound access ends, never requested",
+        _ => return Ok(()),
+    };
+    Err(Refusal::EventMismatch { event, reason })
 }
 
 /// The role that disqualifies `name` from acting independently on `change`, if any.
@@ -921,14 +939,37 @@ fn invalid(change: &Change, action: &'static str) -> Refusal {
     Refusal::InvalidTransition { change: change.id.clone(), state: change.state, action }
 }
 
-/// A reason, note or similar text: at most [`MAX_TEXT`] characters as sent, not only blanks;
-/// kept trimmed.
+/// Whether `c` may be in a multi-line text: line breaks and tabs may, other control characters
+/// (NUL, ESC, …) may not.
+pub fn allowed_in_text(c: char) -> bool {
+    !c.is_control() || matches!(c, '\n' | '\r' | '\t')
+}
+
+/// `input` with every control character a text may not hold replaced by a space: for text Writ
+/// builds from what other systems sent (a ticket's description, a delivery's notes).
+pub fn clean_text(input: &str) -> String {
+    input.chars().map(|c| if allowed_in_text(c) { c } else { ' ' }).collect()
+}
+
+/// A reason, note or similar text: at most [`MAX_TEXT`] characters as sent, not only blanks,
+/// no control characters but line breaks and tabs; kept trimmed.
 pub fn text(input: String, field: &'static str) -> Result<String, Refusal> {
     let trimmed = input.trim();
     if trimmed.is_empty() || input.chars().count() > MAX_TEXT {
         return Err(Refusal::InvalidText { field, max: MAX_TEXT });
     }
+    if !input.chars().all(allowed_in_text) {
+        return Err(Refusal::ControlCharacter { field });
+    }
     Ok(trimmed.to_owned())
+}
+
+/// As [`text`], on one line: no control character at all.
+pub fn line(input: String, field: &'static str) -> Result<String, Refusal> {
+    if input.chars().any(char::is_control) {
+        return Err(Refusal::ControlCharacter { field });
+    }
+    text(input, field)
 }
 
 fn truncate(input: &str) -> String {

@@ -418,7 +418,10 @@ fn durations_parse_strictly() {
     assert_eq!(Duration::parse("8h").unwrap().as_millis(), 8 * 3_600_000);
     assert_eq!(Duration::parse("1h30m").unwrap().as_millis(), 90 * 60_000);
     assert_eq!(Duration::parse("2w").unwrap().to_string(), "14d");
-    for bad in ["", "8", "h", "8x", "0h", "400d", "99999999999999999999d", "-1h", "1.5h"] {
+    assert_eq!(Duration::parse("1d2h3m4s").unwrap().to_string(), "1d2h3m4s");
+    let bad = ["", "8", "h", "8x", "0h", "400d", "99999999999999999999d", "-1h", "1.5h", " 8h", "8h ", "8 h"];
+    let unordered = ["1h1h", "30m1h", "1h0m", "08h", "1H", "８h"];
+    for bad in bad.into_iter().chain(unordered) {
         assert_eq!(Duration::parse(bad).unwrap_err().code(), "input.invalid_duration", "{bad:?}");
     }
 }

@@ -84,39 +84,53 @@ impl Duration {
     }
 
     /// Parses `90s`, `30m`, `8h`, `7d`, `2w` and combinations such as `1h30m`.
+    /// Parses the one duration grammar Writ accepts: one or more `NUMBER UNIT` parts with units
+    /// `w`, `d`, `h`, `m`, `s`, each at most once and in that order (`8h`, `1h30m`, `2w`), no
+    /// blanks, no zero parts, no leading zeros; positive and at most [`Duration::MAX_DAYS`].
     pub fn parse(input: &str) -> Result<Duration, Refusal> {
         let invalid = |reason| Refusal::InvalidDuration { input: input.chars().take(40).collect(), reason };
-        let text = input.trim();
-        if text.is_empty() {
+        if input.is_empty() {
             return Err(invalid("empty; use a number and a unit, for example 8h or 7d"));
         }
+        const UNITS: [(char, i64); 5] =
+            [('w', 7 * 86_400_000), ('d', 86_400_000), ('h', 3_600_000), ('m', 60_000), ('s', 1_000)];
         let mut total: i64 = 0;
-        let mut number: Option<i64> = None;
-        for c in text.chars() {
-            if let Some(digit) = c.to_digit(10) {
-                let next = number
-                    .unwrap_or(0)
-                    .checked_mul(10)
-                    .and_then(|n| n.checked_add(i64::from(digit)))
-                    .ok_or_else(|| invalid("number too large"))?;
-                number = Some(next);
+        let mut number = String::new();
+        // The index in UNITS the next unit must come at or after.
+        let mut next_unit = 0;
+        for c in input.chars() {
+            if c.is_ascii_digit() {
+                if number == "0" {
+                    return Err(invalid("a number may not start with 0"));
+                }
+                number.push(c);
                 continue;
             }
-            let unit_millis = match c {
-                's' => 1_000,
-                'm' => 60_000,
-                'h' => 3_600_000,
-                'd' => 86_400_000,
-                'w' => 7 * 86_400_000,
-                _ => return Err(invalid("unknown unit; use s, m, h, d or w")),
+            let Some((position, (_, unit_millis))) =
+                UNITS.iter().enumerate().find(|(_, (unit, _))| *unit == c)
+            else {
+                return Err(invalid(
+                    "unknown unit or character; use numbers and the units w, d, h, m, s (8h, 1h30m)",
+                ));
             };
-            let count = number.take().ok_or_else(|| invalid("a unit must follow a number"))?;
+            if number.is_empty() {
+                return Err(invalid("a unit must follow a number"));
+            }
+            if position < next_unit {
+                return Err(invalid("each unit at most once, largest first (1d2h, not 2h1d or 1h1h)"));
+            }
+            next_unit = position + 1;
+            let count: i64 = number.parse().map_err(|_| invalid("number too large"))?;
+            if count == 0 {
+                return Err(invalid("a part may not be zero"));
+            }
+            number.clear();
             total = count
-                .checked_mul(unit_millis)
+                .checked_mul(*unit_millis)
                 .and_then(|part| total.checked_add(part))
                 .ok_or_else(|| invalid("too long"))?;
         }
-        if number.is_some() {
+        if !number.is_empty() {
             return Err(invalid("missing unit after the last number; use s, m, h, d or w"));
         }
         Duration::from_millis(total).map_err(|_| invalid("must be positive and at most 366 days"))

@@ -303,8 +303,11 @@ impl Engine {
             let ids: Vec<String> = record.changes.iter().map(ToString::to_string).collect();
             notes.push(format!("attached to {}", ids.join(", ")));
         }
-        record.detail = writ_core::machine::text(notes.join("; ").chars().take(1000).collect(), "detail")
-            .unwrap_or_else(|_| record.outcome.as_str().to_owned());
+        record.detail = writ_core::machine::text(
+            writ_core::machine::clean_text(&notes.join("; ")).chars().take(1000).collect(),
+            "detail",
+        )
+        .unwrap_or_else(|_| record.outcome.as_str().to_owned());
         Ok(record)
     }
 
@@ -327,6 +330,7 @@ impl Engine {
             .clone()
             .or_else(|| parsed.summary.clone())
             .unwrap_or_else(|| format!("{} from {}", parsed.event, source.name));
+        let text = writ_core::machine::clean_text(&text);
         let opened = Justification::parse(&text).map_err(EngineError::from).and_then(|justification| {
             let input = RequestInput {
                 requester: source.requester.clone(),

@@ -443,8 +443,11 @@ impl Engine {
             (true, false, true) => Outcome::Uncorrelated,
             (true, false, false) => Outcome::Ignored,
         };
-        let detail = writ_core::machine::text(notes.join("; ").chars().take(1000).collect(), "detail")
-            .unwrap_or_else(|_| outcome.as_str().to_owned());
+        let detail = writ_core::machine::text(
+            writ_core::machine::clean_text(&notes.join("; ")).chars().take(1000).collect(),
+            "detail",
+        )
+        .unwrap_or_else(|_| outcome.as_str().to_owned());
         let settled = DeliveryRecord { outcome, changes, detail, updated_at: self.now(), ..record.clone() };
         let event = RegistryEvent::Delivery {
             actor: Actor::Identity(client.clone()),

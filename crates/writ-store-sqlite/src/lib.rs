@@ -71,6 +71,9 @@ impl SqliteStore {
                 path.display()
             )));
         }
+        if !path.exists() {
+            create_private(path)?;
+        }
         let writer = connect(path)?;
         migrate(&writer, mode)?;
         let readers = (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
@@ -100,6 +103,19 @@ impl SqliteStore {
             .submit(Box::new(move |tx| tx.execute_batch(sql).map(|()| Vec::new()).map_err(map_err)))?;
         Ok(())
     }
+}
+
+/// Creates the database file readable by its owner only (0600): it holds sealed clear text and
+/// SCIM's personal data. SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", path.display())))
 }
 
 fn connect(path: &Path) -> Result<Connection> {

@@ -77,3 +77,15 @@ fn rand_bits() -> u128 {
 fn the_sqlite_store_meets_the_storage_contract() {
     writ_store_conformance::run_all(&Sqlite(tempfile::tempdir().unwrap()));
 }
+
+#[test]
+fn a_new_database_and_its_journal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("writ.db");
+    let _store = SqliteStore::open(&path, OpenMode::Create).unwrap();
+    for file in ["writ.db", "writ.db-wal", "writ.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+}

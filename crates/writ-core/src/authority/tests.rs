@@ -143,3 +143,49 @@ fn evidence_goes_to_reached_steps_of_open_changes_from_the_steps_people() {
     let full = may_attach_evidence(&pending, &name("alice"), &[], Phase::Request, MAX_EVIDENCE_BYTES + 1);
     assert_eq!(full.unwrap_err().code(), "evidence.quota_exceeded");
 }
+
+#[test]
+fn the_business_event_fits_the_operations() {
+    let events = [
+        BusinessEvent::Joiner,
+        BusinessEvent::Mover,
+        BusinessEvent::Leaver,
+        BusinessEvent::Decommission,
+        BusinessEvent::Adhoc,
+        BusinessEvent::Expiry,
+    ];
+    for event in events {
+        for action in [OpAction::Grant, OpAction::Revoke, OpAction::Rotate] {
+            let dave = person("dave");
+            let op = PlannedOp {
+                action,
+                identity: dave.name.clone(),
+                entitlement: EntitlementRef::parse("repo:read").unwrap(),
+                duration: None,
+            };
+            let request = Command::Request(Box::new(NewChange {
+                id: ChangeId::generate(T0, 7),
+                requester: person("alice"),
+                on_behalf_of: None,
+                event,
+                refs: Vec::new(),
+                justification: Justification::parse("because").unwrap(),
+                ops: vec![op],
+                subjects: vec![dave],
+                requirement: ApprovalRequirement { approvals: 1, validity: Duration::hours(24) },
+                controls: None,
+            }));
+            let fits = match event {
+                BusinessEvent::Leaver | BusinessEvent::Decommission => action != OpAction::Grant,
+                BusinessEvent::Joiner => action != OpAction::Revoke,
+                BusinessEvent::Expiry => false,
+                _ => true,
+            };
+            let decided = decide(None, request, T0);
+            assert_eq!(decided.is_ok(), fits, "{event:?} {action:?}: {decided:?}");
+            if let Err(refusal) = decided {
+                assert_eq!(refusal.code(), "input.event_mismatch");
+            }
+        }
+    }
+}

@@ -90,7 +90,7 @@ pub struct EvidenceQuery {
     pub step: Option<String>,
     /// What the file is, as people will read it in the trail.
     #[schemars(required, with = "String")]
-    #[schemars(length(min = 1, max = 2000), regex(pattern = writ_api::wire::TEXT_PATTERN))]
+    #[schemars(length(min = 1, max = 2000), regex(pattern = writ_api::wire::REF_PATTERN))]
     pub name: Option<String>,
 }
 
