@@ -130,6 +130,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("input.too_early", Unprocessable),
     ("input.control_character", Invalid),
     ("input.event_mismatch", Invalid),
+    ("identity.lookalike", Conflict),
     ("authority.not_yours", Forbidden),
     ("evidence.change_closed", Conflict),
     ("evidence.step_not_reached", Conflict),

@@ -102,6 +102,11 @@ pub enum Refusal {
     /// A reason, note or similar text is empty or too long.
     #[error("{field} must be between 1 and {max} characters")]
     InvalidText { field: &'static str, max: usize },
+    /// A new identity's name differs from an existing one only in case or end separators.
+    #[error(
+        "{name} looks like the existing identity {existing} (names are compared in lower case, without . - _ at the ends)"
+    )]
+    LookAlike { name: IdentityName, existing: IdentityName },
     /// The business event does not fit the operations (a `leaver` that grants).
     #[error("a {event} change {reason}")]
     EventMismatch { event: crate::change::BusinessEvent, reason: &'static str },
@@ -163,6 +168,7 @@ impl Refusal {
             Refusal::InvalidText { .. } => "input.invalid_text",
             Refusal::ControlCharacter { .. } => "input.control_character",
             Refusal::EventMismatch { .. } => "input.event_mismatch",
+            Refusal::LookAlike { .. } => "identity.lookalike",
             Refusal::OnBehalfOfSelf { .. } => "input.on_behalf_of_self",
             Refusal::OwnerRequired { .. } => "identity.owner_required",
             Refusal::OwnerOnHuman { .. } => "identity.owner_on_human",

@@ -83,6 +83,14 @@ fn check_name(input: &str, what: &'static str, extra: &str) -> Result<(), Refusa
     Ok(())
 }
 
+impl IdentityName {
+    /// The form two names must not share: lower case, without the separators (`.`, `-`, `_`)
+    /// at the ends that make look-alikes. `Bob`, `BOB` and `bob.` are all `bob`.
+    pub fn canonical(&self) -> String {
+        self.as_str().to_ascii_lowercase().trim_matches(['.', '-', '_']).to_owned()
+    }
+}
+
 /// `TARGET:ENTITLEMENT`, the address of one entitlement.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntitlementRef {

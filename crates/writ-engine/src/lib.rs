@@ -161,6 +161,13 @@ impl Engine {
         vendor: Option<OrgName>,
     ) -> Result<Identity> {
         let owner = owner.map(|o| self.identity(o)).transpose()?;
+        // Names are one namespace however they are spelt: `Bob` may not register beside `bob`.
+        let canonical = name.canonical();
+        if let Some(existing) =
+            self.store.identities()?.into_iter().find(|i| i.name != name && i.name.canonical() == canonical)
+        {
+            return Err(writ_core::Refusal::LookAlike { name, existing: existing.name }.into());
+        }
         let identity = Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())?;
         let event = RegistryEvent::IdentityAdded { actor, identity: identity.clone() };
         self.store.add_identity(&identity, &registry_event(&event, self.hmac()?))?;

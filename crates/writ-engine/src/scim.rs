@@ -148,19 +148,20 @@ fn new_id() -> Result<String> {
 
 /// The Writ identity name a userName maps to: the userName in lower case where it is a valid
 /// identity name, else with each character an identity name cannot hold replaced by `-`.
-fn identity_for(user_name: &str, id: &str) -> Result<IdentityName> {
-    let lower = user_name.trim().to_lowercase();
-    if let Ok(name) = IdentityName::parse(&lower) {
-        return Ok(name);
-    }
-    let cleaned: String = lower
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._@+-".contains(c) { c } else { '-' })
-        .skip_while(|c| !c.is_ascii_alphanumeric())
-        .take(120)
-        .collect();
-    let fallback = format!("scim-{}", id.chars().take(8).collect::<String>());
-    Ok(IdentityName::parse(&cleaned).or_else(|_| IdentityName::parse(&fallback))?)
+/// The Writ identity a SCIM `userName` names: the name in lower case, if it is a valid Writ name.
+/// One that is not is refused, never mapped to a look-alike (`аlice` with a Cyrillic `а` is not
+/// `lice`, and `alice\u{200b}` is not `alice-`).
+fn identity_for(user_name: &str) -> Result<IdentityName> {
+    IdentityName::parse(&user_name.to_lowercase()).map_err(|refusal| {
+        scim_error(ScimError {
+            status: 400,
+            scim_type: Some(ScimType::InvalidValue),
+            detail: format!(
+                "userName {:?} is not a Writ identity name ({refusal}); use letters, digits and . _ @ + -",
+                user_name.chars().take(64).collect::<String>()
+            ),
+        })
+    })
 }
 
 fn parse_doc(row: &ScimRow) -> Result<Map<String, Value>> {
@@ -300,7 +301,7 @@ impl Engine {
         // when the User is created, settling them finds the group.
         let identity = match (kind, &current) {
             (Kind::User, Some(row)) => row.identity.clone(),
-            (Kind::User, None) => Some(self.scim_identity(client, &name, &id)?),
+            (Kind::User, None) => Some(self.scim_identity(client, &name)?),
             (Kind::Group, _) => None,
         };
         let now = self.now();
@@ -377,8 +378,8 @@ impl Engine {
 
     /// The identity a new SCIM User is: an existing human no live SCIM User is yet (adopted),
     /// or a new human registered by the SCIM client.
-    fn scim_identity(&self, client: &IdentityName, user_name: &str, id: &str) -> Result<IdentityName> {
-        let name = identity_for(user_name, id)?;
+    fn scim_identity(&self, client: &IdentityName, user_name: &str) -> Result<IdentityName> {
+        let name = identity_for(user_name)?;
         let taken = |why: String| {
             scim_error(ScimError {
                 status: 409,

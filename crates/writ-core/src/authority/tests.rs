@@ -189,3 +189,17 @@ fn the_business_event_fits_the_operations() {
         }
     }
 }
+
+#[test]
+fn canonical_names_fold_case_and_end_separators_only() {
+    for (a, b, same) in [
+        ("bob", "Bob", true),
+        ("bob", "bob.", true),
+        ("bob", "BOB-_", true),
+        ("bob", "b.ob", false),
+        ("bob", "bob2", false),
+        ("bob", "bob@x", false),
+    ] {
+        assert_eq!(name(a).canonical() == name(b).canonical(), same, "{a} {b}");
+    }
+}

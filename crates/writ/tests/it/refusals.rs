@@ -222,3 +222,18 @@ fn without_a_database_commands_say_how_to_get_one() {
     assert!(error["error"]["message"].as_str().unwrap().contains("writ init"));
     assert!(!missing.exists(), "a read command must not create a database");
 }
+
+#[test]
+fn a_name_that_only_looks_different_is_refused() {
+    let w = World::new();
+    // bob exists; these are bob spelt differently.
+    for name in ["Bob", "BOB", "bob.", "bob-", "bob_", "bOb..", "Bob-_."] {
+        refused(&w, &["identity", "add", name, "--kind", "human"], "identity.lookalike", 3);
+    }
+    // Different names, even close ones, register.
+    for name in ["bob2", "b.ob", "bobby", "bob@vendor"] {
+        w.writ(&["identity", "add", name, "--kind", "human"]).ok();
+    }
+    // And the look-alike of a new name is refused in turn.
+    refused(&w, &["identity", "add", "Bob2", "--kind", "human"], "identity.lookalike", 3);
+}
