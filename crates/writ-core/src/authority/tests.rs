@@ -25,8 +25,8 @@ fn step(change: Option<Change>, command: Command) -> Change {
     events.iter().fold(change, |c, e| Some(evolve(c, e).unwrap())).unwrap()
 }
 
-/// A change alice asks for dave (`on_behalf_of`: paul), of one operation.
-fn change(action: OpAction, event: BusinessEvent, principal: bool) -> Change {
+/// alice's request of one operation on dave (`on_behalf_of`: paul).
+fn request(action: OpAction, event: BusinessEvent, principal: bool, approvals: u8) -> Command {
     let dave = person("dave");
     let op = PlannedOp {
         action,
@@ -34,21 +34,23 @@ fn change(action: OpAction, event: BusinessEvent, principal: bool) -> Change {
         entitlement: EntitlementRef::parse("repo:read").unwrap(),
         duration: None,
     };
-    step(
-        None,
-        Command::Request(Box::new(NewChange {
-            id: ChangeId::generate(T0, 7),
-            requester: person("alice"),
-            on_behalf_of: principal.then(|| person("paul")),
-            event,
-            refs: Vec::new(),
-            justification: Justification::parse("because").unwrap(),
-            ops: vec![op],
-            subjects: vec![dave],
-            requirement: ApprovalRequirement { approvals: 2, validity: Duration::hours(24) },
-            controls: None,
-        })),
-    )
+    Command::Request(Box::new(NewChange {
+        id: ChangeId::generate(T0, 7),
+        requester: person("alice"),
+        on_behalf_of: principal.then(|| person("paul")),
+        event,
+        refs: Vec::new(),
+        justification: Justification::parse("because").unwrap(),
+        ops: vec![op],
+        subjects: vec![dave],
+        requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
+        controls: None,
+    }))
+}
+
+/// The change of [`request`], needing two approvals.
+fn change(action: OpAction, event: BusinessEvent, principal: bool) -> Change {
+    step(None, request(action, event, principal, 2))
 }
 
 fn approved_by_bob(change: Change) -> Change {
@@ -156,25 +158,7 @@ fn the_business_event_fits_the_operations() {
     ];
     for event in events {
         for action in [OpAction::Grant, OpAction::Revoke, OpAction::Rotate] {
-            let dave = person("dave");
-            let op = PlannedOp {
-                action,
-                identity: dave.name.clone(),
-                entitlement: EntitlementRef::parse("repo:read").unwrap(),
-                duration: None,
-            };
-            let request = Command::Request(Box::new(NewChange {
-                id: ChangeId::generate(T0, 7),
-                requester: person("alice"),
-                on_behalf_of: None,
-                event,
-                refs: Vec::new(),
-                justification: Justification::parse("because").unwrap(),
-                ops: vec![op],
-                subjects: vec![dave],
-                requirement: ApprovalRequirement { approvals: 1, validity: Duration::hours(24) },
-                controls: None,
-            }));
+            let request = request(action, event, false, 1);
             let fits = match event {
                 BusinessEvent::Leaver | BusinessEvent::Decommission => action != OpAction::Grant,
                 BusinessEvent::Joiner => action != OpAction::Revoke,
