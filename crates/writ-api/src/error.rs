@@ -38,6 +38,8 @@ pub enum Kind {
     PreconditionFailed,
     /// Another writer got there first; read again and retry. 409, exit 5.
     Contended,
+    /// The client sent more requests than it may; wait (`Retry-After`) and ask again. 429, exit 5.
+    RateLimited,
     /// The store, a key file or a service Writ needs is unavailable; nothing was written.
     /// 503, exit 5.
     Unavailable,
@@ -71,6 +73,7 @@ impl Kind {
             Kind::TooLarge => 413,
             Kind::UnsupportedMediaType => 415,
             Kind::Unprocessable | Kind::Refused | Kind::TargetInvalid | Kind::CheckFailed => 422,
+            Kind::RateLimited => 429,
             Kind::TargetUnavailable => 502,
             Kind::Unavailable => 503,
             Kind::Storage | Kind::ChangeFailed | Kind::Ledger | Kind::Internal => 500,
@@ -88,7 +91,7 @@ impl Kind {
             | Kind::Conflict
             | Kind::PreconditionFailed => exit::REFUSED,
             Kind::NotFound => exit::NOT_FOUND,
-            Kind::Contended | Kind::Unavailable | Kind::Storage => exit::STORE,
+            Kind::Contended | Kind::Unavailable | Kind::Storage | Kind::RateLimited => exit::STORE,
             Kind::TargetUnavailable | Kind::TargetInvalid => exit::TARGET,
             Kind::ChangeFailed => exit::CHANGE_FAILED,
             Kind::Ledger => exit::LEDGER,
@@ -128,6 +131,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("input.invalid_text", Invalid),
     ("input.invalid_value", Invalid),
     ("input.too_early", Unprocessable),
+    ("rate.limited", RateLimited),
     ("input.control_character", Invalid),
     ("input.event_mismatch", Invalid),
     ("identity.lookalike", Conflict),
@@ -291,6 +295,7 @@ pub const KINDS: &[(Kind, &str)] = &[
     (Kind::Refused, "the record's own rules refuse it (identity kinds and owners, break-glass scope)"),
     (Kind::TargetInvalid, "the target's registration is not usable"),
     (Kind::CheckFailed, "a check the command ran did not pass (CLI only)"),
+    (Kind::RateLimited, "too many requests from this address or identity: wait `Retry-After` seconds"),
     (Kind::TargetUnavailable, "the target refused or could not be reached"),
     (Kind::Unavailable, "the store, a key file or a needed service is unavailable; nothing was written"),
     (Kind::Storage, "the store failed in a way retrying will not fix"),

@@ -26,8 +26,9 @@ impl FromRequestParts<State> for Caller {
             .map(str::trim)
             .ok_or(AuthError::Invalid)?
             .to_owned();
-        let state = state.clone();
+        let shared = state.clone();
         let principal = tokio::task::spawn_blocking(move || {
+            let state = shared;
             if token.starts_with(TOKEN_PREFIX) {
                 return state.engine.authenticate(&token);
             }
@@ -44,6 +45,9 @@ impl FromRequestParts<State> for Caller {
         .await
         .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))??;
         tracing::debug!(target: "writ::serve", identity = %principal.identity.name, "authenticated");
+        if let Some(rate) = &state.rate {
+            rate.identity(principal.identity.name.as_str())?;
+        }
         Ok(Caller(principal))
     }
 }

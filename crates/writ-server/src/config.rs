@@ -9,6 +9,7 @@
 //! workers = 64
 //! max_body_bytes = 65536
 //! max_evidence_bytes = 16777216
+//! rate_limit = 300                     # requests/s per address and per identity; 0: off
 //! oidc_issuer = "https://login.example.com"
 //! oidc_audience = "writ"
 //! oidc_claim = "preferred_username"
@@ -56,6 +57,8 @@ pub struct ServeOptions {
     pub workers: Option<usize>,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Requests per second per source address and per identity (0: no limit).
+    pub rate_limit: Option<u32>,
     /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
     pub oidc_issuer: Option<String>,
     /// The audience an OIDC token must be for (its `aud`); required with --oidc-issuer.
@@ -80,6 +83,7 @@ struct File {
     workers: Option<usize>,
     max_body_bytes: Option<usize>,
     max_evidence_bytes: Option<usize>,
+    rate_limit: Option<u32>,
     oidc_issuer: Option<String>,
     oidc_audience: Option<String>,
     oidc_claim: Option<String>,
@@ -94,6 +98,8 @@ struct File {
 pub struct Limits {
     pub body_bytes: usize,
     pub evidence_bytes: usize,
+    /// Requests per second per source address and per identity; 0 for none.
+    pub rate_per_second: u32,
 }
 
 pub struct Settings {
@@ -110,6 +116,8 @@ pub struct Settings {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+/// Requests per second per source address and per identity, unless configured.
+pub const DEFAULT_RATE_LIMIT: u32 = 300;
 
 impl Settings {
     pub fn resolve(
@@ -159,6 +167,7 @@ impl Settings {
             limits: Limits {
                 body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(64 * 1024),
                 evidence_bytes: file.max_evidence_bytes.unwrap_or(16 * 1024 * 1024),
+                rate_per_second: args.rate_limit.or(file.rate_limit).unwrap_or(DEFAULT_RATE_LIMIT),
             },
         })
     }

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError {
     pub status: StatusCode,
     pub error: writ_api::Error,
+    /// Seconds to wait before asking again (`Retry-After`), for a rate-limited request.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,11 @@ impl ApiError {
         self
     }
 
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::from(writ_api::Error::internal(message))
     }
@@ -32,7 +39,7 @@ impl ApiError {
 impl From<writ_api::Error> for ApiError {
     fn from(error: writ_api::Error) -> ApiError {
         let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError { status, error }
+        ApiError { status, error, retry_after: None }
     }
 }
 
@@ -64,6 +71,9 @@ impl IntoResponse for ApiError {
             object.insert("field".into(), serde_json::Value::String(field.clone()));
         }
         let mut response = (self.status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -19,6 +19,7 @@ pub mod keys;
 mod manifests;
 mod oidc;
 mod openapi;
+mod ratelimit;
 mod routes;
 pub mod targets;
 pub mod testkit;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub hooks: std::collections::BTreeMap<String, routes::hooks::Hook>,
     /// Whether this process has settled the SCIM lifecycles a crash may have left behind.
     pub scim_swept: std::sync::atomic::AtomicBool,
+    /// Requests per address and per identity, if limited.
+    pub rate: Option<ratelimit::RateLimits>,
 }
 
 pub type State = Arc<AppState>;
@@ -132,6 +135,7 @@ pub fn compose(
         policy_dir: settings.policy_dir,
         hooks: routes::hooks::load(&settings.hooks)?,
         scim_swept: std::sync::atomic::AtomicBool::new(false),
+        rate: ratelimit::RateLimits::new(settings.limits.rate_per_second),
     });
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
 }

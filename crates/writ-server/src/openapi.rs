@@ -94,7 +94,7 @@ pub fn document_value(operations: &[Operation]) -> Value {
         };
         // An operation routed only to say it is not implemented answers nothing else.
         let errors: &[&str] = if operation.unsupported {
-            &["401", "403", "501"]
+            &["401", "403", "429", "501"]
         } else {
             let content = match operation.response {
                 Some(view) => {
@@ -120,7 +120,7 @@ pub fn document_value(operations: &[Operation]) -> Value {
                 }
                 _ => {}
             }
-            &["400", "401", "403", "404", "409", "412", "413", "415", "422", "500", "502", "503"]
+            &["400", "401", "403", "404", "409", "412", "413", "415", "422", "429", "500", "502", "503"]
         };
         for status in errors.iter().copied() {
             responses.insert(status.into(), error.clone());

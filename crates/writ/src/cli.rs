@@ -685,6 +685,11 @@ pub struct ServeArgs {
     /// Largest JSON request body, in bytes.
     #[arg(long, env = "WRIT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Requests per second each source address, and each identity, may send (bursts of twice
+    /// that); over it the server answers 429 with Retry-After. 0 turns the limits off
+    /// (default: 300).
+    #[arg(long, env = "WRIT_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub rate_limit: Option<u32>,
     /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
     #[arg(long, env = "WRIT_OIDC_ISSUER", value_name = "URL")]
     pub oidc_issuer: Option<String>,
@@ -711,6 +716,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             listen,
             workers,
             max_body_bytes,
+            rate_limit,
             oidc_issuer,
             oidc_audience,
             oidc_claim,
@@ -722,6 +728,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             listen,
             workers,
             max_body_bytes,
+            rate_limit,
             oidc_issuer,
             oidc_audience,
             oidc_claim,

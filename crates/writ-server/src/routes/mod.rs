@@ -69,7 +69,26 @@ pub fn router(state: State) -> Router {
     for operation in operations() {
         router = router.route(operation.path, operation.handler);
     }
-    router.fallback(not_found).layer(axum::middleware::from_fn(log_request)).with_state(state)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_address))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Refuses a request from an address over its rate (before anything else is done for it).
+async fn limit_address(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let address = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    if let (Some(rate), Some(address)) = (&state.rate, address)
+        && let Err(refused) = rate.address(address.0.ip())
+    {
+        return axum::response::IntoResponse::into_response(refused);
+    }
+    next.run(request).await
 }
 
 async fn log_request(request: Request, next: axum::middleware::Next) -> Response {

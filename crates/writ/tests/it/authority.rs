@@ -131,3 +131,40 @@ fn evidence_comes_from_the_steps_people_to_reached_steps_and_is_served_as_a_down
     let late = api.send("POST", &path, Some(&people[3].1), &binary, Some(b"late".to_vec()));
     late.refused(409, "evidence.change_closed");
 }
+
+#[test]
+fn a_client_over_its_rate_gets_429_with_retry_after_and_nothing_is_done() {
+    let w = World::new();
+    roles(&w, "alice", &["requester"]);
+    let alice = token(&w, "alice");
+    let options = writ_server::ServeOptions { rate_limit: Some(2), ..writ_server::ServeOptions::default() };
+    let app = spawn_app(&w.db, options).unwrap();
+    let api = Api::new(&app.base);
+    // A burst of twice the rate passes; the rest of a fast run is refused, with when to retry.
+    let replies: Vec<_> = (0..12).map(|_| api.get("/api/v1/whoami", &alice)).collect();
+    let passed = replies.iter().filter(|r| r.status == 200).count();
+    assert!((2..=5).contains(&passed), "{passed} passed");
+    let limited = replies.iter().find(|r| r.status == 429).expect("some request is limited");
+    assert_eq!(limited.code(), "rate.limited", "{}", limited.text);
+    let wait: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Unauthenticated requests are limited by address: a flood of bad deliveries stops adding
+    // refusals to the ledger once it is over the rate.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let before = w.writ(&["ledger", "verify", "--json"]).json()["events"].as_u64().unwrap();
+    let statuses: Vec<u16> = (0..20)
+        .map(|_| {
+            api.send(
+                "POST",
+                "/hooks/nosuch",
+                None,
+                &[("content-type", "application/json")],
+                Some(b"{}".to_vec()),
+            )
+            .status
+        })
+        .collect();
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 14, "{statuses:?}");
+    let after = w.writ(&["ledger", "verify", "--json"]).json()["events"].as_u64().unwrap();
+    assert_eq!(after, before, "an unknown hook records nothing, limited or not");
+}
