@@ -20,6 +20,11 @@ mod resources;
 pub use change::*;
 pub use resources::*;
 
+/// An optional name or time as the text a view holds.
+fn text<T: ToString>(value: &Option<T>) -> Option<String> {
+    value.as_ref().map(ToString::to_string)
+}
+
 pub fn identity_json(identity: &Identity) -> Value {
     to_json(&IdentityView::of(identity))
 }
@@ -80,11 +85,7 @@ impl DeliveryView {
             version: d.version.map(|t| t.to_rfc3339()),
             sha256: d.sha256_hex(),
             received_at: d.received_at.to_rfc3339(),
-            references: d
-                .refs
-                .iter()
-                .map(|r| ReferenceView { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() })
-                .collect(),
+            references: d.refs.iter().map(ReferenceView::of).collect(),
             seq: link.map(|l| l.0),
             late: link.map(|l| l.1),
         }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use writ_core::change::{Change, ChangeState, OpAction};
 use writ_engine::ChangeRecord;
 
-use super::{DeliveryView, EvidenceView, event_detail};
+use super::{DeliveryView, EvidenceView, event_detail, text};
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 pub struct ChangeView {
@@ -45,6 +45,12 @@ pub struct ChangeView {
 pub struct ReferenceView {
     pub kind: String,
     pub value: String,
+}
+
+impl ReferenceView {
+    pub fn of(reference: &writ_core::change::ExternalRef) -> ReferenceView {
+        ReferenceView { kind: reference.kind.as_str().to_owned(), value: reference.value().to_owned() }
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -185,10 +191,6 @@ fn presence(present: bool) -> String {
     if present { "present" } else { "absent" }.to_owned()
 }
 
-fn text<T: ToString>(value: &Option<T>) -> Option<String> {
-    value.as_ref().map(ToString::to_string)
-}
-
 impl ChangeView {
     /// The view of `record`; `checkpoints` are the sizes of the signed checkpoints.
     pub fn of(record: &ChangeRecord, checkpoints: &[u64]) -> ChangeView {
@@ -207,11 +209,7 @@ impl ChangeView {
             justification: change.justification.as_str().to_owned(),
             origin: text(&change.origin),
             alert: change.alert.clone(),
-            references: change
-                .refs
-                .iter()
-                .map(|r| ReferenceView { kind: r.kind.as_str().to_owned(), value: r.value().to_owned() })
-                .collect(),
+            references: change.refs.iter().map(ReferenceView::of).collect(),
             deliveries: change
                 .links
                 .iter()

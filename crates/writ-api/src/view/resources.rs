@@ -12,11 +12,7 @@ use writ_core::identity::{Grant, Identity, Target};
 use writ_core::time::Timestamp;
 use writ_store::ChangeSummary;
 
-use super::EvidenceView;
-
-fn text<T: ToString>(value: &Option<T>) -> Option<String> {
-    value.as_ref().map(ToString::to_string)
-}
+use super::{EvidenceView, text};
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 pub struct IdentityView {
