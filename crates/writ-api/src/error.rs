@@ -23,6 +23,8 @@ pub enum Kind {
     TooLarge,
     /// The body's media type is not one the operation accepts. 415, exit 2.
     UnsupportedMediaType,
+    /// The request's URI is longer than the server accepts. 414, exit 2.
+    UriTooLong,
     /// No credentials, or credentials that are not (or no longer) valid. 401, exit 3.
     Unauthenticated,
     /// A rule refuses this actor this action: roles, separation of duties, policy. 403, exit 3.
@@ -71,6 +73,7 @@ impl Kind {
             Kind::PreconditionFailed => 412,
             Kind::Conflict | Kind::Contended => 409,
             Kind::TooLarge => 413,
+            Kind::UriTooLong => 414,
             Kind::UnsupportedMediaType => 415,
             Kind::Unprocessable | Kind::Refused | Kind::TargetInvalid | Kind::CheckFailed => 422,
             Kind::RateLimited => 429,
@@ -84,7 +87,11 @@ impl Kind {
     pub fn exit(self) -> u8 {
         match self {
             Kind::CheckFailed | Kind::Internal => exit::OTHER,
-            Kind::Invalid | Kind::Unprocessable | Kind::TooLarge | Kind::UnsupportedMediaType => exit::INPUT,
+            Kind::Invalid
+            | Kind::Unprocessable
+            | Kind::TooLarge
+            | Kind::UriTooLong
+            | Kind::UnsupportedMediaType => exit::INPUT,
             Kind::Unauthenticated
             | Kind::Forbidden
             | Kind::Refused
@@ -157,6 +164,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("request.malformed_json", Invalid),
     ("request.missing_field", Invalid),
     ("request.too_large", TooLarge),
+    ("request.uri_too_long", UriTooLong),
     ("request.unreadable_body", Invalid),
     ("request.unsupported_media_type", UnsupportedMediaType),
     ("idempotency.not_supported", Invalid),
@@ -173,6 +181,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("auth.missing_token", Unauthenticated),
     ("auth.invalid_token", Unauthenticated),
     ("auth.token_revoked", Unauthenticated),
+    ("auth.identity_disabled", Unauthenticated),
     ("auth.token_expired", Unauthenticated),
     ("auth.oidc_refused", Unauthenticated),
     ("hook.bad_signature", Unauthenticated),
@@ -181,6 +190,9 @@ pub const CODES: &[(&str, Kind)] = &[
     ("hook.no_secret", Unauthenticated),
     ("hook.stale_timestamp", Unauthenticated),
     ("auth.role_required", Forbidden),
+    ("identity.inactive", Forbidden),
+    ("authority.own_standing", Forbidden),
+    ("authority.no_delegation", Forbidden),
     ("auth.vendor_scope", Forbidden),
     // Rules that refuse this actor this action.
     ("sod.self_approval", Forbidden),
@@ -290,6 +302,7 @@ pub const KINDS: &[(Kind, &str)] = &[
     (Kind::Contended, "another writer got there first: read again and retry"),
     (Kind::PreconditionFailed, "a condition the request set (`If-Match`) does not hold"),
     (Kind::TooLarge, "the body is larger than the server accepts"),
+    (Kind::UriTooLong, "the URI (path and query) is longer than the server accepts"),
     (Kind::UnsupportedMediaType, "the body's media type is not one the operation accepts"),
     (Kind::Unprocessable, "well formed, but its content cannot be used as given"),
     (Kind::Refused, "the record's own rules refuse it (identity kinds and owners, break-glass scope)"),

@@ -18,10 +18,60 @@ pub fn identity_table(identities: &[Identity]) -> String {
                 ToString::to_string,
             );
             let vendor = i.vendor.as_ref().map_or("-".to_owned(), |v| format!("vendor:{v}"));
-            format!("{:<24} {:<16} owner:{:<16} {}", i.name, i.kind.as_str(), owner, vendor)
+            let state = match i.state {
+                writ_core::identity::IdentityState::Active => String::new(),
+                state => format!(" [{state}]"),
+            };
+            format!("{:<24} {:<16} owner:{:<16} {}{state}", i.name, i.kind.as_str(), owner, vendor)
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A SCIM link, for people.
+pub fn scim_link(view: &crate::view::ScimLinkView) -> String {
+    format!("{} is linked to SCIM externalId {}", view.identity, view.external_id)
+}
+
+/// Delegations, one per line.
+pub fn delegations(views: &[crate::view::DelegationView]) -> String {
+    if views.is_empty() {
+        return "no delegations".to_owned();
+    }
+    views
+        .iter()
+        .map(|d| {
+            let state = if d.in_force { "until" } else { "ended" };
+            format!("{} → {}  {state} {}", d.principal, d.delegate, d.until)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What disabling, enabling or offboarding did, for people.
+pub fn standing(view: &crate::view::StandingView) -> String {
+    let mut out = if view.from == view.identity.state {
+        format!("{} is already {}", view.identity.name, view.identity.state)
+    } else {
+        format!("{}: {} → {}", view.identity.name, view.from, view.identity.state)
+    };
+    let list = |items: &[String]| if items.is_empty() { "none".to_owned() } else { items.join(", ") };
+    if view.identity.state != "active" {
+        out.push_str(&format!("\n  tokens revoked: {}", list(&view.tokens_revoked)));
+        out.push_str(&format!("\n  approvals withdrawn from: {}", list(&view.approvals_withdrawn)));
+        out.push_str(&format!("\n  owned identities flagged for transfer: {}", list(&view.owned_flagged)));
+    }
+    out
+}
+
+/// What offboarding did, for people.
+pub fn offboarding(view: &crate::view::OffboardingView) -> String {
+    let mut out = standing(&view.standing);
+    match &view.change {
+        Some(change) => out.push_str(&format!("\n{change}\n  revokes {}", view.revoke.join(", "))),
+        None => out.push_str("\n  nothing held on any target: no change opened"),
+    }
+    out
 }
 
 pub fn identity_detail(identity: &Identity, grants: &[Grant]) -> String {

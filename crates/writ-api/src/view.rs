@@ -204,7 +204,10 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
             text
         }
         ChangeEventBody::Reviewed { notes } => notes.clone(),
-        ChangeEventBody::EvidenceAttached { name, .. } => format!("attached {name}"),
+        ChangeEventBody::EvidenceAttached { name, late: false, .. } => format!("attached {name}"),
+        ChangeEventBody::EvidenceAttached { name, late: true, .. } => {
+            format!("attached {name} (late: the change had moved past this step)")
+        }
         ChangeEventBody::ExpiryOpened { origin, due_at, ops, .. } => {
             format!("ends {} grant(s) of {origin}, due at {due_at}", ops.len())
         }

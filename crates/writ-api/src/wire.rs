@@ -279,6 +279,28 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
+/// `offboard`: why (for example the HR record of the departure), and tickets.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Offboard {
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
+    pub justification: Option<String>,
+    #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 200), regex(pattern = REF_PATTERN)))]
+    pub ticket: Vec<String>,
+}
+
+impl Offboard {
+    /// The justification and ticket references, checked.
+    pub fn into_parts(self) -> Result<(Justification, Vec<ExternalRef>), Error> {
+        let justification = Justification::parse(&required(self.justification, "justification")?)?;
+        let refs =
+            self.ticket.iter().map(|t| ExternalRef::new(RefKind::Ticket, t)).collect::<Result<_, _>>()?;
+        Ok((justification, refs))
+    }
+}
+
 /// `review`: what the reviewer found.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
@@ -353,6 +375,25 @@ pub struct ResolveFinding {
     #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     #[schemars(with = "String")]
     pub note: Option<String>,
+}
+
+/// `PUT /api/v1/identities/{name}/scim-link`: the identity provider's id for the person.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ScimLink {
+    #[schemars(length(min = 1, max = 200), regex(pattern = REF_PATTERN))]
+    #[schemars(with = "String")]
+    pub external_id: Option<String>,
+}
+
+/// `PUT /api/v1/delegations/{principal}/{delegate}`: for how long (at most 366 days).
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewDelegation {
+    #[serde(rename = "for")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(with = "String")]
+    pub duration: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]

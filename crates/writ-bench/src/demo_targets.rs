@@ -150,6 +150,10 @@ pub fn run(engine: &Engine, signer: &NoteSigner) -> anyhow::Result<()> {
         vec![ExternalRef::new(RefKind::Ticket, "HR-2002")?],
         writ_engine::random_bits()?,
     )?;
+    let Some(leaver) = leaver.change else {
+        bail!("erin holds access on the targets, yet offboarding opened no change; this is a bug");
+    };
+    println!("  erin is offboarded: her tokens are revoked and she can no longer act in Writ");
     println!("  requested {} by alice (leaver, ticket HR-2002)", leaver.change.id);
     engine.approve(&leaver.change.id, &name_of("bob")?, None, None)?;
     run_to_review(engine, &leaver.change.id)?;

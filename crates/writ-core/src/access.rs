@@ -203,6 +203,21 @@ pub struct TokenInfo {
     pub expires_at: crate::time::Timestamp,
 }
 
+/// A standing permission for `delegate` to act on behalf of `principal` (ask for changes for
+/// them, approve in their name) until `until`. Granted by the principal or an admin, recorded,
+/// and the only way (besides a hook's account mapping) a request or approval names someone
+/// other than its actor as the person it is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delegation {
+    pub principal: crate::name::IdentityName,
+    pub delegate: crate::name::IdentityName,
+    pub until: crate::time::Timestamp,
+    pub created_at: crate::time::Timestamp,
+}
+
+/// The longest a delegation lasts: a year.
+pub const MAX_DELEGATION_MS: i64 = 366 * 86_400_000;
+
 /// The longest label a token may carry.
 pub const MAX_TOKEN_LABEL: usize = 100;
 

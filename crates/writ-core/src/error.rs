@@ -59,6 +59,24 @@ pub enum Refusal {
     /// Access cannot be granted to a non-human identity nobody is accountable for.
     #[error("{identity} is an orphaned {kind} (no owner); assign an owner before granting access")]
     OrphanIdentity { identity: IdentityName, kind: IdentityKind },
+    /// Acting on behalf of someone needs their delegation, in force (see
+    /// [`crate::access::Delegation`]).
+    #[error(
+        "{actor} may not act on behalf of {principal}: no delegation from {principal} to {actor} is in force (`writ delegation grant {principal} {actor} --for …`, by {principal} or an admin)"
+    )]
+    NoDelegation { actor: IdentityName, principal: IdentityName },
+    /// A delegation only its principal (or an admin) may grant, and its principal, delegate or
+    /// an admin revoke.
+    #[error("{actor} may not {action} a delegation from {principal}: {reason}")]
+    DelegationRefused { actor: String, principal: IdentityName, action: &'static str, reason: &'static str },
+    /// Nobody disables or offboards themselves: another admin does (and the ledger shows who).
+    #[error("{identity} cannot disable or offboard themselves: another admin does")]
+    OwnStanding { identity: IdentityName },
+    /// A disabled or offboarded identity does nothing in Writ.
+    #[error(
+        "{identity} is {state}: a disabled or offboarded identity cannot act in Writ (an admin can re-enable it with `writ identity enable {identity}`)"
+    )]
+    IdentityInactive { identity: IdentityName, state: crate::identity::IdentityState },
     /// Approvals, rejections and reviews need an accountable person.
     #[error("{actor} is a {kind}; only humans can {action}")]
     NotHuman { actor: IdentityName, kind: IdentityKind, action: &'static str },
@@ -175,6 +193,10 @@ impl Refusal {
             Refusal::OwnerNotHuman { .. } => "identity.owner_not_human",
             Refusal::OrphanIdentity { .. } => "identity.orphan",
             Refusal::NotHuman { .. } => "identity.not_human",
+            Refusal::IdentityInactive { .. } => "identity.inactive",
+            Refusal::OwnStanding { .. } => "authority.own_standing",
+            Refusal::NoDelegation { .. } => "authority.no_delegation",
+            Refusal::DelegationRefused { .. } => "authority.not_yours",
             Refusal::SelfApproval { .. } => "sod.self_approval",
             Refusal::DuplicateApproval { .. } => "sod.duplicate_approval",
             Refusal::VendorSelfApproval { .. } => "sod.vendor_self_approval",

@@ -169,10 +169,12 @@ pub enum ChangeEventBody {
     Reviewed {
         notes: String,
     },
-    /// A person attached evidence to a step (the blob is in the event's evidence list).
+    /// A person attached evidence to a step (the blob is in the event's evidence list);
+    /// `late`: the change had moved past that step when it came.
     EvidenceAttached {
         step: Phase,
         name: String,
+        late: bool,
     },
     /// Writ opened a change to end time-bound access granted by `origin`, due at `due_at`.
     /// It is pre-authorised by the origin's approval, so it starts `approved`; `requester` is
@@ -277,6 +279,37 @@ pub enum RegistryEvent {
         identity: IdentityName,
         at: Timestamp,
     },
+    /// An identity was disabled, offboarded or made active again. Leaving `active` revokes the
+    /// listed tokens in the same write; its roles are suspended while it is not active.
+    IdentityState {
+        actor: Actor,
+        identity: IdentityName,
+        from: crate::identity::IdentityState,
+        to: crate::identity::IdentityState,
+        reason: String,
+        tokens_revoked: Vec<String>,
+        at: Timestamp,
+    },
+    /// An admin linked an existing person to the identity provider's record of them (its SCIM
+    /// `externalId`): a SCIM User with that `externalId` and the person's name adopts them.
+    ScimLinked {
+        actor: Actor,
+        identity: IdentityName,
+        external_id: String,
+        at: Timestamp,
+    },
+    /// A delegation was granted (or its end moved).
+    DelegationGranted {
+        actor: Actor,
+        delegation: crate::access::Delegation,
+    },
+    /// A delegation was revoked before its end.
+    DelegationRevoked {
+        actor: Actor,
+        principal: IdentityName,
+        delegate: IdentityName,
+        at: Timestamp,
+    },
     /// A role was assigned to an identity.
     RoleGranted {
         actor: Actor,
@@ -312,10 +345,23 @@ pub enum RegistryEvent {
         record: Box<crate::intake::DeliveryRecord>,
         kind: crate::intake::DeliveryEventKind,
     },
-    /// A delivery was refused before anything in it was believed (a security event).
+    /// A delivery was refused before anything in it was believed (a security event). The first
+    /// refusal of a source for a reason in a window is recorded one by one; the rest of that
+    /// window are counted and recorded as one [`RegistryEvent::RefusalsCounted`].
     DeliveryRefused {
         actor: Actor,
         refused: Box<crate::intake::RefusedDelivery>,
+    },
+    /// `count` more deliveries of `source` refused for `reason` between `from` and `at`, beyond
+    /// the one recorded on its own; `samples` holds SHA-256 digests of some of them.
+    RefusalsCounted {
+        actor: Actor,
+        source: crate::name::SourceName,
+        reason: String,
+        from: Timestamp,
+        at: Timestamp,
+        count: u64,
+        samples: Vec<String>,
     },
     /// An exception after one step (`kind`), with the policy decision behind it if policy made
     /// one, and a note (a reason for a rejection or revocation).
@@ -335,6 +381,10 @@ impl RegistryEvent {
             RegistryEvent::TargetAdded { .. } => "registry.target_added",
             RegistryEvent::TokenIssued { .. } => "access.token_issued",
             RegistryEvent::TokenRevoked { .. } => "access.token_revoked",
+            RegistryEvent::IdentityState { .. } => "registry.identity_state",
+            RegistryEvent::DelegationGranted { .. } => "access.delegation_granted",
+            RegistryEvent::ScimLinked { .. } => "registry.scim_linked",
+            RegistryEvent::DelegationRevoked { .. } => "access.delegation_revoked",
             RegistryEvent::RoleGranted { .. } => "access.role_granted",
             RegistryEvent::RoleRevoked { .. } => "access.role_revoked",
             RegistryEvent::PolicyLoaded { .. } => "policy.loaded",
@@ -342,6 +392,7 @@ impl RegistryEvent {
             RegistryEvent::Exception { kind, .. } => kind.as_str(),
             RegistryEvent::Delivery { kind, .. } => kind.as_str(),
             RegistryEvent::DeliveryRefused { .. } => "intake.refused",
+            RegistryEvent::RefusalsCounted { .. } => "intake.refusals_counted",
         }
     }
 
@@ -351,13 +402,18 @@ impl RegistryEvent {
             | RegistryEvent::TargetAdded { actor, .. }
             | RegistryEvent::TokenIssued { actor, .. }
             | RegistryEvent::TokenRevoked { actor, .. }
+            | RegistryEvent::IdentityState { actor, .. }
+            | RegistryEvent::DelegationGranted { actor, .. }
+            | RegistryEvent::ScimLinked { actor, .. }
+            | RegistryEvent::DelegationRevoked { actor, .. }
             | RegistryEvent::RoleGranted { actor, .. }
             | RegistryEvent::RoleRevoked { actor, .. }
             | RegistryEvent::PolicyLoaded { actor, .. }
             | RegistryEvent::Finding { actor, .. }
             | RegistryEvent::Exception { actor, .. }
             | RegistryEvent::Delivery { actor, .. }
-            | RegistryEvent::DeliveryRefused { actor, .. } => actor,
+            | RegistryEvent::DeliveryRefused { actor, .. }
+            | RegistryEvent::RefusalsCounted { actor, .. } => actor,
         }
     }
 
@@ -366,7 +422,12 @@ impl RegistryEvent {
             RegistryEvent::IdentityAdded { identity, .. } => identity.created_at,
             RegistryEvent::TargetAdded { target, .. } => target.created_at,
             RegistryEvent::TokenIssued { token, .. } => token.created_at,
+            RegistryEvent::DelegationGranted { delegation, .. } => delegation.created_at,
             RegistryEvent::TokenRevoked { at, .. }
+            | RegistryEvent::IdentityState { at, .. }
+            | RegistryEvent::DelegationRevoked { at, .. }
+            | RegistryEvent::ScimLinked { at, .. }
+            | RegistryEvent::RefusalsCounted { at, .. }
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,

@@ -64,6 +64,44 @@ impl fmt::Display for IdentityKind {
     }
 }
 
+/// Whether an identity may act in Writ. Only an `active` identity authenticates, holds its
+/// roles, requests, approves, executes or reviews; `disabled` (by an admin or the identity
+/// provider) and `offboarded` (it left: its access is being removed) keep their record and
+/// history but can do nothing, and the approvals they gave to open changes no longer count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdentityState {
+    Active,
+    Disabled,
+    Offboarded,
+}
+
+impl IdentityState {
+    pub const ALL: [IdentityState; 3] =
+        [IdentityState::Active, IdentityState::Disabled, IdentityState::Offboarded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityState::Active => "active",
+            IdentityState::Disabled => "disabled",
+            IdentityState::Offboarded => "offboarded",
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<IdentityState, Refusal> {
+        IdentityState::ALL.into_iter().find(|s| s.as_str() == input).ok_or_else(|| Refusal::InvalidValue {
+            field: "identity state",
+            input: input.chars().take(40).collect(),
+            expected: "one of active, disabled, offboarded",
+        })
+    }
+}
+
+impl fmt::Display for IdentityState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A human or an NHI known to Writ.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -74,6 +112,7 @@ pub struct Identity {
     /// Set for vendor (delegated) identities: the organisation they act for.
     pub vendor: Option<OrgName>,
     pub created_at: Timestamp,
+    pub state: IdentityState,
 }
 
 impl Identity {
@@ -100,7 +139,22 @@ impl Identity {
             }
             _ => {}
         }
-        Ok(Identity { name, kind, owner: owner.map(|o| o.name.clone()), vendor, created_at })
+        Ok(Identity {
+            name,
+            kind,
+            owner: owner.map(|o| o.name.clone()),
+            vendor,
+            created_at,
+            state: IdentityState::Active,
+        })
+    }
+
+    /// Refuses unless the identity is active: every actor check goes through here.
+    pub fn require_active(&self) -> Result<(), Refusal> {
+        match self.state {
+            IdentityState::Active => Ok(()),
+            state => Err(Refusal::IdentityInactive { identity: self.name.clone(), state }),
+        }
     }
 }
 

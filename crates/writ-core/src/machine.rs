@@ -347,7 +347,8 @@ pub fn decide(
         }
         Command::AttachEvidence { actor, step, name } => {
             let name = line(name, "evidence name")?;
-            Ok(vec![event(actor, None, ChangeEventBody::EvidenceAttached { step, name })])
+            let late = crate::authority::reached(change.state).is_some_and(|furthest| step < furthest);
+            Ok(vec![event(actor, None, ChangeEventBody::EvidenceAttached { step, name, late })])
         }
         Command::Revalidate { requirement, controls, kept, reason } => {
             require_state(change, &[ChangeState::PendingApproval, ChangeState::Approved], action)?;

@@ -369,6 +369,7 @@ fn request_validation_refuses_bad_plans() {
         owner: None,
         vendor: None,
         created_at: T0,
+        state: crate::identity::IdentityState::Active,
     };
     let refusal = step(
         None,

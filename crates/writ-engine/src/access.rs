@@ -6,9 +6,9 @@
 //! tokens, and a presented token is checked by recomputing the HMAC and comparing in constant
 //! time. Issue, revocation and every role assignment are registry events in the ledger.
 
-use writ_core::access::{Principal, Role, TokenInfo, token_label};
+use writ_core::access::{Delegation, MAX_DELEGATION_MS, Principal, Role, TokenInfo, token_label};
 use writ_core::event::RegistryEvent;
-use writ_core::identity::Actor;
+use writ_core::identity::{Actor, IdentityState};
 use writ_core::name::IdentityName;
 use writ_core::time::{Duration, Timestamp};
 use writ_store::StoredToken;
@@ -33,6 +33,8 @@ pub enum AuthError {
     Revoked { id: String },
     #[error("token {id} expired at {at}")]
     Expired { id: String, at: Timestamp },
+    #[error("{identity} is {state}: a disabled or offboarded identity cannot sign in")]
+    IdentityDisabled { identity: IdentityName, state: IdentityState },
     #[error("the OIDC token was refused: {0}")]
     Oidc(String),
 }
@@ -44,6 +46,7 @@ impl AuthError {
             AuthError::Invalid => "auth.invalid_token",
             AuthError::Revoked { .. } => "auth.token_revoked",
             AuthError::Expired { .. } => "auth.token_expired",
+            AuthError::IdentityDisabled { .. } => "auth.identity_disabled",
             AuthError::Oidc(_) => "auth.oidc_refused",
         }
     }
@@ -99,7 +102,8 @@ impl Engine {
         label: &str,
         ttl: Duration,
     ) -> Result<IssuedToken> {
-        let identity = self.identity(identity)?;
+        self.acting(&actor)?;
+        let identity = self.actor(identity)?;
         let label = token_label(label)?;
         if ttl.as_millis() > MAX_TOKEN_TTL_MS {
             return Err(writ_core::Refusal::InvalidDuration {
@@ -129,6 +133,7 @@ impl Engine {
     /// Revokes a token by its public id; it stops working at once on every instance. Returns
     /// the token as it now stands.
     pub fn revoke_token(&self, actor: Actor, id: &str) -> Result<StoredToken> {
+        self.acting(&actor)?;
         let token = self
             .store
             .token(id)?
@@ -146,6 +151,7 @@ impl Engine {
 
     /// Assigns (`present`) or removes a role.
     pub fn set_role(&self, actor: Actor, identity: &IdentityName, role: Role, present: bool) -> Result<()> {
+        self.acting(&actor)?;
         let identity = self.identity(identity)?.name;
         let at = self.clock.now();
         let event = if present {
@@ -158,6 +164,121 @@ impl Engine {
         Ok(())
     }
 
+    /// Lets `delegate` act on behalf of `principal` for `ttl` (at most a year): ask for changes
+    /// for them and approve in their name. Only the principal or an admin grants it; both must
+    /// be active people or NHIs able to act. Granting again moves the end.
+    pub fn grant_delegation(
+        &self,
+        actor: Actor,
+        principal: &IdentityName,
+        delegate: &IdentityName,
+        ttl: Duration,
+    ) -> Result<Delegation> {
+        self.acting(&actor)?;
+        self.may_administer_delegation(&actor, principal, None, "grant")?;
+        let principal = self.actor(principal)?.name;
+        let delegate = self.actor(delegate)?.name;
+        if principal == delegate {
+            return Err(writ_core::Refusal::DelegationRefused {
+                actor: actor.to_string(),
+                principal,
+                action: "grant",
+                reason: "a delegation is to someone else; everyone acts for themselves already",
+            }
+            .into());
+        }
+        if ttl.as_millis() > MAX_DELEGATION_MS {
+            return Err(writ_core::Refusal::InvalidDuration {
+                input: ttl.to_string(),
+                reason: "a delegation lasts at most 366 days",
+            }
+            .into());
+        }
+        let now = self.clock.now();
+        let delegation = Delegation { principal, delegate, until: now.plus(ttl), created_at: now };
+        let event = RegistryEvent::DelegationGranted { actor, delegation: delegation.clone() };
+        self.store.set_delegation(&delegation, &registry_event(&event, self.hmac()?))?;
+        tracing::info!(target: "writ::access", principal = %delegation.principal, delegate = %delegation.delegate, until = %delegation.until, "delegation granted");
+        Ok(delegation)
+    }
+
+    /// Ends a delegation before its end: its principal, its delegate or an admin. Returns it
+    /// as it was.
+    pub fn revoke_delegation(
+        &self,
+        actor: Actor,
+        principal: &IdentityName,
+        delegate: &IdentityName,
+    ) -> Result<Delegation> {
+        self.acting(&actor)?;
+        self.may_administer_delegation(&actor, principal, Some(delegate), "revoke")?;
+        let Some(delegation) = self.store.delegation(principal, delegate)? else {
+            return Err(EngineError::NotFound {
+                what: "delegation",
+                name: format!("{principal} → {delegate}"),
+            });
+        };
+        let event = RegistryEvent::DelegationRevoked {
+            actor,
+            principal: principal.clone(),
+            delegate: delegate.clone(),
+            at: self.clock.now(),
+        };
+        self.store.revoke_delegation(principal, delegate, &registry_event(&event, self.hmac()?))?;
+        tracing::info!(target: "writ::access", %principal, %delegate, "delegation revoked");
+        Ok(delegation)
+    }
+
+    /// Delegations in force or past, ordered by principal then delegate.
+    pub fn delegations(&self) -> Result<Vec<Delegation>> {
+        Ok(self.store.delegations()?)
+    }
+
+    /// Refuses unless `actor` may act on behalf of `principal` now: a delegation from the
+    /// principal to the actor is in force. (A hook's account mapping is the other way, and
+    /// intake checks it itself.)
+    pub(crate) fn check_delegation(&self, actor: &IdentityName, principal: &IdentityName) -> Result<()> {
+        let in_force = self.store.delegation(principal, actor)?.is_some_and(|d| d.until > self.clock.now());
+        if in_force {
+            return Ok(());
+        }
+        Err(writ_core::Refusal::NoDelegation { actor: actor.clone(), principal: principal.clone() }.into())
+    }
+
+    /// Who may grant (the principal, an admin) or revoke (also the delegate) a delegation.
+    fn may_administer_delegation(
+        &self,
+        actor: &Actor,
+        principal: &IdentityName,
+        delegate: Option<&IdentityName>,
+        action: &'static str,
+    ) -> Result<()> {
+        let name = match actor {
+            Actor::System(writ_core::identity::SystemActor::Admin) => return Ok(()),
+            Actor::System(_) => None,
+            Actor::Identity(name) => Some(name),
+        };
+        let own = name.is_some_and(|n| n == principal || Some(n) == delegate);
+        let admin = match name {
+            Some(n) => self.store.roles_of(n)?.contains(&writ_core::access::Role::Admin),
+            None => false,
+        };
+        if own || admin {
+            return Ok(());
+        }
+        Err(writ_core::Refusal::DelegationRefused {
+            actor: actor.to_string(),
+            principal: principal.clone(),
+            action,
+            reason: if delegate.is_some() {
+                "only its principal, its delegate or an admin may"
+            } else {
+                "only the person who delegates, or an admin, may"
+            },
+        }
+        .into())
+    }
+
     /// The principal a presented token stands for, or why it is refused. Checks the secret
     /// before saying anything about the token's state, so only its holder learns it was revoked.
     pub fn authenticate(&self, presented: &str) -> Result<Principal, AccessError> {
@@ -165,6 +286,11 @@ impl Engine {
         let (stored, identity, roles) = self.store.token_principal(id)?.ok_or(AuthError::Invalid)?;
         if !constant_time_eq(&self.token_hash(id, secret)?, &stored.hash) {
             return Err(AuthError::Invalid.into());
+        }
+        // Before the token's own state: leaving `active` also revoked it, and the holder should
+        // learn why.
+        if identity.state != IdentityState::Active {
+            return Err(AuthError::IdentityDisabled { identity: identity.name, state: identity.state }.into());
         }
         if stored.revoked_at.is_some() {
             return Err(AuthError::Revoked { id: id.to_owned() }.into());
@@ -181,6 +307,9 @@ impl Engine {
             EngineError::NotFound { .. } => AccessError::Auth(AuthError::Invalid),
             other => AccessError::Engine(other),
         })?;
+        if identity.state != IdentityState::Active {
+            return Err(AuthError::IdentityDisabled { identity: identity.name, state: identity.state }.into());
+        }
         let roles = self.store.roles_of(&identity.name).map_err(EngineError::from)?;
         Ok(Principal { identity, roles })
     }

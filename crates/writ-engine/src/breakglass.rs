@@ -48,6 +48,8 @@ pub struct Deadlines {
     pub errors: Vec<(ChangeId, String)>,
     /// What the pass did to exceptions (expiries, and the findings they reopened).
     pub exceptions: crate::exceptions::ExceptionPass,
+    /// Refused deliveries counted in windows that ended (see `Engine::count_refusals`).
+    pub refusals_counted: u64,
 }
 
 impl Engine {
@@ -58,7 +60,7 @@ impl Engine {
         let now = self.now();
         let policy = self.policy()?;
         let limits = policy.rules().breakglass;
-        let requester = self.identity(&input.actor)?;
+        let requester = self.actor(&input.actor)?;
         let mut ops = Vec::with_capacity(input.ops.len());
         for op in input.ops {
             if op.action != OpAction::Grant {
@@ -141,6 +143,7 @@ impl Engine {
             }
         }
         report.exceptions = self.exceptions_due()?;
+        report.refusals_counted = self.count_refusals()?;
         Ok(report)
     }
 

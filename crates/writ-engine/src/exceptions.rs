@@ -76,7 +76,7 @@ impl Engine {
     /// may cover the same control and subject.
     pub fn request_exception(&self, input: ExceptionInput, random: u128) -> Result<Exception> {
         let now = self.now();
-        let requester = self.identity(&input.actor)?;
+        let requester = self.actor(&input.actor)?;
         let owner = self.identity(&input.owner)?;
         if owner.kind != IdentityKind::Human {
             return Err(Denial {
@@ -140,7 +140,7 @@ impl Engine {
     pub fn approve_exception(&self, approver: &IdentityName, id: &str) -> Result<Exception> {
         let now = self.now();
         let exception = self.exception(id)?;
-        let approver = self.identity(approver)?;
+        let approver = self.actor(approver)?;
         let policy = self.policy()?;
         let (facts, validation) = self.exception_facts(&policy, &exception)?;
         // The floor first: it names the separation-of-duties rule a person broke.
@@ -186,7 +186,7 @@ impl Engine {
     pub fn reject_exception(&self, actor: &IdentityName, id: &str, reason: String) -> Result<Exception> {
         let now = self.now();
         let exception = self.exception(id)?;
-        let actor = self.identity(actor)?;
+        let actor = self.actor(actor)?;
         let reason = writ_core::machine::text(reason, "reason")?;
         let policy = self.policy()?;
         let (facts, _) = self.exception_facts(&policy, &exception)?;
@@ -215,7 +215,7 @@ impl Engine {
     ) -> Result<Exception> {
         let now = self.now();
         let exception = self.exception(id)?;
-        let actor = self.identity(actor)?;
+        let actor = self.actor(actor)?;
         let reason = writ_core::machine::text(reason, "reason")?;
         if actor.name != exception.requester && actor.name != exception.owner {
             return Err(Denial {
@@ -251,7 +251,7 @@ impl Engine {
     pub fn revoke_exception(&self, actor: &IdentityName, id: &str, reason: String) -> Result<Exception> {
         let now = self.now();
         let exception = self.exception(id)?;
-        let actor = self.identity(actor)?;
+        let actor = self.actor(actor)?;
         let reason = writ_core::machine::text(reason, "reason")?;
         let policy = self.policy()?;
         let mut stamp = None;

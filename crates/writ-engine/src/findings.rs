@@ -105,7 +105,7 @@ impl Engine {
         id: &str,
         note: String,
     ) -> Result<Finding> {
-        let actor = Actor::Identity(self.identity(actor)?.name);
+        let actor = Actor::Identity(self.actor(actor)?.name);
         let note = writ_core::machine::text(note, "resolution note")?;
         let finding = self.finding(id)?;
         if finding.state == FindingState::Resolved {

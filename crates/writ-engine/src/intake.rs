@@ -25,6 +25,7 @@ use writ_core::identity::{Actor, SystemActor};
 use writ_core::intake::{Delivery, DeliveryEventKind, DeliveryRecord, Outcome, RefusedDelivery};
 use writ_core::machine::Command;
 use writ_core::name::{IdentityName, SourceName};
+use writ_core::time::Timestamp;
 use writ_intake::Parsed;
 
 use crate::{Engine, EngineError, RequestInput, RequestedOp, Result, registry_event};
@@ -39,6 +40,31 @@ pub struct Source {
     /// The source's accounts (a Jira accountId, a ServiceNow sys_user) mapped to Writ
     /// identities: the person a change is asked for on behalf of.
     pub accounts: BTreeMap<String, IdentityName>,
+    /// What a delivery from an account not in `accounts` may open.
+    pub unmapped: Unmapped,
+    /// How far back a delivery that names no object is a replay when the same bytes arrive
+    /// under a new id (the source's timestamp tolerance).
+    pub replay_window: writ_core::time::Duration,
+}
+
+/// What a delivery from an account missing from a source's `accounts` may open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unmapped {
+    /// Nothing: it is recorded, and refused with the reason (the default).
+    #[default]
+    Refuse,
+    /// The change, asked for by the source's own identity on behalf of nobody.
+    AsHook,
+}
+
+impl Unmapped {
+    pub fn parse(input: &str) -> Option<Unmapped> {
+        match input {
+            "refuse" => Some(Unmapped::Refuse),
+            "as_hook" => Some(Unmapped::AsHook),
+            _ => None,
+        }
+    }
 }
 
 /// An approval given in another system's ticket, as the evidence of the approval records it.
@@ -83,14 +109,67 @@ pub(crate) enum Opened {
     NotAsked,
 }
 
+/// How long a window of refused deliveries lasts unless configured: a minute.
+pub const REFUSAL_WINDOW_MS: i64 = 60_000;
+
+/// Buckets of refused deliveries closed per pass.
+const REFUSAL_PASS: usize = 1000;
+
+/// Digests of counted refusals kept with their event.
+const REFUSAL_SAMPLES: usize = 5;
+
 impl Engine {
-    /// Records a delivery refused before it was believed (a security event).
-    pub fn refuse_delivery(&self, refused: RefusedDelivery) -> Result<u64> {
+    /// Records a delivery refused before it was believed (a security event). Unauthenticated
+    /// senders must not be able to grow the ledger at will: the first refusal of a source for a
+    /// reason in a window is recorded on its own (the index is returned), and the rest of that
+    /// window are only counted until [`Engine::count_refusals`] records them as one event.
+    pub fn refuse_delivery(&self, refused: RefusedDelivery) -> Result<Option<u64>> {
+        let window_ms = self.refusal_window_ms;
+        let start = refused.at.as_millis() - refused.at.as_millis().rem_euclid(window_ms);
+        let bucket = (refused.source.clone(), refused.reason.clone(), Timestamp::from_millis(start));
+        let sha256: String = refused.sha256.iter().map(|b| format!("{b:02x}")).collect();
         let event = RegistryEvent::DeliveryRefused {
             actor: Actor::System(SystemActor::Intake),
             refused: Box::new(refused),
         };
-        Ok(self.store.add_refusal(&registry_event(&event, self.hmac()?))?)
+        Ok(self.store.add_refusal(
+            (&bucket.0, &bucket.1, bucket.2),
+            &sha256,
+            &registry_event(&event, self.hmac()?),
+        )?)
+    }
+
+    /// Records the refusals counted in windows that have ended, one event per source, reason
+    /// and window (`intake.refusals_counted`); a window with only its first refusal records
+    /// nothing more. Returns how many refusals the events counted.
+    pub fn count_refusals(&self) -> Result<u64> {
+        let window_ms = self.refusal_window_ms;
+        let ended = Timestamp::from_millis(self.now().as_millis() - window_ms);
+        let mut counted = 0;
+        for bucket in self.store.refusal_buckets(ended, REFUSAL_PASS)? {
+            let beyond = bucket.count.saturating_sub(1);
+            let event = (beyond > 0).then(|| RegistryEvent::RefusalsCounted {
+                actor: Actor::System(SystemActor::Intake),
+                source: bucket.source.clone(),
+                reason: bucket.reason.clone(),
+                from: bucket.window,
+                at: Timestamp::from_millis(bucket.window.as_millis() + window_ms),
+                count: beyond,
+                samples: bucket.samples.iter().skip(1).take(REFUSAL_SAMPLES).cloned().collect(),
+            });
+            let event = event.map(|e| self.hmac().map(|key| registry_event(&e, key))).transpose()?;
+            match self.store.close_refusal_bucket(&bucket, event.as_ref()) {
+                Ok(()) => counted += beyond,
+                // Counted again since it was read (a late refusal, or another instance): the
+                // next pass takes it.
+                Err(writ_store::StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if counted > 0 {
+            tracing::warn!(target: "writ::intake", refusals = counted, "refused deliveries counted");
+        }
+        Ok(counted)
     }
 
     /// Deliveries, most recently updated first (`outcome`: only those).
@@ -121,6 +200,18 @@ impl Engine {
         };
         if let Some(receipt) = self.again(&delivery)? {
             return Ok(receipt);
+        }
+        // A delivery that names no object (a Standard Webhooks envelope) has only its bytes to
+        // tell it apart: the same bytes again under a new id within the tolerance are the same
+        // delivery replayed, recorded as a duplicate of the first and never a second change.
+        if delivery.object.is_none() {
+            let since = Timestamp::from_millis(now.as_millis() - source.replay_window.as_millis());
+            let digest: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(first) = self.store.delivery_by_digest(&source.name, &digest, since)?
+                && let Some(receipt) = self.again(&Delivery { id: first.delivery.id, ..delivery.clone() })?
+            {
+                return Ok(receipt);
+            }
         }
         let record = self.correlate(source, &parsed, delivery)?;
         let event = self.delivery_event(&record, DeliveryEventKind::Received)?;
@@ -331,6 +422,15 @@ impl Engine {
             .or_else(|| parsed.summary.clone())
             .unwrap_or_else(|| format!("{} from {}", parsed.event, source.name));
         let text = writ_core::machine::clean_text(&text);
+        if let Some(account) = parsed.account.as_ref().filter(|a| !source.accounts.contains_key(*a))
+            && source.unmapped == Unmapped::Refuse
+        {
+            notes.push(format!(
+                "refused: the sender's account {account:?} is not mapped to a Writ identity: add it to the hook's `accounts` (or set unmapped_accounts = \"as_hook\" to open such changes as {})",
+                source.requester
+            ));
+            return Ok(Opened::Refused);
+        }
         let opened = Justification::parse(&text).map_err(EngineError::from).and_then(|justification| {
             let input = RequestInput {
                 requester: source.requester.clone(),

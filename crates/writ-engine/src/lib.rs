@@ -23,6 +23,7 @@ pub mod ledger;
 mod lifecycle;
 pub mod policy;
 pub mod scim;
+pub mod standing;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ use writ_ledger::sensitive::HmacKey;
 use writ_store::{NewEvent, Store};
 
 pub use error::{EngineError, Result};
+pub use lifecycle::Offboarding;
 
 /// Most due items (grants, changes, exceptions) one scheduler pass reads; the rest wait for the
 /// next pass.
@@ -105,6 +107,8 @@ pub struct Engine {
     /// SCIM writes in this process one at a time (across processes, versions and the settled
     /// state are compared and set in the store).
     scim_serial: Arc<std::sync::Mutex<()>>,
+    /// How long a window of refused deliveries lasts (see `intake::Engine::refuse_delivery`).
+    refusal_window_ms: i64,
 }
 
 impl Engine {
@@ -122,7 +126,15 @@ impl Engine {
             tree: Arc::default(),
             policy: Arc::default(),
             scim_serial: Arc::default(),
+            refusal_window_ms: intake::REFUSAL_WINDOW_MS,
         }
+    }
+
+    /// Sets how long a window of refused deliveries lasts: the first refusal of a source for a
+    /// reason in a window is recorded on its own, the rest as one count when it ends.
+    pub fn with_refusal_window(mut self, window: Duration) -> Engine {
+        self.refusal_window_ms = window.as_millis().max(1);
+        self
     }
 
     /// Gives the engine the key that seals sensitive values; needed to record anything.
@@ -160,7 +172,9 @@ impl Engine {
         owner: Option<&IdentityName>,
         vendor: Option<OrgName>,
     ) -> Result<Identity> {
-        let owner = owner.map(|o| self.identity(o)).transpose()?;
+        self.acting(&actor)?;
+        // An NHI's accountable owner must be someone who can still act on it.
+        let owner = owner.map(|o| self.actor(o)).transpose()?;
         // Names are one namespace however they are spelt: `Bob` may not register beside `bob`.
         let canonical = name.canonical();
         if let Some(existing) =
@@ -179,6 +193,23 @@ impl Engine {
         self.store
             .identity(name)?
             .ok_or_else(|| EngineError::NotFound { what: "identity", name: name.to_string() })
+    }
+
+    /// The identity `name` as an actor: it must exist and be active. Every step a person or an
+    /// NHI takes (request, approve, execute, review, cancel, evidence, administration) resolves
+    /// its actor here, so a disabled or offboarded identity does nothing on any surface.
+    pub fn actor(&self, name: &IdentityName) -> Result<Identity> {
+        let identity = self.identity(name)?;
+        identity.require_active()?;
+        Ok(identity)
+    }
+
+    /// [`Engine::actor`] for an [`Actor`]: Writ's own actors always act.
+    pub(crate) fn acting(&self, actor: &Actor) -> Result<()> {
+        if let Actor::Identity(name) = actor {
+            self.actor(name)?;
+        }
+        Ok(())
     }
 
     /// Registers a target after checking that its connector can reach it and finds entitlements.

@@ -34,7 +34,13 @@ impl Engine {
     /// Opens a change: resolves every name, checks every entitlement exists on its target (a
     /// read-only plan, kept as evidence), and records `requested` and `pending_approval` in one
     /// commit.
+    /// Asking on behalf of someone else needs their delegation in force
+    /// ([`Engine::grant_delegation`]); intake's account mapping is checked by intake.
     pub fn request(&self, input: RequestInput, random: u128) -> Result<ChangeRecord> {
+        if let Some(principal) = input.on_behalf_of.as_ref().filter(|p| **p != input.requester) {
+            self.actor(&input.requester)?;
+            self.check_delegation(&input.requester, principal)?;
+        }
         self.request_as(ChangeId::generate(self.clock.now(), random), input)
     }
 
@@ -42,8 +48,8 @@ impl Engine {
     /// `intake`); `store.conflict` if a change with that ID exists.
     pub(crate) fn request_as(&self, id: ChangeId, input: RequestInput) -> Result<ChangeRecord> {
         let now = self.clock.now();
-        let requester = self.identity(&input.requester)?;
-        let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.identity(n)).transpose()?;
+        let requester = self.actor(&input.requester)?;
+        let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.actor(n)).transpose()?;
         let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
         let facts = policy::requested_facts(
             input.event,
@@ -89,7 +95,12 @@ impl Engine {
         let mut subjects = Vec::with_capacity(requested.len());
         let mut ops = Vec::with_capacity(requested.len());
         for op in requested {
-            subjects.push(self.identity(&op.identity)?);
+            let subject = self.identity(&op.identity)?;
+            // Access goes to active identities only; taking it away works whatever the state.
+            if op.action.leaves_present() {
+                subject.require_active()?;
+            }
+            subjects.push(subject);
             ops.push(PlannedOp {
                 action: op.action,
                 identity: op.identity,
@@ -128,9 +139,10 @@ impl Engine {
         validity: Option<Duration>,
         via: Option<&intake::Via>,
     ) -> Result<ChangeRecord> {
-        let approver = self.identity(approver)?;
-        let on_behalf_of = on_behalf_of.map(|n| self.identity(n)).transpose()?;
+        let approver = self.actor(approver)?;
+        let on_behalf_of = on_behalf_of.map(|n| self.actor(n)).transpose()?;
         let record = self.load(id)?;
+        self.receivers_active(&record.change)?;
         let justification = self.seal(record.change.justification.as_str())?;
         let mut context = evidence::approval_context(
             &record.change,
@@ -145,6 +157,11 @@ impl Engine {
         let command =
             Command::Approve { approver: approver.clone(), on_behalf_of: on_behalf_of.clone(), validity };
         let mut events = self.approval_events(&record, command, &approver, on_behalf_of.as_ref())?;
+        // After the rules of the change (separation of duties first): approving in someone
+        // else's name needs their delegation.
+        if let (Some(principal), None) = (&on_behalf_of, via) {
+            self.check_delegation(&approver.name, &principal.name)?;
+        }
         if let Some(via) = via
             && let Some(stamp) = events
                 .iter_mut()
@@ -169,14 +186,14 @@ impl Engine {
     }
 
     pub fn reject(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
-        let actor = self.identity(actor)?;
+        let actor = self.actor(actor)?;
         self.transition(id, Command::Reject { actor, reason })
     }
 
     /// Cancels a change that has not started, for who asked for it, the person it was asked for,
     /// or an admin (see [`writ_core::authority::may_cancel`]).
     pub fn cancel(&self, id: &ChangeId, actor: &IdentityName, reason: String) -> Result<ChangeRecord> {
-        let name = self.identity(actor)?.name;
+        let name = self.actor(actor)?.name;
         let record = self.load(id)?;
         let command = Command::Cancel { actor: Actor::Identity(name.clone()), reason };
         // The floor first (what no one may cancel), then whose change it is.
@@ -186,7 +203,7 @@ impl Engine {
     }
 
     pub fn review(&self, id: &ChangeId, reviewer: &IdentityName, notes: String) -> Result<ChangeRecord> {
-        let reviewer = self.identity(reviewer)?;
+        let reviewer = self.actor(reviewer)?;
         let record = self.load(id)?;
         // The floor first, then policy.
         decide(
@@ -221,7 +238,7 @@ impl Engine {
             }
             .into());
         }
-        let actor_name = self.identity(actor)?.name;
+        let actor_name = self.actor(actor)?.name;
         let record = self.load(id)?;
         let roles = self.store.roles_of(&actor_name)?;
         let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -239,7 +256,7 @@ impl Engine {
     /// `execute` again retries and applies only what is missing.
     pub fn execute(&self, id: &ChangeId, executor: Option<&IdentityName>) -> Result<ChangeRecord> {
         let executor = match executor {
-            Some(name) => Actor::Identity(self.identity(name)?.name),
+            Some(name) => Actor::Identity(self.actor(name)?.name),
             None => Actor::System(SystemActor::Engine),
         };
         self.execute_as(self.load(id)?, executor)
@@ -253,6 +270,7 @@ impl Engine {
             Command::StartExecution { executor: executor.clone() },
             self.clock.now(),
         )?;
+        self.receivers_active(&record.change)?;
         let stamp = self.check_execution(&record, &executor)?;
         let mut before = serde_json::Map::new();
         for (target, group) in group_by_target(&record.change.ops) {
@@ -358,9 +376,40 @@ impl Engine {
         Ok(held)
     }
 
-    /// Opens the change that removes everything `identity` holds: what every target shows it
-    /// holding, and every grant Writ recorded. A human leaves (`leaver`); a non-human identity
-    /// is decommissioned. Verification of such a change looks at every target again.
+    /// A leaver or decommission change about `identity` that has not yet been verified.
+    fn open_cleanup(&self, identity: &IdentityName) -> Result<Option<ChangeRecord>> {
+        use writ_core::change::ChangeState as S;
+        for state in
+            [S::Requested, S::PendingApproval, S::Approved, S::Implementing, S::Failed, S::Implemented]
+        {
+            for summary in self.store.changes(Some(state))? {
+                let record = self.load(&summary.id)?;
+                let change = &record.change;
+                if matches!(change.event, BusinessEvent::Leaver | BusinessEvent::Decommission)
+                    && change.ops.iter().any(|op| &op.identity == identity)
+                {
+                    return Ok(Some(record));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Access goes to active identities only: a grant or rotation whose identity was disabled
+    /// or offboarded after the request is neither approved nor executed.
+    fn receivers_active(&self, change: &Change) -> Result<()> {
+        for op in change.ops.iter().filter(|op| op.action.leaves_present()) {
+            self.identity(&op.identity)?.require_active()?;
+        }
+        Ok(())
+    }
+
+    /// Offboards `identity`: first it stops acting in Writ (state `offboarded`: tokens revoked,
+    /// approvals withdrawn, owned NHIs flagged, see [`Engine::set_identity_state`]), then the
+    /// change is opened that removes everything it holds: what every target shows it holding,
+    /// and every grant Writ recorded. A human leaves (`leaver`); a non-human identity is
+    /// decommissioned. Verification of such a change looks at every target again. With nothing
+    /// held anywhere, no change is opened and the identity is offboarded all the same.
     pub fn offboard(
         &self,
         requester: IdentityName,
@@ -368,13 +417,20 @@ impl Engine {
         justification: Justification,
         refs: Vec<ExternalRef>,
         random: u128,
-    ) -> Result<ChangeRecord> {
+    ) -> Result<Offboarding> {
         let subject = self.identity(identity)?;
+        self.actor(&requester)?;
+        let mut standing = self.move_identity(
+            Actor::Identity(requester.clone()),
+            identity,
+            writ_core::identity::IdentityState::Offboarded,
+            justification.as_str().to_owned(),
+        )?;
         let mut held = self.observed_holdings(identity)?;
         held.extend(self.store.grants_of(identity)?.into_iter().map(|g| g.entitlement));
         held.sort();
         held.dedup();
-        let ops = held
+        let ops: Vec<RequestedOp> = held
             .into_iter()
             .map(|entitlement| RequestedOp {
                 action: OpAction::Revoke,
@@ -384,8 +440,18 @@ impl Engine {
             })
             .collect();
         let event = if subject.kind.is_nhi() { BusinessEvent::Decommission } else { BusinessEvent::Leaver };
-        let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
-        self.request(input, random)
+        // Offboarding again while its cleanup is still under way answers that cleanup.
+        let change = match (ops.is_empty(), self.open_cleanup(identity)?) {
+            (true, _) => None,
+            (false, Some(open)) => Some(open),
+            (false, None) => {
+                let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
+                Some(self.request(input, random)?)
+            }
+        };
+        standing.flagged =
+            self.flag_owned(&standing.identity, change.as_ref().map(|r| r.change.id.clone()))?;
+        Ok(Offboarding { standing, change })
     }
 
     /// Access the identities of a cleanup change (leaver, decommission) still hold anywhere,
@@ -657,6 +723,14 @@ impl Engine {
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
         Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
     }
+}
+
+/// What offboarding did: the identity's new standing, and the change that removes what it
+/// held (`None` if it held nothing anywhere).
+#[derive(Clone, Debug)]
+pub struct Offboarding {
+    pub standing: crate::standing::Standing,
+    pub change: Option<ChangeRecord>,
 }
 
 pub(crate) fn group_by_target(ops: &[PlannedOp]) -> BTreeMap<TargetName, Vec<(usize, &PlannedOp)>> {

@@ -245,6 +245,13 @@ impl Engine {
         Ok(PolicyStamp { hash: policy.hash().to_owned(), rules: permits, slot: None })
     }
 
+    /// The `change.revalidated` event that sends `change` back to approval under the policy in
+    /// force, if it needs one (see [`Engine::revalidation`]).
+    pub(crate) fn revalidated(&self, change: &Change) -> Result<Option<ChangeEvent>> {
+        let policy = self.policy()?;
+        Ok(self.revalidation(&policy, change, self.clock.now())?.event)
+    }
+
     /// Evaluates a pending or approved change again. `None` if the policy in force asks for
     /// what the change was validated for and its approvals still fill every slot they filled;
     /// else the `change.revalidated` event that sends it back to approval. A change policy now
@@ -259,9 +266,17 @@ impl Engine {
         let requirement =
             ApprovalRequirement { approvals: validation.approvals, validity: validation.validity };
         let controls = controls(&validation, change.created_at);
+        // An approval counts only while its approver is active: a disabled or offboarded
+        // approver's approval is dropped here, on every approval and execution.
         let mut people = Vec::new();
+        let mut inactive = Vec::new();
         for approval in &change.approvals {
-            people.push(person_of(&self.identity(&approval.approver)?));
+            let approver = self.identity(&approval.approver)?;
+            if approver.state == writ_core::identity::IdentityState::Active {
+                people.push(person_of(&approver));
+            } else {
+                inactive.push(format!("{} is {}", approver.name, approver.state));
+            }
         }
         let same_requirement = requirement == change.requirement
             && change.controls.as_ref().is_some_and(|c| c.slots == controls.slots && c.tier == controls.tier);
@@ -275,7 +290,11 @@ impl Engine {
         );
         // A break-glass change is approved after the fact: it is never sent back.
         let post_hoc = change.emergency.is_some();
-        if (same_requirement && still_assigned) || change.origin.is_some() || !open || post_hoc {
+        if (same_requirement && still_assigned && inactive.is_empty())
+            || change.origin.is_some()
+            || !open
+            || post_hoc
+        {
             return Ok(unchanged(validation, facts, people));
         }
         // Keep the largest set of approvals that still fits the new slots, in approval order.
@@ -312,7 +331,8 @@ impl Engine {
             .map(|a| a.approver.as_str())
             .collect();
         if !dropped.is_empty() {
-            reasons.push(format!("the approval of {} no longer counts", dropped.join(", ")));
+            let why = if inactive.is_empty() { String::new() } else { format!(" ({})", inactive.join(", ")) };
+            reasons.push(format!("the approval of {} no longer counts{why}", dropped.join(", ")));
         }
         if kept_names.len() >= usize::from(requirement.approvals) {
             // Only the slots were relabelled and every approval still fits: nothing to redo.

@@ -30,7 +30,7 @@ use writ_core::change::{
     BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification, OpAction, RefKind,
 };
 use writ_core::event::RegistryEvent;
-use writ_core::identity::{Actor, IdentityKind};
+use writ_core::identity::{Actor, IdentityKind, IdentityState};
 use writ_core::intake::{Delivery, DeliveryEventKind, DeliveryRecord, Outcome};
 use writ_core::name::{EntitlementRef, IdentityName, SourceName};
 use writ_core::time::Timestamp;
@@ -301,7 +301,9 @@ impl Engine {
         // when the User is created, settling them finds the group.
         let identity = match (kind, &current) {
             (Kind::User, Some(row)) => row.identity.clone(),
-            (Kind::User, None) => Some(self.scim_identity(client, &name)?),
+            (Kind::User, None) => {
+                Some(self.scim_identity(client, &name, schema::text(&doc, "externalId"))?)
+            }
             (Kind::Group, _) => None,
         };
         let now = self.now();
@@ -376,9 +378,45 @@ impl Engine {
         self.store.scim_resource(kind.name(), &id)?.as_ref().map(resource).transpose()
     }
 
-    /// The identity a new SCIM User is: an existing human no live SCIM User is yet (adopted),
-    /// or a new human registered by the SCIM client.
-    fn scim_identity(&self, client: &IdentityName, user_name: &str) -> Result<IdentityName> {
+    /// Links an existing person to the identity provider's record of them: a SCIM User with
+    /// this `externalId` (and the person's name) then adopts them instead of being refused.
+    /// Admins only (the route checks the role; locally, the operator).
+    pub fn link_scim(&self, actor: Actor, identity: &IdentityName, external_id: &str) -> Result<()> {
+        self.acting(&actor)?;
+        let person = self.identity(identity)?;
+        if person.kind != IdentityKind::Human {
+            return Err(writ_core::Refusal::NotHuman {
+                actor: person.name,
+                kind: person.kind,
+                action: "be linked to a SCIM User",
+            }
+            .into());
+        }
+        let external_id = writ_core::machine::line(external_id.to_owned(), "externalId")?;
+        if external_id.chars().count() > 200 {
+            return Err(writ_core::Refusal::InvalidText { field: "externalId", max: 200 }.into());
+        }
+        let event = RegistryEvent::ScimLinked {
+            actor,
+            identity: identity.clone(),
+            external_id: external_id.clone(),
+            at: self.now(),
+        };
+        self.store.link_scim(identity, &external_id, &registry_event(&event, self.hmac()?))?;
+        tracing::info!(target: "writ::scim", %identity, "identity linked to a SCIM externalId");
+        Ok(())
+    }
+
+    /// The identity a new SCIM User is: a new human registered by the SCIM client, or an
+    /// existing human an admin linked to this User's `externalId` (and no live SCIM User is
+    /// yet). Any other existing identity of that name is refused: the identity provider must
+    /// not take over a person (an admin, say) by naming them.
+    fn scim_identity(
+        &self,
+        client: &IdentityName,
+        user_name: &str,
+        external_id: Option<&str>,
+    ) -> Result<IdentityName> {
         let name = identity_for(user_name)?;
         let taken = |why: String| {
             scim_error(ScimError {
@@ -392,12 +430,20 @@ impl Engine {
                 Err(taken(format!("is a {}", existing.kind)))
             }
             Some(_) => {
-                let linked = self
+                let adopted = self
                     .store
                     .scim_resources(Kind::User.name(), false)?
                     .into_iter()
                     .any(|r| r.identity.as_ref() == Some(&name));
-                if linked { Err(taken("is another SCIM User already".into())) } else { Ok(name) }
+                if adopted {
+                    return Err(taken("is another SCIM User already".into()));
+                }
+                match (self.store.scim_link(&name)?, external_id) {
+                    (Some(link), Some(given)) if link == given => Ok(name),
+                    _ => Err(taken(format!(
+                        "exists already and is not linked to this User's externalId: an admin links them first (`writ identity link-scim {name} --external-id ID`)"
+                    ))),
+                }
             }
             None => Ok(self
                 .add_identity(Actor::Identity(client.clone()), name, IdentityKind::Human, None, None)?
@@ -506,6 +552,31 @@ impl Engine {
             BTreeSet::new()
         };
         let desired_names: BTreeSet<String> = desired.iter().map(ToString::to_string).collect();
+        // The identity provider is the authority on whether a person is active: a leaver stops
+        // acting in Writ at once (tokens revoked, approvals withdrawn, owned NHIs flagged); a
+        // returning person it disabled acts again. An offboarded person comes back only
+        // through an admin (`writ identity enable`).
+        let standing = self.identity(&identity)?.state;
+        let why =
+            |what: &str| format!("identity provider: SCIM User {id} is {what} (delivery {})", delivery.id);
+        if !active {
+            let what = if row.deleted { "deleted" } else { "inactive" };
+            if standing == IdentityState::Active {
+                self.move_identity(
+                    Actor::Identity(client.clone()),
+                    &identity,
+                    IdentityState::Disabled,
+                    why(what),
+                )?;
+            }
+        } else if standing == IdentityState::Disabled {
+            self.move_identity(
+                Actor::Identity(client.clone()),
+                &identity,
+                IdentityState::Active,
+                why("active"),
+            )?;
+        }
         if active == old.active && desired_names == old.entitlements {
             return Ok(Settlement::Unchanged);
         }
@@ -556,7 +627,8 @@ impl Engine {
         };
         self.store.scim_settle(Kind::User.name(), id, &next.write(), &row.settled)?;
         if event == BusinessEvent::Leaver {
-            self.flag_owned(&identity, next.change.as_deref())?;
+            let leaver = self.identity(&identity)?;
+            self.flag_owned(&leaver, next.change.as_deref().and_then(|c| ChangeId::parse(c).ok()))?;
         }
         Ok(settlement)
     }
@@ -603,22 +675,6 @@ impl Engine {
                 client,
                 format!("superseded by a newer identity provider record (scim/{delivery})"),
             )?;
-        }
-        Ok(())
-    }
-
-    /// Flags every non-human identity `owner` owns for ownership transfer.
-    fn flag_owned(&self, owner: &IdentityName, change: Option<&str>) -> Result<()> {
-        let change = change.and_then(|c| ChangeId::parse(c).ok());
-        for nhi in self
-            .store
-            .identities()?
-            .into_iter()
-            .filter(|i| i.kind.is_nhi() && i.owner.as_ref() == Some(owner))
-        {
-            let detail =
-                format!("{} is owned by {owner}, who left: transfer ownership to an active person", nhi.name);
-            self.raise_finding(OWNER_LEFT, nhi.name.as_str(), change.clone(), detail)?;
         }
         Ok(())
     }

@@ -942,3 +942,5 @@ fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them
     let again = w.engine.revoke_exception(&n("carol"), &id, "again".into()).unwrap_err();
     assert_eq!(again.code(), "state.invalid_transition");
 }
+
+mod standing;

@@ -12,7 +12,7 @@ use writ_core::change::{
     Observation, OpAction, OpOutcome, PlannedOp, RefKind,
 };
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, EvidenceRef, RegistryEvent};
-use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, Target};
+use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, IdentityState, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::{Duration, Timestamp};
 
@@ -250,6 +250,9 @@ enum Data {
     EvidenceAttached {
         step: String,
         name: Sealed,
+        /// Absent (false) in records written before evidence could be late.
+        #[serde(default, skip_serializing_if = "is_false")]
+        late: bool,
     },
     IdentityAdded {
         name: String,
@@ -271,6 +274,22 @@ enum Data {
     TokenRevoked {
         id: String,
         identity: String,
+    },
+    ScimLinked {
+        identity: String,
+        external_id: String,
+    },
+    Delegation {
+        principal: String,
+        delegate: String,
+        until: Option<String>,
+    },
+    IdentityState {
+        identity: String,
+        from: String,
+        to: String,
+        reason: String,
+        tokens_revoked: Vec<String>,
     },
     Role {
         identity: String,
@@ -301,6 +320,13 @@ enum Data {
         reason: String,
         delivery: Option<String>,
         sha256: String,
+    },
+    RefusalsCounted {
+        source: String,
+        reason: String,
+        from: String,
+        count: u64,
+        samples: Vec<String>,
     },
 }
 
@@ -449,7 +475,41 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                     owner: owner.as_deref().map(IdentityName::parse).transpose()?,
                     vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
                     created_at: at,
+                    state: IdentityState::Active,
                 },
+            }
+        }
+        ("registry.scim_linked", Data::ScimLinked { identity, external_id }) => {
+            RegistryEvent::ScimLinked { actor, identity: IdentityName::parse(&identity)?, external_id, at }
+        }
+        ("access.delegation_granted", Data::Delegation { principal, delegate, until: Some(until) }) => {
+            RegistryEvent::DelegationGranted {
+                actor,
+                delegation: writ_core::access::Delegation {
+                    principal: IdentityName::parse(&principal)?,
+                    delegate: IdentityName::parse(&delegate)?,
+                    until: parse_time(&until)?,
+                    created_at: at,
+                },
+            }
+        }
+        ("access.delegation_revoked", Data::Delegation { principal, delegate, until: None }) => {
+            RegistryEvent::DelegationRevoked {
+                actor,
+                principal: IdentityName::parse(&principal)?,
+                delegate: IdentityName::parse(&delegate)?,
+                at,
+            }
+        }
+        ("registry.identity_state", Data::IdentityState { identity, from, to, reason, tokens_revoked }) => {
+            RegistryEvent::IdentityState {
+                actor,
+                identity: IdentityName::parse(&identity)?,
+                from: IdentityState::parse(&from)?,
+                to: IdentityState::parse(&to)?,
+                reason,
+                tokens_revoked,
+                at,
             }
         }
         ("registry.target_added", Data::TargetAdded { name, connector, settings }) => {
@@ -564,11 +624,26 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 }),
             }
         }
+        ("intake.refusals_counted", Data::RefusalsCounted { source, reason, from, count, samples }) => {
+            RegistryEvent::RefusalsCounted {
+                actor,
+                source: writ_core::name::SourceName::parse(&source)?,
+                reason,
+                from: parse_time(&from)?,
+                at,
+                count,
+                samples,
+            }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
     };
     Ok(Event::Registry(registry))
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn data_value(data: Data) -> serde_json::Value {
@@ -654,8 +729,8 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
             }
         }
         ChangeEventBody::Reviewed { notes } => Data::Reviewed { notes: seal(notes) },
-        ChangeEventBody::EvidenceAttached { step, name } => {
-            Data::EvidenceAttached { step: step.as_str().to_owned(), name: seal(name) }
+        ChangeEventBody::EvidenceAttached { step, name, late } => {
+            Data::EvidenceAttached { step: step.as_str().to_owned(), name: seal(name), late: *late }
         }
     }
 }
@@ -681,6 +756,26 @@ fn registry_data(event: &RegistryEvent) -> Data {
         },
         RegistryEvent::TokenRevoked { id, identity, .. } => {
             Data::TokenRevoked { id: id.clone(), identity: identity.to_string() }
+        }
+        RegistryEvent::ScimLinked { identity, external_id, .. } => {
+            Data::ScimLinked { identity: identity.to_string(), external_id: external_id.clone() }
+        }
+        RegistryEvent::DelegationGranted { delegation, .. } => Data::Delegation {
+            principal: delegation.principal.to_string(),
+            delegate: delegation.delegate.to_string(),
+            until: Some(delegation.until.to_rfc3339()),
+        },
+        RegistryEvent::DelegationRevoked { principal, delegate, .. } => {
+            Data::Delegation { principal: principal.to_string(), delegate: delegate.to_string(), until: None }
+        }
+        RegistryEvent::IdentityState { identity, from, to, reason, tokens_revoked, .. } => {
+            Data::IdentityState {
+                identity: identity.to_string(),
+                from: from.as_str().to_owned(),
+                to: to.as_str().to_owned(),
+                reason: reason.clone(),
+                tokens_revoked: tokens_revoked.clone(),
+            }
         }
         RegistryEvent::RoleGranted { identity, role, .. }
         | RegistryEvent::RoleRevoked { identity, role, .. } => {
@@ -721,6 +816,15 @@ fn registry_data(event: &RegistryEvent) -> Data {
             detail: record.detail.clone(),
             attempts: record.attempts,
         },
+        RegistryEvent::RefusalsCounted { source, reason, from, count, samples, .. } => {
+            Data::RefusalsCounted {
+                source: source.to_string(),
+                reason: reason.clone(),
+                from: from.to_rfc3339(),
+                count: *count,
+                samples: samples.clone(),
+            }
+        }
         RegistryEvent::DeliveryRefused { refused, .. } => Data::DeliveryRefused {
             source: refused.source.to_string(),
             reason: refused.reason.clone(),
@@ -909,10 +1013,11 @@ fn change_body(
             ChangeEventBody::VerificationFailed { observations: observations(o), mismatches, residual }
         }
         ("change.reviewed", Data::Reviewed { notes }) => ChangeEventBody::Reviewed { notes: unseal(notes) },
-        ("change.evidence_attached", Data::EvidenceAttached { step, name }) => {
+        ("change.evidence_attached", Data::EvidenceAttached { step, name, late }) => {
             ChangeEventBody::EvidenceAttached {
                 step: writ_core::event::Phase::parse_step(&step)?,
                 name: unseal(name),
+                late,
             }
         }
         (other, _) => {

@@ -101,7 +101,11 @@ fn every_event() -> Vec<Event> {
             }],
         },
         ChangeEventBody::Reviewed { notes: "fine".into() },
-        ChangeEventBody::EvidenceAttached { step: Phase::Approval, name: "cab-minutes.pdf".into() },
+        ChangeEventBody::EvidenceAttached {
+            step: Phase::Approval,
+            name: "cab-minutes.pdf".into(),
+            late: true,
+        },
         ChangeEventBody::ExpiryOpened {
             origin: ChangeId::generate(T0, 7),
             requester: IdentityName::parse("alice").unwrap(),

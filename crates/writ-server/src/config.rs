@@ -10,6 +10,9 @@
 //! max_body_bytes = 65536
 //! max_evidence_bytes = 16777216
 //! rate_limit = 300                     # requests/s per address and per identity; 0: off
+//! trusted_proxies = ["10.0.0.5"]      # whose X-Forwarded-For names the client (rate limits)
+//! public_url = "https://writ.example.com"   # how clients reach it (SCIM meta.location)
+//! refusal_window = "1m"                # refused deliveries: one recorded, the rest counted per window
 //! oidc_issuer = "https://login.example.com"
 //! oidc_audience = "writ"
 //! oidc_claim = "preferred_username"
@@ -22,6 +25,7 @@
 //! requester = "svc-github"             # the registered identity the source requests as
 //! tolerance = "1h"                     # oldest event accepted (default 1h; 5m for standard)
 //! accounts = { "octocat" = "alice" }   # the source's accounts → Writ identities
+//! unmapped_accounts = "refuse"         # or "as_hook": open as the requester, for nobody
 //!
 //! [[hook.manifests]]                   # application manifests (github and gitlab hooks)
 //! repository = "acme/payments"
@@ -59,6 +63,16 @@ pub struct ServeOptions {
     pub max_body_bytes: Option<usize>,
     /// Requests per second per source address and per identity (0: no limit).
     pub rate_limit: Option<u32>,
+    /// The window over which refused webhook deliveries are counted (a duration, 1s to 1h):
+    /// the first refusal of a hook for a reason in a window is recorded on its own, the rest as
+    /// one count when the window ends.
+    pub refusal_window: Option<String>,
+    /// The URL clients reach this server at (behind a proxy, the proxy's), for the absolute
+    /// URLs it writes; default: http:// and the bound address.
+    pub public_url: Option<String>,
+    /// Proxies in front of the server whose `X-Forwarded-For` names the client address (for
+    /// the per-address rate limit); from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
     pub oidc_issuer: Option<String>,
     /// The audience an OIDC token must be for (its `aud`); required with --oidc-issuer.
@@ -84,6 +98,10 @@ struct File {
     max_body_bytes: Option<usize>,
     max_evidence_bytes: Option<usize>,
     rate_limit: Option<u32>,
+    refusal_window: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<std::net::IpAddr>,
     oidc_issuer: Option<String>,
     oidc_audience: Option<String>,
     oidc_claim: Option<String>,
@@ -102,6 +120,32 @@ pub struct Limits {
     pub rate_per_second: u32,
 }
 
+/// Where a request comes from: the connection's peer, or behind a trusted proxy the address the
+/// proxy says it forwarded for.
+#[derive(Clone, Debug, Default)]
+pub struct Proxies(pub Vec<std::net::IpAddr>);
+
+impl Proxies {
+    /// The client address of a request from `peer` carrying `forwarded_for` (the
+    /// `X-Forwarded-For` values, in order): the right-most address that is not a trusted proxy,
+    /// when `peer` is one; else `peer`. An entry that is not an address ends the walk there.
+    pub fn client(&self, peer: std::net::IpAddr, forwarded_for: &[&str]) -> std::net::IpAddr {
+        if !self.0.contains(&peer) {
+            return peer;
+        }
+        let hops = forwarded_for.iter().flat_map(|v| v.split(',')).map(str::trim).rev();
+        let mut client = peer;
+        for hop in hops {
+            let Ok(address) = hop.parse::<std::net::IpAddr>() else { break };
+            client = address;
+            if !self.0.contains(&address) {
+                break;
+            }
+        }
+        client
+    }
+}
+
 pub struct Settings {
     pub listen: String,
     pub db: PathBuf,
@@ -113,6 +157,9 @@ pub struct Settings {
     pub expiry: writ_engine::expiry::ExpiryPolicy,
     pub policy_dir: Option<PathBuf>,
     pub hooks: Vec<crate::routes::hooks::HookConfig>,
+    pub refusal_window: writ_core::time::Duration,
+    pub public_url: Option<String>,
+    pub proxies: Proxies,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -154,7 +201,26 @@ impl Settings {
         if let Some(attempts) = args.expiry_alert_attempts.or(file.expiry_alert_attempts) {
             expiry.alert_after_attempts = attempts.max(1);
         }
+        let refusal_window = match args.refusal_window.or(file.refusal_window) {
+            None => writ_core::time::Duration::parse("1m")?,
+            Some(text) => {
+                let window = writ_core::time::Duration::parse(&text)?;
+                if !(1_000..=3_600_000).contains(&window.as_millis()) {
+                    return Err(Error::new(
+                        "input.config",
+                        format!("refusal_window {text:?} is out of range: from 1s to 1h"),
+                    ));
+                }
+                window
+            }
+        };
+        let public_url = args.public_url.or(file.public_url).map(|url| public_url(&url)).transpose()?;
+        let mut trusted = args.trusted_proxies;
+        trusted.extend(file.trusted_proxies);
         Ok(Settings {
+            proxies: Proxies(trusted),
+            public_url,
+            refusal_window,
             oidc,
             expiry,
             policy_dir: args.policy_dir.or(file.policy_dir),
@@ -173,8 +239,56 @@ impl Settings {
     }
 }
 
+/// A public URL: http or https, a host, an optional port and path, nothing else; without its
+/// trailing slash.
+fn public_url(text: &str) -> Result<String, Error> {
+    let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+    let valid = rest.is_some_and(|rest| {
+        !rest.is_empty()
+            && !rest.starts_with('/')
+            && rest.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '@' | '\\'))
+    });
+    if !valid {
+        return Err(Error::new(
+            "input.config",
+            format!("public_url {text:?} is not an http(s) URL with a host (and no query, fragment or user)"),
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
 fn read(path: &Path) -> Result<File, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new("input.config", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| Error::new("input.config", format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Proxies;
+
+    fn ip(text: &str) -> std::net::IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_client_is_named_only_by_trusted_proxies_and_only_the_hops_they_added() {
+        let proxies = Proxies(vec![ip("10.0.0.5"), ip("10.0.0.6")]);
+        let cases: &[(&str, &[&str], &str)] = &[
+            // Anyone else's header is ignored: the peer is the client.
+            ("203.0.113.9", &["198.51.100.1"], "203.0.113.9"),
+            // A trusted proxy names the client it forwarded for.
+            ("10.0.0.5", &["198.51.100.1"], "198.51.100.1"),
+            // The right-most untrusted hop: what the client wrote itself further left is not believed.
+            ("10.0.0.5", &["1.2.3.4, 198.51.100.1"], "198.51.100.1"),
+            ("10.0.0.5", &["1.2.3.4", "198.51.100.1, 10.0.0.6"], "198.51.100.1"),
+            // No header, or garbage: the proxy itself.
+            ("10.0.0.5", &[], "10.0.0.5"),
+            ("10.0.0.5", &["not-an-address"], "10.0.0.5"),
+            ("10.0.0.5", &["1.2.3.4, junk, 10.0.0.6"], "10.0.0.6"),
+        ];
+        for (peer, header, expected) in cases {
+            assert_eq!(proxies.client(ip(peer), header), ip(expected), "{peer} {header:?}");
+        }
+    }
 }

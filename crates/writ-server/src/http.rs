@@ -45,6 +45,13 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// The operation needs no `Idempotency-Key`: repeating it changes nothing more (moving an
+    /// identity to the state it holds, offboarding while its cleanup is open).
+    pub fn idempotent_by_nature(mut self) -> Operation {
+        self.idempotent = false;
+        self
+    }
+
     /// Takes the query parameters `T` describes.
     pub fn query<T: schemars::JsonSchema>(mut self) -> Operation {
         self.query = Some(writ_api::wire::schema::<T>);

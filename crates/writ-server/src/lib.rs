@@ -21,6 +21,7 @@ mod oidc;
 mod openapi;
 mod ratelimit;
 mod routes;
+pub use routes::MAX_URI_BYTES;
 pub mod targets;
 pub mod testkit;
 mod writeback;
@@ -59,6 +60,12 @@ pub struct AppState {
     pub scim_swept: std::sync::atomic::AtomicBool,
     /// Requests per address and per identity, if limited.
     pub rate: Option<ratelimit::RateLimits>,
+    /// The URL clients reach this server at (`public_url`; else `http://` and the bound
+    /// address), for the absolute URLs it writes (SCIM `meta.location`). Never taken from a
+    /// request's headers.
+    pub public_url: std::sync::OnceLock<String>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub proxies: config::Proxies,
 }
 
 pub type State = Arc<AppState>;
@@ -118,7 +125,7 @@ pub fn compose(
         })?;
     let key_path = database.key_path(settings.ledger_key.as_deref())?;
     let signer = if key_path.exists() { Some(crate::keys::load(&key_path)?) } else { None };
-    let engine = crate::compose::engine_over(store, Some(hmac));
+    let engine = crate::compose::engine_over(store, Some(hmac)).with_refusal_window(settings.refusal_window);
     engine.ledger_origin()?;
     if let Some(dir) = &settings.policy_dir {
         let loaded = load_policy_dir(&engine, dir)?;
@@ -136,6 +143,8 @@ pub fn compose(
         hooks: routes::hooks::load(&settings.hooks)?,
         scim_swept: std::sync::atomic::AtomicBool::new(false),
         rate: ratelimit::RateLimits::new(settings.limits.rate_per_second),
+        public_url: settings.public_url.map(std::sync::OnceLock::from).unwrap_or_default(),
+        proxies: settings.proxies,
     });
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
 }
@@ -171,6 +180,9 @@ async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    if let Ok(address) = listener.local_addr() {
+        let _configured = state.public_url.set(format!("http://{address}"));
+    }
     let background = tokio::spawn(background(Arc::clone(&state)));
     let app: Router = routes::router(Arc::clone(&state));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

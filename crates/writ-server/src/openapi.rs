@@ -16,6 +16,7 @@ pub fn schemas() -> Value {
         "NewChange": schema::<wire::NewChange>(),
         "Approval": schema::<wire::Approval>(),
         "Decision": schema::<wire::Decision>(),
+        "Offboard": schema::<wire::Offboard>(),
         "Review": schema::<wire::Review>(),
         "NoFields": schema::<wire::NoFields>(),
         "BreakGlass": schema::<wire::BreakGlass>(),
@@ -23,6 +24,8 @@ pub fn schemas() -> Value {
         "NewException": schema::<wire::NewException>(),
         "Renewal": schema::<wire::Renewal>(),
         "NewToken": schema::<wire::NewToken>(),
+        "NewDelegation": schema::<wire::NewDelegation>(),
+        "ScimLink": schema::<wire::ScimLink>(),
         "Error": {
             "type": "object", "required": ["error"],
             "properties": { "error": {
@@ -120,7 +123,10 @@ pub fn document_value(operations: &[Operation]) -> Value {
                 }
                 _ => {}
             }
-            &["400", "401", "403", "404", "409", "412", "413", "415", "422", "429", "500", "502", "503"]
+            &[
+                "400", "401", "403", "404", "409", "412", "413", "414", "415", "422", "429", "500", "502",
+                "503",
+            ]
         };
         for status in errors.iter().copied() {
             responses.insert(status.into(), error.clone());
@@ -212,7 +218,7 @@ fn query_parameters(schema: fn() -> Value) -> Vec<Value> {
 fn path_schema(path: &str, name: &str) -> Value {
     let ulid = |prefix: &str| json!({ "type": "string", "pattern": format!("^{prefix}-[0-7][0-9A-HJKMNP-TV-Z]{{25}}$") });
     match name {
-        "name" | "source" if path.starts_with("/api/v1/") => {
+        "name" | "source" | "principal" | "delegate" if path.starts_with("/api/v1/") => {
             json!({ "type": "string", "pattern": writ_api::wire::NAME_PATTERN })
         }
         "role" => {

@@ -13,8 +13,8 @@ use writ_core::identity::{Grant, Identity, IdentityKind};
 use writ_core::name::{EntitlementRef, IdentityName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeSummary, Claim, EvidenceBlob, GrantUpdate, NewEvent, Store, StoreError,
-    StoredCheckpoint, StoredToken,
+    ChangeCommit, ChangeSummary, Claim, EvidenceBlob, GrantUpdate, NewEvent, RefusalBucket, Store,
+    StoreError, StoredCheckpoint, StoredToken,
 };
 
 /// Makes fresh, empty stores of one backend.
@@ -35,6 +35,7 @@ const TESTS: &[(&str, Test)] = &[
     ("change pages are newest first and resume before the last id", change_pages),
     ("tokens: issue, revoke once, unknown identity refused", tokens),
     ("roles: grant and revoke once each, with events", roles),
+    ("identity state: moved only from the state read, tokens revoked with it", identity_state),
     ("idempotency keys: fresh, in progress, replay, mismatch, release", idempotency),
     ("concurrent claims of one key: exactly one is fresh", concurrent_claims),
     ("leases: one holder at a time until expiry", leases),
@@ -45,6 +46,7 @@ const TESTS: &[(&str, Test)] = &[
     ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
     ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
     ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
+    ("refusals: the first of a bucket recorded, the rest counted and closed once", refusals),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -286,6 +288,44 @@ fn roles(store: Arc<dyn Store>) {
     assert!(matches!(absent, StoreError::Conflict(_)), "{absent}");
     assert_eq!(store.role_assignments().unwrap(), vec![(alice_name, Role::Auditor)]);
     assert_eq!(store.event_count().unwrap(), 4, "identity + 2 grants + 1 revoke");
+}
+
+fn identity_state(store: Arc<dyn Store>) {
+    use writ_core::identity::IdentityState::{Active, Disabled, Offboarded};
+    let alice_name = IdentityName::parse("alice").unwrap();
+    let at = Timestamp::from_millis(70);
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    store.add_token(&token("t1"), &event(None, None, "t")).unwrap();
+    store.add_token(&token("t2"), &event(None, None, "t")).unwrap();
+    store.revoke_token("t2", Timestamp::from_millis(50), &event(None, None, "r")).unwrap();
+    let stale = store.set_identity_state(&alice_name, Disabled, Offboarded, &[], at, &event(None, None, "s"));
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let miscounted =
+        store.set_identity_state(&alice_name, Active, Disabled, &[], at, &event(None, None, "s"));
+    assert!(
+        matches!(miscounted, Err(StoreError::Conflict(_))),
+        "a token the caller did not name: {miscounted:?}"
+    );
+    assert_eq!(store.identity(&alice_name).unwrap().unwrap().state, Active, "a refused move writes nothing");
+    assert_eq!(store.token("t1").unwrap().unwrap().revoked_at, None);
+    store
+        .set_identity_state(&alice_name, Active, Disabled, &["t1".to_owned()], at, &event(None, None, "s"))
+        .unwrap();
+    assert_eq!(store.identity(&alice_name).unwrap().unwrap().state, Disabled);
+    assert_eq!(store.identities().unwrap()[0].state, Disabled);
+    assert_eq!(store.token("t1").unwrap().unwrap().revoked_at, Some(at));
+    assert_eq!(
+        store.token("t2").unwrap().unwrap().revoked_at,
+        Some(Timestamp::from_millis(50)),
+        "kept as it was"
+    );
+    let (_, identity, _) = store.token_principal("t1").unwrap().unwrap();
+    assert_eq!(identity.state, Disabled);
+    let refused = store.add_token(&token("t3"), &event(None, None, "t")).unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict(_)), "no token for a disabled identity: {refused}");
+    store.set_identity_state(&alice_name, Disabled, Active, &[], at, &event(None, None, "s")).unwrap();
+    store.add_token(&token("t3"), &event(None, None, "t")).unwrap();
+    assert_eq!(store.event_count().unwrap(), 7, "identity, 3 tokens, 1 revocation, 2 moves");
 }
 
 fn idempotency(store: Arc<dyn Store>) {
@@ -592,8 +632,9 @@ fn intake(store: Arc<dyn Store>) {
         store.update_delivery(&attached, (Outcome::Uncorrelated, 1), &event(None, None, "u1")).unwrap();
     assert_eq!(store.object(&jira, "10001").unwrap(), Some((change.clone(), Some(at(300)))));
     assert_eq!(store.delivery(&jira, "d-1").unwrap(), Some(attached.clone()));
-    let refused = store.add_refusal(&event(None, None, "r1")).unwrap();
-    assert_eq!((last, refused), (first + 2, first + 3), "the refused writes appended nothing");
+    let refused =
+        store.add_refusal((&jira, "hook.bad_signature", at(0)), "aa", &event(None, None, "r1")).unwrap();
+    assert_eq!((last, refused), (first + 2, Some(first + 3)), "the refused writes appended nothing");
 
     let unbound = record("d-3", None, None, Outcome::Uncorrelated);
     store
@@ -678,4 +719,48 @@ fn scim(store: Arc<dyn Store>) {
     assert_eq!((live, all), (vec!["u-2".to_owned()], vec!["u-1".to_owned(), "u-2".to_owned()]));
     assert_eq!(store.scim_resource("User", "u-1").unwrap().map(|r| r.deleted), Some(true));
     assert!(store.scim_resources("Group", true).unwrap().is_empty());
+}
+
+fn refusals(store: Arc<dyn Store>) {
+    let (jira, github) = (
+        writ_core::name::SourceName::parse("jira").unwrap(),
+        writ_core::name::SourceName::parse("github").unwrap(),
+    );
+    let at = Timestamp::from_millis;
+    let bad = "hook.bad_signature";
+    assert_eq!(store.add_refusal((&jira, bad, at(0)), "d0", &event(None, None, "r0")).unwrap(), Some(0));
+    for n in 1..8 {
+        let digest = format!("d{n}");
+        assert_eq!(store.add_refusal((&jira, bad, at(0)), &digest, &event(None, None, "rx")).unwrap(), None);
+    }
+    // Another reason, source or window is another bucket, each first recorded.
+    assert_eq!(
+        store.add_refusal((&jira, "hook.stale_timestamp", at(0)), "s0", &event(None, None, "s")).unwrap(),
+        Some(1)
+    );
+    assert_eq!(store.add_refusal((&github, bad, at(0)), "g0", &event(None, None, "g")).unwrap(), Some(2));
+    assert_eq!(store.add_refusal((&jira, bad, at(60)), "n0", &event(None, None, "n")).unwrap(), Some(3));
+    assert_eq!(store.event_count().unwrap(), 4, "ten refusals, four events");
+
+    let closed = store.refusal_buckets(at(60), 10).unwrap();
+    assert_eq!(closed.len(), 3, "the window starting at 60 has not ended: {closed:?}");
+    let first = closed.iter().find(|b| b.source == jira && b.reason == bad).unwrap().clone();
+    assert_eq!((first.count, first.window), (8, at(0)));
+    assert_eq!(first.samples, ["d0", "d1", "d2", "d3", "d4"], "the first five digests are kept");
+    assert_eq!(store.refusal_buckets(at(60), 1).unwrap().len(), 1, "limited");
+    // A refusal counted after the read makes closing conflict, and writes nothing.
+    store.add_refusal((&jira, bad, at(0)), "late", &event(None, None, "late")).unwrap();
+    let stale = store.close_refusal_bucket(&first, Some(&event(None, None, "sum")));
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(store.event_count().unwrap(), 4);
+    let current = RefusalBucket { count: 9, ..first };
+    store.close_refusal_bucket(&current, Some(&event(None, None, "sum"))).unwrap();
+    assert_eq!(store.event_count().unwrap(), 5, "the count is one event");
+    let again = store.close_refusal_bucket(&current, Some(&event(None, None, "sum")));
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "closed once: {again:?}");
+    for bucket in store.refusal_buckets(at(60), 10).unwrap() {
+        store.close_refusal_bucket(&bucket, None).unwrap();
+    }
+    assert_eq!(store.event_count().unwrap(), 5, "a bucket of one closes with no event");
+    assert_eq!(store.refusal_buckets(at(1_000), 10).unwrap().len(), 1, "only the open window is left");
 }

@@ -1,14 +1,14 @@
 //! Tokens, roles, idempotency keys and leases in PostgreSQL.
 
-use writ_core::access::{Role, TokenInfo};
-use writ_core::identity::{Identity, IdentityKind};
-use writ_core::name::{IdentityName, OrgName};
+use writ_core::access::{Delegation, Role, TokenInfo};
+use writ_core::identity::{Identity, IdentityState};
+use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
 use writ_store::{
     AccessStore, Claim, CoordinationStore, NewEvent, PolicyStore, Result, StoreError, StoredToken,
 };
 
-use crate::{PostgresStore, append, conflict_as, corrupt, map_err};
+use crate::{PostgresStore, append, conflict_as, corrupt, map_err, parse_identity_at};
 
 const TOKEN_COLUMNS: &str = "id, identity, label, hash, created_ms, expires_ms, revoked_ms";
 
@@ -35,19 +35,31 @@ impl AccessStore for PostgresStore {
         let (token, event) = (token.clone(), event.clone());
         self.write(move |tx, next| {
             let info = &token.info;
-            tx.execute(
-                "INSERT INTO tokens (id, identity, label, hash, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &info.id,
-                    &info.identity.as_str(),
-                    &info.label,
-                    &token.hash,
-                    &info.created_at.as_millis(),
-                    &info.expires_at.as_millis(),
-                ],
-            )
-            .map_err(map_err)
-            .map_err(conflict_as(format!("token {} exists or identity {} is unknown", info.id, info.identity)))?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO tokens (id, identity, label, hash, created_ms, expires_ms)
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS
+                     (SELECT 1 FROM identities WHERE name = $2 AND state = 'active')",
+                    &[
+                        &info.id,
+                        &info.identity.as_str(),
+                        &info.label,
+                        &token.hash,
+                        &info.created_at.as_millis(),
+                        &info.expires_at.as_millis(),
+                    ],
+                )
+                .map_err(map_err)
+                .map_err(conflict_as(format!(
+                    "token {} exists or identity {} is unknown",
+                    info.id, info.identity
+                )))?;
+            if inserted != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "identity {} is unknown or not active",
+                    info.identity
+                )));
+            }
             Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
         })
     }
@@ -84,6 +96,104 @@ impl AccessStore for PostgresStore {
             }
             Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
         })
+    }
+
+    fn set_identity_state(
+        &self,
+        identity: &IdentityName,
+        from: IdentityState,
+        to: IdentityState,
+        tokens: &[String],
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (identity, expected, event) = (identity.clone(), tokens.len(), event.clone());
+        self.write(move |tx, next| {
+            let updated = tx
+                .execute(
+                    "UPDATE identities SET state = $3 WHERE name = $1 AND state = $2",
+                    &[&identity.as_str(), &from.as_str(), &to.as_str()],
+                )
+                .map_err(map_err)?;
+            if updated != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "identity {identity} is unknown or no longer {from}"
+                )));
+            }
+            if to != IdentityState::Active {
+                let revoked = tx
+                    .execute(
+                        "UPDATE tokens SET revoked_ms = $2 WHERE identity = $1 AND revoked_ms IS NULL",
+                        &[&identity.as_str(), &at.as_millis()],
+                    )
+                    .map_err(map_err)?;
+                if usize::try_from(revoked).ok() != Some(expected) {
+                    return Err(StoreError::Conflict(format!(
+                        "the tokens of {identity} changed meanwhile; try again"
+                    )));
+                }
+            }
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
+        })
+    }
+
+    fn set_delegation(&self, delegation: &Delegation, event: &NewEvent) -> Result<u64> {
+        let (d, event) = (delegation.clone(), event.clone());
+        self.write(move |tx, next| {
+            tx.execute(
+                "INSERT INTO delegations (principal, delegate, until_ms, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (principal, delegate) DO UPDATE SET until_ms = excluded.until_ms, created_ms = excluded.created_ms",
+                &[&d.principal.as_str(), &d.delegate.as_str(), &d.until.as_millis(), &d.created_at.as_millis()],
+            )
+            .map_err(map_err)
+            .map_err(conflict_as(format!("{} or {} is not a registered identity", d.principal, d.delegate)))?;
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
+        })
+    }
+
+    fn revoke_delegation(
+        &self,
+        principal: &IdentityName,
+        delegate: &IdentityName,
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (principal, delegate, event) = (principal.clone(), delegate.clone(), event.clone());
+        self.write(move |tx, next| {
+            let deleted = tx
+                .execute(
+                    "DELETE FROM delegations WHERE principal = $1 AND delegate = $2",
+                    &[&principal.as_str(), &delegate.as_str()],
+                )
+                .map_err(map_err)?;
+            if deleted != 1 {
+                return Err(StoreError::Conflict(format!("no delegation from {principal} to {delegate}")));
+            }
+            Ok((first(&append(tx, next, std::slice::from_ref(&event))?), 1))
+        })
+    }
+
+    fn delegation(&self, principal: &IdentityName, delegate: &IdentityName) -> Result<Option<Delegation>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query(
+                "SELECT principal, delegate, until_ms, created_ms FROM delegations WHERE principal = $1 AND delegate = $2",
+                &[&principal.as_str(), &delegate.as_str()],
+            )
+            .map_err(map_err)?;
+        rows.first().map(|r| writ_store::delegation(r.get(0), r.get(1), r.get(2), r.get(3))).transpose()
+    }
+
+    fn delegations(&self) -> Result<Vec<Delegation>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query(
+                "SELECT principal, delegate, until_ms, created_ms FROM delegations ORDER BY principal, delegate",
+                &[],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(|r| writ_store::delegation(r.get(0), r.get(1), r.get(2), r.get(3))).collect()
     }
 
     fn set_role(&self, identity: &IdentityName, role: Role, present: bool, event: &NewEvent) -> Result<u64> {
@@ -128,7 +238,7 @@ impl AccessStore for PostgresStore {
             .cached()
             .query_opt(
                 "SELECT t.id, t.identity, t.label, t.hash, t.created_ms, t.expires_ms, t.revoked_ms,
-                        i.name, i.kind, i.owner, i.vendor, i.created_ms,
+                        i.name, i.kind, i.owner, i.vendor, i.created_ms, i.state,
                         COALESCE(ARRAY_AGG(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}')
                  FROM tokens t JOIN identities i ON i.name = t.identity
                  LEFT JOIN roles r ON r.identity = t.identity
@@ -139,23 +249,9 @@ impl AccessStore for PostgresStore {
             .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         let token = parse_token(&row)?;
-        let identity = Identity {
-            name: IdentityName::parse(row.get(7)).map_err(corrupt("identity name"))?,
-            kind: IdentityKind::parse(row.get(8)).map_err(corrupt("identity kind"))?,
-            owner: row
-                .get::<_, Option<&str>>(9)
-                .map(IdentityName::parse)
-                .transpose()
-                .map_err(corrupt("owner"))?,
-            vendor: row
-                .get::<_, Option<&str>>(10)
-                .map(OrgName::parse)
-                .transpose()
-                .map_err(corrupt("vendor"))?,
-            created_at: Timestamp::from_millis(row.get(11)),
-        };
+        let identity = parse_identity_at(&row, 7)?;
         let roles = row
-            .get::<_, Vec<String>>(12)
+            .get::<_, Vec<String>>(13)
             .iter()
             .map(|r| Role::parse(r).map_err(corrupt("role")))
             .collect::<Result<Vec<_>>>()?;

@@ -5,7 +5,7 @@ use writ_core::change::ChangeId;
 use writ_core::intake::{DeliveryRecord, Outcome};
 use writ_core::name::SourceName;
 use writ_core::time::Timestamp;
-use writ_store::{DeliveryRow, IntakeStore, NewEvent, Result, StoreError};
+use writ_store::{DeliveryRow, IntakeStore, NewEvent, RefusalBucket, Result, StoreError, refusal_bucket};
 
 use crate::{PostgresStore, Tx, append, conflict_as, corrupt, map_err};
 
@@ -104,6 +104,20 @@ impl IntakeStore for PostgresStore {
         )
     }
 
+    fn delivery_by_digest(
+        &self,
+        source: &SourceName,
+        sha256: &str,
+        since: Timestamp,
+    ) -> Result<Option<DeliveryRecord>> {
+        let since = since.as_millis();
+        let found = self.read_deliveries(
+            "source = $1 AND sha256 = $2 AND received_ms >= $3 ORDER BY received_ms, id LIMIT 1",
+            &[&source.as_str(), &sha256, &since],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>> {
         self.read_deliveries(
             "source = $1 AND object = $2 ORDER BY received_ms, id",
@@ -158,9 +172,73 @@ impl IntakeStore for PostgresStore {
         })
     }
 
-    fn add_refusal(&self, event: &NewEvent) -> Result<u64> {
-        let event = event.clone();
-        self.write(move |tx, next| Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1)))
+    fn add_refusal(
+        &self,
+        (source, reason, window): (&SourceName, &str, Timestamp),
+        sha256: &str,
+        event: &NewEvent,
+    ) -> Result<Option<u64>> {
+        let (source, reason, sha256, event) =
+            (source.to_string(), reason.to_owned(), sha256.to_owned(), event.clone());
+        self.write(move |tx, next| {
+            let row = tx
+                .query_one(
+                    "INSERT INTO intake_refusals (source, reason, window_ms, count, samples)
+                     VALUES ($1, $2, $3, 1, $4)
+                     ON CONFLICT (source, reason, window_ms) DO UPDATE SET
+                         count = intake_refusals.count + 1,
+                         samples = CASE WHEN intake_refusals.count < 5
+                             THEN intake_refusals.samples || ',' || excluded.samples ELSE intake_refusals.samples END
+                     RETURNING count",
+                    &[&source, &reason, &window.as_millis(), &sha256],
+                )
+                .map_err(map_err)?;
+            if row.get::<_, i64>(0) == 1 {
+                Ok((Some(one_index(&append(tx, next, std::slice::from_ref(&event))?)?), 1))
+            } else {
+                Ok((None, 0))
+            }
+        })
+    }
+
+    fn refusal_buckets(&self, before: Timestamp, limit: usize) -> Result<Vec<RefusalBucket>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .lock()?
+            .cached()
+            .query(
+                "SELECT source, reason, window_ms, count, samples FROM intake_refusals
+                 WHERE window_ms < $1 ORDER BY window_ms, source, reason LIMIT $2",
+                &[&before.as_millis(), &limit],
+            )
+            .map_err(map_err)?;
+        rows.iter().map(|r| refusal_bucket(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect()
+    }
+
+    fn close_refusal_bucket(&self, bucket: &RefusalBucket, event: Option<&NewEvent>) -> Result<()> {
+        let (bucket, event) = (bucket.clone(), event.cloned());
+        self.write(move |tx, next| {
+            let count = i64::try_from(bucket.count).unwrap_or(i64::MAX);
+            let deleted = tx
+                .execute(
+                    "DELETE FROM intake_refusals WHERE source = $1 AND reason = $2 AND window_ms = $3 AND count = $4",
+                    &[&bucket.source.as_str(), &bucket.reason, &bucket.window.as_millis(), &count],
+                )
+                .map_err(map_err)?;
+            if deleted != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "the refusals of {} ({}) changed since they were read",
+                    bucket.source, bucket.reason
+                )));
+            }
+            match event {
+                Some(event) => {
+                    append(tx, next, std::slice::from_ref(&event))?;
+                    Ok(((), 1))
+                }
+                None => Ok(((), 0)),
+            }
+        })
     }
 
     fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>> {

@@ -21,7 +21,7 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
-use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
+use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, IdentityState, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
@@ -43,6 +43,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_intake.sql"),
     include_str!("../migrations/0011_scim.sql"),
     include_str!("../migrations/0012_writeback.sql"),
+    include_str!("../migrations/0013_identity_state.sql"),
+    include_str!("../migrations/0014_refusals.sql"),
+    include_str!("../migrations/0015_delegations.sql"),
+    include_str!("../migrations/0016_scim_links.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -301,7 +305,7 @@ impl RegistryStore for PostgresStore {
             .lock()?
             .cached()
             .query(
-                "SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = $1",
+                "SELECT name, kind, owner, vendor, created_ms, state FROM identities WHERE name = $1",
                 &[&name.as_str()],
             )
             .map_err(map_err)?;
@@ -312,7 +316,7 @@ impl RegistryStore for PostgresStore {
         let rows = self
             .lock()?
             .cached()
-            .query("SELECT name, kind, owner, vendor, created_ms FROM identities ORDER BY name", &[])
+            .query("SELECT name, kind, owner, vendor, created_ms, state FROM identities ORDER BY name", &[])
             .map_err(map_err)?;
         rows.iter().map(parse_identity).collect()
     }
@@ -376,14 +380,21 @@ fn parse_target(client: &mut Conn, row: &postgres::Row) -> Result<Target> {
 }
 
 pub(crate) fn parse_identity(row: &postgres::Row) -> Result<Identity> {
-    let owner: Option<String> = row.get(2);
-    let vendor: Option<String> = row.get(3);
+    parse_identity_at(row, 0)
+}
+
+/// An identity from the six columns `name, kind, owner, vendor, created_ms, state` starting at
+/// column `at`.
+pub(crate) fn parse_identity_at(row: &postgres::Row, at: usize) -> Result<Identity> {
+    let owner: Option<String> = row.get(at + 2);
+    let vendor: Option<String> = row.get(at + 3);
     Ok(Identity {
-        name: IdentityName::parse(row.get(0)).map_err(corrupt("identity name"))?,
-        kind: IdentityKind::parse(row.get(1)).map_err(corrupt("identity kind"))?,
+        name: IdentityName::parse(row.get(at)).map_err(corrupt("identity name"))?,
+        kind: IdentityKind::parse(row.get(at + 1)).map_err(corrupt("identity kind"))?,
         owner: owner.as_deref().map(IdentityName::parse).transpose().map_err(corrupt("owner"))?,
         vendor: vendor.as_deref().map(OrgName::parse).transpose().map_err(corrupt("vendor"))?,
-        created_at: Timestamp::from_millis(row.get(4)),
+        created_at: Timestamp::from_millis(row.get(at + 4)),
+        state: IdentityState::parse(row.get(at + 5)).map_err(corrupt("identity state"))?,
     })
 }
 

@@ -114,6 +114,31 @@ impl ScimStore for PostgresStore {
         })
     }
 
+    fn link_scim(&self, identity: &IdentityName, external_id: &str, event: &NewEvent) -> Result<u64> {
+        let (identity, external_id, event) = (identity.clone(), external_id.to_owned(), event.clone());
+        self.write(move |tx, next| {
+            tx.execute(
+                "INSERT INTO scim_links (identity, external_id) VALUES ($1, $2)",
+                &[&identity.as_str(), &external_id],
+            )
+            .map_err(map_err)
+            .map_err(conflict_as(format!(
+                "{identity} is linked already, or that externalId is another identity's"
+            )))?;
+            let indices = append(tx, next, std::slice::from_ref(&event))?;
+            Ok((indices.first().copied().unwrap_or(0), 1))
+        })
+    }
+
+    fn scim_link(&self, identity: &IdentityName) -> Result<Option<String>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query("SELECT external_id FROM scim_links WHERE identity = $1", &[&identity.as_str()])
+            .map_err(map_err)?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()> {
         let changed = self.side(|tx| {
             tx.execute(

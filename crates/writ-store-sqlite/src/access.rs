@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, Transaction, params};
-use writ_core::access::{Role, TokenInfo};
+use writ_core::access::{Delegation, Role, TokenInfo};
+use writ_core::identity::IdentityState;
 use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
 use writ_store::{
@@ -58,30 +59,50 @@ fn parse_token((id, identity, label, hash, created, expires, revoked): TokenColu
     })
 }
 
+const DELEGATION_COLUMNS: &str = "principal, delegate, until_ms, created_ms";
+
+fn delegation_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn parse_delegation((principal, delegate, until, created): (String, String, i64, i64)) -> Result<Delegation> {
+    writ_store::delegation(&principal, &delegate, until, created)
+}
+
 impl AccessStore for SqliteStore {
     fn add_token(&self, token: &StoredToken, event: &NewEvent) -> Result<u64> {
         let (token, event) = (token.clone(), event.clone());
         let indices = self.writer.submit(Box::new(move |tx| {
             let info = &token.info;
-            tx.prepare_cached(
-                "INSERT INTO tokens (id, identity, label, hash, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    info.id,
-                    info.identity.as_str(),
-                    info.label,
-                    token.hash,
-                    info.created_at.as_millis(),
-                    info.expires_at.as_millis()
-                ])
-            })
-            .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("token {} exists or identity {} is unknown", info.id, info.identity))
-                }
-                other => other,
-            })?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO tokens (id, identity, label, hash, created_ms, expires_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS
+                     (SELECT 1 FROM identities WHERE name = ?2 AND state = 'active')",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        info.id,
+                        info.identity.as_str(),
+                        info.label,
+                        token.hash,
+                        info.created_at.as_millis(),
+                        info.expires_at.as_millis()
+                    ])
+                })
+                .map_err(|e| match map_err(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!(
+                        "token {} exists or identity {} is unknown",
+                        info.id, info.identity
+                    )),
+                    other => other,
+                })?;
+            if inserted != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "identity {} is unknown or not active",
+                    info.identity
+                )));
+            }
             append(tx, std::slice::from_ref(&event))
         }))?;
         first(indices)
@@ -120,6 +141,113 @@ impl AccessStore for SqliteStore {
             append(tx, std::slice::from_ref(&event))
         }))?;
         first(indices)
+    }
+
+    fn set_identity_state(
+        &self,
+        identity: &IdentityName,
+        from: IdentityState,
+        to: IdentityState,
+        tokens: &[String],
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (identity, expected, event) = (identity.clone(), tokens.len(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            let updated = tx
+                .prepare_cached("UPDATE identities SET state = ?3 WHERE name = ?1 AND state = ?2")
+                .and_then(|mut s| s.execute(params![identity.as_str(), from.as_str(), to.as_str()]))
+                .map_err(map_err)?;
+            if updated != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "identity {identity} is unknown or no longer {from}"
+                )));
+            }
+            if to != IdentityState::Active {
+                let revoked = tx
+                    .prepare_cached(
+                        "UPDATE tokens SET revoked_ms = ?2 WHERE identity = ?1 AND revoked_ms IS NULL",
+                    )
+                    .and_then(|mut s| s.execute(params![identity.as_str(), at.as_millis()]))
+                    .map_err(map_err)?;
+                if revoked != expected {
+                    return Err(StoreError::Conflict(format!(
+                        "the tokens of {identity} changed meanwhile; try again"
+                    )));
+                }
+            }
+            append(tx, std::slice::from_ref(&event))
+        }))?;
+        first(indices)
+    }
+
+    fn set_delegation(&self, delegation: &Delegation, event: &NewEvent) -> Result<u64> {
+        let (d, event) = (delegation.clone(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO delegations (principal, delegate, until_ms, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (principal, delegate) DO UPDATE SET until_ms = excluded.until_ms, created_ms = excluded.created_ms",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    d.principal.as_str(),
+                    d.delegate.as_str(),
+                    d.until.as_millis(),
+                    d.created_at.as_millis()
+                ])
+            })
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("{} or {} is not a registered identity", d.principal, d.delegate))
+                }
+                other => other,
+            })?;
+            append(tx, std::slice::from_ref(&event))
+        }))?;
+        first(indices)
+    }
+
+    fn revoke_delegation(
+        &self,
+        principal: &IdentityName,
+        delegate: &IdentityName,
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (principal, delegate, event) = (principal.clone(), delegate.clone(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            let deleted = tx
+                .prepare_cached("DELETE FROM delegations WHERE principal = ?1 AND delegate = ?2")
+                .and_then(|mut s| s.execute(params![principal.as_str(), delegate.as_str()]))
+                .map_err(map_err)?;
+            if deleted != 1 {
+                return Err(StoreError::Conflict(format!("no delegation from {principal} to {delegate}")));
+            }
+            append(tx, std::slice::from_ref(&event))
+        }))?;
+        first(indices)
+    }
+
+    fn delegation(&self, principal: &IdentityName, delegate: &IdentityName) -> Result<Option<Delegation>> {
+        let connection = self.lock()?;
+        connection
+            .prepare_cached(&format!(
+                "SELECT {DELEGATION_COLUMNS} FROM delegations WHERE principal = ?1 AND delegate = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![principal.as_str(), delegate.as_str()], delegation_columns).optional()
+            })
+            .map_err(map_err)?
+            .map(parse_delegation)
+            .transpose()
+    }
+
+    fn delegations(&self) -> Result<Vec<Delegation>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare(&format!("SELECT {DELEGATION_COLUMNS} FROM delegations ORDER BY principal, delegate"))
+            .map_err(map_err)?;
+        let rows = statement.query_map([], delegation_columns).map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err).and_then(parse_delegation)).collect()
     }
 
     fn set_role(&self, identity: &IdentityName, role: Role, present: bool, event: &NewEvent) -> Result<u64> {

@@ -6,7 +6,7 @@ use writ_core::change::ChangeId;
 use writ_core::intake::{DeliveryRecord, Outcome};
 use writ_core::name::SourceName;
 use writ_core::time::Timestamp;
-use writ_store::{DeliveryRow, IntakeStore, NewEvent, Result, StoreError};
+use writ_store::{DeliveryRow, IntakeStore, NewEvent, RefusalBucket, Result, StoreError, refusal_bucket};
 
 use crate::{SqliteStore, append, corrupt, map_err};
 
@@ -30,6 +30,15 @@ fn columns(row: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
         updated: row.get(12)?,
     })
 }
+
+/// Counts one refusal in its bucket and answers the bucket's count (1: the first).
+const COUNT_REFUSAL: &str = "INSERT INTO intake_refusals (source, reason, window_ms, count, samples)
+     VALUES (?1, ?2, ?3, 1, ?4)
+     ON CONFLICT (source, reason, window_ms) DO UPDATE SET
+         count = intake_refusals.count + 1,
+         samples = CASE WHEN intake_refusals.count < 5
+             THEN intake_refusals.samples || ',' || excluded.samples ELSE intake_refusals.samples END
+     RETURNING count";
 
 fn one_index(indices: Vec<u64>) -> Result<u64> {
     indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
@@ -108,6 +117,20 @@ impl IntakeStore for SqliteStore {
         )
     }
 
+    fn delivery_by_digest(
+        &self,
+        source: &SourceName,
+        sha256: &str,
+        since: Timestamp,
+    ) -> Result<Option<DeliveryRecord>> {
+        let since = since.as_millis();
+        let found = self.read_deliveries(
+            "source = ?1 AND sha256 = ?2 AND received_ms >= ?3 ORDER BY received_ms, id LIMIT 1",
+            &[&source.as_str(), &sha256, &since],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>> {
         self.read_deliveries(
             "source = ?1 AND object = ?2 ORDER BY received_ms, id",
@@ -164,9 +187,81 @@ impl IntakeStore for SqliteStore {
         }))?)
     }
 
-    fn add_refusal(&self, event: &NewEvent) -> Result<u64> {
-        let event = event.clone();
-        one_index(self.writer.submit(Box::new(move |tx| append(tx, std::slice::from_ref(&event))))?)
+    fn add_refusal(
+        &self,
+        (source, reason, window): (&SourceName, &str, Timestamp),
+        sha256: &str,
+        event: &NewEvent,
+    ) -> Result<Option<u64>> {
+        let (source, reason, sha256, event) =
+            (source.to_string(), reason.to_owned(), sha256.to_owned(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            let count: i64 = tx
+                .prepare_cached(COUNT_REFUSAL)
+                .and_then(|mut s| {
+                    s.query_row(params![source, reason, window.as_millis(), sha256], |r| r.get(0))
+                })
+                .map_err(map_err)?;
+            if count == 1 { append(tx, std::slice::from_ref(&event)) } else { Ok(Vec::new()) }
+        }))?;
+        Ok(indices.first().copied())
+    }
+
+    fn refusal_buckets(&self, before: Timestamp, limit: usize) -> Result<Vec<RefusalBucket>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT source, reason, window_ms, count, samples FROM intake_refusals
+                 WHERE window_ms < ?1 ORDER BY window_ms, source, reason LIMIT ?2",
+            )
+            .map_err(map_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![before.as_millis(), limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (source, reason, window, count, samples) = row.map_err(map_err)?;
+            refusal_bucket(&source, reason, window, count, &samples)
+        })
+        .collect()
+    }
+
+    fn close_refusal_bucket(&self, bucket: &RefusalBucket, event: Option<&NewEvent>) -> Result<()> {
+        let (bucket, event) = (bucket.clone(), event.cloned());
+        self.writer.submit(Box::new(move |tx| {
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM intake_refusals WHERE source = ?1 AND reason = ?2 AND window_ms = ?3 AND count = ?4",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        bucket.source.as_str(),
+                        bucket.reason,
+                        bucket.window.as_millis(),
+                        i64::try_from(bucket.count).unwrap_or(i64::MAX)
+                    ])
+                })
+                .map_err(map_err)?;
+            if deleted != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "the refusals of {} ({}) changed since they were read",
+                    bucket.source, bucket.reason
+                )));
+            }
+            match event {
+                Some(event) => append(tx, std::slice::from_ref(&event)),
+                None => Ok(Vec::new()),
+            }
+        }))?;
+        Ok(())
     }
 
     fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>> {

@@ -11,7 +11,7 @@ mod writer;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
-use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Target};
+use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, IdentityState, Target};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
@@ -34,6 +34,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_intake.sql"),
     include_str!("../migrations/0011_scim.sql"),
     include_str!("../migrations/0012_writeback.sql"),
+    include_str!("../migrations/0013_identity_state.sql"),
+    include_str!("../migrations/0014_refusals.sql"),
+    include_str!("../migrations/0015_delegations.sql"),
+    include_str!("../migrations/0016_scim_links.sql"),
 ];
 
 mod access;
@@ -341,7 +345,9 @@ impl RegistryStore for SqliteStore {
     fn identity(&self, name: &IdentityName) -> Result<Option<Identity>> {
         let connection = self.lock()?;
         connection
-            .prepare_cached("SELECT name, kind, owner, vendor, created_ms FROM identities WHERE name = ?1")
+            .prepare_cached(
+                "SELECT name, kind, owner, vendor, created_ms, state FROM identities WHERE name = ?1",
+            )
             .and_then(|mut statement| statement.query_row([name.as_str()], identity_columns))
             .optional()
             .map_err(map_err)?
@@ -352,7 +358,7 @@ impl RegistryStore for SqliteStore {
     fn identities(&self) -> Result<Vec<Identity>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare("SELECT name, kind, owner, vendor, created_ms FROM identities ORDER BY name")
+            .prepare("SELECT name, kind, owner, vendor, created_ms, state FROM identities ORDER BY name")
             .map_err(map_err)?;
         let rows = statement.query_map([], identity_columns).map_err(map_err)?;
         rows.map(|row| row.map_err(map_err).and_then(parse_identity)).collect()
@@ -419,19 +425,20 @@ impl RegistryStore for SqliteStore {
     }
 }
 
-type IdentityColumns = (String, String, Option<String>, Option<String>, i64);
+type IdentityColumns = (String, String, Option<String>, Option<String>, i64, String);
 
 fn identity_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityColumns> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
 }
 
-fn parse_identity((name, kind, owner, vendor, created_ms): IdentityColumns) -> Result<Identity> {
+fn parse_identity((name, kind, owner, vendor, created_ms, state): IdentityColumns) -> Result<Identity> {
     Ok(Identity {
         name: IdentityName::parse(&name).map_err(corrupt("identity name"))?,
         kind: IdentityKind::parse(&kind).map_err(corrupt("identity kind"))?,
         owner: owner.as_deref().map(IdentityName::parse).transpose().map_err(corrupt("owner"))?,
         vendor: vendor.as_deref().map(OrgName::parse).transpose().map_err(corrupt("vendor"))?,
         created_at: Timestamp::from_millis(created_ms),
+        state: IdentityState::parse(&state).map_err(corrupt("identity state"))?,
     })
 }
 

@@ -125,6 +125,30 @@ impl ScimStore for SqliteStore {
         indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
     }
 
+    fn link_scim(&self, identity: &IdentityName, external_id: &str, event: &NewEvent) -> Result<u64> {
+        let (identity, external_id, event) = (identity.clone(), external_id.to_owned(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached("INSERT INTO scim_links (identity, external_id) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![identity.as_str(), external_id]))
+                .map_err(|e| match map_err(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!(
+                        "{identity} is linked already, or that externalId is another identity's"
+                    )),
+                    other => other,
+                })?;
+            append(tx, std::slice::from_ref(&event))
+        }))?;
+        indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
+    }
+
+    fn scim_link(&self, identity: &IdentityName) -> Result<Option<String>> {
+        let connection = self.lock()?;
+        connection
+            .prepare_cached("SELECT external_id FROM scim_links WHERE identity = ?1")
+            .and_then(|mut s| s.query_row([identity.as_str()], |r| r.get(0)).optional())
+            .map_err(map_err)
+    }
+
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()> {
         let (kind, id, settled, expected) =
             (kind.to_owned(), id.to_owned(), settled.to_owned(), expected.to_owned());

@@ -7,11 +7,11 @@
 
 pub mod group_commit;
 
-use writ_core::access::{Role, TokenInfo};
+use writ_core::access::{Delegation, Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState, ExternalRef, RefKind};
 use writ_core::exception::{Exception, ExceptionApproval, ExceptionId, ExceptionState};
 use writ_core::finding::{Finding, FindingState};
-use writ_core::identity::{Grant, Identity, Target};
+use writ_core::identity::{Grant, Identity, IdentityState, Target};
 use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
 use writ_core::name::{EntitlementRef, IdentityName, SourceName, TargetName};
 use writ_core::time::Timestamp;
@@ -268,6 +268,49 @@ impl ExceptionRow {
     }
 }
 
+/// Refused deliveries of one source for one reason in one window (see
+/// [`IntakeStore::add_refusal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusalBucket {
+    pub source: SourceName,
+    pub reason: String,
+    pub window: Timestamp,
+    /// Every refusal counted, the first (recorded on its own) included.
+    pub count: u64,
+    /// Up to five SHA-256 digests (hex), the first's included.
+    pub samples: Vec<String>,
+}
+
+/// A delegation from its stored columns, for the backends.
+pub fn delegation(principal: &str, delegate: &str, until: i64, created: i64) -> Result<Delegation> {
+    let name = |text: &str| {
+        IdentityName::parse(text).map_err(|e| StoreError::Corrupt(format!("delegation identity: {e}")))
+    };
+    Ok(Delegation {
+        principal: name(principal)?,
+        delegate: name(delegate)?,
+        until: Timestamp::from_millis(until),
+        created_at: Timestamp::from_millis(created),
+    })
+}
+
+/// A bucket from its stored columns (samples comma-separated), for the backends.
+pub fn refusal_bucket(
+    source: &str,
+    reason: String,
+    window: i64,
+    count: i64,
+    samples: &str,
+) -> Result<RefusalBucket> {
+    Ok(RefusalBucket {
+        source: SourceName::parse(source).map_err(|e| StoreError::Corrupt(format!("refusal source: {e}")))?,
+        reason,
+        window: Timestamp::from_millis(window),
+        count: u64::try_from(count).map_err(|_| StoreError::Corrupt(format!("refusal count {count}")))?,
+        samples: samples.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+    })
+}
+
 /// Deliveries from other systems (`writ_core::intake`) and the external objects bound to
 /// changes. Every delivery write carries its ledger event in the same transaction.
 pub trait IntakeStore {
@@ -276,6 +319,14 @@ pub trait IntakeStore {
     /// Deliveries, most recently updated first; only those with `outcome` if given; at most
     /// `limit`.
     fn deliveries(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<DeliveryRecord>>;
+    /// The first delivery from `source` with the body digest `sha256` (hex) received at or after
+    /// `since`, if any.
+    fn delivery_by_digest(
+        &self,
+        source: &SourceName,
+        sha256: &str,
+        since: Timestamp,
+    ) -> Result<Option<DeliveryRecord>>;
     /// Deliveries about one external object, in the order they were received.
     fn deliveries_about(&self, source: &SourceName, object: &str) -> Result<Vec<DeliveryRecord>>;
     /// Records a delivery received for the first time, with its ledger event. A `correlated`
@@ -291,8 +342,21 @@ pub trait IntakeStore {
         expected: (Outcome, u32),
         event: &NewEvent,
     ) -> Result<u64>;
-    /// Appends the security event of a refused delivery; nothing else is written.
-    fn add_refusal(&self, event: &NewEvent) -> Result<u64>;
+    /// Counts a refused delivery (its SHA-256 `sha256`, hex) in the bucket of (source, reason,
+    /// window). The first of a bucket appends `event`, the security event of that refusal, in
+    /// the same transaction and returns its index; later ones only raise the bucket's count
+    /// (keeping up to five digests) and return `None`.
+    fn add_refusal(
+        &self,
+        bucket: (&SourceName, &str, Timestamp),
+        sha256: &str,
+        event: &NewEvent,
+    ) -> Result<Option<u64>>;
+    /// Buckets whose window started before `before`, oldest first, at most `limit`.
+    fn refusal_buckets(&self, before: Timestamp, limit: usize) -> Result<Vec<RefusalBucket>>;
+    /// Removes `bucket`, appending `event` (what it counted beyond its first) in the same
+    /// transaction when given. `Conflict` if it is gone or its count moved since it was read.
+    fn close_refusal_bucket(&self, bucket: &RefusalBucket, event: Option<&NewEvent>) -> Result<()>;
     /// The change an external object is bound to, and the newest version of it seen.
     fn object(&self, source: &SourceName, object: &str) -> Result<Option<(ChangeId, Option<Timestamp>)>>;
     /// Binds an external object to `change` unless it is bound already (the first writer wins,
@@ -479,7 +543,8 @@ pub struct StoredToken {
 /// Who may use the API: tokens bound to identities, and roles assigned to identities. Every
 /// write appends its event in the same transaction.
 pub trait AccessStore: RegistryStore {
-    /// Stores a new token and appends `event`. Conflict if the id exists or the identity does not.
+    /// Stores a new token and appends `event`. Conflict if the id exists, or the identity does
+    /// not exist or is not active.
     fn add_token(&self, token: &StoredToken, event: &NewEvent) -> Result<u64>;
     /// The token with this public id, or `None`.
     fn token(&self, id: &str) -> Result<Option<StoredToken>>;
@@ -490,6 +555,34 @@ pub trait AccessStore: RegistryStore {
     /// Assigns (`present`) or removes a role and appends `event`. Conflict if the identity already
     /// is in that state, or does not exist.
     fn set_role(&self, identity: &IdentityName, role: Role, present: bool, event: &NewEvent) -> Result<u64>;
+    /// Moves `identity` from state `from` to `to` and appends `event`. Leaving `active` revokes
+    /// (at `at`) every token of the identity not yet revoked, which must be exactly `tokens`
+    /// (the ones the event names). Conflict if the identity is not in `from`, or its tokens
+    /// changed meanwhile.
+    fn set_identity_state(
+        &self,
+        identity: &IdentityName,
+        from: IdentityState,
+        to: IdentityState,
+        tokens: &[String],
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// Records `delegation` (replacing the end of one between the same two identities) and
+    /// appends `event`. Conflict if either identity is unknown.
+    fn set_delegation(&self, delegation: &Delegation, event: &NewEvent) -> Result<u64>;
+    /// Removes the delegation from `principal` to `delegate` and appends `event`. Conflict if
+    /// there is none.
+    fn revoke_delegation(
+        &self,
+        principal: &IdentityName,
+        delegate: &IdentityName,
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// The delegation from `principal` to `delegate`, whatever its end.
+    fn delegation(&self, principal: &IdentityName, delegate: &IdentityName) -> Result<Option<Delegation>>;
+    /// Every delegation, ordered by principal then delegate.
+    fn delegations(&self) -> Result<Vec<Delegation>>;
     /// Every role assignment, ordered by identity then role.
     fn role_assignments(&self) -> Result<Vec<(IdentityName, Role)>>;
     /// The roles of one identity.
@@ -581,6 +674,12 @@ pub trait ScimStore {
         delivery: &DeliveryRecord,
         event: &NewEvent,
     ) -> Result<u64>;
+    /// Links an existing identity to the identity provider's `external_id` and appends
+    /// `event`. Conflict if the identity is linked already, the id is another's, or the
+    /// identity is unknown.
+    fn link_scim(&self, identity: &IdentityName, external_id: &str, event: &NewEvent) -> Result<u64>;
+    /// The `externalId` an admin linked `identity` to, if any.
+    fn scim_link(&self, identity: &IdentityName) -> Result<Option<String>>;
     /// Records the lifecycle state settled for a resource. `Conflict` unless the stored state
     /// is still `expected`.
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()>;

@@ -104,6 +104,10 @@ pub enum Top {
     /// Roles (requester, approver, executor, reviewer, admin, auditor) of identities.
     #[command(subcommand)]
     Role(RoleCmd),
+    /// Delegations: who may act on behalf of whom (request changes for them, approve in their
+    /// name with --on-behalf-of), until when. Without one, naming someone else is refused.
+    #[command(subcommand)]
+    Delegation(DelegationCmd),
     /// Load generator for crash tests: registers identities from several threads and prints
     /// `ack NAME` after each durable commit.
     #[command(hide = true)]
@@ -214,21 +218,59 @@ pub enum IdentityCmd {
     List,
     /// Show one identity and the grants Writ implemented for it.
     Show { name: String },
-    /// Open the change that removes everything NAME holds: every entitlement any target shows
-    /// it holding, and every grant Writ recorded (event leaver for a human, decommission for a
-    /// non-human identity). It is approved and executed like any change, and verifies only
-    /// when every target shows nothing left.
+    /// Offboard NAME: it stops acting in Writ at once (as `disable`, state offboarded), and the
+    /// change is opened that removes everything it holds: every entitlement any target shows it
+    /// holding, and every grant Writ recorded (event leaver for a human, decommission for a
+    /// non-human identity). The change is approved and executed like any change, and verifies
+    /// only when every target shows nothing left. With nothing held anywhere, no change is
+    /// opened and NAME is offboarded all the same.
     Offboard {
         name: String,
-        /// The requester.
+        /// The requester (over --server: the token's identity, an admin).
         #[arg(long = "as", value_name = "ACTOR")]
-        actor: String,
+        actor: Option<String>,
         /// Why (for example the HR record of the departure).
         #[arg(long)]
         justification: String,
         /// ITSM ticket reference (repeatable).
         #[arg(long)]
         ticket: Vec<String>,
+    },
+    /// Disable NAME: its tokens are revoked, its roles suspended (kept, not in force), the
+    /// approvals it gave to changes still waiting for approval or execution no longer count,
+    /// and the non-human identities it owns are flagged for ownership transfer. Its access on
+    /// targets stays until a change removes it (see `offboard`).
+    Disable {
+        name: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Who disables it (defaults to the local administrator).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// Link NAME, an existing person, to the identity provider's record of them: a SCIM User
+    /// whose userName is NAME and whose externalId is ID then adopts NAME (keeping its history)
+    /// instead of being refused.
+    LinkScim {
+        name: String,
+        /// The identity provider's externalId for the person.
+        #[arg(long = "external-id", value_name = "ID")]
+        external_id: String,
+        /// Who links them (defaults to the local administrator).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// Make a disabled or offboarded NAME active again. Its roles are in force again; tokens
+    /// revoked when it was disabled stay revoked (issue new ones).
+    Enable {
+        name: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Who enables it (defaults to the local administrator).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
     },
 }
 
@@ -370,6 +412,32 @@ pub enum RoleCmd {
     /// Remove a role from an identity.
     Revoke { identity: String, role: String },
     /// Every role assignment.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DelegationCmd {
+    /// Let DELEGATE act on behalf of PRINCIPAL for a while (at most 366 days); granting again
+    /// moves the end. By PRINCIPAL (--as) or an admin.
+    Grant {
+        principal: String,
+        delegate: String,
+        /// How long it lasts, e.g. 14d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Who grants it (defaults to the local administrator; over --server, the token's identity).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// End a delegation before its end. By its principal, its delegate or an admin.
+    Revoke {
+        principal: String,
+        delegate: String,
+        /// Who ends it (defaults to the local administrator; over --server, the token's identity).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// Delegations, with whether each is in force.
     List,
 }
 
@@ -690,6 +758,25 @@ pub struct ServeArgs {
     /// (default: 300).
     #[arg(long, env = "WRIT_RATE_LIMIT", value_name = "PER_SECOND")]
     pub rate_limit: Option<u32>,
+    /// Refused webhook deliveries (bad signature, stale timestamp, …) are security events, but a
+    /// flood must not grow the ledger: the first refusal of a hook for a reason in each window
+    /// is recorded on its own, the rest as one count when the window ends (1s to 1h; default 1m).
+    #[arg(long, env = "WRIT_REFUSAL_WINDOW", value_name = "DURATION")]
+    pub refusal_window: Option<String>,
+    /// The URL clients reach this server at (behind a proxy, the proxy's), for the absolute URLs
+    /// it writes (SCIM meta.location); default: http:// and the bound address.
+    #[arg(long, env = "WRIT_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// A proxy in front of the server (repeatable, or comma-separated in the variable) whose
+    /// X-Forwarded-For names the client address for the per-address rate limit; from any other
+    /// peer the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "WRIT_TRUSTED_PROXIES",
+        value_name = "ADDRESS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Also accept OIDC bearer tokens (JWTs) from this issuer, verified with its published keys.
     #[arg(long, env = "WRIT_OIDC_ISSUER", value_name = "URL")]
     pub oidc_issuer: Option<String>,
@@ -717,6 +804,9 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             workers,
             max_body_bytes,
             rate_limit,
+            refusal_window,
+            public_url,
+            trusted_proxies,
             oidc_issuer,
             oidc_audience,
             oidc_claim,
@@ -729,6 +819,9 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             workers,
             max_body_bytes,
             rate_limit,
+            refusal_window,
+            public_url,
+            trusted_proxies,
             oidc_issuer,
             oidc_audience,
             oidc_claim,

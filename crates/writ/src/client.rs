@@ -9,15 +9,16 @@
 
 use serde_json::{Value, json};
 use writ_api::view::{
-    AttachedEvidenceView, ChangeView, CheckpointView, EntitlementsView, EvidenceView, FindingView,
-    IdentityDetailView, IdentityView, IssuedTokenView, PolicyLoadedView, ReportView, RoleChangeView,
-    RoleView, SummaryView, TargetView, TokenView,
+    AttachedEvidenceView, ChangeView, CheckpointView, DelegationView, EntitlementsView, EvidenceView,
+    FindingView, IdentityDetailView, IdentityView, IssuedTokenView, PolicyLoadedView, ReportView,
+    RoleChangeView, RoleView, SummaryView, TargetView, TokenView,
 };
 use writ_core::change::ChangeId;
 use writ_core::name::IdentityName;
 
 use crate::cli::{
-    AuditCmd, ChangeCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd, Top,
+    AuditCmd, ChangeCmd, DelegationCmd, EvidenceCmd, IdentityCmd, LedgerCmd, RoleCmd, TargetCmd, TokenCmd,
+    Top,
 };
 use crate::http::{Client, check_actor, percent};
 use crate::{CliError, render};
@@ -48,6 +49,7 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         Top::Evidence(command) => evidence(&client, command, json),
         Top::Token(command) => token_cmd(&client, command, json),
         Top::Role(command) => role(&client, command, json),
+        Top::Delegation(command) => delegation(&client, command, json),
         Top::Ledger(LedgerCmd::Checkpoint) => {
             let checkpoint: CheckpointView = client.view("POST", "/api/v1/ledger/checkpoints", None)?;
             render::print(json, &checkpoint, || checkpoint.note.trim_end().to_owned());
@@ -161,8 +163,42 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
                 .collect::<Result<Vec<_>, _>>()?;
             render::print(json, &shown, || writ_api::text::identity_detail(&identity, &grants));
         }
-        IdentityCmd::Offboard { .. } => return Err(not_remote("identity offboard")),
+        IdentityCmd::Offboard { name, actor, justification, ticket } => {
+            check_actor(client, actor.as_deref())?;
+            let path = format!("/api/v1/identities/{}/offboard", IdentityName::parse(&name)?);
+            let body = json!({ "justification": justification, "ticket": ticket });
+            let done: writ_api::view::OffboardingView = client.view("POST", &path, Some(body))?;
+            render::print(json, &done, || writ_api::text::offboarding(&done));
+        }
+        IdentityCmd::Disable { name, reason, actor } => {
+            set_state(client, (&name, actor.as_deref()), "disable", reason, json)?;
+        }
+        IdentityCmd::LinkScim { name, external_id, actor } => {
+            check_actor(client, actor.as_deref())?;
+            let path = format!("/api/v1/identities/{}/scim-link", IdentityName::parse(&name)?);
+            let view: writ_api::view::ScimLinkView =
+                client.view("PUT", &path, Some(json!({ "external_id": external_id })))?;
+            render::print(json, &view, || writ_api::text::scim_link(&view));
+        }
+        IdentityCmd::Enable { name, reason, actor } => {
+            set_state(client, (&name, actor.as_deref()), "enable", reason, json)?;
+        }
     }
+    Ok(())
+}
+
+/// `identity disable` and `identity enable` over the API: (identity, `--as`).
+fn set_state(
+    client: &Client,
+    (name, actor): (&str, Option<&str>),
+    verb: &str,
+    reason: String,
+    json: bool,
+) -> Result<(), CliError> {
+    check_actor(client, actor)?;
+    let path = format!("/api/v1/identities/{}/{verb}", IdentityName::parse(name)?);
+    let done: writ_api::view::StandingView = client.view("POST", &path, Some(json!({ "reason": reason })))?;
+    render::print(json, &done, || writ_api::text::standing(&done));
     Ok(())
 }
 
@@ -328,6 +364,34 @@ fn token_cmd(client: &Client, command: TokenCmd, json: bool) -> Result<(), CliEr
             render::print(json, json!({ "id": revoked.id, "revoked": true }), || {
                 format!("revoked token {} of {}", revoked.id, revoked.identity)
             });
+        }
+    }
+    Ok(())
+}
+
+fn delegation(client: &Client, command: DelegationCmd, json: bool) -> Result<(), CliError> {
+    let path = |principal: &str, delegate: &str| -> Result<String, CliError> {
+        Ok(format!(
+            "/api/v1/delegations/{}/{}",
+            IdentityName::parse(principal)?,
+            IdentityName::parse(delegate)?
+        ))
+    };
+    match command {
+        DelegationCmd::Grant { principal, delegate, duration, actor } => {
+            check_actor(client, actor.as_deref())?;
+            let body = json!({ "for": duration });
+            let view: DelegationView = client.view("PUT", &path(&principal, &delegate)?, Some(body))?;
+            render::print(json, &view, || writ_api::text::delegations(std::slice::from_ref(&view)));
+        }
+        DelegationCmd::Revoke { principal, delegate, actor } => {
+            check_actor(client, actor.as_deref())?;
+            let view: DelegationView = client.view("DELETE", &path(&principal, &delegate)?, None)?;
+            render::print(json, &view, || format!("{principal} → {delegate}: revoked"));
+        }
+        DelegationCmd::List => {
+            let items: Vec<DelegationView> = client.items("/api/v1/delegations")?;
+            render::print(json, &items, || writ_api::text::delegations(&items));
         }
     }
     Ok(())

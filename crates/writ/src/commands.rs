@@ -2,21 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
-use writ_core::change::{ChangeId, ChangeState, ExternalRef, Justification, RefKind};
-use writ_core::identity::{Actor, IdentityKind, SystemActor};
+use writ_core::change::{ChangeId, ChangeState};
+use writ_core::identity::{Actor, IdentityKind, IdentityState, SystemActor};
 use writ_core::name::{IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
 use writ_engine::{ChangeRecord, Engine, RequestInput};
 
 use crate::CliError;
 use crate::cli::{
-    AuditCmd, BreakglassArgs, ChangeCmd, Cli, EvidenceCmd, ExceptionCmd, FindingCmd, IdentityCmd,
-    RequestArgs, RoleCmd, TargetAddArgs, TargetCmd, TokenCmd, Top,
+    AuditCmd, BreakglassArgs, ChangeCmd, Cli, DelegationCmd, EvidenceCmd, ExceptionCmd, FindingCmd,
+    IdentityCmd, RequestArgs, RoleCmd, TargetAddArgs, TargetCmd, TokenCmd, Top,
 };
 use crate::render;
 use writ_api::view::{
-    AttachedEvidenceView, EvidenceView, FindingView, GrantView, IdentityDetailView, IdentityView,
-    IssuedTokenView, SummaryView, TargetAddedView, TargetView, TokenView,
+    AttachedEvidenceView, DelegationView, EvidenceView, FindingView, GrantView, IdentityDetailView,
+    IdentityView, IssuedTokenView, SummaryView, TargetAddedView, TargetView, TokenView,
 };
 use writ_server::compose::open;
 use writ_server::db::Database;
@@ -81,6 +81,7 @@ fn is_read(command: &Top) -> bool {
             | Top::Intake(_)
             | Top::Token(TokenCmd::List)
             | Top::Role(RoleCmd::List)
+            | Top::Delegation(DelegationCmd::List)
     )
 }
 
@@ -92,6 +93,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Evidence(command) => evidence(engine, command, json),
         Top::Token(command) => token(engine, command, json),
         Top::Role(command) => role(engine, command, json),
+        Top::Delegation(command) => delegation(engine, command, json),
         Top::Breakglass(args) => {
             let record = engine.breakglass(breakglass_input(args)?, writ_engine::random_bits()?)?;
             report_transition(&record, json)
@@ -140,6 +142,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 "expiry_verified": ids(&ended.verified),
                 "expiry_failed": ids(&ended.failed),
                 "expiry_alerted": ids(&ended.alerted),
+                "refusals_counted": deadlines.refusals_counted,
                 "errors": errors,
             });
             render::print(json, value, || {
@@ -157,6 +160,12 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 lines.extend(deadlines.exceptions.expired.iter().map(|(id, reopened)| {
                     format!("exception {id} expired; findings open again: {}", list_or_none(reopened))
                 }));
+                if deadlines.refusals_counted > 0 {
+                    lines.push(format!(
+                        "recorded {} refused webhook deliveries as counts (windows that ended)",
+                        deadlines.refusals_counted
+                    ));
+                }
                 lines.extend(ended.opened.iter().map(|id| format!("opened {id} to end time-bound access")));
                 lines.extend(
                     ended.verified.iter().map(|id| format!("verified {id}: time-bound access ended")),
@@ -263,6 +272,21 @@ fn actor(name: Option<&str>) -> Result<Actor, CliError> {
     }
 }
 
+/// `identity disable` and `identity enable`: (identity, `--as`).
+fn set_state(
+    engine: &Engine,
+    (name, actor): (&str, Option<&str>),
+    to: IdentityState,
+    reason: String,
+    json: bool,
+) -> Result<(), CliError> {
+    let actor = registry_actor(engine, actor)?;
+    let standing = engine.set_identity_state(actor, &IdentityName::parse(name)?, to, reason)?;
+    let view = writ_api::view::StandingView::of(&standing);
+    render::print(json, &view, || writ_api::text::standing(&view));
+    Ok(())
+}
+
 /// Resolves `--as` for registry commands: a named actor must exist.
 fn registry_actor(engine: &Engine, name: Option<&str>) -> Result<Actor, CliError> {
     let actor = actor(name)?;
@@ -286,27 +310,36 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             });
         }
         IdentityCmd::Offboard { name, actor, justification, ticket } => {
-            let refs =
-                ticket.iter().map(|t| ExternalRef::new(RefKind::Ticket, t)).collect::<Result<Vec<_>, _>>()?;
-            let record = engine.offboard(
+            let (justification, refs) =
+                writ_api::wire::Offboard { justification: Some(justification), ticket }.into_parts()?;
+            let Some(actor) = actor else {
+                return Err(CliError::new(
+                    "request.missing_field",
+                    "identity offboard needs --as ACTOR: the person who asks for it",
+                ));
+            };
+            let offboarding = engine.offboard(
                 IdentityName::parse(&actor)?,
                 &IdentityName::parse(&name)?,
-                Justification::parse(&justification)?,
+                justification,
                 refs,
                 writ_engine::random_bits()?,
             )?;
-            let change = &record.change;
-            let revokes: Vec<String> = change.ops.iter().map(|op| op.entitlement.to_string()).collect();
-            render::print(
-                json,
-                serde_json::json!({
-                    "id": change.id.to_string(),
-                    "state": change.state.as_str(),
-                    "event": change.event.as_str(),
-                    "revoke": revokes,
-                }),
-                || format!("{}\n  revokes {}", change.id, revokes.join(", ")),
-            );
+            let view = writ_api::view::OffboardingView::of(&offboarding);
+            render::print(json, &view, || writ_api::text::offboarding(&view));
+        }
+        IdentityCmd::Disable { name, reason, actor } => {
+            set_state(engine, (&name, actor.as_deref()), IdentityState::Disabled, reason, json)?;
+        }
+        IdentityCmd::LinkScim { name, external_id, actor } => {
+            let actor = registry_actor(engine, actor.as_deref())?;
+            let name = IdentityName::parse(&name)?;
+            engine.link_scim(actor, &name, &external_id)?;
+            let view = writ_api::view::ScimLinkView { identity: name.to_string(), external_id };
+            render::print(json, &view, || writ_api::text::scim_link(&view));
+        }
+        IdentityCmd::Enable { name, reason, actor } => {
+            set_state(engine, (&name, actor.as_deref()), IdentityState::Active, reason, json)?;
         }
         IdentityCmd::List => {
             let identities = engine.store().identities()?;
@@ -659,6 +692,33 @@ fn token(engine: &Engine, command: TokenCmd, json: bool) -> Result<(), CliError>
             render::print(json, serde_json::json!({ "id": info.id, "revoked": true }), || {
                 format!("revoked token {} of {}", info.id, info.identity)
             });
+        }
+    }
+    Ok(())
+}
+
+fn delegation(engine: &Engine, command: DelegationCmd, json: bool) -> Result<(), CliError> {
+    let now = engine.now();
+    match command {
+        DelegationCmd::Grant { principal, delegate, duration, actor } => {
+            let actor = registry_actor(engine, actor.as_deref())?;
+            let (principal, delegate) = (IdentityName::parse(&principal)?, IdentityName::parse(&delegate)?);
+            let granted =
+                engine.grant_delegation(actor, &principal, &delegate, Duration::parse(&duration)?)?;
+            let view = DelegationView::of(&granted, now);
+            render::print(json, &view, || writ_api::text::delegations(std::slice::from_ref(&view)));
+        }
+        DelegationCmd::Revoke { principal, delegate, actor } => {
+            let actor = registry_actor(engine, actor.as_deref())?;
+            let (principal, delegate) = (IdentityName::parse(&principal)?, IdentityName::parse(&delegate)?);
+            let revoked = engine.revoke_delegation(actor, &principal, &delegate)?;
+            let view = DelegationView::of(&revoked, now);
+            render::print(json, &view, || format!("{principal} → {delegate}: revoked"));
+        }
+        DelegationCmd::List => {
+            let views: Vec<DelegationView> =
+                engine.delegations()?.iter().map(|d| DelegationView::of(d, now)).collect();
+            render::print(json, &views, || writ_api::text::delegations(&views));
         }
     }
     Ok(())

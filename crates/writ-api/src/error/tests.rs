@@ -70,6 +70,7 @@ const EVENT_KINDS: &[&str] = &[
     "intake.duplicate",
     "intake.correlated",
     "intake.refused",
+    "intake.refusals_counted",
     // Names that are not errors: a rule's id, a meta key.
     "exception.default",
     "ledger.origin",

@@ -22,6 +22,9 @@ pub struct IdentityView {
     pub owner: Option<String>,
     pub vendor: Option<String>,
     pub created_at: String,
+    /// Only an active identity authenticates and acts.
+    #[schemars(extend("enum" = ["active", "disabled", "offboarded"]))]
+    pub state: String,
 }
 
 impl IdentityView {
@@ -32,6 +35,7 @@ impl IdentityView {
             owner: text(&identity.owner),
             vendor: text(&identity.vendor),
             created_at: identity.created_at.to_rfc3339(),
+            state: identity.state.as_str().to_owned(),
         }
     }
 
@@ -44,7 +48,66 @@ impl IdentityView {
             owner: self.owner.as_deref().map(IdentityName::parse).transpose()?,
             vendor: self.vendor.as_deref().map(OrgName::parse).transpose()?,
             created_at: time(&self.created_at, "created_at")?,
+            state: writ_core::identity::IdentityState::parse(&self.state)?,
         })
+    }
+}
+
+/// What disabling, enabling or offboarding an identity did.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct StandingView {
+    /// The identity as it now stands.
+    pub identity: IdentityView,
+    /// The state it was in (equal to `identity.state` if nothing needed to change).
+    pub from: String,
+    /// Public ids of the tokens this revoked.
+    pub tokens_revoked: Vec<String>,
+    /// Open changes whose approval by this identity no longer counts.
+    pub approvals_withdrawn: Vec<String>,
+    /// Non-human identities it owns, flagged for ownership transfer.
+    pub owned_flagged: Vec<String>,
+}
+
+impl StandingView {
+    pub fn of(standing: &writ_engine::standing::Standing) -> StandingView {
+        StandingView {
+            identity: IdentityView::of(&standing.identity),
+            from: standing.from.as_str().to_owned(),
+            tokens_revoked: standing.tokens_revoked.clone(),
+            approvals_withdrawn: standing.withdrawn.iter().map(ToString::to_string).collect(),
+            owned_flagged: standing.flagged.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// What offboarding did: the identity stopped acting, and the change that removes what it held
+/// (none if it held nothing on any target).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct OffboardingView {
+    #[serde(flatten)]
+    pub standing: StandingView,
+    /// The leaver (or decommission) change, if one was opened.
+    pub change: Option<String>,
+    pub change_state: Option<String>,
+    /// `leaver` for a person, `decommission` for a non-human identity.
+    #[schemars(extend("enum" = ["leaver", "decommission"]))]
+    pub event: Option<String>,
+    /// The entitlements the change revokes.
+    pub revoke: Vec<String>,
+}
+
+impl OffboardingView {
+    pub fn of(offboarding: &writ_engine::Offboarding) -> OffboardingView {
+        let change = offboarding.change.as_ref().map(|r| &r.change);
+        OffboardingView {
+            standing: StandingView::of(&offboarding.standing),
+            change: change.map(|c| c.id.to_string()),
+            change_state: change.map(|c| c.state.as_str().to_owned()),
+            event: change.map(|c| c.event.as_str().to_owned()),
+            revoke: change
+                .map(|c| c.ops.iter().map(|op| op.entitlement.to_string()).collect())
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -203,6 +266,36 @@ impl TokenView {
             created_at: info.created_at.to_rfc3339(),
             expires_at: info.expires_at.to_rfc3339(),
             revoked_at: revoked.map(Timestamp::to_rfc3339),
+        }
+    }
+}
+
+/// An identity linked to the identity provider's record of it.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ScimLinkView {
+    pub identity: String,
+    pub external_id: String,
+}
+
+/// A delegation: `delegate` may act on behalf of `principal` until `until`.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct DelegationView {
+    pub principal: String,
+    pub delegate: String,
+    pub until: String,
+    pub created_at: String,
+    /// Whether it is in force now (its end not reached).
+    pub in_force: bool,
+}
+
+impl DelegationView {
+    pub fn of(delegation: &writ_core::access::Delegation, now: Timestamp) -> DelegationView {
+        DelegationView {
+            principal: delegation.principal.to_string(),
+            delegate: delegation.delegate.to_string(),
+            until: delegation.until.to_rfc3339(),
+            created_at: delegation.created_at.to_rfc3339(),
+            in_force: delegation.until > now,
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct HookConfig {
     /// The source's accounts mapped to Writ identities.
     #[serde(default)]
     pub accounts: BTreeMap<String, String>,
+    /// What a delivery from an account missing from `accounts` may open: `refuse` (the
+    /// default: recorded and refused) or `as_hook` (opened as the hook's requester, on behalf
+    /// of nobody).
+    pub unmapped_accounts: Option<String>,
     /// Repositories whose application manifests open deploy and decommission changes
     /// (GitHub and GitLab hooks only).
     #[serde(default)]
@@ -113,7 +117,12 @@ pub fn load(configs: &[HookConfig]) -> Result<BTreeMap<String, Hook>, Error> {
             .map(|w| Writeback::new(kind, w))
             .transpose()
             .map_err(|e| crate::writeback::config_error(&c.name, e))?;
-        let source = Source { name: name.clone(), requester, accounts };
+        let unmapped = match c.unmapped_accounts.as_deref() {
+            None => writ_engine::intake::Unmapped::default(),
+            Some(text) => writ_engine::intake::Unmapped::parse(text)
+                .ok_or_else(|| config_error(&c.name, "unmapped_accounts must be refuse or as_hook"))?,
+        };
+        let source = Source { name: name.clone(), requester, accounts, unmapped, replay_window: tolerance };
         let hook = Hook { kind, source, secrets, tolerance, manifests, writeback };
         if hooks.insert(name.to_string(), hook).is_some() {
             return Err(config_error(&c.name, "declared twice"));
@@ -187,14 +196,16 @@ async fn receive(
         let mut parsed = match checked {
             Ok(parsed) => parsed,
             Err(error @ writ_intake::IntakeError::Unauthenticated { .. }) => {
-                tracing::warn!(target: "writ::intake", hook = %name, code = error.code(), "delivery refused");
-                state.engine.refuse_delivery(RefusedDelivery {
+                let recorded = state.engine.refuse_delivery(RefusedDelivery {
                     source: hook.source.name.clone(),
                     reason: error.code().to_owned(),
                     delivery: received.claimed_id(hook.kind),
                     sha256,
                     at: received.now,
                 })?;
+                if recorded.is_some() {
+                    tracing::warn!(target: "writ::intake", hook = %name, code = error.code(), "delivery refused (more of this hook and reason in this window are counted, not logged)");
+                }
                 return Err(ApiError::new(error.code(), error.to_string()));
             }
             Err(error) => return Err(ApiError::new(error.code(), error.to_string())),

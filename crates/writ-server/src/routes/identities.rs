@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde_json::Value;
 use writ_core::access::{Action, Principal, Role};
-use writ_core::identity::{Actor, IdentityKind};
+use writ_core::identity::{Actor, IdentityKind, IdentityState};
 use writ_core::name::{IdentityName, OrgName};
 
 use crate::State;
@@ -17,9 +17,10 @@ use crate::http::{
 };
 use crate::idempotency::Written;
 use writ_api::view::{
-    GrantView, IdentityDetailView, IdentityView, List, Page, RoleChangeView, RoleView, to_json,
+    GrantView, IdentityDetailView, IdentityView, List, OffboardingView, Page, RoleChangeView, RoleView,
+    ScimLinkView, StandingView, to_json,
 };
-use writ_api::wire::NewIdentity;
+use writ_api::wire::{Decision, NewIdentity, Offboard, ScimLink};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -71,6 +72,45 @@ pub fn operations() -> Vec<Operation> {
             delete(revoke_role),
         )
         .returns::<RoleChangeView>(),
+        op(
+            M::POST,
+            "/api/v1/identities/{name}/disable",
+            "Disable an identity: its tokens are revoked, its roles suspended, its approvals of open changes withdrawn, the identities it owns flagged for transfer.",
+            Some(A::Administer),
+            Some("Decision"),
+            post(disable_identity),
+        )
+        .idempotent_by_nature()
+        .returns::<StandingView>(),
+        op(
+            M::POST,
+            "/api/v1/identities/{name}/enable",
+            "Make a disabled or offboarded identity active again (its revoked tokens stay revoked).",
+            Some(A::Administer),
+            Some("Decision"),
+            post(enable_identity),
+        )
+        .idempotent_by_nature()
+        .returns::<StandingView>(),
+        op(
+            M::POST,
+            "/api/v1/identities/{name}/offboard",
+            "Offboard an identity: it stops acting at once (as disable), and the change that removes everything it holds on any target is opened (none if it holds nothing).",
+            Some(A::Administer),
+            Some("Offboard"),
+            post(offboard_identity),
+        )
+        .idempotent_by_nature()
+        .returns::<OffboardingView>(),
+        op(
+            M::PUT,
+            "/api/v1/identities/{name}/scim-link",
+            "Link an existing person to the identity provider's `externalId`, so that a SCIM User with it adopts them (without a link, a SCIM User naming an existing person is refused).",
+            Some(A::Administer),
+            Some("ScimLink"),
+            put(link_scim),
+        )
+        .returns::<ScimLinkView>(),
         op(M::GET, "/api/v1/roles", "Every role assignment.", Some(A::ReadLedger), None, get(list_roles))
             .returns::<List<RoleView>>(),
     ]
@@ -142,6 +182,77 @@ pub(crate) async fn show_identity(
             grants: Some(grants.iter().map(GrantView::of).collect()),
             roles,
         })))
+    })
+    .await
+}
+
+pub(crate) async fn link_scim(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: JsonBody<ScimLink>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Administer)?;
+    let name = IdentityName::parse(&name)?;
+    let external_id = required(body.value.external_id, "external_id")?;
+    let actor = Actor::Identity(caller.identity.name.clone());
+    blocking(&state, move |state| {
+        state.engine.link_scim(actor, &name, &external_id)?;
+        Ok(Json(to_json(&ScimLinkView { identity: name.to_string(), external_id })))
+    })
+    .await
+}
+
+async fn set_state(
+    state: State,
+    caller: Principal,
+    name: String,
+    reason: Option<String>,
+    to: IdentityState,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Administer)?;
+    let name = IdentityName::parse(&name)?;
+    let reason = required(reason, "reason")?;
+    let actor = Actor::Identity(caller.identity.name.clone());
+    blocking(&state, move |state| {
+        let standing = state.engine.set_identity_state(actor, &name, to, reason)?;
+        Ok(Json(to_json(&StandingView::of(&standing))))
+    })
+    .await
+}
+
+pub(crate) async fn disable_identity(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: JsonBody<Decision>,
+) -> ApiResult<Json<Value>> {
+    set_state(state, caller, name, body.value.reason, IdentityState::Disabled).await
+}
+
+pub(crate) async fn enable_identity(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: JsonBody<Decision>,
+) -> ApiResult<Json<Value>> {
+    set_state(state, caller, name, body.value.reason, IdentityState::Active).await
+}
+
+pub(crate) async fn offboard_identity(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: JsonBody<Offboard>,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::Administer)?;
+    let name = IdentityName::parse(&name)?;
+    let (justification, refs) = body.value.into_parts()?;
+    let requester = caller.identity.name.clone();
+    blocking(&state, move |state| {
+        let offboarding =
+            state.engine.offboard(requester, &name, justification, refs, writ_engine::random_bits()?)?;
+        Ok(Json(to_json(&OffboardingView::of(&offboarding))))
     })
     .await
 }

@@ -5,7 +5,7 @@
 //! CLI prints with `--json` (`writ_api::view`).
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::http::{Operation, op};
 
 pub mod changes;
+pub mod delegations;
 pub mod evidence;
 pub mod exceptions;
 pub mod findings;
@@ -54,6 +55,7 @@ pub fn operations() -> Vec<Operation> {
         findings::operations,
         evidence::operations,
         tokens::operations,
+        delegations::operations,
         ledger::operations,
         exceptions::operations,
         hooks::operations,
@@ -72,8 +74,37 @@ pub fn router(state: State) -> Router {
     router
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_address))
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// The longest URI (path and query) served: far above anything the API needs, far below
+/// hyper's own limit (about 64 KiB), which answers 414 with no body.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Refuses a request whose URI is longer than [`MAX_URI_BYTES`] with 414 and an error body
+/// (in SCIM's format under `/scim`).
+async fn limit_uri(request: Request, next: axum::middleware::Next) -> Response {
+    let length = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if length <= MAX_URI_BYTES {
+        return next.run(request).await;
+    }
+    let message = format!("the URI is {length} bytes; the server accepts at most {MAX_URI_BYTES}");
+    if request.uri().path().starts_with("/scim/") {
+        let body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "414",
+            "detail": message,
+        });
+        let mut response =
+            axum::response::IntoResponse::into_response((StatusCode::URI_TOO_LONG, axum::Json(body)));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+        return response;
+    }
+    axum::response::IntoResponse::into_response(ApiError::new("request.uri_too_long", message))
 }
 
 /// Refuses a request from an address over its rate (before anything else is done for it).
@@ -82,9 +113,12 @@ async fn limit_address(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let address = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-    if let (Some(rate), Some(address)) = (&state.rate, address)
-        && let Err(refused) = rate.address(address.0.ip())
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    let forwarded: Vec<&str> =
+        request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let client = peer.map(|peer| state.proxies.client(peer.0.ip(), &forwarded));
+    if let (Some(rate), Some(client)) = (&state.rate, client)
+        && let Err(refused) = rate.address(client)
     {
         return axum::response::IntoResponse::into_response(refused);
     }

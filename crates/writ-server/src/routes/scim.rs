@@ -22,9 +22,9 @@ use writ_engine::scim::{ScimResource, ScimWrite};
 use writ_scim::schema::{self, Kind};
 use writ_scim::{ScimError, ScimType, list};
 
-use crate::State;
 use crate::auth::Caller;
 use crate::http::{Operation, Path, Query, op};
+use crate::{AppState, State};
 
 /// Most resources in one page (advertised as `filter.maxResults`).
 const MAX_RESULTS: usize = 200;
@@ -230,15 +230,11 @@ pub fn operations() -> Vec<Operation> {
     .collect()
 }
 
-/// The SCIM base URL, from the request's Host (and X-Forwarded-Proto behind a proxy).
-fn base(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    format!("{scheme}://{host}/scim/v2")
+/// The SCIM base URL: the server's public URL (configured, or the bound address), never the
+/// request's Host header, which the client controls.
+fn base(state: &AppState) -> String {
+    let origin = state.public_url.get().map_or("http://localhost", String::as_str);
+    format!("{origin}/scim/v2")
 }
 
 fn kind(resource: &str) -> Result<Kind, Failure> {
@@ -318,11 +314,10 @@ async fn blocking(state: &State, work: impl FnOnce(&State) -> ScimResult + Send 
 }
 
 async fn service_provider_config(
-    axum::extract::State(_state): axum::extract::State<State>,
+    axum::extract::State(state): axum::extract::State<State>,
     _caller: Provisioner,
-    headers: HeaderMap,
 ) -> ScimResult {
-    Ok(Reply::ok(schema::service_provider_config(&base(&headers), MAX_RESULTS)))
+    Ok(Reply::ok(schema::service_provider_config(&base(&state), MAX_RESULTS)))
 }
 
 fn listed(resources: Vec<Value>) -> Value {
@@ -335,32 +330,46 @@ fn listed(resources: Vec<Value>) -> Value {
     })
 }
 
-async fn resource_types(_caller: Provisioner, headers: HeaderMap) -> ScimResult {
-    let base = base(&headers);
+async fn resource_types(
+    axum::extract::State(state): axum::extract::State<State>,
+    _caller: Provisioner,
+) -> ScimResult {
+    let base = base(&state);
     Ok(Reply::ok(listed(
         [Kind::User, Kind::Group].iter().map(|k| schema::resource_type_document(*k, &base)).collect(),
     )))
 }
 
-async fn resource_type(_caller: Provisioner, headers: HeaderMap, Path(name): Path<String>) -> ScimResult {
+async fn resource_type(
+    axum::extract::State(state): axum::extract::State<State>,
+    _caller: Provisioner,
+    Path(name): Path<String>,
+) -> ScimResult {
     let kind = [Kind::User, Kind::Group]
         .into_iter()
         .find(|k| k.name() == name)
         .ok_or_else(|| Failure(ScimError::status(404, format!("no resource type {name:?}"))))?;
-    Ok(Reply::ok(schema::resource_type_document(kind, &base(&headers))))
+    Ok(Reply::ok(schema::resource_type_document(kind, &base(&state))))
 }
 
-async fn schemas(_caller: Provisioner, headers: HeaderMap) -> ScimResult {
-    let base = base(&headers);
+async fn schemas(
+    axum::extract::State(state): axum::extract::State<State>,
+    _caller: Provisioner,
+) -> ScimResult {
+    let base = base(&state);
     Ok(Reply::ok(listed(schema::schemas().iter().map(|s| schema::schema_document(s, &base)).collect())))
 }
 
-async fn schema_one(_caller: Provisioner, headers: HeaderMap, Path(id): Path<String>) -> ScimResult {
+async fn schema_one(
+    axum::extract::State(state): axum::extract::State<State>,
+    _caller: Provisioner,
+    Path(id): Path<String>,
+) -> ScimResult {
     let found = schema::schemas()
         .into_iter()
         .find(|s| s.id.eq_ignore_ascii_case(&id))
         .ok_or_else(|| Failure(ScimError::status(404, format!("no schema {id:?}"))))?;
-    Ok(Reply::ok(schema::schema_document(found, &base(&headers))))
+    Ok(Reply::ok(schema::schema_document(found, &base(&state))))
 }
 
 async fn me(_caller: Provisioner) -> ScimResult {
@@ -373,13 +382,13 @@ async fn me(_caller: Provisioner) -> ScimResult {
 async fn list_resources(
     axum::extract::State(state): axum::extract::State<State>,
     _caller: Provisioner,
-    headers: HeaderMap,
     Path(resource): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ScimResult {
     let kind = kind(&resource)?;
     let query = list::query(kind, &params)?;
-    listing(state, kind, query, base(&headers)).await
+    let base = base(&state);
+    listing(state, kind, query, base).await
 }
 
 async fn search(
@@ -398,7 +407,8 @@ async fn search(
     }
     let params = list::search_params(&json_body(&state, &headers, &body)?)?;
     let query = list::query(kind, &params)?;
-    listing(state, kind, query, base(&headers)).await
+    let base = base(&state);
+    listing(state, kind, query, base).await
 }
 
 /// Every live resource of `kind`, as returned.
@@ -422,7 +432,7 @@ async fn read(
 ) -> ScimResult {
     let kind = kind(&resource)?;
     let projection = list::projection(kind, &params)?;
-    let base = base(&headers);
+    let base = base(&state);
     let if_none_match = header_text(&headers, header::IF_NONE_MATCH);
     blocking(&state, move |state| {
         let resource = state.engine.scim_get(kind, &id)?;
@@ -454,7 +464,7 @@ async fn write(
     let kind = kind(&resource)?;
     let json = body.as_ref().map(|b| json_body(&state, &headers, b)).transpose()?;
     let sha256 = writ_ledger::sha256(body.as_deref().unwrap_or_default());
-    let base = base(&headers);
+    let base = base(&state);
     let if_match = header_text(&headers, header::IF_MATCH);
     blocking(&state, move |state| {
         let client = caller.identity.name.clone();
@@ -498,7 +508,7 @@ async fn create(
 ) -> ScimResult {
     if resource == ".search" {
         let params = list::search_params(&json_body(&state, &headers, &body)?)?;
-        let base = base(&headers);
+        let base = base(&state);
         return blocking(&state, move |state| {
             let mut sets = Vec::new();
             for kind in [Kind::User, Kind::Group] {

@@ -116,6 +116,20 @@ fn evidence_comes_from_the_steps_people_to_reached_steps_and_is_served_as_a_down
             }
         }
     }
+    // Evidence for a step the change has moved past is taken, and marked late in the trail.
+    let shown = w.writ(&["change", "show", &id, "--json"]).json();
+    let attached: Vec<(String, String)> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "change.evidence_attached")
+        .map(|e| (e["phase"].as_str().unwrap().to_owned(), e["detail"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(!attached.is_empty());
+    for (step, detail) in &attached {
+        let late = detail.contains("(late: the change had moved past this step)");
+        assert_eq!(late, step != "approval", "{step}: {detail}");
+    }
     // Whatever media type the uploader claims, it comes back as a download.
     let html = [("content-type", "text/html")];
     let path = format!("/api/v1/changes/{id}/evidence?step=request&name=page");
@@ -167,4 +181,72 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_nothing_is_done() {
     assert!(statuses.iter().filter(|s| **s == 429).count() >= 14, "{statuses:?}");
     let after = w.writ(&["ledger", "verify", "--json"]).json()["events"].as_u64().unwrap();
     assert_eq!(after, before, "an unknown hook records nothing, limited or not");
+}
+
+#[test]
+fn acting_on_behalf_of_someone_needs_their_delegation_on_every_surface() {
+    let w = World::new();
+    w.writ(&["identity", "add", "root", "--kind", "human"]).ok();
+    roles(&w, "alice", &["requester"]);
+    roles(&w, "carol", &["requester"]);
+    roles(&w, "dave", &["requester"]);
+    roles(&w, "root", &["admin"]);
+    let [alice, carol, dave, root] = ["alice", "carol", "dave", "root"].map(|p| token(&w, p));
+    let app = spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
+    let api = Api::new(&app.base);
+    let for_carol = json!({ "identity": "dave", "grant": ["access:eng-read"], "justification": "covering", "on_behalf_of": "carol" });
+
+    // Without carol's delegation, alice cannot name her, over the API or locally.
+    let before = w.fingerprint_except(&["leases"]);
+    api.post("/api/v1/changes", &alice, for_carol.clone()).refused(403, "authority.no_delegation");
+    let local = w.writ(&[
+        "change",
+        "request",
+        "--as",
+        "alice",
+        "--identity",
+        "dave",
+        "--grant",
+        "access:eng-read",
+        "--justification",
+        "covering",
+        "--on-behalf-of",
+        "carol",
+    ]);
+    assert!(local.stderr.starts_with("error[authority.no_delegation]"), "{}", local.stderr);
+    // Who may grant carol's delegation: carol or an admin; not alice, not dave.
+    let path = "/api/v1/delegations/carol/alice";
+    for (who, token) in [("alice", &alice), ("dave", &dave)] {
+        let reply = api.send(
+            "PUT",
+            path,
+            Some(token),
+            &[("content-type", "application/json")],
+            Some(br#"{"for":"7d"}"#.to_vec()),
+        );
+        assert_eq!((reply.status, reply.code()), (403, "authority.not_yours"), "{who}: {}", reply.text);
+    }
+    assert_eq!(w.fingerprint_except(&["leases"]), before, "refusals changed nothing");
+    for token in [&carol, &root] {
+        let reply = api.send(
+            "PUT",
+            path,
+            Some(token),
+            &[("content-type", "application/json")],
+            Some(br#"{"for":"7d"}"#.to_vec()),
+        );
+        assert_eq!(reply.expect(200)["in_force"], true);
+    }
+    let opened = api.post("/api/v1/changes", &alice, for_carol.clone());
+    assert_eq!(opened.expect(201)["on_behalf_of"], "carol");
+    // Each sees the delegations they give or hold; an admin sees all.
+    let seen =
+        |token: &str| api.get("/api/v1/delegations", token).expect(200)["items"].as_array().unwrap().len();
+    assert_eq!((seen(&alice), seen(&carol), seen(&dave), seen(&root)), (1, 1, 0, 1));
+    // The delegate may give it up; then naming carol is refused again.
+    assert_eq!(api.send("DELETE", path, Some(&dave), &[], None).code(), "authority.not_yours");
+    assert_eq!(api.send("DELETE", path, Some(&alice), &[], None).status, 200);
+    api.post("/api/v1/changes", &alice, for_carol).refused(403, "authority.no_delegation");
+    let listed = w.writ(&["delegation", "list"]).ok();
+    assert_eq!(listed, "no delegations");
 }

@@ -7,7 +7,7 @@ use crate::api::Http;
 use crate::harness::{Run, World};
 use crate::server::roles;
 
-fn remote(http: &Http, token: &str, args: &[&str]) -> Run {
+pub(crate) fn remote(http: &Http, token: &str, args: &[&str]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_writ"))
         .args(args)
         .env_remove("WRIT_DB")

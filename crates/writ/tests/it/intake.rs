@@ -48,6 +48,11 @@ fn start() -> Http {
 /// As [`start`], with extra configuration after some hooks' tables (for example
 /// `[[hook.manifests]]` after the GitHub hook's): (hook name, TOML).
 fn start_with(world: World, extras: &[(&str, &str)]) -> Http {
+    start_serving(world, extras, &[])
+}
+
+/// As [`start_with`], with more `writ serve` flags.
+fn start_serving(world: World, extras: &[(&str, &str)], flags: &[&str]) -> Http {
     world.writ(&["identity", "add", "svc-hooks", "--kind", "service_account", "--owner", "alice"]).ok();
     let dir = world.dir.path().to_owned();
     let secret = |name: &str, text: &str| {
@@ -68,15 +73,21 @@ fn start_with(world: World, extras: &[(&str, &str)]) -> Http {
     for (name, kind, file) in files {
         config.push_str(&format!(
             "[[hook]]\nname = \"{name}\"\nkind = \"{kind}\"\nsecret_file = \"{file}\"\nrequester = \"svc-hooks\"\n\
-             accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\", \"{BOB_NOW}\" = \"bob\", \"{DAVE_NOW}\" = \"dave\", \"{ALICE_NOW}\" = \"alice\", \"557058:bob\" = \"bob\" }}\n\n"
+             accounts = {{ \"5b10ac8d82e05b22cc7d4ef5\" = \"carol\", \"{BOB_NOW}\" = \"bob\", \"{DAVE_NOW}\" = \"dave\", \"{ALICE_NOW}\" = \"alice\", \"557058:bob\" = \"bob\", \"octocat\" = \"carol\", \"root\" = \"carol\" }}\n\n"
         ));
+        if name == "servicenow" {
+            // Its requesters are not all Writ users: their records open changes as the hook.
+            config.push_str("unmapped_accounts = \"as_hook\"\n\n");
+        }
         for (_, extra) in extras.iter().filter(|(hook, _)| *hook == name) {
             config.push_str(extra);
         }
     }
     let path = dir.join("serve.toml");
     std::fs::write(&path, config).unwrap();
-    Http::start_with(world, &["--config", path.to_str().unwrap()])
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Http::start_with(world, &args)
 }
 
 fn post(h: &Http, hook: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
@@ -122,22 +133,52 @@ fn last_event_types(h: &Http, n: usize) -> Vec<String> {
     statement.query_map([n as i64], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
-/// Everything but the ledger (which gains the security event) and the server's own leases.
+/// Everything but the ledger (which gains the security event), the counts of refused
+/// deliveries and the server's own leases.
 fn state(h: &Http) -> String {
     h.settle();
-    h.world.fingerprint_except(&["leases", "events", "checkpoints"])
+    h.world.fingerprint_except(&["leases", "events", "checkpoints", "intake_refusals"])
 }
 
-/// Sends a refused delivery and checks: 401 (or `status`) with `code`, one `intake.refused`
-/// event and nothing else changed.
+/// Every refused delivery the store accounts for, read in one snapshot: those recorded one by
+/// one (`intake.refused`), those counted by `intake.refusals_counted` events, and those counted
+/// in windows not yet closed beyond each window's first.
+pub(crate) fn refusals_accounted(h: &Http) -> u64 {
+    let mut connection = rusqlite::Connection::open(&h.world.db).unwrap();
+    let snapshot = connection.transaction().unwrap();
+    let single: i64 = snapshot
+        .query_row("SELECT COUNT(*) FROM events WHERE type = 'intake.refused'", [], |r| r.get(0))
+        .unwrap();
+    let counted: u64 = snapshot
+        .prepare("SELECT bytes FROM events WHERE type = 'intake.refusals_counted'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|bytes| {
+            serde_json::from_slice::<Value>(&bytes.unwrap()).unwrap()["data"]["count"].as_u64().unwrap()
+        })
+        .sum();
+    let open: i64 = snapshot
+        .query_row("SELECT COALESCE(SUM(count - 1), 0) FROM intake_refusals", [], |r| r.get(0))
+        .unwrap();
+    u64::try_from(single + open).unwrap() + counted
+}
+
+/// Sends a refused delivery and checks: 401 (or `status`) with `code`, accounted for as a
+/// security event (recorded on its own if it is the first of its hook and reason in the window,
+/// else counted), and nothing else changed.
 fn refused(h: &Http, hook: &str, headers: &[(&str, &str)], body: &[u8], status: u16, code: &str) {
     let before = state(h);
-    let events = last_event_types(h, 100_000).len();
+    let (events, accounted) = (last_event_types(h, 100_000).len(), refusals_accounted(h));
     post(h, hook, headers, body).refused(status, code);
     assert_eq!(state(h), before, "a refused delivery ({code}) changes nothing but the ledger");
+    assert_eq!(refusals_accounted(h), accounted + 1, "{code} is accounted for, once");
     let after = last_event_types(h, 100_000);
-    assert_eq!(after.len(), events + 1, "exactly one security event for {code}");
-    assert_eq!(after[0], "intake.refused");
+    let new = &after[..after.len() - events];
+    assert!(
+        new.iter().all(|t| t == "intake.refused" || t == "intake.refusals_counted"),
+        "only security events for {code}: {new:?}"
+    );
 }
 
 fn jira_issue(event: &str, at: i64, status: &str) -> Vec<u8> {
@@ -467,10 +508,26 @@ fn servicenow_github_gitlab_and_standard_webhooks_correlate_and_refuse() {
         "hook.stale_timestamp",
     );
     post(&h, "nope", &[], b"{}").refused(404, "hook.unknown");
+    // An envelope that names no object, replayed with the same bytes under a new id: the
+    // first one's duplicate, never a second change.
+    let loose = serde_json::to_vec(
+        &json!({"type": "access.requested", "text": "Writ-Grant: carol access:finance-read"}),
+    )
+    .unwrap();
+    let loose_change =
+        signed("msg_3", seconds, &loose).expect(200)["changes"][0].as_str().unwrap().to_owned();
+    let replayed = signed("msg_4", seconds + 2, &loose);
+    let replayed = replayed.expect(200).clone();
+    assert_eq!(
+        (replayed["duplicate"].as_bool(), replayed["delivery"]["id"].as_str()),
+        (Some(true), Some("msg_3")),
+        "{replayed}"
+    );
+    assert_eq!(replayed["changes"][0], loose_change.as_str());
 
     let all = changes(&h);
-    assert_eq!(all.len(), before + 4, "one change per ticket, pull request, merge request and event");
-    for id in [&id, &pr_change, &gl_change, &std_change] {
+    assert_eq!(all.len(), before + 5, "one change per ticket, pull request, merge request and event");
+    for id in [&id, &pr_change, &gl_change, &std_change, &loose_change] {
         assert!(all.contains(id));
     }
     let listed = h.api.get("/api/v1/intake?limit=1000", &h.root).expect(200).clone();
@@ -483,7 +540,7 @@ fn servicenow_github_gitlab_and_standard_webhooks_correlate_and_refuse() {
         })
         .collect();
     recorded.sort();
-    assert_eq!(recorded.len(), 8, "every accepted delivery is recorded once, refused ones never: {listed}");
+    assert_eq!(recorded.len(), 9, "every accepted delivery is recorded once, refused ones never: {listed}");
     assert!(recorded.iter().filter(|r| r.starts_with("servicenow/")).count() == 3);
     assert!(
         ["github/gh-1", "github/gh-2", "github/gh-3", "gitlab/gl-1", "ops/msg_1"]
@@ -1033,4 +1090,89 @@ fn a_delivery_cancels_only_what_its_own_object_opened() {
     let own = opened["changes"][0].as_str().unwrap().to_owned();
     jira("wh-close", &issue("ACC-100", "10100", "Cancelled", grant, now)).expect(200);
     assert_eq!(change(&h, &own)["state"], "cancelled");
+}
+
+#[test]
+fn a_flood_of_bad_deliveries_adds_a_bounded_number_of_events_and_every_one_is_counted() {
+    // No rate limit, to show the ledger bounds itself; windows of two seconds, to see them end.
+    let h = start_serving(World::new(), &[], &["--rate-limit", "0", "--refusal-window", "2s"]);
+    h.settle();
+    let (events, accounted) = (last_event_types(&h, 1_000_000).len(), refusals_accounted(&h));
+    let started = std::time::Instant::now();
+    let sent: u64 = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4)
+            .map(|thread| {
+                let h = &h;
+                scope.spawn(move || {
+                    let mut sent = 0;
+                    for n in 0..2_500 {
+                        let body = format!("{{\"n\": {n}, \"thread\": {thread}}}");
+                        let reply = post(
+                            h,
+                            "github",
+                            &[("x-hub-signature-256", "sha256=00"), ("x-github-delivery", "d")],
+                            body.as_bytes(),
+                        );
+                        assert_eq!(
+                            (reply.status, reply.code()),
+                            (401, "hook.bad_signature"),
+                            "{}",
+                            reply.body
+                        );
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).sum()
+    });
+    let seconds = started.elapsed().as_secs();
+    assert_eq!(sent, 10_000);
+    // Every window's buckets close once the window has ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let open = || {
+        let connection = rusqlite::Connection::open(&h.world.db).unwrap();
+        connection.query_row("SELECT COUNT(*) FROM intake_refusals", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    while open() > 0 {
+        assert!(std::time::Instant::now() < deadline, "refusal windows never closed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(refusals_accounted(&h), accounted + 10_000, "every refusal is accounted for");
+    let added = last_event_types(&h, 1_000_000).len() - events;
+    // At most two events (one refusal, one count) per two-second window the flood touched.
+    let bound = usize::try_from(2 * (seconds / 2 + 2)).unwrap();
+    assert!(added <= bound, "{added} events for 10,000 refusals in {seconds} s (bound {bound})");
+    let kinds = last_event_types(&h, added);
+    assert!(
+        kinds
+            .iter()
+            .all(|k| k == "intake.refused" || k == "intake.refusals_counted" || k.starts_with("ledger")),
+        "{kinds:?}"
+    );
+    let verify = h.api.get("/api/v1/ledger/verify", &h.root);
+    assert_eq!(verify.expect(200)["ok"], true, "{}", verify.body);
+}
+
+#[test]
+fn a_delivery_from_an_account_no_one_mapped_opens_nothing_unless_the_hook_says_so() {
+    let h = start();
+    let before = changes(&h).len();
+    let body = String::from_utf8(jira_issue("jira:issue_updated", now_ms() - 1_000, "Approved"))
+        .unwrap()
+        .replace("5b10ac8d82e05b22cc7d4ef5", "5b10ffffffffffffffffffff");
+    let reply = post(
+        &h,
+        "jira",
+        &[("x-atlassian-webhook-identifier", "wh-u"), ("x-hub-signature", &hub(body.as_bytes()))],
+        body.as_bytes(),
+    );
+    let reply = reply.expect(200).clone();
+    assert_eq!(reply["outcome"], "refused", "{reply}");
+    assert!(reply["detail"].as_str().unwrap().contains("is not mapped to a Writ identity"), "{reply}");
+    assert_eq!(changes(&h).len(), before, "nothing opened for an account nobody mapped");
+    // The same delivery is kept, with its reason, for a person to look at.
+    let kept = h.api.get("/api/v1/intake/jira/wh-u", &h.root).expect(200).clone();
+    assert_eq!(kept["outcome"], "refused");
 }

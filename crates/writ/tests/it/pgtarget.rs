@@ -564,25 +564,29 @@ fn offboarding_removes_what_every_target_shows_and_verifies_only_when_nothing_is
     // Access given outside Writ is found on the target, not in Writ's records.
     pg.batch_execute("GRANT pgi_write TO pgi_erin").unwrap();
 
-    // With a target down, nothing can be proven: refused, nothing recorded.
+    // With a target down, what erin holds cannot be proven: no change is opened, but she stops
+    // acting in Writ at once; offboarding again opens the change.
     let mut admin = postgres::Client::connect(&format!("{config} dbname=postgres"), postgres::NoTls).unwrap();
     take_down(&mut admin, "writ_pgi");
-    let before = w.fingerprint();
+    let changes = || w.writ(&["change", "list", "--json"]).json().as_array().unwrap().len();
+    let before = changes();
     let offboard = words("identity offboard pgi_erin --as alice --justification left --json");
     let down = w.writ(&offboard);
     admin.batch_execute("ALTER DATABASE writ_pgi ALLOW_CONNECTIONS true").unwrap();
     assert_ne!(down.code, 0, "{}", down.stdout);
     assert!(down.stderr.contains("target pg unavailable"), "{}", down.stderr);
-    assert_eq!(w.fingerprint(), before, "a refused offboarding left a trace");
+    assert_eq!(changes(), before, "no change without proof of what is held");
+    let erin = w.writ(&["identity", "show", "pgi_erin", "--json"]).json();
+    assert_eq!(erin["state"], "offboarded");
     let mut pg = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
 
     let opened = w.writ(&offboard).json();
-    assert_eq!(opened["event"], "leaver");
+    assert_eq!((opened["event"].as_str(), opened["from"].as_str()), (Some("leaver"), Some("offboarded")));
     assert_eq!(
         opened["revoke"],
         serde_json::json!(["access:eng-read", "pg:login", "pg:pgi_read", "pg:pgi_write"])
     );
-    let id = opened["id"].as_str().unwrap().to_owned();
+    let id = opened["change"].as_str().unwrap().to_owned();
     w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
     w.writ(&["change", "execute", &id]).ok();
     assert!(!member(&mut pg, "pgi_erin", "pgi_write") && !member(&mut pg, "pgi_erin", "pgi_read"));

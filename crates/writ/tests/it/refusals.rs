@@ -237,3 +237,21 @@ fn a_name_that_only_looks_different_is_refused() {
     // And the look-alike of a new name is refused in turn.
     refused(&w, &["identity", "add", "Bob2", "--kind", "human"], "identity.lookalike", 3);
 }
+
+#[test]
+fn a_uri_longer_than_the_server_accepts_gets_414_with_an_error_body() {
+    let w = World::new();
+    let app = writ_server::testkit::spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
+    let api = crate::server::Api::new(&app.base);
+    let long = "a".repeat(writ_server::MAX_URI_BYTES);
+    let reply = api.send("GET", &format!("/api/v1/changes?x={long}"), None, &[], None);
+    assert_eq!((reply.status, reply.code()), (414, "request.uri_too_long"), "{}", reply.text);
+    let scim = api.send("GET", &format!("/scim/v2/Users?x={long}"), None, &[], None);
+    assert_eq!(scim.status, 414);
+    assert_eq!(scim.headers["content-type"], "application/scim+json");
+    assert_eq!(scim.body["status"], "414", "{}", scim.text);
+    // Just under the limit is served as usual (here: refused for want of a token).
+    let under = "a".repeat(writ_server::MAX_URI_BYTES - 40);
+    let reply = api.send("GET", &format!("/api/v1/changes?x={under}"), None, &[], None);
+    assert_eq!(reply.status, 401, "{}", reply.text);
+}

@@ -190,12 +190,17 @@ fn joiner_mover_leaver_through_scim_alone_ends_with_the_new_roles_access_then_no
     carry_out(&h, second["id"].as_str().unwrap());
     assert_eq!(held(&h, who), set(&["finance-read"]), "exactly the new department's access");
 
-    // An NHI the person owns; then they leave (Entra's "False" string).
+    // An NHI the person owns, and a token of theirs; then they leave (Entra's "False" string).
     h.world.writ(&["identity", "add", "svc-erin", "--kind", "service_account", "--owner", who]).ok();
+    let their_token = crate::server::token(&h.world, who);
+    assert_eq!(h.api.get("/api/v1/whoami", &their_token).status, 200);
     let leaver =
         json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": "False"}]});
     let left = scim(&h, "PATCH", &format!("/Users/{id}"), &token, &[], Some(&leaver));
     assert_eq!(left.expect(200)["active"], false);
+    h.api.get("/api/v1/whoami", &their_token).refused(401, "auth.identity_disabled");
+    let shown = h.api.get(&format!("/api/v1/identities/{who}"), &h.root).expect(200).clone();
+    assert_eq!(shown["state"], "disabled", "the identity provider disabled them");
     let all = changes(&h);
     assert_eq!(all.len(), 3);
     let third = &all[2];
@@ -414,4 +419,59 @@ fn the_scim_conformance_tools_pass_against_writ_serve() {
     assert!(scim_writes > 20, "{scim_writes} SCIM writes recorded");
     h.settle();
     assert_eq!(h.api.get("/api/v1/ledger/verify", &h.root).expect(200)["ok"], true);
+}
+
+#[test]
+fn a_scim_user_adopts_an_existing_person_only_where_an_admin_linked_them() {
+    let (h, token) = start();
+    h.world.writ(&["identity", "add", "nina", "--kind", "human"]).ok();
+    let user = |name: &str, external: Option<&str>| {
+        let mut body = json!({"schemas": [USER], "userName": name, ENTERPRISE: {"department": "Sales"}});
+        if let Some(external) = external {
+            body["externalId"] = json!(external);
+        }
+        body.as_object_mut().unwrap().insert("schemas".into(), json!([USER, ENTERPRISE]));
+        body
+    };
+    // Naming an existing person is not enough, whoever they are (the admin included).
+    let before = state(&h);
+    for (name, external) in [("root", None), ("nina", None), ("nina", Some("00u-nina"))] {
+        let refused = scim(&h, "POST", "/Users", &token, &[], Some(&user(name, external)));
+        assert_eq!(
+            (refused.status, refused.body["scimType"].as_str()),
+            (409, Some("uniqueness")),
+            "{name}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body["detail"].as_str().unwrap().contains("writ identity link-scim"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(state(&h), before, "refused writes record nothing");
+    // Only an admin links; then a User with that externalId adopts nina, and no other does.
+    let link = json!({ "external_id": "00u-nina" });
+    let by_provisioner = h.api.send(
+        "PUT",
+        "/api/v1/identities/nina/scim-link",
+        Some(&token),
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&link).unwrap()),
+    );
+    assert_eq!((by_provisioner.status, by_provisioner.code()), (403, "auth.role_required"));
+    h.world.writ(&["identity", "link-scim", "nina", "--external-id", "00u-nina"]).ok();
+    let wrong = scim(&h, "POST", "/Users", &token, &[], Some(&user("nina", Some("00u-other"))));
+    assert_eq!(wrong.status, 409, "{}", wrong.body);
+    let adopted = scim(&h, "POST", "/Users", &token, &[], Some(&user("nina", Some("00u-nina"))));
+    assert_eq!(adopted.expect(201)["userName"], "nina");
+    // Locations are the server's own, whatever Host the client sends.
+    let id = adopted.body["id"].as_str().unwrap();
+    let forged = scim(&h, "GET", &format!("/Users/{id}"), &token, &[("host", "evil.example")], None);
+    let location = forged.expect(200)["meta"]["location"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("{}/scim/v2/Users/{id}", h.server.base));
+    let shown = h.api.get("/api/v1/identities/nina", &h.root).expect(200).clone();
+    assert_eq!(shown["kind"], "human", "the same identity, adopted");
+    let twice = h.world.writ(&["identity", "link-scim", "root", "--external-id", "00u-nina"]);
+    assert_eq!(twice.code, 5, "an externalId links one person: {}", twice.stderr);
 }
