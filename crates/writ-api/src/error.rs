@@ -265,6 +265,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("ledger.bad_signature", Ledger),
     ("ledger.corrupt_history", Ledger),
     ("ledger.edited_event", Ledger),
+    ("ledger.projection_diverged", Ledger),
     ("ledger.evidence_altered", Ledger),
     ("ledger.inconsistent_checkpoints", Ledger),
     ("ledger.malformed_checkpoint", Ledger),

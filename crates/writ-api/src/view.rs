@@ -238,8 +238,11 @@ pub fn consistency_json(proof: &writ_engine::ledger::ConsistencyProof) -> Value 
     to_json(&ConsistencyView::of(proof))
 }
 
-pub fn report_json(report: &writ_ledger::verify::Report) -> Value {
-    to_json(&ReportView::of(report))
+pub fn report_json(
+    report: &writ_ledger::verify::Report,
+    divergences: &[writ_engine::projections::Divergence],
+) -> Value {
+    to_json(&ReportView::of(report, divergences))
 }
 
 pub fn exception_json(e: &Exception) -> Value {

@@ -22,6 +22,7 @@ pub mod intake;
 pub mod ledger;
 mod lifecycle;
 pub mod policy;
+pub mod projections;
 pub mod scim;
 pub mod standing;
 

@@ -66,6 +66,23 @@ pub struct AppState {
     pub public_url: std::sync::OnceLock<String>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub proxies: config::Proxies,
+    /// Registry tables found to disagree with the ledger (at start, then every minute): while
+    /// any does, the instance is sealed, answering reads and refusing every write.
+    pub diverged: std::sync::RwLock<Vec<writ_engine::projections::Divergence>>,
+}
+
+impl AppState {
+    /// Checks the registry tables against the ledger again and seals or unseals writes.
+    pub fn check_projections(&self) -> writ_engine::Result<()> {
+        let found = self.engine.check_projections()?;
+        for divergence in &found {
+            tracing::error!(target: "writ::serve", table = divergence.table, key = %divergence.key, expected = %divergence.expected, found = %divergence.found, "a table disagrees with the ledger: writes are refused until it is repaired");
+        }
+        if let Ok(mut diverged) = self.diverged.write() {
+            *diverged = found;
+        }
+        Ok(())
+    }
 }
 
 pub type State = Arc<AppState>;
@@ -145,7 +162,9 @@ pub fn compose(
         rate: ratelimit::RateLimits::new(settings.limits.rate_per_second),
         public_url: settings.public_url.map(std::sync::OnceLock::from).unwrap_or_default(),
         proxies: settings.proxies,
+        diverged: std::sync::RwLock::default(),
     });
+    state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
 }
 
@@ -307,6 +326,9 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         for id in &report.alerted {
             tracing::error!(target: "writ::serve", change = %id, "time-bound access could not be ended: alert raised");
         }
+    }
+    if ticks.is_multiple_of(60) {
+        state.check_projections()?;
     }
     if ticks.is_multiple_of(600) && lease("purge-idempotency")? {
         store.purge_requests(Timestamp::from_millis(now.as_millis() - 86_400_000))?;

@@ -47,6 +47,7 @@ const TESTS: &[(&str, Test)] = &[
     ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
     ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
     ("refusals: the first of a bucket recorded, the rest counted and closed once", refusals),
+    ("scim links and delegations: one per identity or pair, each with its event", links),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -763,4 +764,35 @@ fn refusals(store: Arc<dyn Store>) {
     }
     assert_eq!(store.event_count().unwrap(), 5, "a bucket of one closes with no event");
     assert_eq!(store.refusal_buckets(at(1_000), 10).unwrap().len(), 1, "only the open window is left");
+}
+
+fn links(store: Arc<dyn Store>) {
+    let name = IdentityName::parse("alice").unwrap();
+    let unknown = store.link_scim(&name, "00u-a", &event(None, None, "l"));
+    assert!(matches!(unknown, Err(StoreError::Conflict(_))), "{unknown:?}");
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    store.link_scim(&name, "00u-a", &event(None, None, "l")).unwrap();
+    let twice = store.link_scim(&name, "00u-b", &event(None, None, "l"));
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    assert_eq!(store.scim_link(&name).unwrap().as_deref(), Some("00u-a"));
+    assert_eq!(store.scim_links().unwrap(), vec![(name.clone(), "00u-a".to_owned())]);
+
+    let mut bob = alice();
+    bob.name = IdentityName::parse("bob").unwrap();
+    store.add_identity(&bob, &event(None, None, "b")).unwrap();
+    let until = |ms| writ_core::access::Delegation {
+        principal: name.clone(),
+        delegate: bob.name.clone(),
+        until: Timestamp::from_millis(ms),
+        created_at: Timestamp::from_millis(1),
+    };
+    store.set_delegation(&until(100), &event(None, None, "d")).unwrap();
+    store.set_delegation(&until(200), &event(None, None, "d")).unwrap();
+    assert_eq!(store.delegations().unwrap(), vec![until(200)], "granting again moves the end");
+    assert_eq!(store.delegation(&name, &bob.name).unwrap(), Some(until(200)));
+    store.revoke_delegation(&name, &bob.name, &event(None, None, "r")).unwrap();
+    let again = store.revoke_delegation(&name, &bob.name, &event(None, None, "r"));
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(store.delegations().unwrap().is_empty());
+    assert_eq!(store.event_count().unwrap(), 6, "two identities, a link, two grants, a revocation");
 }

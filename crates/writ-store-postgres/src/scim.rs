@@ -139,6 +139,22 @@ impl ScimStore for PostgresStore {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
+    fn scim_links(&self) -> Result<Vec<(IdentityName, String)>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query("SELECT identity, external_id FROM scim_links ORDER BY identity", &[])
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    IdentityName::parse(r.get(0)).map_err(corrupt("scim link identity"))?,
+                    r.get::<_, String>(1),
+                ))
+            })
+            .collect()
+    }
+
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()> {
         let changed = self.side(|tx| {
             tx.execute(

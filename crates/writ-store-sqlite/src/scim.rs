@@ -149,6 +149,21 @@ impl ScimStore for SqliteStore {
             .map_err(map_err)
     }
 
+    fn scim_links(&self) -> Result<Vec<(IdentityName, String)>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare("SELECT identity, external_id FROM scim_links ORDER BY identity")
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (identity, external_id) = row.map_err(map_err)?;
+            Ok((IdentityName::parse(&identity).map_err(corrupt("scim link identity"))?, external_id))
+        })
+        .collect()
+    }
+
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()> {
         let (kind, id, settled, expected) =
             (kind.to_owned(), id.to_owned(), settled.to_owned(), expected.to_owned());

@@ -680,6 +680,8 @@ pub trait ScimStore {
     fn link_scim(&self, identity: &IdentityName, external_id: &str, event: &NewEvent) -> Result<u64>;
     /// The `externalId` an admin linked `identity` to, if any.
     fn scim_link(&self, identity: &IdentityName) -> Result<Option<String>>;
+    /// Every link, ordered by identity.
+    fn scim_links(&self) -> Result<Vec<(IdentityName, String)>>;
     /// Records the lifecycle state settled for a resource. `Conflict` unless the stored state
     /// is still `expected`.
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()>;

@@ -27,7 +27,8 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
         LedgerCmd::Verify { trusted, shallow } => {
             let trusted = keys::trusted(&trusted, key)?;
             let report = engine.verify_ledger(&trusted, !shallow)?;
-            report_verification(&ReportView::of(&report), json)
+            let divergences = engine.check_projections()?;
+            report_verification(&ReportView::of(&report, &divergences), json)
         }
         LedgerCmd::Prove { index: Some(index), .. } => {
             let proof = engine.prove_inclusion(index)?;
@@ -82,12 +83,21 @@ pub fn report_verification(report: &ReportView, json: bool) -> Result<(), CliErr
         "ledger ok: {} events, {} checkpoints verified (newest covers {}); {} events not yet checkpointed",
         report.events, report.checkpoints_verified, report.covered, report.uncovered
     );
+    let diverged = |d: &writ_api::view::DivergenceView| {
+        format!("{} {}: the ledger says {}, the table holds {}", d.table, d.key, d.expected, d.found)
+    };
+    let mut findings: Vec<(String, String)> =
+        report.problems.iter().map(|p| (p.code.clone(), p.message.clone())).collect();
+    findings
+        .extend(report.projections.iter().map(|d| ("ledger.projection_diverged".to_owned(), diverged(d))));
     let also: Vec<String> =
-        report.problems.iter().skip(1).map(|p| format!("also: [{}] {}", p.code, p.message)).collect();
-    let first = report.problems.first();
+        findings.iter().skip(1).map(|(code, message)| format!("also: [{code}] {message}")).collect();
+    let first = findings.first();
     render::print(json, report, || if first.is_some() { also.join("\n") } else { summary });
     match first {
         None => Ok(()),
-        Some(p) => Err(CliError::received(&p.code, format!("ledger verification failed: {}", p.message))),
+        Some((code, message)) => {
+            Err(CliError::received(code, format!("ledger verification failed: {message}")))
+        }
     }
 }

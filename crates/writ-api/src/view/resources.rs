@@ -481,6 +481,19 @@ pub struct ReportView {
     /// Events no verified checkpoint covers yet.
     pub uncovered: u64,
     pub problems: Vec<ProblemView>,
+    /// Registry tables that disagree with what the ledger's events build.
+    pub projections: Vec<DivergenceView>,
+}
+
+/// A registry table row that disagrees with the ledger.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct DivergenceView {
+    pub table: String,
+    pub key: String,
+    /// What the ledger says (`absent`: no event made the row).
+    pub expected: String,
+    /// What the table holds (`absent`: the row is missing).
+    pub found: String,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -491,9 +504,22 @@ pub struct ProblemView {
 }
 
 impl ReportView {
-    pub fn of(report: &writ_ledger::verify::Report) -> ReportView {
+    /// The ledger's report and the projections' divergences.
+    pub fn of(
+        report: &writ_ledger::verify::Report,
+        divergences: &[writ_engine::projections::Divergence],
+    ) -> ReportView {
         ReportView {
-            ok: report.ok(),
+            ok: report.ok() && divergences.is_empty(),
+            projections: divergences
+                .iter()
+                .map(|d| DivergenceView {
+                    table: d.table.to_owned(),
+                    key: d.key.clone(),
+                    expected: d.expected.clone(),
+                    found: d.found.clone(),
+                })
+                .collect(),
             events: report.events,
             checkpoints_verified: report.verified_checkpoints.len(),
             covered: report.verified_checkpoints.last().map_or(0, |c| c.size),

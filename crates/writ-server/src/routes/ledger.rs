@@ -161,7 +161,8 @@ pub(crate) async fn verify_ledger(
     blocking(&state, |state| {
         let trusted: Vec<_> = state.signer.iter().map(|s| s.verifier()).collect();
         let report = state.engine.verify_ledger(&trusted, false)?;
-        Ok(Json(writ_api::view::report_json(&report)))
+        let divergences = state.engine.check_projections()?;
+        Ok(Json(writ_api::view::report_json(&report, &divergences)))
     })
     .await
 }

@@ -74,6 +74,7 @@ pub fn router(state: State) -> Router {
     router
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_address))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_when_sealed))
         .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
@@ -105,6 +106,26 @@ async fn limit_uri(request: Request, next: axum::middleware::Next) -> Response {
         return response;
     }
     axum::response::IntoResponse::into_response(ApiError::new("request.uri_too_long", message))
+}
+
+/// While a registry table disagrees with the ledger, nothing is decided on it: every write is
+/// refused (reads, and verifying the ledger, still answer).
+async fn refuse_when_sealed(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let first = state.diverged.read().ok().and_then(|d| d.first().cloned());
+    match first {
+        Some(divergence) if !reads => axum::response::IntoResponse::into_response(ApiError::new(
+            "ledger.projection_diverged",
+            format!(
+                "writes are refused: {divergence} (run `writ ledger verify` for every divergence; the table must be repaired from the ledger)"
+            ),
+        )),
+        _ => next.run(request).await,
+    }
 }
 
 /// Refuses a request from an address over its rate (before anything else is done for it).

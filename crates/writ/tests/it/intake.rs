@@ -1143,6 +1143,7 @@ fn a_flood_of_bad_deliveries_adds_a_bounded_number_of_events_and_every_one_is_co
     let added = last_event_types(&h, 1_000_000).len() - events;
     // At most two events (one refusal, one count) per two-second window the flood touched.
     let bound = usize::try_from(2 * (seconds / 2 + 2)).unwrap();
+    eprintln!("10,000 refused deliveries in {seconds} s: {added} ledger events (bound {bound})");
     assert!(added <= bound, "{added} events for 10,000 refusals in {seconds} s (bound {bound})");
     let kinds = last_event_types(&h, added);
     assert!(

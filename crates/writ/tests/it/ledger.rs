@@ -227,3 +227,83 @@ fn a_deleted_event_beyond_the_first_page_is_named_once() {
         verify.stderr
     );
 }
+
+/// Attacks on the registry tables (plain SQL, every event left intact): `verify` names the
+/// table and the key of each, because each table is rebuilt from the ledger's events.
+#[test]
+fn sql_edits_of_the_registry_tables_are_named_by_verify() {
+    let (w, _) = ledger_world();
+    w.writ(&["identity", "add", "erin", "--kind", "human"]).ok();
+    w.writ(&["role", "grant", "alice", "requester"]).ok();
+    let token = w.writ(&["token", "create", "--identity", "bob", "--label", "laptop", "--json"]).json();
+    let token = token["id"].as_str().unwrap().to_owned();
+    w.writ(&["token", "revoke", &token]).ok();
+    w.writ(&["delegation", "grant", "carol", "alice", "--for", "7d"]).ok();
+    w.writ(&["identity", "disable", "erin", "--reason", "left"]).ok();
+    w.writ(&["identity", "link-scim", "dave", "--external-id", "00u-dave"]).ok();
+    w.writ(&["ledger", "checkpoint"]).ok();
+    assert_eq!(verify(&w.db, &key(&w)).code, 0, "untouched, the tables are what the ledger says");
+
+    type Attack = (&'static str, &'static str, &'static str);
+    let attacks: Vec<Attack> = vec![
+        ("role", "INSERT INTO roles (identity, role) VALUES ('alice', 'admin')", "roles alice admin"),
+        ("role gone", "DELETE FROM roles WHERE identity = 'alice'", "roles alice requester"),
+        (
+            "token",
+            "UPDATE tokens SET revoked_ms = NULL, expires_ms = 4102444800000 WHERE identity = 'bob'",
+            "tokens ",
+        ),
+        ("state", "UPDATE identities SET state = 'active' WHERE name = 'erin'", "identities erin"),
+        ("owner", "UPDATE identities SET owner = 'bob' WHERE name = 'svc-ci'", "identities svc-ci"),
+        (
+            "setting",
+            "UPDATE target_settings SET value = '/srv/elsewhere' WHERE target = 'access'",
+            "targets access",
+        ),
+        (
+            "policy",
+            "INSERT INTO policies (hash, files, loaded_ms) VALUES ('sha256:forged', '{}', 1)",
+            "policies in force",
+        ),
+        ("delegation", "UPDATE delegations SET until_ms = 4102444800000", "delegations carol → alice"),
+        (
+            "forged delegation",
+            "INSERT INTO delegations (principal, delegate, until_ms, created_ms) VALUES ('bob', 'alice', 4102444800000, 1)",
+            "delegations bob → alice",
+        ),
+        ("scim link", "UPDATE scim_links SET external_id = '00u-mallory'", "scim_links dave"),
+    ];
+    for (name, sql, named) in attacks {
+        let run = attack(&w, &name.replace(' ', "-"), |c| c.execute_batch(sql).unwrap());
+        assert_eq!(run.code, 8, "{name}: stdout: {}\nstderr: {}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.starts_with("error[ledger.projection_diverged]: ledger verification failed: "),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(named), "{name}: expected {named:?} in {}", run.stderr);
+    }
+}
+
+/// A server over tables that disagree with the ledger answers reads and refuses every write.
+#[test]
+fn a_server_over_a_diverged_table_refuses_writes() {
+    let w = World::new();
+    w.writ(&["identity", "add", "root", "--kind", "human"]).ok();
+    w.writ(&["role", "grant", "root", "admin"]).ok();
+    w.writ(&["role", "grant", "alice", "requester"]).ok();
+    let alice = crate::server::token(&w, "alice");
+    // An attacker makes alice an approver with SQL, behind the ledger's back.
+    let connection = rusqlite::Connection::open(&w.db).unwrap();
+    connection.execute_batch("INSERT INTO roles (identity, role) VALUES ('alice', 'approver')").unwrap();
+    drop(connection);
+    let app = writ_server::testkit::spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
+    let api = crate::server::Api::new(&app.base);
+    let before = w.fingerprint_except(&["leases", "checkpoints"]);
+    let body = serde_json::json!({ "identity": "dave", "grant": ["access:eng-read"], "justification": "x" });
+    let refused = api.post("/api/v1/changes", &alice, body);
+    assert_eq!((refused.status, refused.code()), (500, "ledger.projection_diverged"), "{}", refused.text);
+    assert!(refused.text.contains("roles alice approver"), "{}", refused.text);
+    assert_eq!(w.fingerprint_except(&["leases", "checkpoints"]), before, "nothing written");
+    assert_eq!(api.get("/api/v1/whoami", &alice).status, 200, "reads still answer");
+}
