@@ -569,7 +569,10 @@ impl Engine {
                     why(what),
                 )?;
             }
-        } else if standing == IdentityState::Disabled {
+        } else if standing == IdentityState::Disabled && !old.active {
+            // Only a person the identity provider itself had inactive comes back through it: an
+            // admin's disable (while the provider had them active) is not undone by a routine
+            // write that says active again.
             self.move_identity(
                 Actor::Identity(client.clone()),
                 &identity,

@@ -475,3 +475,26 @@ fn a_scim_user_adopts_an_existing_person_only_where_an_admin_linked_them() {
     let twice = h.world.writ(&["identity", "link-scim", "root", "--external-id", "00u-nina"]);
     assert_eq!(twice.code, 5, "an externalId links one person: {}", twice.stderr);
 }
+
+#[test]
+fn the_identity_provider_cannot_undo_an_admins_disable_but_brings_back_whom_it_deactivated() {
+    let (h, token) = start();
+    let zoe = json!({"schemas": [USER, ENTERPRISE], "userName": "zoe", "active": true, ENTERPRISE: {"department": "Sales"}});
+    let id =
+        scim(&h, "POST", "/Users", &token, &[], Some(&zoe)).expect(201)["id"].as_str().unwrap().to_owned();
+    let state = |h: &Http| {
+        h.api.get("/api/v1/identities/zoe", &h.root).expect(200)["state"].as_str().unwrap().to_owned()
+    };
+    h.world.writ(&["identity", "disable", "zoe", "--reason", "laptop stolen"]).ok();
+    // A routine write that still says active does not undo the admin's decision.
+    let title =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "Lead"}]});
+    scim(&h, "PATCH", &format!("/Users/{id}"), &token, &[], Some(&title)).expect(200);
+    assert_eq!(state(&h), "disabled");
+    // What the provider deactivated itself, it brings back.
+    let set = |active: bool| json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": active}]});
+    scim(&h, "PATCH", &format!("/Users/{id}"), &token, &[], Some(&set(false))).expect(200);
+    assert_eq!(state(&h), "disabled");
+    scim(&h, "PATCH", &format!("/Users/{id}"), &token, &[], Some(&set(true))).expect(200);
+    assert_eq!(state(&h), "active");
+}
