@@ -127,7 +127,7 @@ impl Engine {
         let window_ms = self.refusal_window_ms;
         let start = refused.at.as_millis() - refused.at.as_millis().rem_euclid(window_ms);
         let bucket = (refused.source.clone(), refused.reason.clone(), Timestamp::from_millis(start));
-        let sha256: String = refused.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::access::hex(&refused.sha256);
         let event = RegistryEvent::DeliveryRefused {
             actor: Actor::System(SystemActor::Intake),
             refused: Box::new(refused),
@@ -206,8 +206,7 @@ impl Engine {
         // delivery replayed, recorded as a duplicate of the first and never a second change.
         if delivery.object.is_none() {
             let since = Timestamp::from_millis(now.as_millis() - source.replay_window.as_millis());
-            let digest: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
-            if let Some(first) = self.store.delivery_by_digest(&source.name, &digest, since)?
+            if let Some(first) = self.store.delivery_by_digest(&source.name, &delivery.sha256_hex(), since)?
                 && let Some(receipt) = self.again(&Delivery { id: first.delivery.id, ..delivery.clone() })?
             {
                 return Ok(receipt);

@@ -441,13 +441,13 @@ impl Engine {
             .collect();
         let event = if subject.kind.is_nhi() { BusinessEvent::Decommission } else { BusinessEvent::Leaver };
         // Offboarding again while its cleanup is still under way answers that cleanup.
-        let change = match (ops.is_empty(), self.open_cleanup(identity)?) {
-            (true, _) => None,
-            (false, Some(open)) => Some(open),
-            (false, None) => {
-                let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
-                Some(self.request(input, random)?)
-            }
+        let change = if ops.is_empty() {
+            None
+        } else if let Some(open) = self.open_cleanup(identity)? {
+            Some(open)
+        } else {
+            let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
+            Some(self.request(input, random)?)
         };
         standing.flagged =
             self.flag_owned(&standing.identity, change.as_ref().map(|r| r.change.id.clone()))?;
