@@ -47,7 +47,8 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 /// Ready only when a write reaches the store (a lease renewal goes through the same path as
-/// every commit) and the keys needed to record and sign are loaded.
+/// every commit), the keys needed to record and sign are loaded, and no registry table
+/// disagrees with the ledger (a sealed instance takes no writes).
 pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Response {
     let checked = blocking(&state, |state| {
         let now = state.engine.now();
@@ -59,6 +60,12 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<Sta
             return Err(ApiError::new(
                 "ledger.no_signing_key",
                 "no ledger signing key: checkpoints cannot be signed",
+            ));
+        }
+        if let Some(divergence) = state.diverged.read().ok().and_then(|d| d.first().cloned()) {
+            return Err(ApiError::new(
+                "ledger.projection_diverged",
+                format!("writes are refused: {divergence}"),
             ));
         }
         Ok(())

@@ -306,4 +306,6 @@ fn a_server_over_a_diverged_table_refuses_writes() {
     assert!(refused.text.contains("roles alice approver"), "{}", refused.text);
     assert_eq!(w.fingerprint_except(&["leases", "checkpoints"]), before, "nothing written");
     assert_eq!(api.get("/api/v1/whoami", &alice).status, 200, "reads still answer");
+    let ready = api.send("GET", "/readyz", None, &[], None);
+    assert_eq!((ready.status, ready.code()), (503, "ledger.projection_diverged"), "{}", ready.text);
 }
