@@ -266,6 +266,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("ledger.corrupt_history", Ledger),
     ("ledger.edited_event", Ledger),
     ("ledger.projection_diverged", Ledger),
+    ("ledger.sealed_text_altered", Ledger),
     ("ledger.evidence_altered", Ledger),
     ("ledger.inconsistent_checkpoints", Ledger),
     ("ledger.malformed_checkpoint", Ledger),

@@ -144,13 +144,24 @@ impl Engine {
         self
     }
 
-    fn hmac(&self) -> Result<&HmacKey> {
+    pub(crate) fn hmac(&self) -> Result<&HmacKey> {
         self.hmac.as_deref().ok_or(EngineError::NoHmacKey)
     }
 
-    /// The keyed HMAC of a value, as the ledger records it (`writ ledger hash`).
+    /// The seal of a value, as the ledger records it (`writ ledger hash`).
     pub fn seal(&self, value: &str) -> Result<String> {
-        Ok(self.hmac()?.mac(value))
+        Ok(self.hmac()?.seal(value))
+    }
+
+    /// The nonce that opens `seal` for `value`, for an auditor bundle: computed from the value,
+    /// so kept text that was changed does not open its seal. `None` for a value sealed before
+    /// commitments (its keyed HMAC matches): it cannot be opened without the key.
+    pub fn seal_opening(&self, seal: &str, value: &str) -> Result<Option<[u8; 32]>> {
+        let key = self.hmac()?;
+        if key.mac(value) == seal {
+            return Ok(None);
+        }
+        Ok(Some(key.nonce(value)))
     }
 
     /// The engine's clock (the system clock, or a test's).

@@ -605,7 +605,15 @@ impl Engine {
             writ_ledger::decode(&row.bytes, &collect)?;
         }
         let clear = self.store.sensitive_many(&wanted.into_inner())?;
-        let open = |hmac: &str| clear.get(hmac).cloned();
+        // Kept text is shown only if it is what the ledger sealed.
+        let key = self.hmac.as_deref();
+        let open = |seal: &str| {
+            clear.get(seal).map(|value| match key {
+                Some(key) if key.check(seal, value) => value.clone(),
+                Some(_) => writ_ledger::sensitive::TAMPERED.to_owned(),
+                None => writ_ledger::sensitive::UNCHECKED.to_owned(),
+            })
+        };
         let mut change = None;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {

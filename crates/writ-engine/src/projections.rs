@@ -1,15 +1,22 @@
-//! The registry tables as projections of the ledger. Identities (and their state), targets and
-//! their settings, tokens (issue, expiry, revocation), roles, delegations, SCIM links and the
-//! policy in force are each written only together with their event, so each can be rebuilt from
-//! the events alone. [`Engine::check_projections`] rebuilds them and names every divergence
-//! between what the ledger says and what the tables hold: a row edited, added or removed with
-//! plain SQL is found even though every event still verifies.
+//! The tables as projections of the ledger. Identities (and their state), targets and their
+//! settings, tokens (issue, expiry, revocation), roles, delegations, SCIM links, the policy in
+//! force, findings and exceptions, each change's row (kind, state, requester, times, event
+//! count, scheduler deadline) and the grants changes implemented (with their expiry) are each
+//! written only together with their event, so each can be rebuilt from the events alone.
+//! [`Engine::check_projections`] rebuilds them and names every divergence between what the
+//! ledger says and what the tables hold: a row edited, added or removed with plain SQL is found
+//! even though every event still verifies. So is kept clear text that no longer matches the
+//! seal its event holds (`sensitive`).
 
 use std::collections::BTreeMap;
 
-use writ_core::event::{Event, RegistryEvent};
-use writ_core::identity::IdentityState;
+use writ_core::change::{Change, ChangeId};
+use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
+use writ_core::identity::{Grant, IdentityState};
+use writ_core::time::Timestamp;
+use writ_store::{ChangeRow, ChangeSummary, GrantUpdate};
 
+use crate::lifecycle::grant_updates;
 use crate::{Engine, Result};
 
 /// Events read per page while rebuilding.
@@ -48,6 +55,57 @@ struct Expected {
     delegations: BTreeMap<String, String>,
     scim_links: BTreeMap<String, String>,
     policy: BTreeMap<String, String>,
+    findings: BTreeMap<String, String>,
+    exceptions: BTreeMap<String, String>,
+    /// id → (the fold of its events, the time of its last event)
+    changes: BTreeMap<ChangeId, (Change, Timestamp)>,
+    /// "identity target:entitlement" → grant
+    grants: BTreeMap<String, Grant>,
+    /// Every seal the events hold, to check kept clear text against.
+    seals: Vec<String>,
+}
+
+fn change_row(row: &ChangeRow) -> String {
+    let summary = &row.summary;
+    format!(
+        "{} {}, requested by {} at {}, updated {}, {} events, due {}",
+        summary.kind.as_str(),
+        summary.state,
+        summary.requester,
+        summary.created_at.to_rfc3339(),
+        summary.updated_at.to_rfc3339(),
+        row.seq,
+        row.due_at.map_or_else(|| "never".to_owned(), |d| d.to_rfc3339()),
+    )
+}
+
+/// The row the ledger says a change has: its fold, and the time of its last event.
+fn expected_change_row(change: &Change, updated_at: Timestamp) -> ChangeRow {
+    ChangeRow {
+        summary: ChangeSummary {
+            id: change.id.clone(),
+            kind: change.kind,
+            state: change.state,
+            requester: change.requester.clone(),
+            created_at: change.created_at,
+            updated_at,
+        },
+        seq: change.seq,
+        due_at: change.next_deadline(),
+    }
+}
+
+fn grant_key(grant: &Grant) -> String {
+    format!("{} {}", grant.identity, grant.entitlement)
+}
+
+fn grant_row(grant: &Grant) -> String {
+    format!(
+        "by {} at {}, expires {}",
+        grant.change,
+        grant.granted_at.to_rfc3339(),
+        grant.expires_at.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339())
+    )
 }
 
 fn identity_row(kind: &str, owner: Option<&str>, vendor: Option<&str>, state: IdentityState) -> String {
@@ -118,12 +176,56 @@ impl Expected {
             RegistryEvent::PolicyLoaded { hash, .. } => {
                 self.policy.insert("in force".to_owned(), hash.clone());
             }
-            RegistryEvent::Finding { .. }
-            | RegistryEvent::Exception { .. }
-            | RegistryEvent::Delivery { .. }
+            RegistryEvent::Finding { finding, .. } => {
+                self.findings.insert(finding.id.clone(), format!("{finding:?}"));
+            }
+            RegistryEvent::Exception { exception, .. } => {
+                self.exceptions.insert(exception.id.to_string(), format!("{exception:?}"));
+            }
+            RegistryEvent::Delivery { .. }
             | RegistryEvent::DeliveryRefused { .. }
             | RegistryEvent::RefusalsCounted { .. } => {}
         }
+    }
+
+    /// Folds one change event into its change, and applies the grant updates its commit made:
+    /// an implementation's outcomes (as `lifecycle::grant_updates` decides them), and an expiry
+    /// change's removals once it is verified.
+    fn apply_change(&mut self, event: &ChangeEvent) {
+        let before = self.changes.remove(&event.change);
+        let Ok(after) = writ_core::machine::evolve(before.as_ref().map(|(c, _)| c.clone()), event) else {
+            // An event its change cannot take is the ledger check's to report; keep the fold.
+            if let Some(before) = before {
+                self.changes.insert(event.change.clone(), before);
+            }
+            return;
+        };
+        let updates = match (&event.body, before.as_ref()) {
+            (
+                ChangeEventBody::Implemented { outcomes } | ChangeEventBody::ExecutionFailed { outcomes, .. },
+                Some((change, _)),
+            ) => grant_updates(change, outcomes, event.at),
+            (ChangeEventBody::Verified { .. }, Some((change, _))) if change.origin.is_some() => change
+                .ops
+                .iter()
+                .map(|op| GrantUpdate::Remove {
+                    identity: op.identity.clone(),
+                    entitlement: op.entitlement.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for update in updates {
+            match update {
+                GrantUpdate::Upsert(grant) => {
+                    self.grants.insert(grant_key(&grant), grant);
+                }
+                GrantUpdate::Remove { identity, entitlement } => {
+                    self.grants.remove(&format!("{identity} {entitlement}"));
+                }
+            }
+        }
+        self.changes.insert(event.change.clone(), (after, event.at));
     }
 }
 
@@ -157,14 +259,19 @@ impl Engine {
         loop {
             let page = self.store.events(from, PAGE)?;
             for row in &page {
-                // Registry rows have no change id; an undecodable one is the ledger check's to
-                // report (`writ ledger verify`), not a projection's.
-                if row.change.is_some() {
-                    continue;
+                // An undecodable event is the ledger check's to report (`writ ledger verify`),
+                // not a projection's.
+                let seals = std::cell::RefCell::new(Vec::new());
+                let collect = |seal: &str| {
+                    seals.borrow_mut().push(seal.to_owned());
+                    None
+                };
+                match writ_ledger::record::decode(&row.bytes, &collect) {
+                    Ok(Event::Registry(event)) => expected.apply(&event),
+                    Ok(Event::Change(event)) => expected.apply_change(&event),
+                    Err(_) => {}
                 }
-                if let Ok(Event::Registry(event)) = writ_ledger::record::decode(&row.bytes, &|_| None) {
-                    expected.apply(&event);
-                }
+                expected.seals.append(&mut seals.into_inner());
             }
             match page.last() {
                 Some(last) if page.len() == PAGE => from = last.index + 1,
@@ -245,6 +352,59 @@ impl Engine {
         compare("delegations", &expected.delegations, &delegations, &mut out);
         compare("scim_links", &expected.scim_links, &scim_links, &mut out);
         compare("policies", &expected.policy, &policy, &mut out);
+        let findings = store.findings(None)?.into_iter().map(|f| (f.id.clone(), format!("{f:?}"))).collect();
+        compare("findings", &expected.findings, &findings, &mut out);
+        let exceptions =
+            store.exceptions(None)?.into_iter().map(|e| (e.id.to_string(), format!("{e:?}"))).collect();
+        compare("exceptions", &expected.exceptions, &exceptions, &mut out);
+        let changes =
+            store.change_rows()?.iter().map(|row| (row.summary.id.to_string(), change_row(row))).collect();
+        let expected_changes = expected
+            .changes
+            .iter()
+            .map(|(id, (change, updated))| {
+                (id.to_string(), change_row(&expected_change_row(change, *updated)))
+            })
+            .collect();
+        compare("changes", &expected_changes, &changes, &mut out);
+        let grants = store.all_grants()?.iter().map(|g| (grant_key(g), grant_row(g))).collect();
+        let expected_grants = expected.grants.iter().map(|(k, g)| (k.clone(), grant_row(g))).collect();
+        compare("grants", &expected_grants, &grants, &mut out);
+        self.check_sealed(&expected.seals, &mut out)?;
         Ok(out)
+    }
+}
+
+impl Engine {
+    /// Checks every kept clear text against the seal its events hold: text replaced in the
+    /// `sensitive` table no longer matches and is named (the value itself is not shown).
+    fn check_sealed(&self, seals: &[String], out: &mut Vec<Divergence>) -> Result<()> {
+        let Some(key) = self.hmac.as_deref() else {
+            if !seals.is_empty() {
+                out.push(Divergence {
+                    table: "sensitive",
+                    key: "*".to_owned(),
+                    expected: "kept clear text checked against its seal".to_owned(),
+                    found: "no HMAC key to check it with".to_owned(),
+                });
+            }
+            return Ok(());
+        };
+        let mut wanted: Vec<String> = seals.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        for chunk in wanted.chunks(PAGE) {
+            for (seal, value) in self.store.sensitive_many(chunk)? {
+                if !key.check(&seal, &value) {
+                    out.push(Divergence {
+                        table: "sensitive",
+                        key: seal,
+                        expected: "the clear text its seal commits to".to_owned(),
+                        found: format!("{} characters of other text", value.chars().count()),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -71,6 +71,17 @@ struct World {
     flaky: Arc<Flaky>,
 }
 
+/// Every test's tables must stay projections of its ledger, whatever it did.
+impl Drop for World {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let divergences = self.engine.check_projections().unwrap();
+            let named: Vec<String> = divergences.iter().map(ToString::to_string).collect();
+            assert!(named.is_empty(), "tables diverged from the ledger: {named:#?}");
+        }
+    }
+}
+
 fn n(name: &str) -> IdentityName {
     IdentityName::parse(name).unwrap()
 }

@@ -16,6 +16,13 @@ use crate::checkpoint::NoteError;
 /// What a decoder shows for a value whose clear text was erased or is not available.
 pub const ERASED: &str = "[erased]";
 
+/// What a reader without the HMAC key shows for kept clear text: it cannot tell it is genuine.
+pub const UNCHECKED: &str = "[sealed: cannot be checked without the HMAC key]";
+
+/// What a reader shows for kept clear text that does not match its seal (it was changed
+/// outside Writ); the text itself is not shown.
+pub const TAMPERED: &str = "[tampered: the kept text does not match the ledger's seal]";
+
 /// The deployment's HMAC key and its id (`hk-` + 8 hex digits, derived from the key).
 pub struct HmacKey {
     id: String,
@@ -65,6 +72,37 @@ impl HmacKey {
         &self.id
     }
 
+    /// The seal of a value as the ledger records it: `<key id>:<base64 commitment>`, the
+    /// commitment being SHA-256 over a domain tag, the value's nonce and the value
+    /// ([`commitment`]). Equal values seal alike under one key (so the clear text can be kept
+    /// once, keyed by its seal); without the nonce the seal reveals nothing of the value, and
+    /// with it (carried by an auditor bundle, one per value) anyone can check the value without
+    /// the key.
+    pub fn seal(&self, value: &str) -> String {
+        format!("{}:{}", self.id, B64.encode(commitment(&self.nonce(value), value)))
+    }
+
+    /// The value's nonce: HMAC-SHA256(key, domain tag ‖ value). Revealing it opens that one
+    /// value's seal and nothing else.
+    pub fn nonce(&self, value: &str) -> [u8; 32] {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
+            // HMAC accepts keys of any length; this branch cannot be taken.
+            return [0; 32];
+        };
+        mac.update(NONCE_TAG);
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `value` is the clear text `seal` was made from: its seal under this key, or (for
+    /// values sealed before commitments) its keyed HMAC.
+    pub fn check(&self, seal: &str, value: &str) -> bool {
+        let expected = self.seal(value);
+        let legacy = self.mac(value);
+        constant_time_eq(seal.as_bytes(), expected.as_bytes())
+            | constant_time_eq(seal.as_bytes(), legacy.as_bytes())
+    }
+
     /// `<key id>:<base64 HMAC-SHA256(key, value)>`.
     pub fn mac(&self, value: &str) -> String {
         let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
@@ -74,6 +112,32 @@ impl HmacKey {
         mac.update(value.as_bytes());
         format!("{}:{}", self.id, B64.encode(mac.finalize().into_bytes()))
     }
+}
+
+const NONCE_TAG: &[u8] = b"writ.seal.nonce/v1\n";
+const COMMITMENT_TAG: &[u8] = b"writ.seal/v1\n";
+
+/// SHA-256(domain tag ‖ nonce ‖ value): what a seal holds after its key id.
+pub fn commitment(nonce: &[u8; 32], value: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(COMMITMENT_TAG);
+    hasher.update(nonce);
+    hasher.update(value.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Whether `value` with `nonce` opens `seal` (`<key id>:<base64 commitment>`): the check an
+/// auditor makes without the key.
+pub fn opens(seal: &str, nonce: &[u8; 32], value: &str) -> bool {
+    let Some((_, digest)) = seal.split_once(':') else {
+        return false;
+    };
+    let expected = B64.encode(commitment(nonce, value));
+    constant_time_eq(digest.as_bytes(), expected.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Seals values while an event is encoded, remembering each clear text for the caller to store
@@ -89,9 +153,9 @@ impl<'a> Sealer<'a> {
     }
 
     pub fn seal(&mut self, value: &str) -> String {
-        let mac = self.key.mac(value);
-        self.sealed.push((mac.clone(), value.to_owned()));
-        mac
+        let seal = self.key.seal(value);
+        self.sealed.push((seal.clone(), value.to_owned()));
+        seal
     }
 
     /// The (hmac, clear text) pairs sealed so far.

@@ -8,7 +8,9 @@
 //! checkpoint.note      the newest signed checkpoint (C2SP signed note)
 //! checkpoints.txt      every signed checkpoint, separated by blank-line-delimited notes
 //! public.key           the ledger's verifier key
-//! sensitive.jsonl      {"hmac", "value"}: clear text of the sealed values the events reference
+//! sensitive.jsonl      {"hmac", "nonce", "value"}: clear text of the sealed values the events
+//!                      reference, each with the nonce that opens its seal (SHA-256 of a tag,
+//!                      the nonce and the value is what the seal commits to)
 //! evidence/<sha256>    every evidence blob the events reference
 //! ```
 
@@ -102,9 +104,17 @@ pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> R
         .meta(&format!("ledger.key.{}", key_id_of(&latest.note)))?
         .ok_or_else(|| Error::new("ledger.unknown_key", "the checkpoint's public key is not recorded"))?;
     let mut sensitive = String::new();
-    for mac in macs.into_inner() {
-        if let Some(value) = engine.store().sensitive(&mac)? {
-            sensitive.push_str(&format!("{}\n", json!({ "hmac": mac, "value": value })));
+    let mut withheld = 0usize;
+    for (seal, value) in engine.store().sensitive_many(&macs.into_inner().into_iter().collect::<Vec<_>>())? {
+        // The nonce is derived from the kept text, so text changed in the database does not
+        // open its seal and `audit verify` says so. A value sealed before commitments (a plain
+        // HMAC) cannot be opened offline, so it is withheld (shown as erased) and counted.
+        match engine.seal_opening(&seal, &value)? {
+            Some(nonce) => sensitive.push_str(&format!(
+                "{}\n",
+                json!({ "hmac": seal, "nonce": B64.encode(nonce), "value": value })
+            )),
+            None => withheld += 1,
         }
     }
     files.insert("sensitive.jsonl".into(), sensitive.into_bytes());
@@ -121,6 +131,7 @@ pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> R
         "tree_size": latest.size,
         "events": wanted.len(),
         "events_not_yet_checkpointed": uncovered,
+        "sealed_values_withheld": withheld,
         "files": files.iter().map(|(name, bytes)| (name.clone(), Value::String(hex::encode(writ_ledger::sha256(bytes))))).collect::<serde_json::Map<_, _>>(),
     });
     files.insert("manifest.json".into(), serde_json::to_vec_pretty(&manifest).unwrap_or_default());

@@ -25,7 +25,7 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Identity
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
+    ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
     EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
     StoredCheckpoint,
 };
@@ -537,19 +537,39 @@ impl ChangeStore for PostgresStore {
                 &[&state.map(ChangeState::as_str), &before.map(ChangeId::as_str), &limit],
             )
             .map_err(map_err)?;
+        rows.iter().map(summary_of).collect()
+    }
+
+    fn change_rows(&self) -> Result<Vec<ChangeRow>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query(
+                "SELECT id, kind, state, requester, created_ms, updated_ms, seq, due_ms FROM changes ORDER BY id",
+                &[],
+            )
+            .map_err(map_err)?;
         rows.iter()
             .map(|row| {
-                Ok(ChangeSummary {
-                    id: ChangeId::parse(row.get(0)).map_err(corrupt("change id"))?,
-                    kind: ChangeKind::parse(row.get(1)).map_err(corrupt("change kind"))?,
-                    state: ChangeState::parse(row.get(2)).map_err(corrupt("change state"))?,
-                    requester: IdentityName::parse(row.get(3)).map_err(corrupt("requester"))?,
-                    created_at: Timestamp::from_millis(row.get(4)),
-                    updated_at: Timestamp::from_millis(row.get(5)),
+                Ok(ChangeRow {
+                    summary: summary_of(row)?,
+                    seq: to_u64(row.get(6))?,
+                    due_at: row.get::<_, Option<i64>>(7).map(Timestamp::from_millis),
                 })
             })
             .collect()
     }
+}
+
+fn summary_of(row: &postgres::Row) -> Result<ChangeSummary> {
+    Ok(ChangeSummary {
+        id: ChangeId::parse(row.get(0)).map_err(corrupt("change id"))?,
+        kind: ChangeKind::parse(row.get(1)).map_err(corrupt("change kind"))?,
+        state: ChangeState::parse(row.get(2)).map_err(corrupt("change state"))?,
+        requester: IdentityName::parse(row.get(3)).map_err(corrupt("requester"))?,
+        created_at: Timestamp::from_millis(row.get(4)),
+        updated_at: Timestamp::from_millis(row.get(5)),
+    })
 }
 
 fn leaf_of(row: &postgres::Row, column: usize) -> Option<[u8; 32]> {
@@ -585,6 +605,14 @@ impl GrantStore for PostgresStore {
              WHERE expires_ms IS NOT NULL AND expires_ms <= $1
              ORDER BY expires_ms, change_id, identity, target, entitlement LIMIT $2",
             &[&now.as_millis(), &limit],
+        )
+    }
+
+    fn all_grants(&self) -> Result<Vec<Grant>> {
+        self.grants(
+            "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+             ORDER BY identity, target, entitlement",
+            &[],
         )
     }
 }

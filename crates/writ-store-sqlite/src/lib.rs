@@ -15,7 +15,7 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Identity
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
+    ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
     EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
     StoredCheckpoint,
 };
@@ -461,6 +461,40 @@ impl ChangeStore for SqliteStore {
         rows.map(|row| ChangeId::parse(&row.map_err(map_err)?).map_err(corrupt("change id"))).collect()
     }
 
+    fn change_rows(&self) -> Result<Vec<ChangeRow>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT id, kind, state, requester, created_ms, updated_ms, seq, due_ms FROM changes ORDER BY id",
+            )
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    (
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, i64>(5)?,
+                    ),
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
+                ))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (columns, seq, due_ms) = row.map_err(map_err)?;
+            Ok(ChangeRow {
+                summary: summary_of(columns)?,
+                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative change seq".into()))?,
+                due_at: due_ms.map(Timestamp::from_millis),
+            })
+        })
+        .collect()
+    }
+
     fn reschedule(&self, id: &ChangeId, seq: u64, due_at: Option<Timestamp>) -> Result<()> {
         let (id, seq) = (id.clone(), to_i64(seq)?);
         self.writer.submit(Box::new(move |tx| {
@@ -509,19 +543,21 @@ impl ChangeStore for SqliteStore {
                 ))
             })
             .map_err(map_err)?;
-        rows.map(|row| {
-            let (id, kind, state, requester, created_ms, updated_ms) = row.map_err(map_err)?;
-            Ok(ChangeSummary {
-                id: ChangeId::parse(&id).map_err(corrupt("change id"))?,
-                kind: ChangeKind::parse(&kind).map_err(corrupt("change kind"))?,
-                state: ChangeState::parse(&state).map_err(corrupt("change state"))?,
-                requester: IdentityName::parse(&requester).map_err(corrupt("requester"))?,
-                created_at: Timestamp::from_millis(created_ms),
-                updated_at: Timestamp::from_millis(updated_ms),
-            })
-        })
-        .collect()
+        rows.map(|row| summary_of(row.map_err(map_err)?)).collect()
     }
+}
+
+type SummaryColumns = (String, String, String, String, i64, i64);
+
+fn summary_of((id, kind, state, requester, created_ms, updated_ms): SummaryColumns) -> Result<ChangeSummary> {
+    Ok(ChangeSummary {
+        id: ChangeId::parse(&id).map_err(corrupt("change id"))?,
+        kind: ChangeKind::parse(&kind).map_err(corrupt("change kind"))?,
+        state: ChangeState::parse(&state).map_err(corrupt("change state"))?,
+        requester: IdentityName::parse(&requester).map_err(corrupt("requester"))?,
+        created_at: Timestamp::from_millis(created_ms),
+        updated_at: Timestamp::from_millis(updated_ms),
+    })
 }
 
 type EventColumns = (i64, Option<String>, Option<i64>, Vec<u8>, Option<Vec<u8>>);
@@ -557,6 +593,14 @@ impl GrantStore for SqliteStore {
              WHERE expires_ms IS NOT NULL AND expires_ms <= ?1
              ORDER BY expires_ms, change_id, identity, target, entitlement LIMIT ?2",
             &[&now.as_millis(), &limit],
+        )
+    }
+
+    fn all_grants(&self) -> Result<Vec<Grant>> {
+        self.grants(
+            "SELECT identity, target, entitlement, change_id, granted_ms, expires_ms FROM grants
+             ORDER BY identity, target, entitlement",
+            &[],
         )
     }
 }

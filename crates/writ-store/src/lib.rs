@@ -169,6 +169,17 @@ pub trait ChangeStore {
     /// event), if the change still has `seq` events: a deadline computed from a change read
     /// before a newer commit is not written over the newer one.
     fn reschedule(&self, id: &ChangeId, seq: u64, due_at: Option<Timestamp>) -> Result<()>;
+    /// Every change's row as stored (summary, event count, scheduler deadline), ordered by id:
+    /// what the projection check compares with the fold of each change's events.
+    fn change_rows(&self) -> Result<Vec<ChangeRow>>;
+}
+
+/// A change's stored row: its summary, how many events it counts and its scheduler deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeRow {
+    pub summary: ChangeSummary,
+    pub seq: u64,
+    pub due_at: Option<Timestamp>,
 }
 
 /// Findings, each state it reaches recorded by an event in the same transaction.
@@ -482,6 +493,8 @@ pub trait GrantStore {
     /// Up to `limit` time-bound grants whose expiry is at or before `now`, ordered by expiry,
     /// then change, identity, target and entitlement.
     fn due_grants(&self, now: Timestamp, limit: usize) -> Result<Vec<Grant>>;
+    /// Every grant, ordered by identity, target and entitlement.
+    fn all_grants(&self) -> Result<Vec<Grant>>;
 }
 
 /// The whole log, in index order.

@@ -8,7 +8,9 @@
 //! checkpoint.note      the newest signed checkpoint (C2SP signed note)
 //! checkpoints.txt      every signed checkpoint, separated by blank-line-delimited notes
 //! public.key           the ledger's verifier key
-//! sensitive.jsonl      {"hmac", "value"}: clear text of the sealed values the events reference
+//! sensitive.jsonl      {"hmac", "nonce", "value"}: clear text of the sealed values the events
+//!                      reference, each with the nonce that opens its seal (SHA-256 of a tag,
+//!                      the nonce and the value is what the seal commits to)
 //! evidence/<sha256>    every evidence blob the events reference
 //! ```
 
@@ -173,11 +175,7 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
             Ok((index, path))
         })
         .collect::<Result<_, CliError>>()?;
-    let sensitive: BTreeMap<String, String> = String::from_utf8_lossy(&read("sensitive.jsonl")?)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter_map(|v| Some((v.get("hmac")?.as_str()?.to_owned(), v.get("value")?.as_str()?.to_owned())))
-        .collect();
+    let sensitive = opened_values(&read("sensitive.jsonl")?)?;
     let open_value = |mac: &str| sensitive.get(mac).cloned();
     let mut by_change: BTreeMap<String, Vec<(u64, ChangeEvent)>> = BTreeMap::new();
     let mut count = 0u64;
@@ -259,6 +257,32 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
         )
     });
     Ok(())
+}
+
+/// The clear text of `sensitive.jsonl`, each value checked against its seal with its nonce: a
+/// value that does not open its seal was changed after it was sealed.
+fn opened_values(bytes: &[u8]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut out = BTreeMap::new();
+    for (number, line) in String::from_utf8_lossy(bytes).lines().enumerate() {
+        let value: Value = serde_json::from_str(line)
+            .map_err(|e| invalid(format!("sensitive.jsonl line {}: {e}", number + 1)))?;
+        let field = |name: &str| value.get(name).and_then(Value::as_str);
+        let (Some(seal), Some(text)) = (field("hmac"), field("value")) else {
+            return Err(invalid(format!("sensitive.jsonl line {}: expected hmac and value", number + 1)));
+        };
+        let nonce: Option<[u8; 32]> =
+            field("nonce").and_then(|n| B64.decode(n).ok()).and_then(|n| n.try_into().ok());
+        if !nonce.is_some_and(|nonce| writ_ledger::sensitive::opens(seal, &nonce, text)) {
+            return Err(CliError::new(
+                "ledger.sealed_text_altered",
+                format!(
+                    "the clear text kept for sealed value {seal} does not open its seal: it was changed after it was sealed"
+                ),
+            ));
+        }
+        out.insert(seal.to_owned(), text.to_owned());
+    }
+    Ok(out)
 }
 
 fn parse_hash(text: &str) -> Result<Hash, CliError> {
