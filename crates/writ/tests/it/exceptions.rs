@@ -11,7 +11,7 @@ use crate::breakglass::{breakglass, load_policy, policy_dir};
 use crate::harness::World;
 
 /// Breaks glass as alice under a 2 s post-hoc deadline and lets it pass; returns the finding.
-fn missed_finding(w: &World) -> String {
+pub fn missed_finding(w: &World) -> String {
     load_policy(w, "policy-2s", "2s");
     breakglass(w, "alice", "access:deploy-prod").json();
     std::thread::sleep(Duration::from_millis(2500));
@@ -21,7 +21,7 @@ fn missed_finding(w: &World) -> String {
     report["breakglass_overdue"][0]["finding"].as_str().unwrap().to_owned()
 }
 
-fn request<'a>(finding: &'a str, actor: &'a str, owner: &'a str, term: &'a str) -> Vec<&'a str> {
+pub fn request<'a>(finding: &'a str, actor: &'a str, owner: &'a str, term: &'a str) -> Vec<&'a str> {
     vec![
         "exception",
         "request",

@@ -44,8 +44,11 @@ fn attack(w: &World, name: &str, attack: impl FnOnce(&rusqlite::Connection)) -> 
 }
 
 fn verify(db: &Path, key: &Path) -> Run {
+    // The copy's clear text is checked with the original's HMAC key.
+    let hmac = key.with_extension("hmac");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(["--db", db.to_str().unwrap(), "--ledger-key", key.to_str().unwrap(), "ledger", "verify"])
+        .args(["--db", db.to_str().unwrap(), "--ledger-key", key.to_str().unwrap()])
+        .args(["--hmac-key", hmac.to_str().unwrap(), "ledger", "verify"])
         .output()
         .unwrap();
     crate::harness::Run::from_output(output)
@@ -283,6 +286,103 @@ fn sql_edits_of_the_registry_tables_are_named_by_verify() {
         );
         assert!(run.stderr.contains(named), "{name}: expected {named:?} in {}", run.stderr);
     }
+}
+
+/// The change side: a change's row, the grants it implemented and their expiry, findings,
+/// exceptions and kept clear text are each checked against the ledger.
+#[test]
+fn sql_edits_of_changes_grants_findings_exceptions_and_sealed_text_are_named_by_verify() {
+    let (w, done) = ledger_world();
+    let finding = crate::exceptions::missed_finding(&w);
+    let exception = w.writ(&crate::exceptions::request(&finding, "dave", "carol", "1h")).json();
+    let exception = exception["id"].as_str().unwrap().to_owned();
+    let pending = w.request("carol", "access:eng-read");
+    w.writ(&["ledger", "checkpoint"]).ok();
+    assert_eq!(verify(&w.db, &key(&w)).code, 0, "untouched, the tables are what the ledger says");
+
+    let state = format!("UPDATE changes SET state = 'reviewed' WHERE id = '{pending}'");
+    let forged = format!(
+        "INSERT INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+         VALUES ('carol', 'access', 'deploy-prod', '{done}', 1, NULL)"
+    );
+    let attacks: Vec<(&str, String, String)> = vec![
+        ("hidden change", state, format!("changes {pending}: the ledger says grant pending_approval")),
+        (
+            "expiry",
+            "UPDATE grants SET expires_ms = 1 WHERE identity = 'dave'".into(),
+            "grants dave access:eng-read".into(),
+        ),
+        ("forged grant", forged, "grants carol access:deploy-prod: the ledger says absent".into()),
+        ("grant gone", "DELETE FROM grants WHERE identity = 'dave'".into(), "grants dave access:eng-read".into()),
+        ("finding", "UPDATE findings SET state = 'resolved'".into(), format!("findings {finding}")),
+        (
+            "exception",
+            "UPDATE exceptions SET expires_ms = 4102444800000".into(),
+            format!("exceptions {exception}"),
+        ),
+        (
+            "clear text",
+            "UPDATE sensitive SET value = 'Emergency approved by CISO' WHERE value = 'needed for the job'".into(),
+            "sensitive hk-".into(),
+        ),
+    ];
+    for (name, sql, named) in &attacks {
+        let run = attack(&w, &name.replace(' ', "-"), |c| c.execute_batch(sql).unwrap());
+        assert_eq!(run.code, 8, "{name}: stdout: {}\nstderr: {}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("error[ledger.projection_diverged]"), "{name}: {}", run.stderr);
+        assert!(run.stderr.contains(named.as_str()), "{name}: expected {named:?} in {}", run.stderr);
+        assert!(!run.stderr.contains("Emergency approved"), "{name}: the forged text is not shown");
+    }
+
+    // The forged justification is shown as tampered, never as fact, and a bundle made from the
+    // edited database fails `audit verify`.
+    let copy = w.dir.path().join("clear-text.db");
+    let on_copy = |args: &[&str]| {
+        let hmac = key(&w).with_extension("hmac");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+            .args(["--db", copy.to_str().unwrap(), "--hmac-key", hmac.to_str().unwrap()])
+            .args(["--ledger-key", key(&w).to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from_output(output)
+    };
+    let shown = on_copy(&["change", "show", &done]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains("[tampered"), "{}", shown.stdout);
+    assert!(!shown.stdout.contains("Emergency approved by CISO"), "{}", shown.stdout);
+    let bundle = w.dir.path().join("tampered-bundle");
+    let made = on_copy(&["audit", "bundle", "--change", &done, "--out", bundle.to_str().unwrap()]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let checked = w.writ(&["audit", "verify", bundle.to_str().unwrap()]);
+    assert_eq!(checked.code, 8, "{}\n{}", checked.stdout, checked.stderr);
+    assert!(checked.stderr.contains("error[ledger.sealed_text_altered]"), "{}", checked.stderr);
+}
+
+/// An auditor checks each kept clear text in a bundle against its seal without the key: text
+/// edited in the bundle (its manifest digest recomputed) fails, the untouched bundle passes.
+#[test]
+fn a_bundle_whose_sealed_text_was_edited_fails_audit_verify() {
+    let (w, id) = ledger_world();
+    let bundle = w.dir.path().join("bundle");
+    w.writ(&["audit", "bundle", "--change", &id, "--out", bundle.to_str().unwrap()]).ok();
+    let fine = w.writ(&["audit", "verify", bundle.to_str().unwrap()]);
+    assert_eq!(fine.code, 0, "{}", fine.stderr);
+    assert!(fine.stdout.contains("needed for the job"), "{}", fine.stdout);
+    let path = bundle.join("sensitive.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"nonce\""), "each value carries its opening: {text}");
+    let forged = text.replace("needed for the job", "Emergency approved by CISO");
+    std::fs::write(&path, &forged).unwrap();
+    let manifest_path = bundle.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let digest = hex::encode(writ_ledger::sha256(forged.as_bytes()));
+    manifest["files"]["sensitive.jsonl"] = serde_json::Value::String(digest);
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let checked = w.writ(&["audit", "verify", bundle.to_str().unwrap()]);
+    assert_eq!(checked.code, 8, "{}\n{}", checked.stdout, checked.stderr);
+    assert!(checked.stderr.contains("error[ledger.sealed_text_altered]"), "{}", checked.stderr);
+    assert!(!checked.stdout.contains("Emergency approved"), "{}", checked.stdout);
 }
 
 /// A server over tables that disagree with the ledger answers reads and refuses every write.
