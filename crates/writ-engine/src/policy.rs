@@ -35,7 +35,7 @@ impl Engine {
             return Ok(policy.clone());
         }
         let policy = Arc::new(match self.store.policy(None)? {
-            Some((_, files)) => compile_stored(&files)?,
+            Some((hash, files)) => compile_stored(&hash, &files)?,
             None => Policy::default_pack()?,
         });
         *self.policy.write().map_err(|_| poisoned())? = Some(policy.clone());
@@ -52,7 +52,7 @@ impl Engine {
         if cached.as_deref() == Some(hash.as_str()) {
             return Ok(false);
         }
-        let policy = Arc::new(compile_stored(&files)?);
+        let policy = Arc::new(compile_stored(&hash, &files)?);
         *self.policy.write().map_err(|_| poisoned())? = Some(policy);
         tracing::info!(target: "writ::admin", hash = %hash, "policy loaded elsewhere is now in force here");
         Ok(true)
@@ -60,8 +60,8 @@ impl Engine {
 
     /// The policy with `hash`, as it was loaded (the default pack needs no loading).
     pub fn policy_by_hash(&self, hash: &str) -> Result<Option<Policy>> {
-        if let Some((_, files)) = self.store.policy(Some(hash))? {
-            return Ok(Some(compile_stored(&files)?));
+        if let Some((stored, files)) = self.store.policy(Some(hash))? {
+            return Ok(Some(compile_stored(&stored, &files)?));
         }
         let default = Policy::default_pack()?;
         Ok((default.hash() == hash).then_some(default))
@@ -455,14 +455,24 @@ pub(crate) fn op_facts(
     }
 }
 
-fn compile_stored(files: &str) -> Result<Policy> {
+/// Compiles a stored policy and checks that its files are the ones `hash` names: files edited
+/// in the table (the hash column left alone) are refused, never put in force.
+pub(crate) fn compile_stored(hash: &str, files: &str) -> Result<Policy> {
     let files: std::collections::BTreeMap<String, String> = serde_json::from_str(files).map_err(|e| {
         EngineError::Policy(writ_policy::PolicyError::Io {
             path: "stored policy".into(),
             detail: e.to_string(),
         })
     })?;
-    Ok(Policy::compile(PolicyBundle::from_files(files)?)?)
+    let policy = Policy::compile(PolicyBundle::from_files(files)?)?;
+    if policy.hash() != hash {
+        return Err(EngineError::Store(writ_store::StoreError::Corrupt(format!(
+            "the stored files of policy {} hash to {}: they were changed outside Writ; run `writ ledger verify`",
+            short(hash),
+            short(policy.hash())
+        ))));
+    }
+    Ok(policy)
 }
 
 fn short(hash: &str) -> &str {

@@ -329,7 +329,17 @@ impl Engine {
             .into_iter()
             .map(|(identity, external_id)| (identity.to_string(), format!("externalId {external_id:?}")))
             .collect();
-        let policy = store.policy(None)?.map(|(hash, _)| ("in force".to_owned(), hash)).into_iter().collect();
+        // The hash of the files that would be put in force, not only the hash column: files
+        // edited behind an unchanged hash are a divergence too.
+        let policy = store
+            .policy(None)?
+            .map(|(hash, files)| {
+                let actual = crate::policy::compile_stored(&hash, &files)
+                    .map_or_else(|_| format!("files that do not hash to {hash}"), |p| p.hash().to_owned());
+                ("in force".to_owned(), actual)
+            })
+            .into_iter()
+            .collect();
         let expected_identities = expected
             .identities
             .iter()

@@ -41,8 +41,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             crate::policy_cmd::run(None, command, json)
         }
         Top::Policy(command) => {
+            let database = Database::parse(db.as_deref())?;
             let engine = open(db.as_deref(), hmac)?;
-            crate::policy_cmd::run(Some(&engine), command, json)
+            let result = crate::policy_cmd::run(Some(&engine), command, json);
+            if result.is_ok() {
+                auto_checkpoint(&engine, &database.key_path(key.as_deref())?);
+            }
+            result
         }
         Top::Ledger(command) => {
             let database = Database::parse(db.as_deref())?;
@@ -209,12 +214,13 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
     }
 }
 
-/// Signs a checkpoint after a write if one is due (at most about one per second while events
-/// arrive). The events are already durable; a missing key or a refusal to sign is reported, not
-/// fatal, and `writ ledger verify` will show what is not yet covered.
+/// Signs a checkpoint covering every event after a command that wrote, so no run leaves its
+/// last events outside every signed checkpoint (where they could be deleted without trace).
+/// The events are already durable; a missing key or a refusal to sign is reported, not fatal,
+/// and `writ ledger verify` shows what is not yet covered.
 fn auto_checkpoint(engine: &Engine, key: &Path) {
-    let outcome = writ_server::keys::load(key)
-        .and_then(|signer| engine.checkpoint_if_due(&signer, 1000).map_err(CliError::from));
+    let outcome =
+        writ_server::keys::load(key).and_then(|signer| engine.checkpoint(&signer).map_err(CliError::from));
     if let Err(error) = outcome {
         tracing::warn!(target: "writ::ledger", code = %error.code, "no checkpoint signed: {}", error.message);
     }

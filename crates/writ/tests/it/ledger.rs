@@ -313,7 +313,11 @@ fn sql_edits_of_changes_grants_findings_exceptions_and_sealed_text_are_named_by_
             "grants dave access:eng-read".into(),
         ),
         ("forged grant", forged, "grants carol access:deploy-prod: the ledger says absent".into()),
-        ("grant gone", "DELETE FROM grants WHERE identity = 'dave'".into(), "grants dave access:eng-read".into()),
+        (
+            "grant gone",
+            "DELETE FROM grants WHERE identity = 'dave'".into(),
+            "grants dave access:eng-read".into(),
+        ),
         ("finding", "UPDATE findings SET state = 'resolved'".into(), format!("findings {finding}")),
         (
             "exception",
@@ -321,8 +325,14 @@ fn sql_edits_of_changes_grants_findings_exceptions_and_sealed_text_are_named_by_
             format!("exceptions {exception}"),
         ),
         (
+            "policy files",
+            "UPDATE policies SET files = replace(files, '2s', '9s')".into(),
+            "policies in force".into(),
+        ),
+        (
             "clear text",
-            "UPDATE sensitive SET value = 'Emergency approved by CISO' WHERE value = 'needed for the job'".into(),
+            "UPDATE sensitive SET value = 'Emergency approved by CISO' WHERE value = 'needed for the job'"
+                .into(),
             "sensitive hk-".into(),
         ),
     ];
@@ -375,7 +385,8 @@ fn a_bundle_whose_sealed_text_was_edited_fails_audit_verify() {
     let forged = text.replace("needed for the job", "Emergency approved by CISO");
     std::fs::write(&path, &forged).unwrap();
     let manifest_path = bundle.join("manifest.json");
-    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let digest = hex::encode(writ_ledger::sha256(forged.as_bytes()));
     manifest["files"]["sensitive.jsonl"] = serde_json::Value::String(digest);
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
