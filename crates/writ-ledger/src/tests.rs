@@ -394,7 +394,7 @@ fn sensitive_text_is_sealed_and_can_be_erased() {
     let (bytes, sealed) = encode(&requested, &key());
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(!text.contains("on call"), "justification in clear: {text}");
-    let mac = key().mac("on call \"quoted\" é");
+    let mac = key().seal("on call \"quoted\" é");
     assert_eq!(sealed, vec![(mac.clone(), "on call \"quoted\" é".to_owned())]);
     assert!(text.contains(&format!("{{\"hmac\":\"{mac}\"}}")), "{text}");
     assert!(mac.starts_with(key().id()));
@@ -408,4 +408,24 @@ fn sensitive_text_is_sealed_and_can_be_erased() {
     assert_eq!(parsed.mac("x"), key().mac("x"));
     assert!(HmacKey::parse(&key().to_text().replace("HMAC+hk-", "HMAC+hk-0")).is_err());
     assert!(!format!("{:?}", key()).contains(&key().to_text()[15..]));
+}
+
+/// A seal is a commitment: the key holder checks a value, anyone with the value's nonce opens
+/// that one seal, and other text (or another value's nonce) opens nothing.
+#[test]
+fn a_seal_opens_only_with_its_own_value_and_nonce() {
+    let value = "needed for the job";
+    let seal = key().seal(value);
+    assert_eq!(seal, key().seal(value), "deterministic under one key");
+    assert_ne!(seal, HmacKey::from_bytes([4; 32]).seal(value), "keyed");
+    assert!(key().check(&seal, value));
+    assert!(!key().check(&seal, "Emergency approved by CISO"));
+    assert!(key().check(&key().mac(value), value), "values sealed before commitments still check");
+    let nonce = key().nonce(value);
+    assert!(crate::sensitive::opens(&seal, &nonce, value));
+    assert!(!crate::sensitive::opens(&seal, &nonce, "Emergency approved by CISO"));
+    let forged_nonce = key().nonce("Emergency approved by CISO");
+    assert!(!crate::sensitive::opens(&seal, &forged_nonce, "Emergency approved by CISO"));
+    assert!(!crate::sensitive::opens("no colon", &nonce, value));
+    assert_ne!(nonce, key().nonce("another value"));
 }

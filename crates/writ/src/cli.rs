@@ -181,8 +181,8 @@ pub enum LedgerCmd {
         #[arg(long)]
         shallow: bool,
     },
-    /// Print the keyed HMAC the ledger records for VALUE, so an auditor can check a sealed
-    /// justification, reason or note against the text they were given.
+    /// Print the seal the ledger records for VALUE (a keyed commitment), so an auditor can check
+    /// a sealed justification, reason or note against the text they were given.
     Hash { value: String },
     /// Print an inclusion proof (--index N) or a consistency proof (--from A --to B).
     Prove {
