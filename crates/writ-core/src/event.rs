@@ -363,6 +363,13 @@ pub enum RegistryEvent {
         count: u64,
         samples: Vec<String>,
     },
+    /// An admin put tables that had diverged from the ledger back to what its events say
+    /// (`writ ledger repair --projections`); `repaired` names each row (`table key`).
+    ProjectionsRepaired {
+        actor: Actor,
+        repaired: Vec<String>,
+        at: Timestamp,
+    },
     /// An exception after one step (`kind`), with the policy decision behind it if policy made
     /// one, and a note (a reason for a rejection or revocation).
     Exception {
@@ -393,6 +400,7 @@ impl RegistryEvent {
             RegistryEvent::Delivery { kind, .. } => kind.as_str(),
             RegistryEvent::DeliveryRefused { .. } => "intake.refused",
             RegistryEvent::RefusalsCounted { .. } => "intake.refusals_counted",
+            RegistryEvent::ProjectionsRepaired { .. } => "ledger.projections_repaired",
         }
     }
 
@@ -413,7 +421,8 @@ impl RegistryEvent {
             | RegistryEvent::Exception { actor, .. }
             | RegistryEvent::Delivery { actor, .. }
             | RegistryEvent::DeliveryRefused { actor, .. }
-            | RegistryEvent::RefusalsCounted { actor, .. } => actor,
+            | RegistryEvent::RefusalsCounted { actor, .. }
+            | RegistryEvent::ProjectionsRepaired { actor, .. } => actor,
         }
     }
 
@@ -428,6 +437,7 @@ impl RegistryEvent {
             | RegistryEvent::DelegationRevoked { at, .. }
             | RegistryEvent::ScimLinked { at, .. }
             | RegistryEvent::RefusalsCounted { at, .. }
+            | RegistryEvent::ProjectionsRepaired { at, .. }
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,

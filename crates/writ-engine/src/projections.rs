@@ -6,15 +6,20 @@
 //! [`Engine::check_projections`] rebuilds them and names every divergence between what the
 //! ledger says and what the tables hold: a row edited, added or removed with plain SQL is found
 //! even though every event still verifies. So is kept clear text that no longer matches the
-//! seal its event holds (`sensitive`).
+//! seal its event holds (`sensitive`). [`Engine::repair_projections`] puts every diverged row
+//! back from the ledger, recorded as one `ledger.projections_repaired` event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use writ_core::access::{Delegation, Role, TokenInfo};
 use writ_core::change::{Change, ChangeId};
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
-use writ_core::identity::{Grant, IdentityState};
+use writ_core::exception::Exception;
+use writ_core::finding::Finding;
+use writ_core::identity::{Actor, Grant, Identity, IdentityState, Target};
+use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
-use writ_store::{ChangeRow, ChangeSummary, GrantUpdate};
+use writ_store::{ChangeRow, ChangeSummary, Fix, GrantUpdate};
 
 use crate::lifecycle::grant_updates;
 use crate::{Engine, Result};
@@ -43,26 +48,79 @@ impl std::fmt::Display for Divergence {
     }
 }
 
-/// The registry as the ledger's events build it, each row rendered as the text compared.
+/// What `writ ledger repair --projections` did: the rows it put back (and the index of the
+/// event recording them), and what it could not put back from the ledger alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repair {
+    pub repaired: Vec<Divergence>,
+    pub index: Option<u64>,
+    pub remaining: Vec<Divergence>,
+}
+
+type Token = (TokenInfo, Option<Timestamp>);
+
+/// Every projection as the ledger's events build it, typed, keyed as divergences name them.
 #[derive(Default)]
 struct Expected {
-    /// name → (kind, owner, vendor, state)
-    identities: BTreeMap<String, (String, Option<String>, Option<String>, IdentityState)>,
-    targets: BTreeMap<String, String>,
-    /// id → (identity, label, expiry, revocation)
-    tokens: BTreeMap<String, (String, String, String, Option<String>)>,
-    roles: BTreeMap<String, String>,
-    delegations: BTreeMap<String, String>,
-    scim_links: BTreeMap<String, String>,
-    policy: BTreeMap<String, String>,
-    findings: BTreeMap<String, String>,
-    exceptions: BTreeMap<String, String>,
+    identities: BTreeMap<String, Identity>,
+    targets: BTreeMap<String, Target>,
+    tokens: BTreeMap<String, Token>,
+    roles: BTreeMap<String, (IdentityName, Role)>,
+    delegations: BTreeMap<String, Delegation>,
+    scim_links: BTreeMap<String, (IdentityName, String)>,
+    /// Every policy hash loaded, and the one in force (the last loaded).
+    policies_loaded: BTreeSet<String>,
+    policy: Option<String>,
+    findings: BTreeMap<String, Finding>,
+    exceptions: BTreeMap<String, Exception>,
     /// id → (the fold of its events, the time of its last event)
     changes: BTreeMap<ChangeId, (Change, Timestamp)>,
     /// "identity target:entitlement" → grant
     grants: BTreeMap<String, Grant>,
     /// Every seal the events hold, to check kept clear text against.
     seals: Vec<String>,
+}
+
+fn role_key(identity: &IdentityName, role: Role) -> String {
+    format!("{identity} {role}")
+}
+
+fn delegation_key(principal: &IdentityName, delegate: &IdentityName) -> String {
+    format!("{principal} → {delegate}")
+}
+
+fn grant_key(grant: &Grant) -> String {
+    format!("{} {}", grant.identity, grant.entitlement)
+}
+
+fn time(at: Option<Timestamp>, none: &str) -> String {
+    at.map_or_else(|| none.to_owned(), |t| t.to_rfc3339())
+}
+
+fn identity_row(i: &Identity) -> String {
+    let (owner, vendor) = (i.owner.as_ref().map(IdentityName::as_str), i.vendor.as_ref().map(|v| v.as_str()));
+    format!(
+        "kind {}, owner {}, vendor {}, {}",
+        i.kind.as_str(),
+        owner.unwrap_or("-"),
+        vendor.unwrap_or("-"),
+        i.state
+    )
+}
+
+fn target_row(t: &Target) -> String {
+    let settings: Vec<String> = t.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{} [{}]", t.connector.as_str(), settings.join(", "))
+}
+
+fn token_row((info, revoked): &Token) -> String {
+    format!(
+        "of {} ({:?}), expires {}, revoked {}",
+        info.identity,
+        info.label,
+        info.expires_at.to_rfc3339(),
+        time(*revoked, "no")
+    )
 }
 
 fn change_row(row: &ChangeRow) -> String {
@@ -75,7 +133,7 @@ fn change_row(row: &ChangeRow) -> String {
         summary.created_at.to_rfc3339(),
         summary.updated_at.to_rfc3339(),
         row.seq,
-        row.due_at.map_or_else(|| "never".to_owned(), |d| d.to_rfc3339()),
+        time(row.due_at, "never"),
     )
 }
 
@@ -95,96 +153,72 @@ fn expected_change_row(change: &Change, updated_at: Timestamp) -> ChangeRow {
     }
 }
 
-fn grant_key(grant: &Grant) -> String {
-    format!("{} {}", grant.identity, grant.entitlement)
-}
-
 fn grant_row(grant: &Grant) -> String {
     format!(
         "by {} at {}, expires {}",
         grant.change,
         grant.granted_at.to_rfc3339(),
-        grant.expires_at.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339())
+        time(grant.expires_at, "never")
     )
-}
-
-fn identity_row(kind: &str, owner: Option<&str>, vendor: Option<&str>, state: IdentityState) -> String {
-    format!("kind {kind}, owner {}, vendor {}, {state}", owner.unwrap_or("-"), vendor.unwrap_or("-"))
-}
-
-fn token_row(identity: &str, label: &str, expires: &str, revoked: Option<&str>) -> String {
-    format!("of {identity} ({label:?}), expires {expires}, revoked {}", revoked.unwrap_or("no"))
 }
 
 impl Expected {
     fn apply(&mut self, event: &RegistryEvent) {
         match event {
-            RegistryEvent::IdentityAdded { identity: i, .. } => {
-                let row = (
-                    i.kind.as_str().to_owned(),
-                    i.owner.as_ref().map(ToString::to_string),
-                    i.vendor.as_ref().map(ToString::to_string),
-                    IdentityState::Active,
-                );
-                self.identities.insert(i.name.to_string(), row);
+            RegistryEvent::IdentityAdded { identity, .. } => {
+                let identity = Identity { state: IdentityState::Active, ..identity.clone() };
+                self.identities.insert(identity.name.to_string(), identity);
             }
             RegistryEvent::IdentityState { identity, to, tokens_revoked, at, .. } => {
                 if let Some(row) = self.identities.get_mut(identity.as_str()) {
-                    row.3 = *to;
+                    row.state = *to;
                 }
                 for id in tokens_revoked {
                     if let Some(row) = self.tokens.get_mut(id) {
-                        row.3 = Some(at.to_rfc3339());
+                        row.1 = Some(*at);
                     }
                 }
             }
             RegistryEvent::TargetAdded { target, .. } => {
-                let settings: Vec<String> = target.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                self.targets.insert(
-                    target.name.to_string(),
-                    format!("{} [{}]", target.connector.as_str(), settings.join(", ")),
-                );
+                self.targets.insert(target.name.to_string(), target.clone());
             }
             RegistryEvent::TokenIssued { token, .. } => {
-                let row =
-                    (token.identity.to_string(), token.label.clone(), token.expires_at.to_rfc3339(), None);
-                self.tokens.insert(token.id.clone(), row);
+                self.tokens.insert(token.id.clone(), (token.clone(), None));
             }
             RegistryEvent::TokenRevoked { id, at, .. } => {
                 if let Some(row) = self.tokens.get_mut(id) {
-                    row.3 = Some(at.to_rfc3339());
+                    row.1 = Some(*at);
                 }
             }
             RegistryEvent::RoleGranted { identity, role, .. } => {
-                self.roles.insert(format!("{identity} {role}"), "assigned".to_owned());
+                self.roles.insert(role_key(identity, *role), (identity.clone(), *role));
             }
             RegistryEvent::RoleRevoked { identity, role, .. } => {
-                self.roles.remove(&format!("{identity} {role}"));
+                self.roles.remove(&role_key(identity, *role));
             }
             RegistryEvent::DelegationGranted { delegation: d, .. } => {
-                self.delegations.insert(
-                    format!("{} → {}", d.principal, d.delegate),
-                    format!("until {}", d.until.to_rfc3339()),
-                );
+                self.delegations.insert(delegation_key(&d.principal, &d.delegate), d.clone());
             }
             RegistryEvent::DelegationRevoked { principal, delegate, .. } => {
-                self.delegations.remove(&format!("{principal} → {delegate}"));
+                self.delegations.remove(&delegation_key(principal, delegate));
             }
             RegistryEvent::ScimLinked { identity, external_id, .. } => {
-                self.scim_links.insert(identity.to_string(), format!("externalId {external_id:?}"));
+                self.scim_links.insert(identity.to_string(), (identity.clone(), external_id.clone()));
             }
             RegistryEvent::PolicyLoaded { hash, .. } => {
-                self.policy.insert("in force".to_owned(), hash.clone());
+                self.policies_loaded.insert(hash.clone());
+                self.policy = Some(hash.clone());
             }
             RegistryEvent::Finding { finding, .. } => {
-                self.findings.insert(finding.id.clone(), format!("{finding:?}"));
+                self.findings.insert(finding.id.clone(), finding.clone());
             }
             RegistryEvent::Exception { exception, .. } => {
-                self.exceptions.insert(exception.id.to_string(), format!("{exception:?}"));
+                self.exceptions.insert(exception.id.to_string(), (**exception).clone());
             }
             RegistryEvent::Delivery { .. }
             | RegistryEvent::DeliveryRefused { .. }
-            | RegistryEvent::RefusalsCounted { .. } => {}
+            | RegistryEvent::RefusalsCounted { .. }
+            | RegistryEvent::ProjectionsRepaired { .. } => {}
         }
     }
 
@@ -192,20 +226,13 @@ impl Expected {
     /// an implementation's outcomes (as `lifecycle::grant_updates` decides them), and an expiry
     /// change's removals once it is verified.
     fn apply_change(&mut self, event: &ChangeEvent) {
-        let before = self.changes.remove(&event.change);
-        let Ok(after) = writ_core::machine::evolve(before.as_ref().map(|(c, _)| c.clone()), event) else {
-            // An event its change cannot take is the ledger check's to report; keep the fold.
-            if let Some(before) = before {
-                self.changes.insert(event.change.clone(), before);
-            }
-            return;
-        };
+        let before = self.changes.remove(&event.change).map(|(change, _)| change);
         let updates = match (&event.body, before.as_ref()) {
             (
                 ChangeEventBody::Implemented { outcomes } | ChangeEventBody::ExecutionFailed { outcomes, .. },
-                Some((change, _)),
+                Some(change),
             ) => grant_updates(change, outcomes, event.at),
-            (ChangeEventBody::Verified { .. }, Some((change, _))) if change.origin.is_some() => change
+            (ChangeEventBody::Verified { .. }, Some(change)) if change.origin.is_some() => change
                 .ops
                 .iter()
                 .map(|op| GrantUpdate::Remove {
@@ -225,35 +252,211 @@ impl Expected {
                 }
             }
         }
-        self.changes.insert(event.change.clone(), (after, event.at));
-    }
-}
-
-/// Every key of `expected` and `found` whose rows differ.
-fn compare(
-    table: &'static str,
-    expected: &BTreeMap<String, String>,
-    found: &BTreeMap<String, String>,
-    out: &mut Vec<Divergence>,
-) {
-    let absent = || "absent".to_owned();
-    for key in expected.keys().chain(found.keys().filter(|k| !expected.contains_key(*k))) {
-        let (want, have) = (expected.get(key), found.get(key));
-        if want != have {
-            out.push(Divergence {
-                table,
-                key: key.clone(),
-                expected: want.cloned().unwrap_or_else(absent),
-                found: have.cloned().unwrap_or_else(absent),
-            });
+        // An event its change cannot take is the ledger check's to report (`load` refuses the
+        // change too); the fold stops there.
+        if let Ok(after) = writ_core::machine::evolve(before, event) {
+            self.changes.insert(event.change.clone(), (after, event.at));
         }
     }
 }
 
+/// What comparing the tables with the ledger found: each divergence, and the fix for those the
+/// ledger alone can put back.
+#[derive(Default)]
+struct Survey {
+    divergences: Vec<Divergence>,
+    fixes: Vec<Fix>,
+}
+
+impl Survey {
+    /// Compares one table, row by row, by the text `render` gives each row; `fix` builds the
+    /// fix that makes a row what the ledger says (`None`: the ledger has no such row).
+    fn table<T>(
+        &mut self,
+        table: &'static str,
+        expected: &BTreeMap<String, T>,
+        found: &BTreeMap<String, T>,
+        render: impl Fn(&T) -> String,
+        fix: impl Fn(&str, Option<&T>, Option<&T>) -> Option<Fix>,
+    ) {
+        let absent = || "absent".to_owned();
+        for key in expected.keys().chain(found.keys().filter(|k| !expected.contains_key(*k))) {
+            let (want, have) = (expected.get(key), found.get(key));
+            let (want_text, have_text) = (want.map(&render), have.map(&render));
+            if want_text != have_text {
+                self.divergences.push(Divergence {
+                    table,
+                    key: key.clone(),
+                    expected: want_text.unwrap_or_else(absent),
+                    found: have_text.unwrap_or_else(absent),
+                });
+                self.fixes.extend(fix(key, want, have));
+            }
+        }
+    }
+}
+
+fn keyed<T>(rows: impl IntoIterator<Item = T>, key: impl Fn(&T) -> String) -> BTreeMap<String, T> {
+    rows.into_iter().map(|row| (key(&row), row)).collect()
+}
+
 impl Engine {
-    /// Rebuilds the registry tables from the ledger's events and names every divergence, in
-    /// table then key order. Empty when the tables are what the ledger says.
+    /// Rebuilds the tables from the ledger's events and names every divergence, in table then
+    /// key order. Empty when the tables are what the ledger says.
     pub fn check_projections(&self) -> Result<Vec<Divergence>> {
+        Ok(self.survey()?.divergences)
+    }
+
+    /// Puts every diverged row back to what the ledger says, in one transaction with a
+    /// `ledger.projections_repaired` event naming each row, then checks again. What the ledger
+    /// alone cannot restore (a policy whose files were changed; a token's secret hash) is left
+    /// and returned in `remaining`. Nothing is recorded when nothing diverged.
+    pub fn repair_projections(&self, actor: Actor) -> Result<Repair> {
+        self.acting(&actor)?;
+        let survey = self.survey()?;
+        if survey.divergences.is_empty() {
+            return Ok(Repair { repaired: Vec::new(), index: None, remaining: Vec::new() });
+        }
+        // Rows others refer to are removed last and written first.
+        let rank = |fix: &Fix| match fix {
+            Fix::Identity(_, None) => 2,
+            Fix::Target(_, None) | Fix::Change(_, None) => 1,
+            Fix::Identity(_, Some(_)) => -2,
+            Fix::Target(_, Some(_)) | Fix::Change(_, Some(_)) => -1,
+            _ => 0,
+        };
+        let mut fixes = survey.fixes;
+        fixes.sort_by_key(|fix| -rank(fix));
+        let named: Vec<String> =
+            survey.divergences.iter().map(|d| format!("{} {}", d.table, d.key)).collect();
+        let event = RegistryEvent::ProjectionsRepaired { actor, repaired: named, at: self.clock.now() };
+        let index = self.store.repair(&fixes, &crate::registry_event(&event, self.hmac()?))?;
+        tracing::warn!(target: "writ::ledger", rows = survey.divergences.len(), index, "projections repaired from the ledger");
+        let remaining = self.check_projections()?;
+        let repaired = survey.divergences.into_iter().filter(|d| !remaining.contains(d)).collect();
+        Ok(Repair { repaired, index: Some(index), remaining })
+    }
+
+    fn survey(&self) -> Result<Survey> {
+        let expected = self.rebuild()?;
+        let store = &self.store;
+        let mut survey = Survey::default();
+        let identities = keyed(store.identities()?, |i| i.name.to_string());
+        survey.table("identities", &expected.identities, &identities, identity_row, |_, want, have| {
+            let name = want.or(have).map(|i| i.name.clone())?;
+            Some(Fix::Identity(name, want.cloned()))
+        });
+        let targets = keyed(store.targets()?, |t| t.name.to_string());
+        survey.table("targets", &expected.targets, &targets, target_row, |_, want, have| {
+            let name = want.or(have).map(|t| t.name.clone())?;
+            Some(Fix::Target(name, want.cloned()))
+        });
+        let tokens =
+            keyed(store.tokens()?.into_iter().map(|t| (t.info, t.revoked_at)), |(info, _)| info.id.clone());
+        survey.table("tokens", &expected.tokens, &tokens, token_row, |id, want, _| {
+            Some(Fix::Token(id.to_owned(), want.cloned()))
+        });
+        let roles = keyed(store.role_assignments()?, |(identity, role)| role_key(identity, *role));
+        survey.table(
+            "roles",
+            &expected.roles,
+            &roles,
+            |_| "assigned".to_owned(),
+            |_, want, have| {
+                let (identity, role) = want.or(have)?.clone();
+                Some(Fix::Role(identity, role, want.is_some()))
+            },
+        );
+        let delegations = keyed(store.delegations()?, |d| delegation_key(&d.principal, &d.delegate));
+        survey.table(
+            "delegations",
+            &expected.delegations,
+            &delegations,
+            |d| format!("until {}", d.until.to_rfc3339()),
+            |_, want, have| {
+                let d = want.or(have)?;
+                Some(Fix::Delegation(d.principal.clone(), d.delegate.clone(), want.cloned()))
+            },
+        );
+        let links = keyed(store.scim_links()?, |(identity, _)| identity.to_string());
+        survey.table(
+            "scim_links",
+            &expected.scim_links,
+            &links,
+            |(_, external_id)| format!("externalId {external_id:?}"),
+            |_, want, have| {
+                let identity = want.or(have)?.0.clone();
+                Some(Fix::ScimLink(identity, want.map(|(_, e)| e.clone())))
+            },
+        );
+        self.survey_policy(&expected, &mut survey)?;
+        let findings = keyed(store.findings(None)?, |f| f.id.clone());
+        survey.table(
+            "findings",
+            &expected.findings,
+            &findings,
+            |f| format!("{f:?}"),
+            |id, want, _| Some(Fix::Finding(id.to_owned(), want.cloned())),
+        );
+        let exceptions = keyed(store.exceptions(None)?, |e| e.id.to_string());
+        survey.table(
+            "exceptions",
+            &expected.exceptions,
+            &exceptions,
+            |e| format!("{e:?}"),
+            |_, want, have| {
+                let id = want.or(have)?.id.clone();
+                Some(Fix::Exception(id, want.map(|e| (e.clone(), e.next_deadline()))))
+            },
+        );
+        let changes = keyed(store.change_rows()?, |row| row.summary.id.to_string());
+        let expected_changes = expected
+            .changes
+            .iter()
+            .map(|(id, (change, updated))| (id.to_string(), expected_change_row(change, *updated)))
+            .collect();
+        survey.table("changes", &expected_changes, &changes, change_row, |_, want, have| {
+            let id = want.or(have)?.summary.id.clone();
+            Some(Fix::Change(id, want.cloned()))
+        });
+        let grants = keyed(store.all_grants()?, grant_key);
+        survey.table("grants", &expected.grants, &grants, grant_row, |_, want, have| {
+            let g = want.or(have)?;
+            Some(Fix::Grant(g.identity.clone(), g.entitlement.clone(), want.cloned()))
+        });
+        self.check_sealed(&expected.seals, &mut survey)?;
+        Ok(survey)
+    }
+
+    /// The policy in force: the hash of the files that would be put in force (not only the hash
+    /// column, so files edited behind an unchanged hash diverge too) against the last
+    /// `policy.loaded`. A stored policy no event loaded is removed by repair; the files of the
+    /// one in force can be restored only if a row of it still holds them unchanged.
+    fn survey_policy(&self, expected: &Expected, survey: &mut Survey) -> Result<()> {
+        let found = self.store.policy(None)?.map(|(hash, files)| {
+            crate::policy::compile_stored(&hash, &files)
+                .map_or_else(|_| format!("files that do not hash to {hash}"), |p| p.hash().to_owned())
+        });
+        let want: BTreeMap<String, String> =
+            expected.policy.iter().map(|hash| ("in force".to_owned(), hash.clone())).collect();
+        let have: BTreeMap<String, String> =
+            found.into_iter().map(|hash| ("in force".to_owned(), hash)).collect();
+        let restorable = match &expected.policy {
+            Some(hash) => match self.store.policy(Some(hash))? {
+                Some((stored, files)) => crate::policy::compile_stored(&stored, &files).is_ok(),
+                None => false,
+            },
+            None => true,
+        };
+        let loaded: Vec<String> = expected.policies_loaded.iter().cloned().collect();
+        survey.table("policies", &want, &have, Clone::clone, |_, _, _| {
+            restorable.then(|| Fix::Policy { loaded: loaded.clone(), in_force: expected.policy.clone() })
+        });
+        Ok(())
+    }
+
+    /// Replays every event into the projections it builds.
+    fn rebuild(&self) -> Result<Expected> {
         let mut expected = Expected::default();
         let mut from = 0;
         loop {
@@ -278,120 +481,16 @@ impl Engine {
                 _ => break,
             }
         }
-        let store = &self.store;
-        let identities = store
-            .identities()?
-            .iter()
-            .map(|i| {
-                let row = identity_row(
-                    i.kind.as_str(),
-                    i.owner.as_ref().map(|o| o.as_str()),
-                    i.vendor.as_ref().map(|v| v.as_str()),
-                    i.state,
-                );
-                (i.name.to_string(), row)
-            })
-            .collect();
-        let targets = store
-            .targets()?
-            .iter()
-            .map(|t| {
-                let settings: Vec<String> = t.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                (t.name.to_string(), format!("{} [{}]", t.connector.as_str(), settings.join(", ")))
-            })
-            .collect();
-        let tokens = store
-            .tokens()?
-            .iter()
-            .map(|t| {
-                let revoked = t.revoked_at.map(|at| at.to_rfc3339());
-                let row = token_row(
-                    t.info.identity.as_str(),
-                    &t.info.label,
-                    &t.info.expires_at.to_rfc3339(),
-                    revoked.as_deref(),
-                );
-                (t.info.id.clone(), row)
-            })
-            .collect();
-        let roles = store
-            .role_assignments()?
-            .iter()
-            .map(|(identity, role)| (format!("{identity} {role}"), "assigned".to_owned()))
-            .collect();
-        let delegations = store
-            .delegations()?
-            .iter()
-            .map(|d| (format!("{} → {}", d.principal, d.delegate), format!("until {}", d.until.to_rfc3339())))
-            .collect();
-        let scim_links = store
-            .scim_links()?
-            .into_iter()
-            .map(|(identity, external_id)| (identity.to_string(), format!("externalId {external_id:?}")))
-            .collect();
-        // The hash of the files that would be put in force, not only the hash column: files
-        // edited behind an unchanged hash are a divergence too.
-        let policy = store
-            .policy(None)?
-            .map(|(hash, files)| {
-                let actual = crate::policy::compile_stored(&hash, &files)
-                    .map_or_else(|_| format!("files that do not hash to {hash}"), |p| p.hash().to_owned());
-                ("in force".to_owned(), actual)
-            })
-            .into_iter()
-            .collect();
-        let expected_identities = expected
-            .identities
-            .iter()
-            .map(|(name, (kind, owner, vendor, state))| {
-                (name.clone(), identity_row(kind, owner.as_deref(), vendor.as_deref(), *state))
-            })
-            .collect();
-        let expected_tokens = expected
-            .tokens
-            .iter()
-            .map(|(id, (identity, label, expires, revoked))| {
-                (id.clone(), token_row(identity, label, expires, revoked.as_deref()))
-            })
-            .collect();
-        let mut out = Vec::new();
-        compare("identities", &expected_identities, &identities, &mut out);
-        compare("targets", &expected.targets, &targets, &mut out);
-        compare("tokens", &expected_tokens, &tokens, &mut out);
-        compare("roles", &expected.roles, &roles, &mut out);
-        compare("delegations", &expected.delegations, &delegations, &mut out);
-        compare("scim_links", &expected.scim_links, &scim_links, &mut out);
-        compare("policies", &expected.policy, &policy, &mut out);
-        let findings = store.findings(None)?.into_iter().map(|f| (f.id.clone(), format!("{f:?}"))).collect();
-        compare("findings", &expected.findings, &findings, &mut out);
-        let exceptions =
-            store.exceptions(None)?.into_iter().map(|e| (e.id.to_string(), format!("{e:?}"))).collect();
-        compare("exceptions", &expected.exceptions, &exceptions, &mut out);
-        let changes =
-            store.change_rows()?.iter().map(|row| (row.summary.id.to_string(), change_row(row))).collect();
-        let expected_changes = expected
-            .changes
-            .iter()
-            .map(|(id, (change, updated))| {
-                (id.to_string(), change_row(&expected_change_row(change, *updated)))
-            })
-            .collect();
-        compare("changes", &expected_changes, &changes, &mut out);
-        let grants = store.all_grants()?.iter().map(|g| (grant_key(g), grant_row(g))).collect();
-        let expected_grants = expected.grants.iter().map(|(k, g)| (k.clone(), grant_row(g))).collect();
-        compare("grants", &expected_grants, &grants, &mut out);
-        self.check_sealed(&expected.seals, &mut out)?;
-        Ok(out)
+        Ok(expected)
     }
-}
 
-impl Engine {
     /// Checks every kept clear text against the seal its events hold: text replaced in the
-    /// `sensitive` table no longer matches and is named (the value itself is not shown).
-    fn check_sealed(&self, seals: &[String], out: &mut Vec<Divergence>) -> Result<()> {
+    /// `sensitive` table no longer matches and is named (the value itself is not shown); repair
+    /// erases it.
+    fn check_sealed(&self, seals: &[String], survey: &mut Survey) -> Result<()> {
         let Some(key) = self.hmac.as_deref() else {
             if !seals.is_empty() {
-                out.push(Divergence {
+                survey.divergences.push(Divergence {
                     table: "sensitive",
                     key: "*".to_owned(),
                     expected: "kept clear text checked against its seal".to_owned(),
@@ -406,12 +505,13 @@ impl Engine {
         for chunk in wanted.chunks(PAGE) {
             for (seal, value) in self.store.sensitive_many(chunk)? {
                 if !key.check(&seal, &value) {
-                    out.push(Divergence {
+                    survey.divergences.push(Divergence {
                         table: "sensitive",
-                        key: seal,
+                        key: seal.clone(),
                         expected: "the clear text its seal commits to".to_owned(),
                         found: format!("{} characters of other text", value.chars().count()),
                     });
+                    survey.fixes.push(Fix::Sensitive(seal));
                 }
             }
         }

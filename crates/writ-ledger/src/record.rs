@@ -328,6 +328,9 @@ enum Data {
         count: u64,
         samples: Vec<String>,
     },
+    ProjectionsRepaired {
+        repaired: Vec<String>,
+    },
 }
 
 fn delivery_data(d: &writ_core::intake::Delivery) -> DeliveryData {
@@ -635,6 +638,9 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 samples,
             }
         }
+        ("ledger.projections_repaired", Data::ProjectionsRepaired { repaired }) => {
+            RegistryEvent::ProjectionsRepaired { actor, repaired, at }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -824,6 +830,9 @@ fn registry_data(event: &RegistryEvent) -> Data {
                 count: *count,
                 samples: samples.clone(),
             }
+        }
+        RegistryEvent::ProjectionsRepaired { repaired, .. } => {
+            Data::ProjectionsRepaired { repaired: repaired.clone() }
         }
         RegistryEvent::DeliveryRefused { refused, .. } => Data::DeliveryRefused {
             source: refused.source.to_string(),

@@ -169,6 +169,11 @@ fn every_event() -> Vec<Event> {
         files: vec!["access.cedar".into(), "rules.toml".into()],
         at: T0,
     }));
+    events.push(Event::Registry(RegistryEvent::ProjectionsRepaired {
+        actor: Actor::Identity(IdentityName::parse("root").unwrap()),
+        repaired: vec!["roles alice admin".into(), "grants dave repo:db/admin".into()],
+        at: T0,
+    }));
     events.push(Event::Registry(RegistryEvent::TargetAdded {
         actor: Actor::System(SystemActor::Admin),
         target: Target {

@@ -48,6 +48,7 @@ const TESTS: &[(&str, Test)] = &[
     ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
     ("refusals: the first of a bucket recorded, the rest counted and closed once", refusals),
     ("scim links and delegations: one per identity or pair, each with its event", links),
+    ("repair: every fix and its event in one transaction, token hashes kept", repair),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -795,4 +796,67 @@ fn links(store: Arc<dyn Store>) {
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert!(store.delegations().unwrap().is_empty());
     assert_eq!(store.event_count().unwrap(), 6, "two identities, a link, two grants, a revocation");
+}
+
+fn repair(store: Arc<dyn Store>) {
+    use writ_store::{ChangeRow, Fix};
+    let alice_name = IdentityName::parse("alice").unwrap();
+    store.add_identity(&alice(), &event(None, None, "a")).unwrap();
+    store.add_token(&token("t1"), &event(None, None, "t")).unwrap();
+    store.set_role(&alice_name, Role::Auditor, true, &event(None, None, "g")).unwrap();
+    let change = id(60);
+    let grant = Grant {
+        identity: alice_name.clone(),
+        entitlement: EntitlementRef::parse("t:read").unwrap(),
+        change: change.clone(),
+        granted_at: Timestamp::from_millis(1),
+        expires_at: None,
+    };
+    let mut first = commit(&change, 0, 2, ChangeState::Implemented);
+    first.grants = vec![GrantUpdate::Upsert(grant.clone())];
+    store.commit(first).unwrap();
+    let before = store.event_count().unwrap();
+
+    let revoked = (token("t1").info, Some(Timestamp::from_millis(70)));
+    let dropped = Grant { entitlement: EntitlementRef::parse("t:admin").unwrap(), ..grant.clone() };
+    let row = store.change_rows().unwrap().remove(0);
+    let reviewed = ChangeRow {
+        summary: ChangeSummary { state: ChangeState::Reviewed, ..row.summary.clone() },
+        due_at: Some(Timestamp::from_millis(90)),
+        ..row.clone()
+    };
+    let fixes = vec![
+        Fix::Role(alice_name.clone(), Role::Auditor, false),
+        Fix::Role(alice_name.clone(), Role::Approver, true),
+        Fix::Token("t1".into(), Some(revoked.clone())),
+        Fix::Token("t9".into(), Some((TokenInfo { id: "t9".into(), ..token("t1").info }, None))),
+        Fix::Grant(alice_name.clone(), grant.entitlement.clone(), None),
+        Fix::Grant(alice_name.clone(), dropped.entitlement.clone(), Some(dropped.clone())),
+        Fix::Change(change.clone(), Some(reviewed.clone())),
+    ];
+    let index = store.repair(&fixes, &event(None, None, "repaired")).unwrap();
+    assert_eq!(index, before, "the repair's event is appended after the others");
+    assert_eq!(store.event_count().unwrap(), before + 1);
+    assert_eq!(store.role_assignments().unwrap(), vec![(alice_name.clone(), Role::Approver)]);
+    let t1 = store.token("t1").unwrap().unwrap();
+    assert_eq!(
+        (t1.hash.as_str(), t1.revoked_at),
+        ("hk-test:abc", revoked.1),
+        "an existing row keeps its hash"
+    );
+    assert_eq!(store.token("t9").unwrap().unwrap().hash, "", "a re-created row has no usable hash");
+    assert_eq!(store.all_grants().unwrap(), vec![dropped]);
+    assert_eq!(store.change_rows().unwrap(), vec![reviewed]);
+
+    // A fix that cannot apply rolls back every other fix and appends nothing.
+    let unknown = IdentityName::parse("nobody").unwrap();
+    let failing =
+        vec![Fix::Role(alice_name.clone(), Role::Approver, false), Fix::Role(unknown, Role::Admin, true)];
+    assert!(store.repair(&failing, &event(None, None, "repaired")).is_err());
+    assert_eq!(
+        store.role_assignments().unwrap(),
+        vec![(alice_name, Role::Approver)],
+        "nothing of it applied"
+    );
+    assert_eq!(store.event_count().unwrap(), before + 1);
 }

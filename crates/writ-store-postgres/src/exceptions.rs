@@ -51,6 +51,38 @@ fn write_approvals(tx: &mut Tx<'_, '_>, e: &Exception) -> Result<()> {
     Ok(())
 }
 
+/// Writes an exception's row and approvals (no event: the caller appends the one that records
+/// it).
+pub(crate) fn insert_row(tx: &mut Tx<'_, '_>, e: &Exception, due_at: Option<Timestamp>) -> Result<()> {
+    let version = to_i64(e.version)?;
+    tx.execute(
+        &format!(
+            "INSERT INTO exceptions ({COLUMNS}, due_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ),
+        &[
+            &e.id.as_str(),
+            &e.control,
+            &e.subject,
+            &e.owner.as_str(),
+            &e.requester.as_str(),
+            &e.justification,
+            &e.compensating_control,
+            &e.state.as_str(),
+            &e.requested_at.as_millis(),
+            &e.updated_at.as_millis(),
+            &e.expires_at.as_millis(),
+            &e.renewal.map(Timestamp::as_millis),
+            &i64::from(e.approvals_needed),
+            &version,
+            &due_at.map(Timestamp::as_millis),
+        ],
+    )
+    .map_err(map_err)
+    .map_err(conflict_as(format!("exception {} already exists", e.id)))?;
+    write_approvals(tx, e)
+}
+
 impl PostgresStore {
     /// Exceptions matching `filter` (a WHERE clause over `exceptions` with one text parameter).
     fn read_exceptions(&self, filter: &str, value: Option<&str>) -> Result<Vec<Exception>> {
@@ -93,33 +125,7 @@ impl ExceptionStore for PostgresStore {
     ) -> Result<u64> {
         let (e, event) = (exception.clone(), event.clone());
         self.write(move |tx, next| {
-            let version = to_i64(e.version)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO exceptions ({COLUMNS}, due_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-                ),
-                &[
-                    &e.id.as_str(),
-                    &e.control,
-                    &e.subject,
-                    &e.owner.as_str(),
-                    &e.requester.as_str(),
-                    &e.justification,
-                    &e.compensating_control,
-                    &e.state.as_str(),
-                    &e.requested_at.as_millis(),
-                    &e.updated_at.as_millis(),
-                    &e.expires_at.as_millis(),
-                    &e.renewal.map(Timestamp::as_millis),
-                    &i64::from(e.approvals_needed),
-                    &version,
-                    &due_at.map(Timestamp::as_millis),
-                ],
-            )
-            .map_err(map_err)
-            .map_err(conflict_as(format!("exception {} already exists", e.id)))?;
-            write_approvals(tx, &e)?;
+            insert_row(tx, &e, due_at)?;
             Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
         })
     }

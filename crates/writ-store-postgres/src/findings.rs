@@ -6,7 +6,7 @@ use writ_core::finding::{Finding, FindingState};
 use writ_core::time::Timestamp;
 use writ_store::{FindingStore, NewEvent, Result, StoreError};
 
-use crate::{PostgresStore, append, conflict_as, corrupt, map_err};
+use crate::{PostgresStore, Tx, append, conflict_as, corrupt, map_err};
 
 const COLUMNS: &str = "id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception";
 
@@ -32,27 +32,33 @@ fn one_index(indices: &[u64]) -> Result<u64> {
     indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
 }
 
+/// Writes a finding's row (no event: the caller appends the one that records it).
+pub(crate) fn insert_row(tx: &mut Tx<'_, '_>, f: &Finding) -> Result<()> {
+    tx.execute(
+        "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &f.id,
+            &f.kind,
+            &f.subject,
+            &f.change.as_ref().map(ChangeId::as_str),
+            &f.detail,
+            &f.state.as_str(),
+            &f.opened_at.as_millis(),
+            &f.updated_at.as_millis(),
+            &f.exception,
+        ],
+    )
+    .map_err(map_err)
+    .map_err(conflict_as(format!("finding {} already exists", f.id)))?;
+    Ok(())
+}
+
 impl FindingStore for PostgresStore {
     fn open_finding(&self, finding: &Finding, event: &NewEvent) -> Result<u64> {
         let (f, event) = (finding.clone(), event.clone());
         self.write(move |tx, next| {
-            tx.execute(
-                "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &f.id,
-                    &f.kind,
-                    &f.subject,
-                    &f.change.as_ref().map(ChangeId::as_str),
-                    &f.detail,
-                    &f.state.as_str(),
-                    &f.opened_at.as_millis(),
-                    &f.updated_at.as_millis(),
-                    &f.exception,
-                ],
-            )
-            .map_err(map_err)
-            .map_err(conflict_as(format!("finding {} already exists", f.id)))?;
+            insert_row(tx, &f)?;
             Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
         })
     }

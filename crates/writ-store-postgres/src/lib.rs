@@ -14,6 +14,7 @@ mod access;
 mod exceptions;
 mod findings;
 mod intake;
+mod repair;
 mod scim;
 mod writer;
 

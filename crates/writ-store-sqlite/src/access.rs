@@ -33,7 +33,7 @@ impl SqliteStore {
     }
 }
 
-fn first(indices: Vec<u64>) -> Result<u64> {
+pub(crate) fn first(indices: Vec<u64>) -> Result<u64> {
     indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
 }
 

@@ -57,6 +57,13 @@ fn write_approvals(tx: &Transaction<'_>, e: &Exception) -> Result<()> {
 }
 
 fn insert(tx: &Transaction<'_>, e: &Exception, due: Option<Timestamp>, event: &NewEvent) -> Result<Vec<u64>> {
+    insert_row(tx, e, due)?;
+    append(tx, std::slice::from_ref(event))
+}
+
+/// Writes an exception's row and approvals (no event: the caller appends the one that records
+/// it).
+pub(crate) fn insert_row(tx: &Transaction<'_>, e: &Exception, due: Option<Timestamp>) -> Result<()> {
     let version = to_i64(e.version)?;
     tx.prepare_cached(&format!(
         "INSERT INTO exceptions ({COLUMNS}, due_ms)
@@ -85,8 +92,7 @@ fn insert(tx: &Transaction<'_>, e: &Exception, due: Option<Timestamp>, event: &N
         StoreError::Conflict(_) => StoreError::Conflict(format!("exception {} already exists", e.id)),
         other => other,
     })?;
-    write_approvals(tx, e)?;
-    append(tx, std::slice::from_ref(event))
+    write_approvals(tx, e)
 }
 
 fn update(tx: &Transaction<'_>, e: &Exception, due: Option<Timestamp>, event: &NewEvent) -> Result<Vec<u64>> {

@@ -46,6 +46,12 @@ fn one_index(indices: Vec<u64>) -> Result<u64> {
 }
 
 fn insert(tx: &Transaction<'_>, f: &Finding, event: &NewEvent) -> Result<Vec<u64>> {
+    insert_row(tx, f)?;
+    append(tx, std::slice::from_ref(event))
+}
+
+/// Writes a finding's row (no event: the caller appends the one that records it).
+pub(crate) fn insert_row(tx: &Transaction<'_>, f: &Finding) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -67,7 +73,7 @@ fn insert(tx: &Transaction<'_>, f: &Finding, event: &NewEvent) -> Result<Vec<u64
         StoreError::Conflict(_) => StoreError::Conflict(format!("finding {} already exists", f.id)),
         other => other,
     })?;
-    append(tx, std::slice::from_ref(event))
+    Ok(())
 }
 
 fn update(tx: &Transaction<'_>, f: &Finding, expected: FindingState, event: &NewEvent) -> Result<Vec<u64>> {

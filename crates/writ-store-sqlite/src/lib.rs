@@ -44,6 +44,7 @@ mod access;
 mod exceptions;
 mod findings;
 mod intake;
+mod repair;
 mod scim;
 
 /// How to open the database file.

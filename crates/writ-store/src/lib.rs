@@ -700,9 +700,46 @@ pub trait ScimStore {
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()>;
 }
 
+/// One row of a projection put back to what the ledger's events say; `None` (or `false`) means
+/// the ledger has no such row, so the row is removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fix {
+    Identity(IdentityName, Option<Identity>),
+    /// A target and its settings (the settings are replaced as a whole).
+    Target(TargetName, Option<Target>),
+    /// A token's facts and revocation. The secret's keyed hash is not in the ledger: a row that
+    /// exists keeps it, a row re-created gets an empty hash that no secret matches.
+    Token(String, Option<(TokenInfo, Option<Timestamp>)>),
+    Role(IdentityName, Role, bool),
+    Delegation(IdentityName, IdentityName, Option<Delegation>),
+    ScimLink(IdentityName, Option<String>),
+    /// Removes every stored policy no `policy.loaded` event names (`loaded`), then, if the newest
+    /// row is not `in_force`, stores the kept files of `in_force` again as the newest.
+    Policy {
+        loaded: Vec<String>,
+        in_force: Option<String>,
+    },
+    Change(ChangeId, Option<ChangeRow>),
+    Grant(IdentityName, EntitlementRef, Option<Grant>),
+    Finding(String, Option<Finding>),
+    /// An exception with its approvals and scheduler deadline.
+    Exception(ExceptionId, Option<(Exception, Option<Timestamp>)>),
+    /// Kept clear text that no longer opens its seal: it is erased (it cannot be restored from
+    /// the ledger, which holds only the seal).
+    Sensitive(String),
+}
+
+/// Putting diverged projections back from the ledger.
+pub trait RepairStore {
+    /// Applies every fix and appends `event` (which names them) in one transaction, or does
+    /// nothing. Returns the event's index.
+    fn repair(&self, fixes: &[Fix], event: &NewEvent) -> Result<u64>;
+}
+
 /// Everything the engine needs, as one object.
 pub trait Store:
     RegistryStore
+    + RepairStore
     + PolicyStore
     + FindingStore
     + ExceptionStore
@@ -722,6 +759,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: RegistryStore
+        + RepairStore
         + PolicyStore
         + FindingStore
         + ExceptionStore

@@ -181,6 +181,16 @@ pub enum LedgerCmd {
         #[arg(long)]
         shallow: bool,
     },
+    /// Put tables that diverged from the ledger back to what its events say, recorded as one
+    /// `ledger.projections_repaired` event naming every row, then sign a checkpoint. Local only:
+    /// the authority is access to the database and its keys, not a table that may be the one
+    /// that diverged. Exit 8 if something could not be restored from the ledger alone.
+    Repair {
+        /// Rebuild the projections (roles, tokens, identities, targets, policies, changes,
+        /// grants, findings, exceptions, delegations, SCIM links; tampered clear text is erased).
+        #[arg(long, required = true)]
+        projections: bool,
+    },
     /// Print the seal the ledger records for VALUE (a keyed commitment), so an auditor can check
     /// a sealed justification, reason or note against the text they were given.
     Hash { value: String },

@@ -30,6 +30,45 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             let divergences = engine.check_projections()?;
             report_verification(&ReportView::of(&report, &divergences), json)
         }
+        LedgerCmd::Repair { .. } => {
+            let repair = engine.repair_projections(writ_core::identity::Actor::System(
+                writ_core::identity::SystemActor::Admin,
+            ))?;
+            if repair.index.is_some() {
+                engine.checkpoint(&keys::load(key)?)?;
+            }
+            let rows = |list: &[writ_engine::projections::Divergence]| -> Vec<String> {
+                list.iter().map(ToString::to_string).collect()
+            };
+            let value = serde_json::json!({
+                "repaired": rows(&repair.repaired),
+                "index": repair.index,
+                "remaining": rows(&repair.remaining),
+            });
+            render::print(json, value, || match repair.index {
+                None => "nothing to repair: every table is what the ledger says".to_owned(),
+                Some(index) => {
+                    let mut out = format!(
+                        "repaired {} rows from the ledger, recorded as event {index}:",
+                        repair.repaired.len()
+                    );
+                    for row in rows(&repair.repaired) {
+                        out.push_str(&format!("\n  {row}"));
+                    }
+                    out
+                }
+            });
+            match repair.remaining.first() {
+                None => Ok(()),
+                Some(first) => Err(CliError::new(
+                    "ledger.projection_diverged",
+                    format!(
+                        "{} rows cannot be restored from the ledger alone, first: {first}; reload the policy (`writ policy reload`) or re-issue what is named",
+                        repair.remaining.len()
+                    ),
+                )),
+            }
+        }
         LedgerCmd::Prove { index: Some(index), .. } => {
             let proof = engine.prove_inclusion(index)?;
             render::print(json, InclusionView::of(&proof), || {

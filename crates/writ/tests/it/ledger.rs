@@ -54,6 +54,18 @@ fn verify(db: &Path, key: &Path) -> Run {
     crate::harness::Run::from_output(output)
 }
 
+/// Runs `writ ARGS` on a copy of the world's database with the world's key files.
+fn on_copy(w: &World, copy: &Path, args: &[&str]) -> Run {
+    let hmac = key(w).with_extension("hmac");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["--db", copy.to_str().unwrap(), "--hmac-key", hmac.to_str().unwrap()])
+        .args(["--ledger-key", key(w).to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    Run::from_output(output)
+}
+
 fn assert_detected(run: &Run, code: &str, index_text: &str) {
     assert_eq!(run.code, 8, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
     assert!(
@@ -347,16 +359,7 @@ fn sql_edits_of_changes_grants_findings_exceptions_and_sealed_text_are_named_by_
     // The forged justification is shown as tampered, never as fact, and a bundle made from the
     // edited database fails `audit verify`.
     let copy = w.dir.path().join("clear-text.db");
-    let on_copy = |args: &[&str]| {
-        let hmac = key(&w).with_extension("hmac");
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
-            .args(["--db", copy.to_str().unwrap(), "--hmac-key", hmac.to_str().unwrap()])
-            .args(["--ledger-key", key(&w).to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        Run::from_output(output)
-    };
+    let on_copy = |args: &[&str]| on_copy(&w, &copy, args);
     let shown = on_copy(&["change", "show", &done]);
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(shown.stdout.contains("[tampered"), "{}", shown.stdout);
@@ -367,6 +370,97 @@ fn sql_edits_of_changes_grants_findings_exceptions_and_sealed_text_are_named_by_
     let checked = w.writ(&["audit", "verify", bundle.to_str().unwrap()]);
     assert_eq!(checked.code, 8, "{}\n{}", checked.stdout, checked.stderr);
     assert!(checked.stderr.contains("error[ledger.sealed_text_altered]"), "{}", checked.stderr);
+}
+
+/// Every tamper at once on one copy: `ledger repair --projections` puts each row back from the
+/// ledger in one recorded event, verify passes again, what was forged no longer acts, and a
+/// second repair finds nothing to do.
+#[test]
+fn repair_puts_every_diverged_table_back_from_the_ledger_and_is_recorded() {
+    let (w, done) = ledger_world();
+    crate::exceptions::missed_finding(&w);
+    w.writ(&["role", "grant", "alice", "requester"]).ok();
+    let token = w.writ(&["token", "create", "--identity", "bob", "--label", "laptop", "--json"]).json();
+    let token = token["id"].as_str().unwrap().to_owned();
+    w.writ(&["token", "revoke", &token]).ok();
+    w.writ(&["delegation", "grant", "carol", "alice", "--for", "7d"]).ok();
+    let pending = w.request("carol", "access:eng-read");
+    w.writ(&["ledger", "checkpoint"]).ok();
+    let tampered = format!(
+        "INSERT INTO roles (identity, role) VALUES ('alice', 'admin');
+         UPDATE tokens SET revoked_ms = NULL, expires_ms = 4102444800000 WHERE identity = 'bob';
+         UPDATE identities SET owner = 'bob' WHERE name = 'svc-ci';
+         UPDATE target_settings SET value = '/srv/elsewhere' WHERE target = 'access';
+         INSERT INTO policies (hash, files, loaded_ms) VALUES ('sha256:forged', '{{}}', 1);
+         UPDATE delegations SET until_ms = 4102444800000;
+         UPDATE changes SET state = 'reviewed' WHERE id = '{pending}';
+         UPDATE grants SET expires_ms = 1 WHERE identity = 'dave';
+         INSERT INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+             VALUES ('carol', 'access', 'deploy-prod', '{done}', 1, NULL);
+         UPDATE findings SET state = 'resolved';
+         UPDATE sensitive SET value = 'Emergency approved by CISO' WHERE value = 'needed for the job';"
+    );
+    let run = attack(&w, "everything", |c| c.execute_batch(&tampered).unwrap());
+    assert_eq!(run.code, 8, "{}", run.stderr);
+    let copy = w.dir.path().join("everything.db");
+    let events_before: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+
+    let repaired = on_copy(&w, &copy, &["ledger", "repair", "--projections", "--json"]);
+    assert_eq!(repaired.code, 0, "{}\n{}", repaired.stdout, repaired.stderr);
+    let report = repaired.json();
+    let rows: Vec<&str> =
+        report["repaired"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    for named in [
+        "roles alice admin",
+        "tokens ",
+        "identities svc-ci",
+        "targets access",
+        "policies in force",
+        "delegations carol → alice",
+        &format!("changes {pending}"),
+        "grants dave access:eng-read",
+        "grants carol access:deploy-prod",
+        "findings FND-",
+        "sensitive hk-",
+    ] {
+        assert!(rows.iter().any(|r| r.starts_with(named)), "{named:?} not repaired: {rows:#?}");
+    }
+    assert!(report["remaining"].as_array().unwrap().is_empty(), "{report}");
+    let connection = rusqlite::Connection::open(&copy).unwrap();
+    let (count, kind): (i64, String) = connection
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM events), type FROM events ORDER BY idx DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (count, kind.as_str()),
+        (events_before + 1, "ledger.projections_repaired"),
+        "one recorded repair"
+    );
+    let admin: i64 = connection
+        .query_row("SELECT COUNT(*) FROM roles WHERE identity = 'alice' AND role = 'admin'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(admin, 0, "the forged role is gone");
+    let state: String =
+        connection.query_row("SELECT state FROM changes WHERE id = ?1", [&pending], |r| r.get(0)).unwrap();
+    assert_eq!(state, "pending_approval");
+    drop(connection);
+    let verified = verify(&copy, &key(&w));
+    assert_eq!(verified.code, 0, "after repair the tables are the ledger's: {}", verified.stderr);
+    let shown = on_copy(&w, &copy, &["change", "show", &done]);
+    assert!(
+        !shown.stdout.contains("Emergency approved") && !shown.stdout.contains("[tampered"),
+        "{}",
+        shown.stdout
+    );
+    let again = on_copy(&w, &copy, &["ledger", "repair", "--projections"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("nothing to repair"), "{}", again.stdout);
 }
 
 /// An auditor checks each kept clear text in a bundle against its seal without the key: text
