@@ -44,7 +44,7 @@ for role in $roles; do
 done
 
 port="$(free_port)"
-"$writ" serve --listen "127.0.0.1:$port" > "$dir/serve.out" 2> "$dir/serve.err" &
+"$writ" serve --listen "127.0.0.1:$port" --checkpoint-interval 20ms > "$dir/serve.out" 2> "$dir/serve.err" &
 on_exit "kill $! 2>/dev/null || true"
 wait_http "http://127.0.0.1:$port/healthz" || { echo "error: writ serve did not start" >&2; cat "$dir/serve.err" >&2; exit 1; }
 

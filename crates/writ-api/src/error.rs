@@ -267,6 +267,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("ledger.edited_event", Ledger),
     ("ledger.projection_diverged", Ledger),
     ("ledger.sealed_text_altered", Ledger),
+    ("ledger.uncovered_events", Ledger),
     ("ledger.evidence_altered", Ledger),
     ("ledger.inconsistent_checkpoints", Ledger),
     ("ledger.malformed_checkpoint", Ledger),

@@ -2,7 +2,6 @@
 //! sign a history inconsistent with the last signed head), verifies the whole log, and makes
 //! inclusion and consistency proofs. Keys are passed in; the engine never reads key files.
 
-use writ_core::time::Timestamp;
 use writ_ledger::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
 use writ_ledger::merkle::{Hash, Tree};
 use writ_ledger::verify::{Entry, Report, verify};
@@ -137,25 +136,6 @@ impl Engine {
         self.store.add_checkpoint(&stored)?;
         tracing::info!(target: "writ::ledger", size = stored.size, "checkpoint signed");
         Ok(stored)
-    }
-
-    /// Signs a checkpoint if there are unsigned events and the newest checkpoint is at least
-    /// `interval_ms` old: at most about one per interval while events arrive.
-    pub fn checkpoint_if_due(
-        &self,
-        signer: &NoteSigner,
-        interval_ms: i64,
-    ) -> Result<Option<StoredCheckpoint>> {
-        let latest = self.store.latest_checkpoint()?;
-        let count = self.store.event_count()?;
-        let now: Timestamp = self.clock.now();
-        let due = match &latest {
-            None => count > 0,
-            Some(latest) => {
-                latest.size < count && now.as_millis() - latest.created_at.as_millis() >= interval_ms
-            }
-        };
-        if due { self.checkpoint(signer).map(Some) } else { Ok(None) }
     }
 
     /// Verifies the whole log against its checkpoints with `trusted` keys only.

@@ -44,6 +44,9 @@ pub enum Problem {
     WrongOrigin { size: u64, origin: String },
     /// Two signed checkpoints are not consistent (a forked or rewritten history).
     Inconsistent { old: u64, new: u64 },
+    /// The newest events are covered by no verified checkpoint: deleting them would leave no
+    /// trace. Every write signs one before it answers, so a tail is a finding, not "ok".
+    Uncovered { from: u64, count: u64 },
 }
 
 impl Problem {
@@ -62,6 +65,7 @@ impl Problem {
             Problem::MalformedCheckpoint { .. } => "ledger.malformed_checkpoint",
             Problem::WrongOrigin { .. } => "ledger.wrong_origin",
             Problem::Inconsistent { .. } => "ledger.inconsistent_checkpoints",
+            Problem::Uncovered { .. } => "ledger.uncovered_events",
         }
     }
 
@@ -79,6 +83,7 @@ impl Problem {
             Problem::MalformedCheckpoint { .. } => 0,
             Problem::WrongOrigin { size, .. } => *size,
             Problem::Inconsistent { old, .. } => *old,
+            Problem::Uncovered { from, .. } => *from,
         }
     }
 }
@@ -124,6 +129,10 @@ impl fmt::Display for Problem {
             Problem::Inconsistent { old, new } => {
                 write!(f, "checkpoints at sizes {old} and {new} are not consistent (forked history)")
             }
+            Problem::Uncovered { from, count } => write!(
+                f,
+                "{count} events from index {from} are covered by no signed checkpoint, so deleting them would leave no trace; sign one with `writ ledger checkpoint` (a running server signs within its checkpoint interval)"
+            ),
         }
     }
 }
@@ -186,6 +195,9 @@ pub fn verify(
     let uncovered = tree.size() - verified_checkpoints.last().map_or(0, |c| c.size.min(tree.size()));
     // Exact findings first (they name one event), then those that bound a range.
     problems.sort_by_key(|p| (matches!(p, Problem::RootMismatch { .. }), p.index()));
+    if uncovered > 0 {
+        problems.push(Problem::Uncovered { from: tree.size() - uncovered, count: uncovered });
+    }
     Report { events: tree.size(), verified_checkpoints, uncovered, problems, tree }
 }
 

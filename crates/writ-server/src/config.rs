@@ -67,6 +67,10 @@ pub struct ServeOptions {
     /// the first refusal of a hook for a reason in a window is recorded on its own, the rest as
     /// one count when the window ends.
     pub refusal_window: Option<String>,
+    /// The longest gap between checkpoints while writes arrive (10ms to 10s; default 1s): every
+    /// write is answered once a checkpoint covers it, and one checkpoint covers every write that
+    /// arrived in its interval.
+    pub checkpoint_interval: Option<String>,
     /// The URL clients reach this server at (behind a proxy, the proxy's), for the absolute
     /// URLs it writes; default: http:// and the bound address.
     pub public_url: Option<String>,
@@ -99,6 +103,7 @@ struct File {
     max_evidence_bytes: Option<usize>,
     rate_limit: Option<u32>,
     refusal_window: Option<String>,
+    checkpoint_interval: Option<String>,
     public_url: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -158,6 +163,7 @@ pub struct Settings {
     pub policy_dir: Option<PathBuf>,
     pub hooks: Vec<crate::routes::hooks::HookConfig>,
     pub refusal_window: writ_core::time::Duration,
+    pub checkpoint_interval: std::time::Duration,
     pub public_url: Option<String>,
     pub proxies: Proxies,
 }
@@ -214,6 +220,24 @@ impl Settings {
                 window
             }
         };
+        let checkpoint_interval = match args.checkpoint_interval.or(file.checkpoint_interval) {
+            None => std::time::Duration::from_secs(1),
+            Some(text) => {
+                let interval = match text.strip_suffix("ms").map(str::parse::<i64>) {
+                    Some(Ok(millis)) => millis,
+                    _ => writ_core::time::Duration::parse(&text)?.as_millis(),
+                };
+                if !(10..=10_000).contains(&interval) {
+                    return Err(Error::new(
+                        "input.config",
+                        format!(
+                            "checkpoint_interval {text:?} is out of range: from 10ms to 10s (milliseconds as 250ms)"
+                        ),
+                    ));
+                }
+                std::time::Duration::from_millis(u64::try_from(interval).unwrap_or(1000))
+            }
+        };
         let public_url = args.public_url.or(file.public_url).map(|url| public_url(&url)).transpose()?;
         let mut trusted = args.trusted_proxies;
         trusted.extend(file.trusted_proxies);
@@ -221,6 +245,7 @@ impl Settings {
             proxies: Proxies(trusted),
             public_url,
             refusal_window,
+            checkpoint_interval,
             oidc,
             expiry,
             policy_dir: args.policy_dir.or(file.policy_dir),

@@ -11,6 +11,7 @@ mod auth;
 pub mod bundle;
 pub mod compose;
 mod config;
+mod cover;
 pub mod db;
 pub mod error;
 mod http;
@@ -69,6 +70,8 @@ pub struct AppState {
     /// Registry tables found to disagree with the ledger (at start, then every minute): while
     /// any does, the instance is sealed, answering reads and refusing every write.
     pub diverged: std::sync::RwLock<Vec<writ_engine::projections::Divergence>>,
+    /// The newest signed size, which every write waits to be covered by (see `cover`).
+    pub coverage: cover::Coverage,
 }
 
 impl AppState {
@@ -163,6 +166,7 @@ pub fn compose(
         public_url: settings.public_url.map(std::sync::OnceLock::from).unwrap_or_default(),
         proxies: settings.proxies,
         diverged: std::sync::RwLock::default(),
+        coverage: cover::Coverage::new(settings.checkpoint_interval),
     });
     state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
@@ -203,11 +207,13 @@ async fn serve(
         let _configured = state.public_url.set(format!("http://{address}"));
     }
     let background = tokio::spawn(background(Arc::clone(&state)));
+    let signer = tokio::spawn(cover::signer(Arc::clone(&state)));
     let app: Router = routes::router(Arc::clone(&state));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     background.abort();
+    signer.abort();
     // A last checkpoint so that what this instance wrote is signed before it goes.
     let last = Arc::clone(&state);
     let _ =
@@ -241,8 +247,8 @@ impl Signals {
     }
 }
 
-/// Singleton work, each job under its own lease so one instance runs it at a time: signing
-/// checkpoints (about once a second while events arrive), expiring due approvals, ending
+/// Singleton work, each job under its own lease so one instance runs it at a time (signing
+/// checkpoints is `cover::signer`'s): expiring due approvals, ending
 /// time-bound access that is due (see `writ_engine::expiry`), and
 /// forgetting idempotency keys older than a day. Writing change IDs back to tickets runs beside
 /// it, so a slow ticket system never delays the rest.
@@ -300,11 +306,6 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
     let lease = |name: &str| {
         store.acquire_lease(name, &state.instance, now, Timestamp::from_millis(now.as_millis() + 5_000))
     };
-    if let Some(signer) = &state.signer
-        && lease("checkpoint-signer")?
-    {
-        engine.checkpoint_if_due(signer, 1000)?;
-    }
     if lease("run-due")? {
         for id in engine.expire_due()? {
             tracing::info!(target: "writ::serve", change = %id, "approval expired");

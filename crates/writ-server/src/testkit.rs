@@ -21,6 +21,9 @@ pub struct TestApp {
 /// Starts the server over the initialised database `db` (its key files beside it).
 pub fn spawn_app(db: &Path, mut options: ServeOptions) -> Result<TestApp, Error> {
     options.listen = Some("127.0.0.1:0".to_owned());
+    // Tests write one request after another: a short interval keeps each write's wait for its
+    // checkpoint short (production signs about once a second under load).
+    options.checkpoint_interval.get_or_insert_with(|| "20ms".to_owned());
     let app = crate::compose(Some(db), None, None, options)?;
     let runtime = crate::runtime(app.workers)?;
     let listener = runtime.block_on(crate::bind(&app.listen))?;

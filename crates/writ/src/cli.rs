@@ -773,6 +773,12 @@ pub struct ServeArgs {
     /// is recorded on its own, the rest as one count when the window ends (1s to 1h; default 1m).
     #[arg(long, env = "WRIT_REFUSAL_WINDOW", value_name = "DURATION")]
     pub refusal_window: Option<String>,
+    /// Every write is answered once a signed checkpoint covers it (no acknowledged event can be
+    /// deleted without trace); one checkpoint covers every write of its interval, so while
+    /// writes arrive the server signs about once per interval (10ms to 10s; default 1s), and a
+    /// write waits about one interval for its checkpoint.
+    #[arg(long, env = "WRIT_CHECKPOINT_INTERVAL", value_name = "DURATION")]
+    pub checkpoint_interval: Option<String>,
     /// The URL clients reach this server at (behind a proxy, the proxy's), for the absolute URLs
     /// it writes (SCIM meta.location); default: http:// and the bound address.
     #[arg(long, env = "WRIT_PUBLIC_URL", value_name = "URL")]
@@ -815,6 +821,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             max_body_bytes,
             rate_limit,
             refusal_window,
+            checkpoint_interval,
             public_url,
             trusted_proxies,
             oidc_issuer,
@@ -830,6 +837,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             max_body_bytes,
             rate_limit,
             refusal_window,
+            checkpoint_interval,
             public_url,
             trusted_proxies,
             oidc_issuer,

@@ -73,6 +73,7 @@ pub fn router(state: State) -> Router {
     }
     router
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::cover::cover_writes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_address))
         .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_when_sealed))
         .layer(axum::middleware::from_fn(limit_uri))
@@ -121,7 +122,7 @@ async fn refuse_when_sealed(
         Some(divergence) if !reads => axum::response::IntoResponse::into_response(ApiError::new(
             "ledger.projection_diverged",
             format!(
-                "writes are refused: {divergence} (run `writ ledger verify` for every divergence; the table must be repaired from the ledger)"
+                "writes are refused: {divergence} (run `writ ledger verify` for every divergence, and `writ ledger repair --projections` to put the tables back from the ledger)"
             ),
         )),
         _ => next.run(request).await,

@@ -34,6 +34,9 @@ impl Server {
             .args(serve_args)
             .env_remove("WRIT_DB")
             .env("RUST_LOG", "debug")
+            // Writes here come one after another: a short checkpoint interval keeps each one's
+            // wait for its covering checkpoint short.
+            .env("WRIT_CHECKPOINT_INTERVAL", "50ms")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
