@@ -71,6 +71,7 @@ const EVENT_KINDS: &[&str] = &[
     "intake.correlated",
     "intake.refused",
     "intake.refusals_counted",
+    "ledger.projections_repaired",
     // Names that are not errors: a rule's id, a meta key.
     "exception.default",
     "ledger.origin",
