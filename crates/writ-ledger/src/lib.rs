@@ -6,10 +6,12 @@
 //! layout; changing an existing field is a format break and needs a new schema version.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod merkle;
 pub mod record;
 pub mod sensitive;
 pub mod verify;
+pub mod witness;
 
 pub use merkle::leaf_hash;
 
@@ -23,6 +25,10 @@ pub use record::{RecordError, SCHEMA, decode, encode};
 #[cfg(test)]
 mod checkpoint_tests;
 #[cfg(test)]
+mod cosignature_tests;
+#[cfg(test)]
 mod merkle_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod witness_tests;
