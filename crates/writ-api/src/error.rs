@@ -243,6 +243,7 @@ pub const CODES: &[(&str, Kind)] = &[
     // Storage and the services Writ needs.
     ("store.conflict", Contended),
     ("store.unavailable", Unavailable),
+    ("witness.state", Unavailable),
     ("store.error", Storage),
     ("ledger.no_hmac_key", Unavailable),
     ("ledger.no_signing_key", Unavailable),

@@ -27,6 +27,9 @@ use crate::{Engine, Result};
 /// Events read per page while rebuilding.
 const PAGE: usize = 1000;
 
+/// Surveys taken before giving up on a moment when no write lands in between.
+const SURVEY_ATTEMPTS: usize = 10;
+
 /// One place where a table disagrees with the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Divergence {
@@ -303,8 +306,31 @@ fn keyed<T>(rows: impl IntoIterator<Item = T>, key: impl Fn(&T) -> String) -> BT
 impl Engine {
     /// Rebuilds the tables from the ledger's events and names every divergence, in table then
     /// key order. Empty when the tables are what the ledger says.
+    ///
+    /// Every table write appends an event in the same transaction, so a survey during which the
+    /// log did not grow saw the tables and the events at one point in time. One that raced a
+    /// write is taken again; under writes that never pause, only what every attempt found is
+    /// reported (a real divergence stays, a write in flight does not).
     pub fn check_projections(&self) -> Result<Vec<Divergence>> {
-        Ok(self.survey()?.divergences)
+        let mut persistent: Option<Vec<Divergence>> = None;
+        for _ in 0..SURVEY_ATTEMPTS {
+            let (survey, quiet) = self.quiet_survey()?;
+            if quiet {
+                return Ok(survey.divergences);
+            }
+            persistent = Some(match persistent {
+                None => survey.divergences,
+                Some(before) => before.into_iter().filter(|d| survey.divergences.contains(d)).collect(),
+            });
+        }
+        Ok(persistent.unwrap_or_default())
+    }
+
+    /// A survey, and whether the log stayed the same size while it ran.
+    fn quiet_survey(&self) -> Result<(Survey, bool)> {
+        let before = self.store.event_count()?;
+        let survey = self.survey()?;
+        Ok((survey, self.store.event_count()? == before))
     }
 
     /// Puts every diverged row back to what the ledger says, in one transaction with a
@@ -313,7 +339,14 @@ impl Engine {
     /// and returned in `remaining`. Nothing is recorded when nothing diverged.
     pub fn repair_projections(&self, actor: Actor) -> Result<Repair> {
         self.acting(&actor)?;
-        let survey = self.survey()?;
+        let (survey, quiet) = self.quiet_survey()?;
+        let count = self.store.event_count()?;
+        if !quiet {
+            return Err(writ_store::StoreError::Conflict(
+                "the log grew while the tables were compared with it; run the repair again".into(),
+            )
+            .into());
+        }
         if survey.divergences.is_empty() {
             return Ok(Repair { repaired: Vec::new(), index: None, remaining: Vec::new() });
         }
@@ -330,7 +363,9 @@ impl Engine {
         let named: Vec<String> =
             survey.divergences.iter().map(|d| format!("{} {}", d.table, d.key)).collect();
         let event = RegistryEvent::ProjectionsRepaired { actor, repaired: named, at: self.clock.now() };
-        let index = self.store.repair(&fixes, &crate::registry_event(&event, self.hmac()?))?;
+        // The store refuses if anything was recorded since the survey: a fix computed before a
+        // newer write must not undo it.
+        let index = self.store.repair(&fixes, &crate::registry_event(&event, self.hmac()?), count)?;
         tracing::warn!(target: "writ::ledger", rows = survey.divergences.len(), index, "projections repaired from the ledger");
         let remaining = self.check_projections()?;
         let repaired = survey.divergences.into_iter().filter(|d| !remaining.contains(d)).collect();

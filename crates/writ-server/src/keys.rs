@@ -53,7 +53,7 @@ pub fn load_hmac(path: &Path) -> Result<Option<HmacKey>, Error> {
         .map_err(|e| Error::new("ledger.key_file", format!("{}: {e}", path.display())))
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<(), Error> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<(), Error> {
     let mut file =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
             Error::new("ledger.key_file", format!("cannot create the key file {}: {e}", path.display()))

@@ -25,6 +25,7 @@ mod routes;
 pub use routes::MAX_URI_BYTES;
 pub mod targets;
 pub mod testkit;
+pub mod witness;
 mod writeback;
 
 use std::net::SocketAddr;

@@ -834,7 +834,10 @@ fn repair(store: Arc<dyn Store>) {
         Fix::Grant(alice_name.clone(), dropped.entitlement.clone(), Some(dropped.clone())),
         Fix::Change(change.clone(), Some(reviewed.clone())),
     ];
-    let index = store.repair(&fixes, &event(None, None, "repaired")).unwrap();
+    let stale = store.repair(&fixes, &event(None, None, "repaired"), before - 1).unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict(_)), "fixes computed before the last write: {stale}");
+    assert_eq!(store.event_count().unwrap(), before, "refused, nothing appended");
+    let index = store.repair(&fixes, &event(None, None, "repaired"), before).unwrap();
     assert_eq!(index, before, "the repair's event is appended after the others");
     assert_eq!(store.event_count().unwrap(), before + 1);
     assert_eq!(store.role_assignments().unwrap(), vec![(alice_name.clone(), Role::Approver)]);
@@ -852,7 +855,7 @@ fn repair(store: Arc<dyn Store>) {
     let unknown = IdentityName::parse("nobody").unwrap();
     let failing =
         vec![Fix::Role(alice_name.clone(), Role::Approver, false), Fix::Role(unknown, Role::Admin, true)];
-    assert!(store.repair(&failing, &event(None, None, "repaired")).is_err());
+    assert!(store.repair(&failing, &event(None, None, "repaired"), before + 1).is_err());
     assert_eq!(
         store.role_assignments().unwrap(),
         vec![(alice_name, Role::Approver)],

@@ -155,9 +155,15 @@ fn apply(tx: &mut Tx<'_, '_>, fix: &Fix) -> Result<()> {
 }
 
 impl RepairStore for PostgresStore {
-    fn repair(&self, fixes: &[Fix], event: &NewEvent) -> Result<u64> {
-        let (fixes, event) = (fixes.to_vec(), event.clone());
+    fn repair(&self, fixes: &[Fix], event: &NewEvent, events: u64) -> Result<u64> {
+        let (fixes, event, events) = (fixes.to_vec(), event.clone(), to_i64(events)?);
         self.write(move |tx, next| {
+            if next != events {
+                return Err(StoreError::Conflict(format!(
+                    "{} events were recorded since the tables were compared with the log; run the repair again",
+                    next - events
+                )));
+            }
             for fix in &fixes {
                 apply(tx, fix)?;
             }

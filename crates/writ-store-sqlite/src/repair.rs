@@ -186,9 +186,18 @@ fn apply(tx: &Transaction<'_>, fix: &Fix) -> Result<()> {
 }
 
 impl RepairStore for SqliteStore {
-    fn repair(&self, fixes: &[Fix], event: &NewEvent) -> Result<u64> {
-        let (fixes, event) = (fixes.to_vec(), event.clone());
+    fn repair(&self, fixes: &[Fix], event: &NewEvent, events: u64) -> Result<u64> {
+        let (fixes, event, events) = (fixes.to_vec(), event.clone(), to_i64(events)?);
         first(self.writer.submit(Box::new(move |tx| {
+            let count: i64 = tx
+                .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM events", [], |r| r.get(0))
+                .map_err(map_err)?;
+            if count != events {
+                return Err(writ_store::StoreError::Conflict(format!(
+                    "{} events were recorded since the tables were compared with the log; run the repair again",
+                    count - events
+                )));
+            }
             for fix in &fixes {
                 apply(tx, fix)?;
             }

@@ -732,8 +732,9 @@ pub enum Fix {
 /// Putting diverged projections back from the ledger.
 pub trait RepairStore {
     /// Applies every fix and appends `event` (which names them) in one transaction, or does
-    /// nothing. Returns the event's index.
-    fn repair(&self, fixes: &[Fix], event: &NewEvent) -> Result<u64>;
+    /// nothing: `Conflict` unless the log still holds exactly `events` events (the fixes were
+    /// computed from them). Returns the event's index.
+    fn repair(&self, fixes: &[Fix], event: &NewEvent, events: u64) -> Result<u64>;
 }
 
 /// Everything the engine needs, as one object.

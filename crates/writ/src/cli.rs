@@ -98,6 +98,11 @@ pub enum Top {
     Policy(PolicyCmd),
     /// Run the HTTP API (see /api/v1/openapi.json) over --db, SQLite or PostgreSQL.
     Serve(ServeArgs),
+    /// A checkpoint witness (C2SP tlog-witness), run apart from Writ, ideally on another host:
+    /// it cosigns a log's checkpoint only if it extends the one it last cosigned, so a restored
+    /// backup, a deleted tail or a forked history is caught by `writ ledger verify --witness`.
+    #[command(subcommand)]
+    Witness(WitnessCmd),
     /// API tokens: issue one for an identity (shown once), list, revoke.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -163,6 +168,35 @@ pub enum AuditCmd {
         /// Pin the ledger's public key (name+id+key) instead of trusting the one in the bundle.
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WitnessCmd {
+    /// Create the witness's key (mode 0600) and print its verifier key, which Writ's
+    /// `--witness` names.
+    Init {
+        /// The witness's name, a schema-less URL (example.com/witness).
+        #[arg(long)]
+        name: String,
+        /// Where to create the private key (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Serve `POST /add-checkpoint` until SIGINT or SIGTERM.
+    Serve {
+        #[arg(long, value_name = "FILE", env = "WRIT_WITNESS_KEY")]
+        key: PathBuf,
+        /// The file holding the newest checkpoint cosigned per log (created if absent; written
+        /// atomically before each cosignature is returned).
+        #[arg(long, value_name = "FILE", env = "WRIT_WITNESS_STATE")]
+        state: PathBuf,
+        /// A log this witness accepts: its checkpoint verifier key (`writ ledger checkpoint
+        /// --json` prints it as `key`); repeatable.
+        #[arg(long = "log-key", value_name = "KEY", required = true)]
+        logs: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1:8751")]
+        listen: String,
     },
 }
 

@@ -24,12 +24,20 @@ use writ_server::db::Database;
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { db, ledger_key: key, hmac_key, json, command, server, .. } = cli;
     let hmac = hmac_key.as_deref();
-    if let Some(server) = server.as_deref().filter(|_| !matches!(command, Top::Serve(_))) {
+    if let Some(server) = server.as_deref().filter(|_| !matches!(command, Top::Serve(_) | Top::Witness(_))) {
         return crate::client::run(server, command, json);
     }
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
         Top::Serve(args) => writ_server::run(db.as_deref(), key.as_deref(), hmac, args.into()),
+        Top::Witness(crate::cli::WitnessCmd::Init { name, key }) => {
+            let verifier = writ_server::witness::init(&name, &key)?;
+            render::print(json, serde_json::json!({ "key": verifier }), || verifier.clone());
+            Ok(())
+        }
+        Top::Witness(crate::cli::WitnessCmd::Serve { key, state, logs, listen }) => {
+            writ_server::witness::serve(writ_server::witness::WitnessOptions { listen, key, state, logs })
+        }
         Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
         Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
