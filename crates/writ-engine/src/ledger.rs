@@ -201,11 +201,12 @@ impl Engine {
 
     /// A consistency proof between tree sizes `old_size` and `new_size`.
     pub fn prove_consistency(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof> {
-        let tree = self.ledger_tree()?;
         let bad = || EngineError::NotFound { what: "tree size", name: format!("{old_size}..{new_size}") };
-        let proof = tree.consistency_proof(old_size, new_size).ok_or_else(bad)?;
-        let old_root = tree.root_at(old_size).ok_or_else(bad)?;
-        let new_root = tree.root_at(new_size).ok_or_else(bad)?;
-        Ok(ConsistencyProof { old_size, new_size, old_root, new_root, proof })
+        self.with_tree(|tree| {
+            let proof = tree.consistency_proof(old_size, new_size).ok_or_else(bad)?;
+            let old_root = tree.root_at(old_size).ok_or_else(bad)?;
+            let new_root = tree.root_at(new_size).ok_or_else(bad)?;
+            Ok(ConsistencyProof { old_size, new_size, old_root, new_root, proof })
+        })
     }
 }

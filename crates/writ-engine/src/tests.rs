@@ -966,7 +966,9 @@ fn checking_projections_during_writes_reports_no_false_divergence() {
         std::thread::spawn(move || {
             for i in 0..300 {
                 let name = n(&format!("burst-{i}"));
-                engine.add_identity(Actor::System(SystemActor::Admin), name, IdentityKind::Human, None, None).unwrap();
+                engine
+                    .add_identity(Actor::System(SystemActor::Admin), name, IdentityKind::Human, None, None)
+                    .unwrap();
             }
         })
     };

@@ -71,6 +71,12 @@ pub struct ServeOptions {
     /// write is answered once a checkpoint covers it, and one checkpoint covers every write that
     /// arrived in its interval.
     pub checkpoint_interval: Option<String>,
+    /// Witnesses every checkpoint is sent to, each `KEY@URL` (the witness's cosigner key, and
+    /// the prefix its `/add-checkpoint` is under).
+    pub witnesses: Vec<String>,
+    /// How many of the witnesses must cosign for a checkpoint to count as published (default:
+    /// all of them).
+    pub witness_quorum: Option<usize>,
     /// The URL clients reach this server at (behind a proxy, the proxy's), for the absolute
     /// URLs it writes; default: http:// and the bound address.
     pub public_url: Option<String>,
@@ -91,6 +97,14 @@ pub struct ServeOptions {
     pub policy_dir: Option<PathBuf>,
 }
 
+/// A witness in the configuration file: `[[witness]] key = "…" url = "…"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessEntry {
+    key: String,
+    url: String,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -104,6 +118,9 @@ struct File {
     rate_limit: Option<u32>,
     refusal_window: Option<String>,
     checkpoint_interval: Option<String>,
+    #[serde(default)]
+    witness: Vec<WitnessEntry>,
+    witness_quorum: Option<usize>,
     public_url: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -164,6 +181,7 @@ pub struct Settings {
     pub hooks: Vec<crate::routes::hooks::HookConfig>,
     pub refusal_window: writ_core::time::Duration,
     pub checkpoint_interval: std::time::Duration,
+    pub witnesses: crate::publish::Witnesses,
     pub public_url: Option<String>,
     pub proxies: Proxies,
 }
@@ -238,6 +256,15 @@ impl Settings {
                 std::time::Duration::from_millis(u64::try_from(interval).unwrap_or(1000))
             }
         };
+        let mut witnesses: Vec<(String, String)> = file.witness.into_iter().map(|w| (w.key, w.url)).collect();
+        for entry in &args.witnesses {
+            let (key, url) = entry.rsplit_once('@').ok_or_else(|| {
+                Error::new("input.config", format!("--witness {entry:?}: expected KEY@URL"))
+            })?;
+            witnesses.push((key.to_owned(), url.to_owned()));
+        }
+        let witnesses =
+            crate::publish::Witnesses::new(&witnesses, args.witness_quorum.or(file.witness_quorum))?;
         let public_url = args.public_url.or(file.public_url).map(|url| public_url(&url)).transpose()?;
         let mut trusted = args.trusted_proxies;
         trusted.extend(file.trusted_proxies);
@@ -246,6 +273,7 @@ impl Settings {
             public_url,
             refusal_window,
             checkpoint_interval,
+            witnesses,
             oidc,
             expiry,
             policy_dir: args.policy_dir.or(file.policy_dir),

@@ -19,12 +19,14 @@ use crate::State;
 pub struct Coverage {
     covered: watch::Sender<u64>,
     wake: Notify,
+    /// Told when a checkpoint was signed, so it goes to the witnesses at once.
+    signed: Notify,
     interval: Duration,
 }
 
 impl Coverage {
     pub fn new(interval: Duration) -> Coverage {
-        Coverage { covered: watch::Sender::new(0), wake: Notify::new(), interval }
+        Coverage { covered: watch::Sender::new(0), wake: Notify::new(), signed: Notify::new(), interval }
     }
 
     /// How long a write waits for its checkpoint before it answers without one.
@@ -65,6 +67,7 @@ pub async fn signer(state: State) {
             Ok(Ok((size, signed))) => {
                 if signed {
                     last_signed = Some(Instant::now());
+                    state.coverage.signed.notify_one();
                 }
                 state.coverage.covered.send_if_modified(|covered| {
                     let grew = size > *covered;
@@ -76,6 +79,37 @@ pub async fn signer(state: State) {
                 tracing::warn!(target: "writ::ledger", code = error.code(), "no checkpoint signed: {error}");
             }
             Err(error) => tracing::warn!(target: "writ::ledger", "checkpoint signer stopped: {error}"),
+        }
+    }
+}
+
+/// Sends each new checkpoint to the witnesses (under the `witness-publisher` lease, so one
+/// instance does it), at once after a signature and again every few seconds, so a witness
+/// that was down is caught up. Writes never wait for it.
+pub async fn publisher(state: State) {
+    if state.witnesses.list.is_empty() {
+        return;
+    }
+    let pause = (state.coverage.interval * 2).max(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            () = state.coverage.signed.notified() => {},
+            () = tokio::time::sleep(pause) => {},
+        }
+        let work = std::sync::Arc::clone(&state);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let (engine, store) = (&work.engine, work.engine.store());
+            let now = engine.now();
+            let until = Timestamp::from_millis(now.as_millis().saturating_add(30_000));
+            if store.acquire_lease("witness-publisher", &work.instance, now, until)? {
+                crate::publish::round(engine, &work.witnesses).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await;
+        if let Ok(Err(error)) = outcome {
+            tracing::warn!(target: "writ::ledger", code = error.code(), "publishing to witnesses failed: {error}");
         }
     }
 }

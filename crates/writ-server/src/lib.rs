@@ -20,6 +20,7 @@ pub mod keys;
 mod manifests;
 mod oidc;
 mod openapi;
+pub mod publish;
 mod ratelimit;
 mod routes;
 pub use routes::MAX_URI_BYTES;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub diverged: std::sync::RwLock<Vec<writ_engine::projections::Divergence>>,
     /// The newest signed size, which every write waits to be covered by (see `cover`).
     pub coverage: cover::Coverage,
+    /// The witnesses every checkpoint is sent to (see `publish`).
+    pub witnesses: publish::Witnesses,
 }
 
 impl AppState {
@@ -168,6 +171,7 @@ pub fn compose(
         proxies: settings.proxies,
         diverged: std::sync::RwLock::default(),
         coverage: cover::Coverage::new(settings.checkpoint_interval),
+        witnesses: settings.witnesses,
     });
     state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
@@ -209,12 +213,14 @@ async fn serve(
     }
     let background = tokio::spawn(background(Arc::clone(&state)));
     let signer = tokio::spawn(cover::signer(Arc::clone(&state)));
+    let publisher = tokio::spawn(cover::publisher(Arc::clone(&state)));
     let app: Router = routes::router(Arc::clone(&state));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     background.abort();
     signer.abort();
+    publisher.abort();
     // A last checkpoint so that what this instance wrote is signed before it goes.
     let last = Arc::clone(&state);
     let _ =

@@ -49,6 +49,7 @@ const TESTS: &[(&str, Test)] = &[
     ("refusals: the first of a bucket recorded, the rest counted and closed once", refusals),
     ("scim links and delegations: one per identity or pair, each with its event", links),
     ("repair: every fix and its event in one transaction, token hashes kept", repair),
+    ("cosignatures: one per witness and size, the largest size per witness", cosignatures),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -862,4 +863,27 @@ fn repair(store: Arc<dyn Store>) {
         "nothing of it applied"
     );
     assert_eq!(store.event_count().unwrap(), before + 1);
+}
+
+fn cosignatures(store: Arc<dyn Store>) {
+    use writ_store::StoredCosignature;
+    let kept = |witness: &str, size: u64, line: &str| StoredCosignature {
+        witness: witness.into(),
+        size,
+        line: line.into(),
+        signed_s: 1_700_000_000 + size,
+    };
+    assert!(store.witness_heads().unwrap().is_empty());
+    store.add_cosignature(&kept("w1", 5, "a")).unwrap();
+    store.add_cosignature(&kept("w1", 9, "b")).unwrap();
+    store.add_cosignature(&kept("w2", 5, "c")).unwrap();
+    store.add_cosignature(&kept("w1", 5, "replayed")).unwrap();
+    assert_eq!(
+        store.cosignatures(5).unwrap(),
+        vec![kept("w1", 5, "a"), kept("w2", 5, "c")],
+        "the first kept stays"
+    );
+    assert_eq!(store.cosignatures(7).unwrap(), vec![]);
+    assert_eq!(store.witness_heads().unwrap(), vec![("w1".to_owned(), 9), ("w2".to_owned(), 5)]);
+    assert_eq!(store.event_count().unwrap(), 0, "cosignatures are not events");
 }

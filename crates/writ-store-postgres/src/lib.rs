@@ -28,7 +28,7 @@ use writ_core::time::Timestamp;
 use writ_store::{
     ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
     EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
-    StoredCheckpoint,
+    StoredCheckpoint, StoredCosignature,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0014_refusals.sql"),
     include_str!("../migrations/0015_delegations.sql"),
     include_str!("../migrations/0016_scim_links.sql"),
+    include_str!("../migrations/0017_cosignatures.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -734,6 +735,49 @@ impl CheckpointStore for PostgresStore {
             Ok(((), 0))
         })?;
         self.meta(key)?.ok_or_else(|| StoreError::Other(format!("setting {key} was not stored")))
+    }
+
+    fn add_cosignature(&self, c: &StoredCosignature) -> Result<()> {
+        let (c, size, signed) = (c.clone(), to_i64(c.size)?, to_i64(c.signed_s)?);
+        self.write(move |tx, _| {
+            tx.execute(
+                "INSERT INTO cosignatures (witness, size, line, signed_s) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (witness, size) DO NOTHING",
+                &[&c.witness, &size, &c.line, &signed],
+            )
+            .map_err(map_err)?;
+            Ok(((), 0))
+        })
+    }
+
+    fn cosignatures(&self, size: u64) -> Result<Vec<StoredCosignature>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query(
+                "SELECT witness, line, signed_s FROM cosignatures WHERE size = $1 ORDER BY witness",
+                &[&to_i64(size)?],
+            )
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCosignature {
+                    witness: row.get(0),
+                    size,
+                    line: row.get(1),
+                    signed_s: to_u64(row.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    fn witness_heads(&self) -> Result<Vec<(String, u64)>> {
+        let rows = self
+            .lock()?
+            .cached()
+            .query("SELECT witness, MAX(size) FROM cosignatures GROUP BY witness ORDER BY witness", &[])
+            .map_err(map_err)?;
+        rows.iter().map(|row| Ok((row.get(0), to_u64(row.get(1))?))).collect()
     }
 }
 

@@ -17,7 +17,7 @@ use writ_core::time::Timestamp;
 use writ_store::{
     ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
     EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
-    StoredCheckpoint,
+    StoredCheckpoint, StoredCosignature,
 };
 use writer::Writer;
 
@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0014_refusals.sql"),
     include_str!("../migrations/0015_delegations.sql"),
     include_str!("../migrations/0016_scim_links.sql"),
+    include_str!("../migrations/0017_cosignatures.sql"),
 ];
 
 mod access;
@@ -749,6 +750,55 @@ impl CheckpointStore for SqliteStore {
             Ok(Vec::new())
         }))?;
         self.meta(&k)?.ok_or_else(|| StoreError::Other(format!("setting {k} was not stored")))
+    }
+
+    fn add_cosignature(&self, c: &StoredCosignature) -> Result<()> {
+        let (c, size, signed) = (c.clone(), to_i64(c.size)?, to_i64(c.signed_s)?);
+        self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO cosignatures (witness, size, line, signed_s) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut statement| statement.execute(params![c.witness, size, c.line, signed]))
+            .map_err(map_err)?;
+            Ok(Vec::new())
+        }))?;
+        Ok(())
+    }
+
+    fn cosignatures(&self, size: u64) -> Result<Vec<StoredCosignature>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT witness, line, signed_s FROM cosignatures WHERE size = ?1 ORDER BY witness",
+            )
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([to_i64(size)?], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (witness, line, signed) = row.map_err(map_err)?;
+            let signed_s =
+                u64::try_from(signed).map_err(|_| StoreError::Corrupt("negative timestamp".into()))?;
+            Ok(StoredCosignature { witness, size, line, signed_s })
+        })
+        .collect()
+    }
+
+    fn witness_heads(&self) -> Result<Vec<(String, u64)>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached("SELECT witness, MAX(size) FROM cosignatures GROUP BY witness ORDER BY witness")
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (witness, size) = row.map_err(map_err)?;
+            Ok((witness, u64::try_from(size).map_err(|_| StoreError::Corrupt("negative size".into()))?))
+        })
+        .collect()
     }
 }
 

@@ -523,6 +523,23 @@ pub trait CheckpointStore {
     fn meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a setting once; returns the value now stored (the existing one if already set).
     fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+    /// Keeps a witness's cosignature on the checkpoint of `size` (idempotent per witness and
+    /// size: the first kept stays).
+    fn add_cosignature(&self, cosignature: &StoredCosignature) -> Result<()>;
+    /// The cosignatures kept on the checkpoint of `size`, ordered by witness.
+    fn cosignatures(&self, size: u64) -> Result<Vec<StoredCosignature>>;
+    /// Each witness with the largest size it cosigned, ordered by witness.
+    fn witness_heads(&self) -> Result<Vec<(String, u64)>>;
+}
+
+/// A witness's cosignature line on one checkpoint, and its timestamp (POSIX seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCosignature {
+    /// The witness's verifier key.
+    pub witness: String,
+    pub size: u64,
+    pub line: String,
+    pub signed_s: u64,
 }
 
 /// Evidence blobs by digest, and the clear text of sealed values.

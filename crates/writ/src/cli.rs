@@ -214,6 +214,14 @@ pub enum LedgerCmd {
         /// Skip decoding every record (hashes and signatures only).
         #[arg(long)]
         shallow: bool,
+        /// A witness to check the database against, as KEY@URL (repeatable): the newest
+        /// checkpoint must carry a quorum of cosignatures, and no witness may have cosigned a
+        /// larger tree (a restored backup or deleted tail) or another history (a fork).
+        #[arg(long = "witness", env = "WRIT_WITNESSES", value_name = "KEY@URL", value_delimiter = ',')]
+        witnesses: Vec<String>,
+        /// How many of the witnesses must have cosigned the newest checkpoint (default: all).
+        #[arg(long, env = "WRIT_WITNESS_QUORUM", value_name = "K")]
+        witness_quorum: Option<usize>,
     },
     /// Put tables that diverged from the ledger back to what its events say, recorded as one
     /// `ledger.projections_repaired` event naming every row, then sign a checkpoint. Local only:
@@ -813,6 +821,14 @@ pub struct ServeArgs {
     /// write waits about one interval for its checkpoint.
     #[arg(long, env = "WRIT_CHECKPOINT_INTERVAL", value_name = "DURATION")]
     pub checkpoint_interval: Option<String>,
+    /// A witness (`writ witness serve`, or any C2SP tlog-witness) every checkpoint is sent to,
+    /// as KEY@URL: its cosigner key and its URL prefix; repeatable. A witness that is down does
+    /// not hold writes back; it is caught up when it answers again.
+    #[arg(long = "witness", env = "WRIT_WITNESSES", value_name = "KEY@URL", value_delimiter = ',')]
+    pub witnesses: Vec<String>,
+    /// How many witnesses must cosign a checkpoint for it to count as published (default: all).
+    #[arg(long, env = "WRIT_WITNESS_QUORUM", value_name = "K")]
+    pub witness_quorum: Option<usize>,
     /// The URL clients reach this server at (behind a proxy, the proxy's), for the absolute URLs
     /// it writes (SCIM meta.location); default: http:// and the bound address.
     #[arg(long, env = "WRIT_PUBLIC_URL", value_name = "URL")]
@@ -856,6 +872,8 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             rate_limit,
             refusal_window,
             checkpoint_interval,
+            witnesses,
+            witness_quorum,
             public_url,
             trusted_proxies,
             oidc_issuer,
@@ -872,6 +890,8 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             rate_limit,
             refusal_window,
             checkpoint_interval,
+            witnesses,
+            witness_quorum,
             public_url,
             trusted_proxies,
             oidc_issuer,

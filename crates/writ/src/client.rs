@@ -55,6 +55,9 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             render::print(json, &checkpoint, || checkpoint.note.trim_end().to_owned());
             Ok(())
         }
+        Top::Ledger(LedgerCmd::Verify { witnesses, .. }) if !witnesses.is_empty() => {
+            Err(not_remote("ledger verify --witness (it asks the witnesses from this machine)"))
+        }
         Top::Ledger(LedgerCmd::Verify { .. }) => {
             let report: ReportView = client.view("GET", "/api/v1/ledger/verify", None)?;
             crate::ledger::report_verification(&report, json)

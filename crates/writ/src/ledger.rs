@@ -24,11 +24,34 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             render::print(json, value, || checkpoint.note.trim_end().to_owned());
             Ok(())
         }
-        LedgerCmd::Verify { trusted, shallow } => {
+        LedgerCmd::Verify { trusted, shallow, witnesses, witness_quorum } => {
             let trusted = keys::trusted(&trusted, key)?;
             let report = engine.verify_ledger(&trusted, !shallow)?;
             let divergences = engine.check_projections()?;
-            report_verification(&ReportView::of(&report, &divergences), json)
+            let mut view = ReportView::of(&report, &divergences);
+            if !witnesses.is_empty() {
+                let pairs = witnesses
+                    .iter()
+                    .map(|entry| {
+                        entry.rsplit_once('@').map(|(k, u)| (k.to_owned(), u.to_owned())).ok_or_else(|| {
+                            CliError::new(
+                                "input.invalid_value",
+                                format!("--witness {entry:?}: expected KEY@URL"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let witnesses = writ_server::publish::Witnesses::new(&pairs, witness_quorum)?;
+                for problem in writ_server::publish::check(engine, &witnesses, &trusted)? {
+                    view.ok = false;
+                    view.problems.push(writ_api::view::ProblemView {
+                        code: problem.code.to_owned(),
+                        index: report.events,
+                        message: problem.message,
+                    });
+                }
+            }
+            report_verification(&view, json)
         }
         LedgerCmd::Repair { .. } => {
             let repair = engine.repair_projections(writ_core::identity::Actor::System(
