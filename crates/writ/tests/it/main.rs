@@ -34,3 +34,4 @@ mod refusals;
 mod scim;
 mod sensitive;
 mod tidy;
+mod witness;
