@@ -5,7 +5,8 @@
 //! manifest.json        schema writ.bundle/v1, origin, scope, and the SHA-256 of every other file
 //! events.jsonl         {"index", "leaf", "record"} per event: the exact stored bytes (base64)
 //! proofs.jsonl         {"index", "tree_size", "path"}: inclusion proof against the checkpoint
-//! checkpoint.note      the newest signed checkpoint (C2SP signed note)
+//! checkpoint.note      the newest signed checkpoint (C2SP signed note), with the witnesses'
+//!                      cosignatures (C2SP tlog-cosignature) kept on it
 //! checkpoints.txt      every signed checkpoint, separated by blank-line-delimited notes
 //! public.key           the ledger's verifier key
 //! sensitive.jsonl      {"hmac", "nonce", "value"}: clear text of the sealed values the events
@@ -120,7 +121,14 @@ pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> R
     files.insert("sensitive.jsonl".into(), sensitive.into_bytes());
     files.insert("events.jsonl".into(), events.into_bytes());
     files.insert("proofs.jsonl".into(), proofs.into_bytes());
-    files.insert("checkpoint.note".into(), latest.note.clone().into_bytes());
+    // The checkpoint with every witness cosignature kept on it (C2SP tlog-cosignature lines
+    // after the log's own signature), so an auditor can require a quorum offline.
+    let mut note = latest.note.clone();
+    for cosignature in engine.store().cosignatures(latest.size)? {
+        note.push_str(&cosignature.line);
+        note.push('\n');
+    }
+    files.insert("checkpoint.note".into(), note.into_bytes());
     let all_notes: Vec<String> = checkpoints.iter().map(|c| c.note.clone()).collect();
     files.insert("checkpoints.txt".into(), all_notes.join(NOTE_SEPARATOR).into_bytes());
     files.insert("public.key".into(), format!("{key}\n").into_bytes());

@@ -5,7 +5,8 @@
 //! manifest.json        schema writ.bundle/v1, origin, scope, and the SHA-256 of every other file
 //! events.jsonl         {"index", "leaf", "record"} per event: the exact stored bytes (base64)
 //! proofs.jsonl         {"index", "tree_size", "path"}: inclusion proof against the checkpoint
-//! checkpoint.note      the newest signed checkpoint (C2SP signed note)
+//! checkpoint.note      the newest signed checkpoint (C2SP signed note), with the witnesses'
+//!                      cosignatures (C2SP tlog-cosignature) kept on it
 //! checkpoints.txt      every signed checkpoint, separated by blank-line-delimited notes
 //! public.key           the ledger's verifier key
 //! sensitive.jsonl      {"hmac", "nonce", "value"}: clear text of the sealed values the events
@@ -22,7 +23,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use writ_core::event::{ChangeEvent, Event};
 use writ_engine::{ChangeRecord, Engine};
-use writ_ledger::checkpoint::{NoteVerifier, open};
+use writ_ledger::checkpoint::{Checkpoint, NoteVerifier, open};
+use writ_ledger::cosignature::{CosignatureVerifier, cosigned_by};
 use writ_ledger::merkle::{Hash, verify_inclusion};
 
 use crate::CliError;
@@ -113,8 +115,21 @@ pub fn untar(bytes: &[u8], out: &Path) -> Result<Bundle, CliError> {
     })
 }
 
+/// What `audit verify` asks of witnesses: cosignatures by `keys` (a quorum of them) on the
+/// bundle's checkpoint, and the witnesses in `live` (`KEY@URL`) asked now.
+pub struct Witnessed {
+    pub keys: Vec<String>,
+    pub quorum: Option<usize>,
+    pub live: Vec<String>,
+}
+
 /// Verifies a bundle offline and prints the reconstructed trail of every change in it.
-pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(), CliError> {
+pub fn verify(
+    dir: &Path,
+    trusted_keys: &[String],
+    witnessed: &Witnessed,
+    json_out: bool,
+) -> Result<(), CliError> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| invalid(format!("{name}: {e}")));
     let manifest: Value = serde_json::from_slice(&read("manifest.json")?)
         .map_err(|e| invalid(format!("manifest.json: {e}")))?;
@@ -157,6 +172,7 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
     if manifest.get("origin").and_then(Value::as_str) != Some(checkpoint.origin.as_str()) {
         return Err(invalid("the checkpoint belongs to another log than the manifest names".into()));
     }
+    let cosigned = check_cosignatures(&checkpoint, &note, witnessed)?;
     let proofs: BTreeMap<u64, Vec<Hash>> = String::from_utf8_lossy(&read("proofs.jsonl")?)
         .lines()
         .map(|line| {
@@ -247,7 +263,7 @@ pub fn verify(dir: &Path, trusted_keys: &[String], json_out: bool) -> Result<(),
     } else {
         format!("the key shipped in the bundle ({shipped}); pass --trusted-key to pin it")
     };
-    let value = json!({ "ok": true, "events": count, "tree_size": checkpoint.size, "origin": checkpoint.origin, "trusted": trust, "changes": trails });
+    let value = json!({ "ok": true, "events": count, "tree_size": checkpoint.size, "origin": checkpoint.origin, "trusted": trust, "cosigned_by": cosigned, "changes": trails });
     render::print(json_out, value, || {
         format!(
             "bundle ok: {count} events included in the signed checkpoint of {} at size {}, every evidence blob matches its digest\ntrusted: {trust}\n\n{}",
@@ -290,4 +306,131 @@ fn parse_hash(text: &str) -> Result<Hash, CliError> {
         .ok()
         .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
         .ok_or_else(|| invalid(format!("bad hash {text:?}")))
+}
+
+/// Requires a quorum of cosignatures by the given witness keys on the bundle's checkpoint, and
+/// asks the live witnesses whether they have seen a larger tree of the log or another root at
+/// this size. Returns how many witnesses cosigned.
+fn check_cosignatures(checkpoint: &Checkpoint, note: &str, witnessed: &Witnessed) -> Result<usize, CliError> {
+    let keys = witnessed
+        .keys
+        .iter()
+        .map(|k| {
+            CosignatureVerifier::parse(k)
+                .map_err(|e| CliError::new("input.bad_key", format!("--witness-key {k}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let lines = note.split_once("\n\n").map_or("", |(_, lines)| lines);
+    let found = cosigned_by(checkpoint, lines, &keys)
+        .map_err(|e| CliError::new("ledger.bad_cosignature", format!("checkpoint.note: {e}")))?;
+    let quorum = witnessed.quorum.unwrap_or(keys.len());
+    if found.len() < quorum {
+        return Err(CliError::new(
+            "ledger.witness_quorum",
+            format!(
+                "the bundle's checkpoint (size {}) is cosigned by {} of the {quorum} witnesses required",
+                checkpoint.size,
+                found.len()
+            ),
+        ));
+    }
+    for entry in &witnessed.live {
+        let (key, url) = entry.rsplit_once('@').ok_or_else(|| {
+            CliError::new("input.invalid_value", format!("--witness {entry:?}: expected KEY@URL"))
+        })?;
+        let key =
+            CosignatureVerifier::parse(key).map_err(|e| CliError::new("input.bad_key", e.to_string()))?;
+        let signed = note.split_once("\n\n").map_or(String::new(), |(body, lines)| {
+            let own: String = lines
+                .lines()
+                .filter(|l| !l.starts_with(&format!("\u{2014} {} ", key.name())))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            format!("{body}\n\n{own}")
+        });
+        match ask(url, checkpoint, &signed)? {
+            Seen::Same => {}
+            Seen::Larger(size) => {
+                return Err(CliError::new(
+                    "ledger.rolled_back",
+                    format!(
+                        "witness {} has cosigned a tree of {size} events of this log; the bundle's checkpoint covers {}: it comes from a rolled-back or truncated log",
+                        key.name(),
+                        checkpoint.size
+                    ),
+                ));
+            }
+            Seen::Other => {
+                return Err(CliError::new(
+                    "ledger.forked",
+                    format!(
+                        "witness {} has cosigned another tree head at size {}: the bundle comes from a forked history",
+                        key.name(),
+                        checkpoint.size
+                    ),
+                ));
+            }
+            Seen::Smaller(size) => {
+                eprintln!(
+                    "note: witness {} has seen only {size} events of this log; the bundle's newer checkpoint cannot be compared without the events in between",
+                    key.name()
+                );
+            }
+        }
+    }
+    Ok(found.len())
+}
+
+enum Seen {
+    Same,
+    Larger(u64),
+    Smaller(u64),
+    Other,
+}
+
+/// What a witness has seen of the checkpoint's log, compared with the checkpoint: asked with
+/// `old 0` (answered with the size it last cosigned), then at the checkpoint's own size.
+fn ask(url: &str, checkpoint: &Checkpoint, note: &str) -> Result<Seen, CliError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |old: u64| -> Result<(u16, String), CliError> {
+        let body = writ_ledger::witness::request_body(old, &[], note);
+        let target = format!("{}/add-checkpoint", url.trim_end_matches('/'));
+        let response = agent
+            .post(&target)
+            .send(body.as_bytes())
+            .map_err(|e| CliError::new("client.unreachable", format!("witness {target}: {e}")))?;
+        let status = response.status().as_u16();
+        Ok((status, response.into_body().read_to_string().unwrap_or_default()))
+    };
+    let (status, text) = post(0)?;
+    let size = match status {
+        200 => return Ok(Seen::Same),
+        409 => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| invalid(format!("the witness answered 409 without a size: {text}")))?,
+        other => {
+            return Err(CliError::new(
+                "client.http",
+                format!("the witness answered {other}: {}", text.trim()),
+            ));
+        }
+    };
+    if size > checkpoint.size {
+        return Ok(Seen::Larger(size));
+    }
+    if size < checkpoint.size {
+        return Ok(Seen::Smaller(size));
+    }
+    match post(size)? {
+        (200, _) => Ok(Seen::Same),
+        (409, _) => Ok(Seen::Other),
+        (other, text) => {
+            Err(CliError::new("client.http", format!("the witness answered {other}: {}", text.trim())))
+        }
+    }
 }

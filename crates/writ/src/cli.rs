@@ -168,6 +168,17 @@ pub enum AuditCmd {
         /// Pin the ledger's public key (name+id+key) instead of trusting the one in the bundle.
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted: Vec<String>,
+        /// A witness's cosigner key (repeatable): the bundle's checkpoint must carry a quorum of
+        /// their cosignatures.
+        #[arg(long = "witness-key", value_name = "KEY")]
+        witness_keys: Vec<String>,
+        /// How many of the --witness-key witnesses must have cosigned (default: all).
+        #[arg(long, value_name = "K", requires = "witness_keys")]
+        witness_quorum: Option<usize>,
+        /// A witness to ask now, as KEY@URL (repeatable): one that has seen a larger tree of this
+        /// log, or another history, shows the bundle comes from a rolled-back or forked log.
+        #[arg(long = "witness", value_name = "KEY@URL")]
+        witnesses: Vec<String>,
     },
 }
 

@@ -83,7 +83,11 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             Ok(())
         }
         // Verifying a bundle needs no database and no server.
-        Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
+        Top::Audit(AuditCmd::Verify { path, trusted, witness_keys, witness_quorum, witnesses }) => {
+            let witnessed =
+                crate::audit::Witnessed { keys: witness_keys, quorum: witness_quorum, live: witnesses };
+            crate::audit::verify(&path, &trusted, &witnessed, json)
+        }
         Top::Breakglass(args) => {
             check_actor(&client, Some(&args.actor))?;
             let body = json!({

@@ -39,7 +39,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             writ_server::witness::serve(writ_server::witness::WitnessOptions { listen, key, state, logs })
         }
         Top::LoadAppend { count, threads } => load_append(&open(db.as_deref(), hmac)?, count, threads),
-        Top::Audit(AuditCmd::Verify { path, trusted }) => crate::audit::verify(&path, &trusted, json),
+        Top::Audit(AuditCmd::Verify { path, trusted, witness_keys, witness_quorum, witnesses }) => {
+            let witnessed =
+                crate::audit::Witnessed { keys: witness_keys, quorum: witness_quorum, live: witnesses };
+            crate::audit::verify(&path, &trusted, &witnessed, json)
+        }
         Top::Audit(AuditCmd::Bundle { change, all: _, out }) => {
             let engine = open(db.as_deref(), hmac)?;
             let change = change.as_deref().map(ChangeId::parse).transpose()?;

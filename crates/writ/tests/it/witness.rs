@@ -189,6 +189,45 @@ fn a_restored_backup_a_deleted_tail_and_a_forked_history_are_named_with_witnesse
     assert_named(&forked, "ledger.forked", "the history was rewritten");
     // The witnesses did not move: the real database still verifies against them.
     assert_eq!(verify(&w, &w.db, &both, None).code, 0, "the witnesses kept the real head");
+
+    // Auditor bundles carry the cosignatures: a quorum is required offline, and the witnesses
+    // asked now name a bundle of the restored copy.
+    let keys: Vec<&str> = both.iter().map(|x| x.spec.rsplit_once('@').unwrap().0).collect();
+    let audit = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["audit", "verify", dir.to_str().unwrap()];
+        for key in &keys {
+            args.extend(["--witness-key", key]);
+        }
+        args.extend_from_slice(extra);
+        writ(&args)
+    };
+    let bundle = w.dir.path().join("bundle");
+    w.writ(&["audit", "bundle", "--all", "--out", bundle.to_str().unwrap()]).ok();
+    let audited = audit(&bundle, &["--witness", &w1.spec]);
+    assert_eq!(audited.code, 0, "{}", audited.stderr);
+    assert!(audited.stdout.contains("bundle ok"), "{}", audited.stdout);
+    // One cosignature taken out (the manifest digest recomputed): too few witnesses.
+    let note_path = bundle.join("checkpoint.note");
+    let note = std::fs::read_to_string(&note_path).unwrap();
+    let w2_name = "\u{2014} witness.test/w2 ";
+    let fewer: String = note.lines().filter(|l| !l.starts_with(w2_name)).map(|l| format!("{l}\n")).collect();
+    assert_ne!(fewer, note);
+    std::fs::write(&note_path, &fewer).unwrap();
+    let manifest_path = bundle.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["files"]["checkpoint.note"] = hex::encode(writ_ledger::sha256(fewer.as_bytes())).into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    assert_named(&audit(&bundle, &[]), "ledger.witness_quorum", "cosigned by 1 of the 2 witnesses");
+    // A bundle of the restored copy: its own cosignatures are genuine, the witnesses know more.
+    let old_bundle = w.dir.path().join("old-bundle");
+    assert_eq!(on(&w, &backup, &["audit", "bundle", "--all", "--out", old_bundle.to_str().unwrap()]).code, 0);
+    assert_eq!(audit(&old_bundle, &[]).code, 0, "offline, an old bundle is a true old bundle");
+    assert_named(
+        &audit(&old_bundle, &["--witness", &w1.spec]),
+        "ledger.rolled_back",
+        "rolled-back or truncated log",
+    );
 }
 
 #[test]
