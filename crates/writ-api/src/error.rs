@@ -269,6 +269,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("ledger.projection_diverged", Ledger),
     ("ledger.sealed_text_altered", Ledger),
     ("ledger.uncovered_events", Ledger),
+    ("ledger.retired_key", Ledger),
     ("ledger.rolled_back", Ledger),
     ("ledger.forked", Ledger),
     ("ledger.witness_quorum", Ledger),

@@ -363,6 +363,15 @@ pub enum RegistryEvent {
         count: u64,
         samples: Vec<String>,
     },
+    /// A checkpoint signing key joined the log's keys (`retired: false`: from the next
+    /// checkpoint on it signs beside the others) or left them (`retired: true`: no checkpoint
+    /// that covers this event may rest on it alone). `key` is its verifier key.
+    LedgerKey {
+        actor: Actor,
+        key: String,
+        retired: bool,
+        at: Timestamp,
+    },
     /// An admin put tables that had diverged from the ledger back to what its events say
     /// (`writ ledger repair --projections`); `repaired` names each row (`table key`).
     ProjectionsRepaired {
@@ -401,6 +410,8 @@ impl RegistryEvent {
             RegistryEvent::DeliveryRefused { .. } => "intake.refused",
             RegistryEvent::RefusalsCounted { .. } => "intake.refusals_counted",
             RegistryEvent::ProjectionsRepaired { .. } => "ledger.projections_repaired",
+            RegistryEvent::LedgerKey { retired: false, .. } => "ledger.key_added",
+            RegistryEvent::LedgerKey { retired: true, .. } => "ledger.key_retired",
         }
     }
 
@@ -422,7 +433,8 @@ impl RegistryEvent {
             | RegistryEvent::Delivery { actor, .. }
             | RegistryEvent::DeliveryRefused { actor, .. }
             | RegistryEvent::RefusalsCounted { actor, .. }
-            | RegistryEvent::ProjectionsRepaired { actor, .. } => actor,
+            | RegistryEvent::ProjectionsRepaired { actor, .. }
+            | RegistryEvent::LedgerKey { actor, .. } => actor,
         }
     }
 
@@ -438,6 +450,7 @@ impl RegistryEvent {
             | RegistryEvent::ScimLinked { at, .. }
             | RegistryEvent::RefusalsCounted { at, .. }
             | RegistryEvent::ProjectionsRepaired { at, .. }
+            | RegistryEvent::LedgerKey { at, .. }
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,

@@ -2,7 +2,9 @@
 //! sign a history inconsistent with the last signed head), verifies the whole log, and makes
 //! inclusion and consistency proofs. Keys are passed in; the engine never reads key files.
 
-use writ_ledger::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
+use writ_core::event::RegistryEvent;
+use writ_core::identity::Actor;
+use writ_ledger::checkpoint::{Checkpoint, NoteSigner, NoteVerifier, Signing};
 use writ_ledger::merkle::{Hash, Tree};
 use writ_ledger::verify::{Entry, Report, verify};
 use writ_store::{EventRow, StoredCheckpoint};
@@ -54,6 +56,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Records that `key` joins the log's checkpoint keys (`retired: false`) or leaves them:
+    /// `ledger.key_added` / `ledger.key_retired`. The key file itself is the caller's.
+    pub fn record_ledger_key(&self, actor: Actor, key: &NoteVerifier, retired: bool) -> Result<u64> {
+        self.acting(&actor)?;
+        if key.name() != self.ledger_origin()? {
+            return Err(refused(format!(
+                "the key {} is not named after this ledger's origin",
+                key.to_text()
+            )));
+        }
+        let event = RegistryEvent::LedgerKey { actor, key: key.to_text(), retired, at: self.clock.now() };
+        let index = self.store.add_ledger_key(
+            &key.id_hex(),
+            &key.to_text(),
+            &crate::registry_event(&event, self.hmac()?),
+        )?;
+        tracing::warn!(target: "writ::ledger", key = %key.to_text(), retired, index, "checkpoint signing key rotated");
+        Ok(index)
+    }
+
     /// Every event row in index order.
     pub fn all_events(&self) -> Result<Vec<EventRow>> {
         let mut rows: Vec<EventRow> = Vec::new();
@@ -101,12 +123,12 @@ impl Engine {
 
     /// Signs a checkpoint over the whole log unless the newest one already covers it. Refuses if
     /// the stored events no longer reproduce the newest signed root (tampering since then).
-    pub fn checkpoint(&self, signer: &NoteSigner) -> Result<StoredCheckpoint> {
+    pub fn checkpoint(&self, signer: &impl Signing) -> Result<StoredCheckpoint> {
         let origin = self.ledger_origin()?;
-        if signer.verifier().name() != origin {
+        if signer.origin() != origin {
             return Err(refused(format!(
                 "the signing key is for {}, this ledger is {origin}",
-                signer.verifier().name()
+                signer.origin()
             )));
         }
         // The newest checkpoint first, then the tree: events are only ever appended, so the tree
@@ -130,7 +152,7 @@ impl Engine {
         let stored = StoredCheckpoint {
             size: checkpoint.size,
             root: checkpoint.root,
-            note: signer.sign(&checkpoint),
+            note: signer.sign_note(&checkpoint),
             created_at: self.clock.now(),
         };
         self.store.add_checkpoint(&stored)?;

@@ -221,7 +221,8 @@ impl Expected {
             RegistryEvent::Delivery { .. }
             | RegistryEvent::DeliveryRefused { .. }
             | RegistryEvent::RefusalsCounted { .. }
-            | RegistryEvent::ProjectionsRepaired { .. } => {}
+            | RegistryEvent::ProjectionsRepaired { .. }
+            | RegistryEvent::LedgerKey { .. } => {}
         }
     }
 

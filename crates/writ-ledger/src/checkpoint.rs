@@ -195,6 +195,104 @@ impl NoteSigner {
     }
 }
 
+/// Whatever signs a log's checkpoints: one key, or a ring of them during a rotation.
+pub trait Signing {
+    /// The log's origin, which every key is named after.
+    fn origin(&self) -> &str;
+    /// The complete signed note over `checkpoint`.
+    fn sign_note(&self, checkpoint: &Checkpoint) -> String;
+}
+
+impl Signing for NoteSigner {
+    fn origin(&self) -> &str {
+        &self.name
+    }
+
+    fn sign_note(&self, checkpoint: &Checkpoint) -> String {
+        self.sign(checkpoint)
+    }
+}
+
+/// The log's signing keys, one per line of the key file, oldest first. Every key signs every
+/// checkpoint: during a rotation the old and the new key both sign (a note with two signature
+/// lines), so verifiers that know either accept it.
+pub struct KeyRing {
+    keys: Vec<NoteSigner>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.keys).finish()
+    }
+}
+
+impl KeyRing {
+    /// A ring of at least one key, all named alike (the log's origin), none twice.
+    pub fn new(keys: Vec<NoteSigner>) -> Result<KeyRing, NoteError> {
+        let Some(first) = keys.first() else {
+            return Err(NoteError::BadKey("no signing key".into()));
+        };
+        if keys.iter().any(|k| k.name != first.name) {
+            return Err(NoteError::BadKey("every signing key must be named after the log's origin".into()));
+        }
+        for (n, key) in keys.iter().enumerate() {
+            if keys.iter().skip(n + 1).any(|other| other.id == key.id) {
+                return Err(NoteError::BadKey(format!("key {} appears twice", hex(&key.id))));
+            }
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// One `PRIVATE+KEY+…` per non-empty line.
+    pub fn parse(text: &str) -> Result<KeyRing, NoteError> {
+        KeyRing::new(
+            text.lines().filter(|l| !l.trim().is_empty()).map(NoteSigner::parse).collect::<Result<_, _>>()?,
+        )
+    }
+
+    /// One private key per line, for the key file only.
+    pub fn to_private_text(&self) -> String {
+        self.keys.iter().map(|k| k.to_private_text() + "\n").collect()
+    }
+
+    /// The newest key's public half.
+    pub fn verifier(&self) -> NoteVerifier {
+        self.keys.last().map_or_else(unreachable_verifier, NoteSigner::verifier)
+    }
+
+    /// Every key's public half, oldest first.
+    pub fn verifiers(&self) -> Vec<NoteVerifier> {
+        self.keys.iter().map(NoteSigner::verifier).collect()
+    }
+
+    pub fn keys(&self) -> &[NoteSigner] {
+        &self.keys
+    }
+}
+
+/// `KeyRing::new` refuses an empty ring, so this is never built; it keeps `verifier` total.
+fn unreachable_verifier() -> NoteVerifier {
+    let key = SigningKey::from_bytes(&[0; 32]);
+    NoteVerifier { name: String::new(), id: [0; 4], key: key.verifying_key() }
+}
+
+impl Signing for KeyRing {
+    fn origin(&self) -> &str {
+        self.keys.first().map_or("", |k| k.name.as_str())
+    }
+
+    fn sign_note(&self, checkpoint: &Checkpoint) -> String {
+        let body = checkpoint.body();
+        let mut note = format!("{body}\n");
+        for key in &self.keys {
+            let mut blob = key.id.to_vec();
+            blob.extend_from_slice(&key.key.sign(body.as_bytes()).to_bytes());
+            note.push_str(&format!("\u{2014} {} {}\n", key.name, B64.encode(blob)));
+        }
+        note
+    }
+}
+
 /// Opens a signed note: parses the checkpoint and requires a valid signature by one of
 /// `trusted`. Any signature line by a trusted key that fails is an error, even if another passes.
 pub fn open(note: &str, trusted: &[NoteVerifier]) -> Result<Checkpoint, NoteError> {

@@ -331,6 +331,9 @@ enum Data {
     ProjectionsRepaired {
         repaired: Vec<String>,
     },
+    LedgerKey {
+        key: String,
+    },
 }
 
 fn delivery_data(d: &writ_core::intake::Delivery) -> DeliveryData {
@@ -638,6 +641,12 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 samples,
             }
         }
+        ("ledger.key_added", Data::LedgerKey { key }) => {
+            RegistryEvent::LedgerKey { actor, key, retired: false, at }
+        }
+        ("ledger.key_retired", Data::LedgerKey { key }) => {
+            RegistryEvent::LedgerKey { actor, key, retired: true, at }
+        }
         ("ledger.projections_repaired", Data::ProjectionsRepaired { repaired }) => {
             RegistryEvent::ProjectionsRepaired { actor, repaired, at }
         }
@@ -831,6 +840,7 @@ fn registry_data(event: &RegistryEvent) -> Data {
                 samples: samples.clone(),
             }
         }
+        RegistryEvent::LedgerKey { key, .. } => Data::LedgerKey { key: key.clone() },
         RegistryEvent::ProjectionsRepaired { repaired, .. } => {
             Data::ProjectionsRepaired { repaired: repaired.clone() }
         }

@@ -169,6 +169,14 @@ fn every_event() -> Vec<Event> {
         files: vec!["access.cedar".into(), "rules.toml".into()],
         at: T0,
     }));
+    for retired in [false, true] {
+        events.push(Event::Registry(RegistryEvent::LedgerKey {
+            actor: Actor::System(SystemActor::Admin),
+            key: "writ/test+01020304+AQ==".into(),
+            retired,
+            at: T0,
+        }));
+    }
     events.push(Event::Registry(RegistryEvent::ProjectionsRepaired {
         actor: Actor::Identity(IdentityName::parse("root").unwrap()),
         repaired: vec!["roles alice admin".into(), "grants dave repo:db/admin".into()],

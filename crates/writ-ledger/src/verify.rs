@@ -44,6 +44,8 @@ pub enum Problem {
     WrongOrigin { size: u64, origin: String },
     /// Two signed checkpoints are not consistent (a forked or rewritten history).
     Inconsistent { old: u64, new: u64 },
+    /// A checkpoint that covers a key's retirement rests only on that retired key.
+    RetiredKey { size: u64, key: String },
     /// The newest events are covered by no verified checkpoint: deleting them would leave no
     /// trace. Every write signs one before it answers, so a tail is a finding, not "ok".
     Uncovered { from: u64, count: u64 },
@@ -66,6 +68,7 @@ impl Problem {
             Problem::WrongOrigin { .. } => "ledger.wrong_origin",
             Problem::Inconsistent { .. } => "ledger.inconsistent_checkpoints",
             Problem::Uncovered { .. } => "ledger.uncovered_events",
+            Problem::RetiredKey { .. } => "ledger.retired_key",
         }
     }
 
@@ -84,6 +87,7 @@ impl Problem {
             Problem::WrongOrigin { size, .. } => *size,
             Problem::Inconsistent { old, .. } => *old,
             Problem::Uncovered { from, .. } => *from,
+            Problem::RetiredKey { size, .. } => *size,
         }
     }
 }
@@ -129,6 +133,10 @@ impl fmt::Display for Problem {
             Problem::Inconsistent { old, new } => {
                 write!(f, "checkpoints at sizes {old} and {new} are not consistent (forked history)")
             }
+            Problem::RetiredKey { size, key } => write!(
+                f,
+                "checkpoint at size {size} is signed only by {key}, which the log retired before it: a retired (possibly leaked) key cannot extend the log"
+            ),
             Problem::Uncovered { from, count } => write!(
                 f,
                 "{count} events from index {from} are covered by no signed checkpoint, so deleting them would leave no trace; sign one with `writ ledger checkpoint` (a running server signs within its checkpoint interval)"
@@ -175,7 +183,9 @@ pub fn verify(
     let mut tree = Tree::new();
     let mut expected = 0u64;
     let mut next_seq: HashMap<String, u64> = HashMap::new();
+    let mut keys: Vec<KeyEvent> = Vec::new();
     for entry in entries {
+        keys.extend(key_event(&entry));
         if entry.index < expected {
             problems.push(Problem::OutOfOrder { index: entry.index, after: expected.saturating_sub(1) });
         } else if entry.index > expected {
@@ -191,7 +201,8 @@ pub fn verify(
         }
         tree.push(leaf);
     }
-    let verified_checkpoints = check_checkpoints(&tree, notes, trusted, origin, &mut problems);
+    let windows = key_windows(&tree, notes, trusted, &keys);
+    let verified_checkpoints = check_checkpoints(&tree, notes, &windows, origin, &mut problems);
     let uncovered = tree.size() - verified_checkpoints.last().map_or(0, |c| c.size.min(tree.size()));
     // Exact findings first (they name one event), then those that bound a range.
     problems.sort_by_key(|p| (matches!(p, Problem::RootMismatch { .. }), p.index()));
@@ -216,20 +227,109 @@ fn check_record(entry: &Entry, next_seq: &mut HashMap<String, u64>, problems: &m
     }
 }
 
-fn check_checkpoints(
+/// A key joining or leaving the log's checkpoint keys, as an event at `index` says.
+struct KeyEvent {
+    index: u64,
+    key: NoteVerifier,
+    retired: bool,
+}
+
+/// The key event an entry records, if it records one (a cheap byte test first: most do not).
+fn key_event(entry: &Entry) -> Option<KeyEvent> {
+    let marker = b"\"type\":\"ledger.key_";
+    if !entry.bytes.windows(marker.len()).any(|w| w == marker) {
+        return None;
+    }
+    match crate::record::decode(&entry.bytes, &|_| None) {
+        Ok(writ_core::event::Event::Registry(writ_core::event::RegistryEvent::LedgerKey {
+            key,
+            retired,
+            ..
+        })) => Some(KeyEvent { index: entry.index, key: NoteVerifier::parse(&key).ok()?, retired }),
+        _ => None,
+    }
+}
+
+/// A key and the checkpoint sizes it may sign: more than `after` events (a key added at index
+/// `a` signs only checkpoints that include its addition) and at most `until` (a key retired at
+/// index `r` signs no checkpoint that includes its retirement).
+struct KeyWindow {
+    key: NoteVerifier,
+    after: u64,
+    until: Option<u64>,
+}
+
+impl KeyWindow {
+    fn covers(&self, size: u64) -> bool {
+        size > self.after && self.until.is_none_or(|until| size <= until)
+    }
+}
+
+/// The keys each checkpoint may be signed by. Key events count only if a checkpoint signed
+/// by a trusted key and matching the stored events covers them: the log's own history then
+/// vouches for keys the verifier does not hold (an older key, retired since) and for when
+/// each key stopped counting.
+fn key_windows(
     tree: &Tree,
     notes: &[String],
     trusted: &[NoteVerifier],
+    events: &[KeyEvent],
+) -> Vec<KeyWindow> {
+    let vouched = notes
+        .iter()
+        .filter_map(|note| open(note, trusted).ok())
+        .filter(|c| tree.root_at(c.size) == Some(c.root))
+        .map(|c| c.size)
+        .max()
+        .unwrap_or(0);
+    let mut windows: Vec<KeyWindow> =
+        trusted.iter().map(|key| KeyWindow { key: key.clone(), after: 0, until: None }).collect();
+    for event in events.iter().filter(|e| e.index < vouched) {
+        let position = windows.iter().position(|w| w.key == event.key);
+        let window = match position {
+            Some(position) => windows.get_mut(position),
+            None => {
+                windows.push(KeyWindow { key: event.key.clone(), after: 0, until: None });
+                windows.last_mut()
+            }
+        };
+        if let Some(window) = window {
+            if event.retired {
+                window.until = Some(event.index);
+            } else if position.is_none() {
+                window.after = event.index;
+            }
+        }
+    }
+    windows
+}
+
+fn check_checkpoints(
+    tree: &Tree,
+    notes: &[String],
+    windows: &[KeyWindow],
     origin: Option<&str>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Checkpoint> {
     let mut opened: Vec<Checkpoint> = Vec::new();
+    let every: Vec<NoteVerifier> = windows.iter().map(|w| w.key.clone()).collect();
     for (position, note) in notes.iter().enumerate() {
         let size = note.lines().nth(1).and_then(|s| s.parse::<u64>().ok());
-        match open(note, trusted) {
+        let valid: Vec<NoteVerifier> =
+            windows.iter().filter(|w| size.is_some_and(|s| w.covers(s))).map(|w| w.key.clone()).collect();
+        match open(note, &valid) {
             Ok(checkpoint) => opened.push(checkpoint),
             Err(NoteError::BadSignature(detail)) => problems.push(Problem::BadSignature { size, detail }),
-            Err(NoteError::UnknownKey(detail)) => problems.push(Problem::UnknownKey { size, detail }),
+            Err(NoteError::UnknownKey(detail)) => match (size, open(note, &every)) {
+                (Some(size), Ok(_)) => {
+                    let key = windows
+                        .iter()
+                        .find(|w| !w.covers(size) && open(note, std::slice::from_ref(&w.key)).is_ok())
+                        .map_or(detail, |w| w.key.to_text());
+                    problems.push(Problem::RetiredKey { size, key });
+                }
+                _ => problems.push(Problem::UnknownKey { size, detail }),
+            },
             Err(error) => problems.push(Problem::MalformedCheckpoint { position, detail: error.to_string() }),
         }
     }

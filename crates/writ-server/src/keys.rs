@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use writ_ledger::checkpoint::{NoteSigner, NoteVerifier};
+use writ_ledger::checkpoint::{KeyRing, NoteSigner, NoteVerifier};
 use writ_ledger::sensitive::HmacKey;
 
 use writ_api::Error;
@@ -85,18 +85,32 @@ pub fn new_origin() -> Result<String, Error> {
 
 /// Creates a new signing key file (refusing to overwrite one) readable only by its owner.
 pub fn create(path: &Path, origin: &str) -> Result<NoteSigner, Error> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::new("internal.random", e.to_string()))?;
-    let signer =
-        NoteSigner::from_seed(origin, seed).map_err(|e| Error::new("ledger.bad_key", e.to_string()))?;
+    let signer = fresh(origin)?;
     write_secret(path, &signer.to_private_text())?;
     Ok(signer)
 }
 
-/// Loads the signing key, refusing a file other users can read.
-pub fn load(path: &Path) -> Result<NoteSigner, Error> {
+/// A new signing key for `origin`, from the OS random source (not written anywhere).
+pub fn fresh(origin: &str) -> Result<NoteSigner, Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::new("internal.random", e.to_string()))?;
+    NoteSigner::from_seed(origin, seed).map_err(|e| Error::new("ledger.bad_key", e.to_string()))
+}
+
+/// Loads the signing keys (one per line; two during a rotation), refusing a file other users
+/// can read.
+pub fn load(path: &Path) -> Result<KeyRing, Error> {
     let text = read_secret(path)?;
-    NoteSigner::parse(&text).map_err(|e| Error::new("ledger.key_file", format!("{}: {e}", path.display())))
+    KeyRing::parse(&text).map_err(|e| Error::new("ledger.key_file", format!("{}: {e}", path.display())))
+}
+
+/// Replaces the key file's keys atomically (a new file, mode 0600, synced, renamed over it).
+pub fn replace(path: &Path, ring: &KeyRing) -> Result<(), Error> {
+    let temporary = path.with_extension("rotating");
+    let _ = std::fs::remove_file(&temporary);
+    write_secret(&temporary, ring.to_private_text().trim_end())?;
+    std::fs::rename(&temporary, path)
+        .map_err(|e| Error::new("ledger.key_file", format!("replacing {}: {e}", path.display())))
 }
 
 /// Keys to trust when verifying: those given explicitly, plus the public half of the signing key
@@ -106,8 +120,8 @@ pub fn trusted(explicit: &[String], key: &Path) -> Result<Vec<NoteVerifier>, Err
         .iter()
         .map(|k| NoteVerifier::parse(k).map_err(|e| Error::new("input.bad_key", e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Ok(signer) = load(key) {
-        trusted.push(signer.verifier());
+    if let Ok(ring) = load(key) {
+        trusted.extend(ring.verifiers());
     }
     if trusted.is_empty() {
         return Err(Error::new(
@@ -119,4 +133,46 @@ pub fn trusted(explicit: &[String], key: &Path) -> Result<Vec<NoteVerifier>, Err
         ));
     }
     Ok(trusted)
+}
+
+/// A server's signing keys: loaded at start if the key file exists, and loaded again whenever
+/// the file changes, so a key rotated with `writ ledger rotate-key` signs (and a retired one
+/// stops signing) without a restart. A file that cannot be read keeps the keys in use.
+pub struct Signer {
+    path: PathBuf,
+    loaded: std::sync::Mutex<Option<(std::time::SystemTime, KeyRing)>>,
+}
+
+impl Signer {
+    pub fn open(path: &Path) -> Result<Signer, Error> {
+        let loaded = if path.exists() { Some((modified(path), load(path)?)) } else { None };
+        Ok(Signer { path: path.to_owned(), loaded: std::sync::Mutex::new(loaded) })
+    }
+
+    /// Whether this instance has signing keys at all.
+    pub fn present(&self) -> bool {
+        self.loaded.lock().map(|l| l.is_some()).unwrap_or(false)
+    }
+
+    /// Runs `work` with the current keys (re-read first if the file changed); `None` without.
+    pub fn with<T>(&self, work: impl FnOnce(&KeyRing) -> T) -> Option<T> {
+        let mut loaded = self.loaded.lock().ok()?;
+        let changed = modified(&self.path);
+        if loaded.as_ref().is_some_and(|(seen, _)| *seen != changed) {
+            match load(&self.path) {
+                Ok(ring) => {
+                    tracing::warn!(target: "writ::ledger", keys = ?ring.verifiers().iter().map(NoteVerifier::to_text).collect::<Vec<_>>(), "checkpoint signing keys changed on disk: signing with them");
+                    *loaded = Some((changed, ring));
+                }
+                Err(error) => {
+                    tracing::error!(target: "writ::ledger", "the key file changed and cannot be read; signing with the keys in use: {}", error.message)
+                }
+            }
+        }
+        loaded.as_ref().map(|(_, ring)| work(ring))
+    }
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH)
 }

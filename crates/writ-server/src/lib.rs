@@ -37,7 +37,6 @@ use std::time::Duration as StdDuration;
 use axum::Router;
 use writ_core::time::Timestamp;
 use writ_engine::Engine;
-use writ_ledger::checkpoint::NoteSigner;
 
 pub use config::ServeOptions;
 
@@ -47,7 +46,8 @@ use writ_api::Error;
 /// What every handler shares.
 pub struct AppState {
     pub engine: Engine,
-    pub signer: Option<NoteSigner>,
+    /// The checkpoint signing keys, re-read when their file changes (`writ ledger rotate-key`).
+    pub signer: keys::Signer,
     /// This process's name in leases (host-independent random id).
     pub instance: String,
     pub limits: config::Limits,
@@ -148,7 +148,7 @@ pub fn compose(
             )
         })?;
     let key_path = database.key_path(settings.ledger_key.as_deref())?;
-    let signer = if key_path.exists() { Some(crate::keys::load(&key_path)?) } else { None };
+    let signer = crate::keys::Signer::open(&key_path)?;
     let engine = crate::compose::engine_over(store, Some(hmac)).with_refusal_window(settings.refusal_window);
     engine.ledger_origin()?;
     if let Some(dir) = &settings.policy_dir {
@@ -223,8 +223,7 @@ async fn serve(
     publisher.abort();
     // A last checkpoint so that what this instance wrote is signed before it goes.
     let last = Arc::clone(&state);
-    let _ =
-        tokio::task::spawn_blocking(move || last.signer.as_ref().map(|s| last.engine.checkpoint(s))).await;
+    let _ = tokio::task::spawn_blocking(move || last.signer.with(|s| last.engine.checkpoint(s))).await;
     tracing::info!(target: "writ::serve", "stopped");
     result.map_err(|e| Error::new("internal", format!("server error: {e}")))
 }

@@ -737,6 +737,21 @@ impl CheckpointStore for PostgresStore {
         self.meta(key)?.ok_or_else(|| StoreError::Other(format!("setting {key} was not stored")))
     }
 
+    fn add_ledger_key(&self, id: &str, key: &str, event: &NewEvent) -> Result<u64> {
+        let (name, key, event) = (format!("ledger.key.{id}"), key.to_owned(), event.clone());
+        self.write(move |tx, next| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&name, &key],
+            )
+            .map_err(map_err)?;
+            let indices = append(tx, next, std::slice::from_ref(&event))?;
+            let index =
+                indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))?;
+            Ok((index, 1))
+        })
+    }
+
     fn add_cosignature(&self, c: &StoredCosignature) -> Result<()> {
         let (c, size, signed) = (c.clone(), to_i64(c.size)?, to_i64(c.signed_s)?);
         self.write(move |tx, _| {

@@ -752,6 +752,17 @@ impl CheckpointStore for SqliteStore {
         self.meta(&k)?.ok_or_else(|| StoreError::Other(format!("setting {k} was not stored")))
     }
 
+    fn add_ledger_key(&self, id: &str, key: &str, event: &NewEvent) -> Result<u64> {
+        let (name, key, event) = (format!("ledger.key.{id}"), key.to_owned(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)")
+                .and_then(|mut statement| statement.execute(params![name, key]))
+                .map_err(map_err)?;
+            append(tx, std::slice::from_ref(&event))
+        }))?;
+        indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
+    }
+
     fn add_cosignature(&self, c: &StoredCosignature) -> Result<()> {
         let (c, size, signed) = (c.clone(), to_i64(c.size)?, to_i64(c.signed_s)?);
         self.writer.submit(Box::new(move |tx| {

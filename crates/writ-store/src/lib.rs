@@ -523,6 +523,9 @@ pub trait CheckpointStore {
     fn meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a setting once; returns the value now stored (the existing one if already set).
     fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+    /// Records a checkpoint signing key joining or leaving the log: its public key under
+    /// `ledger.key.<id>` (kept once) and `event`, in one transaction. Returns the event's index.
+    fn add_ledger_key(&self, id: &str, key: &str, event: &NewEvent) -> Result<u64>;
     /// Keeps a witness's cosignature on the checkpoint of `size` (idempotent per witness and
     /// size: the first kept stays).
     fn add_cosignature(&self, cosignature: &StoredCosignature) -> Result<()>;

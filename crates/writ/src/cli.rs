@@ -234,6 +234,16 @@ pub enum LedgerCmd {
         #[arg(long, env = "WRIT_WITNESS_QUORUM", value_name = "K")]
         witness_quorum: Option<usize>,
     },
+    /// Rotate the checkpoint signing key. Without --retire: a new key joins the key file
+    /// (`ledger.key_added`), and from now on old and new both sign every checkpoint, so
+    /// verifiers holding either keep working while they are given the new one. With --retire
+    /// KEY_ID: that key leaves the file (`ledger.key_retired`); verify then refuses any later
+    /// checkpoint that rests on it alone. Local only: the key file is on this machine.
+    RotateKey {
+        /// The id (8 hex digits) of the key to retire; at least one other key must remain.
+        #[arg(long, value_name = "KEY_ID")]
+        retire: Option<String>,
+    },
     /// Put tables that diverged from the ledger back to what its events say, recorded as one
     /// `ledger.projections_repaired` event naming every row, then sign a checkpoint. Local only:
     /// the authority is access to the database and its keys, not a table that may be the one

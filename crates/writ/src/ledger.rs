@@ -53,6 +53,7 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             }
             report_verification(&view, json)
         }
+        LedgerCmd::RotateKey { retire } => rotate_key(engine, key, retire.as_deref(), json),
         LedgerCmd::Repair { .. } => {
             let repair = engine.repair_projections(writ_core::identity::Actor::System(
                 writ_core::identity::SystemActor::Admin,
@@ -136,6 +137,68 @@ pub fn run(engine: &Engine, command: LedgerCmd, key: &Path, json: bool) -> Resul
             Err(CliError::new("input.invalid_value", "use --index N, or --from A --to B"))
         }
     }
+}
+
+/// `writ ledger rotate-key`: records the change of keys, rewrites the key file, and signs a
+/// checkpoint with the keys now in force (covering the record of the change).
+fn rotate_key(engine: &Engine, key: &Path, retire: Option<&str>, json: bool) -> Result<(), CliError> {
+    use writ_ledger::checkpoint::{KeyRing, NoteSigner};
+    let ring = keys::load(key)?;
+    let admin = writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin);
+    let bad = |e: writ_ledger::checkpoint::NoteError| CliError::new("ledger.bad_key", e.to_string());
+    let (changed, kept): (String, Vec<NoteSigner>) = match retire {
+        None => {
+            let new = keys::fresh(&engine.ledger_origin()?)?;
+            engine.record_ledger_key(admin, &new.verifier(), false)?;
+            let mut keys: Vec<NoteSigner> = ring
+                .keys()
+                .iter()
+                .map(|k| NoteSigner::parse(&k.to_private_text()))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?;
+            let added = new.verifier().to_text();
+            keys.push(new);
+            (added, keys)
+        }
+        Some(id) => {
+            let Some(old) = ring.verifiers().into_iter().find(|v| v.id_hex() == id) else {
+                return Err(CliError::new("input.invalid_value", format!("no key {id:?} in the key file")));
+            };
+            if ring.keys().len() < 2 {
+                return Err(CliError::new(
+                    "input.invalid_value",
+                    "the only signing key cannot be retired: run `writ ledger rotate-key` first to add its successor",
+                ));
+            }
+            engine.record_ledger_key(admin, &old, true)?;
+            let keys = ring
+                .keys()
+                .iter()
+                .filter(|k| k.verifier() != old)
+                .map(|k| NoteSigner::parse(&k.to_private_text()))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?;
+            (old.to_text(), keys)
+        }
+    };
+    let ring = KeyRing::new(kept).map_err(bad)?;
+    keys::replace(key, &ring)?;
+    let checkpoint = engine.checkpoint(&ring)?;
+    let now: Vec<String> = ring.verifiers().iter().map(|v| v.to_text()).collect();
+    let value = serde_json::json!({
+        if retire.is_some() { "retired" } else { "added" }: changed,
+        "keys": now,
+        "checkpoint": checkpoint.size,
+    });
+    render::print(json, value, || {
+        format!(
+            "{} {changed}\nsigning keys now: {}\ncheckpoint {} signed by them",
+            if retire.is_some() { "retired" } else { "added" },
+            now.join(", "),
+            checkpoint.size
+        )
+    });
+    Ok(())
 }
 
 /// Prints a verification report (built locally or read from a server) and fails with the first

@@ -72,6 +72,8 @@ const EVENT_KINDS: &[&str] = &[
     "intake.refused",
     "intake.refusals_counted",
     "ledger.projections_repaired",
+    "ledger.key_added",
+    "ledger.key_retired",
     // Names that are not errors: a rule's id, a meta key.
     "exception.default",
     "ledger.origin",

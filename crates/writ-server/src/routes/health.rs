@@ -56,7 +56,7 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<Sta
         let probe = format!("ready:{}", state.instance);
         state.engine.store().acquire_lease(&probe, &state.instance, now, until)?;
         state.engine.seal("readiness")?;
-        if state.signer.is_none() {
+        if !state.signer.present() {
             return Err(ApiError::new(
                 "ledger.no_signing_key",
                 "no ledger signing key: checkpoints cannot be signed",

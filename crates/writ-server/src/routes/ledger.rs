@@ -96,7 +96,7 @@ pub(crate) async fn checkpoints(
         Ok(Json(to_json(&LedgerStateView {
             events: size,
             latest: latest.as_ref().map(CheckpointView::of),
-            public_key: state.signer.as_ref().map(|s| s.verifier().to_text()),
+            public_key: state.signer.with(|s| s.verifier().to_text()),
         })))
     })
     .await
@@ -108,11 +108,10 @@ pub(crate) async fn sign_checkpoint(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::Operate)?;
     blocking(&state, |state| {
-        let signer = state
+        let checkpoint = state
             .signer
-            .as_ref()
-            .ok_or_else(|| ApiError::new("ledger.no_signing_key", "this instance has no signing key"))?;
-        let checkpoint = state.engine.checkpoint(signer)?;
+            .with(|signer| state.engine.checkpoint(signer))
+            .ok_or_else(|| ApiError::new("ledger.no_signing_key", "this instance has no signing key"))??;
         Ok(Json(to_json(&CheckpointView::of(&checkpoint))))
     })
     .await
@@ -159,7 +158,7 @@ pub(crate) async fn verify_ledger(
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::ReadLedger)?;
     blocking(&state, |state| {
-        let trusted: Vec<_> = state.signer.iter().map(|s| s.verifier()).collect();
+        let trusted: Vec<_> = state.signer.with(|s| s.verifiers()).unwrap_or_default();
         let report = state.engine.verify_ledger(&trusted, false)?;
         let divergences = state.engine.check_projections()?;
         Ok(Json(writ_api::view::report_json(&report, &divergences)))

@@ -590,3 +590,62 @@ fn a_server_over_a_diverged_table_refuses_writes() {
     let ready = api.send("GET", "/readyz", None, &[], None);
     assert_eq!((ready.status, ready.code()), (503, "ledger.projection_diverged"), "{}", ready.text);
 }
+
+/// Key rotation: a new key signs beside the old one, then alone once the old one is retired;
+/// verify follows the history with only the new key at hand, and refuses a checkpoint that
+/// rests on the retired key after its retirement.
+#[test]
+fn a_rotated_key_signs_beside_the_old_then_alone_and_a_retired_key_is_refused() {
+    let (w, _) = ledger_world();
+    let old = w.writ(&["ledger", "checkpoint", "--json"]).json()["key"].as_str().unwrap().to_owned();
+    let old_file = std::fs::read_to_string(key(&w)).unwrap();
+    let added = w.writ(&["ledger", "rotate-key", "--json"]).json();
+    let new = added["added"].as_str().unwrap().to_owned();
+    assert_eq!(added["keys"], serde_json::json!([old, new]));
+    let connection = rusqlite::Connection::open(&w.db).unwrap();
+    let note: String = connection
+        .query_row("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(note.matches('\u{2014}').count(), 2, "both keys sign during the overlap: {note}");
+    drop(connection);
+    w.writ(&["identity", "add", "erin", "--kind", "human"]).ok();
+    let pinned_old = w.writ(&["ledger", "verify", "--trusted-key", &old]);
+    assert_eq!(
+        pinned_old.code, 0,
+        "a verifier that only knows the old key still verifies: {}",
+        pinned_old.stderr
+    );
+
+    let old_id = old.split('+').nth(1).unwrap();
+    let retired = w.writ(&["ledger", "rotate-key", "--retire", old_id, "--json"]).json();
+    assert_eq!(retired["keys"], serde_json::json!([new]));
+    w.writ(&["identity", "add", "frank", "--kind", "human"]).ok();
+    assert!(!std::fs::read_to_string(key(&w)).unwrap().contains(old_file.lines().next().unwrap()));
+    let verified = w.writ(&["ledger", "verify"]);
+    assert_eq!(
+        verified.code, 0,
+        "the history before the rotation verifies with the new key: {}",
+        verified.stderr
+    );
+    let only = w.writ(&["ledger", "rotate-key", "--retire", new.split('+').nth(1).unwrap()]);
+    assert_eq!(only.code, 2, "the last key cannot be retired: {}", only.stderr);
+
+    // Someone who kept the retired key signs the newest tree head with it alone.
+    let old_signer = writ_ledger::checkpoint::NoteSigner::parse(old_file.lines().next().unwrap()).unwrap();
+    let run = attack(&w, "retired", |c| {
+        let (size, root): (i64, Vec<u8>) = c
+            .query_row("SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        let origin = old.split('+').next().unwrap().to_owned();
+        let forged = old_signer.sign(&writ_ledger::checkpoint::Checkpoint {
+            origin,
+            size: size as u64,
+            root: root.try_into().unwrap(),
+        });
+        c.execute("UPDATE checkpoints SET note = ?1 WHERE size = ?2", rusqlite::params![forged, size])
+            .unwrap();
+    });
+    assert_detected(&run, "ledger.retired_key", "which the log retired before it");
+}
