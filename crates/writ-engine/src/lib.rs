@@ -110,6 +110,8 @@ pub struct Engine {
     scim_serial: Arc<std::sync::Mutex<()>>,
     /// How long a window of refused deliveries lasts (see `intake::Engine::refuse_delivery`).
     refusal_window_ms: i64,
+    /// The fold of the log the incremental projection check extends (see `projections.rs`).
+    projection_cache: Arc<projections::Cache>,
 }
 
 impl Engine {
@@ -128,6 +130,7 @@ impl Engine {
             policy: Arc::default(),
             scim_serial: Arc::default(),
             refusal_window_ms: intake::REFUSAL_WINDOW_MS,
+            projection_cache: Arc::default(),
         }
     }
 

@@ -22,10 +22,21 @@ use writ_core::time::Timestamp;
 use writ_store::{ChangeRow, ChangeSummary, Fix, GrantUpdate};
 
 use crate::lifecycle::grant_updates;
-use crate::{Engine, Result};
+use crate::{Engine, EngineError, Result};
 
 /// Events read per page while rebuilding.
 const PAGE: usize = 1000;
+
+/// How much of the log a check reads: all of it, or what was appended since the last check.
+#[derive(Clone, Copy)]
+enum Mode {
+    Full,
+    Incremental,
+}
+
+/// The fold of the log as far as the last incremental check read it.
+#[derive(Default)]
+pub struct Cache(std::sync::Mutex<Option<(u64, Box<Expected>)>>);
 
 /// Surveys taken before giving up on a moment when no write lands in between.
 const SURVEY_ATTEMPTS: usize = 10;
@@ -313,9 +324,21 @@ impl Engine {
     /// write is taken again; under writes that never pause, only what every attempt found is
     /// reported (a real divergence stays, a write in flight does not).
     pub fn check_projections(&self) -> Result<Vec<Divergence>> {
+        self.checked(Mode::Full)
+    }
+
+    /// [`Engine::check_projections`] for a long-running process: the events are folded once
+    /// and only those appended since the last check are read again (the tables are compared
+    /// whole every time); kept clear text is checked for the new events' seals only (every
+    /// reader checks it again before showing it). `ledger verify` does the full check.
+    pub fn check_projections_incremental(&self) -> Result<Vec<Divergence>> {
+        self.checked(Mode::Incremental)
+    }
+
+    fn checked(&self, mode: Mode) -> Result<Vec<Divergence>> {
         let mut persistent: Option<Vec<Divergence>> = None;
         for _ in 0..SURVEY_ATTEMPTS {
-            let (survey, quiet) = self.quiet_survey()?;
+            let (survey, quiet) = self.quiet_survey(mode)?;
             if quiet {
                 return Ok(survey.divergences);
             }
@@ -328,9 +351,9 @@ impl Engine {
     }
 
     /// A survey, and whether the log stayed the same size while it ran.
-    fn quiet_survey(&self) -> Result<(Survey, bool)> {
+    fn quiet_survey(&self, mode: Mode) -> Result<(Survey, bool)> {
         let before = self.store.event_count()?;
-        let survey = self.survey()?;
+        let survey = self.survey(mode)?;
         Ok((survey, self.store.event_count()? == before))
     }
 
@@ -340,7 +363,7 @@ impl Engine {
     /// and returned in `remaining`. Nothing is recorded when nothing diverged.
     pub fn repair_projections(&self, actor: Actor) -> Result<Repair> {
         self.acting(&actor)?;
-        let (survey, quiet) = self.quiet_survey()?;
+        let (survey, quiet) = self.quiet_survey(Mode::Full)?;
         let count = self.store.event_count()?;
         if !quiet {
             return Err(writ_store::StoreError::Conflict(
@@ -373,8 +396,26 @@ impl Engine {
         Ok(Repair { repaired, index: Some(index), remaining })
     }
 
-    fn survey(&self) -> Result<Survey> {
-        let expected = self.rebuild()?;
+    fn survey(&self, mode: Mode) -> Result<Survey> {
+        match mode {
+            Mode::Full => {
+                let mut expected = Expected::default();
+                self.fold(&mut expected, 0)?;
+                self.compare(&expected)
+            }
+            Mode::Incremental => {
+                let mut cache = self.projection_cache.0.lock().map_err(|_| {
+                    EngineError::Store(writ_store::StoreError::Other("projection cache lock poisoned".into()))
+                })?;
+                let (next, expected) = cache.get_or_insert_with(|| (0, Box::default()));
+                expected.seals.clear();
+                *next = self.fold(expected, *next)?;
+                self.compare(expected)
+            }
+        }
+    }
+
+    fn compare(&self, expected: &Expected) -> Result<Survey> {
         let store = &self.store;
         let mut survey = Survey::default();
         let identities = keyed(store.identities()?, |i| i.name.to_string());
@@ -491,10 +532,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Replays every event into the projections it builds.
-    fn rebuild(&self) -> Result<Expected> {
-        let mut expected = Expected::default();
-        let mut from = 0;
+    /// Replays the events from index `from` on into the projections they build; returns the
+    /// index after the last event read.
+    fn fold(&self, expected: &mut Expected, from: u64) -> Result<u64> {
+        let mut from = from;
         loop {
             let page = self.store.events(from, PAGE)?;
             for row in &page {
@@ -512,12 +553,13 @@ impl Engine {
                 }
                 expected.seals.append(&mut seals.into_inner());
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE => from = last.index + 1,
-                _ => break,
+            if let Some(last) = page.last() {
+                from = last.index + 1;
+            }
+            if page.len() < PAGE {
+                return Ok(from);
             }
         }
-        Ok(expected)
     }
 
     /// Checks every kept clear text against the seal its events hold: text replaced in the

@@ -81,7 +81,7 @@ pub struct AppState {
 impl AppState {
     /// Checks the registry tables against the ledger again and seals or unseals writes.
     pub fn check_projections(&self) -> writ_engine::Result<()> {
-        let found = self.engine.check_projections()?;
+        let found = self.engine.check_projections_incremental()?;
         for divergence in &found {
             tracing::error!(target: "writ::serve", table = divergence.table, key = %divergence.key, expected = %divergence.expected, found = %divergence.found, "a table disagrees with the ledger: writes are refused until it is repaired");
         }
