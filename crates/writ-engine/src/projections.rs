@@ -466,7 +466,7 @@ impl Engine {
                 Some(Fix::ScimLink(identity, want.map(|(_, e)| e.clone())))
             },
         );
-        self.survey_policy(&expected, &mut survey)?;
+        self.survey_policy(expected, &mut survey)?;
         let findings = keyed(store.findings(None)?, |f| f.id.clone());
         survey.table(
             "findings",
