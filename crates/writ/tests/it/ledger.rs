@@ -18,7 +18,7 @@ fn ledger_world() -> (World, String) {
     (w, id)
 }
 
-fn key(w: &World) -> PathBuf {
+pub fn key(w: &World) -> PathBuf {
     let mut name = w.db.as_os_str().to_owned();
     name.push(".key");
     PathBuf::from(name)
@@ -55,7 +55,7 @@ fn verify(db: &Path, key: &Path) -> Run {
 }
 
 /// Runs `writ ARGS` on a copy of the world's database with the world's key files.
-fn on_copy(w: &World, copy: &Path, args: &[&str]) -> Run {
+pub fn on_copy(w: &World, copy: &Path, args: &[&str]) -> Run {
     let hmac = key(w).with_extension("hmac");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
         .args(["--db", copy.to_str().unwrap(), "--hmac-key", hmac.to_str().unwrap()])

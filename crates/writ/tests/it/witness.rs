@@ -95,10 +95,8 @@ impl Drop for Witness {
 /// `writ ledger verify --witness …` on `db` (the world's own database or a copy of it), with
 /// the world's key files.
 fn verify(w: &World, db: &Path, witnesses: &[&Witness], quorum: Option<usize>) -> Run {
-    let mut key = w.db.as_os_str().to_owned();
-    key.push(".key");
-    let mut hmac = w.db.as_os_str().to_owned();
-    hmac.push(".hmac");
+    let key = crate::ledger::key(w);
+    let hmac = key.with_extension("hmac");
     let mut command = Command::new(env!("CARGO_BIN_EXE_writ"));
     command.args(["--db", db.to_str().unwrap()]).arg("--ledger-key").arg(&key).arg("--hmac-key").arg(&hmac);
     command.args(["ledger", "verify"]);
@@ -119,24 +117,6 @@ fn copy(w: &World, name: &str) -> PathBuf {
     let copy = w.dir.path().join(format!("{name}.db"));
     std::fs::copy(&w.db, &copy).unwrap();
     copy
-}
-
-/// Runs `writ ARGS` on a copy with the world's key files.
-fn on(w: &World, db: &Path, args: &[&str]) -> Run {
-    let mut key = w.db.as_os_str().to_owned();
-    key.push(".key");
-    let mut hmac = w.db.as_os_str().to_owned();
-    hmac.push(".hmac");
-    let output = Command::new(env!("CARGO_BIN_EXE_writ"))
-        .args(["--db", db.to_str().unwrap()])
-        .arg("--ledger-key")
-        .arg(&key)
-        .arg("--hmac-key")
-        .arg(&hmac)
-        .args(args)
-        .output()
-        .unwrap();
-    Run::from_output(output)
 }
 
 fn assert_named(run: &Run, code: &str, text: &str) {
@@ -183,7 +163,7 @@ fn a_restored_backup_a_deleted_tail_and_a_forked_history_are_named_with_witnesse
     let fork = copy(&w, "fork");
     std::fs::copy(&backup, &fork).unwrap();
     for name in ["mallory", "trent", "oscar", "peggy", "victor"] {
-        assert_eq!(on(&w, &fork, &["identity", "add", name, "--kind", "human"]).code, 0);
+        assert_eq!(crate::ledger::on_copy(&w, &fork, &["identity", "add", name, "--kind", "human"]).code, 0);
     }
     let forked = verify(&w, &fork, &both, None);
     assert_named(&forked, "ledger.forked", "the history was rewritten");
@@ -221,7 +201,15 @@ fn a_restored_backup_a_deleted_tail_and_a_forked_history_are_named_with_witnesse
     assert_named(&audit(&bundle, &[]), "ledger.witness_quorum", "cosigned by 1 of the 2 witnesses");
     // A bundle of the restored copy: its own cosignatures are genuine, the witnesses know more.
     let old_bundle = w.dir.path().join("old-bundle");
-    assert_eq!(on(&w, &backup, &["audit", "bundle", "--all", "--out", old_bundle.to_str().unwrap()]).code, 0);
+    assert_eq!(
+        crate::ledger::on_copy(
+            &w,
+            &backup,
+            &["audit", "bundle", "--all", "--out", old_bundle.to_str().unwrap()]
+        )
+        .code,
+        0
+    );
     assert_eq!(audit(&old_bundle, &[]).code, 0, "offline, an old bundle is a true old bundle");
     assert_named(
         &audit(&old_bundle, &["--witness", &w1.spec]),
