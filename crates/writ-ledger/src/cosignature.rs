@@ -9,7 +9,7 @@
 //! ```
 //!
 //! and the signature line is `— <name> base64(key id ‖ u64 timestamp, big-endian ‖ signature)`,
-//! the key id being SHA-256(name ‖ 0x0A ‖ 0x04 ‖ public key)[:4]. Verifier keys are written
+//! the key id being `SHA-256(name ‖ 0x0A ‖ 0x04 ‖ public key)[:4]`. Verifier keys are written
 //! `name+hexid+base64(0x04‖key)` (a signed-note vkey), signer keys
 //! `PRIVATE+KEY+name+hexid+base64(0x04‖seed)`.
 
