@@ -712,14 +712,7 @@ impl Engine {
             })
             .collect();
         let commit = ChangeCommit {
-            summary: ChangeSummary {
-                id: change.id.clone(),
-                kind: change.kind,
-                state: change.state,
-                requester: change.requester.clone(),
-                created_at: change.created_at,
-                updated_at: events.last().map_or(change.created_at, |e| e.at),
-            },
+            summary: summary_of(&change, events.last().map_or(change.created_at, |e| e.at)),
             expected_seq: before.map_or(0, |c| c.seq),
             events: new_events,
             grants,
@@ -730,6 +723,19 @@ impl Engine {
         let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
         Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
+    }
+}
+
+/// A change's summary row as of its last event at `updated_at`: what a commit stores, and what
+/// the projection check expects to find.
+pub(crate) fn summary_of(change: &Change, updated_at: Timestamp) -> ChangeSummary {
+    ChangeSummary {
+        id: change.id.clone(),
+        kind: change.kind,
+        state: change.state,
+        requester: change.requester.clone(),
+        created_at: change.created_at,
+        updated_at,
     }
 }
 

@@ -19,7 +19,7 @@ use writ_core::finding::Finding;
 use writ_core::identity::{Actor, Grant, Identity, IdentityState, Target};
 use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
-use writ_store::{ChangeRow, ChangeSummary, Fix, GrantUpdate};
+use writ_store::{ChangeRow, Fix, GrantUpdate};
 
 use crate::lifecycle::grant_updates;
 use crate::{Engine, EngineError, Result};
@@ -154,14 +154,7 @@ fn change_row(row: &ChangeRow) -> String {
 /// The row the ledger says a change has: its fold, and the time of its last event.
 fn expected_change_row(change: &Change, updated_at: Timestamp) -> ChangeRow {
     ChangeRow {
-        summary: ChangeSummary {
-            id: change.id.clone(),
-            kind: change.kind,
-            state: change.state,
-            requester: change.requester.clone(),
-            created_at: change.created_at,
-            updated_at,
-        },
+        summary: crate::lifecycle::summary_of(change, updated_at),
         seq: change.seq,
         due_at: change.next_deadline(),
     }

@@ -218,6 +218,7 @@ impl Signing for NoteSigner {
 /// lines), so verifiers that know either accept it.
 pub struct KeyRing {
     keys: Vec<NoteSigner>,
+    newest: NoteVerifier,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -229,9 +230,10 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// A ring of at least one key, all named alike (the log's origin), none twice.
     pub fn new(keys: Vec<NoteSigner>) -> Result<KeyRing, NoteError> {
-        let Some(first) = keys.first() else {
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
             return Err(NoteError::BadKey("no signing key".into()));
         };
+        let newest = last.verifier();
         if keys.iter().any(|k| k.name != first.name) {
             return Err(NoteError::BadKey("every signing key must be named after the log's origin".into()));
         }
@@ -240,7 +242,7 @@ impl KeyRing {
                 return Err(NoteError::BadKey(format!("key {} appears twice", hex(&key.id))));
             }
         }
-        Ok(KeyRing { keys })
+        Ok(KeyRing { keys, newest })
     }
 
     /// One `PRIVATE+KEY+…` per non-empty line.
@@ -257,7 +259,7 @@ impl KeyRing {
 
     /// The newest key's public half.
     pub fn verifier(&self) -> NoteVerifier {
-        self.keys.last().map_or_else(unreachable_verifier, NoteSigner::verifier)
+        self.newest.clone()
     }
 
     /// Every key's public half, oldest first.
@@ -268,12 +270,6 @@ impl KeyRing {
     pub fn keys(&self) -> &[NoteSigner] {
         &self.keys
     }
-}
-
-/// `KeyRing::new` refuses an empty ring, so this is never built; it keeps `verifier` total.
-fn unreachable_verifier() -> NoteVerifier {
-    let key = SigningKey::from_bytes(&[0; 32]);
-    NoteVerifier { name: String::new(), id: [0; 4], key: key.verifying_key() }
 }
 
 impl Signing for KeyRing {

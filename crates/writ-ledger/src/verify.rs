@@ -275,6 +275,12 @@ fn key_windows(
     trusted: &[NoteVerifier],
     events: &[KeyEvent],
 ) -> Vec<KeyWindow> {
+    let mut windows: Vec<KeyWindow> =
+        trusted.iter().map(|key| KeyWindow { key: key.clone(), after: 0, until: None }).collect();
+    if events.is_empty() {
+        // A log that never rotated a key: no checkpoint needs opening twice.
+        return windows;
+    }
     let vouched = notes
         .iter()
         .filter_map(|note| open(note, trusted).ok())
@@ -282,8 +288,6 @@ fn key_windows(
         .map(|c| c.size)
         .max()
         .unwrap_or(0);
-    let mut windows: Vec<KeyWindow> =
-        trusted.iter().map(|key| KeyWindow { key: key.clone(), after: 0, until: None }).collect();
     for event in events.iter().filter(|e| e.index < vouched) {
         let position = windows.iter().position(|w| w.key == event.key);
         let window = match position {
