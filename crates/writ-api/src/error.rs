@@ -54,6 +54,10 @@ pub enum Kind {
     /// The command ran and recorded its outcome, and the outcome is a failure (execution,
     /// verification, an overdue deadline). The API answers these with the record. 500, exit 7.
     ChangeFailed,
+    /// The targets were written but the outcome could not be recorded (the store refused it
+    /// after the connectors ran): not "nothing written". The attempt is recovered from the
+    /// targets once its claim ends. 500, exit 9.
+    Unrecorded,
     /// The ledger or a bundle does not verify. 500, exit 8.
     Ledger,
     /// A check the command ran did not pass (policy tests). 422, exit 1.
@@ -79,7 +83,7 @@ impl Kind {
             Kind::RateLimited => 429,
             Kind::TargetUnavailable => 502,
             Kind::Unavailable => 503,
-            Kind::Storage | Kind::ChangeFailed | Kind::Ledger | Kind::Internal => 500,
+            Kind::Storage | Kind::ChangeFailed | Kind::Unrecorded | Kind::Ledger | Kind::Internal => 500,
         }
     }
 
@@ -101,6 +105,7 @@ impl Kind {
             Kind::Contended | Kind::Unavailable | Kind::Storage | Kind::RateLimited => exit::STORE,
             Kind::TargetUnavailable | Kind::TargetInvalid => exit::TARGET,
             Kind::ChangeFailed => exit::CHANGE_FAILED,
+            Kind::Unrecorded => exit::UNRECORDED,
             Kind::Ledger => exit::LEDGER,
         }
     }
@@ -116,6 +121,7 @@ pub mod exit {
     pub const TARGET: u8 = 6;
     pub const CHANGE_FAILED: u8 = 7;
     pub const LEDGER: u8 = 8;
+    pub const UNRECORDED: u8 = 9;
 }
 
 use Kind::*;
@@ -231,6 +237,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("finding.not_open", Conflict),
     ("exception.duplicate", Conflict),
     ("intake.already_linked", Conflict),
+    ("state.execution_in_progress", Conflict),
     ("hook.delivery_id_reused", Conflict),
     ("scim.conflict", Conflict),
     ("scim.precondition_failed", PreconditionFailed),
@@ -257,6 +264,7 @@ pub const CODES: &[(&str, Kind)] = &[
     // Outcomes recorded as failures.
     ("change.failed", ChangeFailed),
     ("change.verification_failed", ChangeFailed),
+    ("change.outcome_unrecorded", Unrecorded),
     ("breakglass.approval_missed", ChangeFailed),
     ("deadline.not_handled", ChangeFailed),
     ("expiry.not_ended", ChangeFailed),
@@ -322,6 +330,10 @@ pub const KINDS: &[(Kind, &str)] = &[
     (Kind::Unavailable, "the store, a key file or a needed service is unavailable; nothing was written"),
     (Kind::Storage, "the store failed in a way retrying will not fix"),
     (Kind::ChangeFailed, "the outcome was recorded and is a failure (the API answers with the record)"),
+    (
+        Kind::Unrecorded,
+        "the targets were written but the outcome is not recorded yet: it is recovered from the targets when the attempt's claim ends",
+    ),
     (Kind::Ledger, "the ledger or a bundle does not verify"),
     (Kind::Internal, "anything else"),
 ];

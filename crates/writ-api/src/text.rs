@@ -188,8 +188,11 @@ pub fn trail(change: &ChangeView) -> String {
             (None, Some(t)) => format!("done at {t}"),
             (None, None) => "in progress".to_owned(),
         };
+        let recovered = if e.recovered { " (cut off; outcome recovered from the targets)" } else { "" };
+        let writes =
+            if e.writes.is_empty() { String::new() } else { format!(" [wrote {}]", e.writes.join(", ")) };
         out.push_str(&format!(
-            "  executed   {} at {} (attempt {}) {result}\n",
+            "  executed   {} at {} (attempt {}) {result}{recovered}{writes}\n",
             e.executor,
             e.started_at,
             attempt + 1

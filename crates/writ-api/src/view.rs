@@ -193,6 +193,22 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
             format!("{changed} of {} operation(s) changed the target", outcomes.len())
         }
         ChangeEventBody::ExecutionFailed { error, .. } => error.clone(),
+        ChangeEventBody::AttemptRecovered { attempt, outcomes, error } => {
+            let changed = outcomes.iter().filter(|o| o.before != o.after).count();
+            let mut written: Vec<&str> = outcomes.iter().filter_map(|o| o.reference.as_deref()).collect();
+            written.dedup();
+            let write = if written.is_empty() {
+                "no write stamped with this change found".to_owned()
+            } else {
+                format!("its write: {}", written.join(", "))
+            };
+            let end =
+                error.as_deref().map_or_else(|| "everything approved is in effect".to_owned(), str::to_owned);
+            format!(
+                "attempt {attempt} recovered from the targets: {changed} of {} operation(s) changed the target; {write}; {end}",
+                outcomes.len()
+            )
+        }
         ChangeEventBody::Verified { .. } => "observed state equals approved state".to_owned(),
         ChangeEventBody::VerificationFailed { mismatches, residual, .. } => {
             let mut text = format!("{} operation(s) differ from the approved state", mismatches.len());

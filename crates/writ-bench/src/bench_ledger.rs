@@ -166,6 +166,7 @@ fn store_append(path: &Path, prepared: Vec<Batch>) -> anyhow::Result<(f64, Sqlit
             evidence: Vec::new(),
             sensitive,
             due_at: None,
+            claim: None,
         })?;
     }
     Ok((start.elapsed().as_secs_f64(), store))
@@ -219,6 +220,7 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
                 evidence: Vec::new(),
                 sensitive,
                 due_at: None,
+                claim: None,
             })?;
         }
         Ok(())

@@ -152,6 +152,16 @@ pub trait Connector: Send + Sync {
     /// Reads the current members of `entitlements` from the target (not from Writ).
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed>;
 
+    /// The latest write on the target stamped with `change`'s ID for any of `ops` (a commit
+    /// with its `Writ-Change` trailer, the audit rows of one transaction, …), as the reference
+    /// `apply` reports for it; `None` if the target holds no such write or keeps no stamp it
+    /// can be found by. How an attempt that was cut off before its outcome was recorded is
+    /// found again.
+    fn stamped(&self, change: &ChangeId, ops: &[TargetOp]) -> Result<Option<String>> {
+        let _ = (change, ops);
+        Ok(None)
+    }
+
     /// Removes `member` from `entitlement`: the same as applying one revoke operation.
     fn revoke(
         &self,

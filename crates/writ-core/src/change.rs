@@ -336,6 +336,9 @@ pub struct Execution {
     pub finished_at: Option<Timestamp>,
     pub outcomes: Vec<OpOutcome>,
     pub error: Option<String>,
+    /// The attempt was cut off and its outcome recorded by a later attempt (see
+    /// `ChangeEventBody::AttemptRecovered`).
+    pub recovered: bool,
 }
 
 /// Access an identity was observed to hold on a target.

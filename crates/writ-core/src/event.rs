@@ -156,6 +156,17 @@ pub enum ChangeEventBody {
         error: String,
         outcomes: Vec<OpOutcome>,
     },
+    /// Attempt `attempt` was cut off before its outcome was recorded (its process died, or the
+    /// store refused the outcome after the targets were written). A later attempt observed the
+    /// targets and records what it finds as that attempt's outcome: each operation's state
+    /// before the attempt (as it observed then) and now, with the write the target carries the
+    /// change ID on (a commit, an audit row), if any. The change is `implemented` if everything
+    /// approved is in effect (`error` none), else `failed`.
+    AttemptRecovered {
+        attempt: u32,
+        outcomes: Vec<OpOutcome>,
+        error: Option<String>,
+    },
     Verified {
         observations: Vec<Observation>,
     },
@@ -216,6 +227,7 @@ impl ChangeEventBody {
             ChangeEventBody::ExecutionStarted { .. } => "change.execution_started",
             ChangeEventBody::Implemented { .. } => "change.implemented",
             ChangeEventBody::ExecutionFailed { .. } => "change.execution_failed",
+            ChangeEventBody::AttemptRecovered { .. } => "change.attempt_recovered",
             ChangeEventBody::Verified { .. } => "change.verified",
             ChangeEventBody::VerificationFailed { .. } => "change.verification_failed",
             ChangeEventBody::Reviewed { .. } => "change.reviewed",
@@ -238,6 +250,7 @@ impl ChangeEventBody {
             ChangeEventBody::ExecutionStarted { .. }
             | ChangeEventBody::Implemented { .. }
             | ChangeEventBody::ExecutionFailed { .. }
+            | ChangeEventBody::AttemptRecovered { .. }
             | ChangeEventBody::AlertRaised { .. } => Phase::Implementation,
             ChangeEventBody::Verified { .. } | ChangeEventBody::VerificationFailed { .. } => {
                 Phase::Verification

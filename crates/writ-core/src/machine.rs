@@ -93,6 +93,13 @@ pub enum Command {
         outcomes: Vec<OpOutcome>,
         error: Option<String>,
     },
+    /// Records the outcome of the attempt in progress, which was cut off: what a later attempt
+    /// observed (see `ChangeEventBody::AttemptRecovered`). `error` says what is still missing.
+    RecoverAttempt {
+        recoverer: Actor,
+        outcomes: Vec<OpOutcome>,
+        error: Option<String>,
+    },
     /// `residual`: for a cleanup change, access its identities still hold on any target.
     RecordVerification {
         verifier: Actor,
@@ -143,6 +150,7 @@ impl Command {
             Command::Cancel { .. } => "cancel",
             Command::StartExecution { .. } => "execute",
             Command::RecordImplementation { .. } => "record implementation",
+            Command::RecoverAttempt { .. } => "recover attempt",
             Command::RecordVerification { .. } => "verify",
             Command::Review { .. } => "review",
             Command::AttachEvidence { .. } => "attach evidence",
@@ -257,14 +265,11 @@ pub fn decide(
             Ok(vec![event(actor, None, ChangeEventBody::Cancelled { reason })])
         }
         Command::StartExecution { executor } => {
+            // One attempt at a time: an attempt in progress (`implementing`) either finishes or,
+            // cut off, has its outcome recovered (`RecoverAttempt`) before another starts.
             require_state(
                 change,
-                &[
-                    ChangeState::Approved,
-                    ChangeState::Failed,
-                    ChangeState::Implementing,
-                    ChangeState::VerificationFailed,
-                ],
+                &[ChangeState::Approved, ChangeState::Failed, ChangeState::VerificationFailed],
                 action,
             )?;
             // A break-glass change is authorised by the break-glass itself, for the person who
@@ -273,8 +278,10 @@ pub fn decide(
             if change.emergency.is_none() {
                 check_approvals_current(change, now)?;
             }
+            // Independence is from the request and its approval; the executor of an earlier
+            // attempt may retry it (policy can ask for someone else after a failure).
             if let Actor::Identity(name) = &executor
-                && let Some(role) = role_of(change, name)
+                && let Some(role) = role_of(change, name).filter(|role| *role != "executor")
                 && !breaks_glass
             {
                 return Err(Refusal::ExecutorNotIndependent {
@@ -296,6 +303,13 @@ pub fn decide(
                 Some(error) => ChangeEventBody::ExecutionFailed { error: truncate(&error), outcomes },
             };
             Ok(vec![event(executor, None, body)])
+        }
+        Command::RecoverAttempt { recoverer, outcomes, error } => {
+            require_state(change, &[ChangeState::Implementing], action)?;
+            let attempt = u32::try_from(change.executions.len()).unwrap_or(u32::MAX);
+            check_outcomes(change, &outcomes, error.is_none())?;
+            let error = error.map(|e| truncate(&e));
+            Ok(vec![event(recoverer, None, ChangeEventBody::AttemptRecovered { attempt, outcomes, error })])
         }
         Command::RecordVerification { verifier, observations, residual } => {
             require_state(change, &[ChangeState::Implemented, ChangeState::VerificationFailed], action)?;
@@ -549,6 +563,7 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 finished_at: None,
                 outcomes: Vec::new(),
                 error: None,
+                recovered: false,
             });
             change.state = ChangeState::Implementing;
         }
@@ -563,6 +578,18 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             execution.finished_at = Some(event.at);
             execution.outcomes = outcomes.clone();
             execution.error = error;
+        }
+        ChangeEventBody::AttemptRecovered { attempt, outcomes, error } => {
+            expect(&[ChangeState::Implementing])?;
+            if usize::try_from(*attempt).ok() != Some(change.executions.len()) {
+                return Err(corrupt("a recovered attempt that is not the one in progress"));
+            }
+            change.state = if error.is_some() { ChangeState::Failed } else { ChangeState::Implemented };
+            let execution = change.executions.last_mut().ok_or_else(|| corrupt("no execution started"))?;
+            execution.finished_at = Some(event.at);
+            execution.outcomes = outcomes.clone();
+            execution.error = error.clone();
+            execution.recovered = true;
         }
         ChangeEventBody::Verified { observations }
         | ChangeEventBody::VerificationFailed { observations, .. } => {

@@ -361,6 +361,79 @@ fn a_failed_execution_can_be_retried_while_approval_holds() {
 }
 
 #[test]
+fn one_attempt_at_a_time_and_the_executor_may_retry_its_own() {
+    let (alice, bob, dave, carol) = (human("alice"), human("bob"), human("dave"), human("carol"));
+    let as_carol = || Command::StartExecution { executor: Actor::Identity(carol.name.clone()) };
+    let change = approved(&alice, &bob, &dave);
+    let running = step(Some(change), as_carol(), at(2)).unwrap();
+    // A second start while an attempt is in progress, by anyone: refused.
+    for executor in [Actor::Identity(carol.name.clone()), Actor::Identity(human("erin").name), engine()] {
+        let refusal = step(Some(running.clone()), Command::StartExecution { executor }, at(2)).unwrap_err();
+        assert_eq!(refusal.code(), "state.invalid_transition");
+    }
+    let failed = step(
+        Some(running),
+        Command::RecordImplementation { outcomes: vec![], error: Some("target down".into()) },
+        at(2),
+    )
+    .unwrap();
+    // The executor of the failed attempt retries it; requester, approver and beneficiary still may not.
+    let retried = step(Some(failed.clone()), as_carol(), at(3)).unwrap();
+    assert_eq!(retried.executions.len(), 2);
+    for who in [&alice, &bob, &dave] {
+        let refusal = step(
+            Some(failed.clone()),
+            Command::StartExecution { executor: Actor::Identity(who.name.clone()) },
+            at(3),
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code(), "sod.executor_not_independent", "{who:?}");
+    }
+    // Having executed still bars reviewing.
+    let done = step(
+        Some(retried),
+        Command::RecordImplementation {
+            outcomes: vec![OpOutcome { op: 0, before: false, after: true, reference: None }],
+            error: None,
+        },
+        at(3),
+    )
+    .unwrap();
+    assert_eq!(done.state, ChangeState::Implemented);
+}
+
+#[test]
+fn a_cut_off_attempt_is_recovered_as_its_own_outcome() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let change = approved(&alice, &bob, &dave);
+    // Only an attempt in progress can be recovered.
+    let recover = |error: Option<&str>, after: bool| Command::RecoverAttempt {
+        recoverer: engine(),
+        outcomes: vec![OpOutcome { op: 0, before: false, after, reference: Some("abc123".into()) }],
+        error: error.map(str::to_owned),
+    };
+    assert_eq!(
+        step(Some(change.clone()), recover(None, true), at(2)).unwrap_err().code(),
+        "state.invalid_transition"
+    );
+    let running = step(Some(change), Command::StartExecution { executor: engine() }, at(2)).unwrap();
+    // Everything in effect: implemented, the attempt closed and marked recovered.
+    let done = step(Some(running.clone()), recover(None, true), at(3)).unwrap();
+    assert_eq!(done.state, ChangeState::Implemented);
+    let attempt = done.executions.last().unwrap();
+    assert!(attempt.recovered && attempt.finished_at.is_some() && attempt.error.is_none());
+    assert_eq!(attempt.outcomes[0].reference.as_deref(), Some("abc123"));
+    // Something missing: failed, and a new attempt may start.
+    let missing = step(Some(running.clone()), recover(Some("0 of 1 in effect"), false), at(3)).unwrap();
+    assert_eq!(missing.state, ChangeState::Failed);
+    let again = step(Some(missing), Command::StartExecution { executor: engine() }, at(4)).unwrap();
+    assert_eq!(again.executions.len(), 2);
+    // A complete recovery must account for every operation.
+    let partial = Command::RecoverAttempt { recoverer: engine(), outcomes: vec![], error: None };
+    assert_eq!(step(Some(running), partial, at(3)).unwrap_err().code(), "engine.inconsistent_report");
+}
+
+#[test]
 fn request_validation_refuses_bad_plans() {
     let (alice, dave) = (human("alice"), human("dave"));
     let orphan = Identity {

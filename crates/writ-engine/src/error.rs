@@ -40,6 +40,29 @@ pub enum EngineError {
     /// A SCIM request was refused (its status and `scimType` say why); nothing was written.
     #[error(transparent)]
     Scim(#[from] writ_scim::ScimError),
+    /// Another attempt on the change holds its execution claim; nothing was recorded.
+    #[error(
+        "{change} is being executed (attempt {attempt} by {executor}, claimed until {until}); \
+         wait for it to finish, or for its claim to end and the attempt to be recovered"
+    )]
+    InProgress {
+        change: writ_core::change::ChangeId,
+        attempt: usize,
+        executor: String,
+        until: writ_core::time::Timestamp,
+    },
+    /// The targets were written but the outcome could not be recorded. The attempt stays in
+    /// progress until its claim ends; then it is recovered from the targets.
+    #[error(
+        "{change}: the targets were written ({written}) but the outcome could not be recorded ({error}); \
+         the attempt is recovered from the targets once its claim ends at {until} (`writ change execute` or the server)"
+    )]
+    OutcomeUnrecorded {
+        change: writ_core::change::ChangeId,
+        written: String,
+        until: writ_core::time::Timestamp,
+        error: writ_store::StoreError,
+    },
     /// A policy could not be loaded (file, line and reason); the policy in force is unchanged.
     #[error("invalid policy: {0}")]
     Policy(#[from] writ_policy::PolicyError),
@@ -67,6 +90,8 @@ impl EngineError {
             EngineError::NoHmacKey => "ledger.no_hmac_key",
             EngineError::Denied(denial) => denial.code,
             EngineError::Policy(_) => "policy.invalid",
+            EngineError::InProgress { .. } => "state.execution_in_progress",
+            EngineError::OutcomeUnrecorded { .. } => "change.outcome_unrecorded",
             EngineError::Intake { code, .. } => code,
             EngineError::Scim(error) => match error.status {
                 404 => "scim.not_found",

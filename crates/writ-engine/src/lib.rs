@@ -16,6 +16,7 @@ pub mod deploy;
 mod error;
 mod evidence;
 pub mod exceptions;
+pub mod execution;
 pub mod expiry;
 pub mod findings;
 pub mod intake;
@@ -112,6 +113,8 @@ pub struct Engine {
     refusal_window_ms: i64,
     /// The fold of the log the incremental projection check extends (see `projections.rs`).
     projection_cache: Arc<projections::Cache>,
+    /// How long an execution claim lasts unless renewed (see `execution.rs`).
+    claim_ttl: Duration,
 }
 
 impl Engine {
@@ -131,7 +134,15 @@ impl Engine {
             scim_serial: Arc::default(),
             refusal_window_ms: intake::REFUSAL_WINDOW_MS,
             projection_cache: Arc::default(),
+            claim_ttl: execution::DEFAULT_CLAIM_TTL,
         }
+    }
+
+    /// Sets how long an execution claim lasts unless its attempt renews it: how soon a change
+    /// whose attempt died can be resumed.
+    pub fn with_claim_ttl(mut self, ttl: Duration) -> Engine {
+        self.claim_ttl = ttl;
+        self
     }
 
     /// Sets how long a window of refused deliveries lasts: the first refusal of a source for a

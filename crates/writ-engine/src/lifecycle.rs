@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use writ_connector::{ApplyContext, TargetOp};
+use writ_connector::TargetOp;
 use writ_core::change::{
     BusinessEvent, Change, ChangeId, ChangeState, ExternalRef, Holding, Justification, Observation, OpAction,
     OpOutcome, PlannedOp,
@@ -249,104 +249,6 @@ impl Engine {
         self.transition_from(record, Command::AttachEvidence { actor, step, name }, captured)
     }
 
-    /// Implements an approved change on its targets. The state of each target before the write
-    /// is captured and `implementing` committed first; then the connectors apply; then the
-    /// outcome is committed with the apply results as evidence. Returns the record in
-    /// `implemented` or, if a target failed, in `failed` with what was and was not applied;
-    /// `execute` again retries and applies only what is missing.
-    pub fn execute(&self, id: &ChangeId, executor: Option<&IdentityName>) -> Result<ChangeRecord> {
-        let executor = match executor {
-            Some(name) => Actor::Identity(self.actor(name)?.name),
-            None => Actor::System(SystemActor::Engine),
-        };
-        self.execute_as(self.load(id)?, executor)
-    }
-
-    pub(crate) fn execute_as(&self, record: ChangeRecord, executor: Actor) -> Result<ChangeRecord> {
-        // Refuse before touching anything if the rules say no: the core's floor, then policy
-        // evaluated again with today's policy and registry.
-        decide(
-            Some(&record.change),
-            Command::StartExecution { executor: executor.clone() },
-            self.clock.now(),
-        )?;
-        self.receivers_active(&record.change)?;
-        let stamp = self.check_execution(&record, &executor)?;
-        let mut before = serde_json::Map::new();
-        for (target, group) in group_by_target(&record.change.ops) {
-            let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
-            let plan = self.connector_for(&target).and_then(|connector| Ok(connector.plan(&target_ops)?));
-            let value = match plan {
-                Ok(plan) => evidence::plan_json(&plan),
-                Err(error) => serde_json::json!({ "error": error.to_string() }),
-            };
-            before.insert(target.to_string(), value);
-        }
-        let ends = self.grant_ends(&record.change)?;
-        let mut captured = evidence::Captured::default();
-        captured.json("observed-before", &serde_json::json!({ "targets": before }));
-        let started = self.transition_stamped(
-            record,
-            Command::StartExecution { executor: executor.clone() },
-            captured,
-            stamp,
-        )?;
-        let change = &started.change;
-        let context = |target_ops: &[(usize, &PlannedOp)]| ApplyContext {
-            change: change.id.clone(),
-            summary: summary_line(change, target_ops),
-            requester: change.requester.to_string(),
-            approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
-            executor: executor.to_string(),
-            at: self.clock.now(),
-        };
-        let mut outcomes = Vec::new();
-        let mut error = None;
-        let mut results = serde_json::Map::new();
-        for (target, group) in group_by_target(&change.ops) {
-            let target_ops: Vec<TargetOp> = group
-                .iter()
-                .map(|(index, op)| TargetOp {
-                    ttl: op.duration.or(ends.get(index).copied()),
-                    ..target_op(op)
-                })
-                .collect();
-            let applied = self
-                .connector_for(&target)
-                .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
-            match applied {
-                Ok(report) => {
-                    results.insert(target.to_string(), evidence::apply_json(&report));
-                    for ((index, _), applied) in group.iter().zip(report.applied) {
-                        outcomes.push(OpOutcome {
-                            op: *index,
-                            before: applied.before,
-                            after: applied.after,
-                            reference: report.reference.clone(),
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(target: "writ::engine", change = %change.id, target_name = %target, error = %e, "apply failed");
-                    results.insert(target.to_string(), serde_json::json!({ "error": e.to_string() }));
-                    error = Some(format!("{target}: {e}"));
-                    break;
-                }
-            }
-        }
-        outcomes.sort_by_key(|o| o.op);
-        let now = self.clock.now();
-        let grants = grant_updates(change, &outcomes, now);
-        let mut events = decide(Some(change), Command::RecordImplementation { outcomes, error }, now)?;
-        let mut captured = evidence::Captured::default();
-        captured.json("apply-result", &serde_json::json!({ "targets": results }));
-        captured.attach(events.first_mut());
-        let mut done = self.commit(Some(change), events, grants, captured)?;
-        let mut history = started.events;
-        history.append(&mut done.events);
-        Ok(ChangeRecord { change: done.change, events: history })
-    }
-
     /// Every entitlement `identity` holds, observed on every registered target (not in Writ's
     /// records). Fails if a target cannot be observed: a cleanup cannot be proven without it.
     pub fn observed_holdings(&self, identity: &IdentityName) -> Result<Vec<EntitlementRef>> {
@@ -397,7 +299,7 @@ impl Engine {
 
     /// Access goes to active identities only: a grant or rotation whose identity was disabled
     /// or offboarded after the request is neither approved nor executed.
-    fn receivers_active(&self, change: &Change) -> Result<()> {
+    pub(crate) fn receivers_active(&self, change: &Change) -> Result<()> {
         for op in change.ops.iter().filter(|op| op.action.leaves_present()) {
             self.identity(&op.identity)?.require_active()?;
         }
@@ -689,6 +591,18 @@ impl Engine {
         grants: Vec<GrantUpdate>,
         captured: evidence::Captured,
     ) -> Result<ChangeRecord> {
+        self.commit_with(before, events, grants, captured, None)
+    }
+
+    /// [`Engine::commit`], with a lease step (an execution claim) in the same transaction.
+    pub(crate) fn commit_with(
+        &self,
+        before: Option<&Change>,
+        events: Vec<ChangeEvent>,
+        grants: Vec<GrantUpdate>,
+        captured: evidence::Captured,
+        claim: Option<writ_store::ClaimOp>,
+    ) -> Result<ChangeRecord> {
         let mut change = before.cloned();
         for event in &events {
             change = Some(evolve(change, event)?);
@@ -719,6 +633,7 @@ impl Engine {
             evidence: captured.into_blobs(),
             sensitive,
             due_at: change.next_deadline(),
+            claim,
         };
         let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");

@@ -237,7 +237,9 @@ impl Expected {
         let before = self.changes.remove(&event.change).map(|(change, _)| change);
         let updates = match (&event.body, before.as_ref()) {
             (
-                ChangeEventBody::Implemented { outcomes } | ChangeEventBody::ExecutionFailed { outcomes, .. },
+                ChangeEventBody::Implemented { outcomes }
+                | ChangeEventBody::ExecutionFailed { outcomes, .. }
+                | ChangeEventBody::AttemptRecovered { outcomes, .. },
                 Some(change),
             ) => grant_updates(change, outcomes, event.at),
             (ChangeEventBody::Verified { .. }, Some(change)) if change.origin.is_some() => change

@@ -227,6 +227,12 @@ enum Data {
     Started {
         attempt: u32,
     },
+    Recovered {
+        attempt: u32,
+        outcomes: Vec<OutcomeRecord>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     Implemented {
         outcomes: Vec<OutcomeRecord>,
     },
@@ -728,6 +734,9 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
         ChangeEventBody::ExecutionFailed { error, outcomes: o } => {
             Data::Failed { error: error.clone(), outcomes: outcomes(o) }
         }
+        ChangeEventBody::AttemptRecovered { attempt, outcomes: o, error } => {
+            Data::Recovered { attempt: *attempt, outcomes: outcomes(o), error: error.clone() }
+        }
         ChangeEventBody::Verified { observations: o } => Data::Verified { observations: observations(o) },
         ChangeEventBody::VerificationFailed { observations: o, mismatches, residual } => {
             Data::VerificationFailed {
@@ -1009,6 +1018,9 @@ fn change_body(
         }
         ("change.execution_failed", Data::Failed { error, outcomes: o }) => {
             ChangeEventBody::ExecutionFailed { error, outcomes: outcomes(o) }
+        }
+        ("change.attempt_recovered", Data::Recovered { attempt, outcomes: o, error }) => {
+            ChangeEventBody::AttemptRecovered { attempt, outcomes: outcomes(o), error }
         }
         ("change.verified", Data::Verified { observations: o }) => {
             ChangeEventBody::Verified { observations: observations(o) }

@@ -86,6 +86,12 @@ fn every_event() -> Vec<Event> {
         ChangeEventBody::ExecutionStarted { attempt: 2 },
         ChangeEventBody::Implemented { outcomes: outcomes.clone() },
         ChangeEventBody::ExecutionFailed { error: "down".into(), outcomes: vec![] },
+        ChangeEventBody::AttemptRecovered {
+            attempt: 2,
+            outcomes: vec![],
+            error: Some("1 of 1 missing".into()),
+        },
+        ChangeEventBody::AttemptRecovered { attempt: 1, outcomes: outcomes.clone(), error: None },
         ChangeEventBody::Verified { observations: observations.clone() },
         ChangeEventBody::VerificationFailed {
             observations: observations.clone(),

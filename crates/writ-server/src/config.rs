@@ -95,6 +95,9 @@ pub struct ServeOptions {
     /// A policy directory (Cedar files and rules.toml) to load at start and on
     /// `POST /api/v1/policy/reload`. An invalid policy stops the start with FILE:LINE: reason.
     pub policy_dir: Option<PathBuf>,
+    /// How long an execution claim lasts unless renewed (1s to 1h; default 30s): how soon the
+    /// server resumes a change whose attempt died.
+    pub claim_ttl: Option<String>,
 }
 
 /// A witness in the configuration file: `[[witness]] key = "…" url = "…"`.
@@ -129,6 +132,7 @@ struct File {
     oidc_claim: Option<String>,
     expiry_alert_attempts: Option<u32>,
     policy_dir: Option<PathBuf>,
+    claim_ttl: Option<String>,
     #[serde(default)]
     hook: Vec<crate::routes::hooks::HookConfig>,
 }
@@ -181,12 +185,23 @@ pub struct Settings {
     pub hooks: Vec<crate::routes::hooks::HookConfig>,
     pub refusal_window: writ_core::time::Duration,
     pub checkpoint_interval: std::time::Duration,
+    pub claim_ttl: writ_core::time::Duration,
     pub witnesses: crate::publish::Witnesses,
     pub public_url: Option<String>,
     pub proxies: Proxies,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+
+/// An execution claim's term from its setting (a duration from 1s to 1h), or the default.
+pub fn claim_ttl(text: Option<&str>) -> Result<writ_core::time::Duration, Error> {
+    let Some(text) = text else { return Ok(writ_engine::execution::DEFAULT_CLAIM_TTL) };
+    let ttl = writ_core::time::Duration::parse(text)?;
+    if !(1_000..=3_600_000).contains(&ttl.as_millis()) {
+        return Err(Error::new("input.config", format!("claim_ttl {text:?} is out of range: from 1s to 1h")));
+    }
+    Ok(ttl)
+}
 /// Requests per second per source address and per identity, unless configured.
 pub const DEFAULT_RATE_LIMIT: u32 = 300;
 
@@ -268,7 +283,9 @@ impl Settings {
         let public_url = args.public_url.or(file.public_url).map(|url| public_url(&url)).transpose()?;
         let mut trusted = args.trusted_proxies;
         trusted.extend(file.trusted_proxies);
+        let claim_ttl = claim_ttl(args.claim_ttl.or(file.claim_ttl).as_deref())?;
         Ok(Settings {
+            claim_ttl,
             proxies: Proxies(trusted),
             public_url,
             refusal_window,

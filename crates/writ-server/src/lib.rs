@@ -38,7 +38,7 @@ use axum::Router;
 use writ_core::time::Timestamp;
 use writ_engine::Engine;
 
-pub use config::ServeOptions;
+pub use config::{ServeOptions, claim_ttl};
 
 use crate::db::Database;
 use writ_api::Error;
@@ -149,7 +149,9 @@ pub fn compose(
         })?;
     let key_path = database.key_path(settings.ledger_key.as_deref())?;
     let signer = crate::keys::Signer::open(&key_path)?;
-    let engine = crate::compose::engine_over(store, Some(hmac)).with_refusal_window(settings.refusal_window);
+    let engine = crate::compose::engine_over(store, Some(hmac))
+        .with_refusal_window(settings.refusal_window)
+        .with_claim_ttl(settings.claim_ttl);
     engine.ledger_origin()?;
     if let Some(dir) = &settings.policy_dir {
         let loaded = load_policy_dir(&engine, dir)?;
@@ -325,6 +327,10 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         }
         for (id, reopened) in &deadlines.exceptions.expired {
             tracing::warn!(target: "writ::serve", exception = %id, reopened = reopened.len(), "exception expired; the findings it covered are open again");
+        }
+        let resumed = engine.resume_stranded()?;
+        for (id, state) in &resumed.resumed {
+            tracing::warn!(target: "writ::serve", change = %id, state = %state, "execution cut off earlier resumed");
         }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {

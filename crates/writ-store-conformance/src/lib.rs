@@ -13,8 +13,8 @@ use writ_core::identity::{Grant, Identity, IdentityKind};
 use writ_core::name::{EntitlementRef, IdentityName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeSummary, Claim, EvidenceBlob, GrantUpdate, NewEvent, RefusalBucket, Store,
-    StoreError, StoredCheckpoint, StoredToken,
+    CLAIM_HELD, ChangeCommit, ChangeSummary, Claim, ClaimOp, EvidenceBlob, GrantUpdate, NewEvent,
+    RefusalBucket, Store, StoreError, StoredCheckpoint, StoredToken,
 };
 
 /// Makes fresh, empty stores of one backend.
@@ -39,6 +39,7 @@ const TESTS: &[(&str, Test)] = &[
     ("idempotency keys: fresh, in progress, replay, mismatch, release", idempotency),
     ("concurrent claims of one key: exactly one is fresh", concurrent_claims),
     ("leases: one holder at a time until expiry", leases),
+    ("claims: taken with an attempt's events, refused while live, taken over when expired", claims),
     ("a token's principal and sealed values read in one go", one_read_lookups),
     ("due grants: only expired time-bound grants, oldest first, limited", due_grants),
     ("due changes: by deadline, rescheduled only from the sequence read", due_changes),
@@ -92,6 +93,7 @@ pub fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeStat
         evidence: vec![],
         sensitive: vec![],
         due_at: None,
+        claim: None,
     }
 }
 
@@ -387,6 +389,50 @@ fn leases(store: Arc<dyn Store>) {
     assert!(store.acquire_lease("other", "b", t(150), t(250)).unwrap(), "leases are independent");
     assert!(store.acquire_lease("signer", "b", t(161), t(261)).unwrap(), "expired: b takes over");
     assert!(!store.acquire_lease("signer", "a", t(200), t(300)).unwrap(), "a lost it");
+    assert_eq!(store.lease("signer").unwrap(), Some(("b".to_owned(), t(261))));
+    assert_eq!(store.lease("nobody").unwrap(), None);
+}
+
+/// An execution claim is taken with the events that start an attempt and given up with its
+/// outcome: a second take while it is live fails the whole commit (nothing appended), and an
+/// expired claim can be taken over.
+fn claims(store: Arc<dyn Store>) {
+    let t = Timestamp::from_millis;
+    let change = id(21);
+    let name = format!("execution:{change}");
+    let take = |holder: &str, now: i64, until: i64| ClaimOp::Take {
+        name: name.clone(),
+        holder: holder.to_owned(),
+        now: t(now),
+        until: t(until),
+    };
+    store.commit(commit(&change, 0, 1, ChangeState::Approved)).unwrap();
+    let mut first = commit(&change, 1, 1, ChangeState::Implementing);
+    first.claim = Some(take("a", 10, 100));
+    store.commit(first).unwrap();
+    assert_eq!(store.lease(&name).unwrap(), Some(("a".to_owned(), t(100))));
+    // A second attempt while the claim is live: refused, nothing appended.
+    let size = store.event_count().unwrap();
+    let mut second = commit(&change, 2, 1, ChangeState::Implementing);
+    second.claim = Some(take("b", 50, 150));
+    let refused = store.commit(second).unwrap_err();
+    assert!(matches!(&refused, StoreError::Conflict(m) if m.starts_with(CLAIM_HELD)), "{refused:?}");
+    assert_eq!(store.event_count().unwrap(), size);
+    assert_eq!(store.change_events(&change).unwrap().len(), 2);
+    // Expired: taken over in the same commit as the new attempt's event.
+    let mut third = commit(&change, 2, 1, ChangeState::Implementing);
+    third.claim = Some(take("b", 101, 200));
+    store.commit(third).unwrap();
+    assert_eq!(store.lease(&name).unwrap(), Some(("b".to_owned(), t(200))));
+    // The first holder's release gives up nothing it no longer holds; the holder's does.
+    let mut stale = commit(&change, 3, 1, ChangeState::Failed);
+    stale.claim = Some(ClaimOp::Release { name: name.clone(), holder: "a".into() });
+    store.commit(stale).unwrap();
+    assert_eq!(store.lease(&name).unwrap(), Some(("b".to_owned(), t(200))));
+    let mut done = commit(&change, 4, 1, ChangeState::Implemented);
+    done.claim = Some(ClaimOp::Release { name: name.clone(), holder: "b".into() });
+    store.commit(done).unwrap();
+    assert_eq!(store.lease(&name).unwrap(), None);
 }
 
 fn one_read_lookups(store: Arc<dyn Store>) {

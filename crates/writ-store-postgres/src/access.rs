@@ -341,6 +341,15 @@ impl CoordinationStore for PostgresStore {
             Ok(rows.len() == 1)
         })
     }
+
+    fn lease(&self, name: &str) -> Result<Option<(String, Timestamp)>> {
+        let row = self
+            .lock()?
+            .cached()
+            .query_opt("SELECT holder, until_ms FROM leases WHERE name = $1", &[&name])
+            .map_err(map_err)?;
+        Ok(row.map(|row| (row.get(0), Timestamp::from_millis(row.get(1)))))
+    }
 }
 
 impl PolicyStore for PostgresStore {

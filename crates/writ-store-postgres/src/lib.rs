@@ -26,9 +26,9 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Identity
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
-    EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
-    StoredCheckpoint, StoredCosignature,
+    CLAIM_HELD, ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, ClaimOp, EventLog,
+    EventRow, EvidenceBlob, EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result,
+    StoreError, StoredCheckpoint, StoredCosignature,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -197,6 +197,31 @@ pub(crate) fn map_err(error: postgres::Error) -> StoreError {
 
 pub(crate) fn corrupt(what: &str) -> impl Fn(writ_core::Refusal) -> StoreError + '_ {
     move |refusal| StoreError::Corrupt(format!("{what}: {refusal}"))
+}
+
+/// A commit's lease step (see [`writ_store::ClaimOp`]), in its transaction.
+fn write_claim(tx: &mut Tx<'_, '_>, claim: &ClaimOp) -> Result<()> {
+    match claim {
+        ClaimOp::Take { name, holder, now, until } => {
+            let taken = tx
+                .query(
+                    "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms
+                     WHERE leases.until_ms < $4
+                     RETURNING holder",
+                    &[name, holder, &until.as_millis(), &now.as_millis()],
+                )
+                .map_err(map_err)?;
+            if taken.len() != 1 {
+                return Err(StoreError::Conflict(format!("{CLAIM_HELD}: {name}")));
+            }
+        }
+        ClaimOp::Release { name, holder } => {
+            tx.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", &[name, holder])
+                .map_err(map_err)?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn to_i64(value: u64) -> Result<i64> {
@@ -459,6 +484,9 @@ impl ChangeStore for PostgresStore {
                     "{} was changed by someone else meanwhile; read it again and retry",
                     summary.id
                 )));
+            }
+            if let Some(claim) = &commit.claim {
+                write_claim(tx, claim)?;
             }
             let indices = append(tx, next, &commit.events)?;
             if !commit.sensitive.is_empty() {

@@ -124,6 +124,7 @@ fn several_connections_appending_at_once_never_fork_the_log() {
                         evidence: vec![],
                         sensitive: vec![],
                         due_at: None,
+                        claim: None,
                     };
                     mine.extend(store.commit(commit).unwrap());
                 }

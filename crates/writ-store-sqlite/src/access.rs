@@ -378,6 +378,15 @@ impl CoordinationStore for SqliteStore {
             Ok(changed == 1)
         })
     }
+
+    fn lease(&self, name: &str) -> Result<Option<(String, Timestamp)>> {
+        self.lock()?
+            .prepare_cached("SELECT holder, until_ms FROM leases WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([name], |row| Ok((row.get(0)?, Timestamp::from_millis(row.get(1)?)))).optional()
+            })
+            .map_err(map_err)
+    }
 }
 
 impl PolicyStore for SqliteStore {

@@ -15,9 +15,9 @@ use writ_core::identity::{ConnectorKind, Grant, Identity, IdentityKind, Identity
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{
-    ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, EventLog, EventRow, EvidenceBlob,
-    EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result, StoreError,
-    StoredCheckpoint, StoredCosignature,
+    CLAIM_HELD, ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, ClaimOp, EventLog,
+    EventRow, EvidenceBlob, EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result,
+    StoreError, StoredCheckpoint, StoredCosignature,
 };
 use writer::Writer;
 
@@ -265,6 +265,31 @@ fn write_target(tx: &Transaction<'_>, target: &Target, event: &NewEvent) -> Resu
     append(tx, std::slice::from_ref(event))
 }
 
+/// A commit's lease step (see [`writ_store::ClaimOp`]), in its transaction.
+fn write_claim(tx: &Transaction<'_>, claim: &ClaimOp) -> Result<()> {
+    match claim {
+        ClaimOp::Take { name, holder, now, until } => {
+            let taken = tx
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, until_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                     WHERE leases.until_ms < ?4",
+                )
+                .and_then(|mut s| s.execute(params![name, holder, until.as_millis(), now.as_millis()]))
+                .map_err(map_err)?;
+            if taken != 1 {
+                return Err(StoreError::Conflict(format!("{CLAIM_HELD}: {name}")));
+            }
+        }
+        ClaimOp::Release { name, holder } => {
+            tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+                .and_then(|mut s| s.execute(params![name, holder]))
+                .map_err(map_err)?;
+        }
+    }
+    Ok(())
+}
+
 fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>> {
     let summary = &commit.summary;
     let stored_seq: Option<i64> = tx
@@ -278,6 +303,9 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
             "{} was changed by someone else meanwhile; read it again and retry",
             summary.id
         )));
+    }
+    if let Some(claim) = &commit.claim {
+        write_claim(tx, claim)?;
     }
     let new_seq = expected + i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
     tx.prepare_cached(

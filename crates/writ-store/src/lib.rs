@@ -116,7 +116,24 @@ pub struct ChangeCommit {
     /// The next time the scheduler must look at the change on its own, if any (see
     /// `Change::next_deadline`).
     pub due_at: Option<Timestamp>,
+    /// A lease taken or given up in the same transaction (an execution claim): a `Take` that
+    /// finds the lease held and live fails the whole commit with [`StoreError::Conflict`].
+    pub claim: Option<ClaimOp>,
 }
+
+/// What a commit does to a lease (see [`CoordinationStore::acquire_lease`]) in its own
+/// transaction. An execution's claim is taken with its `execution_started` event and given up
+/// with its outcome, so an attempt in flight and its claim come and go together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimOp {
+    /// Takes `name` for `holder` until `until`, only if it is free or expired at `now`.
+    Take { name: String, holder: String, now: Timestamp, until: Timestamp },
+    /// Gives `name` up if `holder` still holds it (a lease taken over by someone else stays).
+    Release { name: String, holder: String },
+}
+
+/// The conflict a commit fails with when its [`ClaimOp::Take`] finds the lease held.
+pub const CLAIM_HELD: &str = "claim held";
 
 /// A content-addressed evidence blob. The caller computes `sha256` over `bytes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -658,6 +675,8 @@ pub trait CoordinationStore {
     /// Takes or renews the lease `name` for `holder` until `until` if it is free, expired at
     /// `now`, or already held by `holder`. True if `holder` now holds it.
     fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+    /// The lease `name` as stored, live or expired: (holder, until).
+    fn lease(&self, name: &str) -> Result<Option<(String, Timestamp)>>;
 }
 
 /// Policy versions: each bundle loaded is kept with the ledger event that recorded it, so a

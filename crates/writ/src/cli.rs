@@ -11,9 +11,12 @@ use clap::{Args, Parser, Subcommand};
 /// each step recorded as an event in an append-only ledger.
 ///
 /// Exit codes: 0 ok; 2 invalid input; 3 refused by a control (separation of duties, state,
-/// expiry); 4 not found; 5 store unavailable or concurrent update (nothing was written);
-/// 6 target error; 7 the change ran but ended failed or verification_failed; 8 the ledger failed
-/// verification; 1 anything else.
+/// expiry, an execution already in progress); 4 not found; 5 store unavailable or concurrent
+/// update (nothing was written); 6 a target could not be read or used (nothing was written on
+/// it); 7 the change ran and its recorded outcome is failed or verification_failed (`change
+/// show` says what each attempt wrote); 8 the ledger failed verification; 9 the targets were
+/// written but the outcome could not be recorded (the attempt is recovered from the targets when
+/// its claim ends); 1 anything else.
 #[derive(Parser, Debug)]
 #[command(name = "writ", version, propagate_version = true)]
 pub struct Cli {
@@ -38,6 +41,11 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text (errors too, on stderr).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// How long an execution claim lasts unless its attempt renews it (1s to 1h; default 30s):
+    /// how soon a change whose attempt died (a killed process) can be resumed.
+    #[arg(long, global = true, env = "WRIT_CLAIM_TTL", value_name = "DURATION")]
+    pub claim_ttl: Option<String>,
 
     /// Log more (repeat for more); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -69,7 +77,8 @@ pub enum Top {
     /// The tamper-evident ledger: checkpoints, verification, proofs.
     #[command(subcommand)]
     Ledger(LedgerCmd),
-    /// Do what is due now: expire approved changes whose approval validity has ended, and end
+    /// Do what is due now: resume changes whose execution was cut off (a killed process) once
+    /// its claim has ended, expire approved changes whose approval validity has ended, and end
     /// time-bound access whose duration is over, each through its own change linked to the
     /// grant's change (executed, verified, retried with backoff; alerted after N failures).
     /// `writ serve` does this every second on its own.
@@ -920,6 +929,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             oidc_claim,
             expiry_alert_attempts,
             policy_dir,
+            claim_ttl: None,
         }
     }
 }

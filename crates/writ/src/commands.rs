@@ -22,14 +22,18 @@ use writ_server::compose::open;
 use writ_server::db::Database;
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let Cli { db, ledger_key: key, hmac_key, json, command, server, .. } = cli;
+    let Cli { db, ledger_key: key, hmac_key, json, command, server, claim_ttl: claim_ttl_arg, .. } = cli;
     let hmac = hmac_key.as_deref();
     if let Some(server) = server.as_deref().filter(|_| !matches!(command, Top::Serve(_) | Top::Witness(_))) {
         return crate::client::run(server, command, json);
     }
     match command {
         Top::Init => init(&Database::parse(db.as_deref())?, key, hmac_key, json),
-        Top::Serve(args) => writ_server::run(db.as_deref(), key.as_deref(), hmac, args.into()),
+        Top::Serve(args) => {
+            let mut options: writ_server::ServeOptions = args.into();
+            options.claim_ttl = claim_ttl_arg;
+            writ_server::run(db.as_deref(), key.as_deref(), hmac, options)
+        }
         Top::Witness(crate::cli::WitnessCmd::Init { name, key }) => {
             let verifier = writ_server::witness::init(&name, &key)?;
             render::print(json, serde_json::json!({ "key": verifier }), || verifier.clone());
@@ -69,12 +73,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         command if is_read(&command) => dispatch(&open(db.as_deref(), hmac)?, command, json),
         command => {
             let database = Database::parse(db.as_deref())?;
-            let engine = open(db.as_deref(), hmac)?;
+            let engine = open(db.as_deref(), hmac)?.with_claim_ttl(claim_ttl(claim_ttl_arg.as_deref())?);
+            let size = engine.store().event_count();
             let result = dispatch(&engine, command, json);
-            // Only a command that recorded events may sign: a refusal writes nothing at all.
+            // Only a command that recorded events signs (a refusal writes nothing at all), and
+            // one that recorded some before it failed signs them too.
             let recorded = match &result {
                 Ok(()) => true,
-                Err(error) => error.kind() == writ_api::Kind::ChangeFailed,
+                Err(_) => engine.store().event_count().ok() != size.ok(),
             };
             if recorded {
                 auto_checkpoint(&engine, &database.key_path(key.as_deref())?);
@@ -119,6 +125,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         Top::Exception(command) => crate::exception_cmd::run_local(engine, command, json),
         Top::Intake(command) => crate::intake_cmd::run_local(engine, command, json),
         Top::RunDue(args) => {
+            let resumed = engine.resume_stranded()?;
             let expired = engine.expire_due()?;
             let deadlines = engine.deadlines_due()?;
             let policy = writ_engine::expiry::ExpiryPolicy {
@@ -132,12 +139,18 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                     .errors
                     .iter()
                     .chain(&deadlines.errors)
+                    .chain(&resumed.errors)
                     .map(|(id, error)| serde_json::json!({ "change": id.to_string(), "error": error }))
                     .chain(deadlines.exceptions.errors.iter().map(
                         |(id, error)| serde_json::json!({ "exception": id.to_string(), "error": error }),
                     ))
                     .collect();
             let value = serde_json::json!({
+                "resumed": resumed
+                    .resumed
+                    .iter()
+                    .map(|(id, state)| serde_json::json!({ "change": id.to_string(), "state": state.as_str() }))
+                    .collect::<Vec<_>>(),
                 "expired": ids(&expired),
                 "escalated": deadlines
                     .escalated
@@ -164,6 +177,12 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             });
             render::print(json, value, || {
                 let mut lines: Vec<String> = Vec::new();
+                lines.extend(
+                    resumed
+                        .resumed
+                        .iter()
+                        .map(|(id, state)| format!("resumed {id} (cut off mid-execution): now {state}")),
+                );
                 lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
                 lines.extend(
                     deadlines
@@ -230,6 +249,11 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
 /// last events outside every signed checkpoint (where they could be deleted without trace).
 /// The events are already durable; a missing key or a refusal to sign is reported, not fatal,
 /// and `writ ledger verify` shows what is not yet covered.
+/// The execution claim's term from `--claim-ttl` (default 30 s).
+fn claim_ttl(arg: Option<&str>) -> Result<writ_core::time::Duration, CliError> {
+    Ok(writ_server::claim_ttl(arg)?)
+}
+
 fn auto_checkpoint(engine: &Engine, key: &Path) {
     let outcome =
         writ_server::keys::load(key).and_then(|signer| engine.checkpoint(&signer).map_err(CliError::from));

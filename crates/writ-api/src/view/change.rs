@@ -112,6 +112,10 @@ pub struct ExecutionView {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// The attempt was cut off; its outcome was read from the targets by a later one.
+    pub recovered: bool,
+    /// The writes on the targets this attempt made (commits, audit rows), as they were found.
+    pub writes: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -262,6 +266,13 @@ impl ChangeView {
                     started_at: e.started_at.to_rfc3339(),
                     finished_at: e.finished_at.map(|t| t.to_rfc3339()),
                     error: e.error.clone(),
+                    recovered: e.recovered,
+                    writes: {
+                        let mut writes: Vec<String> =
+                            e.outcomes.iter().filter_map(|o| o.reference.clone()).collect();
+                        writes.dedup();
+                        writes
+                    },
                 })
                 .collect(),
             verification: change.verification.as_ref().map(|v| VerificationView {
