@@ -7,11 +7,21 @@
 //! members = ["alice", "svc-ci"]
 //! ```
 //!
-//! Apply writes a new commit with git plumbing (no working-tree edits, no hooks), authored by
-//! the executor and carrying `Writ-Change: <id>` trailers, then moves the branch with a
-//! compare-and-swap (`git update-ref NEW OLD`), so a concurrent push makes the apply fail
-//! instead of overwriting it. Observe reads the file at the branch head, never Writ's records.
+//! Apply writes a new commit with git plumbing (no hooks), authored by the executor and carrying
+//! `Writ-Change: <id>` trailers, then moves the branch with a compare-and-swap
+//! (`git update-ref NEW OLD`), so a concurrent push is never overwritten: the apply reads again
+//! and retries, with backoff, until its deadline. Observe reads the file at the branch head,
+//! never Writ's records.
+//!
+//! A checked-out branch keeps its index and working tree in step: the access file must have no
+//! local modifications (stat-only differences are refreshed away first), or the apply is refused
+//! before anything is written; after the branch moves, index and working tree move with it in
+//! one `read-tree -m -u`, and if they cannot, the branch is moved back, so the repository never
+//! shows a staged change that undoes Writ's write. Lock files (`index.lock`, `HEAD.lock`, the
+//! branch's) that a killed process left behind are removed only when no process has them open,
+//! they are older than [`STALE_LOCK_AGE`] and owned by this user; a live lock is waited for.
 
+mod locks;
 mod registration;
 
 pub use registration::REGISTRATION;
@@ -20,16 +30,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use writ_connector::{
     ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp, apply_to,
     no_rotation, plan_against,
 };
+use writ_core::change::ChangeId;
 use writ_core::name::{EntitlementName, IdentityName};
 
 /// The access file's name when a target does not set `file`.
 pub const DEFAULT_FILE: &str = "access.toml";
+
+/// How long one apply may take, lock waits and compare-and-swap retries included.
+pub const APPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A lock file at least this old that no process has open is left over from a killed process.
+pub const STALE_LOCK_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A git repository on the local file system holding an access file.
 pub struct GitConnector {
@@ -58,6 +76,13 @@ struct EntitlementEntry {
 }
 
 type Members = BTreeMap<EntitlementName, BTreeSet<IdentityName>>;
+
+/// How one round of an apply ended.
+enum Attempt {
+    Done(ApplyReport),
+    /// The branch moved between the read and the compare-and-swap.
+    Moved(String),
+}
 
 impl GitConnector {
     /// Opens the repository at `repo`. `branch` defaults to the branch HEAD points at and
@@ -142,9 +167,7 @@ impl GitConnector {
 
     /// The branch head and the parsed access file at that commit.
     fn read(&self) -> Result<(String, Members)> {
-        let head =
-            self.git(&["rev-parse", "--verify", &format!("{}^{{commit}}", self.branch_ref())], None)?;
-        let text = self.git(&["show", &format!("{head}:{}", self.file)], None)?;
+        let (head, text) = self.read_text()?;
         let members = self.parse(&text)?.1;
         Ok((head, members))
     }
@@ -164,6 +187,153 @@ impl GitConnector {
             members.insert(entitlement, set);
         }
         Ok((file, members))
+    }
+
+    /// One read–write–compare-and-swap round: `Moved` if the branch moved under it (nothing of
+    /// this round stays).
+    fn try_apply(
+        &self,
+        context: &ApplyContext,
+        ops: &[TargetOp],
+        checkout: bool,
+        git_dir: &Path,
+        deadline: Instant,
+    ) -> Result<Attempt> {
+        let (head, text) = self.read_text()?;
+        let (mut file, mut members) = self.parse(&text)?;
+        let applied = apply_to(&self.target, &mut members, ops)?;
+        if applied.iter().all(|a| a.before == a.after) {
+            return Ok(Attempt::Done(ApplyReport { applied, reference: None }));
+        }
+        for op in ops {
+            if let Some(entry) = file.entitlements.get_mut(op.entitlement.as_str()) {
+                if op.action.leaves_present() {
+                    entry.members.insert(op.member.to_string());
+                } else {
+                    entry.members.remove(op.member.as_str());
+                }
+            }
+        }
+        let content = toml::to_string(&file).map_err(|e| ConnectorError::Invalid {
+            target: self.target.clone(),
+            detail: format!("cannot write {}: {e}", self.file),
+        })?;
+        let commit = self.commit(context, &head, &content)?;
+        if let Err(error) = self.git(&["update-ref", &self.branch_ref(), &commit, &head], None) {
+            return Ok(Attempt::Moved(error.to_string()));
+        }
+        if checkout {
+            // Index and working tree follow the branch in one step; if they cannot (a file
+            // edited or a lock taken since the check), the branch goes back to where it was.
+            let follow = || self.git(&["read-tree", "-m", "-u", &head, &commit], None);
+            // A git busy with the index holds its lock for a moment: wait for it, once.
+            let followed = follow().or_else(|_| {
+                self.clear_stale_locks(git_dir, deadline)?;
+                follow()
+            });
+            if let Err(error) = followed {
+                let undone = self.git(&["update-ref", &self.branch_ref(), &head, &commit], None);
+                return Err(ConnectorError::Conflict {
+                    target: self.target.clone(),
+                    detail: match undone {
+                        Ok(_) => format!(
+                            "the checkout of {} could not follow the new commit, so the branch was moved back and nothing was written: {error}",
+                            self.branch
+                        ),
+                        Err(again) => format!(
+                            "the checkout of {} could not follow commit {commit} ({error}) and the branch could not be moved back ({again}); \
+                             run `git read-tree -m -u {head} {commit}` in the repository",
+                            self.branch
+                        ),
+                    },
+                });
+            }
+        }
+        Ok(Attempt::Done(ApplyReport { applied, reference: Some(commit) }))
+    }
+
+    /// The branch head and the access file's text at that commit.
+    fn read_text(&self) -> Result<(String, String)> {
+        let head =
+            self.git(&["rev-parse", "--verify", &format!("{}^{{commit}}", self.branch_ref())], None)?;
+        let text = self.git(&["show", &format!("{head}:{}", self.file)], None)?;
+        Ok((head, text))
+    }
+
+    /// Whether the managed branch is checked out in a working tree.
+    fn checkout(&self) -> Result<bool> {
+        let answer =
+            self.git(&["rev-parse", "--is-bare-repository", "--symbolic-full-name", "HEAD"], None)?;
+        let mut lines = answer.lines();
+        let bare = lines.next() == Some("true");
+        Ok(!bare && lines.next() == Some(self.branch_ref().as_str()))
+    }
+
+    /// Refuses (before anything is written) if the checked-out access file differs from the
+    /// branch head in the index or the working tree; differences of file times only are
+    /// refreshed away first.
+    fn require_clean_file(&self) -> Result<()> {
+        // `--refresh` exits non-zero when something is modified; the diff below says what.
+        let _ = self.git(&["update-index", "-q", "--refresh"], None);
+        let staged = self.git(&["diff-index", "--cached", "--name-only", "HEAD", "--", &self.file], None)?;
+        let unstaged = self.git(&["diff-files", "--name-only", "--", &self.file], None)?;
+        if staged.is_empty() && unstaged.is_empty() {
+            return Ok(());
+        }
+        Err(ConnectorError::Conflict {
+            target: self.target.clone(),
+            detail: format!(
+                "{} in the checkout of {} has local modifications ({}); commit or discard them, then execute again (nothing was written)",
+                self.file,
+                self.repo.display(),
+                if staged.is_empty() { "not staged" } else { "staged" }
+            ),
+        })
+    }
+
+    /// Removes the lock files this apply needs that a killed process left behind, and waits
+    /// (until `deadline`) for live ones.
+    fn clear_stale_locks(&self, git_dir: &Path, deadline: Instant) -> Result<()> {
+        let locks = [
+            git_dir.join("index.lock"),
+            git_dir.join("HEAD.lock"),
+            git_dir.join(format!("{}.lock", self.branch_ref())),
+        ];
+        let mut pause = std::time::Duration::from_millis(20);
+        for lock in &locks {
+            loop {
+                match locks::inspect(lock) {
+                    locks::State::Absent => break,
+                    locks::State::Stale => {
+                        // Removing a lock nobody holds is what git itself advises; a lock that
+                        // became live in between is not ours to judge again, so a failure here
+                        // is only reported.
+                        match std::fs::remove_file(lock) {
+                            Ok(()) => {
+                                tracing::warn!(target: "writ::connector", target_name = %self.target, lock = %lock.display(), "removed a stale git lock left by a killed process")
+                            }
+                            Err(error) => {
+                                tracing::warn!(target: "writ::connector", target_name = %self.target, lock = %lock.display(), %error, "cannot remove a stale git lock")
+                            }
+                        }
+                    }
+                    locks::State::Held(why) => {
+                        if Instant::now() + pause >= deadline {
+                            return Err(ConnectorError::Unavailable {
+                                target: self.target.clone(),
+                                detail: format!(
+                                    "{} is {why}; nothing was written. If no git process is running there, remove it and execute again",
+                                    lock.display()
+                                ),
+                            });
+                        }
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(250));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn commit(&self, context: &ApplyContext, parent: &str, content: &str) -> Result<String> {
@@ -209,41 +379,49 @@ impl Connector for GitConnector {
 
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         no_rotation(&self.target, "git", ops)?;
-        let (head, _) = self.read()?;
-        let text = self.git(&["show", &format!("{head}:{}", self.file)], None)?;
-        let (mut file, mut members) = self.parse(&text)?;
-        let applied = apply_to(&self.target, &mut members, ops)?;
-        if applied.iter().all(|a| a.before == a.after) {
-            return Ok(ApplyReport { applied, reference: None });
-        }
-        for op in ops {
-            if let Some(entry) = file.entitlements.get_mut(op.entitlement.as_str()) {
-                if op.action.leaves_present() {
-                    entry.members.insert(op.member.to_string());
-                } else {
-                    entry.members.remove(op.member.as_str());
+        let deadline = Instant::now() + APPLY_DEADLINE;
+        let git_dir = PathBuf::from(self.git(&["rev-parse", "--absolute-git-dir"], None)?);
+        // Writ's applies to one repository, from any process, one at a time.
+        let _held = locks::Exclusive::take(&git_dir.join("writ-apply.lock"), deadline)
+            .map_err(|detail| ConnectorError::Unavailable { target: self.target.clone(), detail })?;
+        let checkout = self.checkout()?;
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            self.clear_stale_locks(&git_dir, deadline)?;
+            if checkout {
+                self.require_clean_file()?;
+            }
+            match self.try_apply(context, ops, checkout, &git_dir, deadline)? {
+                Attempt::Done(report) => return Ok(report),
+                Attempt::Moved(detail) if Instant::now() + pause < deadline => {
+                    tracing::debug!(target: "writ::connector", target_name = %self.target, %detail, "branch moved: reading again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(250));
+                }
+                Attempt::Moved(detail) => {
+                    return Err(ConnectorError::Conflict {
+                        target: self.target.clone(),
+                        detail: format!(
+                            "branch {} kept moving for {APPLY_DEADLINE:?}: {detail}",
+                            self.branch
+                        ),
+                    });
                 }
             }
         }
-        let content = toml::to_string(&file).map_err(|e| ConnectorError::Invalid {
-            target: self.target.clone(),
-            detail: format!("cannot write {}: {e}", self.file),
-        })?;
-        let commit = self.commit(context, &head, &content)?;
-        self.git(&["update-ref", &self.branch_ref(), &commit, &head], None).map_err(|e| {
-            ConnectorError::Conflict {
-                target: self.target.clone(),
-                detail: format!("branch {} moved during apply: {e}", self.branch),
-            }
-        })?;
-        let bare = self.git(&["rev-parse", "--is-bare-repository"], None)?;
-        let checked_out = self.git(&["symbolic-ref", "-q", "HEAD"], None).unwrap_or_default();
-        if bare == "false" && checked_out == self.branch_ref() {
-            // Bring the index and working tree of a checked-out branch forward; this fails
-            // (leaving the commit in place) only if the file has conflicting local edits.
-            let _ = self.git(&["read-tree", "-m", "-u", &head, &commit], None);
-        }
-        Ok(ApplyReport { applied, reference: Some(commit) })
+    }
+
+    fn stamped(&self, change: &ChangeId, _ops: &[TargetOp]) -> Result<Option<String>> {
+        let grep = format!("Writ-Change: {change}");
+        let found = self.git(
+            &["log", "-1", "--format=%H%n%B", "--fixed-strings", "--grep", &grep, &self.branch_ref()],
+            None,
+        )?;
+        let mut lines = found.lines();
+        let commit = lines.next().unwrap_or_default().to_owned();
+        // `--grep` matches a substring; the trailer must be the whole line.
+        let exact = lines.any(|line| line.trim_end() == grep);
+        Ok((exact && !commit.is_empty()).then_some(commit))
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {

@@ -146,3 +146,133 @@ fn open_refuses_what_is_not_an_access_repository() {
         "{file}"
     );
 }
+
+/// Sets a file's modification time `seconds` into the past (as a lock a killed process left).
+fn age(path: &Path, seconds: u64) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(seconds)).unwrap();
+}
+
+fn human_commit(path: &Path, message: &str) {
+    git(
+        path,
+        &["-c", "user.name=Human", "-c", "user.email=human@example.invalid", "commit", "-q", "-am", message],
+    );
+}
+
+#[test]
+fn a_stat_dirty_checkout_follows_the_write_and_a_human_commit_keeps_it() {
+    let (_dir, path) = repo(false);
+    let connector = GitConnector::open("access", &path, None, None).unwrap();
+    // Times change, content does not: the index entry is stale, the file is not modified.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let content = std::fs::read(path.join("access.toml")).unwrap();
+    std::fs::write(path.join("access.toml"), content).unwrap();
+    connector
+        .apply(&context("grant read-logs to dave"), &[op(OpAction::Grant, "read-logs", "dave")])
+        .unwrap();
+    assert_eq!(git(&path, &["status", "--porcelain"]), "", "index and working tree follow the branch");
+    assert!(std::fs::read_to_string(path.join("access.toml")).unwrap().contains("dave"));
+    // The next human commit does not revert the grant.
+    std::fs::write(path.join("README"), "notes").unwrap();
+    git(&path, &["add", "README"]);
+    human_commit(&path, "notes");
+    assert!(git(&path, &["show", "HEAD:access.toml"]).contains("dave"));
+}
+
+#[test]
+fn local_modifications_of_the_access_file_are_refused_before_anything_is_written() {
+    for staged in [false, true] {
+        let (_dir, path) = repo(false);
+        let connector = GitConnector::open("access", &path, None, None).unwrap();
+        let head = git(&path, &["rev-parse", "HEAD"]);
+        let edited = std::fs::read_to_string(path.join("access.toml")).unwrap().replace("alice", "mallory");
+        std::fs::write(path.join("access.toml"), &edited).unwrap();
+        if staged {
+            git(&path, &["add", "access.toml"]);
+        }
+        let status = git(&path, &["status", "--porcelain"]);
+        let refused =
+            connector.apply(&context("grant"), &[op(OpAction::Grant, "read-logs", "dave")]).unwrap_err();
+        assert!(matches!(refused, ConnectorError::Conflict { .. }), "{refused}");
+        assert!(refused.to_string().contains("local modifications"), "{refused}");
+        assert_eq!(git(&path, &["rev-parse", "HEAD"]), head, "nothing written");
+        assert_eq!(git(&path, &["status", "--porcelain"]), status, "the person's edit is left as it was");
+        assert_eq!(std::fs::read_to_string(path.join("access.toml")).unwrap(), edited);
+    }
+}
+
+#[test]
+fn stale_locks_are_removed_and_live_ones_waited_for() {
+    for bare in [false, true] {
+        let (_dir, path) = repo(bare);
+        let git_dir = std::path::PathBuf::from(git(&path, &["rev-parse", "--absolute-git-dir"]).trim());
+        let connector = GitConnector::open("access", &path, None, None).unwrap();
+        // Left by killed processes: old, open nowhere.
+        for lock in ["index.lock", "HEAD.lock", "refs/heads/main.lock"] {
+            std::fs::write(git_dir.join(lock), "").unwrap();
+            age(&git_dir.join(lock), 60);
+        }
+        let report = connector
+            .apply(&context("grant read-logs to dave"), &[op(OpAction::Grant, "read-logs", "dave")])
+            .unwrap();
+        assert_eq!(git(&path, &["rev-parse", "HEAD"]).trim(), report.reference.unwrap());
+        if !bare {
+            assert_eq!(git(&path, &["status", "--porcelain"]), "", "index and working tree follow");
+        }
+        for lock in ["index.lock", "HEAD.lock", "refs/heads/main.lock", "writ-apply.lock"] {
+            assert!(!git_dir.join(lock).exists(), "{lock} is gone");
+        }
+    }
+    // A lock a running process holds open is never removed: the apply waits, then refuses.
+    let (_dir, path) = repo(false);
+    let git_dir = std::path::PathBuf::from(git(&path, &["rev-parse", "--absolute-git-dir"]).trim());
+    let connector = GitConnector::open("access", &path, None, None).unwrap();
+    let lock = git_dir.join("index.lock");
+    let held = std::fs::File::create(&lock).unwrap();
+    age(&lock, 60);
+    let head = git(&path, &["rev-parse", "HEAD"]);
+    let started = std::time::Instant::now();
+    let refused =
+        connector.apply(&context("grant"), &[op(OpAction::Grant, "read-logs", "dave")]).unwrap_err();
+    assert!(started.elapsed() <= crate::APPLY_DEADLINE + std::time::Duration::from_secs(2));
+    assert!(matches!(refused, ConnectorError::Unavailable { .. }), "{refused}");
+    assert!(refused.to_string().contains("held open by a running process"), "{refused}");
+    assert!(lock.exists(), "a live lock stays");
+    assert_eq!(git(&path, &["rev-parse", "HEAD"]), head, "nothing written");
+    drop(held);
+}
+
+#[test]
+fn concurrent_applies_on_one_repository_all_land() {
+    let (_dir, path) = repo(false);
+    let members: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
+    std::thread::scope(|scope| {
+        for member in &members {
+            let path = path.clone();
+            scope.spawn(move || {
+                let connector = GitConnector::open("access", &path, None, None).unwrap();
+                connector.apply(&context("grant"), &[op(OpAction::Grant, "read-logs", member)]).unwrap();
+            });
+        }
+    });
+    let file = git(&path, &["show", "HEAD:access.toml"]);
+    for member in &members {
+        assert!(file.contains(member.as_str()), "{member} in {file}");
+    }
+    assert_eq!(git(&path, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn the_write_of_a_change_is_found_by_its_stamp() {
+    let (_dir, path) = repo(true);
+    let connector = GitConnector::open("access", &path, None, None).unwrap();
+    let ops = [op(OpAction::Grant, "read-logs", "dave")];
+    let change = context("").change;
+    assert_eq!(connector.stamped(&change, &ops).unwrap(), None);
+    let report = connector.apply(&context("grant read-logs to dave"), &ops).unwrap();
+    assert_eq!(connector.stamped(&change, &ops).unwrap(), report.reference);
+    // Another change's commit is not this one's, even when its ID starts the same.
+    let other = ChangeId::generate(Timestamp::from_millis(1_800_000_000_000), 10);
+    assert_eq!(connector.stamped(&other, &ops).unwrap(), None);
+}
