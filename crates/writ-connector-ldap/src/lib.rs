@@ -31,6 +31,7 @@ use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
     no_rotation, plan_against,
 };
+use writ_core::change::ChangeId;
 use writ_core::name::{EntitlementName, IdentityName};
 
 /// How to reach and map one directory.
@@ -246,6 +247,30 @@ impl Connector for LdapConnector {
         let wanted: BTreeSet<&EntitlementName> = entitlements.iter().collect();
         let groups = self.groups(&mut *self.lock()?, Some(&wanted))?;
         Ok(Observed { members: members_of(&groups), ..Observed::default() })
+    }
+
+    fn stamped(&self, change: &ChangeId, ops: &[TargetOp]) -> Result<Option<String>> {
+        let names: String =
+            ops.iter().map(|op| format!("(cn={})", ldap3::ldap_escape(op.entitlement.as_str()))).collect();
+        let filter = format!("(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))(|{names}))");
+        let (entries, _) = self
+            .lock()?
+            .with_timeout(self.settings.timeout)
+            .search(&self.settings.groups, Scope::OneLevel, &filter, vec!["description"])
+            .and_then(ldap3::SearchResult::success)
+            .map_err(|e| unavailable(&self.name, &e))?;
+        // The description a write leaves starts with the change and the write's time.
+        let prefix = format!("writ change {change} at ");
+        let found: Vec<String> = entries
+            .into_iter()
+            .map(SearchEntry::construct)
+            .filter_map(|entry| {
+                let stamp = attr(&entry, "description").iter().find(|d| d.starts_with(&prefix))?.clone();
+                let head = stamp.split(": ").next().unwrap_or(&stamp).to_owned();
+                Some(format!("{} ({head})", entry.dn))
+            })
+            .collect();
+        Ok((!found.is_empty()).then(|| found.join(", ")))
     }
 }
 

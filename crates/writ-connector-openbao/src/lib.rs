@@ -50,7 +50,7 @@ use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Issued, Observed, PlanStep, Result,
     TargetOp, loopback_http, plan_against,
 };
-use writ_core::change::OpAction;
+use writ_core::change::{ChangeId, OpAction};
 use writ_core::name::{EntitlementName, IdentityName};
 
 /// What an entitlement is on OpenBao, by its name.
@@ -683,6 +683,18 @@ impl Connector for OpenBaoConnector {
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         self.holders(entitlements)
+    }
+
+    fn stamped(&self, change: &ChangeId, ops: &[TargetOp]) -> Result<Option<String>> {
+        let mut found = Vec::new();
+        for op in ops {
+            let Some(state) = self.path_state(op.member.as_str(), op.entitlement.as_str())? else { continue };
+            if state.get("writ_change") == Some(change.as_str()) {
+                let path = self.kv_path("data", op.member.as_str(), op.entitlement.as_str());
+                found.push(format!("{path} version {}", state.get("writ_version").unwrap_or("?")));
+            }
+        }
+        Ok((!found.is_empty()).then(|| found.join(", ")))
     }
 }
 

@@ -51,7 +51,7 @@ use writ_connector::{
     AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
     no_rotation, plan_against,
 };
-use writ_core::change::OpAction;
+use writ_core::change::{ChangeId, OpAction};
 use writ_core::name::{EntitlementName, IdentityName};
 
 type Members = BTreeMap<EntitlementName, BTreeSet<IdentityName>>;
@@ -207,14 +207,16 @@ impl PostgresConnector {
             }
         })?;
         let late = |what: &str| no_answer(name, settings.timeout, what);
+        // Connecting and preparing share one deadline.
+        let deadline = runtime.block_on(async { tokio::time::Instant::now() + settings.timeout });
         let (client, connection) = runtime
-            .block_on(async { tokio::time::timeout(settings.timeout, config.connect(NoTls)).await })
+            .block_on(async { tokio::time::timeout_at(deadline, config.connect(NoTls)).await })
             .map_err(|_| late("connect"))?
             .map_err(|e| unavailable(name, &e))?;
         // The connection task runs whenever a call below drives the runtime.
         runtime.spawn(connection);
         let catalog = runtime
-            .block_on(async { tokio::time::timeout(settings.timeout, client.prepare(CATALOG)).await })
+            .block_on(async { tokio::time::timeout_at(deadline, client.prepare(CATALOG)).await })
             .map_err(|_| late("prepare"))?
             .map_err(|e| unavailable(name, &e))?;
         Ok(PostgresConnector {
@@ -242,7 +244,22 @@ impl PostgresConnector {
         &self,
         work: impl Future<Output = std::result::Result<T, Failed>>,
     ) -> std::result::Result<T, Failed> {
-        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, work).await }) {
+        self.wait_until(self.deadline(), work)
+    }
+
+    /// The deadline of an exchange that starts now.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.timeout
+    }
+
+    /// [`Self::wait`] for a step of a longer exchange: every step shares the exchange's
+    /// `deadline`, so the configured timeout bounds the whole of it.
+    fn wait_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        work: impl Future<Output = std::result::Result<T, Failed>>,
+    ) -> std::result::Result<T, Failed> {
+        match self.runtime.block_on(async { tokio::time::timeout_at(deadline, work).await }) {
             Ok(done) => done,
             Err(_) => {
                 self.broken.store(true, Ordering::Relaxed);
@@ -317,6 +334,7 @@ impl PostgresConnector {
         catalog: Catalog,
         context: &ApplyContext,
         ops: &[TargetOp],
+        deadline: tokio::time::Instant,
     ) -> Result<Vec<AppliedOp>> {
         plan_against(&self.name, &catalog.members, ops)?;
         let mut batch = String::from("SET LOCAL standard_conforming_strings = on;\n");
@@ -338,7 +356,7 @@ impl PostgresConnector {
                     Some(ttl) if *object == Object::Login => {
                         let seconds = ttl.as_millis() as f64 / 1000.0;
                         let row = self
-                            .wait(async {
+                            .wait_until(deadline, async {
                                 let sql = "SELECT (now() + make_interval(secs => $1))::text";
                                 Ok(client.query_one(sql, &[&seconds]).await?)
                             })
@@ -366,14 +384,16 @@ impl PostgresConnector {
             applied.push(AppliedOp { op: op.clone(), before, after: want });
         }
         batch.push_str("COMMIT");
-        self.wait(async { Ok(client.batch_execute(&batch).await?) }).map_err(|failed| match failed {
-            Failed::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
-                ConnectorError::Invalid {
-                    target: self.name.clone(),
-                    detail: format!("a member has no login role on the target: {}", db_message(&e)),
+        self.wait_until(deadline, async { Ok(client.batch_execute(&batch).await?) }).map_err(|failed| {
+            match failed {
+                Failed::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+                    ConnectorError::Invalid {
+                        target: self.name.clone(),
+                        detail: format!("a member has no login role on the target: {}", db_message(&e)),
+                    }
                 }
+                other => self.fail(other),
             }
-            other => self.fail(other),
         })?;
         Ok(applied)
     }
@@ -409,6 +429,15 @@ fn statement(object: &Object, op: &TargetOp, until: &str) -> String {
         }
         Object::Schema { schema, privilege: p } => privilege(format!("{p} ON SCHEMA {}", ident(schema))),
     }
+}
+
+/// The current transaction's time, as audit rows are named by (UTC, microseconds).
+const TRANSACTION_TIME: &str =
+    "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+
+/// How an apply's audit rows are referred to: the change and the transaction's time.
+fn reference(change: &str, at: &str) -> String {
+    format!("writ_audit.changes change_id={change} at={at}")
 }
 
 /// The target-side trail, made on first use. `role_name` holds the entitlement's name.
@@ -468,16 +497,24 @@ impl Connector for PostgresConnector {
         // One writer per target at a time, so the catalog read stays true until commit. The
         // lock and the read are sent together; the server runs the read after the lock is held.
         let only = Some(ops.iter().map(|op| op.entitlement.as_str()).collect::<Vec<&str>>());
-        let begun = self.wait(async {
+        // One deadline for the whole apply: lock, read, statements and commit.
+        let deadline = self.deadline();
+        let begun = self.wait_until(deadline, async {
             let lock =
                 client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('writ-connector'))");
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.schemas, &only];
             let read = client.query(&self.catalog, &params);
-            let ((), rows) = futures_util::future::try_join(lock, read).await?;
-            Ok(rows)
+            // The transaction's time names its audit rows: this apply's reference.
+            let stamp = client.query_one(TRANSACTION_TIME, &[]);
+            let ((), rows, stamp) = futures_util::future::try_join3(lock, read, stamp).await?;
+            Ok((rows, stamp.get::<_, String>(0)))
         });
-        let read = begun.map_err(|f| self.fail(f)).and_then(|rows| self.read_catalog(rows));
-        let applied = match read.and_then(|catalog| self.apply_in(&client, catalog, context, ops)) {
+        let mut at = String::new();
+        let read = begun.map_err(|f| self.fail(f)).and_then(|(rows, stamp)| {
+            at = stamp;
+            self.read_catalog(rows)
+        });
+        let applied = match read.and_then(|catalog| self.apply_in(&client, catalog, context, ops, deadline)) {
             Ok(applied) => applied,
             Err(error) => {
                 // Nothing of this apply stays (a broken connection rolls back by itself).
@@ -496,7 +533,7 @@ impl Connector for PostgresConnector {
             .map(|a| a.op.member.as_str())
             .collect();
         if !logins.is_empty() {
-            let ended = self.wait(async {
+            let ended = self.wait_until(deadline, async {
                 let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                            WHERE usename = ANY($1) AND pid <> pg_backend_pid()";
                 Ok(client.execute(sql, &[&logins]).await?)
@@ -507,10 +544,25 @@ impl Connector for PostgresConnector {
                 tracing::warn!(target: "writ::connector", target_name = %self.name, %error, "cannot end the revoked logins' sessions");
             }
         }
-        Ok(ApplyReport {
-            applied,
-            reference: Some(format!("writ_audit.changes change_id={}", context.change)),
-        })
+        Ok(ApplyReport { applied, reference: Some(reference(context.change.as_str(), &at)) })
+    }
+
+    fn stamped(&self, change: &ChangeId, _ops: &[TargetOp]) -> Result<Option<String>> {
+        let client = self.lock()?;
+        let sql = "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                   FROM writ_audit.changes WHERE change_id = $1 ORDER BY id DESC LIMIT 1";
+        let found = self.wait(async { Ok(client.query_opt(sql, &[&change.as_str()]).await?) });
+        match found {
+            Ok(row) => Ok(row.map(|row| reference(change.as_str(), &row.get::<_, String>(0)))),
+            // No audit table yet: no write of Writ's was ever committed here.
+            Err(Failed::Db(e)) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Ok(None)
+            }
+            Err(Failed::Db(e)) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) => {
+                Ok(None)
+            }
+            Err(failed) => Err(self.fail(failed)),
+        }
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {

@@ -12,9 +12,9 @@
 //!   `change.attempt_recovered` records what is found as that attempt's outcome. If something
 //!   approved is still missing, a new attempt applies only that. `writ serve` and `run-due`
 //!   resume such changes on their own ([`Engine::resume_stranded`]).
-//! - **Read before writing.** Every target is read before the attempt starts; a target that
-//!   cannot be read stops the execution with nothing recorded, so a target that is down costs
-//!   one timeout and leaves the change as it was.
+//! - **Read before writing.** Every target is read before the attempt starts (the evidence of
+//!   the state before); a target that cannot be read is not written in that attempt, which fails
+//!   with its error, so a target that is down costs one timeout, not two.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -51,7 +51,7 @@ pub struct Resumed {
 
 impl Engine {
     /// Implements an approved change on its targets. Every target is read first (evidence of
-    /// the state before; a target that cannot be read stops here, nothing recorded); then
+    /// the state before; a target that cannot be read is not written by this attempt); then
     /// `implementing` is committed with the execution claim, the connectors apply, and the
     /// outcome is committed with the apply results as evidence. Returns the record in
     /// `implemented` or, if a target failed, in `failed` with what was and was not applied;
@@ -154,10 +154,21 @@ impl Engine {
         self.receivers_active(&record.change)?;
         let stamp = self.check_execution(&record, &executor)?;
         let mut before = serde_json::Map::new();
+        // A target whose state before cannot be read is not written in this attempt: its
+        // error is the attempt's, without waiting for it a second time.
+        let mut unreadable = BTreeMap::new();
         for (target, group) in group_by_target(&record.change.ops) {
             let target_ops: Vec<TargetOp> = group.iter().map(|(_, op)| target_op(op)).collect();
-            let plan = self.connector_for(&target)?.plan(&target_ops)?;
-            before.insert(target.to_string(), evidence::plan_json(&plan));
+            let plan = self.connector_for(&target).and_then(|connector| Ok(connector.plan(&target_ops)?));
+            let value = match plan {
+                Ok(plan) => evidence::plan_json(&plan),
+                Err(error) => {
+                    let value = serde_json::json!({ "error": error.to_string() });
+                    unreadable.insert(target.clone(), error);
+                    value
+                }
+            };
+            before.insert(target.to_string(), value);
         }
         let ends = self.grant_ends(&record.change)?;
         let mut captured = evidence::Captured::default();
@@ -196,9 +207,12 @@ impl Engine {
                     .iter()
                     .map(|(index, op)| TargetOp { ttl: op.duration.or(ends.get(index).copied()), ..target_op(op) })
                     .collect();
-                let applied = self
-                    .connector_for(&target)
-                    .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?));
+                let applied = match unreadable.remove(&target) {
+                    Some(error) => Err(error),
+                    None => self
+                        .connector_for(&target)
+                        .and_then(|connector| Ok(connector.apply(&context(&group), &target_ops)?)),
+                };
                 match applied {
                     Ok(report) => {
                         results.insert(target.to_string(), evidence::apply_json(&report));

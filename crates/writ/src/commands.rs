@@ -73,7 +73,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         command if is_read(&command) => dispatch(&open(db.as_deref(), hmac)?, command, json),
         command => {
             let database = Database::parse(db.as_deref())?;
-            let engine = open(db.as_deref(), hmac)?.with_claim_ttl(claim_ttl(claim_ttl_arg.as_deref())?);
+            let engine =
+                open(db.as_deref(), hmac)?.with_claim_ttl(writ_server::claim_ttl(claim_ttl_arg.as_deref())?);
             let size = engine.store().event_count();
             let result = dispatch(&engine, command, json);
             // Only a command that recorded events signs (a refusal writes nothing at all), and
@@ -249,11 +250,6 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
 /// last events outside every signed checkpoint (where they could be deleted without trace).
 /// The events are already durable; a missing key or a refusal to sign is reported, not fatal,
 /// and `writ ledger verify` shows what is not yet covered.
-/// The execution claim's term from `--claim-ttl` (default 30 s).
-fn claim_ttl(arg: Option<&str>) -> Result<writ_core::time::Duration, CliError> {
-    Ok(writ_server::claim_ttl(arg)?)
-}
-
 fn auto_checkpoint(engine: &Engine, key: &Path) {
     let outcome =
         writ_server::keys::load(key).and_then(|signer| engine.checkpoint(&signer).map_err(CliError::from));
