@@ -268,6 +268,9 @@ impl Engine {
             u64::try_from(self.claim_ttl.as_millis() / 3).unwrap_or(1).max(1),
         );
         std::thread::scope(|scope| {
+            // Owned here, so that `work` panicking (a dying attempt) drops it and the renewer
+            // stops before the scope waits for it.
+            let stop = stop;
             scope.spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                     let now = self.clock.now();

@@ -52,6 +52,60 @@ impl Connector for Flaky {
     }
 }
 
+/// A memory target whose apply can be held at its start (to run attempts side by side) or
+/// can die right after writing (a process killed before it records the outcome); it reports the
+/// write of each change as the stamp it left.
+#[derive(Default)]
+struct Gated {
+    inner: Option<MemoryConnector>,
+    /// Set: apply says it entered, then waits for a message before it writes.
+    hold: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+    /// Apply dies (panics) right after writing, or before writing anything.
+    die_after_write: std::sync::atomic::AtomicBool,
+    die_before_write: std::sync::atomic::AtomicBool,
+    writes: std::sync::Mutex<Vec<String>>,
+}
+
+impl Gated {
+    fn memory(&self) -> writ_connector::Result<&MemoryConnector> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Invalid { target: "gated".into(), detail: "no target".into() })
+    }
+}
+
+impl Connector for Gated {
+    fn entitlements(&self) -> writ_connector::Result<Vec<EntitlementName>> {
+        self.memory()?.entitlements()
+    }
+    fn plan(&self, ops: &[TargetOp]) -> writ_connector::Result<Vec<PlanStep>> {
+        self.memory()?.plan(ops)
+    }
+    #[allow(clippy::panic)] // a process dying mid-apply
+    fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> writ_connector::Result<ApplyReport> {
+        if let Some((entered, release)) = self.hold.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        if self.die_before_write.swap(false, Ordering::SeqCst) {
+            panic!("killed before writing");
+        }
+        let report = self.memory()?.apply(context, ops)?;
+        let stamp = format!("write {} #{}", context.change, self.writes.lock().unwrap().len() + 1);
+        self.writes.lock().unwrap().push(stamp.clone());
+        if self.die_after_write.swap(false, Ordering::SeqCst) {
+            panic!("killed after writing");
+        }
+        Ok(ApplyReport { reference: Some(stamp), ..report })
+    }
+    fn observe(&self, entitlements: &[EntitlementName]) -> writ_connector::Result<Observed> {
+        self.memory()?.observe(entitlements)
+    }
+    fn stamped(&self, change: &ChangeId, _ops: &[TargetOp]) -> writ_connector::Result<Option<String>> {
+        Ok(self.writes.lock().unwrap().iter().rev().find(|w| w.contains(change.as_str())).cloned())
+    }
+}
+
 struct Targets(BTreeMap<String, Arc<dyn Connector>>);
 
 impl ConnectorFactory for Targets {
@@ -69,6 +123,7 @@ struct World {
     clock: Arc<TestClock>,
     apps: Arc<MemoryConnector>,
     flaky: Arc<Flaky>,
+    gated: Arc<Gated>,
 }
 
 /// Every test's tables must stay projections of its ledger, whatever it did.
@@ -99,6 +154,9 @@ fn world() -> World {
     let mut targets: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
     targets.insert("apps".into(), apps.clone());
     targets.insert("flaky".into(), flaky.clone());
+    let gated =
+        Arc::new(Gated { inner: Some(MemoryConnector::new("gated", &[ent("deploy")])), ..Gated::default() });
+    targets.insert("gated".into(), gated.clone());
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
     let engine = Engine::new(store, Arc::new(Targets(targets)), clock.clone())
         .with_hmac_key(Arc::new(writ_ledger::sensitive::HmacKey::from_bytes([1; 32])));
@@ -109,7 +167,7 @@ fn world() -> World {
     engine
         .add_identity(admin.clone(), n("svc-ci"), IdentityKind::ServiceAccount, Some(&n("alice")), None)
         .unwrap();
-    for target in ["apps", "flaky"] {
+    for target in ["apps", "flaky", "gated"] {
         engine
             .add_target(
                 admin.clone(),
@@ -119,7 +177,7 @@ fn world() -> World {
             )
             .unwrap();
     }
-    World { _dir: dir, engine, clock, apps, flaky }
+    World { _dir: dir, engine, clock, apps, flaky, gated }
 }
 
 fn input(requester: &str, ops: &[(OpAction, &str, &str)]) -> RequestInput {
@@ -162,8 +220,8 @@ fn a_change_runs_the_whole_chain_and_the_record_rebuilds_from_events() {
     let loaded = w.engine.load(&id).unwrap();
     assert_eq!(loaded.change, reviewed.change);
     let indices: Vec<u64> = loaded.events.iter().map(|(i, _)| *i).collect();
-    // 7 registry events came first (5 identities, 2 targets).
-    assert_eq!(indices, vec![7, 8, 9, 10, 11, 12, 13]);
+    // 8 registry events came first (5 identities, 3 targets).
+    assert_eq!(indices, vec![8, 9, 10, 11, 12, 13, 14]);
     let grants = w.engine.grants_of(&n("dave")).unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].change, id);
@@ -954,6 +1012,7 @@ fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them
     assert_eq!(again.code(), "state.invalid_transition");
 }
 
+mod execution;
 mod standing;
 
 /// Checking the tables while writes land never reports the writes in flight as divergences
