@@ -17,6 +17,7 @@ mod conformance;
 mod crash;
 mod evidence;
 mod exceptions;
+mod execution;
 mod failclosed;
 mod intake;
 mod layers;

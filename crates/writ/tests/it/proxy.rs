@@ -22,6 +22,9 @@ pub enum Mode {
     /// connection: the write takes effect and the client times out ("timeout, then late
     /// success"). One-shot: later connections pass.
     Mute(Vec<u8>),
+    /// Accept every new connection and never answer nor forward: a server that is stopped
+    /// (SIGSTOP) or lost behind a firewall that drops packets.
+    Stall,
 }
 
 pub struct Proxy {
@@ -47,6 +50,17 @@ impl Proxy {
                 let mode = shared.lock().unwrap().clone();
                 if mode == Mode::Refuse {
                     let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if mode == Mode::Stall {
+                    let stopping = stopping.clone();
+                    // Held open (nothing read, nothing sent) until the proxy goes away.
+                    thread::spawn(move || {
+                        while !stopping.load(Ordering::SeqCst) {
+                            thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        drop(client);
+                    });
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };

@@ -57,6 +57,12 @@ impl Server {
         Api::new(&self.base)
     }
 
+    /// Kills the server without warning (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Stops the server gracefully and returns its exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
