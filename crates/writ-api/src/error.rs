@@ -330,11 +330,11 @@ pub const KINDS: &[(Kind, &str)] = &[
     (Kind::Unavailable, "the store, a key file or a needed service is unavailable; nothing was written"),
     (Kind::Storage, "the store failed in a way retrying will not fix"),
     (Kind::ChangeFailed, "the outcome was recorded and is a failure (the API answers with the record)"),
+    (Kind::Ledger, "the ledger or a bundle does not verify"),
     (
         Kind::Unrecorded,
         "the targets were written but the outcome is not recorded yet: it is recovered from the targets when the attempt's claim ends",
     ),
-    (Kind::Ledger, "the ledger or a bundle does not verify"),
     (Kind::Internal, "anything else"),
 ];
 

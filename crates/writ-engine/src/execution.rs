@@ -96,10 +96,23 @@ impl Engine {
     /// Resumes every change cut off mid-execution whose claim has ended: its attempt is
     /// recovered from the targets, what is missing is applied by a new attempt (as the engine),
     /// and the change is verified. Errors on one change do not stop the others.
+    /// A change whose resumption failed (a target still down) is tried again after a backoff
+    /// (1 s doubling up to 5 min, kept by this engine), so a target that is down does not hold
+    /// up the other due work every second.
     pub fn resume_stranded(&self) -> Result<Resumed> {
         let mut report = Resumed::default();
+        let now = self.clock.now();
         for summary in self.store.changes(Some(ChangeState::Implementing))? {
             let id = summary.id;
+            let waiting = self
+                .resume_backoff
+                .lock()
+                .map_err(|_| StoreError::Other("resume backoff lock poisoned".into()))?
+                .get(&id)
+                .is_some_and(|(_, next)| now < *next);
+            if waiting {
+                continue;
+            }
             let resumed = self.load(&id).and_then(|record| {
                 if self.in_progress(&record)?.is_some() {
                     return Ok(None);
@@ -110,14 +123,28 @@ impl Engine {
                 }
                 Ok(Some(record.change.state))
             });
+            let mut backoff = self
+                .resume_backoff
+                .lock()
+                .map_err(|_| StoreError::Other("resume backoff lock poisoned".into()))?;
             match resumed {
                 Ok(Some(state)) => {
                     tracing::info!(target: "writ::engine", change = %id, state = %state, "cut-off execution resumed");
+                    backoff.remove(&id);
                     report.resumed.push((id, state));
                 }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(target: "writ::engine", change = %id, code = error.code(), error = %error, "cut-off execution not resumed");
+                    let failures = backoff.get(&id).map_or(0, |(n, _)| *n).saturating_add(1);
+                    let wait = 1_000_i64.saturating_mul(1 << failures.min(9)).min(300_000);
+                    backoff.insert(
+                        id.clone(),
+                        (
+                            failures,
+                            self.clock.now().plus(Duration::from_millis(wait).unwrap_or(DEFAULT_CLAIM_TTL)),
+                        ),
+                    );
                     report.errors.push((id, error.to_string()));
                 }
             }

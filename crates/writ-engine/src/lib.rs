@@ -115,6 +115,9 @@ pub struct Engine {
     projection_cache: Arc<projections::Cache>,
     /// How long an execution claim lasts unless renewed (see `execution.rs`).
     claim_ttl: Duration,
+    /// Changes whose resumption failed: (failures, next try), see `Engine::resume_stranded`.
+    resume_backoff:
+        Arc<std::sync::Mutex<std::collections::BTreeMap<writ_core::change::ChangeId, (u32, Timestamp)>>>,
 }
 
 impl Engine {
@@ -135,6 +138,7 @@ impl Engine {
             refusal_window_ms: intake::REFUSAL_WINDOW_MS,
             projection_cache: Arc::default(),
             claim_ttl: execution::DEFAULT_CLAIM_TTL,
+            resume_backoff: Arc::default(),
         }
     }
 

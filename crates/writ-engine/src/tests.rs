@@ -64,10 +64,18 @@ struct Gated {
     die_after_write: std::sync::atomic::AtomicBool,
     die_before_write: std::sync::atomic::AtomicBool,
     writes: std::sync::Mutex<Vec<String>>,
+    /// The target cannot be reached.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Gated {
     fn memory(&self) -> writ_connector::Result<&MemoryConnector> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ConnectorError::Unavailable {
+                target: "gated".into(),
+                detail: "connection refused".into(),
+            });
+        }
         self.inner
             .as_ref()
             .ok_or_else(|| ConnectorError::Invalid { target: "gated".into(), detail: "no target".into() })

@@ -328,16 +328,17 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         for (id, reopened) in &deadlines.exceptions.expired {
             tracing::warn!(target: "writ::serve", exception = %id, reopened = reopened.len(), "exception expired; the findings it covered are open again");
         }
-        let resumed = engine.resume_stranded()?;
-        for (id, state) in &resumed.resumed {
-            tracing::warn!(target: "writ::serve", change = %id, state = %state, "execution cut off earlier resumed");
-        }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {
             tracing::info!(target: "writ::serve", change = %id, "time-bound access ended and verified");
         }
         for id in &report.alerted {
             tracing::error!(target: "writ::serve", change = %id, "time-bound access could not be ended: alert raised");
+        }
+        // Last: a target still down while a change is resumed delays nothing else.
+        let resumed = engine.resume_stranded()?;
+        for (id, state) in &resumed.resumed {
+            tracing::warn!(target: "writ::serve", change = %id, state = %state, "execution cut off earlier resumed");
         }
     }
     if ticks.is_multiple_of(60) {

@@ -49,6 +49,7 @@ const EVENT_KINDS: &[&str] = &[
     "change.execution_started",
     "change.implemented",
     "change.execution_failed",
+    "change.attempt_recovered",
     "change.verified",
     "change.reviewed",
     "change.evidence_attached",

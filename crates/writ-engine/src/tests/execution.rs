@@ -136,6 +136,16 @@ fn an_attempt_killed_before_writing_is_recovered_as_incomplete_and_the_server_fi
     killed(&w, &id, "carol");
     assert!(!holds(&w));
     advance(&w, crate::execution::DEFAULT_CLAIM_TTL.as_millis() + 1);
+    // The target is down: nothing recorded, and the next passes leave it alone for a while.
+    w.gated.down.store(true, Ordering::SeqCst);
+    let before = snapshot(&w.engine);
+    let report = w.engine.resume_stranded().unwrap();
+    assert!(report.resumed.is_empty() && report.errors.len() == 1, "{report:?}");
+    assert!(report.errors[0].1.contains("connection refused"), "{report:?}");
+    assert!(w.engine.resume_stranded().unwrap().errors.is_empty(), "tried again at once");
+    assert_eq!(snapshot(&w.engine), before);
+    w.gated.down.store(false, Ordering::SeqCst);
+    advance(&w, 2_001);
     let report = w.engine.resume_stranded().unwrap();
     assert_eq!(report.resumed, vec![(id.clone(), ChangeState::Verified)], "{:?}", report.errors);
     assert!(holds(&w));
