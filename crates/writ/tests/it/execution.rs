@@ -323,3 +323,61 @@ fn the_timeout_bounds_the_whole_exchange_with_a_stopped_target() {
     assert!(took >= Duration::from_secs(3), "gave up before the timeout: {took:?}");
     assert_eq!(shown(&w, &id)["state"], "failed");
 }
+
+#[test]
+fn an_outcome_the_store_refused_after_the_write_exits_9_and_is_recovered_with_its_commit() {
+    let w = World::new();
+    let id = w.request("dave", "access:eng-read");
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    let apply_lock = w.repo.join(".git/writ-apply.lock");
+    // Pause the attempt inside the git connector, lock the database, then let the write land.
+    let held = std::fs::File::create(&apply_lock).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args([
+            "--db",
+            w.db.to_str().unwrap(),
+            "--claim-ttl",
+            "1s",
+            "change",
+            "execute",
+            &id,
+            "--as",
+            "carol",
+        ])
+        .env_remove("WRIT_DB")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&w, &id, Duration::from_secs(10), |c| c["state"] == "implementing");
+    let db = rusqlite::Connection::open(&w.db).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    drop(held);
+    std::fs::remove_file(&apply_lock).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while commits_of(&w, &id).is_empty() {
+        assert!(Instant::now() < deadline, "the write never landed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Longer than the store's busy timeout: the outcome cannot be recorded.
+    std::thread::sleep(Duration::from_secs(6));
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(9), "{stderr}");
+    assert!(stderr.contains("error[change.outcome_unrecorded]"), "{stderr}");
+    assert!(stderr.contains("the targets were written"), "{stderr}");
+    let commit = commits_of(&w, &id)[0].split(' ').next().unwrap().to_owned();
+    assert!(stderr.contains(&commit), "the error names the write: {stderr}");
+    // Once the claim has ended, the next execute recovers the attempt and links its commit.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(w.writ(&["change", "execute", &id, "--as", "carol"]).ok(), format!("{id} implemented"));
+    let change = shown(&w, &id);
+    let executions = change["executions"].as_array().unwrap();
+    assert_eq!(executions.len(), 1, "{change:#}");
+    assert_eq!((&executions[0]["recovered"], &executions[0]["writes"]), (&json!(true), &json!([commit])));
+    assert_eq!(commits_of(&w, &id).len(), 1, "not written twice");
+    assert_eq!(w.writ(&["change", "verify", &id]).ok(), format!("{id} verified"));
+    assert_eq!(w.writ(&["ledger", "verify"]).code, 0);
+}
