@@ -174,33 +174,28 @@ fn a_server_killed_mid_execution_resumes_on_its_own_and_ends_verified_repeatedly
     assert_eq!(world.writ(&["ledger", "verify"]).code, 0);
 }
 
-#[test]
-fn a_write_that_landed_before_the_kill_is_linked_to_the_attempt_that_made_it() {
-    let Some(config) = crate::server::postgres() else { return };
-    let (mut pg, dsn) = crate::pgtarget::target(&config, "exk");
+/// A world with the PostgreSQL target `pg` (its role `{p}_read` the entitlement) reached through a
+/// fault proxy with the target timeout `timeout`, and the identity `{p}_dave`; `None` without a
+/// PostgreSQL server.
+fn proxied_postgres(p: &str, timeout: &str) -> Option<(World, postgres::Client, Proxy)> {
+    let config = crate::server::postgres()?;
+    let (pg, dsn) = crate::pgtarget::target(&config, p);
     let world = World::new();
     let proxy = Proxy::start(&format!("127.0.0.1:{}", crate::server::port_of(&dsn)));
     let proxied: Vec<String> = dsn
         .split_whitespace()
         .map(|kv| if kv.starts_with("port=") { format!("port={}", proxy.port) } else { kv.to_owned() })
         .collect();
-    let proxied = proxied.join(" ");
-    world
-        .writ(&[
-            "target",
-            "add",
-            "pg",
-            "--connector",
-            "postgres",
-            "--roles",
-            "exk_read",
-            "--dsn",
-            &proxied,
-            "--timeout",
-            "30s",
-        ])
-        .ok();
-    world.writ(&["identity", "add", "exk_dave", "--kind", "human"]).ok();
+    let (roles, proxied) = (format!("{p}_read"), proxied.join(" "));
+    let add = ["target", "add", "pg", "--connector", "postgres", "--roles", &roles, "--dsn", &proxied];
+    world.writ(&[&add[..], &["--timeout", timeout]].concat()).ok();
+    world.writ(&["identity", "add", &format!("{p}_dave"), "--kind", "human"]).ok();
+    Some((world, pg, proxy))
+}
+
+#[test]
+fn a_write_that_landed_before_the_kill_is_linked_to_the_attempt_that_made_it() {
+    let Some((world, mut pg, proxy)) = proxied_postgres("exk", "30s") else { return };
     world.writ(&["identity", "add", "writ-executor", "--kind", "workload", "--owner", "dave"]).ok();
     roles(&world, "writ-executor", &["executor"]);
     let executor = token(&world, "writ-executor");
@@ -279,29 +274,7 @@ fn a_stat_dirty_checkout_and_a_stale_index_lock_leave_the_repository_consistent(
 
 #[test]
 fn the_timeout_bounds_the_whole_exchange_with_a_stopped_target() {
-    let Some(config) = crate::server::postgres() else { return };
-    let (_pg, dsn) = crate::pgtarget::target(&config, "exs");
-    let w = World::new();
-    let proxy = Proxy::start(&format!("127.0.0.1:{}", crate::server::port_of(&dsn)));
-    let proxied: Vec<String> = dsn
-        .split_whitespace()
-        .map(|kv| if kv.starts_with("port=") { format!("port={}", proxy.port) } else { kv.to_owned() })
-        .collect();
-    w.writ(&[
-        "target",
-        "add",
-        "pg",
-        "--connector",
-        "postgres",
-        "--roles",
-        "exs_read",
-        "--dsn",
-        &proxied.join(" "),
-        "--timeout",
-        "3s",
-    ])
-    .ok();
-    w.writ(&["identity", "add", "exs_dave", "--kind", "human"]).ok();
+    let Some((w, _pg, proxy)) = proxied_postgres("exs", "3s") else { return };
     let id = w.request_with(&[
         "--as",
         "alice",
