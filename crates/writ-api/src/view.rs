@@ -187,7 +187,10 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
         | ChangeEventBody::Expired { reason } => reason.clone(),
-        ChangeEventBody::ExecutionStarted { attempt } => format!("attempt {attempt}"),
+        ChangeEventBody::ExecutionStarted { attempt, claimed_until: None } => format!("attempt {attempt}"),
+        ChangeEventBody::ExecutionStarted { attempt, claimed_until: Some(until) } => {
+            format!("attempt {attempt}, claimed until {until}")
+        }
         ChangeEventBody::Implemented { outcomes } => {
             let changed = outcomes.iter().filter(|o| o.before != o.after).count();
             format!("{changed} of {} operation(s) changed the target", outcomes.len())

@@ -146,8 +146,11 @@ pub enum ChangeEventBody {
     Expired {
         reason: String,
     },
+    /// `claimed_until`: when the attempt's execution claim ends unless renewed; until then no
+    /// other attempt may start or recover it, whatever a coordination table says.
     ExecutionStarted {
         attempt: u32,
+        claimed_until: Option<Timestamp>,
     },
     Implemented {
         outcomes: Vec<OpOutcome>,

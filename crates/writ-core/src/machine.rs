@@ -291,7 +291,11 @@ pub fn decide(
                 });
             }
             let attempt = u32::try_from(change.executions.len()).unwrap_or(u32::MAX).saturating_add(1);
-            Ok(vec![event(executor, None, ChangeEventBody::ExecutionStarted { attempt })])
+            Ok(vec![event(
+                executor,
+                None,
+                ChangeEventBody::ExecutionStarted { attempt, claimed_until: None },
+            )])
         }
         Command::RecordImplementation { outcomes, error } => {
             require_state(change, &[ChangeState::Implementing], action)?;

@@ -153,11 +153,18 @@ impl Engine {
     }
 
     /// `state.execution_in_progress` if an attempt on this `implementing` change holds a live
-    /// claim; `None` if its claim has ended (or it never had one).
+    /// claim: as renewed in the store, and at least for the first term its event recorded;
+    /// `None` if its claim has ended (or it never had one).
     fn in_progress(&self, record: &ChangeRecord) -> Result<Option<EngineError>> {
         let now = self.clock.now();
-        let live = self.store.lease(&claim_name(&record.change.id))?.filter(|(_, until)| *until >= now);
-        Ok(live.map(|(_, until)| {
+        let recorded = record.events.iter().rev().find_map(|(_, e)| match e.body {
+            ChangeEventBody::ExecutionStarted { claimed_until, .. } => Some(claimed_until),
+            _ => None,
+        });
+        let renewed = self.store.lease(&claim_name(&record.change.id))?.map(|(_, until)| until);
+        let until = recorded.flatten().into_iter().chain(renewed).max();
+        let live = until.filter(|until| *until >= now);
+        Ok(live.map(|until| {
             let last = record.change.last_execution();
             EngineError::InProgress {
                 change: record.change.id.clone(),
@@ -213,6 +220,10 @@ impl Engine {
             decide(Some(&record.change), Command::StartExecution { executor: executor.clone() }, now)?;
         if let Some(first) = events.first_mut() {
             first.policy = stamp;
+            // The ledger keeps the claim's first term: no table edit can end it sooner.
+            if let ChangeEventBody::ExecutionStarted { claimed_until, .. } = &mut first.body {
+                *claimed_until = Some(now.plus(self.claim_ttl));
+            }
         }
         captured.attach(events.first_mut());
         let started = self.commit_claimed(&record, events, Vec::new(), captured, Some(claim))?;

@@ -226,6 +226,8 @@ enum Data {
     },
     Started {
         attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claimed_until: Option<String>,
     },
     Recovered {
         attempt: u32,
@@ -729,7 +731,9 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
         ChangeEventBody::Rejected { reason }
         | ChangeEventBody::Cancelled { reason }
         | ChangeEventBody::Expired { reason } => Data::Reason { reason: seal(reason) },
-        ChangeEventBody::ExecutionStarted { attempt } => Data::Started { attempt: *attempt },
+        ChangeEventBody::ExecutionStarted { attempt, claimed_until } => {
+            Data::Started { attempt: *attempt, claimed_until: claimed_until.map(Timestamp::to_rfc3339) }
+        }
         ChangeEventBody::Implemented { outcomes: o } => Data::Implemented { outcomes: outcomes(o) },
         ChangeEventBody::ExecutionFailed { error, outcomes: o } => {
             Data::Failed { error: error.clone(), outcomes: outcomes(o) }
@@ -1010,8 +1014,11 @@ fn change_body(
             ChangeEventBody::Cancelled { reason: unseal(reason) }
         }
         ("change.expired", Data::Reason { reason }) => ChangeEventBody::Expired { reason: unseal(reason) },
-        ("change.execution_started", Data::Started { attempt }) => {
-            ChangeEventBody::ExecutionStarted { attempt }
+        ("change.execution_started", Data::Started { attempt, claimed_until }) => {
+            ChangeEventBody::ExecutionStarted {
+                attempt,
+                claimed_until: claimed_until.as_deref().map(parse_time).transpose()?,
+            }
         }
         ("change.implemented", Data::Implemented { outcomes: o }) => {
             ChangeEventBody::Implemented { outcomes: outcomes(o) }

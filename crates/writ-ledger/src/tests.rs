@@ -83,7 +83,8 @@ fn every_event() -> Vec<Event> {
         ChangeEventBody::Rejected { reason: "no".into() },
         ChangeEventBody::Cancelled { reason: "withdrawn".into() },
         ChangeEventBody::Expired { reason: "late".into() },
-        ChangeEventBody::ExecutionStarted { attempt: 2 },
+        ChangeEventBody::ExecutionStarted { attempt: 2, claimed_until: None },
+        ChangeEventBody::ExecutionStarted { attempt: 1, claimed_until: Some(T0.plus(Duration::seconds(30))) },
         ChangeEventBody::Implemented { outcomes: outcomes.clone() },
         ChangeEventBody::ExecutionFailed { error: "down".into(), outcomes: vec![] },
         ChangeEventBody::AttemptRecovered {

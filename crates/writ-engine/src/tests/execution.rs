@@ -48,6 +48,11 @@ fn a_second_attempt_while_one_runs_is_refused_and_records_nothing() {
     }
     let refused = w.engine.execute(&id, Some(&n("carol"))).unwrap_err();
     assert!(refused.to_string().contains("attempt 1 by carol"), "{refused}");
+    // Deleting the claim's row behind Writ's back does not end it: its event keeps its term.
+    let db = rusqlite::Connection::open(w._dir.path().join("writ.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM leases WHERE name LIKE 'execution:%'", []).unwrap(), 1);
+    assert_eq!(w.engine.execute(&id, None).unwrap_err().code(), "state.execution_in_progress");
+    assert_eq!(snapshot(&w.engine), before);
     release.send(()).unwrap();
     let done = first.join().unwrap().unwrap();
     assert_eq!(done.change.state, ChangeState::Implemented);
