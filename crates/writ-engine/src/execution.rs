@@ -96,6 +96,7 @@ impl Engine {
     /// Resumes every change cut off mid-execution whose claim has ended: its attempt is
     /// recovered from the targets, what is missing is applied by a new attempt (as the engine),
     /// and the change is verified. Errors on one change do not stop the others.
+    ///
     /// A change whose resumption failed (a target still down) is tried again after a backoff
     /// (1 s doubling up to 5 min, kept by this engine), so a target that is down does not hold
     /// up the other due work every second.
