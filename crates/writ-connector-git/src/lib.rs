@@ -261,32 +261,39 @@ impl GitConnector {
     }
 
     /// Whether the managed branch is checked out in a working tree.
-    fn checkout(&self) -> Result<bool> {
-        let answer =
-            self.git(&["rev-parse", "--is-bare-repository", "--symbolic-full-name", "HEAD"], None)?;
+    /// The repository's git directory, and whether the managed branch is checked out in a
+    /// working tree (one `git` for both).
+    fn layout(&self) -> Result<(PathBuf, bool)> {
+        let answer = self.git(
+            &["rev-parse", "--absolute-git-dir", "--is-bare-repository", "--symbolic-full-name", "HEAD"],
+            None,
+        )?;
         let mut lines = answer.lines();
+        let git_dir = PathBuf::from(lines.next().unwrap_or_default());
         let bare = lines.next() == Some("true");
-        Ok(!bare && lines.next() == Some(self.branch_ref().as_str()))
+        Ok((git_dir, !bare && lines.next() == Some(self.branch_ref().as_str())))
     }
 
     /// Refuses (before anything is written) if the checked-out access file differs from the
     /// branch head in the index or the working tree; differences of file times only are
     /// refreshed away first.
     fn require_clean_file(&self) -> Result<()> {
-        // `--refresh` exits non-zero when something is modified; the diff below says what.
+        // `--refresh` exits non-zero when something is modified; the status below says what.
         let _ = self.git(&["update-index", "-q", "--refresh"], None);
-        let staged = self.git(&["diff-index", "--cached", "--name-only", "HEAD", "--", &self.file], None)?;
-        let unstaged = self.git(&["diff-files", "--name-only", "--", &self.file], None)?;
-        if staged.is_empty() && unstaged.is_empty() {
+        // `XY path`: X the index against HEAD (staged), Y the working tree against the index.
+        let status =
+            self.git(&["status", "--porcelain=v1", "--untracked-files=no", "--", &self.file], None)?;
+        if status.is_empty() {
             return Ok(());
         }
+        let staged = !status.starts_with(' ');
         Err(ConnectorError::Conflict {
             target: self.target.clone(),
             detail: format!(
                 "{} in the checkout of {} has local modifications ({}); commit or discard them, then execute again (nothing was written)",
                 self.file,
                 self.repo.display(),
-                if staged.is_empty() { "not staged" } else { "staged" }
+                if staged { "staged" } else { "not staged" }
             ),
         })
     }
@@ -380,11 +387,10 @@ impl Connector for GitConnector {
     fn apply(&self, context: &ApplyContext, ops: &[TargetOp]) -> Result<ApplyReport> {
         no_rotation(&self.target, "git", ops)?;
         let deadline = Instant::now() + APPLY_DEADLINE;
-        let git_dir = PathBuf::from(self.git(&["rev-parse", "--absolute-git-dir"], None)?);
+        let (git_dir, checkout) = self.layout()?;
         // Writ's applies to one repository, from any process, one at a time.
         let _held = locks::Exclusive::take(&git_dir.join("writ-apply.lock"), deadline)
             .map_err(|detail| ConnectorError::Unavailable { target: self.target.clone(), detail })?;
-        let checkout = self.checkout()?;
         let mut pause = std::time::Duration::from_millis(10);
         loop {
             self.clear_stale_locks(&git_dir, deadline)?;
