@@ -431,9 +431,11 @@ fn statement(object: &Object, op: &TargetOp, until: &str) -> String {
     }
 }
 
-/// The current transaction's time, as audit rows are named by (UTC, microseconds).
-const TRANSACTION_TIME: &str =
-    "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+/// A time column or expression as text the way audit rows are named by (UTC, microseconds):
+/// the apply that wrote them and the lookup that finds them again must agree to the character.
+fn utc_text(time: &str) -> String {
+    format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+}
 
 /// How an apply's audit rows are referred to: the change and the transaction's time.
 fn reference(change: &str, at: &str) -> String {
@@ -505,7 +507,8 @@ impl Connector for PostgresConnector {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.schemas, &only];
             let read = client.query(&self.catalog, &params);
             // The transaction's time names its audit rows: this apply's reference.
-            let stamp = client.query_one(TRANSACTION_TIME, &[]);
+            let transaction_time = format!("SELECT {}", utc_text("now()"));
+            let stamp = client.query_one(&transaction_time, &[]);
             let ((), rows, stamp) = futures_util::future::try_join3(lock, read, stamp).await?;
             Ok((rows, stamp.get::<_, String>(0)))
         });
@@ -549,9 +552,11 @@ impl Connector for PostgresConnector {
 
     fn stamped(&self, change: &ChangeId, _ops: &[TargetOp]) -> Result<Option<String>> {
         let client = self.lock()?;
-        let sql = "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-                   FROM writ_audit.changes WHERE change_id = $1 ORDER BY id DESC LIMIT 1";
-        let found = self.wait(async { Ok(client.query_opt(sql, &[&change.as_str()]).await?) });
+        let sql = format!(
+            "SELECT {} FROM writ_audit.changes WHERE change_id = $1 ORDER BY id DESC LIMIT 1",
+            utc_text("at")
+        );
+        let found = self.wait(async { Ok(client.query_opt(&sql, &[&change.as_str()]).await?) });
         match found {
             Ok(row) => Ok(row.map(|row| reference(change.as_str(), &row.get::<_, String>(0)))),
             // No audit table yet: no write of Writ's was ever committed here.

@@ -105,12 +105,7 @@ impl Engine {
         let now = self.clock.now();
         for summary in self.store.changes(Some(ChangeState::Implementing))? {
             let id = summary.id;
-            let waiting = self
-                .resume_backoff
-                .lock()
-                .map_err(|_| StoreError::Other("resume backoff lock poisoned".into()))?
-                .get(&id)
-                .is_some_and(|(_, next)| now < *next);
+            let waiting = self.resume_backoff()?.get(&id).is_some_and(|(_, next)| now < *next);
             if waiting {
                 continue;
             }
@@ -124,10 +119,7 @@ impl Engine {
                 }
                 Ok(Some(record.change.state))
             });
-            let mut backoff = self
-                .resume_backoff
-                .lock()
-                .map_err(|_| StoreError::Other("resume backoff lock poisoned".into()))?;
+            let mut backoff = self.resume_backoff()?;
             match resumed {
                 Ok(Some(state)) => {
                     tracing::info!(target: "writ::engine", change = %id, state = %state, "cut-off execution resumed");
@@ -151,6 +143,15 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    fn resume_backoff(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<ChangeId, (u32, writ_core::time::Timestamp)>>> {
+        Ok(self
+            .resume_backoff
+            .lock()
+            .map_err(|_| StoreError::Other("resume backoff lock poisoned".into()))?)
     }
 
     /// `state.execution_in_progress` if an attempt on this `implementing` change holds a live
@@ -211,19 +212,15 @@ impl Engine {
         let holder = format!("{}-{:032x}", std::process::id(), crate::random_bits()?);
         let name = claim_name(&record.change.id);
         let now = self.clock.now();
-        let claim = ClaimOp::Take {
-            name: name.clone(),
-            holder: holder.clone(),
-            now,
-            until: now.plus(self.claim_ttl),
-        };
+        let until = now.plus(self.claim_ttl);
+        let claim = ClaimOp::Take { name: name.clone(), holder: holder.clone(), now, until };
         let mut events =
             decide(Some(&record.change), Command::StartExecution { executor: executor.clone() }, now)?;
         if let Some(first) = events.first_mut() {
             first.policy = stamp;
             // The ledger keeps the claim's first term: no table edit can end it sooner.
             if let ChangeEventBody::ExecutionStarted { claimed_until, .. } = &mut first.body {
-                *claimed_until = Some(now.plus(self.claim_ttl));
+                *claimed_until = Some(until);
             }
         }
         captured.attach(events.first_mut());
