@@ -235,6 +235,8 @@ pub const CODES: &[(&str, Kind)] = &[
     ("state.expiry_irrevocable", Conflict),
     ("breakglass.approval_missing", Conflict),
     ("finding.not_open", Conflict),
+    ("finding.remediation_open", Conflict),
+    ("finding.no_remedy", Conflict),
     ("exception.duplicate", Conflict),
     ("intake.already_linked", Conflict),
     ("state.execution_in_progress", Conflict),
@@ -260,6 +262,7 @@ pub const CODES: &[(&str, Kind)] = &[
     // Targets.
     ("target.unavailable", TargetUnavailable),
     ("target.conflict", TargetUnavailable),
+    ("target.partial_observation", TargetUnavailable),
     ("target.invalid", TargetInvalid),
     // Outcomes recorded as failures.
     ("change.failed", ChangeFailed),

@@ -268,25 +268,81 @@ pub fn trail(change: &ChangeView) -> String {
     out.trim_end().to_owned()
 }
 
+/// A reconciliation run as people read it: counts per situation, what it raised and resolved.
+pub fn reconcile_run(run: &crate::view::ReconcileView) -> String {
+    let counts: Vec<String> = run.situations.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    let mut out = format!(
+        "{} at {}  {}\n  situations {}\n  accounts   {} unmatched · credentials {} · {}\n",
+        run.scope,
+        run.at,
+        if run.complete { "complete" } else { "PARTIAL" },
+        counts.join(" · "),
+        run.unmatched_accounts,
+        run.credentials,
+        run.usage
+    );
+    for reason in &run.partial {
+        out.push_str(&format!("  partial    {reason} (no missing access raised, nothing resolved)\n"));
+    }
+    for (label, list) in [("opened", &run.opened), ("reopened", &run.reopened), ("resolved", &run.resolved)] {
+        for f in list {
+            out.push_str(&format!(
+                "  {label:<10} {}  {:<8} {:<28} {}\n",
+                f.id, f.severity, f.kind, f.subject
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "  still open {} · snapshot sha256:{} · ledger #{}",
+        run.still_open, run.snapshot, run.index
+    ));
+    out
+}
+
 pub fn finding_table(findings: &[writ_core::finding::Finding]) -> String {
     if findings.is_empty() {
         return "no findings".to_owned();
     }
     findings
         .iter()
-        .map(|f| format!("{}  {:<9} {:<28} {}", f.id, f.state.as_str(), f.kind, f.subject))
+        .map(|f| {
+            format!(
+                "{}  {:<9} {:<8} {:<28} {}",
+                f.id,
+                f.state.as_str(),
+                f.severity.as_str(),
+                f.kind,
+                f.subject
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 pub fn finding_detail(f: &writ_core::finding::Finding) -> String {
-    let mut out = format!("{}  {} · {}\n  subject    {}\n", f.id, f.kind, f.state, f.subject);
+    let mut out =
+        format!("{}  {} · {} · {}\n  subject    {}\n", f.id, f.kind, f.severity, f.state, f.subject);
     if let Some(change) = &f.change {
         out.push_str(&format!("  change     {change}\n"));
+    }
+    if let Some(change) = &f.remediation {
+        out.push_str(&format!("  remedy     {change} (resolves it once verified)\n"));
     }
     if let Some(exception) = &f.exception {
         out.push_str(&format!("  covered by {exception}\n"));
     }
-    out.push_str(&format!("  opened     {}\n  updated    {}\n  {}", f.opened_at, f.updated_at, f.detail));
+    if !f.controls.is_empty() {
+        out.push_str(&format!("  controls   {}\n", f.controls.join(", ")));
+    }
+    if let Some(scope) = &f.scope {
+        out.push_str(&format!("  raised by  reconciliation of {scope}\n"));
+    }
+    if let Some(evidence) = &f.evidence {
+        out.push_str(&format!("  evidence   sha256:{evidence} (observed snapshot)\n"));
+    }
+    out.push_str(&format!(
+        "  first seen {}\n  last seen  {}\n  updated    {}\n  {}",
+        f.opened_at, f.last_seen, f.updated_at, f.detail
+    ));
     out
 }

@@ -16,8 +16,10 @@ use writ_core::time::Timestamp;
 use writ_engine::ChangeRecord;
 
 mod change;
+mod reconcile;
 mod resources;
 pub use change::*;
+pub use reconcile::*;
 pub use resources::*;
 
 /// An optional name or time as the text a view holds.

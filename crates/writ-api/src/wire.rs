@@ -377,6 +377,22 @@ pub struct ResolveFinding {
     pub note: Option<String>,
 }
 
+/// `POST /api/v1/findings/{id}/remediate`: why, beyond the finding itself (optional).
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RemediateFinding {
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    pub justification: Option<String>,
+}
+
+/// `POST /api/v1/reconcile`: one target, or every target and the registry when absent.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    pub target: Option<String>,
+}
+
 /// `PUT /api/v1/identities/{name}/scim-link`: the identity provider's id for the person.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

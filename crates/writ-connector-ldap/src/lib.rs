@@ -26,11 +26,19 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConn, LdapConnSettings, Mod, Scope, SearchEntry};
 use writ_connector::{
-    AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
-    no_rotation, plan_against,
+    AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Holdings, Observed, PlanStep, Result,
+    TargetOp, no_rotation, plan_against,
 };
+use writ_core::time::Timestamp;
+
+/// Entries per page of a full read (RFC 2696 simple paged results).
+const PAGE_SIZE: i32 = 500;
+
+/// How many times the per-operation timeout a whole paged read may take.
+const READ_TIMEOUTS: u32 = 10;
 use writ_core::change::ChangeId;
 use writ_core::name::{EntitlementName, IdentityName};
 
@@ -143,6 +151,50 @@ impl LdapConnector {
         Ok(groups)
     }
 
+    /// Reads every entry under `base` matching `filter` in pages, calling `each` per entry.
+    /// A page that fails, an error result or the whole read passing `deadline` ends the read
+    /// and is said in `partial`; failing to start it at all is an error.
+    #[allow(clippy::too_many_arguments)] // one search's parameters, each needed
+    fn paged(
+        &self,
+        conn: &mut LdapConn,
+        what: &str,
+        base: &str,
+        filter: &str,
+        attrs: Vec<&str>,
+        deadline: std::time::Instant,
+        partial: &mut Vec<String>,
+        mut each: impl FnMut(SearchEntry),
+    ) -> Result<()> {
+        let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE_SIZE))];
+        let reasons = partial.len();
+        let mut stream = conn
+            .with_timeout(self.settings.timeout)
+            .streaming_search_with(adapters, base, Scope::OneLevel, filter, attrs)
+            .map_err(|e| unavailable(&self.name, &e))?;
+        loop {
+            if std::time::Instant::now() > deadline {
+                partial.push(format!("{what}: the read passed its deadline; the rest was not read"));
+                break;
+            }
+            match stream.next() {
+                Ok(Some(entry)) => each(SearchEntry::construct(entry)),
+                Ok(None) => break,
+                Err(error) => {
+                    partial
+                        .push(format!("{what}: a page could not be read ({error}); the rest was not read"));
+                    break;
+                }
+            }
+        }
+        let result = stream.result();
+        if result.rc != 0 && partial.len() == reasons {
+            partial.push(format!("{what}: the directory answered {} ({})", result.rc, result.text));
+        }
+        Ok(())
+    }
+
     fn member_dn(&self, identity: &IdentityName) -> String {
         format!("uid={},{}", ldap3::dn_escape(identity.as_str()), self.settings.users)
     }
@@ -249,6 +301,63 @@ impl Connector for LdapConnector {
         Ok(Observed { members: members_of(&groups), ..Observed::default() })
     }
 
+    /// Every member of every managed group and every entry under the users base, in pages;
+    /// `authTimestamp` (the `lastbind` overlay) is the usage signal where the directory keeps it.
+    /// A member outside the users base is held by its DN (no identity can be named so).
+    fn holdings(&self) -> Result<Holdings> {
+        let mut conn = self.lock()?;
+        let deadline = std::time::Instant::now() + self.settings.timeout * READ_TIMEOUTS;
+        let mut holdings = Holdings::default();
+        let mut partial = Vec::new();
+        let placeholder = normalise(&self.settings.empty_member);
+        let users = self.settings.users.clone();
+        let account = |dn: &str| identity_of(dn, &users).map_or_else(|| dn.to_owned(), |i| i.to_string());
+        self.paged(
+            &mut conn,
+            "groups",
+            &self.settings.groups,
+            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
+            vec!["cn", "member", "uniqueMember"],
+            deadline,
+            &mut partial,
+            |entry| {
+                let Some(group) = attr(&entry, "cn").first().and_then(|cn| EntitlementName::parse(cn).ok())
+                else {
+                    return;
+                };
+                for dn in attr(&entry, "member").iter().chain(attr(&entry, "uniqueMember")) {
+                    if normalise(dn) != placeholder {
+                        holdings.held.push((account(dn), group.clone()));
+                    }
+                }
+            },
+        )?;
+        let mut usage = Vec::new();
+        let users_read = self.paged(
+            &mut conn,
+            "users",
+            &self.settings.users,
+            "(objectClass=*)",
+            vec!["uid", "authTimestamp"],
+            deadline,
+            &mut partial,
+            |entry| {
+                let name = account(&entry.dn);
+                if let Some(at) = attr(&entry, "authTimestamp").first().and_then(|t| generalized_time(t)) {
+                    usage.push((name.clone(), at));
+                }
+                holdings.accounts.push(name);
+            },
+        );
+        if let Err(error) = users_read {
+            partial.push(format!("users: {error}"));
+        }
+        holdings.usage = (!usage.is_empty()).then_some(usage);
+        holdings.partial = partial;
+        holdings.normalize();
+        Ok(holdings)
+    }
+
     fn stamped(&self, change: &ChangeId, ops: &[TargetOp]) -> Result<Option<String>> {
         let names: String =
             ops.iter().map(|op| format!("(cn={})", ldap3::ldap_escape(op.entitlement.as_str()))).collect();
@@ -309,6 +418,24 @@ pub fn identity_of(dn: &str, users: &str) -> Option<IdentityName> {
         return None;
     }
     IdentityName::parse(&unescape(value.trim())?).ok()
+}
+
+/// An LDAP GeneralizedTime in UTC (`20261204013000Z`, fractions ignored) as a timestamp.
+fn generalized_time(text: &str) -> Option<Timestamp> {
+    let digits = text.get(..14)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !text.ends_with('Z') {
+        return None;
+    }
+    let part = |range: std::ops::Range<usize>| digits.get(range);
+    Timestamp::parse_rfc3339(&format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        part(0..4)?,
+        part(4..6)?,
+        part(6..8)?,
+        part(8..10)?,
+        part(10..12)?,
+        part(12..14)?
+    ))
 }
 
 /// Splits a DN at its first unescaped comma.
@@ -400,6 +527,16 @@ mod tests {
         );
         // A comma inside the value cannot smuggle in another base.
         assert_eq!(identity_of("uid=x\\,ou=people,ou=evil,dc=writ,dc=test", users), None);
+    }
+
+    #[test]
+    fn generalized_times_are_read_in_utc_and_others_refused() {
+        let at = generalized_time("20261204013000Z").unwrap();
+        assert_eq!(at.to_rfc3339(), Timestamp::parse_rfc3339("2026-12-04T01:30:00Z").unwrap().to_rfc3339());
+        assert!(generalized_time("20261204013000.5Z").is_some(), "fractions are ignored");
+        for bad in ["", "2026120401Z", "20261204013000+0100", "2026x204013000Z", "20261304013000Z"] {
+            assert_eq!(generalized_time(bad), None, "{bad}");
+        }
     }
 
     #[test]

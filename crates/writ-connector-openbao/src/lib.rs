@@ -38,6 +38,7 @@
 //! when connecting), optionally `database_mount` (`database`), `kv_mount` (`secret`) and
 //! `kv_prefix` (`writ`), `policies` (comma-separated), `pki_mount` (`pki`) and `pki_domain`. This build has no TLS: the token is only sent to a loopback address.
 
+mod inventory;
 mod registration;
 
 pub use registration::REGISTRATION;
@@ -558,11 +559,31 @@ impl OpenBaoConnector {
             .collect())
     }
 
-    /// Current holders of `entitlements` (identities whose path names a live credential) and,
-    /// for each, who issued the current version.
+    /// Current holders of `entitlements`: identities whose path names a live credential and,
+    /// for each, who issued the current version; for a policy, also identities a live token
+    /// with that policy is attributed to, made outside Writ (`inventory`), so that a revoke is
+    /// verified only once those are gone too.
     fn holders(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
+        let (mut observed, _) = self.holders_with_handles(entitlements)?;
+        if observed.members.keys().any(|e| matches!(Kind::of(e), Kind::Policy(_))) {
+            let tokens = self.managed_tokens(None).unwrap_or_default();
+            for (entitlement, members) in &mut observed.members {
+                if let Kind::Policy(policy) = Kind::of(entitlement) {
+                    members.extend(inventory::token_members(&tokens, policy));
+                }
+            }
+        }
+        Ok(observed)
+    }
+
+    /// [`Self::holders`] from Writ's paths only, with the handle each live path names.
+    fn holders_with_handles(
+        &self,
+        entitlements: &[EntitlementName],
+    ) -> Result<(Observed, inventory::Handles)> {
         let known: BTreeSet<EntitlementName> = self.entitlements()?.into_iter().collect();
         let identities = self.identities()?;
+        let mut handles = inventory::Handles::new();
         let mut observed = Observed::default();
         for entitlement in entitlements.iter().filter(|e| known.contains(*e)) {
             let kind = Kind::of(entitlement);
@@ -573,6 +594,7 @@ impl OpenBaoConnector {
                 if !self.live(kind, identity.as_str(), entitlement.as_str(), handle)? {
                     continue;
                 }
+                handles.insert(handle.to_owned(), (identity.clone(), entitlement.clone()));
                 holders.insert(identity.clone());
                 let current = state.get("writ_version") == Some(state.current_version.to_string().as_str());
                 let mut unretired = Vec::new();
@@ -593,7 +615,7 @@ impl OpenBaoConnector {
             }
             observed.members.insert(entitlement.clone(), holders);
         }
-        Ok(observed)
+        Ok((observed, handles))
     }
 
     /// The names listed under `path` (`?list=true`), empty if there is nothing.
@@ -672,7 +694,11 @@ impl Connector for OpenBaoConnector {
                 OpAction::Rotate => self.deliver(context, op, true)?,
                 // A path whose credential already died is still cleared away.
                 OpAction::Revoke => {
-                    self.remove(Kind::of(&op.entitlement), op.member.as_str(), op.entitlement.as_str())?
+                    let kind = Kind::of(&op.entitlement);
+                    self.remove(kind, op.member.as_str(), op.entitlement.as_str())?;
+                    if let Kind::Policy(policy) = kind {
+                        self.revoke_other_tokens(op.member.as_str(), policy)?;
+                    }
                 }
             }
             let after = step.op.action.leaves_present();
@@ -683,6 +709,10 @@ impl Connector for OpenBaoConnector {
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         self.holders(entitlements)
+    }
+
+    fn holdings(&self) -> Result<writ_connector::Holdings> {
+        self.inventory()
     }
 
     fn stamped(&self, change: &ChangeId, ops: &[TargetOp]) -> Result<Option<String>> {
@@ -708,9 +738,15 @@ mod pki {
 
     /// The certificate's end of validity, since the Unix epoch.
     pub fn not_after(pem: &str) -> Result<Duration, String> {
+        Ok(validity(pem)?.1)
+    }
+
+    /// The certificate's validity (not before, not after), since the Unix epoch.
+    pub fn validity(pem: &str) -> Result<(Duration, Duration), String> {
         let certificate =
             Certificate::from_pem(pem.as_bytes()).map_err(|e| format!("not a PEM certificate: {e}"))?;
-        Ok(certificate.tbs_certificate.validity.not_after.to_unix_duration())
+        let validity = &certificate.tbs_certificate.validity;
+        Ok((validity.not_before.to_unix_duration(), validity.not_after.to_unix_duration()))
     }
 
     /// Whether the CRL lists `serial` (OpenBao's `aa:bb:…` form).

@@ -48,8 +48,8 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 use writ_connector::{
-    AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Observed, PlanStep, Result, TargetOp,
-    no_rotation, plan_against,
+    AppliedOp, ApplyContext, ApplyReport, Connector, ConnectorError, Holdings, Observed, PlanStep, Result,
+    TargetOp, no_rotation, plan_against,
 };
 use writ_core::change::{ChangeId, OpAction};
 use writ_core::name::{EntitlementName, IdentityName};
@@ -153,6 +153,13 @@ SELECT kind, ent, nsp, rel, priv, member FROM (
     WHERE n.nspname = ANY($1)
 ) catalog
 WHERE $2::text[] IS NULL OR ent = ANY($2)";
+
+/// Every login role but the one Writ connects as and PostgreSQL's own: the target's accounts.
+const ACCOUNTS: &str = "SELECT rolname::text FROM pg_roles
+    WHERE rolcanlogin AND rolname <> session_user AND rolname NOT LIKE 'pg\\_%' ORDER BY 1";
+
+/// How many times the timeout a full read of the catalog may take.
+const READ_TIMEOUTS: u32 = 10;
 
 /// Quotes an SQL identifier (`"` doubled), so no role name can break out of its position.
 fn ident(name: &str) -> String {
@@ -568,6 +575,38 @@ impl Connector for PostgresConnector {
             }
             Err(failed) => Err(self.fail(failed)),
         }
+    }
+
+    /// Every member of every managed entitlement as the server names it (a login whose name no
+    /// Writ identity can have is held by that name, and is unmatched), and every login role but
+    /// Writ's own; read under one deadline of [`READ_TIMEOUTS`] timeouts.
+    fn holdings(&self) -> Result<Holdings> {
+        let client = self.lock()?;
+        let deadline = tokio::time::Instant::now() + self.timeout * READ_TIMEOUTS;
+        let none: Option<Vec<&str>> = None;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.schemas, &none];
+        let read = self.wait_until(deadline, async {
+            let catalog = client.query(&self.catalog, &params);
+            let accounts = client.query(ACCOUNTS, &[]);
+            Ok(futures_util::future::try_join(catalog, accounts).await?)
+        });
+        let (rows, accounts) = read.map_err(|f| self.fail(f))?;
+        let mut holdings = Holdings::default();
+        for row in rows {
+            let (kind, name): (&str, String) = (row.get(0), row.get(1));
+            if matches!(kind, "role" | "login") && self.managed.as_ref().is_some_and(|m| !m.contains(&name)) {
+                continue;
+            }
+            let (Ok(entitlement), Some(member)) =
+                (EntitlementName::parse(&name), row.get::<_, Option<String>>(5))
+            else {
+                continue;
+            };
+            holdings.held.push((member, entitlement));
+        }
+        holdings.accounts = accounts.iter().map(|row| row.get::<_, String>(0)).collect();
+        holdings.normalize();
+        Ok(holdings)
     }
 
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {

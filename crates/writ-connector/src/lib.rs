@@ -129,6 +129,73 @@ impl Observed {
     }
 }
 
+/// One credential a target reports: a token, a lease, a static role's password or a
+/// certificate, by handle (accessor, lease ID, role name, serial; never the secret itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// `token`, `lease`, `static` or `certificate` (the classes policy limits).
+    pub class: &'static str,
+    pub handle: String,
+    /// The account it belongs to, as the target names it, if it says.
+    pub account: Option<String>,
+    pub entitlement: Option<EntitlementName>,
+    /// When it was issued (or last rotated), if the target says.
+    pub issued_at: Option<Timestamp>,
+    /// When it stops working, if it ever does.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Everything a connector manages on its target, read in full from the target: not only what
+/// Writ granted. Accounts are the target's own names; whether one is a registered identity is
+/// the engine's question.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Every (account, entitlement) held, sorted, each once.
+    pub held: Vec<(String, EntitlementName)>,
+    /// The accounts the target has in Writ's scope (logins, users, token holders), sorted,
+    /// whether or not they hold anything managed.
+    pub accounts: Vec<String>,
+    pub credentials: Vec<Credential>,
+    /// Last use per account, sorted by account, where the target gives a signal.
+    pub usage: Option<Vec<(String, Timestamp)>>,
+    /// Why the observation is incomplete (a timeout, a page that failed, a part of the
+    /// catalogue Writ may not read); empty when it is complete. What an incomplete
+    /// observation did not list may still be held.
+    pub partial: Vec<String>,
+    /// The target's version of what was read (for git, the HEAD commit).
+    pub reference: Option<String>,
+}
+
+impl Holdings {
+    /// Holdings from a membership map (complete): what `observe` reads, flattened.
+    pub fn from_members(observed: Observed) -> Holdings {
+        let mut held: Vec<(String, EntitlementName)> = observed
+            .members
+            .into_iter()
+            .flat_map(|(entitlement, members)| {
+                members.into_iter().map(move |m| (m.to_string(), entitlement.clone()))
+            })
+            .collect();
+        held.sort();
+        Holdings { held, reference: observed.reference, ..Holdings::default() }
+    }
+
+    /// Sorts and deduplicates every list, as the merge needs them.
+    pub fn normalize(&mut self) {
+        self.held.sort();
+        self.held.dedup();
+        self.accounts.sort();
+        self.accounts.dedup();
+        if let Some(usage) = self.usage.as_mut() {
+            usage.sort();
+            // Keep the latest use of each account.
+            usage.reverse();
+            usage.dedup_by(|a, b| a.0 == b.0);
+            usage.reverse();
+        }
+    }
+}
+
 /// A connected system Writ can plan, apply, observe and revoke on.
 pub trait Connector: Send + Sync {
     /// Whether the connection behind this connector is gone, so that a kept connector must
@@ -160,6 +227,13 @@ pub trait Connector: Send + Sync {
     fn stamped(&self, change: &ChangeId, ops: &[TargetOp]) -> Result<Option<String>> {
         let _ = (change, ops);
         Ok(None)
+    }
+
+    /// Everything the connector manages on its target (see [`Holdings`]), read in pages under
+    /// the target's timeout. By default every entitlement's members, as `observe` reads them.
+    fn holdings(&self) -> Result<Holdings> {
+        let entitlements = self.entitlements()?;
+        Ok(Holdings::from_members(self.observe(&entitlements)?))
     }
 
     /// Removes `member` from `entitlement`: the same as applying one revoke operation.

@@ -172,12 +172,14 @@ string_enum!(
 );
 
 string_enum!(
-    /// The kind of an external reference carried by a change.
+    /// The kind of an external reference carried by a change (`finding`: the finding, `FND-…`,
+    /// a remediation change fixes).
     RefKind, "reference kind" {
         Ticket => "ticket",
         Commit => "commit",
         PullRequest => "pull_request",
         Record => "record",
+        Finding => "finding",
     }
 );
 

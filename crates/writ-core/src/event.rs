@@ -395,6 +395,19 @@ pub enum RegistryEvent {
         repaired: Vec<String>,
         at: Timestamp,
     },
+    /// A change was opened to fix a finding (`writ finding remediate`); the finding carries it
+    /// as its remediation and is resolved when that change is verified.
+    FindingRemediation {
+        actor: Actor,
+        finding: crate::finding::Finding,
+        note: String,
+    },
+    /// A reconciliation compared what a target holds with what Writ approved (or checked the
+    /// registry's owners): the snapshot's digest, the count per situation and the findings seen.
+    Reconciled {
+        actor: Actor,
+        run: Box<crate::reconcile::Run>,
+    },
     /// An exception after one step (`kind`), with the policy decision behind it if policy made
     /// one, and a note (a reason for a rejection or revocation).
     Exception {
@@ -426,6 +439,8 @@ impl RegistryEvent {
             RegistryEvent::DeliveryRefused { .. } => "intake.refused",
             RegistryEvent::RefusalsCounted { .. } => "intake.refusals_counted",
             RegistryEvent::ProjectionsRepaired { .. } => "ledger.projections_repaired",
+            RegistryEvent::Reconciled { .. } => "reconcile.run",
+            RegistryEvent::FindingRemediation { .. } => "finding.remediation_opened",
             RegistryEvent::LedgerKey { retired: false, .. } => "ledger.key_added",
             RegistryEvent::LedgerKey { retired: true, .. } => "ledger.key_retired",
         }
@@ -450,6 +465,8 @@ impl RegistryEvent {
             | RegistryEvent::DeliveryRefused { actor, .. }
             | RegistryEvent::RefusalsCounted { actor, .. }
             | RegistryEvent::ProjectionsRepaired { actor, .. }
+            | RegistryEvent::Reconciled { actor, .. }
+            | RegistryEvent::FindingRemediation { actor, .. }
             | RegistryEvent::LedgerKey { actor, .. } => actor,
         }
     }
@@ -470,10 +487,13 @@ impl RegistryEvent {
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,
-            RegistryEvent::Finding { finding, .. } => finding.updated_at,
+            RegistryEvent::Finding { finding, .. } | RegistryEvent::FindingRemediation { finding, .. } => {
+                finding.updated_at
+            }
             RegistryEvent::Exception { exception, .. } => exception.updated_at,
             RegistryEvent::Delivery { record, .. } => record.updated_at,
             RegistryEvent::DeliveryRefused { refused, .. } => refused.at,
+            RegistryEvent::Reconciled { run, .. } => run.at,
         }
     }
 

@@ -44,6 +44,55 @@ impl fmt::Display for FindingState {
     }
 }
 
+/// How much a finding matters: what a person should look at first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<Severity, Refusal> {
+        Severity::ALL.into_iter().find(|s| s.as_str() == input).ok_or_else(|| Refusal::InvalidValue {
+            field: "severity",
+            input: input.chars().take(40).collect(),
+            expected: "one of low, medium, high, critical",
+        })
+    }
+
+    /// The severity a finding of `kind` has unless its rule says otherwise: what a finding
+    /// recorded before severities existed is read as.
+    pub fn of_kind(kind: &str) -> Severity {
+        match kind {
+            "breakglass.approval_missed"
+            | "access.expired_not_revoked"
+            | "access.unapproved"
+            | "nhi.orphaned" => Severity::High,
+            "access.stale" => Severity::Low,
+            _ => Severity::Medium,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One finding. Its id is derived from (kind, subject), so the same problem seen twice (by two
 /// instances, or after a restart) is one finding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +111,20 @@ pub struct Finding {
     pub updated_at: Timestamp,
     /// The exception covering it while `excepted`.
     pub exception: Option<String>,
+    pub severity: Severity,
+    /// The controls it fails, as the policy maps them (`NIST-CSF:PR.AA-05`,
+    /// `OWASP-NHI:NHI7:2025`).
+    pub controls: Vec<String>,
+    /// What raised it: `reconcile:TARGET` or `reconcile:registry` for reconciliation, `None`
+    /// for the engine's own checks. A complete reconciliation of that scope that no longer
+    /// sees the problem resolves it.
+    pub scope: Option<String>,
+    /// SHA-256 (hex) of the observed snapshot that last saw it, kept as evidence.
+    pub evidence: Option<String>,
+    /// The change opened to fix it (`writ finding remediate`); its verification resolves it.
+    pub remediation: Option<ChangeId>,
+    /// When it was last seen: its last record, or the last reconciliation that saw it.
+    pub last_seen: Timestamp,
 }
 
 impl Finding {
@@ -76,6 +139,28 @@ impl Finding {
             input: input.chars().take(40).collect(),
             expected: "FND- followed by 16 lowercase hexadecimal digits",
         })
+    }
+
+    /// A new open finding `id` of `kind` about `subject`, first seen `at`, with its kind's
+    /// default severity and no controls.
+    pub fn new(id: String, kind: &str, subject: &str, detail: String, at: Timestamp) -> Finding {
+        Finding {
+            id,
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            change: None,
+            detail,
+            state: FindingState::Open,
+            opened_at: at,
+            updated_at: at,
+            exception: None,
+            severity: Severity::of_kind(kind),
+            controls: Vec::new(),
+            scope: None,
+            evidence: None,
+            remediation: None,
+            last_seen: at,
+        }
     }
 
     /// The type of the ledger event that records this finding reaching its current state

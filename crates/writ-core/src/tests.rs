@@ -843,7 +843,7 @@ mod exceptions {
     use super::{T0, at, name};
     use crate::error::Refusal;
     use crate::exception::{Exception, ExceptionId, ExceptionRequest, ExceptionState};
-    use crate::finding::{Finding, FindingState};
+    use crate::finding::Finding;
 
     fn pending(hours: i64) -> Exception {
         let request = ExceptionRequest {
@@ -859,17 +859,7 @@ mod exceptions {
     }
 
     fn finding(kind: &str, subject: &str) -> Finding {
-        Finding {
-            id: "FND-0000000000000001".into(),
-            kind: kind.into(),
-            subject: subject.into(),
-            change: None,
-            detail: String::new(),
-            state: FindingState::Open,
-            opened_at: T0,
-            updated_at: T0,
-            exception: None,
-        }
+        Finding::new("FND-0000000000000001".into(), kind, subject, String::new(), T0)
     }
 
     #[test]
@@ -1013,4 +1003,76 @@ fn a_delivery_attaches_once_in_any_state_and_adds_its_references() {
         closed.links.iter().map(|l| (l.delivery.id.as_str(), l.late)).collect::<Vec<_>>(),
         [("d-1", false), ("d-2", true)]
     );
+}
+
+mod reconcile {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use crate::reconcile::{Situation, Tally, merge, situation};
+    use crate::time::Timestamp;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_000_000);
+
+    #[test]
+    fn every_combination_has_its_situation() {
+        let past = Some(Some(Timestamp::from_millis(999_999)));
+        let future = Some(Some(Timestamp::from_millis(1_000_001)));
+        let cases = [
+            // (approved, held, registered) → situation
+            (None, false, true, None),
+            (None, true, true, Some(Situation::Unapproved)),
+            (None, true, false, Some(Situation::Unmatched)),
+            (Some(None), true, true, Some(Situation::Linked)),
+            (future, true, true, Some(Situation::Linked)),
+            (past, true, true, Some(Situation::Expired)),
+            (Some(Some(NOW)), true, true, Some(Situation::Expired)),
+            (Some(None), false, true, Some(Situation::Missing)),
+            (future, false, true, Some(Situation::Missing)),
+            (past, false, true, None),
+        ];
+        for (approved, held, registered, want) in cases {
+            assert_eq!(situation(approved, held, registered, NOW), want, "{approved:?} {held} {registered}");
+        }
+    }
+
+    #[test]
+    fn unsorted_input_is_refused_not_misclassified() {
+        let approved = [(1, ()), (3, ()), (2, ())];
+        let err = merge(approved, [(2, ())], |_, _, _| {}).unwrap_err();
+        assert_eq!(err.side, "approved");
+        let err = merge([(1, ())], [(5, ()), (5, ())], |_, _, _| {}).unwrap_err();
+        assert_eq!(err.side, "held", "a repeated key is out of order too");
+    }
+
+    proptest! {
+        /// The merge visits exactly the union of both key sets, once each, in order, with what
+        /// each side holds: the same answer as a lookup per row.
+        #[test]
+        fn merge_equals_a_join_by_lookup(
+            approved in proptest::collection::btree_map(0u32..200, 0u8..3, 0..60),
+            held in proptest::collection::btree_set(0u32..200, 0..60),
+        ) {
+            let mut seen = Vec::new();
+            let mut tally = Tally::default();
+            merge(
+                approved.iter().map(|(k, v)| (*k, *v)),
+                held.iter().map(|k| (*k, ())),
+                |k, a, h| {
+                    seen.push((*k, a, h.is_some()));
+                    let approved = a.map(|v| match v { 0 => None, 1 => Some(Timestamp::from_millis(0)), _ => Some(Timestamp::from_millis(2_000_000)) });
+                    if let Some(s) = situation(approved, h.is_some(), k % 2 == 0, NOW) {
+                        tally.add(s);
+                    }
+                },
+            ).unwrap();
+            let keys: BTreeSet<u32> = approved.keys().copied().chain(held.iter().copied()).collect();
+            let want: Vec<(u32, Option<u8>, bool)> =
+                keys.iter().map(|k| (*k, approved.get(k).copied(), held.contains(k))).collect();
+            prop_assert_eq!(&seen, &want);
+            let linked = want.iter().filter(|(_, a, h)| *h && matches!(a, Some(0 | 2))).count() as u64;
+            prop_assert_eq!(tally.get(Situation::Linked), linked);
+        }
+    }
 }

@@ -5,6 +5,7 @@ use writ_core::change::ChangeId;
 use writ_core::event::RegistryEvent;
 use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Actor, SystemActor};
+use writ_core::name::{EntitlementRef, IdentityName};
 
 use crate::{Engine, EngineError, Result, registry_event};
 
@@ -54,16 +55,12 @@ impl Engine {
                 self.apply_exceptions(reopened)
             }
             None => {
+                let rule = self.policy()?.rules().finding_rule(kind);
                 let finding = Finding {
-                    id,
-                    kind: kind.to_owned(),
-                    subject: subject.to_owned(),
                     change,
-                    detail,
-                    state: FindingState::Open,
-                    opened_at: now,
-                    updated_at: now,
-                    exception: None,
+                    severity: rule.severity,
+                    controls: rule.controls,
+                    ..Finding::new(id, kind, subject, detail, now)
                 };
                 let event = RegistryEvent::Finding {
                     actor: Actor::System(SystemActor::Scheduler),
@@ -91,7 +88,10 @@ impl Engine {
         note: String,
     ) -> Result<Finding> {
         let expected = finding.state;
-        let next = Finding { state, exception, updated_at: self.now(), ..finding };
+        let now = self.now();
+        // A finding that is (again) open was seen now; excepting or resolving it is not a sighting.
+        let last_seen = if state == FindingState::Open { now } else { finding.last_seen };
+        let next = Finding { state, exception, updated_at: now, last_seen, ..finding };
         let event = RegistryEvent::Finding { actor, finding: next.clone(), first: false, note };
         self.store.update_finding(&next, expected, &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::findings", finding = %next.id, state = %next.state, "finding updated");
@@ -116,5 +116,148 @@ impl Engine {
             }));
         }
         self.set_finding_state(actor, finding, FindingState::Resolved, None, note)
+    }
+}
+
+/// What the change that fixes a finding does, read from its kind and subject.
+fn remedy(finding: &Finding) -> Result<(writ_core::change::OpAction, IdentityName, EntitlementRef)> {
+    use writ_core::change::OpAction;
+    let unsupported = |how: &str| {
+        EngineError::Denied(writ_policy::Denial {
+            code: "finding.no_remedy",
+            rule: None,
+            reason: format!("finding {} ({}) is not fixed by a change: {how}", finding.id, finding.kind),
+        })
+    };
+    let action = match finding.kind.as_str() {
+        "access.unapproved" | "access.expired_not_revoked" | "access.stale" => OpAction::Revoke,
+        "access.missing" => OpAction::Grant,
+        "secret.long_lived" => OpAction::Rotate,
+        "identity.unmatched_account" => {
+            return Err(unsupported(
+                "register the account's identity with its owner (`writ identity add`; the next reconciliation links it) \
+                 or remove the account on the target",
+            ));
+        }
+        "nhi.orphaned" => {
+            return Err(unsupported(
+                "transfer the identity to an accountable owner with `writ identity transfer`",
+            ));
+        }
+        _ => return Err(unsupported("resolve it with a note saying what was done")),
+    };
+    let mut words = finding.subject.splitn(3, ' ');
+    let parsed = match (words.next(), words.next()) {
+        (Some(identity), Some(entitlement)) => {
+            crate::reconcile::parse_access_subject(&format!("{identity} {entitlement}"))
+        }
+        _ => None,
+    };
+    let (identity, entitlement) = parsed.ok_or_else(|| {
+        unsupported(
+            "its subject names no registered identity and entitlement; rotate or revoke it on the target",
+        )
+    })?;
+    Ok((action, identity, entitlement))
+}
+
+impl Engine {
+    /// Opens the change that fixes a finding, requested by `actor` through normal policy and
+    /// approvals, and links the two both ways (the change carries a `finding` reference, the
+    /// finding its remediation). The finding is resolved when that change is verified.
+    pub fn remediate_finding(
+        &self,
+        actor: &IdentityName,
+        id: &str,
+        justification: Option<String>,
+        random: u128,
+    ) -> Result<(Finding, crate::ChangeRecord)> {
+        use writ_core::change::{BusinessEvent, ChangeState, ExternalRef, Justification, RefKind};
+        self.actor(actor)?;
+        let finding = self.finding(id)?;
+        if finding.state == FindingState::Resolved {
+            return Err(EngineError::Denied(writ_policy::Denial {
+                code: "finding.not_open",
+                rule: None,
+                reason: format!("finding {id} is already resolved"),
+            }));
+        }
+        if let Some(change) = &finding.remediation {
+            let state = self.load(change)?.change.state;
+            let working = matches!(
+                state,
+                ChangeState::Requested
+                    | ChangeState::PendingApproval
+                    | ChangeState::Approved
+                    | ChangeState::Implementing
+                    | ChangeState::Implemented
+                    | ChangeState::Verified
+            );
+            if working {
+                return Err(EngineError::Denied(writ_policy::Denial {
+                    code: "finding.remediation_open",
+                    rule: None,
+                    reason: format!(
+                        "finding {id} is already being fixed by {change} ({state}); follow that change"
+                    ),
+                }));
+            }
+        }
+        let (action, identity, entitlement) = remedy(&finding)?;
+        let duration = match action {
+            writ_core::change::OpAction::Grant => self
+                .store
+                .grants_of(&identity)?
+                .into_iter()
+                .find(|g| g.entitlement == entitlement)
+                .and_then(|g| g.expires_at)
+                .map(|end| writ_core::time::Duration::from_millis(end.as_millis() - self.now().as_millis()))
+                .transpose()?,
+            _ => None,
+        };
+        let why = match justification.as_deref().map(str::trim).filter(|j| !j.is_empty()) {
+            Some(text) => format!("remediates {id} ({}): {text}", finding.kind),
+            None => format!("remediates {id} ({}): {}", finding.kind, finding.detail),
+        };
+        let why: String = why.chars().take(Justification::MAX_LEN).collect();
+        let input = crate::RequestInput {
+            requester: actor.clone(),
+            on_behalf_of: None,
+            ops: vec![crate::RequestedOp { action, identity, entitlement, duration }],
+            justification: Justification::parse(&why)?,
+            refs: vec![ExternalRef::new(RefKind::Finding, id)?],
+            event: BusinessEvent::Adhoc,
+        };
+        let record = self.request(input, random)?;
+        let linked =
+            Finding { remediation: Some(record.change.id.clone()), updated_at: self.now(), ..finding };
+        let event = RegistryEvent::FindingRemediation {
+            actor: Actor::Identity(actor.clone()),
+            finding: linked.clone(),
+            note: format!("{} opened to fix it", record.change.id),
+        };
+        self.store.update_finding(&linked, linked.state, &registry_event(&event, self.hmac()?))?;
+        tracing::info!(target: "writ::findings", finding = %linked.id, change = %record.change.id, "remediation opened");
+        Ok((linked, record))
+    }
+
+    /// Resolves the findings `change` remediates, once it is verified: the fix is in effect
+    /// on the target, as observed.
+    pub(crate) fn settle_remediations(&self, change: &ChangeId) -> Result<Vec<Finding>> {
+        let mut resolved = Vec::new();
+        for finding in self.store.findings_remediated_by(change)? {
+            if finding.state == FindingState::Resolved {
+                continue;
+            }
+            let note = format!("remediated by {change}, verified on the target");
+            resolved.push(self.set_finding_state(
+                Actor::System(SystemActor::Engine),
+                finding,
+                FindingState::Resolved,
+                None,
+                note,
+            )?);
+        }
+        Ok(resolved)
     }
 }

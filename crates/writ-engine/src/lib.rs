@@ -24,6 +24,7 @@ pub mod ledger;
 mod lifecycle;
 pub mod policy;
 pub mod projections;
+pub mod reconcile;
 pub mod scim;
 pub mod standing;
 

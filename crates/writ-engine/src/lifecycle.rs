@@ -462,6 +462,13 @@ impl Engine {
         captured.json("observed-after", &serde_json::json!({ "targets": observed_json, "residual": held }));
         captured.attach(events.first_mut());
         let mut committed = self.commit(Some(change), events, grants, captured)?;
+        if verified && change.refs.iter().any(|r| r.kind == writ_core::change::RefKind::Finding) {
+            // The fix is in effect; a failure here leaves the finding open for the next
+            // reconciliation, which no longer sees the problem, to resolve.
+            if let Err(error) = self.settle_remediations(&change.id) {
+                tracing::warn!(target: "writ::findings", change = %change.id, %error, "remediated findings not resolved yet");
+            }
+        }
         let mut history = record.events;
         history.append(&mut committed.events);
         Ok(ChangeRecord { change: committed.change, events: history })

@@ -15,7 +15,7 @@ use writ_core::access::{Delegation, Role, TokenInfo};
 use writ_core::change::{Change, ChangeId};
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
 use writ_core::exception::Exception;
-use writ_core::finding::Finding;
+use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Actor, Grant, Identity, IdentityState, Target};
 use writ_core::name::IdentityName;
 use writ_core::time::Timestamp;
@@ -216,8 +216,32 @@ impl Expected {
                 self.policies_loaded.insert(hash.clone());
                 self.policy = Some(hash.clone());
             }
-            RegistryEvent::Finding { finding, .. } => {
-                self.findings.insert(finding.id.clone(), finding.clone());
+            RegistryEvent::Finding { finding, first, .. } => {
+                let mut finding = finding.clone();
+                // Every move to open is a sighting; excepting and resolving are not.
+                if !*first
+                    && finding.state != FindingState::Open
+                    && let Some(before) = self.findings.get(&finding.id)
+                {
+                    finding.last_seen = before.last_seen;
+                }
+                self.findings.insert(finding.id.clone(), finding);
+            }
+            RegistryEvent::FindingRemediation { finding, .. } => {
+                let mut finding = finding.clone();
+                if let Some(before) = self.findings.get(&finding.id) {
+                    finding.last_seen = before.last_seen;
+                }
+                self.findings.insert(finding.id.clone(), finding);
+            }
+            RegistryEvent::Reconciled { run, .. } => {
+                let evidence: String = run.snapshot.iter().map(|b| format!("{b:02x}")).collect();
+                for id in &run.seen {
+                    if let Some(finding) = self.findings.get_mut(id) {
+                        finding.last_seen = run.at;
+                        finding.evidence = Some(evidence.clone());
+                    }
+                }
             }
             RegistryEvent::Exception { exception, .. } => {
                 self.exceptions.insert(exception.id.to_string(), (**exception).clone());

@@ -1021,6 +1021,7 @@ fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them
 }
 
 mod execution;
+mod reconcile;
 mod standing;
 
 /// Checking the tables while writes land never reports the writes in flight as divergences

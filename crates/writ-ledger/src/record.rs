@@ -196,6 +196,17 @@ enum Data {
         opened_at: String,
         exception: Option<String>,
         note: String,
+        /// Absent from findings recorded before severities: read as the kind's default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        severity: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        controls: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remediation: Option<String>,
     },
     Exception {
         id: String,
@@ -341,6 +352,15 @@ enum Data {
     },
     LedgerKey {
         key: String,
+    },
+    Reconciled {
+        scope: String,
+        snapshot: String,
+        snapshot_size: u64,
+        situations: BTreeMap<String, u64>,
+        partial: Vec<String>,
+        usage_signal: bool,
+        seen: Vec<String>,
     },
 }
 
@@ -568,7 +588,11 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             RegistryEvent::PolicyLoaded { actor, hash, files, at }
         }
         (
-            kind @ ("finding.opened" | "finding.reopened" | "finding.excepted" | "finding.resolved"),
+            kind @ ("finding.opened"
+            | "finding.reopened"
+            | "finding.excepted"
+            | "finding.resolved"
+            | "finding.remediation_opened"),
             Data::Finding {
                 id,
                 kind: finding_kind,
@@ -579,8 +603,17 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 opened_at,
                 exception,
                 note,
+                severity,
+                controls,
+                scope,
+                evidence,
+                remediation,
             },
         ) => {
+            let severity = match severity {
+                Some(text) => writ_core::finding::Severity::parse(&text)?,
+                None => writ_core::finding::Severity::of_kind(&finding_kind),
+            };
             let finding = writ_core::finding::Finding {
                 id,
                 kind: finding_kind,
@@ -591,12 +624,22 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                 opened_at: parse_time(&opened_at)?,
                 updated_at: at,
                 exception,
+                severity,
+                controls,
+                scope,
+                evidence,
+                remediation: remediation.as_deref().map(ChangeId::parse).transpose()?,
+                last_seen: at,
             };
-            let first = kind == "finding.opened";
-            if finding.event_type(first) != kind {
-                return Err(RecordError::Malformed(format!("{kind} for a finding that is {state}")));
+            if kind == "finding.remediation_opened" {
+                RegistryEvent::FindingRemediation { actor, finding, note }
+            } else {
+                let first = kind == "finding.opened";
+                if finding.event_type(first) != kind {
+                    return Err(RecordError::Malformed(format!("{kind} for a finding that is {state}")));
+                }
+                RegistryEvent::Finding { actor, finding, first, note }
             }
-            RegistryEvent::Finding { actor, finding, first, note }
         }
         (kind, data @ Data::Exception { .. }) if kind.starts_with("exception.") => {
             let kind = writ_core::exception::ExceptionEventKind::parse(kind)?;
@@ -657,6 +700,29 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
         }
         ("ledger.projections_repaired", Data::ProjectionsRepaired { repaired }) => {
             RegistryEvent::ProjectionsRepaired { actor, repaired, at }
+        }
+        (
+            "reconcile.run",
+            Data::Reconciled { scope, snapshot, snapshot_size, situations, partial, usage_signal, seen },
+        ) => {
+            use writ_core::reconcile::{Run, Situation, Tally};
+            let snapshot = unhex(&snapshot)
+                .ok_or_else(|| RecordError::Malformed(format!("bad snapshot digest {snapshot:?}")))?;
+            let pairs = situations
+                .iter()
+                .map(|(name, count)| Ok((Situation::parse(name)?, *count)))
+                .collect::<Result<Vec<_>, Refusal>>()?;
+            let run = Run {
+                scope,
+                at,
+                snapshot,
+                snapshot_size,
+                tally: Tally::from_pairs(pairs),
+                partial,
+                usage_signal,
+                seen,
+            };
+            RegistryEvent::Reconciled { actor, run: Box::new(run) }
         }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
@@ -863,7 +929,8 @@ fn registry_data(event: &RegistryEvent) -> Data {
             delivery: refused.delivery.clone(),
             sha256: hex(&refused.sha256),
         },
-        RegistryEvent::Finding { finding, note, .. } => Data::Finding {
+        RegistryEvent::Finding { finding, note, .. }
+        | RegistryEvent::FindingRemediation { finding, note, .. } => Data::Finding {
             id: finding.id.clone(),
             kind: finding.kind.clone(),
             subject: finding.subject.clone(),
@@ -873,6 +940,20 @@ fn registry_data(event: &RegistryEvent) -> Data {
             opened_at: finding.opened_at.to_rfc3339(),
             exception: finding.exception.clone(),
             note: note.clone(),
+            severity: Some(finding.severity.as_str().to_owned()),
+            controls: finding.controls.clone(),
+            scope: finding.scope.clone(),
+            evidence: finding.evidence.clone(),
+            remediation: finding.remediation.as_ref().map(ToString::to_string),
+        },
+        RegistryEvent::Reconciled { run, .. } => Data::Reconciled {
+            scope: run.scope.clone(),
+            snapshot: hex(&run.snapshot),
+            snapshot_size: run.snapshot_size,
+            situations: run.tally.pairs().map(|(s, n)| (s.as_str().to_owned(), n)).collect(),
+            partial: run.partial.clone(),
+            usage_signal: run.usage_signal,
+            seen: run.seen.clone(),
         },
     }
 }

@@ -240,15 +240,14 @@ fn every_event() -> Vec<Event> {
         },
     ));
     let finding = writ_core::finding::Finding {
-        id: "FND-0123456789abcdef".into(),
-        kind: "breakglass.approval_missed".into(),
-        subject: ChangeId::generate(T0, 9).to_string(),
         change: Some(ChangeId::generate(T0, 9)),
-        detail: "no post-hoc approval by the deadline".into(),
-        state: writ_core::finding::FindingState::Open,
-        opened_at: T0,
-        updated_at: T0,
-        exception: None,
+        ..writ_core::finding::Finding::new(
+            "FND-0123456789abcdef".into(),
+            "breakglass.approval_missed",
+            ChangeId::generate(T0, 9).as_str(),
+            "no post-hoc approval by the deadline".into(),
+            T0,
+        )
     };
     for (state, first) in [
         (writ_core::finding::FindingState::Open, true),
@@ -262,12 +261,54 @@ fn every_event() -> Vec<Event> {
                 state,
                 exception: (state == writ_core::finding::FindingState::Excepted).then(|| "EXC-1".to_owned()),
                 updated_at: T0.plus(Duration::hours(1)),
+                last_seen: T0.plus(Duration::hours(1)),
                 ..finding.clone()
             },
             first,
             note: "deadline passed".into(),
         }));
     }
+    // A reconciliation's finding with every field, its remediation, and the run.
+    let reconciled = writ_core::finding::Finding {
+        severity: writ_core::finding::Severity::High,
+        controls: vec!["NIST-CSF:PR.AA-05".into(), "OWASP-NHI:NHI5:2025".into()],
+        scope: Some("target:db".into()),
+        evidence: Some("ab".repeat(32)),
+        ..writ_core::finding::Finding::new(
+            "FND-00000000000000aa".into(),
+            "access.unapproved",
+            "alice db:app_admin",
+            "held with no approved change".into(),
+            T0.plus(Duration::hours(2)),
+        )
+    };
+    events.push(Event::Registry(RegistryEvent::Finding {
+        actor: Actor::System(SystemActor::Scheduler),
+        finding: reconciled.clone(),
+        first: true,
+        note: "raised by reconciliation of target:db".into(),
+    }));
+    events.push(Event::Registry(RegistryEvent::FindingRemediation {
+        actor: Actor::Identity(IdentityName::parse("carol").unwrap()),
+        finding: writ_core::finding::Finding { remediation: Some(ChangeId::generate(T0, 10)), ..reconciled },
+        note: "opened to fix it".into(),
+    }));
+    events.push(Event::Registry(RegistryEvent::Reconciled {
+        actor: Actor::System(SystemActor::Scheduler),
+        run: Box::new(writ_core::reconcile::Run {
+            scope: "target:db".into(),
+            at: T0.plus(Duration::hours(2)),
+            snapshot: [7; 32],
+            snapshot_size: 1234,
+            tally: writ_core::reconcile::Tally::from_pairs([
+                (writ_core::reconcile::Situation::Linked, 10),
+                (writ_core::reconcile::Situation::Unapproved, 1),
+            ]),
+            partial: vec!["users: a page could not be read".into()],
+            usage_signal: true,
+            seen: vec!["FND-00000000000000aa".into()],
+        }),
+    }));
     use writ_core::exception::{
         Exception, ExceptionApproval, ExceptionEventKind, ExceptionId, ExceptionRequest, ExceptionState,
     };

@@ -297,3 +297,32 @@ fn ticket_approvals_count_for_the_named_source_at_the_named_tiers_only() {
         assert!(error.to_string().contains(expected), "{error} should say {expected}");
     }
 }
+
+#[test]
+fn finding_and_secret_sections_are_read_and_bad_entries_refused() {
+    let policy = Policy::default_pack().unwrap();
+    let rules = policy.rules();
+    let unapproved = rules.finding_rule("access.unapproved");
+    assert_eq!(unapproved.severity, writ_core::finding::Severity::Medium);
+    assert!(unapproved.controls.iter().any(|c| c.starts_with("NIST-CSF:")), "{unapproved:?}");
+    assert!(rules.finding_rule("secret.long_lived").controls.iter().any(|c| c == "OWASP-NHI:NHI7:2025"));
+    let token = rules.secret_limit("token").unwrap();
+    assert_eq!(token.max_ttl, Some(Duration::hours(30 * 24)));
+    assert_eq!(rules.secret_limit("static"), None, "the pack sets no limit for static credentials");
+
+    let base = PolicyBundle::default_pack().files()["rules.toml"].clone();
+    let bad = [
+        ("[[finding]]\nkind = \"access.nope\"\n", "unknown kind"),
+        ("[[finding]]\nkind = \"change.unmatched_telemetry\"\nseverity = \"dire\"\n", "severity"),
+        ("[[finding]]\nkind = \"access.missing\"\n", "given twice"),
+        ("[[secret]]\nclass = \"password\"\nmax_ttl = \"1d\"\n", "unknown class"),
+        ("[[secret]]\nclass = \"static\"\n", "max_ttl, max_secret_age or both"),
+        ("[[secret]]\nclass = \"static\"\nmax_ttl = \"forever\"\n", "invalid duration"),
+        ("[[secret]]\nclass = \"token\"\nmax_ttl = \"1d\"\n", "given twice"),
+    ];
+    for (extra, want) in bad {
+        let err = pack_with(&format!("{base}\n{extra}")).unwrap_err().to_string();
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(err.starts_with("rules.toml:"), "{err}");
+    }
+}

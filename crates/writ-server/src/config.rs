@@ -98,6 +98,9 @@ pub struct ServeOptions {
     /// How long an execution claim lasts unless renewed (1s to 1h; default 30s): how soon the
     /// server resumes a change whose attempt died.
     pub claim_ttl: Option<String>,
+    /// How often each target is reconciled on its own (a duration from 1m to 7d, or `off`;
+    /// default 1h). `POST /api/v1/reconcile` runs one at any time.
+    pub reconcile_interval: Option<String>,
 }
 
 /// A witness in the configuration file: `[[witness]] key = "…" url = "…"`.
@@ -133,6 +136,7 @@ struct File {
     expiry_alert_attempts: Option<u32>,
     policy_dir: Option<PathBuf>,
     claim_ttl: Option<String>,
+    reconcile_interval: Option<String>,
     #[serde(default)]
     hook: Vec<crate::routes::hooks::HookConfig>,
 }
@@ -186,6 +190,8 @@ pub struct Settings {
     pub refusal_window: writ_core::time::Duration,
     pub checkpoint_interval: std::time::Duration,
     pub claim_ttl: writ_core::time::Duration,
+    /// How often each target is reconciled; `None`: only on demand.
+    pub reconcile_interval: Option<writ_core::time::Duration>,
     pub witnesses: crate::publish::Witnesses,
     pub public_url: Option<String>,
     pub proxies: Proxies,
@@ -202,6 +208,24 @@ pub fn claim_ttl(text: Option<&str>) -> Result<writ_core::time::Duration, Error>
     }
     Ok(ttl)
 }
+/// The reconciliation interval from its setting (1m to 7d, or `off`), or the default hour.
+pub fn reconcile_interval(text: Option<&str>) -> Result<Option<writ_core::time::Duration>, Error> {
+    match text {
+        None => Ok(Some(writ_core::time::Duration::hours(1))),
+        Some("off") => Ok(None),
+        Some(text) => {
+            let interval = writ_core::time::Duration::parse(text)?;
+            if !(60_000..=7 * 86_400_000).contains(&interval.as_millis()) {
+                return Err(Error::new(
+                    "input.config",
+                    format!("reconcile_interval {text:?} is out of range: from 1m to 7d, or off"),
+                ));
+            }
+            Ok(Some(interval))
+        }
+    }
+}
+
 /// Requests per second per source address and per identity, unless configured.
 pub const DEFAULT_RATE_LIMIT: u32 = 300;
 
@@ -284,8 +308,11 @@ impl Settings {
         let mut trusted = args.trusted_proxies;
         trusted.extend(file.trusted_proxies);
         let claim_ttl = claim_ttl(args.claim_ttl.or(file.claim_ttl).as_deref())?;
+        let reconcile_interval =
+            reconcile_interval(args.reconcile_interval.or(file.reconcile_interval).as_deref())?;
         Ok(Settings {
             claim_ttl,
+            reconcile_interval,
             proxies: Proxies(trusted),
             public_url,
             refusal_window,

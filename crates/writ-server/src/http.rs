@@ -225,6 +225,35 @@ pub(crate) fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value>
     match kind {
         "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
         "finding" => Ok(writ_api::view::finding_json(&engine.finding(rest)?)),
+        "remediation" => {
+            let finding = engine.finding(rest)?;
+            let change = finding
+                .remediation
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("replayed remediation is gone"))?;
+            let record = engine.load(change)?;
+            let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
+            Ok(writ_api::view::to_json(&writ_api::view::RemediationView {
+                finding: writ_api::view::FindingView::of(&finding),
+                change: writ_api::view::ChangeView::of(&record, &sizes),
+            }))
+        }
+        "reconcile" => {
+            // The runs as the ledger recorded them (counts and the findings seen).
+            let mut runs = Vec::new();
+            for index in rest.split(',').filter_map(|i| i.parse::<u64>().ok()) {
+                let row = engine.store().events(index, 1)?.into_iter().next();
+                let event = row.map(|row| writ_ledger::decode(&row.bytes, &|_| None)).transpose();
+                let event = event.map_err(|e| ApiError::internal(format!("replayed run: {e}")))?;
+                if let Some(writ_core::event::Event::Registry(
+                    writ_core::event::RegistryEvent::Reconciled { run, .. },
+                )) = event
+                {
+                    runs.push(writ_api::view::ReconcileView::of_run(&run, index));
+                }
+            }
+            Ok(writ_api::view::to_json(&writ_api::view::ReconcileRunsView { runs }))
+        }
         "exception" => Ok(writ_api::view::exception_json(&engine.exception(rest)?)),
         "identity" => Ok(writ_api::view::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
         "target" => Ok(writ_api::view::target_json(&engine.target(&TargetName::parse(rest)?)?)),

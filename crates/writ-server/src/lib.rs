@@ -74,6 +74,8 @@ pub struct AppState {
     pub diverged: std::sync::RwLock<Vec<writ_engine::projections::Divergence>>,
     /// The newest signed size, which every write waits to be covered by (see `cover`).
     pub coverage: cover::Coverage,
+    /// How often each target is reconciled on its own; `None`: only on demand.
+    pub reconcile_interval: Option<writ_core::time::Duration>,
     /// The witnesses every checkpoint is sent to (see `publish`).
     pub witnesses: publish::Witnesses,
 }
@@ -174,6 +176,7 @@ pub fn compose(
         diverged: std::sync::RwLock::default(),
         coverage: cover::Coverage::new(settings.checkpoint_interval),
         witnesses: settings.witnesses,
+        reconcile_interval: settings.reconcile_interval,
     });
     state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
@@ -264,12 +267,19 @@ async fn background(state: State) {
     let mut tick = tokio::time::interval(StdDuration::from_secs(1));
     let mut ticks: u64 = 0;
     let mut writing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tick.tick().await;
         ticks += 1;
         if writing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
             let state = Arc::clone(&state);
             writing = Some(tokio::task::spawn_blocking(move || write_back(&state)));
+        }
+        if state.reconcile_interval.is_some()
+            && reconciling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+        {
+            let state = Arc::clone(&state);
+            reconciling = Some(tokio::task::spawn_blocking(move || reconcile_due(&state)));
         }
         let state = Arc::clone(&state);
         let work = tokio::task::spawn_blocking(move || run_due_work(&state, ticks));
@@ -303,6 +313,65 @@ fn write_back(state: &AppState) {
         .and_then(|held| if held { writeback::pass(engine, &writebacks).map(|_| ()) } else { Ok(()) });
     if let Err(error) = result {
         tracing::warn!(target: "writ::serve", code = error.code(), "write-back pass failed: {error}");
+    }
+}
+
+/// Reconciles each target (and the registry) whose interval has passed since its last run by
+/// any instance: the lease `reconcile:SCOPE` is held for one interval by whoever ran it. A slow
+/// or unreachable target delays only the reconciliations after it, never other work.
+fn reconcile_due(state: &AppState) {
+    let Some(interval) = state.reconcile_interval else { return };
+    if state.diverged.read().is_ok_and(|d| !d.is_empty()) {
+        return;
+    }
+    let engine = &state.engine;
+    let store = engine.store();
+    let scopes = match store.targets() {
+        Ok(targets) => {
+            targets.into_iter().map(|t| Some(t.name)).chain(std::iter::once(None)).collect::<Vec<_>>()
+        }
+        Err(error) => {
+            tracing::warn!(target: "writ::serve", %error, "reconciliation: cannot list targets");
+            return;
+        }
+    };
+    for target in scopes {
+        let scope = target.as_ref().map_or_else(
+            || writ_core::reconcile::REGISTRY_SCOPE.to_owned(),
+            writ_core::reconcile::target_scope,
+        );
+        let name = format!("reconcile:{scope}");
+        let now = engine.now();
+        let due = match store.lease(&name) {
+            Ok(lease) => lease.is_none_or(|(_, until)| until <= now),
+            Err(_) => false,
+        };
+        if !due || !store.acquire_lease(&name, &state.instance, now, now.plus(interval)).unwrap_or(false) {
+            continue;
+        }
+        let actor = writ_core::identity::Actor::System(writ_core::identity::SystemActor::Scheduler);
+        let result = match &target {
+            Some(target) => engine.reconcile_target(actor, target),
+            None => engine.reconcile_registry(actor),
+        };
+        match result {
+            Ok(report) if !report.partial.is_empty() => tracing::warn!(
+                target: "writ::serve",
+                scope = %report.scope,
+                partial = %report.partial.join("; "),
+                "reconciliation partial: no missing access raised, nothing resolved"
+            ),
+            Ok(report) => tracing::info!(
+                target: "writ::serve",
+                scope = %report.scope,
+                opened = report.opened.len(),
+                resolved = report.resolved.len(),
+                "reconciled"
+            ),
+            Err(error) => {
+                tracing::warn!(target: "writ::serve", scope = %scope, code = error.code(), "reconciliation failed: {error}");
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub fn spawn_app(db: &Path, mut options: ServeOptions) -> Result<TestApp, Error>
     // Tests write one request after another: a short interval keeps each write's wait for its
     // checkpoint short (production signs about once a second under load).
     options.checkpoint_interval.get_or_insert_with(|| "20ms".to_owned());
+    // Reconciliation writes on its own schedule; a test asks for it when it wants it.
+    options.reconcile_interval.get_or_insert_with(|| "off".to_owned());
     let app = crate::compose(Some(db), None, None, options)?;
     let runtime = crate::runtime(app.workers)?;
     let listener = runtime.block_on(crate::bind(&app.listen))?;

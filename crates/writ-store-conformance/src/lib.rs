@@ -44,6 +44,7 @@ const TESTS: &[(&str, Test)] = &[
     ("due grants: only expired time-bound grants, oldest first, limited", due_grants),
     ("due changes: by deadline, rescheduled only from the sequence read", due_changes),
     ("findings: opened once, moved only from the state read, each with its event", findings),
+    ("reconcile: findings, snapshot and run event in one transaction, seen findings touched", reconcile),
     ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
     ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
     ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
@@ -511,15 +512,14 @@ fn due_changes(store: Arc<dyn Store>) {
 fn findings(store: Arc<dyn Store>) {
     use writ_core::finding::{Finding, FindingState};
     let finding = Finding {
-        id: "FND-1".into(),
-        kind: "breakglass.approval_missed".into(),
-        subject: id(60).to_string(),
         change: Some(id(60)),
-        detail: "missed".into(),
-        state: FindingState::Open,
-        opened_at: Timestamp::from_millis(1),
-        updated_at: Timestamp::from_millis(1),
-        exception: None,
+        ..Finding::new(
+            "FND-1".into(),
+            "breakglass.approval_missed",
+            id(60).as_str(),
+            "missed".into(),
+            Timestamp::from_millis(1),
+        )
     };
     let first = store.open_finding(&finding, &event(None, None, "f1")).unwrap();
     let again = store.open_finding(&finding, &event(None, None, "f2"));
@@ -542,6 +542,71 @@ fn findings(store: Arc<dyn Store>) {
     assert!(store.findings(Some(FindingState::Open)).unwrap().is_empty());
     assert_eq!(store.findings(None).unwrap(), vec![excepted]);
     assert_eq!(store.events(0, 100).unwrap().len() as u64, moved + 1, "one event per accepted write");
+}
+
+fn reconcile(store: Arc<dyn Store>) {
+    use writ_core::finding::{Finding, FindingState, Severity};
+    use writ_store::{EvidenceBlob, ReconcileCommit};
+    let at = Timestamp::from_millis;
+    let finding = |n: &str, kind: &str| Finding {
+        severity: Severity::High,
+        controls: vec!["NIST-CSF:PR.AA-05".into(), "OWASP-NHI:NHI5:2025".into()],
+        scope: Some("target:db".into()),
+        evidence: Some("aa".repeat(32)),
+        ..Finding::new(n.into(), kind, &format!("alice db:{n}"), "held without a change".into(), at(10))
+    };
+    let snapshot =
+        |n: u8| EvidenceBlob { sha256: [n; 32], media_type: "application/jsonl".into(), bytes: vec![n; 8] };
+    let a = finding("FND-a", "access.unapproved");
+    let b = finding("FND-b", "access.missing");
+    let first = ReconcileCommit {
+        opened: vec![(a.clone(), event(None, None, "r1")), (b.clone(), event(None, None, "r2"))],
+        updated: Vec::new(),
+        seen: Vec::new(),
+        at: at(10),
+        snapshot: snapshot(1),
+        run: event(None, None, "r3"),
+    };
+    let indices = store.record_reconcile(&first).unwrap();
+    assert_eq!(indices.len(), 3, "two findings and the run");
+    assert_eq!(store.finding("FND-a").unwrap(), Some(a.clone()), "every column round-trips");
+    assert_eq!(store.evidence(&[1; 32]).unwrap().map(|e| e.bytes), Some(vec![1; 8]));
+    assert_eq!(store.findings_in_scope("target:db").unwrap(), vec![a.clone(), b.clone()]);
+    assert!(store.findings_in_scope("target:other").unwrap().is_empty());
+
+    // A second run that resolves b but fails on a stale expectation writes nothing at all.
+    let resolved = Finding { state: FindingState::Resolved, updated_at: at(20), ..b.clone() };
+    let stale = ReconcileCommit {
+        opened: vec![(finding("FND-c", "access.unapproved"), event(None, None, "r4"))],
+        updated: vec![(resolved.clone(), FindingState::Excepted, event(None, None, "r5"))],
+        seen: vec!["FND-a".into()],
+        at: at(20),
+        snapshot: snapshot(2),
+        run: event(None, None, "r6"),
+    };
+    let refused = store.record_reconcile(&stale);
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert_eq!(store.finding("FND-c").unwrap(), None);
+    assert_eq!(store.evidence(&[2; 32]).unwrap(), None);
+    assert_eq!(store.finding("FND-a").unwrap(), Some(a.clone()), "seen is part of the refused commit");
+    assert_eq!(store.event_count().unwrap(), 3);
+
+    // The same run from a fresh read lands whole; the seen finding moves its last sighting.
+    let fresh = ReconcileCommit {
+        updated: vec![(resolved.clone(), FindingState::Open, event(None, None, "r5"))],
+        ..stale
+    };
+    assert_eq!(store.record_reconcile(&fresh).unwrap().len(), 3);
+    let seen = store.finding("FND-a").unwrap().unwrap();
+    assert_eq!((seen.last_seen, seen.evidence.as_deref()), (at(20), Some("02".repeat(32).as_str())));
+    assert_eq!(store.finding("FND-b").unwrap(), Some(resolved));
+    assert!(store.finding("FND-c").unwrap().is_some());
+
+    // Remediation is found by change.
+    let fix = Finding { remediation: Some(id(61)), ..seen };
+    store.update_finding(&fix, FindingState::Open, &event(None, None, "r7")).unwrap();
+    assert_eq!(store.findings_remediated_by(&id(61)).unwrap(), vec![fix]);
+    assert!(store.findings_remediated_by(&id(62)).unwrap().is_empty());
 }
 
 fn exceptions(store: Arc<dyn Store>) {

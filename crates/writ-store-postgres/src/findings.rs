@@ -1,31 +1,35 @@
 //! Findings in PostgreSQL: each insert or state change appends its ledger event in the same
-//! transaction.
+//! transaction; a reconciliation's findings, snapshot and run event are one transaction.
 
 use writ_core::change::ChangeId;
 use writ_core::finding::{Finding, FindingState};
 use writ_core::time::Timestamp;
-use writ_store::{FindingStore, NewEvent, Result, StoreError};
+use writ_store::{FindingExtra, FindingStore, NewEvent, ReconcileCommit, Result, StoreError};
 
 use crate::{PostgresStore, Tx, append, conflict_as, corrupt, map_err};
 
-const COLUMNS: &str = "id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception";
+const COLUMNS: &str = "id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception, \
+                       severity, controls, scope, evidence, remediation, seen_ms";
 
 fn parse(row: &postgres::Row) -> Result<Finding> {
-    Ok(Finding {
-        id: row.get(0),
-        kind: row.get(1),
-        subject: row.get(2),
-        change: row
-            .get::<_, Option<&str>>(3)
-            .map(ChangeId::parse)
-            .transpose()
-            .map_err(corrupt("finding change"))?,
-        detail: row.get(4),
-        state: FindingState::parse(row.get(5)).map_err(corrupt("finding state"))?,
-        opened_at: Timestamp::from_millis(row.get(6)),
-        updated_at: Timestamp::from_millis(row.get(7)),
-        exception: row.get(8),
-    })
+    let kind: String = row.get(1);
+    let mut finding =
+        Finding::new(row.get(0), &kind, row.get(2), row.get(4), Timestamp::from_millis(row.get(6)));
+    finding.change =
+        row.get::<_, Option<&str>>(3).map(ChangeId::parse).transpose().map_err(corrupt("finding change"))?;
+    finding.state = FindingState::parse(row.get(5)).map_err(corrupt("finding state"))?;
+    finding.updated_at = Timestamp::from_millis(row.get(7));
+    finding.exception = row.get(8);
+    FindingExtra {
+        severity: row.get(9),
+        controls: row.get(10),
+        scope: row.get(11),
+        evidence: row.get(12),
+        remediation: row.get(13),
+        seen_ms: row.get(14),
+    }
+    .apply(&mut finding)?;
+    Ok(finding)
 }
 
 fn one_index(indices: &[u64]) -> Result<u64> {
@@ -34,9 +38,11 @@ fn one_index(indices: &[u64]) -> Result<u64> {
 
 /// Writes a finding's row (no event: the caller appends the one that records it).
 pub(crate) fn insert_row(tx: &mut Tx<'_, '_>, f: &Finding) -> Result<()> {
+    let x = FindingExtra::of(f);
     tx.execute(
-        "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception,
+                               severity, controls, scope, evidence, remediation, seen_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             &f.id,
             &f.kind,
@@ -47,11 +53,85 @@ pub(crate) fn insert_row(tx: &mut Tx<'_, '_>, f: &Finding) -> Result<()> {
             &f.opened_at.as_millis(),
             &f.updated_at.as_millis(),
             &f.exception,
+            &x.severity,
+            &x.controls,
+            &x.scope,
+            &x.evidence,
+            &x.remediation,
+            &x.seen_ms,
         ],
     )
     .map_err(map_err)
     .map_err(conflict_as(format!("finding {} already exists", f.id)))?;
     Ok(())
+}
+
+/// Stores a finding's new state and details if it is still in `expected`.
+fn update_row(tx: &mut Tx<'_, '_>, f: &Finding, expected: FindingState) -> Result<()> {
+    let x = FindingExtra::of(f);
+    let changed = tx
+        .execute(
+            "UPDATE findings SET detail = $2, state = $3, updated_ms = $4, exception = $5, severity = $6,
+                 controls = $7, scope = $8, evidence = $9, remediation = $10, seen_ms = $11
+             WHERE id = $1 AND state = $12",
+            &[
+                &f.id,
+                &f.detail,
+                &f.state.as_str(),
+                &f.updated_at.as_millis(),
+                &f.exception,
+                &x.severity,
+                &x.controls,
+                &x.scope,
+                &x.evidence,
+                &x.remediation,
+                &x.seen_ms,
+                &expected.as_str(),
+            ],
+        )
+        .map_err(map_err)?;
+    if changed != 1 {
+        return Err(StoreError::Conflict(format!(
+            "finding {} is not {expected} any more (or does not exist); read it again",
+            f.id
+        )));
+    }
+    Ok(())
+}
+
+fn reconcile(tx: &mut Tx<'_, '_>, next: i64, commit: &ReconcileCommit) -> Result<(Vec<u64>, i64)> {
+    for (finding, _) in &commit.opened {
+        insert_row(tx, finding)?;
+    }
+    for (finding, expected, _) in &commit.updated {
+        update_row(tx, finding, *expected)?;
+    }
+    if !commit.seen.is_empty() {
+        tx.execute(
+            "UPDATE findings SET seen_ms = $2, evidence = $3 WHERE id = ANY($1)",
+            &[&commit.seen, &commit.at.as_millis(), &commit.evidence_hex()],
+        )
+        .map_err(map_err)?;
+    }
+    let blob = &commit.snapshot;
+    tx.execute(
+        "INSERT INTO evidence (sha256, media_type, bytes, created_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sha256) DO NOTHING",
+        &[&blob.sha256.as_slice(), &blob.media_type, &blob.bytes, &commit.at.as_millis()],
+    )
+    .map_err(map_err)?;
+    let events = commit.events();
+    let indices = append(tx, next, &events)?;
+    let count = i64::try_from(events.len()).map_err(|_| StoreError::Other("too many events".into()))?;
+    Ok((indices, count))
+}
+
+impl PostgresStore {
+    fn query_findings(&self, sql: &str, arg: Option<&str>) -> Result<Vec<Finding>> {
+        let mut client = self.lock()?;
+        let rows = client.cached().query(sql, &[&arg]).map_err(map_err)?;
+        rows.iter().map(parse).collect()
+    }
 }
 
 impl FindingStore for PostgresStore {
@@ -66,26 +146,7 @@ impl FindingStore for PostgresStore {
     fn update_finding(&self, finding: &Finding, expected: FindingState, event: &NewEvent) -> Result<u64> {
         let (f, event) = (finding.clone(), event.clone());
         self.write(move |tx, next| {
-            let changed = tx
-                .execute(
-                    "UPDATE findings SET detail = $2, state = $3, updated_ms = $4, exception = $5
-                     WHERE id = $1 AND state = $6",
-                    &[
-                        &f.id,
-                        &f.detail,
-                        &f.state.as_str(),
-                        &f.updated_at.as_millis(),
-                        &f.exception,
-                        &expected.as_str(),
-                    ],
-                )
-                .map_err(map_err)?;
-            if changed != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "finding {} is not {expected} any more (or does not exist); read it again",
-                    f.id
-                )));
-            }
+            update_row(tx, &f, expected)?;
             Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
         })
     }
@@ -100,14 +161,25 @@ impl FindingStore for PostgresStore {
     }
 
     fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>> {
-        let mut client = self.lock()?;
-        let rows = client
-            .cached()
-            .query(
-                &format!("SELECT {COLUMNS} FROM findings WHERE ($1::TEXT IS NULL OR state = $1) ORDER BY id"),
-                &[&state.map(FindingState::as_str)],
-            )
-            .map_err(map_err)?;
-        rows.iter().map(parse).collect()
+        let sql =
+            format!("SELECT {COLUMNS} FROM findings WHERE ($1::TEXT IS NULL OR state = $1) ORDER BY id");
+        self.query_findings(&sql, state.map(FindingState::as_str))
+    }
+
+    fn findings_remediated_by(&self, change: &ChangeId) -> Result<Vec<Finding>> {
+        let sql = format!("SELECT {COLUMNS} FROM findings WHERE remediation = $1 ORDER BY id");
+        self.query_findings(&sql, Some(change.as_str()))
+    }
+
+    fn findings_in_scope(&self, scope: &str) -> Result<Vec<Finding>> {
+        self.query_findings(
+            &format!("SELECT {COLUMNS} FROM findings WHERE scope = $1 ORDER BY id"),
+            Some(scope),
+        )
+    }
+
+    fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>> {
+        let commit = commit.clone();
+        self.write(move |tx, next| reconcile(tx, next, &commit))
     }
 }

@@ -1,60 +1,53 @@
 //! Findings in SQLite: each insert or state change appends its ledger event in the same
-//! transaction.
+//! transaction; a reconciliation's findings, snapshot and run event are one transaction.
 
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use writ_core::change::ChangeId;
 use writ_core::finding::{Finding, FindingState};
 use writ_core::time::Timestamp;
-use writ_store::{FindingStore, NewEvent, Result, StoreError};
+use writ_store::{FindingExtra, FindingStore, NewEvent, ReconcileCommit, Result, StoreError};
 
 use crate::{SqliteStore, append, corrupt, map_err};
 
-const COLUMNS: &str = "id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception";
+const COLUMNS: &str = "id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception, \
+                       severity, controls, scope, evidence, remediation, seen_ms";
 
-type Columns = (String, String, String, Option<String>, String, String, i64, i64, Option<String>);
-
-fn columns(row: &Row<'_>) -> rusqlite::Result<Columns> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-    ))
-}
-
-fn parse((id, kind, subject, change, detail, state, opened, updated, exception): Columns) -> Result<Finding> {
-    Ok(Finding {
-        id,
-        kind,
-        subject,
-        change: change.as_deref().map(ChangeId::parse).transpose().map_err(corrupt("finding change"))?,
-        detail,
-        state: FindingState::parse(&state).map_err(corrupt("finding state"))?,
-        opened_at: Timestamp::from_millis(opened),
-        updated_at: Timestamp::from_millis(updated),
-        exception,
-    })
+fn parse(row: &Row<'_>) -> rusqlite::Result<Result<Finding>> {
+    let state: String = row.get(5)?;
+    let change: Option<String> = row.get(3)?;
+    let extra = FindingExtra {
+        severity: row.get(9)?,
+        controls: row.get(10)?,
+        scope: row.get(11)?,
+        evidence: row.get(12)?,
+        remediation: row.get(13)?,
+        seen_ms: row.get(14)?,
+    };
+    let kind: String = row.get(1)?;
+    let opened = Timestamp::from_millis(row.get(6)?);
+    let mut finding = Finding::new(row.get(0)?, &kind, &row.get::<_, String>(2)?, row.get(4)?, opened);
+    finding.updated_at = Timestamp::from_millis(row.get(7)?);
+    finding.exception = row.get(8)?;
+    Ok((|| {
+        finding.change =
+            change.as_deref().map(ChangeId::parse).transpose().map_err(corrupt("finding change"))?;
+        finding.state = FindingState::parse(&state).map_err(corrupt("finding state"))?;
+        extra.apply(&mut finding)?;
+        Ok(finding)
+    })())
 }
 
 fn one_index(indices: Vec<u64>) -> Result<u64> {
     indices.first().copied().ok_or_else(|| StoreError::Other("no index assigned".into()))
 }
 
-fn insert(tx: &Transaction<'_>, f: &Finding, event: &NewEvent) -> Result<Vec<u64>> {
-    insert_row(tx, f)?;
-    append(tx, std::slice::from_ref(event))
-}
-
 /// Writes a finding's row (no event: the caller appends the one that records it).
 pub(crate) fn insert_row(tx: &Transaction<'_>, f: &Finding) -> Result<()> {
+    let x = FindingExtra::of(f);
     tx.prepare_cached(
-        "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO findings (id, kind, subject, change_id, detail, state, opened_ms, updated_ms, exception,
+                               severity, controls, scope, evidence, remediation, seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -67,6 +60,12 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, f: &Finding) -> Result<()> {
             f.opened_at.as_millis(),
             f.updated_at.as_millis(),
             f.exception,
+            x.severity,
+            x.controls,
+            x.scope,
+            x.evidence,
+            x.remediation,
+            x.seen_ms,
         ])
     })
     .map_err(|e| match map_err(e) {
@@ -76,11 +75,14 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, f: &Finding) -> Result<()> {
     Ok(())
 }
 
-fn update(tx: &Transaction<'_>, f: &Finding, expected: FindingState, event: &NewEvent) -> Result<Vec<u64>> {
+/// Stores a finding's new state and details if it is still in `expected`.
+fn update_row(tx: &Transaction<'_>, f: &Finding, expected: FindingState) -> Result<()> {
+    let x = FindingExtra::of(f);
     let changed = tx
         .prepare_cached(
-            "UPDATE findings SET detail = ?2, state = ?3, updated_ms = ?4, exception = ?5
-             WHERE id = ?1 AND state = ?6",
+            "UPDATE findings SET detail = ?2, state = ?3, updated_ms = ?4, exception = ?5, severity = ?6,
+                 controls = ?7, scope = ?8, evidence = ?9, remediation = ?10, seen_ms = ?11
+             WHERE id = ?1 AND state = ?12",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -89,6 +91,12 @@ fn update(tx: &Transaction<'_>, f: &Finding, expected: FindingState, event: &New
                 f.state.as_str(),
                 f.updated_at.as_millis(),
                 f.exception,
+                x.severity,
+                x.controls,
+                x.scope,
+                x.evidence,
+                x.remediation,
+                x.seen_ms,
                 expected.as_str()
             ])
         })
@@ -99,39 +107,88 @@ fn update(tx: &Transaction<'_>, f: &Finding, expected: FindingState, event: &New
             f.id
         )));
     }
-    append(tx, std::slice::from_ref(event))
+    Ok(())
+}
+
+fn reconcile(tx: &Transaction<'_>, commit: &ReconcileCommit) -> Result<Vec<u64>> {
+    for (finding, _) in &commit.opened {
+        insert_row(tx, finding)?;
+    }
+    for (finding, expected, _) in &commit.updated {
+        update_row(tx, finding, *expected)?;
+    }
+    let evidence = commit.evidence_hex();
+    for id in &commit.seen {
+        tx.prepare_cached("UPDATE findings SET seen_ms = ?2, evidence = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, commit.at.as_millis(), evidence]))
+            .map_err(map_err)?;
+    }
+    let blob = &commit.snapshot;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO evidence (sha256, media_type, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![blob.sha256.as_slice(), blob.media_type, blob.bytes, commit.at.as_millis()])
+    })
+    .map_err(map_err)?;
+    append(tx, &commit.events())
+}
+
+impl SqliteStore {
+    fn query_findings(&self, sql: &str, arg: Option<&str>) -> Result<Vec<Finding>> {
+        let connection = self.lock()?;
+        let mut statement = connection.prepare_cached(sql).map_err(map_err)?;
+        let rows = statement.query_map([arg], parse).map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err)?).collect()
+    }
 }
 
 impl FindingStore for SqliteStore {
     fn open_finding(&self, finding: &Finding, event: &NewEvent) -> Result<u64> {
         let (finding, event) = (finding.clone(), event.clone());
-        one_index(self.writer.submit(Box::new(move |tx| insert(tx, &finding, &event)))?)
+        one_index(self.writer.submit(Box::new(move |tx| {
+            insert_row(tx, &finding)?;
+            append(tx, std::slice::from_ref(&event))
+        }))?)
     }
 
     fn update_finding(&self, finding: &Finding, expected: FindingState, event: &NewEvent) -> Result<u64> {
         let (finding, event) = (finding.clone(), event.clone());
-        one_index(self.writer.submit(Box::new(move |tx| update(tx, &finding, expected, &event)))?)
+        one_index(self.writer.submit(Box::new(move |tx| {
+            update_row(tx, &finding, expected)?;
+            append(tx, std::slice::from_ref(&event))
+        }))?)
     }
 
     fn finding(&self, id: &str) -> Result<Option<Finding>> {
         let connection = self.lock()?;
         connection
             .prepare_cached(&format!("SELECT {COLUMNS} FROM findings WHERE id = ?1"))
-            .and_then(|mut s| s.query_row([id], columns))
+            .and_then(|mut s| s.query_row([id], parse))
             .optional()
             .map_err(map_err)?
-            .map(parse)
             .transpose()
     }
 
     fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>> {
-        let connection = self.lock()?;
-        let mut statement = connection
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM findings WHERE (?1 IS NULL OR state = ?1) ORDER BY id"
-            ))
-            .map_err(map_err)?;
-        let rows = statement.query_map([state.map(FindingState::as_str)], columns).map_err(map_err)?;
-        rows.map(|row| parse(row.map_err(map_err)?)).collect()
+        let sql = format!("SELECT {COLUMNS} FROM findings WHERE (?1 IS NULL OR state = ?1) ORDER BY id");
+        self.query_findings(&sql, state.map(FindingState::as_str))
+    }
+
+    fn findings_remediated_by(&self, change: &ChangeId) -> Result<Vec<Finding>> {
+        let sql = format!("SELECT {COLUMNS} FROM findings WHERE remediation = ?1 ORDER BY id");
+        self.query_findings(&sql, Some(change.as_str()))
+    }
+
+    fn findings_in_scope(&self, scope: &str) -> Result<Vec<Finding>> {
+        self.query_findings(
+            &format!("SELECT {COLUMNS} FROM findings WHERE scope = ?1 ORDER BY id"),
+            Some(scope),
+        )
+    }
+
+    fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>> {
+        let commit = commit.clone();
+        self.writer.submit(Box::new(move |tx| reconcile(tx, &commit)))
     }
 }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0015_delegations.sql"),
     include_str!("../migrations/0016_scim_links.sql"),
     include_str!("../migrations/0017_cosignatures.sql"),
+    include_str!("../migrations/0018_reconcile.sql"),
 ];
 
 mod access;

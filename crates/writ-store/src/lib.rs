@@ -209,6 +209,92 @@ pub trait FindingStore {
     fn finding(&self, id: &str) -> Result<Option<Finding>>;
     /// Findings ordered by id, optionally only those in `state`.
     fn findings(&self, state: Option<FindingState>) -> Result<Vec<Finding>>;
+    /// The findings whose remediation is `change`, ordered by id.
+    fn findings_remediated_by(&self, change: &ChangeId) -> Result<Vec<Finding>>;
+    /// The findings raised in `scope` (a reconciliation's), ordered by id.
+    fn findings_in_scope(&self, scope: &str) -> Result<Vec<Finding>>;
+    /// Records one reconciliation in one transaction (see [`ReconcileCommit`]): nothing of it
+    /// is visible if any part fails (a finding that is not in its expected state any more is
+    /// a Conflict).
+    fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>>;
+}
+
+/// What one reconciliation writes: the findings it opened and moved, the findings it saw
+/// again, the snapshot it observed and its own event, appended last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileCommit {
+    /// New findings, each with its `finding.opened` event.
+    pub opened: Vec<(Finding, NewEvent)>,
+    /// Findings reopened or resolved, each stored only if still in the expected state.
+    pub updated: Vec<(Finding, FindingState, NewEvent)>,
+    /// Findings the run saw that are otherwise unchanged: their `last_seen` becomes `at` and
+    /// their evidence the snapshot's digest.
+    pub seen: Vec<String>,
+    pub at: Timestamp,
+    /// The observed snapshot, kept as an evidence blob.
+    pub snapshot: EvidenceBlob,
+    /// The `reconcile.run` event.
+    pub run: NewEvent,
+}
+
+impl ReconcileCommit {
+    /// Every event in the order it is appended.
+    pub fn events(&self) -> Vec<NewEvent> {
+        self.opened
+            .iter()
+            .map(|(_, e)| e.clone())
+            .chain(self.updated.iter().map(|(_, _, e)| e.clone()))
+            .chain(std::iter::once(self.run.clone()))
+            .collect()
+    }
+
+    /// The snapshot's digest as findings carry it (lowercase hex).
+    pub fn evidence_hex(&self) -> String {
+        self.snapshot.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A finding's stored columns beyond the first nine, for the backends: severity, controls
+/// (one per line), scope, evidence, remediation, last seen.
+pub struct FindingExtra {
+    pub severity: String,
+    pub controls: String,
+    pub scope: Option<String>,
+    pub evidence: Option<String>,
+    pub remediation: Option<String>,
+    pub seen_ms: Option<i64>,
+}
+
+impl FindingExtra {
+    pub fn of(f: &Finding) -> FindingExtra {
+        FindingExtra {
+            severity: f.severity.as_str().to_owned(),
+            controls: f.controls.join("\n"),
+            scope: f.scope.clone(),
+            evidence: f.evidence.clone(),
+            remediation: f.remediation.as_ref().map(ToString::to_string),
+            seen_ms: Some(f.last_seen.as_millis()),
+        }
+    }
+
+    /// Fills `f`'s fields from these columns, checking each (an empty severity is a row from
+    /// before severities: the kind's default).
+    pub fn apply(self, f: &mut Finding) -> Result<()> {
+        let corrupt = |what: &'static str| {
+            move |e: writ_core::Refusal| StoreError::Corrupt(format!("finding {what}: {e}"))
+        };
+        f.severity = match self.severity.as_str() {
+            "" => writ_core::finding::Severity::of_kind(&f.kind),
+            text => writ_core::finding::Severity::parse(text).map_err(corrupt("severity"))?,
+        };
+        f.controls = self.controls.lines().map(str::to_owned).collect();
+        f.scope = self.scope;
+        f.evidence = self.evidence;
+        f.remediation =
+            self.remediation.as_deref().map(ChangeId::parse).transpose().map_err(corrupt("remediation"))?;
+        f.last_seen = self.seen_ms.map_or(f.opened_at, Timestamp::from_millis);
+        Ok(())
+    }
 }
 
 /// Exceptions, each step recorded by an event in the same transaction. `due_at` is when the

@@ -89,9 +89,18 @@ pub enum Top {
     /// (default 24h) and it must be reviewed. A missed deadline opens a finding and an alert.
     /// Access ends by itself (default at most 1h) through `run-due` or the server.
     Breakglass(BreakglassArgs),
-    /// Findings: what needs a person (a break-glass change not approved after the fact, …).
+    /// Findings: what needs a person (access held with no approved change, accounts no identity
+    /// owns, orphaned service accounts, long-lived secrets, a break-glass change not approved
+    /// after the fact, …), each with severity, the controls it fails and its evidence.
     #[command(subcommand)]
     Finding(FindingCmd),
+    /// Reconcile: read everything each target holds (not only what Writ granted), classify
+    /// every (identity, entitlement) as linked, missing, unapproved, expired or unmatched
+    /// against what Writ approved, raise findings (and resolve those no longer seen), and check
+    /// the owners of non-human identities. Each run is recorded with the observed snapshot as
+    /// evidence. A target that cannot be read fully gives a PARTIAL run: nothing missing is
+    /// raised and nothing resolved from it. `writ serve` does this per target on an interval.
+    Reconcile(ReconcileArgs),
     /// Exceptions: accepted risk for a control not met, owned, justified, approved like a
     /// change and time-bound; listed and exported.
     #[command(subcommand)]
@@ -584,7 +593,20 @@ pub enum FindingCmd {
     },
     /// One finding in full.
     Show { id: String },
-    /// Close an open finding, saying what was done about it.
+    /// Open the change that fixes a finding, requested by you through policy and approvals:
+    /// unapproved or expired access is revoked, missing access granted again, a long-lived
+    /// secret rotated. The finding is resolved once that change is verified on the target.
+    Remediate {
+        id: String,
+        /// Who requests the fix.
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// Why, beyond the finding itself (default: the finding's own detail).
+        #[arg(long)]
+        justification: Option<String>,
+    },
+    /// Close an open finding without a fix, saying why (recorded); prefer `remediate`, or an
+    /// exception for accepted risk.
     Resolve {
         id: String,
         /// Who resolves it.
@@ -594,6 +616,14 @@ pub enum FindingCmd {
         #[arg(long)]
         note: String,
     },
+}
+
+/// `writ reconcile`.
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    /// Only this target (default: every target, then the registry's owners).
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -890,6 +920,12 @@ pub struct ServeArgs {
     /// `POST /api/v1/policy/reload`. An invalid policy stops the start with FILE:LINE: reason.
     #[arg(long, env = "WRIT_POLICY_DIR", value_name = "DIR")]
     pub policy_dir: Option<PathBuf>,
+    /// How often each target (and the registry's owners) is reconciled on its own: everything
+    /// it holds observed and compared with what Writ approved, findings raised and resolved
+    /// (1m to 7d, or `off`; default 1h). The first run is at start unless another instance ran
+    /// it within the interval. `writ reconcile` and `POST /api/v1/reconcile` run one at once.
+    #[arg(long, env = "WRIT_RECONCILE_INTERVAL", value_name = "DURATION")]
+    pub reconcile_interval: Option<String>,
 }
 
 impl From<ServeArgs> for writ_server::ServeOptions {
@@ -911,6 +947,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             oidc_claim,
             expiry_alert_attempts,
             policy_dir,
+            reconcile_interval,
         } = args;
         writ_server::ServeOptions {
             config,
@@ -930,6 +967,7 @@ impl From<ServeArgs> for writ_server::ServeOptions {
             expiry_alert_attempts,
             policy_dir,
             claim_ttl: None,
+            reconcile_interval,
         }
     }
 }

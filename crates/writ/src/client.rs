@@ -98,6 +98,11 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             report(&change, json)
         }
         Top::Finding(command) => finding(&client, command, json),
+        Top::Reconcile(args) => {
+            let view: writ_api::view::ReconcileRunsView =
+                client.view("POST", "/api/v1/reconcile", Some(json!({ "target": args.target })))?;
+            render::reconcile_runs(&view, json)
+        }
         Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
         Top::Intake(command) => crate::intake_cmd::run_remote(&client, command, json),
         Top::RunDue(_) => Err(CliError::new(
@@ -127,6 +132,14 @@ fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Resu
         FindingCmd::Show { id } => {
             let finding: FindingView = client.view("GET", &format!("/api/v1/findings/{id}"), None)?;
             render::print(json, &finding, || format!("{}\n  {}", line(&finding), finding.detail));
+        }
+        FindingCmd::Remediate { id, actor, justification } => {
+            check_actor(client, Some(&actor))?;
+            writ_core::finding::Finding::parse_id(&id)?;
+            let path = format!("/api/v1/findings/{id}/remediate");
+            let view: writ_api::view::RemediationView =
+                client.view("POST", &path, Some(json!({ "justification": justification })))?;
+            render::remediation(&view, json);
         }
         FindingCmd::Resolve { id, actor, note } => {
             check_actor(client, Some(&actor))?;

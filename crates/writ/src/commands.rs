@@ -123,6 +123,19 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             report_transition(&record, json)
         }
         Top::Finding(command) => finding(engine, command, json),
+        Top::Reconcile(args) => {
+            let actor = writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin);
+            let reports = match args.target {
+                Some(target) => {
+                    vec![engine.reconcile_target(actor, &writ_core::name::TargetName::parse(&target)?)?]
+                }
+                None => engine.reconcile_all(actor)?,
+            };
+            let view = writ_api::view::ReconcileRunsView {
+                runs: reports.iter().map(writ_api::view::ReconcileView::of).collect(),
+            };
+            crate::render::reconcile_runs(&view, json)
+        }
         Top::Exception(command) => crate::exception_cmd::run_local(engine, command, json),
         Top::Intake(command) => crate::intake_cmd::run_local(engine, command, json),
         Top::RunDue(args) => {
@@ -589,6 +602,17 @@ fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliEr
         FindingCmd::Show { id } => {
             let finding = engine.finding(&id)?;
             render::print(json, FindingView::of(&finding), || writ_api::text::finding_detail(&finding));
+        }
+        FindingCmd::Remediate { id, actor, justification } => {
+            let actor = IdentityName::parse(&actor)?;
+            let (finding, record) =
+                engine.remediate_finding(&actor, &id, justification, writ_engine::random_bits()?)?;
+            let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
+            let view = writ_api::view::RemediationView {
+                finding: FindingView::of(&finding),
+                change: writ_api::view::ChangeView::of(&record, &sizes),
+            };
+            crate::render::remediation(&view, json);
         }
         FindingCmd::Resolve { id, actor, note } => {
             let finding = engine.resolve_finding(&IdentityName::parse(&actor)?, &id, note)?;

@@ -38,6 +38,33 @@ pub fn report_state(id: &str, state: &str, error: Option<&str>, json: bool) -> R
     }
 }
 
+/// Prints reconciliation runs; exit 6 (`target.partial_observation`) if any was partial.
+pub fn reconcile_runs(view: &writ_api::view::ReconcileRunsView, json: bool) -> Result<(), CliError> {
+    print(json, view, || view.runs.iter().map(writ_api::text::reconcile_run).collect::<Vec<_>>().join("\n"));
+    let partial: Vec<&str> = view.runs.iter().filter(|r| !r.complete).map(|r| r.scope.as_str()).collect();
+    if partial.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::new(
+        "target.partial_observation",
+        format!(
+            "{} could not be read in full: the run is recorded, but nothing missing was raised and nothing \
+             resolved from it; fix access to the target and reconcile again",
+            partial.join(", ")
+        ),
+    ))
+}
+
+/// Prints a remediation: the finding and the change opened to fix it.
+pub fn remediation(view: &writ_api::view::RemediationView, json: bool) {
+    print(json, view, || {
+        format!(
+            "{} is being fixed by {} ({}): resolved once that change is verified",
+            view.finding.id, view.change.id, view.change.state
+        )
+    });
+}
+
 /// Writes bytes to `out`, or to stdout.
 pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
     match out {

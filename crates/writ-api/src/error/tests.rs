@@ -61,6 +61,7 @@ const EVENT_KINDS: &[&str] = &[
     "finding.reopened",
     "finding.excepted",
     "finding.resolved",
+    "finding.remediation_opened",
     "exception.requested",
     "exception.approved",
     "exception.rejected",
@@ -75,8 +76,10 @@ const EVENT_KINDS: &[&str] = &[
     "ledger.projections_repaired",
     "ledger.key_added",
     "ledger.key_retired",
-    // Names that are not errors: a rule's id, a meta key.
+    // Names that are not errors: a rule's id, a meta key, finding kinds.
     "exception.default",
+    "identity.unmatched_account",
+    "change.unmatched_telemetry",
     "ledger.origin",
 ];
 

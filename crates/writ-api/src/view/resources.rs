@@ -228,6 +228,18 @@ pub struct FindingView {
     pub updated_at: String,
     /// The exception that covers it, while one does.
     pub exception: Option<String>,
+    #[schemars(extend("enum" = ["low", "medium", "high", "critical"]))]
+    pub severity: String,
+    /// The controls it fails, as the policy maps them (`NIST-CSF:PR.AA-05`, `OWASP-NHI:NHI7:2025`).
+    pub controls: Vec<String>,
+    /// What raised it: `target:NAME` or `registry` for a reconciliation.
+    pub scope: Option<String>,
+    /// SHA-256 of the observed snapshot that last saw it (an evidence blob).
+    pub evidence: Option<String>,
+    /// The change opened to fix it; its verification resolves the finding.
+    pub remediation: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 impl FindingView {
@@ -242,6 +254,13 @@ impl FindingView {
             opened_at: finding.opened_at.to_rfc3339(),
             updated_at: finding.updated_at.to_rfc3339(),
             exception: finding.exception.clone(),
+            severity: finding.severity.as_str().to_owned(),
+            controls: finding.controls.clone(),
+            scope: finding.scope.clone(),
+            evidence: finding.evidence.clone(),
+            remediation: text(&finding.remediation),
+            first_seen: finding.opened_at.to_rfc3339(),
+            last_seen: finding.last_seen.to_rfc3339(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod birthright;
 mod breakglass;
 mod entitlements;
 mod exception;
+mod reconcile;
 mod ticket_approval;
 mod tiers;
 mod workflow;
@@ -37,7 +38,13 @@ struct RulesFile {
     birthright: Vec<Spanned<BirthrightSpec>>,
     #[serde(default)]
     ticket_approval: Vec<Spanned<TicketApprovalSpec>>,
+    #[serde(default)]
+    finding: Vec<Spanned<reconcile::FindingSpec>>,
+    #[serde(default)]
+    secret: Vec<Spanned<reconcile::SecretSpec>>,
 }
+
+pub use reconcile::{FINDING_KINDS, FindingRule, SECRET_CLASSES, SecretLimit};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,6 +334,8 @@ pub struct Rules {
     pub breakglass: Breakglass,
     birthright: Vec<Birthright>,
     ticket_approvals: Vec<TicketApproval>,
+    findings: Vec<FindingRule>,
+    secrets: BTreeMap<String, SecretLimit>,
 }
 
 const FILE: &str = "rules.toml";
@@ -361,7 +370,35 @@ impl Rules {
         let exception = exception::exception(&file, text, &tiers, &groups, &rules)?;
         let birthright = birthright::birthright(&file, text)?;
         let ticket_approvals = ticket_approval::ticket_approvals(&file, text, &tiers)?;
-        Ok(Rules { tiers, groups, entitlements, rules, exception, breakglass, birthright, ticket_approvals })
+        let findings = reconcile::findings(&file, text)?;
+        let secrets = reconcile::secrets(&file, text)?;
+        Ok(Rules {
+            tiers,
+            groups,
+            entitlements,
+            rules,
+            exception,
+            breakglass,
+            birthright,
+            ticket_approvals,
+            findings,
+            secrets,
+        })
+    }
+
+    /// How a finding of `kind` is weighed: its `[[finding]]` rule, or its kind's default
+    /// severity and no controls.
+    pub fn finding_rule(&self, kind: &str) -> FindingRule {
+        self.findings.iter().find(|r| r.kind == kind).cloned().unwrap_or_else(|| FindingRule {
+            kind: kind.to_owned(),
+            severity: writ_core::finding::Severity::of_kind(kind),
+            controls: Vec::new(),
+        })
+    }
+
+    /// How long a credential of `class` may live, if the policy says.
+    pub fn secret_limit(&self, class: &str) -> Option<SecretLimit> {
+        self.secrets.get(class).copied()
     }
 
     /// The rule under which an approval given in `source`'s tickets counts for a change at

@@ -1,4 +1,4 @@
-//! Findings: list, show, resolve.
+//! Findings: list, show, resolve, remediate; reconciliation, which raises most of them.
 
 use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -13,8 +13,10 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
-use writ_api::view::{FindingView, List, to_json};
-use writ_api::wire::ResolveFinding;
+use writ_api::view::{
+    ChangeView, FindingView, List, ReconcileRunsView, ReconcileView, RemediationView, to_json,
+};
+use writ_api::wire::{Reconcile, RemediateFinding, ResolveFinding};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -41,7 +43,86 @@ pub fn operations() -> Vec<Operation> {
             post(resolve_finding),
         )
         .returns::<FindingView>(),
+        op(
+            M::POST,
+            "/api/v1/findings/{id}/remediate",
+            "Open the change that fixes a finding (revoke unapproved or expired access, grant missing access, \
+             rotate a long-lived secret), requested by the caller through policy and approvals; the finding is \
+             resolved when that change is verified.",
+            Some(A::Request),
+            Some("RemediateFinding"),
+            post(remediate_finding),
+        )
+        .returns::<RemediationView>(),
+        op(
+            M::POST,
+            "/api/v1/reconcile",
+            "Reconcile a target now (`target`), or every target and the registry: observe everything it holds, \
+             classify each holding against what Writ approved, raise and resolve findings, record the run.",
+            Some(A::Operate),
+            Some("Reconcile"),
+            post(reconcile),
+        )
+        .returns::<ReconcileRunsView>(),
     ]
+}
+
+pub(crate) async fn remediate_finding(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<RemediateFinding>,
+) -> ApiResult<Response> {
+    caller.may(Action::Request)?;
+    // A finding is about the organisation's own targets: a vendor's principal does not act on it.
+    caller.within_scope(Action::Request, std::iter::once(None))?;
+    let justification = body.value.justification;
+    let request = request_parts(&method, &format!("/findings/{id}/remediate"), &body.raw);
+    let me = caller.identity.name.clone();
+    write(&state, &caller, headers, request, move |state| {
+        let engine = &state.engine;
+        let (finding, record) =
+            engine.remediate_finding(&me, &id, justification, writ_engine::random_bits()?)?;
+        let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
+        let view =
+            RemediationView { finding: FindingView::of(&finding), change: ChangeView::of(&record, &sizes) };
+        Ok(Written {
+            status: StatusCode::CREATED,
+            resource: format!("remediation:{}", finding.id),
+            body: to_json(&view),
+        })
+    })
+    .await
+}
+
+pub(crate) async fn reconcile(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Reconcile>,
+) -> ApiResult<Response> {
+    caller.may(Action::Operate)?;
+    let target = body.value.target.as_deref().map(writ_core::name::TargetName::parse).transpose()?;
+    let request = request_parts(&method, "/reconcile", &body.raw);
+    let actor = writ_core::identity::Actor::Identity(caller.identity.name.clone());
+    write(&state, &caller, headers, request, move |state| {
+        let engine = &state.engine;
+        let reports = match &target {
+            Some(target) => vec![engine.reconcile_target(actor, target)?],
+            None => engine.reconcile_all(actor)?,
+        };
+        let view = ReconcileRunsView { runs: reports.iter().map(ReconcileView::of).collect() };
+        let indices: Vec<String> = reports.iter().map(|r| r.index.to_string()).collect();
+        Ok(Written {
+            status: StatusCode::OK,
+            resource: format!("reconcile:{}", indices.join(",")),
+            body: to_json(&view),
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

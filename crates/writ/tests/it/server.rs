@@ -37,6 +37,9 @@ impl Server {
             // Writes here come one after another: a short checkpoint interval keeps each one's
             // wait for its covering checkpoint short.
             .env("WRIT_CHECKPOINT_INTERVAL", "50ms")
+            // Reconciliation writes on its own schedule; a test passes the flag when it wants it
+            // (the flag overrides the variable).
+            .env("WRIT_RECONCILE_INTERVAL", "off")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -1,0 +1,528 @@
+//! Reconciliation in the engine: reads everything a target holds (`Connector::holdings`),
+//! merges it with the grants Writ implemented there (both sorted: one pass, no lookups per
+//! row), raises a finding for each problem and resolves the ones a complete observation no
+//! longer shows, and records the run with the observed snapshot as evidence, all in one
+//! transaction.
+//!
+//! An incomplete observation (a target down, a page that failed) raises what it saw but never
+//! `access.missing` (what it did not list may be there) and resolves nothing.
+
+use std::collections::BTreeMap;
+
+use writ_connector::{Credential, Holdings};
+use writ_core::event::RegistryEvent;
+use writ_core::finding::{Finding, FindingState};
+use writ_core::identity::{Actor, Grant, Identity, IdentityState};
+use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, TargetName};
+use writ_core::reconcile::{REGISTRY_SCOPE, Run, Situation, Tally, merge, situation, target_scope};
+use writ_core::time::Timestamp;
+use writ_store::{EvidenceBlob, ReconcileCommit};
+
+use crate::findings::finding_id;
+use crate::{Engine, Result, registry_event};
+
+/// The media type of an observed snapshot: JSON Lines, one array per row.
+pub const SNAPSHOT_MEDIA_TYPE: &str = "application/jsonl";
+
+/// What one reconciliation found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// `target:NAME` or `registry`.
+    pub scope: String,
+    pub at: Timestamp,
+    /// (account, entitlement) pairs per situation. `missing` is not assessed (zero) when the
+    /// observation is partial.
+    pub tally: Tally,
+    /// Accounts on the target that are no registered identity (`unmatched`, with or without
+    /// entitlements).
+    pub unmatched_accounts: u64,
+    pub credentials: u64,
+    /// Why the observation was incomplete; empty when complete.
+    pub partial: Vec<String>,
+    /// Whether the target gave a usage signal ("no usage signal" otherwise: nothing stale is
+    /// raised from it).
+    pub usage_signal: bool,
+    /// SHA-256 (hex) of the observed snapshot, kept as evidence.
+    pub snapshot: String,
+    pub opened: Vec<Finding>,
+    pub reopened: Vec<Finding>,
+    pub resolved: Vec<Finding>,
+    /// Findings seen again that were already open (or excepted).
+    pub still_open: u64,
+    /// The ledger index of the `reconcile.run` event.
+    pub index: u64,
+}
+
+/// A finding a run wants open: its kind, subject, what to say, and the change it concerns.
+struct Wanted {
+    kind: &'static str,
+    subject: String,
+    detail: String,
+    change: Option<writ_core::change::ChangeId>,
+    privileged: bool,
+}
+
+/// The subject of an access finding: `IDENTITY TARGET:ENTITLEMENT`.
+pub fn access_subject(account: &str, target: &TargetName, entitlement: &str) -> String {
+    format!("{account} {target}:{entitlement}")
+}
+
+/// Reads an access finding's subject back: the identity and the entitlement.
+pub fn parse_access_subject(subject: &str) -> Option<(IdentityName, EntitlementRef)> {
+    let (identity, entitlement) = subject.split_once(' ')?;
+    Some((IdentityName::parse(identity).ok()?, EntitlementRef::parse(entitlement).ok()?))
+}
+
+impl Engine {
+    /// Reconciles every registered target, then the registry's owners; a target that cannot be
+    /// read gives a partial run, not an error.
+    pub fn reconcile_all(&self, actor: Actor) -> Result<Vec<Report>> {
+        let mut reports = Vec::new();
+        for target in self.store.targets()? {
+            reports.push(self.reconcile_target(actor.clone(), &target.name)?);
+        }
+        reports.push(self.reconcile_registry(actor)?);
+        Ok(reports)
+    }
+
+    /// Reconciles one target: observes it in full, classifies every (account, entitlement),
+    /// raises and resolves findings, and records the run.
+    pub fn reconcile_target(&self, actor: Actor, target: &TargetName) -> Result<Report> {
+        self.target(target)?;
+        let now = self.now();
+        let policy = self.policy()?;
+        let mut holdings = match self.connector_for(target).and_then(|c| Ok(c.holdings()?)) {
+            Ok(holdings) => holdings,
+            Err(error) => Holdings {
+                partial: vec![format!("the target could not be read: {error}")],
+                ..Holdings::default()
+            },
+        };
+        holdings.normalize();
+        let complete = holdings.partial.is_empty();
+        let identities: BTreeMap<String, Identity> =
+            self.store.identities()?.into_iter().map(|i| (i.name.to_string(), i)).collect();
+        let mut grants: Vec<Grant> =
+            self.store.all_grants()?.into_iter().filter(|g| g.entitlement.target == *target).collect();
+        // In byte order, as the holdings are (a database's collation may order text otherwise).
+        grants.sort_by(|a, b| {
+            (a.identity.as_str(), a.entitlement.entitlement.as_str())
+                .cmp(&(b.identity.as_str(), b.entitlement.entitlement.as_str()))
+        });
+
+        let mut tally = Tally::default();
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut unmatched: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let approved = grants.iter().map(|g| ((g.identity.as_str(), g.entitlement.entitlement.as_str()), g));
+        let held = holdings.held.iter().map(|(a, e)| ((a.as_str(), e.as_str()), ()));
+        merge(approved, held, |&(account, entitlement), grant, held| {
+            let registered = identities.contains_key(account);
+            let Some(found) = situation(grant.map(|g| g.expires_at), held.is_some(), registered, now) else {
+                return;
+            };
+            if found == Situation::Missing && !complete {
+                return;
+            }
+            tally.add(found);
+            let privileged = policy.rules().classify(&format!("{target}:{entitlement}")).0;
+            let subject = access_subject(account, target, entitlement);
+            let change = grant.map(|g| g.change.clone());
+            let detail = match found {
+                Situation::Linked => return,
+                Situation::Unmatched => {
+                    unmatched.entry(account).or_default().push(entitlement);
+                    return;
+                }
+                Situation::Unapproved => format!(
+                    "{account} holds {target}:{entitlement} on the target with no approved change in Writ \
+                     (granted outside Writ, or by a change Writ never saw)"
+                ),
+                Situation::Missing => format!(
+                    "{account} should hold {target}:{entitlement} (approved and implemented by {}) but the \
+                     target does not have it",
+                    grant.map_or_else(String::new, |g| g.change.to_string())
+                ),
+                Situation::Expired => format!(
+                    "{account} still holds {target}:{entitlement} after its approved end {} (granted by {})",
+                    grant.and_then(|g| g.expires_at).map_or_else(String::new, Timestamp::to_rfc3339),
+                    grant.map_or_else(String::new, |g| g.change.to_string())
+                ),
+            };
+            let kind = found.finding_kind().unwrap_or_default();
+            wanted.push(Wanted { kind, subject, detail, change, privileged });
+        })
+        .map_err(|e| writ_store::StoreError::Corrupt(format!("reconciliation of {target}: {e}")))?;
+
+        for account in &holdings.accounts {
+            if !identities.contains_key(account.as_str()) {
+                unmatched.entry(account.as_str()).or_default();
+            }
+        }
+        let unmatched_accounts = unmatched.len() as u64;
+        for (account, entitlements) in &unmatched {
+            if entitlements.is_empty() {
+                tally.add(Situation::Unmatched);
+            }
+            let holds = if entitlements.is_empty() {
+                "holds nothing Writ manages".to_owned()
+            } else {
+                format!(
+                    "holds {}",
+                    entitlements.iter().map(|e| format!("{target}:{e}")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            wanted.push(Wanted {
+                kind: "identity.unmatched_account",
+                subject: format!("{target} account {account}"),
+                detail: format!(
+                    "account {account} on {target} is no identity registered in Writ and {holds}: register its \
+                     owner and the identity, or decommission the account"
+                ),
+                change: None,
+                privileged: false,
+            });
+        }
+        wanted.extend(long_lived(&policy, target, &holdings.credentials, now));
+
+        let snapshot = snapshot(target, &holdings);
+        let run = Run {
+            scope: target_scope(target),
+            at: now,
+            snapshot: snapshot.sha256,
+            snapshot_size: snapshot.bytes.len() as u64,
+            tally,
+            partial: holdings.partial.clone(),
+            usage_signal: holdings.usage.is_some(),
+            seen: Vec::new(),
+        };
+        let mut report = self.record_run(actor, run, snapshot, wanted, complete)?;
+        report.unmatched_accounts = unmatched_accounts;
+        report.credentials = holdings.credentials.len() as u64;
+        tracing::info!(
+            target: "writ::reconcile",
+            scope = %report.scope,
+            partial = !report.partial.is_empty(),
+            opened = report.opened.len(),
+            resolved = report.resolved.len(),
+            "reconciled"
+        );
+        Ok(report)
+    }
+
+    /// The registry's own checks: every non-human identity whose owner is offboarded, disabled,
+    /// absent or not a person is `nhi.orphaned`.
+    pub fn reconcile_registry(&self, actor: Actor) -> Result<Report> {
+        let now = self.now();
+        let identities = self.store.identities()?;
+        let by_name: BTreeMap<&str, &Identity> = identities.iter().map(|i| (i.name.as_str(), i)).collect();
+        let mut wanted = Vec::new();
+        let mut lines = vec![serde_json::json!(["scope", REGISTRY_SCOPE]).to_string()];
+        for identity in identities.iter().filter(|i| i.kind.is_nhi() && i.state != IdentityState::Offboarded)
+        {
+            let owner = identity.owner.as_ref().and_then(|o| by_name.get(o.as_str()));
+            lines.push(
+                serde_json::json!([
+                    "nhi",
+                    identity.name.as_str(),
+                    identity.owner.as_ref().map(IdentityName::as_str),
+                    owner.map(|o| o.state.as_str())
+                ])
+                .to_string(),
+            );
+            let why = match (identity.owner.as_ref(), owner) {
+                (None, _) => "has no owner".to_owned(),
+                (Some(name), None) => format!("is owned by {name}, who is not a registered identity"),
+                (Some(name), Some(o)) if o.kind.is_nhi() => {
+                    format!("is owned by {name}, who is not a person")
+                }
+                (Some(name), Some(o)) if o.state != IdentityState::Active => {
+                    format!("is owned by {name}, who is {}", o.state.as_str())
+                }
+                _ => continue,
+            };
+            wanted.push(Wanted {
+                kind: "nhi.orphaned",
+                subject: identity.name.to_string(),
+                detail: format!(
+                    "{} {} {why}: transfer it to an accountable owner (`writ identity transfer`) or decommission it",
+                    identity.kind.as_str(),
+                    identity.name
+                ),
+                change: None,
+                privileged: false,
+            });
+        }
+        let bytes = (lines.join("\n") + "\n").into_bytes();
+        let snapshot = EvidenceBlob {
+            sha256: writ_ledger::sha256(&bytes),
+            media_type: SNAPSHOT_MEDIA_TYPE.to_owned(),
+            bytes,
+        };
+        let run = Run {
+            scope: REGISTRY_SCOPE.to_owned(),
+            at: now,
+            snapshot: snapshot.sha256,
+            snapshot_size: snapshot.bytes.len() as u64,
+            tally: Tally::default(),
+            partial: Vec::new(),
+            usage_signal: false,
+            seen: Vec::new(),
+        };
+        self.record_run(actor, run, snapshot, wanted, true)
+    }
+
+    /// Turns what a run wants open into findings opened, reopened, seen and (for a complete
+    /// run) resolved, and commits them with the snapshot and the run's event.
+    fn record_run(
+        &self,
+        actor: Actor,
+        mut run: Run,
+        snapshot: EvidenceBlob,
+        wanted: Vec<Wanted>,
+        complete: bool,
+    ) -> Result<Report> {
+        let now = run.at;
+        let policy = self.policy()?;
+        let hmac = self.hmac()?;
+        let evidence: String = snapshot.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let mut existing: BTreeMap<String, Finding> =
+            self.store.findings_in_scope(&run.scope)?.into_iter().map(|f| (f.id.clone(), f)).collect();
+        let system = Actor::System(writ_core::identity::SystemActor::Scheduler);
+        let (mut opened, mut updated, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+        let mut report_opened = Vec::new();
+        let mut report_reopened = Vec::new();
+        let mut still_open = 0u64;
+        let mut wanted_ids = std::collections::BTreeSet::new();
+        for want in wanted {
+            let id = finding_id(want.kind, &want.subject);
+            if !wanted_ids.insert(id.clone()) {
+                continue;
+            }
+            let rule = policy.rules().finding_rule(want.kind);
+            let severity = if want.kind == "access.unapproved" && want.privileged {
+                rule.severity.max(writ_core::finding::Severity::High)
+            } else {
+                rule.severity
+            };
+            let current = match existing.remove(&id) {
+                Some(found) => Some(found),
+                None => self.store.finding(&id)?,
+            };
+            match current {
+                None => {
+                    let finding = Finding {
+                        change: want.change,
+                        severity,
+                        controls: rule.controls,
+                        scope: Some(run.scope.clone()),
+                        evidence: Some(evidence.clone()),
+                        ..Finding::new(id, want.kind, &want.subject, want.detail, now)
+                    };
+                    let event = RegistryEvent::Finding {
+                        actor: system.clone(),
+                        finding: finding.clone(),
+                        first: true,
+                        note: format!("raised by reconciliation of {}", run.scope),
+                    };
+                    opened.push((finding.clone(), registry_event(&event, hmac)));
+                    report_opened.push(finding);
+                }
+                Some(found) if found.state == FindingState::Resolved => {
+                    let finding = Finding {
+                        state: FindingState::Open,
+                        detail: want.detail,
+                        change: want.change.or(found.change.clone()),
+                        severity,
+                        controls: rule.controls,
+                        scope: Some(run.scope.clone()),
+                        evidence: Some(evidence.clone()),
+                        exception: None,
+                        remediation: None,
+                        updated_at: now,
+                        last_seen: now,
+                        ..found
+                    };
+                    let event = RegistryEvent::Finding {
+                        actor: system.clone(),
+                        finding: finding.clone(),
+                        first: false,
+                        note: format!("seen again by reconciliation of {}", run.scope),
+                    };
+                    updated.push((finding.clone(), FindingState::Resolved, registry_event(&event, hmac)));
+                    report_reopened.push(finding);
+                }
+                Some(found) => {
+                    still_open += 1;
+                    seen.push(found.id);
+                }
+            }
+        }
+        let mut report_resolved = Vec::new();
+        if complete {
+            for found in existing.into_values().filter(|f| f.state != FindingState::Resolved) {
+                let expected = found.state;
+                let finding =
+                    Finding { state: FindingState::Resolved, updated_at: now, exception: None, ..found };
+                let event = RegistryEvent::Finding {
+                    actor: system.clone(),
+                    finding: finding.clone(),
+                    first: false,
+                    note: format!("no longer observed by a complete reconciliation of {}", run.scope),
+                };
+                updated.push((finding.clone(), expected, registry_event(&event, hmac)));
+                report_resolved.push(finding);
+            }
+        }
+        run.seen = opened
+            .iter()
+            .map(|(f, _): &(Finding, _)| f.id.clone())
+            .chain(report_reopened.iter().map(|f| f.id.clone()))
+            .chain(seen.iter().cloned())
+            .collect();
+        run.seen.sort();
+        let scope = run.scope.clone();
+        let partial = run.partial.clone();
+        let (tally, usage_signal) = (run.tally, run.usage_signal);
+        let event = RegistryEvent::Reconciled { actor, run: Box::new(run) };
+        let commit =
+            ReconcileCommit { opened, updated, seen, at: now, snapshot, run: registry_event(&event, hmac) };
+        let indices = self.store.record_reconcile(&commit)?;
+        let mut opened_now = Vec::with_capacity(report_opened.len());
+        for finding in report_opened {
+            opened_now.push(self.apply_exceptions(finding)?);
+        }
+        let mut reopened_now = Vec::with_capacity(report_reopened.len());
+        for finding in report_reopened {
+            reopened_now.push(self.apply_exceptions(finding)?);
+        }
+        Ok(Report {
+            scope,
+            at: now,
+            tally,
+            unmatched_accounts: 0,
+            credentials: 0,
+            partial,
+            usage_signal,
+            snapshot: evidence,
+            opened: opened_now,
+            reopened: reopened_now,
+            resolved: report_resolved,
+            still_open,
+            index: indices.last().copied().unwrap_or_default(),
+        })
+    }
+}
+
+/// `secret.long_lived` for each credential issued with a lifetime beyond its class's
+/// `max_ttl`, or issued longer ago than its `max_secret_age`.
+fn long_lived(
+    policy: &writ_policy::Policy,
+    target: &TargetName,
+    credentials: &[Credential],
+    now: Timestamp,
+) -> Vec<Wanted> {
+    let mut wanted = Vec::new();
+    for credential in credentials {
+        let Some(limit) = policy.rules().secret_limit(credential.class) else { continue };
+        let lifetime = match (credential.issued_at, credential.expires_at) {
+            (Some(issued), Some(expires)) => Some(expires.as_millis() - issued.as_millis()),
+            _ => None,
+        };
+        let age = credential.issued_at.map(|issued| now.as_millis() - issued.as_millis());
+        let mut why = Vec::new();
+        if let Some(max) = limit.max_ttl {
+            match lifetime {
+                Some(ms) if ms > max.as_millis() => {
+                    why.push(format!("was issued for {} (policy: at most {max})", human_duration(ms)))
+                }
+                None if credential.expires_at.is_none() => {
+                    why.push(format!("never expires (policy: at most {max})"));
+                }
+                _ => {}
+            }
+        }
+        if let (Some(max), Some(ms)) = (limit.max_secret_age, age)
+            && ms > max.as_millis()
+        {
+            why.push(format!("was issued {} ago (policy: at most {max})", human_duration(ms)));
+        }
+        if why.is_empty() {
+            continue;
+        }
+        let holder = match (&credential.account, &credential.entitlement) {
+            (Some(account), Some(e)) => format!(" held by {account} for {target}:{e}"),
+            (Some(account), None) => format!(" held by {account}"),
+            (None, Some(e)) => format!(" for {target}:{e}"),
+            (None, None) => String::new(),
+        };
+        let subject = match (&credential.account, &credential.entitlement) {
+            (Some(account), Some(e)) => format!(
+                "{} {} {}",
+                access_subject(account, target, e.as_str()),
+                credential.class,
+                credential.handle
+            ),
+            _ => format!("{target} {} {}", credential.class, credential.handle),
+        };
+        wanted.push(Wanted {
+            kind: "secret.long_lived",
+            subject,
+            detail: format!(
+                "{} {}{holder} {}: rotate it",
+                credential.class,
+                credential.handle,
+                why.join(" and ")
+            ),
+            change: None,
+            privileged: false,
+        });
+    }
+    wanted
+}
+
+/// A duration in the largest whole unit that fits (days, hours, minutes, seconds).
+fn human_duration(ms: i64) -> String {
+    let seconds = ms / 1000;
+    match seconds {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The observed snapshot as JSON Lines: a header, then every row the run classified.
+fn snapshot(target: &TargetName, holdings: &Holdings) -> EvidenceBlob {
+    use serde_json::json;
+    let mut out = String::new();
+    let mut line = |value: serde_json::Value| {
+        out.push_str(&value.to_string());
+        out.push('\n');
+    };
+    line(json!(["target", target.as_str(), holdings.reference]));
+    for reason in &holdings.partial {
+        line(json!(["partial", reason]));
+    }
+    for (account, entitlement) in &holdings.held {
+        line(json!(["held", account, entitlement.as_str()]));
+    }
+    for account in &holdings.accounts {
+        line(json!(["account", account]));
+    }
+    for c in &holdings.credentials {
+        line(json!([
+            "credential",
+            c.class,
+            c.handle,
+            c.account,
+            c.entitlement.as_ref().map(EntitlementName::as_str),
+            c.issued_at.map(Timestamp::to_rfc3339),
+            c.expires_at.map(Timestamp::to_rfc3339)
+        ]));
+    }
+    for (account, at) in holdings.usage.iter().flatten() {
+        line(json!(["used", account, at.to_rfc3339()]));
+    }
+    let bytes = out.into_bytes();
+    EvidenceBlob { sha256: writ_ledger::sha256(&bytes), media_type: SNAPSHOT_MEDIA_TYPE.to_owned(), bytes }
+}

@@ -1,0 +1,106 @@
+//! `[[finding]]` and `[[secret]]`: how reconciliation's findings are weighed (severity and the
+//! controls each fails) and how long a credential may live, per class.
+//!
+//! Without the sections every finding kind keeps its default severity and fails no named
+//! control, and no credential is too old.
+
+use writ_core::finding::Severity;
+
+use super::*;
+
+/// The credential classes a target reports (see `writ_connector::Credential`).
+pub const SECRET_CLASSES: &[&str] = &["token", "lease", "static", "certificate"];
+
+/// The finding kinds reconciliation raises.
+pub const FINDING_KINDS: &[&str] = &[
+    "access.unapproved",
+    "access.missing",
+    "access.expired_not_revoked",
+    "identity.unmatched_account",
+    "nhi.orphaned",
+    "secret.long_lived",
+    "access.stale",
+    "change.unmatched_telemetry",
+    "breakglass.approval_missed",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FindingSpec {
+    kind: String,
+    severity: Option<String>,
+    #[serde(default)]
+    controls: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SecretSpec {
+    class: String,
+    max_ttl: Option<String>,
+    max_secret_age: Option<String>,
+}
+
+/// How a finding kind is weighed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FindingRule {
+    pub kind: String,
+    pub severity: Severity,
+    pub controls: Vec<String>,
+}
+
+/// How long a credential of one class may live: `max_ttl` bounds the lifetime it was issued
+/// with, `max_secret_age` how long ago it was issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretLimit {
+    pub max_ttl: Option<Duration>,
+    pub max_secret_age: Option<Duration>,
+}
+
+pub(super) fn findings(file: &RulesFile, text: &str) -> Result<Vec<FindingRule>, PolicyError> {
+    let mut rules: Vec<FindingRule> = Vec::new();
+    for spec in &file.finding {
+        let line = line_of(text, spec.span().start);
+        let spec = spec.get_ref();
+        let err = |reason: String| {
+            PolicyError::invalid(FILE, line, &format!("[[finding]] {}: {reason}", spec.kind))
+        };
+        if !FINDING_KINDS.contains(&spec.kind.as_str()) {
+            return Err(err(format!("unknown kind; one of {}", FINDING_KINDS.join(", "))));
+        }
+        if rules.iter().any(|r| r.kind == spec.kind) {
+            return Err(err("given twice".into()));
+        }
+        let severity = match &spec.severity {
+            Some(text) => Severity::parse(text).map_err(|e| err(e.to_string()))?,
+            None => Severity::of_kind(&spec.kind),
+        };
+        rules.push(FindingRule { kind: spec.kind.clone(), severity, controls: spec.controls.clone() });
+    }
+    Ok(rules)
+}
+
+pub(super) fn secrets(file: &RulesFile, text: &str) -> Result<BTreeMap<String, SecretLimit>, PolicyError> {
+    let mut limits = BTreeMap::new();
+    for spec in &file.secret {
+        let line = line_of(text, spec.span().start);
+        let spec = spec.get_ref();
+        let err = |reason: String| {
+            PolicyError::invalid(FILE, line, &format!("[[secret]] {}: {reason}", spec.class))
+        };
+        if !SECRET_CLASSES.contains(&spec.class.as_str()) {
+            return Err(err(format!("unknown class; one of {}", SECRET_CLASSES.join(", "))));
+        }
+        let limit = SecretLimit {
+            max_ttl: spec.max_ttl.as_deref().map(duration).transpose().map_err(&err)?,
+            max_secret_age: spec.max_secret_age.as_deref().map(duration).transpose().map_err(&err)?,
+        };
+        if limit.max_ttl.is_none() && limit.max_secret_age.is_none() {
+            return Err(err("give max_ttl, max_secret_age or both".into()));
+        }
+        if limits.insert(spec.class.clone(), limit).is_some() {
+            return Err(err("given twice".into()));
+        }
+    }
+    Ok(limits)
+}
