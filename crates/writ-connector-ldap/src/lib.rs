@@ -55,6 +55,15 @@ pub struct LdapSettings {
     pub timeout: Duration,
 }
 
+/// One paged search: what it reads (for the partial reasons), where, which entries, which
+/// attributes.
+struct Search<'a> {
+    what: &'a str,
+    base: &'a str,
+    filter: &'a str,
+    attrs: Vec<&'a str>,
+}
+
 /// One managed group as read from the directory.
 struct Group {
     dn: String,
@@ -154,18 +163,15 @@ impl LdapConnector {
     /// Reads every entry under `base` matching `filter` in pages, calling `each` per entry.
     /// A page that fails, an error result or the whole read passing `deadline` ends the read
     /// and is said in `partial`; failing to start it at all is an error.
-    #[allow(clippy::too_many_arguments)] // one search's parameters, each needed
     fn paged(
         &self,
         conn: &mut LdapConn,
-        what: &str,
-        base: &str,
-        filter: &str,
-        attrs: Vec<&str>,
+        search: Search<'_>,
         deadline: std::time::Instant,
         partial: &mut Vec<String>,
         mut each: impl FnMut(SearchEntry),
     ) -> Result<()> {
+        let Search { what, base, filter, attrs } = search;
         let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
             vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE_SIZE))];
         let reasons = partial.len();
@@ -312,43 +318,37 @@ impl Connector for LdapConnector {
         let placeholder = normalise(&self.settings.empty_member);
         let users = self.settings.users.clone();
         let account = |dn: &str| identity_of(dn, &users).map_or_else(|| dn.to_owned(), |i| i.to_string());
-        self.paged(
-            &mut conn,
-            "groups",
-            &self.settings.groups,
-            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
-            vec!["cn", "member", "uniqueMember"],
-            deadline,
-            &mut partial,
-            |entry| {
-                let Some(group) = attr(&entry, "cn").first().and_then(|cn| EntitlementName::parse(cn).ok())
-                else {
-                    return;
-                };
-                for dn in attr(&entry, "member").iter().chain(attr(&entry, "uniqueMember")) {
-                    if normalise(dn) != placeholder {
-                        holdings.held.push((account(dn), group.clone()));
-                    }
+        let groups = Search {
+            what: "groups",
+            base: &self.settings.groups,
+            filter: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
+            attrs: vec!["cn", "member", "uniqueMember"],
+        };
+        self.paged(&mut conn, groups, deadline, &mut partial, |entry| {
+            let Some(group) = attr(&entry, "cn").first().and_then(|cn| EntitlementName::parse(cn).ok())
+            else {
+                return;
+            };
+            for dn in attr(&entry, "member").iter().chain(attr(&entry, "uniqueMember")) {
+                if normalise(dn) != placeholder {
+                    holdings.held.push((account(dn), group.clone()));
                 }
-            },
-        )?;
+            }
+        })?;
         let mut usage = Vec::new();
-        let users_read = self.paged(
-            &mut conn,
-            "users",
-            &self.settings.users,
-            "(objectClass=*)",
-            vec!["uid", "authTimestamp"],
-            deadline,
-            &mut partial,
-            |entry| {
-                let name = account(&entry.dn);
-                if let Some(at) = attr(&entry, "authTimestamp").first().and_then(|t| generalized_time(t)) {
-                    usage.push((name.clone(), at));
-                }
-                holdings.accounts.push(name);
-            },
-        );
+        let users = Search {
+            what: "users",
+            base: &self.settings.users,
+            filter: "(objectClass=*)",
+            attrs: vec!["uid", "authTimestamp"],
+        };
+        let users_read = self.paged(&mut conn, users, deadline, &mut partial, |entry| {
+            let name = account(&entry.dn);
+            if let Some(at) = attr(&entry, "authTimestamp").first().and_then(|t| generalized_time(t)) {
+                usage.push((name.clone(), at));
+            }
+            holdings.accounts.push(name);
+        });
         if let Err(error) = users_read {
             partial.push(format!("users: {error}"));
         }

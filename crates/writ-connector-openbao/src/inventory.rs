@@ -5,7 +5,8 @@
 //!
 //! A token is attributed to the identity its metadata names (`writ_identity`, set on the
 //! tokens Writ creates) or to its display name (`bao token create -display-name=alice` gives
-//! `token-alice`); one that names nobody is held by `token <accessor>`, a lease no Writ path
+//! `token-alice`; OpenBao lowers display names and turns `_` into `-`, so an identity with an
+//! underscore is only found through the metadata); one that names nobody is held by `token <accessor>`, a lease no Writ path
 //! records by `lease <id>`: accounts no identity can be, so reconciliation reports them
 //! unmatched. Listing tokens needs `sudo` on `auth/token/accessors`; without it the read is
 //! partial, and says so.

@@ -7,6 +7,7 @@ use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Actor, SystemActor};
 use writ_core::name::{EntitlementRef, IdentityName};
 
+use crate::scim::OWNER_LEFT;
 use crate::{Engine, EngineError, Result, registry_event};
 
 /// The one id of the finding of `kind` about `subject`: `FND-` and 16 hex digits of SHA-256.
@@ -56,10 +57,14 @@ impl Engine {
             }
             None => {
                 let rule = self.policy()?.rules().finding_rule(kind);
+                // An orphaned NHI is the registry's problem: the registry's reconciliation sees
+                // it again, or resolves it once the NHI has an accountable owner.
+                let scope = (kind == OWNER_LEFT).then(|| writ_core::reconcile::REGISTRY_SCOPE.to_owned());
                 let finding = Finding {
                     change,
                     severity: rule.severity,
                     controls: rule.controls,
+                    scope,
                     ..Finding::new(id, kind, subject, detail, now)
                 };
                 let event = RegistryEvent::Finding {
@@ -174,6 +179,9 @@ impl Engine {
     ) -> Result<(Finding, crate::ChangeRecord)> {
         use writ_core::change::{BusinessEvent, ChangeState, ExternalRef, Justification, RefKind};
         self.actor(actor)?;
+        // Given, it must say something (blank or control characters are refused).
+        let justification =
+            justification.map(|j| writ_core::machine::text(j, "justification")).transpose()?;
         let finding = self.finding(id)?;
         if finding.state == FindingState::Resolved {
             return Err(EngineError::Denied(writ_policy::Denial {
@@ -215,7 +223,7 @@ impl Engine {
                 .transpose()?,
             _ => None,
         };
-        let why = match justification.as_deref().map(str::trim).filter(|j| !j.is_empty()) {
+        let why = match justification.as_deref() {
             Some(text) => format!("remediates {id} ({}): {text}", finding.kind),
             None => format!("remediates {id} ({}): {}", finding.kind, finding.detail),
         };

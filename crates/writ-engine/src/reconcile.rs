@@ -241,7 +241,7 @@ impl Engine {
                 _ => continue,
             };
             wanted.push(Wanted {
-                kind: "nhi.orphaned",
+                kind: crate::scim::OWNER_LEFT,
                 subject: identity.name.to_string(),
                 detail: format!(
                     "{} {} {why}: transfer it to an accountable owner (`writ identity transfer`) or decommission it",

@@ -43,8 +43,9 @@ use crate::{Engine, EngineError, RequestInput, RequestedOp, Result, registry_eve
 /// The source name of SCIM deliveries.
 pub const SOURCE: &str = "scim";
 
-/// The finding raised for each non-human identity whose owner left.
-pub const OWNER_LEFT: &str = "nhi.owner_left";
+/// The finding raised for each non-human identity whose owner left (the same one the
+/// registry's reconciliation raises for an NHI whose owner is gone or no person).
+pub const OWNER_LEFT: &str = "nhi.orphaned";
 
 /// A stored SCIM resource.
 #[derive(Clone, Debug, PartialEq)]

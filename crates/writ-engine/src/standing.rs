@@ -131,7 +131,7 @@ impl Engine {
         Ok(withdrawn)
     }
 
-    /// Flags every non-human identity `owner` owns for ownership transfer (`nhi.owner_left`).
+    /// Flags every non-human identity `owner` owns for ownership transfer (`nhi.orphaned`).
     pub(crate) fn flag_owned(&self, owner: &Identity, change: Option<ChangeId>) -> Result<Vec<IdentityName>> {
         let mut flagged = Vec::new();
         for nhi in self

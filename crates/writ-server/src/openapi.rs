@@ -21,6 +21,8 @@ pub fn schemas() -> Value {
         "NoFields": schema::<wire::NoFields>(),
         "BreakGlass": schema::<wire::BreakGlass>(),
         "ResolveFinding": schema::<wire::ResolveFinding>(),
+        "RemediateFinding": schema::<wire::RemediateFinding>(),
+        "Reconcile": schema::<wire::Reconcile>(),
         "NewException": schema::<wire::NewException>(),
         "Renewal": schema::<wire::Renewal>(),
         "NewToken": schema::<wire::NewToken>(),

@@ -223,16 +223,25 @@ fn a_condition_gone_from_a_complete_run_is_resolved() {
 }
 
 #[test]
-fn an_nhi_whose_owner_leaves_is_orphaned() {
+fn an_nhi_whose_owner_leaves_is_orphaned_and_seen_again_until_it_has_an_owner() {
     let w = world();
     let clean = w.engine.reconcile_registry(admin()).unwrap();
     assert!(clean.opened.is_empty(), "{:?}", clean.opened);
+    // Offboarding flags what alice owns at once; the registry's run sees the same finding.
     w.engine.set_identity_state(admin(), &n("alice"), IdentityState::Offboarded, "left".into()).unwrap();
+    let flagged = w.engine.findings(Some(FindingState::Open)).unwrap();
+    assert_eq!(kinds(&flagged), [pair("nhi.orphaned", "svc-ci")]);
+    assert_eq!(flagged[0].severity, Severity::High);
+    assert_eq!(flagged[0].scope.as_deref(), Some("registry"));
     let report = w.engine.reconcile_registry(admin()).unwrap();
-    assert_eq!(kinds(&report.opened), [pair("nhi.orphaned", "svc-ci")]);
-    assert!(report.opened[0].detail.contains("offboarded"), "{}", report.opened[0].detail);
-    assert_eq!(report.opened[0].severity, Severity::High);
-    let err = w.engine.remediate_finding(&n("bob"), &report.opened[0].id, None, 1).unwrap_err();
+    assert!(report.opened.is_empty() && report.resolved.is_empty(), "{report:?}");
+    assert_eq!(report.still_open, 1);
+    // Closed by hand without a fix: the next run opens it again.
+    w.engine.resolve_finding(&n("bob"), &flagged[0].id, "will look at it later".into()).unwrap();
+    let report = w.engine.reconcile_registry(admin()).unwrap();
+    assert_eq!(kinds(&report.reopened), [pair("nhi.orphaned", "svc-ci")]);
+    assert!(report.reopened[0].detail.contains("offboarded"), "{}", report.reopened[0].detail);
+    let err = w.engine.remediate_finding(&n("bob"), &flagged[0].id, None, 1).unwrap_err();
     assert_eq!(err.code(), "finding.no_remedy");
 }
 

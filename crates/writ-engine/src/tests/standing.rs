@@ -167,7 +167,7 @@ fn offboarding_stops_the_identity_even_with_nothing_to_revoke_and_never_opens_tw
         w.engine.offboard(n("bob"), &n("alice"), Justification::parse("HR-3").unwrap(), vec![], 6).unwrap();
     assert_eq!(alice.standing.flagged, vec![n("svc-ci")]);
     let findings = w.engine.findings(None).unwrap();
-    assert!(findings.iter().any(|f| f.kind == "nhi.owner_left" && f.subject == "svc-ci"), "{findings:?}");
+    assert!(findings.iter().any(|f| f.kind == "nhi.orphaned" && f.subject == "svc-ci"), "{findings:?}");
 }
 
 #[test]

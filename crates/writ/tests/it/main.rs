@@ -31,6 +31,7 @@ mod oidc;
 mod pgtarget;
 mod policy;
 mod proxy;
+mod reconcile;
 mod refusals;
 mod scim;
 mod sensitive;

@@ -211,7 +211,7 @@ fn joiner_mover_leaver_through_scim_alone_ends_with_the_new_roles_access_then_no
     assert!(held(&h, who).is_empty(), "nothing left after leaving");
     let findings = h.api.get("/api/v1/findings?state=open", &h.root).expect(200).clone();
     let flagged: Vec<&Value> =
-        findings["items"].as_array().unwrap().iter().filter(|f| f["kind"] == "nhi.owner_left").collect();
+        findings["items"].as_array().unwrap().iter().filter(|f| f["kind"] == "nhi.orphaned").collect();
     assert_eq!(flagged.len(), 1, "{findings}");
     assert_eq!(
         (flagged[0]["subject"].as_str(), flagged[0]["change"].as_str()),
