@@ -385,6 +385,15 @@ pub struct RemediateFinding {
     pub justification: Option<String>,
 }
 
+/// `POST /api/v1/automation/{scope}/resume`: why the person resumes it.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeAutomation {
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
+    pub justification: Option<String>,
+}
+
 /// `POST /api/v1/reconcile`: one target, or every target and the registry when absent.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

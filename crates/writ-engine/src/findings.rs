@@ -120,6 +120,17 @@ impl Engine {
                 reason: format!("finding {id} is already resolved"),
             }));
         }
+        if finding.kind == crate::automation::PAUSED {
+            return Err(EngineError::Denied(writ_policy::Denial {
+                code: "automation.resume_required",
+                rule: None,
+                reason: format!(
+                    "finding {id} pauses automation of {}: resume it with `writ automation resume {}`, which also \
+                     lets what was held proceed",
+                    finding.subject, finding.subject
+                ),
+            }));
+        }
         self.set_finding_state(actor, finding, FindingState::Resolved, None, note)
     }
 }

@@ -196,6 +196,12 @@ impl Engine {
             seen: Vec::new(),
         };
         let mut report = self.record_run(actor, run, snapshot, wanted, complete)?;
+        if !complete {
+            // Reconciliation before automation: what acts on this target waits for a person.
+            let reason =
+                format!("reconciliation could not read {target} in full: {}", holdings.partial.join("; "));
+            self.pause_automation(&target_scope(target), reason)?;
+        }
         report.unmatched_accounts = unmatched_accounts;
         report.credentials = holdings.credentials.len() as u64;
         tracing::info!(

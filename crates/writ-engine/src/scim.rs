@@ -95,6 +95,10 @@ struct Settled {
     active: bool,
     entitlements: BTreeSet<String>,
     change: Option<String>,
+    /// When this person's leaver step was settled without a person's decision (what the
+    /// `[automation]` limits count), and how many grants it removed.
+    left_at: Option<i64>,
+    removed: u64,
 }
 
 impl Settled {
@@ -109,12 +113,18 @@ impl Settled {
                 .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                 .unwrap_or_default(),
             change: value.get("change").and_then(Value::as_str).map(str::to_owned),
+            left_at: value.get("left_at").and_then(Value::as_i64),
+            removed: value.get("removed").and_then(Value::as_u64).unwrap_or(0),
         }
     }
 
     fn write(&self) -> String {
-        json!({"step": self.step, "active": self.active, "entitlements": self.entitlements, "change": self.change})
-            .to_string()
+        let mut value = json!({"step": self.step, "active": self.active, "entitlements": self.entitlements, "change": self.change});
+        if let (Some(at), Some(map)) = (self.left_at, value.as_object_mut()) {
+            map.insert("left_at".into(), json!(at));
+            map.insert("removed".into(), json!(self.removed));
+        }
+        value.to_string()
     }
 }
 
@@ -124,6 +134,8 @@ enum Settlement {
     Opened(ChangeId, String),
     Settled(String),
     Refused(String),
+    /// Held while automation is paused: nothing settled, settled when it resumes.
+    Held(String),
 }
 
 fn scim_error(error: ScimError) -> EngineError {
@@ -463,9 +475,14 @@ impl Engine {
         let mut changes = Vec::new();
         let mut refused = false;
         let mut failed = false;
+        let mut held = false;
         for user in users {
-            match self.settle_user(client, user, &record.delivery) {
+            match self.settle_user(client, user, &record.delivery, false) {
                 Ok(Settlement::Unchanged) => {}
+                Ok(Settlement::Held(note)) => {
+                    held = true;
+                    notes.push(note);
+                }
                 Ok(Settlement::Settled(note)) => notes.push(note),
                 Ok(Settlement::Opened(change, note)) => {
                     changes.push(change);
@@ -485,9 +502,10 @@ impl Engine {
         if notes.is_empty() {
             notes.push("no access change: the birthright and the active state are as settled".into());
         }
-        let outcome = match (changes.is_empty(), refused, failed) {
+        let outcome = match (changes.is_empty(), refused, failed || held) {
             (false, _, _) => Outcome::Correlated,
             (true, true, _) => Outcome::Refused,
+            // Held or not settled yet: in the visible queue until it is.
             (true, false, true) => Outcome::Uncorrelated,
             (true, false, false) => Outcome::Ignored,
         };
@@ -514,21 +532,62 @@ impl Engine {
     /// the birthright rules changed): each gets the change its record now calls for, linked to
     /// the newest delivery about them. Returns how many were settled.
     pub fn scim_settle_all(&self, client: &IdentityName) -> Result<usize> {
+        self.settle_all(client, false)
+    }
+
+    /// [`Engine::scim_settle_all`] under a person's resumption of paused automation: the
+    /// held steps proceed without counting against the `[automation]` limits again.
+    pub(crate) fn scim_settle_all_approved(&self, client: &IdentityName) -> Result<usize> {
+        self.settle_all(client, true)
+    }
+
+    fn settle_all(&self, client: &IdentityName, approved: bool) -> Result<usize> {
         let _serial = self.scim_serial.lock().map_err(|_| StoreError::Other("SCIM lock poisoned".into()))?;
         let mut settled = 0;
         for row in self.store.scim_resources(Kind::User.name(), true)? {
             let object = format!("{}/{}", Kind::User.endpoint(), row.id);
             let Some(latest) = self.store.deliveries_about(&source()?, &object)?.pop() else { continue };
-            match self.settle_user(client, &row.id, &latest.delivery)? {
-                Settlement::Unchanged => {}
+            match self.settle_user(client, &row.id, &latest.delivery, approved)? {
+                Settlement::Unchanged | Settlement::Held(_) => {}
                 _ => settled += 1,
             }
         }
         Ok(settled)
     }
 
+    /// The identity provider's removals since the `[automation]` window began (or it was last
+    /// resumed), and how many people it has.
+    fn recent_removals(&self) -> Result<crate::automation::RecentRemovals> {
+        let now = self.now();
+        let window = self.policy()?.rules().automation.window;
+        let since = now.as_millis() - window.as_millis();
+        let since = self.scim_resumed_at()?.map_or(since, |at| since.max(at.as_millis()));
+        let mut recent = crate::automation::RecentRemovals::default();
+        for row in self.store.scim_resources(Kind::User.name(), true)? {
+            if row.identity.is_none() {
+                continue;
+            }
+            let settled = Settled::read(&row.settled);
+            let left = settled.left_at.is_some_and(|at| at >= since);
+            if settled.active || left {
+                recent.holders += 1;
+            }
+            if left {
+                recent.people += 1;
+                recent.grants += settled.removed;
+            }
+        }
+        Ok(recent)
+    }
+
     /// Brings one person's access in line with their record (see the module documentation).
-    fn settle_user(&self, client: &IdentityName, id: &str, delivery: &Delivery) -> Result<Settlement> {
+    fn settle_user(
+        &self,
+        client: &IdentityName,
+        id: &str,
+        delivery: &Delivery,
+        approved: bool,
+    ) -> Result<Settlement> {
         let Some(row) = self.store.scim_resource(Kind::User.name(), id)? else {
             return Ok(Settlement::Unchanged);
         };
@@ -553,6 +612,17 @@ impl Engine {
             BTreeSet::new()
         };
         let desired_names: BTreeSet<String> = desired.iter().map(ToString::to_string).collect();
+        // A step that removes access waits while its automation is paused, and a leaver beyond
+        // the policy's limits pauses it: nothing of the step happens, and it is settled later.
+        let leaving = !active && old.active;
+        let revoking = leaving || (active && old.entitlements.iter().any(|e| !desired_names.contains(e)));
+        if revoking {
+            let recent = if leaving && !approved { self.recent_removals()? } else { Default::default() };
+            if let Some(reason) = self.lifecycle_hold(&identity, leaving, approved, &recent)? {
+                tracing::warn!(target: "writ::scim", user = %id, %identity, "lifecycle step held: {reason}");
+                return Ok(Settlement::Held(format!("Users/{id} ({identity}): held: {reason}")));
+            }
+        }
         // The identity provider is the authority on whether a person is active: a leaver stops
         // acting in Writ at once (tokens revoked, approvals withdrawn, owned NHIs flagged); a
         // returning person it disabled acts again. An offboarded person comes back only
@@ -615,7 +685,14 @@ impl Engine {
             }
         }
         let step = old.step + 1;
-        let mut next = Settled { step, active, entitlements: desired_names, change: None };
+        let removed = ops.iter().filter(|op| op.action == OpAction::Revoke).count() as u64;
+        let (left_at, removed) = match (event, approved) {
+            (BusinessEvent::Leaver, false) => (Some(self.now().as_millis()), removed),
+            // Still inactive: what the leaver step counted stays counted in its window.
+            _ if !active => (old.left_at, old.removed),
+            _ => (None, 0),
+        };
+        let mut next = Settled { step, active, entitlements: desired_names, change: None, left_at, removed };
         let label = format!("{event} {identity} (SCIM Users/{id}, step {step})");
         let settlement = if ops.is_empty() {
             Settlement::Settled(format!("{label}: nothing to grant or revoke"))

@@ -23,8 +23,8 @@ use writ_core::time::Duration;
 
 pub use bundle::{DEFAULT_TESTS, MAX_FILE_BYTES, MAX_FILES, PolicyBundle};
 pub use rules::{
-    Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy, FINDING_KINDS, FindingRule, Record,
-    Rules, SECRET_CLASSES, SecretLimit, Slot, TicketApproval, Tier, Validation, glob,
+    AutomationLimits, Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy, FINDING_KINDS,
+    FindingRule, Record, Rules, SECRET_CLASSES, SecretLimit, Slot, TicketApproval, Tier, Validation, glob,
 };
 
 /// A policy that cannot be used: where and why.

@@ -326,3 +326,31 @@ fn finding_and_secret_sections_are_read_and_bad_entries_refused() {
         assert!(err.starts_with("rules.toml:"), "{err}");
     }
 }
+
+#[test]
+fn automation_limits_pause_above_the_share_or_the_grant_count_never_below_the_floor() {
+    let limits = Policy::default_pack().unwrap().rules().automation;
+    assert_eq!(limits, AutomationLimits::default());
+    // (removed people, removed grants, holders) → beyond the limits?
+    let cases = [
+        ((3, 3, 10), false), // the floor: three people in an hour is routine in a small company
+        ((4, 4, 10), true),  // four of ten is not
+        ((10, 10, 100), false),
+        ((11, 11, 100), true),
+        ((1, 51, 1000), true),   // one person holding 51 grants
+        ((50, 50, 1000), false), // at the limits, not beyond them
+        ((50, 51, 1000), true),
+        ((0, 0, 0), false),
+    ];
+    for ((removed, grants, holders), want) in cases {
+        assert_eq!(limits.exceeded(removed, grants, holders), want, "{removed} {grants} {holders}");
+    }
+    let base = PolicyBundle::default_pack().files()["rules.toml"].clone();
+    let mut custom = base.replace("max_removed_percent = 10", "max_removed_percent = 50");
+    custom = custom.replace("min_removed = 3", "min_removed = 1");
+    let policy = pack_with(&custom).unwrap();
+    assert!(!policy.rules().automation.exceeded(5, 5, 10));
+    assert!(policy.rules().automation.exceeded(6, 6, 10));
+    let err = pack_with(&base.replace("max_removed_percent = 10", "max_removed_percent = 0")).unwrap_err();
+    assert!(err.to_string().contains("max_removed_percent"), "{err}");
+}

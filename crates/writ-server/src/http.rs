@@ -225,6 +225,11 @@ pub(crate) fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value>
     match kind {
         "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
         "finding" => Ok(writ_api::view::finding_json(&engine.finding(rest)?)),
+        "resumed" => {
+            let finding = engine.finding(rest)?;
+            let resumed = writ_engine::automation::Resumed { finding, settled: 0 };
+            Ok(writ_api::view::to_json(&writ_api::view::ResumedView::of(&resumed)))
+        }
         "remediation" => {
             let finding = engine.finding(rest)?;
             let change = finding

@@ -23,6 +23,7 @@ pub fn schemas() -> Value {
         "ResolveFinding": schema::<wire::ResolveFinding>(),
         "RemediateFinding": schema::<wire::RemediateFinding>(),
         "Reconcile": schema::<wire::Reconcile>(),
+        "ResumeAutomation": schema::<wire::ResumeAutomation>(),
         "NewException": schema::<wire::NewException>(),
         "Renewal": schema::<wire::Renewal>(),
         "NewToken": schema::<wire::NewToken>(),

@@ -101,6 +101,12 @@ pub enum Top {
     /// evidence. A target that cannot be read fully gives a PARTIAL run: nothing missing is
     /// raised and nothing resolved from it. `writ serve` does this per target on an interval.
     Reconcile(ReconcileArgs),
+    /// Automation paused because its source looked wrong: a target reconciliation could not
+    /// read in full, or an identity provider feed removing more people at once than the
+    /// policy's [automation] limits allow. What it would have done is held, not lost, and
+    /// proceeds when a person resumes the scope.
+    #[command(subcommand)]
+    Automation(AutomationCmd),
     /// Exceptions: accepted risk for a control not met, owned, justified, approved like a
     /// change and time-bound; listed and exported.
     #[command(subcommand)]
@@ -615,6 +621,23 @@ pub enum FindingCmd {
         /// What was done.
         #[arg(long)]
         note: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AutomationCmd {
+    /// The paused scopes (`scim`, `target:NAME`), each with why and since when.
+    Status,
+    /// Resume a paused scope: you take responsibility that its source is right again (or that
+    /// what it asks is right), recorded with your justification; the held steps proceed.
+    Resume {
+        /// `scim` or `target:NAME`.
+        scope: String,
+        /// Who resumes it (an active person).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        justification: String,
     },
 }
 

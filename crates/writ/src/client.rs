@@ -98,6 +98,19 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             report(&change, json)
         }
         Top::Finding(command) => finding(&client, command, json),
+        Top::Automation(crate::cli::AutomationCmd::Status) => {
+            let paused: Vec<FindingView> = client.items("/api/v1/automation")?;
+            render::automation_status(&paused, json);
+            Ok(())
+        }
+        Top::Automation(crate::cli::AutomationCmd::Resume { scope, actor, justification }) => {
+            check_actor(&client, Some(&actor))?;
+            let path = format!("/api/v1/automation/{}/resume", percent(&scope));
+            let view: writ_api::view::ResumedView =
+                client.view("POST", &path, Some(json!({ "justification": justification })))?;
+            render::resumed(&view, json);
+            Ok(())
+        }
         Top::Reconcile(args) => {
             let view: writ_api::view::ReconcileRunsView =
                 client.view("POST", "/api/v1/reconcile", Some(json!({ "target": args.target })))?;

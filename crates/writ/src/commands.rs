@@ -99,6 +99,7 @@ fn is_read(command: &Top) -> bool {
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
             | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
             | Top::Finding(FindingCmd::List { .. } | FindingCmd::Show { .. })
+            | Top::Automation(crate::cli::AutomationCmd::Status)
             | Top::Exception(
                 ExceptionCmd::List { .. } | ExceptionCmd::Show { .. } | ExceptionCmd::Export { .. }
             )
@@ -123,6 +124,17 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             report_transition(&record, json)
         }
         Top::Finding(command) => finding(engine, command, json),
+        Top::Automation(crate::cli::AutomationCmd::Status) => {
+            let paused = engine.automation_status()?;
+            let view: Vec<FindingView> = paused.iter().map(FindingView::of).collect();
+            crate::render::automation_status(&view, json);
+            Ok(())
+        }
+        Top::Automation(crate::cli::AutomationCmd::Resume { scope, actor, justification }) => {
+            let resumed = engine.resume_automation(&IdentityName::parse(&actor)?, &scope, justification)?;
+            crate::render::resumed(&writ_api::view::ResumedView::of(&resumed), json);
+            Ok(())
+        }
         Top::Reconcile(args) => {
             let actor = writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin);
             let reports = match args.target {

@@ -55,6 +55,27 @@ pub fn reconcile_runs(view: &writ_api::view::ReconcileRunsView, json: bool) -> R
     ))
 }
 
+/// Prints the paused scopes.
+pub fn automation_status(paused: &[writ_api::view::FindingView], json: bool) {
+    print(json, paused, || {
+        if paused.is_empty() {
+            return "no automation is paused".to_owned();
+        }
+        paused
+            .iter()
+            .map(|f| format!("{}  paused since {}  {}\n  {}", f.subject, f.opened_at, f.id, f.detail))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+}
+
+/// Prints a resumption.
+pub fn resumed(view: &writ_api::view::ResumedView, json: bool) {
+    print(json, view, || {
+        format!("automation of {} resumed; {} held lifecycle step(s) proceeded", view.scope, view.settled)
+    });
+}
+
 /// Prints a remediation: the finding and the change opened to fix it.
 pub fn remediation(view: &writ_api::view::RemediationView, json: bool) {
     print(json, view, || {

@@ -97,3 +97,22 @@ pub struct RemediationView {
     pub finding: FindingView,
     pub change: ChangeView,
 }
+
+/// A resumed scope of automation: the pause's finding, now resolved, and how many held steps
+/// proceeded.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ResumedView {
+    pub scope: String,
+    pub finding: FindingView,
+    pub settled: u64,
+}
+
+impl ResumedView {
+    pub fn of(resumed: &writ_engine::automation::Resumed) -> ResumedView {
+        ResumedView {
+            scope: resumed.finding.subject.clone(),
+            finding: FindingView::of(&resumed.finding),
+            settled: resumed.settled as u64,
+        }
+    }
+}

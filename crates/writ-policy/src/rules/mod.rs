@@ -42,9 +42,11 @@ struct RulesFile {
     finding: Vec<Spanned<reconcile::FindingSpec>>,
     #[serde(default)]
     secret: Vec<Spanned<reconcile::SecretSpec>>,
+    #[serde(default)]
+    automation: Option<Spanned<reconcile::AutomationSpec>>,
 }
 
-pub use reconcile::{FINDING_KINDS, FindingRule, SECRET_CLASSES, SecretLimit};
+pub use reconcile::{AutomationLimits, FINDING_KINDS, FindingRule, SECRET_CLASSES, SecretLimit};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -336,6 +338,7 @@ pub struct Rules {
     ticket_approvals: Vec<TicketApproval>,
     findings: Vec<FindingRule>,
     secrets: BTreeMap<String, SecretLimit>,
+    pub automation: AutomationLimits,
 }
 
 const FILE: &str = "rules.toml";
@@ -372,7 +375,9 @@ impl Rules {
         let ticket_approvals = ticket_approval::ticket_approvals(&file, text, &tiers)?;
         let findings = reconcile::findings(&file, text)?;
         let secrets = reconcile::secrets(&file, text)?;
+        let automation = reconcile::automation(&file, text)?;
         Ok(Rules {
+            automation,
             tiers,
             groups,
             entitlements,

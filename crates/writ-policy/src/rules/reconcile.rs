@@ -22,6 +22,7 @@ pub const FINDING_KINDS: &[&str] = &[
     "access.stale",
     "change.unmatched_telemetry",
     "breakglass.approval_missed",
+    "automation.paused",
 ];
 
 #[derive(Deserialize)]
@@ -39,6 +40,64 @@ pub(super) struct SecretSpec {
     class: String,
     max_ttl: Option<String>,
     max_secret_age: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AutomationSpec {
+    window: Option<String>,
+    max_removed_percent: Option<u8>,
+    min_removed: Option<u32>,
+    max_removed_grants: Option<u32>,
+}
+
+/// When automated removals pause (`[automation]`): more people removed within `window` than
+/// `max_removed_percent` of the scope's holders (never fewer than `min_removed`), or more
+/// grants than `max_removed_grants`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutomationLimits {
+    pub window: Duration,
+    pub max_removed_percent: u8,
+    pub min_removed: u32,
+    pub max_removed_grants: u32,
+}
+
+impl Default for AutomationLimits {
+    fn default() -> AutomationLimits {
+        AutomationLimits {
+            window: Duration::hours(1),
+            max_removed_percent: 10,
+            min_removed: 3,
+            max_removed_grants: 50,
+        }
+    }
+}
+
+impl AutomationLimits {
+    /// Whether removing `removed` people and `grants` grants within the window, out of
+    /// `holders`, is beyond the limits.
+    pub fn exceeded(&self, removed: u64, grants: u64, holders: u64) -> bool {
+        let share = holders.saturating_mul(u64::from(self.max_removed_percent)) / 100;
+        removed > share.max(u64::from(self.min_removed)) || grants > u64::from(self.max_removed_grants)
+    }
+}
+
+pub(super) fn automation(file: &RulesFile, text: &str) -> Result<AutomationLimits, PolicyError> {
+    let Some(spec) = &file.automation else { return Ok(AutomationLimits::default()) };
+    let line = line_of(text, spec.span().start);
+    let spec = spec.get_ref();
+    let err = |reason: String| PolicyError::invalid(FILE, line, &format!("[automation]: {reason}"));
+    let defaults = AutomationLimits::default();
+    let percent = spec.max_removed_percent.unwrap_or(defaults.max_removed_percent);
+    if !(1..=100).contains(&percent) {
+        return Err(err(format!("max_removed_percent {percent} must be from 1 to 100")));
+    }
+    Ok(AutomationLimits {
+        window: spec.window.as_deref().map(duration).transpose().map_err(&err)?.unwrap_or(defaults.window),
+        max_removed_percent: percent,
+        min_removed: spec.min_removed.unwrap_or(defaults.min_removed),
+        max_removed_grants: spec.max_removed_grants.unwrap_or(defaults.max_removed_grants),
+    })
 }
 
 /// How a finding kind is weighed.

@@ -14,9 +14,9 @@ use crate::error::ApiResult;
 use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use writ_api::view::{
-    ChangeView, FindingView, List, ReconcileRunsView, ReconcileView, RemediationView, to_json,
+    ChangeView, FindingView, List, ReconcileRunsView, ReconcileView, RemediationView, ResumedView, to_json,
 };
-use writ_api::wire::{Reconcile, RemediateFinding, ResolveFinding};
+use writ_api::wire::{Reconcile, RemediateFinding, ResolveFinding, ResumeAutomation};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -64,7 +64,61 @@ pub fn operations() -> Vec<Operation> {
             post(reconcile),
         )
         .returns::<ReconcileRunsView>(),
+        op(
+            M::GET,
+            "/api/v1/automation",
+            "The paused scopes of automation (`scim`, `target:NAME`): the findings that pause them.",
+            Some(A::ReadLedger),
+            None,
+            get(automation_status),
+        )
+        .returns::<List<FindingView>>(),
+        op(
+            M::POST,
+            "/api/v1/automation/{scope}/resume",
+            "Resume a paused scope (`justification` required): recorded with the caller as the person who \
+             decided, and the held lifecycle steps proceed.",
+            Some(A::Operate),
+            Some("ResumeAutomation"),
+            post(resume_automation),
+        )
+        .returns::<ResumedView>(),
     ]
+}
+
+pub(crate) async fn automation_status(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<Value>> {
+    caller.may(Action::ReadLedger)?;
+    blocking(&state, move |state| {
+        let items = state.engine.automation_status()?.iter().map(FindingView::of).collect();
+        Ok(Json(to_json(&List { items })))
+    })
+    .await
+}
+
+pub(crate) async fn resume_automation(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(scope): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<ResumeAutomation>,
+) -> ApiResult<Response> {
+    caller.may(Action::Operate)?;
+    let justification = required(body.value.justification, "justification")?;
+    let request = request_parts(&method, &format!("/automation/{scope}/resume"), &body.raw);
+    let me = caller.identity.name.clone();
+    write(&state, &caller, headers, request, move |state| {
+        let resumed = state.engine.resume_automation(&me, &scope, justification)?;
+        Ok(Written {
+            status: StatusCode::OK,
+            resource: format!("resumed:{}", resumed.finding.id),
+            body: to_json(&ResumedView::of(&resumed)),
+        })
+    })
+    .await
 }
 
 pub(crate) async fn remediate_finding(

@@ -206,6 +206,18 @@ fn ldap_an_out_of_band_member_is_found_and_an_unreachable_directory_gives_a_part
     assert_eq!(finding(&w, &id)["state"], "open");
     let recorded = w.writ(&["ledger", "verify", "--json"]).json()["events"].clone();
     assert!(recorded.as_u64() > events.as_u64(), "the partial run is recorded");
+    // Reconciliation before automation: automated changes on the directory wait for a person.
+    let status = w.writ(&["automation", "status", "--json"]).json();
+    let paused: Vec<&str> =
+        status.as_array().unwrap().iter().map(|f| f["subject"].as_str().unwrap()).collect();
+    assert_eq!(paused, ["target:dir"], "{status}");
+    assert!(status[0]["detail"].as_str().unwrap().contains("could not read dir in full"), "{status}");
+    let bot = w.writ(&["automation", "resume", "target:dir", "--as", "svc-ci", "--justification", "ok"]);
+    assert_eq!(bot.code, 3, "a service account cannot resume: {}", bot.stderr);
+    let resumed =
+        w.writ(&["automation", "resume", "target:dir", "--as", "carol", "--justification", "directory back"]);
+    assert_eq!(resumed.ok(), "automation of target:dir resumed; 0 held lifecycle step(s) proceeded");
+    assert_eq!(w.writ(&["automation", "status"]).ok(), "no automation is paused");
 
     remediate(&w, &id);
     assert!(!dir.group("rcl-read").0.contains(&dir.user("rcl_dave").to_ascii_lowercase()));

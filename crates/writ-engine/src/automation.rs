@@ -1,0 +1,190 @@
+//! Pausing automation when its source cannot be trusted: reconciliation before automation.
+//!
+//! A scope of automation (`scim`: the identity provider's leavers and movers; `target:NAME`:
+//! automated changes on one target) is paused by an `automation.paused` finding about it,
+//! opened with the reason, and resumed only by a person (`Engine::resume_automation`), which
+//! resolves that finding with their justification. While a scope is paused its automated
+//! actions are held, not dropped: a SCIM lifecycle step stays unsettled (the write itself is
+//! recorded) and is settled when the scope resumes. What pauses a scope:
+//!
+//! - a reconciliation of a target that could not read everything (`target:NAME`);
+//! - a run of SCIM leavers that would remove more people within the policy's window than its
+//!   `[automation]` threshold allows (`scim`): a feed deactivating half the company at once is
+//!   more likely a broken feed than a layoff, and a person should say which.
+//!
+//! Expiry of time-bound access is never paused: it only removes what Writ itself granted, for
+//! as long as it was approved.
+
+use writ_core::finding::{Finding, FindingState};
+use writ_core::identity::{Actor, IdentityState};
+use writ_core::name::IdentityName;
+
+use crate::findings::finding_id;
+use crate::{Engine, EngineError, Result};
+
+/// The finding kind whose open findings are the paused scopes.
+pub const PAUSED: &str = "automation.paused";
+
+/// The scope of the identity provider's lifecycle automation.
+pub const SCIM_SCOPE: &str = "scim";
+
+/// What resuming a scope did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    pub finding: Finding,
+    /// How many held lifecycle steps were settled on resuming.
+    pub settled: usize,
+}
+
+impl Engine {
+    /// The finding that pauses `scope`, if it is paused.
+    pub fn paused(&self, scope: &str) -> Result<Option<Finding>> {
+        Ok(self.store.finding(&finding_id(PAUSED, scope))?.filter(|f| f.state != FindingState::Resolved))
+    }
+
+    /// Every paused scope's finding.
+    pub fn automation_status(&self) -> Result<Vec<Finding>> {
+        Ok(self
+            .store
+            .findings(None)?
+            .into_iter()
+            .filter(|f| f.kind == PAUSED && f.state != FindingState::Resolved)
+            .collect())
+    }
+
+    /// Pauses `scope` for `reason` (a scope already paused stays paused as it was).
+    pub(crate) fn pause_automation(&self, scope: &str, reason: String) -> Result<Finding> {
+        if let Some(paused) = self.paused(scope)? {
+            return Ok(paused);
+        }
+        let detail = format!(
+            "automation of {scope} is paused: {reason}; held actions proceed after `writ automation resume {scope}`"
+        );
+        let finding = self.raise_finding(PAUSED, scope, None, detail)?;
+        tracing::warn!(target: "writ::automation", %scope, %reason, "automation paused");
+        Ok(finding)
+    }
+
+    /// A person resumes `scope`: the pause's finding is resolved with their justification, and
+    /// what was held proceeds. The person must be an active human; an identity provider's
+    /// client (or any non-human identity) cannot lift the pause its own feed caused.
+    pub fn resume_automation(
+        &self,
+        actor: &IdentityName,
+        scope: &str,
+        justification: String,
+    ) -> Result<Resumed> {
+        let person = self.actor(actor)?;
+        if person.kind.is_nhi() || person.state != IdentityState::Active {
+            return Err(EngineError::Denied(writ_policy::Denial {
+                code: "automation.resume_not_allowed",
+                rule: None,
+                reason: format!(
+                    "{actor} is not an active person: automation is resumed by a person who takes responsibility for it"
+                ),
+            }));
+        }
+        let justification = writ_core::machine::text(justification, "justification")?;
+        let Some(paused) = self.paused(scope)? else {
+            return Err(EngineError::Denied(writ_policy::Denial {
+                code: "automation.not_paused",
+                rule: None,
+                reason: format!("automation of {scope} is not paused"),
+            }));
+        };
+        let note = format!("automation of {scope} resumed by {actor}: {justification}");
+        let finding = self.set_finding_state(
+            Actor::Identity(actor.clone()),
+            paused,
+            FindingState::Resolved,
+            None,
+            note,
+        )?;
+        tracing::info!(target: "writ::automation", %scope, %actor, "automation resumed");
+        // Held lifecycle steps proceed, approved by this resumption, settled by the identity
+        // provider's client (the requester of their changes, as if no pause had been).
+        let settled = match self.scim_client()? {
+            Some(client) => self.scim_settle_all_approved(&client)?,
+            None => 0,
+        };
+        Ok(Resumed { finding, settled })
+    }
+
+    /// The identity provider's client: an active identity with the provisioner role.
+    fn scim_client(&self) -> Result<Option<IdentityName>> {
+        for (name, role) in self.store.role_assignments()? {
+            if role == writ_core::access::Role::Provisioner
+                && self.store.identity(&name)?.is_some_and(|i| i.state == IdentityState::Active)
+            {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Why a lifecycle step that removes access from `identity` must wait, if it must: the SCIM
+    /// scope or a target it holds access on is paused, or this leaver would take the
+    /// identity provider's removals within the window beyond the policy's limits (which pauses
+    /// the scope). `approved`: the step runs under a person's resumption, which already
+    /// decided for it.
+    pub(crate) fn lifecycle_hold(
+        &self,
+        identity: &IdentityName,
+        leaving: bool,
+        approved: bool,
+        recent: &RecentRemovals,
+    ) -> Result<Option<String>> {
+        if let Some(paused) = self.paused(SCIM_SCOPE)? {
+            return Ok(Some(format!(
+                "automation of {SCIM_SCOPE} is paused ({}): {}",
+                paused.id, paused.detail
+            )));
+        }
+        let grants = self.store.grants_of(identity)?;
+        for grant in &grants {
+            let scope = writ_core::reconcile::target_scope(&grant.entitlement.target);
+            if let Some(paused) = self.paused(&scope)? {
+                return Ok(Some(format!(
+                    "automation of {scope} is paused ({}): {}",
+                    paused.id, paused.detail
+                )));
+            }
+        }
+        if !leaving || approved {
+            return Ok(None);
+        }
+        let limits = self.policy()?.rules().automation;
+        let removed = recent.people + 1;
+        let granted = recent.grants + grants.len() as u64;
+        if !limits.exceeded(removed, granted, recent.holders.max(1)) {
+            return Ok(None);
+        }
+        let reason = format!(
+            "the identity provider would remove {removed} of {} people ({granted} grants) within {}, beyond the policy's \
+             [automation] limits ({}% of its people and at least {}, or {} grants): a broken feed is likelier than \
+             a layoff, so a person decides",
+            recent.holders,
+            limits.window,
+            limits.max_removed_percent,
+            limits.min_removed,
+            limits.max_removed_grants
+        );
+        self.pause_automation(SCIM_SCOPE, reason.clone())?;
+        Ok(Some(reason))
+    }
+
+    /// When the SCIM scope was last resumed, if ever: removals before it were decided then.
+    pub(crate) fn scim_resumed_at(&self) -> Result<Option<writ_core::time::Timestamp>> {
+        let finding = self.store.finding(&finding_id(PAUSED, SCIM_SCOPE))?;
+        Ok(finding.filter(|f| f.state == FindingState::Resolved).map(|f| f.updated_at))
+    }
+}
+
+/// The identity provider's removals counted against the limits: people it removed since the
+/// window began (or the last resumption), the grants they held, and how many people it had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentRemovals {
+    pub people: u64,
+    pub grants: u64,
+    pub holders: u64,
+}
