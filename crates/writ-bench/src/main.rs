@@ -3,7 +3,8 @@
 //! - `writ-bench demo` walks real changes through the whole chain on a temporary database and
 //!   git repository (with `--targets all`, also on real PostgreSQL, slapd and OpenBao servers);
 //! - `writ-bench bench` measures the engine, the ledger, policy and the PostgreSQL connector;
-//! - `writ-bench bench-api` measures the HTTP API against `writ serve` processes.
+//! - `writ-bench bench-api` measures the HTTP API against `writ serve` processes;
+//! - `writ-bench reconcile` measures one reconciliation of a synthetic target on a real store.
 //!
 //! Each prints a table with its baseline measured in the same run.
 
@@ -12,6 +13,7 @@ mod bench_api;
 mod bench_connector;
 mod bench_ledger;
 mod bench_policy;
+mod bench_reconcile;
 mod demo;
 mod demo_targets;
 mod story;
@@ -41,6 +43,18 @@ enum Command {
     /// Measure the HTTP API: requests per second and p50/p99 latency of request, approve and
     /// show at a fixed rate, on SQLite and (with --postgres) PostgreSQL, one and three instances.
     BenchApi(BenchApiArgs),
+    /// Measure one reconciliation: a synthetic target holding --grants grants over --identities
+    /// identities against a real SQLite store, beside reading the same rows; seconds and peak
+    /// memory of each.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReconcileArgs {
+    #[arg(long, default_value_t = 100_000)]
+    identities: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    grants: usize,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +114,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             bench::run(args.lifecycles, args.threads, args.ledger_events, args.postgres.as_deref(), json)
         }
+        Command::Reconcile(args) => bench_reconcile::run(args.identities, args.grants, json),
         Command::BenchApi(args) => bench_api::run(bench_api::Options {
             seconds: args.seconds,
             rate: args.rate,

@@ -116,7 +116,8 @@ impl Engine {
         let approved = grants.iter().map(|g| ((g.identity.as_str(), g.entitlement.entitlement.as_str()), g));
         let held = holdings.held.iter().map(|(a, e)| ((a.as_str(), e.as_str()), ()));
         merge(approved, held, |&(account, entitlement), grant, held| {
-            let registered = identities.contains_key(account);
+            // Whether the account is registered matters only for what Writ did not approve.
+            let registered = grant.is_some() || identities.contains_key(account);
             let Some(found) = situation(grant.map(|g| g.expires_at), held.is_some(), registered, now) else {
                 return;
             };
@@ -124,15 +125,17 @@ impl Engine {
                 return;
             }
             tally.add(found);
+            if found == Situation::Linked {
+                return;
+            }
+            if found == Situation::Unmatched {
+                unmatched.entry(account).or_default().push(entitlement);
+                return;
+            }
             let privileged = policy.rules().classify(&format!("{target}:{entitlement}")).0;
             let subject = access_subject(account, target, entitlement);
             let change = grant.map(|g| g.change.clone());
             let detail = match found {
-                Situation::Linked => return,
-                Situation::Unmatched => {
-                    unmatched.entry(account).or_default().push(entitlement);
-                    return;
-                }
                 Situation::Unapproved => format!(
                     "{account} holds {target}:{entitlement} on the target with no approved change in Writ \
                      (granted outside Writ, or by a change Writ never saw)"
@@ -142,7 +145,7 @@ impl Engine {
                      target does not have it",
                     grant.map_or_else(String::new, |g| g.change.to_string())
                 ),
-                Situation::Expired => format!(
+                _ => format!(
                     "{account} still holds {target}:{entitlement} after its approved end {} (granted by {})",
                     grant.and_then(|g| g.expires_at).map_or_else(String::new, Timestamp::to_rfc3339),
                     grant.map_or_else(String::new, |g| g.change.to_string())
@@ -497,38 +500,63 @@ fn human_duration(ms: i64) -> String {
     }
 }
 
-/// The observed snapshot as JSON Lines: a header, then every row the run classified.
-fn snapshot(target: &TargetName, holdings: &Holdings) -> EvidenceBlob {
-    use serde_json::json;
-    let mut out = String::new();
-    let mut line = |value: serde_json::Value| {
-        out.push_str(&value.to_string());
-        out.push('\n');
+/// The observed snapshot as JSON Lines: a header, then every row the run classified, each a
+/// JSON array of strings (or null).
+pub(crate) fn snapshot(target: &TargetName, holdings: &Holdings) -> EvidenceBlob {
+    let mut out = String::with_capacity(holdings.held.len() * 40);
+    let mut line = |fields: &[Option<&str>]| {
+        out.push('[');
+        for (n, field) in fields.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            match field {
+                Some(text) => json_string(&mut out, text),
+                None => out.push_str("null"),
+            }
+        }
+        out.push_str("]\n");
     };
-    line(json!(["target", target.as_str(), holdings.reference]));
+    line(&[Some("target"), Some(target.as_str()), holdings.reference.as_deref()]);
     for reason in &holdings.partial {
-        line(json!(["partial", reason]));
+        line(&[Some("partial"), Some(reason)]);
     }
     for (account, entitlement) in &holdings.held {
-        line(json!(["held", account, entitlement.as_str()]));
+        line(&[Some("held"), Some(account), Some(entitlement.as_str())]);
     }
     for account in &holdings.accounts {
-        line(json!(["account", account]));
+        line(&[Some("account"), Some(account)]);
     }
     for c in &holdings.credentials {
-        line(json!([
-            "credential",
-            c.class,
-            c.handle,
-            c.account,
+        let (issued, expires) =
+            (c.issued_at.map(Timestamp::to_rfc3339), c.expires_at.map(Timestamp::to_rfc3339));
+        line(&[
+            Some("credential"),
+            Some(c.class),
+            Some(&c.handle),
+            c.account.as_deref(),
             c.entitlement.as_ref().map(EntitlementName::as_str),
-            c.issued_at.map(Timestamp::to_rfc3339),
-            c.expires_at.map(Timestamp::to_rfc3339)
-        ]));
+            issued.as_deref(),
+            expires.as_deref(),
+        ]);
     }
     for (account, at) in holdings.usage.iter().flatten() {
-        line(json!(["used", account, at.to_rfc3339()]));
+        line(&[Some("used"), Some(account), Some(&at.to_rfc3339())]);
     }
     let bytes = out.into_bytes();
     EvidenceBlob { sha256: writ_ledger::sha256(&bytes), media_type: SNAPSHOT_MEDIA_TYPE.to_owned(), bytes }
+}
+
+/// Appends `text` as a JSON string (RFC 8259: quote, backslash and control characters escaped).
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }

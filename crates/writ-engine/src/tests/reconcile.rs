@@ -316,3 +316,29 @@ fn credentials_beyond_the_policy_limits_are_long_lived() {
     assert_eq!(report.credentials, 4);
     assert!(engine.check_projections().unwrap().is_empty());
 }
+
+#[test]
+fn the_snapshot_is_json_lines_whatever_the_target_names_its_accounts() {
+    let odd = "o\"dd\\name\nwith\u{1}controls";
+    let holdings = Holdings {
+        held: vec![(odd.to_owned(), ent("read")), ("dave".into(), ent("read"))],
+        accounts: vec!["ghost".into()],
+        partial: vec!["users: a page failed".into()],
+        reference: Some("abc123".into()),
+        ..Holdings::default()
+    };
+    let blob = crate::reconcile::snapshot(&apps(), &holdings);
+    assert_eq!(blob.sha256, writ_ledger::sha256(&blob.bytes));
+    let lines: Vec<serde_json::Value> =
+        std::str::from_utf8(&blob.bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!(["target", "apps", "abc123"]),
+            serde_json::json!(["partial", "users: a page failed"]),
+            serde_json::json!(["held", odd, "read"]),
+            serde_json::json!(["held", "dave", "read"]),
+            serde_json::json!(["account", "ghost"]),
+        ]
+    );
+}
