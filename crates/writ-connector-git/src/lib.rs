@@ -430,6 +430,39 @@ impl Connector for GitConnector {
         Ok((exact && !commit.is_empty()).then_some(commit))
     }
 
+    /// Every member in the access file, and the commits to it that carry no `Writ-Change:`
+    /// trailer (the newest [`writ_connector::UNSTAMPED_LIMIT`]).
+    fn holdings(&self) -> Result<writ_connector::Holdings> {
+        let (head, members) = self.read()?;
+        let mut holdings = writ_connector::Holdings::from_members(Observed {
+            members,
+            reference: Some(head.clone()),
+            ..Observed::default()
+        });
+        let limit = format!("--max-count={}", writ_connector::UNSTAMPED_LIMIT);
+        // One record per commit: hash, time, author, subject, the change trailers (NUL-separated).
+        let format = "--format=%H%x00%ct%x00%an <%ae>%x00%s%x00%(trailers:key=Writ-Change,valueonly,separator=%x2C)%x1e";
+        let log = self.git(&["log", &limit, format, &head, "--", &self.file], None)?;
+        for record in log.split('\x1e').map(str::trim).filter(|r| !r.is_empty()) {
+            let fields: Vec<&str> = record.split('\0').collect();
+            let (Some(commit), Some(at), Some(author), Some(subject)) =
+                (fields.first(), fields.get(1), fields.get(2), fields.get(3))
+            else {
+                continue;
+            };
+            if fields.get(4).is_some_and(|trailers| !trailers.trim().is_empty()) {
+                continue;
+            }
+            let Ok(seconds) = at.parse::<i64>() else { continue };
+            holdings.unstamped.push(writ_connector::Unstamped {
+                reference: (*commit).to_owned(),
+                at: writ_core::time::Timestamp::from_millis(seconds.saturating_mul(1000)),
+                summary: format!("{author}: {subject}"),
+            });
+        }
+        Ok(holdings)
+    }
+
     fn observe(&self, entitlements: &[EntitlementName]) -> Result<Observed> {
         let (head, all) = self.read()?;
         let members =

@@ -164,6 +164,23 @@ pub struct Holdings {
     pub partial: Vec<String>,
     /// The target's version of what was read (for git, the HEAD commit).
     pub reference: Option<String>,
+    /// Writes the target records that carry no Writ change ID (for git, commits to the access
+    /// file without a `Writ-Change:` trailer), newest first, as far back as the target keeps
+    /// them (bounded by [`UNSTAMPED_LIMIT`]).
+    pub unstamped: Vec<Unstamped>,
+}
+
+/// The most writes without a change ID a connector lists in one observation.
+pub const UNSTAMPED_LIMIT: usize = 1000;
+
+/// One write on the target that names no Writ change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unstamped {
+    /// How the target names it (a commit hash).
+    pub reference: String,
+    pub at: Timestamp,
+    /// Who made it and what it says, as the target records it.
+    pub summary: String,
 }
 
 impl Holdings {

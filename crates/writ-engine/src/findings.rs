@@ -155,6 +155,12 @@ fn remedy(finding: &Finding) -> Result<(writ_core::change::OpAction, IdentityNam
                  or remove the account on the target",
             ));
         }
+        crate::reconcile::TELEMETRY => {
+            return Err(unsupported(
+                "review the write; revert it through a change (`writ change request`), or resolve this finding \
+                 saying what it was",
+            ));
+        }
         "nhi.orphaned" => {
             return Err(unsupported(
                 "transfer the identity to an accountable owner with `writ identity transfer`",

@@ -21,6 +21,11 @@ use writ_store::{EvidenceBlob, ReconcileCommit};
 use crate::findings::finding_id;
 use crate::{Engine, Result, registry_event};
 
+/// The finding a write on a target that names no Writ change raises. It records an event, not
+/// a state: once resolved it stays resolved, and a run that no longer lists it (it left the
+/// connector's window) does not resolve it.
+pub const TELEMETRY: &str = "change.unmatched_telemetry";
+
 /// The media type of an observed snapshot: JSON Lines, one array per row.
 pub const SNAPSHOT_MEDIA_TYPE: &str = "application/jsonl";
 
@@ -186,6 +191,24 @@ impl Engine {
             });
         }
         wanted.extend(long_lived(&policy, target, &holdings.credentials, now));
+        // Writes on the target since Writ manages it that name no change: made outside Writ.
+        let since = self.target(target)?.created_at;
+        for write in holdings.unstamped.iter().filter(|w| w.at.as_millis() / 1000 >= since.as_millis() / 1000)
+        {
+            wanted.push(Wanted {
+                kind: TELEMETRY,
+                subject: format!("{target} {}", write.reference),
+                detail: format!(
+                    "{} on {target} at {} names no Writ change ({}): review it, and revert it through a change \
+                     or resolve this with what it was",
+                    write.reference,
+                    write.at.to_rfc3339(),
+                    write.summary.chars().take(200).collect::<String>()
+                ),
+                change: None,
+                privileged: false,
+            });
+        }
 
         let snapshot = snapshot(target, &holdings);
         let run = Run {
@@ -336,6 +359,7 @@ impl Engine {
                     opened.push((finding.clone(), registry_event(&event, hmac)));
                     report_opened.push(finding);
                 }
+                Some(found) if found.state == FindingState::Resolved && found.kind == TELEMETRY => {}
                 Some(found) if found.state == FindingState::Resolved => {
                     let finding = Finding {
                         state: FindingState::Open,
@@ -368,7 +392,9 @@ impl Engine {
         }
         let mut report_resolved = Vec::new();
         if complete {
-            for found in existing.into_values().filter(|f| f.state != FindingState::Resolved) {
+            for found in
+                existing.into_values().filter(|f| f.state != FindingState::Resolved && f.kind != TELEMETRY)
+            {
                 let expected = found.state;
                 let finding =
                     Finding { state: FindingState::Resolved, updated_at: now, exception: None, ..found };
@@ -542,6 +568,14 @@ pub(crate) fn snapshot(target: &TargetName, holdings: &Holdings) -> EvidenceBlob
     }
     for (account, at) in holdings.usage.iter().flatten() {
         line(&[Some("used"), Some(account), Some(&at.to_rfc3339())]);
+    }
+    for write in &holdings.unstamped {
+        line(&[
+            Some("unstamped"),
+            Some(&write.reference),
+            Some(&write.at.to_rfc3339()),
+            Some(&write.summary),
+        ]);
     }
     let bytes = out.into_bytes();
     EvidenceBlob { sha256: writ_ledger::sha256(&bytes), media_type: SNAPSHOT_MEDIA_TYPE.to_owned(), bytes }

@@ -311,12 +311,35 @@ fn git_a_hand_edit_of_the_access_file_is_found_and_an_orphaned_service_account_t
     let unapproved = opened(&run, "access.unapproved", "dave access:deploy-prod");
     evidence_and_controls(unapproved, &run);
     let id = unapproved["id"].as_str().unwrap().to_owned();
+    // The commit itself names no change: telemetry no change matches (the initial commit, from
+    // before the target was registered, is not counted).
+    let hand = git(&w.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let telemetry = opened(&run, "change.unmatched_telemetry", &format!("access {hand}"));
+    assert!(telemetry["detail"].as_str().unwrap().contains("give dave deploy"), "{telemetry}");
+    let kinds: Vec<&str> =
+        run["opened"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "change.unmatched_telemetry").count(), 1, "{run:#}");
     let change = remediate(&w, &id);
     assert!(git(&w.repo, &["log", "-1", "--format=%B"]).contains(&format!("Writ-Change: {change}")));
     assert!(!std::fs::read_to_string(w.repo.join("access.toml")).unwrap().contains("\"dave\""));
     // The trail of the fix names the finding.
     let shown = w.writ(&["change", "show", &change, "--json"]).json();
     assert!(shown.to_string().contains(&id), "{shown}");
+    // Writ's own commit names its change; the hand edit stays reported until someone closes it,
+    // and closed, it is not reopened by the next run (it is history, not state).
+    let after = reconcile(&w, "access");
+    assert!(after["opened"].as_array().unwrap().is_empty(), "{after:#}");
+    let telemetry_id = telemetry["id"].as_str().unwrap();
+    w.writ(&[
+        "finding",
+        "resolve",
+        telemetry_id,
+        "--as",
+        "carol",
+        "--note",
+        "the change that fixed it is verified",
+    ])
+    .ok();
 
     // alice leaves: svc-ci, which she owns, is orphaned; closed by hand without a fix, the
     // registry's reconciliation opens it again.
