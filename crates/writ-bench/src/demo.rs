@@ -147,6 +147,31 @@ pub fn run(keep: Option<&Path>, all_targets: bool) -> anyhow::Result<()> {
     complete(&engine, &signer, &leaver)?;
     println!("  dave now holds {} grant(s)", engine.grants_of(&name_of("dave")?)?.len());
 
+    heading("5. Reconciliation: someone gives dave deploy rights by editing the access file by hand");
+    let edited = std::fs::read_to_string(repo.join("access.toml"))?.replacen(
+        "[entitlements.deploy-prod]\ndescription = \"Deploy to production\"\nmembers = [",
+        "[entitlements.deploy-prod]\ndescription = \"Deploy to production\"\nmembers = [\"dave\", ",
+        1,
+    );
+    std::fs::write(repo.join("access.toml"), edited)?;
+    git(
+        &repo,
+        &["-c", "user.name=Mallory", "-c", "user.email=m@example.invalid", "commit", "-qam", "quick fix"],
+    )?;
+    let admin = Actor::System(SystemActor::Admin);
+    let report = engine.reconcile_target(admin, &TargetName::parse("access")?)?;
+    let shown = writ_api::text::reconcile_run(&writ_api::view::ReconcileView::of(&report));
+    println!("{}", shown.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+    let Some(found) = report.opened.iter().find(|f| f.kind == "access.unapproved") else {
+        bail!("the hand edit was not found by reconciliation; this is a bug");
+    };
+    let (_, fix) =
+        engine.remediate_finding(&name_of("alice")?, &found.id, None, writ_engine::random_bits()?)?;
+    println!("  remediate {} opened {} (revoke, through approval)", found.id, fix.change.id);
+    complete(&engine, &signer, &fix.change.id)?;
+    let resolved = engine.finding(&found.id)?;
+    println!("  {} is {}: the fix is verified on the repository", resolved.id, resolved.state);
+
     if all_targets {
         crate::demo_targets::run(&engine, &signer)?;
     }

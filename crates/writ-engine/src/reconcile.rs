@@ -192,9 +192,10 @@ impl Engine {
         }
         wanted.extend(long_lived(&policy, target, &holdings.credentials, now));
         // Writes on the target since Writ manages it that name no change: made outside Writ.
+        // A target's clock may count whole seconds (git): a write in the second the target was
+        // registered counts only if that second began after it.
         let since = self.target(target)?.created_at;
-        for write in holdings.unstamped.iter().filter(|w| w.at.as_millis() / 1000 >= since.as_millis() / 1000)
-        {
+        for write in holdings.unstamped.iter().filter(|w| w.at >= since) {
             wanted.push(Wanted {
                 kind: TELEMETRY,
                 subject: format!("{target} {}", write.reference),
