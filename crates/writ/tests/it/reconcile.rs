@@ -303,6 +303,9 @@ fn git_a_hand_edit_of_the_access_file_is_found_and_an_orphaned_service_account_t
         "[entitlements.deploy-prod]\nmembers = [\"dave\"]",
     );
     std::fs::write(w.repo.join("access.toml"), edited).unwrap();
+    // Git keeps whole seconds: a commit in the second the target was registered is not counted
+    // as made after it (see `reconcile::TELEMETRY`), so this one waits for the next second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     git(
         &w.repo,
         &["-c", "user.name=M", "-c", "user.email=m@example.invalid", "commit", "-qam", "give dave deploy"],
