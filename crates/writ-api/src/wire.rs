@@ -394,6 +394,66 @@ pub struct ResumeAutomation {
     pub justification: Option<String>,
 }
 
+/// `POST /api/v1/usage`: when accounts on a target were last used, from a source Writ does
+/// not read itself (a SIEM, an access log).
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
+    pub target: Option<String>,
+    /// What observed the use (for the record).
+    #[schemars(length(min = 1, max = 200), regex(pattern = LABEL_PATTERN))]
+    #[schemars(with = "String")]
+    pub source: Option<String>,
+    #[schemars(length(min = 1, max = 1000))]
+    #[schemars(with = "Vec<UsageEntry>")]
+    pub entries: Option<Vec<UsageEntry>>,
+}
+
+/// A usage report's target, source and (account, last use) entries.
+pub type UsageParts = (writ_core::name::TargetName, String, Vec<(String, writ_core::time::Timestamp)>);
+
+/// One account's last use.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+#[schemars(inline)]
+pub struct UsageEntry {
+    #[schemars(length(min = 1, max = 200), regex(pattern = LABEL_PATTERN))]
+    #[schemars(with = "String")]
+    pub account: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    #[schemars(with = "String")]
+    pub last_used: Option<String>,
+}
+
+impl UsageReport {
+    /// The target, source and entries, each checked.
+    pub fn into_parts(self) -> Result<UsageParts, crate::Error> {
+        let missing =
+            |field: &str| crate::Error::new("request.missing_field", format!("{field} is required"));
+        let target = writ_core::name::TargetName::parse(&self.target.ok_or_else(|| missing("target"))?)?;
+        let source = self.source.ok_or_else(|| missing("source"))?;
+        let entries = self
+            .entries
+            .ok_or_else(|| missing("entries"))?
+            .into_iter()
+            .map(|e| {
+                let account = e.account.ok_or_else(|| missing("entries[].account"))?;
+                let text = e.last_used.ok_or_else(|| missing("entries[].last_used"))?;
+                let at = writ_core::time::Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+                    crate::Error::new(
+                        "input.invalid_value",
+                        format!("last_used {text:?} is not an RFC 3339 time"),
+                    )
+                })?;
+                Ok((account, at))
+            })
+            .collect::<Result<Vec<_>, crate::Error>>()?;
+        Ok((target, source, entries))
+    }
+}
+
 /// `POST /api/v1/reconcile`: one target, or every target and the registry when absent.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

@@ -158,6 +158,10 @@ WHERE $2::text[] IS NULL OR ent = ANY($2)";
 const ACCOUNTS: &str = "SELECT rolname::text FROM pg_roles
     WHERE rolcanlogin AND rolname <> session_user AND rolname NOT LIKE 'pg\\_%' ORDER BY 1";
 
+/// The logins with a session open now (not Writ's own), at the server's time in milliseconds.
+const SESSIONS: &str = "SELECT DISTINCT usename::text, (extract(epoch FROM now()) * 1000)::bigint
+    FROM pg_stat_activity WHERE usename IS NOT NULL AND usename <> session_user";
+
 /// How many times the timeout a full read of the catalog may take.
 const READ_TIMEOUTS: u32 = 10;
 
@@ -578,8 +582,9 @@ impl Connector for PostgresConnector {
     }
 
     /// Every member of every managed entitlement as the server names it (a login whose name no
-    /// Writ identity can have is held by that name, and is unmatched), and every login role but
-    /// Writ's own; read under one deadline of [`READ_TIMEOUTS`] timeouts.
+    /// Writ identity can have is held by that name, and is unmatched), every login role but
+    /// Writ's own, and the logins with a session open now (the usage signal); read under one
+    /// deadline of [`READ_TIMEOUTS`] timeouts.
     fn holdings(&self) -> Result<Holdings> {
         let client = self.lock()?;
         let deadline = tokio::time::Instant::now() + self.timeout * READ_TIMEOUTS;
@@ -588,9 +593,10 @@ impl Connector for PostgresConnector {
         let read = self.wait_until(deadline, async {
             let catalog = client.query(&self.catalog, &params);
             let accounts = client.query(ACCOUNTS, &[]);
-            Ok(futures_util::future::try_join(catalog, accounts).await?)
+            let sessions = client.query(SESSIONS, &[]);
+            Ok(futures_util::future::try_join3(catalog, accounts, sessions).await?)
         });
-        let (rows, accounts) = read.map_err(|f| self.fail(f))?;
+        let (rows, accounts, sessions) = read.map_err(|f| self.fail(f))?;
         let mut holdings = Holdings::default();
         for row in rows {
             let (kind, name): (&str, String) = (row.get(0), row.get(1));
@@ -605,6 +611,13 @@ impl Connector for PostgresConnector {
             holdings.held.push((member, entitlement));
         }
         holdings.accounts = accounts.iter().map(|row| row.get::<_, String>(0)).collect();
+        // Sessions open now: a momentary usage signal, which the engine keeps.
+        holdings.usage = Some(
+            sessions
+                .iter()
+                .map(|row| (row.get::<_, String>(0), writ_core::time::Timestamp::from_millis(row.get(1))))
+                .collect(),
+        );
         holdings.normalize();
         Ok(holdings)
     }

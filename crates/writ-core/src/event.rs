@@ -402,6 +402,15 @@ pub enum RegistryEvent {
         finding: crate::finding::Finding,
         note: String,
     },
+    /// Use of accounts on a target was reported (`source`: the feed, or the target's own
+    /// sessions seen by a reconciliation): each account's last use at that time.
+    UsageReported {
+        actor: Actor,
+        target: crate::name::TargetName,
+        source: String,
+        entries: Vec<(String, Timestamp)>,
+        at: Timestamp,
+    },
     /// A reconciliation compared what a target holds with what Writ approved (or checked the
     /// registry's owners): the snapshot's digest, the count per situation and the findings seen.
     Reconciled {
@@ -441,6 +450,7 @@ impl RegistryEvent {
             RegistryEvent::ProjectionsRepaired { .. } => "ledger.projections_repaired",
             RegistryEvent::Reconciled { .. } => "reconcile.run",
             RegistryEvent::FindingRemediation { .. } => "finding.remediation_opened",
+            RegistryEvent::UsageReported { .. } => "usage.reported",
             RegistryEvent::LedgerKey { retired: false, .. } => "ledger.key_added",
             RegistryEvent::LedgerKey { retired: true, .. } => "ledger.key_retired",
         }
@@ -467,6 +477,7 @@ impl RegistryEvent {
             | RegistryEvent::ProjectionsRepaired { actor, .. }
             | RegistryEvent::Reconciled { actor, .. }
             | RegistryEvent::FindingRemediation { actor, .. }
+            | RegistryEvent::UsageReported { actor, .. }
             | RegistryEvent::LedgerKey { actor, .. } => actor,
         }
     }
@@ -483,6 +494,7 @@ impl RegistryEvent {
             | RegistryEvent::ScimLinked { at, .. }
             | RegistryEvent::RefusalsCounted { at, .. }
             | RegistryEvent::ProjectionsRepaired { at, .. }
+            | RegistryEvent::UsageReported { at, .. }
             | RegistryEvent::LedgerKey { at, .. }
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }

@@ -17,7 +17,7 @@ use writ_core::event::{ChangeEvent, ChangeEventBody, Event, RegistryEvent};
 use writ_core::exception::Exception;
 use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Actor, Grant, Identity, IdentityState, Target};
-use writ_core::name::IdentityName;
+use writ_core::name::{IdentityName, TargetName};
 use writ_core::time::Timestamp;
 use writ_store::{ChangeRow, Fix, GrantUpdate};
 
@@ -86,6 +86,8 @@ struct Expected {
     policies_loaded: BTreeSet<String>,
     policy: Option<String>,
     findings: BTreeMap<String, Finding>,
+    /// "target account" → (target, account, last use)
+    usage: BTreeMap<String, (TargetName, String, Timestamp)>,
     exceptions: BTreeMap<String, Exception>,
     /// id → (the fold of its events, the time of its last event)
     changes: BTreeMap<ChangeId, (Change, Timestamp)>,
@@ -226,6 +228,16 @@ impl Expected {
                     finding.last_seen = before.last_seen;
                 }
                 self.findings.insert(finding.id.clone(), finding);
+            }
+            RegistryEvent::UsageReported { target, entries, .. } => {
+                for (account, at) in entries {
+                    let row = self.usage.entry(format!("{target} {account}")).or_insert((
+                        target.clone(),
+                        account.clone(),
+                        *at,
+                    ));
+                    row.2 = row.2.max(*at);
+                }
             }
             RegistryEvent::FindingRemediation { finding, .. } => {
                 let mut finding = finding.clone();
@@ -493,6 +505,17 @@ impl Engine {
             &findings,
             |f| format!("{f:?}"),
             |id, want, _| Some(Fix::Finding(id.to_owned(), want.cloned())),
+        );
+        let usage = keyed(store.all_usage()?, |(target, account, _)| format!("{target} {account}"));
+        survey.table(
+            "usage",
+            &expected.usage,
+            &usage,
+            |(_, _, at)| format!("last used {}", at.to_rfc3339()),
+            |_, want, have| {
+                let (target, account, _) = want.or(have)?;
+                Some(Fix::Usage(target.clone(), account.clone(), want.map(|(_, _, at)| *at)))
+            },
         );
         let exceptions = keyed(store.exceptions(None)?, |e| e.id.to_string());
         survey.table(

@@ -26,6 +26,12 @@ use crate::{Engine, Result, registry_event};
 /// connector's window) does not resolve it.
 pub const TELEMETRY: &str = "change.unmatched_telemetry";
 
+/// The most entries one usage report may carry.
+pub const MAX_USAGE_ENTRIES: usize = 1000;
+
+/// The finding for access not used within the policy's `stale_after`.
+pub const STALE: &str = "access.stale";
+
 /// The media type of an observed snapshot: JSON Lines, one array per row.
 pub const SNAPSHOT_MEDIA_TYPE: &str = "application/jsonl";
 
@@ -79,6 +85,61 @@ pub fn parse_access_subject(subject: &str) -> Option<(IdentityName, EntitlementR
 }
 
 impl Engine {
+    /// Records the last use of accounts on `target` (a usage feed, or sessions a reconciliation
+    /// saw): each account's time moves forward, never back. Refused, recording nothing: an
+    /// unknown target, no entries or more than [`MAX_USAGE_ENTRIES`], a blank or multi-line
+    /// account or source, a time more than five minutes ahead.
+    pub fn report_usage(
+        &self,
+        actor: Actor,
+        target: &TargetName,
+        source: &str,
+        entries: Vec<(String, Timestamp)>,
+    ) -> Result<u64> {
+        self.target(target)?;
+        let source = writ_core::machine::line(source.to_owned(), "usage source")?;
+        if entries.is_empty() || entries.len() > MAX_USAGE_ENTRIES {
+            return Err(writ_core::Refusal::InvalidValue {
+                field: "usage entries",
+                input: entries.len().to_string(),
+                expected: "1 to 1000 entries",
+            }
+            .into());
+        }
+        let now = self.now();
+        let mut latest: BTreeMap<String, Timestamp> = BTreeMap::new();
+        for (account, at) in entries {
+            let account = writ_core::machine::line(account, "account")?;
+            if account.chars().count() > 200 {
+                return Err(writ_core::Refusal::InvalidValue {
+                    field: "account",
+                    input: account.chars().take(40).collect(),
+                    expected: "at most 200 characters",
+                }
+                .into());
+            }
+            if at.as_millis() > now.as_millis() + 300_000 {
+                return Err(writ_core::Refusal::InvalidValue {
+                    field: "last used",
+                    input: at.to_rfc3339(),
+                    expected: "a time that is not in the future",
+                }
+                .into());
+            }
+            let slot = latest.entry(account).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+        let entries: Vec<(String, Timestamp)> = latest.into_iter().collect();
+        let event = RegistryEvent::UsageReported {
+            actor,
+            target: target.clone(),
+            source,
+            entries: entries.clone(),
+            at: now,
+        };
+        Ok(self.store.report_usage(target, &entries, &registry_event(&event, self.hmac()?))?)
+    }
+
     /// Reconciles every registered target, then the registry's owners; a target that cannot be
     /// read gives a partial run, not an error.
     pub fn reconcile_all(&self, actor: Actor) -> Result<Vec<Report>> {
@@ -115,6 +176,26 @@ impl Engine {
                 .cmp(&(b.identity.as_str(), b.entitlement.entitlement.as_str()))
         });
 
+        // Use seen on the target now is kept (a session is a momentary signal), then every
+        // account's last use, from the target and the usage feed, decides what is stale.
+        if let Some(native) = &holdings.usage {
+            let stored: BTreeMap<String, Timestamp> = self.store.usage(target)?.into_iter().collect();
+            let newer: Vec<(String, Timestamp)> = native
+                .iter()
+                .filter(|(account, at)| stored.get(account).is_none_or(|known| known < at))
+                .cloned()
+                .collect();
+            for batch in newer.chunks(MAX_USAGE_ENTRIES) {
+                self.report_usage(actor.clone(), target, "reconciliation", batch.to_vec())?;
+            }
+        }
+        let usage: BTreeMap<String, Timestamp> = self.store.usage(target)?.into_iter().collect();
+        let usage_signal = holdings.usage.is_some() || !usage.is_empty();
+        let stale_before = policy
+            .rules()
+            .stale_after
+            .filter(|_| usage_signal)
+            .map(|after| Timestamp::from_millis(now.as_millis() - after.as_millis()));
         let mut tally = Tally::default();
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut unmatched: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -131,6 +212,25 @@ impl Engine {
             }
             tally.add(found);
             if found == Situation::Linked {
+                let last = usage.get(account).copied();
+                if let (Some(before), Some(grant)) = (stale_before, grant)
+                    && grant.granted_at <= before
+                    && last.is_none_or(|at| at <= before)
+                {
+                    let seen =
+                        last.map_or_else(|| "never seen used".to_owned(), |at| format!("last used {at}"));
+                    wanted.push(Wanted {
+                        kind: STALE,
+                        subject: access_subject(account, target, entitlement),
+                        detail: format!(
+                            "{account} holds {target}:{entitlement} (granted by {} at {}) and was {seen}: \
+                             beyond the policy's stale_after; revoke it if it is no longer needed",
+                            grant.change, grant.granted_at
+                        ),
+                        change: Some(grant.change.clone()),
+                        privileged: false,
+                    });
+                }
                 return;
             }
             if found == Situation::Unmatched {
@@ -219,7 +319,7 @@ impl Engine {
             snapshot_size: snapshot.bytes.len() as u64,
             tally,
             partial: holdings.partial.clone(),
-            usage_signal: holdings.usage.is_some(),
+            usage_signal,
             seen: Vec::new(),
         };
         let mut report = self.record_run(actor, run, snapshot, wanted, complete)?;

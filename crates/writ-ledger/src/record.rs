@@ -353,6 +353,12 @@ enum Data {
     LedgerKey {
         key: String,
     },
+    Usage {
+        target: String,
+        source: String,
+        /// `[account, last used]` pairs.
+        used: Vec<(String, String)>,
+    },
     Reconciled {
         scope: String,
         snapshot: String,
@@ -701,6 +707,13 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
         ("ledger.projections_repaired", Data::ProjectionsRepaired { repaired }) => {
             RegistryEvent::ProjectionsRepaired { actor, repaired, at }
         }
+        ("usage.reported", Data::Usage { target, source, used }) => {
+            let entries = used
+                .into_iter()
+                .map(|(account, last)| Ok((account, parse_time(&last)?)))
+                .collect::<Result<Vec<_>, RecordError>>()?;
+            RegistryEvent::UsageReported { actor, target: TargetName::parse(&target)?, source, entries, at }
+        }
         (
             "reconcile.run",
             Data::Reconciled { scope, snapshot, snapshot_size, situations, partial, usage_signal, seen },
@@ -945,6 +958,11 @@ fn registry_data(event: &RegistryEvent) -> Data {
             scope: finding.scope.clone(),
             evidence: finding.evidence.clone(),
             remediation: finding.remediation.as_ref().map(ToString::to_string),
+        },
+        RegistryEvent::UsageReported { target, source, entries, .. } => Data::Usage {
+            target: target.to_string(),
+            source: source.clone(),
+            used: entries.iter().map(|(account, last)| (account.clone(), last.to_rfc3339())).collect(),
         },
         RegistryEvent::Reconciled { run, .. } => Data::Reconciled {
             scope: run.scope.clone(),

@@ -102,6 +102,14 @@ pub(crate) fn op(
     }
 }
 
+impl Operation {
+    /// Any one of `roles` allows the operation (where no one action's roles say it).
+    pub(crate) fn for_roles(mut self, roles: &'static [writ_core::access::Role]) -> Operation {
+        self.roles = roles;
+        self
+    }
+}
+
 /// Runs engine work on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     state: &State,
@@ -225,6 +233,15 @@ pub(crate) fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value>
     match kind {
         "change" => change_json(engine, &engine.load(&ChangeId::parse(rest)?)?),
         "finding" => Ok(writ_api::view::finding_json(&engine.finding(rest)?)),
+        "usage" => {
+            let mut parts = rest.splitn(3, ':');
+            let (target, accounts, index) = (parts.next(), parts.next(), parts.next());
+            Ok(json!({
+                "target": target.unwrap_or_default(),
+                "accounts": accounts.and_then(|a| a.parse::<u64>().ok()).unwrap_or_default(),
+                "index": index.and_then(|i| i.parse::<u64>().ok()).unwrap_or_default(),
+            }))
+        }
         "resumed" => {
             let finding = engine.finding(rest)?;
             let resumed = writ_engine::automation::Resumed { finding, settled: 0 };

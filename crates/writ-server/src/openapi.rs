@@ -24,6 +24,7 @@ pub fn schemas() -> Value {
         "RemediateFinding": schema::<wire::RemediateFinding>(),
         "Reconcile": schema::<wire::Reconcile>(),
         "ResumeAutomation": schema::<wire::ResumeAutomation>(),
+        "UsageReport": schema::<wire::UsageReport>(),
         "NewException": schema::<wire::NewException>(),
         "Renewal": schema::<wire::Renewal>(),
         "NewToken": schema::<wire::NewToken>(),

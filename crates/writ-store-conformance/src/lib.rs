@@ -45,6 +45,7 @@ const TESTS: &[(&str, Test)] = &[
     ("due changes: by deadline, rescheduled only from the sequence read", due_changes),
     ("findings: opened once, moved only from the state read, each with its event", findings),
     ("reconcile: findings, snapshot and run event in one transaction, seen findings touched", reconcile),
+    ("usage: last use moves forward only, each report with its event", usage),
     ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
     ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
     ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
@@ -607,6 +608,37 @@ fn reconcile(store: Arc<dyn Store>) {
     store.update_finding(&fix, FindingState::Open, &event(None, None, "r7")).unwrap();
     assert_eq!(store.findings_remediated_by(&id(61)).unwrap(), vec![fix]);
     assert!(store.findings_remediated_by(&id(62)).unwrap().is_empty());
+}
+
+fn usage(store: Arc<dyn Store>) {
+    use writ_core::name::TargetName;
+    let at = Timestamp::from_millis;
+    let (db, git) = (TargetName::parse("db").unwrap(), TargetName::parse("access").unwrap());
+    let first = store
+        .report_usage(&db, &[("bob".into(), at(10)), ("Alice".into(), at(20))], &event(None, None, "u1"))
+        .unwrap();
+    store.report_usage(&git, &[("bob".into(), at(5))], &event(None, None, "u2")).unwrap();
+    // Older times never move a last use back; newer ones move it forward.
+    let last = store
+        .report_usage(&db, &[("bob".into(), at(30)), ("Alice".into(), at(1))], &event(None, None, "u3"))
+        .unwrap();
+    assert_eq!(last, first + 2);
+    assert_eq!(
+        store.usage(&db).unwrap(),
+        [("Alice".to_owned(), at(20)), ("bob".to_owned(), at(30))],
+        "byte order"
+    );
+    assert_eq!(store.usage(&git).unwrap(), [("bob".to_owned(), at(5))]);
+    assert!(store.usage(&TargetName::parse("none").unwrap()).unwrap().is_empty());
+    assert_eq!(
+        store.all_usage().unwrap(),
+        [
+            (git.clone(), "bob".to_owned(), at(5)),
+            (db.clone(), "Alice".to_owned(), at(20)),
+            (db, "bob".to_owned(), at(30))
+        ]
+    );
+    assert_eq!(store.event_count().unwrap(), 3);
 }
 
 fn exceptions(store: Arc<dyn Store>) {

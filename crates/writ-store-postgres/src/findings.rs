@@ -183,3 +183,58 @@ impl FindingStore for PostgresStore {
         self.write(move |tx, next| reconcile(tx, next, &commit))
     }
 }
+
+/// Moves an account's last use forward (never back).
+pub(crate) fn upsert_usage(tx: &mut Tx<'_, '_>, target: &str, account: &str, at: Timestamp) -> Result<()> {
+    tx.execute(
+        "INSERT INTO usage (target, account, last_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (target, account) DO UPDATE SET last_ms = GREATEST(usage.last_ms, excluded.last_ms)",
+        &[&target, &account, &at.as_millis()],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+impl writ_store::UsageStore for PostgresStore {
+    fn report_usage(
+        &self,
+        target: &writ_core::name::TargetName,
+        entries: &[(String, Timestamp)],
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (target, entries, event) = (target.to_string(), entries.to_vec(), event.clone());
+        self.write(move |tx, next| {
+            for (account, at) in &entries {
+                upsert_usage(tx, &target, account, *at)?;
+            }
+            Ok((one_index(&append(tx, next, std::slice::from_ref(&event))?)?, 1))
+        })
+    }
+
+    fn usage(&self, target: &writ_core::name::TargetName) -> Result<Vec<(String, Timestamp)>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query(
+                "SELECT account, last_ms FROM usage WHERE target = $1 ORDER BY account COLLATE \"C\"",
+                &[&target.as_str()],
+            )
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|row| (row.get::<_, String>(0), Timestamp::from_millis(row.get(1)))).collect())
+    }
+
+    fn all_usage(&self) -> Result<Vec<(writ_core::name::TargetName, String, Timestamp)>> {
+        let mut client = self.lock()?;
+        let rows = client
+            .cached()
+            .query("SELECT target, account, last_ms FROM usage ORDER BY target COLLATE \"C\", account COLLATE \"C\"", &[])
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let target =
+                    writ_core::name::TargetName::parse(row.get(0)).map_err(corrupt("usage target"))?;
+                Ok((target, row.get::<_, String>(1), Timestamp::from_millis(row.get(2))))
+            })
+            .collect()
+    }
+}

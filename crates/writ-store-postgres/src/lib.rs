@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0016_scim_links.sql"),
     include_str!("../migrations/0017_cosignatures.sql"),
     include_str!("../migrations/0018_reconcile.sql"),
+    include_str!("../migrations/0019_usage.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

@@ -192,3 +192,62 @@ impl FindingStore for SqliteStore {
         self.writer.submit(Box::new(move |tx| reconcile(tx, &commit)))
     }
 }
+
+/// Moves an account's last use forward (never back).
+pub(crate) fn upsert_usage(tx: &Transaction<'_>, target: &str, account: &str, at: Timestamp) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO usage (target, account, last_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (target, account) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)",
+    )
+    .and_then(|mut s| s.execute(params![target, account, at.as_millis()]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+impl writ_store::UsageStore for SqliteStore {
+    fn report_usage(
+        &self,
+        target: &writ_core::name::TargetName,
+        entries: &[(String, Timestamp)],
+        event: &NewEvent,
+    ) -> Result<u64> {
+        let (target, entries, event) = (target.to_string(), entries.to_vec(), event.clone());
+        one_index(self.writer.submit(Box::new(move |tx| {
+            for (account, at) in &entries {
+                upsert_usage(tx, &target, account, *at)?;
+            }
+            append(tx, std::slice::from_ref(&event))
+        }))?)
+    }
+
+    fn usage(&self, target: &writ_core::name::TargetName) -> Result<Vec<(String, Timestamp)>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached("SELECT account, last_ms FROM usage WHERE target = ?1 ORDER BY account")
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([target.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, Timestamp::from_millis(row.get(1)?)))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| row.map_err(map_err)).collect()
+    }
+
+    fn all_usage(&self) -> Result<Vec<(writ_core::name::TargetName, String, Timestamp)>> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached("SELECT target, account, last_ms FROM usage ORDER BY target, account")
+            .map_err(map_err)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, Timestamp::from_millis(row.get(2)?)))
+            })
+            .map_err(map_err)?;
+        rows.map(|row| {
+            let (target, account, at) = row.map_err(map_err)?;
+            let target = writ_core::name::TargetName::parse(&target).map_err(corrupt("usage target"))?;
+            Ok((target, account, at))
+        })
+        .collect()
+    }
+}

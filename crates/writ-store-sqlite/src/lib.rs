@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0016_scim_links.sql"),
     include_str!("../migrations/0017_cosignatures.sql"),
     include_str!("../migrations/0018_reconcile.sql"),
+    include_str!("../migrations/0019_usage.sql"),
 ];
 
 mod access;

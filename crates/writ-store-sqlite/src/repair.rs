@@ -172,6 +172,10 @@ fn apply(tx: &Transaction<'_>, fix: &Fix) -> Result<()> {
             }
             Ok(())
         }
+        Fix::Usage(target, account, last) => {
+            run(tx, "DELETE FROM usage WHERE target = ?1 AND account = ?2", &[&target.as_str(), account])?;
+            last.map_or(Ok(()), |at| crate::findings::upsert_usage(tx, target.as_str(), account, at))
+        }
         Fix::Finding(id, finding) => {
             run(tx, "DELETE FROM findings WHERE id = ?1", &[id])?;
             finding.as_ref().map_or(Ok(()), |f| crate::findings::insert_row(tx, f))

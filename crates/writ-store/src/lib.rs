@@ -219,6 +219,23 @@ pub trait FindingStore {
     fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>>;
 }
 
+/// The last use of accounts on targets, as reported (by a feed, or the sessions a
+/// reconciliation saw), each report recorded by an event in the same transaction.
+pub trait UsageStore {
+    /// Moves each account's last use on `target` forward to the reported time (never back),
+    /// and appends `event`.
+    fn report_usage(
+        &self,
+        target: &TargetName,
+        entries: &[(String, Timestamp)],
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// The last use of every account on `target` that has one, ordered by account.
+    fn usage(&self, target: &TargetName) -> Result<Vec<(String, Timestamp)>>;
+    /// Every row, ordered by target then account: what the projection check compares.
+    fn all_usage(&self) -> Result<Vec<(TargetName, String, Timestamp)>>;
+}
+
 /// What one reconciliation writes: the findings it opened and moved, the findings it saw
 /// again, the snapshot it observed and its own event, appended last.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -852,6 +869,8 @@ pub enum Fix {
     /// Kept clear text that no longer opens its seal: it is erased (it cannot be restored from
     /// the ledger, which holds only the seal).
     Sensitive(String),
+    /// An account's last use on a target.
+    Usage(TargetName, String, Option<Timestamp>),
 }
 
 /// Putting diverged projections back from the ledger.
@@ -868,6 +887,7 @@ pub trait Store:
     + RepairStore
     + PolicyStore
     + FindingStore
+    + UsageStore
     + ExceptionStore
     + IntakeStore
     + ScimStore
@@ -888,6 +908,7 @@ impl<T> Store for T where
         + RepairStore
         + PolicyStore
         + FindingStore
+        + UsageStore
         + ExceptionStore
         + IntakeStore
         + ScimStore

@@ -116,3 +116,11 @@ impl ResumedView {
         }
     }
 }
+
+/// A usage report as recorded: the target, how many accounts, and the ledger index.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct UsageView {
+    pub target: String,
+    pub accounts: u64,
+    pub index: u64,
+}

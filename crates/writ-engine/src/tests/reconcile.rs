@@ -342,3 +342,71 @@ fn the_snapshot_is_json_lines_whatever_the_target_names_its_accounts() {
         ]
     );
 }
+
+#[test]
+fn access_unused_beyond_stale_after_is_stale_only_where_there_is_a_usage_signal() {
+    let w = world();
+    granted(&w, "dave", "apps:read", None, 1);
+    granted(&w, "carol", "apps:read", None, 2);
+    let day = 86_400_000;
+    w.clock.0.fetch_add(100 * day, Ordering::SeqCst);
+    // No signal from the memory target and none reported: nothing is stale, and the run says so.
+    let quiet = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    assert!(!quiet.usage_signal);
+    assert!(quiet.opened.is_empty(), "{:?}", quiet.opened);
+
+    // A feed says carol used it yesterday; dave was last seen 95 days ago (pack: stale after 90d).
+    let now = w.clock.now().as_millis();
+    let entries = vec![
+        ("carol".to_owned(), Timestamp::from_millis(now - day)),
+        ("dave".to_owned(), Timestamp::from_millis(now - 95 * day)),
+        ("dave".to_owned(), Timestamp::from_millis(now - 96 * day)),
+    ];
+    w.engine.report_usage(admin(), &apps(), "siem", entries).unwrap();
+    assert_eq!(
+        w.engine.store().usage(&apps()).unwrap(),
+        [
+            ("carol".to_owned(), Timestamp::from_millis(now - day)),
+            ("dave".to_owned(), Timestamp::from_millis(now - 95 * day))
+        ],
+        "the latest of each account"
+    );
+    let run = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    assert!(run.usage_signal);
+    assert_eq!(kinds(&run.opened), [pair("access.stale", "dave apps:read")]);
+    assert!(run.opened[0].detail.contains("last used"), "{}", run.opened[0].detail);
+    // An older report never moves a last use back; a newer one resolves the finding.
+    w.engine
+        .report_usage(admin(), &apps(), "siem", vec![("dave".into(), Timestamp::from_millis(now - 99 * day))])
+        .unwrap();
+    assert_eq!(w.engine.reconcile_target(admin(), &apps()).unwrap().still_open, 1);
+    w.engine
+        .report_usage(admin(), &apps(), "siem", vec![("dave".into(), Timestamp::from_millis(now))])
+        .unwrap();
+    let used = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    assert_eq!(kinds(&used.resolved), [pair("access.stale", "dave apps:read")]);
+
+    // Bad reports are refused and record nothing.
+    let before = snapshot(&w.engine);
+    let future = Timestamp::from_millis(now + 3_600_000);
+    type Report = (&'static str, TargetName, &'static str, Vec<(String, Timestamp)>);
+    let bad: Vec<Report> = vec![
+        (
+            "unknown target",
+            TargetName::parse("nowhere").unwrap(),
+            "siem",
+            vec![("dave".into(), w.clock.now())],
+        ),
+        ("no entries", apps(), "siem", vec![]),
+        ("too many", apps(), "siem", (0..1001).map(|i| (format!("a{i}"), w.clock.now())).collect()),
+        ("blank account", apps(), "siem", vec![(" ".into(), w.clock.now())]),
+        ("two lines", apps(), "siem", vec![("da\nve".into(), w.clock.now())]),
+        ("long account", apps(), "siem", vec![("x".repeat(201), w.clock.now())]),
+        ("future", apps(), "siem", vec![("dave".into(), future)]),
+        ("blank source", apps(), " ", vec![("dave".into(), w.clock.now())]),
+    ];
+    for (name, target, source, entries) in bad {
+        assert!(w.engine.report_usage(admin(), &target, source, entries).is_err(), "{name} was accepted");
+        assert_eq!(snapshot(&w.engine), before, "{name} changed the store");
+    }
+}

@@ -44,6 +44,8 @@ struct RulesFile {
     secret: Vec<Spanned<reconcile::SecretSpec>>,
     #[serde(default)]
     automation: Option<Spanned<reconcile::AutomationSpec>>,
+    #[serde(default)]
+    usage: Option<Spanned<reconcile::UsageSpec>>,
 }
 
 pub use reconcile::{AutomationLimits, FINDING_KINDS, FindingRule, SECRET_CLASSES, SecretLimit};
@@ -339,6 +341,8 @@ pub struct Rules {
     findings: Vec<FindingRule>,
     secrets: BTreeMap<String, SecretLimit>,
     pub automation: AutomationLimits,
+    /// How long access may go unused before it is stale (`[usage]`), if the policy says.
+    pub stale_after: Option<Duration>,
 }
 
 const FILE: &str = "rules.toml";
@@ -376,8 +380,10 @@ impl Rules {
         let findings = reconcile::findings(&file, text)?;
         let secrets = reconcile::secrets(&file, text)?;
         let automation = reconcile::automation(&file, text)?;
+        let stale_after = reconcile::stale_after(&file, text)?;
         Ok(Rules {
             automation,
+            stale_after,
             tiers,
             groups,
             entitlements,

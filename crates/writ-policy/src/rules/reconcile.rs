@@ -44,6 +44,21 @@ pub(super) struct SecretSpec {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct UsageSpec {
+    stale_after: String,
+}
+
+/// How long access may go unused before it is `access.stale` (`[usage] stale_after`), where
+/// the target gives a usage signal; `None` without the section.
+pub(super) fn stale_after(file: &RulesFile, text: &str) -> Result<Option<Duration>, PolicyError> {
+    let Some(spec) = &file.usage else { return Ok(None) };
+    let line = line_of(text, spec.span().start);
+    let err = |reason: String| PolicyError::invalid(FILE, line, &format!("[usage]: {reason}"));
+    Ok(Some(duration(&spec.get_ref().stale_after).map_err(err)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct AutomationSpec {
     window: Option<String>,
     max_removed_percent: Option<u8>,

@@ -14,9 +14,10 @@ use crate::error::ApiResult;
 use crate::http::{JsonBody, Operation, Path, Query, blocking, op, request_parts, required, write};
 use crate::idempotency::Written;
 use writ_api::view::{
-    ChangeView, FindingView, List, ReconcileRunsView, ReconcileView, RemediationView, ResumedView, to_json,
+    ChangeView, FindingView, List, ReconcileRunsView, ReconcileView, RemediationView, ResumedView, UsageView,
+    to_json,
 };
-use writ_api::wire::{Reconcile, RemediateFinding, ResolveFinding, ResumeAutomation};
+use writ_api::wire::{Reconcile, RemediateFinding, ResolveFinding, ResumeAutomation, UsageReport};
 
 pub fn operations() -> Vec<Operation> {
     use Action as A;
@@ -65,6 +66,18 @@ pub fn operations() -> Vec<Operation> {
         )
         .returns::<ReconcileRunsView>(),
         op(
+            M::POST,
+            "/api/v1/usage",
+            "Report when accounts on a target were last used (up to 1000 entries; a time moves forward, never \
+             back): the usage signal for access.stale where the target gives none itself. Recorded in the \
+             ledger. For a feed with the provisioner role, or an admin.",
+            Some(A::Provision),
+            Some("UsageReport"),
+            post(report_usage),
+        )
+        .returns::<UsageView>()
+        .for_roles(&[writ_core::access::Role::Provisioner, writ_core::access::Role::Admin]),
+        op(
             M::GET,
             "/api/v1/automation",
             "The paused scopes of automation (`scim`, `target:NAME`): the findings that pause them.",
@@ -84,6 +97,34 @@ pub fn operations() -> Vec<Operation> {
         )
         .returns::<ResumedView>(),
     ]
+}
+
+pub(crate) async fn report_usage(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<UsageReport>,
+) -> ApiResult<Response> {
+    if caller.may(Action::Provision).is_err() {
+        caller.may(Action::Operate)?;
+    }
+    // Usage is about the organisation's own targets: a vendor's principal does not report it.
+    caller.within_scope(Action::Operate, std::iter::once(None))?;
+    let (target, source, entries) = body.value.into_parts()?;
+    let request = request_parts(&method, "/usage", &body.raw);
+    let actor = writ_core::identity::Actor::Identity(caller.identity.name.clone());
+    write(&state, &caller, headers, request, move |state| {
+        let accounts = entries.len() as u64;
+        let index = state.engine.report_usage(actor, &target, &source, entries)?;
+        let view = UsageView { target: target.to_string(), accounts, index };
+        Ok(Written {
+            status: StatusCode::OK,
+            resource: format!("usage:{target}:{accounts}:{index}"),
+            body: to_json(&view),
+        })
+    })
+    .await
 }
 
 pub(crate) async fn automation_status(

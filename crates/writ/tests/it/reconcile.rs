@@ -122,6 +122,24 @@ fn postgres_an_out_of_band_grant_is_found_remediated_and_resolved_only_once_veri
     assert_ne!(seen["last_seen"], seen["first_seen"]);
     let id = unapproved["id"].as_str().unwrap().to_owned();
 
+    // The server's own usage signal: a session of rcp_dave open during a run is kept as its
+    // last use; a session of an account no identity is counts too, and proves nothing stale.
+    assert_eq!(run["usage"], "signal", "{run}");
+    admin.batch_execute("ALTER ROLE rcp_dave PASSWORD 'a-throwaway-test-password'").unwrap();
+    let session_dsn =
+        format!("{} password=a-throwaway-test-password", dsn.replace("user=writ", "user=rcp_dave"));
+    let session = postgres::Client::connect(&session_dsn, postgres::NoTls).unwrap();
+    reconcile(&w, "pg");
+    drop(session);
+    let db = rusqlite::Connection::open(&w.db).unwrap();
+    let seen: i64 = db
+        .query_row("SELECT count(*) FROM usage WHERE target = 'pg' AND account = 'rcp_dave'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(seen, 1, "the session was not kept as a last use");
+    assert_eq!(w.writ(&["ledger", "verify"]).code, 0, "the usage table is a projection of the ledger");
+
     remediate(&w, &id);
     assert!(!crate::pgtarget::member(&mut pg, "rcp_dave", "rcp_read"), "still a member after the fix");
     let after = reconcile(&w, "pg");
@@ -410,6 +428,32 @@ fn reconcile_and_remediate_over_http_are_refused_to_roles_and_vendors_without_ch
     let unknown = api.post("/api/v1/findings/FND-0000000000000000/remediate", &http.alice, json!({}));
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     assert_eq!(http.fingerprint(), before, "a refused remediation changed something");
+    // The usage feed: for a provisioner or an admin only; bad reports change nothing.
+    let report = |account: &str, at: &str| json!({ "target": "access", "source": "siem", "entries": [{ "account": account, "last_used": at }] });
+    let before = http.fingerprint();
+    for who in [&http.alice, &http.bob, &http.carol, &http.executor, &http.vera] {
+        let refused = api.post("/api/v1/usage", who, report("dave", "2026-01-01T00:00:00Z"));
+        assert_eq!(refused.status, 403, "{}", refused.body);
+    }
+    for body in [
+        json!({ "target": "access", "source": "siem", "entries": [] }),
+        json!({ "target": "access", "source": "siem" }),
+        json!({ "target": "nowhere", "source": "siem", "entries": [{ "account": "dave", "last_used": "2026-01-01T00:00:00Z" }] }),
+        report("dave", "yesterday"),
+        report("dave", "2999-01-01T00:00:00Z"),
+        report("", "2026-01-01T00:00:00Z"),
+        json!({ "target": "access", "source": "siem", "entries": [{ "account": "dave" }] }),
+        json!({ "target": "access", "source": "siem", "entries": [{ "account": "dave", "last_used": "2026-01-01T00:00:00Z", "x": 1 }] }),
+    ] {
+        let refused = api.post("/api/v1/usage", &http.root, body.clone());
+        assert!(matches!(refused.status, 400 | 404 | 422), "{body}: {} {}", refused.status, refused.body);
+    }
+    assert_eq!(http.fingerprint(), before, "a refused usage report changed something");
+    let accepted = api.post("/api/v1/usage", &http.root, report("dave", "2026-01-01T00:00:00Z"));
+    assert_eq!(accepted.expect(200)["accounts"], 1);
+    let ran = api.post("/api/v1/reconcile", &http.root, json!({ "target": "access" }));
+    assert_eq!(ran.expect(200)["runs"][0]["usage"], "signal");
+
     let fix = api.post(&path, &http.alice, json!({ "justification": "found by reconciliation" }));
     assert_eq!(fix.status, 201, "{}", fix.body);
     let fix = &fix.body;
