@@ -212,11 +212,12 @@ impl Engine {
             }
             tally.add(found);
             if found == Situation::Linked {
-                let last = usage.get(account).copied();
+                let last = || usage.get(account).copied();
                 if let (Some(before), Some(grant)) = (stale_before, grant)
                     && grant.granted_at <= before
-                    && last.is_none_or(|at| at <= before)
+                    && last().is_none_or(|at| at <= before)
                 {
+                    let last = last();
                     let seen =
                         last.map_or_else(|| "never seen used".to_owned(), |at| format!("last used {at}"));
                     wanted.push(Wanted {

@@ -136,6 +136,18 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             Ok(())
         }
         Top::Reconcile(args) => {
+            // What Writ approved is read from the grants table: a table edited behind the
+            // ledger's back would hide a grant made outside Writ, so it is checked first (the
+            // server refuses every write while a table disagrees).
+            if let Some(divergence) = engine.check_projections()?.first() {
+                return Err(CliError::new(
+                    "ledger.projection_diverged",
+                    format!(
+                        "the tables disagree with the ledger ({divergence}); reconciling against them could hide \
+                         access granted outside Writ: run `writ ledger verify`, then `writ ledger repair --projections`"
+                    ),
+                ));
+            }
             let actor = writ_core::identity::Actor::System(writ_core::identity::SystemActor::Admin);
             let reports = match args.target {
                 Some(target) => {

@@ -462,3 +462,31 @@ fn reconcile_and_remediate_over_http_are_refused_to_roles_and_vendors_without_ch
     assert_eq!(again.status, 409, "{}", again.body);
     assert!(again.body.to_string().contains("finding.remediation_open"), "{}", again.body);
 }
+
+#[test]
+fn a_grants_table_edited_to_hide_a_grant_made_outside_writ_stops_the_reconciliation() {
+    let w = World::new();
+    let edited = crate::harness::ACCESS.replace(
+        "[entitlements.deploy-prod]\nmembers = []",
+        "[entitlements.deploy-prod]\nmembers = [\"dave\"]",
+    );
+    std::fs::write(w.repo.join("access.toml"), edited).unwrap();
+    git(&w.repo, &["-c", "user.name=M", "-c", "user.email=m@example.invalid", "commit", "-qam", "by hand"]);
+    // Someone with the database file adds the grant Writ never approved, so it would look linked.
+    let granted = w.request("carol", "access:eng-read");
+    w.writ(&["change", "approve", &granted, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &granted]).ok();
+    let db = rusqlite::Connection::open(&w.db).unwrap();
+    db.execute(
+        "INSERT INTO grants (identity, target, entitlement, change_id, granted_ms, expires_ms)
+         VALUES ('dave', 'access', 'deploy-prod', ?1, 0, NULL)",
+        [&granted],
+    )
+    .unwrap();
+    drop(db);
+    let before = w.fingerprint();
+    let refused = w.writ(&["reconcile", "--target", "access"]);
+    assert_eq!(refused.code, 8, "{}", refused.stderr);
+    assert!(refused.stderr.contains("ledger.projection_diverged"), "{}", refused.stderr);
+    assert_eq!(w.fingerprint(), before, "the refused reconciliation recorded something");
+}
