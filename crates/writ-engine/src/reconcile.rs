@@ -683,16 +683,8 @@ pub(crate) fn snapshot(target: &TargetName, holdings: &Holdings) -> EvidenceBlob
     EvidenceBlob { sha256: writ_ledger::sha256(&bytes), media_type: SNAPSHOT_MEDIA_TYPE.to_owned(), bytes }
 }
 
-/// Appends `text` as a JSON string (RFC 8259: quote, backslash and control characters escaped).
+/// Appends `text` as a JSON string.
 fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // Serialising a string cannot fail.
+    out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
