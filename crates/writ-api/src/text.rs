@@ -271,16 +271,18 @@ pub fn trail(change: &ChangeView) -> String {
 /// A reconciliation run as people read it: counts per situation, what it raised and resolved.
 pub fn reconcile_run(run: &crate::view::ReconcileView) -> String {
     let counts: Vec<String> = run.situations.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    let mut out = format!(
-        "{} at {}  {}\n  situations {}\n  accounts   {} unmatched · credentials {} · {}\n",
-        run.scope,
-        run.at,
-        if run.complete { "complete" } else { "PARTIAL" },
-        counts.join(" · "),
-        run.unmatched_accounts,
-        run.credentials,
-        run.usage
-    );
+    let mut out =
+        format!("{} at {}  {}\n", run.scope, run.at, if run.complete { "complete" } else { "PARTIAL" });
+    // The registry's run checks owners, not holdings.
+    if run.scope.starts_with("target:") {
+        out.push_str(&format!(
+            "  situations {}\n  accounts   {} unmatched · credentials {} · {}\n",
+            counts.join(" · "),
+            run.unmatched_accounts,
+            run.credentials,
+            run.usage
+        ));
+    }
     for reason in &run.partial {
         out.push_str(&format!("  partial    {reason} (no missing access raised, nothing resolved)\n"));
     }

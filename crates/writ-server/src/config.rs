@@ -137,6 +137,10 @@ struct File {
     policy_dir: Option<PathBuf>,
     claim_ttl: Option<String>,
     reconcile_interval: Option<String>,
+    /// Per target: its own reconciliation interval (`[reconcile_intervals] pg = "15m"`, or
+    /// `"off"`), over `reconcile_interval`.
+    #[serde(default)]
+    reconcile_intervals: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     hook: Vec<crate::routes::hooks::HookConfig>,
 }
@@ -192,6 +196,8 @@ pub struct Settings {
     pub claim_ttl: writ_core::time::Duration,
     /// How often each target is reconciled; `None`: only on demand.
     pub reconcile_interval: Option<writ_core::time::Duration>,
+    /// Targets with their own interval (`None`: only on demand).
+    pub reconcile_intervals: std::collections::BTreeMap<String, Option<writ_core::time::Duration>>,
     pub witnesses: crate::publish::Witnesses,
     pub public_url: Option<String>,
     pub proxies: Proxies,
@@ -310,9 +316,18 @@ impl Settings {
         let claim_ttl = claim_ttl(args.claim_ttl.or(file.claim_ttl).as_deref())?;
         let reconcile_interval =
             reconcile_interval(args.reconcile_interval.or(file.reconcile_interval).as_deref())?;
+        let reconcile_intervals = file
+            .reconcile_intervals
+            .iter()
+            .map(|(target, text)| {
+                writ_core::name::TargetName::parse(target)?;
+                Ok((target.clone(), self::reconcile_interval(Some(text))?))
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(Settings {
             claim_ttl,
             reconcile_interval,
+            reconcile_intervals,
             proxies: Proxies(trusted),
             public_url,
             refusal_window,
@@ -363,6 +378,35 @@ fn read(path: &Path) -> Result<File, Error> {
 #[cfg(test)]
 mod tests {
     use super::Proxies;
+
+    #[test]
+    fn reconciliation_intervals_are_read_per_target_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |text: &str| {
+            let path = dir.path().join("writ.toml");
+            std::fs::write(&path, format!("db = \"x.db\"\n{text}")).unwrap();
+            let options = super::ServeOptions { config: Some(path), ..super::ServeOptions::default() };
+            super::Settings::resolve(None, None, None, options)
+        };
+        let settings =
+            read("reconcile_interval = \"off\"\n[reconcile_intervals]\npg = \"15m\"\naccess = \"off\"\n")
+                .unwrap();
+        assert_eq!(settings.reconcile_interval, None);
+        assert_eq!(settings.reconcile_intervals["pg"].map(|d| d.as_millis()), Some(900_000));
+        assert_eq!(settings.reconcile_intervals["access"], None);
+        assert_eq!(
+            read("").unwrap().reconcile_interval.map(|d| d.as_millis()),
+            Some(3_600_000),
+            "default 1h"
+        );
+        for bad in [
+            "reconcile_interval = \"10s\"",
+            "[reconcile_intervals]\npg = \"8d\"",
+            "[reconcile_intervals]\n\"bad name!\" = \"1h\"",
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
 
     fn ip(text: &str) -> std::net::IpAddr {
         text.parse().unwrap()

@@ -76,6 +76,8 @@ pub struct AppState {
     pub coverage: cover::Coverage,
     /// How often each target is reconciled on its own; `None`: only on demand.
     pub reconcile_interval: Option<writ_core::time::Duration>,
+    /// Targets with their own interval, over `reconcile_interval`.
+    pub reconcile_intervals: std::collections::BTreeMap<String, Option<writ_core::time::Duration>>,
     /// The witnesses every checkpoint is sent to (see `publish`).
     pub witnesses: publish::Witnesses,
 }
@@ -177,6 +179,7 @@ pub fn compose(
         coverage: cover::Coverage::new(settings.checkpoint_interval),
         witnesses: settings.witnesses,
         reconcile_interval: settings.reconcile_interval,
+        reconcile_intervals: settings.reconcile_intervals,
     });
     state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
@@ -320,7 +323,6 @@ fn write_back(state: &AppState) {
 /// any instance: the lease `reconcile:SCOPE` is held for one interval by whoever ran it. A slow
 /// or unreachable target delays only the reconciliations after it, never other work.
 fn reconcile_due(state: &AppState) {
-    let Some(interval) = state.reconcile_interval else { return };
     if state.diverged.read().is_ok_and(|d| !d.is_empty()) {
         return;
     }
@@ -336,6 +338,8 @@ fn reconcile_due(state: &AppState) {
         }
     };
     for target in scopes {
+        let own = target.as_ref().and_then(|t| state.reconcile_intervals.get(t.as_str()));
+        let Some(interval) = own.copied().unwrap_or(state.reconcile_interval) else { continue };
         let scope = target.as_ref().map_or_else(
             || writ_core::reconcile::REGISTRY_SCOPE.to_owned(),
             writ_core::reconcile::target_scope,

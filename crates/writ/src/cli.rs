@@ -945,8 +945,9 @@ pub struct ServeArgs {
     pub policy_dir: Option<PathBuf>,
     /// How often each target (and the registry's owners) is reconciled on its own: everything
     /// it holds observed and compared with what Writ approved, findings raised and resolved
-    /// (1m to 7d, or `off`; default 1h). The first run is at start unless another instance ran
-    /// it within the interval. `writ reconcile` and `POST /api/v1/reconcile` run one at once.
+    /// (1m to 7d, or `off`; default 1h; per target in the configuration file's
+    /// `[reconcile_intervals]`). The first run is at start unless another instance ran it
+    /// within the interval. `writ reconcile` and `POST /api/v1/reconcile` run one at once.
     #[arg(long, env = "WRIT_RECONCILE_INTERVAL", value_name = "DURATION")]
     pub reconcile_interval: Option<String>,
 }

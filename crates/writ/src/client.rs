@@ -128,7 +128,8 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
 
 fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Result<(), CliError> {
     use crate::cli::FindingCmd;
-    let line = |f: &FindingView| format!("{}  {:<9} {:<28} {}", f.id, f.state, f.kind, f.subject);
+    let line =
+        |f: &FindingView| format!("{}  {:<9} {:<8} {:<28} {}", f.id, f.state, f.severity, f.kind, f.subject);
     match command {
         FindingCmd::List { state } => {
             let path = state
