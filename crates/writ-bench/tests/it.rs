@@ -41,13 +41,17 @@ fn the_demo_runs_on_a_fresh_directory_and_tells_the_whole_story() {
         "refused   [sod.executor_not_independent]",
         "4. Leaver",
         "dave now holds 0 grant(s)",
+        "5. Reconciliation",
+        "access.unapproved            dave access:deploy-prod",
+        "is resolved: the fix is verified on the repository",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?}");
     }
-    assert_eq!(stdout.matches("state reviewed").count(), 4, "{stdout}");
+    // Four stories and the fix of what reconciliation found.
+    assert_eq!(stdout.matches("state reviewed").count(), 5, "{stdout}");
     let log = git(&keep.join("access-repo"), &["log", "--format=%(trailers:key=Writ-Change,valueonly)"]);
     let ids: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(ids.len(), 4, "every applied commit carries its change id: {log}");
+    assert_eq!(ids.len(), 5, "every applied commit carries its change id: {log}");
     let listed = std::process::Command::new(writ())
         .args(["--db", keep.join("writ.db").to_str().unwrap(), "change", "list", "--json"])
         .output()
