@@ -56,18 +56,7 @@ pub fn run(
             eprintln!("no PostgreSQL given (--postgres or WRIT_BENCH_POSTGRES): connector figures skipped")
         }
     }
-    if json {
-        let value: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| serde_json::json!({ "benchmark": r.name, "count": r.count, "seconds": r.seconds, "per_second": r.rate(), "note": r.note }))
-            .collect();
-        println!("{}", serde_json::Value::Array(value));
-        return Ok(());
-    }
-    println!("{:<52} {:>8} {:>9} {:>11}  note", "benchmark", "n", "seconds", "per second");
-    for r in &rows {
-        println!("{:<52} {:>8} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
-    }
+    crate::table::print(&rows, json, "n");
     Ok(())
 }
 

@@ -154,19 +154,7 @@ pub fn run(identities: usize, grants: usize, json: bool) -> anyhow::Result<()> {
         if grants >= 10_000_000 { if target_met { " (met)" } else { " (not met)" } } else { "" }
     );
     let reconciled = Row::new("reconcile (classify, findings, record)", rows, seconds, note);
-    let rows = [read, reconciled];
-    if json {
-        let value: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| serde_json::json!({ "benchmark": r.name, "count": r.count, "seconds": r.seconds, "per_second": r.rate(), "note": r.note }))
-            .collect();
-        println!("{}", serde_json::Value::Array(value));
-        return Ok(());
-    }
-    println!("{:<44} {:>10} {:>9} {:>11}  note", "benchmark", "rows", "seconds", "per second");
-    for r in &rows {
-        println!("{:<44} {:>10} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
-    }
+    crate::table::print(&[read, reconciled], json, "rows");
     Ok(())
 }
 

@@ -41,3 +41,20 @@ pub fn progress(count: usize, what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar
 }
+
+/// Prints `rows` as a table (`count` names the count column) or, with `json`, as a JSON array.
+pub fn print(rows: &[Row], json: bool, count: &str) {
+    if json {
+        let value: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({ "benchmark": r.name, "count": r.count, "seconds": r.seconds, "per_second": r.rate(), "note": r.note }))
+            .collect();
+        println!("{}", serde_json::Value::Array(value));
+        return;
+    }
+    let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(9).max(9);
+    println!("{:<width$} {:>10} {:>9} {:>11}  note", "benchmark", count, "seconds", "per second");
+    for r in rows {
+        println!("{:<width$} {:>10} {:>9.3} {:>11.0}  {}", r.name, r.count, r.seconds, r.rate(), r.note);
+    }
+}

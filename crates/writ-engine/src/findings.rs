@@ -114,36 +114,35 @@ impl Engine {
         let note = writ_core::machine::text(note, "resolution note")?;
         let finding = self.finding(id)?;
         if finding.state == FindingState::Resolved {
-            return Err(EngineError::Denied(writ_policy::Denial {
-                code: "finding.not_open",
-                rule: None,
-                reason: format!("finding {id} is already resolved"),
-            }));
+            return Err(denied("finding.not_open", format!("finding {id} is already resolved")));
         }
         if finding.kind == crate::automation::PAUSED {
-            return Err(EngineError::Denied(writ_policy::Denial {
-                code: "automation.resume_required",
-                rule: None,
-                reason: format!(
+            return Err(denied(
+                "automation.resume_required",
+                format!(
                     "finding {id} pauses automation of {}: resume it with `writ automation resume {}`, which also \
                      lets what was held proceed",
                     finding.subject, finding.subject
                 ),
-            }));
+            ));
         }
         self.set_finding_state(actor, finding, FindingState::Resolved, None, note)
     }
+}
+
+/// A refusal about a finding, decided here rather than by a policy rule.
+fn denied(code: &'static str, reason: String) -> EngineError {
+    EngineError::Denied(writ_policy::Denial { code, rule: None, reason })
 }
 
 /// What the change that fixes a finding does, read from its kind and subject.
 fn remedy(finding: &Finding) -> Result<(writ_core::change::OpAction, IdentityName, EntitlementRef)> {
     use writ_core::change::OpAction;
     let unsupported = |how: &str| {
-        EngineError::Denied(writ_policy::Denial {
-            code: "finding.no_remedy",
-            rule: None,
-            reason: format!("finding {} ({}) is not fixed by a change: {how}", finding.id, finding.kind),
-        })
+        denied(
+            "finding.no_remedy",
+            format!("finding {} ({}) is not fixed by a change: {how}", finding.id, finding.kind),
+        )
     };
     let action = match finding.kind.as_str() {
         "access.unapproved" | "access.expired_not_revoked" | "access.stale" => OpAction::Revoke,
@@ -201,11 +200,7 @@ impl Engine {
             justification.map(|j| writ_core::machine::text(j, "justification")).transpose()?;
         let finding = self.finding(id)?;
         if finding.state == FindingState::Resolved {
-            return Err(EngineError::Denied(writ_policy::Denial {
-                code: "finding.not_open",
-                rule: None,
-                reason: format!("finding {id} is already resolved"),
-            }));
+            return Err(denied("finding.not_open", format!("finding {id} is already resolved")));
         }
         if let Some(change) = &finding.remediation {
             let state = self.load(change)?.change.state;
@@ -219,13 +214,10 @@ impl Engine {
                     | ChangeState::Verified
             );
             if working {
-                return Err(EngineError::Denied(writ_policy::Denial {
-                    code: "finding.remediation_open",
-                    rule: None,
-                    reason: format!(
-                        "finding {id} is already being fixed by {change} ({state}); follow that change"
-                    ),
-                }));
+                return Err(denied(
+                    "finding.remediation_open",
+                    format!("finding {id} is already being fixed by {change} ({state}); follow that change"),
+                ));
             }
         }
         let (action, identity, entitlement) = remedy(&finding)?;
