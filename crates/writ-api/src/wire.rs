@@ -406,10 +406,17 @@ pub struct UsageReport {
     #[schemars(length(min = 1, max = 200), regex(pattern = LABEL_PATTERN))]
     #[schemars(with = "String")]
     pub source: Option<String>,
-    #[schemars(length(min = 1, max = 1000))]
+    #[schemars(length(min = 1, max = 40))]
     #[schemars(with = "Vec<UsageEntry>")]
     pub entries: Option<Vec<UsageEntry>>,
 }
+
+/// The most entries one `POST /api/v1/usage` carries (a report of the most entries, each at
+/// its longest, stays within the default body limit).
+pub const MAX_USAGE_REPORT: usize = 40;
+
+/// The longest account name a usage report names.
+pub const MAX_USAGE_ACCOUNT: usize = 100;
 
 /// A usage report's target, source and (account, last use) entries.
 pub type UsageParts = (writ_core::name::TargetName, String, Vec<(String, writ_core::time::Timestamp)>);
@@ -419,7 +426,7 @@ pub type UsageParts = (writ_core::name::TargetName, String, Vec<(String, writ_co
 #[serde(deny_unknown_fields)]
 #[schemars(inline)]
 pub struct UsageEntry {
-    #[schemars(length(min = 1, max = 200), regex(pattern = LABEL_PATTERN))]
+    #[schemars(length(min = 1, max = 100), regex(pattern = LABEL_PATTERN))]
     #[schemars(with = "String")]
     pub account: Option<String>,
     #[schemars(extend("format" = "date-time"))]
@@ -434,12 +441,23 @@ impl UsageReport {
             |field: &str| crate::Error::new("request.missing_field", format!("{field} is required"));
         let target = writ_core::name::TargetName::parse(&self.target.ok_or_else(|| missing("target"))?)?;
         let source = self.source.ok_or_else(|| missing("source"))?;
-        let entries = self
-            .entries
-            .ok_or_else(|| missing("entries"))?
+        let entries = self.entries.ok_or_else(|| missing("entries"))?;
+        if entries.is_empty() || entries.len() > MAX_USAGE_REPORT {
+            return Err(crate::Error::new(
+                "input.invalid_value",
+                format!("entries: {} given, 1 to {MAX_USAGE_REPORT} per report", entries.len()),
+            ));
+        }
+        let entries = entries
             .into_iter()
             .map(|e| {
                 let account = e.account.ok_or_else(|| missing("entries[].account"))?;
+                if account.chars().count() > MAX_USAGE_ACCOUNT {
+                    return Err(crate::Error::new(
+                        "input.invalid_value",
+                        format!("entries[].account: at most {MAX_USAGE_ACCOUNT} characters"),
+                    ));
+                }
                 let text = e.last_used.ok_or_else(|| missing("entries[].last_used"))?;
                 let at = writ_core::time::Timestamp::parse_rfc3339(&text).ok_or_else(|| {
                     crate::Error::new(

@@ -86,9 +86,9 @@ pub fn parse_access_subject(subject: &str) -> Option<(IdentityName, EntitlementR
 
 impl Engine {
     /// Records the last use of accounts on `target` (a usage feed, or sessions a reconciliation
-    /// saw): each account's time moves forward, never back. Refused, recording nothing: an
-    /// unknown target, no entries or more than [`MAX_USAGE_ENTRIES`], a blank or multi-line
-    /// account or source, a time more than five minutes ahead.
+    /// saw): each account's time moves forward, never back, and never past the report's arrival.
+    /// Refused, recording nothing: an unknown target, no entries or more than
+    /// [`MAX_USAGE_ENTRIES`], a blank, multi-line or overlong account, a blank source.
     pub fn report_usage(
         &self,
         actor: Actor,
@@ -118,14 +118,9 @@ impl Engine {
                 }
                 .into());
             }
-            if at.as_millis() > now.as_millis() + 300_000 {
-                return Err(writ_core::Refusal::InvalidValue {
-                    field: "last used",
-                    input: at.to_rfc3339(),
-                    expected: "a time that is not in the future",
-                }
-                .into());
-            }
+            // A time ahead of this clock (a skewed source) counts as now: no report can claim a
+            // use later than its own arrival.
+            let at = at.min(now);
             let slot = latest.entry(account).or_insert(at);
             *slot = (*slot).max(at);
         }
@@ -183,6 +178,11 @@ impl Engine {
             let newer: Vec<(String, Timestamp)> = native
                 .iter()
                 .filter(|(account, at)| stored.get(account).is_none_or(|known| known < at))
+                // An account name no report may carry (too long, several lines) gives no signal.
+                .filter(|(account, _)| {
+                    account.chars().count() <= 200
+                        && writ_core::machine::line(account.clone(), "account").is_ok()
+                })
                 .cloned()
                 .collect();
             for batch in newer.chunks(MAX_USAGE_ENTRIES) {

@@ -68,8 +68,8 @@ pub fn operations() -> Vec<Operation> {
         op(
             M::POST,
             "/api/v1/usage",
-            "Report when accounts on a target were last used (up to 1000 entries; a time moves forward, never \
-             back): the usage signal for access.stale where the target gives none itself. Recorded in the \
+            "Report when accounts on a target were last used (up to 40 entries, accounts of up to 100 characters; a time moves forward, never \
+             back, and never past the report's arrival): the usage signal for access.stale where the target gives none itself. Recorded in the \
              ledger. For a feed with the provisioner role, or an admin.",
             Some(A::Provision),
             Some("UsageReport"),

@@ -440,7 +440,7 @@ fn reconcile_and_remediate_over_http_are_refused_to_roles_and_vendors_without_ch
         json!({ "target": "access", "source": "siem" }),
         json!({ "target": "nowhere", "source": "siem", "entries": [{ "account": "dave", "last_used": "2026-01-01T00:00:00Z" }] }),
         report("dave", "yesterday"),
-        report("dave", "2999-01-01T00:00:00Z"),
+        json!({ "target": "access", "source": "siem", "entries": (0..41).map(|i| json!({ "account": format!("a{i}"), "last_used": "2026-01-01T00:00:00Z" })).collect::<Vec<_>>() }),
         report("", "2026-01-01T00:00:00Z"),
         json!({ "target": "access", "source": "siem", "entries": [{ "account": "dave" }] }),
         json!({ "target": "access", "source": "siem", "entries": [{ "account": "dave", "last_used": "2026-01-01T00:00:00Z", "x": 1 }] }),
