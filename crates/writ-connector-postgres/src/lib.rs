@@ -584,7 +584,7 @@ impl Connector for PostgresConnector {
     /// Every member of every managed entitlement as the server names it (a login whose name no
     /// Writ identity can have is held by that name, and is unmatched), every login role but
     /// Writ's own, and the logins with a session open now (the usage signal); read under one
-    /// deadline of [`READ_TIMEOUTS`] timeouts.
+    /// deadline of ten timeouts.
     fn holdings(&self) -> Result<Holdings> {
         let client = self.lock()?;
         let deadline = tokio::time::Instant::now() + self.timeout * READ_TIMEOUTS;

@@ -103,7 +103,7 @@ pub enum Top {
     Reconcile(ReconcileArgs),
     /// Automation paused because its source looked wrong: a target reconciliation could not
     /// read in full, or an identity provider feed removing more people at once than the
-    /// policy's [automation] limits allow. What it would have done is held, not lost, and
+    /// policy's `[automation]` limits allow. What it would have done is held, not lost, and
     /// proceeds when a person resumes the scope.
     #[command(subcommand)]
     Automation(AutomationCmd),
