@@ -244,7 +244,7 @@ fn change(w: &World, out: &mut String, flag: &str, who: &str, entitlement: &str,
     id
 }
 
-fn add_vault(w: &World, out: &mut String, bao: &Bao, mount: &str, extra: &[&str]) -> Value {
+pub(crate) fn add_vault(w: &World, out: &mut String, bao: &Bao, mount: &str, extra: &[&str]) -> Value {
     let mut args = vec![
         "target",
         "add",

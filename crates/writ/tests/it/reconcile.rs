@@ -257,22 +257,7 @@ fn openbao_a_token_minted_outside_writ_is_unapproved_and_long_lived_and_its_revo
     let rules = r#"path "secret/data/rcb/*" { capabilities = ["read"] }"#;
     assert_eq!(bao.call("POST", "sys/policies/acl/rcb-agent", Some(json!({ "policy": rules }))).0, 204);
     let w = World::new();
-    w.writ(&[
-        "target",
-        "add",
-        "vault",
-        "--connector",
-        "openbao",
-        "--url",
-        &bao.addr,
-        "--token-file",
-        &bao.token_file,
-        "--database-mount",
-        "db_rcb",
-        "--policies",
-        "rcb-agent",
-    ])
-    .ok();
+    crate::baotarget::add_vault(&w, &mut String::new(), &bao, "db_rcb", &["--policies", "rcb-agent"]);
     w.writ(&["identity", "add", "rcb-bot", "--kind", "ai_agent", "--owner", "alice"]).ok();
 
     // An operator mints a token with the managed policy for the agent, for 32 days.
