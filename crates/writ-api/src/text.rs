@@ -33,6 +33,40 @@ pub fn scim_link(view: &crate::view::ScimLinkView) -> String {
     format!("{} is linked to SCIM externalId {}", view.identity, view.external_id)
 }
 
+/// One transfer of ownership, with its decision.
+pub fn transfer(t: &crate::view::TransferView) -> String {
+    let state = if t.expired { "expired".to_owned() } else { t.state.clone() };
+    let mut out = format!(
+        "{} {}: {} → {} ({state}), asked by {} at {}: {}",
+        t.id,
+        t.identity,
+        t.from.as_deref().unwrap_or("no owner"),
+        t.to,
+        t.requested_by,
+        t.requested_at,
+        t.reason
+    );
+    match (&t.decided_by, &t.decided_at) {
+        (Some(by), Some(at)) => out.push_str(&format!("\n  {} by {by} at {at}", t.state)),
+        _ if t.state == "pending" && !t.expired => {
+            out.push_str(&format!("\n  waits for a decision until {}", t.expires_at))
+        }
+        _ => {}
+    }
+    if let Some(note) = &t.note {
+        out.push_str(&format!("\n  note: {note}"));
+    }
+    out
+}
+
+/// Transfers, one block each.
+pub fn transfers(views: &[crate::view::TransferView]) -> String {
+    if views.is_empty() {
+        return "no transfers".to_owned();
+    }
+    views.iter().map(transfer).collect::<Vec<_>>().join("\n")
+}
+
 /// Delegations, one per line.
 pub fn delegations(views: &[crate::view::DelegationView]) -> String {
     if views.is_empty() {

@@ -385,6 +385,27 @@ pub struct RemediateFinding {
     pub justification: Option<String>,
 }
 
+/// `POST /api/v1/identities/{name}/transfers`: who should own the NHI, and why.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The person who is to own it (they, or whoever the rules name, accept).
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    #[schemars(with = "String")]
+    pub to: Option<String>,
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    #[schemars(with = "String")]
+    pub justification: Option<String>,
+}
+
+/// `POST /api/v1/transfers/{id}/accept` (and `decline`, `cancel`): what the decider says.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TransferDecision {
+    #[schemars(length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    pub note: Option<String>,
+}
+
 /// `POST /api/v1/automation/{scope}/resume`: why the person resumes it.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

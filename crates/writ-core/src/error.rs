@@ -163,6 +163,10 @@ pub enum Refusal {
     /// The delivery is already attached to the change; attaching it again would add nothing.
     #[error("delivery {delivery} from {sender} is already attached to {change}")]
     AlreadyLinked { change: ChangeId, sender: String, delivery: String },
+    /// A transfer of ownership that may not be asked for or decided this way (see
+    /// [`crate::transfer`]).
+    #[error("{reason}")]
+    TransferRefused { code: &'static str, reason: String },
     /// Stored events do not fold into a valid change (corrupted or foreign history).
     #[error("history of {change} is inconsistent at event {seq}: {detail}")]
     CorruptHistory { change: String, seq: u64, detail: &'static str },
@@ -177,6 +181,7 @@ impl Refusal {
             Refusal::TooEarly { .. } => "input.too_early",
             Refusal::NotYours { .. } => "authority.not_yours",
             Refusal::EvidenceRefused { code, .. } => code,
+            Refusal::TransferRefused { code, .. } => code,
             Refusal::InvalidDuration { .. } => "input.invalid_duration",
             Refusal::EmptyJustification => "input.empty_justification",
             Refusal::NoOperations => "input.no_operations",

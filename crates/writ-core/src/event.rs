@@ -417,6 +417,14 @@ pub enum RegistryEvent {
         actor: Actor,
         run: Box<crate::reconcile::Run>,
     },
+    /// A transfer of an NHI's ownership reached the state it carries (see
+    /// [`crate::transfer`]); accepted, it made `to` the owner. A new request names the pending
+    /// one it supersedes.
+    Transfer {
+        actor: Actor,
+        transfer: Box<crate::transfer::Transfer>,
+        supersedes: Option<crate::transfer::TransferId>,
+    },
     /// An exception after one step (`kind`), with the policy decision behind it if policy made
     /// one, and a note (a reason for a rejection or revocation).
     Exception {
@@ -451,6 +459,7 @@ impl RegistryEvent {
             RegistryEvent::Reconciled { .. } => "reconcile.run",
             RegistryEvent::FindingRemediation { .. } => "finding.remediation_opened",
             RegistryEvent::UsageReported { .. } => "usage.reported",
+            RegistryEvent::Transfer { transfer, .. } => transfer.state.event_type(),
             RegistryEvent::LedgerKey { retired: false, .. } => "ledger.key_added",
             RegistryEvent::LedgerKey { retired: true, .. } => "ledger.key_retired",
         }
@@ -478,6 +487,7 @@ impl RegistryEvent {
             | RegistryEvent::Reconciled { actor, .. }
             | RegistryEvent::FindingRemediation { actor, .. }
             | RegistryEvent::UsageReported { actor, .. }
+            | RegistryEvent::Transfer { actor, .. }
             | RegistryEvent::LedgerKey { actor, .. } => actor,
         }
     }
@@ -506,6 +516,7 @@ impl RegistryEvent {
             RegistryEvent::Delivery { record, .. } => record.updated_at,
             RegistryEvent::DeliveryRefused { refused, .. } => refused.at,
             RegistryEvent::Reconciled { run, .. } => run.at,
+            RegistryEvent::Transfer { transfer, .. } => transfer.decided_at.unwrap_or(transfer.requested_at),
         }
     }
 

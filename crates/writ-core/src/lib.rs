@@ -20,6 +20,7 @@ pub mod machine;
 pub mod name;
 pub mod reconcile;
 pub mod time;
+pub mod transfer;
 pub mod verify;
 
 #[cfg(test)]

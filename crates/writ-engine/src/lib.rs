@@ -28,6 +28,7 @@ pub mod projections;
 pub mod reconcile;
 pub mod scim;
 pub mod standing;
+pub mod transfers;
 
 use std::sync::Arc;
 

@@ -89,6 +89,7 @@ struct Expected {
     /// "target account" → (target, account, last use)
     usage: BTreeMap<String, (TargetName, String, Timestamp)>,
     exceptions: BTreeMap<String, Exception>,
+    transfers: BTreeMap<String, writ_core::transfer::Transfer>,
     /// id → (the fold of its events, the time of its last event)
     changes: BTreeMap<ChangeId, (Change, Timestamp)>,
     /// "identity target:entitlement" → grant
@@ -257,6 +258,17 @@ impl Expected {
             }
             RegistryEvent::Exception { exception, .. } => {
                 self.exceptions.insert(exception.id.to_string(), (**exception).clone());
+            }
+            RegistryEvent::Transfer { transfer, supersedes, .. } => {
+                if let Some(old) = supersedes.as_ref().and_then(|id| self.transfers.get_mut(id.as_str())) {
+                    *old = old.superseded(&transfer.requested_by, transfer.requested_at);
+                }
+                if transfer.state == writ_core::transfer::TransferState::Accepted
+                    && let Some(row) = self.identities.get_mut(transfer.identity.as_str())
+                {
+                    row.owner = Some(transfer.to.clone());
+                }
+                self.transfers.insert(transfer.id.to_string(), (**transfer).clone());
             }
             RegistryEvent::Delivery { .. }
             | RegistryEvent::DeliveryRefused { .. }
@@ -527,6 +539,14 @@ impl Engine {
                 let id = want.or(have)?.id.clone();
                 Some(Fix::Exception(id, want.map(|e| (e.clone(), e.next_deadline()))))
             },
+        );
+        let transfers = keyed(store.transfers(None)?, |t| t.id.to_string());
+        survey.table(
+            "transfers",
+            &expected.transfers,
+            &transfers,
+            |t| format!("{t:?}"),
+            |_, want, have| Some(Fix::Transfer(want.or(have)?.id.clone(), want.cloned())),
         );
         let changes = keyed(store.change_rows()?, |row| row.summary.id.to_string());
         let expected_changes = expected

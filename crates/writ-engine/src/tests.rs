@@ -1023,6 +1023,7 @@ fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them
 mod execution;
 mod reconcile;
 mod standing;
+mod transfers;
 
 /// Checking the tables while writes land never reports the writes in flight as divergences
 /// (they come with their events in one transaction), and a real edit is still found.

@@ -368,6 +368,21 @@ enum Data {
         usage_signal: bool,
         seen: Vec<String>,
     },
+    Transfer {
+        id: String,
+        identity: String,
+        from: Option<String>,
+        to: String,
+        requested_by: String,
+        reason: String,
+        requested_at: String,
+        expires_at: String,
+        state: String,
+        decided_by: Option<String>,
+        decided_at: Option<String>,
+        note: Option<String>,
+        supersedes: Option<String>,
+    },
 }
 
 fn delivery_data(d: &writ_core::intake::Delivery) -> DeliveryData {
@@ -737,6 +752,16 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             };
             RegistryEvent::Reconciled { actor, run: Box::new(run) }
         }
+        (kind, data @ Data::Transfer { .. }) if kind.starts_with("identity.transfer_") => {
+            let (transfer, supersedes) = transfer_from(data)?;
+            if transfer.state.event_type() != kind {
+                return Err(RecordError::Malformed(format!(
+                    "{kind} for a transfer that is {}",
+                    transfer.state
+                )));
+            }
+            RegistryEvent::Transfer { actor, transfer: Box::new(transfer), supersedes }
+        }
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }
@@ -964,6 +989,21 @@ fn registry_data(event: &RegistryEvent) -> Data {
             source: source.clone(),
             used: entries.iter().map(|(account, last)| (account.clone(), last.to_rfc3339())).collect(),
         },
+        RegistryEvent::Transfer { transfer: t, supersedes, .. } => Data::Transfer {
+            id: t.id.to_string(),
+            identity: t.identity.to_string(),
+            from: t.from.as_ref().map(ToString::to_string),
+            to: t.to.to_string(),
+            requested_by: t.requested_by.to_string(),
+            reason: t.reason.clone(),
+            requested_at: t.requested_at.to_rfc3339(),
+            expires_at: t.expires_at.to_rfc3339(),
+            state: t.state.as_str().to_owned(),
+            decided_by: t.decided_by.as_ref().map(ToString::to_string),
+            decided_at: t.decided_at.map(Timestamp::to_rfc3339),
+            note: t.note.clone(),
+            supersedes: supersedes.as_ref().map(ToString::to_string),
+        },
         RegistryEvent::Reconciled { run, .. } => Data::Reconciled {
             scope: run.scope.clone(),
             snapshot: hex(&run.snapshot),
@@ -974,6 +1014,47 @@ fn registry_data(event: &RegistryEvent) -> Data {
             seen: run.seen.clone(),
         },
     }
+}
+
+/// A transfer as an `identity.transfer_*` record holds it, and the transfer it supersedes.
+fn transfer_from(
+    data: Data,
+) -> Result<(writ_core::transfer::Transfer, Option<writ_core::transfer::TransferId>), RecordError> {
+    use writ_core::transfer::{Transfer, TransferId, TransferState};
+    let Data::Transfer {
+        id,
+        identity,
+        from,
+        to,
+        requested_by,
+        reason,
+        requested_at,
+        expires_at,
+        state,
+        decided_by,
+        decided_at,
+        note,
+        supersedes,
+    } = data
+    else {
+        return Err(RecordError::Malformed("not a transfer record".into()));
+    };
+    let name = |n: Option<String>| n.as_deref().map(IdentityName::parse).transpose();
+    let transfer = Transfer {
+        id: TransferId::parse(&id)?,
+        identity: IdentityName::parse(&identity)?,
+        from: name(from)?,
+        to: IdentityName::parse(&to)?,
+        requested_by: IdentityName::parse(&requested_by)?,
+        reason,
+        requested_at: parse_time(&requested_at)?,
+        expires_at: parse_time(&expires_at)?,
+        state: TransferState::parse(&state)?,
+        decided_by: name(decided_by)?,
+        decided_at: decided_at.as_deref().map(parse_time).transpose()?,
+        note,
+    };
+    Ok((transfer, supersedes.as_deref().map(TransferId::parse).transpose()?))
 }
 
 /// An exception as an `exception.*` record holds it (as of the event's time `at`), and the note.

@@ -309,6 +309,53 @@ fn every_event() -> Vec<Event> {
             seen: vec!["FND-00000000000000aa".into()],
         }),
     }));
+    {
+        use writ_core::transfer::{Decision, TransferId, TransferState};
+        let alice = Identity::new(IdentityName::parse("alice").unwrap(), IdentityKind::Human, None, None, T0)
+            .unwrap();
+        let svc = Identity::new(
+            IdentityName::parse("svc-ci").unwrap(),
+            IdentityKind::ServiceAccount,
+            Some(&alice),
+            None,
+            T0,
+        )
+        .unwrap();
+        let bob =
+            Identity::new(IdentityName::parse("bob").unwrap(), IdentityKind::Human, None, None, T0).unwrap();
+        let pending = writ_core::transfer::request(
+            TransferId::generate(T0, 11),
+            &svc,
+            &bob,
+            &alice.name,
+            &[],
+            "leaving".into(),
+            T0,
+        )
+        .unwrap();
+        let accepted = pending
+            .decide(
+                Decision::Accept,
+                &bob.name,
+                &[],
+                true,
+                Some("mine now".into()),
+                T0.plus(Duration::hours(1)),
+            )
+            .unwrap();
+        assert_eq!(accepted.state, TransferState::Accepted);
+        for (transfer, supersedes) in [
+            (pending.clone(), None),
+            (pending.superseded(&bob.name, T0), Some(TransferId::generate(T0, 12))),
+            (accepted, None),
+        ] {
+            events.push(Event::Registry(RegistryEvent::Transfer {
+                actor: Actor::Identity(alice.name.clone()),
+                transfer: Box::new(transfer),
+                supersedes,
+            }));
+        }
+    }
     use writ_core::exception::{
         Exception, ExceptionApproval, ExceptionEventKind, ExceptionId, ExceptionRequest, ExceptionState,
     };

@@ -277,6 +277,10 @@ pub(crate) fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value>
             Ok(writ_api::view::to_json(&writ_api::view::ReconcileRunsView { runs }))
         }
         "exception" => Ok(writ_api::view::exception_json(&engine.exception(rest)?)),
+        "transfer" => {
+            let transfer = engine.transfer(rest)?;
+            Ok(writ_api::view::to_json(&writ_api::view::TransferView::of(&transfer, engine.now())))
+        }
         "identity" => Ok(writ_api::view::identity_json(&engine.identity(&IdentityName::parse(rest)?)?)),
         "target" => Ok(writ_api::view::target_json(&engine.target(&TargetName::parse(rest)?)?)),
         "token" => {

@@ -24,6 +24,8 @@ pub fn schemas() -> Value {
         "RemediateFinding": schema::<wire::RemediateFinding>(),
         "Reconcile": schema::<wire::Reconcile>(),
         "ResumeAutomation": schema::<wire::ResumeAutomation>(),
+        "TransferRequest": schema::<wire::TransferRequest>(),
+        "TransferDecision": schema::<wire::TransferDecision>(),
         "UsageReport": schema::<wire::UsageReport>(),
         "NewException": schema::<wire::NewException>(),
         "Renewal": schema::<wire::Renewal>(),
@@ -230,6 +232,7 @@ fn path_schema(path: &str, name: &str) -> Value {
         }
         "id" if path.starts_with("/api/v1/changes/") => ulid("CHG"),
         "id" if path.starts_with("/api/v1/exceptions/") => ulid("EXC"),
+        "id" if path.starts_with("/api/v1/transfers/") => ulid("TRF"),
         "id" if path.starts_with("/api/v1/findings/") => {
             json!({ "type": "string", "pattern": "^FND-[0-9a-f]{16}$" })
         }

@@ -46,6 +46,7 @@ const TESTS: &[(&str, Test)] = &[
     ("findings: opened once, moved only from the state read, each with its event", findings),
     ("reconcile: findings, snapshot and run event in one transaction, seen findings touched", reconcile),
     ("usage: last use moves forward only, each report with its event", usage),
+    ("transfers: one pending per identity, decided once, acceptance moves the owner", transfers),
     ("exceptions: versioned updates with their approvals, due by deadline", exceptions),
     ("intake: one delivery per source and id, objects bound once, versions only forward", intake),
     ("scim: versioned writes with their delivery, live names unique, tombstones kept", scim),
@@ -639,6 +640,81 @@ fn usage(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(store.event_count().unwrap(), 3);
+}
+
+fn transfers(store: Arc<dyn Store>) {
+    use writ_core::transfer::{Decision, TransferId, TransferState, request};
+    let at = Timestamp::from_millis;
+    let human = |n: &str| {
+        Identity::new(IdentityName::parse(n).unwrap(), IdentityKind::Human, None, None, at(1)).unwrap()
+    };
+    let (alice, bob, carol) = (alice(), human("bob"), human("carol"));
+    let svc = Identity::new(
+        IdentityName::parse("svc").unwrap(),
+        IdentityKind::ServiceAccount,
+        Some(&alice),
+        None,
+        at(1),
+    )
+    .unwrap();
+    for (n, identity) in [&alice, &bob, &carol, &svc].into_iter().enumerate() {
+        store.add_identity(identity, &event(None, None, &"i".repeat(n + 1))).unwrap();
+    }
+    let ask = |to: &Identity, random: u128, now: i64| {
+        request(
+            TransferId::generate(at(now), random),
+            &svc,
+            to,
+            &alice.name,
+            &[],
+            "moving teams".into(),
+            at(now),
+        )
+        .unwrap()
+    };
+    let to_bob = ask(&bob, 1, 10);
+    store.write_transfer(&to_bob, None, &event(None, None, "t1")).unwrap();
+    assert_eq!(store.transfer(&to_bob.id).unwrap(), Some(to_bob.clone()));
+    // A second pending transfer of the same identity is refused, and records nothing.
+    let to_carol = ask(&carol, 2, 20);
+    let refused = store.write_transfer(&to_carol, None, &event(None, None, "t2")).unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
+    assert_eq!(store.event_count().unwrap(), 5);
+    // Unless it supersedes the pending one, in the same transaction.
+    let superseded = to_bob.superseded(&alice.name, at(20));
+    store.write_transfer(&to_carol, Some(&superseded), &event(None, None, "t2")).unwrap();
+    assert_eq!(store.transfer(&to_bob.id).unwrap().unwrap().state, TransferState::Superseded);
+    // A decision on a transfer no longer pending is refused.
+    let late = to_bob.decide(Decision::Accept, &bob.name, &[], true, None, at(21)).unwrap();
+    assert!(matches!(
+        store.write_transfer(&late, None, &event(None, None, "t3")),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.identity(&svc.name).unwrap().unwrap().owner, Some(alice.name.clone()));
+    // Accepting moves the owner, with its event.
+    let accepted =
+        to_carol.decide(Decision::Accept, &carol.name, &[], true, Some("ok".into()), at(30)).unwrap();
+    let index = store.write_transfer(&accepted, None, &event(None, None, "t3")).unwrap();
+    assert_eq!(index, 6);
+    assert_eq!(store.identity(&svc.name).unwrap().unwrap().owner, Some(carol.name.clone()));
+    assert_eq!(store.transfer(&to_carol.id).unwrap(), Some(accepted.clone()));
+    // A transfer asked for while alice owned it cannot move it once the owner changed.
+    let stale = ask(&bob, 3, 40);
+    store.write_transfer(&stale, None, &event(None, None, "t4")).unwrap();
+    let stale = stale.decide(Decision::Accept, &bob.name, &[], true, None, at(41)).unwrap();
+    assert!(matches!(
+        store.write_transfer(&stale, None, &event(None, None, "t5")),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.identity(&svc.name).unwrap().unwrap().owner, Some(carol.name.clone()));
+    assert_eq!(store.event_count().unwrap(), 8);
+    let all = store.transfers(Some(&svc.name)).unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.state).collect::<Vec<_>>(),
+        [TransferState::Superseded, TransferState::Accepted, TransferState::Pending]
+    );
+    assert_eq!(store.transfers(None).unwrap(), all);
+    assert!(store.transfers(Some(&bob.name)).unwrap().is_empty());
 }
 
 fn exceptions(store: Arc<dyn Store>) {

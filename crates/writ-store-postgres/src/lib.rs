@@ -16,6 +16,7 @@ mod findings;
 mod intake;
 mod repair;
 mod scim;
+mod transfers;
 mod writer;
 
 use postgres::error::SqlState;
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0017_cosignatures.sql"),
     include_str!("../migrations/0018_reconcile.sql"),
     include_str!("../migrations/0019_usage.sql"),
+    include_str!("../migrations/0020_transfers.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

@@ -155,6 +155,10 @@ fn apply(tx: &mut Tx<'_, '_>, fix: &Fix) -> Result<()> {
             exception.as_ref().map_or(Ok(()), |(e, due)| crate::exceptions::insert_row(tx, e, *due))
         }
         Fix::Sensitive(seal) => run(tx, "DELETE FROM sensitive WHERE hmac = $1", &[seal]),
+        Fix::Transfer(id, transfer) => {
+            run(tx, "DELETE FROM transfers WHERE id = $1", &[&id.as_str()])?;
+            transfer.as_ref().map_or(Ok(()), |t| crate::transfers::upsert_row(tx, t))
+        }
     }
 }
 

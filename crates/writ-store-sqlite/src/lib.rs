@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0017_cosignatures.sql"),
     include_str!("../migrations/0018_reconcile.sql"),
     include_str!("../migrations/0019_usage.sql"),
+    include_str!("../migrations/0020_transfers.sql"),
 ];
 
 mod access;
@@ -49,6 +50,7 @@ mod findings;
 mod intake;
 mod repair;
 mod scim;
+mod transfers;
 
 /// How to open the database file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

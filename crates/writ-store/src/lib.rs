@@ -15,6 +15,7 @@ use writ_core::identity::{Grant, Identity, IdentityState, Target};
 use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
 use writ_core::name::{EntitlementRef, IdentityName, SourceName, TargetName};
 use writ_core::time::Timestamp;
+use writ_core::transfer::{Transfer, TransferId, TransferState};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -234,6 +235,84 @@ pub trait UsageStore {
     fn usage(&self, target: &TargetName) -> Result<Vec<(String, Timestamp)>>;
     /// Every row, ordered by target then account: what the projection check compares.
     fn all_usage(&self) -> Result<Vec<(TargetName, String, Timestamp)>>;
+}
+
+/// Transfers of an NHI's ownership, each write recorded by its event in the same transaction.
+pub trait TransferStore {
+    /// Writes `transfer` and appends `event`. A pending transfer is inserted: `Conflict` if
+    /// another is pending for the identity, unless `supersede` is that one, written (as given,
+    /// superseded) in the same transaction. A decided one replaces the row of its id, which
+    /// must still be pending (`Conflict` otherwise); an accepted one also makes `to` the
+    /// identity's owner, `Conflict` if its owner is no longer `from`.
+    fn write_transfer(
+        &self,
+        transfer: &Transfer,
+        supersede: Option<&Transfer>,
+        event: &NewEvent,
+    ) -> Result<u64>;
+    /// The transfer with this id.
+    fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>>;
+    /// Every transfer (of one identity, when given), oldest first.
+    fn transfers(&self, identity: Option<&IdentityName>) -> Result<Vec<Transfer>>;
+}
+
+/// The columns of the `transfers` table, in this order, for both backends.
+pub const TRANSFER_COLUMNS: &str = "id, identity, from_owner, to_owner, requested_by, reason, requested_ms, \
+                                    expires_ms, state, decided_by, decided_ms, note";
+
+/// A transfer as its stored columns hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRow {
+    pub id: String,
+    pub identity: String,
+    pub from_owner: Option<String>,
+    pub to_owner: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub requested_ms: i64,
+    pub expires_ms: i64,
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub decided_ms: Option<i64>,
+    pub note: Option<String>,
+}
+
+impl TransferRow {
+    pub fn of(t: &Transfer) -> TransferRow {
+        TransferRow {
+            id: t.id.to_string(),
+            identity: t.identity.to_string(),
+            from_owner: t.from.as_ref().map(ToString::to_string),
+            to_owner: t.to.to_string(),
+            requested_by: t.requested_by.to_string(),
+            reason: t.reason.clone(),
+            requested_ms: t.requested_at.as_millis(),
+            expires_ms: t.expires_at.as_millis(),
+            state: t.state.as_str().to_owned(),
+            decided_by: t.decided_by.as_ref().map(ToString::to_string),
+            decided_ms: t.decided_at.map(Timestamp::as_millis),
+            note: t.note.clone(),
+        }
+    }
+
+    pub fn transfer(self) -> Result<Transfer> {
+        let corrupt = |e: writ_core::Refusal| StoreError::Corrupt(format!("transfer {}: {e}", self.id));
+        let name = |n: &str| IdentityName::parse(n).map_err(corrupt);
+        Ok(Transfer {
+            id: TransferId::parse(&self.id).map_err(corrupt)?,
+            identity: name(&self.identity)?,
+            from: self.from_owner.as_deref().map(name).transpose()?,
+            to: name(&self.to_owner)?,
+            requested_by: name(&self.requested_by)?,
+            requested_at: Timestamp::from_millis(self.requested_ms),
+            expires_at: Timestamp::from_millis(self.expires_ms),
+            state: TransferState::parse(&self.state).map_err(corrupt)?,
+            decided_by: self.decided_by.as_deref().map(name).transpose()?,
+            decided_at: self.decided_ms.map(Timestamp::from_millis),
+            note: self.note,
+            reason: self.reason,
+        })
+    }
 }
 
 /// What one reconciliation writes: the findings it opened and moved, the findings it saw
@@ -871,6 +950,7 @@ pub enum Fix {
     Sensitive(String),
     /// An account's last use on a target.
     Usage(TargetName, String, Option<Timestamp>),
+    Transfer(TransferId, Option<Transfer>),
 }
 
 /// Putting diverged projections back from the ledger.
@@ -888,6 +968,7 @@ pub trait Store:
     + PolicyStore
     + FindingStore
     + UsageStore
+    + TransferStore
     + ExceptionStore
     + IntakeStore
     + ScimStore
@@ -909,6 +990,7 @@ impl<T> Store for T where
         + PolicyStore
         + FindingStore
         + UsageStore
+        + TransferStore
         + ExceptionStore
         + IntakeStore
         + ScimStore

@@ -358,6 +358,31 @@ pub enum IdentityCmd {
         #[arg(long = "as", value_name = "ACTOR")]
         actor: Option<String>,
     },
+    /// Ask that TO become the accountable owner of the non-human identity NAME (an orphaned
+    /// one, or one whose owner moves on). Asked by its owner, by TO, or by an admin; accepted by
+    /// someone else: TO, or when TO asked, the current owner (an admin if the owner is gone).
+    /// Pending until decided, for at most 7 days; a new request supersedes a pending one.
+    /// Accepting it resolves the `nhi.orphaned` finding about NAME.
+    Transfer {
+        name: String,
+        /// The person who is to own it.
+        #[arg(long)]
+        to: String,
+        /// Who asks (over --server: the token's identity).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        justification: String,
+    },
+    /// List transfers of ownership (of NAME only, when given), oldest first.
+    Transfers { name: Option<String> },
+    /// Accept a pending transfer: its identity's owner is then the new owner.
+    AcceptTransfer(TransferDecisionArgs),
+    /// Decline a pending transfer: the owner stays as it is.
+    DeclineTransfer(TransferDecisionArgs),
+    /// Withdraw a pending transfer you asked for.
+    CancelTransfer(TransferDecisionArgs),
     /// Make a disabled or offboarded NAME active again. Its roles are in force again; tokens
     /// revoked when it was disabled stay revoked (issue new ones).
     Enable {
@@ -369,6 +394,19 @@ pub enum IdentityCmd {
         #[arg(long = "as", value_name = "ACTOR")]
         actor: Option<String>,
     },
+}
+
+/// A decision on a transfer of ownership.
+#[derive(clap::Args, Debug)]
+pub struct TransferDecisionArgs {
+    /// The transfer (TRF-…).
+    pub id: String,
+    /// Who decides (over --server: the token's identity).
+    #[arg(long = "as", value_name = "ACTOR")]
+    pub actor: String,
+    /// What you say about it (recorded in the ledger).
+    #[arg(long)]
+    pub note: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

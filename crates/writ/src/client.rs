@@ -217,7 +217,41 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
         IdentityCmd::Enable { name, reason, actor } => {
             set_state(client, (&name, actor.as_deref()), "enable", reason, json)?;
         }
+        IdentityCmd::Transfer { name, to, actor, justification } => {
+            check_actor(client, Some(&actor))?;
+            let path = format!("/api/v1/identities/{}/transfers", IdentityName::parse(&name)?);
+            let body = json!({ "to": to, "justification": justification });
+            let view: writ_api::view::TransferView = client.view("POST", &path, Some(body))?;
+            render::print(json, &view, || writ_api::text::transfer(&view));
+        }
+        IdentityCmd::Transfers { name } => {
+            let path = match name {
+                Some(name) => format!("/api/v1/transfers?identity={}", IdentityName::parse(&name)?),
+                None => "/api/v1/transfers".to_owned(),
+            };
+            let list: writ_api::view::List<writ_api::view::TransferView> = client.view("GET", &path, None)?;
+            render::print(json, &list.items, || writ_api::text::transfers(&list.items));
+        }
+        IdentityCmd::AcceptTransfer(args) => decide_transfer(client, args, "accept", json)?,
+        IdentityCmd::DeclineTransfer(args) => decide_transfer(client, args, "decline", json)?,
+        IdentityCmd::CancelTransfer(args) => decide_transfer(client, args, "cancel", json)?,
     }
+    Ok(())
+}
+
+/// `identity accept-transfer`, `decline-transfer` and `cancel-transfer` over the API.
+fn decide_transfer(
+    client: &Client,
+    args: crate::cli::TransferDecisionArgs,
+    verb: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    check_actor(client, Some(&args.actor))?;
+    let id = writ_core::transfer::TransferId::parse(&args.id)?;
+    let path = format!("/api/v1/transfers/{id}/{verb}");
+    let view: writ_api::view::TransferView =
+        client.view("POST", &path, Some(json!({ "note": args.note })))?;
+    render::print(json, &view, || writ_api::text::transfer(&view));
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use writ_core::change::{ChangeId, ChangeState};
 use writ_core::identity::{Actor, IdentityKind, IdentityState, SystemActor};
 use writ_core::name::{IdentityName, OrgName, TargetName};
 use writ_core::time::Duration;
+use writ_core::transfer::Decision;
 use writ_engine::{ChangeRecord, Engine, RequestInput};
 
 use crate::CliError;
@@ -94,7 +95,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn is_read(command: &Top) -> bool {
     matches!(
         command,
-        Top::Identity(IdentityCmd::List | IdentityCmd::Show { .. })
+        Top::Identity(IdentityCmd::List | IdentityCmd::Show { .. } | IdentityCmd::Transfers { .. })
             | Top::Target(TargetCmd::List | TargetCmd::Entitlements { .. })
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
             | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
@@ -416,6 +417,30 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
         IdentityCmd::Enable { name, reason, actor } => {
             set_state(engine, (&name, actor.as_deref()), IdentityState::Active, reason, json)?;
         }
+        IdentityCmd::Transfer { name, to, actor, justification } => {
+            let transfer = engine.request_transfer(
+                &IdentityName::parse(&actor)?,
+                &IdentityName::parse(&name)?,
+                &IdentityName::parse(&to)?,
+                justification,
+                writ_engine::random_bits()?,
+            )?;
+            let view = writ_api::view::TransferView::of(&transfer, engine.now());
+            render::print(json, &view, || writ_api::text::transfer(&view));
+        }
+        IdentityCmd::Transfers { name } => {
+            let name = name.as_deref().map(IdentityName::parse).transpose()?;
+            let now = engine.now();
+            let views: Vec<_> = engine
+                .transfers(name.as_ref())?
+                .iter()
+                .map(|t| writ_api::view::TransferView::of(t, now))
+                .collect();
+            render::print(json, &views, || writ_api::text::transfers(&views));
+        }
+        IdentityCmd::AcceptTransfer(args) => decide_transfer(engine, args, Decision::Accept, json)?,
+        IdentityCmd::DeclineTransfer(args) => decide_transfer(engine, args, Decision::Decline, json)?,
+        IdentityCmd::CancelTransfer(args) => decide_transfer(engine, args, Decision::Cancel, json)?,
         IdentityCmd::List => {
             let identities = engine.store().identities()?;
             let views: Vec<IdentityView> = identities.iter().map(IdentityView::of).collect();
@@ -434,6 +459,19 @@ fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), Cli
             render::print(json, &view, || writ_api::text::identity_detail(&identity, &grants));
         }
     }
+    Ok(())
+}
+
+fn decide_transfer(
+    engine: &Engine,
+    args: crate::cli::TransferDecisionArgs,
+    decision: Decision,
+    json: bool,
+) -> Result<(), CliError> {
+    let transfer =
+        engine.decide_transfer(&IdentityName::parse(&args.actor)?, &args.id, decision, args.note)?;
+    let view = writ_api::view::TransferView::of(&transfer, engine.now());
+    render::print(json, &view, || writ_api::text::transfer(&view));
     Ok(())
 }
 

@@ -38,6 +38,12 @@ const FAMILIES: &[&str] = &[
 /// Ledger event kinds share the families of codes; they are names of facts, not errors. So are
 /// a few other names.
 const EVENT_KINDS: &[&str] = &[
+    "identity.transfer_",
+    "identity.transfer_requested",
+    "identity.transfer_accepted",
+    "identity.transfer_declined",
+    "identity.transfer_cancelled",
+    "identity.transfer_superseded",
     "change.requested",
     "change.validated",
     "change.revalidated",

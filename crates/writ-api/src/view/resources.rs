@@ -319,6 +319,47 @@ impl DelegationView {
     }
 }
 
+/// A transfer of an NHI's ownership and its decision.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct TransferView {
+    pub id: String,
+    pub identity: String,
+    /// Its owner when the transfer was asked for.
+    pub from: Option<String>,
+    pub to: String,
+    pub requested_by: String,
+    pub reason: String,
+    /// pending, accepted, declined, cancelled or superseded.
+    pub state: String,
+    pub requested_at: String,
+    pub expires_at: String,
+    /// Pending but past `expires_at`: nobody can decide it any more.
+    pub expired: bool,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub note: Option<String>,
+}
+
+impl TransferView {
+    pub fn of(t: &writ_core::transfer::Transfer, now: Timestamp) -> TransferView {
+        TransferView {
+            id: t.id.to_string(),
+            identity: t.identity.to_string(),
+            from: t.from.as_ref().map(ToString::to_string),
+            to: t.to.to_string(),
+            requested_by: t.requested_by.to_string(),
+            reason: t.reason.clone(),
+            state: t.state.as_str().to_owned(),
+            requested_at: t.requested_at.to_rfc3339(),
+            expires_at: t.expires_at.to_rfc3339(),
+            expired: t.state.is_pending() && !t.is_open_at(now),
+            decided_by: t.decided_by.as_ref().map(ToString::to_string),
+            decided_at: t.decided_at.map(Timestamp::to_rfc3339),
+            note: t.note.clone(),
+        }
+    }
+}
+
 /// A token just issued: its record and, this once, its secret.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 pub struct IssuedTokenView {

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod scim;
 pub mod targets;
 pub mod tokens;
+pub mod transfers;
 
 /// The OpenAPI document, built once from the operation table.
 fn document() -> &'static serde_json::Value {
@@ -56,6 +57,7 @@ pub fn operations() -> Vec<Operation> {
         evidence::operations,
         tokens::operations,
         delegations::operations,
+        transfers::operations,
         ledger::operations,
         exceptions::operations,
         hooks::operations,

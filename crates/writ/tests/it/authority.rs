@@ -250,3 +250,111 @@ fn acting_on_behalf_of_someone_needs_their_delegation_on_every_surface() {
     let listed = w.writ(&["delegation", "list"]).ok();
     assert_eq!(listed, "no delegations");
 }
+
+#[test]
+fn an_orphaned_nhi_changes_owner_only_when_someone_other_than_the_claimant_accepts() {
+    let w = World::new();
+    w.writ(&["identity", "add", "root", "--kind", "human"]).ok();
+    for person in ["bob", "carol", "dave"] {
+        roles(&w, person, &["requester"]);
+    }
+    roles(&w, "root", &["admin"]);
+    w.writ(&["identity", "disable", "alice", "--reason", "left the company"]).ok();
+    let findings = w.writ(&["finding", "list", "--json"]).json();
+    let orphan = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "nhi.orphaned" && f["subject"] == "svc-ci")
+        .unwrap_or_else(|| panic!("svc-ci flagged: {findings}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tokens: std::collections::BTreeMap<&str, String> =
+        ["bob", "carol", "dave", "root"].into_iter().map(|p| (p, token(&w, p))).collect();
+    let app = spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
+    let api = Api::new(&app.base);
+    let unchanged = |what: &str, attempt: &dyn Fn()| {
+        let before = w.fingerprint_except(&["leases", "idempotency"]);
+        attempt();
+        assert_eq!(w.fingerprint_except(&["leases", "idempotency"]), before, "{what} changed something");
+    };
+
+    // Asking: neither owner, new owner nor admin is refused; carol claims it for herself.
+    let ask = |who: &str, to: &str| {
+        api.post(
+            "/api/v1/identities/svc-ci/transfers",
+            &tokens[who],
+            json!({ "to": to, "justification": "ownerless" }),
+        )
+    };
+    for (who, to) in [("bob", "carol"), ("dave", "bob")] {
+        unchanged(&format!("{who} asking"), &|| ask(who, to).refused(403, "transfer.not_allowed"));
+    }
+    unchanged("a body without `to`", &|| {
+        api.post("/api/v1/identities/svc-ci/transfers", &tokens["carol"], json!({ "justification": "x" }))
+            .refused(400, "request.missing_field")
+    });
+    unchanged("a transfer to a service account", &|| {
+        ask("root", "svc-ci").refused(422, "transfer.owner_invalid")
+    });
+    let claim = ask("carol", "carol");
+    let claim = claim.expect(201);
+    assert_eq!((claim["state"].as_str(), claim["from"].as_str()), (Some("pending"), Some("alice")));
+    let id = claim["id"].as_str().unwrap().to_owned();
+
+    // Seeing: the people it concerns and admins; to anyone else it does not exist.
+    for (who, sees) in [("bob", false), ("dave", false), ("carol", true), ("root", true)] {
+        let listed = api.get("/api/v1/transfers?identity=svc-ci", &tokens[who]);
+        assert_eq!(listed.expect(200)["items"].as_array().unwrap().len(), usize::from(sees), "{who}");
+        let shown = api.get(&format!("/api/v1/transfers/{id}"), &tokens[who]);
+        if sees {
+            assert_eq!(shown.expect(200)["id"], id.as_str());
+        } else {
+            shown.refused(404, "not_found");
+        }
+    }
+
+    // Deciding: the claimant cannot; with the owner gone only an admin may.
+    let decide = |who: &str, verb: &str| {
+        api.post(&format!("/api/v1/transfers/{id}/{verb}"), &tokens[who], json!({ "note": "checked" }))
+    };
+    for (who, verb, code) in [
+        ("carol", "accept", "transfer.self_approval"),
+        ("bob", "accept", "transfer.not_allowed"),
+        ("dave", "decline", "transfer.not_allowed"),
+        ("root", "cancel", "transfer.not_allowed"),
+    ] {
+        unchanged(&format!("{who} {verb}"), &|| decide(who, verb).refused(403, code));
+    }
+    assert_eq!(w.writ(&["identity", "show", "svc-ci", "--json"]).json()["owner"], "alice");
+    let accepted = decide("root", "accept");
+    assert_eq!(accepted.expect(200)["state"], "accepted");
+    assert_eq!(w.writ(&["identity", "show", "svc-ci", "--json"]).json()["owner"], "carol");
+    assert_eq!(w.writ(&["finding", "show", &orphan, "--json"]).json()["state"], "resolved");
+    unchanged("a second decision", &|| decide("root", "decline").refused(409, "transfer.not_pending"));
+
+    // The local CLI takes the same path: carol hands it to bob, who accepts.
+    let asked = w.writ(&[
+        "identity",
+        "transfer",
+        "svc-ci",
+        "--to",
+        "bob",
+        "--as",
+        "carol",
+        "--justification",
+        "new team",
+        "--json",
+    ]);
+    let next = asked.json()["id"].as_str().unwrap().to_owned();
+    let refused = w.writ(&["identity", "accept-transfer", &next, "--as", "carol"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(refused.stderr.contains("transfer.self_approval"), "{}", refused.stderr);
+    let text = w.writ(&["identity", "accept-transfer", &next, "--as", "bob", "--note", "mine now"]).ok();
+    assert!(text.contains("carol → bob (accepted)"), "{text}");
+    let listed = w.writ(&["identity", "transfers", "svc-ci", "--json"]).json();
+    let states: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["accepted", "accepted"]);
+    w.writ(&["ledger", "verify"]).ok();
+}
