@@ -32,6 +32,8 @@ pub(super) struct TokenSeen {
     pub account: String,
     pub issued_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
+    /// When its holder last used it as OpenBao can tell: its creation or last renewal.
+    pub used_at: Option<Timestamp>,
 }
 
 /// The members of `policy/<policy>` by token: the identities tokens with it are attributed to.
@@ -111,6 +113,8 @@ impl OpenBaoConnector {
                 policies,
                 issued_at: unix_seconds(data.get("creation_time")),
                 expires_at: rfc3339(data.get("expire_time")),
+                used_at: unix_seconds(data.get("creation_time"))
+                    .max(unix_seconds(data.get("last_renewal_time"))),
             });
         }
         Ok(tokens)
@@ -145,7 +149,15 @@ impl OpenBaoConnector {
             }
         }
         let known = |handle: &str| handles.get(handle).cloned();
-        match self.managed_tokens(Some(deadline)) {
+        // The usage signal: tokens and leases issued or renewed, by the account they belong to.
+        let mut used: BTreeMap<String, Timestamp> = BTreeMap::new();
+        let mut use_at = |account: &str, at: Option<Timestamp>| {
+            if let Some(at) = at {
+                let last = used.entry(account.to_owned()).or_insert(at);
+                *last = (*last).max(at);
+            }
+        };
+        let tokens_read = match self.managed_tokens(Some(deadline)) {
             Ok(tokens) => {
                 for token in tokens {
                     for policy in &token.policies {
@@ -157,6 +169,7 @@ impl OpenBaoConnector {
                         Some((identity, entitlement)) => (Some(identity.to_string()), Some(entitlement)),
                         None => (Some(token.account.clone()), None),
                     };
+                    use_at(account.as_deref().unwrap_or_default(), token.used_at);
                     holdings.credentials.push(Credential {
                         class: "token",
                         handle: token.accessor,
@@ -166,9 +179,13 @@ impl OpenBaoConnector {
                         expires_at: token.expires_at,
                     });
                 }
+                true
             }
-            Err(reason) => holdings.partial.push(reason),
-        }
+            Err(reason) => {
+                holdings.partial.push(reason);
+                false
+            }
+        };
         let mount = self.settings.database_mount.clone();
         for entitlement in &entitlements {
             if Instant::now() > deadline {
@@ -206,6 +223,8 @@ impl OpenBaoConnector {
                                 holder
                             }
                         };
+                        let renewed = rfc3339(reply.body.pointer("/data/last_renewal"));
+                        use_at(&account, rfc3339(reply.body.pointer("/data/issue_time")).max(renewed));
                         holdings.credentials.push(Credential {
                             class: "lease",
                             handle: lease,
@@ -260,6 +279,10 @@ impl OpenBaoConnector {
                 issued_at: Some(millis(not_before)),
                 expires_at: Some(millis(not_after)),
             });
+        }
+        // Without the token listing there is no signal worth the name: nothing is called stale.
+        if tokens_read {
+            holdings.usage = Some(used.into_iter().collect());
         }
         holdings.normalize();
         Ok(holdings)

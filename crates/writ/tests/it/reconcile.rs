@@ -284,6 +284,20 @@ fn openbao_a_token_minted_outside_writ_is_unapproved_and_long_lived_and_its_revo
         .unwrap_or_else(|| panic!("no secret.long_lived for the token: {run:#}"));
     assert!(long_lived["detail"].as_str().unwrap().contains("at most 30d"), "{long_lived}");
     assert!(long_lived["controls"].as_array().unwrap().contains(&json!("OWASP-NHI:NHI7:2025")));
+    // Token times are OpenBao's usage signal: the token's creation is the agent's last use.
+    assert_eq!(run["usage"], "signal", "{run}");
+    let db = rusqlite::Connection::open(&w.db).unwrap();
+    let last_ms: i64 = db
+        .query_row("SELECT last_ms FROM usage WHERE target = 'vault' AND account = 'rcb-bot'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!(
+        (now_ms - last_ms).abs() < 120_000,
+        "last use {last_ms} is the token's creation, about now ({now_ms})"
+    );
     // No secret reaches the record: the token itself appears nowhere Writ wrote.
     let secret = minted["auth"]["client_token"].as_str().unwrap();
     assert!(!run.to_string().contains(secret));
