@@ -11,6 +11,8 @@
 //! - a run of SCIM leavers that would remove more people within the policy's window than its
 //!   `[automation]` threshold allows (`scim`): a feed deactivating half the company at once is
 //!   more likely a broken feed than a layoff, and a person should say which.
+//! - an identity provider feed silent for longer than `[automation] feed_interval` (`scim`),
+//!   seen by the next SCIM write or the registry's reconciliation.
 //!
 //! Expiry of time-bound access is never paused: it only removes what Writ itself granted, for
 //! as long as it was approved.
@@ -171,6 +173,27 @@ impl Engine {
         );
         self.pause_automation(SCIM_SCOPE, reason.clone())?;
         Ok(Some(reason))
+    }
+
+    /// Pauses the SCIM scope when the identity provider's feed has been silent for longer than
+    /// the policy's `[automation] feed_interval` (nothing when that is unset or the feed never
+    /// wrote). Silence counts from its last write or the scope's last resumption, whichever is
+    /// later: a person who resumed after a silence has looked at it.
+    pub(crate) fn check_feed(&self) -> Result<Option<Finding>> {
+        let Some(interval) = self.policy()?.rules().automation.feed_interval else { return Ok(None) };
+        let Some(last_write) = self.store.scim_last_write()? else { return Ok(None) };
+        let since = self.scim_resumed_at()?.map_or(last_write, |resumed| resumed.max(last_write));
+        let now = self.now();
+        if now.as_millis().saturating_sub(since.as_millis()) <= interval.as_millis() {
+            return Ok(None);
+        }
+        let reason = format!(
+            "the identity provider's feed has been silent since {} (last write {}), longer than the policy's \
+             [automation] feed_interval of {interval}: what it sends next may be a backlog or a broken record",
+            since.to_rfc3339(),
+            last_write.to_rfc3339()
+        );
+        self.pause_automation(SCIM_SCOPE, reason).map(Some)
     }
 
     /// When the SCIM scope was last resumed, if ever: removals before it were decided then.

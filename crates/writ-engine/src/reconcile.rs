@@ -346,6 +346,8 @@ impl Engine {
     /// The registry's own checks: every non-human identity whose owner is offboarded, disabled,
     /// absent or not a person is `nhi.orphaned`.
     pub fn reconcile_registry(&self, actor: Actor) -> Result<Report> {
+        // The identity provider's feed is the registry's source: one silent too long pauses it.
+        self.check_feed()?;
         let now = self.now();
         let identities = self.store.identities()?;
         let by_name: BTreeMap<&str, &Identity> = identities.iter().map(|i| (i.name.as_str(), i)).collect();

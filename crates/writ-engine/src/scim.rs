@@ -276,6 +276,8 @@ impl Engine {
             ScimWrite::Delete => (None, None),
         };
         let _serial = self.scim_serial.lock().map_err(|_| StoreError::Other("SCIM lock poisoned".into()))?;
+        // A feed that was silent too long: this write is recorded, but what it removes waits.
+        self.check_feed()?;
         let current = match id {
             None => None,
             Some(id) => match self.store.scim_resource(kind.name(), id)? {

@@ -353,4 +353,10 @@ fn automation_limits_pause_above_the_share_or_the_grant_count_never_below_the_fl
     assert!(policy.rules().automation.exceeded(6, 6, 10));
     let err = pack_with(&base.replace("max_removed_percent = 10", "max_removed_percent = 0")).unwrap_err();
     assert!(err.to_string().contains("max_removed_percent"), "{err}");
+    // The feed's expected interval: off unless set, a duration when set.
+    assert_eq!(limits.feed_interval, None);
+    let set = pack_with(&base.replace("# feed_interval = \"2h\"", "feed_interval = \"2h\"")).unwrap();
+    assert_eq!(set.rules().automation.feed_interval, Some(writ_core::time::Duration::hours(2)));
+    let err = pack_with(&base.replace("# feed_interval = \"2h\"", "feed_interval = \"soon\"")).unwrap_err();
+    assert!(err.to_string().contains("[automation]"), "{err}");
 }

@@ -909,8 +909,10 @@ fn scim(store: Arc<dyn Store>) {
         deleted: false,
         settled: "{}".into(),
     };
+    assert_eq!(store.scim_last_write().unwrap(), None, "nothing written yet");
     let first = store.scim_write(&row, None, &delivery("u-1/1"), &event(None, None, "s1")).unwrap();
     assert_eq!(store.scim_resource("User", "u-1").unwrap(), Some(row.clone()));
+    assert_eq!(store.scim_last_write().unwrap(), Some(at(10)));
     assert_eq!(
         store.delivery(&source, "u-1/1").unwrap(),
         Some(delivery("u-1/1")),
@@ -941,6 +943,7 @@ fn scim(store: Arc<dyn Store>) {
     assert_eq!((live, all), (vec!["u-2".to_owned()], vec!["u-1".to_owned(), "u-2".to_owned()]));
     assert_eq!(store.scim_resource("User", "u-1").unwrap().map(|r| r.deleted), Some(true));
     assert!(store.scim_resources("Group", true).unwrap().is_empty());
+    assert_eq!(store.scim_last_write().unwrap(), Some(at(20)), "the newest write, a deletion included");
 }
 
 fn refusals(store: Arc<dyn Store>) {

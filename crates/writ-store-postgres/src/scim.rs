@@ -39,6 +39,13 @@ impl ScimStore for PostgresStore {
         rows.first().map(from_row).transpose()
     }
 
+    fn scim_last_write(&self) -> Result<Option<Timestamp>> {
+        let mut client = self.lock()?;
+        let row =
+            client.cached().query_one("SELECT MAX(updated_ms) FROM scim_resources", &[]).map_err(map_err)?;
+        Ok(row.get::<_, Option<i64>>(0).map(Timestamp::from_millis))
+    }
+
     fn scim_resources(&self, kind: &str, deleted: bool) -> Result<Vec<ScimRow>> {
         let mut client = self.lock()?;
         let rows = client

@@ -44,6 +44,15 @@ impl ScimStore for SqliteStore {
         row.map(finish).transpose()
     }
 
+    fn scim_last_write(&self) -> Result<Option<Timestamp>> {
+        let connection = self.lock()?;
+        let last: Option<i64> = connection
+            .prepare_cached("SELECT MAX(updated_ms) FROM scim_resources")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(map_err)?;
+        Ok(last.map(Timestamp::from_millis))
+    }
+
     fn scim_resources(&self, kind: &str, deleted: bool) -> Result<Vec<ScimRow>> {
         let connection = self.lock()?;
         let mut statement = connection

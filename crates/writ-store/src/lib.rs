@@ -919,6 +919,8 @@ pub trait ScimStore {
     /// Records the lifecycle state settled for a resource. `Conflict` unless the stored state
     /// is still `expected`.
     fn scim_settle(&self, kind: &str, id: &str, settled: &str, expected: &str) -> Result<()>;
+    /// When the identity provider last wrote any resource (deletions included), if ever.
+    fn scim_last_write(&self) -> Result<Option<Timestamp>>;
 }
 
 /// One row of a projection put back to what the ledger's events say; `None` (or `false`) means

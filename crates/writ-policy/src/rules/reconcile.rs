@@ -64,17 +64,20 @@ pub(super) struct AutomationSpec {
     max_removed_percent: Option<u8>,
     min_removed: Option<u32>,
     max_removed_grants: Option<u32>,
+    feed_interval: Option<String>,
 }
 
 /// When automated removals pause (`[automation]`): more people removed within `window` than
 /// `max_removed_percent` of the scope's holders (never fewer than `min_removed`), or more
-/// grants than `max_removed_grants`.
+/// grants than `max_removed_grants`; or an identity provider feed silent for longer than
+/// `feed_interval` (when set: how often the provider syncs at the least).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AutomationLimits {
     pub window: Duration,
     pub max_removed_percent: u8,
     pub min_removed: u32,
     pub max_removed_grants: u32,
+    pub feed_interval: Option<Duration>,
 }
 
 impl Default for AutomationLimits {
@@ -84,6 +87,7 @@ impl Default for AutomationLimits {
             max_removed_percent: 10,
             min_removed: 3,
             max_removed_grants: 50,
+            feed_interval: None,
         }
     }
 }
@@ -112,6 +116,7 @@ pub(super) fn automation(file: &RulesFile, text: &str) -> Result<AutomationLimit
         max_removed_percent: percent,
         min_removed: spec.min_removed.unwrap_or(defaults.min_removed),
         max_removed_grants: spec.max_removed_grants.unwrap_or(defaults.max_removed_grants),
+        feed_interval: spec.feed_interval.as_deref().map(duration).transpose().map_err(&err)?,
     })
 }
 

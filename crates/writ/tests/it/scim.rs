@@ -34,11 +34,16 @@ grant = ["access:finance-read"]
 /// A server whose policy has birthright rules, and the token of `idp-scim`, the identity
 /// provider's SCIM client (a service account owned by alice, role provisioner).
 fn start() -> (Http, String) {
+    start_with(RULES)
+}
+
+/// [`start`] with other rules than the pack's (the birthright rules are added).
+fn start_with(rules: &str) -> (Http, String) {
     let world = World::new();
     let dir = world.dir.path().join("policy");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();
-    std::fs::write(dir.join("rules.toml"), format!("{RULES}\n{BIRTHRIGHT}")).unwrap();
+    std::fs::write(dir.join("rules.toml"), format!("{rules}\n{BIRTHRIGHT}")).unwrap();
     world.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
     world.writ(&["identity", "add", "idp-scim", "--kind", "service_account", "--owner", "alice"]).ok();
     roles(&world, "idp-scim", &["provisioner"]);
@@ -585,6 +590,68 @@ fn a_feed_deactivating_half_the_people_at_once_pauses_the_leavers_until_a_person
     for n in 5..10 {
         assert_eq!(held(&h, &format!("p{n}@example.com")), set(&["finance-read"]));
     }
+    assert!(h.api.get("/api/v1/automation", &h.root).expect(200)["items"].as_array().unwrap().is_empty());
+    h.settle();
+    assert_eq!(h.api.get("/api/v1/ledger/verify", &h.root).expect(200)["ok"], true);
+}
+
+#[test]
+fn a_feed_silent_beyond_its_interval_holds_what_it_removes_next_until_a_person_resumes() {
+    let rules = RULES.replace("# feed_interval = \"2h\"", "feed_interval = \"2s\"");
+    assert_ne!(rules, RULES, "the pack's feed_interval example moved");
+    let (h, token) = start_with(&rules);
+    let mut users = Vec::new();
+    for n in 0..2 {
+        let joiner = json!({
+            "schemas": [USER, ENTERPRISE],
+            "userName": format!("q{n}@example.com"),
+            "active": true,
+            ENTERPRISE: {"department": "Finance"},
+        });
+        users.push(
+            scim(&h, "POST", "/Users", &token, &[], Some(&joiner)).expect(201)["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for change in changes(&h) {
+        carry_out(&h, change["id"].as_str().unwrap());
+    }
+    assert!(h.api.get("/api/v1/automation", &h.root).expect(200)["items"].as_array().unwrap().is_empty());
+    // The feed falls silent beyond its interval; the write that ends the silence is recorded
+    // and answered, but the leaver it carries is held.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let leaver =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    scim(&h, "PATCH", &format!("/Users/{}", users[0]), &token, &[], Some(&leaver)).expect(200);
+    let paused = h.api.get("/api/v1/automation", &h.root).expect(200).clone();
+    let paused = paused["items"].as_array().unwrap();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0]["subject"], "scim");
+    assert!(
+        paused[0]["detail"].as_str().unwrap().contains("feed has been silent"),
+        "{}",
+        paused[0]["detail"]
+    );
+    assert!(changes(&h).iter().all(|c| c["event"] != "leaver"), "a held leaver opens no change");
+    assert_eq!(h.api.get("/api/v1/identities/q0@example.com", &h.root).expect(200)["state"], "active");
+    assert_eq!(held(&h, "q0@example.com"), set(&["finance-read"]), "nothing done, nothing lost");
+
+    let resumed = h.api.post(
+        "/api/v1/automation/scim/resume",
+        &h.root,
+        json!({ "justification": "the provider was down for maintenance, INC-7" }),
+    );
+    assert_eq!(resumed.expect(200)["settled"], 1);
+    let leavers: Vec<Value> = changes(&h).into_iter().filter(|c| c["event"] == "leaver").collect();
+    assert_eq!(leavers.len(), 1, "the held leaver proceeds");
+    carry_out(&h, leavers[0]["id"].as_str().unwrap());
+    assert!(held(&h, "q0@example.com").is_empty());
+    // Silence counts from the resumption: the next write does not pause it again.
+    let title =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "Lead"}]});
+    scim(&h, "PATCH", &format!("/Users/{}", users[1]), &token, &[], Some(&title)).expect(200);
     assert!(h.api.get("/api/v1/automation", &h.root).expect(200)["items"].as_array().unwrap().is_empty());
     h.settle();
     assert_eq!(h.api.get("/api/v1/ledger/verify", &h.root).expect(200)["ok"], true);
