@@ -240,6 +240,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("automation.resume_required", Conflict),
     ("automation.resume_not_allowed", Forbidden),
     ("finding.no_remedy", Conflict),
+    ("finding.remediation_not_allowed", Forbidden),
     ("transfer.not_nhi", Conflict),
     ("transfer.identity_offboarded", Conflict),
     ("transfer.owner_invalid", Unprocessable),

@@ -395,6 +395,13 @@ pub enum RegistryEvent {
         repaired: Vec<String>,
         at: Timestamp,
     },
+    /// A reconciliation saw an open (or excepted) finding again with a different account of it
+    /// (an unmatched account that now holds something): its detail says what is true now.
+    FindingChanged {
+        actor: Actor,
+        finding: crate::finding::Finding,
+        note: String,
+    },
     /// A change was opened to fix a finding (`writ finding remediate`); the finding carries it
     /// as its remediation and is resolved when that change is verified.
     FindingRemediation {
@@ -458,6 +465,7 @@ impl RegistryEvent {
             RegistryEvent::ProjectionsRepaired { .. } => "ledger.projections_repaired",
             RegistryEvent::Reconciled { .. } => "reconcile.run",
             RegistryEvent::FindingRemediation { .. } => "finding.remediation_opened",
+            RegistryEvent::FindingChanged { .. } => "finding.changed",
             RegistryEvent::UsageReported { .. } => "usage.reported",
             RegistryEvent::Transfer { transfer, .. } => transfer.state.event_type(),
             RegistryEvent::LedgerKey { retired: false, .. } => "ledger.key_added",
@@ -486,6 +494,7 @@ impl RegistryEvent {
             | RegistryEvent::ProjectionsRepaired { actor, .. }
             | RegistryEvent::Reconciled { actor, .. }
             | RegistryEvent::FindingRemediation { actor, .. }
+            | RegistryEvent::FindingChanged { actor, .. }
             | RegistryEvent::UsageReported { actor, .. }
             | RegistryEvent::Transfer { actor, .. }
             | RegistryEvent::LedgerKey { actor, .. } => actor,
@@ -509,9 +518,9 @@ impl RegistryEvent {
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,
-            RegistryEvent::Finding { finding, .. } | RegistryEvent::FindingRemediation { finding, .. } => {
-                finding.updated_at
-            }
+            RegistryEvent::Finding { finding, .. }
+            | RegistryEvent::FindingRemediation { finding, .. }
+            | RegistryEvent::FindingChanged { finding, .. } => finding.updated_at,
             RegistryEvent::Exception { exception, .. } => exception.updated_at,
             RegistryEvent::Delivery { record, .. } => record.updated_at,
             RegistryEvent::DeliveryRefused { refused, .. } => refused.at,

@@ -8,6 +8,9 @@ use writ_core::identity::{Actor, SystemActor};
 use writ_core::name::{EntitlementRef, IdentityName};
 
 use crate::scim::OWNER_LEFT;
+
+/// The finding kind of an account on a target that no registered identity is.
+pub const UNMATCHED: &str = "identity.unmatched_account";
 use crate::{Engine, EngineError, Result, registry_event};
 
 /// The one id of the finding of `kind` about `subject`: `FND-` and 16 hex digits of SHA-256.
@@ -148,12 +151,6 @@ fn remedy(finding: &Finding) -> Result<(writ_core::change::OpAction, IdentityNam
         "access.unapproved" | "access.expired_not_revoked" | "access.stale" => OpAction::Revoke,
         "access.missing" => OpAction::Grant,
         "secret.long_lived" => OpAction::Rotate,
-        "identity.unmatched_account" => {
-            return Err(unsupported(
-                "register the account's identity with its owner (`writ identity add`; the next reconciliation links it) \
-                 or remove the account on the target",
-            ));
-        }
         crate::reconcile::TELEMETRY => {
             return Err(unsupported(
                 "review the write; revert it through a change (`writ change request`), or resolve this finding \
@@ -220,6 +217,9 @@ impl Engine {
                 ));
             }
         }
+        if finding.kind == UNMATCHED {
+            return self.decommission_unmatched(actor, finding, justification, random);
+        }
         let (action, identity, entitlement) = remedy(&finding)?;
         let duration = match action {
             writ_core::change::OpAction::Grant => self
@@ -246,6 +246,28 @@ impl Engine {
             event: BusinessEvent::Adhoc,
         };
         let record = self.request(input, random)?;
+        self.link_remediation(actor, finding, record)
+    }
+
+    /// Whether a change opened to fix `finding` is still on its way (requested up to
+    /// implemented): the finding then waits for its verification.
+    pub(crate) fn remediation_in_flight(&self, finding: &Finding) -> Result<bool> {
+        use writ_core::change::ChangeState as S;
+        let Some(change) = &finding.remediation else { return Ok(false) };
+        let state = self.load(change)?.change.state;
+        Ok(matches!(
+            state,
+            S::Requested | S::PendingApproval | S::Approved | S::Implementing | S::Implemented
+        ))
+    }
+
+    /// Records on `finding` the change opened to fix it.
+    fn link_remediation(
+        &self,
+        actor: &IdentityName,
+        finding: Finding,
+        record: crate::ChangeRecord,
+    ) -> Result<(Finding, crate::ChangeRecord)> {
         let linked =
             Finding { remediation: Some(record.change.id.clone()), updated_at: self.now(), ..finding };
         let event = RegistryEvent::FindingRemediation {
@@ -256,6 +278,74 @@ impl Engine {
         self.store.update_finding(&linked, linked.state, &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::findings", finding = %linked.id, change = %record.change.id, "remediation opened");
         Ok((linked, record))
+    }
+
+    /// The fix for an account no registered identity is: it is registered under its own name
+    /// as a service account owned by `actor` (who answers for its removal) and offboarded at
+    /// once, which opens the decommission change that revokes everything any target shows it
+    /// holding, through policy and approvals. Only an admin may (it registers an identity).
+    /// Refused, recording nothing: a name no identity can have, an account registered since
+    /// (the next reconciliation links it), or one that holds nothing Writ manages (Writ does not
+    /// delete accounts; remove it on the target).
+    fn decommission_unmatched(
+        &self,
+        actor: &IdentityName,
+        finding: Finding,
+        justification: Option<String>,
+        random: u128,
+    ) -> Result<(Finding, crate::ChangeRecord)> {
+        use writ_core::change::{ExternalRef, Justification, RefKind};
+        let unsupported = |how: String| {
+            denied(
+                "finding.no_remedy",
+                format!("finding {} ({}) is not fixed by a change: {how}", finding.id, finding.kind),
+            )
+        };
+        let account = finding.subject.split_once(" account ").map(|(_, account)| account).unwrap_or_default();
+        let name = IdentityName::parse(account).map_err(|_| {
+            unsupported(format!("{account:?} is no name an identity can have; remove it on the target"))
+        })?;
+        if !self.store.roles_of(actor)?.contains(&writ_core::access::Role::Admin) {
+            return Err(denied(
+                "finding.remediation_not_allowed",
+                format!(
+                    "decommissioning {name} registers it as an identity first, which takes an admin; {actor} is not one"
+                ),
+            ));
+        }
+        let registered = self.store.identity(&name)?;
+        if let Some(identity) = &registered
+            && identity.state != writ_core::identity::IdentityState::Offboarded
+        {
+            return Err(unsupported(format!(
+                "{name} is a registered {} now; the next reconciliation links its access",
+                identity.kind
+            )));
+        }
+        if self.observed_holdings(&name)?.is_empty() {
+            return Err(unsupported(format!(
+                "{name} holds nothing Writ manages on any target; remove the account on the target itself"
+            )));
+        }
+        let why = match justification.as_deref() {
+            Some(text) => format!("decommissions the unmatched account {name} ({}): {text}", finding.id),
+            None => {
+                format!("decommissions the unmatched account {name} ({}): {}", finding.id, finding.detail)
+            }
+        };
+        let why = Justification::parse(&why.chars().take(Justification::MAX_LEN).collect::<String>())?;
+        if registered.is_none() {
+            let kind = writ_core::identity::IdentityKind::ServiceAccount;
+            self.add_identity(Actor::Identity(actor.clone()), name.clone(), kind, Some(actor), None)?;
+        }
+        let refs = vec![ExternalRef::new(RefKind::Finding, &finding.id)?];
+        let offboarding = self.offboard(actor.clone(), &name, why, refs, random)?;
+        let record = offboarding.change.ok_or_else(|| {
+            unsupported(format!(
+                "{name} held nothing by the time it was offboarded; nothing is left to revoke"
+            ))
+        })?;
+        self.link_remediation(actor, finding, record)
     }
 
     /// Resolves the findings `change` remediates, once it is verified: the fix is in effect

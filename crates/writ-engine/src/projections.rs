@@ -240,7 +240,8 @@ impl Expected {
                     row.2 = row.2.max(*at);
                 }
             }
-            RegistryEvent::FindingRemediation { finding, .. } => {
+            RegistryEvent::FindingRemediation { finding, .. }
+            | RegistryEvent::FindingChanged { finding, .. } => {
                 let mut finding = finding.clone();
                 if let Some(before) = self.findings.get(&finding.id) {
                     finding.last_seen = before.last_seen;

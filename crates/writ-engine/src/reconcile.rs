@@ -488,6 +488,26 @@ impl Engine {
                     updated.push((finding.clone(), FindingState::Resolved, registry_event(&event, hmac)));
                     report_reopened.push(finding);
                 }
+                Some(found) if found.detail != want.detail => {
+                    // Still there, but what it is about moved on (an unmatched account that now
+                    // holds something): the finding says what is true now.
+                    still_open += 1;
+                    let expected = found.state;
+                    let finding = Finding {
+                        detail: want.detail,
+                        evidence: Some(evidence.clone()),
+                        updated_at: now,
+                        last_seen: now,
+                        ..found
+                    };
+                    let event = RegistryEvent::FindingChanged {
+                        actor: system.clone(),
+                        finding: finding.clone(),
+                        note: format!("seen again, changed, by reconciliation of {}", run.scope),
+                    };
+                    seen.push(finding.id.clone());
+                    updated.push((finding, expected, registry_event(&event, hmac)));
+                }
                 Some(found) => {
                     still_open += 1;
                     seen.push(found.id);
@@ -499,6 +519,10 @@ impl Engine {
             for found in
                 existing.into_values().filter(|f| f.state != FindingState::Resolved && f.kind != TELEMETRY)
             {
+                // A finding a change is fixing is resolved by that change's verification.
+                if self.remediation_in_flight(&found)? {
+                    continue;
+                }
                 let expected = found.state;
                 let finding =
                     Finding { state: FindingState::Resolved, updated_at: now, exception: None, ..found };

@@ -613,7 +613,8 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             | "finding.reopened"
             | "finding.excepted"
             | "finding.resolved"
-            | "finding.remediation_opened"),
+            | "finding.remediation_opened"
+            | "finding.changed"),
             Data::Finding {
                 id,
                 kind: finding_kind,
@@ -654,6 +655,8 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
             };
             if kind == "finding.remediation_opened" {
                 RegistryEvent::FindingRemediation { actor, finding, note }
+            } else if kind == "finding.changed" {
+                RegistryEvent::FindingChanged { actor, finding, note }
             } else {
                 let first = kind == "finding.opened";
                 if finding.event_type(first) != kind {
@@ -968,7 +971,8 @@ fn registry_data(event: &RegistryEvent) -> Data {
             sha256: hex(&refused.sha256),
         },
         RegistryEvent::Finding { finding, note, .. }
-        | RegistryEvent::FindingRemediation { finding, note, .. } => Data::Finding {
+        | RegistryEvent::FindingRemediation { finding, note, .. }
+        | RegistryEvent::FindingChanged { finding, note, .. } => Data::Finding {
             id: finding.id.clone(),
             kind: finding.kind.clone(),
             subject: finding.subject.clone(),

@@ -288,6 +288,11 @@ fn every_event() -> Vec<Event> {
         first: true,
         note: "raised by reconciliation of target:db".into(),
     }));
+    events.push(Event::Registry(RegistryEvent::FindingChanged {
+        actor: Actor::System(SystemActor::Scheduler),
+        finding: writ_core::finding::Finding { detail: "now holds more".into(), ..reconciled.clone() },
+        note: "seen again, changed".into(),
+    }));
     events.push(Event::Registry(RegistryEvent::FindingRemediation {
         actor: Actor::Identity(IdentityName::parse("carol").unwrap()),
         finding: writ_core::finding::Finding { remediation: Some(ChangeId::generate(T0, 10)), ..reconciled },

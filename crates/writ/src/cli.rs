@@ -639,7 +639,10 @@ pub enum FindingCmd {
     Show { id: String },
     /// Open the change that fixes a finding, requested by you through policy and approvals:
     /// unapproved or expired access is revoked, missing access granted again, a long-lived
-    /// secret rotated. The finding is resolved once that change is verified on the target.
+    /// secret rotated, an unmatched account decommissioned (an admin's: it is registered as a
+    /// service account you own and offboarded, which revokes all it holds). The finding is
+    /// resolved once that change is verified on the target. An orphaned NHI is handed over with
+    /// `writ identity transfer` instead.
     Remediate {
         id: String,
         /// Who requests the fix.

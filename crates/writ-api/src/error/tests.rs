@@ -39,6 +39,7 @@ const FAMILIES: &[&str] = &[
 /// a few other names.
 const EVENT_KINDS: &[&str] = &[
     "identity.transfer_",
+    "finding.changed",
     "identity.transfer_requested",
     "identity.transfer_accepted",
     "identity.transfer_declined",

@@ -197,9 +197,10 @@ fn what_no_change_fixes_is_refused_with_what_to_do_and_records_nothing() {
     let unmatched = &report.opened[0];
     assert_eq!(unmatched.kind, "identity.unmatched_account");
     let before = snapshot(&w.engine);
+    // Decommissioning an unknown account registers it first: an admin's work.
     let err = w.engine.remediate_finding(&n("carol"), &unmatched.id, None, 1).unwrap_err();
-    assert_eq!(err.code(), "finding.no_remedy");
-    assert!(err.to_string().contains("writ identity add"), "{err}");
+    assert_eq!(err.code(), "finding.remediation_not_allowed");
+    assert!(err.to_string().contains("admin"), "{err}");
     for bad in ["FND-nothex", "FND-0000000000000000"] {
         assert!(w.engine.remediate_finding(&n("carol"), bad, None, 2).is_err(), "{bad}");
     }
@@ -412,4 +413,73 @@ fn access_unused_beyond_stale_after_is_stale_only_where_there_is_a_usage_signal(
     w.engine.report_usage(admin(), &apps(), "siem", vec![("erin".into(), future)]).unwrap();
     let erin = w.engine.store().usage(&apps()).unwrap().into_iter().find(|(a, _)| a == "erin").unwrap();
     assert_eq!(erin.1, w.clock.now());
+}
+
+#[test]
+fn an_unmatched_account_is_decommissioned_through_a_change_that_resolves_its_finding_once_verified() {
+    let w = world();
+    w.engine.set_role(admin(), &n("dave"), writ_core::access::Role::Admin, true).unwrap();
+    out_of_band(&w, OpAction::Grant, "mallory", "read");
+    out_of_band(&w, OpAction::Grant, "mallory", "admin");
+    let report = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    let unmatched = report.opened.iter().find(|f| f.kind == "identity.unmatched_account").unwrap().clone();
+    assert_eq!(unmatched.subject, "apps account mallory");
+
+    let (linked, record) =
+        w.engine.remediate_finding(&n("dave"), &unmatched.id, Some("nobody knows it".into()), 9).unwrap();
+    assert_eq!(linked.remediation.as_ref(), Some(&record.change.id));
+    let change = &record.change;
+    assert_eq!(change.event, BusinessEvent::Decommission);
+    let mut revoked: Vec<String> =
+        change.ops.iter().map(|op| format!("{} {}", op.action, op.entitlement)).collect();
+    revoked.sort();
+    assert_eq!(revoked, ["revoke apps:admin", "revoke apps:read"]);
+    // Registered under its own name, owned by who decommissions it, and offboarded at once.
+    let mallory = w.engine.identity(&n("mallory")).unwrap();
+    assert_eq!(
+        (mallory.kind, mallory.owner.clone(), mallory.state),
+        (IdentityKind::ServiceAccount, Some(n("dave")), IdentityState::Offboarded)
+    );
+    // While the change is under way, a run that no longer sees the account unmatched leaves
+    // its finding to the change.
+    w.engine.reconcile_target(admin(), &apps()).unwrap();
+    assert_eq!(w.engine.finding(&unmatched.id).unwrap().state, FindingState::Open);
+    let again = w.engine.remediate_finding(&n("dave"), &unmatched.id, None, 10).unwrap_err();
+    assert_eq!(again.code(), "finding.remediation_open");
+
+    assert_eq!(w.engine.approve(&change.id, &n("dave"), None, None).unwrap_err().code(), "sod.self_approval");
+    w.engine.approve(&change.id, &n("bob"), None, None).unwrap();
+    if w.engine.load(&change.id).unwrap().change.state == ChangeState::PendingApproval {
+        w.engine.approve(&change.id, &n("carol"), None, None).unwrap();
+    }
+    w.engine.execute(&change.id, None).unwrap();
+    assert_eq!(w.engine.verify(&change.id).unwrap().change.state, ChangeState::Verified);
+    assert_eq!(w.engine.finding(&unmatched.id).unwrap().state, FindingState::Resolved);
+    let held = w.apps.observe(&[ent("read"), ent("admin")]).unwrap();
+    assert!(!held.is_member(&ent("read"), &n("mallory")) && !held.is_member(&ent("admin"), &n("mallory")));
+    let after = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    assert!(after.opened.is_empty() && after.reopened.is_empty(), "{after:?}");
+}
+
+#[test]
+fn an_unmatched_account_that_holds_nothing_or_is_registered_since_is_not_decommissioned() {
+    let w = world();
+    w.engine.set_role(admin(), &n("dave"), writ_core::access::Role::Admin, true).unwrap();
+    out_of_band(&w, OpAction::Grant, "mallory", "read");
+    out_of_band(&w, OpAction::Grant, "trudy", "read");
+    let report = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    let of = |who: &str| {
+        report.opened.iter().find(|f| f.subject == format!("apps account {who}")).unwrap().id.clone()
+    };
+    // mallory's access went away by hand; trudy was registered meanwhile.
+    out_of_band(&w, OpAction::Revoke, "mallory", "read");
+    w.engine.add_identity(admin(), n("trudy"), IdentityKind::Human, None, None).unwrap();
+    let before = snapshot(&w.engine);
+    for (who, says) in [("mallory", "holds nothing"), ("trudy", "registered")] {
+        let err = w.engine.remediate_finding(&n("dave"), &of(who), None, 1).unwrap_err();
+        assert_eq!(err.code(), "finding.no_remedy", "{who}: {err}");
+        assert!(err.to_string().contains(says), "{who}: {err}");
+    }
+    assert_eq!(snapshot(&w.engine), before, "refusals change nothing");
+    assert!(w.engine.store().identity(&n("mallory")).unwrap().is_none());
 }

@@ -48,8 +48,9 @@ pub fn operations() -> Vec<Operation> {
             M::POST,
             "/api/v1/findings/{id}/remediate",
             "Open the change that fixes a finding (revoke unapproved or expired access, grant missing access, \
-             rotate a long-lived secret), requested by the caller through policy and approvals; the finding is \
-             resolved when that change is verified.",
+             rotate a long-lived secret; decommission an unmatched account, which registers it as a service account \
+             owned by the caller, an admin, and offboards it), requested by the caller through policy and approvals; \
+             the finding is resolved when that change is verified.",
             Some(A::Request),
             Some("RemediateFinding"),
             post(remediate_finding),

@@ -144,6 +144,22 @@ fn postgres_an_out_of_band_grant_is_found_remediated_and_resolved_only_once_veri
     assert!(!crate::pgtarget::member(&mut pg, "rcp_dave", "rcp_read"), "still a member after the fix");
     let after = reconcile(&w, "pg");
     assert!(after["opened"].as_array().unwrap().iter().all(|f| f["id"] != id.as_str()), "{after}");
+
+    // The unmatched login now holds rcp_write: an admin decommissions it through a change.
+    assert!(finding(&w, &ghost)["detail"].as_str().unwrap().contains("pg:rcp_write"), "detail moves on");
+    w.writ(&["role", "grant", "carol", "admin"]).ok();
+    let change = remediate(&w, &ghost);
+    let record = w.writ(&["change", "show", &change, "--json"]).json();
+    assert_eq!(record["event"], "decommission", "{record}");
+    assert!(
+        !crate::pgtarget::member(&mut pg, "rcp_ghost", "rcp_write"),
+        "still a member after the decommission"
+    );
+    let ghost_identity = w.writ(&["identity", "show", "rcp_ghost", "--json"]).json();
+    assert_eq!(
+        (ghost_identity["state"].as_str(), ghost_identity["owner"].as_str()),
+        (Some("offboarded"), Some("carol"))
+    );
     assert_eq!(w.writ(&["ledger", "verify"]).code, 0);
 }
 
