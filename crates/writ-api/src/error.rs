@@ -237,6 +237,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("finding.not_open", Conflict),
     ("finding.remediation_open", Conflict),
     ("automation.not_paused", Conflict),
+    ("automation.paused", Conflict),
     ("automation.resume_required", Conflict),
     ("automation.resume_not_allowed", Forbidden),
     ("finding.no_remedy", Conflict),

@@ -14,6 +14,9 @@
 //! - an identity provider feed silent for longer than `[automation] feed_interval` (`scim`),
 //!   seen by the next SCIM write or the registry's reconciliation.
 //!
+//! A deploy or decommission opened from an application manifest is requested and approved as
+//! usual, but not carried out on a paused target until it is resumed.
+//!
 //! Expiry of time-bound access is never paused: it only removes what Writ itself granted, for
 //! as long as it was approved.
 
@@ -194,6 +197,38 @@ impl Engine {
             last_write.to_rfc3339()
         );
         self.pause_automation(SCIM_SCOPE, reason).map(Some)
+    }
+
+    /// Refuses to carry out a change that automation opened from application manifests
+    /// (deploy, decommission) on a target whose automation is paused: the change is kept, with
+    /// its approvals, and runs once a person resumes the target. Changes people asked for, and
+    /// every other kind, are not held here.
+    pub(crate) fn automation_allows(&self, change: &writ_core::change::Change) -> Result<()> {
+        use writ_core::change::{BusinessEvent, RefKind};
+        let from_manifest =
+            change.refs.iter().any(|r| r.kind == RefKind::Record && r.value().starts_with("manifest:"));
+        if !matches!(change.event, BusinessEvent::Deploy | BusinessEvent::Decommission) || !from_manifest {
+            return Ok(());
+        }
+        let mut targets: Vec<&writ_core::name::TargetName> =
+            change.ops.iter().map(|op| &op.entitlement.target).collect();
+        targets.sort();
+        targets.dedup();
+        for target in targets {
+            let scope = writ_core::reconcile::target_scope(target);
+            if let Some(paused) = self.paused(&scope)? {
+                return Err(EngineError::Denied(writ_policy::Denial {
+                    code: "automation.paused",
+                    rule: None,
+                    reason: format!(
+                        "{} is a {} from a manifest and automation of {scope} is paused ({}): it runs once a person \
+                         resumes it with `writ automation resume {scope}`",
+                        change.id, change.event, paused.id
+                    ),
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// When the SCIM scope was last resumed, if ever: removals before it were decided then.

@@ -188,6 +188,7 @@ impl Engine {
             self.clock.now(),
         )?;
         self.receivers_active(&record.change)?;
+        self.automation_allows(&record.change)?;
         let stamp = self.check_execution(&record, &executor)?;
         let mut before = serde_json::Map::new();
         // A target whose state before cannot be read is not written in this attempt: its

@@ -772,7 +772,38 @@ fn application_manifests_deploy_and_decommission_from_the_repository() {
         .collect();
     flagged.sort();
     assert_eq!(flagged, ["payments-key", "svc-payments"], "{findings}");
-    carry_out(&h, &retire_id);
+    // The access repository cannot be read during a reconciliation: its automation pauses, and
+    // the approved decommission waits (refused, nothing recorded) until a person resumes it.
+    h.api.post(&format!("/api/v1/changes/{retire_id}/approve"), &h.bob, json!({})).expect(200);
+    let aside = h.world.dir.path().join("access-repo-aside");
+    std::fs::rename(&h.world.repo, &aside).unwrap();
+    let partial = h.world.writ(&["reconcile", "--target", "access", "--json"]);
+    std::fs::rename(&aside, &h.world.repo).unwrap();
+    assert_eq!(partial.code, 6, "{}", partial.stderr);
+    let before = h.world.fingerprint_except(&["leases", "idempotency"]);
+    let execute = format!("/api/v1/changes/{retire_id}/execute");
+    let held_back = h.api.post(&execute, &h.executor, json!({}));
+    held_back.refused(409, "automation.paused");
+    assert!(
+        held_back.body["error"]["message"].as_str().unwrap().contains("target:access"),
+        "{}",
+        held_back.body
+    );
+    assert_eq!(
+        h.world.fingerprint_except(&["leases", "idempotency"]),
+        before,
+        "a held execution changed something"
+    );
+    h.api
+        .post(
+            "/api/v1/automation/target:access/resume",
+            &h.root,
+            json!({ "justification": "the disk was remounted" }),
+        )
+        .expect(200);
+    h.api.post(&execute, &h.executor, json!({})).expect(200);
+    let verified = h.api.post(&format!("/api/v1/changes/{retire_id}/verify"), &h.executor, json!({}));
+    assert_eq!(verified.expect(200)["state"], "verified");
     assert!(held(&h, "svc-payments").is_empty() && held(&h, "payments-key").is_empty());
     h.world.writ(&["ledger", "verify"]).ok();
 }
