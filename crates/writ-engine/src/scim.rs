@@ -99,6 +99,9 @@ struct Settled {
     /// `[automation]` limits count), and how many grants it removed.
     left_at: Option<i64>,
     removed: u64,
+    /// When a step of this person's was first held by paused automation (until it settles):
+    /// a person who resumes the scope after that has decided for it.
+    held_at: Option<i64>,
 }
 
 impl Settled {
@@ -115,6 +118,7 @@ impl Settled {
             change: value.get("change").and_then(Value::as_str).map(str::to_owned),
             left_at: value.get("left_at").and_then(Value::as_i64),
             removed: value.get("removed").and_then(Value::as_u64).unwrap_or(0),
+            held_at: value.get("held_at").and_then(Value::as_i64),
         }
     }
 
@@ -123,6 +127,9 @@ impl Settled {
         if let (Some(at), Some(map)) = (self.left_at, value.as_object_mut()) {
             map.insert("left_at".into(), json!(at));
             map.insert("removed".into(), json!(self.removed));
+        }
+        if let (Some(at), Some(map)) = (self.held_at, value.as_object_mut()) {
+            map.insert("held_at".into(), json!(at));
         }
         value.to_string()
     }
@@ -595,6 +602,11 @@ impl Engine {
         };
         let Some(identity) = row.identity.clone() else { return Ok(Settlement::Unchanged) };
         let old = Settled::read(&row.settled);
+        // A step held before a person last resumed its automation was decided by that
+        // resumption, even if settling it waited (a crash between the two, a client gone).
+        let resumed = self.scim_resumed_at()?;
+        let approved =
+            approved || old.held_at.zip(resumed).is_some_and(|(held, resumed)| held <= resumed.as_millis());
         let doc = parse_doc(&row)?;
         let active = !row.deleted && doc.get("active") != Some(&Value::Bool(false));
         let person = writ_policy::Record {
@@ -622,6 +634,10 @@ impl Engine {
             let recent = if leaving && !approved { self.recent_removals()? } else { Default::default() };
             if let Some(reason) = self.lifecycle_hold(&identity, leaving, approved, &recent)? {
                 tracing::warn!(target: "writ::scim", user = %id, %identity, "lifecycle step held: {reason}");
+                if old.held_at.is_none() {
+                    let marked = Settled { held_at: Some(self.now().as_millis()), ..old.clone() };
+                    self.store.scim_settle(Kind::User.name(), id, &marked.write(), &row.settled)?;
+                }
                 return Ok(Settlement::Held(format!("Users/{id} ({identity}): held: {reason}")));
             }
         }
@@ -654,6 +670,11 @@ impl Engine {
             )?;
         }
         if active == old.active && desired_names == old.entitlements {
+            // Nothing to do any more (the record went back): a hold no longer stands.
+            if old.held_at.is_some() {
+                let cleared = Settled { held_at: None, ..old.clone() };
+                self.store.scim_settle(Kind::User.name(), id, &cleared.write(), &row.settled)?;
+            }
             return Ok(Settlement::Unchanged);
         }
         let event = match (old.active, active) {
@@ -694,7 +715,15 @@ impl Engine {
             _ if !active => (old.left_at, old.removed),
             _ => (None, 0),
         };
-        let mut next = Settled { step, active, entitlements: desired_names, change: None, left_at, removed };
+        let mut next = Settled {
+            step,
+            active,
+            entitlements: desired_names,
+            change: None,
+            left_at,
+            removed,
+            held_at: None,
+        };
         let label = format!("{event} {identity} (SCIM Users/{id}, step {step})");
         let settlement = if ops.is_empty() {
             Settlement::Settled(format!("{label}: nothing to grant or revoke"))
