@@ -10,13 +10,14 @@
 use std::collections::BTreeMap;
 
 use writ_connector::{Credential, Holdings};
+use writ_core::change::ChangeId;
 use writ_core::event::RegistryEvent;
 use writ_core::finding::{Finding, FindingState};
-use writ_core::identity::{Actor, Grant, Identity, IdentityState};
+use writ_core::identity::{Actor, Identity, IdentityState};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, TargetName};
 use writ_core::reconcile::{REGISTRY_SCOPE, Run, Situation, Tally, merge, situation, target_scope};
 use writ_core::time::Timestamp;
-use writ_store::{EvidenceBlob, ReconcileCommit};
+use writ_store::{EvidenceBlob, GrantRow, ReconcileCommit};
 
 use crate::findings::finding_id;
 use crate::{Engine, Result, registry_event};
@@ -163,13 +164,6 @@ impl Engine {
         let complete = holdings.partial.is_empty();
         let identities: BTreeMap<String, Identity> =
             self.store.identities()?.into_iter().map(|i| (i.name.to_string(), i)).collect();
-        let mut grants: Vec<Grant> =
-            self.store.all_grants()?.into_iter().filter(|g| g.entitlement.target == *target).collect();
-        // In byte order, as the holdings are (a database's collation may order text otherwise).
-        grants.sort_by(|a, b| {
-            (a.identity.as_str(), a.entitlement.entitlement.as_str())
-                .cmp(&(b.identity.as_str(), b.entitlement.entitlement.as_str()))
-        });
 
         // Use seen on the target now is kept (a session is a momentary signal), then every
         // account's last use, from the target and the usage feed, decides what is stale.
@@ -199,28 +193,32 @@ impl Engine {
         let mut tally = Tally::default();
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut unmatched: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        let approved = grants.iter().map(|g| ((g.identity.as_str(), g.entitlement.entitlement.as_str()), g));
-        let held = holdings.held.iter().map(|(a, e)| ((a.as_str(), e.as_str()), ()));
-        merge(approved, held, |&(account, entitlement), grant, held| {
-            // Whether the account is registered matters only for what Writ did not approve.
-            let registered = grant.is_some() || identities.contains_key(account);
-            let Some(found) = situation(grant.map(|g| g.expires_at), held.is_some(), registered, now) else {
-                return;
-            };
-            if found == Situation::Missing && !complete {
-                return;
-            }
-            tally.add(found);
-            if found == Situation::Linked {
-                let last = || usage.get(account).copied();
-                if let (Some(before), Some(grant)) = (stale_before, grant)
-                    && grant.granted_at <= before
-                    && last().is_none_or(|at| at <= before)
-                {
-                    let last = last();
-                    let seen =
-                        last.map_or_else(|| "never seen used".to_owned(), |at| format!("last used {at}"));
-                    wanted.push(Wanted {
+        let held = holdings.held.iter().map(|(a, e)| (Key::Held(a.as_str(), e.as_str()), ()));
+        let store: &dyn writ_store::Store = &*self.store;
+        let merged = stream_grants(store, target, GRANT_PAGE, |approved| {
+            merge(approved, held, |key, grant, held| {
+                let (account, entitlement) = key.pair();
+                let grant = grant.as_ref();
+                // Whether the account is registered matters only for what Writ did not approve.
+                let registered = grant.is_some() || identities.contains_key(account);
+                let Some(found) = situation(grant.map(|g| g.expires_at), held.is_some(), registered, now)
+                else {
+                    return;
+                };
+                if found == Situation::Missing && !complete {
+                    return;
+                }
+                tally.add(found);
+                if found == Situation::Linked {
+                    let last = || usage.get(account).copied();
+                    if let (Some(before), Some(grant)) = (stale_before, grant)
+                        && grant.granted_at <= before
+                        && last().is_none_or(|at| at <= before)
+                    {
+                        let last = last();
+                        let seen =
+                            last.map_or_else(|| "never seen used".to_owned(), |at| format!("last used {at}"));
+                        wanted.push(Wanted {
                         kind: STALE,
                         subject: access_subject(account, target, entitlement),
                         detail: format!(
@@ -228,39 +226,43 @@ impl Engine {
                              beyond the policy's stale_after; revoke it if it is no longer needed",
                             grant.change, grant.granted_at
                         ),
-                        change: Some(grant.change.clone()),
+                        change: ChangeId::parse(&grant.change).ok(),
                         privileged: false,
                     });
+                    }
+                    return;
                 }
-                return;
-            }
-            if found == Situation::Unmatched {
-                unmatched.entry(account).or_default().push(entitlement);
-                return;
-            }
-            let privileged = policy.rules().classify(&format!("{target}:{entitlement}")).0;
-            let subject = access_subject(account, target, entitlement);
-            let change = grant.map(|g| g.change.clone());
-            let detail = match found {
-                Situation::Unapproved => format!(
-                    "{account} holds {target}:{entitlement} on the target with no approved change in Writ \
+                if found == Situation::Unmatched {
+                    // Only the target holds it: the key borrows from the holdings.
+                    if let Key::Held(account, entitlement) = *key {
+                        unmatched.entry(account).or_default().push(entitlement);
+                    }
+                    return;
+                }
+                let privileged = policy.rules().classify(&format!("{target}:{entitlement}")).0;
+                let subject = access_subject(account, target, entitlement);
+                let change = grant.and_then(|g| ChangeId::parse(&g.change).ok());
+                let detail = match found {
+                    Situation::Unapproved => format!(
+                        "{account} holds {target}:{entitlement} on the target with no approved change in Writ \
                      (granted outside Writ, or by a change Writ never saw)"
-                ),
-                Situation::Missing => format!(
-                    "{account} should hold {target}:{entitlement} (approved and implemented by {}) but the \
+                    ),
+                    Situation::Missing => format!(
+                        "{account} should hold {target}:{entitlement} (approved and implemented by {}) but the \
                      target does not have it",
-                    grant.map_or_else(String::new, |g| g.change.to_string())
-                ),
-                _ => format!(
-                    "{account} still holds {target}:{entitlement} after its approved end {} (granted by {})",
-                    grant.and_then(|g| g.expires_at).map_or_else(String::new, Timestamp::to_rfc3339),
-                    grant.map_or_else(String::new, |g| g.change.to_string())
-                ),
-            };
-            let kind = found.finding_kind().unwrap_or_default();
-            wanted.push(Wanted { kind, subject, detail, change, privileged });
-        })
-        .map_err(|e| writ_store::StoreError::Corrupt(format!("reconciliation of {target}: {e}")))?;
+                        grant.map_or_else(String::new, |g| g.change.clone())
+                    ),
+                    _ => format!(
+                        "{account} still holds {target}:{entitlement} after its approved end {} (granted by {})",
+                        grant.and_then(|g| g.expires_at).map_or_else(String::new, Timestamp::to_rfc3339),
+                        grant.map_or_else(String::new, |g| g.change.clone())
+                    ),
+                };
+                let kind = found.finding_kind().unwrap_or_default();
+                wanted.push(Wanted { kind, subject, detail, change, privileged });
+            })
+        })?;
+        merged.map_err(|e| writ_store::StoreError::Corrupt(format!("reconciliation of {target}: {e}")))?;
 
         for account in &holdings.accounts {
             if !identities.contains_key(account.as_str()) {
@@ -549,7 +551,7 @@ impl Engine {
         let event = RegistryEvent::Reconciled { actor, run: Box::new(run) };
         let commit =
             ReconcileCommit { opened, updated, seen, at: now, snapshot, run: registry_event(&event, hmac) };
-        let indices = self.store.record_reconcile(&commit)?;
+        let indices = self.store.record_reconcile(commit)?;
         let mut opened_now = Vec::with_capacity(report_opened.len());
         for finding in report_opened {
             opened_now.push(self.apply_exceptions(finding)?);
@@ -652,6 +654,112 @@ fn human_duration(ms: i64) -> String {
         s if s >= 60 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+/// What Writ approved for one (identity, entitlement) on the target: the grant's change (as
+/// stored; parsed only where a finding names it), when it was granted and when it ends.
+pub(crate) struct Approved {
+    pub change: String,
+    pub granted_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Grants read per page while a target is reconciled.
+const GRANT_PAGE: usize = 20_000;
+
+/// What both streams of a reconciliation are ordered by: (identity, entitlement) in byte order,
+/// owned for a grant read from the store, borrowed for a holding of the target.
+pub(crate) enum Key<'h> {
+    Granted(String, String),
+    Held(&'h str, &'h str),
+}
+
+impl Key<'_> {
+    pub(crate) fn pair(&self) -> (&str, &str) {
+        match self {
+            Key::Granted(identity, entitlement) => (identity, entitlement),
+            Key::Held(identity, entitlement) => (identity, entitlement),
+        }
+    }
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for Key<'_> {}
+
+impl PartialOrd for Key<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pair().cmp(&other.pair())
+    }
+}
+
+/// Runs `consume` over the grants on `target` in key order, read page by page on another
+/// thread while `consume` works: at most a few pages are in memory, whatever the count. A
+/// store error ends the stream and is returned.
+pub(crate) fn stream_grants<'h, T>(
+    store: &dyn writ_store::Store,
+    target: &TargetName,
+    page_size: usize,
+    consume: impl FnOnce(&mut dyn Iterator<Item = (Key<'h>, Approved)>) -> T,
+) -> Result<T> {
+    let (pages, received) = std::sync::mpsc::sync_channel::<writ_store::Result<Vec<GrantRow>>>(2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut after: Option<(String, String)> = None;
+            loop {
+                let page = store.grants_on(
+                    target,
+                    after.as_ref().map(|(i, e)| (i.as_str(), e.as_str())),
+                    GRANT_PAGE,
+                );
+                let last = page
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| p.last().map(|g| (g.identity.clone(), g.entitlement.clone())));
+                let more = page.as_ref().is_ok_and(|p| p.len() == page_size);
+                // The consumer stopped early (an unsorted stream): nothing more to read.
+                if pages.send(page).is_err() || !more {
+                    return;
+                }
+                after = last;
+            }
+        });
+        let mut failure = None;
+        let mut grants = received
+            .iter()
+            .map_while(|page| match page {
+                Ok(page) => Some(page),
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            })
+            .flatten()
+            .map(|g| {
+                let approved = Approved {
+                    change: g.change,
+                    granted_at: Timestamp::from_millis(g.granted_ms),
+                    expires_at: g.expires_ms.map(Timestamp::from_millis),
+                };
+                (Key::Granted(g.identity, g.entitlement), approved)
+            });
+        let out = consume(&mut grants);
+        drop(grants);
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(out),
+        }
+    })
 }
 
 /// The observed snapshot as JSON Lines: a header, then every row the run classified, each a

@@ -487,6 +487,45 @@ fn due_grants(store: Arc<dyn Store>) {
     }];
     store.commit(second).unwrap();
     assert_eq!(names(store.due_grants(Timestamp::from_millis(99), 10).unwrap()), vec!["t:late"]);
+
+    // One target's grants in pages, in byte order of (identity, entitlement) whatever the
+    // database's collation: upper case before lower, `_` after letters of upper case.
+    for person in ["Bob", "bob", "b_b"] {
+        let identity = Identity { name: IdentityName::parse(person).unwrap(), ..alice() };
+        store.add_identity(&identity, &event(None, None, person)).unwrap();
+    }
+    let more = id(41);
+    let mut third = commit(&more, 0, 1, ChangeState::Implemented);
+    third.grants = [("bob", "t:b"), ("Bob", "t:z"), ("b_b", "t:a"), ("bob", "t:B"), ("bob", "u:a")]
+        .into_iter()
+        .map(|(who, what)| {
+            GrantUpdate::Upsert(Grant {
+                identity: IdentityName::parse(who).unwrap(),
+                entitlement: EntitlementRef::parse(what).unwrap(),
+                change: more.clone(),
+                granted_at: Timestamp::from_millis(1),
+                expires_at: None,
+            })
+        })
+        .collect();
+    store.commit(third).unwrap();
+    let target = writ_core::name::TargetName::parse("t").unwrap();
+    let mut pages = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page =
+            store.grants_on(&target, after.as_ref().map(|(i, e)| (i.as_str(), e.as_str())), 2).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.identity.clone(), last.entitlement.clone()));
+        pages.push(
+            page.iter().map(|g| format!("{} {} {}", g.identity, g.entitlement, g.change)).collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        pages,
+        [["Bob z", "alice forever"], ["alice late", "b_b a"], ["bob B", "bob b"]].map(|page| page
+            .map(|row| format!("{row} {}", if row.starts_with("alice") { &change } else { &more })))
+    );
 }
 
 fn due_changes(store: Arc<dyn Store>) {
@@ -569,7 +608,7 @@ fn reconcile(store: Arc<dyn Store>) {
         snapshot: snapshot(1),
         run: event(None, None, "r3"),
     };
-    let indices = store.record_reconcile(&first).unwrap();
+    let indices = store.record_reconcile(first.clone()).unwrap();
     assert_eq!(indices.len(), 3, "two findings and the run");
     assert_eq!(store.finding("FND-a").unwrap(), Some(a.clone()), "every column round-trips");
     assert_eq!(store.evidence(&[1; 32]).unwrap().map(|e| e.bytes), Some(vec![1; 8]));
@@ -586,7 +625,7 @@ fn reconcile(store: Arc<dyn Store>) {
         snapshot: snapshot(2),
         run: event(None, None, "r6"),
     };
-    let refused = store.record_reconcile(&stale);
+    let refused = store.record_reconcile(stale.clone());
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
     assert_eq!(store.finding("FND-c").unwrap(), None);
     assert_eq!(store.evidence(&[2; 32]).unwrap(), None);
@@ -598,7 +637,7 @@ fn reconcile(store: Arc<dyn Store>) {
         updated: vec![(resolved.clone(), FindingState::Open, event(None, None, "r5"))],
         ..stale
     };
-    assert_eq!(store.record_reconcile(&fresh).unwrap().len(), 3);
+    assert_eq!(store.record_reconcile(fresh.clone()).unwrap().len(), 3);
     let seen = store.finding("FND-a").unwrap().unwrap();
     assert_eq!((seen.last_seen, seen.evidence.as_deref()), (at(20), Some("02".repeat(32).as_str())));
     assert_eq!(store.finding("FND-b").unwrap(), Some(resolved));

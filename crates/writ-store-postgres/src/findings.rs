@@ -178,8 +178,7 @@ impl FindingStore for PostgresStore {
         )
     }
 
-    fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>> {
-        let commit = commit.clone();
+    fn record_reconcile(&self, commit: ReconcileCommit) -> Result<Vec<u64>> {
         self.write(move |tx, next| reconcile(tx, next, &commit))
     }
 }

@@ -28,8 +28,8 @@ use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, OrgName, Ta
 use writ_core::time::Timestamp;
 use writ_store::{
     CLAIM_HELD, ChangeCommit, ChangeRow, ChangeStore, ChangeSummary, CheckpointStore, ClaimOp, EventLog,
-    EventRow, EvidenceBlob, EvidenceStore, GrantStore, GrantUpdate, LeafRow, NewEvent, RegistryStore, Result,
-    StoreError, StoredCheckpoint, StoredCosignature,
+    EventRow, EvidenceBlob, EvidenceStore, GrantRow, GrantStore, GrantUpdate, LeafRow, NewEvent,
+    RegistryStore, Result, StoreError, StoredCheckpoint, StoredCosignature,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0018_reconcile.sql"),
     include_str!("../migrations/0019_usage.sql"),
     include_str!("../migrations/0020_transfers.sql"),
+    include_str!("../migrations/0021_grants_by_target.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -640,6 +641,43 @@ impl GrantStore for PostgresStore {
              ORDER BY expires_ms, change_id, identity, target, entitlement LIMIT $2",
             &[&now.as_millis(), &limit],
         )
+    }
+
+    fn grants_on(
+        &self,
+        target: &TargetName,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<GrantRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = "SELECT identity, entitlement, change_id, granted_ms, expires_ms FROM grants";
+        let order = "ORDER BY identity COLLATE \"C\", entitlement COLLATE \"C\" LIMIT $2";
+        let mut client = self.lock()?;
+        // Two statements, not one with an OR: each keeps to the index.
+        let rows = match after {
+            None => client
+                .cached()
+                .query(&format!("{columns} WHERE target = $1 {order}"), &[&target.as_str(), &limit]),
+            Some((identity, entitlement)) => client.cached().query(
+                &format!(
+                    "{columns} WHERE target = $1
+                     AND (identity COLLATE \"C\", entitlement COLLATE \"C\") > ($3 COLLATE \"C\", $4 COLLATE \"C\")
+                     {order}"
+                ),
+                &[&target.as_str(), &limit, &identity, &entitlement],
+            ),
+        }
+        .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|row| GrantRow {
+                identity: row.get(0),
+                entitlement: row.get(1),
+                change: row.get(2),
+                granted_ms: row.get(3),
+                expires_ms: row.get(4),
+            })
+            .collect())
     }
 
     fn all_grants(&self) -> Result<Vec<Grant>> {

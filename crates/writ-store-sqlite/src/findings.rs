@@ -187,8 +187,7 @@ impl FindingStore for SqliteStore {
         )
     }
 
-    fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>> {
-        let commit = commit.clone();
+    fn record_reconcile(&self, commit: ReconcileCommit) -> Result<Vec<u64>> {
         self.writer.submit(Box::new(move |tx| reconcile(tx, &commit)))
     }
 }

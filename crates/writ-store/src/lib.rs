@@ -217,7 +217,7 @@ pub trait FindingStore {
     /// Records one reconciliation in one transaction (see [`ReconcileCommit`]): nothing of it
     /// is visible if any part fails (a finding that is not in its expected state any more is
     /// a Conflict).
-    fn record_reconcile(&self, commit: &ReconcileCommit) -> Result<Vec<u64>>;
+    fn record_reconcile(&self, commit: ReconcileCommit) -> Result<Vec<u64>>;
 }
 
 /// The last use of accounts on targets, as reported (by a feed, or the sessions a
@@ -694,6 +694,25 @@ pub trait GrantStore {
     fn due_grants(&self, now: Timestamp, limit: usize) -> Result<Vec<Grant>>;
     /// Every grant, ordered by identity, target and entitlement.
     fn all_grants(&self) -> Result<Vec<Grant>>;
+    /// Up to `limit` grants on `target` after the (identity, entitlement) pair `after`, ordered
+    /// by identity then entitlement in byte order: a page of the stream reconciliation merges.
+    fn grants_on(
+        &self,
+        target: &TargetName,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<GrantRow>>;
+}
+
+/// A grant as reconciliation streams it: its stored columns, not parsed into names (there are
+/// millions; the few a finding needs are parsed there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRow {
+    pub identity: String,
+    pub entitlement: String,
+    pub change: String,
+    pub granted_ms: i64,
+    pub expires_ms: Option<i64>,
 }
 
 /// The whole log, in index order.

@@ -483,3 +483,27 @@ fn an_unmatched_account_that_holds_nothing_or_is_registered_since_is_not_decommi
     assert_eq!(snapshot(&w.engine), before, "refusals change nothing");
     assert!(w.engine.store().identity(&n("mallory")).unwrap().is_none());
 }
+
+#[test]
+fn the_grants_of_a_target_stream_in_byte_order_across_pages() {
+    let w = world();
+    for (n, (who, what)) in
+        [("dave", "apps:read"), ("carol", "apps:admin"), ("bob", "apps:read"), ("carol", "apps:read")]
+            .into_iter()
+            .enumerate()
+    {
+        granted(&w, who, what, None, 100 + n as u128);
+    }
+    for page in [1, 2, 3, 100] {
+        let seen = crate::reconcile::stream_grants(w.engine.store(), &apps(), page, |grants| {
+            grants
+                .map(|(key, approved)| {
+                    assert!(approved.change.starts_with("CHG-"), "{}", approved.change);
+                    format!("{} {}", key.pair().0, key.pair().1)
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+        assert_eq!(seen, ["bob read", "carol admin", "carol read", "dave read"], "pages of {page}");
+    }
+}
