@@ -166,7 +166,9 @@ fn count_grants(store: &SqliteStore, target: &TargetName) -> anyhow::Result<usiz
         let page = store.grants_on(target, after.as_ref().map(|(i, e)| (i.as_str(), e.as_str())), 20_000)?;
         count += page.len();
         match page.last() {
-            Some(last) if page.len() == 20_000 => after = Some((last.identity.clone(), last.entitlement.clone())),
+            Some(last) if page.len() == 20_000 => {
+                after = Some((last.identity.clone(), last.entitlement.clone()))
+            }
             _ => return Ok(count),
         }
     }

@@ -24,7 +24,9 @@ pub fn operations() -> Vec<Operation> {
     use Action as A;
     use Method as M;
     let decide = |verb: &'static str, summary: &'static str, handler| {
-        op(M::POST, verb, summary, Some(A::Read), Some("TransferDecision"), handler).returns::<TransferView>()
+        op(M::POST, verb, summary, Some(A::Request), Some("TransferDecision"), handler)
+            .returns::<TransferView>()
+            .for_roles(ACTING)
     };
     vec![
         op(
@@ -33,11 +35,12 @@ pub fn operations() -> Vec<Operation> {
             "Ask that `to` own the non-human identity NAME (`justification` required): by its owner, the new owner \
              or an admin. Someone else accepts: the new owner, or when the new owner asked, the current owner \
              (or an admin if the owner is gone). Supersedes a pending transfer of NAME; valid 7 days.",
-            Some(A::Read),
+            Some(A::Request),
             Some("TransferRequest"),
             post(request_transfer),
         )
-        .returns::<TransferView>(),
+        .returns::<TransferView>()
+        .for_roles(ACTING),
         op(
             M::GET,
             "/api/v1/transfers",
@@ -60,6 +63,19 @@ pub fn operations() -> Vec<Operation> {
         decide("/api/v1/transfers/{id}/decline", "Decline a pending transfer (`note`: why).", post(decline_transfer)),
         decide("/api/v1/transfers/{id}/cancel", "Withdraw a pending transfer you asked for.", post(cancel_transfer)),
     ]
+}
+
+/// Who may ask for or decide a transfer over the API: people who act on access (requesters) and
+/// admins; an approver, reviewer or auditor alone does not take on an NHI. The engine then
+/// decides from the relationship (`writ_core::transfer`).
+const ACTING: &[Role] = &[Role::Requester, Role::Admin];
+
+/// The role check of [`ACTING`].
+fn may_act(caller: &writ_core::access::Principal) -> ApiResult<()> {
+    if caller.may(Action::Request).is_err() {
+        caller.may(Action::Operate)?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -121,7 +137,7 @@ pub(crate) async fn request_transfer(
     headers: HeaderMap,
     body: JsonBody<TransferRequest>,
 ) -> ApiResult<Response> {
-    caller.may(Action::Read)?;
+    may_act(&caller)?;
     // Ownership is the organisation's accountability: a vendor's principal takes no part.
     caller.within_scope(Action::Request, std::iter::once(None))?;
     let identity = IdentityName::parse(&name)?;
@@ -150,7 +166,7 @@ async fn decide(
     headers: HeaderMap,
     body: JsonBody<TransferDecision>,
 ) -> ApiResult<Response> {
-    caller.may(Action::Read)?;
+    may_act(&caller)?;
     caller.within_scope(Action::Request, std::iter::once(None))?;
     let request = request_parts(&method, &format!("/transfers/{id}/{}", decision.as_str()), &body.raw);
     let me = caller.identity.name.clone();

@@ -259,6 +259,8 @@ fn an_orphaned_nhi_changes_owner_only_when_someone_other_than_the_claimant_accep
         roles(&w, person, &["requester"]);
     }
     roles(&w, "root", &["admin"]);
+    w.writ(&["identity", "add", "erin", "--kind", "human"]).ok();
+    roles(&w, "erin", &["auditor", "approver"]);
     w.writ(&["identity", "disable", "alice", "--reason", "left the company"]).ok();
     let findings = w.writ(&["finding", "list", "--json"]).json();
     let orphan = findings
@@ -271,7 +273,7 @@ fn an_orphaned_nhi_changes_owner_only_when_someone_other_than_the_claimant_accep
         .unwrap()
         .to_owned();
     let tokens: std::collections::BTreeMap<&str, String> =
-        ["bob", "carol", "dave", "root"].into_iter().map(|p| (p, token(&w, p))).collect();
+        ["bob", "carol", "dave", "root", "erin"].into_iter().map(|p| (p, token(&w, p))).collect();
     let app = spawn_app(&w.db, writ_server::ServeOptions::default()).unwrap();
     let api = Api::new(&app.base);
     let unchanged = |what: &str, attempt: &dyn Fn()| {
@@ -291,6 +293,8 @@ fn an_orphaned_nhi_changes_owner_only_when_someone_other_than_the_claimant_accep
     for (who, to) in [("bob", "carol"), ("dave", "bob")] {
         unchanged(&format!("{who} asking"), &|| ask(who, to).refused(403, "transfer.not_allowed"));
     }
+    // An auditor and approver, who neither requests nor administers, takes on nothing.
+    unchanged("erin claiming", &|| ask("erin", "erin").refused(403, "auth.role_required"));
     unchanged("a body without `to`", &|| {
         api.post("/api/v1/identities/svc-ci/transfers", &tokens["carol"], json!({ "justification": "x" }))
             .refused(400, "request.missing_field")
