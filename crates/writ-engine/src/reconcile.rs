@@ -606,10 +606,11 @@ fn long_lived(
                 _ => {}
             }
         }
-        if let (Some(max), Some(ms)) = (limit.max_secret_age, age)
+        // The issue time, not the age: a finding's detail stays the same from run to run.
+        if let (Some(max), Some(ms), Some(issued)) = (limit.max_secret_age, age, credential.issued_at)
             && ms > max.as_millis()
         {
-            why.push(format!("was issued {} ago (policy: at most {max})", human_duration(ms)));
+            why.push(format!("was issued at {} (policy: at most {max} old)", issued.to_rfc3339()));
         }
         if why.is_empty() {
             continue;

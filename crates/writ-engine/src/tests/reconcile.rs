@@ -294,7 +294,7 @@ fn credentials_beyond_the_policy_limits_are_long_lived() {
     let mut targets: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
     targets.insert("vault".into(), Arc::new(Vault));
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
-    let engine = Engine::new(store, Arc::new(Targets(targets)), clock)
+    let engine = Engine::new(store, Arc::new(Targets(targets)), clock.clone())
         .with_hmac_key(Arc::new(writ_ledger::sensitive::HmacKey::from_bytes([1; 32])));
     engine.add_identity(admin(), n("alice"), IdentityKind::Human, None, None).unwrap();
     engine.add_identity(admin(), n("svc-ci"), IdentityKind::ServiceAccount, Some(&n("alice")), None).unwrap();
@@ -316,6 +316,13 @@ fn credentials_beyond_the_policy_limits_are_long_lived() {
     assert_eq!(ttl.subject, "svc-ci vault:policy/deploy token ttl");
     assert_eq!(report.credentials, 4);
     assert!(engine.check_projections().unwrap().is_empty());
+    // Days later nothing changed on the target: the run records itself and nothing else (the
+    // findings say when a secret was issued, not how old it is today).
+    clock.0.fetch_add(3 * 86_400_000, Ordering::SeqCst);
+    let events = engine.store().event_count().unwrap();
+    let again = engine.reconcile_target(admin(), &vault).unwrap();
+    assert!(again.opened.is_empty() && again.reopened.is_empty(), "{again:?}");
+    assert_eq!(engine.store().event_count().unwrap(), events + 1, "only the run is recorded");
 }
 
 #[test]
