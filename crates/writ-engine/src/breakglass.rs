@@ -16,7 +16,6 @@
 
 use writ_core::change::{BusinessEvent, ChangeId, ChangeState, ExternalRef, Justification, OpAction};
 use writ_core::event::PolicyStamp;
-use writ_core::finding::FindingState;
 use writ_core::identity::Actor;
 use writ_core::machine::{Command, NewChange, decide};
 use writ_core::name::IdentityName;
@@ -205,20 +204,7 @@ impl Engine {
         if change.emergency.is_none() || change.awaits_post_hoc_approval() {
             return Ok(());
         }
-        let id = crate::findings::finding_id(APPROVAL_MISSED, change.id.as_str());
-        match self.store.finding(&id)? {
-            Some(finding) if finding.state != FindingState::Resolved => {
-                let note = format!("approved late by {approver} at {}", self.now());
-                self.set_finding_state(
-                    Actor::Identity(approver.clone()),
-                    finding,
-                    FindingState::Resolved,
-                    None,
-                    note,
-                )?;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+        let note = format!("approved late by {approver} at {}", self.now());
+        self.resolve_if_open(Actor::Identity(approver.clone()), APPROVAL_MISSED, change.id.as_str(), note)
     }
 }

@@ -106,6 +106,24 @@ impl Engine {
         Ok(next)
     }
 
+    /// Resolves the finding of `kind` about `subject` with `note`, if it is open or excepted;
+    /// nothing if there is none or it is resolved already.
+    pub(crate) fn resolve_if_open(
+        &self,
+        actor: Actor,
+        kind: &str,
+        subject: &str,
+        note: String,
+    ) -> Result<()> {
+        match self.store.finding(&finding_id(kind, subject))? {
+            Some(finding) if finding.state != FindingState::Resolved => {
+                self.set_finding_state(actor, finding, FindingState::Resolved, None, note)?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A person closes an open (or excepted) finding, saying what was done about it.
     pub fn resolve_finding(
         &self,

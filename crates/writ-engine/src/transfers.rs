@@ -4,7 +4,6 @@
 //! fixes.
 
 use writ_core::event::RegistryEvent;
-use writ_core::finding::FindingState;
 use writ_core::identity::{Actor, Identity, IdentityKind, IdentityState};
 use writ_core::name::IdentityName;
 use writ_core::transfer::{Decision, Transfer, TransferId};
@@ -107,20 +106,12 @@ impl Engine {
     /// (Should this fail, the registry's next reconciliation resolves it: the NHI has an
     /// accountable owner.)
     fn settle_orphan(&self, transfer: &Transfer, actor: &IdentityName) -> Result<()> {
-        let id = crate::findings::finding_id(crate::scim::OWNER_LEFT, transfer.identity.as_str());
-        match self.store.finding(&id)? {
-            Some(finding) if finding.state != FindingState::Resolved => {
-                let note = format!("owner transferred to {} by {}", transfer.to, transfer.id);
-                self.set_finding_state(
-                    Actor::Identity(actor.clone()),
-                    finding,
-                    FindingState::Resolved,
-                    None,
-                    note,
-                )?;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+        let note = format!("owner transferred to {} by {}", transfer.to, transfer.id);
+        self.resolve_if_open(
+            Actor::Identity(actor.clone()),
+            crate::scim::OWNER_LEFT,
+            transfer.identity.as_str(),
+            note,
+        )
     }
 }

@@ -168,7 +168,7 @@ fn every_event() -> Vec<Event> {
     .unwrap();
     events.push(Event::Registry(RegistryEvent::IdentityAdded {
         actor: Actor::System(SystemActor::Admin),
-        identity: svc,
+        identity: svc.clone(),
     }));
     events.push(Event::Registry(RegistryEvent::PolicyLoaded {
         actor: Actor::System(SystemActor::Admin),
@@ -316,23 +316,14 @@ fn every_event() -> Vec<Event> {
     }));
     {
         use writ_core::transfer::{Decision, TransferId, TransferState};
-        let alice = Identity::new(IdentityName::parse("alice").unwrap(), IdentityKind::Human, None, None, T0)
-            .unwrap();
-        let svc = Identity::new(
-            IdentityName::parse("svc-ci").unwrap(),
-            IdentityKind::ServiceAccount,
-            Some(&alice),
-            None,
-            T0,
-        )
-        .unwrap();
+        let alice = svc.owner.clone().unwrap();
         let bob =
             Identity::new(IdentityName::parse("bob").unwrap(), IdentityKind::Human, None, None, T0).unwrap();
         let pending = writ_core::transfer::request(
             TransferId::generate(T0, 11),
             &svc,
             &bob,
-            &alice.name,
+            &alice,
             &[],
             "leaving".into(),
             T0,
@@ -355,7 +346,7 @@ fn every_event() -> Vec<Event> {
             (accepted, None),
         ] {
             events.push(Event::Registry(RegistryEvent::Transfer {
-                actor: Actor::Identity(alice.name.clone()),
+                actor: Actor::Identity(alice.clone()),
                 transfer: Box::new(transfer),
                 supersedes,
             }));

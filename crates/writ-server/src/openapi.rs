@@ -227,6 +227,7 @@ fn path_schema(path: &str, name: &str) -> Value {
         "name" | "source" | "principal" | "delegate" if path.starts_with("/api/v1/") => {
             json!({ "type": "string", "pattern": writ_api::wire::NAME_PATTERN })
         }
+        "decision" => json!({ "type": "string", "enum": ["accept", "decline", "cancel"] }),
         "role" => {
             json!({ "type": "string", "enum": ["requester", "approver", "executor", "reviewer", "admin", "auditor", "provisioner"] })
         }

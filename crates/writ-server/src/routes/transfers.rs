@@ -23,11 +23,6 @@ use crate::idempotency::Written;
 pub fn operations() -> Vec<Operation> {
     use Action as A;
     use Method as M;
-    let decide = |verb: &'static str, summary: &'static str, handler| {
-        op(M::POST, verb, summary, Some(A::Request), Some("TransferDecision"), handler)
-            .returns::<TransferView>()
-            .for_roles(ACTING)
-    };
     vec![
         op(
             M::POST,
@@ -54,14 +49,17 @@ pub fn operations() -> Vec<Operation> {
         .returns::<List<TransferView>>(),
         op(M::GET, "/api/v1/transfers/{id}", "One transfer of ownership.", Some(A::Read), None, get(show_transfer))
             .returns::<TransferView>(),
-        decide(
-            "/api/v1/transfers/{id}/accept",
-            "Accept a pending transfer: the identity's owner is then its `to`, and an open nhi.orphaned finding about \
-             it is resolved.",
-            post(accept_transfer),
-        ),
-        decide("/api/v1/transfers/{id}/decline", "Decline a pending transfer (`note`: why).", post(decline_transfer)),
-        decide("/api/v1/transfers/{id}/cancel", "Withdraw a pending transfer you asked for.", post(cancel_transfer)),
+        op(
+            M::POST,
+            "/api/v1/transfers/{id}/{decision}",
+            "Decide a pending transfer: `accept` (the identity's owner is then its `to`, and an open nhi.orphaned \
+             finding about it is resolved), `decline`, or `cancel` (by who asked); `note`: what you say about it.",
+            Some(A::Request),
+            Some("TransferDecision"),
+            post(decide_transfer),
+        )
+        .returns::<TransferView>()
+        .for_roles(ACTING),
     ]
 }
 
@@ -158,16 +156,29 @@ pub(crate) async fn request_transfer(
 }
 
 /// Accept, decline or cancel: the engine decides whether the caller may.
-async fn decide(
-    state: State,
-    caller: writ_core::access::Principal,
-    (id, decision): (String, Decision),
+pub(crate) async fn decide_transfer(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path((id, decision)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
     body: JsonBody<TransferDecision>,
 ) -> ApiResult<Response> {
     may_act(&caller)?;
     caller.within_scope(Action::Request, std::iter::once(None))?;
+    let decision = match decision.as_str() {
+        "accept" => Decision::Accept,
+        "decline" => Decision::Decline,
+        "cancel" => Decision::Cancel,
+        other => {
+            return Err(writ_core::Refusal::InvalidValue {
+                field: "decision",
+                input: other.chars().take(40).collect(),
+                expected: "accept, decline or cancel",
+            }
+            .into());
+        }
+    };
     let request = request_parts(&method, &format!("/transfers/{id}/{}", decision.as_str()), &body.raw);
     let me = caller.identity.name.clone();
     let note = body.value.note;
@@ -180,37 +191,4 @@ async fn decide(
         })
     })
     .await
-}
-
-pub(crate) async fn accept_transfer(
-    axum::extract::State(state): axum::extract::State<State>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    body: JsonBody<TransferDecision>,
-) -> ApiResult<Response> {
-    decide(state, caller, (id, Decision::Accept), method, headers, body).await
-}
-
-pub(crate) async fn decline_transfer(
-    axum::extract::State(state): axum::extract::State<State>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    body: JsonBody<TransferDecision>,
-) -> ApiResult<Response> {
-    decide(state, caller, (id, Decision::Decline), method, headers, body).await
-}
-
-pub(crate) async fn cancel_transfer(
-    axum::extract::State(state): axum::extract::State<State>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    body: JsonBody<TransferDecision>,
-) -> ApiResult<Response> {
-    decide(state, caller, (id, Decision::Cancel), method, headers, body).await
 }
