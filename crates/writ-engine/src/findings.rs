@@ -332,8 +332,16 @@ impl Engine {
             ));
         }
         let registered = self.store.identity(&name)?;
+        // A registration this remediation made before it was cut off (a service account the
+        // remediator owns, registered since the finding opened) is carried on, not refused.
+        let ours = registered.as_ref().is_some_and(|i| {
+            i.kind == writ_core::identity::IdentityKind::ServiceAccount
+                && i.owner.as_ref() == Some(actor)
+                && i.created_at >= finding.opened_at
+        });
         if let Some(identity) = &registered
             && identity.state != writ_core::identity::IdentityState::Offboarded
+            && !ours
         {
             return Err(unsupported(format!(
                 "{name} is a registered {} now; the next reconciliation links its access",

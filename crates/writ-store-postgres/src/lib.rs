@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0019_usage.sql"),
     include_str!("../migrations/0020_transfers.sql"),
     include_str!("../migrations/0021_grants_by_target.sql"),
+    include_str!("../migrations/0022_scim_last_write.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

@@ -492,6 +492,40 @@ fn an_unmatched_account_that_holds_nothing_or_is_registered_since_is_not_decommi
 }
 
 #[test]
+fn a_decommission_cut_off_after_registering_the_account_is_carried_on() {
+    let w = world();
+    w.engine.set_role(admin(), &n("dave"), writ_core::access::Role::Admin, true).unwrap();
+    out_of_band(&w, OpAction::Grant, "mallory", "read");
+    let report = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    let unmatched = report.opened.iter().find(|f| f.kind == "identity.unmatched_account").unwrap().clone();
+    // The process died right after registering the account, before offboarding it.
+    w.clock.0.fetch_add(1000, Ordering::SeqCst);
+    w.engine
+        .add_identity(
+            Actor::Identity(n("dave")),
+            n("mallory"),
+            IdentityKind::ServiceAccount,
+            Some(&n("dave")),
+            None,
+        )
+        .unwrap();
+    let (linked, record) = w.engine.remediate_finding(&n("dave"), &unmatched.id, None, 11).unwrap();
+    assert_eq!(linked.remediation.as_ref(), Some(&record.change.id));
+    assert_eq!(record.change.event, BusinessEvent::Decommission);
+    assert_eq!(w.engine.identity(&n("mallory")).unwrap().state, IdentityState::Offboarded);
+    // Someone else's registration is theirs to keep: not decommissioned through this finding.
+    out_of_band(&w, OpAction::Grant, "trudy", "read");
+    let report = w.engine.reconcile_target(admin(), &apps()).unwrap();
+    let trudy = report.opened.iter().find(|f| f.subject == "apps account trudy").unwrap().clone();
+    w.clock.0.fetch_add(1000, Ordering::SeqCst);
+    w.engine
+        .add_identity(admin(), n("trudy"), IdentityKind::ServiceAccount, Some(&n("carol")), None)
+        .unwrap();
+    let err = w.engine.remediate_finding(&n("dave"), &trudy.id, None, 12).unwrap_err();
+    assert_eq!(err.code(), "finding.no_remedy", "{err}");
+}
+
+#[test]
 fn the_grants_of_a_target_stream_in_byte_order_across_pages() {
     let w = world();
     for (n, (who, what)) in
