@@ -364,6 +364,7 @@ pub enum IdentityCmd {
     /// Pending until decided, for at most 7 days; a new request supersedes a pending one.
     /// Accepting it resolves the `nhi.orphaned` finding about NAME.
     Transfer {
+        /// The non-human identity to hand over.
         name: String,
         /// The person who is to own it.
         #[arg(long)]
@@ -376,7 +377,10 @@ pub enum IdentityCmd {
         justification: String,
     },
     /// List transfers of ownership (of NAME only, when given), oldest first.
-    Transfers { name: Option<String> },
+    Transfers {
+        /// Only the transfers of this identity.
+        name: Option<String>,
+    },
     /// Accept a pending transfer: its identity's owner is then the new owner.
     AcceptTransfer(TransferDecisionArgs),
     /// Decline a pending transfer: the owner stays as it is.
