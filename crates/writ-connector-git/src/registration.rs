@@ -23,6 +23,12 @@ pub static REGISTRATION: writ_connector::Registration = writ_connector::Registra
             "file",
             "the access file at the repository root (default: access.toml)",
         ),
+        writ_connector::Setting::text(
+            "repository",
+            "repository",
+            "the repository's name at its host (e.g. acme/access): a push to it delivered to /hooks that touches the \
+             access file and names no Writ change is reported at once as change.unmatched_telemetry",
+        ),
     ],
     keep_open: false,
     public: true,

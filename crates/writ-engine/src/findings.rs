@@ -86,6 +86,39 @@ impl Engine {
         }
     }
 
+    /// Opens the finding of `kind` about `subject` in `scope` unless it exists in any state: a
+    /// finding that records an event (a write outside Writ) is raised once, never reopened.
+    pub(crate) fn raise_event_finding(
+        &self,
+        kind: &str,
+        subject: &str,
+        scope: String,
+        detail: String,
+    ) -> Result<()> {
+        let id = finding_id(kind, subject);
+        if self.store.finding(&id)?.is_some() {
+            return Ok(());
+        }
+        let rule = self.policy()?.rules().finding_rule(kind);
+        let finding = Finding {
+            severity: rule.severity,
+            controls: rule.controls,
+            scope: Some(scope),
+            ..Finding::new(id, kind, subject, detail, self.now())
+        };
+        let event = RegistryEvent::Finding {
+            actor: Actor::System(SystemActor::Intake),
+            finding: finding.clone(),
+            first: true,
+            note: "raised by a delivery".to_owned(),
+        };
+        match self.store.open_finding(&finding, &registry_event(&event, self.hmac()?)) {
+            Ok(_) => self.apply_exceptions(finding).map(|_| ()),
+            Err(writ_store::StoreError::Conflict(_)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Moves `finding` (as read) to `state`, recording who and why.
     pub(crate) fn set_finding_state(
         &self,

@@ -229,7 +229,54 @@ impl Engine {
         {
             self.sweep(&source.name, object, change);
         }
+        // Telemetry is a signal on top of the receipt: reconciliation of the target finds the
+        // same commits, so a failure here is logged, not the delivery's.
+        if let Err(error) = self.unstamped_pushes(&parsed, &record.delivery) {
+            tracing::warn!(target: "writ::intake", %error, "pushed commits not checked for writes outside Writ");
+        }
         Ok(Receipt { record, duplicate: false })
+    }
+
+    /// Raises `change.unmatched_telemetry` for each pushed commit that names no Writ change and
+    /// touches the access file of a git target registered with that repository (and branch,
+    /// when the target names one): the same finding a reconciliation of the target raises for
+    /// it, raised at once. Like every telemetry finding it is an event: once there, it is not
+    /// raised again.
+    fn unstamped_pushes(&self, parsed: &Parsed, delivery: &Delivery) -> Result<()> {
+        let Some(revision) = &parsed.revision else { return Ok(()) };
+        if parsed.unstamped.is_empty() {
+            return Ok(());
+        }
+        for target in self.store.targets()? {
+            let setting = |key: &str| target.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            if target.connector.as_str() != "git"
+                || setting("repository") != Some(revision.repository.as_str())
+                || setting("branch").is_some_and(|b| b != revision.branch)
+            {
+                continue;
+            }
+            let file = setting("file").unwrap_or("access.toml");
+            for commit in parsed.unstamped.iter().filter(|c| c.paths.iter().any(|p| p == file)) {
+                let detail = format!(
+                    "{} on {} was pushed to {}@{} naming no Writ change ({}, delivery {} from {}): review it, and \
+                     revert it through a change or resolve this with what it was",
+                    commit.sha,
+                    target.name,
+                    revision.repository,
+                    revision.branch,
+                    commit.summary,
+                    delivery.id,
+                    delivery.source
+                );
+                self.raise_event_finding(
+                    crate::reconcile::TELEMETRY,
+                    &format!("{} {}", target.name, commit.sha),
+                    writ_core::reconcile::target_scope(&target.name),
+                    detail,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// A delivery received before: recorded again as a duplicate, or refused if its bytes differ.

@@ -129,6 +129,19 @@ impl IntakeError {
     }
 }
 
+/// A pushed commit that names no Writ change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnstampedCommit {
+    pub sha: String,
+    /// `author: first line of the message`, at most 200 characters.
+    pub summary: String,
+    /// The files it added, modified or removed.
+    pub paths: Vec<String>,
+}
+
+/// The most unstamped commits kept from one push.
+pub const MAX_UNSTAMPED: usize = 100;
+
 /// What a delivery means, in one shape for every sender.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
@@ -162,6 +175,9 @@ pub struct Parsed {
     /// The commit a merged pull request or a push put on a branch: where application manifests
     /// are read.
     pub revision: Option<manifest::Revision>,
+    /// The pushed commits that name no Writ change (no `Writ-Change:` line), with the files
+    /// each touched: telemetry of writes made outside Writ when they touch a target's file.
+    pub unstamped: Vec<UnstampedCommit>,
     /// The application manifests that revision changed, read from the repository by the
     /// receiver (empty when the source has no manifests configured).
     pub apps: Vec<manifest::AppRevision>,

@@ -87,6 +87,19 @@ fn commits(parsed: &mut Parsed, commits: Option<&Value>, id_key: &str) -> Result
         };
         let scanned = scan(&message);
         if scanned.changes.is_empty() {
+            if parsed.unstamped.len() < crate::MAX_UNSTAMPED {
+                let paths = ["added", "modified", "removed"]
+                    .iter()
+                    .filter_map(|key| commit.get(*key).and_then(Value::as_array))
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                let author = text(commit, &["author", "name"]).unwrap_or_else(|| "unknown".into());
+                let first = message.lines().next().unwrap_or_default();
+                let summary = format!("{author}: {first}").chars().take(200).collect();
+                parsed.unstamped.push(crate::UnstampedCommit { sha, summary, paths });
+            }
             continue;
         }
         let commit_ref = reference(RefKind::Commit, &sha)?;

@@ -1211,3 +1211,71 @@ fn a_delivery_from_an_account_no_one_mapped_opens_nothing_unless_the_hook_says_s
     let kept = h.api.get("/api/v1/intake/jira/wh-u", &h.root).expect(200).clone();
     assert_eq!(kept["outcome"], "refused");
 }
+
+#[test]
+fn a_push_to_the_access_repository_naming_no_change_is_reported_at_once_and_once() {
+    let world = World::new();
+    let repo = world.repo.to_str().unwrap().to_owned();
+    world
+        .writ(&["target", "add", "acl", "--connector", "git", "--repo", &repo, "--repository", "acme/access"])
+        .ok();
+    let h = start_with(world, &[("github", "")]);
+    let sha = |n: u8| format!("{:040x}", 0xabc000 + u32::from(n));
+    let commit = |id: &str, message: &str, file: &str| json!({"id": id, "message": message, "author": {"name": "mallory"}, "added": [], "modified": [file], "removed": []});
+    let push = |delivery: &str, repo: &str, commits: Value| {
+        let body = serde_json::to_vec(&json!({
+            "ref": "refs/heads/main", "before": sha(0), "after": sha(9),
+            "repository": {"full_name": repo, "pushed_at": now_ms() / 1000}, "pusher": {"name": "mallory"},
+            "commits": commits,
+        }))
+        .unwrap();
+        let headers = [
+            ("x-github-event", "push"),
+            ("x-github-delivery", delivery),
+            ("x-hub-signature-256", &hub(&body)),
+        ];
+        post(&h, "github", &headers, &body).expect(200).clone()
+    };
+    let telemetry = |h: &Http| -> Vec<String> {
+        let found = h.api.get("/api/v1/findings", &h.root).expect(200).clone();
+        let mut subjects: Vec<String> = found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "change.unmatched_telemetry")
+            .map(|f| f["subject"].as_str().unwrap().to_owned())
+            .collect();
+        subjects.sort();
+        subjects
+    };
+    // A hand edit of the access file, a commit that names its change, and one touching another
+    // file: only the first is telemetry. A push to another repository reports nothing.
+    let stamped = format!("Grant\n\nWrit-Change: {}", "CHG-01JQ4Z8Y3V6T2N5R1M0K9H7G6F");
+    push(
+        "t-1",
+        "acme/access",
+        json!([
+            commit(&sha(1), "add mallory by hand", "access.toml"),
+            commit(&sha(2), &stamped, "access.toml"),
+            commit(&sha(3), "docs", "README.md")
+        ]),
+    );
+    push("t-2", "acme/other", json!([commit(&sha(4), "add mallory by hand", "access.toml")]));
+    assert_eq!(telemetry(&h), [format!("acl {}", sha(1))]);
+    let found = h.api.get("/api/v1/findings", &h.root).expect(200).clone();
+    let finding = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "change.unmatched_telemetry")
+        .unwrap();
+    assert_eq!(finding["scope"], "target:acl");
+    assert!(finding["detail"].as_str().unwrap().contains("mallory: add mallory by hand"), "{finding}");
+    // Resolved with what it was, the same commit delivered again in another push stays resolved.
+    let id = finding["id"].as_str().unwrap();
+    h.world.writ(&["finding", "resolve", id, "--as", "carol", "--note", "a test fixture, reverted"]).ok();
+    push("t-3", "acme/access", json!([commit(&sha(1), "add mallory by hand", "access.toml")]));
+    let again = h.api.get(&format!("/api/v1/findings/{id}"), &h.root).expect(200).clone();
+    assert_eq!(again["state"], "resolved", "{again}");
+    h.world.writ(&["ledger", "verify"]).ok();
+}
