@@ -87,7 +87,9 @@ fn commits(parsed: &mut Parsed, commits: Option<&Value>, id_key: &str) -> Result
         };
         let scanned = scan(&message);
         if scanned.changes.is_empty() {
-            if parsed.unstamped.len() < crate::MAX_UNSTAMPED {
+            // Only a commit id (hex, SHA-1 or SHA-256) names a commit a finding can be about.
+            let commit_id = matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+            if commit_id && parsed.unstamped.len() < crate::MAX_UNSTAMPED {
                 let paths = ["added", "modified", "removed"]
                     .iter()
                     .filter_map(|key| commit.get(*key).and_then(Value::as_array))

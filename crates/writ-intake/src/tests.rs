@@ -215,6 +215,24 @@ fn github_pushes_name_changes_by_commit_trailer_and_are_bounded_by_push_time() {
         Some("9fceb02d0ae598e95dc970b74767f19372d61af8")
     );
     assert_eq!(parsed.refs.len(), 1, "only commits that name a change are references");
+    // The commit that names no change is kept as unstamped, with the files it touched.
+    assert_eq!(
+        parsed.unstamped,
+        [crate::UnstampedCommit {
+            sha: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
+            summary: "unknown: Fix typo".into(),
+            paths: vec![],
+        }]
+    );
+    let mut odd = push(NOW / 1000 - 10);
+    odd["commits"] = json!([
+        {"id": "not-a-commit", "message": "x", "modified": ["access.toml"]},
+        {"id": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "message": "Edit\nmore", "author": {"name": "eve"},
+         "added": ["a"], "modified": ["access.toml"], "removed": ["b"]}
+    ]);
+    let parsed = parse(Kind::Github, &[("x-github-event", "push"), ("x-github-delivery", "d-push-2")], &odd);
+    assert_eq!(parsed.unstamped.len(), 1, "only a commit id names a commit: {:?}", parsed.unstamped);
+    assert_eq!((parsed.unstamped[0].summary.as_str(), parsed.unstamped[0].paths.len()), ("eve: Edit", 3));
     let old = serde_json::to_vec(&push(NOW / 1000 - 7200)).unwrap();
     let h = headers(&h);
     let late = read(
