@@ -205,8 +205,10 @@ impl Engine {
     /// every other kind, are not held here.
     pub(crate) fn automation_allows(&self, change: &writ_core::change::Change) -> Result<()> {
         use writ_core::change::{BusinessEvent, RefKind};
-        let from_manifest =
-            change.refs.iter().any(|r| r.kind == RefKind::Record && r.value().starts_with("manifest:"));
+        let from_manifest = change
+            .refs
+            .iter()
+            .any(|r| r.kind == RefKind::Record && r.value().starts_with(crate::deploy::MANIFEST_REF));
         if !matches!(change.event, BusinessEvent::Deploy | BusinessEvent::Decommission) || !from_manifest {
             return Ok(());
         }

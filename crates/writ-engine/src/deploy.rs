@@ -30,6 +30,9 @@ use writ_intake::manifest::{AppRevision, Manifest};
 use crate::intake::{Opened, Source};
 use crate::{Engine, RequestInput, RequestedOp, Result};
 
+/// How a change opened from a manifest names it (`record` reference `manifest:REPO/PATH`).
+pub const MANIFEST_REF: &str = "manifest:";
+
 /// The finding raised on each identity of a decommissioned application.
 pub const APP_DECOMMISSIONED: &str = "nhi.app_decommissioned";
 
@@ -136,7 +139,7 @@ impl Engine {
                     ExternalRef::new(RefKind::Commit, &revision.after)?,
                     ExternalRef::new(
                         RefKind::Record,
-                        &format!("manifest:{}/{}", revision.repository, app.path),
+                        &format!("{MANIFEST_REF}{}/{}", revision.repository, app.path),
                     )?,
                 ],
                 event: if decommission { BusinessEvent::Decommission } else { BusinessEvent::Deploy },
