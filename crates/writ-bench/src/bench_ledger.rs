@@ -62,6 +62,7 @@ fn sample_event(
         on_behalf_of: None,
         at: Timestamp::from_millis(1_800_000_000_000),
         leaf: writ_ledger::leaf_hash(&bytes),
+        notices: Vec::new(),
         bytes,
     };
     Ok((event, sealed))

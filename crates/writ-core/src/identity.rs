@@ -113,6 +113,8 @@ pub struct Identity {
     pub vendor: Option<OrgName>,
     pub created_at: Timestamp,
     pub state: IdentityState,
+    /// Where notifications reach this identity by email (checked by `notify::parse_email`).
+    pub email: Option<String>,
 }
 
 impl Identity {
@@ -146,6 +148,7 @@ impl Identity {
             vendor,
             created_at,
             state: IdentityState::Active,
+            email: None,
         })
     }
 

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod intake;
 pub mod machine;
 pub mod name;
+pub mod notify;
 pub mod reconcile;
 pub mod time;
 pub mod transfer;

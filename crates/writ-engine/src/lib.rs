@@ -304,6 +304,7 @@ pub(crate) fn change_event(event: &ChangeEvent, key: &HmacKey) -> (NewEvent, Vec
         on_behalf_of: event.on_behalf_of.as_ref().map(ToString::to_string),
         at: event.at,
         leaf: writ_ledger::leaf_hash(&bytes),
+        notices: Vec::new(),
         bytes,
     };
     (new_event, sealed)
@@ -320,6 +321,7 @@ pub(crate) fn registry_event(event: &RegistryEvent, key: &HmacKey) -> NewEvent {
         on_behalf_of: None,
         at: event.at(),
         leaf: writ_ledger::leaf_hash(&bytes),
+        notices: Vec::new(),
         bytes,
     }
 }

@@ -1074,6 +1074,7 @@ fn the_incremental_check_follows_new_events_and_still_finds_a_row_written_behind
         at: Timestamp::from_millis(1),
         bytes: body.as_bytes().to_vec(),
         leaf: writ_ledger::leaf_hash(body.as_bytes()),
+        notices: Vec::new(),
     };
     let store = w.engine.store();
     store

@@ -278,6 +278,9 @@ enum Data {
         kind: String,
         owner: Option<String>,
         vendor: Option<String>,
+        /// Absent in records written before identities had contact addresses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
     },
     TargetAdded {
         name: String,
@@ -521,7 +524,7 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
         }));
     }
     let registry = match (envelope.kind.as_str(), data) {
-        ("registry.identity_added", Data::IdentityAdded { name, kind, owner, vendor }) => {
+        ("registry.identity_added", Data::IdentityAdded { name, kind, owner, vendor, email }) => {
             RegistryEvent::IdentityAdded {
                 actor,
                 identity: Identity {
@@ -531,6 +534,7 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
                     vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
                     created_at: at,
                     state: IdentityState::Active,
+                    email: email.as_deref().map(writ_core::notify::parse_email).transpose()?,
                 },
             }
         }
@@ -877,6 +881,7 @@ fn registry_data(event: &RegistryEvent) -> Data {
             kind: identity.kind.as_str().to_owned(),
             owner: identity.owner.as_ref().map(ToString::to_string),
             vendor: identity.vendor.as_ref().map(ToString::to_string),
+            email: identity.email.clone(),
         },
         RegistryEvent::TargetAdded { target, .. } => Data::TargetAdded {
             name: target.name.to_string(),

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use writ_core::time::Duration;
 
 pub use bundle::{DEFAULT_TESTS, MAX_FILE_BYTES, MAX_FILES, PolicyBundle};
-pub use rules::{
+pub use rules::{Audience, Route, 
     AutomationLimits, Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy, FINDING_KINDS,
     FindingRule, Record, Rules, SECRET_CLASSES, SecretLimit, Slot, TicketApproval, Tier, Validation, glob,
 };

@@ -76,6 +76,7 @@ pub fn event(change: Option<&ChangeId>, seq: Option<u64>, body: &str) -> NewEven
         at: Timestamp::from_millis(1),
         bytes: body.as_bytes().to_vec(),
         leaf: [body.len() as u8; 32],
+        notices: Vec::new(),
     }
 }
 

@@ -238,7 +238,7 @@ impl AccessStore for PostgresStore {
             .cached()
             .query_opt(
                 "SELECT t.id, t.identity, t.label, t.hash, t.created_ms, t.expires_ms, t.revoked_ms,
-                        i.name, i.kind, i.owner, i.vendor, i.created_ms, i.state,
+                        i.name, i.kind, i.owner, i.vendor, i.created_ms, i.state, i.email,
                         COALESCE(ARRAY_AGG(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}')
                  FROM tokens t JOIN identities i ON i.name = t.identity
                  LEFT JOIN roles r ON r.identity = t.identity
@@ -251,7 +251,7 @@ impl AccessStore for PostgresStore {
         let token = parse_token(&row)?;
         let identity = parse_identity_at(&row, 7)?;
         let roles = row
-            .get::<_, Vec<String>>(13)
+            .get::<_, Vec<String>>(14)
             .iter()
             .map(|r| Role::parse(r).map_err(corrupt("role")))
             .collect::<Result<Vec<_>>>()?;

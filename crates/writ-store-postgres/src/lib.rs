@@ -14,6 +14,7 @@ mod access;
 mod exceptions;
 mod findings;
 mod intake;
+mod notify;
 mod repair;
 mod scim;
 mod transfers;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0020_transfers.sql"),
     include_str!("../migrations/0021_grants_by_target.sql"),
     include_str!("../migrations/0022_scim_last_write.sql"),
+    include_str!("../migrations/0023_notifications.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -238,7 +240,6 @@ fn to_u64(value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt("negative integer".into()))
 }
 
-/// Appends events at indices `next..`; returns them.
 /// Appends events at indices `next..` in one statement; returns the indices.
 pub(crate) fn append(tx: &mut Tx<'_, '_>, next: i64, events: &[NewEvent]) -> Result<Vec<u64>> {
     let count = i64::try_from(events.len()).map_err(|_| StoreError::Other("too many events".into()))?;
@@ -259,6 +260,7 @@ pub(crate) fn append(tx: &mut Tx<'_, '_>, next: i64, events: &[NewEvent]) -> Res
         &[&indices, &changes, &seqs, &types, &phases, &actors, &behalf, &at, &bytes, &leaves],
     )
     .map_err(map_err)?;
+    notify::write_notices(tx, &indices, events)?;
     indices.into_iter().map(to_u64).collect()
 }
 
@@ -317,13 +319,14 @@ impl RegistryStore for PostgresStore {
         let (identity, event) = (identity.clone(), event.clone());
         self.write(move |tx, next| {
             tx.execute(
-                "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO identities (name, kind, owner, vendor, created_ms, email) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &identity.name.as_str(),
                     &identity.kind.as_str(),
                     &identity.owner.as_ref().map(IdentityName::as_str),
                     &identity.vendor.as_ref().map(OrgName::as_str),
                     &identity.created_at.as_millis(),
+                    &identity.email,
                 ],
             )
             .map_err(map_err)
@@ -338,7 +341,7 @@ impl RegistryStore for PostgresStore {
             .lock()?
             .cached()
             .query(
-                "SELECT name, kind, owner, vendor, created_ms, state FROM identities WHERE name = $1",
+                "SELECT name, kind, owner, vendor, created_ms, state, email FROM identities WHERE name = $1",
                 &[&name.as_str()],
             )
             .map_err(map_err)?;
@@ -349,7 +352,7 @@ impl RegistryStore for PostgresStore {
         let rows = self
             .lock()?
             .cached()
-            .query("SELECT name, kind, owner, vendor, created_ms, state FROM identities ORDER BY name", &[])
+            .query("SELECT name, kind, owner, vendor, created_ms, state, email FROM identities ORDER BY name", &[])
             .map_err(map_err)?;
         rows.iter().map(parse_identity).collect()
     }
@@ -416,8 +419,8 @@ pub(crate) fn parse_identity(row: &postgres::Row) -> Result<Identity> {
     parse_identity_at(row, 0)
 }
 
-/// An identity from the six columns `name, kind, owner, vendor, created_ms, state` starting at
-/// column `at`.
+/// An identity from the seven columns `name, kind, owner, vendor, created_ms, state, email`
+/// starting at column `at`.
 pub(crate) fn parse_identity_at(row: &postgres::Row, at: usize) -> Result<Identity> {
     let owner: Option<String> = row.get(at + 2);
     let vendor: Option<String> = row.get(at + 3);
@@ -428,6 +431,7 @@ pub(crate) fn parse_identity_at(row: &postgres::Row, at: usize) -> Result<Identi
         vendor: vendor.as_deref().map(OrgName::parse).transpose().map_err(corrupt("vendor"))?,
         created_at: Timestamp::from_millis(row.get(at + 4)),
         state: IdentityState::parse(row.get(at + 5)).map_err(corrupt("identity state"))?,
+        email: row.get(at + 6),
     })
 }
 

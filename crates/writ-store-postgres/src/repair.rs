@@ -21,10 +21,11 @@ fn apply(tx: &mut Tx<'_, '_>, fix: &Fix) -> Result<()> {
         Fix::Identity(name, None) => run(tx, "DELETE FROM identities WHERE name = $1", &[&name.as_str()]),
         Fix::Identity(_, Some(i)) => run(
             tx,
-            "INSERT INTO identities (name, kind, owner, vendor, created_ms, state) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO identities (name, kind, owner, vendor, created_ms, state, email) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, owner = excluded.owner,
-                 vendor = excluded.vendor, created_ms = excluded.created_ms, state = excluded.state",
-            &[&i.name.as_str(), &i.kind.as_str(), &i.owner.as_ref().map(IdentityName::as_str), &i.vendor.as_ref().map(OrgName::as_str), &i.created_at.as_millis(), &i.state.as_str()],
+                 vendor = excluded.vendor, created_ms = excluded.created_ms, state = excluded.state,
+                 email = excluded.email",
+            &[&i.name.as_str(), &i.kind.as_str(), &i.owner.as_ref().map(IdentityName::as_str), &i.vendor.as_ref().map(OrgName::as_str), &i.created_at.as_millis(), &i.state.as_str(), &i.email],
         ),
         Fix::Target(name, target) => {
             run(tx, "DELETE FROM target_settings WHERE target = $1", &[&name.as_str()])?;

@@ -118,6 +118,7 @@ fn several_connections_appending_at_once_never_fork_the_log() {
                                 at: writ_core::time::Timestamp::from_millis(1),
                                 bytes: vec![s as u8, i as u8, seq as u8],
                                 leaf: [0; 32],
+                                notices: Vec::new(),
                             })
                             .collect(),
                         grants: vec![],

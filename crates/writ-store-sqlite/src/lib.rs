@@ -44,12 +44,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0020_transfers.sql"),
     include_str!("../migrations/0021_grants_by_target.sql"),
     include_str!("../migrations/0022_scim_last_write.sql"),
+    include_str!("../migrations/0023_notifications.sql"),
 ];
 
 mod access;
 mod exceptions;
 mod findings;
 mod intake;
+mod notify;
 mod repair;
 mod scim;
 mod transfers;
@@ -225,6 +227,7 @@ pub(crate) fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u6
                 event.leaf.as_slice(),
             ])
             .map_err(map_err)?;
+        notify::write_notices(tx, index, event)?;
         indices.push(u64::try_from(index).unwrap_or(0));
     }
     Ok(indices)
@@ -232,7 +235,7 @@ pub(crate) fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<u6
 
 fn write_identity(tx: &Transaction<'_>, identity: &Identity, event: &NewEvent) -> Result<Vec<u64>> {
     tx.prepare_cached(
-        "INSERT INTO identities (name, kind, owner, vendor, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO identities (name, kind, owner, vendor, created_ms, email) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -241,6 +244,7 @@ fn write_identity(tx: &Transaction<'_>, identity: &Identity, event: &NewEvent) -
             identity.owner.as_ref().map(IdentityName::as_str),
             identity.vendor.as_ref().map(OrgName::as_str),
             identity.created_at.as_millis(),
+            identity.email,
         ])
     })
     .map_err(|e| match map_err(e) {
@@ -382,7 +386,7 @@ impl RegistryStore for SqliteStore {
         let connection = self.lock()?;
         connection
             .prepare_cached(
-                "SELECT name, kind, owner, vendor, created_ms, state FROM identities WHERE name = ?1",
+                "SELECT name, kind, owner, vendor, created_ms, state, email FROM identities WHERE name = ?1",
             )
             .and_then(|mut statement| statement.query_row([name.as_str()], identity_columns))
             .optional()
@@ -394,7 +398,7 @@ impl RegistryStore for SqliteStore {
     fn identities(&self) -> Result<Vec<Identity>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare("SELECT name, kind, owner, vendor, created_ms, state FROM identities ORDER BY name")
+            .prepare("SELECT name, kind, owner, vendor, created_ms, state, email FROM identities ORDER BY name")
             .map_err(map_err)?;
         let rows = statement.query_map([], identity_columns).map_err(map_err)?;
         rows.map(|row| row.map_err(map_err).and_then(parse_identity)).collect()
@@ -461,13 +465,13 @@ impl RegistryStore for SqliteStore {
     }
 }
 
-type IdentityColumns = (String, String, Option<String>, Option<String>, i64, String);
+type IdentityColumns = (String, String, Option<String>, Option<String>, i64, String, Option<String>);
 
 fn identity_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityColumns> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
 }
 
-fn parse_identity((name, kind, owner, vendor, created_ms, state): IdentityColumns) -> Result<Identity> {
+fn parse_identity((name, kind, owner, vendor, created_ms, state, email): IdentityColumns) -> Result<Identity> {
     Ok(Identity {
         name: IdentityName::parse(&name).map_err(corrupt("identity name"))?,
         kind: IdentityKind::parse(&kind).map_err(corrupt("identity kind"))?,
@@ -475,6 +479,7 @@ fn parse_identity((name, kind, owner, vendor, created_ms, state): IdentityColumn
         vendor: vendor.as_deref().map(OrgName::parse).transpose().map_err(corrupt("vendor"))?,
         created_at: Timestamp::from_millis(created_ms),
         state: IdentityState::parse(&state).map_err(corrupt("identity state"))?,
+        email,
     })
 }
 

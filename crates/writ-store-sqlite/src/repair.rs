@@ -21,9 +21,10 @@ fn apply(tx: &Transaction<'_>, fix: &Fix) -> Result<()> {
         Fix::Identity(name, None) => run(tx, "DELETE FROM identities WHERE name = ?1", &[&name.as_str()]),
         Fix::Identity(_, Some(i)) => run(
             tx,
-            "INSERT INTO identities (name, kind, owner, vendor, created_ms, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO identities (name, kind, owner, vendor, created_ms, state, email) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, owner = excluded.owner,
-                 vendor = excluded.vendor, created_ms = excluded.created_ms, state = excluded.state",
+                 vendor = excluded.vendor, created_ms = excluded.created_ms, state = excluded.state,
+                 email = excluded.email",
             params![
                 i.name.as_str(),
                 i.kind.as_str(),

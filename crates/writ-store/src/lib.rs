@@ -14,6 +14,7 @@ use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Grant, Identity, IdentityState, Target};
 use writ_core::intake::{Delivery, DeliveryRecord, Outcome};
 use writ_core::name::{EntitlementRef, IdentityName, SourceName, TargetName};
+use writ_core::notify::{Channel, Notice, NoticeState, Notification};
 use writ_core::time::Timestamp;
 use writ_core::transfer::{Transfer, TransferId, TransferState};
 
@@ -51,6 +52,9 @@ pub struct NewEvent {
     pub bytes: Vec<u8>,
     /// The RFC 9162 leaf hash of `bytes`, recorded beside them.
     pub leaf: [u8; 32],
+    /// The notifications that tell of this event, written in its transaction (the outbox):
+    /// the `n`th gets the id `NTF-<index>-<n>` and is due at once.
+    pub notices: Vec<Notice>,
 }
 
 /// An appended event as read back: its ledger index, exact stored bytes and recorded leaf hash.
@@ -311,6 +315,98 @@ impl TransferRow {
             decided_at: self.decided_ms.map(Timestamp::from_millis),
             note: self.note,
             reason: self.reason,
+        })
+    }
+}
+
+/// Notifications in their outbox: written with the event they tell of (see
+/// [`NewEvent::notices`]), delivered by whoever holds each one's lease. Like execution claims,
+/// their rows are coordination, never authority.
+pub trait NotifyStore {
+    /// Leases up to `limit` pending notifications due at `now` (oldest first) whose lease is
+    /// free or ended, to `holder` until `until`, and returns them: two dispatchers never hold
+    /// one notification at once.
+    fn claim_notifications(
+        &self,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Notification>>;
+    /// Records the outcome of `holder`'s attempt and gives the lease up: `Conflict` (nothing
+    /// written) if `holder` no longer holds it.
+    fn settle_notification(&self, id: &str, holder: &str, outcome: &Attempt) -> Result<()>;
+    fn notification(&self, id: &str) -> Result<Option<Notification>>;
+    /// Notifications, newest first: of one change, in one state, at most `limit`.
+    fn notifications(
+        &self,
+        change: Option<&ChangeId>,
+        state: Option<NoticeState>,
+        limit: usize,
+    ) -> Result<Vec<Notification>>;
+    /// Makes a dead or pending notification due again at `now` (its attempts are kept);
+    /// `false` if it does not exist or was delivered.
+    fn retry_notification(&self, id: &str, now: Timestamp) -> Result<bool>;
+}
+
+/// What an attempt to deliver a notification came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub state: NoticeState,
+    /// Attempts made so far, this one included.
+    pub attempts: u32,
+    pub next_at: Timestamp,
+    pub error: Option<String>,
+    /// When it was delivered, if it was.
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// The columns of the `notifications` table a [`NotificationRow`] reads, in this order.
+pub const NOTIFICATION_COLUMNS: &str = "id, event_idx, change_id, kind, recipient, channel, address, clear, state, \
+                                        attempts, next_ms, last_error, created_ms, delivered_ms";
+
+/// A notification as its stored columns hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRow {
+    pub id: String,
+    pub event_idx: i64,
+    pub change_id: Option<String>,
+    pub kind: String,
+    pub recipient: String,
+    pub channel: String,
+    pub address: String,
+    pub clear: bool,
+    pub state: String,
+    pub attempts: i64,
+    pub next_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+impl NotificationRow {
+    pub fn notification(self) -> Result<Notification> {
+        let corrupt = |e: writ_core::Refusal| StoreError::Corrupt(format!("notification {}: {e}", self.id));
+        let number = |v: i64, what: &str| {
+            u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("notification {}: {what} {v}", self.id)))
+        };
+        Ok(Notification {
+            event: number(self.event_idx, "event index")?,
+            change: self.change_id.as_deref().map(ChangeId::parse).transpose().map_err(corrupt)?,
+            notice: Notice {
+                kind: self.kind,
+                recipient: self.recipient,
+                channel: Channel::parse(&self.channel).map_err(corrupt)?,
+                address: self.address,
+                clear: self.clear,
+            },
+            state: NoticeState::parse(&self.state).map_err(corrupt)?,
+            attempts: u32::try_from(number(self.attempts, "attempts")?).unwrap_or(u32::MAX),
+            next_at: Timestamp::from_millis(self.next_ms),
+            last_error: self.last_error,
+            created_at: Timestamp::from_millis(self.created_ms),
+            delivered_at: self.delivered_ms.map(Timestamp::from_millis),
+            id: self.id,
         })
     }
 }
@@ -1000,6 +1096,7 @@ pub trait Store:
     + EvidenceStore
     + AccessStore
     + CoordinationStore
+    + NotifyStore
     + Send
     + Sync
 {
@@ -1022,6 +1119,7 @@ impl<T> Store for T where
         + EvidenceStore
         + AccessStore
         + CoordinationStore
+        + NotifyStore
         + Send
         + Sync
 {

@@ -14,6 +14,7 @@ mod birthright;
 mod breakglass;
 mod entitlements;
 mod exception;
+mod notify;
 mod reconcile;
 mod ticket_approval;
 mod tiers;
@@ -46,8 +47,11 @@ struct RulesFile {
     automation: Option<Spanned<reconcile::AutomationSpec>>,
     #[serde(default)]
     usage: Option<Spanned<reconcile::UsageSpec>>,
+    #[serde(default)]
+    notify: Vec<Spanned<notify::NotifySpec>>,
 }
 
+pub use notify::{Audience, Route};
 pub use reconcile::{AutomationLimits, FINDING_KINDS, FindingRule, SECRET_CLASSES, SecretLimit};
 
 #[derive(Deserialize)]
@@ -343,6 +347,7 @@ pub struct Rules {
     pub automation: AutomationLimits,
     /// How long access may go unused before it is stale (`[usage]`), if the policy says.
     pub stale_after: Option<Duration>,
+    notify: Vec<Route>,
 }
 
 const FILE: &str = "rules.toml";
@@ -381,7 +386,9 @@ impl Rules {
         let secrets = reconcile::secrets(&file, text)?;
         let automation = reconcile::automation(&file, text)?;
         let stale_after = reconcile::stale_after(&file, text)?;
+        let notify = notify::routes(&file, text, &tiers, &groups)?;
         Ok(Rules {
+            notify,
             automation,
             stale_after,
             tiers,
@@ -405,6 +412,11 @@ impl Rules {
             severity: writ_core::finding::Severity::of_kind(kind),
             controls: Vec::new(),
         })
+    }
+
+    /// The `[[notify]]` routes that tell of `kind` at `tier`, in file order.
+    pub fn notify_routes(&self, kind: &str, tier: Option<&str>) -> impl Iterator<Item = &Route> {
+        self.notify.iter().filter(move |r| r.applies(kind, tier))
     }
 
     /// How long a credential of `class` may live, if the policy says.
