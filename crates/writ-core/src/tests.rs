@@ -443,6 +443,7 @@ fn request_validation_refuses_bad_plans() {
         vendor: None,
         created_at: T0,
         state: crate::identity::IdentityState::Active,
+        email: None,
     };
     let refusal = step(
         None,

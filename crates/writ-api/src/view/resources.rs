@@ -25,6 +25,9 @@ pub struct IdentityView {
     /// Only an active identity authenticates and acts.
     #[schemars(extend("enum" = ["active", "disabled", "offboarded"]))]
     pub state: String,
+    /// Where notifications reach it by email, if it has an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl IdentityView {
@@ -36,6 +39,7 @@ impl IdentityView {
             vendor: text(&identity.vendor),
             created_at: identity.created_at.to_rfc3339(),
             state: identity.state.as_str().to_owned(),
+            email: identity.email.clone(),
         }
     }
 
@@ -49,6 +53,7 @@ impl IdentityView {
             vendor: self.vendor.as_deref().map(OrgName::parse).transpose()?,
             created_at: time(&self.created_at, "created_at")?,
             state: writ_core::identity::IdentityState::parse(&self.state)?,
+            email: self.email.as_deref().map(writ_core::notify::parse_email).transpose()?,
         })
     }
 }
