@@ -7,6 +7,8 @@ use writ_core::finding::{Finding, FindingState};
 use writ_core::identity::{Actor, SystemActor};
 use writ_core::name::{EntitlementRef, IdentityName};
 
+use writ_store::NewEvent;
+
 use crate::scim::OWNER_LEFT;
 
 /// The finding kind of an account on a target that no registered identity is.
@@ -76,7 +78,8 @@ impl Engine {
                     first: true,
                     note: "opened".to_owned(),
                 };
-                match self.store.open_finding(&finding, &registry_event(&event, self.hmac()?)) {
+                let event = NewEvent { notices: self.finding_notices(&finding)?, ..registry_event(&event, self.hmac()?) };
+                match self.store.open_finding(&finding, &event) {
                     Ok(_) => self.apply_exceptions(finding),
                     // Another instance opened it first.
                     Err(writ_store::StoreError::Conflict(_)) => self.finding(&finding.id),
@@ -112,7 +115,8 @@ impl Engine {
             first: true,
             note: "raised by a delivery".to_owned(),
         };
-        match self.store.open_finding(&finding, &registry_event(&event, self.hmac()?)) {
+        let event = NewEvent { notices: self.finding_notices(&finding)?, ..registry_event(&event, self.hmac()?) };
+        match self.store.open_finding(&finding, &event) {
             Ok(_) => self.apply_exceptions(finding).map(|_| ()),
             Err(writ_store::StoreError::Conflict(_)) => Ok(()),
             Err(error) => Err(error.into()),

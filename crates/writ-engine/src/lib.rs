@@ -23,6 +23,7 @@ pub mod findings;
 pub mod intake;
 pub mod ledger;
 mod lifecycle;
+pub mod notify;
 pub mod policy;
 pub mod projections;
 pub mod reconcile;

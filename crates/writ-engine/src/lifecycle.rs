@@ -611,8 +611,12 @@ impl Engine {
         claim: Option<writ_store::ClaimOp>,
     ) -> Result<ChangeRecord> {
         let mut change = before.cloned();
+        // Each event's notices, from the change as that event leaves it (the outbox).
+        let mut notices = Vec::with_capacity(events.len());
         for event in &events {
-            change = Some(evolve(change, event)?);
+            let after = evolve(change, event)?;
+            notices.push(self.change_notices(&after, event)?);
+            change = Some(after);
         }
         let Some(change) = change else {
             return Err(writ_core::Refusal::CorruptHistory {
@@ -626,10 +630,11 @@ impl Engine {
         let mut sensitive = Vec::new();
         let new_events: Vec<NewEvent> = events
             .iter()
-            .map(|event| {
+            .zip(notices)
+            .map(|(event, notices)| {
                 let (new_event, mut sealed) = change_event(event, key);
                 sensitive.append(&mut sealed);
-                new_event
+                NewEvent { notices, ..new_event }
             })
             .collect();
         let commit = ChangeCommit {

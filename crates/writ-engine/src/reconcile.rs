@@ -17,7 +17,7 @@ use writ_core::identity::{Actor, Identity, IdentityState};
 use writ_core::name::{EntitlementName, EntitlementRef, IdentityName, TargetName};
 use writ_core::reconcile::{REGISTRY_SCOPE, Run, Situation, Tally, merge, situation, target_scope};
 use writ_core::time::Timestamp;
-use writ_store::{EvidenceBlob, GrantRow, ReconcileCommit};
+use writ_store::{EvidenceBlob, GrantRow, NewEvent, ReconcileCommit};
 
 use crate::findings::finding_id;
 use crate::{Engine, Result, registry_event};
@@ -462,7 +462,8 @@ impl Engine {
                         first: true,
                         note: format!("raised by reconciliation of {}", run.scope),
                     };
-                    opened.push((finding.clone(), registry_event(&event, hmac)));
+                    let notices = self.finding_notices(&finding)?;
+                    opened.push((finding.clone(), NewEvent { notices, ..registry_event(&event, hmac) }));
                     report_opened.push(finding);
                 }
                 Some(found) if found.state == FindingState::Resolved && found.kind == TELEMETRY => {}

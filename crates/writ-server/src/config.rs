@@ -41,6 +41,14 @@
 //! [hook.writeback]                     # the change ID written back to the ticket
 //! url = "https://acme.service-now.com"
 //! credentials_file = "/etc/writ/servicenow-writeback"
+//!
+//! [notify]                             # delivering notifications: see `crate::notify`
+//! from = "Writ <writ@example.com>"
+//! [notify.smtp]
+//! host = "smtp.example.com"
+//! [notify.webhook.security]
+//! url = "https://hooks.example.com/writ"
+//! secret_file = "/etc/writ/security.whsec"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -143,6 +151,8 @@ struct File {
     reconcile_intervals: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     hook: Vec<crate::routes::hooks::HookConfig>,
+    /// How notifications are delivered (see `crate::notify`).
+    notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// Request size limits.
@@ -199,6 +209,7 @@ pub struct Settings {
     /// Targets with their own interval (`None`: only on demand).
     pub reconcile_intervals: std::collections::BTreeMap<String, Option<writ_core::time::Duration>>,
     pub witnesses: crate::publish::Witnesses,
+    pub notify: Option<crate::notify::NotifyConfig>,
     pub public_url: Option<String>,
     pub proxies: Proxies,
 }
@@ -337,6 +348,7 @@ impl Settings {
             expiry,
             policy_dir: args.policy_dir.or(file.policy_dir),
             hooks: file.hook,
+            notify: file.notify,
             listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             db,
             ledger_key: ledger_key.map(Path::to_owned).or(file.ledger_key),

@@ -18,6 +18,7 @@ mod http;
 mod idempotency;
 pub mod keys;
 mod manifests;
+pub mod notify;
 mod oidc;
 mod openapi;
 pub mod publish;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub reconcile_intervals: std::collections::BTreeMap<String, Option<writ_core::time::Duration>>,
     /// The witnesses every checkpoint is sent to (see `publish`).
     pub witnesses: publish::Witnesses,
+    /// How notifications are delivered, if configured (`[notify]`, see `notify`).
+    pub notifier: Option<notify::Notifier>,
 }
 
 impl AppState {
@@ -162,6 +165,7 @@ pub fn compose(
         tracing::info!(target: "writ::serve", ?loaded, "policy loaded at start");
     }
     let oidc = settings.oidc.map(oidc::Oidc::new);
+    let notifier = settings.notify.map(|n| n.load(settings.public_url.clone())).transpose()?;
     let state = Arc::new(AppState {
         engine,
         signer,
@@ -180,6 +184,7 @@ pub fn compose(
         witnesses: settings.witnesses,
         reconcile_interval: settings.reconcile_interval,
         reconcile_intervals: settings.reconcile_intervals,
+        notifier,
     });
     state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })
@@ -271,9 +276,15 @@ async fn background(state: State) {
     let mut ticks: u64 = 0;
     let mut writing: Option<tokio::task::JoinHandle<()>> = None;
     let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
+    let mut notifying: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tick.tick().await;
         ticks += 1;
+        // Notifications beside the rest, so a slow mail relay or webhook delays nothing else.
+        if state.notifier.is_some() && notifying.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            let state = Arc::clone(&state);
+            notifying = Some(tokio::task::spawn_blocking(move || notify::pass(&state)));
+        }
         if writing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
             let state = Arc::clone(&state);
             writing = Some(tokio::task::spawn_blocking(move || write_back(&state)));
