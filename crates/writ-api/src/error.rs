@@ -242,6 +242,8 @@ pub const CODES: &[(&str, Kind)] = &[
     ("automation.resume_not_allowed", Forbidden),
     ("finding.no_remedy", Conflict),
     ("finding.remediation_not_allowed", Forbidden),
+    ("notify.delivered", Conflict),
+    ("notify.config", Invalid),
     ("transfer.not_nhi", Conflict),
     ("transfer.identity_offboarded", Conflict),
     ("transfer.owner_invalid", Unprocessable),

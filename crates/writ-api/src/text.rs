@@ -289,6 +289,12 @@ pub fn trail(change: &ChangeView) -> String {
             event.phase, e.label, e.sha256, e.size, event.seq
         ));
     }
+    if !change.notifications.is_empty() {
+        out.push_str("  notifications\n");
+        for n in &change.notifications {
+            out.push_str(&format!("    {}\n", notification_line(n)));
+        }
+    }
     out.push_str("  events (ledger index, and the signed checkpoint that covers it)\n");
     for event in &change.events {
         let proxy = event.on_behalf_of.as_ref().map_or(String::new(), |p| format!(" (for {p})"));
@@ -381,4 +387,35 @@ pub fn finding_detail(f: &writ_core::finding::Finding) -> String {
         f.opened_at, f.last_seen, f.updated_at, f.detail
     ));
     out
+}
+
+/// One notification on one line: what, to whom, how, and how its delivery went.
+fn notification_line(n: &crate::view::NotificationView) -> String {
+    let how = match n.state.as_str() {
+        "delivered" => format!("delivered after {} attempt(s)", n.attempts),
+        "dead" => format!("DEAD after {} attempt(s): {}", n.attempts, n.last_error.as_deref().unwrap_or("-")),
+        _ if n.attempts == 0 => "pending".to_owned(),
+        _ => format!(
+            "pending, {} attempt(s), next at {}: {}",
+            n.attempts,
+            n.next_at.as_deref().unwrap_or("-"),
+            n.last_error.as_deref().unwrap_or("-")
+        ),
+    };
+    format!("{:<12} {:<26} {} by {} ({}): {how}", n.id, n.kind, n.recipient, n.channel, n.address)
+}
+
+/// Notifications, one per line (`writ notify list`).
+pub fn notifications(items: &[crate::view::NotificationView]) -> String {
+    if items.is_empty() {
+        return "no notifications".to_owned();
+    }
+    items
+        .iter()
+        .map(|n| match &n.change {
+            Some(change) => format!("{}  [{change}]", notification_line(n)),
+            None => notification_line(n),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

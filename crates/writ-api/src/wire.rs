@@ -72,6 +72,16 @@ pub const CONTROL_PATTERN: &str = r"^[a-z0-9._-]{1,100}$";
 pub const SUBJECT_PATTERN: &str = concat!("^[^", blank!(), control!(), "]+$");
 /// A finding's ID.
 pub const FINDING_PATTERN: &str = r"^FND-[0-9a-f]{16}$";
+/// A change ID.
+pub const CHANGE_ID_PATTERN: &str = r"^CHG-[0-7][0-9A-HJKMNP-TV-Z]{25}$";
+/// A notification id (`writ_core::notify::Notification::id_of`).
+pub const NOTIFICATION_PATTERN: &str = r"^NTF-[0-9]{1,20}-[0-9]{1,6}$";
+
+/// The body of `POST /api/v1/notifications/{id}/retry`: nothing yet (an object, so that it can
+/// grow).
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RetryNotification {}
 
 /// A schema rule no single field states: at least one of `fields` is a non-empty list.
 fn some_of(fields: &[&str]) -> serde_json::Value {
@@ -164,7 +174,13 @@ pub struct NewIdentity {
     pub owner: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub vendor: Option<String>,
+    /// Where notifications reach the identity by email.
+    #[schemars(regex(pattern = EMAIL_PATTERN), length(max = 254))]
+    pub email: Option<String>,
 }
+
+/// An email address as Writ accepts it (`writ_core::notify::parse_email`).
+pub const EMAIL_PATTERN: &str = r#"^[^@\s<>,;"\\()\[\]]+@[^@\s<>,;"\\()\[\]]+$"#;
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

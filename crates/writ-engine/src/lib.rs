@@ -206,7 +206,21 @@ impl Engine {
         owner: Option<&IdentityName>,
         vendor: Option<OrgName>,
     ) -> Result<Identity> {
+        self.add_identity_reached(actor, name, kind, owner, vendor, None)
+    }
+
+    /// [`Engine::add_identity`], with the email address notifications reach it at.
+    pub fn add_identity_reached(
+        &self,
+        actor: Actor,
+        name: IdentityName,
+        kind: IdentityKind,
+        owner: Option<&IdentityName>,
+        vendor: Option<OrgName>,
+        email: Option<&str>,
+    ) -> Result<Identity> {
         self.acting(&actor)?;
+        let email = email.map(writ_core::notify::parse_email).transpose()?;
         // An NHI's accountable owner must be someone who can still act on it.
         let owner = owner.map(|o| self.actor(o)).transpose()?;
         // Names are one namespace however they are spelt: `Bob` may not register beside `bob`.
@@ -216,7 +230,7 @@ impl Engine {
         {
             return Err(writ_core::Refusal::LookAlike { name, existing: existing.name }.into());
         }
-        let identity = Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())?;
+        let identity = Identity { email, ..Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())? };
         let event = RegistryEvent::IdentityAdded { actor, identity: identity.clone() };
         self.store.add_identity(&identity, &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::admin", identity = %identity.name, kind = %identity.kind, "identity added");

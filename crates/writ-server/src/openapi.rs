@@ -26,6 +26,7 @@ pub fn schemas() -> Value {
         "ResumeAutomation": schema::<wire::ResumeAutomation>(),
         "TransferRequest": schema::<wire::TransferRequest>(),
         "TransferDecision": schema::<wire::TransferDecision>(),
+        "RetryNotification": schema::<wire::RetryNotification>(),
         "UsageReport": schema::<wire::UsageReport>(),
         "NewException": schema::<wire::NewException>(),
         "Renewal": schema::<wire::Renewal>(),
@@ -234,6 +235,9 @@ fn path_schema(path: &str, name: &str) -> Value {
         "id" if path.starts_with("/api/v1/changes/") => ulid("CHG"),
         "id" if path.starts_with("/api/v1/exceptions/") => ulid("EXC"),
         "id" if path.starts_with("/api/v1/transfers/") => ulid("TRF"),
+        "id" if path.starts_with("/api/v1/notifications/") => {
+            json!({ "type": "string", "pattern": writ_api::wire::NOTIFICATION_PATTERN })
+        }
         "id" if path.starts_with("/api/v1/findings/") => {
             json!({ "type": "string", "pattern": "^FND-[0-9a-f]{16}$" })
         }

@@ -94,6 +94,13 @@ pub enum Top {
     /// after the fact, …), each with severity, the controls it fails and its evidence.
     #[command(subcommand)]
     Finding(FindingCmd),
+    /// Notifications: who was told of what (approval requests, escalations, decisions, break
+    /// glass, findings) by email or a group's signed webhook, and whether it got through. They
+    /// are written with the event they tell of and delivered by `writ serve` (`[notify]` in its
+    /// configuration), retried on a schedule; one that never gets through is dead-lettered with
+    /// a `notify.dead_letter` finding. Routes are policy: `[[notify]]` in rules.toml.
+    #[command(subcommand)]
+    Notify(NotifyCmd),
     /// Reconcile: read everything each target holds (not only what Writ granted), classify
     /// every (identity, entitlement) as linked, missing, unapproved, expired or unmatched
     /// against what Writ approved, raise findings (and resolve those no longer seen), and check
@@ -307,6 +314,9 @@ pub enum IdentityCmd {
         /// The vendor organisation a delegated identity acts for.
         #[arg(long)]
         vendor: Option<String>,
+        /// Where notifications reach it by email (approval requests, decisions, findings).
+        #[arg(long)]
+        email: Option<String>,
         /// Who registers it (defaults to the local administrator).
         #[arg(long = "as", value_name = "ACTOR")]
         actor: Option<String>,
@@ -629,6 +639,32 @@ pub struct BreakglassArgs {
     /// Incident or ticket reference (repeatable).
     #[arg(long)]
     pub ticket: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCmd {
+    /// List notifications, newest first.
+    List {
+        /// Only those in this state: pending, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those about this change.
+        #[arg(long)]
+        change: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One notification with its delivery so far.
+    Show { id: String },
+    /// Try a dead (or pending) notification again now, after fixing its channel (an admin's).
+    /// Its attempts are kept; it gets the same id, so receivers still deduplicate it.
+    Retry {
+        id: String,
+        /// Who asks (defaults to the local administrator).
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -98,6 +98,7 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
             report(&change, json)
         }
         Top::Finding(command) => finding(&client, command, json),
+        Top::Notify(command) => notify(&client, command, json),
         Top::Automation(crate::cli::AutomationCmd::Status) => {
             let paused: Vec<FindingView> = client.items("/api/v1/automation")?;
             render::automation_status(&paused, json);
@@ -124,6 +125,34 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         )),
         _ => Err(not_remote("this command")),
     }
+}
+
+fn notify(client: &Client, command: crate::cli::NotifyCmd, json: bool) -> Result<(), CliError> {
+    use writ_api::view::NotificationView;
+    match command {
+        crate::cli::NotifyCmd::List { state, change, limit } => {
+            let mut path = format!("/api/v1/notifications?limit={limit}");
+            if let Some(state) = state {
+                path.push_str(&format!("&state={}", percent(&state)));
+            }
+            if let Some(change) = change {
+                path.push_str(&format!("&change={}", percent(&change)));
+            }
+            let items: Vec<NotificationView> = client.items(&path)?;
+            render::print(json, &items, || writ_api::text::notifications(&items));
+        }
+        crate::cli::NotifyCmd::Show { id } => {
+            let view: NotificationView = client.view("GET", &format!("/api/v1/notifications/{}", percent(&id)), None)?;
+            render::print(json, &view, || writ_api::text::notifications(std::slice::from_ref(&view)));
+        }
+        crate::cli::NotifyCmd::Retry { id, actor } => {
+            check_actor(client, actor.as_deref())?;
+            let path = format!("/api/v1/notifications/{}/retry", percent(&id));
+            let view: NotificationView = client.view("POST", &path, Some(json!({})))?;
+            render::print(json, &view, || format!("{} is due again: {}", view.id, writ_api::text::notifications(std::slice::from_ref(&view))));
+        }
+    }
+    Ok(())
 }
 
 fn finding(client: &Client, command: crate::cli::FindingCmd, json: bool) -> Result<(), CliError> {
@@ -174,9 +203,9 @@ fn report(change: &ChangeView, json: bool) -> Result<(), CliError> {
 
 fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), CliError> {
     match command {
-        IdentityCmd::Add { name, kind, owner, vendor, actor } => {
+        IdentityCmd::Add { name, kind, owner, vendor, email, actor } => {
             check_actor(client, actor.as_deref())?;
-            let body = json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor });
+            let body = json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor, "email": email });
             let added: IdentityView = client.view("POST", "/api/v1/identities", Some(body))?;
             render::print(json, &added, || format!("added {} ({})", added.name, added.kind));
         }

@@ -100,6 +100,7 @@ fn is_read(command: &Top) -> bool {
             | Top::Change(ChangeCmd::Show { .. } | ChangeCmd::List { .. })
             | Top::Evidence(EvidenceCmd::List { .. } | EvidenceCmd::Get { .. })
             | Top::Finding(FindingCmd::List { .. } | FindingCmd::Show { .. })
+            | Top::Notify(crate::cli::NotifyCmd::List { .. } | crate::cli::NotifyCmd::Show { .. })
             | Top::Automation(crate::cli::AutomationCmd::Status)
             | Top::Exception(
                 ExceptionCmd::List { .. } | ExceptionCmd::Show { .. } | ExceptionCmd::Export { .. }
@@ -125,6 +126,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
             report_transition(&record, json)
         }
         Top::Finding(command) => finding(engine, command, json),
+        Top::Notify(command) => notify(engine, command, json),
         Top::Automation(crate::cli::AutomationCmd::Status) => {
             let paused = engine.automation_status()?;
             let view: Vec<FindingView> = paused.iter().map(FindingView::of).collect();
@@ -374,13 +376,14 @@ fn registry_actor(engine: &Engine, name: Option<&str>) -> Result<Actor, CliError
 
 fn identity(engine: &Engine, command: IdentityCmd, json: bool) -> Result<(), CliError> {
     match command {
-        IdentityCmd::Add { name, kind, owner, vendor, actor } => {
+        IdentityCmd::Add { name, kind, owner, vendor, email, actor } => {
             let name = IdentityName::parse(&name)?;
             let kind = IdentityKind::parse(&kind)?;
             let owner = owner.as_deref().map(IdentityName::parse).transpose()?;
             let vendor = vendor.as_deref().map(OrgName::parse).transpose()?;
             let actor = registry_actor(engine, actor.as_deref())?;
-            let identity = engine.add_identity(actor, name, kind, owner.as_ref(), vendor)?;
+            let identity =
+                engine.add_identity_reached(actor, name, kind, owner.as_ref(), vendor, email.as_deref())?;
             render::print(json, IdentityView::of(&identity), || {
                 format!("added {} ({})", identity.name, identity.kind)
             });
@@ -592,7 +595,8 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
-            let view = writ_api::view::ChangeView::of(&record, &sizes);
+            let notifications = engine.notifications(Some(&record.change.id), None, 500)?;
+            let view = writ_api::view::ChangeView::of(&record, &sizes).with_notifications(&notifications);
             render::print(json, &view, || writ_api::text::trail(&view));
             return Ok(());
         }
@@ -651,6 +655,29 @@ pub fn breakglass_input(args: BreakglassArgs) -> Result<writ_engine::breakglass:
     let BreakglassArgs { actor, identity, grant, duration, reason, ticket } = args;
     let body = writ_api::wire::BreakGlass { identity, grant, duration, reason: Some(reason), ticket };
     body.into_input(&actor)
+}
+
+fn notify(engine: &Engine, command: crate::cli::NotifyCmd, json: bool) -> Result<(), CliError> {
+    use writ_api::view::NotificationView;
+    match command {
+        crate::cli::NotifyCmd::List { state, change, limit } => {
+            let state = state.as_deref().map(writ_core::notify::NoticeState::parse).transpose()?;
+            let change = change.as_deref().map(ChangeId::parse).transpose()?;
+            let items: Vec<NotificationView> =
+                engine.notifications(change.as_ref(), state, limit)?.iter().map(NotificationView::of).collect();
+            render::print(json, &items, || writ_api::text::notifications(&items));
+        }
+        crate::cli::NotifyCmd::Show { id } => {
+            let view = NotificationView::of(&engine.notification(&id)?);
+            render::print(json, &view, || writ_api::text::notifications(std::slice::from_ref(&view)));
+        }
+        crate::cli::NotifyCmd::Retry { id, actor } => {
+            let actor = registry_actor(engine, actor.as_deref())?;
+            let view = NotificationView::of(&engine.retry_notification(&actor, &id)?);
+            render::print(json, &view, || format!("{} is due again: {}", view.id, writ_api::text::notifications(std::slice::from_ref(&view))));
+        }
+    }
+    Ok(())
 }
 
 fn finding(engine: &Engine, command: FindingCmd, json: bool) -> Result<(), CliError> {

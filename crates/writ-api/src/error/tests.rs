@@ -38,6 +38,11 @@ const FAMILIES: &[&str] = &[
 /// Ledger event kinds share the families of codes; they are names of facts, not errors. So are
 /// a few other names.
 const EVENT_KINDS: &[&str] = &[
+    // Notification kinds (writ_core::notify::kind), named by policy routes.
+    "approval.requested",
+    "breakglass.opened",
+    "breakglass.overdue",
+    "change.alert",
     "identity.transfer_",
     "finding.changed",
     "identity.transfer_requested",

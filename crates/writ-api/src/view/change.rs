@@ -38,6 +38,9 @@ pub struct ChangeView {
     pub closing: Option<ClosingView>,
     pub answers: AnswersView,
     pub events: Vec<EventView>,
+    /// Who was told of the change's steps, over which channel, and whether it got through.
+    #[serde(default)]
+    pub notifications: Vec<super::NotificationView>,
 }
 
 /// A ticket, commit, pull request or other system's record the change is linked to.
@@ -326,7 +329,14 @@ impl ChangeView {
                     }),
                 })
                 .collect(),
+            notifications: Vec::new(),
         }
+    }
+
+    /// The view with the change's notifications (the store's outbox rows), oldest first.
+    pub fn with_notifications(mut self, notifications: &[writ_core::notify::Notification]) -> ChangeView {
+        self.notifications = notifications.iter().rev().map(super::NotificationView::of).collect();
+        self
     }
 }
 

@@ -651,3 +651,51 @@ pub struct ReceiptView {
 pub struct StatusView {
     pub status: String,
 }
+
+/// A notification and its delivery so far.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct NotificationView {
+    /// `NTF-<event index>-<n>`: the `webhook-id` receivers deduplicate on.
+    pub id: String,
+    /// The ledger index of the event it tells of.
+    pub event: u64,
+    pub change: Option<String>,
+    /// What it tells of (`approval.requested`, `change.verified`, `finding.opened`, …).
+    pub kind: String,
+    /// An identity, or `group:NAME` for a group's webhook.
+    pub recipient: String,
+    #[schemars(extend("enum" = ["email", "webhook"]))]
+    pub channel: String,
+    /// The email address, or the group whose webhook it goes to.
+    pub address: String,
+    #[schemars(extend("enum" = ["pending", "delivered", "dead"]))]
+    pub state: String,
+    pub attempts: u32,
+    /// When it is tried (again), while pending.
+    pub next_at: Option<String>,
+    /// What the last failed attempt came to.
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl NotificationView {
+    pub fn of(n: &writ_core::notify::Notification) -> NotificationView {
+        let pending = n.state == writ_core::notify::NoticeState::Pending;
+        NotificationView {
+            id: n.id.clone(),
+            event: n.event,
+            change: text(&n.change),
+            kind: n.notice.kind.clone(),
+            recipient: n.notice.recipient.clone(),
+            channel: n.notice.channel.as_str().to_owned(),
+            address: n.notice.address.clone(),
+            state: n.state.as_str().to_owned(),
+            attempts: n.attempts,
+            next_at: pending.then(|| n.next_at.to_rfc3339()),
+            last_error: n.last_error.clone(),
+            created_at: n.created_at.to_rfc3339(),
+            delivered_at: n.delivered_at.map(Timestamp::to_rfc3339),
+        }
+    }
+}

@@ -147,7 +147,8 @@ pub(crate) async fn add_identity(
     body: JsonBody<NewIdentity>,
 ) -> ApiResult<Response> {
     caller.may(Action::Administer)?;
-    let NewIdentity { name, kind, owner, vendor } = body.value;
+    let NewIdentity { name, kind, owner, vendor, email } = body.value;
+    let email = email.as_deref().map(writ_core::notify::parse_email).transpose()?;
     let name = IdentityName::parse(&required(name, "name")?)?;
     let kind = IdentityKind::parse(&required(kind, "kind")?)?;
     let owner = owner.as_deref().map(IdentityName::parse).transpose()?;
@@ -155,7 +156,8 @@ pub(crate) async fn add_identity(
     let actor = Actor::Identity(caller.identity.name.clone());
     let request = request_parts(&method, "/identities", &body.raw);
     write(&state, &caller, headers, request, move |state| {
-        let identity = state.engine.add_identity(actor, name, kind, owner.as_ref(), vendor)?;
+        let identity =
+            state.engine.add_identity_reached(actor, name, kind, owner.as_ref(), vendor, email.as_deref())?;
         Ok(Written {
             status: StatusCode::CREATED,
             resource: format!("identity:{}", identity.name),

@@ -23,6 +23,7 @@ pub mod health;
 pub mod hooks;
 pub mod identities;
 pub mod ledger;
+pub mod notify;
 pub mod policy;
 pub mod scim;
 pub mod targets;
@@ -58,6 +59,7 @@ pub fn operations() -> Vec<Operation> {
         tokens::operations,
         delegations::operations,
         transfers::operations,
+        notify::operations,
         ledger::operations,
         exceptions::operations,
         hooks::operations,
