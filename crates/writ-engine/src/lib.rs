@@ -230,7 +230,8 @@ impl Engine {
         {
             return Err(writ_core::Refusal::LookAlike { name, existing: existing.name }.into());
         }
-        let identity = Identity { email, ..Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())? };
+        let identity =
+            Identity { email, ..Identity::new(name, kind, owner.as_ref(), vendor, self.clock.now())? };
         let event = RegistryEvent::IdentityAdded { actor, identity: identity.clone() };
         self.store.add_identity(&identity, &registry_event(&event, self.hmac()?))?;
         tracing::info!(target: "writ::admin", identity = %identity.name, kind = %identity.kind, "identity added");

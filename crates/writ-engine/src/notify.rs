@@ -59,7 +59,8 @@ pub struct DeliveryPass {
 }
 
 /// How notifications are retried: the wait after each failed attempt (the last one used, the
-/// notification is dead), and how long a dispatcher holds what it claimed.
+/// notification is dead), and how long a dispatcher holds the one it is delivering (longer
+/// than one delivery may take).
 #[derive(Clone, Debug)]
 pub struct Schedule {
     pub waits: Vec<Duration>,
@@ -68,11 +69,11 @@ pub struct Schedule {
 
 impl Default for Schedule {
     fn default() -> Schedule {
-        Schedule { waits: writ_core::notify::SCHEDULE.to_vec(), lease: Duration::minutes(10) }
+        Schedule { waits: writ_core::notify::SCHEDULE.to_vec(), lease: Duration::seconds(60) }
     }
 }
 
-/// Notifications a delivery pass claims at most.
+/// Notifications one delivery pass delivers at most.
 const BATCH: usize = 20;
 
 /// The notification kind an event of `change` (as it stands after the event) tells of.
@@ -93,9 +94,8 @@ fn notice_kind(change: &Change, event: &ChangeEvent) -> Option<&'static str> {
         ChangeEventBody::Implemented { .. } | ChangeEventBody::AttemptRecovered { error: None, .. } => {
             kind::IMPLEMENTED
         }
-        ChangeEventBody::ExecutionFailed { .. } | ChangeEventBody::AttemptRecovered { error: Some(_), .. } => {
-            kind::FAILED
-        }
+        ChangeEventBody::ExecutionFailed { .. }
+        | ChangeEventBody::AttemptRecovered { error: Some(_), .. } => kind::FAILED,
         ChangeEventBody::Verified { .. } => kind::VERIFIED,
         ChangeEventBody::VerificationFailed { .. } => kind::VERIFICATION_FAILED,
         ChangeEventBody::AlertRaised { .. } => kind::ALERT,
@@ -134,13 +134,17 @@ impl Engine {
         for route in &routes {
             for audience in &route.to {
                 let people = match audience {
-                    Audience::Requester => change.on_behalf_of.iter().chain([&change.requester]).cloned().collect(),
+                    Audience::Requester => {
+                        change.on_behalf_of.iter().chain([&change.requester]).cloned().collect()
+                    }
                     Audience::Approvers => self.eligible_approvers(&policy, change)?,
                     Audience::Escalation => match &event.body {
                         ChangeEventBody::Escalated { people, .. } => people.clone(),
                         _ => Vec::new(),
                     },
-                    Audience::Owner => self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?,
+                    Audience::Owner => {
+                        self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?
+                    }
                     Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
                 };
                 self.reach(&mut notices, kind, route, audience, &people)?;
@@ -192,14 +196,21 @@ impl Engine {
                     for name in people {
                         // Only someone who can act is told: not a disabled or offboarded identity.
                         let Some(identity) = self.store.identity(name)? else { continue };
-                        if let (true, Some(email)) = (identity.state == IdentityState::Active, identity.email) {
+                        if let (true, Some(email)) = (identity.state == IdentityState::Active, identity.email)
+                        {
                             notices.add(kind, name.to_string(), Channel::Email, email, route.clear_text);
                         }
                     }
                 }
                 Channel::Webhook => {
                     if let Audience::Group(group) = audience {
-                        notices.add(kind, format!("group:{group}"), Channel::Webhook, group.clone(), route.clear_text);
+                        notices.add(
+                            kind,
+                            format!("group:{group}"),
+                            Channel::Webhook,
+                            group.clone(),
+                            route.clear_text,
+                        );
                     }
                 }
             }
@@ -224,7 +235,8 @@ impl Engine {
             if candidate.kind != IdentityKind::Human || candidate.state != IdentityState::Active {
                 continue;
             }
-            let command = Command::Approve { approver: candidate.clone(), on_behalf_of: None, validity: None };
+            let command =
+                Command::Approve { approver: candidate.clone(), on_behalf_of: None, validity: None };
             if writ_core::machine::decide(Some(change), command, now).is_err() {
                 continue;
             }
@@ -277,25 +289,43 @@ impl Engine {
         holder: &str,
         schedule: &Schedule,
     ) -> Result<DeliveryPass> {
-        let now = self.now();
-        let claimed = self.store.claim_notifications(holder, now, now.plus(schedule.lease), BATCH)?;
         let mut pass = DeliveryPass::default();
-        for notification in claimed {
+        // One at a time, each under a lease as long as one delivery: a dispatcher that dies
+        // holds at most one notification, for at most one lease.
+        for _ in 0..BATCH {
+            let now = self.now();
+            let Some(notification) =
+                self.store.claim_notifications(holder, now, now.plus(schedule.lease), 1)?.into_iter().next()
+            else {
+                break;
+            };
             let id = notification.id.clone();
             let attempts = notification.attempts.saturating_add(1);
             let outcome = match self.message(notification.clone()) {
                 Ok(message) => courier.send(&message),
-                Err(error) => Err(Undelivered { reason: format!("cannot be composed: {error}"), permanent: true }),
+                Err(error) => {
+                    Err(Undelivered { reason: format!("cannot be composed: {error}"), permanent: true })
+                }
             };
             let at = self.now();
             let attempt = match outcome {
                 Ok(()) => {
                     pass.delivered.push(id.clone());
                     tracing::info!(target: "writ::notify", notification = %id, channel = %notification.notice.channel, attempts, "delivered");
-                    Attempt { state: NoticeState::Delivered, attempts, next_at: at, error: None, delivered_at: Some(at) }
+                    Attempt {
+                        state: NoticeState::Delivered,
+                        attempts,
+                        next_at: at,
+                        error: None,
+                        delivered_at: Some(at),
+                    }
                 }
                 Err(undelivered) => {
-                    let next = if undelivered.permanent { None } else { after_failure(&schedule.waits, attempts, at) };
+                    let next = if undelivered.permanent {
+                        None
+                    } else {
+                        after_failure(&schedule.waits, attempts, at)
+                    };
                     tracing::warn!(target: "writ::notify", notification = %id, channel = %notification.notice.channel, attempts, reason = %undelivered.reason, dead = next.is_none(), "not delivered");
                     match next {
                         Some(next_at) => {
@@ -413,8 +443,13 @@ impl Engine {
                         object.insert("severity".into(), json!(finding.severity.as_str()));
                         object.insert("detail".into(), json!(finding.detail));
                     }
-                    let subject =
-                        format!("[Writ] {} {}: {} {}", finding.id, headline(&notice.kind), finding.kind, finding.subject);
+                    let subject = format!(
+                        "[Writ] {} {}: {} {}",
+                        finding.id,
+                        headline(&notice.kind),
+                        finding.kind,
+                        finding.subject
+                    );
                     let text = format!(
                         "{}\n\nFinding:  {}\nKind:     {}\nSubject:  {}\nSeverity: {}\n\n{}\n\nRead it: writ finding show {}\n",
                         headline(&notice.kind),
@@ -427,10 +462,15 @@ impl Engine {
                     );
                     (subject, text)
                 }
-                None => (format!("[Writ] {}", headline(&notice.kind)), format!("{}\n", headline(&notice.kind))),
+                None => {
+                    (format!("[Writ] {}", headline(&notice.kind)), format!("{}\n", headline(&notice.kind)))
+                }
             },
         };
-        text.push_str(&format!("\nNotification {} (event {} of the ledger).\n", notification.id, notification.event));
+        text.push_str(&format!(
+            "\nNotification {} (event {} of the ledger).\n",
+            notification.id, notification.event
+        ));
         let payload = json!({
             "type": notice.kind,
             "timestamp": notification.created_at.to_rfc3339(),
@@ -479,9 +519,9 @@ impl Engine {
             return Ok(None);
         };
         Ok(match writ_ledger::decode(&row.bytes, &|_| None)? {
-            writ_core::event::Event::Registry(writ_core::event::RegistryEvent::Finding { finding, .. }) => {
-                Some(finding)
-            }
+            writ_core::event::Event::Registry(writ_core::event::RegistryEvent::Finding {
+                finding, ..
+            }) => Some(finding),
             _ => None,
         })
     }
@@ -490,7 +530,9 @@ impl Engine {
 /// The people a group or person audience names.
 fn named(policy: &Policy, audience: &Audience) -> Vec<IdentityName> {
     let names = match audience {
-        Audience::Group(group) => policy.rules().members(group).cloned().unwrap_or_default().into_iter().collect(),
+        Audience::Group(group) => {
+            policy.rules().members(group).cloned().unwrap_or_default().into_iter().collect()
+        }
         Audience::Person(person) => vec![person.clone()],
         _ => Vec::new(),
     };

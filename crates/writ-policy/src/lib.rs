@@ -22,9 +22,10 @@ use std::collections::BTreeSet;
 use writ_core::time::Duration;
 
 pub use bundle::{DEFAULT_TESTS, MAX_FILE_BYTES, MAX_FILES, PolicyBundle};
-pub use rules::{Audience, Route, 
-    AutomationLimits, Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy, FINDING_KINDS,
-    FindingRule, Record, Rules, SECRET_CLASSES, SecretLimit, Slot, TicketApproval, Tier, Validation, glob,
+pub use rules::{
+    Audience, AutomationLimits, Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy,
+    FINDING_KINDS, FindingRule, Record, Route, Rules, SECRET_CLASSES, SecretLimit, Slot, TicketApproval,
+    Tier, Validation, glob,
 };
 
 /// A policy that cannot be used: where and why.

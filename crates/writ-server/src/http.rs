@@ -298,7 +298,9 @@ pub(crate) const CHANGE_NOTIFICATIONS: usize = 500;
 pub(crate) fn change_json(engine: &Engine, record: &ChangeRecord) -> ApiResult<Value> {
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     let notifications = engine.notifications(Some(&record.change.id), None, CHANGE_NOTIFICATIONS)?;
-    Ok(writ_api::view::to_json(&writ_api::view::ChangeView::of(record, &sizes).with_notifications(&notifications)))
+    Ok(writ_api::view::to_json(
+        &writ_api::view::ChangeView::of(record, &sizes).with_notifications(&notifications),
+    ))
 }
 
 /// Checks that the caller may take `action` on the change: the role, and for a vendor's

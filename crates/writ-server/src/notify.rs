@@ -122,9 +122,10 @@ impl NotifyConfig {
                 return Err(config_error("[notify] retry: at most 20 waits".into()));
             }
         }
-        // A claim outlives the deliveries of one pass.
-        let per_delivery = writ_core::time::Duration::from_millis(i64::try_from(timeout.as_millis()).unwrap_or(15_000) + 5_000)?;
-        schedule.lease = writ_core::time::Duration::from_millis(per_delivery.as_millis().saturating_mul(21))?;
+        // A claim outlives its delivery: the deadline, and time to record the outcome.
+        schedule.lease = writ_core::time::Duration::from_millis(
+            i64::try_from(timeout.as_millis()).unwrap_or(15_000) + 5_000,
+        )?;
         let from = self
             .from
             .as_deref()
@@ -133,7 +134,9 @@ impl NotifyConfig {
             .map_err(|e| config_error(format!("[notify] from: {e}")))?;
         let smtp = self.smtp.as_ref().map(|s| smtp(s, timeout)).transpose()?;
         if smtp.is_some() && from.is_none() {
-            return Err(config_error("[notify] smtp needs a from address (from = \"Writ <writ@example.com>\")".into()));
+            return Err(config_error(
+                "[notify] smtp needs a from address (from = \"Writ <writ@example.com>\")".into(),
+            ));
         }
         let mut webhooks = BTreeMap::new();
         for (group, config) in &self.webhook {
@@ -159,7 +162,8 @@ fn smtp(config: &SmtpConfig, timeout: StdDuration) -> Result<lettre::SmtpTranspo
         .tls(tls)
         .timeout(Some(timeout));
     if let Some(path) = &config.credentials_file {
-        let text = crate::keys::read_secret(path).map_err(|e| config_error(format!("[notify.smtp] {}", e.message)))?;
+        let text = crate::keys::read_secret(path)
+            .map_err(|e| config_error(format!("[notify.smtp] {}", e.message)))?;
         let (user, password) = text.trim_end_matches(['\r', '\n']).split_once(':').ok_or_else(|| {
             config_error(format!("[notify.smtp] {}: expected `user:password` on one line", path.display()))
         })?;
@@ -199,7 +203,11 @@ fn webhook(group: &str, config: &WebhookConfig, timeout: StdDuration) -> Result<
         .max_redirects_will_error(false)
         .http_status_as_error(false)
         .build();
-    let agent = ureq::Agent::with_parts(agent_config, ureq::unversioned::transport::DefaultConnector::default(), resolver);
+    let agent = ureq::Agent::with_parts(
+        agent_config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        resolver,
+    );
     Ok(Webhook { url: config.url.clone(), key, text, allow_private: config.allow_private, agent })
 }
 
@@ -268,7 +276,8 @@ impl ureq::unversioned::resolver::Resolver for Guarded {
         config: &ureq::config::Config,
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let resolved = ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout)?;
+        let resolved =
+            ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout)?;
         if !self.allow_private && resolved.iter().any(|a| internal(a.ip())) {
             return Err(ureq::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
@@ -286,11 +295,9 @@ impl Notifier {
             return Err(permanent("no SMTP relay is configured ([notify.smtp])".into()));
         };
         let notification = &message.notification;
-        let to: lettre::message::Mailbox = notification
-            .notice
-            .address
-            .parse()
-            .map_err(|e| permanent(format!("the address of {} is not usable: {e}", notification.notice.recipient)))?;
+        let to: lettre::message::Mailbox = notification.notice.address.parse().map_err(|e| {
+            permanent(format!("the address of {} is not usable: {e}", notification.notice.recipient))
+        })?;
         let mut builder = lettre::Message::builder()
             .from(from.clone())
             .to(to)
@@ -328,7 +335,8 @@ impl Notifier {
             data.insert("url".into(), serde_json::json!(format!("{url}/api/v1/changes/{change}")));
         }
         let body = if hook.text {
-            serde_json::json!({ "text": format!("{}\n{}", message.subject, self.with_link(message)) }).to_string()
+            serde_json::json!({ "text": format!("{}\n{}", message.subject, self.with_link(message)) })
+                .to_string()
         } else {
             payload.to_string()
         };
@@ -348,7 +356,10 @@ impl Notifier {
             .header("webhook-timestamp", timestamp.as_str())
             .header("webhook-signature", signature.as_str())
             .send(body.as_bytes())
-            .map_err(|e| Undelivered { reason: format!("cannot reach the webhook: {e}"), permanent: false })?;
+            .map_err(|e| Undelivered {
+                reason: format!("cannot reach the webhook: {e}"),
+                permanent: false,
+            })?;
         let status = response.status().as_u16();
         match status {
             200..=299 => Ok(()),
@@ -369,7 +380,9 @@ impl Notifier {
     /// The text, with the change's link when the server knows its public URL.
     fn with_link(&self, message: &Message) -> String {
         match (&self.public_url, &message.notification.change) {
-            (Some(url), Some(change)) => format!("{}\nOpen it: {url}/api/v1/changes/{change}\n", message.text),
+            (Some(url), Some(change)) => {
+                format!("{}\nOpen it: {url}/api/v1/changes/{change}\n", message.text)
+            }
             _ => message.text.clone(),
         }
     }
@@ -393,7 +406,8 @@ fn smtp_reason(error: &lettre::transport::smtp::Error) -> String {
 
 /// The HTML part: the text, escaped, in a preformatted block.
 fn html(subject: &str, text: &str) -> String {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let escape =
+        |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head><body><pre style=\"font-family: ui-monospace, monospace\">{}</pre></body></html>",
         escape(subject),
@@ -418,7 +432,9 @@ pub fn pass(state: &AppState) {
             tracing::info!(target: "writ::notify", delivered = pass.delivered.len(), retrying = pass.retrying.len(), dead = pass.dead.len(), "delivery pass");
         }
         Ok(_) => {}
-        Err(error) => tracing::warn!(target: "writ::notify", code = error.code(), "delivery pass failed: {error}"),
+        Err(error) => {
+            tracing::warn!(target: "writ::notify", code = error.code(), "delivery pass failed: {error}")
+        }
     }
 }
 
@@ -428,7 +444,19 @@ mod tests {
 
     #[test]
     fn internal_addresses_are_named() {
-        for internal_ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+        for internal_ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
             let ip: IpAddr = internal_ip.parse().unwrap_or(IpAddr::from([8, 8, 8, 8]));
             assert!(internal(ip), "{internal_ip} was taken for public");
         }
@@ -440,9 +468,17 @@ mod tests {
 
     #[test]
     fn a_webhook_to_an_internal_address_is_refused_unless_allowed() {
-        for url in ["http://127.0.0.1:9/hook", "http://localhost:9/", "http://[::1]:9/", "http://169.254.169.254/latest"] {
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://localhost:9/",
+            "http://[::1]:9/",
+            "http://169.254.169.254/latest",
+        ] {
             let refused = destination(url, false).err().map(|e| (e.permanent, e.reason));
-            assert!(matches!(&refused, Some((true, reason)) if reason.contains("refused")), "{url}: {refused:?}");
+            assert!(
+                matches!(&refused, Some((true, reason)) if reason.contains("refused")),
+                "{url}: {refused:?}"
+            );
             assert!(destination(url, true).is_ok(), "{url} refused although allowed");
         }
         assert!(destination("ftp://example.com/", true).is_err());
@@ -452,7 +488,9 @@ mod tests {
     #[test]
     fn the_signature_is_the_standard_webhooks_one() {
         // The example of the Standard Webhooks specification (`whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`).
-        let key = base64::engine::general_purpose::STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap_or_default();
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap_or_default();
         let body = r#"{"test": 2432232314}"#;
         assert_eq!(
             sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", body),

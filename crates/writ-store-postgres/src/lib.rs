@@ -352,7 +352,10 @@ impl RegistryStore for PostgresStore {
         let rows = self
             .lock()?
             .cached()
-            .query("SELECT name, kind, owner, vendor, created_ms, state, email FROM identities ORDER BY name", &[])
+            .query(
+                "SELECT name, kind, owner, vendor, created_ms, state, email FROM identities ORDER BY name",
+                &[],
+            )
             .map_err(map_err)?;
         rows.iter().map(parse_identity).collect()
     }

@@ -22,7 +22,8 @@ pub(crate) fn write_notices(tx: &mut Tx<'_, '_>, indices: &[i64], events: &[NewE
     let mut clear = Vec::new();
     let mut at = Vec::new();
     for (index, event) in indices.iter().zip(events) {
-        let event_index = u64::try_from(*index).map_err(|_| StoreError::Corrupt("negative event index".into()))?;
+        let event_index =
+            u64::try_from(*index).map_err(|_| StoreError::Corrupt("negative event index".into()))?;
         for (n, notice) in event.notices.iter().enumerate() {
             ids.push(Notification::id_of(event_index, n));
             at_index.push(*index);

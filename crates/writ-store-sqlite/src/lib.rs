@@ -398,7 +398,9 @@ impl RegistryStore for SqliteStore {
     fn identities(&self) -> Result<Vec<Identity>> {
         let connection = self.lock()?;
         let mut statement = connection
-            .prepare("SELECT name, kind, owner, vendor, created_ms, state, email FROM identities ORDER BY name")
+            .prepare(
+                "SELECT name, kind, owner, vendor, created_ms, state, email FROM identities ORDER BY name",
+            )
             .map_err(map_err)?;
         let rows = statement.query_map([], identity_columns).map_err(map_err)?;
         rows.map(|row| row.map_err(map_err).and_then(parse_identity)).collect()
@@ -471,7 +473,9 @@ fn identity_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdentityColumns
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
 }
 
-fn parse_identity((name, kind, owner, vendor, created_ms, state, email): IdentityColumns) -> Result<Identity> {
+fn parse_identity(
+    (name, kind, owner, vendor, created_ms, state, email): IdentityColumns,
+) -> Result<Identity> {
     Ok(Identity {
         name: IdentityName::parse(&name).map_err(corrupt("identity name"))?,
         kind: IdentityKind::parse(&kind).map_err(corrupt("identity kind"))?,

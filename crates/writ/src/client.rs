@@ -142,14 +142,21 @@ fn notify(client: &Client, command: crate::cli::NotifyCmd, json: bool) -> Result
             render::print(json, &items, || writ_api::text::notifications(&items));
         }
         crate::cli::NotifyCmd::Show { id } => {
-            let view: NotificationView = client.view("GET", &format!("/api/v1/notifications/{}", percent(&id)), None)?;
+            let view: NotificationView =
+                client.view("GET", &format!("/api/v1/notifications/{}", percent(&id)), None)?;
             render::print(json, &view, || writ_api::text::notifications(std::slice::from_ref(&view)));
         }
         crate::cli::NotifyCmd::Retry { id, actor } => {
             check_actor(client, actor.as_deref())?;
             let path = format!("/api/v1/notifications/{}/retry", percent(&id));
             let view: NotificationView = client.view("POST", &path, Some(json!({})))?;
-            render::print(json, &view, || format!("{} is due again: {}", view.id, writ_api::text::notifications(std::slice::from_ref(&view))));
+            render::print(json, &view, || {
+                format!(
+                    "{} is due again: {}",
+                    view.id,
+                    writ_api::text::notifications(std::slice::from_ref(&view))
+                )
+            });
         }
     }
     Ok(())
@@ -205,7 +212,8 @@ fn identity(client: &Client, command: IdentityCmd, json: bool) -> Result<(), Cli
     match command {
         IdentityCmd::Add { name, kind, owner, vendor, email, actor } => {
             check_actor(client, actor.as_deref())?;
-            let body = json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor, "email": email });
+            let body =
+                json!({ "name": name, "kind": kind, "owner": owner, "vendor": vendor, "email": email });
             let added: IdentityView = client.view("POST", "/api/v1/identities", Some(body))?;
             render::print(json, &added, || format!("added {} ({})", added.name, added.kind));
         }

@@ -663,8 +663,11 @@ fn notify(engine: &Engine, command: crate::cli::NotifyCmd, json: bool) -> Result
         crate::cli::NotifyCmd::List { state, change, limit } => {
             let state = state.as_deref().map(writ_core::notify::NoticeState::parse).transpose()?;
             let change = change.as_deref().map(ChangeId::parse).transpose()?;
-            let items: Vec<NotificationView> =
-                engine.notifications(change.as_ref(), state, limit)?.iter().map(NotificationView::of).collect();
+            let items: Vec<NotificationView> = engine
+                .notifications(change.as_ref(), state, limit)?
+                .iter()
+                .map(NotificationView::of)
+                .collect();
             render::print(json, &items, || writ_api::text::notifications(&items));
         }
         crate::cli::NotifyCmd::Show { id } => {
@@ -674,7 +677,13 @@ fn notify(engine: &Engine, command: crate::cli::NotifyCmd, json: bool) -> Result
         crate::cli::NotifyCmd::Retry { id, actor } => {
             let actor = registry_actor(engine, actor.as_deref())?;
             let view = NotificationView::of(&engine.retry_notification(&actor, &id)?);
-            render::print(json, &view, || format!("{} is due again: {}", view.id, writ_api::text::notifications(std::slice::from_ref(&view))));
+            render::print(json, &view, || {
+                format!(
+                    "{} is due again: {}",
+                    view.id,
+                    writ_api::text::notifications(std::slice::from_ref(&view))
+                )
+            });
         }
     }
     Ok(())

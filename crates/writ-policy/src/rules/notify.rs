@@ -69,7 +69,8 @@ pub(super) fn routes(
     for spec in &file.notify {
         let line = line_of(text, spec.span().start);
         let s = spec.get_ref();
-        let err = |reason: String| PolicyError::invalid(FILE, line, &format!("[[notify]] {}: {reason}", s.id));
+        let err =
+            |reason: String| PolicyError::invalid(FILE, line, &format!("[[notify]] {}: {reason}", s.id));
         if s.id.is_empty() || routes.iter().any(|r| r.id == s.id) {
             return Err(err("needs an id of its own".into()));
         }
@@ -77,7 +78,10 @@ pub(super) fn routes(
             return Err(err("needs at least one of each of on, to and channels".into()));
         }
         if let Some(unknown) = s.on.iter().find(|k| !kind::ALL.contains(&k.as_str())) {
-            return Err(err(format!("unknown notification kind {unknown:?} (one of {})", kind::ALL.join(", "))));
+            return Err(err(format!(
+                "unknown notification kind {unknown:?} (one of {})",
+                kind::ALL.join(", ")
+            )));
         }
         if let Some(unknown) = s.tiers.iter().find(|t| !tiers.iter().any(|x| &x.name == *t)) {
             return Err(err(format!("unknown tier {unknown:?}")));

@@ -86,8 +86,12 @@ pub(crate) async fn list_notifications(
         .into());
     }
     blocking(&state, move |state| {
-        let items =
-            state.engine.notifications(change.as_ref(), notice, limit)?.iter().map(NotificationView::of).collect();
+        let items = state
+            .engine
+            .notifications(change.as_ref(), notice, limit)?
+            .iter()
+            .map(NotificationView::of)
+            .collect();
         Ok(Json(to_json(&List { items })))
     })
     .await
@@ -99,7 +103,8 @@ pub(crate) async fn show_notification(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.may(Action::ReadLedger)?;
-    blocking(&state, move |state| Ok(Json(to_json(&NotificationView::of(&state.engine.notification(&id)?))))).await
+    blocking(&state, move |state| Ok(Json(to_json(&NotificationView::of(&state.engine.notification(&id)?)))))
+        .await
 }
 
 pub(crate) async fn retry_notification(

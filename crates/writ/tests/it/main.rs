@@ -27,6 +27,7 @@ mod ledger;
 mod lifecycle;
 mod matrix;
 mod multi;
+mod notify;
 mod oidc;
 mod pgtarget;
 mod policy;
