@@ -32,6 +32,7 @@ fn apply(tx: &Transaction<'_>, fix: &Fix) -> Result<()> {
                 i.vendor.as_ref().map(OrgName::as_str),
                 i.created_at.as_millis(),
                 i.state.as_str(),
+                i.email,
             ],
         ),
         Fix::Target(name, target) => {
