@@ -11,9 +11,10 @@ use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{ChangeId, ChangeKind, ChangeState};
 use writ_core::identity::{Grant, Identity, IdentityKind};
 use writ_core::name::{EntitlementRef, IdentityName};
+use writ_core::notify::{Channel, Notice, NoticeState, Notification};
 use writ_core::time::Timestamp;
 use writ_store::{
-    CLAIM_HELD, ChangeCommit, ChangeSummary, Claim, ClaimOp, EvidenceBlob, GrantUpdate, NewEvent,
+    Attempt, CLAIM_HELD, ChangeCommit, ChangeSummary, Claim, ClaimOp, EvidenceBlob, GrantUpdate, NewEvent,
     RefusalBucket, Store, StoreError, StoredCheckpoint, StoredToken,
 };
 
@@ -54,6 +55,7 @@ const TESTS: &[(&str, Test)] = &[
     ("scim links and delegations: one per identity or pair, each with its event", links),
     ("repair: every fix and its event in one transaction, token hashes kept", repair),
     ("cosignatures: one per witness and size, the largest size per witness", cosignatures),
+    ("notifications: written with their event, leased to one holder, settled by it, retried", notifications),
 ];
 
 /// Runs every contract test against fresh stores of `backend`.
@@ -1148,4 +1150,109 @@ fn cosignatures(store: Arc<dyn Store>) {
     assert_eq!(store.cosignatures(7).unwrap(), vec![]);
     assert_eq!(store.witness_heads().unwrap(), vec![("w1".to_owned(), 9), ("w2".to_owned(), 5)]);
     assert_eq!(store.event_count().unwrap(), 0, "cosignatures are not events");
+}
+
+fn notice(kind: &str, address: &str, channel: Channel) -> Notice {
+    Notice { kind: kind.into(), recipient: address.into(), channel, address: address.into(), clear: false }
+}
+
+fn notifications(store: Arc<dyn Store>) {
+    // An identity with its email, read back.
+    let reached = Identity { email: Some("alice@example.com".into()), ..alice() };
+    store.add_identity(&reached, &event(None, None, "{}")).unwrap();
+    assert_eq!(store.identity(&reached.name).unwrap().unwrap().email.as_deref(), Some("alice@example.com"));
+
+    // Notices are written with their event, ids from the event's index; a failed commit
+    // writes neither.
+    let change = id(70);
+    let mut first = commit(&change, 0, 2, ChangeState::PendingApproval);
+    first.events[1].notices = vec![
+        notice("approval.requested", "bob@example.com", Channel::Email),
+        notice("approval.requested", "security", Channel::Webhook),
+    ];
+    let indices = store.commit(first.clone()).unwrap();
+    let mut stale = commit(&change, 0, 1, ChangeState::Approved);
+    stale.events[0].notices = vec![notice("change.approved", "alice@example.com", Channel::Email)];
+    assert!(matches!(store.commit(stale), Err(StoreError::Conflict(_))));
+    let listed = store.notifications(Some(&change), None, 10).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|n| n.id.as_str()).collect();
+    let (a, b) = (Notification::id_of(indices[1], 0), Notification::id_of(indices[1], 1));
+    assert_eq!(ids, [b.as_str(), a.as_str()], "newest first");
+    assert!(
+        listed.iter().all(|n| n.state == NoticeState::Pending
+            && n.attempts == 0
+            && n.change.as_ref() == Some(&change))
+    );
+    assert_eq!(store.notification(&a).unwrap().unwrap().notice, first.events[1].notices[0]);
+    assert!(store.notifications(Some(&id(71)), None, 10).unwrap().is_empty());
+
+    // Leased to one holder at a time, until the lease ends.
+    let now = Timestamp::from_millis(10_000);
+    let until = Timestamp::from_millis(20_000);
+    let got = store.claim_notifications("one", now, until, 1).unwrap();
+    assert_eq!(got.len(), 1);
+    let held = got[0].id.clone();
+    let other = store.claim_notifications("two", now, until, 10).unwrap();
+    assert_eq!(other.iter().map(|n| n.id.clone()).collect::<Vec<_>>().len(), 1);
+    assert_ne!(other[0].id, held);
+    assert!(store.claim_notifications("three", now, until, 10).unwrap().is_empty(), "both are held");
+    // Only the holder settles; a failure is due again later.
+    let failed = Attempt {
+        state: NoticeState::Pending,
+        attempts: 1,
+        next_at: Timestamp::from_millis(30_000),
+        error: Some("the webhook answered 503".into()),
+        delivered_at: None,
+    };
+    assert!(matches!(store.settle_notification(&held, "two", &failed), Err(StoreError::Conflict(_))));
+    store.settle_notification(&held, "one", &failed).unwrap();
+    assert!(
+        matches!(store.settle_notification(&held, "one", &failed), Err(StoreError::Conflict(_))),
+        "given up"
+    );
+    assert!(
+        store
+            .claim_notifications("three", Timestamp::from_millis(25_000), Timestamp::from_millis(40_000), 10)
+            .unwrap()
+            .len()
+            == 1,
+        "the other's lease ended"
+    );
+    let due = store
+        .claim_notifications("three", Timestamp::from_millis(30_000), Timestamp::from_millis(40_000), 10)
+        .unwrap();
+    assert_eq!(due.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), [held.as_str()]);
+    assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("the webhook answered 503")));
+    let delivered = Attempt {
+        state: NoticeState::Delivered,
+        attempts: 2,
+        next_at: Timestamp::from_millis(31_000),
+        error: None,
+        delivered_at: Some(Timestamp::from_millis(31_000)),
+    };
+    store.settle_notification(&held, "three", &delivered).unwrap();
+    assert_eq!(store.notifications(None, Some(NoticeState::Delivered), 10).unwrap().len(), 1);
+    // A delivered one is not retried; a dead one is, due at once, its attempts kept.
+    assert!(!store.retry_notification(&held, Timestamp::from_millis(50_000)).unwrap());
+    let dead_id = if held == a { b.clone() } else { a.clone() };
+    let dead = Attempt {
+        state: NoticeState::Dead,
+        attempts: 9,
+        next_at: until,
+        error: Some("x".into()),
+        delivered_at: None,
+    };
+    store.settle_notification(&dead_id, "three", &dead).unwrap();
+    assert!(
+        store
+            .claim_notifications("four", Timestamp::from_millis(90_000), Timestamp::from_millis(99_000), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.retry_notification(&dead_id, Timestamp::from_millis(60_000)).unwrap());
+    assert!(!store.retry_notification("NTF-999-0", Timestamp::from_millis(60_000)).unwrap());
+    let again = store
+        .claim_notifications("four", Timestamp::from_millis(60_000), Timestamp::from_millis(70_000), 10)
+        .unwrap();
+    assert_eq!((again.len(), again[0].attempts, again[0].state), (1, 9, NoticeState::Pending));
 }
