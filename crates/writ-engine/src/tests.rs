@@ -1021,6 +1021,7 @@ fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them
 }
 
 mod execution;
+mod notify;
 mod reconcile;
 mod standing;
 mod transfers;

@@ -1,0 +1,267 @@
+//! Who is told of what: the notices an event writes with it, from the policy's routes and the
+//! identities' addresses; and the delivery pass against a courier that fails on demand.
+
+use std::sync::Mutex;
+
+use writ_core::identity::IdentityState;
+use writ_core::notify::{DEAD_LETTER, NoticeState, Notification};
+
+use super::*;
+use crate::notify::{Courier, Message, Schedule, Undelivered};
+
+const ROUTES: &str = r#"
+[[notify]]
+id = "approvals"
+on = ["approval.requested", "change.escalated"]
+to = ["approvers", "escalation"]
+channels = ["email"]
+
+[[notify]]
+id = "security-hook"
+on = ["approval.requested"]
+tiers = ["high"]
+to = ["group:security"]
+channels = ["webhook", "email"]
+clear_text = true
+
+[[notify]]
+id = "decisions"
+on = ["change.approved", "change.verified", "finding.opened", "notify.dead_letter"]
+to = ["requester", "owner", "person:dave"]
+channels = ["email"]
+clear_text = true
+"#;
+
+/// The world with addresses for erin, frank (security), gina and dave; bob has none.
+fn reached() -> World {
+    let w = world();
+    let admin = Actor::System(SystemActor::Admin);
+    for (who, email) in
+        [("erin", "erin@example.com"), ("frank", "frank@example.com"), ("gina", "gina@example.com")]
+    {
+        let kind = IdentityKind::Human;
+        w.engine.add_identity_reached(admin.clone(), n(who), kind, None, None, Some(email)).unwrap();
+    }
+    w.engine
+        .add_identity_reached(
+            admin.clone(),
+            n("dave2"),
+            IdentityKind::Human,
+            None,
+            None,
+            Some("dave@example.com"),
+        )
+        .unwrap();
+    let rules = format!(
+        "{}\n{ROUTES}",
+        RULES_WITH_SECURITY.replace("security = [\"carol\"]", "security = [\"erin\", \"frank\"]")
+    )
+    .replace("person:dave", "person:dave2");
+    w.engine.load_policy(admin, policy_with(&rules)).unwrap();
+    w
+}
+
+fn told(w: &World, change: &ChangeId) -> Vec<(String, String, String, bool)> {
+    let mut told: Vec<_> = w
+        .engine
+        .notifications(Some(change), None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.notice.kind, n.notice.channel.as_str().to_owned(), n.notice.address, n.notice.clear))
+        .collect();
+    told.sort();
+    told
+}
+
+fn t(kind: &str, channel: &str, address: &str, clear: bool) -> (String, String, String, bool) {
+    (kind.to_owned(), channel.to_owned(), address.to_owned(), clear)
+}
+
+#[test]
+fn an_approval_request_tells_every_eligible_approver_with_an_address_and_nobody_else() {
+    let w = reached();
+    // gina asks for erin: gina (requester) and erin (beneficiary) may not approve; bob, carol
+    // and dave have no address; frank and dave2 may.
+    let id = w.engine.request(input("gina", &[(OpAction::Grant, "erin", "apps:read")]), 1).unwrap().change.id;
+    assert_eq!(
+        told(&w, &id),
+        [
+            t("approval.requested", "email", "dave@example.com", false),
+            t("approval.requested", "email", "frank@example.com", false)
+        ]
+    );
+    // A disabled approver is not told.
+    let admin = Actor::System(SystemActor::Admin);
+    w.engine.set_identity_state(admin, &n("frank"), IdentityState::Disabled, "on leave".into()).unwrap();
+    let other =
+        w.engine.request(input("gina", &[(OpAction::Grant, "erin", "apps:read")]), 2).unwrap().change.id;
+    assert_eq!(told(&w, &other), [t("approval.requested", "email", "dave@example.com", false)]);
+}
+
+#[test]
+fn a_high_tier_request_reaches_the_group_webhook_and_its_members_once_each() {
+    let w = reached();
+    let id = w.engine.request(input("gina", &[(OpAction::Grant, "bob", "apps:admin")]), 1).unwrap().change.id;
+    // erin and frank are approvers (email, sealed text stays sealed) and the security group
+    // (email with clear text): one notice each, clear only if every route reaching them allows.
+    assert_eq!(
+        told(&w, &id),
+        [
+            t("approval.requested", "email", "dave@example.com", false),
+            t("approval.requested", "email", "erin@example.com", false),
+            t("approval.requested", "email", "frank@example.com", false),
+            t("approval.requested", "webhook", "security", true),
+        ]
+    );
+    // The ids are the event's index and the notice's place: stable, unique.
+    let all = w.engine.notifications(Some(&id), None, 100).unwrap();
+    let validated = w
+        .engine
+        .load(&id)
+        .unwrap()
+        .events
+        .iter()
+        .find(|(_, e)| e.body.type_name() == "change.validated")
+        .unwrap()
+        .0;
+    assert!(all.iter().all(|n| n.event == validated && n.id.starts_with(&format!("NTF-{validated}-"))));
+}
+
+#[test]
+fn decisions_tell_the_requester_and_named_people_and_partial_approvals_tell_nobody() {
+    let w = reached();
+    let id = w.engine.request(input("gina", &[(OpAction::Grant, "bob", "apps:admin")]), 1).unwrap().change.id;
+    let before = told(&w, &id).len();
+    w.engine.approve(&id, &n("erin"), None, None).unwrap();
+    assert_eq!(told(&w, &id).len(), before, "one of two approvals decides nothing yet");
+    w.engine.approve(&id, &n("frank"), None, None).unwrap();
+    let after: Vec<_> = told(&w, &id).into_iter().filter(|n| n.0 == "change.approved").collect();
+    assert_eq!(
+        after,
+        [
+            t("change.approved", "email", "dave@example.com", true),
+            t("change.approved", "email", "gina@example.com", true)
+        ]
+    );
+}
+
+/// A courier that fails the first `failures` sends, then delivers; it records what it sent.
+struct Flaky {
+    failures: Mutex<u32>,
+    permanent: bool,
+    sent: Mutex<Vec<String>>,
+}
+
+impl Courier for Flaky {
+    fn send(&self, message: &Message) -> std::result::Result<(), Undelivered> {
+        let mut left = self.failures.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return Err(Undelivered { reason: "the relay answered 451".into(), permanent: self.permanent });
+        }
+        self.sent.lock().unwrap().push(message.notification.id.clone());
+        Ok(())
+    }
+}
+
+fn flaky(failures: u32, permanent: bool) -> Flaky {
+    Flaky { failures: Mutex::new(failures), permanent, sent: Mutex::new(Vec::new()) }
+}
+
+#[test]
+fn delivery_retries_on_the_schedule_then_dead_letters_once_with_a_finding_and_no_loop() {
+    let w = reached();
+    let id = w.engine.request(input("gina", &[(OpAction::Grant, "erin", "apps:read")]), 1).unwrap().change.id;
+    let schedule =
+        Schedule { waits: vec![Duration::seconds(10), Duration::seconds(20)], lease: Duration::seconds(30) };
+    let courier = flaky(1000, false);
+    let first = w.engine.deliver_notifications(&courier, "a", &schedule).unwrap();
+    assert_eq!((first.delivered.len(), first.retrying.len(), first.dead.len()), (0, 2, 0));
+    // Nothing is due before its wait.
+    assert_eq!(w.engine.deliver_notifications(&courier, "a", &schedule).unwrap(), Default::default());
+    advance(&w, 10_000);
+    assert_eq!(w.engine.deliver_notifications(&courier, "b", &schedule).unwrap().retrying.len(), 2);
+    advance(&w, 20_000);
+    let last = w.engine.deliver_notifications(&courier, "a", &schedule).unwrap();
+    assert_eq!(last.dead.len(), 2);
+    for notification in w.engine.notifications(Some(&id), None, 10).unwrap() {
+        assert_eq!((notification.state, notification.attempts), (NoticeState::Dead, 3));
+        let finding = w.engine.finding(&crate::findings::finding_id(DEAD_LETTER, &notification.id)).unwrap();
+        assert_eq!(finding.change.as_ref(), Some(&id));
+        assert!(
+            finding.detail.contains("451") && finding.detail.contains("writ notify retry"),
+            "{}",
+            finding.detail
+        );
+    }
+    // The dead letters are told (to dave2, by the decisions route), and when those die too,
+    // no further finding is told of: no loop.
+    let dead_letters = w.engine.notifications(None, Some(NoticeState::Pending), 100).unwrap();
+    assert_eq!(dead_letters.iter().filter(|n| n.notice.kind == DEAD_LETTER).count(), 2);
+    for _ in 0..3 {
+        advance(&w, 30_000);
+        w.engine.deliver_notifications(&courier, "a", &schedule).unwrap();
+    }
+    let findings = w.engine.findings(None).unwrap().iter().filter(|f| f.kind == DEAD_LETTER).count();
+    assert_eq!(findings, 4, "two for the requests' notices, two for the dead letters' own");
+    assert!(w.engine.notifications(None, Some(NoticeState::Pending), 100).unwrap().is_empty(), "no loop");
+    // A retry makes one due again, delivered once.
+    let one = Notification::id_of(w.engine.notifications(Some(&id), None, 1).unwrap()[0].event, 0);
+    w.engine.retry_notification(&Actor::System(SystemActor::Admin), &one).unwrap();
+    let courier = flaky(0, false);
+    assert_eq!(
+        w.engine.deliver_notifications(&courier, "a", &schedule).unwrap().delivered,
+        std::slice::from_ref(&one)
+    );
+    assert_eq!(w.engine.notification(&one).unwrap().state, NoticeState::Delivered);
+    assert_eq!(
+        w.engine.retry_notification(&Actor::System(SystemActor::Admin), &one).unwrap_err().code(),
+        "notify.delivered"
+    );
+    assert_eq!(courier.sent.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_permanent_refusal_dead_letters_at_once_and_a_held_notification_waits_for_its_lease() {
+    let w = reached();
+    let id = w.engine.request(input("gina", &[(OpAction::Grant, "erin", "apps:read")]), 1).unwrap().change.id;
+    let schedule = Schedule { waits: vec![Duration::seconds(10)], lease: Duration::seconds(30) };
+    // Another dispatcher holds one (it died mid-delivery): it is left until its lease ends.
+    let now = w.engine.now();
+    let held = w
+        .engine
+        .store()
+        .claim_notifications("dead-instance", now, now.plus(Duration::seconds(30)), 1)
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let courier = flaky(0, false);
+    let pass = w.engine.deliver_notifications(&courier, "live", &schedule).unwrap();
+    assert_eq!(pass.delivered.len(), 1);
+    assert!(!pass.delivered.contains(&held[0].id));
+    advance(&w, 31_000);
+    assert_eq!(
+        w.engine.deliver_notifications(&courier, "live", &schedule).unwrap().delivered,
+        [held[0].id.clone()]
+    );
+    // A permanent refusal is not retried.
+    let other =
+        w.engine.request(input("gina", &[(OpAction::Grant, "erin", "apps:read")]), 2).unwrap().change.id;
+    let refusing = flaky(1000, true);
+    let pass = w.engine.deliver_notifications(&refusing, "live", &schedule).unwrap();
+    // Its two notices, then the two dead letters told of them (refused too, and told of no more).
+    assert_eq!(pass.dead.len(), 4);
+    assert!(
+        w.engine
+            .notifications(Some(&other), None, 10)
+            .unwrap()
+            .iter()
+            .all(|n| n.attempts == 1 && n.state == NoticeState::Dead)
+    );
+    assert!(
+        w.engine
+            .notifications(Some(&id), None, 10)
+            .unwrap()
+            .iter()
+            .all(|n| n.state == NoticeState::Delivered)
+    );
+}
