@@ -180,7 +180,8 @@ pub struct NewIdentity {
 }
 
 /// An email address as Writ accepts it (`writ_core::notify::parse_email`).
-pub const EMAIL_PATTERN: &str = r#"^[^@\s<>,;"\\()\[\]]+@[^@\s<>,;"\\()\[\]]+$"#;
+pub const EMAIL_PATTERN: &str =
+    r#"^[^@\s<>,;"\\()\[\]\x00-\x1f\x7f-\x9f]+@[^@\s<>,;"\\()\[\]\x00-\x1f\x7f-\x9f]+$"#;
 
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]
