@@ -233,6 +233,10 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
             format!("ends {} grant(s) of {origin}, due at {due_at}", ops.len())
         }
         ChangeEventBody::AlertRaised { reason } => format!("ALERT: {reason}"),
+        ChangeEventBody::ExpiryWarned { identity, entitlement, ends_at, before } => format!(
+            "warned {identity} (and the owner) that {entitlement} ends at {ends_at}, within {}",
+            writ_core::time::Duration::to_string(before)
+        ),
         ChangeEventBody::Linked { delivery, late } => format!(
             "{} {} from {}{}",
             delivery.event,

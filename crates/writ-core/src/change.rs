@@ -402,8 +402,21 @@ pub struct Change {
     pub evidence: Vec<(u64, crate::event::Phase, crate::event::EvidenceRef)>,
     /// Deliveries from other systems attached to this change, in the order they were attached.
     pub links: Vec<crate::intake::Link>,
+    /// Warnings that time-bound access this change granted is about to end.
+    pub warnings: Vec<ExpiryWarning>,
     /// How many events have been folded into this record; the next event has this sequence.
     pub seq: u64,
+}
+
+/// A warning, told to the holder and owner, that access a change granted ends soon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryWarning {
+    pub identity: IdentityName,
+    pub entitlement: EntitlementRef,
+    pub ends_at: Timestamp,
+    /// How long before the end it was given for (one day, one hour).
+    pub before: Duration,
+    pub at: Timestamp,
 }
 
 impl Change {

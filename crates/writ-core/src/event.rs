@@ -212,6 +212,15 @@ pub enum ChangeEventBody {
         delivery: Box<crate::intake::Delivery>,
         late: bool,
     },
+    /// The time-bound access this change granted `identity` to `entitlement` ends at `ends_at`,
+    /// within `before`: the holder and owner were warned (a notification). Allowed in every
+    /// state; once per grant, end and warning.
+    ExpiryWarned {
+        identity: IdentityName,
+        entitlement: crate::name::EntitlementRef,
+        ends_at: Timestamp,
+        before: crate::time::Duration,
+    },
 }
 
 impl ChangeEventBody {
@@ -238,6 +247,7 @@ impl ChangeEventBody {
             ChangeEventBody::ExpiryOpened { .. } => "change.expiry_opened",
             ChangeEventBody::AlertRaised { .. } => "change.alert_raised",
             ChangeEventBody::Linked { .. } => "change.linked",
+            ChangeEventBody::ExpiryWarned { .. } => "change.expiry_warned",
         }
     }
 
@@ -254,7 +264,8 @@ impl ChangeEventBody {
             | ChangeEventBody::Implemented { .. }
             | ChangeEventBody::ExecutionFailed { .. }
             | ChangeEventBody::AttemptRecovered { .. }
-            | ChangeEventBody::AlertRaised { .. } => Phase::Implementation,
+            | ChangeEventBody::AlertRaised { .. }
+            | ChangeEventBody::ExpiryWarned { .. } => Phase::Implementation,
             ChangeEventBody::Verified { .. } | ChangeEventBody::VerificationFailed { .. } => {
                 Phase::Verification
             }

@@ -136,6 +136,13 @@ pub enum Command {
         to: String,
         people: Vec<IdentityName>,
     },
+    /// Warn that access this change granted ends soon. Only the scheduler issues it.
+    WarnExpiry {
+        identity: IdentityName,
+        entitlement: crate::name::EntitlementRef,
+        ends_at: Timestamp,
+        before: crate::time::Duration,
+    },
 }
 
 impl Command {
@@ -158,6 +165,7 @@ impl Command {
             Command::Revalidate { .. } => "revalidate",
             Command::Escalate { .. } => "escalate",
             Command::Link { .. } => "link",
+            Command::WarnExpiry { .. } => "warn of expiry",
         }
     }
 }
@@ -344,6 +352,28 @@ pub fn decide(
             }
             let notes = text(notes, "review notes")?;
             Ok(vec![event(Actor::Identity(reviewer.name), None, ChangeEventBody::Reviewed { notes })])
+        }
+        Command::WarnExpiry { identity, entitlement, ends_at, before } => {
+            let granted = change.ops.iter().any(|op| {
+                op.action == OpAction::Grant
+                    && op.duration.is_some()
+                    && op.identity == identity
+                    && op.entitlement == entitlement
+            });
+            let warned = change.warnings.iter().any(|w| {
+                w.identity == identity
+                    && w.entitlement == entitlement
+                    && w.ends_at == ends_at
+                    && w.before == before
+            });
+            if !granted || warned {
+                return Err(invalid(change, action));
+            }
+            Ok(vec![event(
+                Actor::System(SystemActor::Scheduler),
+                None,
+                ChangeEventBody::ExpiryWarned { identity, entitlement, ends_at, before },
+            )])
         }
         Command::Link { delivery, late } => {
             if change
@@ -620,6 +650,15 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
         }
         ChangeEventBody::EvidenceAttached { .. } => {}
+        ChangeEventBody::ExpiryWarned { identity, entitlement, ends_at, before } => {
+            change.warnings.push(crate::change::ExpiryWarning {
+                identity: identity.clone(),
+                entitlement: entitlement.clone(),
+                ends_at: *ends_at,
+                before: *before,
+                at: event.at,
+            });
+        }
         ChangeEventBody::Linked { delivery, late } => {
             for r in &delivery.refs {
                 if !change.refs.contains(r) {
@@ -678,6 +717,7 @@ fn first(
         alert: None,
         evidence: event.evidence.iter().map(|e| (0, crate::event::Phase::Request, e.clone())).collect(),
         links: Vec::new(),
+        warnings: Vec::new(),
         seq: 1,
     }
 }

@@ -33,9 +33,12 @@ pub mod kind {
     /// Writ could not finish a change on its own; a person must act.
     pub const ALERT: &str = "change.alert";
     pub const FINDING_OPENED: &str = "finding.opened";
+    /// Time-bound access ends within a day, or within an hour.
+    pub const ACCESS_EXPIRING: &str = "access.expiring";
 
     /// Every kind a route may name.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
+        ACCESS_EXPIRING,
         APPROVAL_REQUESTED,
         ESCALATED,
         BREAKGLASS_OPENED,

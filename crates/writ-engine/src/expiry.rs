@@ -199,3 +199,71 @@ pub fn expiry_id(origin: &ChangeId, due_at: Timestamp) -> ChangeId {
     bits.iter_mut().zip(digest.iter()).for_each(|(b, d)| *b = *d);
     ChangeId::generate(due_at, u128::from_le_bytes(bits))
 }
+
+/// When the holder (and owner) of time-bound access hear that it ends: a day before, then an
+/// hour before.
+pub const WARNINGS: [Duration; 2] = [Duration::hours(24), Duration::hours(1)];
+
+/// One warning given by [`Engine::warn_expiring`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warned {
+    pub change: ChangeId,
+    pub identity: writ_core::name::IdentityName,
+    pub entitlement: writ_core::name::EntitlementRef,
+    pub ends_at: Timestamp,
+    pub before: Duration,
+}
+
+impl Engine {
+    /// Warns of time-bound access that ends within a day, then within an hour: a
+    /// `change.expiry_warned` event on the change that granted it, which writes the
+    /// notifications its routes ask for (`access.expiring`, to its holder and owner). Once per
+    /// grant, end and warning; access that ends within the hour is warned of once, for the hour.
+    /// Changes are read only for grants within the day.
+    pub fn warn_expiring(&self) -> Result<Vec<Warned>> {
+        let now = self.now();
+        let horizon = now.plus(WARNINGS[0]);
+        let mut warned = Vec::new();
+        for grant in self.store.due_grants(horizon, PASS_LIMIT)? {
+            let Some(ends_at) = grant.expires_at.filter(|end| *end > now) else { continue };
+            let left = ends_at.as_millis().saturating_sub(now.as_millis());
+            // The closest warning that what is left falls within.
+            let Some(before) = WARNINGS.iter().rev().find(|w| left <= w.as_millis()).copied() else {
+                continue;
+            };
+            let record = self.load(&grant.change)?;
+            let given = record.change.warnings.iter().any(|w| {
+                w.identity == grant.identity
+                    && w.entitlement == grant.entitlement
+                    && w.ends_at == ends_at
+                    && w.before.as_millis() <= before.as_millis()
+            });
+            if given {
+                continue;
+            }
+            let command = Command::WarnExpiry {
+                identity: grant.identity.clone(),
+                entitlement: grant.entitlement.clone(),
+                ends_at,
+                before,
+            };
+            match self.transition_from(record, command, evidence::Captured::default()) {
+                Ok(_) => {
+                    tracing::info!(target: "writ::engine", change = %grant.change, identity = %grant.identity, entitlement = %grant.entitlement, %ends_at, "warned that time-bound access ends soon");
+                    warned.push(Warned {
+                        change: grant.change,
+                        identity: grant.identity,
+                        entitlement: grant.entitlement,
+                        ends_at,
+                        before,
+                    });
+                }
+                // Another instance warned first, or the grant is not one this change made
+                // time-bound: nothing to tell.
+                Err(EngineError::Store(writ_store::StoreError::Conflict(_)) | EngineError::Refused(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(warned)
+    }
+}

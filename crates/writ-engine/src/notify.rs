@@ -99,6 +99,7 @@ fn notice_kind(change: &Change, event: &ChangeEvent) -> Option<&'static str> {
         ChangeEventBody::Verified { .. } => kind::VERIFIED,
         ChangeEventBody::VerificationFailed { .. } => kind::VERIFICATION_FAILED,
         ChangeEventBody::AlertRaised { .. } => kind::ALERT,
+        ChangeEventBody::ExpiryWarned { .. } => kind::ACCESS_EXPIRING,
         _ => return None,
     })
 }
@@ -130,6 +131,10 @@ impl Engine {
         let policy = self.policy()?;
         let tier = change.controls.as_ref().map(|c| c.tier.as_str());
         let routes: Vec<Route> = policy.rules().notify_routes(kind, tier).cloned().collect();
+        let warned = match &event.body {
+            ChangeEventBody::ExpiryWarned { identity, .. } => Some(identity),
+            _ => None,
+        };
         let mut notices = Notices::default();
         for route in &routes {
             for audience in &route.to {
@@ -142,9 +147,15 @@ impl Engine {
                         ChangeEventBody::Escalated { people, .. } => people.clone(),
                         _ => Vec::new(),
                     },
-                    Audience::Owner => {
-                        self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?
-                    }
+                    // A warning is about one grant: its holder, and that holder's owner.
+                    Audience::Holder => match warned {
+                        Some(holder) => vec![holder.clone()],
+                        None => change.ops.iter().map(|op| op.identity.clone()).collect(),
+                    },
+                    Audience::Owner => match warned {
+                        Some(holder) => self.owner_of(holder)?.into_iter().collect(),
+                        None => self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?,
+                    },
                     Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
                 };
                 self.reach(&mut notices, kind, route, audience, &people)?;
@@ -173,7 +184,9 @@ impl Engine {
                         Err(_) => Vec::new(),
                     },
                     Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
-                    Audience::Requester | Audience::Approvers | Audience::Escalation => Vec::new(),
+                    Audience::Requester | Audience::Holder | Audience::Approvers | Audience::Escalation => {
+                        Vec::new()
+                    }
                 };
                 self.reach(&mut notices, kind, route, audience, &people)?;
             }
@@ -554,6 +567,7 @@ fn headline(kind: &str) -> &'static str {
         kind::VERIFIED => "Verified",
         kind::VERIFICATION_FAILED => "Verification failed",
         kind::ALERT => "A person must act",
+        kind::ACCESS_EXPIRING => "Time-bound access ends soon",
         kind::FINDING_OPENED => "Finding opened",
         DEAD_LETTER => "A notification was not delivered",
         _ => "Notification",

@@ -330,6 +330,12 @@ enum Data {
         delivery: DeliveryData,
         late: bool,
     },
+    ExpiryWarned {
+        holder: String,
+        grant: String,
+        ends_at: String,
+        before_ms: i64,
+    },
     Delivery {
         delivery: DeliveryData,
         outcome: String,
@@ -814,6 +820,12 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
             ops: op_records(ops),
         },
         ChangeEventBody::AlertRaised { reason } => Data::Alert { reason: reason.clone() },
+        ChangeEventBody::ExpiryWarned { identity, entitlement, ends_at, before } => Data::ExpiryWarned {
+            holder: identity.to_string(),
+            grant: entitlement.to_string(),
+            ends_at: ends_at.to_rfc3339(),
+            before_ms: before.as_millis(),
+        },
         ChangeEventBody::Linked { delivery, late } => {
             Data::Linked { delivery: delivery_data(delivery), late: *late }
         }
@@ -1156,6 +1168,14 @@ fn change_body(
             }
         }
         ("change.alert_raised", Data::Alert { reason }) => ChangeEventBody::AlertRaised { reason },
+        ("change.expiry_warned", Data::ExpiryWarned { holder, grant, ends_at, before_ms }) => {
+            ChangeEventBody::ExpiryWarned {
+                identity: IdentityName::parse(&holder)?,
+                entitlement: EntitlementRef::parse(&grant)?,
+                ends_at: parse_time(&ends_at)?,
+                before: writ_core::time::Duration::from_millis(before_ms)?,
+            }
+        }
         ("change.linked", Data::Linked { delivery, late }) => {
             ChangeEventBody::Linked { delivery: Box::new(delivery_from(delivery)?), late }
         }

@@ -125,6 +125,12 @@ fn every_event() -> Vec<Event> {
             }],
         },
         ChangeEventBody::AlertRaised { reason: "not ended after 5 attempts".into() },
+        ChangeEventBody::ExpiryWarned {
+            identity: IdentityName::parse("dave").unwrap(),
+            entitlement: EntitlementRef::parse("repo:db/admin").unwrap(),
+            ends_at: Timestamp::from_millis(1_800_003_600_000),
+            before: Duration::hours(1),
+        },
         ChangeEventBody::Validated {
             requirement: ApprovalRequirement::BASELINE,
             controls: Some(Box::new(controls())),
@@ -169,6 +175,10 @@ fn every_event() -> Vec<Event> {
     events.push(Event::Registry(RegistryEvent::IdentityAdded {
         actor: Actor::System(SystemActor::Admin),
         identity: svc.clone(),
+    }));
+    events.push(Event::Registry(RegistryEvent::IdentityAdded {
+        actor: Actor::System(SystemActor::Admin),
+        identity: Identity { email: Some("alice@example.com".into()), ..alice.clone() },
     }));
     events.push(Event::Registry(RegistryEvent::PolicyLoaded {
         actor: Actor::System(SystemActor::Admin),

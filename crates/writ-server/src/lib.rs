@@ -412,6 +412,10 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         for (id, reopened) in &deadlines.exceptions.expired {
             tracing::warn!(target: "writ::serve", exception = %id, reopened = reopened.len(), "exception expired; the findings it covered are open again");
         }
+        // Warnings before access ends: once a minute is soon enough, and reads each change once.
+        if ticks.is_multiple_of(60) {
+            engine.warn_expiring()?;
+        }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {
             tracing::info!(target: "writ::serve", change = %id, "time-bound access ended and verified");

@@ -173,6 +173,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 alert_after_attempts: args.alert_after,
                 ..writ_engine::expiry::ExpiryPolicy::default()
             };
+            let warned = engine.warn_expiring()?;
             let ended = engine.revoke_due(&policy)?;
             let ids = |ids: &[ChangeId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
             let errors: Vec<serde_json::Value> =
@@ -209,6 +210,15 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                     .iter()
                     .map(|(id, reopened)| serde_json::json!({ "exception": id.to_string(), "reopened": reopened }))
                     .collect::<Vec<_>>(),
+                "expiry_warned": warned
+                    .iter()
+                    .map(|w| serde_json::json!({
+                        "change": w.change.to_string(),
+                        "identity": w.identity.to_string(),
+                        "entitlement": w.entitlement.to_string(),
+                        "ends_at": w.ends_at.to_rfc3339(),
+                    }))
+                    .collect::<Vec<_>>(),
                 "expiry_opened": ids(&ended.opened),
                 "expiry_verified": ids(&ended.verified),
                 "expiry_failed": ids(&ended.failed),
@@ -225,6 +235,12 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                         .map(|(id, state)| format!("resumed {id} (cut off mid-execution): now {state}")),
                 );
                 lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
+                lines.extend(warned.iter().map(|w| {
+                    format!(
+                        "warned: {} of {} ends at {} ({})",
+                        w.entitlement, w.identity, w.ends_at, w.change
+                    )
+                }));
                 lines.extend(
                     deadlines
                         .escalated

@@ -38,7 +38,9 @@ const FAMILIES: &[&str] = &[
 /// Ledger event kinds share the families of codes; they are names of facts, not errors. So are
 /// a few other names.
 const EVENT_KINDS: &[&str] = &[
+    "change.expiry_warned",
     // Notification kinds (writ_core::notify::kind), named by policy routes.
+    "access.expiring",
     "approval.requested",
     "breakglass.opened",
     "breakglass.overdue",

@@ -265,3 +265,75 @@ fn a_permanent_refusal_dead_letters_at_once_and_a_held_notification_waits_for_it
             .all(|n| n.state == NoticeState::Delivered)
     );
 }
+
+#[test]
+fn time_bound_access_is_warned_of_a_day_then_an_hour_before_it_ends_once_each() {
+    let w = world();
+    let admin = Actor::System(SystemActor::Admin);
+    let reach = |who: &str, email: &str| {
+        w.engine
+            .add_identity_reached(admin.clone(), n(who), IdentityKind::Human, None, None, Some(email))
+            .unwrap()
+    };
+    reach("gina", "gina@example.com");
+    w.engine
+        .add_identity(admin.clone(), n("svc-gina"), IdentityKind::ServiceAccount, Some(&n("gina")), None)
+        .unwrap();
+    let rules = writ_policy::PolicyBundle::default_pack().files()["rules.toml"].clone()
+        + "\n[[notify]]\nid = \"expiring\"\non = [\"access.expiring\"]\nto = [\"holder\", \"owner\"]\nchannels = [\"email\"]\n";
+    w.engine.load_policy(admin, policy_with(&rules)).unwrap();
+    let mut request = input("alice", &[(OpAction::Grant, "svc-gina", "apps:read")]);
+    request.ops[0].duration = Some(Duration::hours(8));
+    let id = w.engine.request(request, 1).unwrap().change.id;
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    w.engine.execute(&id, None).unwrap();
+    w.engine.verify(&id).unwrap();
+    let ends_at = w.engine.grants_of(&n("svc-gina")).unwrap()[0].expires_at.unwrap();
+
+    // Within the day: warned once, the owner told (the service account has no address).
+    let first = w.engine.warn_expiring().unwrap();
+    assert_eq!(
+        first.iter().map(|x| (x.ends_at, x.before)).collect::<Vec<_>>(),
+        [(ends_at, Duration::hours(24))]
+    );
+    assert!(w.engine.warn_expiring().unwrap().is_empty(), "once");
+    let expiring = |w: &World| {
+        w.engine
+            .notifications(Some(&id), None, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.notice.kind == "access.expiring")
+            .map(|x| x.notice.address)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(expiring(&w), ["gina@example.com"]);
+    // Within the hour: warned again, once.
+    advance(&w, 7 * 3_600_000 + 5 * 60_000);
+    let second = w.engine.warn_expiring().unwrap();
+    assert_eq!(second.iter().map(|x| x.before).collect::<Vec<_>>(), [Duration::hours(1)]);
+    assert!(w.engine.warn_expiring().unwrap().is_empty(), "once");
+    assert_eq!(expiring(&w).len(), 2);
+    // The core refuses a warning given already, or about a grant the change did not make.
+    let again = writ_core::machine::Command::WarnExpiry {
+        identity: n("svc-gina"),
+        entitlement: EntitlementRef::parse("apps:read").unwrap(),
+        ends_at,
+        before: Duration::hours(1),
+    };
+    assert_eq!(w.engine.transition(&id, again).unwrap_err().code(), "state.invalid_transition");
+    let other = writ_core::machine::Command::WarnExpiry {
+        identity: n("dave"),
+        entitlement: EntitlementRef::parse("apps:read").unwrap(),
+        ends_at,
+        before: Duration::hours(1),
+    };
+    assert_eq!(w.engine.transition(&id, other).unwrap_err().code(), "state.invalid_transition");
+    // The trail says so; past the end nothing more is warned.
+    let warnings = w.engine.load(&id).unwrap().change.warnings;
+    assert_eq!(
+        warnings.iter().map(|x| x.before).collect::<Vec<_>>(),
+        [Duration::hours(24), Duration::hours(1)]
+    );
+    advance(&w, 3_600_000);
+    assert!(w.engine.warn_expiring().unwrap().is_empty());
+}

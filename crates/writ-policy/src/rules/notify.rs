@@ -26,6 +26,8 @@ pub(super) struct NotifySpec {
 pub enum Audience {
     /// The change's requester and the person it is on behalf of.
     Requester,
+    /// Whoever holds the access a warning is about.
+    Holder,
     /// Every person who could give one of the approvals the change still needs.
     Approvers,
     /// The people an escalation names.
@@ -95,6 +97,7 @@ pub(super) fn routes(
         for recipient in &s.to {
             to.push(match (recipient.as_str(), recipient.split_once(':')) {
                 ("requester", _) => Audience::Requester,
+                ("holder", _) => Audience::Holder,
                 ("approvers", _) => Audience::Approvers,
                 ("escalation", _) => Audience::Escalation,
                 ("owner", _) => Audience::Owner,
@@ -105,7 +108,7 @@ pub(super) fn routes(
                 }
                 _ => {
                     return Err(err(format!(
-                        "unknown recipient {recipient:?} (requester, approvers, escalation, owner, group:NAME or person:NAME)"
+                        "unknown recipient {recipient:?} (requester, holder, approvers, escalation, owner, group:NAME or person:NAME)"
                     )));
                 }
             });
