@@ -393,6 +393,7 @@ impl Engine {
     /// What a notification says: composed when it is sent, from the change or finding as it
     /// stands, so a retry tells the current state.
     pub fn message(&self, notification: Notification) -> Result<Message> {
+        self.check_outbox_row(&notification)?;
         let notice = &notification.notice;
         let mut data = json!({
             "notification": notification.id,
@@ -526,6 +527,51 @@ impl Engine {
 }
 
 impl Engine {
+    /// Refuses to send what the ledger and the registry do not back: the outbox is a table an SQL
+    /// edit could fill, so a row must name a recorded event (of its change), and reach a
+    /// registered identity at its registered address, or a group's webhook.
+    fn check_outbox_row(&self, notification: &Notification) -> Result<()> {
+        let refuse = |why: String| {
+            Err(EngineError::Store(writ_store::StoreError::Corrupt(format!(
+                "notification {} does not match the ledger: {why}",
+                notification.id
+            ))))
+        };
+        let row = self
+            .store
+            .events(notification.event, 1)?
+            .into_iter()
+            .next()
+            .filter(|r| r.index == notification.event);
+        let Some(row) = row else { return refuse(format!("no event {}", notification.event)) };
+        if row.change != notification.change {
+            return refuse("its change is not the event's".into());
+        }
+        let notice = &notification.notice;
+        match notice.channel {
+            Channel::Email => {
+                let registered = IdentityName::parse(&notice.recipient)
+                    .ok()
+                    .map(|name| self.store.identity(&name))
+                    .transpose()?
+                    .flatten()
+                    .and_then(|identity| identity.email);
+                if registered.as_deref() != Some(notice.address.as_str()) {
+                    return refuse(format!(
+                        "{} is not the registered address of {}",
+                        notice.address, notice.recipient
+                    ));
+                }
+            }
+            Channel::Webhook => {
+                if notice.recipient != format!("group:{}", notice.address) {
+                    return refuse(format!("{} is not the webhook of {}", notice.address, notice.recipient));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The finding an event at ledger index `index` records, if it records one.
     fn finding_of_event(&self, index: u64) -> Result<Option<Finding>> {
         let Some(row) = self.store.events(index, 1)?.into_iter().next().filter(|r| r.index == index) else {

@@ -337,3 +337,41 @@ fn time_bound_access_is_warned_of_a_day_then_an_hour_before_it_ends_once_each() 
     advance(&w, 3_600_000);
     assert!(w.engine.warn_expiring().unwrap().is_empty());
 }
+
+#[test]
+fn an_outbox_row_the_ledger_does_not_back_is_not_sent_and_a_finding_says_so() {
+    let w = reached();
+    let id = w.engine.request(input("gina", &[(OpAction::Grant, "erin", "apps:read")]), 1).unwrap().change.id;
+    let event = w.engine.notifications(Some(&id), None, 1).unwrap()[0].event;
+    // Rows an SQL edit added: to an address nobody registered, for an event that does not
+    // exist, for a webhook that is not its group's.
+    let db = rusqlite::Connection::open(w._dir.path().join("writ.db")).unwrap();
+    for (n, event, recipient, channel, address) in [
+        (7, event, "frank", "email", "attacker@example.net"),
+        (8, 99_999, "frank", "email", "frank@example.com"),
+        (9, event, "group:security", "webhook", "other"),
+    ] {
+        db.execute(
+            "INSERT INTO notifications (id, event_idx, change_id, kind, recipient, channel, address, clear, state, attempts, next_ms, created_ms)
+             VALUES (?1, ?2, ?3, 'approval.requested', ?4, ?5, ?6, 1, 'pending', 0, 0, 0)",
+            rusqlite::params![format!("NTF-{event}-{n}"), i64::try_from(event).unwrap(), id.as_str(), recipient, channel, address],
+        )
+        .unwrap();
+    }
+    let courier = flaky(0, false);
+    let schedule = Schedule::default();
+    let pass = w.engine.deliver_notifications(&courier, "a", &schedule).unwrap();
+    let sent = courier.sent.lock().unwrap().clone();
+    let forged = [format!("NTF-{event}-7"), "NTF-99999-8".to_owned(), format!("NTF-{event}-9")];
+    assert!(sent.contains(&format!("NTF-{event}-0")) && sent.contains(&format!("NTF-{event}-1")), "{sent:?}");
+    assert!(forged.iter().all(|f| !sent.contains(f)), "a forged row was sent: {sent:?}");
+    let mut dead = pass.dead.clone();
+    dead.sort();
+    let mut expected = forged.to_vec();
+    expected.sort();
+    assert_eq!(dead, expected);
+    for forged in &pass.dead {
+        let finding = w.engine.finding(&crate::findings::finding_id(DEAD_LETTER, forged)).unwrap();
+        assert!(finding.detail.contains("does not match the ledger"), "{}", finding.detail);
+    }
+}
