@@ -393,7 +393,7 @@ impl Engine {
     /// What a notification says: composed when it is sent, from the change or finding as it
     /// stands, so a retry tells the current state.
     pub fn message(&self, notification: Notification) -> Result<Message> {
-        self.check_outbox_row(&notification)?;
+        let row = self.check_outbox_row(&notification)?;
         let notice = &notification.notice;
         let mut data = json!({
             "notification": notification.id,
@@ -444,6 +444,20 @@ impl Engine {
                 match justification {
                     Some(j) => text.push_str(&format!("Justification: {j}\n")),
                     None => text.push_str("Justification: sealed (read it in Writ: `writ change show`)\n"),
+                }
+                // A warning says which access ends, and when.
+                if let writ_core::event::Event::Change(ChangeEvent {
+                    body: ChangeEventBody::ExpiryWarned { identity, entitlement, ends_at, .. },
+                    ..
+                }) = writ_ledger::decode(&row.bytes, &|_| None)?
+                {
+                    text.push_str(&format!("Ends:       {entitlement} of {identity} at {ends_at}\n"));
+                    if let Some(object) = data.as_object_mut() {
+                        object.insert(
+                            "ends".into(),
+                            json!({ "identity": identity.as_str(), "entitlement": entitlement.to_string(), "at": ends_at.to_rfc3339() }),
+                        );
+                    }
                 }
                 text.push_str(&format!("\nThe whole trail: writ change show {}\n", change.id));
                 (subject, text)
@@ -530,7 +544,7 @@ impl Engine {
     /// Refuses to send what the ledger and the registry do not back: the outbox is a table an SQL
     /// edit could fill, so a row must name a recorded event (of its change), and reach a
     /// registered identity at its registered address, or a group's webhook.
-    fn check_outbox_row(&self, notification: &Notification) -> Result<()> {
+    fn check_outbox_row(&self, notification: &Notification) -> Result<writ_store::EventRow> {
         let refuse = |why: String| {
             Err(EngineError::Store(writ_store::StoreError::Corrupt(format!(
                 "notification {} does not match the ledger: {why}",
@@ -569,7 +583,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(row)
     }
 
     /// The finding an event at ledger index `index` records, if it records one.

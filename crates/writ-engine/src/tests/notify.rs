@@ -307,6 +307,16 @@ fn time_bound_access_is_warned_of_a_day_then_an_hour_before_it_ends_once_each() 
             .collect::<Vec<_>>()
     };
     assert_eq!(expiring(&w), ["gina@example.com"]);
+    let warning = w
+        .engine
+        .notifications(Some(&id), None, 100)
+        .unwrap()
+        .into_iter()
+        .find(|x| x.notice.kind == "access.expiring")
+        .unwrap();
+    let message = w.engine.message(warning).unwrap();
+    assert!(message.text.contains(&format!("apps:read of svc-gina at {ends_at}")), "{}", message.text);
+    assert_eq!(message.payload["data"]["ends"]["at"], ends_at.to_rfc3339());
     // Within the hour: warned again, once.
     advance(&w, 7 * 3_600_000 + 5 * 60_000);
     let second = w.engine.warn_expiring().unwrap();
