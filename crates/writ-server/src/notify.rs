@@ -15,6 +15,7 @@
 //! host = "smtp.example.com"
 //! port = 587
 //! tls = "starttls"                       # starttls, tls, or none (a local relay only)
+//! ca_file = "/etc/writ/relay-ca.pem"     # optional: an internal CA the relay's certificate is from
 //! credentials_file = "/etc/writ/smtp"    # `user:password` on one line, mode 0600
 //!
 //! [notify.webhook.security]              # the webhook of the group `security` in [groups]
@@ -59,6 +60,9 @@ struct SmtpConfig {
     host: String,
     port: Option<u16>,
     tls: Option<String>,
+    /// A PEM file of certificate authorities to trust for the relay (an internal CA), besides the
+    /// public ones.
+    ca_file: Option<PathBuf>,
     credentials_file: Option<PathBuf>,
 }
 
@@ -149,7 +153,15 @@ impl NotifyConfig {
 fn smtp(config: &SmtpConfig, timeout: StdDuration) -> Result<lettre::SmtpTransport, Error> {
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     let tls_parameters = || {
-        TlsParameters::new(config.host.clone()).map_err(|e| config_error(format!("[notify.smtp] TLS: {e}")))
+        let mut builder = TlsParameters::builder(config.host.clone());
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| config_error(format!("[notify.smtp] ca_file {}: {e}", path.display())))?;
+            let certificate = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                .map_err(|e| config_error(format!("[notify.smtp] ca_file {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        builder.build_rustls().map_err(|e| config_error(format!("[notify.smtp] TLS: {e}")))
     };
     let (tls, default_port) = match config.tls.as_deref().unwrap_or("starttls") {
         "starttls" => (Tls::Required(tls_parameters()?), 587),

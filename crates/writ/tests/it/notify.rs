@@ -476,3 +476,134 @@ fn notifications_over_the_api_are_for_auditors_and_admins_and_bad_input_changes_
     let retried = api.post(&format!("/api/v1/notifications/{one}/retry"), &http.root, serde_json::json!({}));
     assert_eq!(retried.expect(200)["state"], "pending");
 }
+
+#[test]
+fn email_goes_through_a_relay_that_requires_starttls_and_auth_with_credentials_from_a_0600_file() {
+    let Some(python) = python() else { return };
+    let w = world();
+    let dir = policy(&w, "24h");
+    let here = w.dir.path();
+    // The relay's certificate, from a CA of its own that Writ is told to trust (ca_file).
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(here).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-days", "2", "-subj", "/CN=writ test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[&["req"], &ec[..], &["-subj", "/CN=127.0.0.1", "-keyout", "relay.key", "-out", "relay.csr"]]
+            .concat(),
+    );
+    std::fs::write(
+        here.join("relay.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "relay.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "relay.ext",
+        "-out",
+        "relay.pem",
+    ]);
+    let password = "relay-pw-7f3a9c2e51";
+    let credentials = here.join("smtp.credentials");
+    std::fs::write(&credentials, format!("writ-relay:{password}\n")).unwrap();
+    std::fs::copy(&credentials, here.join("relay.credentials")).unwrap();
+    let maildir = here.join("maildir");
+    let port = free_port();
+    let relay_log = here.join("relay.log");
+    let mut child = Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/smtp_relay.py"))
+        .args(["--port", &port.to_string()])
+        .arg("--cert")
+        .arg(here.join("relay.pem"))
+        .arg("--key")
+        .arg(here.join("relay.key"))
+        .arg("--credentials-file")
+        .arg(here.join("relay.credentials"))
+        .arg("--maildir")
+        .arg(&maildir)
+        .arg("--log")
+        .arg(&relay_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _relay = Process(child);
+    assert_eq!(line.trim(), "listening");
+    let config = here.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\nfrom = \"Writ <writ@example.com>\"\ntimeout = \"5s\"\nretry = [\"1s\", \"1s\", \"1s\"]\n\n\
+             [notify.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\nca_file = \"{}\"\ncredentials_file = \"{}\"\n",
+            here.join("ca.pem").display(),
+            credentials.display()
+        ),
+    )
+    .unwrap();
+    let db_args = w.db_args();
+    let start = |log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_writ"))
+            .args(&db_args)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+            .env_remove("WRIT_DB")
+            .stderr(std::fs::File::create(here.join(log)).unwrap())
+            .output()
+            .unwrap()
+    };
+    // Readable by others: refused at start, with what to do and never the password.
+    Command::new("chmod").arg("644").arg(&credentials).status().unwrap();
+    let refused = start("refused.log");
+    let said = std::fs::read_to_string(here.join("refused.log")).unwrap();
+    assert!(!refused.status.success());
+    assert!(said.contains("notify.config") && said.contains("chmod 600"), "{said}");
+    assert!(!said.contains(password));
+
+    Command::new("chmod").arg("600").arg(&credentials).status().unwrap();
+    let args: Vec<&str> = db_args.iter().map(String::as_str).collect();
+    let _server = Server::start_with(
+        &args,
+        &["--config", config.to_str().unwrap(), "--policy-dir", dir.to_str().unwrap()],
+        &here.join("serve.log"),
+    );
+    let id = request(&w);
+    let start = Instant::now();
+    while mails(&maildir).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no email through the relay: {:?}",
+            notifications(&w, &id).iter().map(|n| n["last_error"].clone()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mails = mails(&maildir);
+    assert!(mails.iter().all(|m| header(m, "Writ-Change") == Some(id.as_str())));
+    let auths = std::fs::read_to_string(&relay_log).unwrap();
+    assert!(auths.lines().all(|l| l == "ok") && auths.lines().count() >= 1, "{auths}");
+    // The password is in its file only.
+    let log = std::fs::read_to_string(here.join("serve.log")).unwrap();
+    assert!(!log.contains(password) && !w.fingerprint().contains(password));
+    let shown = w.writ(&["change", "show", &id, "--json"]).json().to_string();
+    assert!(!shown.contains(password));
+}
