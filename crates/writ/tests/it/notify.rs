@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::World;
-use crate::server::{Server, roles, service, token};
+use crate::server::{Server, postgres, postgres_database, roles, service, token};
 
 const CEDAR: &str = include_str!("../../../writ-policy/pack/access.cedar");
 const RULES: &str = include_str!("../../../writ-policy/pack/rules.toml");
@@ -145,7 +145,10 @@ channels = ["email"]
 /// A world whose people have addresses: gina requests (gina@example.com), erin and frank
 /// approve (the security group); bob approves too but has no address.
 fn world() -> World {
-    let w = World::new();
+    reached(World::new())
+}
+
+fn reached(w: World) -> World {
     for (who, email) in
         [("gina", "gina@example.com"), ("erin", "erin@example.com"), ("frank", "frank@example.com")]
     {
@@ -157,6 +160,18 @@ fn world() -> World {
 
 /// The `[notify]` configuration: the SMTP sink on `smtp_port`, the security group's webhook.
 fn config(w: &World, smtp_port: u16, webhook: &str, allow_private: bool, retry: &str) -> PathBuf {
+    config_as(w, smtp_port, webhook, allow_private, retry, "standard")
+}
+
+/// [`config`] with the webhook's payload format.
+fn config_as(
+    w: &World,
+    smtp_port: u16,
+    webhook: &str,
+    allow_private: bool,
+    retry: &str,
+    format: &str,
+) -> PathBuf {
     let secret = w.dir.path().join("security.whsec");
     std::fs::write(&secret, SECRET).unwrap();
     std::process::Command::new("chmod").arg("600").arg(&secret).status().unwrap();
@@ -178,6 +193,7 @@ tls = "none"
 url = "{webhook}"
 secret_file = "{}"
 allow_private = {allow_private}
+format = "{format}"
 "#,
             secret.display()
         ),
@@ -606,4 +622,62 @@ fn email_goes_through_a_relay_that_requires_starttls_and_auth_with_credentials_f
     assert!(!log.contains(password) && !w.fingerprint().contains(password));
     let shown = w.writ(&["change", "show", &id, "--json"]).json().to_string();
     assert!(!shown.contains(password));
+}
+
+#[test]
+fn a_chat_tool_gets_a_text_field_signed_like_any_webhook() {
+    let Some(python) = python() else { return };
+    let w = world();
+    let dir = policy(&w, "24h");
+    let maildir = w.dir.path().join("maildir");
+    let port = free_port();
+    let _sink = smtp_sink(&python, port, &maildir);
+    let receiver = Receiver::start(&python, w.dir.path(), 0, false);
+    let config = config_as(&w, port, &receiver.url, true, "[\"1s\"]", "text");
+    let _server = serve(&w, &config, &dir, "serve.log");
+    let id = request(&w);
+    wait_for("the chat message", Duration::from_secs(30), || !receiver.deliveries().is_empty());
+    let delivery = &receiver.deliveries()[0];
+    assert_eq!(
+        (delivery["verified"].as_bool(), delivery["status"].as_u64()),
+        (Some(true), Some(204)),
+        "{delivery}"
+    );
+    let text = delivery["body"]["text"].as_str().unwrap();
+    assert!(text.contains(&id) && text.contains("Approval requested"), "{text}");
+    assert!(!text.contains("quarterly deploy"), "sealed text in a chat message: {text}");
+}
+
+#[test]
+fn three_instances_on_one_postgres_deliver_each_notification_once() {
+    let Some(python) = python() else { return };
+    let Some(pg) = postgres() else { return };
+    let w = reached(World::on_postgres(&postgres_database(&pg, "writ_notify_multi")));
+    let dir = policy(&w, "24h");
+    w.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
+    let maildir = w.dir.path().join("maildir");
+    let port = free_port();
+    let _sink = smtp_sink(&python, port, &maildir);
+    let receiver = Receiver::start(&python, w.dir.path(), 0, false);
+    let config = config(&w, port, &receiver.url, true, "[\"1s\", \"1s\"]");
+    let changes: Vec<String> = (0..8).map(|_| request(&w)).collect();
+    let servers: Vec<Server> = (0..3).map(|n| serve(&w, &config, &dir, &format!("serve-{n}.log"))).collect();
+    wait_for("every notification", Duration::from_secs(90), || {
+        mails(&maildir).len() == 16 && receiver.deliveries().len() == 8
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // Each once: two emails and one webhook per change, no more.
+    assert_eq!(mails(&maildir).len(), 16);
+    let mut ids: Vec<String> =
+        receiver.deliveries().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "a webhook was delivered twice");
+    for change in &changes {
+        let mails_about =
+            mails(&maildir).iter().filter(|m| header(m, "Writ-Change") == Some(change.as_str())).count();
+        assert_eq!(mails_about, 2, "{change}");
+        assert!(notifications(&w, change).iter().all(|n| n["state"] == "delivered" && n["attempts"] == 1));
+    }
+    drop(servers);
 }
