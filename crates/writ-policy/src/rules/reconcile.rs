@@ -11,7 +11,8 @@ use super::*;
 /// The credential classes a target reports (see `writ_connector::Credential`).
 pub const SECRET_CLASSES: &[&str] = &["token", "lease", "static", "certificate"];
 
-/// The finding kinds reconciliation raises.
+/// The finding kinds a `[[finding]]` rule may weigh: reconciliation's, break-glass's, automation's
+/// and notification's.
 pub const FINDING_KINDS: &[&str] = &[
     "access.unapproved",
     "access.missing",
@@ -23,6 +24,7 @@ pub const FINDING_KINDS: &[&str] = &[
     "change.unmatched_telemetry",
     "breakglass.approval_missed",
     "automation.paused",
+    "notify.dead_letter",
 ];
 
 #[derive(Deserialize)]
