@@ -234,8 +234,8 @@ impl Engine {
     /// Everyone who could give one of the approvals `change` still needs: active people whom
     /// the core's separation of duties, Cedar and the open slots all let approve it.
     fn eligible_approvers(&self, policy: &Policy, change: &Change) -> Result<Vec<IdentityName>> {
-        let Ok(validation) = policy.validate(&self.facts(change)?) else { return Ok(Vec::new()) };
         let facts = self.facts(change)?;
+        let Ok(validation) = policy.validate(&facts) else { return Ok(Vec::new()) };
         let mut given = Vec::new();
         for approval in &change.approvals {
             if let Some(identity) = self.store.identity(&approval.approver)? {
