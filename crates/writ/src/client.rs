@@ -144,19 +144,13 @@ fn notify(client: &Client, command: crate::cli::NotifyCmd, json: bool) -> Result
         crate::cli::NotifyCmd::Show { id } => {
             let view: NotificationView =
                 client.view("GET", &format!("/api/v1/notifications/{}", percent(&id)), None)?;
-            render::print(json, &view, || writ_api::text::notifications(std::slice::from_ref(&view)));
+            render::notification(&view, false, json);
         }
         crate::cli::NotifyCmd::Retry { id, actor } => {
             check_actor(client, actor.as_deref())?;
             let path = format!("/api/v1/notifications/{}/retry", percent(&id));
             let view: NotificationView = client.view("POST", &path, Some(json!({})))?;
-            render::print(json, &view, || {
-                format!(
-                    "{} is due again: {}",
-                    view.id,
-                    writ_api::text::notifications(std::slice::from_ref(&view))
-                )
-            });
+            render::notification(&view, true, json);
         }
     }
     Ok(())

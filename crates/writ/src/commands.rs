@@ -688,18 +688,12 @@ fn notify(engine: &Engine, command: crate::cli::NotifyCmd, json: bool) -> Result
         }
         crate::cli::NotifyCmd::Show { id } => {
             let view = NotificationView::of(&engine.notification(&id)?);
-            render::print(json, &view, || writ_api::text::notifications(std::slice::from_ref(&view)));
+            render::notification(&view, false, json);
         }
         crate::cli::NotifyCmd::Retry { id, actor } => {
             let actor = registry_actor(engine, actor.as_deref())?;
             let view = NotificationView::of(&engine.retry_notification(&actor, &id)?);
-            render::print(json, &view, || {
-                format!(
-                    "{} is due again: {}",
-                    view.id,
-                    writ_api::text::notifications(std::slice::from_ref(&view))
-                )
-            });
+            render::notification(&view, true, json);
         }
     }
     Ok(())

@@ -87,6 +87,14 @@ pub fn remediation(view: &writ_api::view::RemediationView, json: bool) {
 }
 
 /// Writes bytes to `out`, or to stdout.
+/// One notification (`writ notify show`), or one made due again (`writ notify retry`).
+pub fn notification(view: &writ_api::view::NotificationView, retried: bool, json: bool) {
+    print(json, view, || {
+        let line = writ_api::text::notifications(std::slice::from_ref(view));
+        if retried { format!("{} is due again: {line}", view.id) } else { line }
+    });
+}
+
 pub fn write_out(out: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
     match out {
         Some(path) => std::fs::write(path, bytes)
