@@ -14,7 +14,7 @@ use crate::error::Refusal;
 use crate::finding::Finding;
 use crate::machine::text;
 use crate::name::IdentityName;
-use crate::time::Timestamp;
+use crate::time::{Duration, Timestamp};
 
 /// `EXC-` followed by a 26-character Crockford base32 ULID, like a change ID.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +76,7 @@ string_enum!(
         RenewalRequested => "exception.renewal_requested",
         Expired => "exception.expired",
         Revoked => "exception.revoked",
+        ExpiryWarned => "exception.expiry_warned",
     }
 );
 
@@ -116,6 +117,9 @@ pub struct Exception {
     pub approvals: Vec<ExceptionApproval>,
     /// Events recorded for this exception; each stored update must name the count it read.
     pub version: u64,
+    /// The closest warning given that the current term ends (a day, an hour before); a new term
+    /// starts without one.
+    pub warned: Option<Duration>,
 }
 
 /// The longest a control name or a subject may be.
@@ -196,6 +200,7 @@ impl Exception {
             approvals_needed: approvals_needed.max(1),
             approvals: Vec::new(),
             version: 1,
+            warned: None,
         })
     }
 
@@ -275,6 +280,7 @@ impl Exception {
             next.state = ExceptionState::Active;
             if let Some(until) = next.renewal.take() {
                 next.expires_at = until;
+                next.warned = None;
             }
         }
         Ok(next)
@@ -300,6 +306,21 @@ impl Exception {
             next.renewal = None;
             next.approvals.clear();
         }
+        Ok(next)
+    }
+
+    /// Records that its owner and requester were warned that the current term ends within
+    /// `before`: only an active exception not past its end, once per term and warning (a warning
+    /// for an hour after one for a day, not the other way round).
+    pub fn warn(&self, before: Duration, now: Timestamp) -> Result<Exception, Refusal> {
+        if self.state != ExceptionState::Active
+            || !self.is_open_at(now)
+            || self.warned.is_some_and(|w| w <= before)
+        {
+            return Err(self.refuse("warn"));
+        }
+        let mut next = self.next(now);
+        next.warned = Some(before);
         Ok(next)
     }
 

@@ -35,10 +35,13 @@ pub mod kind {
     pub const FINDING_OPENED: &str = "finding.opened";
     /// Time-bound access ends within a day, or within an hour.
     pub const ACCESS_EXPIRING: &str = "access.expiring";
+    /// An exception's term ends within a day, or within an hour.
+    pub const EXCEPTION_EXPIRING: &str = "exception.expiring";
 
     /// Every kind a route may name.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         ACCESS_EXPIRING,
+        EXCEPTION_EXPIRING,
         APPROVAL_REQUESTED,
         ESCALATED,
         BREAKGLASS_OPENED,

@@ -1077,3 +1077,27 @@ mod reconcile {
         }
     }
 }
+
+#[test]
+fn an_exception_is_warned_once_per_term_and_warning() {
+    use crate::exception::{Exception, ExceptionId, ExceptionRequest};
+    let t = |h: i64| T0.plus(Duration::hours(h));
+    let request = ExceptionRequest {
+        control: "secret.long_lived".into(),
+        subject: "svc-a".into(),
+        owner: name("alice"),
+        requester: name("dave"),
+        justification: "cannot rotate yet".into(),
+        compensating_control: "restricted source".into(),
+        expires_at: t(30),
+    };
+    let pending = Exception::new(ExceptionId::generate(T0, 1), request, 1, T0).unwrap();
+    assert!(pending.warn(Duration::hours(24), t(10)).is_err(), "only an active exception");
+    let active = pending.approve(&name("bob"), None, 1, t(1)).unwrap();
+    let day = active.warn(Duration::hours(24), t(10)).unwrap();
+    assert_eq!((day.warned, day.version), (Some(Duration::hours(24)), active.version + 1));
+    assert!(day.warn(Duration::hours(24), t(11)).is_err(), "once");
+    let hour = day.warn(Duration::hours(1), t(29)).unwrap();
+    assert!(hour.warn(Duration::hours(24), t(29)).is_err(), "not a day after an hour");
+    assert!(hour.warn(Duration::hours(1), t(31)).is_err(), "not past its end");
+}

@@ -289,6 +289,37 @@ impl Engine {
         Ok(pass)
     }
 
+    /// Warns the owner and requester of each active exception whose term ends within a day, then
+    /// within an hour: an `exception.expiry_warned` event with the `exception.expiring`
+    /// notifications its routes ask for. Once per term and warning; a renewed term is warned of
+    /// again.
+    pub fn warn_expiring_exceptions(&self) -> Result<Vec<ExceptionId>> {
+        let now = self.now();
+        let mut warned = Vec::new();
+        for exception in self.store.exceptions(Some(ExceptionState::Active))? {
+            let left = exception.expires_at.as_millis().saturating_sub(now.as_millis());
+            let closest = crate::expiry::WARNINGS.iter().rev().find(|w| left > 0 && left <= w.as_millis());
+            let Some(before) = closest.copied() else { continue };
+            if exception.warned.is_some_and(|w| w <= before) {
+                continue;
+            }
+            let next = exception.warn(before, now)?;
+            let note =
+                format!("its term ends at {} (within {before}): owner and requester warned", next.expires_at);
+            let actor = Actor::System(SystemActor::Scheduler);
+            let event = self.exception_event(actor, &next, ExceptionEventKind::ExpiryWarned, note, None)?;
+            let event = writ_store::NewEvent { notices: self.exception_notices(&next)?, ..event };
+            // Due at once: the next pass settles it and schedules its end again, so a deadline
+            // another step set is never lost.
+            match self.store.update_exception(&next, Some(now), &event) {
+                Ok(_) => warned.push(next.id),
+                Err(writ_store::StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(warned)
+    }
+
     /// Returns the findings reopened if the exception expired now.
     fn drive_exception(&self, id: &ExceptionId) -> Result<Option<Vec<String>>> {
         let now = self.now();

@@ -194,6 +194,29 @@ impl Engine {
         Ok(notices.into_vec())
     }
 
+    /// The notices of a warning that `exception`'s term ends soon: to its owner and requester.
+    pub(crate) fn exception_notices(
+        &self,
+        exception: &writ_core::exception::Exception,
+    ) -> Result<Vec<Notice>> {
+        let kind = kind::EXCEPTION_EXPIRING;
+        let policy = self.policy()?;
+        let routes: Vec<Route> = policy.rules().notify_routes(kind, None).cloned().collect();
+        let mut notices = Notices::default();
+        for route in &routes {
+            for audience in &route.to {
+                let people = match audience {
+                    Audience::Owner => vec![exception.owner.clone()],
+                    Audience::Requester => vec![exception.requester.clone()],
+                    Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
+                    Audience::Holder | Audience::Approvers | Audience::Escalation => Vec::new(),
+                };
+                self.reach(&mut notices, kind, route, audience, &people)?;
+            }
+        }
+        Ok(notices.into_vec())
+    }
+
     /// Adds a notice per channel of `route` for `people` (by email) and for a group's webhook.
     fn reach(
         &self,
@@ -628,6 +651,7 @@ fn headline(kind: &str) -> &'static str {
         kind::VERIFICATION_FAILED => "Verification failed",
         kind::ALERT => "A person must act",
         kind::ACCESS_EXPIRING => "Time-bound access ends soon",
+        kind::EXCEPTION_EXPIRING => "An exception ends soon",
         kind::FINDING_OPENED => "Finding opened",
         DEAD_LETTER => "A notification was not delivered",
         _ => "Notification",

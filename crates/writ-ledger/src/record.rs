@@ -224,6 +224,10 @@ enum Data {
         approvals: Vec<ExceptionApprovalRecord>,
         version: u64,
         note: String,
+        /// The closest warning given that the term ends (absent before warnings existed, and
+        /// until one is given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warned_ms: Option<i64>,
     },
     PolicyLoaded {
         hash: String,
@@ -958,6 +962,7 @@ fn registry_data(event: &RegistryEvent) -> Data {
                     slot: a.slot.clone(),
                 })
                 .collect(),
+            warned_ms: e.warned.map(writ_core::time::Duration::as_millis),
             version: e.version,
             note: note.clone(),
         },
@@ -1100,6 +1105,7 @@ fn exception_from(
         approvals,
         version,
         note,
+        warned_ms,
     } = data
     else {
         return Err(RecordError::Malformed("exception event without exception data".into()));
@@ -1130,6 +1136,7 @@ fn exception_from(
         approvals_needed,
         approvals,
         version,
+        warned: warned_ms.map(writ_core::time::Duration::from_millis).transpose()?,
     };
     Ok((exception, note))
 }

@@ -387,7 +387,9 @@ fn every_event() -> Vec<Event> {
         version: 2,
         ..pending.clone()
     };
+    let warned = Exception { warned: Some(Duration::hours(24)), version: 3, ..active.clone() };
     for (exception, kind, policy) in [
+        (warned, ExceptionEventKind::ExpiryWarned, None),
         (pending, ExceptionEventKind::Requested, None),
         (
             active,

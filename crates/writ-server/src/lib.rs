@@ -415,6 +415,7 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
         // Warnings before access ends: once a minute is soon enough, and reads each change once.
         if ticks.is_multiple_of(60) {
             engine.warn_expiring()?;
+            engine.warn_expiring_exceptions()?;
         }
         let report = engine.revoke_due(&state.expiry)?;
         for id in &report.verified {

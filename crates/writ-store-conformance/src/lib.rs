@@ -819,6 +819,10 @@ fn exceptions(store: Arc<dyn Store>) {
     assert_eq!(store.due_exceptions(at(600), 10).unwrap().len(), 2, "a stale version does not reschedule");
     store.reschedule_exception(&first.id, renewing.version, None).unwrap();
     assert_eq!(store.due_exceptions(at(600), 10).unwrap(), vec![second.id]);
+    // A warning that the term ends is kept with it.
+    let warned = renewing.warn(writ_core::time::Duration::from_millis(400).unwrap(), at(150)).unwrap();
+    store.update_exception(&warned, Some(at(500)), &event(None, None, "e8")).unwrap();
+    assert_eq!(store.exception(&first.id).unwrap(), Some(warned));
 }
 
 fn intake(store: Arc<dyn Store>) {

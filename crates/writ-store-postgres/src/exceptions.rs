@@ -11,7 +11,7 @@ use writ_store::{ExceptionRow, ExceptionStore, NewEvent, Result, StoreError};
 use crate::{PostgresStore, Tx, append, conflict_as, corrupt, map_err, to_i64};
 
 const COLUMNS: &str = "id, control, subject, owner, requester, justification, compensating_control, state, \
-                       requested_ms, updated_ms, expires_ms, renewal_ms, approvals_needed, version";
+                       requested_ms, updated_ms, expires_ms, renewal_ms, approvals_needed, version, warned_ms";
 
 fn row_data(row: &postgres::Row) -> ExceptionRow {
     ExceptionRow {
@@ -29,6 +29,7 @@ fn row_data(row: &postgres::Row) -> ExceptionRow {
         renewal: row.get(11),
         needed: row.get(12),
         version: row.get(13),
+        warned: row.get(14),
     }
 }
 
@@ -58,7 +59,7 @@ pub(crate) fn insert_row(tx: &mut Tx<'_, '_>, e: &Exception, due_at: Option<Time
     tx.execute(
         &format!(
             "INSERT INTO exceptions ({COLUMNS}, due_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ),
         &[
             &e.id.as_str(),
@@ -75,6 +76,7 @@ pub(crate) fn insert_row(tx: &mut Tx<'_, '_>, e: &Exception, due_at: Option<Time
             &e.renewal.map(Timestamp::as_millis),
             &i64::from(e.approvals_needed),
             &version,
+            &e.warned.map(writ_core::time::Duration::as_millis),
             &due_at.map(Timestamp::as_millis),
         ],
     )
@@ -142,7 +144,7 @@ impl ExceptionStore for PostgresStore {
             let changed = tx
                 .execute(
                     "UPDATE exceptions SET state = $2, updated_ms = $3, expires_ms = $4, renewal_ms = $5,
-                         approvals_needed = $6, version = $7, due_ms = $8
+                         approvals_needed = $6, version = $7, due_ms = $8, warned_ms = $10
                      WHERE id = $1 AND version = $9",
                     &[
                         &e.id.as_str(),
@@ -154,6 +156,7 @@ impl ExceptionStore for PostgresStore {
                         &version,
                         &due_at.map(Timestamp::as_millis),
                         &read,
+                        &e.warned.map(writ_core::time::Duration::as_millis),
                     ],
                 )
                 .map_err(map_err)?;

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0021_grants_by_target.sql"),
     include_str!("../migrations/0022_scim_last_write.sql"),
     include_str!("../migrations/0023_notifications.sql"),
+    include_str!("../migrations/0024_exception_warnings.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a

@@ -12,7 +12,7 @@ use writ_store::{ExceptionRow, ExceptionStore, NewEvent, Result, StoreError};
 use crate::{SqliteStore, append, corrupt, map_err, to_i64};
 
 const COLUMNS: &str = "id, control, subject, owner, requester, justification, compensating_control, state, \
-                       requested_ms, updated_ms, expires_ms, renewal_ms, approvals_needed, version";
+                       requested_ms, updated_ms, expires_ms, renewal_ms, approvals_needed, version, warned_ms";
 
 fn columns(row: &Row<'_>) -> rusqlite::Result<ExceptionRow> {
     Ok(ExceptionRow {
@@ -30,6 +30,7 @@ fn columns(row: &Row<'_>) -> rusqlite::Result<ExceptionRow> {
         renewal: row.get(11)?,
         needed: row.get(12)?,
         version: row.get(13)?,
+        warned: row.get(14)?,
     })
 }
 
@@ -67,7 +68,7 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, e: &Exception, due: Option<Timest
     let version = to_i64(e.version)?;
     tx.prepare_cached(&format!(
         "INSERT INTO exceptions ({COLUMNS}, due_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -85,6 +86,7 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, e: &Exception, due: Option<Timest
             e.renewal.map(Timestamp::as_millis),
             i64::from(e.approvals_needed),
             version,
+            e.warned.map(writ_core::time::Duration::as_millis),
             due.map(Timestamp::as_millis),
         ])
     })
@@ -100,7 +102,7 @@ fn update(tx: &Transaction<'_>, e: &Exception, due: Option<Timestamp>, event: &N
     let changed = tx
         .prepare_cached(
             "UPDATE exceptions SET state = ?2, updated_ms = ?3, expires_ms = ?4, renewal_ms = ?5,
-                 approvals_needed = ?6, version = ?7, due_ms = ?8
+                 approvals_needed = ?6, version = ?7, due_ms = ?8, warned_ms = ?10
              WHERE id = ?1 AND version = ?9",
         )
         .and_then(|mut s| {
@@ -114,6 +116,7 @@ fn update(tx: &Transaction<'_>, e: &Exception, due: Option<Timestamp>, event: &N
                 version,
                 due.map(Timestamp::as_millis),
                 read,
+                e.warned.map(writ_core::time::Duration::as_millis),
             ])
         })
         .map_err(map_err)?;

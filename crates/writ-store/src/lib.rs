@@ -533,6 +533,7 @@ pub struct ExceptionRow {
     pub renewal: Option<i64>,
     pub needed: i64,
     pub version: i64,
+    pub warned: Option<i64>,
 }
 
 impl ExceptionRow {
@@ -560,6 +561,11 @@ impl ExceptionRow {
             approvals,
             version: u64::try_from(self.version)
                 .map_err(|_| StoreError::Corrupt("exception version out of range".into()))?,
+            warned: self
+                .warned
+                .map(writ_core::time::Duration::from_millis)
+                .transpose()
+                .map_err(corrupt("warned"))?,
         })
     }
 

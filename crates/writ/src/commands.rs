@@ -174,6 +174,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                 ..writ_engine::expiry::ExpiryPolicy::default()
             };
             let warned = engine.warn_expiring()?;
+            let exceptions_warned = engine.warn_expiring_exceptions()?;
             let ended = engine.revoke_due(&policy)?;
             let ids = |ids: &[ChangeId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
             let errors: Vec<serde_json::Value> =
@@ -219,6 +220,7 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                         "ends_at": w.ends_at.to_rfc3339(),
                     }))
                     .collect::<Vec<_>>(),
+                "exceptions_warned": exceptions_warned.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "expiry_opened": ids(&ended.opened),
                 "expiry_verified": ids(&ended.verified),
                 "expiry_failed": ids(&ended.failed),
@@ -235,6 +237,11 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                         .map(|(id, state)| format!("resumed {id} (cut off mid-execution): now {state}")),
                 );
                 lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
+                lines.extend(
+                    exceptions_warned
+                        .iter()
+                        .map(|id| format!("warned: the term of exception {id} ends soon")),
+                );
                 lines.extend(warned.iter().map(|w| {
                     format!(
                         "warned: {} of {} ends at {} ({})",

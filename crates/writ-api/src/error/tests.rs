@@ -39,6 +39,8 @@ const FAMILIES: &[&str] = &[
 /// a few other names.
 const EVENT_KINDS: &[&str] = &[
     "change.expiry_warned",
+    "exception.expiry_warned",
+    "exception.expiring",
     // Notification kinds (writ_core::notify::kind), named by policy routes.
     "access.expiring",
     "approval.requested",

@@ -385,3 +385,58 @@ fn an_outbox_row_the_ledger_does_not_back_is_not_sent_and_a_finding_says_so() {
         assert!(finding.detail.contains("does not match the ledger"), "{}", finding.detail);
     }
 }
+
+#[test]
+fn an_exception_is_warned_of_before_its_term_ends_once_each_and_again_after_a_renewal() {
+    use crate::exceptions::Term;
+    let w = world();
+    let (change, _) = missed_breakglass(&w);
+    let admin = Actor::System(SystemActor::Admin);
+    w.engine
+        .add_identity_reached(
+            admin.clone(),
+            n("olga"),
+            IdentityKind::Human,
+            None,
+            None,
+            Some("olga@example.com"),
+        )
+        .unwrap();
+    let rules = writ_policy::PolicyBundle::default_pack().files()["rules.toml"]
+        .replace("incident-responders = []", "incident-responders = [\"alice\"]")
+        + "\n[[notify]]\nid = \"exceptions\"\non = [\"exception.expiring\"]\nto = [\"owner\", \"requester\"]\nchannels = [\"email\"]\n";
+    w.engine.load_policy(admin, policy_with(&rules)).unwrap();
+    let input = exception_input("dave", "olga", change.as_str(), Term::For(Duration::hours(30)));
+    let id = w.engine.request_exception(input, 1).unwrap().id.to_string();
+    w.engine.approve_exception(&n("bob"), &id).unwrap();
+    w.engine.approve_exception(&n("alice"), &id).unwrap();
+    let told = |w: &World| {
+        w.engine
+            .notifications(None, None, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.notice.kind == "exception.expiring")
+            .map(|x| x.notice.address)
+            .collect::<Vec<_>>()
+    };
+    assert!(w.engine.warn_expiring_exceptions().unwrap().is_empty(), "30 hours left: not yet");
+    advance(&w, 7 * 3_600_000);
+    assert_eq!(w.engine.warn_expiring_exceptions().unwrap().len(), 1, "within the day");
+    assert!(w.engine.warn_expiring_exceptions().unwrap().is_empty(), "once");
+    assert_eq!(told(&w), ["olga@example.com"], "the owner (dave, who asked, has no address)");
+    advance(&w, 22 * 3_600_000 + 10 * 60_000);
+    assert_eq!(w.engine.warn_expiring_exceptions().unwrap().len(), 1, "within the hour");
+    assert!(w.engine.warn_expiring_exceptions().unwrap().is_empty(), "once");
+    assert_eq!(w.engine.exception(&id).unwrap().warned, Some(Duration::hours(1)));
+    // The warnings are projections of the ledger like the rest of the exception.
+    assert!(w.engine.check_projections().unwrap().is_empty());
+    // A renewed term is warned of again.
+    w.engine
+        .renew_exception(&n("dave"), &id, Term::For(Duration::hours(20)), "audit still open".into())
+        .unwrap();
+    w.engine.approve_exception(&n("bob"), &id).unwrap();
+    w.engine.approve_exception(&n("alice"), &id).unwrap();
+    assert_eq!(w.engine.exception(&id).unwrap().warned, None);
+    assert_eq!(w.engine.warn_expiring_exceptions().unwrap().len(), 1);
+    assert_eq!(told(&w).len(), 3);
+}
