@@ -130,38 +130,32 @@ impl Engine {
         let Some(kind) = notice_kind(change, event) else { return Ok(Vec::new()) };
         let policy = self.policy()?;
         let tier = change.controls.as_ref().map(|c| c.tier.as_str());
-        let routes: Vec<Route> = policy.rules().notify_routes(kind, tier).cloned().collect();
         let warned = match &event.body {
             ChangeEventBody::ExpiryWarned { identity, .. } => Some(identity),
             _ => None,
         };
-        let mut notices = Notices::default();
-        for route in &routes {
-            for audience in &route.to {
-                let people = match audience {
-                    Audience::Requester => {
-                        change.on_behalf_of.iter().chain([&change.requester]).cloned().collect()
-                    }
-                    Audience::Approvers => self.eligible_approvers(&policy, change)?,
-                    Audience::Escalation => match &event.body {
-                        ChangeEventBody::Escalated { people, .. } => people.clone(),
-                        _ => Vec::new(),
-                    },
-                    // A warning is about one grant: its holder, and that holder's owner.
-                    Audience::Holder => match warned {
-                        Some(holder) => vec![holder.clone()],
-                        None => change.ops.iter().map(|op| op.identity.clone()).collect(),
-                    },
-                    Audience::Owner => match warned {
-                        Some(holder) => self.owner_of(holder)?.into_iter().collect(),
-                        None => self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?,
-                    },
-                    Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
-                };
-                self.reach(&mut notices, kind, route, audience, &people)?;
-            }
-        }
-        Ok(notices.into_vec())
+        self.route_notices(&policy, kind, tier, |audience| {
+            Ok(match audience {
+                Audience::Requester => {
+                    change.on_behalf_of.iter().chain([&change.requester]).cloned().collect()
+                }
+                Audience::Approvers => self.eligible_approvers(&policy, change)?,
+                Audience::Escalation => match &event.body {
+                    ChangeEventBody::Escalated { people, .. } => people.clone(),
+                    _ => Vec::new(),
+                },
+                // A warning is about one grant: its holder, and that holder's owner.
+                Audience::Holder => match warned {
+                    Some(holder) => vec![holder.clone()],
+                    None => change.ops.iter().map(|op| op.identity.clone()).collect(),
+                },
+                Audience::Owner => match warned {
+                    Some(holder) => self.owner_of(holder)?.into_iter().collect(),
+                    None => self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?,
+                },
+                Audience::Group(_) | Audience::Person(_) => Vec::new(),
+            })
+        })
     }
 
     /// The notices the opening of `finding` writes with it.
@@ -174,24 +168,12 @@ impl Engine {
             return Ok(Vec::new());
         }
         let policy = self.policy()?;
-        let routes: Vec<Route> = policy.rules().notify_routes(kind, None).cloned().collect();
-        let mut notices = Notices::default();
-        for route in &routes {
-            for audience in &route.to {
-                let people = match audience {
-                    Audience::Owner => match IdentityName::parse(&finding.subject) {
-                        Ok(subject) => self.owner_of(&subject)?.into_iter().collect(),
-                        Err(_) => Vec::new(),
-                    },
-                    Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
-                    Audience::Requester | Audience::Holder | Audience::Approvers | Audience::Escalation => {
-                        Vec::new()
-                    }
-                };
-                self.reach(&mut notices, kind, route, audience, &people)?;
+        self.route_notices(&policy, kind, None, |audience| {
+            match (audience, IdentityName::parse(&finding.subject)) {
+                (Audience::Owner, Ok(subject)) => Ok(self.owner_of(&subject)?.into_iter().collect()),
+                _ => Ok(Vec::new()),
             }
-        }
-        Ok(notices.into_vec())
+        })
     }
 
     /// The notices of a warning that `exception`'s term ends soon: to its owner and requester.
@@ -199,17 +181,32 @@ impl Engine {
         &self,
         exception: &writ_core::exception::Exception,
     ) -> Result<Vec<Notice>> {
-        let kind = kind::EXCEPTION_EXPIRING;
         let policy = self.policy()?;
-        let routes: Vec<Route> = policy.rules().notify_routes(kind, None).cloned().collect();
+        self.route_notices(&policy, kind::EXCEPTION_EXPIRING, None, |audience| {
+            Ok(match audience {
+                Audience::Owner => vec![exception.owner.clone()],
+                Audience::Requester => vec![exception.requester.clone()],
+                _ => Vec::new(),
+            })
+        })
+    }
+
+    /// The notices of every route telling of `kind` at `tier`: a group or person as the policy
+    /// names them, the other audiences as `related` finds them for what happened.
+    fn route_notices(
+        &self,
+        policy: &Policy,
+        kind: &str,
+        tier: Option<&str>,
+        mut related: impl FnMut(&Audience) -> Result<Vec<IdentityName>>,
+    ) -> Result<Vec<Notice>> {
+        let routes: Vec<Route> = policy.rules().notify_routes(kind, tier).cloned().collect();
         let mut notices = Notices::default();
         for route in &routes {
             for audience in &route.to {
                 let people = match audience {
-                    Audience::Owner => vec![exception.owner.clone()],
-                    Audience::Requester => vec![exception.requester.clone()],
-                    Audience::Group(_) | Audience::Person(_) => named(&policy, audience),
-                    Audience::Holder | Audience::Approvers | Audience::Escalation => Vec::new(),
+                    Audience::Group(_) | Audience::Person(_) => named(policy, audience),
+                    _ => related(audience)?,
                 };
                 self.reach(&mut notices, kind, route, audience, &people)?;
             }
