@@ -281,7 +281,11 @@ impl Parser {
                 self.expect(&Token::Close, "\")\"")?;
                 Ok(inner)
             }
-            Some(Token::Word(word)) if word.eq_ignore_ascii_case("not") => {
+            // `not` is the operator only before "(": elsewhere it is an attribute's name
+            // (`not pr`, `not[value pr]`).
+            Some(Token::Word(word))
+                if word.eq_ignore_ascii_case("not") && matches!(self.peek(), Some(Token::Open)) =>
+            {
                 self.expect(&Token::Open, "\"(\" after not")?;
                 let inner = self.filter()?;
                 self.expect(&Token::Close, "\")\"")?;
