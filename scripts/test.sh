@@ -13,7 +13,8 @@
 # cluster), and the SCIM conformance tools (PyPI scim2-cli and scim-sanity, run against a real
 # `writ serve`), and Schemathesis (PyPI schemathesis, against a real `writ serve` and its OpenAPI
 # document), and the notification receivers (PyPI aiosmtpd as the SMTP sink, and a webhook
-# receiver checking signatures with PyPI standardwebhooks). Chromium starts here as it lands.
+# receiver checking signatures with PyPI standardwebhooks), and a real browser (Debian chromium and
+# chromium-driver: headless Chromium driven over WebDriver, for the web interface).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,8 @@ need openssl openssl   # the relying party that checks certificates against Open
 . scripts/lib/scim.sh
 # ---- the notification receivers: aiosmtpd (SMTP sink) and standardwebhooks (webhook receiver) ----
 . scripts/lib/notify.sh
+# ---- a real browser: Debian chromium and chromium-driver, ChromeDriver on a free port (web UI) ----
+. scripts/lib/browser.sh
 # Suites that need a service fail instead of skipping when it is missing.
 export WRIT_REQUIRE_SERVICES=1
 

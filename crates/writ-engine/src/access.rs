@@ -75,7 +75,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Splits `writ_<id>_<secret>`; the id is 16 lowercase hex digits, the secret 64.
-fn parse_token(text: &str) -> Option<(&str, &str)> {
+pub fn parse_token(text: &str) -> Option<(&str, &str)> {
     let rest = text.strip_prefix(TOKEN_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     let hex_of =
@@ -84,7 +84,7 @@ fn parse_token(text: &str) -> Option<(&str, &str)> {
 }
 
 /// Compares two strings in time that depends only on their lengths.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -287,6 +287,24 @@ impl Engine {
         if !constant_time_eq(&self.token_hash(id, secret)?, &stored.hash) {
             return Err(AuthError::Invalid.into());
         }
+        self.token_standing_of(id, stored, identity, roles)
+    }
+
+    /// The principal a token stands for while it is in force, by its id alone: for a session
+    /// opened with the token, whose secret was checked once (`authenticate`) and not kept. Refused
+    /// as `authenticate` refuses a revoked or expired token, or one whose identity left `active`.
+    pub fn token_standing(&self, id: &str) -> Result<Principal, AccessError> {
+        let (stored, identity, roles) = self.store.token_principal(id)?.ok_or(AuthError::Invalid)?;
+        self.token_standing_of(id, stored, identity, roles)
+    }
+
+    fn token_standing_of(
+        &self,
+        id: &str,
+        stored: StoredToken,
+        identity: writ_core::identity::Identity,
+        roles: Vec<Role>,
+    ) -> Result<Principal, AccessError> {
         // Before the token's own state: leaving `active` also revoked it, and the holder should
         // learn why.
         if identity.state != IdentityState::Active {

@@ -11,6 +11,7 @@
 //!   implementations.
 
 pub mod access;
+pub mod ask;
 pub mod automation;
 pub mod breakglass;
 pub mod deploy;

@@ -48,6 +48,29 @@ impl Engine {
     /// `intake`); `store.conflict` if a change with that ID exists.
     pub(crate) fn request_as(&self, id: ChangeId, input: RequestInput) -> Result<ChangeRecord> {
         let now = self.clock.now();
+        let (new, facts, plans) = self.requested(id, input)?;
+        let policy = self.policy()?;
+        let (requirement, controls, stamp) = policy::validated(&policy, &facts, now)?;
+        let new = NewChange { requirement, controls: Some(controls), ..new };
+        let mut events = decide(None, Command::Request(Box::new(new)), now)?;
+        if let Some(validated) = events.get_mut(1) {
+            validated.policy = Some(stamp);
+        }
+        let mut captured = evidence::Captured::default();
+        captured.json("connector-plan", &serde_json::json!({ "targets": plans }));
+        captured.attach(events.first_mut());
+        self.commit(None, events, Vec::new(), captured)
+    }
+
+    /// A request as the core sees it before policy: every name resolved, every entitlement
+    /// checked on its target (the plans), the core's own rules on the request passed; with the
+    /// facts policy will judge it by. Records nothing.
+    pub(crate) fn requested(
+        &self,
+        id: ChangeId,
+        input: RequestInput,
+    ) -> Result<(NewChange, writ_policy::ChangeFacts, TargetPlans)> {
+        let now = self.clock.now();
         let requester = self.actor(&input.requester)?;
         let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.actor(n)).transpose()?;
         let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
@@ -73,17 +96,7 @@ impl Engine {
         };
         // The floor first (the core's rules on the request itself), then policy.
         decide(None, Command::Request(Box::new(new.clone())), now)?;
-        let policy = self.policy()?;
-        let (requirement, controls, stamp) = policy::validated(&policy, &facts, now)?;
-        let new = NewChange { requirement, controls: Some(controls), ..new };
-        let mut events = decide(None, Command::Request(Box::new(new)), now)?;
-        if let Some(validated) = events.get_mut(1) {
-            validated.policy = Some(stamp);
-        }
-        let mut captured = evidence::Captured::default();
-        captured.json("connector-plan", &serde_json::json!({ "targets": plans }));
-        captured.attach(events.first_mut());
-        self.commit(None, events, Vec::new(), captured)
+        Ok((new, facts, plans))
     }
 
     /// Resolves the identity of each requested operation and checks every entitlement exists

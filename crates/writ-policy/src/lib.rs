@@ -238,6 +238,7 @@ impl Policy {
                 escalate_to: None,
                 review: false,
                 rules: vec![policy.rule],
+                max_durations: Vec::new(),
             }
         } else {
             self.rules.evaluate(facts)?

@@ -42,6 +42,12 @@
 //! url = "https://acme.service-now.com"
 //! credentials_file = "/etc/writ/servicenow-writeback"
 //!
+//! [web]                                # the web interface at /ui: see `crate::web`
+//! client_id = "writ"                   # its OIDC client id (default: oidc_audience)
+//! client_secret_file = "/etc/writ/oidc-client.secret"   # a confidential client's secret, mode 0600
+//! session_idle = "30m"
+//! session_max = "12h"
+//!
 //! [notify]                             # delivering notifications: see `crate::notify`
 //! from = "Writ <writ@example.com>"
 //! [notify.smtp]
@@ -153,6 +159,9 @@ struct File {
     hook: Vec<crate::routes::hooks::HookConfig>,
     /// How notifications are delivered (see `crate::notify`).
     notify: Option<crate::notify::NotifyConfig>,
+    /// The web interface (see `crate::web`).
+    #[serde(default)]
+    web: crate::web::WebConfig,
 }
 
 /// Request size limits.
@@ -198,6 +207,8 @@ pub struct Settings {
     pub workers: usize,
     pub limits: Limits,
     pub oidc: Option<crate::oidc::OidcConfig>,
+    /// The web interface's settings, resolved.
+    pub web: crate::web::WebSettings,
     pub expiry: writ_engine::expiry::ExpiryPolicy,
     pub policy_dir: Option<PathBuf>,
     pub hooks: Vec<crate::routes::hooks::HookConfig>,
@@ -277,6 +288,7 @@ impl Settings {
                 ));
             }
         };
+        let web = file.web.resolve(oidc.as_ref())?;
         let mut expiry = writ_engine::expiry::ExpiryPolicy::default();
         if let Some(attempts) = args.expiry_alert_attempts.or(file.expiry_alert_attempts) {
             expiry.alert_after_attempts = attempts.max(1);
@@ -345,6 +357,7 @@ impl Settings {
             checkpoint_interval,
             witnesses,
             oidc,
+            web,
             expiry,
             policy_dir: args.policy_dir.or(file.policy_dir),
             hooks: file.hook,

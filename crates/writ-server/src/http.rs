@@ -296,11 +296,14 @@ pub(crate) fn resource_json(engine: &Engine, resource: &str) -> ApiResult<Value>
 pub(crate) const CHANGE_NOTIFICATIONS: usize = 500;
 
 pub(crate) fn change_json(engine: &Engine, record: &ChangeRecord) -> ApiResult<Value> {
+    Ok(writ_api::view::to_json(&change_view(engine, record)?))
+}
+
+/// A change's view with its trail's checkpoints and its notifications.
+pub(crate) fn change_view(engine: &Engine, record: &ChangeRecord) -> ApiResult<writ_api::view::ChangeView> {
     let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
     let notifications = engine.notifications(Some(&record.change.id), None, CHANGE_NOTIFICATIONS)?;
-    Ok(writ_api::view::to_json(
-        &writ_api::view::ChangeView::of(record, &sizes).with_notifications(&notifications),
-    ))
+    Ok(writ_api::view::ChangeView::of(record, &sizes).with_notifications(&notifications))
 }
 
 /// Checks that the caller may take `action` on the change: the role, and for a vendor's

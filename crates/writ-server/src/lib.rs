@@ -27,6 +27,7 @@ mod routes;
 pub use routes::MAX_URI_BYTES;
 pub mod targets;
 pub mod testkit;
+pub mod web;
 pub mod witness;
 mod writeback;
 
@@ -83,6 +84,8 @@ pub struct AppState {
     pub witnesses: publish::Witnesses,
     /// How notifications are delivered, if configured (`[notify]`, see `notify`).
     pub notifier: Option<notify::Notifier>,
+    /// The web interface's settings and sessions (see `web`).
+    pub web: web::Web,
 }
 
 impl AppState {
@@ -166,6 +169,7 @@ pub fn compose(
     }
     let oidc = settings.oidc.map(oidc::Oidc::new);
     let notifier = settings.notify.map(|n| n.load(settings.public_url.clone())).transpose()?;
+    let web = web::Web::new(settings.web, settings.public_url.as_deref())?;
     let state = Arc::new(AppState {
         engine,
         signer,
@@ -185,6 +189,7 @@ pub fn compose(
         reconcile_interval: settings.reconcile_interval,
         reconcile_intervals: settings.reconcile_intervals,
         notifier,
+        web,
     });
     state.check_projections()?;
     Ok(App { state, listen: settings.listen, workers: settings.workers, described: database.describe() })

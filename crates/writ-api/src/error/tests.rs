@@ -38,6 +38,11 @@ const FAMILIES: &[&str] = &[
 /// Ledger event kinds share the families of codes; they are names of facts, not errors. So are
 /// a few other names.
 const EVENT_KINDS: &[&str] = &[
+    // The web interface's templates (writ-server/templates), named by file.
+    "audit.html",
+    "breakglass.html",
+    "change.html",
+    "request.html",
     "change.expiry_warned",
     "exception.expiry_warned",
     "exception.expiring",

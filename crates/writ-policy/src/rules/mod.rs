@@ -265,6 +265,9 @@ pub struct Validation {
     pub review: bool,
     /// The rules that matched, in file order.
     pub rules: Vec<String>,
+    /// The longest duration each operation may have (in the facts' order), and the rule or
+    /// tier (`tier.NAME`) that sets it; `None`: no limit.
+    pub max_durations: Vec<(Option<Duration>, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -559,12 +562,14 @@ impl Rules {
             rule: None,
             reason: "the policy defines no tier".into(),
         })?;
+        let mut max_durations = Vec::with_capacity(facts.ops.len());
         for (op, (limit, rule)) in facts.ops.iter().zip(&max) {
             let (limit, rule) = match (limit, tier.max_duration) {
                 (Some(l), Some(t)) if t < *l => (Some(t), format!("tier.{}", tier.name)),
                 (Some(l), _) => (Some(*l), rule.clone().unwrap_or_default()),
                 (None, t) => (t, format!("tier.{}", tier.name)),
             };
+            max_durations.push((limit, rule.clone()));
             if let (Some(limit), Some(duration)) = (limit, op.duration)
                 && duration > limit
             {
@@ -604,6 +609,7 @@ impl Rules {
             escalate_to: tier.escalate_to.clone(),
             review: review || tier.review,
             rules: fired,
+            max_durations,
         })
     }
 

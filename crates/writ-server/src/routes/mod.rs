@@ -76,6 +76,7 @@ pub fn router(state: State) -> Router {
         router = router.route(operation.path, operation.handler);
     }
     router
+        .merge(crate::web::router(&state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::cover::cover_writes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_address))

@@ -37,4 +37,5 @@ mod refusals;
 mod scim;
 mod sensitive;
 mod tidy;
+mod web;
 mod witness;

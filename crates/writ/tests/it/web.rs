@@ -1,0 +1,361 @@
+//! The web interface in a real browser: Debian's headless Chromium driven over W3C WebDriver
+//! (ChromeDriver, started by the test command), against real `writ serve` processes and the
+//! test command's OpenID Connect provider. People sign in through the provider's own form
+//! (authorization code with PKCE) or with a Writ token, and act only through pages.
+//! Screenshots of the inbox and the change page are written under the target directory.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::api::Http;
+use crate::harness::World;
+use crate::server::{oidc_issuer, roles, service};
+
+/// The W3C WebDriver element key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// One browser (its own profile, so its own cookies), closed on drop.
+struct Browser {
+    agent: ureq::Agent,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open() -> Option<Browser> {
+        let driver = service("WRIT_TEST_WEBDRIVER", "ChromeDriver and Chromium")?;
+        let binary = service("WRIT_TEST_CHROMIUM", "Chromium")?;
+        let profile = tempfile::tempdir().unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let args = [
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--window-size=1280,1000".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": binary, "args": args },
+        }}});
+        let mut reply = agent.post(format!("{driver}/session")).send_json(&capabilities).unwrap();
+        let body: Value = reply.body_mut().read_json().unwrap();
+        let session =
+            body["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {body}")).to_owned();
+        Some(Browser { agent, session: format!("{driver}/session/{session}"), _profile: profile })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.session);
+        let mut reply = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call().unwrap(),
+            ("DELETE", _) => self.agent.delete(&url).call().unwrap(),
+            (_, body) => self.agent.post(&url).send_json(body.unwrap_or_else(|| json!({}))).unwrap(),
+        };
+        let body: Value = reply.body_mut().read_json().unwrap();
+        body["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None).as_str().unwrap().to_owned()
+    }
+
+    fn try_find(&self, css: &str) -> Option<String> {
+        let found = self.call("POST", "/element", Some(json!({ "using": "css selector", "value": css })));
+        found[ELEMENT].as_str().map(str::to_owned)
+    }
+
+    /// The element `css` selects, waiting up to 10 s for it to appear.
+    fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(element) = self.try_find(css) {
+                return element;
+            }
+            assert!(Instant::now() < deadline, "no element {css} on {}:\n{}", self.url(), self.text("body"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn text(&self, css: &str) -> String {
+        let Some(element) = self.try_find(css) else { return String::new() };
+        self.call("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits up to 10 s for the text of `css` to satisfy `test`; returns it.
+    fn wait_text(&self, css: &str, test: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text(css);
+            if test(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} on {} reads {text:?}:\n{}",
+                self.url(),
+                self.text("body")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.find(css);
+        self.call("POST", &format!("/element/{element}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css);
+        self.call("POST", &format!("/element/{element}/value"), Some(json!({ "text": text })));
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.call("POST", "/execute/sync", Some(json!({ "script": script, "args": [] })))
+    }
+
+    /// Saves a PNG of the page where a person can look at it (not committed).
+    fn screenshot(&self, name: &str) {
+        use base64::Engine as _;
+        let png = self.call("GET", "/screenshot", None);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, bytes).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    /// Signs in through the OIDC provider's own authorization form as `subject`.
+    fn sign_in_oidc(&self, base: &str, subject: &str) {
+        self.go(&format!("{base}/ui/inbox"));
+        assert!(self.url().contains("/ui/signin"), "an anonymous visit goes to sign-in: {}", self.url());
+        self.click("#oidc");
+        self.type_into("input[name=sub]", subject);
+        self.click("button[type=submit]:not([value=deny])");
+        self.wait_text("#me", |t| t == subject);
+    }
+
+    /// Signs in with a Writ API token on the local form.
+    fn sign_in_token(&self, base: &str, token: &str, who: &str) {
+        self.go(&format!("{base}/ui/signin"));
+        self.type_into("#token", token);
+        self.click("form[action='/ui/signin/token'] button[type=submit]");
+        self.wait_text("#me", |t| t == who);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.agent.delete(&self.session).call();
+    }
+}
+
+fn state(http: &Http, id: &str) -> String {
+    http.api.get(&format!("/api/v1/changes/{id}"), &http.root).expect(200)["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The server with OIDC sign-in and, optionally, a configuration file's `[web]` table.
+fn start(issuer: &str, web: Option<&str>) -> Http {
+    let world = World::new();
+    roles(&world, "alice", &["approver"]);
+    let mut args = vec![
+        "--oidc-issuer".to_owned(),
+        issuer.to_owned(),
+        "--oidc-audience".to_owned(),
+        "writ-web".to_owned(),
+    ];
+    // A confidential client: its secret in a file of mode 0600 (the provider asks for one).
+    let secret = world.dir.path().join("oidc-client.secret");
+    std::fs::write(&secret, "web-client-secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let path = world.dir.path().join("serve.toml");
+    let table = web.unwrap_or_default();
+    std::fs::write(&path, format!("[web]\nclient_secret_file = {:?}\n{table}\n", secret.to_str().unwrap()))
+        .unwrap();
+    args.extend(["--config".to_owned(), path.to_str().unwrap().to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Http::start_with(world, &args)
+}
+
+#[test]
+fn a_change_goes_from_request_to_review_in_the_browser_with_a_verified_inclusion_proof() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let Some(alice) = Browser::open() else { return };
+    let http = start(&issuer, None);
+    let base = http.server.base.clone();
+
+    // alice signs in through OIDC and asks for deploy access for her service account.
+    alice.sign_in_oidc(&base, "alice");
+    alice.go(&format!("{base}/ui/request?q=deploy"));
+    alice.click("#identity option[value=svc-ci]");
+    alice.click("input[name=grant][value='access:deploy-prod']");
+    alice.type_into("#for", "8h");
+    alice.type_into("#justification", "ship the release");
+    alice.type_into("#ticket", "OPS-1");
+    alice.click("#check");
+    // The policy's answer, before anything is submitted.
+    let tier = alice.wait_text("#tier", |t| !t.is_empty());
+    assert!(!tier.is_empty());
+    assert!(alice.text("#approvals").starts_with('1'), "{}", alice.text("#preview"));
+    assert_eq!(http.api.get("/api/v1/changes", &http.root).expect(200)["items"], json!([]), "nothing yet");
+    alice.click("#submit");
+    alice.wait_text("#state", |t| t == "pending_approval");
+    let id = alice.url().rsplit('/').next().unwrap().to_owned();
+    assert!(id.starts_with("CHG-"), "{id}");
+    assert_eq!(alice.text("#who-asked"), "alice");
+
+    // Her own approval is refused, with the core's reason, and changes nothing.
+    let why = alice.text("#why-approve");
+    assert!(why.contains("sod.self_approval"), "{why}");
+    let before = http.fingerprint();
+    alice.script("const b = document.querySelector('#step-approve button'); b.disabled = false; b.click();");
+    alice.wait_text("#code", |t| t == "sod.self_approval");
+    assert_eq!(http.fingerprint(), before, "a refused approval changes nothing");
+    assert_eq!(state(&http, &id), "pending_approval");
+
+    // bob signs in through OIDC and approves from his inbox.
+    let bob = Browser::open().unwrap();
+    bob.sign_in_oidc(&base, "bob");
+    bob.wait_text("#approvals", |t| t.contains(&id));
+    bob.screenshot("inbox");
+    bob.click(&format!("#approvals a[href='/ui/changes/{id}']"));
+    bob.click("#step-approve button");
+    bob.wait_text("#state", |t| t == "approved");
+    assert_eq!(bob.text("#who-approved"), "bob");
+
+    // The executor implements and verifies it (over the API, as an executor service would).
+    http.api.post(&format!("/api/v1/changes/{id}/execute"), &http.executor, json!({})).expect(200);
+    http.api.post(&format!("/api/v1/changes/{id}/verify"), &http.executor, json!({})).expect(200);
+
+    // carol signs in with her Writ token and reviews it from her inbox.
+    let carol = Browser::open().unwrap();
+    carol.sign_in_token(&base, &http.carol, "carol");
+    carol.wait_text("#reviews", |t| t.contains(&id));
+    carol.click(&format!("#reviews a[href='/ui/changes/{id}']"));
+    carol.type_into("#step-review input[name=notes]", "deploy access as approved");
+    carol.click("#step-review button");
+    carol.wait_text("#state", |t| t == "reviewed");
+    assert_eq!(carol.text("#reviewed-by"), "carol");
+    assert_eq!(carol.text("#verified"), "yes");
+
+    // The trail, every event of it proved in the browser against the signed checkpoint.
+    http.settle();
+    carol.go(&format!("{base}/ui/changes/{id}"));
+    let buttons = carol.script("return document.querySelectorAll('button.verify').length").as_u64().unwrap();
+    let events = http.api.get(&format!("/api/v1/changes/{id}"), &http.root).expect(200)["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(buttons as usize, events, "every event offers its proof");
+    carol.script("document.querySelectorAll('button.verify').forEach(b => b.click())");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let outputs = carol
+            .script("return Array.from(document.querySelectorAll('#events output')).map(o => o.textContent)");
+        let texts: Vec<&str> = outputs.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        if texts.iter().all(|t| t.starts_with('\u{2713}')) {
+            break;
+        }
+        assert!(texts.iter().all(|t| !t.starts_with('\u{2717}')), "a proof failed in the browser: {texts:?}");
+        assert!(Instant::now() < deadline, "proofs not checked: {texts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    carol.screenshot("change");
+
+    // The same page as JSON is the API's view.
+    let page: Value = {
+        let mut reply = ureq::get(format!("{base}/api/v1/changes/{id}"))
+            .header("authorization", format!("Bearer {}", http.carol))
+            .call()
+            .unwrap();
+        reply.body_mut().read_json().unwrap()
+    };
+    let json_page = carol.script(&format!(
+        "const r = new XMLHttpRequest(); r.open('GET', '/ui/changes/{id}', false); r.setRequestHeader('Accept', 'application/json'); r.send(); return JSON.parse(r.responseText);"
+    ));
+    assert_eq!(json_page["events"], page["events"]);
+    assert_eq!(json_page["state"], "reviewed");
+}
+
+#[test]
+fn forged_forms_ended_sessions_and_changes_out_of_scope_are_refused_in_the_browser() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let Some(bob) = Browser::open() else { return };
+    let http = start(&issuer, Some("session_idle = \"4s\""));
+    let base = http.server.base.clone();
+    let id = http.request("svc-ci", "deploy-prod");
+
+    // A form posted without its CSRF token, or with another, is refused and changes nothing.
+    bob.sign_in_token(&base, &http.bob, "bob");
+    for (why, script) in [
+        (
+            "no token",
+            "const f = document.querySelector('#step-approve'); f.querySelector('input[name=csrf]').remove(); f.submit();",
+        ),
+        (
+            "another token",
+            "const f = document.querySelector('#step-approve'); f.querySelector('input[name=csrf]').value = 'x'.repeat(43); f.submit();",
+        ),
+    ] {
+        bob.go(&format!("{base}/ui/changes/{id}"));
+        bob.find("#step-approve");
+        let before = http.fingerprint();
+        bob.script(script);
+        bob.wait_text("#code", |t| t == "auth.csrf");
+        assert_eq!(http.fingerprint(), before, "{why}: nothing changes");
+        assert_eq!(state(&http, &id), "pending_approval", "{why}");
+    }
+
+    // A change the viewer may not see: vera acts for vendor acme; alice's change is not hers.
+    let vera = Browser::open().unwrap();
+    vera.sign_in_token(&base, &http.vera, "vera");
+    vera.go(&format!("{base}/ui/changes/{id}"));
+    vera.wait_text("#code", |t| t == "auth.vendor_scope");
+    assert!(!vera.text("body").contains("svc-ci"), "nothing of the change is shown");
+    let proof = vera.script(&format!(
+        "const r = new XMLHttpRequest(); r.open('GET', '/ui/changes/{id}/proof/0', false); r.setRequestHeader('Accept', 'application/json'); r.send(); return [r.status, r.responseText];"
+    ));
+    assert_eq!(proof[0], 403, "{proof}");
+
+    // A session past its expiry is refused: the page asks to sign in again, a form does nothing.
+    bob.go(&format!("{base}/ui/changes/{id}"));
+    bob.find("#step-approve");
+    std::thread::sleep(Duration::from_secs(5));
+    let before = http.fingerprint();
+    bob.click("#step-approve button");
+    bob.wait_text("#notice", |t| t.contains("session has ended"));
+    assert_eq!(http.fingerprint(), before, "an expired session's form changes nothing");
+    assert_eq!(state(&http, &id), "pending_approval");
+    bob.go(&format!("{base}/ui/inbox"));
+    assert!(bob.url().contains("/ui/signin"), "{}", bob.url());
+    // Signing in again works, and so does the approval.
+    bob.sign_in_token(&base, &http.bob, "bob");
+    bob.go(&format!("{base}/ui/changes/{id}"));
+    bob.click("#step-approve button");
+    bob.wait_text("#state", |t| t == "approved");
+
+    // A disabled identity's session ends at its next request.
+    vera.sign_in_token(&base, &http.vera, "vera");
+    http.world.writ(&["identity", "disable", "vera", "--reason", "left acme"]).ok();
+    vera.go(&format!("{base}/ui/inbox"));
+    vera.wait_text("#code", |t| t == "auth.identity_disabled");
+}
