@@ -359,3 +359,296 @@ fn forged_forms_ended_sessions_and_changes_out_of_scope_are_refused_in_the_brows
     vera.go(&format!("{base}/ui/inbox"));
     vera.wait_text("#code", |t| t == "auth.identity_disabled");
 }
+
+/// A cookie-keeping client of the web interface, without a browser: for the matrices.
+struct Visitor {
+    agent: ureq::Agent,
+    base: String,
+    cookies: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
+}
+
+/// A page's answer: status, where it redirects, and its body.
+struct Page {
+    status: u16,
+    location: String,
+    body: String,
+}
+
+impl Page {
+    /// The error code an error page or error JSON shows.
+    fn code(&self) -> String {
+        if let Ok(json) = serde_json::from_str::<Value>(&self.body) {
+            return json["error"]["code"].as_str().unwrap_or_default().to_owned();
+        }
+        self.body
+            .split("<code id=\"code\">")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// The value of the first `name="csrf"` hidden input of a page.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+impl Visitor {
+    fn new(base: &str) -> Visitor {
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+        Visitor { agent, base: base.to_owned(), cookies: Default::default() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.borrow().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep(&self, reply: &mut ureq::http::Response<ureq::Body>) -> Page {
+        for set in reply.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() {
+                self.cookies.borrow_mut().remove(k);
+            } else {
+                self.cookies.borrow_mut().insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let location =
+            reply.headers().get("location").map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = reply.body_mut().read_to_string().unwrap_or_default();
+        Page { status: reply.status().as_u16(), location, body }
+    }
+
+    fn get(&self, path: &str, json: bool) -> Page {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let accept = if json { "application/json" } else { "text/html" };
+        let mut reply = self
+            .agent
+            .get(&url)
+            .header("cookie", self.cookie_header())
+            .header("accept", accept)
+            .call()
+            .unwrap();
+        self.keep(&mut reply)
+    }
+
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body = serde_urlencoded::to_string(fields).unwrap();
+        let mut reply = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(body)
+            .unwrap();
+        self.keep(&mut reply)
+    }
+
+    /// Signs in with a token; returns the session's CSRF token.
+    fn sign_in(&self, token: &str) -> String {
+        let form = self.get("/ui/signin", false);
+        let signed = self.post("/ui/signin/token", &[("csrf", &csrf_of(&form.body)), ("token", token)]);
+        assert_eq!((signed.status, signed.location.as_str()), (303, "/ui/inbox"), "{}", signed.body);
+        csrf_of(&self.get("/ui/inbox", false).body)
+    }
+}
+
+#[test]
+fn each_page_answers_each_role_as_the_api_would_and_refused_steps_change_nothing() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let http = start(&issuer, None);
+    let base = http.server.base.clone();
+    let id = http.request("svc-ci", "deploy-prod");
+    let change = format!("/ui/changes/{id}");
+    let viewers = [
+        ("alice", &http.alice),
+        ("bob", &http.bob),
+        ("carol", &http.carol),
+        ("root", &http.root),
+        ("vera", &http.vera),
+        ("writ-executor", &http.executor),
+    ];
+    let sessions: Vec<(&str, Visitor, String)> = viewers
+        .iter()
+        .map(|(who, token)| {
+            let visitor = Visitor::new(&base);
+            let csrf = visitor.sign_in(token);
+            (*who, visitor, csrf)
+        })
+        .collect();
+    // (page, who may see it); everyone else gets 403 with the API's code.
+    let everyone = ["alice", "bob", "carol", "root", "vera", "writ-executor"];
+    let pages: [(&str, &[&str]); 9] = [
+        ("/ui/inbox", &everyone),
+        ("/ui/request", &["alice", "vera"]),
+        ("/ui/changes", &everyone),
+        (&change, &["alice", "bob", "carol", "root", "writ-executor"]),
+        ("/ui/breakglass", &everyone),
+        ("/ui/findings", &["root"]),
+        ("/ui/exceptions", &["root"]),
+        ("/ui/audit", &["root"]),
+        ("/ui/admin", &["root"]),
+    ];
+    for (page, allowed) in pages {
+        for (who, visitor, _) in &sessions {
+            for json in [false, true] {
+                let got = visitor.get(page, json);
+                if allowed.contains(who) {
+                    assert_eq!(got.status, 200, "{who} {page} json={json}: {}", got.body);
+                    if json {
+                        serde_json::from_str::<Value>(&got.body).unwrap_or_else(|e| panic!("{page}: {e}"));
+                    } else {
+                        assert!(got.body.contains(&format!("<span id=\"me\">{who}</span>")), "{who} {page}");
+                    }
+                } else {
+                    assert_eq!(got.status, 403, "{who} {page} json={json}: {}", got.body);
+                    assert!(
+                        ["auth.role_required", "auth.vendor_scope"].contains(&got.code().as_str()),
+                        "{who} {page}: {}",
+                        got.code()
+                    );
+                    assert!(
+                        !got.body.contains("svc-ci"),
+                        "{who} {page}: a refusal shows nothing of the change"
+                    );
+                }
+            }
+        }
+    }
+    // The change as JSON is the API's view of it.
+    let root = &sessions[3].1;
+    let page: Value = serde_json::from_str(&root.get(&change, true).body).unwrap();
+    let api = http.api.get(&format!("/api/v1/changes/{id}"), &http.root);
+    assert_eq!(page, *api.expect(200));
+
+    // Steps posted by viewers who may not take them: refused with the step's own code, nothing
+    // changes. (viewer, step, fields, status, code)
+    let reason = [("reason", "no")];
+    let notes = [("notes", "fine")];
+    let refusals: [(&str, &str, &[(&str, &str)], u16, &str); 10] = [
+        ("alice", "approve", &[], 403, "sod.self_approval"),
+        ("carol", "approve", &[], 403, "auth.role_required"),
+        ("root", "approve", &[], 403, "auth.role_required"),
+        ("vera", "approve", &[], 403, "auth.role_required"),
+        ("writ-executor", "execute", &[], 409, "state.invalid_transition"),
+        ("bob", "cancel", &reason, 403, "auth.role_required"),
+        ("carol", "review", &notes, 409, "state.invalid_transition"),
+        ("bob", "reject", &[], 400, "request.missing_field"),
+        ("bob", "delete", &[], 404, "not_found"),
+        ("vera", "cancel", &reason, 403, "auth.vendor_scope"),
+    ];
+    for (who, step, fields, status, code) in refusals {
+        let (_, visitor, csrf) = sessions.iter().find(|(w, _, _)| *w == who).unwrap();
+        let before = http.fingerprint();
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let got = visitor.post(&format!("{change}/{step}"), &all);
+        assert_eq!((got.status, got.code().as_str()), (status, code), "{who} {step}: {}", got.body);
+        assert_eq!(http.fingerprint(), before, "{who} {step}: nothing changes");
+    }
+    // Another session's CSRF token is not this one's.
+    let (_, bob, _) = &sessions[1];
+    let before = http.fingerprint();
+    let got = bob.post(&format!("{change}/approve"), &[("csrf", &sessions[0].2)]);
+    assert_eq!((got.status, got.code().as_str()), (403, "auth.csrf"));
+    assert_eq!(http.fingerprint(), before);
+    // With its own, bob approves.
+    let got = bob.post(&format!("{change}/approve"), &[("csrf", &sessions[1].2)]);
+    assert_eq!((got.status, got.location.as_str()), (303, change.as_str()), "{}", got.body);
+    assert_eq!(state(&http, &id), "approved");
+    // A proof is served only for the change's own events.
+    let proof = bob.get(&format!("{change}/proof/0"), true);
+    assert_eq!(proof.status, 404, "event 0 is the registry's, not the change's: {}", proof.body);
+
+    // Signed out, the session is gone; its cookie no longer opens a page.
+    let (_, alice, csrf) = &sessions[0];
+    let kept = alice.cookie_header();
+    assert_eq!(alice.post("/ui/signout", &[("csrf", csrf)]).status, 303);
+    let replayed = Visitor::new(&base);
+    for pair in kept.split("; ") {
+        let (k, v) = pair.split_once('=').unwrap();
+        replayed.cookies.borrow_mut().insert(k.to_owned(), v.to_owned());
+    }
+    let got = replayed.get("/ui/inbox", true);
+    assert_eq!((got.status, got.code().as_str()), (401, "auth.session_expired"));
+    // A made-up cookie is no session at all.
+    let forged = Visitor::new(&base);
+    forged.cookies.borrow_mut().insert("writ_session".into(), "AAAA.BBBB".into());
+    assert_eq!(forged.get("/ui/inbox", true).code(), "auth.missing_token");
+    // A token that is not one: refused at sign-in, no session.
+    let stranger = Visitor::new(&base);
+    let form = stranger.get("/ui/signin", false);
+    let got = stranger
+        .post("/ui/signin/token", &[("csrf", &csrf_of(&form.body)), ("token", "writ_0000000000000000_00")]);
+    assert!(got.location.starts_with("/ui/signin?"), "{}", got.location);
+    assert_eq!(stranger.get("/ui/inbox", true).status, 401);
+    // Without the sign-in form's token: refused.
+    let got = stranger.post("/ui/signin/token", &[("csrf", "x"), ("token", &http.bob)]);
+    assert_eq!(got.code(), "auth.csrf");
+}
+
+#[test]
+fn an_oidc_sign_in_is_bound_to_its_browser_and_its_state_is_taken_once() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let http = start(&issuer, None);
+    let base = http.server.base.clone();
+    // The first half: to the provider, with PKCE and a nonce.
+    let started = Visitor::new(&base);
+    let go = started.get("/ui/signin/oidc", false);
+    assert_eq!(go.status, 303);
+    for parameter in
+        ["code_challenge_method=S256", "code_challenge=", "nonce=", "state=", "response_type=code"]
+    {
+        assert!(go.location.contains(parameter), "{parameter}: {}", go.location);
+    }
+    // bob authorizes at the provider's form; the provider sends the browser back with a code.
+    let provider = Visitor::new(&base);
+    let answer = provider
+        .agent
+        .post(&go.location)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send("sub=bob")
+        .unwrap();
+    let back = answer.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    assert!(back.contains("/ui/auth/callback?"), "{back}");
+    // Delivered to another browser: refused, and the state is spent.
+    let other = Visitor::new(&base);
+    other.get("/ui/signin", false);
+    let got = other.get(&back, false);
+    assert!(got.location.contains("another+browser"), "{}", got.location);
+    assert_eq!(other.get("/ui/inbox", true).status, 401);
+    // Replayed to the browser that started it: the state was taken, so refused too.
+    let got = started.get(&back, false);
+    assert!(got.location.contains("unknown%2C+used+or+too+old"), "{}", got.location);
+    assert_eq!(started.get("/ui/inbox", true).status, 401);
+    // A fresh sign-in in one browser works, once.
+    let go = started.get("/ui/signin/oidc", false);
+    let answer = provider
+        .agent
+        .post(&go.location)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send("sub=bob")
+        .unwrap();
+    let back = answer.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    let got = started.get(&back, false);
+    assert_eq!((got.status, got.location.as_str()), (303, "/ui/inbox"), "{}", got.body);
+    assert_eq!(started.get("/ui/inbox", true).status, 200);
+    // An identity the provider vouches for but Writ does not know is not signed in.
+    let nobody = Visitor::new(&base);
+    let go = nobody.get("/ui/signin/oidc", false);
+    let answer = provider
+        .agent
+        .post(&go.location)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send("sub=mallory")
+        .unwrap();
+    let back = answer.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    let got = nobody.get(&back, false);
+    assert!(got.location.contains("not+a+registered+Writ+identity"), "{}", got.location);
+    assert_eq!(nobody.get("/ui/inbox", true).status, 401);
+}
