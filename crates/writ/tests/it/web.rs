@@ -360,6 +360,9 @@ fn forged_forms_ended_sessions_and_changes_out_of_scope_are_refused_in_the_brows
     vera.wait_text("#code", |t| t == "auth.identity_disabled");
 }
 
+/// A step posted by a viewer who may not take it: (viewer, step, fields, status, code).
+type Refusal<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+
 /// A cookie-keeping client of the web interface, without a browser: for the matrices.
 struct Visitor {
     agent: ureq::Agent,
@@ -530,7 +533,7 @@ fn each_page_answers_each_role_as_the_api_would_and_refused_steps_change_nothing
     // changes. (viewer, step, fields, status, code)
     let reason = [("reason", "no")];
     let notes = [("notes", "fine")];
-    let refusals: [(&str, &str, &[(&str, &str)], u16, &str); 10] = [
+    let refusals: [Refusal; 10] = [
         ("alice", "approve", &[], 403, "sod.self_approval"),
         ("carol", "approve", &[], 403, "auth.role_required"),
         ("root", "approve", &[], 403, "auth.role_required"),
