@@ -14,6 +14,7 @@ mod bench_connector;
 mod bench_ledger;
 mod bench_policy;
 mod bench_reconcile;
+mod bench_web;
 mod demo;
 mod demo_targets;
 mod story;
@@ -47,6 +48,16 @@ enum Command {
     /// identities against a real SQLite store, beside reading the same rows; seconds and peak
     /// memory of each.
     Reconcile(ReconcileArgs),
+    /// Measure the web interface on the demo database: each page's first byte (p50, p99) over
+    /// sequential requests, beside GET /healthz and the API's change view in the same run.
+    BenchWeb(BenchWebArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchWebArgs {
+    /// Requests per page (after a tenth as many to warm up).
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +126,7 @@ fn main() -> ExitCode {
             bench::run(args.lifecycles, args.threads, args.ledger_events, args.postgres.as_deref(), json)
         }
         Command::Reconcile(args) => bench_reconcile::run(args.identities, args.grants, json),
+        Command::BenchWeb(args) => bench_web::run(args.requests, json),
         Command::BenchApi(args) => bench_api::run(bench_api::Options {
             seconds: args.seconds,
             rate: args.rate,

@@ -58,7 +58,10 @@ function parseNote(note) {
 
 async function checkSignature(note, keys) {
   for (const key of keys) {
-    const [name, id, b64] = key.split("+");
+    // name+hexid+base64: the base64 may itself hold "+", so split at the first two only.
+    const first = key.indexOf("+"), second = key.indexOf("+", first + 1);
+    if (first < 0 || second < 0) continue;
+    const name = key.slice(0, first), id = key.slice(first + 1, second), b64 = key.slice(second + 1);
     const raw = unb64(b64);
     if (raw[0] !== 1 || raw.length !== 33) continue;
     for (const line of note.signatures) {

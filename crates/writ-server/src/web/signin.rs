@@ -44,7 +44,6 @@ struct SigninPage {
 struct SigninQuery {
     next: Option<String>,
     expired: Option<String>,
-    error: Option<String>,
 }
 
 /// The pre-session cookie of this browser, or a new one (with its `Set-Cookie`).
@@ -88,7 +87,7 @@ async fn signin_page(
         next: local_next(query.next.as_deref()),
         oidc: state.oidc.is_some() && state.web.settings.client.is_some(),
         notice: query.expired.map(|_| "Your session has ended. Sign in again.".to_owned()),
-        error: query.error,
+        error: None,
     };
     with_cookies(html(&page), set)
 }
@@ -101,9 +100,23 @@ struct TokenForm {
     next: Option<String>,
 }
 
-fn signin_failed(next: &str, message: &str) -> Response {
-    let query = serde_urlencoded::to_string([("next", next), ("error", message)]).unwrap_or_default();
-    Redirect::to(&format!("/ui/signin?{query}")).into_response()
+/// The sign-in page again, saying why the sign-in failed (401). Rendered here rather than
+/// redirected with the reason in the URL, so no one can make the page say what they like.
+fn signin_failed(state: &State, headers: &HeaderMap, next: &str, message: &str) -> Response {
+    let (value, set) = match presession(state, headers) {
+        Ok(found) => found,
+        Err(error) => return page_error(false, error),
+    };
+    let page = SigninPage {
+        csrf: presession_csrf(state, &value),
+        next: local_next(Some(next)),
+        oidc: state.oidc.is_some() && state.web.settings.client.is_some(),
+        notice: None,
+        error: Some(message.to_owned()),
+    };
+    let mut response = with_cookies(html(&page), set);
+    *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+    response
 }
 
 /// A session cookie for a new session of `identity`.
@@ -148,7 +161,7 @@ async fn signin_token(Extract(state): Extract<State>, headers: HeaderMap, body: 
             }
             Err(error) => page_error(false, error),
         },
-        Ok(Err(error)) => signin_failed(&next, &ApiError::from(error).error.message),
+        Ok(Err(error)) => signin_failed(&state, &headers, &next, &ApiError::from(error).error.message),
         Err(e) => page_error(false, ApiError::internal(format!("sign-in task failed: {e}"))),
     }
 }
@@ -231,7 +244,7 @@ async fn callback(
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let refuse = |message: String| signin_failed("/ui/inbox", &message);
+    let refuse = |message: String| signin_failed(&state, &headers, "/ui/inbox", &message);
     if let Some(error) = query.error {
         let detail = query.error_description.unwrap_or_default();
         return refuse(format!("the identity provider refused the sign-in: {error} {detail}"));
