@@ -322,6 +322,23 @@ pub(crate) fn check_scope(
     Ok(())
 }
 
+/// A vendor acts only for its own organisation: everyone a requested change involves (the
+/// identities it touches, and whom it is asked for) must be of the caller's vendor.
+pub(crate) fn check_request_scope(
+    engine: &Engine,
+    caller: &Principal,
+    input: &writ_engine::RequestInput,
+) -> ApiResult<()> {
+    if caller.identity.vendor.is_some() {
+        let mut involved = Vec::new();
+        for name in input.on_behalf_of.iter().chain(input.ops.iter().map(|op| &op.identity)) {
+            involved.push(engine.identity(name)?.vendor);
+        }
+        caller.within_scope(Action::Request, involved.iter().map(Option::as_ref))?;
+    }
+    Ok(())
+}
+
 /// Loads a change the caller may touch for `action`: vendors only within their organisation.
 pub(crate) fn scoped_change(
     engine: &Engine,

@@ -190,14 +190,7 @@ pub(crate) async fn request_change(
     let principal = caller.clone();
     write(&state, &caller, headers, request, move |state| {
         let engine = &state.engine;
-        if principal.identity.vendor.is_some() {
-            // A vendor acts only for its own organisation: everyone the change involves.
-            let mut involved = Vec::new();
-            for name in input.on_behalf_of.iter().chain(input.ops.iter().map(|op| &op.identity)) {
-                involved.push(engine.identity(name)?.vendor);
-            }
-            principal.within_scope(Action::Request, involved.iter().map(Option::as_ref))?;
-        }
+        crate::http::check_request_scope(engine, &principal, &input)?;
         let record = engine.request(input, writ_engine::random_bits()?)?;
         Ok(Written {
             status: StatusCode::CREATED,

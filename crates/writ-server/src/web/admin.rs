@@ -14,10 +14,9 @@ use writ_api::view::{
 };
 use writ_core::access::Action;
 
-use super::{Chrome, Posted, Viewer, page_error, respond};
+use super::{Chrome, Posted, Viewer, respond, work};
 use crate::State;
 use crate::error::ApiResult;
-use crate::http::blocking;
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -30,14 +29,6 @@ pub fn routes() -> Router<State> {
         .route("/ui/audit/verify", get(verify))
         .route("/ui/audit/bundle", get(bundle))
         .route("/ui/admin", get(admin))
-}
-
-async fn load<T: Send + 'static>(
-    state: &State,
-    json: bool,
-    job: impl FnOnce(&crate::AppState) -> ApiResult<T> + Send + 'static,
-) -> Result<T, Response> {
-    blocking(state, job).await.map_err(|e| page_error(json, e))
 }
 
 // ---- findings ----
@@ -53,7 +44,7 @@ struct FindingsPage {
 async fn findings(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let items = load(&state, json, move |state| {
+    let items = work(&state, json, move |state| {
         principal.may(Action::ReadLedger)?;
         let mut items: Vec<FindingView> = state.engine.findings(None)?.iter().map(FindingView::of).collect();
         items.sort_by_key(|f| f.state == "resolved");
@@ -86,7 +77,7 @@ async fn remediate(
     let Posted { viewer, form } = posted;
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let opened = load(&state, json, move |state| {
+    let opened = work(&state, json, move |state| {
         principal.may(Action::Request)?;
         principal.within_scope(Action::Request, std::iter::once(None))?;
         let justification = form.justification.filter(|j| !j.trim().is_empty());
@@ -118,7 +109,7 @@ struct ExceptionsPage {
 async fn exceptions(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let items = load(&state, json, move |state| {
+    let items = work(&state, json, move |state| {
         principal.may(Action::ReadLedger)?;
         Ok(state.engine.exceptions(None)?.iter().map(ExceptionView::of).collect::<Vec<_>>())
     })
@@ -147,7 +138,7 @@ async fn approve_exception(
     let Posted { viewer, form: _ } = posted;
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let done = load(&state, json, move |state| {
+    let done = work(&state, json, move |state| {
         principal.may(Action::Approve)?;
         principal.within_scope(Action::Approve, std::iter::once(None))?;
         state.engine.approve_exception(&principal.identity.name, &id)?;
@@ -183,7 +174,7 @@ const RECENT: usize = 500;
 async fn breakglass(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let items = load(&state, json, move |state| {
+    let items = work(&state, json, move |state| {
         principal.may(Action::Read)?;
         let engine = &state.engine;
         let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
@@ -253,7 +244,7 @@ fn audit_data(state: &crate::AppState) -> ApiResult<AuditData> {
 async fn audit(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let data = load(&state, json, move |state| {
+    let data = work(&state, json, move |state| {
         principal.may(Action::ReadLedger)?;
         audit_data(state)
     })
@@ -271,7 +262,7 @@ async fn audit(Extract(state): Extract<State>, viewer: Viewer) -> Response {
 async fn verify(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let done = load(&state, json, move |state| {
+    let done = work(&state, json, move |state| {
         principal.may(Action::ReadLedger)?;
         let trusted: Vec<_> = state.signer.with(|s| s.verifiers()).unwrap_or_default();
         let report = state.engine.verify_ledger(&trusted, false)?;
@@ -294,7 +285,7 @@ async fn verify(Extract(state): Extract<State>, viewer: Viewer) -> Response {
 async fn bundle(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let archive = load(&state, json, move |state| {
+    let archive = work(&state, json, move |state| {
         principal.may(Action::ReadLedger)?;
         let bundle = crate::bundle::build(&state.engine, None)?;
         Ok(crate::bundle::tar(&bundle)?)
@@ -334,7 +325,7 @@ struct AdminPage {
 async fn admin(Extract(state): Extract<State>, viewer: Viewer) -> Response {
     let json = viewer.json;
     let principal = viewer.principal.clone();
-    let data = load(&state, json, move |state| {
+    let data = work(&state, json, move |state| {
         principal.may(Action::Administer)?;
         let store = state.engine.store();
         Ok(AdminData {

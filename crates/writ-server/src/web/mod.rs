@@ -370,6 +370,15 @@ pub fn page_error(json: bool, error: ApiError) -> Response {
     response
 }
 
+/// Runs page work on the blocking pool; an error becomes the error page (or JSON).
+pub async fn work<T: Send + 'static>(
+    state: &State,
+    json: bool,
+    job: impl FnOnce(&crate::AppState) -> crate::error::ApiResult<T> + Send + 'static,
+) -> Result<T, Response> {
+    crate::http::blocking(state, job).await.map_err(|e| page_error(json, e))
+}
+
 /// A rendered template as a response.
 pub fn html(template: &impl askama::Template) -> Response {
     match template.render() {

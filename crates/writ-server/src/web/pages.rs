@@ -16,9 +16,9 @@ use writ_core::change::{ChangeId, ChangeState};
 use writ_core::identity::IdentityKind;
 use writ_engine::ask::Step;
 
-use super::{Chrome, Posted, Viewer, page_error, respond};
+use super::{Chrome, Posted, Viewer, page_error, respond, work};
 use crate::State;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::http::{blocking, change_view, check_scope, scoped_change};
 
 pub fn routes() -> Router<State> {
@@ -31,15 +31,6 @@ pub fn routes() -> Router<State> {
         .route("/ui/changes/{id}/proof/{index}", get(proof))
         .route("/ui/changes/{id}/evidence/{sha256}", get(evidence))
         .route("/ui/changes/{id}/{step}", post(step))
-}
-
-/// Runs page work on the blocking pool; an error becomes the error page (or JSON).
-async fn work<T: Send + 'static>(
-    state: &State,
-    json: bool,
-    job: impl FnOnce(&crate::AppState) -> ApiResult<T> + Send + 'static,
-) -> Result<T, Response> {
-    blocking(state, job).await.map_err(|e| page_error(json, e))
 }
 
 /// How many recent changes "my requests" looks through.
@@ -326,13 +317,7 @@ async fn request_submit(Extract(state): Extract<State>, posted: Posted<Vec<(Stri
         principal.may(Action::Request)?;
         let input = body.into_input(principal.identity.name.as_str())?;
         let engine = &state.engine;
-        if principal.identity.vendor.is_some() {
-            let mut involved = Vec::new();
-            for name in input.on_behalf_of.iter().chain(input.ops.iter().map(|op| &op.identity)) {
-                involved.push(engine.identity(name)?.vendor);
-            }
-            principal.within_scope(Action::Request, involved.iter().map(Option::as_ref))?;
-        }
+        crate::http::check_request_scope(engine, &principal, &input)?;
         let record = engine.request(input, writ_engine::random_bits()?)?;
         tracing::info!(target: "writ::web", change = %record.change.id, requester = %principal.identity.name, "requested");
         Ok(record)
