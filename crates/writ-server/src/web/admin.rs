@@ -29,6 +29,10 @@ pub fn routes() -> Router<State> {
         .route("/ui/audit/verify", get(verify))
         .route("/ui/audit/bundle", get(bundle))
         .route("/ui/admin", get(admin))
+        .route("/ui/admin/roles", post(set_role))
+        .route("/ui/admin/identities/{name}/state", post(set_state))
+        .route("/ui/admin/tokens/{id}/revoke", post(revoke_token))
+        .route("/ui/findings/{id}/except", post(except_finding))
 }
 
 // ---- findings ----
@@ -92,6 +96,50 @@ async fn remediate(
     .await;
     match opened {
         Ok(change) => Redirect::to(&format!("/ui/changes/{change}")).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+struct ExceptForm {
+    #[serde(rename = "csrf")]
+    _csrf: Option<String>,
+    owner: Option<String>,
+    justification: Option<String>,
+    compensating_control: Option<String>,
+    #[serde(rename = "for")]
+    duration: Option<String>,
+}
+
+/// Asks for an exception to a finding, through the exception policy's approvals, as the API's
+/// `POST /api/v1/exceptions` does.
+async fn except_finding(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    posted: Posted<ExceptForm>,
+) -> Response {
+    let Posted { viewer, form } = posted;
+    let json = viewer.json;
+    let principal = viewer.principal.clone();
+    let blank = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let body = writ_api::wire::NewException {
+        finding: Some(id),
+        owner: blank(form.owner),
+        justification: blank(form.justification),
+        compensating_control: blank(form.compensating_control),
+        duration: blank(form.duration),
+        ..writ_api::wire::NewException::default()
+    };
+    let done = work(&state, json, move |state| {
+        principal.may(Action::Request)?;
+        principal.within_scope(Action::Request, std::iter::once(None))?;
+        let input = body.check()?.into_input(&state.engine, principal.identity.name.as_str())?;
+        state.engine.request_exception(input, writ_engine::random_bits()?)?;
+        Ok(())
+    })
+    .await;
+    match done {
+        Ok(()) => Redirect::to("/ui/exceptions").into_response(),
         Err(response) => response,
     }
 }
@@ -305,6 +353,94 @@ async fn bundle(Extract(state): Extract<State>, viewer: Viewer) -> Response {
 }
 
 // ---- admin ----
+
+#[derive(Deserialize)]
+struct RoleForm {
+    #[serde(rename = "csrf")]
+    _csrf: Option<String>,
+    identity: String,
+    role: String,
+    /// `grant` or `revoke`.
+    assign: String,
+}
+
+/// An admin's step on the registry, as the actor it is: the engine records it in the ledger.
+async fn admin_step(
+    state: State,
+    viewer: Viewer,
+    step: impl FnOnce(&writ_engine::Engine, writ_core::identity::Actor) -> ApiResult<()> + Send + 'static,
+) -> Response {
+    let json = viewer.json;
+    let principal = viewer.principal.clone();
+    let done = work(&state, json, move |state| {
+        principal.may(Action::Administer)?;
+        step(&state.engine, writ_core::identity::Actor::Identity(principal.identity.name.clone()))
+    })
+    .await;
+    match done {
+        Ok(()) => Redirect::to("/ui/admin").into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn set_role(Extract(state): Extract<State>, posted: Posted<RoleForm>) -> Response {
+    let Posted { viewer, form } = posted;
+    admin_step(state, viewer, move |engine, actor| {
+        let name = writ_core::name::IdentityName::parse(&form.identity)?;
+        let role = writ_core::access::Role::parse(&form.role)?;
+        let present = match form.assign.as_str() {
+            "grant" => true,
+            "revoke" => false,
+            other => {
+                return Err(crate::error::ApiError::new(
+                    "request.unreadable_body",
+                    format!("assign is {other:?}: use grant or revoke"),
+                ));
+            }
+        };
+        engine.set_role(actor, &name, role, present)?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct StateForm {
+    #[serde(rename = "csrf")]
+    _csrf: Option<String>,
+    /// `disabled` or `active`.
+    to: String,
+    reason: Option<String>,
+}
+
+async fn set_state(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    posted: Posted<StateForm>,
+) -> Response {
+    let Posted { viewer, form } = posted;
+    admin_step(state, viewer, move |engine, actor| {
+        let name = writ_core::name::IdentityName::parse(&name)?;
+        let to = writ_core::identity::IdentityState::parse(&form.to)?;
+        let reason = crate::http::required(form.reason.filter(|r| !r.trim().is_empty()), "reason")?;
+        engine.set_identity_state(actor, &name, to, reason)?;
+        Ok(())
+    })
+    .await
+}
+
+async fn revoke_token(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    posted: Posted<CsrfForm>,
+) -> Response {
+    let Posted { viewer, form: _ } = posted;
+    admin_step(state, viewer, move |engine, actor| {
+        engine.revoke_token(actor, &id)?;
+        Ok(())
+    })
+    .await
+}
 
 #[derive(Serialize)]
 struct AdminData {

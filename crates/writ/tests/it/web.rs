@@ -364,6 +364,9 @@ fn forged_forms_ended_sessions_and_changes_out_of_scope_are_refused_in_the_brows
 /// A step posted by a viewer who may not take it: (viewer, step, fields, status, code).
 type Refusal<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16, &'a str);
 
+/// An admin form posted: (visitor, its CSRF token, path, fields, the status it gets).
+type AdminCase<'a> = (&'a Visitor, &'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
 /// A cookie-keeping client of the web interface, without a browser: for the matrices.
 struct Visitor {
     agent: ureq::Agent,
@@ -659,4 +662,114 @@ fn an_oidc_sign_in_is_bound_to_its_browser_and_its_state_is_taken_once() {
     assert_eq!(got.status, 401);
     assert!(got.body.contains("mallory is not a registered Writ identity"), "{}", got.body);
     assert_eq!(nobody.get("/ui/inbox", true).status, 401);
+}
+
+#[test]
+fn an_admin_changes_roles_tokens_and_standing_and_a_finding_gets_an_exception_from_the_pages() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let http = start(&issuer, None);
+    let base = http.server.base.clone();
+    let root = Visitor::new(&base);
+    let root_csrf = root.sign_in(&http.root);
+    let bob = Visitor::new(&base);
+    let bob_csrf = bob.sign_in(&http.bob);
+
+    // Admin forms: refused to a non-admin, and to malformed input, with nothing changed.
+    let grant = [("identity", "carol"), ("role", "approver"), ("assign", "grant")];
+    let cases: [AdminCase; 5] = [
+        (&bob, &bob_csrf, "/ui/admin/roles", grant.to_vec(), 403),
+        (&bob, &bob_csrf, "/ui/admin/identities/dave/state", vec![("to", "disabled"), ("reason", "x")], 403),
+        (
+            &root,
+            &root_csrf,
+            "/ui/admin/roles",
+            vec![("identity", "carol"), ("role", "god"), ("assign", "grant")],
+            400,
+        ),
+        (
+            &root,
+            &root_csrf,
+            "/ui/admin/roles",
+            vec![("identity", "carol"), ("role", "approver"), ("assign", "maybe")],
+            400,
+        ),
+        (
+            &root,
+            &root_csrf,
+            "/ui/admin/identities/dave/state",
+            vec![("to", "disabled"), ("reason", " ")],
+            400,
+        ),
+    ];
+    for (visitor, csrf, path, fields, status) in cases {
+        let before = http.fingerprint();
+        let mut all = vec![("csrf", csrf)];
+        all.extend(fields.iter().copied());
+        let got = visitor.post(path, &all);
+        assert_eq!(got.status, status, "{path} {fields:?}: {}", got.body);
+        assert_eq!(http.fingerprint(), before, "{path} {fields:?}: nothing changes");
+    }
+    // A role granted from the page is in force, and recorded.
+    let mut all = vec![("csrf", root_csrf.as_str())];
+    all.extend(grant);
+    assert_eq!(root.post("/ui/admin/roles", &all).location, "/ui/admin");
+    let admin: Value = serde_json::from_str(&root.get("/ui/admin", true).body).unwrap();
+    assert!(admin["roles"].as_array().unwrap().contains(&json!(["carol", "approver"])), "{}", admin["roles"]);
+    // A token revoked from the page ends its API use and the session opened with it.
+    let bob_id = http.bob.split('_').nth(1).unwrap();
+    let got = root.post(&format!("/ui/admin/tokens/{bob_id}/revoke"), &[("csrf", &root_csrf)]);
+    assert_eq!(got.location, "/ui/admin", "{}", got.body);
+    http.api.get("/api/v1/changes", &http.bob).refused(401, "auth.token_revoked");
+    assert_eq!(bob.get("/ui/inbox", true).code(), "auth.token_revoked");
+    // An identity disabled from the page.
+    let got = root.post(
+        "/ui/admin/identities/dave/state",
+        &[("csrf", &root_csrf), ("to", "disabled"), ("reason", "left")],
+    );
+    assert_eq!(got.location, "/ui/admin", "{}", got.body);
+    let admin: Value = serde_json::from_str(&root.get("/ui/admin", true).body).unwrap();
+    let dave = admin["identities"].as_array().unwrap().iter().find(|i| i["name"] == "dave").unwrap().clone();
+    assert_eq!(dave["state"], "disabled");
+
+    // A finding from reconciliation gets an exception requested from the findings page.
+    let edited = crate::harness::ACCESS
+        .replace("[entitlements.eng-read]\nmembers = []", "[entitlements.eng-read]\nmembers = [\"carol\"]");
+    std::fs::write(http.world.repo.join("access.toml"), edited).unwrap();
+    crate::harness::git(
+        &http.world.repo,
+        &["-c", "user.name=M", "-c", "user.email=m@example.invalid", "commit", "-qam", "by hand"],
+    );
+    http.api.post("/api/v1/reconcile", &http.root, json!({ "target": "access" })).expect(200);
+    let findings: Value = serde_json::from_str(&root.get("/ui/findings", true).body).unwrap();
+    let finding = findings["items"][0]["id"].as_str().unwrap().to_owned();
+    // Only a requester is offered the form: root (admin, auditor) is not; alice, made an
+    // auditor here, is.
+    let form = format!("/ui/findings/{finding}/except");
+    assert!(!root.get("/ui/findings", false).body.contains(&form));
+    let auditor =
+        [("csrf", root_csrf.as_str()), ("identity", "alice"), ("role", "auditor"), ("assign", "grant")];
+    assert_eq!(root.post("/ui/admin/roles", &auditor).location, "/ui/admin");
+    let alice = Visitor::new(&base);
+    let alice_csrf = alice.sign_in(&http.alice);
+    assert!(alice.get("/ui/findings", false).body.contains(&form));
+    let before = http.fingerprint();
+    let missing =
+        alice.post(&format!("/ui/findings/{finding}/except"), &[("csrf", &alice_csrf), ("owner", "alice")]);
+    assert_eq!((missing.status, missing.code().as_str()), (400, "request.missing_field"), "{}", missing.body);
+    assert_eq!(http.fingerprint(), before);
+    let asked = alice.post(
+        &format!("/ui/findings/{finding}/except"),
+        &[
+            ("csrf", &alice_csrf),
+            ("owner", "alice"),
+            ("compensating_control", "weekly review of the group"),
+            ("justification", "contractor until March"),
+            ("for", "30d"),
+        ],
+    );
+    assert_eq!(asked.location, "/ui/exceptions", "{}", asked.body);
+    let exceptions: Value = serde_json::from_str(&root.get("/ui/exceptions", true).body).unwrap();
+    let exception = &exceptions["items"][0];
+    assert_eq!(exception["requester"], "alice");
+    assert_eq!(exception["compensating_control"], "weekly review of the group");
 }
