@@ -24,7 +24,7 @@ pub fn routes() -> Router<State> {
         .route("/ui/findings/{id}/remediate", post(remediate))
         .route("/ui/exceptions", get(exceptions))
         .route("/ui/exceptions/{id}/approve", post(approve_exception))
-        .route("/ui/breakglass", get(breakglass))
+        .route("/ui/breakglass", get(breakglass).post(break_glass))
         .route("/ui/audit", get(audit))
         .route("/ui/audit/verify", get(verify))
         .route("/ui/audit/bundle", get(bundle))
@@ -249,6 +249,40 @@ async fn breakglass(Extract(state): Extract<State>, viewer: Viewer) -> Response 
             let page = BreakglassPage { chrome: Chrome::of(&viewer, "Break-glass"), items };
             respond(json, &writ_api::view::List { items: page.items.clone() }, &page)
         }
+        Err(response) => response,
+    }
+}
+
+/// Breaks glass as the viewer, as `POST /api/v1/breakglass` does: policy decides who may; the
+/// access is granted at once, and someone else approves it by the deadline.
+async fn break_glass(Extract(state): Extract<State>, posted: Posted<Vec<(String, String)>>) -> Response {
+    let Posted { viewer, form } = posted;
+    let json = viewer.json;
+    let principal = viewer.principal.clone();
+    let one = |name: &str| {
+        form.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_owned())
+    };
+    let body = writ_api::wire::BreakGlass {
+        identity: one("identity"),
+        grant: form
+            .iter()
+            .filter(|(k, v)| k == "grant" && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+            .collect(),
+        duration: one("for"),
+        reason: one("reason"),
+        ticket: one("ticket").into_iter().collect(),
+    };
+    let opened = work(&state, json, move |state| {
+        principal.may(Action::Request)?;
+        let input = body.into_input(principal.identity.name.as_str())?;
+        let record = state.engine.breakglass(input, writ_engine::random_bits()?)?;
+        tracing::warn!(target: "writ::web", change = %record.change.id, actor = %principal.identity.name, "glass broken");
+        Ok(record.change.id)
+    })
+    .await;
+    match opened {
+        Ok(change) => Redirect::to(&format!("/ui/changes/{change}")).into_response(),
         Err(response) => response,
     }
 }

@@ -773,3 +773,47 @@ fn an_admin_changes_roles_tokens_and_standing_and_a_finding_gets_an_exception_fr
     assert_eq!(exception["requester"], "alice");
     assert_eq!(exception["compensating_control"], "weekly review of the group");
 }
+
+#[test]
+fn glass_is_broken_from_the_page_only_by_whom_policy_lets_and_shows_its_deadline() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let http = start(&issuer, None);
+    crate::breakglass::load_policy(&http.world, "policy-web", "24h");
+    let base = http.server.base.clone();
+    let fields = |csrf: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("grant".to_owned(), "access:deploy-prod".to_owned()),
+            ("for".to_owned(), "30m".to_owned()),
+            ("reason".to_owned(), "INC-9: deploys fail".to_owned()),
+            ("ticket".to_owned(), "INC-9".to_owned()),
+        ]
+    };
+    // bob is no incident responder: refused by policy, nothing changes.
+    let bob = Visitor::new(&base);
+    let bob_csrf = bob.sign_in(&http.bob);
+    let before = http.fingerprint();
+    let owned = fields(&bob_csrf);
+    let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refused = bob.post("/ui/breakglass", &pairs);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(http.fingerprint(), before, "a refused break-glass changes nothing");
+    // alice is: the access is granted at once, and the page shows its deadline.
+    let alice = Visitor::new(&base);
+    let alice_csrf = alice.sign_in(&http.alice);
+    let owned = fields(&alice_csrf);
+    let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let broken = alice.post("/ui/breakglass", &pairs);
+    assert!(broken.location.starts_with("/ui/changes/CHG-"), "{} {}", broken.status, broken.body);
+    let id = broken.location.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(state(&http, &id), "verified");
+    let listed: Value = serde_json::from_str(&alice.get("/ui/breakglass", true).body).unwrap();
+    let line = &listed["items"][0];
+    assert_eq!(line["id"], id.as_str());
+    assert!(line["approval_due"].as_str().unwrap().ends_with('Z'), "{line}");
+    // bob approves it after the fact from the change page.
+    let approved = bob.post(&format!("/ui/changes/{id}/approve"), &[("csrf", &bob_csrf)]);
+    assert_eq!(approved.status, 303, "{}", approved.body);
+    let view = http.api.get(&format!("/api/v1/changes/{id}"), &http.root);
+    assert_eq!(view.expect(200)["approvals"][0]["approver"], "bob");
+}
