@@ -194,7 +194,8 @@ async fn approve_exception(
     })
     .await;
     match done {
-        Ok(()) => Redirect::to("/ui/exceptions").into_response(),
+        // Back to the inbox, where approvers find what waits for them.
+        Ok(()) => Redirect::to("/ui/inbox").into_response(),
         Err(response) => response,
     }
 }

@@ -772,6 +772,26 @@ fn an_admin_changes_roles_tokens_and_standing_and_a_finding_gets_an_exception_fr
     let exception = &exceptions["items"][0];
     assert_eq!(exception["requester"], "alice");
     assert_eq!(exception["compensating_control"], "weekly review of the group");
+    let exception_id = exception["id"].as_str().unwrap().to_owned();
+    let approve = format!("/ui/exceptions/{exception_id}/approve");
+
+    // It waits in an approver's inbox; its requester and a vendor's approver may not approve it.
+    let victor = Visitor::new(&base);
+    let victor_csrf = victor.sign_in(&http.victor);
+    for (who, visitor, csrf) in [("alice", &alice, &alice_csrf), ("victor", &victor, &victor_csrf)] {
+        let before = http.fingerprint();
+        let refused = visitor.post(&approve, &[("csrf", csrf)]);
+        assert_eq!(refused.status, 403, "{who}: {}", refused.body);
+        assert_eq!(http.fingerprint(), before, "{who}: nothing changes");
+    }
+    let carol = Visitor::new(&base);
+    let carol_csrf = carol.sign_in(&http.carol);
+    let inbox: Value = serde_json::from_str(&carol.get("/ui/inbox", true).body).unwrap();
+    assert_eq!(inbox["exceptions"][0]["id"], exception_id.as_str(), "{inbox}");
+    let approved = carol.post(&approve, &[("csrf", &carol_csrf)]);
+    assert_eq!(approved.location, "/ui/inbox", "{}", approved.body);
+    let exceptions: Value = serde_json::from_str(&root.get("/ui/exceptions", true).body).unwrap();
+    assert_eq!(exceptions["items"][0]["approvals"][0]["approver"], "carol");
 }
 
 #[test]
