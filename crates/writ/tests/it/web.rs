@@ -444,6 +444,19 @@ impl Visitor {
         self.keep(&mut reply)
     }
 
+    /// A download: its media type and bytes.
+    fn download(&self, path: &str) -> (String, Vec<u8>) {
+        let mut reply = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .call()
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{path}");
+        let media = reply.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        (media, reply.body_mut().read_to_vec().unwrap())
+    }
+
     fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         let body = serde_urlencoded::to_string(fields).unwrap();
         let mut reply = self
@@ -529,6 +542,28 @@ fn each_page_answers_each_role_as_the_api_would_and_refused_steps_change_nothing
     }
     // The change as JSON is the API's view of it.
     let root = &sessions[3].1;
+    // The audit page's verification is the API's, and its bundle verifies offline.
+    http.settle();
+    let report: Value = serde_json::from_str(&root.get("/ui/audit/verify", true).body).unwrap();
+    assert_eq!(report, *http.api.get("/api/v1/ledger/verify", &http.root).expect(200));
+    let (media, tar) = root.download("/ui/audit/bundle");
+    assert_eq!(media, "application/x-tar");
+    let archive = http.world.dir.path().join("web-bundle.tar");
+    std::fs::write(&archive, tar).unwrap();
+    let bundle = http.world.dir.path().join("web-bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    let unpacked =
+        std::process::Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&bundle).status().unwrap();
+    assert!(unpacked.success());
+    let key = std::fs::read_to_string(format!("{}.key", http.world.db.display())).unwrap();
+    let trusted = writ_ledger::checkpoint::NoteSigner::parse(&key).unwrap().verifier().to_text();
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_writ"))
+        .args(["audit", "verify", bundle.to_str().unwrap(), "--trusted-key", &trusted])
+        .env_remove("WRIT_DB")
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert_eq!(sessions[0].1.get("/ui/audit/bundle", true).status, 403, "alice is no auditor");
     let page: Value = serde_json::from_str(&root.get(&change, true).body).unwrap();
     let api = http.api.get(&format!("/api/v1/changes/{id}"), &http.root);
     assert_eq!(page, *api.expect(200));
