@@ -1020,6 +1020,7 @@ fn an_active_exception_covers_findings_raised_later_and_revoking_it_reopens_them
     assert_eq!(again.code(), "state.invalid_transition");
 }
 
+mod ask;
 mod execution;
 mod notify;
 mod reconcile;
