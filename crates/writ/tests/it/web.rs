@@ -640,6 +640,17 @@ fn an_oidc_sign_in_is_bound_to_its_browser_and_its_state_is_taken_once() {
     let Some(issuer) = oidc_issuer() else { return };
     let http = start(&issuer, None);
     let base = http.server.base.clone();
+    // The provider's authorization form, answered as `subject`: where it sends the browser back.
+    let authorize = |location: &str, subject: &str| {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+        let answer = agent
+            .post(location)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(format!("sub={subject}"))
+            .unwrap();
+        answer.headers().get("location").unwrap().to_str().unwrap().to_owned()
+    };
     // The first half: to the provider, with PKCE and a nonce.
     let started = Visitor::new(&base);
     let go = started.get("/ui/signin/oidc", false);
@@ -650,14 +661,7 @@ fn an_oidc_sign_in_is_bound_to_its_browser_and_its_state_is_taken_once() {
         assert!(go.location.contains(parameter), "{parameter}: {}", go.location);
     }
     // bob authorizes at the provider's form; the provider sends the browser back with a code.
-    let provider = Visitor::new(&base);
-    let answer = provider
-        .agent
-        .post(&go.location)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send("sub=bob")
-        .unwrap();
-    let back = answer.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    let back = authorize(&go.location, "bob");
     assert!(back.contains("/ui/auth/callback?"), "{back}");
     // Delivered to another browser: refused, and the state is spent.
     let other = Visitor::new(&base);
@@ -673,26 +677,14 @@ fn an_oidc_sign_in_is_bound_to_its_browser_and_its_state_is_taken_once() {
     assert_eq!(started.get("/ui/inbox", true).status, 401);
     // A fresh sign-in in one browser works, once.
     let go = started.get("/ui/signin/oidc", false);
-    let answer = provider
-        .agent
-        .post(&go.location)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send("sub=bob")
-        .unwrap();
-    let back = answer.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    let back = authorize(&go.location, "bob");
     let got = started.get(&back, false);
     assert_eq!((got.status, got.location.as_str()), (303, "/ui/inbox"), "{}", got.body);
     assert_eq!(started.get("/ui/inbox", true).status, 200);
     // An identity the provider vouches for but Writ does not know is not signed in.
     let nobody = Visitor::new(&base);
     let go = nobody.get("/ui/signin/oidc", false);
-    let answer = provider
-        .agent
-        .post(&go.location)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send("sub=mallory")
-        .unwrap();
-    let back = answer.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    let back = authorize(&go.location, "mallory");
     let got = nobody.get(&back, false);
     assert_eq!(got.status, 401);
     assert!(got.body.contains("mallory is not a registered Writ identity"), "{}", got.body);
