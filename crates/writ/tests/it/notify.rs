@@ -346,6 +346,11 @@ fn killing_the_server_between_commit_and_delivery_loses_no_notification() {
     let _sink = smtp_sink(&python, port, &maildir);
     let _server = serve(&w, &config, &dir, "serve-2.log");
     wait_for("both emails", Duration::from_secs(60), || mails(&maildir).len() == 2);
+    // A notification the killed server had claimed waits out its lease (one delivery's
+    // timeout and 5 s) before the new server may take it: wait for all, not a fixed time.
+    wait_for("every notification delivered", Duration::from_secs(60), || {
+        notifications(&w, &id).iter().all(|n| n["state"] == "delivered")
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(mails(&maildir).len(), 2);
     let delivered = notifications(&w, &id);
