@@ -80,6 +80,26 @@ pub struct EmergencyView {
     pub post_hoc_approval: String,
 }
 
+impl EmergencyView {
+    /// A break-glass change's deadline and how its after-the-fact approval stands; `None` for
+    /// any other change.
+    pub fn of(change: &writ_core::change::Change) -> Option<EmergencyView> {
+        change.emergency.map(|e| EmergencyView {
+            declared_at: e.declared_at.to_rfc3339(),
+            approval_due: e.approval_due.to_rfc3339(),
+            post_hoc_approvals_needed: change.requirement.approvals,
+            post_hoc_approval: if !change.awaits_post_hoc_approval() {
+                if change.approvals.iter().all(|a| a.at <= e.approval_due) { "in_time" } else { "late" }
+            } else if change.alert.is_some() {
+                "missed"
+            } else {
+                "pending"
+            }
+            .to_owned(),
+        })
+    }
+}
+
 /// One operation: what was approved, the target before and after the execution, and what
 /// verification observed.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -234,19 +254,7 @@ impl ChangeView {
                 .escalated
                 .as_ref()
                 .map(|(at, to)| EscalationView { at: at.to_rfc3339(), to: to.clone() }),
-            emergency: change.emergency.map(|e| EmergencyView {
-                declared_at: e.declared_at.to_rfc3339(),
-                approval_due: e.approval_due.to_rfc3339(),
-                post_hoc_approvals_needed: change.requirement.approvals,
-                post_hoc_approval: if !change.awaits_post_hoc_approval() {
-                    if change.approvals.iter().all(|a| a.at <= e.approval_due) { "in_time" } else { "late" }
-                } else if change.alert.is_some() {
-                    "missed"
-                } else {
-                    "pending"
-                }
-                .to_owned(),
-            }),
+            emergency: EmergencyView::of(change),
             operations: operations(change),
             approvals: change
                 .approvals

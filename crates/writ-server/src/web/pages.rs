@@ -18,7 +18,7 @@ use writ_engine::ask::Step;
 
 use super::{Chrome, Posted, Viewer, page_error, respond, work};
 use crate::State;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::http::{blocking, change_view, check_scope, scoped_change};
 
 pub fn routes() -> Router<State> {
@@ -35,6 +35,23 @@ pub fn routes() -> Router<State> {
 
 /// How many recent changes "my requests" looks through.
 const RECENT: usize = 500;
+
+/// The identities a person answers for: themselves and the non-human identities they own.
+fn yours(
+    engine: &writ_engine::Engine,
+    me: &writ_core::name::IdentityName,
+) -> ApiResult<Vec<writ_core::name::IdentityName>> {
+    let mut names = vec![me.clone()];
+    names.extend(
+        engine
+            .store()
+            .identities()?
+            .into_iter()
+            .filter(|i| i.kind != IdentityKind::Human && i.owner.as_ref() == Some(me))
+            .map(|i| i.name),
+    );
+    Ok(names)
+}
 
 // ---- inbox ----
 
@@ -117,16 +134,7 @@ async fn inbox(Extract(state): Extract<State>, viewer: Viewer) -> Response {
             .map(SummaryView::of)
             .collect();
         let mut access = Vec::new();
-        let mut holders = vec![me.clone()];
-        holders.extend(
-            engine
-                .store()
-                .identities()?
-                .into_iter()
-                .filter(|i| i.kind != IdentityKind::Human && i.owner.as_ref() == Some(me))
-                .map(|i| i.name),
-        );
-        for holder in holders {
+        for holder in yours(engine, me)? {
             for grant in engine.store().grants_of(&holder)? {
                 if grant.expires_at.is_some() {
                     access.push(AccessLine { identity: holder.to_string(), grant: GrantView::of(&grant) });
@@ -190,15 +198,7 @@ async fn request_page(
     let chosen = query.identity.unwrap_or_else(|| me.to_string());
     let data = work(&state, json, move |state| {
         let engine = &state.engine;
-        let mut identities = vec![me.to_string()];
-        identities.extend(
-            engine
-                .store()
-                .identities()?
-                .into_iter()
-                .filter(|i| i.kind != IdentityKind::Human && i.owner.as_ref() == Some(&me))
-                .map(|i| i.name.to_string()),
-        );
+        let identities = yours(engine, &me)?.iter().map(ToString::to_string).collect();
         let mut catalogue = Vec::new();
         let mut unreadable = Vec::new();
         for target in engine.store().targets()? {
