@@ -215,6 +215,8 @@ pub const CODES: &[(&str, Kind)] = &[
     ("policy.not_permitted", Forbidden),
     ("policy.duration_exceeded", Forbidden),
     ("policy.ticket_required", Forbidden),
+    ("policy.window_required", Forbidden),
+    ("policy.window_not_allowed", Forbidden),
     ("policy.evaluation_error", Forbidden),
     ("policy.revalidation_required", Forbidden),
     ("policy.revalidation_refused", Forbidden),
@@ -231,6 +233,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("exception.owner_not_human", Refused),
     // Order and state.
     ("approval.expired", Conflict),
+    ("window.outside", Conflict),
     ("approval.insufficient", Conflict),
     ("approval.not_eligible", Conflict),
     ("state.invalid_transition", Conflict),

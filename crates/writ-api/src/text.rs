@@ -200,6 +200,23 @@ pub fn trail(change: &ChangeView) -> String {
             policy.slots.join(", ")
         ));
     }
+    if let Some(window) = &change.window {
+        let demanded = if window.demanded_by.is_empty() {
+            String::new()
+        } else {
+            format!(" (demanded by {})", window.demanded_by.join(", "))
+        };
+        match (&window.start, &window.end, window.applies) {
+            (Some(start), Some(end), true) => out.push_str(&format!(
+                "  window     {start} to {end}, given in {}{demanded}\n",
+                window.zone.as_deref().unwrap_or("UTC")
+            )),
+            _ if change.emergency.is_some() => out.push_str(&format!(
+                "  window     waived: break-glass ignores maintenance windows{demanded}\n"
+            )),
+            _ => out.push_str(&format!("  window     none{demanded}\n")),
+        }
+    }
     if let Some(escalated) = &change.escalated {
         out.push_str(&format!("  ESCALATED  to {} at {}: approval overdue\n", escalated.to, escalated.at));
     }

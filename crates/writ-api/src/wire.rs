@@ -230,6 +230,27 @@ pub struct NewChange {
     pub event: Option<String>,
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub on_behalf_of: Option<String>,
+    /// The maintenance window the change must be carried out in.
+    pub window: Option<WindowBody>,
+}
+
+/// A maintenance window: `start` and `end` as RFC 3339 instants (`2026-12-08T21:00:00Z`) or
+/// local date-times in `zone` (`2026-12-08T22:00`), and the IANA time zone it is given in.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBody {
+    #[schemars(length(min = 1, max = 40))]
+    pub start: String,
+    #[schemars(length(min = 1, max = 40))]
+    pub end: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub zone: String,
+}
+
+impl WindowBody {
+    pub fn window(&self) -> Result<writ_core::change::Window, Error> {
+        Ok(writ_engine::window(&self.start, &self.end, &self.zone)?)
+    }
 }
 
 impl NewChange {
@@ -274,6 +295,7 @@ impl NewChange {
             justification: Justification::parse(&justification)?,
             refs,
             event: BusinessEvent::parse(self.event.as_deref().unwrap_or("adhoc"))?,
+            window: self.window.as_ref().map(WindowBody::window).transpose()?,
         })
     }
 }

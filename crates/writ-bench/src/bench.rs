@@ -148,6 +148,7 @@ fn lifecycle(engine: &Engine, subject: &IdentityName, action: OpAction) -> anyho
         justification: Justification::parse("benchmark")?,
         refs: vec![],
         event: BusinessEvent::Adhoc,
+        window: None,
     };
     let id = engine.request(input, writ_engine::random_bits()?)?.change.id;
     engine.approve(&id, &bob, None, None)?;

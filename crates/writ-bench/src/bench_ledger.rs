@@ -50,6 +50,7 @@ fn sample_event(
                 entitlement: EntitlementRef::parse("access:eng-read")?,
                 duration: None,
             }],
+            window: None,
         },
     };
     let (bytes, sealed) = writ_ledger::encode(&Event::Change(event), key);

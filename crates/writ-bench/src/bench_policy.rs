@@ -29,6 +29,8 @@ fn facts(i: usize) -> ChangeFacts {
         tier: "low".into(),
         approvers: vec!["bob".into()],
         executors: Vec::new(),
+        window: None,
+        now: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub fn request(
         justification: Justification::parse(why)?,
         refs: vec![ExternalRef::new(RefKind::Ticket, ticket)?],
         event,
+        window: None,
     };
     let record = engine.request(input, writ_engine::random_bits()?)?;
     println!("  requested {} by alice ({event}, ticket {ticket})", record.change.id);

@@ -260,6 +260,46 @@ impl Justification {
     }
 }
 
+/// A maintenance window: the change may be carried out from `start` until `end` (UTC
+/// instants, end excluded); `zone` is the IANA time zone it was given in, kept for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub zone: String,
+}
+
+impl Window {
+    /// The longest window a change may carry.
+    pub const MAX: Duration = Duration::hours(7 * 24);
+
+    pub fn new(start: Timestamp, end: Timestamp, zone: &str) -> Result<Window, Refusal> {
+        if end <= start || end.as_millis() - start.as_millis() > Self::MAX.as_millis() {
+            return Err(Refusal::InvalidValue {
+                field: "maintenance window",
+                input: format!("{start} to {end}"),
+                expected: "an end after its start, at most 7 days later",
+            });
+        }
+        let zone_ok = !zone.is_empty()
+            && zone.len() <= 64
+            && zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-+".contains(&b));
+        if !zone_ok {
+            return Err(Refusal::InvalidValue {
+                field: "maintenance window zone",
+                input: zone.chars().take(40).collect(),
+                expected: "an IANA time zone name such as Europe/Berlin or UTC",
+            });
+        }
+        Ok(Window { start, end, zone: zone.to_owned() })
+    }
+
+    /// Whether `at` falls inside the window.
+    pub fn contains(&self, at: Timestamp) -> bool {
+        self.start <= at && at < self.end
+    }
+}
+
 /// One step of the desired state: give or take `entitlement` for `identity`. A grant may be
 /// time-bound: it expires `duration` after it is implemented.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,6 +333,9 @@ pub struct Controls {
     pub escalate_at: Option<Timestamp>,
     pub escalate_to: Option<String>,
     pub review_required: bool,
+    /// The rules (or `tier.NAME`) that demand the change be carried out in a maintenance
+    /// window; empty when none does. A break-glass change waives them.
+    pub window_rules: Vec<String>,
 }
 
 /// A break-glass change: executed at once for a person policy lets break glass, on the
@@ -380,6 +423,8 @@ pub struct Change {
     pub vendor: Option<OrgName>,
     pub justification: Justification,
     pub ops: Vec<PlannedOp>,
+    /// When the change may be carried out, if it is bound to a maintenance window.
+    pub window: Option<Window>,
     pub created_at: Timestamp,
     pub state: ChangeState,
     pub requirement: ApprovalRequirement,

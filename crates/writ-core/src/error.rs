@@ -167,6 +167,12 @@ pub enum Refusal {
     /// [`crate::transfer`]).
     #[error("{reason}")]
     TransferRefused { code: &'static str, reason: String },
+    /// Execution outside the change's maintenance window (before it opens or after it closed).
+    #[error(
+        "{change} may be carried out only in its maintenance window, {} to {} (given in {zone}); it is {now}",
+        window.0, window.1
+    )]
+    OutsideWindow { change: ChangeId, window: (Timestamp, Timestamp), zone: String, now: Timestamp },
     /// Stored events do not fold into a valid change (corrupted or foreign history).
     #[error("history of {change} is inconsistent at event {seq}: {detail}")]
     CorruptHistory { change: String, seq: u64, detail: &'static str },
@@ -222,6 +228,7 @@ impl Refusal {
             Refusal::ExceptionDuplicateApproval { .. } => "sod.duplicate_approval",
             Refusal::ExceptionNotDue { .. } => "state.not_due",
             Refusal::AlreadyLinked { .. } => "intake.already_linked",
+            Refusal::OutsideWindow { .. } => "window.outside",
             Refusal::CorruptHistory { .. } => "ledger.corrupt_history",
         }
     }

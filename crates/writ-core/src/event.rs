@@ -106,6 +106,8 @@ pub enum ChangeEventBody {
         vendor: Option<OrgName>,
         justification: Justification,
         ops: Vec<PlannedOp>,
+        /// The maintenance window the change must be carried out in, if any.
+        window: Option<crate::change::Window>,
     },
     Validated {
         requirement: ApprovalRequirement,

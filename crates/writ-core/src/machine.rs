@@ -36,6 +36,8 @@ pub struct NewChange {
     pub refs: Vec<ExternalRef>,
     pub justification: Justification,
     pub ops: Vec<PlannedOp>,
+    /// The maintenance window it must be carried out in, if any.
+    pub window: Option<crate::change::Window>,
     /// The identity named by each op, in the same order as `ops`.
     pub subjects: Vec<Identity>,
     pub requirement: ApprovalRequirement,
@@ -285,6 +287,15 @@ pub fn decide(
             let breaks_glass = change.emergency.is_some() && executor.identity() == Some(&change.requester);
             if change.emergency.is_none() {
                 check_approvals_current(change, now)?;
+                // A break-glass change ignores maintenance windows (its record says so).
+                if let Some(window) = change.window.as_ref().filter(|w| !w.contains(now)) {
+                    return Err(Refusal::OutsideWindow {
+                        change: change.id.clone(),
+                        window: (window.start, window.end),
+                        zone: window.zone.clone(),
+                        now,
+                    });
+                }
             }
             // Independence is from the request and its approval; the executor of an earlier
             // attempt may retry it (policy can ask for someone else after a failure).
@@ -434,14 +445,13 @@ pub fn decide(
         }
         Command::Expire => {
             require_state(change, &[ChangeState::Approved], action)?;
-            match change.approvals_valid_until() {
-                Some(until) if until <= now => Ok(vec![event(
-                    Actor::System(SystemActor::Engine),
-                    None,
-                    ChangeEventBody::Expired { reason: format!("approval validity ended at {until}") },
-                )]),
-                _ => Err(Refusal::NotDue { change: change.id.clone(), action }),
-            }
+            let window_end = change.window.as_ref().filter(|_| change.emergency.is_none()).map(|w| w.end);
+            let reason = match (change.approvals_valid_until(), window_end) {
+                (Some(until), _) if until <= now => format!("approval validity ended at {until}"),
+                (_, Some(end)) if end <= now => format!("its maintenance window ended at {end}"),
+                _ => return Err(Refusal::NotDue { change: change.id.clone(), action }),
+            };
+            Ok(vec![event(Actor::System(SystemActor::Engine), None, ChangeEventBody::Expired { reason })])
         }
     }
 }
@@ -452,7 +462,10 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
     let corrupt =
         |detail| Refusal::CorruptHistory { change: event.change.to_string(), seq: event.seq, detail };
     let mut change = match (change, &event.body) {
-        (None, ChangeEventBody::Requested { kind, event: business, refs, vendor, justification, ops }) => {
+        (
+            None,
+            ChangeEventBody::Requested { kind, event: business, refs, vendor, justification, ops, window },
+        ) => {
             if event.seq != 0 {
                 return Err(corrupt("first event must have sequence 0"));
             }
@@ -462,6 +475,7 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 refs: refs.clone(),
                 on_behalf_of: event.on_behalf_of.clone(),
                 vendor: vendor.clone(),
+                window: window.clone(),
                 ..first(event, *kind, *business, requester, justification.clone(), ops)
             });
         }
@@ -703,6 +717,7 @@ fn first(
         vendor: None,
         justification,
         ops: ops.to_vec(),
+        window: None,
         created_at: event.at,
         state: ChangeState::Requested,
         requirement: ApprovalRequirement::BASELINE,
@@ -758,6 +773,7 @@ fn decide_breakglass(
         escalate_at: None,
         escalate_to: None,
         review_required: true,
+        window_rules: Vec::new(),
     }));
     let mut events = decide_request(new, now)?;
     if let Some(validated) = events.get_mut(1) {
@@ -791,6 +807,13 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         return Err(Refusal::OnBehalfOfSelf { requester: new.requester.name });
     }
     check_event(new.event, &new.ops)?;
+    if let Some(window) = new.window.as_ref().filter(|w| w.end <= now) {
+        return Err(Refusal::TooEarly {
+            field: "maintenance window end",
+            input: window.end.to_rfc3339(),
+            expected: "a window that has not ended yet",
+        });
+    }
     let actions: Vec<(OpAction, bool)> =
         new.ops.iter().map(|op| (op.action, op.duration.is_some())).collect();
     let kind = ChangeKind::derive(&actions, new.event);
@@ -811,6 +834,7 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
             vendor: new.requester.vendor,
             justification: new.justification,
             ops: new.ops,
+            window: new.window,
         },
     };
     let validated = ChangeEvent {

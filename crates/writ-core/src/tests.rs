@@ -52,6 +52,7 @@ fn request(
         refs: vec![ExternalRef::new(RefKind::Ticket, "JIRA-1").unwrap()],
         justification: Justification::parse("needs read access for onboarding").unwrap(),
         ops,
+        window: None,
         subjects,
         requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
         controls: None,
@@ -1100,4 +1101,59 @@ fn an_exception_is_warned_once_per_term_and_warning() {
     let hour = day.warn(Duration::hours(1), t(29)).unwrap();
     assert!(hour.warn(Duration::hours(24), t(29)).is_err(), "not a day after an hour");
     assert!(hour.warn(Duration::hours(1), t(31)).is_err(), "not past its end");
+}
+
+/// `command` (a request) with a maintenance window from `start` to `end` hours after T0.
+fn windowed(command: Command, start: i64, end: i64) -> Command {
+    let window = Window::new(at(start), at(end), "Europe/Berlin").unwrap();
+    match command {
+        Command::Request(new) => Command::Request(Box::new(NewChange { window: Some(window), ..*new })),
+        Command::BreakGlass { new, approval_due } => {
+            Command::BreakGlass { new: Box::new(NewChange { window: Some(window), ..*new }), approval_due }
+        }
+        other => other,
+    }
+}
+
+#[test]
+fn a_change_runs_only_inside_its_window_and_expires_once_the_window_has_passed() {
+    let (alice, bob, carol, dave) = (human("alice"), human("bob"), human("carol"), human("dave"));
+    let ops = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
+    // Approval stays valid 24 hours; the window is hours 4 to 6.
+    let change = step(None, windowed(request(&alice, None, ops, 1), 4, 6), T0).unwrap();
+    let approve = Command::Approve { approver: bob, on_behalf_of: None, validity: None };
+    let change = step(Some(change), approve, at(1)).unwrap();
+    let execute = || Command::StartExecution { executor: Actor::Identity(carol.name.clone()) };
+    for hour in [1, 3] {
+        let refusal = step(Some(change.clone()), execute(), at(hour)).unwrap_err();
+        assert_eq!(refusal.code(), "window.outside", "hour {hour}");
+        assert!(refusal.to_string().contains("Europe/Berlin"), "{refusal}");
+    }
+    assert_eq!(step(Some(change.clone()), Command::Expire, at(5)).unwrap_err().code(), "state.not_due");
+    assert_eq!(step(Some(change.clone()), execute(), at(4)).unwrap().state, ChangeState::Implementing);
+    assert_eq!(step(Some(change.clone()), execute(), at(5)).unwrap().state, ChangeState::Implementing);
+    // The end is excluded: at hour 6 it is over, though the approval holds until hour 25.
+    assert_eq!(step(Some(change.clone()), execute(), at(6)).unwrap_err().code(), "window.outside");
+    let expired = step(Some(change), Command::Expire, at(6)).unwrap();
+    assert_eq!(expired.state, ChangeState::Expired);
+    let reason = &expired.closing.as_ref().unwrap().reason;
+    assert!(reason.contains("maintenance window ended"), "{reason}");
+}
+
+#[test]
+fn a_window_that_has_ended_cannot_be_asked_for_and_break_glass_ignores_windows() {
+    let (alice, dave) = (human("alice"), human("dave"));
+    let ops = vec![(op(OpAction::Grant, &dave, "repo:read"), dave.clone())];
+    let refusal = step(None, windowed(request(&alice, None, ops, 1), 1, 3), at(3)).unwrap_err();
+    assert_eq!(refusal.code(), "input.too_early");
+    // Break-glass at hour 0 with a window hours 4 to 6: it runs now, and never expires by it.
+    let change =
+        step(None, windowed(breakglass(&alice, Some(Duration::hours(1)), at(24)), 4, 6), T0).unwrap();
+    let as_alice = Command::StartExecution { executor: Actor::Identity(alice.name.clone()) };
+    assert_eq!(step(Some(change.clone()), as_alice, at(0)).unwrap().state, ChangeState::Implementing);
+    assert_eq!(step(Some(change), Command::Expire, at(7)).unwrap_err().code(), "state.not_due");
+    // A window is at most 7 days and ends after it starts.
+    assert!(Window::new(at(2), at(2), "UTC").is_err());
+    assert!(Window::new(at(0), at(7 * 24 + 1), "UTC").is_err());
+    assert!(Window::new(at(0), at(1), "Europe/Berlin; DROP").is_err());
 }

@@ -102,6 +102,7 @@ impl Engine {
             ..controls
         };
         let new = NewChange {
+            window: None,
             id: ChangeId::generate(now, random),
             requester: requester.clone(),
             on_behalf_of: None,

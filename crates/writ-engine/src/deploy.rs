@@ -127,6 +127,7 @@ impl Engine {
         } else {
             self.register(source, manifest, after)?;
             let input = RequestInput {
+                window: None,
                 requester: source.requester.clone(),
                 on_behalf_of: self.on_behalf_of(source, parsed, notes),
                 ops,

@@ -98,6 +98,15 @@ pub struct RequestInput {
     pub justification: Justification,
     pub refs: Vec<ExternalRef>,
     pub event: BusinessEvent,
+    /// The maintenance window the change must be carried out in (see [`window`]).
+    pub window: Option<writ_core::change::Window>,
+}
+
+/// Reads a maintenance window: `start` and `end` as RFC 3339 instants or local date-times in
+/// `zone`, an IANA time zone (see `writ_policy::window::concrete`).
+pub fn window(start: &str, end: &str, zone: &str) -> Result<writ_core::change::Window> {
+    writ_policy::window::concrete(start, end, zone)
+        .map_err(|detail| EngineError::Input { field: "window", detail })
 }
 
 /// The engine. Cheap to clone; all state lives in the store and the targets.

@@ -74,14 +74,18 @@ impl Engine {
         let requester = self.actor(&input.requester)?;
         let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.actor(n)).transpose()?;
         let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
-        let facts = policy::requested_facts(
-            input.event,
-            &requester,
-            on_behalf_of.as_ref(),
-            &input.refs,
-            &ops,
-            &subjects,
-        );
+        let facts = writ_policy::ChangeFacts {
+            window: input.window.clone(),
+            now: Some(now),
+            ..policy::requested_facts(
+                input.event,
+                &requester,
+                on_behalf_of.as_ref(),
+                &input.refs,
+                &ops,
+                &subjects,
+            )
+        };
         let new = NewChange {
             id,
             requester,
@@ -90,6 +94,7 @@ impl Engine {
             refs: input.refs,
             justification: input.justification,
             ops,
+            window: input.window,
             subjects,
             requirement: writ_core::change::ApprovalRequirement::BASELINE,
             controls: None,
@@ -361,7 +366,8 @@ impl Engine {
         } else if let Some(open) = self.open_cleanup(identity)? {
             Some(open)
         } else {
-            let input = RequestInput { requester, on_behalf_of: None, ops, justification, refs, event };
+            let input =
+                RequestInput { requester, on_behalf_of: None, ops, justification, refs, event, window: None };
             Some(self.request(input, random)?)
         };
         standing.flagged =

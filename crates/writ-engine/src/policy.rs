@@ -127,6 +127,8 @@ impl Engine {
             change.executions.iter().map(|e| e.executor.to_string()).collect();
         Ok(ChangeFacts {
             emergency: change.emergency.is_some(),
+            window: change.window.clone(),
+            now: Some(self.clock.now()),
             tier: change.controls.as_ref().map(|c| c.tier.clone()).unwrap_or_default(),
             approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
             executors: executors.into_iter().collect(),
@@ -382,6 +384,7 @@ fn controls(validation: &Validation, created: Timestamp) -> Controls {
         escalate_at: validation.escalate_after.map(|d| created.plus(d)),
         escalate_to: validation.escalate_to.clone(),
         review_required: validation.review,
+        window_rules: validation.window_rules.iter().map(|(rule, _)| rule.clone()).collect(),
     }
 }
 
@@ -427,6 +430,8 @@ pub(crate) fn change_facts(
         tier: String::new(),
         approvers: Vec::new(),
         executors: Vec::new(),
+        window: None,
+        now: None,
     }
 }
 

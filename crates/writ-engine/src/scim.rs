@@ -765,6 +765,7 @@ impl Engine {
             now,
         )?;
         let input = RequestInput {
+            window: None,
             requester: client.clone(),
             on_behalf_of: None,
             ops,

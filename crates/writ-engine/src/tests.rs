@@ -203,6 +203,7 @@ fn input(requester: &str, ops: &[(OpAction, &str, &str)]) -> RequestInput {
             .collect(),
         justification: Justification::parse("ticket work").unwrap(),
         refs: vec![],
+        window: None,
         event: BusinessEvent::Adhoc,
     }
 }

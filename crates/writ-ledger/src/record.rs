@@ -9,7 +9,7 @@ use crate::sensitive::{ERASED, HmacKey, Sealer};
 use writ_core::access::{Role, TokenInfo};
 use writ_core::change::{
     ApprovalRequirement, BusinessEvent, ChangeId, ChangeKind, Controls, ExternalRef, Justification,
-    Observation, OpAction, OpOutcome, PlannedOp, RefKind,
+    Observation, OpAction, OpOutcome, PlannedOp, RefKind, Window,
 };
 use writ_core::event::{ChangeEvent, ChangeEventBody, Event, EvidenceRef, RegistryEvent};
 use writ_core::identity::{Actor, ConnectorKind, Identity, IdentityKind, IdentityState, Target};
@@ -72,6 +72,18 @@ struct ControlsRecord {
     escalate_at: Option<String>,
     escalate_to: Option<String>,
     review_required: bool,
+    /// Absent when no rule demands a maintenance window (and in records before windows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    window_rules: Vec<String>,
+}
+
+/// A maintenance window: UTC instants and the zone it was given in.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowRecord {
+    start: String,
+    end: String,
+    zone: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,6 +174,9 @@ enum Data {
         vendor: Option<String>,
         justification: Sealed,
         ops: Vec<OpRecord>,
+        /// Absent for a change with no maintenance window (and in records before windows).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<WindowRecord>,
     },
     Validated {
         required_approvals: u8,
@@ -809,14 +824,21 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
     let observations =
         |o: &[Observation]| o.iter().map(|o| ObservationRecord { op: o.op, present: o.present }).collect();
     match body {
-        ChangeEventBody::Requested { kind, event, refs, vendor, justification, ops } => Data::Requested {
-            kind: kind.as_str().to_owned(),
-            event: event.as_str().to_owned(),
-            refs: refs_record(refs),
-            vendor: vendor.as_ref().map(ToString::to_string),
-            justification: seal(justification.as_str()),
-            ops: op_records(ops),
-        },
+        ChangeEventBody::Requested { kind, event, refs, vendor, justification, ops, window } => {
+            Data::Requested {
+                kind: kind.as_str().to_owned(),
+                event: event.as_str().to_owned(),
+                refs: refs_record(refs),
+                vendor: vendor.as_ref().map(ToString::to_string),
+                justification: seal(justification.as_str()),
+                ops: op_records(ops),
+                window: window.as_ref().map(|w| WindowRecord {
+                    start: w.start.to_rfc3339(),
+                    end: w.end.to_rfc3339(),
+                    zone: w.zone.clone(),
+                }),
+            }
+        }
         ChangeEventBody::ExpiryOpened { origin, requester, due_at, ops } => Data::ExpiryOpened {
             origin: origin.to_string(),
             requester: requester.to_string(),
@@ -1156,7 +1178,7 @@ fn change_body(
         o.into_iter().map(|o| Observation { op: o.op, present: o.present }).collect()
     };
     Ok(match (kind, data) {
-        ("change.requested", Data::Requested { kind, event, refs, vendor, justification, ops }) => {
+        ("change.requested", Data::Requested { kind, event, refs, vendor, justification, ops, window }) => {
             ChangeEventBody::Requested {
                 kind: ChangeKind::parse(&kind)?,
                 event: BusinessEvent::parse(&event)?,
@@ -1164,6 +1186,15 @@ fn change_body(
                 vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
                 justification: Justification::parse(&unseal(justification))?,
                 ops: planned_ops(ops)?,
+                window: window
+                    .map(|w| {
+                        Ok::<_, RecordError>(Window::new(
+                            parse_time(&w.start)?,
+                            parse_time(&w.end)?,
+                            &w.zone,
+                        )?)
+                    })
+                    .transpose()?,
             }
         }
         ("change.expiry_opened", Data::ExpiryOpened { origin, requester, due_at, ops }) => {
@@ -1287,6 +1318,7 @@ fn controls_record(c: &Controls) -> ControlsRecord {
         escalate_at: c.escalate_at.map(Timestamp::to_rfc3339),
         escalate_to: c.escalate_to.clone(),
         review_required: c.review_required,
+        window_rules: c.window_rules.clone(),
     }
 }
 
@@ -1297,6 +1329,7 @@ fn controls_of(c: ControlsRecord) -> Result<Controls, RecordError> {
         escalate_at: c.escalate_at.as_deref().map(parse_time).transpose()?,
         escalate_to: c.escalate_to,
         review_required: c.review_required,
+        window_rules: c.window_rules,
     })
 }
 

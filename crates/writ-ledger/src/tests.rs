@@ -58,6 +58,7 @@ fn controls() -> writ_core::change::Controls {
         escalate_at: Some(T0.plus(Duration::hours(4))),
         escalate_to: Some("group:security".into()),
         review_required: true,
+        window_rules: vec!["tier.high".into(), "db-admin".into()],
     }
 }
 
@@ -77,6 +78,9 @@ fn every_event() -> Vec<Event> {
                 entitlement: EntitlementRef::parse("repo:db/admin").unwrap(),
                 duration: Some(Duration::hours(8)),
             }],
+            window: Some(
+                writ_core::change::Window::new(T0, T0.plus(Duration::hours(4)), "Europe/Berlin").unwrap(),
+            ),
         },
         ChangeEventBody::Validated { requirement: ApprovalRequirement::BASELINE, controls: None },
         ChangeEventBody::Approved { expires_at: T0.plus(Duration::hours(24)) },

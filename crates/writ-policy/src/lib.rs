@@ -16,6 +16,7 @@ mod bundle;
 mod cedar;
 mod rules;
 pub mod testing;
+pub mod window;
 
 use std::collections::BTreeSet;
 
@@ -111,6 +112,10 @@ pub struct ChangeFacts {
     pub tier: String,
     pub approvers: Vec<String>,
     pub executors: Vec<String>,
+    /// The maintenance window the change carries, if any.
+    pub window: Option<writ_core::change::Window>,
+    /// When the facts are judged (for the next allowed window a refusal names).
+    pub now: Option<writ_core::time::Timestamp>,
 }
 
 /// The kind of the facts of an exception, as Cedar policies see it (`resource.kind`).
@@ -128,6 +133,8 @@ impl ChangeFacts {
             requester,
             has_ticket: false,
             emergency: false,
+            window: None,
+            now: None,
             ops: Vec::new(),
             tier: String::new(),
             approvers,
@@ -239,6 +246,7 @@ impl Policy {
                 review: false,
                 rules: vec![policy.rule],
                 max_durations: Vec::new(),
+                window_rules: Vec::new(),
             }
         } else {
             self.rules.evaluate(facts)?

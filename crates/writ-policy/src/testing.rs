@@ -279,6 +279,8 @@ fn facts(spec: &ChangeSpec, person: &dyn Fn(&str) -> Person) -> Result<ChangeFac
         tier: spec.tier.clone(),
         approvers: spec.approvers.clone(),
         executors: spec.executors.clone(),
+        window: None,
+        now: None,
     })
 }
 

@@ -154,6 +154,8 @@ fn slot_assignment_finds_a_matching_when_greedy_would_not() {
         tier: String::new(),
         approvers: Vec::new(),
         executors: Vec::new(),
+        window: None,
+        now: None,
     };
     let v = policy.validate(&facts).unwrap();
     assert_eq!(v.slots.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), ["any", "group:sec"]);
@@ -256,6 +258,8 @@ fn the_entities_writ_builds_match_the_schema() {
         tier: "low".into(),
         approvers: vec!["bob".into()],
         executors: vec!["system:writ-engine".into()],
+        window: None,
+        now: None,
     };
     let (entities, context) = policy
         .cedar_types()
@@ -359,4 +363,76 @@ fn automation_limits_pause_above_the_share_or_the_grant_count_never_below_the_fl
     assert_eq!(set.rules().automation.feed_interval, Some(writ_core::time::Duration::hours(2)));
     let err = pack_with(&base.replace("# feed_interval = \"2h\"", "feed_interval = \"soon\"")).unwrap_err();
     assert!(err.to_string().contains("[automation]"), "{err}");
+}
+
+/// A grant as policy sees it, with `window` and the time it is judged at.
+fn windowed(window: Option<writ_core::change::Window>, emergency: bool) -> ChangeFacts {
+    ChangeFacts {
+        kind: "grant".into(),
+        event: "adhoc".into(),
+        requester: Person::human("alice"),
+        on_behalf_of: None,
+        vendor: None,
+        has_ticket: false,
+        emergency,
+        ops: vec![OpFacts {
+            action: "grant".into(),
+            identity: Person::human("carol"),
+            owner: None,
+            entitlement: "db:admin".into(),
+            duration: None,
+        }],
+        tier: String::new(),
+        approvers: Vec::new(),
+        executors: Vec::new(),
+        window,
+        now: writ_core::time::Timestamp::parse_rfc3339("2026-12-07T12:00:00Z"),
+    }
+}
+
+#[test]
+fn windows_are_required_and_bounded_per_tier_and_rule_and_waived_for_break_glass() {
+    let rules = "[[tier]]\nname = \"low\"\napprovals = 1\napproval_validity = \"1h\"\n\
+        [[tier]]\nname = \"high\"\napprovals = 1\napproval_validity = \"1h\"\nrequire_window = true\n\
+        [[rule]]\nid = \"admin\"\nwhen = { entitlement = [\"db:admin\"] }\ntier = \"high\"\n\
+        allowed_windows = [\"Tue-Thu 22:00-02:00 Europe/Berlin\"]\n";
+    let policy = pack_with(rules).unwrap();
+    let window = |start: &str, end: &str| Some(crate::window::concrete(start, end, "Europe/Berlin").unwrap());
+    let cases = [
+        (None, false, Err("policy.window_required")),
+        (window("2026-12-08T22:00", "2026-12-08T23:00"), false, Ok(())),
+        (window("2026-12-07T22:00", "2026-12-07T23:00"), false, Err("policy.window_not_allowed")),
+        (window("2026-12-08T21:00", "2026-12-08T23:00"), false, Err("policy.window_not_allowed")),
+        (None, true, Ok(())),
+        (window("2026-12-07T22:00", "2026-12-07T23:00"), true, Ok(())),
+    ];
+    for (window, emergency, want) in cases {
+        let got = policy.validate(&windowed(window.clone(), emergency));
+        match (&got, want) {
+            (Ok(v), Ok(())) => {
+                let rules: Vec<&str> = v.window_rules.iter().map(|(r, _)| r.as_str()).collect();
+                assert_eq!(rules, ["tier.high", "admin"], "the demands are reported, waived or not");
+            }
+            (Err(denial), Err(code)) => assert_eq!(denial.code, code, "{window:?} {emergency}"),
+            _ => panic!("{window:?} emergency={emergency}: {got:?}, want {want:?}"),
+        }
+    }
+    // The refusal names the allowed windows and the next one, in the policy's zone.
+    let denial = policy.validate(&windowed(None, false)).unwrap_err();
+    assert!(
+        denial.reason.contains(
+            "the next allowed window is Tue 2026-12-08 22:00 to Wed 2026-12-09 02:00 Europe/Berlin"
+        ),
+        "{denial}"
+    );
+    // A low-tier change needs no window.
+    let low = ChangeFacts {
+        ops: vec![OpFacts { entitlement: "db:read".into(), ..windowed(None, false).ops.remove(0) }],
+        ..windowed(None, false)
+    };
+    assert!(policy.validate(&low).unwrap().window_rules.is_empty());
+    // A malformed window in the file is named with its line.
+    let bad = rules.replace("Tue-Thu 22:00-02:00", "Tue-Thu 22-02");
+    let error = pack_with(&bad).unwrap_err().to_string();
+    assert!(error.contains("rules.toml:") && error.contains("HH:MM"), "{error}");
 }

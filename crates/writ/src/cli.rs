@@ -437,7 +437,7 @@ pub enum TargetCmd {
 #[derive(Subcommand, Debug)]
 pub enum ChangeCmd {
     /// Request a change; prints its change ID.
-    Request(RequestArgs),
+    Request(Box<RequestArgs>),
     /// Approve a pending change (never your own).
     Approve {
         id: String,
@@ -531,6 +531,25 @@ pub struct RequestArgs {
     /// The person the requester acts for (both are recorded).
     #[arg(long)]
     pub on_behalf_of: Option<String>,
+    /// Start of the maintenance window the change must be carried out in: RFC 3339
+    /// (2026-12-08T21:00:00Z) or a local time in --window-zone (2026-12-08T22:00). Execution
+    /// outside the window is refused; once it has passed, the approved change expires.
+    #[arg(long, value_name = "TIME", requires = "window_end")]
+    pub window_start: Option<String>,
+    /// End of the maintenance window (excluded), in the same forms as --window-start.
+    #[arg(long, value_name = "TIME", requires = "window_start")]
+    pub window_end: Option<String>,
+    /// The IANA time zone the window is given in (Europe/Berlin, America/New_York, UTC).
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub window_zone: String,
+}
+
+impl RequestArgs {
+    /// The maintenance window the options give, as the API's body takes it.
+    pub fn window(&self) -> Option<writ_api::wire::WindowBody> {
+        let (start, end) = (self.window_start.clone()?, self.window_end.clone()?);
+        Some(writ_api::wire::WindowBody { start, end, zone: self.window_zone.clone() })
+    }
 }
 
 #[derive(Subcommand, Debug)]

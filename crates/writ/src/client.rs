@@ -341,7 +341,7 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
             let body = json!({
                 "identity": args.identity, "grant": args.grant, "revoke": args.revoke, "rotate": args.rotate, "for": args.duration,
                 "justification": args.justification, "ticket": args.ticket, "commit": args.commit, "pr": args.pr,
-                "event": args.event, "on_behalf_of": args.on_behalf_of,
+                "event": args.event, "on_behalf_of": args.on_behalf_of, "window": args.window(),
             });
             let change: ChangeView = client.view("POST", "/api/v1/changes", Some(body))?;
             render::print(json, json!({ "id": change.id, "state": change.state }), || change.id.clone());

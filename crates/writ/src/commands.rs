@@ -236,7 +236,11 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
                         .iter()
                         .map(|(id, state)| format!("resumed {id} (cut off mid-execution): now {state}")),
                 );
-                lines.extend(expired.iter().map(|id| format!("expired {id} (approval validity ended)")));
+                lines.extend(
+                    expired.iter().map(|id| {
+                        format!("expired {id} (its approval validity or maintenance window ended)")
+                    }),
+                );
                 lines.extend(
                     exceptions_warned
                         .iter()
@@ -580,7 +584,7 @@ fn absolute(path: &Path) -> Result<PathBuf, CliError> {
 fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliError> {
     let record = match command {
         ChangeCmd::Request(args) => {
-            let record = engine.request(request_input(args)?, writ_engine::random_bits()?)?;
+            let record = engine.request(request_input(*args)?, writ_engine::random_bits()?)?;
             if json {
                 println!(
                     "{}",
@@ -643,6 +647,7 @@ fn report_transition(record: &ChangeRecord, json: bool) -> Result<(), CliError> 
 
 /// The request the command line describes, through the same conversion as the API's body.
 pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
+    let window = args.window();
     let RequestArgs {
         actor,
         identity,
@@ -656,6 +661,7 @@ pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         pr,
         event,
         on_behalf_of,
+        ..
     } = args;
     let body = writ_api::wire::NewChange {
         identity: Some(identity),
@@ -669,6 +675,7 @@ pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         pr,
         event: Some(event),
         on_behalf_of,
+        window,
     };
     body.into_input(&actor)
 }

@@ -31,6 +31,10 @@ pub struct ChangeView {
     pub policy: Option<PolicyView>,
     pub escalated: Option<EscalationView>,
     pub emergency: Option<EmergencyView>,
+    /// The maintenance window the change must be carried out in, if it has one or policy
+    /// demanded one.
+    #[serde(default)]
+    pub window: Option<WindowView>,
     pub operations: Vec<OperationView>,
     pub approvals: Vec<ApprovalView>,
     pub executions: Vec<ExecutionView>,
@@ -63,6 +67,34 @@ pub struct PolicyView {
     pub escalate_at: Option<String>,
     pub escalate_to: Option<String>,
     pub review_required: bool,
+}
+
+/// A change's maintenance window: UTC instants and the zone it was given in. `applies` is false
+/// for a break-glass change, which ignores windows (`demanded_by`: the rules it waived).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct WindowView {
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub zone: Option<String>,
+    pub applies: bool,
+    pub demanded_by: Vec<String>,
+}
+
+impl WindowView {
+    pub fn of(change: &writ_core::change::Change) -> Option<WindowView> {
+        let demanded_by = change.controls.as_ref().map(|c| c.window_rules.clone()).unwrap_or_default();
+        if change.window.is_none() && demanded_by.is_empty() {
+            return None;
+        }
+        let window = change.window.as_ref();
+        Some(WindowView {
+            start: window.map(|w| w.start.to_rfc3339()),
+            end: window.map(|w| w.end.to_rfc3339()),
+            zone: window.map(|w| w.zone.clone()),
+            applies: change.emergency.is_none() && window.is_some(),
+            demanded_by,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -255,6 +287,7 @@ impl ChangeView {
                 .as_ref()
                 .map(|(at, to)| EscalationView { at: at.to_rfc3339(), to: to.clone() }),
             emergency: EmergencyView::of(change),
+            window: WindowView::of(change),
             operations: operations(change),
             approvals: change
                 .approvals

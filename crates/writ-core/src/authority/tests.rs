@@ -42,6 +42,7 @@ fn request(action: OpAction, event: BusinessEvent, principal: bool, approvals: u
         refs: Vec::new(),
         justification: Justification::parse("because").unwrap(),
         ops: vec![op],
+        window: None,
         subjects: vec![dave],
         requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
         controls: None,

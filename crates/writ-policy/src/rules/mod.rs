@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use writ_core::time::Duration;
 
+use crate::window::Recurring;
 use crate::{ChangeFacts, Denial, PolicyError};
 
 mod birthright;
@@ -160,6 +161,10 @@ struct TierSpec {
     review: bool,
     #[serde(default)]
     require_ticket: bool,
+    #[serde(default)]
+    require_window: bool,
+    #[serde(default)]
+    allowed_windows: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +200,9 @@ struct RuleSpec {
     require_ticket: Option<bool>,
     review: Option<bool>,
     deny: Option<String>,
+    require_window: Option<bool>,
+    #[serde(default)]
+    allowed_windows: Vec<String>,
 }
 
 /// When a rule applies. Every condition given must hold; the operation conditions must hold
@@ -230,6 +238,10 @@ pub struct Tier {
     pub max_duration: Option<Duration>,
     pub review: bool,
     pub require_ticket: bool,
+    /// Changes of this tier are carried out in a maintenance window (`allowed_windows`, if
+    /// any, says which windows are allowed).
+    pub require_window: bool,
+    pub allowed_windows: Vec<crate::window::Recurring>,
 }
 
 /// Who may fill an approval slot.
@@ -268,6 +280,9 @@ pub struct Validation {
     /// The longest duration each operation may have (in the facts' order), and the rule or
     /// tier (`tier.NAME`) that sets it; `None`: no limit.
     pub max_durations: Vec<(Option<Duration>, String)>,
+    /// The rules (or `tier.NAME`) that demand a maintenance window, each with the windows it
+    /// allows (empty: any window).
+    pub window_rules: Vec<(String, Vec<crate::window::Recurring>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -292,6 +307,8 @@ struct Rule {
     require_ticket: Option<bool>,
     review: Option<bool>,
     deny: Option<String>,
+    require_window: Option<bool>,
+    allowed_windows: Vec<crate::window::Recurring>,
 }
 
 #[derive(Clone, Debug)]
@@ -524,6 +541,7 @@ impl Rules {
         let mut require_ticket = None::<String>;
         let mut review = false;
         let mut fired = Vec::new();
+        let mut window_rules = Vec::new();
         for rule in &self.rules {
             let ops: Vec<usize> = self.matching_ops(rule, facts);
             if ops.is_empty() || !change_matches(&rule.when, facts) {
@@ -556,6 +574,9 @@ impl Rules {
                 require_ticket.get_or_insert_with(|| rule.id.clone());
             }
             review |= rule.review == Some(true);
+            if rule.require_window == Some(true) || !rule.allowed_windows.is_empty() {
+                window_rules.push((rule.id.clone(), rule.allowed_windows.clone()));
+            }
         }
         let tier = self.tiers.get(tier).or(self.tiers.first()).ok_or_else(|| Denial {
             code: "policy.invalid",
@@ -595,6 +616,12 @@ impl Rules {
                 "this change needs a ticket reference (--ticket)".to_owned(),
             ));
         }
+        if tier.require_window || !tier.allowed_windows.is_empty() {
+            window_rules.insert(0, (format!("tier.{}", tier.name), tier.allowed_windows.clone()));
+        }
+        if !facts.emergency {
+            check_window(facts, &window_rules)?;
+        }
         let approvals = usize::from(tier.approvals).max(named.len());
         let mut slots = named;
         while slots.len() < approvals {
@@ -610,6 +637,7 @@ impl Rules {
             review: review || tier.review,
             rules: fired,
             max_durations,
+            window_rules,
         })
     }
 
@@ -690,6 +718,54 @@ fn change_matches(w: &When, facts: &ChangeFacts) -> bool {
         && is(w.emergency, facts.emergency)
 }
 
+/// Refuses a change that a rule (or its tier) wants in a maintenance window when it carries
+/// none, or carries one outside every window the rule allows.
+fn check_window(facts: &ChangeFacts, window_rules: &[(String, Vec<Recurring>)]) -> Result<(), Denial> {
+    let next = |allowed: &[Recurring]| {
+        let next = facts.now.and_then(|now| {
+            allowed.iter().filter_map(|w| w.next(now).map(|o| (o, w))).min_by_key(|((open, _), _)| *open)
+        });
+        next.map(|(o, w)| format!("; the next allowed window is {}", w.local(o))).unwrap_or_default()
+    };
+    let listed =
+        |allowed: &[Recurring]| allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let Some(window) = &facts.window else {
+        // Name the demand that says most: one that lists the windows it allows.
+        let Some((rule, allowed)) =
+            window_rules.iter().find(|(_, allowed)| !allowed.is_empty()).or(window_rules.first())
+        else {
+            return Ok(());
+        };
+        let within = if allowed.is_empty() {
+            String::new()
+        } else {
+            format!(" within {}{}", listed(allowed), next(allowed))
+        };
+        return Err(Denial::rule(
+            "policy.window_required",
+            rule,
+            format!(
+                "this change must be carried out in a maintenance window{within}: give one (--window-start, --window-end, --window-zone)"
+            ),
+        ));
+    };
+    for (rule, allowed) in window_rules {
+        if !allowed.is_empty() && !allowed.iter().any(|w| w.holds(window)) {
+            return Err(Denial::rule(
+                "policy.window_not_allowed",
+                rule,
+                format!(
+                    "the maintenance window {} is not within an allowed window ({}){}",
+                    crate::window::describe(window),
+                    listed(allowed),
+                    next(allowed)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_when(w: &When) -> Result<(), String> {
     let check = |field: &str, list: &Option<Vec<String>>, allowed: &[&str]| {
         for value in list.iter().flatten() {
@@ -733,6 +809,11 @@ fn check_escalation_target(target: &str, groups: &BTreeMap<String, BTreeSet<Stri
         Some(("person", p)) if is_name(p) => Ok(()),
         _ => Err(format!("escalate_to: {target:?} is not group:NAME or person:NAME")),
     }
+}
+
+/// The recurring windows of an `allowed_windows` list.
+fn windows(texts: &[String]) -> Result<Vec<Recurring>, String> {
+    texts.iter().map(|t| Recurring::parse(t)).collect()
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

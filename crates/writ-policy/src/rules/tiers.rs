@@ -29,6 +29,8 @@ pub(super) fn tiers(file: &RulesFile, text: &str) -> Result<Vec<Tier>, PolicyErr
             max_duration: spec.max_duration.as_deref().map(duration).transpose().map_err(&err)?,
             review: spec.review,
             require_ticket: spec.require_ticket,
+            require_window: spec.require_window,
+            allowed_windows: windows(&spec.allowed_windows).map_err(&err)?,
         });
     }
     if tiers.is_empty() {

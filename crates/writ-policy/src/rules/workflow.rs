@@ -42,10 +42,12 @@ pub(super) fn rules(
             || spec.max_duration.is_some()
             || spec.require_ticket.is_some()
             || spec.review.is_some()
+            || spec.require_window.is_some()
+            || !spec.allowed_windows.is_empty()
             || spec.deny.is_some();
         if !has_effect {
             return Err(err(
-                "has no effect: give tier, approvers, max_duration, require_ticket, review or deny".into(),
+                "has no effect: give tier, approvers, max_duration, require_ticket, require_window, allowed_windows, review or deny".into(),
             ));
         }
         rules.push(Rule {
@@ -59,6 +61,8 @@ pub(super) fn rules(
             require_ticket: spec.require_ticket,
             review: spec.review,
             deny: spec.deny.clone(),
+            require_window: spec.require_window,
+            allowed_windows: windows(&spec.allowed_windows).map_err(&err)?,
         });
     }
     Ok(rules)

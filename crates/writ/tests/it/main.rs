@@ -33,6 +33,7 @@ mod pgtarget;
 mod policy;
 mod proxy;
 mod reconcile;
+mod record;
 mod refusals;
 mod scim;
 mod sensitive;

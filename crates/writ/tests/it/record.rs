@@ -1,0 +1,223 @@
+//! The parts of the change record the sources name beyond the chain itself, through the real
+//! binary on a real git target: maintenance windows (required and bounded by policy, enforced at
+//! execution, expiring an approved change once passed, waived by break-glass).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::harness::World;
+
+const CEDAR: &str = include_str!("../../../writ-policy/pack/access.cedar");
+const PACK: &str = include_str!("../../../writ-policy/pack/rules.toml");
+
+/// The default pack with alice as incident responder, where production deploy rights need a
+/// window on Tuesday to Thursday nights in Berlin, and finance reads (a tier of their own) some
+/// window.
+const WINDOWS: &str = r#"
+[[tier]]
+name = "change-window"
+approvals = 1
+approval_validity = "24h"
+require_window = true
+
+[[rule]]
+id = "prod.nightly"
+when = { entitlement = ["access:deploy-prod"] }
+allowed_windows = ["Tue-Thu 22:00-02:00 Europe/Berlin"]
+
+[[rule]]
+id = "finance.windowed"
+when = { entitlement = ["access:finance-read"] }
+tier = "change-window"
+"#;
+
+fn load_policy(w: &World) {
+    let dir = w.dir.path().join("window-policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();
+    let rules = PACK.replace("incident-responders = []", "incident-responders = [\"alice\"]") + WINDOWS;
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    w.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// `secs` seconds since the epoch as RFC 3339 in UTC.
+fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// A window as the options give it: start, end, zone.
+type Span<'a> = (&'a str, &'a str, &'a str);
+
+fn request_windowed(w: &World, entitlement: &str, window: Option<Span>) -> crate::harness::Run {
+    let mut args = vec![
+        "change",
+        "request",
+        "--as",
+        "alice",
+        "--identity",
+        "dave",
+        "--grant",
+        entitlement,
+        "--justification",
+        "quarterly close",
+        "--json",
+    ];
+    if let Some((start, end, zone)) = window {
+        args.extend(["--window-start", start, "--window-end", end, "--window-zone", zone]);
+    }
+    w.writ(&args)
+}
+
+/// The error code of a refused run, from its text (`error[CODE]: …`) or its `--json` error.
+fn error_code(run: &crate::harness::Run) -> String {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&run.stderr) {
+        return json["error"]["code"].as_str().unwrap_or_default().to_owned();
+    }
+    run.stderr.strip_prefix("error[").and_then(|s| s.split(']').next()).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn policy_requires_and_bounds_windows_and_refusals_change_nothing() {
+    let w = World::new();
+    load_policy(&w);
+    let before = w.fingerprint();
+    let cases: [(&str, Option<Span>, &str); 6] = [
+        ("access:finance-read", None, "policy.window_required"),
+        ("access:deploy-prod", None, "policy.window_required"),
+        // A Monday night is not a Tuesday-to-Thursday night.
+        (
+            "access:deploy-prod",
+            Some(("2031-03-03T22:00", "2031-03-03T23:00", "Europe/Berlin")),
+            "policy.window_not_allowed",
+        ),
+        // Tuesday 22:00-02:00 Berlin, but given so it runs past 02:00.
+        (
+            "access:deploy-prod",
+            Some(("2031-03-04T21:00:00Z", "2031-03-05T01:30:00Z", "UTC")),
+            "policy.window_not_allowed",
+        ),
+        ("access:eng-read", Some(("2031-03-04T22:00", "2031-03-04T21:00", "UTC")), "input.invalid_value"),
+        (
+            "access:eng-read",
+            Some(("2031-03-04T22:00", "2031-03-04T23:00", "Mars/Olympus")),
+            "input.invalid_value",
+        ),
+    ];
+    for (entitlement, window, code) in cases {
+        let run = request_windowed(&w, entitlement, window);
+        assert_ne!(run.code, 0, "{entitlement} {window:?} was accepted: {}", run.stdout);
+        assert_eq!(error_code(&run), code, "{entitlement} {window:?}: {}", run.stderr);
+        assert_eq!(w.fingerprint(), before, "{entitlement} {window:?} changed something");
+    }
+    // The refusal says which windows are allowed and when the next one is.
+    let run = request_windowed(&w, "access:deploy-prod", None);
+    assert!(
+        run.stderr.contains("Tue-Thu 22:00-02:00 Europe/Berlin")
+            && run.stderr.contains("next allowed window"),
+        "{}",
+        run.stderr
+    );
+    // Inside an allowed occurrence (Tuesday 2031-03-04, winter time: 21:00Z-01:00Z) it is accepted,
+    // and the record keeps the window with its zone and the rules that demanded it.
+    let id = request_windowed(
+        &w,
+        "access:deploy-prod",
+        Some(("2031-03-04T23:00", "2031-03-05T01:00", "Europe/Berlin")),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let show = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!(show["window"]["start"], "2031-03-04T22:00:00.000Z");
+    assert_eq!(show["window"]["end"], "2031-03-05T00:00:00.000Z");
+    assert_eq!(show["window"]["zone"], "Europe/Berlin");
+    assert_eq!(show["window"]["applies"], true);
+    assert_eq!(show["window"]["demanded_by"], serde_json::json!(["prod.nightly"]));
+    let text = w.writ(&["change", "show", &id]).ok();
+    assert!(
+        text.contains(
+            "window     2031-03-04T22:00:00.000Z to 2031-03-05T00:00:00.000Z, given in Europe/Berlin"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn execution_runs_only_inside_the_window_and_a_passed_window_expires_the_change() {
+    let w = World::new();
+    let t = now_secs();
+    // `early` opens in 12 s; `short` is open now and closes in 8 s.
+    let (early_start, early_end) = (rfc3339(t + 12), rfc3339(t + 600));
+    let (short_start, short_end) = (rfc3339(t), rfc3339(t + 8));
+    let early = request_windowed(&w, "access:eng-read", Some((&early_start, &early_end, "UTC"))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let short =
+        request_windowed(&w, "access:finance-read", Some((&short_start, &short_end, "UTC"))).json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    for id in [&early, &short] {
+        w.writ(&["change", "approve", id, "--as", "bob"]).ok();
+    }
+    let before = w.fingerprint();
+    let run = w.writ(&["change", "execute", &early]);
+    assert_eq!((run.code, error_code(&run)), (3, "window.outside".to_owned()), "{}", run.stderr);
+    assert!(run.stderr.contains(&early_start[..19]), "{}", run.stderr);
+    assert_eq!(w.fingerprint(), before, "a refused execution wrote nothing, to the database or the target");
+    // Nothing expires while a window is still ahead or open.
+    assert_eq!(w.writ(&["run-due", "--json"]).json()["expired"], serde_json::json!([]));
+
+    let wait = (t + 13).saturating_sub(now_secs());
+    std::thread::sleep(Duration::from_secs(wait));
+    assert_eq!(w.writ(&["change", "execute", &early, "--json"]).json()["state"], "implemented");
+    assert_eq!(w.writ(&["change", "verify", &early, "--json"]).json()["state"], "verified");
+    let access = std::fs::read_to_string(w.repo.join("access.toml")).unwrap();
+    assert!(access.contains("\"dave\""), "{access}");
+
+    // `short` closed while `early` waited: it can no longer run, and the scheduler expires it.
+    let before = w.fingerprint();
+    let run = w.writ(&["change", "execute", &short]);
+    assert_eq!(error_code(&run), "window.outside", "{}", run.stderr);
+    assert_eq!(w.fingerprint(), before);
+    assert_eq!(w.writ(&["run-due", "--json"]).json()["expired"], serde_json::json!([short]));
+    let show = w.writ(&["change", "show", &short, "--json"]).json();
+    assert_eq!(show["state"], "expired");
+    assert!(show["closing"]["reason"].as_str().unwrap().contains("maintenance window ended"), "{show}");
+    let verify = w.writ(&["ledger", "verify", "--json"]).json();
+    assert_eq!(verify["ok"], true, "{verify}");
+}
+
+#[test]
+fn break_glass_ignores_a_required_window_and_says_so() {
+    let w = World::new();
+    load_policy(&w);
+    let run = crate::breakglass::breakglass(&w, "alice", "access:finance-read");
+    let id = run.json()["id"].as_str().unwrap().to_owned();
+    let show = w.writ(&["change", "show", &id, "--json"]).json();
+    assert_eq!(show["state"], "verified", "{show}");
+    assert_eq!(show["window"]["applies"], false);
+    assert_eq!(show["window"]["demanded_by"], serde_json::json!(["tier.change-window"]));
+    let text = w.writ(&["change", "show", &id]).ok();
+    assert!(
+        text.contains("waived: break-glass ignores maintenance windows (demanded by tier.change-window)"),
+        "{text}"
+    );
+}
