@@ -49,6 +49,9 @@ pub struct Preview {
     pub rules: Vec<String>,
     /// Per operation, in the request's order: the longest duration allowed and what sets it.
     pub max_durations: Vec<(Option<Duration>, String)>,
+    /// The rules (or `tier.NAME`) that demand a maintenance window, each with the recurring
+    /// windows it allows (empty: any window).
+    pub windows: Vec<(String, Vec<String>)>,
 }
 
 /// The placeholder text a dry run gives the steps that take one; never recorded.
@@ -109,6 +112,11 @@ impl Engine {
             escalate_to: validation.escalate_to,
             rules: validation.rules,
             max_durations: validation.max_durations,
+            windows: validation
+                .window_rules
+                .into_iter()
+                .map(|(rule, allowed)| (rule, allowed.iter().map(ToString::to_string).collect()))
+                .collect(),
         })
     }
 }

@@ -107,6 +107,11 @@ function enable(root) {
     button.dataset.bound = "1";
     button.addEventListener("click", () => verifyProof(button));
   }
+  // A window's zone defaults to the browser's own (the person may change it).
+  for (const input of root.querySelectorAll("input[data-local-zone]")) {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && input.value === "UTC") input.value = zone;
+  }
   for (const form of root.querySelectorAll("form[data-confirm]")) {
     if (form.dataset.bound) continue;
     form.dataset.bound = "1";

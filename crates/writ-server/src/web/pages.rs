@@ -238,6 +238,13 @@ fn new_change(fields: &[(String, String)]) -> writ_api::wire::NewChange {
         justification: one("justification"),
         ticket: one("ticket").into_iter().collect(),
         event: one("event"),
+        window: (one("window_start").is_some() || one("window_end").is_some()).then(|| {
+            writ_api::wire::WindowBody {
+                start: one("window_start").unwrap_or_default(),
+                end: one("window_end").unwrap_or_default(),
+                zone: one("window_zone").unwrap_or_else(|| "UTC".to_owned()),
+            }
+        }),
         ..writ_api::wire::NewChange::default()
     }
 }
@@ -253,6 +260,8 @@ struct PreviewData {
     rules: Vec<String>,
     /// Per requested entitlement: the longest duration allowed, or `none`.
     max_durations: Vec<(String, String)>,
+    /// The rules that demand a maintenance window, each with the windows it allows (`any`).
+    windows: Vec<(String, String)>,
 }
 
 #[derive(askama::Template)]
@@ -289,6 +298,13 @@ async fn request_preview(Extract(state): Extract<State>, posted: Posted<Vec<(Str
                     .into_iter()
                     .zip(p.max_durations)
                     .map(|(g, (limit, _))| (g, limit.map_or_else(|| "none".to_owned(), |d| d.to_string())))
+                    .collect(),
+                windows: p
+                    .windows
+                    .into_iter()
+                    .map(|(rule, allowed)| {
+                        (rule, if allowed.is_empty() { "any window".to_owned() } else { allowed.join(", ") })
+                    })
                     .collect(),
             }),
             refusal: None,

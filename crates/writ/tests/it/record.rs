@@ -30,7 +30,7 @@ when = { entitlement = ["access:finance-read"] }
 tier = "change-window"
 "#;
 
-fn load_policy(w: &World) {
+pub fn load_policy(w: &World) {
     let dir = w.dir.path().join("window-policy");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();

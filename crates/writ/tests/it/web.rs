@@ -864,3 +864,60 @@ fn glass_is_broken_from_the_page_only_by_whom_policy_lets_and_shows_its_deadline
     let view = http.api.get(&format!("/api/v1/changes/{id}"), &http.root);
     assert_eq!(view.expect(200)["approvals"][0]["approver"], "bob");
 }
+
+#[test]
+fn the_request_form_asks_for_the_window_policy_demands_and_the_change_page_shows_it() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let http = start(&issuer, None);
+    crate::record::load_policy(&http.world);
+    let alice = Visitor::new(&http.server.base);
+    let csrf = alice.sign_in(&http.alice);
+    let form = |window: Option<(&'static str, &'static str)>| {
+        let mut fields = vec![
+            ("csrf", csrf.clone()),
+            ("identity", "svc-ci".to_owned()),
+            ("grant", "access:finance-read".to_owned()),
+            ("justification", "quarter close".to_owned()),
+        ];
+        if let Some((start, end)) = window {
+            fields.extend([
+                ("window_start", start.to_owned()),
+                ("window_end", end.to_owned()),
+                ("window_zone", "Europe/Berlin".to_owned()),
+            ]);
+        }
+        fields
+    };
+    let post = |path: &str, fields: Vec<(&str, String)>| {
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        alice.post(path, &pairs)
+    };
+    let before = http.fingerprint();
+    let asked = post("/ui/request/preview", form(None));
+    assert!(
+        asked.body.contains("policy.window_required") && asked.body.contains("maintenance window"),
+        "{}",
+        asked.body
+    );
+    let windowed = form(Some(("2031-03-04T22:00", "2031-03-05T01:00")));
+    let answered = post("/ui/request/preview", windowed.clone());
+    assert!(
+        answered.body.contains("required by <code>tier.change-window</code>: any window"),
+        "{}",
+        answered.body
+    );
+    let refused = post("/ui/request", form(None));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(http.fingerprint(), before, "previews and a refused request record nothing");
+    let submitted = post("/ui/request", windowed);
+    assert!(submitted.location.starts_with("/ui/changes/CHG-"), "{} {}", submitted.status, submitted.body);
+    let page = alice.get(&submitted.location, false);
+    assert!(
+        page.body.contains("Maintenance window") && page.body.contains("given in Europe/Berlin"),
+        "{}",
+        page.body
+    );
+    let view: Value = serde_json::from_str(&alice.get(&submitted.location, true).body).unwrap();
+    assert_eq!(view["window"]["start"], "2031-03-04T21:00:00.000Z");
+    assert_eq!(view["window"]["demanded_by"], serde_json::json!(["tier.change-window"]));
+}
