@@ -477,9 +477,17 @@ impl Engine {
             ));
             return Ok(Opened::Refused);
         }
+        let written = block.window.as_ref().or(parsed.window.as_ref());
+        let window = match written.map(|(start, end, zone)| crate::window(start, end, zone)).transpose() {
+            Ok(window) => window,
+            Err(error) => {
+                notes.push(format!("refused: {error}"));
+                return Ok(Opened::Refused);
+            }
+        };
         let opened = Justification::parse(&text).map_err(EngineError::from).and_then(|justification| {
             let input = RequestInput {
-                window: None,
+                window,
                 requester: source.requester.clone(),
                 on_behalf_of: self.on_behalf_of(source, parsed, notes),
                 ops: block

@@ -7,8 +7,13 @@
 //! Writ-Rotate: svc-ci vault:static/app
 //! Writ-Event: deploy
 //! Writ-Justification: release 4.2 needs the deploy role
+//! Writ-Window: 2026-12-08T22:00 2026-12-09T02:00 Europe/Berlin
 //! Writ-Change: CHG-01JD2W3X4Y5Z6A7B8C9D0E1F2G
 //! ```
+//!
+//! `Writ-Window:` is the maintenance window, `START END [ZONE]` (RFC 3339 instants, or local
+//! date-times in the zone; UTC when none is given), read by the engine with the time zone
+//! database.
 //!
 //! Grant, revoke and rotate lines make a request block (the change the text asks for);
 //! `Writ-Change:` names an existing change the text belongs to.
@@ -32,6 +37,8 @@ pub struct RequestBlock {
     pub ops: Vec<BlockOp>,
     pub event: Option<BusinessEvent>,
     pub justification: Option<String>,
+    /// The maintenance window as written: start, end, zone.
+    pub window: Option<(String, String, String)>,
 }
 
 /// What a text holds: a request block, the changes it names, or the first problem found (a
@@ -50,7 +57,7 @@ pub const MAX_OPS: usize = 50;
 pub fn scan(text: &str) -> Scanned {
     let mut scanned = Scanned::default();
     let mut ops = Vec::new();
-    let (mut event, mut justification) = (None, None);
+    let (mut event, mut justification, mut window) = (None, None, None);
     for (number, line) in text.lines().enumerate() {
         let Some((key, value)) = line.trim().split_once(':') else { continue };
         let key = key.trim().to_ascii_lowercase();
@@ -66,6 +73,7 @@ pub fn scan(text: &str) -> Scanned {
                 justification = Some(value.to_owned());
                 Ok(())
             }
+            "window" => window_line(value).map(|w| window = Some(w)),
             "change" => ChangeId::parse(value)
                 .map(|id| {
                     if !scanned.changes.contains(&id) {
@@ -74,7 +82,7 @@ pub fn scan(text: &str) -> Scanned {
                 })
                 .map_err(|e| e.to_string()),
             _ => Err(format!(
-                "unknown Writ line Writ-{key}: use Writ-Grant, -Revoke, -Rotate, -Event, -Justification or -Change"
+                "unknown Writ line Writ-{key}: use Writ-Grant, -Revoke, -Rotate, -Event, -Justification, -Window or -Change"
             )),
         };
         if let Err(reason) = result
@@ -87,9 +95,23 @@ pub fn scan(text: &str) -> Scanned {
         scanned.error = Some(format!("{} operations: one block asks for at most {MAX_OPS}", ops.len()));
     }
     if !ops.is_empty() && scanned.error.is_none() {
-        scanned.block = Some(RequestBlock { ops, event, justification });
+        scanned.block = Some(RequestBlock { ops, event, justification, window });
     }
     scanned
+}
+
+/// `START END [ZONE]`.
+fn window_line(value: &str) -> Result<(String, String, String), String> {
+    match value.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [start, end] => Ok(((*start).to_owned(), (*end).to_owned(), "UTC".to_owned())),
+        [start, end, zone] if [start, end, zone].iter().all(|w| w.len() <= 64) => {
+            Ok(((*start).to_owned(), (*end).to_owned(), (*zone).to_owned()))
+        }
+        _ => Err(format!(
+            "Writ-Window wants START END [ZONE], for example 2026-12-08T22:00 2026-12-09T02:00 Europe/Berlin; got {:?}",
+            value.chars().take(80).collect::<String>()
+        )),
+    }
 }
 
 /// `IDENTITY TARGET:ENTITLEMENT [for DURATION]`.

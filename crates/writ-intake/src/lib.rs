@@ -185,6 +185,9 @@ pub struct Parsed {
     /// approvers of a Jira Service Management approval that ended approved, an envelope's
     /// `approved_by`). They count as approvals only where policy says so.
     pub approved_by: Vec<String>,
+    /// The maintenance window a ticket plans (ServiceNow's planned `start_date` and `end_date`,
+    /// in UTC), as start, end, zone; a `Writ-Window:` line in the request block comes first.
+    pub window: Option<(String, String, String)>,
 }
 
 /// Checks that a delivery comes from the source: its signature or token against each of

@@ -356,6 +356,15 @@ pub(crate) fn servicenow(received: &Received<'_>, json: &Value) -> Result<Parsed
     if let Some(number) = now_value(record, "number") {
         parsed.refs.push(reference(RefKind::Ticket, &number)?);
     }
+    // The planned start and end of a change request, which the Table API gives in UTC.
+    if let (Some(start), Some(end)) = (now_value(record, "start_date"), now_value(record, "end_date")) {
+        let instant = |field: &str, value: &str| {
+            time(value)
+                .map(Timestamp::to_rfc3339)
+                .ok_or_else(|| malformed(format!("{field} must be YYYY-MM-DD HH:MM:SS (UTC), got {value:?}")))
+        };
+        parsed.window = Some((instant("start_date", &start)?, instant("end_date", &end)?, "UTC".to_owned()));
+    }
     let mut body = now_value(record, "description").unwrap_or_default();
     if let Some(change) = now_value(record, "u_writ_change") {
         body.push_str(&format!("\nWrit-Change: {change}"));

@@ -1279,3 +1279,60 @@ fn a_push_to_the_access_repository_naming_no_change_is_reported_at_once_and_once
     assert_eq!(again["state"], "resolved", "{again}");
     h.world.writ(&["ledger", "verify"]).ok();
 }
+
+#[test]
+fn a_tickets_planned_window_or_its_writ_window_line_becomes_the_changes_window() {
+    let h = start();
+    let now = now_ms();
+    let basic = format!("Basic {}", B64.encode(NOW_BASIC));
+    let fmt = |ms: i64| iso(ms).replace('T', " ").chars().take(19).collect::<String>();
+    let record = |sys_id: &str, description: &str, planned: Option<(&str, &str)>| {
+        let mut record = json!({
+            "sys_id": sys_id, "number": "CHG0030002", "state": "-3", "type": "normal",
+            "short_description": "Finance read for dave", "description": description,
+            "sys_updated_on": fmt(now - 5_000),
+        });
+        if let Some((start, end)) = planned {
+            record["start_date"] = json!(start);
+            record["end_date"] = json!(end);
+        }
+        serde_json::to_vec(&json!({ "record": record })).unwrap()
+    };
+    let sn = |body: &[u8]| post(&h, "servicenow", &[("authorization", &basic)], body);
+    let block = "Writ-Grant: dave access:finance-read\nWrit-Justification: month-end close";
+    // The planned start and end (UTC, as the Table API gives them) are the window.
+    let planned = sn(&record(
+        "d286d61347c80210d8e7b3c6d36d4357",
+        block,
+        Some(("2031-03-04 21:00:00", "2031-03-05 01:00:00")),
+    ))
+    .expect(200)
+    .clone();
+    let id = planned["changes"][0].as_str().unwrap().to_owned();
+    let window = change(&h, &id)["window"].clone();
+    assert_eq!(
+        (window["start"].as_str(), window["end"].as_str(), window["zone"].as_str()),
+        (Some("2031-03-04T21:00:00.000Z"), Some("2031-03-05T01:00:00.000Z"), Some("UTC"))
+    );
+    // A Writ-Window line in the text comes first, in its own zone.
+    let lined = format!("{block}\nWrit-Window: 2031-03-04T22:00 2031-03-05T00:30 Europe/Berlin");
+    let opened = sn(&record(
+        "e286d61347c80210d8e7b3c6d36d4357",
+        &lined,
+        Some(("2031-03-10 21:00:00", "2031-03-10 23:00:00")),
+    ))
+    .expect(200)
+    .clone();
+    let id = opened["changes"][0].as_str().unwrap().to_owned();
+    let window = change(&h, &id)["window"].clone();
+    assert_eq!(
+        (window["start"].as_str(), window["zone"].as_str()),
+        (Some("2031-03-04T21:00:00.000Z"), Some("Europe/Berlin"))
+    );
+    // A window that cannot be read opens nothing; the delivery is kept with the reason.
+    let count = changes(&h).len();
+    let bad = format!("{block}\nWrit-Window: 2031-03-04T22:00 2031-03-05T00:30 Atlantis/Capital");
+    let refused = sn(&record("f286d61347c80210d8e7b3c6d36d4357", &bad, None)).expect(200).clone();
+    assert!(refused["detail"].as_str().unwrap().contains("unknown time zone"), "{refused}");
+    assert_eq!(changes(&h).len(), count, "no change was opened");
+}
