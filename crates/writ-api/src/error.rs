@@ -234,6 +234,8 @@ pub const CODES: &[(&str, Kind)] = &[
     // Order and state.
     ("approval.expired", Conflict),
     ("window.outside", Conflict),
+    ("comment.duplicate", Conflict),
+    ("comment.quota_exceeded", Conflict),
     ("approval.insufficient", Conflict),
     ("approval.not_eligible", Conflict),
     ("state.invalid_transition", Conflict),

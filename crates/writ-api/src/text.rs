@@ -217,6 +217,18 @@ pub fn trail(change: &ChangeView) -> String {
             _ => out.push_str(&format!("  window     none{demanded}\n")),
         }
     }
+    for c in &change.comments {
+        let from = match (&c.source, &c.external_id) {
+            (Some(source), Some(id)) => format!(
+                " via {source} (comment {id}{}, written {}){}",
+                c.account.as_ref().map_or(String::new(), |a| format!(" by {a}")),
+                c.written_at.as_deref().unwrap_or("-"),
+                if c.late { " LATE" } else { "" }
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!("  comment    {} at {}{from}: {:?}\n", c.author, c.at, c.text));
+    }
     if let Some(escalated) = &change.escalated {
         out.push_str(&format!("  ESCALATED  to {} at {}: approval overdue\n", escalated.to, escalated.at));
     }

@@ -169,10 +169,15 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
                 if names.is_empty() { "nobody listed".to_owned() } else { names.join(", ") }
             )
         }
-        ChangeEventBody::BreakGlass { approval_due, requirement, .. } => format!(
+        ChangeEventBody::BreakGlass { approval_due, requirement, controls } => format!(
             "EMERGENCY: glass broken, authorised to execute now; {} post-hoc approval(s) by someone \
-             else due by {approval_due}; review required",
-            requirement.approvals
+             else due by {approval_due}; review required{}",
+            requirement.approvals,
+            if controls.window_rules.is_empty() {
+                String::new()
+            } else {
+                format!("; maintenance windows waived ({})", controls.window_rules.join(", "))
+            }
         ),
         ChangeEventBody::Approved { expires_at } => {
             let slot = event
@@ -243,6 +248,15 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
             delivery.id,
             delivery.source,
             if *late { " (LATE: older than a version already seen; recorded, not acted on)" } else { "" }
+        ),
+        ChangeEventBody::Commented { text, source: None, .. } => format!("comment: {text}"),
+        ChangeEventBody::Commented { text, source: Some(s), late, .. } => format!(
+            "comment {} from {}{} written {}{}: {text}",
+            s.id,
+            s.source,
+            s.account.as_ref().map_or(String::new(), |a| format!(" by {a}")),
+            s.written_at,
+            if *late { " (LATE: written before one already here)" } else { "" }
         ),
     }
 }

@@ -348,6 +348,14 @@ pub struct Review {
     pub notes: Option<String>,
 }
 
+/// `comment`: the comment's text (sealed in the ledger like a justification).
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Comment {
+    #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    pub text: Option<String>,
+}
+
 /// `execute` and `verify` take nothing but the change: an empty object.
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
 #[serde(deny_unknown_fields)]

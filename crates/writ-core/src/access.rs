@@ -83,6 +83,8 @@ pub enum Action {
     Verify,
     Review,
     AttachEvidence,
+    /// Comment on a change (whose change it is decides the rest).
+    Comment,
     /// Register identities and targets, issue and revoke tokens, assign roles.
     Administer,
     /// Sign a checkpoint or run due work by hand.
@@ -105,7 +107,9 @@ impl Action {
             Action::Execute | Action::Verify => &[Executor],
             Action::Review => &[Reviewer],
             // The step and the actor's relationship decide the rest (`crate::authority`).
-            Action::AttachEvidence => &[Requester, Approver, Executor, Reviewer, Auditor, Admin],
+            Action::AttachEvidence | Action::Comment => {
+                &[Requester, Approver, Executor, Reviewer, Auditor, Admin]
+            }
             Action::Administer | Action::Operate => &[Admin],
             Action::Provision => &[Provisioner],
         }
@@ -123,6 +127,7 @@ impl Action {
             Action::Verify => "verify changes",
             Action::Review => "review changes",
             Action::AttachEvidence => "attach evidence",
+            Action::Comment => "comment on changes",
             Action::Administer => "administer Writ",
             Action::Operate => "operate the ledger",
             Action::Provision => "provision identities over SCIM",

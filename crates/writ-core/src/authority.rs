@@ -9,6 +9,9 @@
 //! | cancel            | the requester or the on-behalf-of principal, or an admin (the reason is |
 //! |                   | recorded); never a subject of a change that removes access (a           |
 //! |                   | revocation, a leaver, an expiry), whoever they are                      |
+//! | comment           | in any state: anyone the change concerns (requester, principal,         |
+//! |                   | subject, approver, executor, closer), or an approver, executor,         |
+//! |                   | reviewer, auditor or admin                                              |
 //! | attach evidence   | to a step the change has reached, while it is open, within the quota:   |
 //! |                   | the requester or principal (any reached step), an approver (approval),  |
 //! |                   | an executor (implementation, verification), a reviewer (review), an     |
@@ -114,6 +117,25 @@ pub fn may_cancel(change: &Change, actor: &IdentityName, roles: &[Role]) -> Resu
             "only {} (who asked), the person it was asked for, or an admin may cancel it",
             change.requester
         ),
+    ))
+}
+
+/// May `actor`, holding `roles`, comment on `change`? Those the change concerns, and those
+/// whose work is on changes (approvers, executors, reviewers, auditors, admins); a requester
+/// with no part in it may not.
+pub fn may_comment(change: &Change, actor: &IdentityName, roles: &[Role]) -> Result<(), Refusal> {
+    let concerned = !relationships(change, actor).is_empty();
+    let by_role = roles
+        .iter()
+        .any(|r| matches!(r, Role::Approver | Role::Executor | Role::Reviewer | Role::Auditor | Role::Admin));
+    if concerned || by_role {
+        return Ok(());
+    }
+    Err(refuse(
+        change,
+        actor,
+        "comment on",
+        "comments come from the people it concerns (who asked, for whom, who approved, executed or closed it) and from approvers, executors, reviewers, auditors and admins".into(),
     ))
 }
 

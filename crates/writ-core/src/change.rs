@@ -449,8 +449,40 @@ pub struct Change {
     pub links: Vec<crate::intake::Link>,
     /// Warnings that time-bound access this change granted is about to end.
     pub warnings: Vec<ExpiryWarning>,
+    /// Comments, in the order they were recorded.
+    pub comments: Vec<Comment>,
     /// How many events have been folded into this record; the next event has this sequence.
     pub seq: u64,
+}
+
+/// Most comments one change may carry.
+pub const MAX_COMMENTS: usize = 500;
+
+/// A remark on a change by a person, or from a ticket through intake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    /// The sequence of the event that recorded it.
+    pub seq: u64,
+    pub at: Timestamp,
+    /// Who wrote it: a person, or intake when the ticket's author maps to no identity.
+    pub author: crate::identity::Actor,
+    /// The step the change had reached when it was made.
+    pub step: crate::event::Phase,
+    pub text: String,
+    /// Where it came from, for a comment from another system.
+    pub source: Option<CommentSource>,
+    /// Written before a comment of the same source already attached (it arrived out of order).
+    pub late: bool,
+}
+
+/// A comment's origin in another system: the source (a configured hook), the comment's own id
+/// there, the account that wrote it, and when it was written there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommentSource {
+    pub source: crate::name::SourceName,
+    pub id: String,
+    pub account: Option<String>,
+    pub written_at: Timestamp,
 }
 
 /// A warning, told to the holder and owner, that access a change granted ends soon.

@@ -167,6 +167,9 @@ pub enum Refusal {
     /// [`crate::transfer`]).
     #[error("{reason}")]
     TransferRefused { code: &'static str, reason: String },
+    /// A comment the change cannot take: one already attached, or past its quota.
+    #[error("{change} takes no more comments here: {reason}")]
+    CommentRefused { change: ChangeId, code: &'static str, reason: String },
     /// Execution outside the change's maintenance window (before it opens or after it closed).
     #[error(
         "{change} may be carried out only in its maintenance window, {} to {} (given in {zone}); it is {now}",
@@ -187,6 +190,7 @@ impl Refusal {
             Refusal::TooEarly { .. } => "input.too_early",
             Refusal::NotYours { .. } => "authority.not_yours",
             Refusal::EvidenceRefused { code, .. } => code,
+            Refusal::CommentRefused { code, .. } => code,
             Refusal::TransferRefused { code, .. } => code,
             Refusal::InvalidDuration { .. } => "input.invalid_duration",
             Refusal::EmptyJustification => "input.empty_justification",

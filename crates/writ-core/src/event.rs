@@ -223,6 +223,15 @@ pub enum ChangeEventBody {
         ends_at: Timestamp,
         before: crate::time::Duration,
     },
+    /// A comment (sealed like a justification), made while the change was at `step`; `source`
+    /// for one from another system, `late` if written before one of that source already here.
+    /// Allowed in every state.
+    Commented {
+        step: Phase,
+        text: String,
+        source: Option<crate::change::CommentSource>,
+        late: bool,
+    },
 }
 
 impl ChangeEventBody {
@@ -250,6 +259,7 @@ impl ChangeEventBody {
             ChangeEventBody::AlertRaised { .. } => "change.alert_raised",
             ChangeEventBody::Linked { .. } => "change.linked",
             ChangeEventBody::ExpiryWarned { .. } => "change.expiry_warned",
+            ChangeEventBody::Commented { .. } => "change.commented",
         }
     }
 
@@ -272,7 +282,7 @@ impl ChangeEventBody {
                 Phase::Verification
             }
             ChangeEventBody::Reviewed { .. } => Phase::Review,
-            ChangeEventBody::EvidenceAttached { step, .. } => *step,
+            ChangeEventBody::EvidenceAttached { step, .. } | ChangeEventBody::Commented { step, .. } => *step,
             // A commit is telemetry of the implementation; anything else is about the request.
             ChangeEventBody::Linked { delivery, .. } => {
                 if delivery.refs.iter().any(|r| r.kind == crate::change::RefKind::Commit) {

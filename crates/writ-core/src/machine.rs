@@ -138,6 +138,13 @@ pub enum Command {
         to: String,
         people: Vec<IdentityName>,
     },
+    /// A comment by `author`; `source` for one from another system (its id there is taken once).
+    /// Allowed in every state.
+    Comment {
+        author: Actor,
+        text: String,
+        source: Option<crate::change::CommentSource>,
+    },
     /// Warn that access this change granted ends soon. Only the scheduler issues it.
     WarnExpiry {
         identity: IdentityName,
@@ -168,6 +175,7 @@ impl Command {
             Command::Escalate { .. } => "escalate",
             Command::Link { .. } => "link",
             Command::WarnExpiry { .. } => "warn of expiry",
+            Command::Comment { .. } => "comment on",
         }
     }
 }
@@ -403,6 +411,34 @@ pub fn decide(
                 None,
                 ChangeEventBody::Linked { delivery, late },
             )])
+        }
+        Command::Comment { author, text: body, source } => {
+            let body = text(body, "comment")?;
+            if let Some(source) = &source
+                && change.comments.iter().any(|c| {
+                    c.source.as_ref().is_some_and(|s| s.source == source.source && s.id == source.id)
+                })
+            {
+                return Err(Refusal::CommentRefused {
+                    change: change.id.clone(),
+                    code: "comment.duplicate",
+                    reason: format!("comment {} from {} is already attached", source.id, source.source),
+                });
+            }
+            if change.comments.len() >= crate::change::MAX_COMMENTS {
+                return Err(Refusal::CommentRefused {
+                    change: change.id.clone(),
+                    code: "comment.quota_exceeded",
+                    reason: format!("a change carries at most {} comments", crate::change::MAX_COMMENTS),
+                });
+            }
+            let late = source.as_ref().is_some_and(|s| {
+                change.comments.iter().any(|c| {
+                    c.source.as_ref().is_some_and(|o| o.source == s.source && o.written_at > s.written_at)
+                })
+            });
+            let step = crate::authority::reached(change.state).unwrap_or(crate::event::Phase::Review);
+            Ok(vec![event(author, None, ChangeEventBody::Commented { step, text: body, source, late })])
         }
         Command::AttachEvidence { actor, step, name } => {
             let name = line(name, "evidence name")?;
@@ -664,6 +700,17 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
         }
         ChangeEventBody::EvidenceAttached { .. } => {}
+        ChangeEventBody::Commented { step, text, source, late } => {
+            change.comments.push(crate::change::Comment {
+                seq: event.seq,
+                at: event.at,
+                author: event.actor.clone(),
+                step: *step,
+                text: text.clone(),
+                source: source.clone(),
+                late: *late,
+            });
+        }
         ChangeEventBody::ExpiryWarned { identity, entitlement, ends_at, before } => {
             change.warnings.push(crate::change::ExpiryWarning {
                 identity: identity.clone(),
@@ -733,6 +780,7 @@ fn first(
         evidence: event.evidence.iter().map(|e| (0, crate::event::Phase::Request, e.clone())).collect(),
         links: Vec::new(),
         warnings: Vec::new(),
+        comments: Vec::new(),
         seq: 1,
     }
 }

@@ -1157,3 +1157,62 @@ fn a_window_that_has_ended_cannot_be_asked_for_and_break_glass_ignores_windows()
     assert!(Window::new(at(0), at(7 * 24 + 1), "UTC").is_err());
     assert!(Window::new(at(0), at(1), "Europe/Berlin; DROP").is_err());
 }
+
+fn ticket_comment(id: &str, written: Timestamp) -> Option<CommentSource> {
+    Some(CommentSource {
+        source: crate::name::SourceName::parse("jira").unwrap(),
+        id: id.to_owned(),
+        account: Some("557058:bob".to_owned()),
+        written_at: written,
+    })
+}
+
+#[test]
+fn comments_are_taken_in_every_state_once_per_ticket_comment_and_marked_late_out_of_order() {
+    let (alice, bob, dave) = (human("alice"), human("bob"), human("dave"));
+    let comment = |text: &str, source| Command::Comment {
+        author: Actor::Identity(bob.name.clone()),
+        text: text.to_owned(),
+        source,
+    };
+    // Pending, approved, and closed (rejected) all take comments.
+    let pending = pending(&alice, &dave);
+    let approved = approved(&alice, &bob, &dave);
+    let rejected =
+        step(Some(pending.clone()), Command::Reject { actor: bob.clone(), reason: "no".into() }, at(1))
+            .unwrap();
+    for change in [pending.clone(), approved, rejected] {
+        let state = change.state;
+        let after = step(Some(change), comment("see the runbook\nsection 2", None), at(2)).unwrap();
+        assert_eq!(after.state, state, "a comment changes no state");
+        assert_eq!(after.comments.last().unwrap().text, "see the runbook\nsection 2");
+    }
+    // Blank, over-long or control-character text is refused.
+    for bad in ["   ", &"x".repeat(2001), "bell\u{7}"] {
+        assert!(step(Some(pending.clone()), comment(bad, None), at(2)).is_err(), "{bad:?}");
+    }
+    // A ticket's comment is taken once; one written earlier than one already here is late.
+    let first = step(Some(pending), comment("second", ticket_comment("11", at(2))), at(3)).unwrap();
+    let again = step(Some(first.clone()), comment("second", ticket_comment("11", at(2))), at(4)).unwrap_err();
+    assert_eq!(again.code(), "comment.duplicate");
+    let earlier = step(Some(first), comment("first", ticket_comment("10", at(1))), at(4)).unwrap();
+    let flags: Vec<(&str, bool)> = earlier.comments.iter().map(|c| (c.text.as_str(), c.late)).collect();
+    assert_eq!(flags, [("second", false), ("first", true)]);
+    // The quota holds.
+    let mut full = earlier;
+    full.comments = (0..crate::change::MAX_COMMENTS)
+        .map(|i| Comment {
+            seq: 0,
+            at: T0,
+            author: Actor::Identity(bob.name.clone()),
+            step: crate::event::Phase::Approval,
+            text: format!("{i}"),
+            source: None,
+            late: false,
+        })
+        .collect();
+    assert_eq!(
+        step(Some(full), comment("one more", None), at(5)).unwrap_err().code(),
+        "comment.quota_exceeded"
+    );
+}

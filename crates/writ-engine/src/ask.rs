@@ -18,10 +18,11 @@ pub enum Step {
     Reject,
     Cancel,
     Review,
+    Comment,
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [Step::Approve, Step::Reject, Step::Cancel, Step::Review];
+    pub const ALL: [Step; 5] = [Step::Approve, Step::Reject, Step::Cancel, Step::Review, Step::Comment];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +30,7 @@ impl Step {
             Step::Reject => "reject",
             Step::Cancel => "cancel",
             Step::Review => "review",
+            Step::Comment => "comment",
         }
     }
 }
@@ -84,6 +86,15 @@ impl Engine {
                 let command = Command::Review { reviewer: identity.clone(), notes: DRY_RUN_TEXT.into() };
                 decide(Some(change), command, now)?;
                 self.check_review(change, &identity)?;
+            }
+            Step::Comment => {
+                let author = Actor::Identity(actor.clone());
+                decide(
+                    Some(change),
+                    Command::Comment { author, text: DRY_RUN_TEXT.into(), source: None },
+                    now,
+                )?;
+                writ_core::authority::may_comment(change, actor, &self.store.roles_of(actor)?)?;
             }
         }
         Ok(())

@@ -403,6 +403,9 @@ impl Engine {
                 linked.refs.retain(|r| r.kind != writ_core::change::RefKind::Commit || *r == commit);
             }
             self.attach(&id, linked, late, parsed.cancelled, &source.requester, &mut notes)?;
+            if let Some(comment) = &parsed.comment {
+                self.comment_from(source, comment, &id, &mut notes)?;
+            }
             if !late && !parsed.cancelled && !parsed.approved_by.is_empty() {
                 self.ticket_approvals(source, parsed, &id, &record.delivery, &mut notes)?;
             }
@@ -417,8 +420,14 @@ impl Engine {
                 Outcome::Refused
             }
             (true, _)
-                if parsed.pending_request || !parsed.changes.is_empty() || !parsed.approved_by.is_empty() =>
+                if parsed.pending_request
+                    || !parsed.changes.is_empty()
+                    || !parsed.approved_by.is_empty()
+                    || parsed.comment.is_some() =>
             {
+                if parsed.comment.is_some() {
+                    notes.push("a comment on a ticket with no change yet: the delivery is kept (its text is not), and attached as a record when the ticket gets its change".into());
+                }
                 if parsed.pending_request {
                     notes.push("asks for a change on an event that does not open one yet (for example an open pull request); waits for its object".into());
                 }

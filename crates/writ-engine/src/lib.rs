@@ -14,6 +14,7 @@ pub mod access;
 pub mod ask;
 pub mod automation;
 pub mod breakglass;
+mod comments;
 pub mod deploy;
 mod error;
 mod evidence;

@@ -188,7 +188,24 @@ pub struct Parsed {
     /// The maintenance window a ticket plans (ServiceNow's planned `start_date` and `end_date`,
     /// in UTC), as start, end, zone; a `Writ-Window:` line in the request block comes first.
     pub window: Option<(String, String, String)>,
+    /// A comment on the ticket (a Jira comment, a ServiceNow work note or additional comment).
+    pub comment: Option<TicketComment>,
 }
+
+/// A comment made on a ticket in another system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketComment {
+    /// The comment's own id in that system (the same comment keeps it across deliveries).
+    pub id: String,
+    /// The account that wrote it.
+    pub account: Option<String>,
+    pub body: String,
+    /// When it was written there.
+    pub written_at: Timestamp,
+}
+
+/// The longest comment text kept (longer ones are cut, and say so).
+pub const MAX_COMMENT: usize = 2000;
 
 /// Checks that a delivery comes from the source: its signature or token against each of
 /// `secrets` (several during a rotation), and for signed timestamps the `tolerance`.

@@ -256,7 +256,52 @@ pub(crate) fn jira(received: &Received<'_>, json: &Value) -> Result<Parsed> {
     let opens = !parsed.cancelled;
     apply_text(&mut parsed, &description, opens);
     parsed.approved_by = jsm_approvers(&fields);
+    if let Some(comment) = json.get("comment").filter(|_| event.starts_with("comment_")) {
+        let body = match comment.get("body") {
+            Some(Value::String(s)) => s.clone(),
+            Some(node @ Value::Object(_)) => {
+                let mut out = String::new();
+                adf_text(node, &mut out);
+                out
+            }
+            _ => String::new(),
+        };
+        let written = required(comment, &["created"])?;
+        parsed.comment = Some(ticket_comment(
+            &required(comment, &["id"])?,
+            text(comment, &["author", "accountId"]),
+            &body,
+            jira_time(&written)
+                .ok_or_else(|| malformed(format!("comment.created is not a date and time: {written:?}")))?,
+        )?);
+    }
     Ok(parsed)
+}
+
+/// RFC 3339, or Jira's `2026-12-04T13:33:56.302+0100` (an offset without a colon).
+fn jira_time(text: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(text).or_else(|| {
+        let (head, tail) = text.split_at(text.len().checked_sub(5)?);
+        let offset = tail.strip_prefix(['+', '-']).filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+        Timestamp::parse_rfc3339(&format!("{head}{}{}:{}", &tail[..1], &offset[..2], &offset[2..]))
+    })
+}
+
+/// A ticket's comment, its text cleaned of control characters and cut to [`crate::MAX_COMMENT`].
+fn ticket_comment(
+    id: &str,
+    account: Option<String>,
+    body: &str,
+    written_at: Timestamp,
+) -> Result<crate::TicketComment> {
+    let mut body: String = writ_core::machine::clean_text(body.trim());
+    if body.chars().count() > crate::MAX_COMMENT {
+        body = body.chars().take(crate::MAX_COMMENT - 12).collect::<String>() + " [truncated]";
+    }
+    if body.is_empty() {
+        return Err(malformed("the comment has no text"));
+    }
+    Ok(crate::TicketComment { id: checked(id, "comment id")?, account, body, written_at })
 }
 
 /// The approvers who approved a Jira Service Management approval that ended approved: the
@@ -318,6 +363,38 @@ fn now_id(record: &Value, field: &str) -> Result<String> {
 pub(crate) fn servicenow(received: &Received<'_>, json: &Value) -> Result<Parsed> {
     let record = json.get("record").unwrap_or(json);
     let sys_id = now_id(record, "sys_id")?;
+    if record.get("element_id").is_some() {
+        // A sys_journal_field record: a work note or additional comment on the record it names.
+        let element = now_value(record, "element").unwrap_or_default();
+        if !matches!(element.as_str(), "work_notes" | "comments") {
+            return Err(malformed(format!(
+                "a journal entry of {element:?}: only work_notes and comments are read"
+            )));
+        }
+        let written = now_value(record, "sys_created_on")
+            .ok_or_else(|| malformed("the journal entry has no sys_created_on"))?;
+        let written_at = time(&written).ok_or_else(|| {
+            malformed(format!("sys_created_on must be YYYY-MM-DD HH:MM:SS (UTC), got {written:?}"))
+        })?;
+        let id = match ["idempotency-key", "webhook-id"].iter().find_map(|h| received.header(h)) {
+            Some(id) => checked(id, "delivery id")?,
+            None => checked(&format!("{sys_id}@{}", written_at.to_rfc3339()), "delivery id")?,
+        };
+        return Ok(Parsed {
+            id,
+            event: checked(&format!("sys_journal_field.{element}"), "event type")?,
+            // Not a version of the ticket (like an approval record): it never makes another late.
+            object: Some(now_id(record, "element_id")?),
+            account: now_value(record, "sys_created_by"),
+            comment: Some(ticket_comment(
+                &sys_id,
+                now_value(record, "sys_created_by"),
+                &now_value(record, "value").unwrap_or_default(),
+                written_at,
+            )?),
+            ..Parsed::default()
+        });
+    }
     let updated =
         now_value(record, "sys_updated_on").ok_or_else(|| malformed("the record has no sys_updated_on"))?;
     let version = time(&updated).ok_or_else(|| {

@@ -77,6 +77,16 @@ struct ControlsRecord {
     window_rules: Vec<String>,
 }
 
+/// Where a comment from another system came from.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentSourceRecord {
+    source: String,
+    id: String,
+    account: Option<String>,
+    written_at: String,
+}
+
 /// A maintenance window: UTC instants and the zone it was given in.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,6 +294,15 @@ enum Data {
     },
     Reviewed {
         notes: Sealed,
+    },
+    Commented {
+        step: String,
+        text: Sealed,
+        /// Absent for a comment made in Writ.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<CommentSourceRecord>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        late: bool,
     },
     EvidenceAttached {
         step: String,
@@ -909,6 +928,17 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
         ChangeEventBody::EvidenceAttached { step, name, late } => {
             Data::EvidenceAttached { step: step.as_str().to_owned(), name: seal(name), late: *late }
         }
+        ChangeEventBody::Commented { step, text, source, late } => Data::Commented {
+            step: step.as_str().to_owned(),
+            text: seal(text),
+            source: source.as_ref().map(|s| CommentSourceRecord {
+                source: s.source.to_string(),
+                id: s.id.clone(),
+                account: s.account.clone(),
+                written_at: s.written_at.to_rfc3339(),
+            }),
+            late: *late,
+        },
     }
 }
 
@@ -1305,6 +1335,21 @@ fn change_body(
                 late,
             }
         }
+        ("change.commented", Data::Commented { step, text, source, late }) => ChangeEventBody::Commented {
+            step: writ_core::event::Phase::parse_step(&step)?,
+            text: unseal(text),
+            source: source
+                .map(|s| {
+                    Ok::<_, RecordError>(writ_core::change::CommentSource {
+                        source: writ_core::name::SourceName::parse(&s.source)?,
+                        id: writ_core::intake::key(&s.id, "comment id")?,
+                        account: s.account,
+                        written_at: parse_time(&s.written_at)?,
+                    })
+                })
+                .transpose()?,
+            late,
+        },
         (other, _) => {
             return Err(RecordError::Malformed(format!("unexpected data for {other}")));
         }

@@ -97,6 +97,23 @@ fn every_event() -> Vec<Event> {
             error: Some("1 of 1 missing".into()),
         },
         ChangeEventBody::AttemptRecovered { attempt: 1, outcomes: outcomes.clone(), error: None },
+        ChangeEventBody::Commented {
+            step: writ_core::event::Phase::Approval,
+            text: "CAB asked for a rollback plan\nsee the runbook".into(),
+            source: None,
+            late: false,
+        },
+        ChangeEventBody::Commented {
+            step: writ_core::event::Phase::Review,
+            text: "looks fine".into(),
+            source: Some(writ_core::change::CommentSource {
+                source: writ_core::name::SourceName::parse("jira").unwrap(),
+                id: "10042".into(),
+                account: Some("557058:bob".into()),
+                written_at: T0.plus(Duration::hours(1)),
+            }),
+            late: true,
+        },
         ChangeEventBody::Verified { observations: observations.clone() },
         ChangeEventBody::VerificationFailed {
             observations: observations.clone(),

@@ -18,6 +18,7 @@ pub fn schemas() -> Value {
         "Decision": schema::<wire::Decision>(),
         "Offboard": schema::<wire::Offboard>(),
         "Review": schema::<wire::Review>(),
+        "Comment": schema::<wire::Comment>(),
         "NoFields": schema::<wire::NoFields>(),
         "BreakGlass": schema::<wire::BreakGlass>(),
         "ResolveFinding": schema::<wire::ResolveFinding>(),

@@ -482,6 +482,15 @@ pub enum ChangeCmd {
         #[arg(long, default_value = "reviewed")]
         notes: String,
     },
+    /// Comment on a change, in any state: the people it concerns, and approvers, executors,
+    /// reviewers, auditors and admins. The text is sealed in the ledger like a justification.
+    Comment {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// The comment (at most 2000 characters; line breaks allowed).
+        text: String,
+    },
     /// Show the whole trail: who asked, approved, executed, what changed, verification, review.
     Show { id: String },
     /// List changes, newest first.

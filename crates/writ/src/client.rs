@@ -368,6 +368,10 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
             check_actor(client, Some(&actor))?;
             step(&id, "review", json!({ "notes": notes }))?
         }
+        ChangeCmd::Comment { id, actor, text } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "comment", json!({ "text": text }))?
+        }
         ChangeCmd::Show { id } => {
             let path = format!("/api/v1/changes/{}", ChangeId::parse(&id)?);
             let view: writ_api::view::ChangeView = client.view("GET", &path, None)?;

@@ -619,6 +619,9 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Review { id, actor, notes } => {
             engine.review(&ChangeId::parse(&id)?, &IdentityName::parse(&actor)?, notes)?
         }
+        ChangeCmd::Comment { id, actor, text } => {
+            engine.comment(&ChangeId::parse(&id)?, &IdentityName::parse(&actor)?, text)?
+        }
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();

@@ -44,6 +44,7 @@ const EVENT_KINDS: &[&str] = &[
     "change.html",
     "request.html",
     "change.expiry_warned",
+    "change.commented",
     "exception.expiry_warned",
     "exception.expiring",
     // Notification kinds (writ_core::notify::kind), named by policy routes.

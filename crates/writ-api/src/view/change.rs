@@ -35,6 +35,9 @@ pub struct ChangeView {
     /// demanded one.
     #[serde(default)]
     pub window: Option<WindowView>,
+    /// Comments by people and from tickets, in the order they were recorded.
+    #[serde(default)]
+    pub comments: Vec<CommentView>,
     pub operations: Vec<OperationView>,
     pub approvals: Vec<ApprovalView>,
     pub executions: Vec<ExecutionView>,
@@ -94,6 +97,40 @@ impl WindowView {
             applies: change.emergency.is_none() && window.is_some(),
             demanded_by,
         })
+    }
+}
+
+/// A comment: who wrote it and when, at which step, and for one from a ticket, its source, its
+/// id there, the account that wrote it and when it was written there.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct CommentView {
+    pub seq: u64,
+    pub at: String,
+    pub author: String,
+    pub step: String,
+    pub text: String,
+    pub source: Option<String>,
+    pub external_id: Option<String>,
+    pub account: Option<String>,
+    pub written_at: Option<String>,
+    pub late: bool,
+}
+
+impl CommentView {
+    pub fn of(comment: &writ_core::change::Comment) -> CommentView {
+        let source = comment.source.as_ref();
+        CommentView {
+            seq: comment.seq,
+            at: comment.at.to_rfc3339(),
+            author: comment.author.to_string(),
+            step: comment.step.as_str().to_owned(),
+            text: comment.text.clone(),
+            source: source.map(|s| s.source.to_string()),
+            external_id: source.map(|s| s.id.clone()),
+            account: source.and_then(|s| s.account.clone()),
+            written_at: source.map(|s| s.written_at.to_rfc3339()),
+            late: comment.late,
+        }
     }
 }
 
@@ -288,6 +325,7 @@ impl ChangeView {
                 .map(|(at, to)| EscalationView { at: at.to_rfc3339(), to: to.clone() }),
             emergency: EmergencyView::of(change),
             window: WindowView::of(change),
+            comments: change.comments.iter().map(CommentView::of).collect(),
             operations: operations(change),
             approvals: change
                 .approvals

@@ -188,3 +188,32 @@ fn canonical_names_fold_case_and_end_separators_only() {
         assert_eq!(name(a).canonical() == name(b).canonical(), same, "{a} {b}");
     }
 }
+
+#[test]
+fn comments_come_from_the_people_a_change_concerns_and_the_roles_that_work_on_changes() {
+    let change = approved_by_bob(change(OpAction::Grant, BusinessEvent::Adhoc, true));
+    let role_sets: [&[Role]; 8] = [
+        &[],
+        &[Role::Requester],
+        &[Role::Provisioner],
+        &[Role::Approver],
+        &[Role::Executor],
+        &[Role::Reviewer],
+        &[Role::Auditor],
+        &[Role::Admin],
+    ];
+    let mut cases = 0;
+    for who in ["alice", "paul", "dave", "bob", "carol"] {
+        for roles in role_sets {
+            let concerned = who != "carol";
+            let working = roles.iter().any(|r| !matches!(r, Role::Requester | Role::Provisioner));
+            let decision = may_comment(&change, &name(who), roles);
+            assert_eq!(decision.is_ok(), concerned || working, "{who} with {roles:?}: {decision:?}");
+            if let Err(refusal) = decision {
+                assert_eq!(refusal.code(), "authority.not_yours");
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 40);
+}

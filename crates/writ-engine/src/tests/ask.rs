@@ -26,6 +26,7 @@ fn take(engine: &Engine, id: &ChangeId, actor: &IdentityName, step: Step) -> Res
         Step::Reject => engine.reject(id, actor, "not now".into()),
         Step::Cancel => engine.cancel(id, actor, "not needed".into()),
         Step::Review => engine.review(id, actor, "looked at it".into()),
+        Step::Comment => engine.comment(id, actor, "a remark".into()),
     }
 }
 
@@ -56,7 +57,7 @@ fn may_answers_as_the_step_would_for_every_person_step_and_state() {
     }
     // The table the answers make (the core's rules): the requester may cancel until execution;
     // anyone but the requester may approve or reject while pending, and reject an approved
-    // change; the subject, dave, may do nothing; only someone who neither asked for nor approved
+    // change; the subject, dave, may do nothing but comment; only someone who neither asked for nor approved
     // it reviews it; an NHI does nothing.
     let expected = [
         "pending_approval alice cancel",
@@ -68,6 +69,16 @@ fn may_answers_as_the_step_would_for_every_person_step_and_state() {
         "approved bob reject",
         "approved carol reject",
         "verified carol review",
+        // Comments come from those it concerns (the requester, the subject, an approver once
+        // they approved); carol, with no part in it and no role, may not.
+        "pending_approval alice comment",
+        "pending_approval dave comment",
+        "approved alice comment",
+        "approved bob comment",
+        "approved dave comment",
+        "verified alice comment",
+        "verified bob comment",
+        "verified dave comment",
     ];
     let mut got = allowed.clone();
     got.sort();

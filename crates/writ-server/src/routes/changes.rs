@@ -18,7 +18,7 @@ use crate::http::{
     request_parts, required, scoped_change, write,
 };
 use crate::idempotency::Written;
-use writ_api::wire::{Approval, BreakGlass, Decision, NewChange, NoFields, Review};
+use writ_api::wire::{Approval, BreakGlass, Comment, Decision, NewChange, NoFields, Review};
 use writ_core::access::Principal;
 use writ_engine::{ChangeRecord, Engine};
 
@@ -108,6 +108,15 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Review),
             Some("Review"),
             post(review_change),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/comment",
+            "Comment on a change, in any state (`text` required): the people it concerns, and \
+             approvers, executors, reviewers, auditors and admins.",
+            Some(A::Comment),
+            Some("Comment"),
+            post(comment_change),
         ),
         op(
             M::POST,
@@ -320,6 +329,26 @@ pub(crate) async fn review_change(
         (method, headers, &body.raw),
         ("review", Action::Review),
         move |engine, id, me| Ok(engine.review(id, me, notes)?),
+    )
+    .await
+}
+
+pub(crate) async fn comment_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Comment>,
+) -> ApiResult<Response> {
+    let text = required(body.value.text, "text")?;
+    step(
+        state,
+        caller,
+        id,
+        (method, headers, &body.raw),
+        ("comment", Action::Comment),
+        move |engine, id, me| Ok(engine.comment(id, me, text)?),
     )
     .await
 }

@@ -445,6 +445,7 @@ fn offers(
             Step::Reject => (Action::Reject, "Reject", Some("reason")),
             Step::Cancel => (Action::Cancel, "Cancel", Some("reason")),
             Step::Review => (Action::Review, "Review", Some("notes")),
+            Step::Comment => (Action::Comment, "Comment", Some("text")),
         };
         if viewer.may(action).is_err() {
             continue;
@@ -498,6 +499,7 @@ struct StepForm {
     _csrf: Option<String>,
     reason: Option<String>,
     notes: Option<String>,
+    text: Option<String>,
 }
 
 /// Takes a step on a change as the viewer: the same engine entry points as the API, with the
@@ -522,6 +524,7 @@ async fn step(
             "reject" => Action::Reject,
             "cancel" => Action::Cancel,
             "review" => Action::Review,
+            "comment" => Action::Comment,
             "execute" => Action::Execute,
             "verify" => Action::Verify,
             other => return Err(ApiError::new("not_found", format!("no step {other:?} on a change"))),
@@ -532,6 +535,7 @@ async fn step(
             "reject" => engine.reject(&id, me, text(form.reason, "reason")?)?,
             "cancel" => engine.cancel(&id, me, text(form.reason, "reason")?)?,
             "review" => engine.review(&id, me, text(form.notes, "notes")?)?,
+            "comment" => engine.comment(&id, me, text(form.text, "text")?)?,
             "execute" => engine.execute(&id, Some(me))?,
             _ => engine.verify(&id)?,
         };

@@ -1336,3 +1336,107 @@ fn a_tickets_planned_window_or_its_writ_window_line_becomes_the_changes_window()
     assert!(refused["detail"].as_str().unwrap().contains("unknown time zone"), "{refused}");
     assert_eq!(changes(&h).len(), count, "no change was opened");
 }
+
+/// A Jira Cloud `comment_created` delivery: the comment and the issue it is on (the webhook
+/// carries the issue's key fields, not its description).
+fn jira_comment(issue: &str, comment: &str, account: &str, created_ms: i64, body: &str) -> Vec<u8> {
+    let created = iso(created_ms).replace('Z', "+0000");
+    serde_json::to_vec(&json!({
+        "timestamp": created_ms,
+        "webhookEvent": "comment_created",
+        "comment": {
+            "id": comment, "self": format!("https://acme.atlassian.net/rest/api/2/issue/{issue}/comment/{comment}"),
+            "author": {"accountId": account, "displayName": "someone"},
+            "body": body, "created": created, "updated": created,
+        },
+        "issue": {"id": issue, "key": format!("ACC-{issue}"), "fields": {"summary": "Access", "status": {"name": "Open"}}}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_jira_comment_delivered_twice_and_late_is_attached_once_to_the_right_change() {
+    let h = start();
+    let now = now_ms();
+    let jira = |id: &str, body: &[u8]| {
+        post(&h, "jira", &[("x-atlassian-webhook-identifier", id), ("x-hub-signature", &hub(body))], body)
+    };
+    // Two tickets, two changes.
+    let ours =
+        jira("wh-issue", &jira_issue("jira:issue_created", now - 120_000, "Open")).expect(200)["changes"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let other_issue = String::from_utf8(jira_issue("jira:issue_created", now - 120_000, "Open"))
+        .unwrap()
+        .replace("\"10002\"", "\"10003\"")
+        .replace("ACC-7", "ACC-8");
+    let other =
+        jira("wh-issue-2", other_issue.as_bytes()).expect(200)["changes"][0].as_str().unwrap().to_owned();
+    assert_ne!(ours, other);
+
+    let second = jira_comment("10002", "20002", "557058:bob", now - 20_000, "CAB approved for Tuesday night");
+    let reply = jira("wh-c2", &second).expect(200).clone();
+    assert_eq!(reply["changes"], json!([ours]), "{reply}");
+    // The same delivery again is a duplicate; the same comment in a new delivery adds nothing.
+    assert_eq!(jira("wh-c2", &second).expect(200)["duplicate"], true);
+    let resent = jira("wh-c2-resent", &second).expect(200).clone();
+    assert!(resent["detail"].as_str().unwrap().contains("comment 20002 was already on"), "{resent}");
+    // An earlier comment arriving after it (late) is attached, marked late, by an unmapped author.
+    let first = jira_comment(
+        "10002",
+        "20001",
+        "5b10a2844c20165700ede21g",
+        now - 40_000,
+        "Rollback plan: revert PR 42",
+    );
+    let late = jira("wh-c1", &first).expect(200).clone();
+    assert_eq!(late["outcome"], "late", "{late}");
+    assert_eq!(jira("wh-c1", &first).expect(200)["duplicate"], true);
+    // A comment on the other ticket goes to the other change.
+    jira("wh-c3", &jira_comment("10003", "20003", "557058:bob", now - 10_000, "for ACC-8")).expect(200);
+
+    let view = change(&h, &ours);
+    let comments: Vec<(&str, &str, &str, bool)> = view["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["external_id"].as_str().unwrap(),
+                c["author"].as_str().unwrap(),
+                c["text"].as_str().unwrap(),
+                c["late"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            ("20002", "bob", "CAB approved for Tuesday night", false),
+            ("20001", "system:writ-intake", "Rollback plan: revert PR 42", true),
+        ]
+    );
+    assert_eq!(view["comments"][0]["source"], "jira");
+    assert_eq!(view["comments"][1]["written_at"], iso(now - 40_000).as_str());
+    let theirs = change(&h, &other);
+    assert_eq!(theirs["comments"].as_array().unwrap().len(), 1);
+    assert_eq!(theirs["comments"][0]["text"], "for ACC-8");
+    // The text is sealed in the ledger: the record carries only its HMAC.
+    h.world.writ(&["ledger", "verify"]).ok();
+    let db = rusqlite::Connection::open(&h.world.db).unwrap();
+    let leaked: i64 = db
+        .query_row("SELECT count(*) FROM events WHERE CAST(bytes AS TEXT) LIKE '%Rollback plan%'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(leaked, 0, "comment text is not in the ledger's records");
+    let source: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE CAST(bytes AS TEXT) LIKE '%\"id\":\"20001\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(source, 1, "the comment's source and id are in the record, once");
+}

@@ -221,3 +221,72 @@ fn break_glass_ignores_a_required_window_and_says_so() {
         "{text}"
     );
 }
+
+#[test]
+fn comments_come_from_whom_the_change_concerns_and_appear_in_show_and_the_verified_bundle() {
+    let w = World::new();
+    let id = w.request("dave", "access:eng-read");
+    // Who may comment: the requester and the subject; bob only once he is its approver; carol
+    // with no part in it only with a role that works on changes.
+    let cases: [(&str, bool); 4] = [("alice", true), ("dave", true), ("bob", false), ("carol", false)];
+    for (who, allowed) in cases {
+        let before = w.fingerprint();
+        let run = w.writ(&["change", "comment", &id, "--as", who, &format!("note from {who}")]);
+        if allowed {
+            run.ok();
+        } else {
+            assert_eq!(
+                (run.code, error_code(&run)),
+                (3, "authority.not_yours".to_owned()),
+                "{who}: {}",
+                run.stderr
+            );
+            assert_eq!(w.fingerprint(), before, "{who}'s refused comment changed something");
+        }
+    }
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "comment", &id, "--as", "bob", "approved for the Q4 close\nsee OPS-9"]).ok();
+    w.writ(&["role", "grant", "carol", "auditor"]).ok();
+    w.writ(&["change", "comment", &id, "--as", "carol", "sampled for the audit"]).ok();
+    // Bad text is refused and changes nothing.
+    for (text, code) in [("   ", "input.invalid_text"), ("bell\u{7}", "input.control_character")] {
+        let before = w.fingerprint();
+        let run = w.writ(&["change", "comment", &id, "--as", "alice", text]);
+        assert_eq!(error_code(&run), code, "{text:?}: {}", run.stderr);
+        assert_eq!(w.fingerprint(), before);
+    }
+    w.writ(&["change", "execute", &id]).ok();
+    w.writ(&["change", "verify", &id]).ok();
+    w.writ(&["change", "review", &id, "--as", "carol", "--notes", "fine"]).ok();
+    // A closed change still takes a comment.
+    w.writ(&["change", "comment", &id, "--as", "alice", "closed; thanks"]).ok();
+
+    let show = w.writ(&["change", "show", &id, "--json"]).json();
+    let comments: Vec<(&str, &str, &str)> = show["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["author"].as_str().unwrap(), c["step"].as_str().unwrap(), c["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            ("alice", "approval", "note from alice"),
+            ("dave", "approval", "note from dave"),
+            ("bob", "implementation", "approved for the Q4 close\nsee OPS-9"),
+            ("carol", "implementation", "sampled for the audit"),
+            ("alice", "review", "closed; thanks"),
+        ]
+    );
+    let text = w.writ(&["change", "show", &id]).ok();
+    assert!(text.contains("comment    bob at ") && text.contains("see OPS-9"), "{text}");
+
+    // The bundle carries them, each opened against its seal offline.
+    w.writ(&["ledger", "checkpoint"]).ok();
+    let out = w.dir.path().join("bundle");
+    w.writ(&["audit", "bundle", "--change", &id, "--out", out.to_str().unwrap()]).ok();
+    let verified = w.writ(&["audit", "verify", out.to_str().unwrap()]).ok();
+    assert!(verified.contains("sampled for the audit") && verified.contains("closed; thanks"), "{verified}");
+    let json = w.writ(&["audit", "verify", out.to_str().unwrap(), "--json"]).json();
+    assert_eq!(json["ok"], true, "{json}");
+}

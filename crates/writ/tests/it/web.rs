@@ -920,4 +920,15 @@ fn the_request_form_asks_for_the_window_policy_demands_and_the_change_page_shows
     let view: Value = serde_json::from_str(&alice.get(&submitted.location, true).body).unwrap();
     assert_eq!(view["window"]["start"], "2031-03-04T21:00:00.000Z");
     assert_eq!(view["window"]["demanded_by"], serde_json::json!(["tier.change-window"]));
+    // The page offers a comment to its requester; a comment without text is refused.
+    assert!(page.body.contains("id=\"step-comment\""), "{}", page.body);
+    let path = format!("{}/comment", submitted.location);
+    let before = http.fingerprint();
+    let empty = post(&path, vec![("csrf", csrf.clone()), ("text", " ".to_owned())]);
+    assert_eq!(empty.status, 400, "{}", empty.body);
+    assert_eq!(http.fingerprint(), before);
+    let commented = post(&path, vec![("csrf", csrf.clone()), ("text", "window agreed with the CAB".to_owned())]);
+    assert_eq!(commented.status, 303, "{}", commented.body);
+    let page = alice.get(&submitted.location, false);
+    assert!(page.body.contains("window agreed with the CAB"), "{}", page.body);
 }
