@@ -217,6 +217,22 @@ pub fn trail(change: &ChangeView) -> String {
             _ => out.push_str(&format!("  window     none{demanded}\n")),
         }
     }
+    if let Some(owner) = &change.rollback_owner {
+        out.push_str(&format!("  rollback   owner {owner}\n"));
+    }
+    if let Some(origin) = &change.rollback_of {
+        out.push_str(&format!("  ROLLBACK   of {origin}: undoes what it did\n"));
+    }
+    let mut rollbacks: Vec<(&str, Vec<&str>)> = Vec::new();
+    for note in &change.rollbacks {
+        match rollbacks.iter_mut().find(|(id, _)| *id == note.change) {
+            Some((_, steps)) => steps.push(&note.step),
+            None => rollbacks.push((&note.change, vec![&note.step])),
+        }
+    }
+    for (id, steps) in rollbacks {
+        out.push_str(&format!("  ROLLED BACK by {id}: {}\n", steps.join(", ")));
+    }
     for c in &change.comments {
         let from = match (&c.source, &c.external_id) {
             (Some(source), Some(id)) => format!(

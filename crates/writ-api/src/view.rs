@@ -149,6 +149,9 @@ pub fn evidence_json(evidence: &writ_core::event::EvidenceRef) -> Value {
 
 pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
     match &event.body {
+        ChangeEventBody::Requested { ops, rollback_of: Some(of), .. } => {
+            format!("{} operation(s), rolling back {}", ops.len(), of.origin)
+        }
         ChangeEventBody::Requested { ops, .. } => format!("{} operation(s)", ops.len()),
         ChangeEventBody::Validated { requirement, controls } => {
             let tier = controls.as_ref().map_or(String::new(), |c| {
@@ -250,6 +253,7 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
             if *late { " (LATE: older than a version already seen; recorded, not acted on)" } else { "" }
         ),
         ChangeEventBody::Commented { text, source: None, .. } => format!("comment: {text}"),
+        ChangeEventBody::RollbackNoted { rollback, step } => format!("rollback {rollback}: {step}"),
         ChangeEventBody::Commented { text, source: Some(s), late, .. } => format!(
             "comment {} from {}{} written {}{}: {text}",
             s.id,

@@ -232,6 +232,10 @@ pub struct NewChange {
     pub on_behalf_of: Option<String>,
     /// The maintenance window the change must be carried out in.
     pub window: Option<WindowBody>,
+    /// The person who answers for undoing the change (a human); by default the policy's
+    /// `[rollback] owners` decide.
+    #[schemars(regex(pattern = NAME_PATTERN))]
+    pub rollback_owner: Option<String>,
 }
 
 /// A maintenance window: `start` and `end` as RFC 3339 instants (`2026-12-08T21:00:00Z`) or
@@ -296,6 +300,7 @@ impl NewChange {
             refs,
             event: BusinessEvent::parse(self.event.as_deref().unwrap_or("adhoc"))?,
             window: self.window.as_ref().map(WindowBody::window).transpose()?,
+            rollback_owner: self.rollback_owner.as_deref().map(IdentityName::parse).transpose()?,
         })
     }
 }
@@ -346,6 +351,21 @@ impl Offboard {
 pub struct Review {
     #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
     pub notes: Option<String>,
+}
+
+/// `rollback`: why the change is undone.
+#[derive(Deserialize, Serialize, JsonSchema, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    #[schemars(with = "String", length(min = 1, max = 2000), regex(pattern = TEXT_PATTERN))]
+    pub justification: Option<String>,
+}
+
+impl Rollback {
+    pub fn justification(&self) -> Result<Justification, Error> {
+        let text = required(self.justification.clone(), "justification")?;
+        Ok(Justification::parse(&text)?)
+    }
 }
 
 /// `comment`: the comment's text (sealed in the ledger like a justification).

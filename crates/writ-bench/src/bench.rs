@@ -149,6 +149,7 @@ fn lifecycle(engine: &Engine, subject: &IdentityName, action: OpAction) -> anyho
         refs: vec![],
         event: BusinessEvent::Adhoc,
         window: None,
+        rollback_owner: None,
     };
     let id = engine.request(input, writ_engine::random_bits()?)?.change.id;
     engine.approve(&id, &bob, None, None)?;

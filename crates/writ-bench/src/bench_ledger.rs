@@ -51,6 +51,8 @@ fn sample_event(
                 duration: None,
             }],
             window: None,
+            rollback_owner: None,
+            rollback_of: None,
         },
     };
     let (bytes, sealed) = writ_ledger::encode(&Event::Change(event), key);

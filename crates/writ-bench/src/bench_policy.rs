@@ -31,6 +31,7 @@ fn facts(i: usize) -> ChangeFacts {
         executors: Vec::new(),
         window: None,
         now: None,
+        rollback_owner: None,
     }
 }
 

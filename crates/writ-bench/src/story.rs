@@ -42,6 +42,7 @@ pub fn request(
         refs: vec![ExternalRef::new(RefKind::Ticket, ticket)?],
         event,
         window: None,
+        rollback_owner: None,
     };
     let record = engine.request(input, writ_engine::random_bits()?)?;
     println!("  requested {} by alice ({event}, ticket {ticket})", record.change.id);

@@ -85,6 +85,8 @@ pub enum Action {
     AttachEvidence,
     /// Comment on a change (whose change it is decides the rest).
     Comment,
+    /// Ask for a change to be rolled back (its rollback owner, requester or an admin).
+    Rollback,
     /// Register identities and targets, issue and revoke tokens, assign roles.
     Administer,
     /// Sign a checkpoint or run due work by hand.
@@ -110,6 +112,7 @@ impl Action {
             Action::AttachEvidence | Action::Comment => {
                 &[Requester, Approver, Executor, Reviewer, Auditor, Admin]
             }
+            Action::Rollback => &[Requester, Approver, Executor, Reviewer, Admin],
             Action::Administer | Action::Operate => &[Admin],
             Action::Provision => &[Provisioner],
         }
@@ -128,6 +131,7 @@ impl Action {
             Action::Review => "review changes",
             Action::AttachEvidence => "attach evidence",
             Action::Comment => "comment on changes",
+            Action::Rollback => "roll back changes",
             Action::Administer => "administer Writ",
             Action::Operate => "operate the ledger",
             Action::Provision => "provision identities over SCIM",

@@ -9,6 +9,7 @@
 //! | cancel            | the requester or the on-behalf-of principal, or an admin (the reason is |
 //! |                   | recorded); never a subject of a change that removes access (a           |
 //! |                   | revocation, a leaver, an expiry), whoever they are                      |
+//! | roll back         | the change's rollback owner, who asked for it (or for whom), or an admin |
 //! | comment           | in any state: anyone the change concerns (requester, principal,         |
 //! |                   | subject, approver, executor, closer), or an approver, executor,         |
 //! |                   | reviewer, auditor or admin                                              |
@@ -136,6 +137,25 @@ pub fn may_comment(change: &Change, actor: &IdentityName, roles: &[Role]) -> Res
         actor,
         "comment on",
         "comments come from the people it concerns (who asked, for whom, who approved, executed or closed it) and from approvers, executors, reviewers, auditors and admins".into(),
+    ))
+}
+
+/// May `actor`, holding `roles`, ask for `change` to be rolled back? Its rollback owner, who
+/// asked for it or for whom it was asked, or an admin.
+pub fn may_roll_back(change: &Change, actor: &IdentityName, roles: &[Role]) -> Result<(), Refusal> {
+    let standing = relationships(change, actor);
+    let own = standing.iter().any(|r| matches!(r, Relationship::Requester | Relationship::Principal));
+    if own || change.rollback_owner.as_ref() == Some(actor) || roles.contains(&Role::Admin) {
+        return Ok(());
+    }
+    Err(refuse(
+        change,
+        actor,
+        "roll back",
+        format!(
+            "a rollback is asked for by the change's rollback owner ({}), who asked for it, or an admin",
+            change.rollback_owner.as_ref().map_or("none named", IdentityName::as_str)
+        ),
     ))
 }
 

@@ -168,6 +168,7 @@ string_enum!(
         Vendor => "vendor",
         Adhoc => "adhoc",
         Expiry => "expiry",
+        Rollback => "rollback",
     }
 );
 
@@ -451,8 +452,42 @@ pub struct Change {
     pub warnings: Vec<ExpiryWarning>,
     /// Comments, in the order they were recorded.
     pub comments: Vec<Comment>,
+    /// The person who answers for undoing this change (see [`RollbackOf`]).
+    pub rollback_owner: Option<IdentityName>,
+    /// For a rollback: the change it undoes.
+    pub rollback_of: Option<RollbackOf>,
+    /// For a change that was rolled back: each step its rollbacks reached, as noted on it.
+    pub rollbacks: Vec<RollbackNote>,
     /// How many events have been folded into this record; the next event has this sequence.
     pub seq: u64,
+}
+
+/// The change a rollback undoes, and who requested that change (who may not approve, execute
+/// or review its undoing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackOf {
+    pub origin: ChangeId,
+    pub origin_requester: IdentityName,
+}
+
+string_enum!(
+    /// How far a rollback has come, as noted on the change it undoes.
+    RollbackStep, "rollback step" {
+        Requested => "requested",
+        Approved => "approved",
+        Executed => "executed",
+        Verified => "verified",
+        Failed => "failed",
+        Closed => "closed",
+    }
+);
+
+/// One step of a rollback, noted on the change it undoes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackNote {
+    pub rollback: ChangeId,
+    pub step: RollbackStep,
+    pub at: Timestamp,
 }
 
 /// Most comments one change may carry.
@@ -502,6 +537,7 @@ impl Change {
     pub fn interested_parties(&self) -> Vec<&IdentityName> {
         let mut parties: Vec<&IdentityName> = vec![&self.requester];
         parties.extend(self.on_behalf_of.iter());
+        parties.extend(self.rollback_of.iter().map(|r| &r.origin_requester));
         parties.extend(self.ops.iter().map(|op| &op.identity));
         parties
     }

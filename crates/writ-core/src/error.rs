@@ -167,6 +167,9 @@ pub enum Refusal {
     /// [`crate::transfer`]).
     #[error("{reason}")]
     TransferRefused { code: &'static str, reason: String },
+    /// A rollback that cannot be opened: nothing was carried out, or one is already open.
+    #[error("{change} cannot be rolled back now: {reason}")]
+    RollbackRefused { change: ChangeId, code: &'static str, reason: String },
     /// A comment the change cannot take: one already attached, or past its quota.
     #[error("{change} takes no more comments here: {reason}")]
     CommentRefused { change: ChangeId, code: &'static str, reason: String },
@@ -191,6 +194,7 @@ impl Refusal {
             Refusal::NotYours { .. } => "authority.not_yours",
             Refusal::EvidenceRefused { code, .. } => code,
             Refusal::CommentRefused { code, .. } => code,
+            Refusal::RollbackRefused { code, .. } => code,
             Refusal::TransferRefused { code, .. } => code,
             Refusal::InvalidDuration { .. } => "input.invalid_duration",
             Refusal::EmptyJustification => "input.empty_justification",

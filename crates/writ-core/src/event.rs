@@ -108,6 +108,10 @@ pub enum ChangeEventBody {
         ops: Vec<PlannedOp>,
         /// The maintenance window the change must be carried out in, if any.
         window: Option<crate::change::Window>,
+        /// The person who answers for undoing it.
+        rollback_owner: Option<IdentityName>,
+        /// For a rollback: the change it undoes.
+        rollback_of: Option<crate::change::RollbackOf>,
     },
     Validated {
         requirement: ApprovalRequirement,
@@ -232,6 +236,12 @@ pub enum ChangeEventBody {
         source: Option<crate::change::CommentSource>,
         late: bool,
     },
+    /// `rollback`, the change that undoes this one, reached `step`. Noted after the rollback's
+    /// own event (which is the fact); allowed in every state, once per rollback and step.
+    RollbackNoted {
+        rollback: ChangeId,
+        step: crate::change::RollbackStep,
+    },
 }
 
 impl ChangeEventBody {
@@ -260,6 +270,7 @@ impl ChangeEventBody {
             ChangeEventBody::Linked { .. } => "change.linked",
             ChangeEventBody::ExpiryWarned { .. } => "change.expiry_warned",
             ChangeEventBody::Commented { .. } => "change.commented",
+            ChangeEventBody::RollbackNoted { .. } => "change.rollback_noted",
         }
     }
 
@@ -277,6 +288,7 @@ impl ChangeEventBody {
             | ChangeEventBody::ExecutionFailed { .. }
             | ChangeEventBody::AttemptRecovered { .. }
             | ChangeEventBody::AlertRaised { .. }
+            | ChangeEventBody::RollbackNoted { .. }
             | ChangeEventBody::ExpiryWarned { .. } => Phase::Implementation,
             ChangeEventBody::Verified { .. } | ChangeEventBody::VerificationFailed { .. } => {
                 Phase::Verification

@@ -38,6 +38,10 @@ pub struct NewChange {
     pub ops: Vec<PlannedOp>,
     /// The maintenance window it must be carried out in, if any.
     pub window: Option<crate::change::Window>,
+    /// The person who answers for undoing it (a human); required when it grants or rotates.
+    pub rollback_owner: Option<Identity>,
+    /// For a rollback: the change it undoes.
+    pub rollback_of: Option<crate::change::RollbackOf>,
     /// The identity named by each op, in the same order as `ops`.
     pub subjects: Vec<Identity>,
     pub requirement: ApprovalRequirement,
@@ -145,6 +149,11 @@ pub enum Command {
         text: String,
         source: Option<crate::change::CommentSource>,
     },
+    /// Note that `rollback`, which undoes this change, reached `step`. Only the engine issues it.
+    NoteRollback {
+        rollback: ChangeId,
+        step: crate::change::RollbackStep,
+    },
     /// Warn that access this change granted ends soon. Only the scheduler issues it.
     WarnExpiry {
         identity: IdentityName,
@@ -176,6 +185,7 @@ impl Command {
             Command::Link { .. } => "link",
             Command::WarnExpiry { .. } => "warn of expiry",
             Command::Comment { .. } => "comment on",
+            Command::NoteRollback { .. } => "note a rollback of",
         }
     }
 }
@@ -440,6 +450,16 @@ pub fn decide(
             let step = crate::authority::reached(change.state).unwrap_or(crate::event::Phase::Review);
             Ok(vec![event(author, None, ChangeEventBody::Commented { step, text: body, source, late })])
         }
+        Command::NoteRollback { rollback, step } => {
+            if change.rollbacks.iter().any(|n| n.rollback == rollback && n.step == step) {
+                return Err(invalid(change, action));
+            }
+            Ok(vec![event(
+                Actor::System(SystemActor::Engine),
+                None,
+                ChangeEventBody::RollbackNoted { rollback, step },
+            )])
+        }
         Command::AttachEvidence { actor, step, name } => {
             let name = line(name, "evidence name")?;
             let late = crate::authority::reached(change.state).is_some_and(|furthest| step < furthest);
@@ -500,7 +520,17 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
     let mut change = match (change, &event.body) {
         (
             None,
-            ChangeEventBody::Requested { kind, event: business, refs, vendor, justification, ops, window },
+            ChangeEventBody::Requested {
+                kind,
+                event: business,
+                refs,
+                vendor,
+                justification,
+                ops,
+                window,
+                rollback_owner,
+                rollback_of,
+            },
         ) => {
             if event.seq != 0 {
                 return Err(corrupt("first event must have sequence 0"));
@@ -512,6 +542,8 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
                 on_behalf_of: event.on_behalf_of.clone(),
                 vendor: vendor.clone(),
                 window: window.clone(),
+                rollback_owner: rollback_owner.clone(),
+                rollback_of: rollback_of.clone(),
                 ..first(event, *kind, *business, requester, justification.clone(), ops)
             });
         }
@@ -700,6 +732,13 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
         }
         ChangeEventBody::EvidenceAttached { .. } => {}
+        ChangeEventBody::RollbackNoted { rollback, step } => {
+            change.rollbacks.push(crate::change::RollbackNote {
+                rollback: rollback.clone(),
+                step: *step,
+                at: event.at,
+            });
+        }
         ChangeEventBody::Commented { step, text, source, late } => {
             change.comments.push(crate::change::Comment {
                 seq: event.seq,
@@ -781,6 +820,9 @@ fn first(
         links: Vec::new(),
         warnings: Vec::new(),
         comments: Vec::new(),
+        rollback_owner: None,
+        rollback_of: None,
+        rollbacks: Vec::new(),
         seq: 1,
     }
 }
@@ -855,6 +897,15 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
         return Err(Refusal::OnBehalfOfSelf { requester: new.requester.name });
     }
     check_event(new.event, &new.ops)?;
+    if let Some(owner) = &new.rollback_owner {
+        require_human(owner, "answer for a rollback")?;
+    }
+    if (new.event == BusinessEvent::Rollback) != new.rollback_of.is_some() {
+        return Err(Refusal::EventMismatch {
+            event: new.event,
+            reason: "is opened by `writ change rollback`, never requested",
+        });
+    }
     if let Some(window) = new.window.as_ref().filter(|w| w.end <= now) {
         return Err(Refusal::TooEarly {
             field: "maintenance window end",
@@ -883,6 +934,8 @@ fn decide_request(new: NewChange, now: Timestamp) -> Result<Vec<ChangeEvent>, Re
             justification: new.justification,
             ops: new.ops,
             window: new.window,
+            rollback_owner: new.rollback_owner.map(|o| o.name),
+            rollback_of: new.rollback_of,
         },
     };
     let validated = ChangeEvent {
@@ -978,6 +1031,9 @@ fn role_of(change: &Change, name: &IdentityName) -> Option<&'static str> {
     }
     if change.on_behalf_of.as_ref() == Some(name) {
         return Some("requesting principal (on-behalf-of)");
+    }
+    if change.rollback_of.as_ref().is_some_and(|r| &r.origin_requester == name) {
+        return Some("requester of the change it rolls back");
     }
     if change.ops.iter().any(|op| &op.identity == name) {
         return Some("beneficiary");

@@ -53,6 +53,8 @@ fn request(
         justification: Justification::parse("needs read access for onboarding").unwrap(),
         ops,
         window: None,
+        rollback_owner: None,
+        rollback_of: None,
         subjects,
         requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
         controls: None,

@@ -110,7 +110,7 @@ impl Engine {
         }
         // Any ID will do: nothing is recorded under it.
         let id = writ_core::change::ChangeId::generate(self.clock.now(), 0);
-        let (_, facts, _) = self.requested(id, input)?;
+        let (_, facts, _) = self.requested(id, input, None)?;
         let policy = self.policy()?;
         let validation = policy.validate(&facts)?;
         Ok(Preview {

@@ -95,6 +95,7 @@ impl Engine {
             })?;
         // The workflow rules decide the post-hoc approvals as for any change; review is a must.
         let (requirement, controls, validation) = policy::validated(&policy, &facts, now)?;
+        let rollback_owner = self.rollback_owner_for(&policy, None, &requester, &ops, &subjects)?;
         let controls = writ_core::change::Controls {
             review_required: true,
             escalate_at: None,
@@ -103,6 +104,8 @@ impl Engine {
         };
         let new = NewChange {
             window: None,
+            rollback_owner: Some(rollback_owner),
+            rollback_of: None,
             id: ChangeId::generate(now, random),
             requester: requester.clone(),
             on_behalf_of: None,

@@ -128,6 +128,7 @@ impl Engine {
             self.register(source, manifest, after)?;
             let input = RequestInput {
                 window: None,
+                rollback_owner: None,
                 requester: source.requester.clone(),
                 on_behalf_of: self.on_behalf_of(source, parsed, notes),
                 ops,

@@ -298,6 +298,7 @@ impl Engine {
         let why: String = why.chars().take(Justification::MAX_LEN).collect();
         let input = crate::RequestInput {
             window: None,
+            rollback_owner: None,
             requester: actor.clone(),
             on_behalf_of: None,
             ops: vec![crate::RequestedOp { action, identity, entitlement, duration }],

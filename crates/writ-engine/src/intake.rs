@@ -497,6 +497,7 @@ impl Engine {
         let opened = Justification::parse(&text).map_err(EngineError::from).and_then(|justification| {
             let input = RequestInput {
                 window,
+                rollback_owner: None,
                 requester: source.requester.clone(),
                 on_behalf_of: self.on_behalf_of(source, parsed, notes),
                 ops: block

@@ -29,6 +29,7 @@ pub mod notify;
 pub mod policy;
 pub mod projections;
 pub mod reconcile;
+mod rollback;
 pub mod scim;
 pub mod standing;
 pub mod transfers;
@@ -101,6 +102,8 @@ pub struct RequestInput {
     pub event: BusinessEvent,
     /// The maintenance window the change must be carried out in (see [`window`]).
     pub window: Option<writ_core::change::Window>,
+    /// The person who answers for undoing it; `None`: the policy's `[rollback] owners` decide.
+    pub rollback_owner: Option<IdentityName>,
 }
 
 /// Reads a maintenance window: `start` and `end` as RFC 3339 instants or local date-times in

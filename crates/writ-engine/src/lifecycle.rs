@@ -47,8 +47,18 @@ impl Engine {
     /// [`Engine::request`] under a given change ID (one reserved for an external object, see
     /// `intake`); `store.conflict` if a change with that ID exists.
     pub(crate) fn request_as(&self, id: ChangeId, input: RequestInput) -> Result<ChangeRecord> {
+        self.request_as_with(id, input, None)
+    }
+
+    /// [`Engine::request_as`]; `rollback_of` for a rollback (see `rollback.rs`).
+    pub(crate) fn request_as_with(
+        &self,
+        id: ChangeId,
+        input: RequestInput,
+        rollback_of: Option<writ_core::change::RollbackOf>,
+    ) -> Result<ChangeRecord> {
         let now = self.clock.now();
-        let (new, facts, plans) = self.requested(id, input)?;
+        let (new, facts, plans) = self.requested(id, input, rollback_of)?;
         let policy = self.policy()?;
         let (requirement, controls, stamp) = policy::validated(&policy, &facts, now)?;
         let new = NewChange { requirement, controls: Some(controls), ..new };
@@ -69,14 +79,19 @@ impl Engine {
         &self,
         id: ChangeId,
         input: RequestInput,
+        rollback_of: Option<writ_core::change::RollbackOf>,
     ) -> Result<(NewChange, writ_policy::ChangeFacts, TargetPlans)> {
         let now = self.clock.now();
         let requester = self.actor(&input.requester)?;
         let on_behalf_of = input.on_behalf_of.as_ref().map(|n| self.actor(n)).transpose()?;
         let (ops, subjects, plans) = self.resolve_ops(input.ops)?;
+        let policy = self.policy()?;
+        let rollback_owner =
+            self.rollback_owner_for(&policy, input.rollback_owner.as_ref(), &requester, &ops, &subjects)?;
         let facts = writ_policy::ChangeFacts {
             window: input.window.clone(),
             now: Some(now),
+            rollback_owner: rollback_of.as_ref().map(|_| rollback_owner.name.to_string()),
             ..policy::requested_facts(
                 input.event,
                 &requester,
@@ -95,6 +110,8 @@ impl Engine {
             justification: input.justification,
             ops,
             window: input.window,
+            rollback_owner: Some(rollback_owner),
+            rollback_of,
             subjects,
             requirement: writ_core::change::ApprovalRequirement::BASELINE,
             controls: None,
@@ -366,8 +383,16 @@ impl Engine {
         } else if let Some(open) = self.open_cleanup(identity)? {
             Some(open)
         } else {
-            let input =
-                RequestInput { requester, on_behalf_of: None, ops, justification, refs, event, window: None };
+            let input = RequestInput {
+                requester,
+                on_behalf_of: None,
+                ops,
+                justification,
+                refs,
+                event,
+                window: None,
+                rollback_owner: None,
+            };
             Some(self.request(input, random)?)
         };
         standing.flagged =
@@ -668,6 +693,12 @@ impl Engine {
         };
         let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");
+        // A rollback's steps are noted on the change it undoes, after its own events.
+        if change.rollback_of.is_some()
+            && let Err(error) = self.sync_rollback(&change)
+        {
+            tracing::warn!(target: "writ::engine", change = %change.id, %error, "rollback not noted on the change it undoes yet");
+        }
         Ok(ChangeRecord { change, events: indices.into_iter().zip(events).collect() })
     }
 }

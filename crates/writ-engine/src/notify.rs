@@ -153,6 +153,7 @@ impl Engine {
                     Some(holder) => self.owner_of(holder)?.into_iter().collect(),
                     None => self.owners(&policy, change.ops.iter().map(|op| &op.identity), change)?,
                 },
+                Audience::RollbackOwner => change.rollback_owner.iter().cloned().collect(),
                 Audience::Group(_) | Audience::Person(_) => Vec::new(),
             })
         })
@@ -464,6 +465,18 @@ impl Engine {
                 match justification {
                     Some(j) => text.push_str(&format!("Justification: {j}\n")),
                     None => text.push_str("Justification: sealed (read it in Writ: `writ change show`)\n"),
+                }
+                // A failed verification proposes its undoing to whoever answers for it.
+                if notice.kind == kind::VERIFICATION_FAILED
+                    && let Some(owner) = &change.rollback_owner
+                {
+                    text.push_str(&format!(
+                        "Rollback owner: {owner}. To undo it: writ change rollback {} --as {owner} --justification \"…\"\n",
+                        change.id
+                    ));
+                    if let Some(object) = data.as_object_mut() {
+                        object.insert("rollback_owner".into(), json!(owner.as_str()));
+                    }
                 }
                 // A warning says which access ends, and when.
                 if let writ_core::event::Event::Change(ChangeEvent {

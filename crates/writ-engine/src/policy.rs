@@ -129,6 +129,11 @@ impl Engine {
             emergency: change.emergency.is_some(),
             window: change.window.clone(),
             now: Some(self.clock.now()),
+            rollback_owner: change
+                .rollback_of
+                .as_ref()
+                .and(change.rollback_owner.as_ref())
+                .map(ToString::to_string),
             tier: change.controls.as_ref().map(|c| c.tier.clone()).unwrap_or_default(),
             approvers: change.approvals.iter().map(|a| a.approver.to_string()).collect(),
             executors: executors.into_iter().collect(),
@@ -432,6 +437,7 @@ pub(crate) fn change_facts(
         executors: Vec::new(),
         window: None,
         now: None,
+        rollback_owner: None,
     }
 }
 

@@ -766,6 +766,7 @@ impl Engine {
         )?;
         let input = RequestInput {
             window: None,
+            rollback_owner: None,
             requester: client.clone(),
             on_behalf_of: None,
             ops,

@@ -204,6 +204,7 @@ fn input(requester: &str, ops: &[(OpAction, &str, &str)]) -> RequestInput {
         justification: Justification::parse("ticket work").unwrap(),
         refs: vec![],
         window: None,
+        rollback_owner: None,
         event: BusinessEvent::Adhoc,
     }
 }

@@ -77,6 +77,14 @@ struct ControlsRecord {
     window_rules: Vec<String>,
 }
 
+/// The change a rollback undoes, and who requested it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackOfRecord {
+    origin: String,
+    origin_requester: String,
+}
+
 /// Where a comment from another system came from.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +195,16 @@ enum Data {
         /// Absent for a change with no maintenance window (and in records before windows).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window: Option<WindowRecord>,
+        /// Absent in records before rollback owners.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_owner: Option<String>,
+        /// For a rollback: `{origin, origin_requester}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<RollbackOfRecord>,
+    },
+    RollbackNoted {
+        rollback: String,
+        rollback_step: String,
     },
     Validated {
         required_approvals: u8,
@@ -843,20 +861,36 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
     let observations =
         |o: &[Observation]| o.iter().map(|o| ObservationRecord { op: o.op, present: o.present }).collect();
     match body {
-        ChangeEventBody::Requested { kind, event, refs, vendor, justification, ops, window } => {
-            Data::Requested {
-                kind: kind.as_str().to_owned(),
-                event: event.as_str().to_owned(),
-                refs: refs_record(refs),
-                vendor: vendor.as_ref().map(ToString::to_string),
-                justification: seal(justification.as_str()),
-                ops: op_records(ops),
-                window: window.as_ref().map(|w| WindowRecord {
-                    start: w.start.to_rfc3339(),
-                    end: w.end.to_rfc3339(),
-                    zone: w.zone.clone(),
-                }),
-            }
+        ChangeEventBody::Requested {
+            kind,
+            event,
+            refs,
+            vendor,
+            justification,
+            ops,
+            window,
+            rollback_owner,
+            rollback_of,
+        } => Data::Requested {
+            kind: kind.as_str().to_owned(),
+            event: event.as_str().to_owned(),
+            refs: refs_record(refs),
+            vendor: vendor.as_ref().map(ToString::to_string),
+            justification: seal(justification.as_str()),
+            ops: op_records(ops),
+            window: window.as_ref().map(|w| WindowRecord {
+                start: w.start.to_rfc3339(),
+                end: w.end.to_rfc3339(),
+                zone: w.zone.clone(),
+            }),
+            rollback_owner: rollback_owner.as_ref().map(ToString::to_string),
+            rollback_of: rollback_of.as_ref().map(|r| RollbackOfRecord {
+                origin: r.origin.to_string(),
+                origin_requester: r.origin_requester.to_string(),
+            }),
+        },
+        ChangeEventBody::RollbackNoted { rollback, step } => {
+            Data::RollbackNoted { rollback: rollback.to_string(), rollback_step: step.as_str().to_owned() }
         }
         ChangeEventBody::ExpiryOpened { origin, requester, due_at, ops } => Data::ExpiryOpened {
             origin: origin.to_string(),
@@ -1208,23 +1242,45 @@ fn change_body(
         o.into_iter().map(|o| Observation { op: o.op, present: o.present }).collect()
     };
     Ok(match (kind, data) {
-        ("change.requested", Data::Requested { kind, event, refs, vendor, justification, ops, window }) => {
-            ChangeEventBody::Requested {
-                kind: ChangeKind::parse(&kind)?,
-                event: BusinessEvent::parse(&event)?,
-                refs: refs_from(refs)?,
-                vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
-                justification: Justification::parse(&unseal(justification))?,
-                ops: planned_ops(ops)?,
-                window: window
-                    .map(|w| {
-                        Ok::<_, RecordError>(Window::new(
-                            parse_time(&w.start)?,
-                            parse_time(&w.end)?,
-                            &w.zone,
-                        )?)
+        (
+            "change.requested",
+            Data::Requested {
+                kind,
+                event,
+                refs,
+                vendor,
+                justification,
+                ops,
+                window,
+                rollback_owner,
+                rollback_of,
+            },
+        ) => ChangeEventBody::Requested {
+            kind: ChangeKind::parse(&kind)?,
+            event: BusinessEvent::parse(&event)?,
+            refs: refs_from(refs)?,
+            vendor: vendor.as_deref().map(OrgName::parse).transpose()?,
+            justification: Justification::parse(&unseal(justification))?,
+            ops: planned_ops(ops)?,
+            window: window
+                .map(|w| {
+                    Ok::<_, RecordError>(Window::new(parse_time(&w.start)?, parse_time(&w.end)?, &w.zone)?)
+                })
+                .transpose()?,
+            rollback_owner: rollback_owner.as_deref().map(IdentityName::parse).transpose()?,
+            rollback_of: rollback_of
+                .map(|r| {
+                    Ok::<_, RecordError>(writ_core::change::RollbackOf {
+                        origin: ChangeId::parse(&r.origin)?,
+                        origin_requester: IdentityName::parse(&r.origin_requester)?,
                     })
-                    .transpose()?,
+                })
+                .transpose()?,
+        },
+        ("change.rollback_noted", Data::RollbackNoted { rollback, rollback_step }) => {
+            ChangeEventBody::RollbackNoted {
+                rollback: ChangeId::parse(&rollback)?,
+                step: writ_core::change::RollbackStep::parse(&rollback_step)?,
             }
         }
         ("change.expiry_opened", Data::ExpiryOpened { origin, requester, due_at, ops }) => {

@@ -81,6 +81,11 @@ fn every_event() -> Vec<Event> {
             window: Some(
                 writ_core::change::Window::new(T0, T0.plus(Duration::hours(4)), "Europe/Berlin").unwrap(),
             ),
+            rollback_owner: Some(IdentityName::parse("carol").unwrap()),
+            rollback_of: Some(writ_core::change::RollbackOf {
+                origin: ChangeId::generate(T0, 9),
+                origin_requester: IdentityName::parse("erin").unwrap(),
+            }),
         },
         ChangeEventBody::Validated { requirement: ApprovalRequirement::BASELINE, controls: None },
         ChangeEventBody::Approved { expires_at: T0.plus(Duration::hours(24)) },
@@ -97,6 +102,10 @@ fn every_event() -> Vec<Event> {
             error: Some("1 of 1 missing".into()),
         },
         ChangeEventBody::AttemptRecovered { attempt: 1, outcomes: outcomes.clone(), error: None },
+        ChangeEventBody::RollbackNoted {
+            rollback: ChangeId::generate(T0, 10),
+            step: writ_core::change::RollbackStep::Verified,
+        },
         ChangeEventBody::Commented {
             step: writ_core::event::Phase::Approval,
             text: "CAB asked for a rollback plan\nsee the runbook".into(),

@@ -25,8 +25,8 @@ use writ_core::time::Duration;
 pub use bundle::{DEFAULT_TESTS, MAX_FILE_BYTES, MAX_FILES, PolicyBundle};
 pub use rules::{
     Audience, AutomationLimits, Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy,
-    FINDING_KINDS, FindingRule, Record, Route, Rules, SECRET_CLASSES, SecretLimit, Slot, TicketApproval,
-    Tier, Validation, glob,
+    FINDING_KINDS, FindingRule, Record, RollbackOwner, Route, Rules, SECRET_CLASSES, SecretLimit, Slot,
+    TicketApproval, Tier, Validation, glob,
 };
 
 /// A policy that cannot be used: where and why.
@@ -116,6 +116,8 @@ pub struct ChangeFacts {
     pub window: Option<writ_core::change::Window>,
     /// When the facts are judged (for the next allowed window a refusal names).
     pub now: Option<writ_core::time::Timestamp>,
+    /// For a rollback: the rollback owner of the change it undoes (`owner:rollback` slots).
+    pub rollback_owner: Option<String>,
 }
 
 /// The kind of the facts of an exception, as Cedar policies see it (`resource.kind`).
@@ -135,6 +137,7 @@ impl ChangeFacts {
             emergency: false,
             window: None,
             now: None,
+            rollback_owner: None,
             ops: Vec::new(),
             tier: String::new(),
             approvers,

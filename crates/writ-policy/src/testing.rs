@@ -281,6 +281,7 @@ fn facts(spec: &ChangeSpec, person: &dyn Fn(&str) -> Person) -> Result<ChangeFac
         executors: spec.executors.clone(),
         window: None,
         now: None,
+        rollback_owner: None,
     })
 }
 

@@ -156,6 +156,7 @@ fn slot_assignment_finds_a_matching_when_greedy_would_not() {
         executors: Vec::new(),
         window: None,
         now: None,
+        rollback_owner: None,
     };
     let v = policy.validate(&facts).unwrap();
     assert_eq!(v.slots.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), ["any", "group:sec"]);
@@ -260,6 +261,7 @@ fn the_entities_writ_builds_match_the_schema() {
         executors: vec!["system:writ-engine".into()],
         window: None,
         now: None,
+        rollback_owner: None,
     };
     let (entities, context) = policy
         .cedar_types()
@@ -387,6 +389,7 @@ fn windowed(window: Option<writ_core::change::Window>, emergency: bool) -> Chang
         executors: Vec::new(),
         window,
         now: writ_core::time::Timestamp::parse_rfc3339("2026-12-07T12:00:00Z"),
+        rollback_owner: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub fn schemas() -> Value {
         "Offboard": schema::<wire::Offboard>(),
         "Review": schema::<wire::Review>(),
         "Comment": schema::<wire::Comment>(),
+        "Rollback": schema::<wire::Rollback>(),
         "NoFields": schema::<wire::NoFields>(),
         "BreakGlass": schema::<wire::BreakGlass>(),
         "ResolveFinding": schema::<wire::ResolveFinding>(),

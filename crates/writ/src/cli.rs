@@ -491,6 +491,18 @@ pub enum ChangeCmd {
         /// The comment (at most 2000 characters; line breaks allowed).
         text: String,
     },
+    /// Ask to undo a change that was carried out: a new change with the inverse operations (a
+    /// grant revoked, a revocation granted back, a rotation rolled forward to a new credential),
+    /// linked both ways and approved like any other; the requester of the undone change may not
+    /// approve it. Asked by its rollback owner, who asked for it, or an admin.
+    Rollback {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        /// Why it is undone.
+        #[arg(long)]
+        justification: String,
+    },
     /// Show the whole trail: who asked, approved, executed, what changed, verification, review.
     Show { id: String },
     /// List changes, newest first.
@@ -551,6 +563,10 @@ pub struct RequestArgs {
     /// The IANA time zone the window is given in (Europe/Berlin, America/New_York, UTC).
     #[arg(long, value_name = "ZONE", default_value = "UTC")]
     pub window_zone: String,
+    /// The person who answers for undoing the change (by default the policy's `[rollback]
+    /// owners`: an NHI's owner, the entitlement's owner, the requester).
+    #[arg(long, value_name = "PERSON")]
+    pub rollback_owner: Option<String>,
 }
 
 impl RequestArgs {

@@ -342,6 +342,7 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
                 "identity": args.identity, "grant": args.grant, "revoke": args.revoke, "rotate": args.rotate, "for": args.duration,
                 "justification": args.justification, "ticket": args.ticket, "commit": args.commit, "pr": args.pr,
                 "event": args.event, "on_behalf_of": args.on_behalf_of, "window": args.window(),
+                "rollback_owner": args.rollback_owner,
             });
             let change: ChangeView = client.view("POST", "/api/v1/changes", Some(body))?;
             render::print(json, json!({ "id": change.id, "state": change.state }), || change.id.clone());
@@ -371,6 +372,14 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Comment { id, actor, text } => {
             check_actor(client, Some(&actor))?;
             step(&id, "comment", json!({ "text": text }))?
+        }
+        ChangeCmd::Rollback { id, actor, justification } => {
+            check_actor(client, Some(&actor))?;
+            let change = step(&id, "rollback", json!({ "justification": justification }))?;
+            render::print(json, json!({ "id": change.id, "state": change.state, "rollback_of": id }), || {
+                change.id.clone()
+            });
+            return Ok(());
         }
         ChangeCmd::Show { id } => {
             let path = format!("/api/v1/changes/{}", ChangeId::parse(&id)?);

@@ -622,6 +622,21 @@ fn change(engine: &Engine, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Comment { id, actor, text } => {
             engine.comment(&ChangeId::parse(&id)?, &IdentityName::parse(&actor)?, text)?
         }
+        ChangeCmd::Rollback { id, actor, justification } => {
+            let body = writ_api::wire::Rollback { justification: Some(justification) };
+            let record = engine.rollback(
+                &ChangeId::parse(&id)?,
+                &IdentityName::parse(&actor)?,
+                body.justification()?,
+                writ_engine::random_bits()?,
+            )?;
+            crate::render::print(
+                json,
+                serde_json::json!({ "id": record.change.id.as_str(), "state": record.change.state.as_str(), "rollback_of": id }),
+                || record.change.id.to_string(),
+            );
+            return Ok(());
+        }
         ChangeCmd::Show { id } => {
             let record = engine.load(&ChangeId::parse(&id)?)?;
             let sizes: Vec<u64> = engine.store().checkpoints()?.iter().map(|c| c.size).collect();
@@ -664,6 +679,7 @@ pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         pr,
         event,
         on_behalf_of,
+        rollback_owner,
         ..
     } = args;
     let body = writ_api::wire::NewChange {
@@ -679,6 +695,7 @@ pub fn request_input(args: RequestArgs) -> Result<RequestInput, CliError> {
         event: Some(event),
         on_behalf_of,
         window,
+        rollback_owner,
     };
     body.into_input(&actor)
 }

@@ -45,6 +45,7 @@ const EVENT_KINDS: &[&str] = &[
     "request.html",
     "change.expiry_warned",
     "change.commented",
+    "change.rollback_noted",
     "exception.expiry_warned",
     "exception.expiring",
     // Notification kinds (writ_core::notify::kind), named by policy routes.

@@ -38,6 +38,15 @@ pub struct ChangeView {
     /// Comments by people and from tickets, in the order they were recorded.
     #[serde(default)]
     pub comments: Vec<CommentView>,
+    /// The person who answers for undoing the change.
+    #[serde(default)]
+    pub rollback_owner: Option<String>,
+    /// For a rollback: the change it undoes.
+    #[serde(default)]
+    pub rollback_of: Option<String>,
+    /// The rollbacks of this change and each step they reached, as noted on it.
+    #[serde(default)]
+    pub rollbacks: Vec<RollbackView>,
     pub operations: Vec<OperationView>,
     pub approvals: Vec<ApprovalView>,
     pub executions: Vec<ExecutionView>,
@@ -98,6 +107,15 @@ impl WindowView {
             demanded_by,
         })
     }
+}
+
+/// A rollback of a change and one step it reached.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct RollbackView {
+    pub change: String,
+    /// `requested`, `approved`, `executed`, `verified`, `failed` or `closed`.
+    pub step: String,
+    pub at: String,
 }
 
 /// A comment: who wrote it and when, at which step, and for one from a ticket, its source, its
@@ -326,6 +344,17 @@ impl ChangeView {
             emergency: EmergencyView::of(change),
             window: WindowView::of(change),
             comments: change.comments.iter().map(CommentView::of).collect(),
+            rollback_owner: change.rollback_owner.as_ref().map(ToString::to_string),
+            rollback_of: change.rollback_of.as_ref().map(|r| r.origin.to_string()),
+            rollbacks: change
+                .rollbacks
+                .iter()
+                .map(|n| RollbackView {
+                    change: n.rollback.to_string(),
+                    step: n.step.as_str().to_owned(),
+                    at: n.at.to_rfc3339(),
+                })
+                .collect(),
             operations: operations(change),
             approvals: change
                 .approvals

@@ -43,6 +43,8 @@ fn request(action: OpAction, event: BusinessEvent, principal: bool, approvals: u
         justification: Justification::parse("because").unwrap(),
         ops: vec![op],
         window: None,
+        rollback_owner: None,
+        rollback_of: None,
         subjects: vec![dave],
         requirement: ApprovalRequirement { approvals, validity: Duration::hours(24) },
         controls: None,

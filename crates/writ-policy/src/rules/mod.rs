@@ -50,6 +50,31 @@ struct RulesFile {
     usage: Option<Spanned<reconcile::UsageSpec>>,
     #[serde(default)]
     notify: Vec<Spanned<notify::NotifySpec>>,
+    #[serde(default)]
+    rollback: Option<Spanned<RollbackSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackSpec {
+    owners: Vec<String>,
+}
+
+/// Where a change's rollback owner comes from (`[rollback] owners`), tried in order until one
+/// names an active human: the owner of an NHI the change is about, the owner of an entitlement
+/// it touches, the requester (or, for an NHI requester, its owner), or a named person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RollbackOwner {
+    SubjectOwner,
+    EntitlementOwner,
+    Requester,
+    Person(String),
+}
+
+impl RollbackOwner {
+    /// The order without a `[rollback]` section.
+    pub const DEFAULT: [RollbackOwner; 3] =
+        [RollbackOwner::SubjectOwner, RollbackOwner::EntitlementOwner, RollbackOwner::Requester];
 }
 
 pub use notify::{Audience, Route};
@@ -293,6 +318,7 @@ enum SlotSpec {
     Person(String),
     SubjectOwner,
     EntitlementOwner,
+    RollbackOwner,
 }
 
 #[derive(Clone, Debug)]
@@ -367,6 +393,8 @@ pub struct Rules {
     pub automation: AutomationLimits,
     /// How long access may go unused before it is stale (`[usage]`), if the policy says.
     pub stale_after: Option<Duration>,
+    /// Where a change's rollback owner comes from, tried in order (`[rollback] owners`).
+    pub rollback_owners: Vec<RollbackOwner>,
     notify: Vec<Route>,
 }
 
@@ -407,7 +435,9 @@ impl Rules {
         let automation = reconcile::automation(&file, text)?;
         let stale_after = reconcile::stale_after(&file, text)?;
         let notify = notify::routes(&file, text, &tiers, &groups)?;
+        let rollback_owners = rollback_owners(&file, text)?;
         Ok(Rules {
+            rollback_owners,
             notify,
             automation,
             stale_after,
@@ -680,7 +710,7 @@ impl Rules {
                 },
             }),
             SlotSpec::Person(p) => Some(person(format!("person:{p}"), p)),
-            SlotSpec::SubjectOwner | SlotSpec::EntitlementOwner => None,
+            SlotSpec::SubjectOwner | SlotSpec::EntitlementOwner | SlotSpec::RollbackOwner => None,
         }
     }
 
@@ -698,6 +728,12 @@ impl Rules {
                 .iter()
                 .filter_map(|&i| facts.ops.get(i))
                 .filter_map(|op| self.classify(&op.entitlement).1.map(|o| person(format!("owner:{o}"), o)))
+                .collect(),
+            SlotSpec::RollbackOwner => facts
+                .rollback_owner
+                .as_deref()
+                .map(|o| person(format!("rollback-owner:{o}"), o))
+                .into_iter()
                 .collect(),
         }
     }
@@ -794,9 +830,10 @@ fn slot_spec(text: &str, groups: &BTreeMap<String, BTreeSet<String>>) -> Result<
         Some(("person", p)) if is_name(p) => SlotSpec::Person(p.to_owned()),
         Some(("owner", "subject")) => SlotSpec::SubjectOwner,
         Some(("owner", "entitlement")) => SlotSpec::EntitlementOwner,
+        Some(("owner", "rollback")) => SlotSpec::RollbackOwner,
         _ => {
             return Err(format!(
-                "approvers: {text:?} is not one of any, internal, group:NAME, person:NAME, owner:subject, owner:entitlement"
+                "approvers: {text:?} is not one of any, internal, group:NAME, person:NAME, owner:subject, owner:entitlement, owner:rollback"
             ));
         }
     })
@@ -809,6 +846,32 @@ fn check_escalation_target(target: &str, groups: &BTreeMap<String, BTreeSet<Stri
         Some(("person", p)) if is_name(p) => Ok(()),
         _ => Err(format!("escalate_to: {target:?} is not group:NAME or person:NAME")),
     }
+}
+
+/// `[rollback] owners`: each of `subject_owner`, `entitlement_owner`, `requester`, `person:NAME`.
+fn rollback_owners(file: &RulesFile, text: &str) -> Result<Vec<RollbackOwner>, PolicyError> {
+    let Some(spec) = &file.rollback else { return Ok(RollbackOwner::DEFAULT.to_vec()) };
+    let line = line_of(text, spec.span().start);
+    let mut owners = Vec::new();
+    for owner in &spec.get_ref().owners {
+        owners.push(match (owner.as_str(), owner.split_once(':')) {
+            ("subject_owner", _) => RollbackOwner::SubjectOwner,
+            ("entitlement_owner", _) => RollbackOwner::EntitlementOwner,
+            ("requester", _) => RollbackOwner::Requester,
+            (_, Some(("person", p))) if is_name(p) => RollbackOwner::Person(p.to_owned()),
+            _ => {
+                return Err(PolicyError::invalid(
+                    FILE,
+                    line,
+                    &format!("[rollback] owners: {owner:?} is not one of subject_owner, entitlement_owner, requester, person:NAME"),
+                ));
+            }
+        });
+    }
+    if owners.is_empty() {
+        return Err(PolicyError::invalid(FILE, line, "[rollback] owners: name at least one source"));
+    }
+    Ok(owners)
 }
 
 /// The recurring windows of an `allowed_windows` list.

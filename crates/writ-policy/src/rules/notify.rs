@@ -34,6 +34,8 @@ pub enum Audience {
     Escalation,
     /// The owners of the NHIs the change or finding is about, and the entitlements' owners.
     Owner,
+    /// The change's rollback owner (told, for example, when its verification fails).
+    RollbackOwner,
     /// A group of `[groups]`: its members by email, its webhook by webhook.
     Group(String),
     /// One person by name.
@@ -101,6 +103,7 @@ pub(super) fn routes(
                 ("approvers", _) => Audience::Approvers,
                 ("escalation", _) => Audience::Escalation,
                 ("owner", _) => Audience::Owner,
+                ("rollback_owner", _) => Audience::RollbackOwner,
                 (_, Some(("group", g))) if groups.contains_key(g) => Audience::Group(g.to_owned()),
                 (_, Some(("group", g))) => return Err(err(format!("group {g:?} is not in [groups]"))),
                 (_, Some(("person", p))) if writ_core::name::IdentityName::parse(p).is_ok() => {
@@ -108,7 +111,7 @@ pub(super) fn routes(
                 }
                 _ => {
                     return Err(err(format!(
-                        "unknown recipient {recipient:?} (requester, holder, approvers, escalation, owner, group:NAME or person:NAME)"
+                        "unknown recipient {recipient:?} (requester, holder, approvers, escalation, owner, rollback_owner, group:NAME or person:NAME)"
                     )));
                 }
             });

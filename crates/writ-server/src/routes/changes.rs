@@ -18,7 +18,7 @@ use crate::http::{
     request_parts, required, scoped_change, write,
 };
 use crate::idempotency::Written;
-use writ_api::wire::{Approval, BreakGlass, Comment, Decision, NewChange, NoFields, Review};
+use writ_api::wire::{Approval, BreakGlass, Comment, Decision, NewChange, NoFields, Review, Rollback};
 use writ_core::access::Principal;
 use writ_engine::{ChangeRecord, Engine};
 
@@ -108,6 +108,16 @@ pub fn operations() -> Vec<Operation> {
             Some(A::Review),
             Some("Review"),
             post(review_change),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/rollback",
+            "Ask to undo a change that was carried out (`justification` required): its rollback \
+             owner, who asked for it, or an admin. Answers the new rollback change: the inverse \
+             operations, linked both ways, approved like any other.",
+            Some(A::Rollback),
+            Some("Rollback"),
+            post(rollback_change),
         ),
         op(
             M::POST,
@@ -329,6 +339,26 @@ pub(crate) async fn review_change(
         (method, headers, &body.raw),
         ("review", Action::Review),
         move |engine, id, me| Ok(engine.review(id, me, notes)?),
+    )
+    .await
+}
+
+pub(crate) async fn rollback_change(
+    axum::extract::State(state): axum::extract::State<State>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: JsonBody<Rollback>,
+) -> ApiResult<Response> {
+    let justification = body.value.justification()?;
+    step(
+        state,
+        caller,
+        id,
+        (method, headers, &body.raw),
+        ("rollback", Action::Rollback),
+        move |engine, id, me| Ok(engine.rollback(id, me, justification, writ_engine::random_bits()?)?),
     )
     .await
 }

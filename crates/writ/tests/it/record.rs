@@ -290,3 +290,105 @@ fn comments_come_from_whom_the_change_concerns_and_appear_in_show_and_the_verifi
     let json = w.writ(&["audit", "verify", out.to_str().unwrap(), "--json"]).json();
     assert_eq!(json["ok"], true, "{json}");
 }
+
+fn show(w: &World, id: &str) -> serde_json::Value {
+    w.writ(&["change", "show", id, "--json"]).json()
+}
+
+#[test]
+fn a_verified_grant_is_rolled_back_by_its_owner_through_a_linked_change_the_requester_cannot_approve() {
+    let w = World::new();
+    // The policy's default owner: the NHI's owner (alice owns svc-ci), else the requester.
+    let nhi = w.request("svc-ci", "access:eng-read");
+    assert_eq!(show(&w, &nhi)["rollback_owner"], "alice");
+    let own = w.request("dave", "access:finance-read");
+    assert_eq!(show(&w, &own)["rollback_owner"], "alice");
+    // Named on the request: carol answers for undoing dave's deploy rights.
+    let id = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "dave",
+        "--grant",
+        "access:deploy-prod",
+        "--justification",
+        "release 4.2",
+        "--ticket",
+        "OPS-42",
+        "--rollback-owner",
+        "carol",
+    ]);
+    assert_eq!(show(&w, &id)["rollback_owner"], "carol");
+    let rollback = |who: &str| {
+        w.writ(&["change", "rollback", &id, "--as", who, "--justification", "release pulled", "--json"])
+    };
+    // Nothing to undo before it is carried out.
+    let before = w.fingerprint();
+    let early = rollback("carol");
+    assert_eq!(error_code(&early), "rollback.nothing_to_undo", "{}", early.stderr);
+    assert_eq!(w.fingerprint(), before);
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &id]).ok();
+    w.writ(&["change", "verify", &id]).ok();
+    let access = || std::fs::read_to_string(w.repo.join("access.toml")).unwrap();
+    assert!(access().contains("deploy-prod]\nmembers = [\"dave\"]"), "{}", access());
+    // Who may ask: not the subject, not its approver; the rollback owner may.
+    for who in ["dave", "bob"] {
+        let before = w.fingerprint();
+        let refused = rollback(who);
+        assert_eq!(error_code(&refused), "authority.not_yours", "{who}: {}", refused.stderr);
+        assert_eq!(w.fingerprint(), before, "{who}'s refused rollback changed something");
+    }
+    let opened = rollback("carol").json();
+    let undo = opened["id"].as_str().unwrap().to_owned();
+    let before = w.fingerprint();
+    assert_eq!(error_code(&rollback("alice")), "rollback.open", "one rollback at a time");
+    assert_eq!(w.fingerprint(), before);
+    let view = show(&w, &undo);
+    assert_eq!((view["event"].as_str(), view["rollback_of"].as_str()), (Some("rollback"), Some(id.as_str())));
+    assert_eq!(
+        (view["operations"][0]["action"].as_str(), view["operations"][0]["identity"].as_str()),
+        (Some("revoke"), Some("dave"))
+    );
+    assert_eq!(view["requester"], "carol");
+    assert_eq!(view["rollback_owner"], "carol");
+    // The requester of the undone change may not approve, execute or review its undoing.
+    let before = w.fingerprint();
+    let refused = w.writ(&["change", "approve", &undo, "--as", "alice"]);
+    assert_eq!(error_code(&refused), "sod.self_approval", "{}", refused.stderr);
+    assert!(refused.stderr.contains("requester of the change it rolls back"), "{}", refused.stderr);
+    assert_eq!(w.fingerprint(), before);
+    w.writ(&["change", "approve", &undo, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &undo]).ok();
+    assert_eq!(w.writ(&["change", "verify", &undo, "--json"]).json()["state"], "verified");
+    assert!(access().contains("deploy-prod]\nmembers = []"), "{}", access());
+
+    // Both trails show the link.
+    let origin = show(&w, &id);
+    let steps: Vec<(&str, &str)> = origin["rollbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["change"].as_str().unwrap(), r["step"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (undo.as_str(), "requested"),
+            (undo.as_str(), "approved"),
+            (undo.as_str(), "executed"),
+            (undo.as_str(), "verified")
+        ]
+    );
+    let types: Vec<&str> =
+        origin["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "change.rollback_noted").count(), 4, "{types:?}");
+    let text = w.writ(&["change", "show", &id]).ok();
+    assert!(
+        text.contains(&format!("ROLLED BACK by {undo}: requested, approved, executed, verified")),
+        "{text}"
+    );
+    let text = w.writ(&["change", "show", &undo]).ok();
+    assert!(text.contains(&format!("ROLLBACK   of {id}")), "{text}");
+    w.writ(&["ledger", "verify"]).ok();
+}

@@ -927,7 +927,8 @@ fn the_request_form_asks_for_the_window_policy_demands_and_the_change_page_shows
     let empty = post(&path, vec![("csrf", csrf.clone()), ("text", " ".to_owned())]);
     assert_eq!(empty.status, 400, "{}", empty.body);
     assert_eq!(http.fingerprint(), before);
-    let commented = post(&path, vec![("csrf", csrf.clone()), ("text", "window agreed with the CAB".to_owned())]);
+    let commented =
+        post(&path, vec![("csrf", csrf.clone()), ("text", "window agreed with the CAB".to_owned())]);
     assert_eq!(commented.status, 303, "{}", commented.body);
     let page = alice.get(&submitted.location, false);
     assert!(page.body.contains("window agreed with the CAB"), "{}", page.body);
