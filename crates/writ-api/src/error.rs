@@ -238,6 +238,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("comment.duplicate", Conflict),
     ("rollback.nothing_to_undo", Conflict),
     ("rollback.open", Conflict),
+    ("retention.legal_hold", Conflict),
     ("comment.quota_exceeded", Conflict),
     ("approval.insufficient", Conflict),
     ("approval.not_eligible", Conflict),

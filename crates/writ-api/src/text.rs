@@ -217,6 +217,17 @@ pub fn trail(change: &ChangeView) -> String {
             _ => out.push_str(&format!("  window     none{demanded}\n")),
         }
     }
+    if let Some(hold) = &change.legal_hold {
+        out.push_str(&format!("  LEGAL HOLD by {} at {}: {:?}\n", hold.by, hold.at, hold.reason));
+    }
+    for e in &change.erasures {
+        let what = if e.blobs.is_empty() {
+            format!("clear text of {} sealed value(s)", e.values)
+        } else {
+            format!("{} evidence blob(s)", e.blobs.len())
+        };
+        out.push_str(&format!("  ERASED     {what} under retention rule {} on {}\n", e.rule, e.at));
+    }
     if let Some(owner) = &change.rollback_owner {
         out.push_str(&format!("  rollback   owner {owner}\n"));
     }

@@ -254,6 +254,16 @@ pub(crate) fn event_detail(event: &ChangeEvent, emergency: bool) -> String {
         ),
         ChangeEventBody::Commented { text, source: None, .. } => format!("comment: {text}"),
         ChangeEventBody::RollbackNoted { rollback, step } => format!("rollback {rollback}: {step}"),
+        ChangeEventBody::LegalHold { held: true, reason } => format!("LEGAL HOLD placed: {reason}"),
+        ChangeEventBody::LegalHold { held: false, reason } => format!("legal hold lifted: {reason}"),
+        ChangeEventBody::Erased { rule, values, blobs, .. } => {
+            let what = match (*values, blobs.len()) {
+                (0, n) => format!("{n} evidence blob(s)"),
+                (v, 0) => format!("the clear text of {v} sealed value(s)"),
+                (v, n) => format!("the clear text of {v} sealed value(s) and {n} evidence blob(s)"),
+            };
+            format!("erased {what} under retention rule {rule} on {}", event.at)
+        }
         ChangeEventBody::Commented { text, source: Some(s), late, .. } => format!(
             "comment {} from {}{} written {}{}: {text}",
             s.id,

@@ -628,10 +628,11 @@ pub struct NewException {
 
 /// The JSON schema of a request body, as the OpenAPI document embeds it.
 pub fn schema<T: JsonSchema>() -> serde_json::Value {
-    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
-        .into_generator()
-        .into_root_schema_for::<T>()
-        .to_value();
+    // Nested bodies (a window) are inlined: a `$ref` into the body's own `$defs` would not
+    // resolve once the schema sits in the OpenAPI document.
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.inline_subschemas = true;
+    let mut schema = settings.into_generator().into_root_schema_for::<T>().to_value();
     if let Some(object) = schema.as_object_mut() {
         object.remove("$schema");
     }

@@ -171,6 +171,7 @@ fn store_append(path: &Path, prepared: Vec<Batch>) -> anyhow::Result<(f64, Sqlit
             sensitive,
             due_at: None,
             claim: None,
+            erase: None,
         })?;
     }
     Ok((start.elapsed().as_secs_f64(), store))
@@ -225,6 +226,7 @@ pub fn run(dir: &Path, count: usize) -> anyhow::Result<Vec<Row>> {
                 sensitive,
                 due_at: None,
                 claim: None,
+                erase: None,
             })?;
         }
         Ok(())

@@ -87,6 +87,8 @@ pub enum Action {
     Comment,
     /// Ask for a change to be rolled back (its rollback owner, requester or an admin).
     Rollback,
+    /// Place or lift a legal hold on a change.
+    Hold,
     /// Register identities and targets, issue and revoke tokens, assign roles.
     Administer,
     /// Sign a checkpoint or run due work by hand.
@@ -113,6 +115,7 @@ impl Action {
                 &[Requester, Approver, Executor, Reviewer, Auditor, Admin]
             }
             Action::Rollback => &[Requester, Approver, Executor, Reviewer, Admin],
+            Action::Hold => &[Admin, Auditor],
             Action::Administer | Action::Operate => &[Admin],
             Action::Provision => &[Provisioner],
         }
@@ -132,6 +135,7 @@ impl Action {
             Action::AttachEvidence => "attach evidence",
             Action::Comment => "comment on changes",
             Action::Rollback => "roll back changes",
+            Action::Hold => "place legal holds",
             Action::Administer => "administer Writ",
             Action::Operate => "operate the ledger",
             Action::Provision => "provision identities over SCIM",

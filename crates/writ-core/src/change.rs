@@ -458,6 +458,10 @@ pub struct Change {
     pub rollback_of: Option<RollbackOf>,
     /// For a change that was rolled back: each step its rollbacks reached, as noted on it.
     pub rollbacks: Vec<RollbackNote>,
+    /// Set while the change is under legal hold: nothing of it is erased.
+    pub legal_hold: Option<LegalHold>,
+    /// What retention erased of it, in order.
+    pub erasures: Vec<ErasureNote>,
     /// How many events have been folded into this record; the next event has this sequence.
     pub seq: u64,
 }
@@ -488,6 +492,34 @@ pub struct RollbackNote {
     pub rollback: ChangeId,
     pub step: RollbackStep,
     pub at: Timestamp,
+}
+
+string_enum!(
+    /// What retention erases: the clear text of sealed values (justifications, reasons, notes,
+    /// comments, evidence names), or evidence blobs.
+    RetentionClass, "retention class" {
+        ClearText => "clear_text",
+        Evidence => "evidence",
+    }
+);
+
+/// A legal hold: who placed it, when, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegalHold {
+    pub by: crate::identity::Actor,
+    pub at: Timestamp,
+    pub reason: String,
+}
+
+/// One erasure: under which rule, when, how many sealed values lost their clear text and which
+/// evidence blobs were deleted (their digests stay in the ledger).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasureNote {
+    pub class: RetentionClass,
+    pub rule: String,
+    pub at: Timestamp,
+    pub values: u32,
+    pub blobs: Vec<[u8; 32]>,
 }
 
 /// Most comments one change may carry.

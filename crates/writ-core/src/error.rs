@@ -170,6 +170,9 @@ pub enum Refusal {
     /// A rollback that cannot be opened: nothing was carried out, or one is already open.
     #[error("{change} cannot be rolled back now: {reason}")]
     RollbackRefused { change: ChangeId, code: &'static str, reason: String },
+    /// What retention may not do to a change (a legal hold blocks every erasure).
+    #[error("{change} is not erased: {reason}")]
+    RetentionRefused { change: ChangeId, code: &'static str, reason: String },
     /// A comment the change cannot take: one already attached, or past its quota.
     #[error("{change} takes no more comments here: {reason}")]
     CommentRefused { change: ChangeId, code: &'static str, reason: String },
@@ -194,6 +197,7 @@ impl Refusal {
             Refusal::NotYours { .. } => "authority.not_yours",
             Refusal::EvidenceRefused { code, .. } => code,
             Refusal::CommentRefused { code, .. } => code,
+            Refusal::RetentionRefused { code, .. } => code,
             Refusal::RollbackRefused { code, .. } => code,
             Refusal::TransferRefused { code, .. } => code,
             Refusal::InvalidDuration { .. } => "input.invalid_duration",

@@ -242,6 +242,21 @@ pub enum ChangeEventBody {
         rollback: ChangeId,
         step: crate::change::RollbackStep,
     },
+    /// A legal hold was placed (`held`) or lifted, with the reason (sealed). Allowed in every
+    /// state; while held, nothing of the change is erased.
+    LegalHold {
+        held: bool,
+        reason: String,
+    },
+    /// Retention erased, under `rule`, the clear text of `values` sealed values (class
+    /// `clear_text`) or the evidence blobs `blobs` (class `evidence`), in the same transaction.
+    /// The events that hold the seals and digests stay, so the ledger still verifies.
+    Erased {
+        class: crate::change::RetentionClass,
+        rule: String,
+        values: u32,
+        blobs: Vec<[u8; 32]>,
+    },
 }
 
 impl ChangeEventBody {
@@ -271,6 +286,8 @@ impl ChangeEventBody {
             ChangeEventBody::ExpiryWarned { .. } => "change.expiry_warned",
             ChangeEventBody::Commented { .. } => "change.commented",
             ChangeEventBody::RollbackNoted { .. } => "change.rollback_noted",
+            ChangeEventBody::LegalHold { .. } => "change.legal_hold",
+            ChangeEventBody::Erased { .. } => "change.erased",
         }
     }
 
@@ -293,7 +310,9 @@ impl ChangeEventBody {
             ChangeEventBody::Verified { .. } | ChangeEventBody::VerificationFailed { .. } => {
                 Phase::Verification
             }
-            ChangeEventBody::Reviewed { .. } => Phase::Review,
+            ChangeEventBody::Reviewed { .. }
+            | ChangeEventBody::LegalHold { .. }
+            | ChangeEventBody::Erased { .. } => Phase::Review,
             ChangeEventBody::EvidenceAttached { step, .. } | ChangeEventBody::Commented { step, .. } => *step,
             // A commit is telemetry of the implementation; anything else is about the request.
             ChangeEventBody::Linked { delivery, .. } => {

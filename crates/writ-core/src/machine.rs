@@ -149,6 +149,20 @@ pub enum Command {
         text: String,
         source: Option<crate::change::CommentSource>,
     },
+    /// Place (`held`) or lift a legal hold, with the reason.
+    Hold {
+        actor: Identity,
+        held: bool,
+        reason: String,
+    },
+    /// Record what retention erases of a closed change (refused under legal hold). Only the
+    /// engine issues it, with the erasure in the same commit.
+    Erase {
+        class: crate::change::RetentionClass,
+        rule: String,
+        values: u32,
+        blobs: Vec<[u8; 32]>,
+    },
     /// Note that `rollback`, which undoes this change, reached `step`. Only the engine issues it.
     NoteRollback {
         rollback: ChangeId,
@@ -186,6 +200,9 @@ impl Command {
             Command::WarnExpiry { .. } => "warn of expiry",
             Command::Comment { .. } => "comment on",
             Command::NoteRollback { .. } => "note a rollback of",
+            Command::Hold { held: true, .. } => "place a legal hold on",
+            Command::Hold { held: false, .. } => "lift the legal hold on",
+            Command::Erase { .. } => "erase",
         }
     }
 }
@@ -449,6 +466,32 @@ pub fn decide(
             });
             let step = crate::authority::reached(change.state).unwrap_or(crate::event::Phase::Review);
             Ok(vec![event(author, None, ChangeEventBody::Commented { step, text: body, source, late })])
+        }
+        Command::Hold { actor, held, reason } => {
+            require_human(&actor, "place or lift a legal hold")?;
+            if change.legal_hold.is_some() == held {
+                return Err(invalid(change, action));
+            }
+            let reason = text(reason, "reason")?;
+            Ok(vec![event(Actor::Identity(actor.name), None, ChangeEventBody::LegalHold { held, reason })])
+        }
+        Command::Erase { class, rule, values, blobs } => {
+            if change.legal_hold.is_some() {
+                return Err(Refusal::RetentionRefused {
+                    change: change.id.clone(),
+                    code: "retention.legal_hold",
+                    reason: "it is under legal hold: nothing of it is erased until the hold is lifted".into(),
+                });
+            }
+            if !change.state.is_terminal() || (values == 0 && blobs.is_empty()) {
+                return Err(invalid(change, action));
+            }
+            let rule = line(rule, "retention rule")?;
+            Ok(vec![event(
+                Actor::System(SystemActor::Scheduler),
+                None,
+                ChangeEventBody::Erased { class, rule, values, blobs },
+            )])
         }
         Command::NoteRollback { rollback, step } => {
             if change.rollbacks.iter().any(|n| n.rollback == rollback && n.step == step) {
@@ -732,6 +775,25 @@ pub fn evolve(change: Option<Change>, event: &ChangeEvent) -> Result<Change, Ref
             });
         }
         ChangeEventBody::EvidenceAttached { .. } => {}
+        ChangeEventBody::LegalHold { held, reason } => {
+            change.legal_hold = held.then(|| crate::change::LegalHold {
+                by: event.actor.clone(),
+                at: event.at,
+                reason: reason.clone(),
+            });
+        }
+        ChangeEventBody::Erased { class, rule, values, blobs } => {
+            if change.legal_hold.is_some() {
+                return Err(corrupt("an erasure under legal hold"));
+            }
+            change.erasures.push(crate::change::ErasureNote {
+                class: *class,
+                rule: rule.clone(),
+                at: event.at,
+                values: *values,
+                blobs: blobs.clone(),
+            });
+        }
         ChangeEventBody::RollbackNoted { rollback, step } => {
             change.rollbacks.push(crate::change::RollbackNote {
                 rollback: rollback.clone(),
@@ -823,6 +885,8 @@ fn first(
         rollback_owner: None,
         rollback_of: None,
         rollbacks: Vec::new(),
+        legal_hold: None,
+        erasures: Vec::new(),
         seq: 1,
     }
 }

@@ -29,6 +29,7 @@ pub mod notify;
 pub mod policy;
 pub mod projections;
 pub mod reconcile;
+pub mod retention;
 mod rollback;
 pub mod scim;
 pub mod standing;

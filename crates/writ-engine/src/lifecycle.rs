@@ -654,6 +654,20 @@ impl Engine {
         captured: evidence::Captured,
         claim: Option<writ_store::ClaimOp>,
     ) -> Result<ChangeRecord> {
+        self.commit_full(before, events, grants, captured, claim, None)
+    }
+
+    /// [`Engine::commit_with`], erasing what a `change.erased` event names in the same
+    /// transaction (see `retention.rs`).
+    pub(crate) fn commit_full(
+        &self,
+        before: Option<&Change>,
+        events: Vec<ChangeEvent>,
+        grants: Vec<GrantUpdate>,
+        captured: evidence::Captured,
+        claim: Option<writ_store::ClaimOp>,
+        erase: Option<writ_store::Erasure>,
+    ) -> Result<ChangeRecord> {
         let mut change = before.cloned();
         // Each event's notices, from the change as that event leaves it (the outbox).
         let mut notices = Vec::with_capacity(events.len());
@@ -690,6 +704,7 @@ impl Engine {
             sensitive,
             due_at: change.next_deadline(),
             claim,
+            erase,
         };
         let indices = self.store.commit(commit)?;
         tracing::info!(target: "writ::engine", change = %change.id, state = %change.state, "committed");

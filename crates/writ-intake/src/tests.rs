@@ -317,7 +317,7 @@ fn a_bad_block_line_is_reported_with_its_line_and_nothing_is_asked() {
     assert_eq!(scanned.block.unwrap().ops[0].action, OpAction::Revoke);
     assert_eq!(
         crate::block::scan("Writ-Frobnicate: x").error.unwrap(),
-        "line 1: unknown Writ line Writ-frobnicate: use Writ-Grant, -Revoke, -Rotate, -Event, -Justification or -Change"
+        "line 1: unknown Writ line Writ-frobnicate: use Writ-Grant, -Revoke, -Rotate, -Event, -Justification, -Window or -Change"
     );
 }
 
@@ -424,4 +424,18 @@ fn ticket_approvals_name_the_accounts_that_approved() {
     let h = [("x-atlassian-webhook-identifier", "j-1")];
     assert_eq!(parse(Kind::Jira, &h, &issue("approved")).approved_by, ["557058:a"]);
     assert!(parse(Kind::Jira, &h, &issue("pending")).approved_by.is_empty());
+}
+
+#[test]
+fn a_writ_window_line_is_read_with_its_zone_or_utc_and_a_malformed_one_is_reported() {
+    let block = "Writ-Grant: bob access:deploy\nWrit-Window: 2026-12-08T22:00 2026-12-09T02:00 Europe/Berlin";
+    let window = crate::block::scan(block).block.unwrap().window.unwrap();
+    assert_eq!(window, ("2026-12-08T22:00".into(), "2026-12-09T02:00".into(), "Europe/Berlin".into()));
+    let utc = crate::block::scan(
+        "Writ-Grant: bob access:deploy\nWrit-Window: 2026-12-08T21:00:00Z 2026-12-09T01:00:00Z",
+    );
+    assert_eq!(utc.block.unwrap().window.unwrap().2, "UTC");
+    let bad = crate::block::scan("Writ-Grant: bob access:deploy\nWrit-Window: tomorrow");
+    assert!(bad.block.is_none());
+    assert!(bad.error.unwrap().starts_with("line 2: Writ-Window wants START END [ZONE]"));
 }

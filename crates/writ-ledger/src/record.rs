@@ -206,6 +206,16 @@ enum Data {
         rollback: String,
         rollback_step: String,
     },
+    LegalHold {
+        held: bool,
+        reason: Sealed,
+    },
+    Erased {
+        retention_class: String,
+        rule: String,
+        values: u32,
+        blobs: Vec<String>,
+    },
     Validated {
         required_approvals: u8,
         approval_validity_ms: i64,
@@ -889,6 +899,13 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
                 origin_requester: r.origin_requester.to_string(),
             }),
         },
+        ChangeEventBody::LegalHold { held, reason } => Data::LegalHold { held: *held, reason: seal(reason) },
+        ChangeEventBody::Erased { class, rule, values, blobs } => Data::Erased {
+            retention_class: class.as_str().to_owned(),
+            rule: rule.clone(),
+            values: *values,
+            blobs: blobs.iter().map(|b| hex(b)).collect(),
+        },
         ChangeEventBody::RollbackNoted { rollback, step } => {
             Data::RollbackNoted { rollback: rollback.to_string(), rollback_step: step.as_str().to_owned() }
         }
@@ -1276,6 +1293,18 @@ fn change_body(
                     })
                 })
                 .transpose()?,
+        },
+        ("change.legal_hold", Data::LegalHold { held, reason }) => {
+            ChangeEventBody::LegalHold { held, reason: unseal(reason) }
+        }
+        ("change.erased", Data::Erased { retention_class, rule, values, blobs }) => ChangeEventBody::Erased {
+            class: writ_core::change::RetentionClass::parse(&retention_class)?,
+            rule,
+            values,
+            blobs: blobs
+                .iter()
+                .map(|b| unhex(b).ok_or_else(|| RecordError::Malformed(format!("bad erased digest {b:?}"))))
+                .collect::<Result<_, _>>()?,
         },
         ("change.rollback_noted", Data::RollbackNoted { rollback, rollback_step }) => {
             ChangeEventBody::RollbackNoted {

@@ -102,6 +102,20 @@ fn every_event() -> Vec<Event> {
             error: Some("1 of 1 missing".into()),
         },
         ChangeEventBody::AttemptRecovered { attempt: 1, outcomes: outcomes.clone(), error: None },
+        ChangeEventBody::LegalHold { held: true, reason: "litigation hold LH-7".into() },
+        ChangeEventBody::LegalHold { held: false, reason: "released by counsel".into() },
+        ChangeEventBody::Erased {
+            class: RetentionClass::Evidence,
+            rule: "retention.evidence".into(),
+            values: 0,
+            blobs: vec![[7; 32], [9; 32]],
+        },
+        ChangeEventBody::Erased {
+            class: RetentionClass::ClearText,
+            rule: "retention.clear_text".into(),
+            values: 3,
+            blobs: vec![],
+        },
         ChangeEventBody::RollbackNoted {
             rollback: ChangeId::generate(T0, 10),
             step: writ_core::change::RollbackStep::Verified,

@@ -25,8 +25,8 @@ use writ_core::time::Duration;
 pub use bundle::{DEFAULT_TESTS, MAX_FILE_BYTES, MAX_FILES, PolicyBundle};
 pub use rules::{
     Audience, AutomationLimits, Birthright, BirthrightWhen, Breakglass, Eligible, ExceptionPolicy,
-    FINDING_KINDS, FindingRule, Record, RollbackOwner, Route, Rules, SECRET_CLASSES, SecretLimit, Slot,
-    TicketApproval, Tier, Validation, glob,
+    FINDING_KINDS, FindingRule, Record, RetentionRule, RollbackOwner, Route, Rules, SECRET_CLASSES,
+    SecretLimit, Slot, TicketApproval, Tier, Validation, glob,
 };
 
 /// A policy that cannot be used: where and why.

@@ -76,6 +76,7 @@ pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> R
     let mut events = String::new();
     let mut proofs = String::new();
     let mut digests: BTreeSet<[u8; 32]> = BTreeSet::new();
+    let mut erased: BTreeSet<[u8; 32]> = BTreeSet::new();
     let macs: std::cell::RefCell<BTreeSet<String>> = std::cell::RefCell::new(BTreeSet::new());
     let record_mac = |mac: &str| {
         macs.borrow_mut().insert(mac.to_owned());
@@ -94,9 +95,13 @@ pub fn build(engine: &Engine, change: Option<&writ_core::change::ChangeId>) -> R
         ));
         if let Ok(Event::Change(event)) = writ_ledger::decode(&row.bytes, &record_mac) {
             digests.extend(event.evidence.iter().map(|e| e.digest));
+            if let writ_core::event::ChangeEventBody::Erased { blobs, .. } = &event.body {
+                erased.extend(blobs.iter().copied());
+            }
         }
     }
-    for digest in &digests {
+    // A blob erased under retention is not in the bundle: its erasure event says so.
+    for digest in digests.iter().filter(|d| !erased.contains(*d)) {
         let blob = engine.evidence(digest)?;
         files.insert(format!("evidence/{}", hex::encode(digest)), blob.bytes);
     }

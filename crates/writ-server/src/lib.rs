@@ -438,6 +438,14 @@ fn run_due_work(state: &AppState, ticks: u64) -> writ_engine::Result<()> {
     if ticks.is_multiple_of(60) {
         state.check_projections()?;
     }
+    // Retention reads the whole log: once an hour (the first a minute after start), on one
+    // instance.
+    if ticks % 3600 == 60 && lease("retention")? {
+        let report = engine.retention_run()?;
+        for (id, rule, values, blobs) in &report.erased {
+            tracing::info!(target: "writ::serve", change = %id, rule = %rule, values, blobs, "erased under retention");
+        }
+    }
     if ticks.is_multiple_of(600) && lease("purge-idempotency")? {
         store.purge_requests(Timestamp::from_millis(now.as_millis() - 86_400_000))?;
     }

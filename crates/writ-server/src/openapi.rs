@@ -269,7 +269,8 @@ mod tests {
             let value = if types.contains(&"array") {
                 json!(["x"])
             } else if types.contains(&"object") {
-                json!({})
+                // A nested body (inlined) gets its own sample.
+                sample(property)
             } else {
                 json!("x")
             };

@@ -14,8 +14,8 @@ use writ_core::name::{EntitlementRef, IdentityName};
 use writ_core::notify::{Channel, Notice, NoticeState, Notification};
 use writ_core::time::Timestamp;
 use writ_store::{
-    Attempt, CLAIM_HELD, ChangeCommit, ChangeSummary, Claim, ClaimOp, EvidenceBlob, GrantUpdate, NewEvent,
-    RefusalBucket, Store, StoreError, StoredCheckpoint, StoredToken,
+    Attempt, CLAIM_HELD, ChangeCommit, ChangeSummary, Claim, ClaimOp, Erasure, EvidenceBlob, GrantUpdate,
+    NewEvent, RefusalBucket, Store, StoreError, StoredCheckpoint, StoredToken,
 };
 
 /// Makes fresh, empty stores of one backend.
@@ -32,6 +32,7 @@ const TESTS: &[(&str, Test)] = &[
     ("concurrent commits get contiguous indices, none lost", concurrent_commits),
     ("checkpoints are idempotent and a second root for a size conflicts", checkpoints),
     ("evidence and sealed values round-trip, meta is set once", evidence_and_meta),
+    ("an erasure deletes what it names with its event, and only so", erasure_with_its_event),
     ("leaf pages resume after the last index", leaf_pages),
     ("change pages are newest first and resume before the last id", change_pages),
     ("tokens: issue, revoke once, unknown identity refused", tokens),
@@ -100,6 +101,7 @@ pub fn commit(id: &ChangeId, expected_seq: u64, events: usize, state: ChangeStat
         sensitive: vec![],
         due_at: None,
         claim: None,
+        erase: None,
     }
 }
 
@@ -212,6 +214,32 @@ fn evidence_and_meta(store: Arc<dyn Store>) {
     assert_eq!(store.meta("ledger.origin").unwrap(), None);
     assert_eq!(store.init_meta("ledger.origin", "writ/a").unwrap(), "writ/a");
     assert_eq!(store.init_meta("ledger.origin", "writ/b").unwrap(), "writ/a", "set once");
+}
+
+/// An erasure deletes kept clear text and blobs with the event that records it, and only so.
+fn erasure_with_its_event(store: Arc<dyn Store>) {
+    let change = id(5);
+    let mut first = commit(&change, 0, 1, ChangeState::Reviewed);
+    let blob = EvidenceBlob { sha256: [9; 32], media_type: "text/plain".into(), bytes: b"minutes".to_vec() };
+    first.evidence = vec![blob.clone()];
+    first.sensitive = vec![("hk-1:one".into(), "dave's address".into()), ("hk-1:two".into(), "kept".into())];
+    store.commit(first).unwrap();
+    // A commit that fails (a stale writer) erases nothing.
+    let mut stale = commit(&change, 0, 1, ChangeState::Reviewed);
+    stale.erase = Some(Erasure { hmacs: vec!["hk-1:one".into()], blobs: vec![[9; 32]] });
+    assert!(matches!(store.commit(stale).unwrap_err(), StoreError::Conflict(_)));
+    assert_eq!(store.evidence(&[9; 32]).unwrap(), Some(blob));
+    assert_eq!(store.sensitive("hk-1:one").unwrap().as_deref(), Some("dave's address"));
+    let mut erase = commit(&change, 1, 1, ChangeState::Reviewed);
+    erase.erase = Some(Erasure { hmacs: vec!["hk-1:one".into()], blobs: vec![[9; 32]] });
+    assert_eq!(store.commit(erase).unwrap(), vec![1]);
+    assert_eq!(store.evidence(&[9; 32]).unwrap(), None);
+    assert_eq!(store.sensitive("hk-1:one").unwrap(), None);
+    assert_eq!(store.sensitive("hk-1:two").unwrap().as_deref(), Some("kept"), "only what was named");
+    // Erasing again (a blob a sharing change erased first) is a no-op, not an error.
+    let mut again = commit(&change, 2, 1, ChangeState::Reviewed);
+    again.erase = Some(Erasure { hmacs: vec!["hk-1:one".into()], blobs: vec![[9; 32]] });
+    assert_eq!(store.commit(again).unwrap(), vec![2]);
 }
 
 fn leaf_pages(store: Arc<dyn Store>) {

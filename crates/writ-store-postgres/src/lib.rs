@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0022_scim_last_write.sql"),
     include_str!("../migrations/0023_notifications.sql"),
     include_str!("../migrations/0024_exception_warnings.sql"),
+    include_str!("../migrations/0025_retention.sql"),
 ];
 
 /// A Writ store in one PostgreSQL database: a small fixed pool of connections (callers in a
@@ -503,6 +504,17 @@ impl ChangeStore for PostgresStore {
                 write_claim(tx, claim)?;
             }
             let indices = append(tx, next, &commit.events)?;
+            if let Some(erase) = &commit.erase {
+                tx.execute("DELETE FROM sensitive WHERE hmac = ANY($1)", &[&erase.hmacs]).map_err(map_err)?;
+                let digests: Vec<&[u8]> = erase.blobs.iter().map(<[u8; 32]>::as_slice).collect();
+                tx.execute(
+                    "INSERT INTO evidence_erased (sha256, erased_ms) SELECT d, $2 FROM UNNEST($1::BYTEA[]) AS u(d)
+                     ON CONFLICT (sha256) DO NOTHING",
+                    &[&digests, &summary.updated_at.as_millis()],
+                )
+                .map_err(map_err)?;
+                tx.execute("DELETE FROM evidence WHERE sha256 = ANY($1)", &[&digests]).map_err(map_err)?;
+            }
             if !commit.sensitive.is_empty() {
                 let (hmacs, values): (Vec<&str>, Vec<&str>) =
                     commit.sensitive.iter().map(|(h, v)| (h.as_str(), v.as_str())).unzip();

@@ -126,6 +126,7 @@ fn several_connections_appending_at_once_never_fork_the_log() {
                         sensitive: vec![],
                         due_at: None,
                         claim: None,
+                        erase: None,
                     };
                     mine.extend(store.commit(commit).unwrap());
                 }

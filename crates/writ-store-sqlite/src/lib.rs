@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0022_scim_last_write.sql"),
     include_str!("../migrations/0023_notifications.sql"),
     include_str!("../migrations/0024_exception_warnings.sql"),
+    include_str!("../migrations/0025_retention.sql"),
 ];
 
 mod access;
@@ -339,6 +340,23 @@ fn write_commit(tx: &Transaction<'_>, commit: &ChangeCommit) -> Result<Vec<u64>>
     })
     .map_err(map_err)?;
     let indices = append(tx, &commit.events)?;
+    if let Some(erase) = &commit.erase {
+        for hmac in &erase.hmacs {
+            tx.prepare_cached("DELETE FROM sensitive WHERE hmac = ?1")
+                .and_then(|mut statement| statement.execute(params![hmac]))
+                .map_err(map_err)?;
+        }
+        for digest in &erase.blobs {
+            tx.prepare_cached("INSERT OR IGNORE INTO evidence_erased (sha256, erased_ms) VALUES (?1, ?2)")
+                .and_then(|mut statement| {
+                    statement.execute(params![digest.as_slice(), summary.updated_at.as_millis()])
+                })
+                .map_err(map_err)?;
+            tx.prepare_cached("DELETE FROM evidence WHERE sha256 = ?1")
+                .and_then(|mut statement| statement.execute(params![digest.as_slice()]))
+                .map_err(map_err)?;
+        }
+    }
     for (hmac, value) in &commit.sensitive {
         tx.prepare_cached("INSERT OR IGNORE INTO sensitive (hmac, value) VALUES (?1, ?2)")
             .and_then(|mut statement| statement.execute(params![hmac, value]))

@@ -124,6 +124,17 @@ pub struct ChangeCommit {
     /// A lease taken or given up in the same transaction (an execution claim): a `Take` that
     /// finds the lease held and live fails the whole commit with [`StoreError::Conflict`].
     pub claim: Option<ClaimOp>,
+    /// What the commit's `change.erased` event erases, in the same transaction (retention).
+    pub erase: Option<Erasure>,
+}
+
+/// Clear text and evidence erased under retention: the kept values of these seals are deleted,
+/// and these blobs, each recorded as erased first (blobs may be deleted only so). The events
+/// that reference them stay, so the ledger and bundles still verify.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Erasure {
+    pub hmacs: Vec<String>,
+    pub blobs: Vec<[u8; 32]>,
 }
 
 /// What a commit does to a lease (see [`CoordinationStore::acquire_lease`]) in its own

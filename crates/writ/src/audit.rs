@@ -196,6 +196,8 @@ pub fn verify(
     let mut by_change: BTreeMap<String, Vec<(u64, ChangeEvent)>> = BTreeMap::new();
     let mut count = 0u64;
     let mut seen: BTreeSet<u64> = BTreeSet::new();
+    let mut referenced: Vec<(u64, [u8; 32])> = Vec::new();
+    let mut erased: BTreeSet<[u8; 32]> = BTreeSet::new();
     for line in String::from_utf8_lossy(&read("events.jsonl")?).lines() {
         let value: Value = serde_json::from_str(line).map_err(|e| invalid(format!("events.jsonl: {e}")))?;
         let index = value
@@ -220,19 +222,26 @@ pub fn verify(
         let event =
             writ_ledger::decode(&bytes, &open_value).map_err(|e| invalid(format!("event {index}: {e}")))?;
         if let Event::Change(event) = event {
-            for evidence in &event.evidence {
-                let name = format!("evidence/{}", hex::encode(evidence.digest));
-                let blob = read(&name)
-                    .map_err(|_| invalid(format!("event {index} references missing evidence {name}")))?;
-                if writ_ledger::sha256(&blob) != evidence.digest {
-                    return Err(invalid(format!(
-                        "{name} does not match the digest recorded in event {index}"
-                    )));
-                }
+            referenced.extend(event.evidence.iter().map(|e| (index, e.digest)));
+            if let writ_core::event::ChangeEventBody::Erased { blobs, .. } = &event.body {
+                erased.extend(blobs.iter().copied());
             }
             by_change.entry(event.change.to_string()).or_default().push((index, event));
         }
         count += 1;
+    }
+    // Every blob an event references is here and matches its digest, unless an erasure event
+    // (itself proven above) says retention erased it.
+    for (index, digest) in referenced {
+        let name = format!("evidence/{}", hex::encode(digest));
+        match read(&name) {
+            Ok(blob) if writ_ledger::sha256(&blob) != digest => {
+                return Err(invalid(format!("{name} does not match the digest recorded in event {index}")));
+            }
+            Ok(_) => {}
+            Err(_) if erased.contains(&digest) => {}
+            Err(_) => return Err(invalid(format!("event {index} references missing evidence {name}"))),
+        }
     }
     // A whole-log bundle must hold every event the checkpoint covers; a change bundle proves
     // that what it holds was logged, not that nothing of the change was left out.

@@ -83,6 +83,12 @@ pub enum Top {
     /// grant's change (executed, verified, retried with backoff; alerted after N failures).
     /// `writ serve` does this every second on its own.
     RunDue(RunDueArgs),
+    /// Retention: erase what the policy's `[retention]` says is past its term (the clear text
+    /// of sealed values, evidence blobs) from closed changes not under legal hold. The events
+    /// stay, so the ledger and bundles still verify; each erasure is a recorded event. `writ
+    /// serve` does this every hour on its own.
+    #[command(subcommand)]
+    Retention(RetentionCmd),
     /// Break glass in an emergency: short, time-bound access granted and executed at once, for
     /// people policy allows (default pack: the incident-responders group). The change is marked
     /// emergency everywhere; someone else must approve it afterwards by the policy's deadline
@@ -503,6 +509,23 @@ pub enum ChangeCmd {
         #[arg(long)]
         justification: String,
     },
+    /// Place a legal hold (an admin or an auditor): nothing of the change is erased under
+    /// retention until it is lifted.
+    Hold {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a legal hold (an admin or an auditor).
+    Release {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Show the whole trail: who asked, approved, executed, what changed, verification, review.
     Show { id: String },
     /// List changes, newest first.
@@ -575,6 +598,12 @@ impl RequestArgs {
         let (start, end) = (self.window_start.clone()?, self.window_end.clone()?);
         Some(writ_api::wire::WindowBody { start, end, zone: self.window_zone.clone() })
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCmd {
+    /// Erase what is past its term now, and print what was erased and what a legal hold kept.
+    Run,
 }
 
 #[derive(Subcommand, Debug)]

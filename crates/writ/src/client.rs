@@ -119,6 +119,10 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         }
         Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
         Top::Intake(command) => crate::intake_cmd::run_remote(&client, command, json),
+        Top::Retention(_) => Err(CliError::new(
+            "input.not_remote",
+            "a server runs retention itself (every hour, on one instance)",
+        )),
         Top::RunDue(_) => Err(CliError::new(
             "input.not_remote",
             "a server does due work itself (every second, on one instance)",
@@ -372,6 +376,14 @@ fn change(client: &Client, command: ChangeCmd, json: bool) -> Result<(), CliErro
         ChangeCmd::Comment { id, actor, text } => {
             check_actor(client, Some(&actor))?;
             step(&id, "comment", json!({ "text": text }))?
+        }
+        ChangeCmd::Hold { id, actor, reason } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "hold", json!({ "reason": reason }))?
+        }
+        ChangeCmd::Release { id, actor, reason } => {
+            check_actor(client, Some(&actor))?;
+            step(&id, "release", json!({ "reason": reason }))?
         }
         ChangeCmd::Rollback { id, actor, justification } => {
             check_actor(client, Some(&actor))?;

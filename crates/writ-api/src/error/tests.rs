@@ -46,6 +46,8 @@ const EVENT_KINDS: &[&str] = &[
     "change.expiry_warned",
     "change.commented",
     "change.rollback_noted",
+    "change.legal_hold",
+    "change.erased",
     "exception.expiry_warned",
     "exception.expiring",
     // Notification kinds (writ_core::notify::kind), named by policy routes.

@@ -47,6 +47,12 @@ pub struct ChangeView {
     /// The rollbacks of this change and each step they reached, as noted on it.
     #[serde(default)]
     pub rollbacks: Vec<RollbackView>,
+    /// The legal hold on the change, if one is in force: nothing of it is erased.
+    #[serde(default)]
+    pub legal_hold: Option<LegalHoldView>,
+    /// What retention erased of it.
+    #[serde(default)]
+    pub erasures: Vec<ErasureView>,
     pub operations: Vec<OperationView>,
     pub approvals: Vec<ApprovalView>,
     pub executions: Vec<ExecutionView>,
@@ -107,6 +113,25 @@ impl WindowView {
             demanded_by,
         })
     }
+}
+
+/// A legal hold in force: who placed it, when, why.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct LegalHoldView {
+    pub by: String,
+    pub at: String,
+    pub reason: String,
+}
+
+/// One erasure under retention: the rule, when, how many sealed values lost their clear text,
+/// and the digests of the evidence blobs deleted.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+pub struct ErasureView {
+    pub class: String,
+    pub rule: String,
+    pub at: String,
+    pub values: u32,
+    pub blobs: Vec<String>,
 }
 
 /// A rollback of a change and one step it reached.
@@ -346,6 +371,22 @@ impl ChangeView {
             comments: change.comments.iter().map(CommentView::of).collect(),
             rollback_owner: change.rollback_owner.as_ref().map(ToString::to_string),
             rollback_of: change.rollback_of.as_ref().map(|r| r.origin.to_string()),
+            legal_hold: change.legal_hold.as_ref().map(|h| LegalHoldView {
+                by: h.by.to_string(),
+                at: h.at.to_rfc3339(),
+                reason: h.reason.clone(),
+            }),
+            erasures: change
+                .erasures
+                .iter()
+                .map(|e| ErasureView {
+                    class: e.class.as_str().to_owned(),
+                    rule: e.rule.clone(),
+                    at: e.at.to_rfc3339(),
+                    values: e.values,
+                    blobs: e.blobs.iter().map(|b| b.iter().map(|x| format!("{x:02x}")).collect()).collect(),
+                })
+                .collect(),
             rollbacks: change
                 .rollbacks
                 .iter()

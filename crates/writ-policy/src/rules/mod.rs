@@ -52,6 +52,24 @@ struct RulesFile {
     notify: Vec<Spanned<notify::NotifySpec>>,
     #[serde(default)]
     rollback: Option<Spanned<RollbackSpec>>,
+    #[serde(default)]
+    retention: Option<Spanned<BTreeMap<String, RetentionSpec>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSpec {
+    keep: String,
+}
+
+/// How long one class of data is kept after a change closes (`[retention.CLASS] keep`); the
+/// rule id recorded with each erasure is `retention.CLASS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub id: String,
+    pub class: writ_core::change::RetentionClass,
+    /// Milliseconds after the change closed.
+    pub keep_ms: i64,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +413,9 @@ pub struct Rules {
     pub stale_after: Option<Duration>,
     /// Where a change's rollback owner comes from, tried in order (`[rollback] owners`).
     pub rollback_owners: Vec<RollbackOwner>,
+    /// How long each class of data is kept after a change closes (`[retention]`); empty:
+    /// nothing is erased.
+    pub retention: Vec<RetentionRule>,
     notify: Vec<Route>,
 }
 
@@ -436,7 +457,9 @@ impl Rules {
         let stale_after = reconcile::stale_after(&file, text)?;
         let notify = notify::routes(&file, text, &tiers, &groups)?;
         let rollback_owners = rollback_owners(&file, text)?;
+        let retention = retention(&file, text)?;
         Ok(Rules {
+            retention,
             rollback_owners,
             notify,
             automation,
@@ -846,6 +869,28 @@ fn check_escalation_target(target: &str, groups: &BTreeMap<String, BTreeSet<Stri
         Some(("person", p)) if is_name(p) => Ok(()),
         _ => Err(format!("escalate_to: {target:?} is not group:NAME or person:NAME")),
     }
+}
+
+/// `[retention.clear_text]` and `[retention.evidence]`, each with `keep`: a duration (`90d`,
+/// `12h`, `30s`) or whole years (`7y`, 365 days each, at most 100).
+fn retention(file: &RulesFile, text: &str) -> Result<Vec<RetentionRule>, PolicyError> {
+    let Some(spec) = &file.retention else { return Ok(Vec::new()) };
+    let line = line_of(text, spec.span().start);
+    let mut rules = Vec::new();
+    for (class, rule) in spec.get_ref() {
+        let err =
+            |reason: String| PolicyError::invalid(FILE, line, &format!("[retention.{class}]: {reason}"));
+        let class = writ_core::change::RetentionClass::parse(class).map_err(|e| err(e.to_string()))?;
+        let keep_ms = match rule.keep.strip_suffix('y') {
+            Some(years) => match years.parse::<i64>() {
+                Ok(n) if (1..=100).contains(&n) => n * 365 * 86_400_000,
+                _ => return Err(err(format!("keep {:?}: years must be 1 to 100", rule.keep))),
+            },
+            None => duration(&rule.keep).map_err(&err)?.as_millis(),
+        };
+        rules.push(RetentionRule { id: format!("retention.{}", class.as_str()), class, keep_ms });
+    }
+    Ok(rules)
 }
 
 /// `[rollback] owners`: each of `subject_owner`, `entitlement_owner`, `requester`, `person:NAME`.

@@ -121,6 +121,29 @@ pub fn operations() -> Vec<Operation> {
         ),
         op(
             M::POST,
+            "/api/v1/changes/{id}/hold",
+            "Place a legal hold (`reason` required; an admin or an auditor): nothing of the change \
+             is erased under retention until it is lifted.",
+            Some(A::Hold),
+            Some("Decision"),
+            post(|s, c, p, m, h, b| {
+                let hold: Decide = |engine, id, me, reason| engine.hold(id, me, true, reason);
+                decide_change(s, c, p, m, h, b, ("hold", Action::Hold, hold))
+            }),
+        ),
+        op(
+            M::POST,
+            "/api/v1/changes/{id}/release",
+            "Lift a legal hold (`reason` required; an admin or an auditor).",
+            Some(A::Hold),
+            Some("Decision"),
+            post(|s, c, p, m, h, b| {
+                let release: Decide = |engine, id, me, reason| engine.hold(id, me, false, reason);
+                decide_change(s, c, p, m, h, b, ("release", Action::Hold, release))
+            }),
+        ),
+        op(
+            M::POST,
             "/api/v1/changes/{id}/comment",
             "Comment on a change, in any state (`text` required): the people it concerns, and \
              approvers, executors, reviewers, auditors and admins.",

@@ -463,6 +463,24 @@ fn offers(
         offers.push(Offer { step: step.as_str(), label, field, refusal });
     }
     let state = record.change.state;
+    let carried_out = matches!(
+        state,
+        ChangeState::Implemented
+            | ChangeState::Verified
+            | ChangeState::VerificationFailed
+            | ChangeState::Reviewed
+    );
+    if carried_out
+        && viewer.may(Action::Rollback).is_ok()
+        && writ_core::authority::may_roll_back(&record.change, &viewer.identity.name, &viewer.roles).is_ok()
+    {
+        offers.push(Offer {
+            step: "rollback",
+            label: "Roll back",
+            field: Some("justification"),
+            refusal: None,
+        });
+    }
     if viewer.may(Action::Execute).is_ok() {
         if state == ChangeState::Approved {
             offers.push(Offer { step: "execute", label: "Execute", field: None, refusal: None });
@@ -500,6 +518,7 @@ struct StepForm {
     reason: Option<String>,
     notes: Option<String>,
     text: Option<String>,
+    justification: Option<String>,
 }
 
 /// Takes a step on a change as the viewer: the same engine entry points as the API, with the
@@ -525,6 +544,7 @@ async fn step(
             "cancel" => Action::Cancel,
             "review" => Action::Review,
             "comment" => Action::Comment,
+            "rollback" => Action::Rollback,
             "execute" => Action::Execute,
             "verify" => Action::Verify,
             other => return Err(ApiError::new("not_found", format!("no step {other:?} on a change"))),
@@ -536,6 +556,11 @@ async fn step(
             "cancel" => engine.cancel(&id, me, text(form.reason, "reason")?)?,
             "review" => engine.review(&id, me, text(form.notes, "notes")?)?,
             "comment" => engine.comment(&id, me, text(form.text, "text")?)?,
+            "rollback" => {
+                let why =
+                    writ_core::change::Justification::parse(&text(form.justification, "justification")?)?;
+                engine.rollback(&id, me, why, writ_engine::random_bits()?)?
+            }
             "execute" => engine.execute(&id, Some(me))?,
             _ => engine.verify(&id)?,
         };

@@ -392,3 +392,190 @@ fn a_verified_grant_is_rolled_back_by_its_owner_through_a_linked_change_the_requ
     assert!(text.contains(&format!("ROLLBACK   of {id}")), "{text}");
     w.writ(&["ledger", "verify"]).ok();
 }
+
+/// The default pack with `[retention]` keeping clear text and evidence one second after close.
+fn load_retention(w: &World) {
+    let dir = w.dir.path().join("retention-policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("access.cedar"), CEDAR).unwrap();
+    let rules =
+        format!("{PACK}\n[retention.clear_text]\nkeep = \"1s\"\n\n[retention.evidence]\nkeep = \"1s\"\n");
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    w.writ(&["policy", "reload", "--dir", dir.to_str().unwrap()]).ok();
+}
+
+/// A change requested with `justification`, evidence `file` and a comment, carried through to
+/// review; returns its ID and the evidence digest.
+fn closed_change(w: &World, justification: &str, file: &str) -> (String, String) {
+    let id = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "dave",
+        "--grant",
+        "access:eng-read",
+        "--justification",
+        justification,
+    ]);
+    let path = w.dir.path().join(file);
+    std::fs::write(&path, format!("minutes of {file}: dave's home address is 1 Main St")).unwrap();
+    let added = w
+        .writ(&[
+            "evidence",
+            "add",
+            &id,
+            path.to_str().unwrap(),
+            "--step",
+            "request",
+            "--as",
+            "alice",
+            "--json",
+        ])
+        .json();
+    let digest = added["sha256"].as_str().unwrap().to_owned();
+    w.writ(&["change", "comment", &id, "--as", "dave", &format!("personal note on {file}")]).ok();
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &id]).ok();
+    w.writ(&["change", "verify", &id]).ok();
+    w.writ(&["change", "review", &id, "--as", "carol", "--notes", &format!("reviewed {file}")]).ok();
+    (id, digest)
+}
+
+#[test]
+fn retention_erases_clear_text_and_blobs_past_their_term_recorded_and_verifiable_and_a_legal_hold_keeps_all()
+{
+    let w = World::new();
+    load_retention(&w);
+    w.writ(&["identity", "add", "erin", "--kind", "human"]).ok();
+    w.writ(&["role", "grant", "erin", "auditor"]).ok();
+    let (erased, erased_blob) = closed_change(&w, "quarter close for finance", "a.txt");
+    let (held, held_blob) = closed_change(&w, "held for litigation", "b.txt");
+    // An open change holding the same justification as `erased` keeps that text alive.
+    let open = w.request_with(&[
+        "--as",
+        "alice",
+        "--identity",
+        "carol",
+        "--grant",
+        "access:eng-read",
+        "--justification",
+        "quarter close for finance",
+    ]);
+    // Only an admin or an auditor places a legal hold.
+    let before = w.fingerprint();
+    let refused = w.writ(&["change", "hold", &held, "--as", "bob", "--reason", "LH-1"]);
+    assert_eq!(error_code(&refused), "authority.not_yours", "{}", refused.stderr);
+    assert_eq!(w.fingerprint(), before);
+    w.writ(&["change", "hold", &held, "--as", "erin", "--reason", "litigation hold LH-1"]).ok();
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let run = w.writ(&["retention", "run", "--json"]).json();
+    let erased_here: Vec<(&str, &str)> = run["erased"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["change"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        erased_here,
+        [(erased.as_str(), "retention.clear_text"), (erased.as_str(), "retention.evidence")],
+        "{run}"
+    );
+    assert_eq!(run["held"], serde_json::json!([held]));
+    assert!(run["shared_kept"].as_u64().unwrap() >= 1, "the shared justification is kept: {run}");
+
+    // The clear text past its term is gone, the shared justification stays, the blob is gone.
+    let view = show(&w, &erased);
+    assert_eq!(view["justification"], "quarter close for finance", "still needed by {open}");
+    assert_eq!(view["comments"][0]["text"], "[erased]");
+    let trail = w.writ(&["change", "show", &erased]).ok();
+    assert!(
+        trail.contains("ERASED     clear text of")
+            && trail.contains("under retention rule retention.clear_text on"),
+        "{trail}"
+    );
+    // Every blob the change's events reference (the attached file and what Writ captured) is
+    // erased, but those another change still holds (equal plans are one blob).
+    let digests = |id: &str| -> std::collections::BTreeSet<String> {
+        show(&w, id)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| {
+                e["evidence"].as_array().unwrap().iter().map(|b| b["sha256"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let gone: std::collections::BTreeSet<String> = view["erasures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["blobs"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_owned()))
+        .collect();
+    let others: std::collections::BTreeSet<String> = digests(&held).union(&digests(&open)).cloned().collect();
+    assert!(gone.contains(&erased_blob), "the attached file is erased");
+    for digest in digests(&erased) {
+        assert_eq!(gone.contains(&digest), !others.contains(&digest), "{digest}");
+    }
+    assert!(
+        trail.contains(&format!(
+            "ERASED     {} evidence blob(s) under retention rule retention.evidence",
+            gone.len()
+        )),
+        "{trail}"
+    );
+    let fetched =
+        w.writ(&["evidence", "get", &erased_blob, "--out", w.dir.path().join("a.out").to_str().unwrap()]);
+    assert_ne!(fetched.code, 0, "the erased blob is gone");
+    let db = rusqlite::Connection::open(&w.db).unwrap();
+    let kept: i64 = db
+        .query_row("SELECT count(*) FROM sensitive WHERE value LIKE '%personal note on a.txt%'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kept, 0, "the comment's clear text is deleted, not hidden");
+    // The held change keeps everything.
+    let view = show(&w, &held);
+    assert_eq!(view["comments"][0]["text"], "personal note on b.txt");
+    assert_eq!(view["legal_hold"]["by"], "erin");
+    w.writ(&["evidence", "get", &held_blob, "--out", w.dir.path().join("b.out").to_str().unwrap()]).ok();
+    // The ledger still verifies, and so does a bundle of the erased change, offline.
+    w.writ(&["ledger", "verify"]).ok();
+    w.writ(&["ledger", "checkpoint"]).ok();
+    let out = w.dir.path().join("erased-bundle");
+    w.writ(&["audit", "bundle", "--change", &erased, "--out", out.to_str().unwrap()]).ok();
+    let verified = w.writ(&["audit", "verify", out.to_str().unwrap()]).ok();
+    assert!(verified.contains("under retention rule retention.evidence"), "{verified}");
+    // A second run erases nothing more; lifting the hold lets the next run erase the rest.
+    assert_eq!(w.writ(&["retention", "run", "--json"]).json()["erased"], serde_json::json!([]));
+    w.writ(&["change", "release", &held, "--as", "erin", "--reason", "case closed"]).ok();
+    let run = w.writ(&["retention", "run", "--json"]).json();
+    // The held change's clear text and blobs, and the blob it shared with the first one.
+    let mut erased_now: Vec<(&str, &str, u64)> = run["erased"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["change"].as_str().unwrap(), e["rule"].as_str().unwrap(), e["blobs"].as_u64().unwrap()))
+        .collect();
+    erased_now.sort();
+    let shared =
+        others.iter().filter(|d| digests(&erased).contains(*d) && !digests(&open).contains(*d)).count();
+    let mut want = vec![
+        (held.as_str(), "retention.clear_text", 0),
+        (held.as_str(), "retention.evidence", digests(&held).len() as u64),
+    ];
+    if shared > 0 {
+        want.push((erased.as_str(), "retention.evidence", shared as u64));
+    }
+    want.sort();
+    assert_eq!(erased_now, want, "{run}");
+    assert_eq!(show(&w, &held)["comments"][0]["text"], "[erased]");
+    w.writ(&["ledger", "verify"]).ok();
+    // Each change's own bundle says why its blobs are missing, shared ones included.
+    w.writ(&["ledger", "checkpoint"]).ok();
+    for id in [&erased, &held] {
+        let out = w.dir.path().join(format!("bundle-{id}"));
+        w.writ(&["audit", "bundle", "--change", id, "--out", out.to_str().unwrap()]).ok();
+        w.writ(&["audit", "verify", out.to_str().unwrap()]).ok();
+    }
+}

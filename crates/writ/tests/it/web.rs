@@ -933,3 +933,53 @@ fn the_request_form_asks_for_the_window_policy_demands_and_the_change_page_shows
     let page = alice.get(&submitted.location, false);
     assert!(page.body.contains("window agreed with the CAB"), "{}", page.body);
 }
+
+#[test]
+fn the_rollback_owner_rolls_a_change_back_from_its_page() {
+    let Some(issuer) = oidc_issuer() else { return };
+    let http = start(&issuer, None);
+    let w = &http.world;
+    let id = w.request_with(&[
+        "--as",
+        "carol",
+        "--identity",
+        "dave",
+        "--grant",
+        "access:eng-read",
+        "--justification",
+        "on call",
+        "--rollback-owner",
+        "alice",
+    ]);
+    w.writ(&["change", "approve", &id, "--as", "bob"]).ok();
+    w.writ(&["change", "execute", &id]).ok();
+    w.writ(&["change", "verify", &id]).ok();
+    let alice = Visitor::new(&http.server.base);
+    let csrf = alice.sign_in(&http.alice);
+    let page = alice.get(&format!("/ui/changes/{id}"), false);
+    assert!(
+        page.body.contains("id=\"step-rollback\"") && page.body.contains("Rollback owner"),
+        "{}",
+        page.body
+    );
+    // bob approved it: he is offered no rollback, and a forced one is refused.
+    let bob = Visitor::new(&http.server.base);
+    let bob_csrf = bob.sign_in(&http.bob);
+    assert!(!bob.get(&format!("/ui/changes/{id}"), false).body.contains("id=\"step-rollback\""));
+    let before = http.fingerprint();
+    let forced = bob
+        .post(&format!("/ui/changes/{id}/rollback"), &[("csrf", &bob_csrf), ("justification", "mine now")]);
+    assert_eq!(forced.status, 403, "{}", forced.body);
+    assert_eq!(http.fingerprint(), before);
+    let rolled = alice.post(
+        &format!("/ui/changes/{id}/rollback"),
+        &[("csrf", &csrf), ("justification", "pager rota ended")],
+    );
+    assert_eq!(rolled.status, 303, "{}", rolled.body);
+    let undo: Value = serde_json::from_str(&alice.get(&rolled.location, true).body).unwrap();
+    assert_eq!(
+        (undo["rollback_of"].as_str(), undo["requester"].as_str()),
+        (Some(id.as_str()), Some("alice"))
+    );
+    assert_eq!(undo["operations"][0]["action"], "revoke");
+}
