@@ -440,3 +440,44 @@ fn an_exception_is_warned_of_before_its_term_ends_once_each_and_again_after_a_re
     assert_eq!(w.engine.warn_expiring_exceptions().unwrap().len(), 1);
     assert_eq!(told(&w).len(), 3);
 }
+
+#[test]
+fn a_failed_verification_proposes_the_rollback_to_its_owner() {
+    let w = reached();
+    let admin = Actor::System(SystemActor::Admin);
+    let routes = "\n[[notify]]\nid = \"undo\"\non = [\"change.verification_failed\"]\nto = [\"rollback_owner\"]\nchannels = [\"email\"]\n";
+    let rules = format!(
+        "{}{routes}",
+        RULES_WITH_SECURITY.replace("security = [\"carol\"]", "security = [\"erin\", \"frank\"]")
+    );
+    w.engine.load_policy(admin, policy_with(&rules)).unwrap();
+    let input = RequestInput {
+        rollback_owner: Some(n("gina")),
+        ..input("alice", &[(OpAction::Grant, "dave", "apps:read")])
+    };
+    let id = w.engine.request(input, 7).unwrap().change.id;
+    assert_eq!(w.engine.load(&id).unwrap().change.rollback_owner, Some(n("gina")));
+    w.engine.approve(&id, &n("bob"), None, None).unwrap();
+    w.engine.execute(&id, None).unwrap();
+    let context = ApplyContext {
+        change: id.clone(),
+        summary: "out of band".into(),
+        requester: "x".into(),
+        approvers: vec![],
+        executor: "x".into(),
+        at: w.clock.now(),
+    };
+    w.apps.revoke(&context, &n("dave"), &ent("read")).unwrap();
+    assert_eq!(w.engine.verify(&id).unwrap().change.state, ChangeState::VerificationFailed);
+    let proposed: Vec<Notification> = w
+        .engine
+        .notifications(Some(&id), None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.notice.kind == "change.verification_failed")
+        .collect();
+    assert_eq!(proposed.iter().map(|x| x.notice.address.as_str()).collect::<Vec<_>>(), ["gina@example.com"]);
+    let message = w.engine.message(proposed.into_iter().next().unwrap()).unwrap();
+    assert!(message.text.contains(&format!("writ change rollback {id} --as gina")), "{}", message.text);
+    assert_eq!(message.payload["data"]["rollback_owner"], "gina");
+}

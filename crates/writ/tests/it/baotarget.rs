@@ -324,6 +324,30 @@ fn a_static_login_rotated_through_openbao_is_refused_by_postgres_with_its_old_pa
         bao.call("GET", &format!("secret/data/writ/bxb_app/static/bxb-svc?version={}", current - 1), None);
     assert_eq!(status, 404, "the old version is still readable");
 
+    // Rolling the rotation back rolls forward: a new password, never the retired one.
+    let undo = run(
+        &w,
+        &mut out,
+        &["change", "rollback", &rotate, "--as", "alice", "--justification", "bad rollout", "--json"],
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let undone = run(&w, &mut out, &["change", "show", &undo, "--json"]).json();
+    assert_eq!(
+        (undone["kind"].as_str(), undone["operations"][0]["action"].as_str()),
+        (Some("rotate_secret"), Some("rotate"))
+    );
+    run(&w, &mut out, &["change", "approve", &undo, "--as", "bob"]).ok();
+    run(&w, &mut out, &["change", "execute", &undo]).ok();
+    assert_eq!(verify(&w, &mut out, &undo).ok(), format!("{undo} verified"));
+    let (_, forward, meta) = delivered(&bao, "bxb_app", "static/bxb-svc").unwrap();
+    assert_eq!(meta["writ_change"], undo.as_str());
+    assert!(forward != first && forward != second, "a rollback restored a retired password");
+    assert!(login(&config, "bxb", &user, &forward), "the rolled-forward password does not log in");
+    assert!(!login(&config, "bxb", &user, &second), "the password rolled back from still logs in");
+
     // OpenBao rotates on its own between Writ's apply and verify: the delivered password is
     // stale, and verification says so.
     let again = change(&w, &mut out, "--rotate", "bxb_app", "vault:static/bxb-svc", &[]);
@@ -359,7 +383,7 @@ fn a_static_login_rotated_through_openbao_is_refused_by_postgres_with_its_old_pa
     assert!(!login(&config, "bxb", &user, &live), "the revoked holder's password still logs in");
     assert!(delivered(&bao, "bxb_app", "static/bxb-svc").is_none());
 
-    assert_secrets_absent(&w, &out, &[&first, &second, &live, &bao.token]);
+    assert_secrets_absent(&w, &out, &[&first, &second, &forward, &live, &bao.token]);
 }
 
 #[test]
