@@ -49,6 +49,16 @@ pub(crate) fn ulid(prefix: &str, at: Timestamp, random: u128) -> String {
     text
 }
 
+/// `ERS-` and a ULID: the id of a request to erase what Writ keeps about a person.
+pub fn erasure_id(at: Timestamp, random: u128) -> String {
+    ulid("ERS-", at, random)
+}
+
+/// Whether `input` is an erasure request's id.
+pub fn is_erasure_id(input: &str) -> bool {
+    is_ulid("ERS-", input)
+}
+
 /// Whether `input` is `prefix` followed by a ULID as [`ulid`] writes it.
 pub(crate) fn is_ulid(prefix: &str, input: &str) -> bool {
     let Some(body) = input.strip_prefix(prefix) else { return false };

@@ -449,6 +449,23 @@ pub enum RegistryEvent {
         repaired: Vec<String>,
         at: Timestamp,
     },
+    /// A person asked for the clear text about `subject` to be erased (`id`: `ERS-…`), citing
+    /// `reference` (the request's ticket, not its text: it is recorded in clear); it is carried
+    /// out once someone else approves it.
+    ErasureRequested {
+        actor: Actor,
+        id: String,
+        subject: IdentityName,
+        reference: String,
+        at: Timestamp,
+    },
+    /// An erasure request was approved (recorded once); the erasures follow, each a
+    /// `change.erased` on the change it erases.
+    ErasureApproved {
+        actor: Actor,
+        id: String,
+        at: Timestamp,
+    },
     /// A reconciliation saw an open (or excepted) finding again with a different account of it
     /// (an unmatched account that now holds something): its detail says what is true now.
     FindingChanged {
@@ -524,6 +541,8 @@ impl RegistryEvent {
             RegistryEvent::Transfer { transfer, .. } => transfer.state.event_type(),
             RegistryEvent::LedgerKey { retired: false, .. } => "ledger.key_added",
             RegistryEvent::LedgerKey { retired: true, .. } => "ledger.key_retired",
+            RegistryEvent::ErasureRequested { .. } => "erasure.requested",
+            RegistryEvent::ErasureApproved { .. } => "erasure.approved",
         }
     }
 
@@ -551,6 +570,8 @@ impl RegistryEvent {
             | RegistryEvent::FindingChanged { actor, .. }
             | RegistryEvent::UsageReported { actor, .. }
             | RegistryEvent::Transfer { actor, .. }
+            | RegistryEvent::ErasureRequested { actor, .. }
+            | RegistryEvent::ErasureApproved { actor, .. }
             | RegistryEvent::LedgerKey { actor, .. } => actor,
         }
     }
@@ -569,6 +590,8 @@ impl RegistryEvent {
             | RegistryEvent::ProjectionsRepaired { at, .. }
             | RegistryEvent::UsageReported { at, .. }
             | RegistryEvent::LedgerKey { at, .. }
+            | RegistryEvent::ErasureRequested { at, .. }
+            | RegistryEvent::ErasureApproved { at, .. }
             | RegistryEvent::RoleGranted { at, .. }
             | RegistryEvent::RoleRevoked { at, .. }
             | RegistryEvent::PolicyLoaded { at, .. } => *at,

@@ -275,6 +275,8 @@ impl Expected {
             | RegistryEvent::DeliveryRefused { .. }
             | RegistryEvent::RefusalsCounted { .. }
             | RegistryEvent::ProjectionsRepaired { .. }
+            | RegistryEvent::ErasureRequested { .. }
+            | RegistryEvent::ErasureApproved { .. }
             | RegistryEvent::LedgerKey { .. } => {}
         }
     }

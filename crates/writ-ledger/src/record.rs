@@ -425,6 +425,14 @@ enum Data {
     ProjectionsRepaired {
         repaired: Vec<String>,
     },
+    ErasureRequested {
+        erasure: String,
+        subject: String,
+        reference: String,
+    },
+    ErasureApproved {
+        erasure: String,
+    },
     LedgerKey {
         key: String,
     },
@@ -798,6 +806,18 @@ pub fn decode(bytes: &[u8], open: &dyn Fn(&str) -> Option<String>) -> Result<Eve
         ("ledger.key_retired", Data::LedgerKey { key }) => {
             RegistryEvent::LedgerKey { actor, key, retired: true, at }
         }
+        ("erasure.requested", Data::ErasureRequested { erasure, subject, reference }) => {
+            RegistryEvent::ErasureRequested {
+                actor,
+                id: erasure,
+                subject: IdentityName::parse(&subject)?,
+                reference,
+                at,
+            }
+        }
+        ("erasure.approved", Data::ErasureApproved { erasure }) => {
+            RegistryEvent::ErasureApproved { actor, id: erasure, at }
+        }
         ("ledger.projections_repaired", Data::ProjectionsRepaired { repaired }) => {
             RegistryEvent::ProjectionsRepaired { actor, repaired, at }
         }
@@ -995,6 +1015,12 @@ fn change_data(body: &ChangeEventBody, sealer: &mut Sealer<'_>) -> Data {
 
 fn registry_data(event: &RegistryEvent) -> Data {
     match event {
+        RegistryEvent::ErasureRequested { id, subject, reference, .. } => Data::ErasureRequested {
+            erasure: id.clone(),
+            subject: subject.to_string(),
+            reference: reference.clone(),
+        },
+        RegistryEvent::ErasureApproved { id, .. } => Data::ErasureApproved { erasure: id.clone() },
         RegistryEvent::IdentityAdded { identity, .. } => Data::IdentityAdded {
             name: identity.name.to_string(),
             kind: identity.kind.as_str().to_owned(),

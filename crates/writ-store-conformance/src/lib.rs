@@ -33,6 +33,7 @@ const TESTS: &[(&str, Test)] = &[
     ("checkpoints are idempotent and a second root for a size conflicts", checkpoints),
     ("evidence and sealed values round-trip, meta is set once", evidence_and_meta),
     ("an erasure deletes what it names with its event, and only so", erasure_with_its_event),
+    ("a decision keyed once is appended once", append_once),
     ("leaf pages resume after the last index", leaf_pages),
     ("change pages are newest first and resume before the last id", change_pages),
     ("tokens: issue, revoke once, unknown identity refused", tokens),
@@ -214,6 +215,20 @@ fn evidence_and_meta(store: Arc<dyn Store>) {
     assert_eq!(store.meta("ledger.origin").unwrap(), None);
     assert_eq!(store.init_meta("ledger.origin", "writ/a").unwrap(), "writ/a");
     assert_eq!(store.init_meta("ledger.origin", "writ/b").unwrap(), "writ/a", "set once");
+}
+
+fn append_once(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.append_once("erasure.approved.ERS-1", "carol", &event(None, None, "a")).unwrap(),
+        Some(0)
+    );
+    assert_eq!(store.append_once("erasure.approved.ERS-1", "dave", &event(None, None, "b")).unwrap(), None);
+    assert_eq!(store.event_count().unwrap(), 1, "the second decision wrote nothing");
+    assert_eq!(store.meta("erasure.approved.ERS-1").unwrap().as_deref(), Some("carol"));
+    assert_eq!(
+        store.append_once("erasure.approved.ERS-2", "carol", &event(None, None, "c")).unwrap(),
+        Some(1)
+    );
 }
 
 /// An erasure deletes kept clear text and blobs with the event that records it, and only so.

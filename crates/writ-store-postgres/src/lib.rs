@@ -828,6 +828,23 @@ impl CheckpointStore for PostgresStore {
         self.meta(key)?.ok_or_else(|| StoreError::Other(format!("setting {key} was not stored")))
     }
 
+    fn append_once(&self, key: &str, value: &str, event: &NewEvent) -> Result<Option<u64>> {
+        let (key, value, event) = (key.to_owned(), value.to_owned(), event.clone());
+        self.write(move |tx, next| {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    &[&key, &value],
+                )
+                .map_err(map_err)?;
+            if inserted == 0 {
+                return Ok((None, 0));
+            }
+            let indices = append(tx, next, std::slice::from_ref(&event))?;
+            Ok((indices.first().copied(), 1))
+        })
+    }
+
     fn add_ledger_key(&self, id: &str, key: &str, event: &NewEvent) -> Result<u64> {
         let (name, key, event) = (format!("ledger.key.{id}"), key.to_owned(), event.clone());
         self.write(move |tx, next| {

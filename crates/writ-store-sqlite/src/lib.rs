@@ -852,6 +852,18 @@ impl CheckpointStore for SqliteStore {
         self.meta(&k)?.ok_or_else(|| StoreError::Other(format!("setting {k} was not stored")))
     }
 
+    fn append_once(&self, key: &str, value: &str, event: &NewEvent) -> Result<Option<u64>> {
+        let (key, value, event) = (key.to_owned(), value.to_owned(), event.clone());
+        let indices = self.writer.submit(Box::new(move |tx| {
+            let inserted = tx
+                .prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)")
+                .and_then(|mut statement| statement.execute(params![key, value]))
+                .map_err(map_err)?;
+            if inserted == 0 { Ok(Vec::new()) } else { append(tx, std::slice::from_ref(&event)) }
+        }))?;
+        Ok(indices.first().copied())
+    }
+
     fn add_ledger_key(&self, id: &str, key: &str, event: &NewEvent) -> Result<u64> {
         let (name, key, event) = (format!("ledger.key.{id}"), key.to_owned(), event.clone());
         let indices = self.writer.submit(Box::new(move |tx| {

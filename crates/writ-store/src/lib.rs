@@ -857,6 +857,10 @@ pub trait CheckpointStore {
     /// Records a checkpoint signing key joining or leaving the log: its public key under
     /// `ledger.key.<id>` (kept once) and `event`, in one transaction. Returns the event's index.
     fn add_ledger_key(&self, id: &str, key: &str, event: &NewEvent) -> Result<u64>;
+    /// Appends `event` and sets `key` to `value` in one transaction, if `key` is not set yet;
+    /// `None`, with nothing written, if it is (a decision taken once, such as an erasure's
+    /// approval). The key is coordination: the event is the fact.
+    fn append_once(&self, key: &str, value: &str, event: &NewEvent) -> Result<Option<u64>>;
     /// Keeps a witness's cosignature on the checkpoint of `size` (idempotent per witness and
     /// size: the first kept stays).
     fn add_cosignature(&self, cosignature: &StoredCosignature) -> Result<()>;

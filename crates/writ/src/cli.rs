@@ -89,6 +89,12 @@ pub enum Top {
     /// serve` does this every hour on its own.
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// A person's request to erase what Writ keeps about them: `writ erase --subject NAME --as
+    /// PERSON --reference DSAR-12` records it; an admin who neither asked nor is its subject
+    /// approves it (`writ erase approve ERS-… --as ADMIN`); then the clear text of the closed
+    /// changes that concern them is erased (recorded on each, under rule `erasure.ERS-…`), the
+    /// rest as they close; a legal hold keeps a change whole. Events and digests stay.
+    Erase(EraseArgs),
     /// Break glass in an emergency: short, time-bound access granted and executed at once, for
     /// people policy allows (default pack: the incident-responders group). The change is marked
     /// emergency everywhere; someone else must approve it afterwards by the policy's deadline
@@ -598,6 +604,34 @@ impl RequestArgs {
         let (start, end) = (self.window_start.clone()?, self.window_end.clone()?);
         Some(writ_api::wire::WindowBody { start, end, zone: self.window_zone.clone() })
     }
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EraseArgs {
+    #[command(subcommand)]
+    pub command: Option<EraseCmd>,
+    /// The person whose data is to be erased.
+    #[arg(long, requires_all = ["actor", "reference"])]
+    pub subject: Option<String>,
+    /// Who asks (recorded).
+    #[arg(long = "as", value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// The request's reference (a ticket id; recorded in clear, so no personal data).
+    #[arg(long)]
+    pub reference: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EraseCmd {
+    /// Approve a request (an admin who neither asked for it nor is its subject), then erase.
+    Approve {
+        id: String,
+        #[arg(long = "as", value_name = "ACTOR")]
+        actor: String,
+    },
+    /// Every erasure request, with who asked and who approved.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

@@ -119,6 +119,10 @@ pub fn run(server: &str, command: Top, json: bool) -> Result<(), CliError> {
         }
         Top::Exception(command) => crate::exception_cmd::run_remote(&client, command, json),
         Top::Intake(command) => crate::intake_cmd::run_remote(&client, command, json),
+        Top::Erase(_) => Err(CliError::new(
+            "input.not_remote",
+            "erasure requests are recorded and approved on the server's host (writ erase)",
+        )),
         Top::Retention(_) => Err(CliError::new(
             "input.not_remote",
             "a server runs retention itself (every hour, on one instance)",

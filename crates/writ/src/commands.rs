@@ -165,31 +165,9 @@ fn dispatch(engine: &Engine, command: Top, json: bool) -> Result<(), CliError> {
         }
         Top::Exception(command) => crate::exception_cmd::run_local(engine, command, json),
         Top::Intake(command) => crate::intake_cmd::run_local(engine, command, json),
+        Top::Erase(args) => crate::erase_cmd::run_local(engine, args, json),
         Top::Retention(crate::cli::RetentionCmd::Run) => {
-            let report = engine.retention_run()?;
-            let value = serde_json::json!({
-                "erased": report.erased.iter().map(|(id, rule, values, blobs)| serde_json::json!({
-                    "change": id.as_str(), "rule": rule, "values": values, "blobs": blobs,
-                })).collect::<Vec<_>>(),
-                "held": report.held.iter().map(ChangeId::as_str).collect::<Vec<_>>(),
-                "shared_kept": report.shared_kept,
-            });
-            render::print(json, value, || {
-                let mut lines: Vec<String> = report
-                    .erased
-                    .iter()
-                    .map(|(id, rule, values, blobs)| {
-                        format!(
-                            "erased {id} under {rule}: {values} sealed value(s), {blobs} evidence blob(s)"
-                        )
-                    })
-                    .collect();
-                lines.extend(report.held.iter().map(|id| format!("kept {id}: under legal hold")));
-                if lines.is_empty() {
-                    lines.push("nothing is past its term".to_owned());
-                }
-                lines.join("\n")
-            });
+            crate::erase_cmd::print_report(&engine.retention_run()?, json);
             Ok(())
         }
         Top::RunDue(args) => {

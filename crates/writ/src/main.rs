@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod client;
 mod commands;
+mod erase_cmd;
 mod exception_cmd;
 mod http;
 mod intake_cmd;

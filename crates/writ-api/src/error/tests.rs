@@ -48,6 +48,8 @@ const EVENT_KINDS: &[&str] = &[
     "change.rollback_noted",
     "change.legal_hold",
     "change.erased",
+    "erasure.requested",
+    "erasure.approved",
     "exception.expiry_warned",
     "exception.expiring",
     // Notification kinds (writ_core::notify::kind), named by policy routes.

@@ -579,3 +579,82 @@ fn retention_erases_clear_text_and_blobs_past_their_term_recorded_and_verifiable
         w.writ(&["audit", "verify", out.to_str().unwrap()]).ok();
     }
 }
+
+#[test]
+fn a_persons_erasure_request_is_approved_by_another_admin_then_their_closed_changes_lose_their_clear_text() {
+    let w = World::new();
+    w.writ(&["identity", "add", "erin", "--kind", "human"]).ok();
+    w.writ(&["role", "grant", "erin", "auditor"]).ok();
+    let ask = |who: &str, why: &str| {
+        w.request_with(&[
+            "--as",
+            "alice",
+            "--identity",
+            who,
+            "--grant",
+            "access:eng-read",
+            "--justification",
+            why,
+        ])
+    };
+    let closed = ask("dave", "dave's medical leave cover");
+    w.writ(&["change", "reject", &closed, "--as", "bob", "--reason", "dave is on leave until May"]).ok();
+    let held = ask("dave", "dave's disciplinary case");
+    w.writ(&["change", "reject", &held, "--as", "bob", "--reason", "case file DC-3"]).ok();
+    w.writ(&["change", "hold", &held, "--as", "erin", "--reason", "litigation"]).ok();
+    let open = ask("dave", "dave's return to work");
+    let other = ask("carol", "carol's audit sample");
+    w.writ(&["change", "reject", &other, "--as", "bob", "--reason", "not needed"]).ok();
+
+    let asked =
+        w.writ(&["erase", "--subject", "dave", "--as", "alice", "--reference", "DSAR-12", "--json"]).json();
+    let id = asked["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("ERS-"), "{asked}");
+    // Nothing is erased before an approval, and only an admin who is neither its requester
+    // nor its subject approves it.
+    assert_eq!(show(&w, &closed)["justification"], "dave's medical leave cover");
+    w.writ(&["role", "grant", "alice", "admin"]).ok();
+    w.writ(&["role", "grant", "dave", "admin"]).ok();
+    for (who, code) in
+        [("bob", "authority.not_yours"), ("alice", "sod.self_approval"), ("dave", "sod.self_approval")]
+    {
+        let before = w.fingerprint();
+        let refused = w.writ(&["erase", "approve", &id, "--as", who]);
+        assert_eq!(error_code(&refused), code, "{who}: {}", refused.stderr);
+        assert_eq!(w.fingerprint(), before, "{who}'s refused approval changed something");
+    }
+    w.writ(&["role", "grant", "carol", "admin"]).ok();
+    let approved = w.writ(&["erase", "approve", &id, "--as", "carol", "--json"]).json();
+    let rule = format!("erasure.{id}");
+    let erased: Vec<(&str, &str)> = approved["run"]["erased"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["change"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(erased, [(closed.as_str(), rule.as_str())], "{approved}");
+    assert_eq!(approved["run"]["held"], serde_json::json!([held]));
+    assert_eq!(error_code(&w.writ(&["erase", "approve", &id, "--as", "carol"])), "state.invalid_transition");
+    // The closed change lost its clear text; the held, the open and carol's keep theirs.
+    let view = show(&w, &closed);
+    assert_eq!(
+        (view["justification"].as_str(), view["closing"]["reason"].as_str()),
+        (Some("[erased]"), Some("[erased]"))
+    );
+    let trail = w.writ(&["change", "show", &closed]).ok();
+    assert!(trail.contains(&format!("under retention rule {rule} on")), "{trail}");
+    assert_eq!(show(&w, &held)["justification"], "dave's disciplinary case");
+    assert_eq!(show(&w, &open)["justification"], "dave's return to work");
+    assert_eq!(show(&w, &other)["justification"], "carol's audit sample");
+    // The open one is erased once it closes.
+    w.writ(&["change", "cancel", &open, "--as", "alice", "--reason", "back already"]).ok();
+    let run = w.writ(&["retention", "run", "--json"]).json();
+    assert_eq!(run["erased"][0]["change"], open.as_str(), "{run}");
+    assert_eq!(show(&w, &open)["justification"], "[erased]");
+    let listed = w.writ(&["erase", "list", "--json"]).json();
+    assert_eq!(
+        (listed["items"][0]["id"].as_str(), listed["items"][0]["approved_by"].as_str()),
+        (Some(id.as_str()), Some("carol"))
+    );
+    w.writ(&["ledger", "verify"]).ok();
+}
