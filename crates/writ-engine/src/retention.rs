@@ -224,9 +224,7 @@ impl Engine {
 
     /// One pass over the log: per change, its fold, when it closed, the seals and blobs its
     /// events hold; the seals registry events hold; and the erasure requests.
-    fn scan_for_retention(
-        &self,
-    ) -> Result<Scan> {
+    fn scan_for_retention(&self) -> Result<Scan> {
         let mut changes: BTreeMap<ChangeId, Seen> = BTreeMap::new();
         let mut registry = BTreeSet::new();
         let mut requests = Vec::new();

@@ -307,6 +307,19 @@ fn a_partial_failure_records_what_applied_and_a_retry_applies_only_the_rest() {
     assert_eq!(w.engine.verify(&id).unwrap().change.state, ChangeState::Verified);
 }
 
+/// Someone takes `entitlement` on `apps` away from `who` behind Writ's back.
+fn revoke_out_of_band(w: &World, id: &ChangeId, who: &str, entitlement: &str) {
+    let context = ApplyContext {
+        change: id.clone(),
+        summary: "out of band".into(),
+        requester: "x".into(),
+        approvers: vec![],
+        executor: "x".into(),
+        at: w.clock.now(),
+    };
+    w.apps.revoke(&context, &n(who), &ent(entitlement)).unwrap();
+}
+
 #[test]
 fn drift_after_implementation_fails_verification() {
     let w = world();
@@ -316,15 +329,7 @@ fn drift_after_implementation_fails_verification() {
     w.engine.approve(&id, &n("bob"), None, None).unwrap();
     w.engine.approve(&id, &n("carol"), None, None).unwrap();
     w.engine.execute(&id, None).unwrap();
-    let context = ApplyContext {
-        change: id.clone(),
-        summary: "out of band".into(),
-        requester: "x".into(),
-        approvers: vec![],
-        executor: "x".into(),
-        at: w.clock.now(),
-    };
-    w.apps.revoke(&context, &n("dave"), &ent("admin")).unwrap();
+    revoke_out_of_band(&w, &id, "dave", "admin");
     let verified = w.engine.verify(&id).unwrap();
     assert_eq!(verified.change.state, ChangeState::VerificationFailed);
     assert_eq!(verified.change.verification.unwrap().mismatches, vec![0]);

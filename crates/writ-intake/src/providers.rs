@@ -244,28 +244,12 @@ pub(crate) fn jira(received: &Received<'_>, json: &Value) -> Result<Parsed> {
     parsed.account = text(&fields, &["reporter", "accountId"]).or_else(|| text(json, &["user", "accountId"]));
     let status = text(&fields, &["status", "name"]).unwrap_or_default().to_lowercase();
     parsed.cancelled = event == "jira:issue_deleted" || JIRA_CANCELLED.contains(&status.as_str());
-    let description = match fields.get("description") {
-        Some(Value::String(s)) => s.clone(),
-        Some(node @ Value::Object(_)) => {
-            let mut out = String::new();
-            adf_text(node, &mut out);
-            out
-        }
-        _ => String::new(),
-    };
+    let description = jira_text(fields.get("description"));
     let opens = !parsed.cancelled;
     apply_text(&mut parsed, &description, opens);
     parsed.approved_by = jsm_approvers(&fields);
     if let Some(comment) = json.get("comment").filter(|_| event.starts_with("comment_")) {
-        let body = match comment.get("body") {
-            Some(Value::String(s)) => s.clone(),
-            Some(node @ Value::Object(_)) => {
-                let mut out = String::new();
-                adf_text(node, &mut out);
-                out
-            }
-            _ => String::new(),
-        };
+        let body = jira_text(comment.get("body"));
         let written = required(comment, &["created"])?;
         parsed.comment = Some(ticket_comment(
             &required(comment, &["id"])?,
@@ -276,6 +260,19 @@ pub(crate) fn jira(received: &Received<'_>, json: &Value) -> Result<Parsed> {
         )?);
     }
     Ok(parsed)
+}
+
+/// A Jira text field: plain (wiki markup) or Atlassian Document Format.
+fn jira_text(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(node @ Value::Object(_)) => {
+            let mut out = String::new();
+            adf_text(node, &mut out);
+            out
+        }
+        _ => String::new(),
+    }
 }
 
 /// RFC 3339, or Jira's `2026-12-04T13:33:56.302+0100` (an offset without a colon).

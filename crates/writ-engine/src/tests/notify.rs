@@ -459,15 +459,7 @@ fn a_failed_verification_proposes_the_rollback_to_its_owner() {
     assert_eq!(w.engine.load(&id).unwrap().change.rollback_owner, Some(n("gina")));
     w.engine.approve(&id, &n("bob"), None, None).unwrap();
     w.engine.execute(&id, None).unwrap();
-    let context = ApplyContext {
-        change: id.clone(),
-        summary: "out of band".into(),
-        requester: "x".into(),
-        approvers: vec![],
-        executor: "x".into(),
-        at: w.clock.now(),
-    };
-    w.apps.revoke(&context, &n("dave"), &ent("read")).unwrap();
+    revoke_out_of_band(&w, &id, "dave", "read");
     assert_eq!(w.engine.verify(&id).unwrap().change.state, ChangeState::VerificationFailed);
     let proposed: Vec<Notification> = w
         .engine
