@@ -144,6 +144,7 @@ pub const CODES: &[(&str, Kind)] = &[
     ("input.invalid_text", Invalid),
     ("input.invalid_value", Invalid),
     ("input.too_early", Unprocessable),
+    ("window.invalid", Unprocessable),
     ("rate.limited", RateLimited),
     ("input.control_character", Invalid),
     ("input.event_mismatch", Invalid),

@@ -243,13 +243,19 @@ pub struct NewChange {
 #[derive(Deserialize, Serialize, JsonSchema, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct WindowBody {
-    #[schemars(length(min = 1, max = 40))]
+    #[schemars(length(min = 16, max = 40), regex(pattern = WINDOW_TIME_PATTERN))]
     pub start: String,
-    #[schemars(length(min = 1, max = 40))]
+    #[schemars(length(min = 16, max = 40), regex(pattern = WINDOW_TIME_PATTERN))]
     pub end: String,
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = ZONE_PATTERN))]
     pub zone: String,
 }
+
+/// A window's start or end: a date and a time, seconds and an offset optional.
+const WINDOW_TIME_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?$";
+/// An IANA time zone name's shape (whether it exists is the time zone database's answer).
+const ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
 
 impl WindowBody {
     pub fn window(&self) -> Result<writ_core::change::Window, Error> {

@@ -63,9 +63,10 @@ pub enum EngineError {
         until: writ_core::time::Timestamp,
         error: writ_store::StoreError,
     },
-    /// An input that is not one of the accepted forms (`detail` says what is expected).
-    #[error("invalid {field}: {detail}")]
-    Input { field: &'static str, detail: String },
+    /// A maintenance window that cannot be used as given: an unknown time zone, a time that is
+    /// not one, an end before its start (`detail` says what is expected).
+    #[error("invalid maintenance window: {0}")]
+    Window(String),
     /// A policy could not be loaded (file, line and reason); the policy in force is unchanged.
     #[error("invalid policy: {0}")]
     Policy(#[from] writ_policy::PolicyError),
@@ -77,7 +78,7 @@ impl EngineError {
         match self {
             EngineError::Refused(refusal) => refusal.code(),
             EngineError::NotFound { .. } => "not_found",
-            EngineError::Input { .. } => "input.invalid_value",
+            EngineError::Window(_) => "window.invalid",
             EngineError::Store(writ_store::StoreError::Conflict(_)) => "store.conflict",
             EngineError::Store(writ_store::StoreError::Unavailable(_)) => "store.unavailable",
             EngineError::Store(_) => "store.error",

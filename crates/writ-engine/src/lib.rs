@@ -110,8 +110,7 @@ pub struct RequestInput {
 /// Reads a maintenance window: `start` and `end` as RFC 3339 instants or local date-times in
 /// `zone`, an IANA time zone (see `writ_policy::window::concrete`).
 pub fn window(start: &str, end: &str, zone: &str) -> Result<writ_core::change::Window> {
-    writ_policy::window::concrete(start, end, zone)
-        .map_err(|detail| EngineError::Input { field: "window", detail })
+    writ_policy::window::concrete(start, end, zone).map_err(EngineError::Window)
 }
 
 /// The engine. Cheap to clone; all state lives in the store and the targets.
